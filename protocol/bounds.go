@@ -1,0 +1,153 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// msgpack v5 sizes a slice, map or string from the length prefix alone, so a 5-byte
+// body (dd ff ff ff ff) asks it for 2^32 elements. checkBody walks the encoding first
+// and refuses any length that the rest of the body cannot possibly hold (every
+// element takes at least one byte), any container over maxElems, and nesting deeper
+// than maxDepth. Only bodies that pass are handed to msgpack, so what it allocates
+// is bounded by the body size, which ReadFrame has already capped.
+const (
+	maxDepth = 16
+	maxElems = 1 << 16
+)
+
+func checkBody(b []byte) error {
+	n, err := skipValue(b, 0, 0)
+	if err != nil {
+		return err
+	}
+	if n != len(b) {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-n)
+	}
+	return nil
+}
+
+// checkPrefix is checkBody for a body that is a msgpack value followed by raw bytes;
+// it returns where the value ends.
+func checkPrefix(b []byte) (int, error) { return skipValue(b, 0, 0) }
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}
+
+// skipValue returns the offset just past the value at b[p:].
+func skipValue(b []byte, p, depth int) (int, error) {
+	if depth > maxDepth {
+		return 0, malformed("nesting deeper than %d", maxDepth)
+	}
+	if p >= len(b) {
+		return 0, malformed("truncated at byte %d", p)
+	}
+	c := b[p]
+	p++
+	switch {
+	case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+		return p, nil
+	case c&0xf0 == 0x80:
+		return skipItems(b, p, 2*int(c&0x0f), depth)
+	case c&0xf0 == 0x90:
+		return skipItems(b, p, int(c&0x0f), depth)
+	case c&0xe0 == 0xa0:
+		return skipBytes(b, p, int(c&0x1f))
+	}
+	switch c {
+	case 0xc4, 0xd9: // bin8, str8
+		n, p, err := readLen(b, p, 1)
+		if err != nil {
+			return 0, err
+		}
+		return skipBytes(b, p, n)
+	case 0xc5, 0xda: // bin16, str16
+		n, p, err := readLen(b, p, 2)
+		if err != nil {
+			return 0, err
+		}
+		return skipBytes(b, p, n)
+	case 0xc6, 0xdb: // bin32, str32
+		n, p, err := readLen(b, p, 4)
+		if err != nil {
+			return 0, err
+		}
+		return skipBytes(b, p, n)
+	case 0xc7, 0xc8, 0xc9: // ext8/16/32: length, type byte, data
+		w := map[byte]int{0xc7: 1, 0xc8: 2, 0xc9: 4}[c]
+		n, p, err := readLen(b, p, w)
+		if err != nil {
+			return 0, err
+		}
+		return skipBytes(b, p, n+1)
+	case 0xca, 0xce, 0xd2: // float32, uint32, int32
+		return skipBytes(b, p, 4)
+	case 0xcb, 0xcf, 0xd3: // float64, uint64, int64
+		return skipBytes(b, p, 8)
+	case 0xcc, 0xd0:
+		return skipBytes(b, p, 1)
+	case 0xcd, 0xd1:
+		return skipBytes(b, p, 2)
+	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 plus type byte
+		return skipBytes(b, p, 1+(1<<(c-0xd4)))
+	case 0xdc, 0xdd: // array16, array32
+		n, p, err := readLen(b, p, 2<<(c-0xdc))
+		if err != nil {
+			return 0, err
+		}
+		if n > maxElems {
+			return 0, malformed("array of %d elements (max %d)", n, maxElems)
+		}
+		return skipItems(b, p, n, depth)
+	case 0xde, 0xdf: // map16, map32
+		n, p, err := readLen(b, p, 2<<(c-0xde))
+		if err != nil {
+			return 0, err
+		}
+		if n > maxElems {
+			return 0, malformed("map of %d entries (max %d)", n, maxElems)
+		}
+		return skipItems(b, p, 2*n, depth)
+	}
+	return 0, malformed("invalid type byte 0x%02x", c)
+}
+
+func readLen(b []byte, p, width int) (int, int, error) {
+	if len(b)-p < width {
+		return 0, 0, malformed("truncated length at byte %d", p)
+	}
+	var n uint64
+	switch width {
+	case 1:
+		n = uint64(b[p])
+	case 2:
+		n = uint64(binary.BigEndian.Uint16(b[p:]))
+	case 4:
+		n = uint64(binary.BigEndian.Uint32(b[p:]))
+	}
+	if n > uint64(len(b)) {
+		return 0, 0, malformed("length %d exceeds body of %d bytes", n, len(b))
+	}
+	return int(n), p + width, nil
+}
+
+func skipBytes(b []byte, p, n int) (int, error) {
+	if n < 0 || n > len(b)-p {
+		return 0, malformed("length %d exceeds the %d bytes left", n, len(b)-p)
+	}
+	return p + n, nil
+}
+
+func skipItems(b []byte, p, n, depth int) (int, error) {
+	if n > len(b)-p {
+		return 0, malformed("%d items cannot fit in the %d bytes left", n, len(b)-p)
+	}
+	var err error
+	for i := 0; i < n; i++ {
+		if p, err = skipValue(b, p, depth+1); err != nil {
+			return 0, err
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,83 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// HeaderSize is the fixed frame header: one type byte and a big-endian uint32 body length.
+const HeaderSize = 5
+
+// MaxFrameSize caps a frame body. It is checked before any body byte is read or any
+// buffer is sized, so a hostile length costs nothing. Metadata of the largest file
+// (MaxPieces hashes) and a whole 256 KiB piece both fit.
+const MaxFrameSize = 1 << 20
+
+// Errors a reader can match with errors.Is.
+var (
+	ErrFrameTooLarge = errors.New("frame exceeds maximum size")
+	ErrUnknownType   = errors.New("unknown message type")
+	ErrMalformed     = errors.New("malformed message")
+)
+
+// ReadFrame reads one frame from r. buf is reused when it is large enough; the
+// returned body aliases it and is valid until the next call.
+func ReadFrame(r io.Reader, buf []byte) (MsgType, []byte, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	t := MsgType(hdr[0])
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrameSize {
+		return t, nil, fmt.Errorf("%w: %s frame of %d bytes (max %d)", ErrFrameTooLarge, t, n, MaxFrameSize)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return t, nil, fmt.Errorf("read %s body: %w", t, err)
+	}
+	return t, buf, nil
+}
+
+// ReadMessage reads and decodes one frame.
+func ReadMessage(r io.Reader, buf []byte) (Message, error) {
+	t, body, err := ReadFrame(r, buf)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(t, body)
+}
+
+// AppendFrame appends m as a whole frame to dst.
+func AppendFrame(dst []byte, m Message) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, byte(m.Type()), 0, 0, 0, 0)
+	dst, err := appendBody(dst, m)
+	if err != nil {
+		return dst[:start], err
+	}
+	n := len(dst) - start - HeaderSize
+	if n > MaxFrameSize {
+		return dst[:start], fmt.Errorf("encode %s: %w: %d bytes", m.Type(), ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(n))
+	return dst, nil
+}
+
+// WriteMessage encodes m and writes it to w in one Write call.
+func WriteMessage(w io.Writer, m Message) error {
+	b, err := AppendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,524 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// MsgType is the first byte of a frame. The list is append-only: a number, once
+// given, keeps its meaning forever. A node never sends a type newer than the
+// version negotiated in the hello.
+type MsgType uint8
+
+const (
+	TypeHello     MsgType = 0x01 // v1
+	TypeWelcome   MsgType = 0x02 // v1
+	TypeError     MsgType = 0x03 // v1
+	TypePing      MsgType = 0x04 // v1
+	TypePong      MsgType = 0x05 // v1
+	TypePublish   MsgType = 0x06 // v1
+	TypeUnpublish MsgType = 0x07 // v1
+	TypeQuery     MsgType = 0x08 // v1
+	TypeHits      MsgType = 0x09 // v1
+	TypeQueryDone MsgType = 0x0a // v1
+	TypeSummary   MsgType = 0x0b // v1
+	TypeGetMeta   MsgType = 0x0c // v1
+	TypeMeta      MsgType = 0x0d // v1
+	TypeRequest   MsgType = 0x0e // v1
+	TypeBlock     MsgType = 0x0f // v1
+)
+
+var typeNames = map[MsgType]string{
+	TypeHello: "hello", TypeWelcome: "welcome", TypeError: "error", TypePing: "ping",
+	TypePong: "pong", TypePublish: "publish", TypeUnpublish: "unpublish", TypeQuery: "query",
+	TypeHits: "hits", TypeQueryDone: "query_done", TypeSummary: "summary",
+	TypeGetMeta: "get_meta", TypeMeta: "meta", TypeRequest: "request", TypeBlock: "block",
+}
+
+func (t MsgType) String() string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("type_0x%02x", uint8(t))
+}
+
+// Protocol versions this build speaks. A hello carries a range; the answer picks
+// the highest version both sides have.
+const (
+	MinVersion uint16 = 1
+	MaxVersion uint16 = 1
+)
+
+// ALPN is the TLS application protocol of every QUIC connection in the overlay.
+const ALPN = "supernet/1"
+
+// Bounds on what a single message may carry, checked after decoding; checkBody
+// already bounded the allocation itself.
+const (
+	MaxNameLen       = 1024
+	MaxQueryLen      = 256
+	MaxAddrs         = 8
+	MaxAddrLen       = 64
+	MaxFilesPerFrame = 512
+	MaxHitsPerFrame  = 256
+	MaxSourcesPerHit = 64
+	MaxIDsPerFrame   = 4096
+	MaxSummaryLevels = 8
+	MaxHops          = 8
+	MaxBlockLen      = 1 << 19
+	MaxPieceHashes   = 16384
+)
+
+// Role says what a connection is for; the hello declares it.
+type Role uint8
+
+const (
+	RoleLeaf      Role = 1 // a peer attaching to its supernode
+	RoleSupernode Role = 2 // a supernode linking to another
+	RoleTransfer  Role = 3 // a peer fetching content from another peer
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleLeaf:
+		return "leaf"
+	case RoleSupernode:
+		return "supernode"
+	case RoleTransfer:
+		return "transfer"
+	}
+	return fmt.Sprintf("role_%d", uint8(r))
+}
+
+// Message is one decoded frame. The set of implementations is closed: a type switch
+// over the types below covers every message.
+type Message interface {
+	Type() MsgType
+	validate() error
+}
+
+// QueryID names one search across the overlay, for duplicate suppression and for
+// routing hits back.
+type QueryID [16]byte
+
+func (q QueryID) String() string { return fmt.Sprintf("%x", q[:]) }
+
+// Hello opens every connection, from the dialling side.
+type Hello struct {
+	MinVersion uint16   `msgpack:"v0"`
+	MaxVersion uint16   `msgpack:"v1"`
+	Role       Role     `msgpack:"r"`
+	Name       string   `msgpack:"n,omitempty"` // username, for leaves
+	Addrs      []string `msgpack:"a,omitempty"` // addresses the sender can be reached at
+	Agent      string   `msgpack:"ag,omitempty"`
+}
+
+// Welcome accepts a Hello.
+type Welcome struct {
+	Version  uint16   `msgpack:"v"`
+	Role     Role     `msgpack:"r"`
+	Observed string   `msgpack:"o,omitempty"` // the dialler's address as the listener sees it
+	Addrs    []string `msgpack:"a,omitempty"` // other supernodes the listener knows
+	Agent    string   `msgpack:"ag,omitempty"`
+}
+
+// Error refuses a request. Ref names the query it is about, if any.
+type Error struct {
+	Code    Status  `msgpack:"c"`
+	Message string  `msgpack:"m,omitempty"`
+	Ref     QueryID `msgpack:"q,omitempty"`
+}
+
+// Ping asks for a Pong with the same Seq; either side may send it.
+type Ping struct {
+	Seq uint64 `msgpack:"s"`
+}
+
+// Pong answers a Ping.
+type Pong struct {
+	Seq uint64 `msgpack:"s"`
+}
+
+// FileRecord describes one shared file.
+type FileRecord struct {
+	ID   ContentID `msgpack:"i"`
+	Name string    `msgpack:"n"`
+	Size int64     `msgpack:"s"`
+	Tags Tags      `msgpack:"t,omitempty"`
+}
+
+// Publish adds files to a leaf's index on its supernode. Reset first drops
+// everything the leaf published before; a leaf sends its whole share as a Reset
+// frame followed by plain frames.
+type Publish struct {
+	Reset bool         `msgpack:"r,omitempty"`
+	Files []FileRecord `msgpack:"f"`
+}
+
+// Unpublish removes files from a leaf's index.
+type Unpublish struct {
+	IDs []ContentID `msgpack:"i"`
+}
+
+// Query asks for content by keywords, or by content ID when CID is set. Hops is the
+// number of supernode-to-supernode steps it may still take.
+type Query struct {
+	ID    QueryID   `msgpack:"q"`
+	Text  string    `msgpack:"t,omitempty"`
+	CID   ContentID `msgpack:"c,omitempty"`
+	Hops  uint8     `msgpack:"h"`
+	Limit uint16    `msgpack:"l,omitempty"`
+}
+
+// Source is a peer that has a file.
+type Source struct {
+	Peer  PeerID   `msgpack:"p"`
+	Name  string   `msgpack:"n,omitempty"`
+	Addrs []string `msgpack:"a"`
+}
+
+// Hit is one file found, with the sources one supernode knows for it.
+type Hit struct {
+	FileRecord `msgpack:",inline"`
+	Sources    []Source `msgpack:"src"`
+	Score      float32  `msgpack:"sc,omitempty"`
+}
+
+// Hits streams results of a query back along the path it came.
+type Hits struct {
+	ID   QueryID `msgpack:"q"`
+	Hits []Hit   `msgpack:"h"`
+}
+
+// QueryDone ends a query on a link: no more Hits for ID will follow on it.
+// Supernodes counts the supernodes that searched their index for it.
+type QueryDone struct {
+	ID         QueryID `msgpack:"q"`
+	Status     Status  `msgpack:"s,omitempty"`
+	Supernodes uint32  `msgpack:"n,omitempty"`
+}
+
+// Summary carries one level of a supernode's attenuated Bloom filter: the keys
+// reachable through the sender within Level more supernode hops. Depth is the
+// number of levels the sender keeps, so a receiver can drop levels it no longer gets.
+type Summary struct {
+	Level  uint8  `msgpack:"l"`
+	Depth  uint8  `msgpack:"d"`
+	Filter []byte `msgpack:"f"`
+}
+
+// GetMeta opens a transfer stream for a content ID; the answer is Meta or Error.
+type GetMeta struct {
+	ID ContentID `msgpack:"i"`
+}
+
+// Meta is a file's metadata; the receiver checks that it hashes to the content ID.
+type Meta struct {
+	ID        ContentID `msgpack:"i"`
+	Name      string    `msgpack:"n,omitempty"`
+	Size      int64     `msgpack:"s"`
+	PieceSize int64     `msgpack:"ps"`
+	Hashes    []byte    `msgpack:"h"`
+}
+
+// Request asks for Length bytes of a piece starting at Offset, on a transfer stream.
+type Request struct {
+	Piece  uint32 `msgpack:"p"`
+	Offset uint32 `msgpack:"o,omitempty"`
+	Length uint32 `msgpack:"n"`
+}
+
+// Block carries the bytes of a Request. Its frame body is the msgpack array
+// [piece, offset] followed by the raw data, so the data is never re-encoded.
+type Block struct {
+	Piece  uint32
+	Offset uint32
+	Data   []byte
+}
+
+func (*Hello) Type() MsgType     { return TypeHello }
+func (*Welcome) Type() MsgType   { return TypeWelcome }
+func (*Error) Type() MsgType     { return TypeError }
+func (*Ping) Type() MsgType      { return TypePing }
+func (*Pong) Type() MsgType      { return TypePong }
+func (*Publish) Type() MsgType   { return TypePublish }
+func (*Unpublish) Type() MsgType { return TypeUnpublish }
+func (*Query) Type() MsgType     { return TypeQuery }
+func (*Hits) Type() MsgType      { return TypeHits }
+func (*QueryDone) Type() MsgType { return TypeQueryDone }
+func (*Summary) Type() MsgType   { return TypeSummary }
+func (*GetMeta) Type() MsgType   { return TypeGetMeta }
+func (*Meta) Type() MsgType      { return TypeMeta }
+func (*Request) Type() MsgType   { return TypeRequest }
+func (*Block) Type() MsgType     { return TypeBlock }
+
+func newMessage(t MsgType) Message {
+	switch t {
+	case TypeHello:
+		return new(Hello)
+	case TypeWelcome:
+		return new(Welcome)
+	case TypeError:
+		return new(Error)
+	case TypePing:
+		return new(Ping)
+	case TypePong:
+		return new(Pong)
+	case TypePublish:
+		return new(Publish)
+	case TypeUnpublish:
+		return new(Unpublish)
+	case TypeQuery:
+		return new(Query)
+	case TypeHits:
+		return new(Hits)
+	case TypeQueryDone:
+		return new(QueryDone)
+	case TypeSummary:
+		return new(Summary)
+	case TypeGetMeta:
+		return new(GetMeta)
+	case TypeMeta:
+		return new(Meta)
+	case TypeRequest:
+		return new(Request)
+	case TypeBlock:
+		return new(Block)
+	}
+	return nil
+}
+
+type blockHeader struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Piece    uint32
+	Offset   uint32
+}
+
+var encPool = sync.Pool{New: func() any {
+	e := msgpack.NewEncoder(nil)
+	e.UseCompactInts(true)
+	return e
+}}
+
+func appendBody(dst []byte, m Message) ([]byte, error) {
+	if err := m.validate(); err != nil {
+		return dst, fmt.Errorf("encode %s: %w", m.Type(), err)
+	}
+	buf := bytes.NewBuffer(dst)
+	enc := encPool.Get().(*msgpack.Encoder)
+	defer encPool.Put(enc)
+	enc.Reset(buf)
+	enc.UseCompactInts(true)
+	var v any = m
+	if b, ok := m.(*Block); ok {
+		v = &blockHeader{Piece: b.Piece, Offset: b.Offset}
+	}
+	if err := enc.Encode(v); err != nil {
+		return dst, fmt.Errorf("encode %s: %w", m.Type(), err)
+	}
+	if b, ok := m.(*Block); ok {
+		buf.Write(b.Data)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode parses a frame body of type t. Block data aliases body; every other
+// message owns its memory.
+func Decode(t MsgType, body []byte) (Message, error) {
+	m := newMessage(t)
+	if m == nil {
+		return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
+	}
+	if b, ok := m.(*Block); ok {
+		n, err := checkPrefix(body)
+		if err != nil {
+			return nil, fmt.Errorf("decode block: %w", err)
+		}
+		var h blockHeader
+		if err := msgpack.Unmarshal(body[:n], &h); err != nil {
+			return nil, fmt.Errorf("decode block: %w: %v", ErrMalformed, err)
+		}
+		b.Piece, b.Offset, b.Data = h.Piece, h.Offset, body[n:]
+	} else {
+		if err := checkBody(body); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", t, err)
+		}
+		if err := msgpack.Unmarshal(body, m); err != nil {
+			return nil, fmt.Errorf("decode %s: %w: %v", t, ErrMalformed, err)
+		}
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", t, err)
+	}
+	return m, nil
+}
+
+func invalid(format string, args ...any) error { return malformed(format, args...) }
+
+func checkStr(field, s string, max int) error {
+	if len(s) > max {
+		return invalid("%s of %d bytes (max %d)", field, len(s), max)
+	}
+	return nil
+}
+
+func checkAddrs(a []string) error {
+	if len(a) > MaxAddrs {
+		return invalid("%d addresses (max %d)", len(a), MaxAddrs)
+	}
+	for _, s := range a {
+		if err := checkStr("address", s, MaxAddrLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Hello) validate() error {
+	if m.MinVersion == 0 || m.MinVersion > m.MaxVersion {
+		return invalid("version range %d-%d", m.MinVersion, m.MaxVersion)
+	}
+	if m.Role < RoleLeaf || m.Role > RoleTransfer {
+		return invalid("role %d", m.Role)
+	}
+	if err := checkStr("name", m.Name, 64); err != nil {
+		return err
+	}
+	if err := checkStr("agent", m.Agent, 64); err != nil {
+		return err
+	}
+	return checkAddrs(m.Addrs)
+}
+
+func (m *Welcome) validate() error {
+	if m.Version == 0 {
+		return invalid("version 0")
+	}
+	if err := checkStr("observed address", m.Observed, MaxAddrLen); err != nil {
+		return err
+	}
+	if err := checkStr("agent", m.Agent, 64); err != nil {
+		return err
+	}
+	if len(m.Addrs) > 64 {
+		return invalid("%d supernode addresses (max 64)", len(m.Addrs))
+	}
+	return nil
+}
+
+func (m *Error) validate() error { return checkStr("message", m.Message, 1024) }
+func (m *Ping) validate() error  { return nil }
+func (m *Pong) validate() error  { return nil }
+
+func (f *FileRecord) validate() error {
+	if f.Size < 0 {
+		return invalid("negative size")
+	}
+	if f.Name == "" {
+		return invalid("empty file name")
+	}
+	if err := checkStr("file name", f.Name, MaxNameLen); err != nil {
+		return err
+	}
+	t := f.Tags
+	for _, s := range []string{t.Title, t.Artist, t.Album, t.Genre} {
+		if err := checkStr("tag", s, 256); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Publish) validate() error {
+	if len(m.Files) > MaxFilesPerFrame {
+		return invalid("%d files in one frame (max %d)", len(m.Files), MaxFilesPerFrame)
+	}
+	for i := range m.Files {
+		if err := m.Files[i].validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Unpublish) validate() error {
+	if len(m.IDs) > MaxIDsPerFrame {
+		return invalid("%d IDs in one frame (max %d)", len(m.IDs), MaxIDsPerFrame)
+	}
+	return nil
+}
+
+func (m *Query) validate() error {
+	if m.Text == "" && m.CID.IsZero() {
+		return invalid("query with neither text nor content ID")
+	}
+	if m.Hops > MaxHops {
+		return invalid("hop limit %d (max %d)", m.Hops, MaxHops)
+	}
+	return checkStr("query", m.Text, MaxQueryLen)
+}
+
+func (m *Hits) validate() error {
+	if len(m.Hits) > MaxHitsPerFrame {
+		return invalid("%d hits in one frame (max %d)", len(m.Hits), MaxHitsPerFrame)
+	}
+	for i := range m.Hits {
+		h := &m.Hits[i]
+		if err := h.FileRecord.validate(); err != nil {
+			return err
+		}
+		if len(h.Sources) == 0 || len(h.Sources) > MaxSourcesPerHit {
+			return invalid("%d sources in a hit (1 to %d)", len(h.Sources), MaxSourcesPerHit)
+		}
+		for _, s := range h.Sources {
+			if err := checkAddrs(s.Addrs); err != nil {
+				return err
+			}
+			if err := checkStr("source name", s.Name, 64); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *QueryDone) validate() error { return nil }
+
+func (m *Summary) validate() error {
+	if m.Depth == 0 || m.Depth > MaxSummaryLevels || m.Level >= m.Depth {
+		return invalid("summary level %d of %d", m.Level, m.Depth)
+	}
+	return nil
+}
+
+func (m *GetMeta) validate() error { return nil }
+
+func (m *Meta) validate() error {
+	if m.Size < 0 || m.PieceSize <= 0 {
+		return invalid("size %d, piece size %d", m.Size, m.PieceSize)
+	}
+	if len(m.Hashes)%32 != 0 || len(m.Hashes)/32 > MaxPieceHashes {
+		return invalid("%d bytes of piece hashes", len(m.Hashes))
+	}
+	return checkStr("file name", m.Name, MaxNameLen)
+}
+
+func (m *Request) validate() error {
+	if m.Length == 0 || m.Length > MaxBlockLen {
+		return invalid("request of %d bytes (1 to %d)", m.Length, MaxBlockLen)
+	}
+	return nil
+}
+
+func (m *Block) validate() error {
+	if len(m.Data) > MaxBlockLen {
+		return invalid("block of %d bytes (max %d)", len(m.Data), MaxBlockLen)
+	}
+	return nil
+}
+
+// IsZero lets msgpack omit an unset ID.
+func (q QueryID) IsZero() bool { return q == QueryID{} }

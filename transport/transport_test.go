@@ -1,0 +1,164 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+func newNode(t *testing.T, listen bool) *Node {
+	t.Helper()
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{Identity: id, Conn: pc, Listen: listen, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func TestDialHelloSend(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan *Link, 1)
+	go func() {
+		in, err := srv.Accept(ctx)
+		if err != nil {
+			t.Error(err)
+			got <- nil
+			return
+		}
+		if in.Peer != cli.Identity().ID || in.Hello.Name != "alice" {
+			t.Errorf("incoming peer %s name %q", in.Peer.Short(), in.Hello.Name)
+		}
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode})
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	l, w, err := cli.Dial(ctx, srv.Addr().String(), srv.Identity().ID, &protocol.Hello{Role: protocol.RoleLeaf, Name: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	if w.Observed != cli.Addr().String() {
+		t.Errorf("observed %s, want %s", w.Observed, cli.Addr())
+	}
+	sl := <-got
+	if sl == nil {
+		t.FailNow()
+	}
+	defer sl.Close(nil)
+	for i := 0; i < 100; i++ {
+		if err := l.Send(&protocol.Ping{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		m, err := sl.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := m.(*protocol.Ping); !ok || p.Seq != uint64(i) {
+			t.Fatalf("message %d: %#v", i, m)
+		}
+	}
+	l.Close(nil)
+	select {
+	case <-sl.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server side did not see the close")
+	}
+}
+
+func TestDialWrongPeerID(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	other, _ := protocol.GenerateIdentity()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := cli.Dial(ctx, srv.Addr().String(), other.ID, &protocol.Hello{Role: protocol.RoleLeaf})
+	if err == nil {
+		t.Fatal("dial to the wrong key succeeded")
+	}
+	if !errors.Is(err, protocol.ErrPeerIDMismatch) {
+		t.Logf("error does not wrap ErrPeerIDMismatch (TLS alert only): %v", err)
+	}
+}
+
+func TestDialUnsupportedVersion(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		in, err := srv.Accept(ctx)
+		if err == nil {
+			in.Accept(&protocol.Welcome{})
+		}
+	}()
+	_, _, err := cli.Dial(ctx, srv.Addr().String(), protocol.PeerID{}, &protocol.Hello{Role: protocol.RoleLeaf, MinVersion: 7, MaxVersion: 9})
+	if err == nil {
+		t.Fatal("dial with no common version succeeded")
+	}
+}
+
+// A stock STUN client (pion's) gets our socket's reflexive address from a node.
+func TestSTUNResponderStockClient(t *testing.T) {
+	srv := newNode(t, true)
+	var got stun.XORMappedAddress
+	var cbErr error
+	conn, err := net.DialUDP("udp", nil, srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := stun.NewClient(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.Do(stun.MustBuild(stun.TransactionID, stun.BindingRequest), func(ev stun.Event) {
+		if ev.Error != nil {
+			cbErr = ev.Error
+			return
+		}
+		cbErr = got.GetFrom(ev.Message)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if cbErr != nil {
+		t.Fatal(cbErr)
+	}
+	want := conn.LocalAddr().(*net.UDPAddr)
+	if !got.IP.Equal(want.IP) || got.Port != want.Port {
+		t.Fatalf("XOR-MAPPED-ADDRESS %s:%d, want %s", got.IP, got.Port, want)
+	}
+}
+
+// Reflexive runs over the node's own QUIC socket.
+func TestReflexiveSameSocket(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := cli.Reflexive(ctx, srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.String() != cli.Addr().String() {
+		t.Fatalf("reflexive %s, want %s", a, cli.Addr())
+	}
+}
