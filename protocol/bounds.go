@@ -3,6 +3,9 @@ package protocol
 import (
 	"encoding/binary"
 	"fmt"
+	"reflect"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // msgpack v5 sizes a slice, map or string from the length prefix alone, so a 5-byte
@@ -11,6 +14,13 @@ import (
 // element takes at least one byte), any container over maxElems, and nesting deeper
 // than maxDepth. Only bodies that pass are handed to msgpack, so what it allocates
 // is bounded by the body size, which ReadFrame has already capped.
+//
+// Bounded by the body size is not yet small: msgpack turns each 1-byte element (nil,
+// an empty map) into a whole zero struct, so without more a 1 MiB Hits body of nested
+// nil Sources asks for over 100 MiB. The slices of our own struct types are therefore
+// decoded by decodeCapped (registered in init), which checks the element count against
+// the per-frame limit before it makes the slice. What is left is []string (16 bytes per
+// 1-byte empty string, so at most 16 times the body).
 const (
 	maxDepth = 16
 	maxElems = 1 << 16
@@ -150,4 +160,41 @@ func skipItems(b []byte, p, n, depth int) (int, error) {
 		}
 	}
 	return p, nil
+}
+
+// init registers the capped slice decoders. msgpack keeps decoders in a process-wide
+// table, so only slices of this package's own types are registered: nothing else in
+// the binary decodes them differently.
+func init() {
+	registerCapped[Hit](MaxHitsPerFrame)
+	registerCapped[Source](MaxSourcesPerHit)
+	registerCapped[FileRecord](MaxFilesPerFrame)
+	registerCapped[ContentID](MaxIDsPerFrame)
+}
+
+// registerCapped makes msgpack refuse a []T of more than limit elements before it
+// allocates the slice. Otherwise it decodes like msgpack's own slice decoder: nil
+// stays nil, and each element is decoded in place.
+func registerCapped[T any](limit int) {
+	msgpack.Register([]T(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
+		n, err := d.DecodeArrayLen()
+		if err != nil {
+			return err
+		}
+		if n > limit {
+			return fmt.Errorf("%d elements of %s (max %d)", n, v.Type(), limit)
+		}
+		if n < 0 {
+			v.SetZero()
+			return nil
+		}
+		s := make([]T, n)
+		for i := range s {
+			if err := d.DecodeValue(reflect.ValueOf(&s[i]).Elem()); err != nil {
+				return err
+			}
+		}
+		v.Set(reflect.ValueOf(s))
+		return nil
+	})
 }

@@ -81,3 +81,28 @@ func WriteMessage(w io.Writer, m Message) error {
 	_, err = w.Write(b)
 	return err
 }
+
+// AppendBlockHeader appends the frame header and block header of a Block frame
+// carrying n data bytes; the caller appends exactly n bytes of data after it.
+// Uploaders read file data straight into the frame this way, with no copy.
+func AppendBlockHeader(dst []byte, piece, offset uint32, n int) []byte {
+	start := len(dst)
+	dst = append(dst, byte(TypeBlock), 0, 0, 0, 0, 0x92)
+	dst = appendUint(dst, piece)
+	dst = appendUint(dst, offset)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-HeaderSize+n))
+	return dst
+}
+
+// appendUint writes v in msgpack's shortest unsigned form.
+func appendUint(dst []byte, v uint32) []byte {
+	switch {
+	case v <= 0x7f:
+		return append(dst, byte(v))
+	case v <= 0xff:
+		return append(dst, 0xcc, byte(v))
+	case v <= 0xffff:
+		return append(dst, 0xcd, byte(v>>8), byte(v))
+	}
+	return append(dst, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}

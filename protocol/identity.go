@@ -64,6 +64,9 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("identity %s has mode %v: others can read the key; run chmod 600 on it", path, fi.Mode().Perm())
 	}
+	if len(b) == 0 { // a first run that died between creating and writing the file
+		return nil, fmt.Errorf("identity %s is empty: delete it to make a new identity", path)
+	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("identity %s: not a PEM private key", path)

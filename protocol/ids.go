@@ -72,6 +72,11 @@ func ParsePeerID(s string) (PeerID, error) {
 		return p, fmt.Errorf("%w: %v", ErrBadPeerID, err)
 	}
 	copy(p[:], b)
+	// 52 characters hold 260 bits; the last character's low 4 bits are not part of
+	// the ID. The decoder ignores them, so insist on zeros: one ID, one spelling.
+	if p.String() != strings.ToLower(s) {
+		return PeerID{}, fmt.Errorf("%w: not in canonical form", ErrBadPeerID)
+	}
 	return p, nil
 }
 

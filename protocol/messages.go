@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -61,7 +62,8 @@ const (
 	MaxNameLen       = 1024
 	MaxQueryLen      = 256
 	MaxAddrs         = 8
-	MaxAddrLen       = 64
+	MaxWelcomeAddrs  = 64 // other supernodes a Welcome may list
+	MaxAddrLen       = 128
 	MaxFilesPerFrame = 512
 	MaxHitsPerFrame  = 256
 	MaxSourcesPerHit = 64
@@ -403,8 +405,13 @@ func (m *Welcome) validate() error {
 	if err := checkStr("agent", m.Agent, 64); err != nil {
 		return err
 	}
-	if len(m.Addrs) > 64 {
-		return invalid("%d supernode addresses (max 64)", len(m.Addrs))
+	if len(m.Addrs) > MaxWelcomeAddrs {
+		return invalid("%d supernode addresses (max %d)", len(m.Addrs), MaxWelcomeAddrs)
+	}
+	for _, s := range m.Addrs {
+		if err := checkStr("address", s, MaxAddrLen); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -469,6 +476,9 @@ func (m *Hits) validate() error {
 		h := &m.Hits[i]
 		if err := h.FileRecord.validate(); err != nil {
 			return err
+		}
+		if math.IsNaN(float64(h.Score)) || math.IsInf(float64(h.Score), 0) {
+			return invalid("hit score %v", h.Score) // NaN breaks every sort by score
 		}
 		if len(h.Sources) == 0 || len(h.Sources) > MaxSourcesPerHit {
 			return invalid("%d sources in a hit (1 to %d)", len(h.Sources), MaxSourcesPerHit)

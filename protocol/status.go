@@ -83,8 +83,10 @@ func StatusOf(err error) Status {
 	if errors.Is(err, ErrMalformed) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrUnknownType) {
 		return StatusBadRequest
 	}
-	for s, e := range statusErrs {
-		if errors.Is(err, e) {
+	// In code order, not map order: an error that wraps two sentinels (errors.Join)
+	// must get the same code every time.
+	for s := StatusBadRequest; s <= StatusUnavailable; s++ {
+		if errors.Is(err, statusErrs[s]) {
 			return s
 		}
 	}

@@ -125,7 +125,7 @@ func (l *Link) writeLoop() {
 		}
 		l.mu.Lock()
 		buf := l.pending
-		l.pending = l.spare[:0]
+		l.pending, l.spare = l.spare[:0], nil
 		l.mu.Unlock()
 		if len(buf) == 0 {
 			continue

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -325,4 +326,20 @@ func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.
 		l.Close(err)
 		return nil, nil, err
 	}
+}
+
+// ParseTarget splits "peerid@host:port" or "host:port". With a peer ID, a dial
+// to the target fails unless the other side proves that ID.
+func ParseTarget(s string) (protocol.PeerID, string, error) {
+	if at := strings.LastIndexByte(s, '@'); at >= 0 {
+		id, err := protocol.ParsePeerID(s[:at])
+		if err != nil {
+			return id, "", fmt.Errorf("address %q: %w", s, err)
+		}
+		return id, s[at+1:], nil
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return protocol.PeerID{}, "", fmt.Errorf("address %q: %w", s, err)
+	}
+	return protocol.PeerID{}, s, nil
 }

@@ -1,0 +1,91 @@
+// Command supernode runs a group leader of the overlay on a public host.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/supernode"
+)
+
+func main() {
+	if err := command().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var (
+		listen, dataDir, logLevel string
+		join                      []string
+		jsonLogs                  bool
+		maxLeaves                 int
+		hops                      uint8
+	)
+	cmd := &cobra.Command{
+		Use:   "supernode",
+		Short: "Run a supernode: index leaves' content and route queries between supernodes",
+		Long: fmt.Sprintf(`Run a supernode of the overlay. It listens on one UDP port (default %d, all
+interfaces) for QUIC and STUN, accepts peers, indexes what they share, links to
+the supernodes given with --join, and routes searches between them.`, supernode.DefaultPort),
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := cli.Logger(os.Stderr, logLevel, jsonLogs)
+			if err != nil {
+				return usageErr(err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var targets []string
+			for _, j := range join {
+				for _, t := range strings.Split(j, ",") {
+					if t = strings.TrimSpace(t); t != "" {
+						targets = append(targets, t)
+					}
+				}
+			}
+			s, err := supernode.New(supernode.Config{
+				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
+				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
+			})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "supernode:", err)
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "supernode %s listening on udp %s\n", s.ID(), s.Addr())
+			err = s.Serve(ctx)
+			s.Close()
+			if errors.Is(err, supernode.ErrServerClosed) {
+				return nil
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "supernode:", err)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", fmt.Sprintf(":%d", supernode.DefaultPort), "UDP address to listen on")
+	f.StringSliceVar(&join, "join", nil, "supernodes to link to: host:port or peerid@host:port, comma-separated")
+	f.StringVar(&dataDir, "data-dir", supernode.DefaultDataDir(), "directory for the identity key ($SUPERNODE_DATA_DIR)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
+	f.IntVar(&maxLeaves, "max-leaves", 1000, "most peers attached at once")
+	f.Uint8Var(&hops, "hops", 4, "hop limit for queries between supernodes")
+	return cmd
+}
+
+func usageErr(err error) error {
+	fmt.Fprintln(os.Stderr, "supernode:", err)
+	return err
+}

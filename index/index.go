@@ -1,0 +1,703 @@
+// Package index holds what a supernode knows about content: a keyword index of the files
+// its leaves share (names and media tags, grouped by content ID with every leaf that has
+// the file), and the Bloom filter summaries supernodes exchange to decide which neighbour
+// may know an answer to a query.
+//
+// It is pure data: no I/O, no goroutines, no logging and no locks. An Index has one writer
+// at a time; Search, Lookup, QueryTerms, AddTo, Len, KeyCount and Generation do not modify
+// it, so a caller guards it with a sync.RWMutex and runs searches under the read lock.
+//
+// It is not a full-text engine: no phrases, prefixes, stemming or fuzzy matching. A query
+// is a set of whole normalised words (see Tokenize) that must all appear in a file's name
+// or tags.
+package index
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// SourceID is the supernode's opaque handle for one leaf peer.
+type SourceID uint32
+
+// Entry is one shared file as a leaf publishes it.
+type Entry struct {
+	ContentID protocol.ContentID
+	Name      string
+	Size      int64
+	Tags      protocol.Tags
+}
+
+// Result is one file that matched, with every leaf that shares it. When leaves disagree
+// on a file's name or tags, the first one published wins.
+type Result struct {
+	Entry
+	Sources []SourceID // ascending
+	// Score orders results: higher is better. Search scores lie in [0.5, 1.5]; only
+	// their order means anything. Lookup leaves it zero.
+	Score float64
+}
+
+const (
+	// DefaultLimit is the number of results Search returns when asked for limit <= 0.
+	DefaultLimit = 100
+	// MaxNameBytes and MaxTagBytes cap what is stored for one file; longer values are cut
+	// at a rune boundary. Real file names are at most 255 bytes.
+	MaxNameBytes = 1024
+	MaxTagBytes  = 256
+	// MaxScan caps the documents one Search examines: a query whose rarest term is in
+	// more files than this ranks only the first MaxScan of them (the oldest entries),
+	// so a query for "mp3" costs a bounded amount of work.
+	MaxScan = 1 << 17
+
+	// Postings hold docID<<1 | inName, so doc IDs have 31 bits.
+	maxDocs = 1<<31 - 1
+	// Compact once dead documents are this many and more than a third of all documents.
+	compactMinDead = 256
+)
+
+// doc is one distinct content ID. Documents live in a slice, not behind pointers, so a
+// million of them cost one allocation and nothing for the garbage collector to trace.
+type doc struct {
+	cid     protocol.ContentID
+	size    int64
+	off     uint32   // record in the arena: name, then tags when hasTags
+	src     SourceID // the only source when nsrc == 1; otherwise see Index.multi
+	nsrc    uint32   // 0 marks a dead document
+	hasTags bool
+}
+
+// deadMeta marks a dead document in Index.meta; live ones hold their name's term count
+// (at most MaxTokens).
+const deadMeta = 0xff
+
+// srcDocs lists the documents one source shares. Remove leaves stale IDs behind (cheaper
+// than finding them); they are dropped when they reach half of the list.
+type srcDocs struct {
+	docs  []uint32
+	stale int
+}
+
+// Index is a keyword index of shared files. Create one with New.
+type Index struct {
+	docs []doc
+	// meta is what ranking needs of each document, one byte each beside the postings'
+	// doc IDs, so that a search over many candidates does not load their docs.
+	meta []uint8
+	// tie is each document's tieKey, beside meta for the same reason.
+	tie   []uint32
+	arena []byte // every document's name and tags, back to back
+	terms map[string]uint32
+	post  []plist // by term ID
+	cids  cidTable
+	multi map[uint32][]SourceID // sources of documents with more than one, ascending
+	bySrc map[SourceID]*srcDocs
+	live  int
+	dead  int
+	gen   uint64
+
+	// Add's scratch space; there is one writer.
+	tokBuf []byte
+	toks   []span
+
+	scratch sync.Pool // *searchScratch, so concurrent searches do not allocate it
+}
+
+// New returns an empty index.
+func New() *Index {
+	return &Index{
+		terms: make(map[string]uint32),
+		multi: make(map[uint32][]SourceID),
+		bySrc: make(map[SourceID]*srcDocs),
+		cids:  cidTable{seed: maphash.MakeSeed()},
+	}
+}
+
+// Len returns the number of distinct content IDs in the index.
+func (ix *Index) Len() int { return ix.live }
+
+// Generation changes whenever the set of content IDs or terms may have changed, so a
+// caller rebuilds its summary only when it is stale. Adding or removing a second source
+// of a known file does not change it.
+func (ix *Index) Generation() uint64 { return ix.gen }
+
+// KeyCount returns an upper bound on the keys AddTo adds (exact after a compaction), to
+// size the filter with NewBloom.
+func (ix *Index) KeyCount() int { return ix.live + len(ix.terms) }
+
+// QueryTerms returns the terms Search looks for in query: these are the keys to test
+// against neighbours' summaries.
+func (ix *Index) QueryTerms(query string) []string { return Tokenize(query) }
+
+// Add records that src shares e. Adding the same (src, content ID) again does nothing; a
+// new source for a known content ID joins its sources and keeps the first name and tags.
+// Names and tags are cut to MaxNameBytes and MaxTagBytes. When the index is full (2^31
+// files or 4 GiB of names) the entry is dropped.
+func (ix *Index) Add(src SourceID, e Entry) {
+	if d, ok := ix.cids.find(ix.docs, &e.ContentID); ok {
+		if ix.addSource(d, src) {
+			ix.srcAppend(src, d)
+		}
+		return
+	}
+	name := clip(e.Name, MaxNameBytes)
+	t := protocol.Tags{
+		Title:  clip(e.Tags.Title, MaxTagBytes),
+		Artist: clip(e.Tags.Artist, MaxTagBytes),
+		Album:  clip(e.Tags.Album, MaxTagBytes),
+		Genre:  clip(e.Tags.Genre, MaxTagBytes),
+		Year:   e.Tags.Year,
+	}
+	hasTags := !t.IsZero()
+	recMax := len(name) + len(t.Title) + len(t.Artist) + len(t.Album) + len(t.Genre) + 6*binary.MaxVarintLen64
+	if len(ix.docs) >= maxDocs || len(ix.arena)+recMax > math.MaxUint32 {
+		return
+	}
+	off := uint32(len(ix.arena))
+	ix.arena = appendRecord(ix.arena, name, &t, hasTags)
+
+	d := uint32(len(ix.docs))
+	ix.tokBuf, ix.toks = appendTokens(ix.tokBuf[:0], ix.toks[:0], name)
+	nameToks := len(ix.toks)
+	if hasTags {
+		for _, s := range [...]string{t.Title, t.Artist, t.Album, t.Genre} {
+			ix.tokBuf, ix.toks = appendTokens(ix.tokBuf, ix.toks, s)
+		}
+	}
+	ix.docs = append(ix.docs, doc{
+		cid:     e.ContentID,
+		size:    e.Size,
+		off:     off,
+		src:     src,
+		nsrc:    1,
+		hasTags: hasTags,
+	})
+	ix.meta = append(ix.meta, uint8(nameToks))
+	ix.tie = append(ix.tie, tieKey(1, &e.ContentID))
+	for i, tk := range ix.toks {
+		b := ix.tokBuf[tk.start:tk.end]
+		id, ok := ix.terms[string(b)]
+		if !ok {
+			id = uint32(len(ix.post))
+			ix.terms[string(b)] = id
+			ix.post = append(ix.post, plist{})
+		}
+		ix.post[id].add(d, i < nameToks, ix.meta)
+	}
+	ix.cids.insert(ix.docs, d)
+	ix.srcAppend(src, d)
+	ix.live++
+	ix.gen++
+}
+
+// Remove records that src no longer shares cid, and reports whether it did.
+func (ix *Index) Remove(src SourceID, cid protocol.ContentID) bool {
+	d, ok := ix.cids.find(ix.docs, &cid)
+	if !ok || !ix.dropSource(d, src) {
+		return false
+	}
+	if sd := ix.bySrc[src]; sd != nil {
+		sd.stale++
+		if sd.stale*2 > len(sd.docs) {
+			ix.tidySource(src, sd)
+		}
+	}
+	ix.maybeCompact()
+	return true
+}
+
+// RemoveSource removes src from every file it shares, as when a leaf goes away, and
+// returns how many files it shared.
+func (ix *Index) RemoveSource(src SourceID) int {
+	sd := ix.bySrc[src]
+	if sd == nil {
+		return 0
+	}
+	delete(ix.bySrc, src)
+	n := 0
+	for _, d := range sd.docs {
+		if ix.dropSource(d, src) {
+			n++
+		}
+	}
+	ix.maybeCompact()
+	return n
+}
+
+// Lookup returns the file with content ID cid and all its sources.
+func (ix *Index) Lookup(cid protocol.ContentID) (Result, bool) {
+	d, ok := ix.cids.find(ix.docs, &cid)
+	if !ok {
+		return Result{}, false
+	}
+	var recs [1]record
+	out, _ := ix.results([]hit{{doc: d}}, recs[:0])
+	return out[0], true
+}
+
+// AddTo adds every term of a live file and every live content ID (its 32 raw bytes) to b,
+// which is what a neighbour tests a query against.
+func (ix *Index) AddTo(b *Bloom) {
+	for t, id := range ix.terms {
+		if ix.post[id].anyLive(ix.meta) {
+			b.AddString(t)
+		}
+	}
+	for i := range ix.docs {
+		if ix.docs[i].nsrc > 0 {
+			b.Add(ix.docs[i].cid[:])
+		}
+	}
+}
+
+// addSource adds src to live document d and reports whether it was new.
+func (ix *Index) addSource(d uint32, src SourceID) bool {
+	dc := &ix.docs[d]
+	if dc.nsrc == 1 {
+		if dc.src == src {
+			return false
+		}
+		ix.multi[d] = []SourceID{min(dc.src, src), max(dc.src, src)}
+		dc.nsrc = 2
+		ix.tie[d] = tieKey(dc.nsrc, &dc.cid)
+		return true
+	}
+	l := ix.multi[d]
+	i, found := slices.BinarySearch(l, src)
+	if found {
+		return false
+	}
+	ix.multi[d] = slices.Insert(l, i, src)
+	dc.nsrc++
+	ix.tie[d] = tieKey(dc.nsrc, &dc.cid)
+	return true
+}
+
+// dropSource removes src from document d, killing d when it was the last source, and
+// reports whether src was a source of d.
+func (ix *Index) dropSource(d uint32, src SourceID) bool {
+	dc := &ix.docs[d]
+	switch dc.nsrc {
+	case 0:
+		return false
+	case 1:
+		if dc.src != src {
+			return false
+		}
+		dc.nsrc = 0
+		ix.meta[d] = deadMeta
+		ix.cids.remove(ix.docs, &dc.cid)
+		ix.live--
+		ix.dead++
+		ix.gen++
+		return true
+	}
+	l := ix.multi[d]
+	i, found := slices.BinarySearch(l, src)
+	if !found {
+		return false
+	}
+	l = slices.Delete(l, i, i+1)
+	if len(l) == 1 {
+		dc.src = l[0]
+		delete(ix.multi, d)
+	} else {
+		ix.multi[d] = l
+	}
+	dc.nsrc--
+	ix.tie[d] = tieKey(dc.nsrc, &dc.cid)
+	return true
+}
+
+func (ix *Index) hasSource(d uint32, src SourceID) bool {
+	dc := &ix.docs[d]
+	switch dc.nsrc {
+	case 0:
+		return false
+	case 1:
+		return dc.src == src
+	}
+	_, found := slices.BinarySearch(ix.multi[d], src)
+	return found
+}
+
+func (ix *Index) appendSources(dst []SourceID, d uint32) []SourceID {
+	dc := &ix.docs[d]
+	if dc.nsrc == 1 {
+		return append(dst, dc.src)
+	}
+	return append(dst, ix.multi[d]...)
+}
+
+func (ix *Index) srcAppend(src SourceID, d uint32) {
+	sd := ix.bySrc[src]
+	if sd == nil {
+		sd = &srcDocs{}
+		ix.bySrc[src] = sd
+	}
+	sd.docs = append(sd.docs, d)
+}
+
+// tidySource drops stale and repeated IDs from src's list: a source removed and added
+// back to a file that stayed alive is listed twice.
+func (ix *Index) tidySource(src SourceID, sd *srcDocs) {
+	keep := sd.docs[:0]
+	for _, d := range sd.docs {
+		if ix.hasSource(d, src) {
+			keep = append(keep, d)
+		}
+	}
+	slices.Sort(keep)
+	keep = slices.Compact(keep)
+	if len(keep) == 0 {
+		delete(ix.bySrc, src)
+		return
+	}
+	sd.docs, sd.stale = keep, 0
+}
+
+// maybeCompact rebuilds the index without dead documents once they are over a third of
+// all documents: each rebuild costs O(size) and follows at least size/3 removals, so
+// removal stays amortised O(1) and dead weight stays bounded.
+func (ix *Index) maybeCompact() {
+	if ix.dead >= compactMinDead && ix.dead*2 > ix.live {
+		ix.compact()
+	}
+}
+
+// compact renumbers live documents densely in their old order, so posting lists stay
+// sorted, and rebuilds everything that holds a document ID.
+func (ix *Index) compact() {
+	remap := make([]uint32, len(ix.docs)) // new ID + 1; 0 for dead
+	arenaLen, n := 0, uint32(0)
+	for d := range ix.docs {
+		if ix.docs[d].nsrc > 0 {
+			n++
+			remap[d] = n
+			arenaLen += ix.recordEnd(&ix.docs[d]) - int(ix.docs[d].off)
+		}
+	}
+	docs := make([]doc, 0, n)
+	meta := make([]uint8, 0, n)
+	tie := make([]uint32, 0, n)
+	arena := make([]byte, 0, arenaLen)
+	multi := make(map[uint32][]SourceID, len(ix.multi))
+	for d := range ix.docs {
+		dc := ix.docs[d]
+		if dc.nsrc == 0 {
+			continue
+		}
+		rec := ix.arena[dc.off:ix.recordEnd(&dc)]
+		dc.off = uint32(len(arena))
+		arena = append(arena, rec...)
+		if dc.nsrc > 1 {
+			multi[uint32(len(docs))] = ix.multi[uint32(d)]
+		}
+		docs = append(docs, dc)
+		meta = append(meta, ix.meta[d])
+		tie = append(tie, ix.tie[d])
+	}
+
+	// A fresh map: Go maps do not shrink when entries are deleted.
+	terms := make(map[string]uint32, len(ix.terms))
+	post := make([]plist, 0, len(ix.terms))
+	for t, id := range ix.terms {
+		pl := ix.post[id]
+		if pl.remap(remap) {
+			terms[t] = uint32(len(post))
+			post = append(post, pl)
+		}
+	}
+
+	ix.docs, ix.meta, ix.tie, ix.arena = docs, meta, tie, arena
+	ix.terms, ix.post, ix.multi = terms, post, multi
+	ix.dead = 0
+	ix.bySrc = make(map[SourceID]*srcDocs, len(ix.bySrc))
+	for d := range ix.docs {
+		dc := &ix.docs[d]
+		if dc.nsrc == 1 {
+			ix.srcAppend(dc.src, uint32(d))
+			continue
+		}
+		for _, s := range ix.multi[uint32(d)] {
+			ix.srcAppend(s, uint32(d))
+		}
+	}
+	ix.cids.rebuild(ix.docs)
+}
+
+// Records in the arena: uvarint length and bytes of the name; when the document has tags,
+// then a varint year and the title, artist, album and genre the same way as the name.
+
+func appendRecord(b []byte, name string, t *protocol.Tags, hasTags bool) []byte {
+	b = appendStr(b, name)
+	if hasTags {
+		b = binary.AppendVarint(b, int64(t.Year))
+		b = appendStr(b, t.Title)
+		b = appendStr(b, t.Artist)
+		b = appendStr(b, t.Album)
+		b = appendStr(b, t.Genre)
+	}
+	return b
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// record is a document's strings, pointing into the arena.
+type record struct {
+	name, title, artist, album, genre []byte
+	year                              int
+}
+
+func (r *record) len() int {
+	return len(r.name) + len(r.title) + len(r.artist) + len(r.album) + len(r.genre)
+}
+
+func (ix *Index) record(dc *doc) (r record) {
+	p := ix.arena[dc.off:]
+	r.name, p = readStr(p)
+	if dc.hasTags {
+		y, n := binary.Varint(p)
+		r.year, p = int(y), p[n:]
+		r.title, p = readStr(p)
+		r.artist, p = readStr(p)
+		r.album, p = readStr(p)
+		r.genre, _ = readStr(p)
+	}
+	return r
+}
+
+// recordEnd returns the arena offset just past dc's record.
+func (ix *Index) recordEnd(dc *doc) int {
+	r := ix.record(dc)
+	last := r.name
+	if dc.hasTags {
+		last = r.genre
+	}
+	// last aliases the arena, so its end locates the record's end.
+	return cap(ix.arena) - cap(last) + len(last)
+}
+
+func readStr(p []byte) (s, rest []byte) {
+	if n := int(p[0]); n < 0x80 { // the usual case: a string under 128 bytes
+		return p[1 : 1+n : 1+n], p[1+n:]
+	}
+	n, k := binary.Uvarint(p)
+	p = p[k:]
+	return p[:n:n], p[n:]
+}
+
+// clip cuts s to at most n bytes without splitting a UTF-8 sequence.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// cidTable maps content IDs to document IDs: open addressing over uint32 slots, which
+// costs a few bytes per file where a map[ContentID]uint32 costs over 40. The hash is
+// seeded per index, so leaves choosing content IDs cannot pile them into one chain.
+type cidTable struct {
+	seed  maphash.Seed
+	slots []uint32 // doc ID + 1; 0 is empty, tombstone a removed entry
+	used  int      // slots that are not empty, tombstones included
+	live  int
+}
+
+const tombstone = ^uint32(0)
+
+func (t *cidTable) hash(c *protocol.ContentID) int { return int(maphash.Bytes(t.seed, c[:])) }
+
+// slot returns the slot holding c, or -1.
+func (t *cidTable) slot(docs []doc, c *protocol.ContentID) int {
+	if len(t.slots) == 0 {
+		return -1
+	}
+	mask := len(t.slots) - 1
+	for i := t.hash(c) & mask; ; i = (i + 1) & mask {
+		v := t.slots[i]
+		if v == 0 {
+			return -1
+		}
+		if v != tombstone && docs[v-1].cid == *c {
+			return i
+		}
+	}
+}
+
+func (t *cidTable) find(docs []doc, c *protocol.ContentID) (uint32, bool) {
+	i := t.slot(docs, c)
+	if i < 0 {
+		return 0, false
+	}
+	return t.slots[i] - 1, true
+}
+
+// insert adds document d, whose content ID is not in the table.
+func (t *cidTable) insert(docs []doc, d uint32) {
+	if (t.used+1)*4 > len(t.slots)*3 {
+		t.resize(docs, t.live+1)
+	}
+	t.place(docs, d)
+}
+
+func (t *cidTable) place(docs []doc, d uint32) {
+	mask := len(t.slots) - 1
+	i := t.hash(&docs[d].cid) & mask
+	for t.slots[i] != 0 && t.slots[i] != tombstone {
+		i = (i + 1) & mask
+	}
+	if t.slots[i] == 0 {
+		t.used++
+	}
+	t.slots[i] = d + 1
+	t.live++
+}
+
+func (t *cidTable) remove(docs []doc, c *protocol.ContentID) {
+	if i := t.slot(docs, c); i >= 0 {
+		t.slots[i] = tombstone
+		t.live--
+	}
+}
+
+// resize rehashes into a table at most half full with room for n entries, dropping
+// tombstones.
+func (t *cidTable) resize(docs []doc, n int) {
+	old := t.slots
+	t.slots = make([]uint32, tableSize(n))
+	t.used, t.live = 0, 0
+	for _, v := range old {
+		if v != 0 && v != tombstone {
+			t.place(docs, v-1)
+		}
+	}
+}
+
+func tableSize(n int) int {
+	size := 16
+	for size < 2*n {
+		size <<= 1
+	}
+	return size
+}
+
+// rebuild refills the table from the live documents.
+func (t *cidTable) rebuild(docs []doc) {
+	n := 0
+	for i := range docs {
+		if docs[i].nsrc > 0 {
+			n++
+		}
+	}
+	t.slots = make([]uint32, tableSize(n))
+	t.used, t.live = 0, 0
+	for i := range docs {
+		if docs[i].nsrc > 0 {
+			t.place(docs, uint32(i))
+		}
+	}
+}
+
+// hit is a candidate result while a search ranks them.
+type hit struct {
+	score float64
+	key   uint32 // tieKey
+	doc   uint32
+}
+
+// tieKey orders documents of equal score: more sources first, then the lower content ID.
+// It packs min(nsrc, 0xffff) and the complement of the ID's first two bytes, so that one
+// comparison of values kept beside the postings usually decides; equal or saturated keys
+// fall back to the documents.
+func tieKey(nsrc uint32, cid *protocol.ContentID) uint32 {
+	return min(nsrc, 0xffff)<<16 | uint32(0xffff-(uint16(cid[0])<<8|uint16(cid[1])))
+}
+
+// better is the result order: score, then number of sources, then content ID bytes so
+// that equal results always come in the same order.
+func (ix *Index) better(a, b hit) bool {
+	if a.score != b.score {
+		return a.score > b.score
+	}
+	if a.key != b.key && (a.key < 0xffff<<16 || b.key < 0xffff<<16) {
+		return a.key > b.key
+	}
+	da, db := &ix.docs[a.doc], &ix.docs[b.doc]
+	if da.nsrc != db.nsrc {
+		return da.nsrc > db.nsrc
+	}
+	return cidLess(&da.cid, &db.cid)
+}
+
+func cidLess(a, b *protocol.ContentID) bool {
+	for i := 0; i < len(a); i += 8 {
+		x, y := binary.BigEndian.Uint64(a[i:]), binary.BigEndian.Uint64(b[i:])
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+// results turns hits into Results. All strings share one allocation and all sources
+// another, so a search allocates a handful of times however many results it returns.
+// recs is scratch space.
+func (ix *Index) results(hits []hit, recs []record) ([]Result, []record) {
+	recs = slices.Grow(recs[:0], len(hits))
+	nbytes, nsrc := 0, 0
+	for _, h := range hits {
+		dc := &ix.docs[h.doc]
+		recs = append(recs, ix.record(dc))
+		nbytes += recs[len(recs)-1].len()
+		nsrc += int(dc.nsrc)
+	}
+	var sb strings.Builder
+	sb.Grow(nbytes)
+	for i := range recs {
+		r := &recs[i]
+		sb.Write(r.name)
+		sb.Write(r.title)
+		sb.Write(r.artist)
+		sb.Write(r.album)
+		sb.Write(r.genre)
+	}
+	all := sb.String()
+	pos := 0
+	take := func(b []byte) string {
+		s := all[pos : pos+len(b)]
+		pos += len(b)
+		return s
+	}
+	srcs := make([]SourceID, 0, nsrc)
+	out := make([]Result, len(hits))
+	for i, h := range hits {
+		dc := &ix.docs[h.doc]
+		r := &recs[i]
+		o := &out[i]
+		o.ContentID = dc.cid
+		o.Size = dc.size
+		o.Name = take(r.name)
+		o.Tags = protocol.Tags{Title: take(r.title), Artist: take(r.artist), Album: take(r.album), Genre: take(r.genre), Year: r.year}
+		n := len(srcs)
+		srcs = ix.appendSources(srcs, h.doc)
+		o.Sources = srcs[n:len(srcs):len(srcs)]
+		o.Score = h.score
+	}
+	clear(recs) // they point into the arena, which a compaction replaces
+	return out, recs
+}

@@ -1,0 +1,156 @@
+package index
+
+import (
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// Bounds on what one string can cost. Names come from untrusted leaves, so a hostile
+// name must not be able to make the index (or a query) allocate or loop without limit.
+const (
+	// MaxTokenBytes caps one token; longer words are cut at a rune boundary, the same
+	// way at index and at query time, so they still match.
+	MaxTokenBytes = 64
+	// MaxTokens caps the distinct tokens taken from one string.
+	MaxTokens = 32
+	// MaxInputBytes caps how much of one string is read.
+	MaxInputBytes = 1024
+)
+
+// Tokenize returns the search terms of s: Unicode NFKD with combining marks removed,
+// lowercased, split on everything that is not a letter or a digit, each term once, in
+// order of first appearance. "The Beatles - Hey Jude.mp3" gives the, beatles, hey, jude,
+// mp3; "Beyoncé" gives beyonce; "AC/DC" gives ac, dc.
+//
+// Text without spaces between words (Chinese, Japanese) stays one token per run.
+func Tokenize(s string) []string {
+	buf, toks := appendTokens(nil, nil, s)
+	if len(toks) == 0 {
+		return nil
+	}
+	all := string(buf) // one allocation; the terms are substrings of it
+	out := make([]string, len(toks))
+	for i, t := range toks {
+		out[i] = all[t.start:t.end]
+	}
+	return out
+}
+
+// span is one token inside a token buffer.
+type span struct{ start, end uint32 }
+
+// appendTokens appends the tokens of s to buf, and their spans to toks. A token equal to
+// one already in toks is skipped, so callers choose the dedupe scope by what they pass in
+// (the index passes a name's tokens when it adds the tags of the same file). At most
+// MaxTokens tokens are appended per call.
+func appendTokens(buf []byte, toks []span, s string) ([]byte, []span) {
+	if len(s) > MaxInputBytes {
+		s = s[:MaxInputBytes]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return appendUnicode(buf, toks, s)
+		}
+	}
+	return appendASCII(buf, toks, s)
+}
+
+func appendASCII(buf []byte, toks []span, s string) ([]byte, []span) {
+	added := 0
+	start := len(buf)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c-'A' < 26 {
+			c += 'a' - 'A'
+		}
+		if c-'a' < 26 || c-'0' < 10 {
+			if len(buf)-start < MaxTokenBytes {
+				buf = append(buf, c)
+			}
+			continue
+		}
+		if len(buf) > start {
+			var ok bool
+			if buf, toks, ok = endToken(buf, toks, start); ok {
+				if added++; added == MaxTokens {
+					return buf, toks
+				}
+			}
+			start = len(buf)
+		}
+	}
+	if len(buf) > start {
+		buf, toks, _ = endToken(buf, toks, start)
+	}
+	return buf, toks
+}
+
+func appendUnicode(buf []byte, toks []span, s string) ([]byte, []span) {
+	added := 0
+	start := len(buf)
+	full := false // the current token reached MaxTokenBytes; drop the rest of it
+	var it norm.Iter
+	it.InitString(norm.NFKD, s)
+	for !it.Done() {
+		seg := it.Next()
+		for len(seg) > 0 {
+			r, size := utf8.DecodeRune(seg)
+			seg = seg[size:]
+			word := false
+			switch {
+			case r < utf8.RuneSelf:
+				c := byte(r)
+				if c-'A' < 26 {
+					c += 'a' - 'A'
+					r = rune(c)
+				}
+				word = c-'a' < 26 || c-'0' < 10
+			case unicode.Is(unicode.Mn, r):
+				// The accent NFKD split off: dropped, and it does not end the word.
+				continue
+			default:
+				r = unicode.ToLower(r)
+				// Spacing marks (Mc) are vowel signs in Indic scripts: part of the word.
+				word = unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mc, r)
+			}
+			if word {
+				if !full {
+					if len(buf)-start+utf8.RuneLen(r) <= MaxTokenBytes {
+						buf = utf8.AppendRune(buf, r)
+					} else {
+						full = true
+					}
+				}
+				continue
+			}
+			full = false
+			if len(buf) > start {
+				var ok bool
+				if buf, toks, ok = endToken(buf, toks, start); ok {
+					if added++; added == MaxTokens {
+						return buf, toks
+					}
+				}
+				start = len(buf)
+			}
+		}
+	}
+	if len(buf) > start {
+		buf, toks, _ = endToken(buf, toks, start)
+	}
+	return buf, toks
+}
+
+// endToken records buf[start:] as a token unless toks already holds it, in which case
+// it is cut from buf again.
+func endToken(buf []byte, toks []span, start int) ([]byte, []span, bool) {
+	tok := buf[start:]
+	for _, t := range toks {
+		if int(t.end-t.start) == len(tok) && string(buf[t.start:t.end]) == string(tok) {
+			return buf[:start], toks, false
+		}
+	}
+	return buf, append(toks, span{uint32(start), uint32(len(buf))}), true
+}

@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
+)
+
+func testLog(t testing.TB) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+}
+
+func loopbackConn(t testing.TB) net.PacketConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startSupernode runs a supernode on loopback that joins the given ones.
+func startSupernode(t testing.TB, join ...*supernode.Server) *supernode.Server {
+	t.Helper()
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []string
+	for _, j := range join {
+		targets = append(targets, j.ID().String()+"@"+j.Addr().String())
+	}
+	s, err := supernode.New(supernode.Config{
+		Conn: loopbackConn(t), Identity: id, Join: targets, TickInterval: 50 * time.Millisecond,
+		Log: testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, supernode.ErrServerClosed) {
+			t.Errorf("supernode Serve: %v", err)
+		}
+	})
+	return s
+}
+
+type peerOpt func(*peer.Config)
+
+// startPeer runs a peer daemon sharing files (name -> content) attached to sn.
+func startPeer(t testing.TB, sn *supernode.Server, name string, files map[string][]byte, opts ...peerOpt) *peer.Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	share := filepath.Join(dir, "share")
+	if err := os.MkdirAll(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(share, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := peer.Config{
+		DataDir: filepath.Join(dir, "data"), ShareDir: share, Name: name,
+		Supernodes: []string{sn.ID().String() + "@" + sn.Addr().String()},
+		Conn:       loopbackConn(t), ControlSocket: "-", Log: testLog(t),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := peer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		d.Close()
+		<-done
+	})
+	return d
+}
+
+// eventually polls cond every 20 ms until it holds or the time is up.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i < n; i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8 && i+j < n; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+// search runs a query from d and returns the hits grouped by content ID.
+func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, peer.SearchResult) {
+	t.Helper()
+	var hits []protocol.Hit
+	res, err := d.Search(context.Background(), q, protocol.ContentID{}, 0, func(h []protocol.Hit) { hits = append(hits, h...) })
+	if err != nil {
+		t.Fatalf("search %q: %v", q, err)
+	}
+	return peer.GroupHits(hits), res
+}

@@ -1,0 +1,81 @@
+// Package peercli is the `peer` command: the daemon (`peer up`) and the commands
+// that talk to it over its control socket (`search`, `get`, `status`, `rescan`).
+// It lives here so the demo runs the very same code a user types.
+package peercli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// exitError carries an exit code; its message has already been printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// Main runs the peer command with args (without the program name) and returns
+// the exit code.
+func Main(args []string) int {
+	cmd := root()
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return 1
+	}
+}
+
+type globals struct {
+	dataDir string
+}
+
+func root() *cobra.Command {
+	g := &globals{}
+	cmd := &cobra.Command{
+		Use:           "peer",
+		Short:         "A peer of the supernode overlay: share a folder, search, download",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.PersistentFlags().StringVar(&g.dataDir, "data-dir", peer.DefaultDataDir(), "data directory of the daemon ($PEER_DATA_DIR)")
+	cmd.AddCommand(upCmd(g), searchCmd(g), getCmd(g), statusCmd(g), rescanCmd(g))
+	return cmd
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// explain prints a one-line reason for the common failures and picks an exit code.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, peer.ErrNoDaemon):
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return exitError{3}
+	case errors.Is(err, peer.ErrNoSupernode):
+		fmt.Fprintln(os.Stderr, "peer: the daemon cannot reach a supernode:", err)
+		return exitError{4}
+	case errors.Is(err, peer.ErrNothingFound):
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return exitError{5}
+	case errors.Is(err, protocol.ErrBadContentID):
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return exitError{2}
+	}
+	return err
+}

@@ -1,0 +1,121 @@
+package peercli
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/peer"
+)
+
+func searchCmd(g *globals) *cobra.Command {
+	var (
+		asJSON bool
+		limit  int
+	)
+	cmd := &cobra.Command{
+		Use:   "search WORDS...",
+		Short: "Search the overlay by keywords (file names and audio tags)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			q := strings.Join(args, " ")
+			hits, res, err := runSearch(ctx, g, peer.SearchRequest{Query: q, Limit: limit})
+			if err != nil {
+				return explain(err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Query      string         `json:"query"`
+					Supernodes int            `json:"supernodes_searched"`
+					Partial    bool           `json:"partial"`
+					Results    []peer.HitJSON `json:"results"`
+				}{q, res.Supernodes, res.Partial, hits})
+			}
+			if len(hits) == 0 {
+				fmt.Fprintf(os.Stderr, "No results for %q (%d supernodes searched).\n", q, res.Supernodes)
+				return exitError{5}
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSIZE\tSOURCES\tCONTENT ID")
+			for _, h := range hits {
+				name := h.Name
+				if h.Tags != nil && h.Tags.Title != "" && !strings.Contains(strings.ToLower(name), strings.ToLower(h.Tags.Title)) {
+					name += "  [" + strings.TrimSpace(h.Tags.Artist+" - "+h.Tags.Title) + "]"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", name, humanBytes(h.Size), len(h.Sources), h.ContentID)
+			}
+			tw.Flush()
+			note := ""
+			if res.Partial {
+				note = ", some did not answer in time"
+			}
+			fmt.Fprintf(os.Stderr, "%d results from %d supernodes%s. Download with: peer get CONTENT_ID\n", len(hits), res.Supernodes, note)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print results as JSON")
+	cmd.Flags().IntVar(&limit, "limit", 100, "most results per supernode")
+	return cmd
+}
+
+// runSearch collects a search's hits grouped by content ID, best first.
+func runSearch(ctx context.Context, g *globals, req peer.SearchRequest) ([]peer.HitJSON, peer.SearchResult, error) {
+	c := peer.NewClient(g.dataDir)
+	var all []peer.HitJSON
+	res, err := c.Search(ctx, req, func(h []peer.HitJSON) { all = append(all, h...) })
+	if err != nil {
+		return nil, res, err
+	}
+	return groupHits(all), res, nil
+}
+
+func groupHits(hits []peer.HitJSON) []peer.HitJSON {
+	at := map[string]int{}
+	var out []peer.HitJSON
+	for _, h := range hits {
+		i, ok := at[h.ContentID]
+		if !ok {
+			at[h.ContentID] = len(out)
+			out = append(out, h)
+			continue
+		}
+		o := &out[i]
+		o.Score = max(o.Score, h.Score)
+		for _, s := range h.Sources {
+			if !slices.ContainsFunc(o.Sources, func(x peer.SourceJSON) bool { return x.PeerID == s.PeerID }) {
+				o.Sources = append(o.Sources, s)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b peer.HitJSON) int {
+		if c := cmp.Compare(b.Score, a.Score); c != 0 {
+			return c
+		}
+		return cmp.Compare(len(b.Sources), len(a.Sources))
+	})
+	return out
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,95 @@
+package peercli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/peer"
+)
+
+func statusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's supernode, addresses and shared files",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := peer.NewClient(g.dataDir).Status(ctx)
+			if err != nil {
+				return explain(err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "Peer ID:\t%s\n", st.PeerID)
+			fmt.Fprintf(tw, "Name:\t%s\n", st.Name)
+			fmt.Fprintf(tw, "Local address:\t%s\n", st.LocalAddr)
+			sn := st.Supernode
+			switch {
+			case sn.Connected:
+				fmt.Fprintf(tw, "Supernode:\t%s (%s), attached %s ago\n", sn.Addr, short(sn.PeerID), time.Since(sn.Since).Round(time.Second))
+				fmt.Fprintf(tw, "Address seen by supernode:\t%s\n", sn.Observed)
+				if sn.Reflexive != "" {
+					fmt.Fprintf(tw, "Reflexive address (STUN):\t%s\n", sn.Reflexive)
+				}
+			case sn.Addr != "":
+				fmt.Fprintf(tw, "Supernode:\tnot attached (last tried %s: %s)\n", sn.Addr, sn.LastError)
+			default:
+				fmt.Fprintf(tw, "Supernode:\tnot attached yet\n")
+			}
+			fmt.Fprintf(tw, "Sharing:\t%d files, %s from %s\n", len(st.Shared), humanBytes(st.SharedSize), st.ShareDir)
+			fmt.Fprintf(tw, "Transferred:\t%s up, %s down\n", humanBytes(st.Uploaded), humanBytes(st.Downloaded))
+			tw.Flush()
+			if len(st.Shared) > 0 {
+				fmt.Println()
+				tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "SHARED FILE\tSIZE\tCONTENT ID")
+				for _, f := range st.Shared {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Path, humanBytes(f.Size), f.ContentID)
+				}
+				tw.Flush()
+			}
+			for _, d := range st.Downloads {
+				fmt.Printf("downloading %s: %s, %d/%d pieces from %d sources\n", d.Name, d.State, d.Have, d.Pieces, d.Active)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print status as JSON")
+	return cmd
+}
+
+func short(s string) string {
+	if len(s) > 10 {
+		return s[:10]
+	}
+	return s
+}
+
+func rescanCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rescan",
+		Short: "Rescan the shared folder now and publish what changed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			if err := peer.NewClient(g.dataDir).Rescan(ctx); err != nil {
+				return explain(err)
+			}
+			fmt.Fprintln(os.Stderr, "rescanned")
+			return nil
+		},
+	}
+}

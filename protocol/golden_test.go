@@ -1,0 +1,302 @@
+package protocol
+
+import (
+	"bytes"
+	"io"
+	"reflect"
+	"testing"
+)
+
+// golden is one message with the exact frame a v1 encoder produces for it. The hex
+// was generated once by AppendFrame and then read by hand against the msgpack spec;
+// a change here is a wire change and needs a version bump (see doc.go).
+type golden struct {
+	name string
+	msg  Message
+	hex  string
+}
+
+var goldens = []golden{
+	{"hello", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Name: "alice",
+		Addrs: []string{"192.0.2.1:4000"}, Agent: "supernet/0.1"}, `0100000036
+		86a2763001a2763101a17201a16ea5616c696365a16191ae3139322e302e322e
+		313a34303030a26167ac73757065726e65742f302e31`},
+	{"hello_minimal", &Hello{MinVersion: 1, MaxVersion: 3, Role: RoleSupernode}, `010000000c
+		83a2763001a2763103a17202`},
+	{"welcome", &Welcome{Version: 1, Role: RoleLeaf, Observed: "198.51.100.7:51000",
+		Addrs: []string{"203.0.113.5:4000"}, Agent: "supernet/0.1"}, `0200000040
+		85a17601a17201a16fb23139382e35312e3130302e373a3531303030a16191b0
+		3230332e302e3131332e353a34303030a26167ac73757065726e65742f302e31`},
+	{"error", &Error{Code: StatusNotFound, Message: "no such file", Ref: exQID}, `0300000027
+		83a16303a16dac6e6f20737563682066696c65a171c410010203040506070809
+		0a0b0c0d0e0f10`},
+	{"error_minimal", &Error{Code: StatusOverloaded}, `0300000004
+		81a16304`},
+	{"ping", &Ping{Seq: 7}, `0400000004
+		81a17307`},
+	{"pong", &Pong{Seq: 1 << 40}, `050000000c
+		81a173cf0000010000000000`},
+	{"publish", &Publish{Reset: true, Files: []FileRecord{{ID: exCID, Name: "hey jude.mp3", Size: 4000000,
+		Tags: Tags{Title: "Hey Jude", Artist: "The Beatles", Year: 1968}}}}, `0600000063
+		82a172c3a1669184a169c4201111111111111111111111111111111111111111
+		111111111111111111111111a16eac686579206a7564652e6d7033a173ce003d
+		0900a17483a174a8486579204a756465a161ab54686520426561746c6573a179
+		cd07b0`},
+	{"publish_untagged", &Publish{Files: []FileRecord{{ID: exCID2, Name: "a.txt", Size: 0}}}, `0600000034
+		81a1669183a169c4202222222222222222222222222222222222222222222222
+		222222222222222222a16ea5612e747874a17300`},
+	{"unpublish", &Unpublish{IDs: []ContentID{exCID, exCID2}}, `0700000048
+		81a16992c4201111111111111111111111111111111111111111111111111111
+		111111111111c420222222222222222222222222222222222222222222222222
+		2222222222222222`},
+	{"query", &Query{ID: exQID, Text: "hey jude", Hops: 4, Limit: 100}, `0800000026
+		84a171c4100102030405060708090a0b0c0d0e0f10a174a8686579206a756465
+		a16804a16c64`},
+	{"query_cid", &Query{ID: exQID, CID: exCID, Hops: 0}, `080000003c
+		83a171c4100102030405060708090a0b0c0d0e0f10a163c42011111111111111
+		11111111111111111111111111111111111111111111111111a16800`},
+	{"hits", &Hits{ID: exQID, Hits: []Hit{{
+		FileRecord: FileRecord{ID: exCID, Name: "hey jude.mp3", Size: 4000000, Tags: Tags{Artist: "The Beatles"}},
+		Sources:    []Source{{Peer: exPeer, Name: "alice", Addrs: []string{"192.0.2.1:4000"}}},
+		Score:      1.5,
+	}}}, `09000000b0
+		82a171c4100102030405060708090a0b0c0d0e0f10a1689186a169c420111111
+		1111111111111111111111111111111111111111111111111111111111a16eac
+		686579206a7564652e6d7033a173ce003d0900a17481a161ab54686520426561
+		746c6573a37372639183a170c420333333333333333333333333333333333333
+		3333333333333333333333333333a16ea5616c696365a16191ae3139322e302e
+		322e313a34303030a27363ca3fc00000`},
+	{"query_done", &QueryDone{ID: exQID, Supernodes: 3}, `0a00000018
+		82a171c4100102030405060708090a0b0c0d0e0f10a16e03`},
+	{"query_done_timeout", &QueryDone{ID: exQID, Status: StatusTimeout, Supernodes: 300}, `0a0000001d
+		83a171c4100102030405060708090a0b0c0d0e0f10a17305a16ecd012c`},
+	{"summary", &Summary{Level: 1, Depth: 3, Filter: []byte{0x01, 0x80, 0x00, 0xff}}, `0b0000000f
+		83a16c01a16403a166c404018000ff`},
+	{"get_meta", &GetMeta{ID: exCID}, `0c00000025
+		81a169c420111111111111111111111111111111111111111111111111111111
+		1111111111`},
+	{"meta", &Meta{ID: exCID, Name: "hey jude.mp3", Size: 300000, PieceSize: 262144,
+		Hashes: append(bytes.Repeat([]byte{0xaa}, 32), bytes.Repeat([]byte{0xbb}, 32)...)}, `0d00000087
+		85a169c420111111111111111111111111111111111111111111111111111111
+		1111111111a16eac686579206a7564652e6d7033a173ce000493e0a27073ce00
+		040000a168c440aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+		aaaaaaaaaaaaaabbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+		bbbbbbbbbbbbbb`},
+	{"request", &Request{Piece: 3, Offset: 16384, Length: 16384}, `0e0000000e
+		83a17003a16fcd4000a16ecd4000`},
+	{"request_first_byte", &Request{Piece: 0, Length: 1}, `0e00000007
+		82a17000a16e01`},
+	{"block", &Block{Piece: 3, Offset: 16384, Data: []byte("hello")}, `0f0000000a
+		9203cd400068656c6c6f`},
+	{"block_big_piece", &Block{Piece: 70000, Offset: 0, Data: []byte{}}, `0f00000007
+		92ce0001117000`},
+}
+
+
+// TestGoldenEveryType makes sure the table above leaves no message type out.
+func TestGoldenEveryType(t *testing.T) {
+	seen := map[MsgType]bool{}
+	for _, g := range goldens {
+		seen[g.msg.Type()] = true
+	}
+	for ty := range typeNames {
+		if !seen[ty] {
+			t.Errorf("no golden encoding for %s", ty)
+		}
+	}
+	for ty := MsgType(0); ty < 0xff; ty++ {
+		if (newMessage(ty) != nil) != (typeNames[ty] != "") {
+			t.Errorf("%s: newMessage and typeNames disagree", ty)
+		}
+	}
+}
+
+func TestGoldenEncode(t *testing.T) {
+	for _, g := range goldens {
+		t.Run(g.name, func(t *testing.T) {
+			want := unhex(t, g.hex)
+			got, err := AppendFrame(nil, g.msg)
+			if err != nil {
+				t.Fatalf("AppendFrame: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("encoding changed\n got %x\nwant %x", got, want)
+			}
+			// Appending to a non-empty buffer adds exactly the same bytes.
+			prefix := []byte("prefix")
+			got2, err := AppendFrame(append([]byte(nil), prefix...), g.msg)
+			if err != nil || !bytes.Equal(got2, append(prefix, want...)) {
+				t.Fatalf("AppendFrame after a prefix: %x, %v", got2, err)
+			}
+			var w bytes.Buffer
+			if err := WriteMessage(&w, g.msg); err != nil || !bytes.Equal(w.Bytes(), want) {
+				t.Fatalf("WriteMessage: %x, %v", w.Bytes(), err)
+			}
+		})
+	}
+}
+
+func TestGoldenDecode(t *testing.T) {
+	for _, g := range goldens {
+		t.Run(g.name, func(t *testing.T) {
+			frame := unhex(t, g.hex)
+			if MsgType(frame[0]) != g.msg.Type() {
+				t.Fatalf("type byte 0x%02x, want %s", frame[0], g.msg.Type())
+			}
+			got, err := ReadMessage(bytes.NewReader(frame), nil)
+			if err != nil {
+				t.Fatalf("ReadMessage: %v", err)
+			}
+			if !reflect.DeepEqual(got, g.msg) {
+				t.Fatalf("decoded\n %#v\nwant\n %#v", got, g.msg)
+			}
+		})
+	}
+}
+
+// TestRoundTripStream writes every golden message to one stream and reads them back
+// in order, reusing one read buffer, as a link does.
+func TestRoundTripStream(t *testing.T) {
+	var w bytes.Buffer
+	for _, g := range goldens {
+		if err := WriteMessage(&w, g.msg); err != nil {
+			t.Fatalf("%s: %v", g.name, err)
+		}
+	}
+	r := bytes.NewReader(w.Bytes())
+	var buf []byte
+	for _, g := range goldens {
+		ty, body, err := ReadFrame(r, buf)
+		if err != nil {
+			t.Fatalf("%s: ReadFrame: %v", g.name, err)
+		}
+		if cap(body) > cap(buf) {
+			buf = body[:0]
+		}
+		m, err := Decode(ty, body)
+		if err != nil {
+			t.Fatalf("%s: Decode: %v", g.name, err)
+		}
+		if b, ok := m.(*Block); ok {
+			b.Data = bytes.Clone(b.Data) // it aliases buf, which the next frame reuses
+		}
+		if !sameMessage(m, g.msg) {
+			t.Fatalf("%s: got %#v", g.name, m)
+		}
+	}
+	if _, err := ReadMessage(r, buf); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+}
+
+// TestRoundTripVariants covers encodings the goldens do not: zero and maximal
+// integers, empty and nil slices, every tag, the largest legal sizes.
+func TestRoundTripVariants(t *testing.T) {
+	maxHashes := bytes.Repeat([]byte{0x5a}, 32*MaxPieceHashes)
+	many := make([]ContentID, MaxIDsPerFrame)
+	for i := range many {
+		many[i][0], many[i][1] = byte(i), byte(i>>8)
+	}
+	tests := []Message{
+		&Hello{MinVersion: 1, MaxVersion: 0xffff, Role: RoleTransfer, Addrs: []string{}},
+		&Welcome{Version: 0xffff, Role: RoleSupernode},
+		&Error{Code: Status(0xffff)},
+		&Ping{}, &Pong{Seq: 1<<64 - 1},
+		&Publish{Reset: true},
+		&Publish{Files: []FileRecord{{ID: exCID, Name: "x", Size: 1<<63 - 1,
+			Tags: Tags{Title: "t", Artist: "a", Album: "l", Genre: "g", Year: -50}}}},
+		&Unpublish{IDs: many},
+		&Query{ID: exQID, Text: "a", CID: exCID, Hops: MaxHops, Limit: 0xffff},
+		&Hits{ID: exQID},
+		&Hits{ID: exQID, Hits: []Hit{{FileRecord: FileRecord{ID: exCID, Name: "n"}, Score: -2,
+			Sources: []Source{{Peer: exPeer}, {Peer: exPeer, Addrs: []string{"[2001:db8::1]:4000", "192.0.2.1:1"}}}}}},
+		&QueryDone{},
+		&Summary{Level: MaxSummaryLevels - 1, Depth: MaxSummaryLevels},
+		&Summary{Level: 0, Depth: 1, Filter: bytes.Repeat([]byte{0xff}, 128<<10)},
+		&GetMeta{},
+		&Meta{ID: exCID, Size: 0, PieceSize: 1},
+		&Meta{ID: exCID, Size: 1 << 40, PieceSize: 64 << 20, Hashes: maxHashes},
+		&Request{Piece: 1<<32 - 1, Offset: 1<<32 - 1, Length: MaxBlockLen},
+		&Block{Piece: 1<<32 - 1, Offset: 1<<32 - 1, Data: bytes.Repeat([]byte{0xc1}, MaxBlockLen)},
+		&Block{},
+	}
+	for _, m := range tests {
+		frame, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Errorf("%s: encode: %v", m.Type(), err)
+			continue
+		}
+		got, err := ReadMessage(bytes.NewReader(frame), nil)
+		if err != nil {
+			t.Errorf("%s: decode: %v", m.Type(), err)
+			continue
+		}
+		if !sameMessage(got, m) {
+			t.Errorf("%s: round trip\n got %#v\nwant %#v", m.Type(), got, m)
+		}
+	}
+}
+
+// TestBlockDataAliasesBody pins the documented contract: Block data is not copied.
+func TestBlockDataAliasesBody(t *testing.T) {
+	body := []byte{0x92, 0x01, 0x02, 'a', 'b', 'c'}
+	m, err := Decode(TypeBlock, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m.(*Block)
+	if b.Piece != 1 || b.Offset != 2 || string(b.Data) != "abc" {
+		t.Fatalf("got %+v", b)
+	}
+	body[3] = 'X'
+	if b.Data[0] != 'X' {
+		t.Fatal("Block.Data does not alias the body")
+	}
+}
+
+// TestDecodeLenient shows what a receiver accepts beyond what an encoder writes:
+// unknown keys are skipped (forward compatibility), keys in any order, and a zero
+// header for an empty Block. Each must decode to the same value as the canonical form.
+func TestDecodeLenient(t *testing.T) {
+	tests := []struct {
+		name string
+		ty   MsgType
+		body string
+		want Message
+	}{
+		{"unknown keys", TypePing, "83 a1 78 92 01 c0 a1 73 07 a3 7a7a7a 81 a1 61 c4 02 ffff", &Ping{Seq: 7}},
+		{"keys reordered", TypeRequest, "83 a16e 05 a16f 02 a170 01", &Request{Piece: 1, Offset: 2, Length: 5}},
+		{"nil for an omitempty field", TypeQueryDone, "83 a171 c0 a173 c0 a16e c0", &QueryDone{}},
+		{"wider ints than needed", TypePing, "81 a173 cf0000000000000007", &Ping{Seq: 7}},
+		{"str for a string field as str8", TypeQuery, "82 a174 d9 01 78 a168 00", &Query{Text: "x"}},
+		{"block header as empty map", TypeBlock, "80 6869", &Block{Data: []byte("hi")}},
+	}
+	for _, tt := range tests {
+		got, err := Decode(tt.ty, unhex(t, tt.body))
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if !sameMessage(got, tt.want) {
+			t.Errorf("%s: got %#v, want %#v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestTypeString(t *testing.T) {
+	for ty, name := range map[MsgType]string{TypeHello: "hello", TypeQueryDone: "query_done",
+		TypeBlock: "block", 0x10: "type_0x10", 0: "type_0x00"} {
+		if ty.String() != name {
+			t.Errorf("%d: %q, want %q", ty, ty.String(), name)
+		}
+	}
+	for r, name := range map[Role]string{RoleLeaf: "leaf", RoleSupernode: "supernode",
+		RoleTransfer: "transfer", 9: "role_9"} {
+		if r.String() != name {
+			t.Errorf("role %d: %q, want %q", r, r.String(), name)
+		}
+	}
+	if s := exQID.String(); s != "0102030405060708090a0b0c0d0e0f10" {
+		t.Errorf("QueryID.String: %s", s)
+	}
+}

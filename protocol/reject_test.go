@@ -1,0 +1,434 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// hostileBody is a body a conforming encoder never produces. Each one must be
+// refused with ErrMalformed for every message type, and cheaply.
+type hostileBody struct {
+	name string
+	body []byte
+	// blockOK marks a body whose leading value is a fine Block header: the rest is
+	// Block data, so only non-Block types refuse it.
+	blockOK bool
+	// only, if set, is the one type the body is aimed at; other types skip the
+	// unknown key and may accept it.
+	only MsgType
+}
+
+func rep(hexByte string, n int) string { return strings.Repeat(hexByte, n) }
+
+func hostileBodies(t testing.TB) []hostileBody {
+	h := func(name, hx string) hostileBody { return hostileBody{name: name, body: unhex(t, hx)} }
+	hello := unhex(t, goldens[0].hex)[HeaderSize:]
+	bodies := []hostileBody{
+		// Length prefixes that ask msgpack for far more than the body holds.
+		h("array32 0xffffffff", "dd ffffffff"),
+		h("map32 0xffffffff", "df ffffffff"),
+		h("str32 0xffffffff", "db ffffffff"),
+		h("bin32 0xffffffff", "c6 ffffffff"),
+		h("ext32 0xffffffff", "c9 ffffffff 01"),
+		h("ext16 65535", "c8 ffff 01 00"),
+		h("ext8 over body", "c7 10 01 00"),
+		h("array16 65535", "dc ffff c0 c0"),
+		h("map16 65535", "de ffff a1 73 07"),
+		h("str16 over body", "da 0100 41"),
+		h("str8 over body", "d9 05 41"),
+		h("fixarray 15 with 1 item", "9f c0"),
+		h("fixmap 15 with no items", "8f"),
+		h("array32 inside a field", "81 a1 66 dd ffffffff"),
+		h("array16 inside a field, short", "81 a1 66 dc 0100 c0"),
+		h("bin32 as a map key", "81 c6 ffffffff"),
+		// A count the body could hold but that no frame may carry.
+		h("array32 over maxElems", "dd 00010001"+rep("c0", 1<<16+1)),
+		h("map16 of 2^16 entries over maxElems", "df 00010001"+rep("c0c0", 1<<16+1)),
+		// Structure.
+		h("deep arrays", rep("91", maxDepth+2)+"c0"),
+		h("deep maps", rep("81a178", maxDepth+2)+"c0"),
+		h("deep nesting at the limit, then more", rep("91", 1000)+"c0"),
+		h("empty body", ""),
+		h("reserved byte c1", "c1"),
+		h("truncated uint32", "ce 0000"),
+		h("truncated float64", "cb 00000000"),
+		h("truncated fixext16", "d8 01 0000"),
+		h("truncated length", "c5 00"),
+		{name: "truncated hello", body: hello[:len(hello)-1]},
+		{name: "hello cut in its map header", body: hello[:1]},
+	}
+	// Amplification: each 1-byte element would become a whole zero struct.
+	only := func(ty MsgType, name, hx string) hostileBody {
+		return hostileBody{name: name, body: unhex(t, hx), only: ty}
+	}
+	bodies = append(bodies,
+		only(TypePublish, "publish of 65535 nil files", "81 a1 66 dc ffff"+rep("c0", 0xffff)),
+		only(TypeUnpublish, "unpublish of 65535 nil IDs", "81 a1 69 dc ffff"+rep("c0", 0xffff)),
+		only(TypeHits, "hits of 65535 empty maps", "81 a1 68 dc ffff"+rep("80", 0xffff)),
+		only(TypeHits, "hits of nested nil sources", "82 a1 71 c0 a1 68 9f"+rep("81 a3 737263 dc ffff"+rep("c0", 0xffff), 15)),
+		// The same, just over the per-frame limits (small enough for the fuzz corpus).
+		only(TypePublish, "publish of 513 nil files", "81 a1 66 dc 0201"+rep("c0", MaxFilesPerFrame+1)),
+		only(TypeUnpublish, "unpublish of 4097 nil IDs", "81 a1 69 dc 1001"+rep("c0", MaxIDsPerFrame+1)),
+		only(TypeHits, "hits of 257 empty maps", "81 a1 68 dc 0101"+rep("80", MaxHitsPerFrame+1)),
+		only(TypeHits, "hit of 65 nil sources", "81 a1 68 91 81 a3 737263 dc 0041"+rep("c0", MaxSourcesPerHit+1)),
+	)
+	// Trailing bytes: a whole valid body and then more. For a Block that is data.
+	bodies = append(bodies,
+		hostileBody{name: "trailing byte", body: append(bytes.Clone(hello), 0x00), blockOK: true},
+		hostileBody{name: "two values", body: unhex(t, "81a17307 81a17307"), blockOK: true},
+	)
+	return bodies
+}
+
+func allTypes() []MsgType {
+	var ts []MsgType
+	for ty := MsgType(0); ty < 0xff; ty++ {
+		if newMessage(ty) != nil {
+			ts = append(ts, ty)
+		}
+	}
+	return ts
+}
+
+func TestDecodeRejectsHostileBodies(t *testing.T) {
+	for _, hb := range hostileBodies(t) {
+		for _, ty := range allTypes() {
+			if ty == TypeBlock && hb.blockOK || hb.only != 0 && ty != hb.only {
+				continue
+			}
+			m, err := Decode(ty, hb.body)
+			if !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s as %s: got %v, %v; want ErrMalformed", hb.name, ty, m, err)
+			} else if m != nil {
+				t.Errorf("%s as %s: a message with an error", hb.name, ty)
+			}
+		}
+	}
+}
+
+// allocBytes is the heap allocated per call of f, averaged over runs.
+func allocBytes(runs int, f func()) uint64 {
+	f() // warm up pools and msgpack's type caches
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < runs; i++ {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
+}
+
+// TestDecodeHostileAllocatesLittle is the point of bounds.go: refusing a hostile
+// body costs a few small allocations (the error), not what its lengths ask for.
+func TestDecodeHostileAllocatesLittle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocations")
+	}
+	const limit = 4 << 10
+	var most uint64
+	var mostName string
+	defer func() { t.Logf("most: %d bytes (%s)", most, mostName) }()
+	for _, hb := range hostileBodies(t) {
+		for _, ty := range allTypes() {
+			if ty == TypeBlock && hb.blockOK || hb.only != 0 && ty != hb.only {
+				continue
+			}
+			n := allocBytes(20, func() { _, _ = Decode(ty, hb.body) })
+			if n > most {
+				most, mostName = n, hb.name+" as "+ty.String()
+			}
+			if n > limit {
+				t.Errorf("%s as %s (%d-byte body): %d bytes allocated, want <= %d", hb.name, ty, len(hb.body), n, limit)
+			}
+		}
+	}
+}
+
+// TestDecodeAllocationBoundedByBody covers what bounds.go does not refuse outright:
+// a list of 65535 empty strings is legal msgpack that validate refuses only after
+// decoding. Its cost must stay a small multiple of the body, not of its lengths.
+func TestDecodeAllocationBoundedByBody(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocations")
+	}
+	tests := []struct {
+		name string
+		ty   MsgType
+		body []byte
+	}{
+		{"hello with 65535 empty addrs", TypeHello,
+			unhex(t, "84 a2 7630 01 a2 7631 01 a1 72 01 a1 61 dc ffff"+rep("a0", 0xffff))},
+		{"hit with 64 sources of 2048 empty addrs", TypeHits,
+			unhex(t, "81 a1 68 91 83 a1 6e a1 78 a1 69 c0 a3 737263 dc 0040"+rep("81 a1 61 dc 0800"+rep("a0", 0x800), 64))},
+		{"summary filter of 1 MiB", TypeSummary,
+			append(unhex(t, "82 a1 64 01 a1 66 c6 000ffff0"), make([]byte, 0xffff0)...)},
+	}
+	for _, tt := range tests {
+		n := allocBytes(5, func() { _, _ = Decode(tt.ty, tt.body) })
+		t.Logf("%s: %d bytes allocated for a %d-byte body", tt.name, n, len(tt.body))
+		if n > 20*uint64(len(tt.body)) {
+			t.Errorf("%s: %d bytes allocated for a %d-byte body", tt.name, n, len(tt.body))
+		}
+	}
+}
+
+// failAfter returns its data, then fails the test if anyone reads further: a frame
+// whose header is refused must not have its body read.
+type failAfter struct {
+	t    *testing.T
+	data []byte
+}
+
+func (r *failAfter) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		r.t.Errorf("read past the frame header")
+		return 0, errors.New("read past the frame header")
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func header(ty MsgType, n uint32) []byte {
+	h := []byte{byte(ty), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[1:], n)
+	return h
+}
+
+func TestReadFrameRefusesOversizeBeforeBody(t *testing.T) {
+	for _, n := range []uint32{MaxFrameSize + 1, 1 << 24, 0xffffffff} {
+		r := &failAfter{t: t, data: header(TypeSummary, n)}
+		ty, body, err := ReadFrame(r, nil)
+		if !errors.Is(err, ErrFrameTooLarge) || body != nil || ty != TypeSummary {
+			t.Errorf("length %d: got %s, %d bytes, %v; want ErrFrameTooLarge", n, ty, len(body), err)
+		}
+		if StatusOf(err) != StatusBadRequest {
+			t.Errorf("length %d: status %s", n, StatusOf(err))
+		}
+		r = &failAfter{t: t, data: header(TypeHits, n)}
+		if _, err := ReadMessage(r, nil); !errors.Is(err, ErrFrameTooLarge) {
+			t.Errorf("ReadMessage, length %d: %v", n, err)
+		}
+		if n > MaxFrameSize+1 {
+			continue
+		}
+		// Allocation too: refusing the header must not size a buffer.
+		hdr := header(TypeSummary, n)
+		if a := allocBytes(10, func() { _, _, _ = ReadFrame(bytes.NewReader(hdr), nil) }); a > 1<<10 {
+			t.Errorf("length %d: refusing the header allocated %d bytes", n, a)
+		}
+	}
+}
+
+func TestReadFrameLimits(t *testing.T) {
+	// Exactly MaxFrameSize is a legal frame size.
+	frame := append(header(TypeSummary, MaxFrameSize), make([]byte, MaxFrameSize)...)
+	ty, body, err := ReadFrame(bytes.NewReader(frame), nil)
+	if err != nil || ty != TypeSummary || len(body) != MaxFrameSize {
+		t.Fatalf("MaxFrameSize frame: %s, %d, %v", ty, len(body), err)
+	}
+
+	// A clean end of stream between frames is io.EOF; anything cut short is not.
+	if _, _, err := ReadFrame(bytes.NewReader(nil), nil); err != io.EOF {
+		t.Errorf("empty stream: %v, want io.EOF", err)
+	}
+	if _, _, err := ReadFrame(bytes.NewReader([]byte{1, 0, 0}), nil); err != io.ErrUnexpectedEOF {
+		t.Errorf("cut header: %v, want io.ErrUnexpectedEOF", err)
+	}
+	cut := append(header(TypePing, 4), 0x81, 0xa1)
+	if _, _, err := ReadFrame(bytes.NewReader(cut), nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut body: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if _, _, err := ReadFrame(bytes.NewReader(header(TypePing, 4)), nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("missing body: %v, want io.ErrUnexpectedEOF", err)
+	}
+
+	// A zero-length body reads fine and then fails to decode.
+	if _, err := ReadMessage(bytes.NewReader(header(TypePing, 0)), nil); !errors.Is(err, ErrMalformed) {
+		t.Errorf("empty body: %v, want ErrMalformed", err)
+	}
+}
+
+func TestReadFrameReusesBuffer(t *testing.T) {
+	frame, _ := AppendFrame(nil, &Ping{Seq: 1})
+	buf := make([]byte, 0, 64)
+	_, body, err := ReadFrame(bytes.NewReader(frame), buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &body[:1][0] != &buf[:1][0] {
+		t.Error("a large enough buffer was not reused")
+	}
+	small := make([]byte, 0, 2)
+	_, body, err = ReadFrame(bytes.NewReader(frame), small)
+	if err != nil || len(body) != len(frame)-HeaderSize {
+		t.Fatalf("small buffer: %d, %v", len(body), err)
+	}
+}
+
+func TestUnknownType(t *testing.T) {
+	body := unhex(t, "81a17307") // a fine Ping body
+	for _, ty := range []MsgType{0x00, 0x10, 0x7f, 0xff} {
+		m, err := Decode(ty, body)
+		if !errors.Is(err, ErrUnknownType) || m != nil {
+			t.Errorf("type 0x%02x: %v, %v; want ErrUnknownType", uint8(ty), m, err)
+		}
+		if StatusOf(err) != StatusBadRequest {
+			t.Errorf("type 0x%02x: status %s", uint8(ty), StatusOf(err))
+		}
+		frame := append(header(ty, uint32(len(body))), body...)
+		if _, err := ReadMessage(bytes.NewReader(frame), nil); !errors.Is(err, ErrUnknownType) {
+			t.Errorf("ReadMessage, type 0x%02x: %v", uint8(ty), err)
+		}
+	}
+}
+
+// TestDecodeWrongShapes: well-formed msgpack that does not fit the message.
+func TestDecodeWrongShapes(t *testing.T) {
+	tests := []struct {
+		name string
+		ty   MsgType
+		body string
+	}{
+		{"not a map", TypePing, "07"},
+		{"string for an int", TypePing, "81 a1 73 a1 78"},
+		{"int map key", TypePing, "81 01 07"},
+		{"map for a string", TypeQuery, "82 a1 74 80 a1 68 00"},
+		{"content ID longer than 32", TypeGetMeta, "81 a1 69 c4 21" + rep("00", 33)},
+		{"array for bytes", TypeSummary, "83 a1 6c 00 a1 64 01 a1 66 91 01"},
+		{"struct as array of wrong length", TypePing, "92 01 02"},
+		{"block header not an array or map", TypeBlock, "a3 616263"},
+		{"block header of strings", TypeBlock, "92 a1 78 a1 79"},
+		{"float64 for a float32 score", TypeHits, "81 a1 68 91 81 a2 7363 cb 3ff0000000000000"},
+	}
+	for _, tt := range tests {
+		if m, err := Decode(tt.ty, unhex(t, tt.body)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, %v; want ErrMalformed", tt.name, m, err)
+		}
+	}
+}
+
+func TestAppendFrameErrors(t *testing.T) {
+	prefix := []byte("keep")
+	// Too big once encoded: refused, and dst comes back as it was.
+	big := &Summary{Level: 0, Depth: 1, Filter: make([]byte, MaxFrameSize)}
+	out, err := AppendFrame(bytes.Clone(prefix), big)
+	if !errors.Is(err, ErrFrameTooLarge) || !bytes.Equal(out, prefix) {
+		t.Errorf("oversize: %q, %v", out, err)
+	}
+	if err := WriteMessage(io.Discard, big); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("WriteMessage oversize: %v", err)
+	}
+	// Invalid: refused before encoding.
+	out, err = AppendFrame(bytes.Clone(prefix), &Request{})
+	if !errors.Is(err, ErrMalformed) || !bytes.Equal(out, prefix) {
+		t.Errorf("invalid: %q, %v", out, err)
+	}
+}
+
+// TestValidate: every limit validate enforces, on both sides. A sender refuses to
+// encode the message; a receiver given the same body (encoded without validate)
+// refuses to decode it.
+func TestValidate(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	addrs := func(n int) []string { return make([]string, n) }
+	okFile := FileRecord{ID: exCID, Name: "f", Size: 1}
+	files := func(n int) []FileRecord {
+		f := make([]FileRecord, n)
+		for i := range f {
+			f[i] = okFile
+		}
+		return f
+	}
+	okHit := Hit{FileRecord: okFile, Sources: []Source{{Peer: exPeer}}}
+	hits := func(n int) []Hit {
+		h := make([]Hit, n)
+		for i := range h {
+			h[i] = okHit
+		}
+		return h
+	}
+	withSources := func(n int) []Hit {
+		h := okHit
+		h.Sources = make([]Source, n)
+		return []Hit{h}
+	}
+	withScore := func(f float32) []Hit {
+		h := okHit
+		h.Score = f
+		return []Hit{h}
+	}
+	var zero float32
+	tests := []struct {
+		name string
+		msg  Message
+	}{
+		{"hello min version 0", &Hello{MinVersion: 0, MaxVersion: 1, Role: RoleLeaf}},
+		{"hello min > max", &Hello{MinVersion: 3, MaxVersion: 2, Role: RoleLeaf}},
+		{"hello role 0", &Hello{MinVersion: 1, MaxVersion: 1}},
+		{"hello role 4", &Hello{MinVersion: 1, MaxVersion: 1, Role: 4}},
+		{"hello name 65", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Name: long(65)}},
+		{"hello agent 65", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Agent: long(65)}},
+		{"hello 9 addrs", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Addrs: addrs(MaxAddrs + 1)}},
+		{"hello addr 65", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Addrs: []string{long(MaxAddrLen + 1)}}},
+		{"welcome version 0", &Welcome{Role: RoleLeaf}},
+		{"welcome observed 65", &Welcome{Version: 1, Observed: long(MaxAddrLen + 1)}},
+		{"welcome agent 65", &Welcome{Version: 1, Agent: long(65)}},
+		{"welcome 65 addrs", &Welcome{Version: 1, Addrs: addrs(MaxWelcomeAddrs + 1)}},
+		{"welcome addr 65", &Welcome{Version: 1, Addrs: []string{long(MaxAddrLen + 1)}}},
+		{"error message 1025", &Error{Code: StatusInternal, Message: long(1025)}},
+		{"publish 513 files", &Publish{Files: files(MaxFilesPerFrame + 1)}},
+		{"publish empty name", &Publish{Files: []FileRecord{{ID: exCID, Size: 1}}}},
+		{"publish name 1025", &Publish{Files: []FileRecord{{ID: exCID, Name: long(MaxNameLen + 1)}}}},
+		{"publish negative size", &Publish{Files: []FileRecord{{ID: exCID, Name: "f", Size: -1}}}},
+		{"publish tag 257", &Publish{Files: []FileRecord{{ID: exCID, Name: "f", Tags: Tags{Album: long(257)}}}}},
+		{"unpublish 4097 IDs", &Unpublish{IDs: make([]ContentID, MaxIDsPerFrame+1)}},
+		{"query empty", &Query{ID: exQID, Hops: 1}},
+		{"query text 257", &Query{ID: exQID, Text: long(MaxQueryLen + 1)}},
+		{"query hops 9", &Query{ID: exQID, Text: "x", Hops: MaxHops + 1}},
+		{"hits 257", &Hits{ID: exQID, Hits: hits(MaxHitsPerFrame + 1)}},
+		{"hit with no source", &Hits{ID: exQID, Hits: withSources(0)}},
+		{"hit with 65 sources", &Hits{ID: exQID, Hits: withSources(MaxSourcesPerHit + 1)}},
+		{"hit empty name", &Hits{ID: exQID, Hits: []Hit{{Sources: okHit.Sources}}}},
+		{"hit source name 65", &Hits{ID: exQID, Hits: []Hit{{FileRecord: okFile, Sources: []Source{{Name: long(65)}}}}}},
+		{"hit source 9 addrs", &Hits{ID: exQID, Hits: []Hit{{FileRecord: okFile, Sources: []Source{{Addrs: addrs(9)}}}}}},
+		{"hit NaN score", &Hits{ID: exQID, Hits: withScore(zero / zero)}},
+		{"hit +Inf score", &Hits{ID: exQID, Hits: withScore(1 / zero)}},
+		{"summary depth 0", &Summary{Level: 0, Depth: 0}},
+		{"summary level = depth", &Summary{Level: 2, Depth: 2}},
+		{"summary depth 9", &Summary{Level: 0, Depth: MaxSummaryLevels + 1}},
+		{"meta negative size", &Meta{Size: -1, PieceSize: 1}},
+		{"meta piece size 0", &Meta{Size: 1}},
+		{"meta hashes 33 bytes", &Meta{Size: 1, PieceSize: 1, Hashes: make([]byte, 33)}},
+		{"meta too many hashes", &Meta{Size: 1, PieceSize: 1, Hashes: make([]byte, 32*(MaxPieceHashes+1))}},
+		{"meta name 1025", &Meta{Size: 1, PieceSize: 1, Name: long(MaxNameLen + 1)}},
+		{"request length 0", &Request{Piece: 1}},
+		{"request too long", &Request{Length: MaxBlockLen + 1}},
+	}
+	for _, tt := range tests {
+		if _, err := AppendFrame(nil, tt.msg); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: encode: %v, want ErrMalformed", tt.name, err)
+		}
+		body := rawBody(t, tt.msg)
+		if m, err := Decode(tt.msg.Type(), body); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: decode: %v, %v; want ErrMalformed", tt.name, m, err)
+		} else if StatusOf(err) != StatusBadRequest {
+			t.Errorf("%s: status %s", tt.name, StatusOf(err))
+		}
+	}
+
+	// Block has its own encoding.
+	huge := &Block{Data: make([]byte, MaxBlockLen+1)}
+	if _, err := AppendFrame(nil, huge); !errors.Is(err, ErrMalformed) {
+		t.Errorf("block too long: encode: %v", err)
+	}
+	body := append([]byte{0x92, 0x00, 0x00}, huge.Data...)
+	if _, err := Decode(TypeBlock, body); !errors.Is(err, ErrMalformed) {
+		t.Errorf("block too long: decode: %v", err)
+	}
+}
