@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +68,8 @@ type Partial struct {
 	bytesVerified int64
 	dirty         int // pieces verified since the last save
 	lastFlush     time.Time
+	flushing      bool  // a background save is running
+	flushErr      error // why the last background save failed
 	closed        bool
 	finished      bool
 }
@@ -188,8 +191,10 @@ func readState(path string) (partialState, error) {
 
 // saveState writes the have-map. Callers fsync the data first: the state must never claim
 // a piece the disk may not hold.
-func (p *Partial) saveState(syncDir bool) error {
-	b, err := msgpack.Marshal(&partialState{Version: stateVersion, ID: p.id, Meta: p.meta, Have: p.have})
+func (p *Partial) saveState(syncDir bool) error { return p.saveStateOf(p.have, syncDir) }
+
+func (p *Partial) saveStateOf(have []byte, syncDir bool) error {
+	b, err := msgpack.Marshal(&partialState{Version: stateVersion, ID: p.id, Meta: p.meta, Have: have})
 	if err != nil {
 		return err
 	}
@@ -320,12 +325,46 @@ func (p *Partial) WritePiece(i int, data []byte) error {
 	p.verified++
 	p.bytesVerified += int64(len(data))
 	p.dirty++
-	if p.dirty >= flushPieces || time.Since(p.lastFlush) >= flushInterval {
-		if err := p.flushLocked(); err != nil {
-			return fmt.Errorf("piece %d is written but saving which pieces are: %w", i, err)
-		}
+	if err := p.flushErr; err != nil {
+		p.flushErr = nil
+		return fmt.Errorf("piece %d is written but saving which pieces are: %w", i, err)
+	}
+	if (p.dirty >= flushPieces || time.Since(p.lastFlush) >= flushInterval) && !p.flushing {
+		// Save in the background: an fsync takes long, and pieces keep coming.
+		p.flushing = true
+		go p.flushBackground()
 	}
 	return nil
+}
+
+// flushBackground saves a snapshot of the have-map taken before the data is synced,
+// so the state on disk never claims a piece whose bytes the sync did not cover.
+func (p *Partial) flushBackground() {
+	p.ioMu.RLock()
+	defer p.ioMu.RUnlock()
+	p.mu.Lock()
+	if p.closed {
+		p.flushing = false
+		p.mu.Unlock()
+		return
+	}
+	have := slices.Clone(p.have)
+	dirty := p.dirty
+	p.dirty, p.lastFlush = 0, time.Now()
+	p.mu.Unlock()
+	err := p.f.Sync()
+	if err != nil {
+		err = fmt.Errorf("content: sync %s: %w", p.part, err)
+	} else if err = p.saveStateOf(have, false); err != nil {
+		err = fmt.Errorf("content: %w", err)
+	}
+	p.mu.Lock()
+	p.flushing = false
+	if err != nil {
+		p.flushErr = err
+		p.dirty += dirty
+	}
+	p.mu.Unlock()
 }
 
 // Flush makes every piece verified so far survive a crash. WritePiece does this on its own

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"syscall"
+	"runtime"
 )
 
 func TestDiag(t *testing.T) {
@@ -45,6 +47,29 @@ func BenchmarkDiagSplit(b *testing.B) {
 			b.Run(fmt.Sprintf("terms=%d/limit=%d", n, lim), func(b *testing.B) {
 				for i := range b.N { c.ix.Search(qs[i%len(qs)], lim) }
 			})
+		}
+	}
+}
+
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_THREAD, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func TestDiagCPU(t *testing.T) {
+	runtime.LockOSThread()
+	c := loadCorpus(100_000)
+	by := map[int][]string{}
+	for _, q := range c.queries { n := len(strings.Fields(q)); by[n] = append(by[n], q) }
+	by[0] = c.queries
+	for n := 0; n <= 3; n++ {
+		for _, lim := range []int{10, 100} {
+			qs := by[n]
+			st := cpuNow(); w := time.Now()
+			const reps = 20000
+			for i := range reps { c.ix.Search(qs[i%len(qs)], lim) }
+			fmt.Printf("terms=%d limit=%d cpu/op %v wall/op %v\n", n, lim, (cpuNow()-st)/reps, time.Since(w)/reps)
 		}
 	}
 }

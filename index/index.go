@@ -103,9 +103,7 @@ type Index struct {
 	dead  int
 	gen   uint64
 
-	// Add's scratch space; there is one writer.
-	tokBuf []byte
-	toks   []span
+	tk tokenizer // Add's; there is one writer
 
 	scratch sync.Pool // *searchScratch, so concurrent searches do not allocate it
 }
@@ -164,11 +162,12 @@ func (ix *Index) Add(src SourceID, e Entry) {
 	ix.arena = appendRecord(ix.arena, name, &t, hasTags)
 
 	d := uint32(len(ix.docs))
-	ix.tokBuf, ix.toks = appendTokens(ix.tokBuf[:0], ix.toks[:0], name)
-	nameToks := len(ix.toks)
+	ix.tk.reset()
+	ix.tk.add(name)
+	nameToks := len(ix.tk.toks)
 	if hasTags {
 		for _, s := range [...]string{t.Title, t.Artist, t.Album, t.Genre} {
-			ix.tokBuf, ix.toks = appendTokens(ix.tokBuf, ix.toks, s)
+			ix.tk.add(s)
 		}
 	}
 	ix.docs = append(ix.docs, doc{
@@ -181,8 +180,8 @@ func (ix *Index) Add(src SourceID, e Entry) {
 	})
 	ix.meta = append(ix.meta, uint8(nameToks))
 	ix.tie = append(ix.tie, tieKey(1, &e.ContentID))
-	for i, tk := range ix.toks {
-		b := ix.tokBuf[tk.start:tk.end]
+	for i := range ix.tk.toks {
+		b := ix.tk.token(i)
 		id, ok := ix.terms[string(b)]
 		if !ok {
 			id = uint32(len(ix.post))
@@ -463,38 +462,40 @@ func (r *record) len() int {
 	return len(r.name) + len(r.title) + len(r.artist) + len(r.album) + len(r.genre)
 }
 
-func (ix *Index) record(dc *doc) (r record) {
-	p := ix.arena[dc.off:]
-	r.name, p = readStr(p)
-	if dc.hasTags {
-		y, n := binary.Varint(p)
-		r.year, p = int(y), p[n:]
-		r.title, p = readStr(p)
-		r.artist, p = readStr(p)
-		r.album, p = readStr(p)
-		r.genre, _ = readStr(p)
-	}
+func (ix *Index) record(dc *doc) record {
+	r, _ := ix.parse(dc)
 	return r
+}
+
+// parse returns dc's record and the arena offset just past it.
+func (ix *Index) parse(dc *doc) (r record, end int) {
+	a, i := ix.arena, int(dc.off)
+	r.name, i = readStr(a, i)
+	if dc.hasTags {
+		y, n := binary.Varint(a[i:])
+		r.year, i = int(y), i+n
+		r.title, i = readStr(a, i)
+		r.artist, i = readStr(a, i)
+		r.album, i = readStr(a, i)
+		r.genre, i = readStr(a, i)
+	}
+	return r, i
 }
 
 // recordEnd returns the arena offset just past dc's record.
 func (ix *Index) recordEnd(dc *doc) int {
-	r := ix.record(dc)
-	last := r.name
-	if dc.hasTags {
-		last = r.genre
-	}
-	// last aliases the arena, so its end locates the record's end.
-	return cap(ix.arena) - cap(last) + len(last)
+	_, end := ix.parse(dc)
+	return end
 }
 
-func readStr(p []byte) (s, rest []byte) {
-	if n := int(p[0]); n < 0x80 { // the usual case: a string under 128 bytes
-		return p[1 : 1+n : 1+n], p[1+n:]
+// readStr reads the string at a[i:] and returns it and the offset past it.
+func readStr(a []byte, i int) ([]byte, int) {
+	if n := int(a[i]); n < 0x80 { // the usual case: a string under 128 bytes
+		return a[i+1 : i+1+n : i+1+n], i + 1 + n
 	}
-	n, k := binary.Uvarint(p)
-	p = p[k:]
-	return p[:n:n], p[n:]
+	n, k := binary.Uvarint(a[i:])
+	i += k
+	return a[i : i+int(n) : i+int(n)], i + int(n)
 }
 
 // clip cuts s to at most n bytes without splitting a UTF-8 sequence.

@@ -26,35 +26,52 @@ const (
 //
 // Text without spaces between words (Chinese, Japanese) stays one token per run.
 func Tokenize(s string) []string {
-	buf, toks := appendTokens(nil, nil, s)
-	if len(toks) == 0 {
+	var tk tokenizer
+	tk.add(s)
+	if len(tk.toks) == 0 {
 		return nil
 	}
-	all := string(buf) // one allocation; the terms are substrings of it
-	out := make([]string, len(toks))
-	for i, t := range toks {
+	all := string(tk.buf) // one allocation; the terms are substrings of it
+	out := make([]string, len(tk.toks))
+	for i, t := range tk.toks {
 		out[i] = all[t.start:t.end]
 	}
 	return out
 }
 
+// tokenizer holds tokens in one buffer. Keeping one per writer and per search makes
+// tokenising allocation-free once the buffers have grown (the normaliser's iterator is
+// large enough that Go would otherwise allocate it on every call).
+type tokenizer struct {
+	buf  []byte
+	toks []span // in buf
+	it   norm.Iter
+}
+
 // span is one token inside a token buffer.
 type span struct{ start, end uint32 }
 
-// appendTokens appends the tokens of s to buf, and their spans to toks. A token equal to
-// one already in toks is skipped, so callers choose the dedupe scope by what they pass in
-// (the index passes a name's tokens when it adds the tags of the same file). At most
-// MaxTokens tokens are appended per call.
-func appendTokens(buf []byte, toks []span, s string) ([]byte, []span) {
+func (tk *tokenizer) reset() {
+	tk.buf = tk.buf[:0]
+	tk.toks = tk.toks[:0]
+}
+
+func (tk *tokenizer) token(i int) []byte { return tk.buf[tk.toks[i].start:tk.toks[i].end] }
+
+// add appends the tokens of s. A token already held is skipped, so the dedupe scope is
+// everything since the last reset (the index adds a file's tags after its name). At most
+// MaxTokens tokens are added per call.
+func (tk *tokenizer) add(s string) {
 	if len(s) > MaxInputBytes {
 		s = s[:MaxInputBytes]
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
-			return appendUnicode(buf, toks, s)
+			tk.buf, tk.toks = appendUnicode(tk.buf, tk.toks, &tk.it, s)
+			return
 		}
 	}
-	return appendASCII(buf, toks, s)
+	tk.buf, tk.toks = appendASCII(tk.buf, tk.toks, s)
 }
 
 func appendASCII(buf []byte, toks []span, s string) ([]byte, []span) {
@@ -87,11 +104,10 @@ func appendASCII(buf []byte, toks []span, s string) ([]byte, []span) {
 	return buf, toks
 }
 
-func appendUnicode(buf []byte, toks []span, s string) ([]byte, []span) {
+func appendUnicode(buf []byte, toks []span, it *norm.Iter, s string) ([]byte, []span) {
 	added := 0
 	start := len(buf)
 	full := false // the current token reached MaxTokenBytes; drop the rest of it
-	var it norm.Iter
 	it.InitString(norm.NFKD, s)
 	for !it.Done() {
 		seg := it.Next()

@@ -69,10 +69,15 @@ func (pl *plist) add(d uint32, inName bool, meta []uint8) {
 }
 
 func (pl *plist) split(meta []uint8) {
-	ts := &tiers{n: len(pl.flat)}
+	ts := &tiers{}
 	for _, p := range pl.flat {
-		t := tierOf(p&1 == 1, meta[p>>1])
+		m := meta[p>>1]
+		if m == deadMeta {
+			continue // nothing needs a dead document's postings
+		}
+		t := tierOf(p&1 == 1, m)
 		ts.b[t] = append(ts.b[t], p>>1)
+		ts.n++
 	}
 	pl.flat, pl.tiers = nil, ts
 }

@@ -9,8 +9,7 @@ import (
 // searchScratch is one search's working memory, pooled so that a search allocates only
 // its results.
 type searchScratch struct {
-	buf  []byte
-	toks []span
+	tk   tokenizer
 	qs   []qterm
 	heap []hit
 	recs []record
@@ -77,13 +76,14 @@ func (ix *Index) Search(query string, limit int) []Result {
 		clear(s.qs) // do not keep posting lists alive after a compaction
 		ix.scratch.Put(s)
 	}()
-	s.buf, s.toks = appendTokens(s.buf[:0], s.toks[:0], query)
-	if len(s.toks) == 0 {
+	s.tk.reset()
+	s.tk.add(query)
+	if len(s.tk.toks) == 0 {
 		return nil
 	}
-	s.qs = slices.Grow(s.qs[:0], len(s.toks))
-	for _, t := range s.toks {
-		id, ok := ix.terms[string(s.buf[t.start:t.end])]
+	s.qs = slices.Grow(s.qs[:0], len(s.tk.toks))
+	for i := range s.tk.toks {
+		id, ok := ix.terms[string(s.tk.token(i))]
 		if !ok {
 			return nil
 		}

@@ -33,7 +33,7 @@ func TestLineOverlay(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			f := map[string][]byte{
 				fmt.Sprintf("%s%02d Ordinary Song %d.mp3", name, i, i): randomBytes(uint64(100+len(name)*i+i), 40_000+i*1000),
-				fmt.Sprintf("notes-%s-%d.txt", name, i):                 []byte(fmt.Sprintf("notes of %s %d", name, i)),
+				fmt.Sprintf("notes-%s-%d.txt", name, i):                []byte(fmt.Sprintf("notes of %s %d", name, i)),
 			}
 			switch {
 			case name == "c" && i == 7:
@@ -142,11 +142,11 @@ func TestSummariesPruneQueries(t *testing.T) {
 		hits  int
 		delta counts // query messages each supernode receives from other supernodes
 	}{
-		{pa, "zebracorn", 1, counts{0, 0, 0}},    // only on A: nobody else is asked
+		{pa, "zebracorn", 1, counts{0, 0, 0}},      // only on A: nobody else is asked
 		{pa, "quokka lullaby", 1, counts{0, 1, 1}}, // on C: through B
 		{pc, "zebracorn anthem", 1, counts{1, 1, 0}},
 		{pa, "middle", 1, counts{0, 1, 0}},           // on B: C is not asked
-		{pa, "nonexistentword", 0, counts{0, 0, 0}}, // nowhere: nobody else is asked
+		{pa, "nonexistentword", 0, counts{0, 0, 0}},  // nowhere: nobody else is asked
 		{pa, "zebracorn quokka", 0, counts{0, 0, 0}}, // AND of terms on different supernodes
 	}
 	for _, tc := range cases {

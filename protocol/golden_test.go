@@ -92,7 +92,6 @@ var goldens = []golden{
 		92ce0001117000`},
 }
 
-
 // TestGoldenEveryType makes sure the table above leaves no message type out.
 func TestGoldenEveryType(t *testing.T) {
 	seen := map[MsgType]bool{}

@@ -71,6 +71,12 @@ func hostileBodies(t testing.TB) []hostileBody {
 		only(TypeUnpublish, "unpublish of 65535 nil IDs", "81 a1 69 dc ffff"+rep("c0", 0xffff)),
 		only(TypeHits, "hits of 65535 empty maps", "81 a1 68 dc ffff"+rep("80", 0xffff)),
 		only(TypeHits, "hits of nested nil sources", "82 a1 71 c0 a1 68 9f"+rep("81 a3 737263 dc ffff"+rep("c0", 0xffff), 15)),
+		// Repeated keys: each repeat of a list would make a new slice (256 hits a time
+		// in 1 MiB: 160 MiB allocated in all). A list key may appear once.
+		only(TypeHits, "hits key repeated 4000 times", "de 0fa0"+rep("a1 68 98"+rep("80", 8), 4000)),
+		only(TypeHits, "src key repeated in a hit", "81 a1 68 91 de 0fa0"+rep("a3 737263 98"+rep("c0", 8), 4000)),
+		only(TypePublish, "publish files twice", "82 a1 66 90 a1 66 90"),
+		only(TypeUnpublish, "unpublish IDs after nil and empty", "83 a1 69 c0 a1 69 90 a1 69 90"),
 		// The same, just over the per-frame limits (small enough for the fuzz corpus).
 		only(TypePublish, "publish of 513 nil files", "81 a1 66 dc 0201"+rep("c0", MaxFilesPerFrame+1)),
 		only(TypeUnpublish, "unpublish of 4097 nil IDs", "81 a1 69 dc 1001"+rep("c0", MaxIDsPerFrame+1)),
@@ -430,5 +436,25 @@ func TestValidate(t *testing.T) {
 	body := append([]byte{0x92, 0x00, 0x00}, huge.Data...)
 	if _, err := Decode(TypeBlock, body); !errors.Is(err, ErrMalformed) {
 		t.Errorf("block too long: decode: %v", err)
+	}
+}
+
+// TestNestingLimit pins the rule doc.go states: a value may sit inside at most
+// maxDepth arrays and maps. The deep value hides under an unknown key of a Ping, which
+// a receiver skips, so the body is otherwise valid.
+func TestNestingLimit(t *testing.T) {
+	body := func(containers int) []byte {
+		// The top-level map is one container; the value of "x" adds containers-1 arrays.
+		return unhex(t, "82 a1 73 07 a1 78"+rep("91", containers-1)+"c0")
+	}
+	if m, err := Decode(TypePing, body(maxDepth)); err != nil || m.(*Ping).Seq != 7 {
+		t.Errorf("nil inside %d containers: %v, %v", maxDepth, m, err)
+	}
+	if _, err := Decode(TypePing, body(maxDepth+1)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("nil inside %d containers: %v, want ErrMalformed", maxDepth+1, err)
+	}
+	// Unknown keys are skipped whatever they hold, within the bounds.
+	if m, err := Decode(TypePing, unhex(t, "83 a1 73 07 a1 78 c4 03 010203 a1 79 d6 01 00000000")); err != nil || m.(*Ping).Seq != 7 {
+		t.Errorf("unknown bin and ext values: %v, %v", m, err)
 	}
 }

@@ -39,7 +39,8 @@ type Config struct {
 	Log  zerolog.Logger
 	// Listen makes the node accept QUIC connections.
 	Listen bool
-	// IdleTimeout drops a connection that has been silent this long (default 30 s).
+	// IdleTimeout drops a connection that has been silent this long (default 15 s);
+	// keep-alives every third of it keep healthy idle links up.
 	IdleTimeout time.Duration
 	// KeepAlive is how often an idle connection sends a keep-alive (default IdleTimeout/3).
 	KeepAlive time.Duration
@@ -77,7 +78,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("transport: Identity and Conn are required")
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 30 * time.Second
+		cfg.IdleTimeout = 15 * time.Second
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = cfg.IdleTimeout / 3

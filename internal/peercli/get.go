@@ -57,8 +57,13 @@ func getCmd(g *globals) *cobra.Command {
 					}
 					bar.Describe(fmt.Sprintf("%s (%d/%d sources)", p.Name, p.Active, p.Sources))
 					bar.Set64(p.Verified)
-				case !tty && p.State != lastState:
-					fmt.Fprintf(os.Stderr, "%s: %s\n", p.State, p.Name)
+				case !tty && p.State != lastState && p.State != "failed":
+					// A failure is explained once, by the error printed below.
+					name := p.Name
+					if name == "" {
+						name = p.ContentID
+					}
+					fmt.Fprintf(os.Stderr, "%s: %s\n", p.State, name)
 				}
 				lastState = p.State
 			}

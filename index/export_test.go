@@ -1,0 +1,104 @@
+package index
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Check verifies the index's internal invariants, for tests that drive it through its
+// exported API.
+func (ix *Index) Check() error {
+	if len(ix.meta) != len(ix.docs) || len(ix.tie) != len(ix.docs) {
+		return fmt.Errorf("meta %d, tie %d, docs %d", len(ix.meta), len(ix.tie), len(ix.docs))
+	}
+	live := 0
+	pairs := map[[2]uint32]bool{} // (source, doc) pairs the documents hold
+	for d := range ix.docs {
+		dc := &ix.docs[d]
+		if dc.nsrc == 0 {
+			if ix.meta[d] != deadMeta {
+				return fmt.Errorf("dead doc %d has meta %d", d, ix.meta[d])
+			}
+			if _, ok := ix.multi[uint32(d)]; ok {
+				return fmt.Errorf("dead doc %d has overflow sources", d)
+			}
+			continue
+		}
+		live++
+		if ix.meta[d] > MaxTokens {
+			return fmt.Errorf("live doc %d has meta %d", d, ix.meta[d])
+		}
+		if ix.tie[d] != tieKey(dc.nsrc, &dc.cid) {
+			return fmt.Errorf("doc %d: stale tie key", d)
+		}
+		if got, ok := ix.cids.find(ix.docs, &dc.cid); !ok || got != uint32(d) {
+			return fmt.Errorf("doc %d: content ID table gives %d, %v", d, got, ok)
+		}
+		srcs := ix.appendSources(nil, uint32(d))
+		if len(srcs) != int(dc.nsrc) {
+			return fmt.Errorf("doc %d: nsrc %d but %d sources", d, dc.nsrc, len(srcs))
+		}
+		if dc.nsrc > 1 && (!slices.IsSorted(srcs) || len(slices.Compact(slices.Clone(srcs))) != len(srcs)) {
+			return fmt.Errorf("doc %d: sources %v not ascending and distinct", d, srcs)
+		}
+		for _, s := range srcs {
+			pairs[[2]uint32{uint32(s), uint32(d)}] = true
+		}
+	}
+	if live != ix.live || len(ix.docs)-live != ix.dead || ix.cids.live != live {
+		return fmt.Errorf("live %d dead %d docs %d table %d", ix.live, ix.dead, len(ix.docs), ix.cids.live)
+	}
+	for src, sd := range ix.bySrc {
+		for _, d := range sd.docs {
+			delete(pairs, [2]uint32{uint32(src), d})
+		}
+	}
+	for p := range pairs {
+		return fmt.Errorf("source %d of doc %d missing from its source list", p[0], p[1])
+	}
+	if len(ix.post) != len(ix.terms) {
+		return fmt.Errorf("%d posting lists for %d terms", len(ix.post), len(ix.terms))
+	}
+	for t, id := range ix.terms {
+		pl := &ix.post[id]
+		if pl.tiers == nil {
+			for i := 1; i < len(pl.flat); i++ {
+				if pl.flat[i]>>1 <= pl.flat[i-1]>>1 {
+					return fmt.Errorf("term %q: postings out of order", t)
+				}
+			}
+			continue
+		}
+		n := 0
+		for tier, b := range pl.tiers.b {
+			n += len(b)
+			_, nameToks := tierRank(tier)
+			for i, d := range b {
+				if i > 0 && d <= b[i-1] {
+					return fmt.Errorf("term %q tier %d: postings out of order", t, tier)
+				}
+				if m := ix.meta[d]; m != deadMeta && int(m) != nameToks {
+					return fmt.Errorf("term %q: doc %d with %d name terms in tier %d", t, d, m, tier)
+				}
+			}
+		}
+		if n != pl.tiers.n {
+			return fmt.Errorf("term %q: tiers count %d, hold %d", t, pl.tiers.n, n)
+		}
+	}
+	return nil
+}
+
+// Dead returns the number of dead documents awaiting compaction.
+func (ix *Index) Dead() int { return ix.dead }
+
+// Tiered returns the number of terms whose postings are split into tiers.
+func (ix *Index) Tiered() int {
+	n := 0
+	for i := range ix.post {
+		if ix.post[i].tiers != nil {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,264 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/index/indextest"
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+func quiet(testing.TB) zerolog.Logger { return zerolog.Nop() }
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkQueryLatency3SN: a peer on A searches for a file only C's peer has,
+// through A-B-C on loopback; the time is until the QueryDone reaches the peer.
+// Targets: p50 <= 2 ms, p99 <= 10 ms.
+func BenchmarkQueryLatency3SN(b *testing.B) {
+	a := startSupernode(b)
+	bb := startSupernode(b, a)
+	c := startSupernode(b, bb)
+	asker := startPeer(b, a, "asker", nil)
+	startPeer(b, c, "holder", map[string][]byte{"Hey Jude.mp3": randomBytes(1, 1000)})
+	eventually(b, 10*time.Second, "hit through three supernodes", func() bool {
+		h, _ := search(b, asker, "hey jude")
+		return len(h) == 1
+	})
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		n := 0
+		res, err := asker.Search(context.Background(), "hey jude", protocol.ContentID{}, 0, func(h []protocol.Hit) { n += len(h) })
+		if err != nil || n != 1 || res.Supernodes != 3 {
+			b.Fatalf("search: %v, %d hits, %d supernodes", err, n, res.Supernodes)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99_ms")
+	b.ReportMetric(2, "target_p50_ms")
+	b.ReportMetric(10, "target_p99_ms")
+}
+
+// leafClient is a raw leaf connection for load generation.
+type leafClient struct {
+	link *transport.Link
+	node *transport.Node
+}
+
+func dialLeaf(b *testing.B, sn *supernode.Server) *leafClient {
+	id, _ := protocol.GenerateIdentity()
+	n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(b), Log: quiet(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleLeaf, Name: "load"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close(nil); n.Close() })
+	return &leafClient{link: l, node: n}
+}
+
+// BenchmarkSupernodeQPS: one supernode with 100,000 indexed files answers keyword
+// queries from 4 leaf connections, each keeping 64 queries outstanding. Client and
+// server share the machine's 2 cores. Target: >= 20,000 queries/s.
+func BenchmarkSupernodeQPS(b *testing.B) {
+	const files, leaves, conns, window = 100_000, 200, 4, 64
+	sn := startSupernode(b)
+	entries := indextest.Names(1, files)
+	for i := 0; i < leaves; i++ {
+		lc := dialLeaf(b, sn)
+		part := entries[i*files/leaves : (i+1)*files/leaves]
+		for j := 0; j < len(part); j += protocol.MaxFilesPerFrame {
+			var recs []protocol.FileRecord
+			for _, e := range part[j:min(j+protocol.MaxFilesPerFrame, len(part))] {
+				recs = append(recs, protocol.FileRecord{ID: e.ContentID, Name: e.Name, Size: e.Size, Tags: e.Tags})
+			}
+			if err := lc.link.Send(&protocol.Publish{Files: recs}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	eventually(b, 60*time.Second, "100,000 files indexed", func() bool { return sn.Router().IndexedFiles() == files })
+	queries := indextest.Queries(2, entries, 4096)
+	clients := make([]*leafClient, conns)
+	for i := range clients {
+		clients[i] = dialLeaf(b, sn)
+	}
+	var hits atomic.Int64
+	b.ResetTimer()
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for ci, lc := range clients {
+		n := b.N / conns
+		if ci == 0 {
+			n += b.N % conns
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent, done := 0, 0
+			send := func() {
+				q := &protocol.Query{Text: queries[(ci*7919+sent)%len(queries)], Limit: 20}
+				rand.Read(q.ID[:])
+				if err := lc.link.Send(q); err != nil {
+					b.Error(err)
+				}
+				sent++
+			}
+			for sent < min(window, n) {
+				send()
+			}
+			for done < n {
+				m, err := lc.link.Recv()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				switch m := m.(type) {
+				case *protocol.Hits:
+					hits.Add(int64(len(m.Hits)))
+				case *protocol.QueryDone:
+					done++
+					if sent < n {
+						send()
+					}
+				case *protocol.Error:
+					b.Error(m.AsError())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "queries/s")
+	b.ReportMetric(float64(hits.Load())/float64(b.N), "hits/query")
+	b.ReportMetric(20000, "target_queries/s")
+}
+
+// BenchmarkDownloadVsPlainQUIC downloads a 256 MiB file from one peer to another on
+// loopback (every piece verified and written), and in the same run sends the same
+// number of bytes over one plain quic-go stream with the same QUIC settings.
+// Target: download >= 80% of the plain stream.
+func BenchmarkDownloadVsPlainQUIC(b *testing.B) {
+	const size = 256 << 20
+	plain := plainQUICThroughput(b, size)
+	sn := startSupernode(b)
+	data := randomBytes(3, size)
+	src := startPeer(b, sn, "src", map[string][]byte{"big.bin": data})
+	dst := startPeer(b, sn, "dst", nil)
+	var cid protocol.ContentID
+	eventually(b, 30*time.Second, "file published", func() bool {
+		h, _ := search(b, dst, "big bin")
+		if len(h) == 1 {
+			cid = h[0].ID
+		}
+		return len(h) == 1
+	})
+	_ = src
+	dir := b.TempDir()
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := filepath.Join(dir, fmt.Sprint(i))
+		t0 := time.Now()
+		if _, err := dst.Get(context.Background(), cid, out, nil); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(t0)
+		os.Remove(out)
+	}
+	b.StopTimer()
+	mbs := float64(size) * float64(b.N) / total.Seconds() / 1e6
+	b.SetBytes(size)
+	b.ReportMetric(mbs, "download_MB/s")
+	b.ReportMetric(plain, "plain_quic_MB/s")
+	b.ReportMetric(100*mbs/plain, "percent_of_plain")
+}
+
+// plainQUITThroughput sends size bytes over one quic-go stream between two
+// transports on loopback and returns MB/s.
+func plainQUICThroughput(b *testing.B, size int) float64 {
+	b.Helper()
+	srvID, _ := protocol.GenerateIdentity()
+	cliID, _ := protocol.GenerateIdentity()
+	qc := transport.QUICConfig(30*time.Second, 10*time.Second, 5*time.Second)
+	st := &quic.Transport{Conn: loopbackConn(b)}
+	ct := &quic.Transport{Conn: loopbackConn(b)}
+	defer st.Close()
+	defer ct.Close()
+	ln, err := st.Listen(srvID.ServerTLS(), qc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan time.Duration, 1)
+	go func() {
+		c, err := ln.Accept(context.Background())
+		if err != nil {
+			got <- 0
+			return
+		}
+		s, err := c.AcceptStream(context.Background())
+		if err != nil {
+			got <- 0
+			return
+		}
+		t0 := time.Now()
+		n, _ := io.Copy(io.Discard, s)
+		if n != int64(size) {
+			got <- 0
+			return
+		}
+		got <- time.Since(t0)
+		c.CloseWithError(0, "")
+	}()
+	c, err := ct.Dial(context.Background(), ln.Addr().(*net.UDPAddr), cliID.ClientTLS(srvID.ID), qc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := c.OpenStreamSync(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 256<<10)
+	for sent := 0; sent < size; sent += len(buf) {
+		if _, err := s.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+	d := <-got
+	if d == 0 {
+		b.Fatal("plain stream failed")
+	}
+	return float64(size) / d.Seconds() / 1e6
+}
+
+var _ = peer.Progress{}

@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// A leaf whose process dies without a goodbye (its socket just stops) is dropped
+// when the idle timeout passes, and its files leave the index.
+func TestSilentLeafIsDropped(t *testing.T) {
+	id, _ := protocol.GenerateIdentity()
+	sn, err := supernode.New(supernode.Config{
+		Conn: loopbackConn(t), Identity: id, IdleTimeout: 600 * time.Millisecond,
+		TickInterval: 50 * time.Millisecond, Log: testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sn.Serve(context.Background())
+	t.Cleanup(func() { sn.Close() })
+
+	leafID, _ := protocol.GenerateIdentity()
+	pc := loopbackConn(t)
+	n, err := transport.New(transport.Config{Identity: leafID, Conn: pc, Log: testLog(t), IdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleLeaf, Name: "ghost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Send(&protocol.Publish{Files: []protocol.FileRecord{{ID: protocol.ContentID{1}, Name: "ghost song.mp3", Size: 10}}})
+	eventually(t, 5*time.Second, "the leaf's file indexed", func() bool { return sn.Router().IndexedFiles() == 1 })
+	// Kill the socket under the QUIC connection: no CONNECTION_CLOSE goes out.
+	pc.Close()
+	start := time.Now()
+	eventually(t, 5*time.Second, "the silent leaf dropped", func() bool {
+		return sn.Router().Leaves() == 0 && sn.Router().IndexedFiles() == 0
+	})
+	t.Logf("silent leaf dropped after %v (idle timeout 600ms)", time.Since(start).Round(10*time.Millisecond))
+	n.Close()
+}
+
+// A peer whose supernode dies attaches to the next one on its list, publishes
+// again, and its files are found through the new supernode.
+func TestPeerFailsOverToNextSupernode(t *testing.T) {
+	a := startSupernode(t)
+	b := startSupernode(t, a)
+	searcher := startPeer(t, b, "searcher", nil)
+	p := startPeer(t, a, "mover", map[string][]byte{"Wandering Song.mp3": randomBytes(5, 3000)},
+		func(c *peer.Config) {
+			c.Supernodes = append(c.Supernodes, b.ID().String()+"@"+b.Addr().String())
+		})
+	eventually(t, 10*time.Second, "the song findable from b", func() bool {
+		h, _ := search(t, searcher, "wandering")
+		return len(h) == 1
+	})
+	a.Close()
+	start := time.Now()
+	eventually(t, 15*time.Second, "the peer attached to b", func() bool {
+		st := p.Status()
+		return st.Supernode.Connected && st.Supernode.PeerID == b.ID().String()
+	})
+	eventually(t, 5*time.Second, "the song findable again", func() bool {
+		h, _ := search(t, searcher, "wandering")
+		return len(h) == 1 && h[0].Sources[0].Peer == p.ID()
+	})
+	t.Logf("failover and republish took %v", time.Since(start).Round(10*time.Millisecond))
+}

@@ -1,0 +1,191 @@
+package peer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// ErrNoDaemon means no daemon answers on the data directory's control socket.
+var ErrNoDaemon = errors.New("no peer daemon is running")
+
+// Client talks to a daemon over its control socket.
+type Client struct {
+	DataDir string
+	sock    string
+	hc      *http.Client
+}
+
+// NewClient makes a client for the daemon of dataDir.
+func NewClient(dataDir string) *Client {
+	sock := SocketPath(dataDir)
+	return &Client{
+		DataDir: dataDir,
+		sock:    sock,
+		hc: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+		}},
+	}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://peer"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("%w for data directory %s (start one with `peer up`)", ErrNoDaemon, c.DataDir)
+		}
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var e errorJSON
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) != nil || e.Error == "" {
+			return nil, fmt.Errorf("daemon answered %s", resp.Status)
+		}
+		return nil, fromCode(e)
+	}
+	return resp, nil
+}
+
+// fromCode turns an error event back into an error wrapping the right sentinel.
+func fromCode(e errorJSON) error {
+	var base error
+	switch e.Code {
+	case "no_supernode":
+		base = ErrNoSupernode
+	case "not_found":
+		base = ErrNothingFound
+	case "bad_request":
+		base = protocol.ErrBadRequest
+	case "closing":
+		base = ErrDaemonClosed
+	default:
+		return errors.New(e.Error)
+	}
+	return &codedError{msg: e.Error, base: base}
+}
+
+type codedError struct {
+	msg  string
+	base error
+}
+
+func (e *codedError) Error() string { return e.msg }
+func (e *codedError) Unwrap() error { return e.base }
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+// Rescan asks the daemon to rescan its share now.
+func (c *Client) Rescan(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/rescan", struct{}{})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func (c *Client) stream(ctx context.Context, path string, body any, on func(event) error) error {
+	resp, err := c.do(ctx, http.MethodPost, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var ev event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bad event from daemon: %w", err)
+		}
+		if ev.Error != nil {
+			return fromCode(*ev.Error)
+		}
+		if err := on(ev); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errEndOfStream
+}
+
+var errEndOfStream = errors.New("daemon closed the answer early")
+
+// Search runs a search; onHits gets hits as they stream in.
+func (c *Client) Search(ctx context.Context, req SearchRequest, onHits func([]HitJSON)) (SearchResult, error) {
+	var res SearchResult
+	err := c.stream(ctx, "/v1/search", req, func(ev event) error {
+		if len(ev.Hits) > 0 && onHits != nil {
+			onHits(ev.Hits)
+		}
+		if ev.Done != nil {
+			res = *ev.Done
+			return errDone
+		}
+		return nil
+	})
+	if errors.Is(err, errDone) {
+		err = nil
+	}
+	return res, err
+}
+
+var errDone = errors.New("done")
+
+// Get downloads a content ID; onProgress gets progress as it changes.
+func (c *Client) Get(ctx context.Context, req GetRequest, onProgress func(Progress)) (Progress, error) {
+	var last Progress
+	err := c.stream(ctx, "/v1/get", req, func(ev event) error {
+		if ev.Progress != nil {
+			last = *ev.Progress
+			if onProgress != nil {
+				onProgress(last)
+			}
+			if last.State == "done" {
+				return errDone
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errDone) {
+		err = nil
+	}
+	return last, err
+}

@@ -1,0 +1,312 @@
+// Package peer is an ordinary node of the overlay: a daemon that shares a folder,
+// attaches to a supernode, searches through it, serves pieces to other peers and
+// downloads from them with every piece verified. A local control socket lets the
+// `peer` command talk to a running daemon.
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Errors the CLI and tests match.
+var (
+	ErrNoSupernode    = errors.New("not attached to any supernode")
+	ErrNothingFound   = errors.New("no source found for that content")
+	ErrDaemonClosed   = errors.New("peer daemon closed")
+	ErrAlreadyRunning = errors.New("a peer daemon is already running for this data directory")
+)
+
+// Config configures a Daemon.
+type Config struct {
+	// DataDir holds the identity, the hash cache and the control socket.
+	DataDir string
+	// ShareDir is the folder to share; empty shares nothing.
+	ShareDir string
+	// Name is the username shown to others.
+	Name string
+	// Supernodes to attach to, as host:port or peerid@host:port, tried in order.
+	Supernodes []string
+	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
+	Listen string
+	// Conn, when set, is used instead of opening Listen.
+	Conn     net.PacketConn
+	Identity *protocol.Identity
+	// ControlSocket is the unix socket path (default DataDir/peer.sock); "-" disables it.
+	ControlSocket string
+	// IdleTimeout drops silent connections (default 15 s).
+	IdleTimeout time.Duration
+	// SearchTimeout bounds one search (default 10 s).
+	SearchTimeout time.Duration
+	// RescanInterval is how often the share folder is rescanned (default 60 s).
+	RescanInterval time.Duration
+	// Pipeline is how many blocks a download keeps requested from each source (default 16).
+	Pipeline int
+	Log      zerolog.Logger
+}
+
+// Daemon is a running peer.
+type Daemon struct {
+	cfg   Config
+	log   zerolog.Logger
+	id    *protocol.Identity
+	node  *transport.Node
+	share *content.Share
+
+	attach *attachment
+	srcs   *sourceCache
+
+	mu        sync.Mutex
+	downloads map[protocol.ContentID]*Progress
+	transfers map[*transport.Link]struct{}
+
+	uploaded   atomic.Int64
+	downloaded atomic.Int64
+
+	ctl       *controlServer
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	serving   atomic.Bool
+	closeOnce sync.Once
+}
+
+// DefaultDataDir is the per-user data directory, or $PEER_DATA_DIR.
+func DefaultDataDir() string {
+	if d := os.Getenv("PEER_DATA_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "supernet", "peer")
+	}
+	return ".peer"
+}
+
+// SocketPath is the control socket of a data directory.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, "peer.sock") }
+
+// New loads the identity, opens the share (hashing what changed) and the socket.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "0.0.0.0:0"
+	}
+	if cfg.SearchTimeout <= 0 {
+		cfg.SearchTimeout = 10 * time.Second
+	}
+	if cfg.RescanInterval <= 0 {
+		cfg.RescanInterval = 60 * time.Second
+	}
+	if cfg.Pipeline <= 0 {
+		cfg.Pipeline = 16
+	}
+	if cfg.ControlSocket == "" {
+		cfg.ControlSocket = SocketPath(cfg.DataDir)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	id := cfg.Identity
+	if id == nil {
+		var err error
+		if id, err = protocol.LoadOrCreateIdentity(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
+	d := &Daemon{
+		cfg: cfg, log: log, id: id,
+		srcs:      newSourceCache(4096),
+		downloads: make(map[protocol.ContentID]*Progress),
+		transfers: make(map[*transport.Link]struct{}),
+	}
+	if cfg.ControlSocket != "-" {
+		ctl, err := listenControl(cfg.ControlSocket, d)
+		if err != nil {
+			return nil, err
+		}
+		d.ctl = ctl
+	}
+	fail := func(err error) (*Daemon, error) {
+		if d.ctl != nil {
+			d.ctl.close()
+		}
+		return nil, err
+	}
+	if cfg.ShareDir != "" {
+		fi, err := os.Stat(cfg.ShareDir)
+		if err != nil {
+			return fail(fmt.Errorf("share folder: %w", err))
+		}
+		if !fi.IsDir() {
+			return fail(fmt.Errorf("share folder %s is not a directory", cfg.ShareDir))
+		}
+		sh, err := content.OpenShare(cfg.ShareDir, filepath.Join(cfg.DataDir, "hashcache"), log)
+		if err != nil {
+			return fail(err)
+		}
+		d.share = sh
+	}
+	pc := cfg.Conn
+	if pc == nil {
+		ua, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("listen address %q: %w", cfg.Listen, err))
+		}
+		c, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return fail(fmt.Errorf("listen %s: %w", cfg.Listen, err))
+		}
+		pc = c
+	}
+	node, err := transport.New(transport.Config{
+		Identity: id, Conn: pc, Log: log, Listen: true,
+		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-peer",
+	})
+	if err != nil {
+		pc.Close()
+		return fail(err)
+	}
+	d.node = node
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.attach = newAttachment(d)
+	return d, nil
+}
+
+// ID is the peer's ID.
+func (d *Daemon) ID() protocol.PeerID { return d.id.ID }
+
+// Addr is the local address of the peer's socket.
+func (d *Daemon) Addr() *net.UDPAddr { return d.node.Addr() }
+
+// Share is the shared folder, or nil.
+func (d *Daemon) Share() *content.Share { return d.share }
+
+// Serve hashes the share, attaches to a supernode, and serves transfers and the
+// control socket until ctx ends or Close is called.
+func (d *Daemon) Serve(ctx context.Context) error {
+	if !d.serving.CompareAndSwap(false, true) {
+		return errors.New("peer: Serve called twice")
+	}
+	if d.share != nil {
+		added, removed, err := d.share.Scan(d.ctx)
+		if err != nil && d.ctx.Err() == nil {
+			d.log.Error().Err(err).Msg("scanning share folder")
+		}
+		d.log.Info().Int("files", len(d.share.Files())).Int("added", added).Int("removed", removed).Msg("share scanned")
+	}
+	if d.ctl != nil {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.ctl.serve() }()
+	}
+	d.wg.Add(3)
+	go d.attach.run()
+	go d.rescanLoop()
+	go d.acceptLoop()
+	d.log.Info().Str("listen", d.Addr().String()).Str("peer_id", d.ID().String()).Msg("peer up")
+	select {
+	case <-ctx.Done():
+		d.Close()
+		return nil
+	case <-d.ctx.Done():
+		return ErrDaemonClosed
+	}
+}
+
+// Close stops everything and waits for the daemon's goroutines. Safe twice.
+func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() {
+		if d.cancel != nil {
+			d.cancel()
+		}
+		if d.ctl != nil {
+			d.ctl.close()
+		}
+		d.mu.Lock()
+		for l := range d.transfers {
+			l.Close(nil)
+		}
+		d.mu.Unlock()
+		if d.node != nil {
+			d.node.Close()
+		}
+	})
+	d.wg.Wait()
+	if d.share != nil {
+		d.share.Close()
+	}
+	return nil
+}
+
+func (d *Daemon) rescanLoop() {
+	defer d.wg.Done()
+	if d.share == nil {
+		return
+	}
+	t := time.NewTicker(d.cfg.RescanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := d.Rescan(d.ctx); err != nil && d.ctx.Err() == nil {
+				d.log.Warn().Err(err).Msg("rescan")
+			}
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// Rescan rescans the share folder and republishes what changed.
+func (d *Daemon) Rescan(ctx context.Context) error {
+	if d.share == nil {
+		return nil
+	}
+	added, removed, err := d.share.Scan(ctx)
+	if err != nil {
+		return err
+	}
+	if added+removed > 0 {
+		d.log.Info().Int("added", added).Int("removed", removed).Msg("share changed")
+		d.attach.republish()
+	}
+	return nil
+}
+
+func (d *Daemon) acceptLoop() {
+	defer d.wg.Done()
+	for {
+		in, err := d.node.Accept(d.ctx)
+		if err != nil {
+			return
+		}
+		if in.Hello.Role != protocol.RoleTransfer {
+			in.Reject(fmt.Errorf("%w: a peer only takes transfer connections", protocol.ErrForbidden))
+			continue
+		}
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleTransfer, Agent: "supernet-peer"})
+		if err != nil {
+			continue
+		}
+		d.mu.Lock()
+		d.transfers[l] = struct{}{}
+		d.mu.Unlock()
+		d.wg.Add(1)
+		go d.serveTransfer(l)
+	}
+}

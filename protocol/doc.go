@@ -1,0 +1,374 @@
+// Package protocol is the wire of the supernet overlay: how a message is framed and
+// encoded, which messages exist and what they mean, and how a node proves who it is.
+// This comment is the specification. An implementation that follows it, in any
+// language, interoperates with this one; where they disagree, the golden bytes in
+// golden_test.go say what this implementation sends.
+//
+// The package does no I/O of its own beyond the io.Reader or io.Writer it is given,
+// and keeps no state between calls. It is not the transport (package transport runs QUIC and STUN
+// on one UDP socket), not routing (package supernode decides where queries go), not
+// the search index or the Bloom filters of summaries (package index), and not the
+// hashing of files into pieces and content IDs (package content).
+//
+// # Connections and streams
+//
+// Nodes talk over QUIC (RFC 9000) with TLS 1.3. The ALPN protocol is "supernet/1"
+// (the constant ALPN); both sides present a certificate (see Identity). One UDP socket per node
+// carries QUIC, STUN and hole punching.
+//
+// The dialling side opens the first bidirectional stream of a connection: the
+// message stream. Its first frame is a Hello. The listener answers with a Welcome,
+// or with an Error and then closes the connection. From then on either side sends
+// any message its role allows, in any order, on that stream; frames are processed in
+// the order they arrive.
+//
+// A connection whose Hello declares the transfer role (a peer fetching content from
+// another peer) also carries transfer streams: every further bidirectional stream,
+// opened by the downloader, starts with GetMeta (see Transfers). On such a
+// connection the message stream carries only Ping and Pong.
+//
+// A stream carries nothing but whole frames, back to back. After a frame it refuses
+// (too large, unknown, malformed) a receiver cannot resynchronise; it may answer with
+// an Error and then closes the stream, and for the message stream the connection.
+//
+// # Frames
+//
+// Every message is one frame: a 5-byte header and a body.
+//
+//	 0        1        2        3        4        5
+//	+--------+--------+--------+--------+--------+-----------------------+
+//	|  type  |    body length n (uint32, big-endian)   |  body (n bytes)  |
+//	+--------+--------+--------+--------+--------+-----------------------+
+//
+// The type byte is a message type from the table below. The body length must not
+// exceed MaxFrameSize (1 MiB = 1048576 bytes). A receiver checks the length against
+// that cap as soon as it has the header, before it reads or allocates anything for
+// the body, and refuses a larger frame (ErrFrameTooLarge). A sender never builds one.
+// A frame of an unknown type is refused (ErrUnknownType); since types newer than the
+// negotiated version are never sent, it is a protocol error, not something to skip.
+//
+// The body is one msgpack value (https://github.com/msgpack/msgpack/blob/master/spec.md)
+// and nothing else: no bytes may follow it. The one exception is Block (below).
+//
+// Example: Ping{Seq: 7} is the frame
+//
+//	04 00000004 81 a1 73 07
+//	^  ^        ^  ^     ^
+//	|  |        |  |     seq: positive fixint 7
+//	|  |        |  key "s": fixstr of 1 byte
+//	|  |        fixmap of 1 entry
+//	|  body length 4
+//	type 0x04 ping
+//
+// # Msgpack conventions
+//
+// A message body is a msgpack map with string keys: the short keys in the tables
+// below (they are the msgpack tags of the Go structs). Nested records (a file, a hit,
+// a source, tags) are maps too. Encoders write keys in table order; receivers accept
+// them in any order. A key must not appear twice.
+//
+// Keys marked ? are optional (omitempty): the sender leaves them out when the value is
+// zero (0, false, "", an empty list, an all-zero ID), and a missing key means zero.
+// Unmarked keys are always written, even when zero. Receivers ignore keys they do not
+// know, whatever their value, so a later version can add optional keys to a message
+// without breaking older receivers.
+//
+//   - Integers are written in their shortest msgpack form (fixint, uint8, uint16, ...).
+//     A receiver accepts any integer encoding. Only the fields typed int below may be
+//     negative; a value must fit its field's width (uint8, uint16, uint32, uint64).
+//   - Strings are msgpack str, UTF-8 by convention (not checked).
+//   - Byte strings and fixed-size IDs are msgpack bin: content IDs and peer IDs are
+//     bin 8 of 32 bytes (c4 20 ...), query IDs bin 8 of 16 bytes (c4 10 ...). An ID
+//     is always sent at its full size.
+//   - Lists are msgpack arrays; nil (c0) and an empty array both mean an empty list.
+//   - The score of a hit is a float32 (ca); booleans are c2 and c3.
+//   - msgpack ext types and the timestamp type are not used.
+//
+// This implementation decodes with vmihailenco/msgpack v5 and is, beyond the bounds
+// below, lenient in ways a sender must not rely on: an ID shorter than its size is
+// zero-padded, an integer too wide for its field is truncated, and a record sent as
+// an array of all its fields in order is accepted. Senders write maps of full-size
+// IDs and in-range integers.
+//
+// # Bounds
+//
+// A receiver bounds what a body can make it allocate before it allocates it. Before
+// handing a body to a msgpack decoder it walks the encoding and refuses the body
+// (ErrMalformed) if
+//
+//   - it is empty, truncated, or has bytes after its one value (Block: after its header);
+//   - it uses the reserved byte c1;
+//   - a str, bin or ext claims more bytes than remain in the body;
+//   - an array claims more elements than bytes remain, or a map more than half as many
+//     entries (every element takes at least one byte);
+//   - an array or map has more than 65536 elements;
+//   - a value is nested inside more than 16 arrays and maps.
+//
+// So the 5-byte body dd ff ff ff ff (an array of 2^32-1 elements, which msgpack v5
+// would allocate up front: 34 GB even at 8 bytes an element) costs nothing. Lists of records are
+// also refused by count before they are allocated, at the per-frame limits in the
+// tables (512 files, 256 hits, 64 sources per hit, 4096 IDs), so a body of 1-byte nil
+// elements cannot become a slice of large zero records; and a list key that appears
+// twice in one map is refused, so one body cannot make the same list again and again.
+//
+// After decoding, every message is checked against the limits in the tables (lengths,
+// counts, ranges). A message that fails is malformed too. A sender checks the same
+// limits and refuses to encode a message that breaks them.
+//
+// # Messages
+//
+// The type numbers are an append-only list: a number once given keeps its meaning
+// forever and is never reused. A node never sends a type newer than the negotiated
+// version. Types marked v1 exist since version 1.
+//
+//	type  name        version  stream     direction
+//	0x01  hello       v1       message    dialler -> listener, first frame
+//	0x02  welcome     v1       message    listener -> dialler, answers hello
+//	0x03  error       v1       any        either
+//	0x04  ping        v1       message    either
+//	0x05  pong        v1       message    either, answers ping
+//	0x06  publish     v1       message    leaf -> its supernode
+//	0x07  unpublish   v1       message    leaf -> its supernode
+//	0x08  query       v1       message    leaf -> supernode, supernode -> supernode
+//	0x09  hits        v1       message    supernode -> where the query came from
+//	0x0a  query_done  v1       message    supernode -> where the query came from
+//	0x0b  summary     v1       message    supernode -> neighbour supernode
+//	0x0c  get_meta    v1       transfer   downloader -> source, first frame
+//	0x0d  meta        v1       transfer   source -> downloader, answers get_meta
+//	0x0e  request     v1       transfer   downloader -> source
+//	0x0f  block       v1       transfer   source -> downloader, answers request
+//
+// Fields, by short key (? = optional), with their limits (the Max constants of this
+// package, e.g. MaxAddrLen for an address):
+//
+//	hello (Hello)
+//	  v0   uint16   lowest protocol version the sender speaks, >= 1
+//	  v1   uint16   highest version it speaks, >= v0
+//	  r    uint8    role of the connection: 1 leaf (a peer attaching to a supernode),
+//	                2 supernode (a supernode linking to another), 3 transfer
+//	  n?   str      the user's name, from leaves; <= 64 bytes
+//	  a?   [str]    addresses the sender can be reached at, "host:port"; <= 8 of <= 128 bytes
+//	  ag?  str      software name and version; <= 64 bytes
+//
+//	welcome (Welcome)
+//	  v    uint16   the version chosen (see Versions), >= 1
+//	  r    uint8    the listener's role on the connection (2 supernode, 3 transfer)
+//	  o?   str      the dialler's address as the listener sees it; <= 128 bytes
+//	  a?   [str]    other supernodes the listener knows, for failover; <= 64 of <= 128 bytes
+//	  ag?  str      software name and version; <= 64 bytes
+//
+//	error (Error)
+//	  c    uint16   status code (see Status codes)
+//	  m?   str      human-readable detail; <= 1024 bytes
+//	  q?   bin 16   the query the error is about, if any
+//
+//	ping, pong (Ping, Pong)
+//	  s    uint64   sequence number; a pong echoes the ping's
+//
+//	publish (Publish): adds files to the sender's share on its supernode
+//	  r?   bool     reset: first drop everything this leaf published before
+//	  f    [file]   <= 512 files
+//	file (FileRecord), a map inside publish and, inlined, inside each hit
+//	  i    bin 32   content ID
+//	  n    str      file name, 1 to 1024 bytes
+//	  s    int      size in bytes, >= 0
+//	  t?   tags     media tags
+//	tags (Tags)
+//	  t? title, a? artist, l? album, g? genre: str, <= 256 bytes each;  y? int year
+//
+//	unpublish (Unpublish): removes files from the sender's share
+//	  i    [bin 32] content IDs; <= 4096
+//
+//	query (Query)
+//	  q    bin 16   query ID
+//	  t?   str      keywords; <= 256 bytes
+//	  c?   bin 32   content ID, to find sources of one file
+//	  h    uint8    hop limit: supernode-to-supernode steps the query may still take; <= 8;
+//	                from a leaf, 0 means the supernode's default
+//	  l?   uint16   most hits wanted; 0: the supernode's default
+//	  At least one of t and c is set.
+//
+//	hits (Hits)
+//	  q    bin 16   query ID
+//	  h    [hit]    <= 256 hits
+//	hit (Hit): the keys of a file (i, n, s, t?) and
+//	  src  [source] peers that have the file, 1 to 64
+//	  sc?  float32  relevance, higher is better; finite
+//	source (Source)
+//	  p    bin 32   peer ID
+//	  n?   str      the peer's user name; <= 64 bytes
+//	  a    [str]    its addresses; <= 8 of <= 128 bytes
+//
+//	query_done (QueryDone)
+//	  q    bin 16   query ID
+//	  s?   uint16   status: 0 ok, 5 timeout (part of the overlay did not answer in time)
+//	  n?   uint32   supernodes that searched their index for this query on this branch
+//
+//	summary (Summary)
+//	  l    uint8    level carried, < d
+//	  d    uint8    depth: the number of levels the sender keeps, 1 to 8
+//	  f    bin      the level's Bloom filter (see Summaries)
+//
+//	get_meta (GetMeta)
+//	  i    bin 32   content ID
+//
+//	meta (Meta)
+//	  i    bin 32   content ID
+//	  n?   str      file name; <= 1024 bytes
+//	  s    int      size in bytes, >= 0
+//	  ps   int      piece size in bytes, > 0
+//	  h    bin      SHA-256 of each piece, concatenated: a multiple of 32 bytes,
+//	                <= 16384 hashes
+//
+//	request (Request)
+//	  p    uint32   piece index
+//	  o?   uint32   offset within the piece
+//	  n    uint32   length, 1 to 524288 (512 KiB)
+//
+//	block (Block): not a map, see below
+//
+// # Block
+//
+// A Block frame's body is not one msgpack value. It is a msgpack array of two
+// unsigned integers, [piece, offset], followed by the raw data to the end of the
+// frame; the data length is the body length minus the header's. The data is neither
+// a msgpack bin nor copied on decoding (Block.Data aliases the frame body), so a
+// source can read file bytes straight into the frame (AppendBlockHeader). Encoders
+// write 92, then piece and offset in their shortest form. Data is at most 512 KiB.
+//
+//	0f 0000000a 92 03 cd4000 68656c6c6f   block: piece 3, offset 16384, data "hello"
+//
+// # Versions
+//
+// The Hello carries the range of versions the dialler speaks, [v0, v1]. The listener
+// picks v = min(v1, its highest); if v is below max(v0, its lowest) there is no common
+// version and it answers Error{c: 2 unsupported version} and closes. Otherwise it
+// answers Welcome{v}. The dialler checks that v is in its own range (else it closes
+// with the same status). Both sides then send only the message types, keys and
+// values version v defines. See NegotiateVersion.
+//
+// # Status codes
+//
+// Status codes travel in Error and QueryDone. They are separate from Go errors:
+// AsError turns a received code into a *RemoteError that matches the sentinel below
+// with errors.Is, and StatusOf picks the code for a local error. A code this version
+// does not define matches no sentinel, and is passed on unchanged when relayed.
+//
+//	code  name                 sentinel               meaning
+//	0     ok                   -                      success (QueryDone only)
+//	1     bad request          ErrBadRequest          malformed, invalid or unexpected message
+//	2     unsupported version  ErrUnsupportedVersion  no common protocol version
+//	3     not found            ErrNotFound            unknown content, peer or query
+//	4     overloaded           ErrOverloaded          try another node
+//	5     timeout              ErrTimeout             part of the overlay did not answer in time
+//	6     forbidden            ErrForbidden           not allowed for this peer or role
+//	7     internal             ErrInternal            the sender failed
+//	8     unavailable          ErrUnavailable         e.g. the file changed or is being rehashed
+//
+// A frame refused by the bounds (ErrMalformed, ErrFrameTooLarge, ErrUnknownType) maps
+// to 1.
+//
+// # Identity
+//
+// Every node, supernode or peer, has an ed25519 key pair. Its peer ID is the SHA-256
+// of the 32-byte public key. A peer ID is printed as 52 characters of lowercase
+// unpadded base32 (RFC 4648 alphabet; the last character's four spare bits are zero,
+// so every ID has exactly one spelling); a content ID as 64 lowercase hex digits. A
+// node keeps its key in identity.key in its data directory: PEM "PRIVATE KEY", PKCS #8,
+// mode 0600; a key file that group or others can read is refused rather than used.
+//
+// The TLS certificate of a node is a self-signed X.509 certificate of that key. A
+// receiver of a certificate accepts exactly one certificate, whose public key is
+// ed25519 and whose signature verifies under that same key; the peer ID is the
+// SHA-256 of the key. Names, dates and extensions are ignored and there are no
+// certificate authorities: the key is the identity, and the TLS 1.3 handshake
+// (CertificateVerify) proves the sender holds it. The listener requires a client
+// certificate, so both ends of every connection know each other's peer ID.
+//
+// A dialler that knows which peer it wants (from a "peerid@host:port" address or from
+// a hit's source) pins it: the handshake fails with ErrPeerIDMismatch unless the
+// listener's key hashes to that ID, so a peer ID cannot be impersonated. A dialler
+// with no expectation (a bootstrap address) accepts any valid key and learns the ID.
+// See ServerTLS, ClientTLS and RemotePeerID.
+//
+// # Publishing
+//
+// A leaf sends its whole share as Publish frames after its Welcome: the first with
+// r set, the rest without, each of at most 512 files. Later additions are plain
+// Publish frames and removals Unpublish frames. A supernode answers a leaf that
+// publishes more files than it keeps for one leaf with Error{c: 4}, and Publish or
+// Unpublish from anything but its own leaf with Error{c: 6}.
+//
+// # Queries
+//
+// A leaf sends Query with an ID of its choosing (unique among its own queries), the
+// keywords or a content ID, a hop limit (0: the supernode's default) and optionally a
+// hit limit. Everything that comes back for the query carries that ID.
+//
+// A supernode that receives a query from a leaf gives it a fresh random ID for the
+// overlay, so leaves can neither collide nor replay IDs, and maps it back on the way
+// out. It then, as does a supernode receiving a query from a neighbour:
+//
+//   - answers from its own index with Hits frames on the link the query came from;
+//   - if the hop limit is above 0, forwards Query (same ID, hop limit one less) to each
+//     neighbour supernode other than the one it came from whose summary may match
+//     (see Summaries) or that has not sent a summary yet;
+//   - relays the Hits it receives for the query back towards where the query came
+//     from (the reverse path), up to the hit limit;
+//   - once every neighbour it forwarded to has sent QueryDone, or after a timeout
+//     (5 s by default; status 5 then), sends exactly one QueryDone on the link the query
+//     came from, with n = 1 (itself) plus the n of the QueryDone frames it received.
+//
+// A supernode remembers query IDs for a while (60 s by default). A query with an ID it
+// has seen is a duplicate, arriving by a second path: it is answered at once with a
+// QueryDone with n = 0 and neither searched nor forwarded. So every link a query
+// crosses carries exactly one QueryDone back, and the leaf's QueryDone counts the
+// supernodes that searched.
+//
+// # Summaries
+//
+// Supernodes tell their neighbours what can be found through them with an attenuated
+// Bloom filter of depth d (the sender's hop limit). For the summary a supernode S sends
+// to neighbour X, level 0 holds the keys of S's own leaves' files, and level k the union
+// of level k-1 of the summaries S received from its other neighbours (never X's own):
+// what is reachable through S within k more supernode hops. X forwards a query with h
+// hops left to S only if some level k < h may contain every key of the query.
+//
+// Each level travels in its own Summary frame {l: k, d: depth, f: filter}; a sender
+// sends the levels that changed, when they change. A receiver keeps at most its own
+// hop limit of levels.
+//
+// The keys of a file are the 32 bytes of its content ID and the UTF-8 bytes of each
+// search term of its name and tags, as index.Tokenize makes them (Unicode NFKD without
+// combining marks, lowercased, split on everything that is not a letter or a digit).
+// A query's keys are its content ID if it has one, else the terms of its text.
+//
+// The filter f (index.Bloom.MarshalBinary) is one byte 1 (the format version), one
+// byte log2(m) for a filter of m bits (10 to 23), one byte K = 7, then m/64 uint64
+// words, little-endian; bit x is bit x%64 of word x/64. A key with XXH64 hash h (seed
+// 0) sets the bits (h + i*(rotl64(h, 32) | 1)) mod m for i = 0..6. Filters of different
+// sizes are combined by folding the larger (OR-ing its halves) to the smaller. The
+// frame limit caps a filter in practice at 2^22 bits (512 KiB).
+//
+// # Transfers
+//
+// A downloader dials a source found in a hit with Hello{r: 3}, pinning the source's
+// peer ID, and is welcomed with r: 3. For each file it opens a transfer stream and
+// sends GetMeta. The source answers with Meta, or with Error (3 not found) and closes
+// the stream. The downloader checks that the metadata hashes to the content ID it
+// asked for (SHA-256 of "supernet content v1\n", the size and piece size as big-endian
+// uint64s, and the piece hashes; see package content) and drops a source that lies.
+//
+// It then sends Request frames, as many ahead as it likes. The source answers each
+// with one Block of exactly the requested range, in request order, or with an Error
+// (1 for a range outside the file, 8 when it cannot read it) and closes the stream.
+// The downloader checks each piece's SHA-256 before it uses it.
+//
+// # Version history
+//
+//	v1  The first version: message types 0x01 to 0x0f as above, ALPN "supernet/1".
+//
+// A later version adds message types at the end of the list and optional keys to
+// existing messages; anything else (a new meaning for a key or a type, a new
+// required key, a change to the framing or the bounds) needs a new ALPN protocol.
+package protocol

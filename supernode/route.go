@@ -1,0 +1,245 @@
+package supernode
+
+import (
+	"crypto/rand"
+	"fmt"
+	"math"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+func unexpected(m protocol.Message) error {
+	return fmt.Errorf("%w: unexpected %s", protocol.ErrBadRequest, m.Type())
+}
+
+func (r *Router) leafOf(from LinkID) *leaf {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leaves[from]
+}
+
+func (r *Router) publish(from LinkID, m *protocol.Publish) error {
+	l := r.leafOf(from)
+	if l == nil {
+		return fmt.Errorf("%w: publish from a link that is not a leaf", protocol.ErrForbidden)
+	}
+	r.ixMu.Lock()
+	defer r.ixMu.Unlock()
+	if m.Reset {
+		r.idx.RemoveSource(l.src)
+		l.files = 0
+	}
+	for _, f := range m.Files {
+		if l.files >= r.cfg.MaxFilesPerLeaf {
+			return fmt.Errorf("%w: more than %d files from one leaf", protocol.ErrOverloaded, r.cfg.MaxFilesPerLeaf)
+		}
+		r.idx.Add(l.src, index.Entry{ContentID: f.ID, Name: f.Name, Size: f.Size, Tags: f.Tags})
+		l.files++
+	}
+	return nil
+}
+
+func (r *Router) unpublish(from LinkID, m *protocol.Unpublish) error {
+	l := r.leafOf(from)
+	if l == nil {
+		return fmt.Errorf("%w: unpublish from a link that is not a leaf", protocol.ErrForbidden)
+	}
+	r.ixMu.Lock()
+	defer r.ixMu.Unlock()
+	for _, id := range m.IDs {
+		if r.idx.Remove(l.src, id) {
+			l.files--
+		}
+	}
+	return nil
+}
+
+func newQueryID() protocol.QueryID {
+	var q protocol.QueryID
+	rand.Read(q[:])
+	return q
+}
+
+// query runs a search: locally, then through the neighbours whose summaries may
+// match within the hops left. A leaf's query gets a fresh overlay-wide ID, so
+// leaves cannot collide or replay IDs in the overlay.
+//
+// The local search runs before the query is registered and forwarded. Handle runs
+// on one goroutine per link, so a neighbour's answer can arrive while this one is
+// still searching: searching first keeps the local hits ahead of the QueryDone that
+// answer may trigger, and counts them against the limit before any neighbour's.
+func (r *Router) query(from LinkID, q *protocol.Query) error {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	_, fromLeaf := r.leaves[from]
+	_, fromNeighbour := r.neighbours[from]
+	if !fromLeaf && !fromNeighbour {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: query from an unknown link", protocol.ErrForbidden)
+	}
+	originID, id, hops := q.ID, q.ID, q.Hops
+	if fromLeaf {
+		r.Stats.QueriesFromLeaves.Add(1)
+		id = newQueryID()
+		if hops == 0 || hops > r.cfg.HopLimit {
+			hops = r.cfg.HopLimit
+		}
+	} else {
+		r.Stats.QueriesFromNeighbors.Add(1)
+		if _, dup := r.seen[id]; dup {
+			r.mu.Unlock()
+			r.Stats.DuplicateQueries.Add(1)
+			r.out.Send(from, &protocol.QueryDone{ID: originID})
+			return nil
+		}
+		hops = min(hops, r.cfg.HopLimit)
+	}
+	r.markSeenLocked(id, now)
+	r.mu.Unlock()
+
+	limit := r.cfg.MaxResults
+	if q.Limit > 0 && int(q.Limit) < limit {
+		limit = int(q.Limit)
+	}
+	keys := r.routingKeys(q)
+	n := r.searchLocal(from, originID, q, limit)
+
+	p := &pending{origin: from, originID: originID, waiting: map[LinkID]bool{}, searched: 1,
+		hits: n, limit: limit, deadline: now.Add(r.cfg.QueryTimeout)}
+	var fwd []LinkID
+	r.mu.Lock()
+	_, leafStill := r.leaves[from]
+	_, neighbourStill := r.neighbours[from]
+	if hops > 0 && len(keys) > 0 && (leafStill || neighbourStill) {
+		for nid, nb := range r.neighbours {
+			if nid == from {
+				continue
+			}
+			if nb.received && !nb.summary.MayMatch(keys, int(hops)) {
+				r.Stats.QueriesPruned.Add(1)
+				continue
+			}
+			fwd = append(fwd, nid)
+			p.waiting[nid] = true
+		}
+	}
+	if len(fwd) > 0 {
+		r.queries[id] = p
+	}
+	r.mu.Unlock()
+
+	if len(fwd) == 0 {
+		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
+		return nil
+	}
+	for _, nid := range fwd {
+		r.Stats.QueriesForwarded.Add(1)
+		r.out.Send(nid, &protocol.Query{ID: id, Text: q.Text, CID: q.CID, Hops: hops - 1, Limit: uint16(min(limit, math.MaxUint16))})
+	}
+	return nil
+}
+
+// routingKeys are the summary keys a query needs: its terms, or its content ID.
+func (r *Router) routingKeys(q *protocol.Query) [][]byte {
+	if !q.CID.IsZero() {
+		return [][]byte{q.CID[:]}
+	}
+	terms := r.idx.QueryTerms(q.Text)
+	keys := make([][]byte, len(terms))
+	for i, t := range terms {
+		keys[i] = []byte(t)
+	}
+	return keys
+}
+
+// searchLocal answers from the local index and returns how many hits it sent.
+func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query, limit int) int {
+	r.ixMu.RLock()
+	var res []index.Result
+	if !q.CID.IsZero() {
+		if x, ok := r.idx.Lookup(q.CID); ok {
+			res = append(res, x)
+		}
+	} else {
+		res = r.idx.Search(q.Text, limit)
+	}
+	hits := make([]protocol.Hit, 0, len(res))
+	for _, x := range res {
+		h := protocol.Hit{
+			FileRecord: protocol.FileRecord{ID: x.ContentID, Name: x.Name, Size: x.Size, Tags: x.Tags},
+			Score:      float32(x.Score),
+		}
+		for _, s := range x.Sources {
+			if len(h.Sources) == protocol.MaxSourcesPerHit {
+				break
+			}
+			if l := r.sources[s]; l != nil {
+				h.Sources = append(h.Sources, protocol.Source{Peer: l.info.Peer, Name: l.info.Name, Addrs: l.info.Addrs})
+			}
+		}
+		if len(h.Sources) > 0 {
+			hits = append(hits, h)
+		}
+	}
+	r.ixMu.RUnlock()
+	r.sendHits(to, qid, hits)
+	return len(hits)
+}
+
+func (r *Router) sendHits(to LinkID, qid protocol.QueryID, hits []protocol.Hit) {
+	for len(hits) > 0 {
+		n := min(len(hits), 64)
+		r.out.Send(to, &protocol.Hits{ID: qid, Hits: hits[:n]})
+		r.Stats.HitsSent.Add(uint64(n))
+		hits = hits[n:]
+	}
+}
+
+func (r *Router) hits(from LinkID, m *protocol.Hits) {
+	r.mu.Lock()
+	p := r.queries[m.ID]
+	if p == nil || !p.waiting[from] || p.hits >= p.limit {
+		r.mu.Unlock()
+		return
+	}
+	n := min(len(m.Hits), p.limit-p.hits)
+	p.hits += n
+	to, oid := p.origin, p.originID
+	r.mu.Unlock()
+	r.sendHits(to, oid, m.Hits[:n])
+}
+
+func (r *Router) queryDone(from LinkID, m *protocol.QueryDone) {
+	r.mu.Lock()
+	p := r.queries[m.ID]
+	if p == nil || !p.waiting[from] {
+		r.mu.Unlock()
+		return
+	}
+	delete(p.waiting, from)
+	p.searched += m.Supernodes
+	if m.Status != protocol.StatusOK {
+		p.status = m.Status
+	}
+	var msgs []outMsg
+	if len(p.waiting) == 0 {
+		msgs = r.finishLocked([]protocol.QueryID{m.ID})
+	}
+	r.mu.Unlock()
+	r.flush(msgs)
+}
+
+// finishLocked ends queries and returns the QueryDone messages to send.
+func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
+	var msgs []outMsg
+	for _, id := range ids {
+		p := r.queries[id]
+		if p == nil {
+			continue
+		}
+		delete(r.queries, id)
+		msgs = append(msgs, outMsg{p.origin, &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
+	}
+	return msgs
+}

@@ -1,0 +1,285 @@
+package supernode
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// LinkID names one connection of a supernode: to a leaf or to another supernode.
+// The router speaks only in LinkIDs, so it runs the same over QUIC or over an
+// in-memory network.
+type LinkID uint64
+
+// Outbox delivers the router's messages. Send must not block, and must not call
+// Tick, NeighbourUp or NeighbourDown (it may be called from inside Tick); a message
+// to a link that is gone or congested may be dropped (the router's timeouts cover it).
+type Outbox interface {
+	Send(to LinkID, m protocol.Message)
+}
+
+// LeafInfo is what a supernode knows of an attached peer.
+type LeafInfo struct {
+	Peer  protocol.PeerID
+	Name  string
+	Addrs []string // the observed address first, then the ones the leaf announced
+}
+
+// RouterConfig tunes routing. Zero values take the defaults.
+type RouterConfig struct {
+	// HopLimit is the most supernode-to-supernode steps a query may take (default 4).
+	HopLimit uint8
+	// QueryTimeout is how long a supernode waits for its neighbours' QueryDone
+	// before it reports what it has (default 5 s).
+	QueryTimeout time.Duration
+	// MaxResults caps the hits one supernode returns for one query (default 200).
+	MaxResults int
+	// SummaryBits is the size of every summary level; all supernodes of an overlay
+	// should use the same (default 1<<20 bits, 128 KiB).
+	SummaryBits int
+	// MaxFilesPerLeaf caps what one leaf may publish (default 50,000).
+	MaxFilesPerLeaf int
+	// SeenTTL is how long a query ID is remembered for duplicate suppression (default 60 s).
+	SeenTTL time.Duration
+	Now     func() time.Time
+	Log     zerolog.Logger
+}
+
+func (c *RouterConfig) defaults() {
+	if c.HopLimit == 0 {
+		c.HopLimit = 4
+	}
+	if c.HopLimit > protocol.MaxHops {
+		c.HopLimit = protocol.MaxHops
+	}
+	if c.QueryTimeout <= 0 {
+		c.QueryTimeout = 5 * time.Second
+	}
+	if c.MaxResults <= 0 {
+		c.MaxResults = 200
+	}
+	if c.SummaryBits <= 0 {
+		c.SummaryBits = 1 << 20
+	}
+	if c.MaxFilesPerLeaf <= 0 {
+		c.MaxFilesPerLeaf = 50000
+	}
+	if c.SeenTTL <= 0 {
+		c.SeenTTL = 60 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Counters are cumulative message counts, for status and for tests that check
+// where queries went.
+type Counters struct {
+	QueriesFromLeaves    atomic.Uint64
+	QueriesFromNeighbors atomic.Uint64 // including duplicates
+	DuplicateQueries     atomic.Uint64
+	QueriesForwarded     atomic.Uint64 // query messages sent to neighbours
+	QueriesPruned        atomic.Uint64 // neighbour sends skipped because a summary ruled them out
+	HitsSent             atomic.Uint64
+	QueryTimeouts        atomic.Uint64
+	SummariesSent        atomic.Uint64
+}
+
+type leaf struct {
+	id    LinkID
+	src   index.SourceID
+	info  LeafInfo
+	files int
+}
+
+type neighbour struct {
+	id       LinkID
+	peer     protocol.PeerID
+	summary  index.Summary // as received; nil levels until the first Summary
+	received bool
+	sent     []*index.Bloom // what we last sent it, per level
+}
+
+type pending struct {
+	origin   LinkID
+	originID protocol.QueryID
+	waiting  map[LinkID]bool
+	searched uint32
+	hits     int
+	limit    int
+	deadline time.Time
+	status   protocol.Status
+}
+
+// Router is a supernode's brain: the index of its leaves' content, the summaries
+// of its neighbours, and the queries in flight. It is safe for concurrent use.
+type Router struct {
+	cfg RouterConfig
+	out Outbox
+	log zerolog.Logger
+
+	// tickMu serialises Tick from its computing to its sending. Tick runs on the
+	// ticker and inside NeighbourUp/NeighbourDown; two overlapping Ticks could
+	// otherwise send a neighbour its summary levels older-last, leaving it with a
+	// stale level that we believe it has replaced.
+	tickMu sync.Mutex
+
+	ixMu    sync.RWMutex // guards idx and sources
+	idx     *index.Index
+	sources map[index.SourceID]*leaf
+
+	mu         sync.Mutex // guards everything below
+	leaves     map[LinkID]*leaf
+	neighbours map[LinkID]*neighbour
+	queries    map[protocol.QueryID]*pending
+	seen       map[protocol.QueryID]time.Time
+	seenOrder  []protocol.QueryID
+	nextSrc    index.SourceID
+	own        *index.Bloom
+	ownGen     uint64
+	dirty      bool // neighbours' summaries changed since the last Tick
+
+	Stats Counters
+}
+
+// NewRouter makes a router that sends through out.
+func NewRouter(cfg RouterConfig, out Outbox) *Router {
+	cfg.defaults()
+	return &Router{
+		cfg:        cfg,
+		out:        out,
+		log:        cfg.Log,
+		idx:        index.New(),
+		sources:    make(map[index.SourceID]*leaf),
+		leaves:     make(map[LinkID]*leaf),
+		neighbours: make(map[LinkID]*neighbour),
+		queries:    make(map[protocol.QueryID]*pending),
+		seen:       make(map[protocol.QueryID]time.Time),
+		ownGen:     ^uint64(0),
+	}
+}
+
+// Config is the router's configuration with defaults filled in.
+func (r *Router) Config() RouterConfig { return r.cfg }
+
+// LeafUp registers a leaf on link id.
+func (r *Router) LeafUp(id LinkID, info LeafInfo) {
+	r.mu.Lock()
+	r.nextSrc++
+	l := &leaf{id: id, src: r.nextSrc, info: info}
+	r.leaves[id] = l
+	r.mu.Unlock()
+	r.ixMu.Lock()
+	r.sources[l.src] = l
+	r.ixMu.Unlock()
+}
+
+// LeafDown forgets a leaf and everything it shared.
+func (r *Router) LeafDown(id LinkID) {
+	r.mu.Lock()
+	l := r.leaves[id]
+	delete(r.leaves, id)
+	for qid, p := range r.queries {
+		if p.origin == id {
+			delete(r.queries, qid)
+		}
+	}
+	r.mu.Unlock()
+	if l == nil {
+		return
+	}
+	r.ixMu.Lock()
+	r.idx.RemoveSource(l.src)
+	delete(r.sources, l.src)
+	r.ixMu.Unlock()
+}
+
+// NeighbourUp registers a link to another supernode and sends it our summary.
+func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
+	r.mu.Lock()
+	r.neighbours[id] = &neighbour{id: id, peer: peer}
+	r.dirty = true
+	r.mu.Unlock()
+	r.Tick()
+}
+
+// NeighbourDown forgets a supernode link; queries waiting on it finish without it.
+func (r *Router) NeighbourDown(id LinkID) {
+	r.mu.Lock()
+	delete(r.neighbours, id)
+	r.dirty = true
+	var done []protocol.QueryID
+	for qid, p := range r.queries {
+		if p.waiting[id] {
+			delete(p.waiting, id)
+			if len(p.waiting) == 0 {
+				done = append(done, qid)
+			}
+		}
+	}
+	msgs := r.finishLocked(done)
+	r.mu.Unlock()
+	r.flush(msgs)
+	r.Tick()
+}
+
+// Leaves and Neighbours count the links of each kind.
+func (r *Router) Leaves() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.leaves)
+}
+
+func (r *Router) Neighbours() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.neighbours)
+}
+
+// IndexedFiles is the number of distinct content IDs in the local index.
+func (r *Router) IndexedFiles() int {
+	r.ixMu.RLock()
+	defer r.ixMu.RUnlock()
+	return r.idx.Len()
+}
+
+type outMsg struct {
+	to LinkID
+	m  protocol.Message
+}
+
+func (r *Router) flush(msgs []outMsg) {
+	for _, o := range msgs {
+		r.out.Send(o.to, o.m)
+	}
+}
+
+// Handle processes one message from link from. The error, if any, is the
+// caller's to report to the link; the router has already dropped the message.
+func (r *Router) Handle(from LinkID, m protocol.Message) error {
+	switch m := m.(type) {
+	case *protocol.Publish:
+		return r.publish(from, m)
+	case *protocol.Unpublish:
+		return r.unpublish(from, m)
+	case *protocol.Query:
+		return r.query(from, m)
+	case *protocol.Hits:
+		r.hits(from, m)
+	case *protocol.QueryDone:
+		r.queryDone(from, m)
+	case *protocol.Summary:
+		return r.summary(from, m)
+	case *protocol.Ping:
+		r.out.Send(from, &protocol.Pong{Seq: m.Seq})
+	case *protocol.Pong, *protocol.Error:
+	default:
+		return unexpected(m)
+	}
+	return nil
+}

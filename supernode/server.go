@@ -1,0 +1,399 @@
+// Package supernode is a group leader of the overlay: it accepts leaves (peers),
+// indexes what they share, links to other supernodes, and routes keyword queries
+// between them using attenuated Bloom-filter summaries.
+//
+// Router holds the logic and speaks only in messages and LinkIDs; Server runs a
+// Router over QUIC (package transport). The same Router can run over an
+// in-memory network for simulations.
+package supernode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// DefaultPort is the UDP port a supernode listens on when none is given.
+const DefaultPort = 6346
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("supernode: server closed")
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the UDP address (default ":6346", all interfaces).
+	Listen string
+	// Conn, when set, is used instead of opening Listen (tests inject sockets).
+	Conn net.PacketConn
+	// Join lists supernodes to link to, as host:port or peerid@host:port.
+	Join []string
+	// DataDir holds the identity key.
+	DataDir string
+	// Identity overrides the key in DataDir.
+	Identity *protocol.Identity
+	// IdleTimeout drops a leaf or supernode that has been silent this long (default 15 s).
+	IdleTimeout time.Duration
+	// TickInterval is how often summaries and query timeouts are processed (default 250 ms).
+	TickInterval time.Duration
+	// MaxLeaves caps attached leaves (default 1000).
+	MaxLeaves int
+	Router    RouterConfig
+	Log       zerolog.Logger
+}
+
+// Server is a supernode on a QUIC socket.
+type Server struct {
+	cfg    Config
+	log    zerolog.Logger
+	node   *transport.Node
+	router *Router
+
+	mu     sync.Mutex
+	links  map[LinkID]*transport.Link
+	byPeer map[protocol.PeerID]LinkID // supernode links
+	leafOf map[protocol.PeerID]LinkID // leaf links
+	nextID atomic.Uint64
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	serving   atomic.Bool
+	closeOnce sync.Once
+}
+
+// New opens the socket and loads the identity; Serve starts the work.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = fmt.Sprintf(":%d", DefaultPort)
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 250 * time.Millisecond
+	}
+	if cfg.MaxLeaves <= 0 {
+		cfg.MaxLeaves = 1000
+	}
+	id := cfg.Identity
+	if id == nil {
+		if cfg.DataDir == "" {
+			return nil, errors.New("supernode: DataDir or Identity is required")
+		}
+		var err error
+		if id, err = protocol.LoadOrCreateIdentity(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	pc := cfg.Conn
+	if pc == nil {
+		ua, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+		}
+		c, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		}
+		pc = c
+	}
+	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
+	node, err := transport.New(transport.Config{
+		Identity: id, Conn: pc, Log: log, Listen: true,
+		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode",
+	})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, log: log, node: node,
+		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
+		leafOf: make(map[protocol.PeerID]LinkID),
+		ctx:    ctx, cancel: cancel,
+	}
+	cfg.Router.Log = log
+	s.router = NewRouter(cfg.Router, s)
+	return s, nil
+}
+
+// Addr is the UDP address the supernode serves on.
+func (s *Server) Addr() *net.UDPAddr { return s.node.Addr() }
+
+// ID is the supernode's peer ID.
+func (s *Server) ID() protocol.PeerID { return s.node.Identity().ID }
+
+// Router exposes the routing state (counters, sizes).
+func (s *Server) Router() *Router { return s.router }
+
+// Send implements Outbox over the QUIC links.
+func (s *Server) Send(to LinkID, m protocol.Message) {
+	s.mu.Lock()
+	l := s.links[to]
+	s.mu.Unlock()
+	if l == nil {
+		return
+	}
+	if err := l.Send(m); err != nil {
+		l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("send failed; closing link")
+		l.Close(err)
+	}
+}
+
+// Serve accepts leaves and supernodes and links to the Join list until ctx ends or
+// Close is called. It returns ErrServerClosed after Close.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("supernode: Serve called twice")
+	}
+	s.log.Info().Str("listen", s.Addr().String()).Str("peer_id", s.ID().String()).Msg("supernode serving")
+	for _, j := range s.cfg.Join {
+		s.wg.Add(1)
+		go s.joinLoop(j)
+	}
+	s.wg.Add(1)
+	go s.tickLoop()
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+		case <-s.ctx.Done():
+		}
+	}()
+	for {
+		in, err := s.node.Accept(s.ctx)
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			return err
+		}
+		s.accept(in)
+	}
+}
+
+// Close stops the server and waits for its goroutines. Safe to call twice.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.mu.Lock()
+		for _, l := range s.links {
+			l.Close(nil)
+		}
+		s.mu.Unlock()
+		s.node.Close()
+	})
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) tickLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.router.Tick()
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) knownSupernodes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.links {
+		if l.Role == protocol.RoleSupernode && len(out) < 16 {
+			out = append(out, l.Peer.String()+"@"+l.RemoteAddr().String())
+		}
+	}
+	return out
+}
+
+func (s *Server) accept(in *transport.Incoming) {
+	switch in.Hello.Role {
+	case protocol.RoleLeaf:
+		if s.router.Leaves() >= s.cfg.MaxLeaves {
+			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
+			return
+		}
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Addrs: s.knownSupernodes(), Agent: "supernet-supernode"})
+		if err != nil {
+			return
+		}
+		addrs := []string{in.RemoteAddr().String()}
+		for _, a := range in.Hello.Addrs {
+			if a != addrs[0] && len(addrs) < protocol.MaxAddrs {
+				addrs = append(addrs, a)
+			}
+		}
+		id := s.register(l)
+		if id == 0 {
+			return
+		}
+		// A leaf that reconnects before its old link timed out replaces it.
+		s.mu.Lock()
+		old := s.links[s.leafOf[in.Peer]]
+		s.leafOf[in.Peer] = id
+		s.mu.Unlock()
+		if old != nil {
+			old.Close(fmt.Errorf("%w: replaced by a new connection", protocol.ErrForbidden))
+		}
+		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
+		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
+		s.wg.Add(1)
+		go s.readLoop(id, l, func() {
+			s.mu.Lock()
+			if s.leafOf[in.Peer] == id {
+				delete(s.leafOf, in.Peer)
+			}
+			s.mu.Unlock()
+			s.router.LeafDown(id)
+			l.Log().Info().Err(l.Err()).Msg("leaf detached")
+		})
+	case protocol.RoleSupernode:
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
+		if err != nil {
+			return
+		}
+		s.neighbourUp(l)
+	default:
+		in.Reject(fmt.Errorf("%w: a supernode does not take %s connections", protocol.ErrForbidden, in.Hello.Role))
+	}
+}
+
+// register gives a link an ID; it returns 0 when the server is closing.
+func (s *Server) register(l *transport.Link) LinkID {
+	id := LinkID(s.nextID.Add(1))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		l.Close(nil)
+		return 0
+	}
+	s.links[id] = l
+	return id
+}
+
+// neighbourUp registers a supernode link unless one to the same supernode exists.
+func (s *Server) neighbourUp(l *transport.Link) (LinkID, bool) {
+	s.mu.Lock()
+	if old, ok := s.byPeer[l.Peer]; ok {
+		s.mu.Unlock()
+		_ = old
+		l.Close(fmt.Errorf("%w: already linked", protocol.ErrForbidden))
+		return 0, false
+	}
+	if l.Peer == s.ID() {
+		s.mu.Unlock()
+		l.Close(fmt.Errorf("%w: that is me", protocol.ErrForbidden))
+		return 0, false
+	}
+	s.mu.Unlock()
+	id := s.register(l)
+	if id == 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	s.byPeer[l.Peer] = id
+	s.mu.Unlock()
+	s.router.NeighbourUp(id, l.Peer)
+	l.Log().Info().Msg("supernode linked")
+	s.wg.Add(1)
+	go s.readLoop(id, l, func() {
+		s.mu.Lock()
+		if s.byPeer[l.Peer] == id {
+			delete(s.byPeer, l.Peer)
+		}
+		s.mu.Unlock()
+		s.router.NeighbourDown(id)
+		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
+	})
+	return id, true
+}
+
+func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.links, id)
+		s.mu.Unlock()
+		onDown()
+	}()
+	for {
+		m, err := l.Recv()
+		if err != nil {
+			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) {
+				l.Log().Warn().Err(err).Msg("bad message; closing link")
+			}
+			l.Close(err)
+			return
+		}
+		if err := s.router.Handle(id, m); err != nil {
+			l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("message refused")
+			l.Send(protocol.ErrorMessage(err))
+		}
+	}
+}
+
+// joinLoop keeps a link to one configured supernode, redialling with capped,
+// jittered backoff when it fails or drops.
+func (s *Server) joinLoop(target string) {
+	defer s.wg.Done()
+	expect, addr, err := transport.ParseTarget(target)
+	if err != nil {
+		s.log.Error().Err(err).Msg("bad join address")
+		return
+	}
+	log := s.log.With().Str("join", addr).Logger()
+	backoff := 200 * time.Millisecond
+	for s.ctx.Err() == nil {
+		l, _, err := s.node.Dial(s.ctx, addr, expect, &protocol.Hello{Role: protocol.RoleSupernode})
+		if err == nil {
+			if _, ok := s.neighbourUp(l); ok {
+				backoff = 200 * time.Millisecond
+				select {
+				case <-l.Done():
+				case <-s.ctx.Done():
+					return
+				}
+				log.Info().Err(l.Err()).Msg("link to joined supernode lost; redialling")
+			} else {
+				backoff = 2 * time.Second // an existing link covers it; check again later
+			}
+		} else if s.ctx.Err() == nil {
+			log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot reach supernode")
+		}
+		d := backoff/2 + rand.N(backoff)
+		select {
+		case <-time.After(d):
+		case <-s.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// DefaultDataDir is where a supernode keeps its key when --data-dir is not given.
+func DefaultDataDir() string {
+	if d := os.Getenv("SUPERNODE_DATA_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "supernet", "supernode")
+	}
+	return ".supernode"
+}
