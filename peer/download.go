@@ -133,13 +133,13 @@ func (dl *download) run(report func()) (string, error) {
 	if dl.cid.IsZero() { // on the wire the zero ID means "no content ID"
 		return "", fmt.Errorf("%w: %s", ErrNothingFound, dl.cid)
 	}
+	// Ask the overlay for the current sources even after a search: a keyword search
+	// may have stopped at the first supernode that filled its limit, and sources
+	// come and go. What the search found still counts if the lookup fails.
+	_, lookupErr := d.Search(dl.ctx, "", dl.cid, 0, nil)
 	hit, ok := d.srcs.get(dl.cid)
-	if !ok || len(hit.Sources) == 0 {
-		_, err := d.Search(dl.ctx, "", dl.cid, 1, nil)
-		if err != nil {
-			return "", fmt.Errorf("locating sources: %w", err)
-		}
-		hit, ok = d.srcs.get(dl.cid)
+	if !ok && lookupErr != nil {
+		return "", fmt.Errorf("locating sources: %w", lookupErr)
 	}
 	var sources []protocol.Source
 	for _, s := range hit.Sources {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -105,13 +106,19 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	keys := r.routingKeys(q)
 	n := r.searchLocal(from, originID, q, limit)
 
+	// Supernodes further out wait less, so their partial answers still reach
+	// the origin before it gives up.
+	wait := r.cfg.QueryTimeout * time.Duration(hops+1) / time.Duration(r.cfg.HopLimit+1)
 	p := &pending{origin: from, originID: originID, waiting: map[LinkID]bool{}, searched: 1,
-		hits: n, limit: limit, deadline: now.Add(r.cfg.QueryTimeout)}
+		hits: n, limit: limit, deadline: now.Add(wait)}
+	// A keyword query already answered in full here goes no further; a lookup by
+	// content ID goes on, since every supernode may add sources.
+	full := q.CID.IsZero() && n >= limit
 	var fwd []LinkID
 	r.mu.Lock()
 	_, leafStill := r.leaves[from]
 	_, neighbourStill := r.neighbours[from]
-	if hops > 0 && len(keys) > 0 && (leafStill || neighbourStill) {
+	if hops > 0 && len(keys) > 0 && !full && (leafStill || neighbourStill) {
 		for nid, nb := range r.neighbours {
 			if nid == from {
 				continue

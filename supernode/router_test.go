@@ -810,13 +810,14 @@ func TestRouterConcurrent(t *testing.T) {
 		nLeaves    = 4
 		nNeighbour = 3
 		perLeaf    = 40
-		limit      = 60
+		limit      = 400 // above what the local index holds, so every query is forwarded
 	)
 	o := &concOutbox{toLeaf: map[LinkID][]protocol.Message{}, nb: map[LinkID]chan *protocol.Query{}}
 	for i := range nNeighbour {
 		o.nb[LinkID(100+i)] = make(chan *protocol.Query, nLeaves*perLeaf)
 	}
 	cfg := testRouterConfig()
+	cfg.MaxResults = 1000
 	start := time.Now()
 	cfg.Now = func() time.Time { return start } // no query times out, however slow the race detector
 	r := NewRouter(cfg, o)
@@ -957,5 +958,29 @@ func BenchmarkRouterQuery100k(b *testing.B) {
 		if err := r.Handle(LinkID(1+i%nLeaves), q); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A keyword query answered in full by the local index is not forwarded; a lookup
+// by content ID always is, since other supernodes may add sources.
+func TestFullLocalAnswerNotForwarded(t *testing.T) {
+	cfg := testRouterConfig()
+	o := &concOutbox{toLeaf: map[LinkID][]protocol.Message{}, nb: map[LinkID]chan *protocol.Query{100: make(chan *protocol.Query, 4)}}
+	r := NewRouter(cfg, o)
+	r.NeighbourUp(100, protocol.PeerID{1})
+	r.LeafUp(1, LeafInfo{Peer: protocol.PeerID{2}})
+	if err := r.Handle(1, &protocol.Publish{Files: files("alpha one.mp3", "alpha two.mp3", "alpha three.mp3")}); err != nil {
+		t.Fatal(err)
+	}
+	r.Handle(1, &protocol.Query{ID: protocol.QueryID{1}, Text: "alpha", Limit: 2})
+	r.Handle(1, &protocol.Query{ID: protocol.QueryID{2}, Text: "alpha", Limit: 5})
+	r.Handle(1, &protocol.Query{ID: protocol.QueryID{3}, CID: cidOf("alpha one.mp3"), Limit: 1})
+	close(o.nb[100])
+	var fwd []string
+	for q := range o.nb[100] {
+		fwd = append(fwd, q.Text+q.CID.Short())
+	}
+	if len(fwd) != 2 {
+		t.Fatalf("forwarded %v; want the limit-5 keyword query and the content-ID lookup", fwd)
 	}
 }
