@@ -18,7 +18,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/index/indextest"
-	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -163,15 +162,14 @@ func BenchmarkSupernodeQPS(b *testing.B) {
 }
 
 // BenchmarkDownloadVsPlainQUIC downloads a 256 MiB file from one peer to another on
-// loopback (every piece verified and written), and in the same run sends the same
-// number of bytes over one plain quic-go stream with the same QUIC settings.
-// Target: download >= 80% of the plain stream.
+// loopback (every piece verified and written to disk), and, alternating with it in
+// the same run, sends the same number of bytes over one plain quic-go stream with the
+// same QUIC settings. It reports the median of each. Target: download >= 80% of plain.
 func BenchmarkDownloadVsPlainQUIC(b *testing.B) {
 	const size = 256 << 20
-	plain := plainQUICThroughput(b, size)
 	sn := startSupernode(b)
 	data := randomBytes(3, size)
-	src := startPeer(b, sn, "src", map[string][]byte{"big.bin": data})
+	startPeer(b, sn, "src", map[string][]byte{"big.bin": data})
 	dst := startPeer(b, sn, "dst", nil)
 	var cid protocol.ContentID
 	eventually(b, 30*time.Second, "file published", func() bool {
@@ -181,28 +179,30 @@ func BenchmarkDownloadVsPlainQUIC(b *testing.B) {
 		}
 		return len(h) == 1
 	})
-	_ = src
 	dir := b.TempDir()
-	var total time.Duration
+	var dl, plain []float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		plain = append(plain, plainQUICThroughput(b, size))
 		out := filepath.Join(dir, fmt.Sprint(i))
 		t0 := time.Now()
 		if _, err := dst.Get(context.Background(), cid, out, nil); err != nil {
 			b.Fatal(err)
 		}
-		total += time.Since(t0)
+		dl = append(dl, float64(size)/time.Since(t0).Seconds()/1e6)
 		os.Remove(out)
 	}
 	b.StopTimer()
-	mbs := float64(size) * float64(b.N) / total.Seconds() / 1e6
-	b.SetBytes(size)
-	b.ReportMetric(mbs, "download_MB/s")
-	b.ReportMetric(plain, "plain_quic_MB/s")
-	b.ReportMetric(100*mbs/plain, "percent_of_plain")
+	slices.Sort(dl)
+	slices.Sort(plain)
+	md, mp := dl[len(dl)/2], plain[len(plain)/2]
+	b.ReportMetric(md, "download_MB/s")
+	b.ReportMetric(mp, "plain_quic_MB/s")
+	b.ReportMetric(100*md/mp, "percent_of_plain")
+	b.ReportMetric(80, "target_percent")
 }
 
-// plainQUITThroughput sends size bytes over one quic-go stream between two
+// plainQUICThroughput sends size bytes over one quic-go stream between two
 // transports on loopback and returns MB/s.
 func plainQUICThroughput(b *testing.B, size int) float64 {
 	b.Helper()
@@ -261,4 +261,3 @@ func plainQUICThroughput(b *testing.B, size int) float64 {
 	return float64(size) / d.Seconds() / 1e6
 }
 
-var _ = peer.Progress{}

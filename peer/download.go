@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,7 +77,21 @@ type download struct {
 	complete chan struct{}
 	requeued chan struct{} // closed and replaced whenever pieces return to the queue
 	verifyCh chan verifyJob
+	bufs     sync.Pool // piece buffers, recycled once a piece is written
 	wg       sync.WaitGroup
+}
+
+func (dl *download) pieceBuf(n int64) []byte {
+	if b, ok := dl.bufs.Get().(*[]byte); ok && int64(cap(*b)) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n, dl.meta.PieceSize)
+}
+
+func (dl *download) recycle(b []byte) {
+	if int64(cap(b)) == dl.meta.PieceSize {
+		dl.bufs.Put(&b)
+	}
 }
 
 type verifyJob struct {
@@ -370,6 +385,7 @@ func (dl *download) verifier() {
 }
 
 func (dl *download) verify(j verifyJob) {
+	defer dl.recycle(j.data)
 	dl.mu.Lock()
 	already := dl.state[j.piece] == pieceVerified
 	dl.mu.Unlock()
@@ -559,7 +575,7 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 	pending := make(map[int]*inflight)
 	outstanding := 0 // blocks requested and not yet received
 	var reqBuf []byte
-	rbuf := make([]byte, blockSize+64)
+	rbuf := make([]byte, 4096)
 	exhausted := false
 	for {
 		// Fill the request window.
@@ -575,7 +591,7 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 			w.mu.Lock()
 			w.owned[i] = true
 			w.mu.Unlock()
-			pending[i] = &inflight{piece: i, buf: make([]byte, plen), left: plen}
+			pending[i] = &inflight{piece: i, buf: dl.pieceBuf(plen), left: plen}
 			for off := int64(0); off < plen; off += blockSize {
 				n := min(blockSize, plen-off)
 				var err error
@@ -606,29 +622,42 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 				continue
 			}
 		}
-		t, body, err := protocol.ReadFrame(br, rbuf)
+		t, n, err := protocol.ReadHeader(br)
 		if err != nil {
 			return w.cause(err)
 		}
-		m, err := protocol.Decode(t, body)
+		if t != protocol.TypeBlock {
+			if n > len(rbuf) {
+				rbuf = make([]byte, n)
+			}
+			if _, err := io.ReadFull(br, rbuf[:n]); err != nil {
+				return w.cause(err)
+			}
+			m, err := protocol.Decode(t, rbuf[:n])
+			if err != nil {
+				return err
+			}
+			if e, ok := m.(*protocol.Error); ok {
+				return e.AsError()
+			}
+			return fmt.Errorf("%w: %s on a transfer stream", protocol.ErrBadRequest, m.Type())
+		}
+		// Read the block's data straight into its piece buffer.
+		hdr, _ := br.Peek(min(n, 11))
+		piece, off, hn, err := protocol.ParseBlockHeader(hdr)
 		if err != nil {
 			return err
 		}
-		var b *protocol.Block
-		switch m := m.(type) {
-		case *protocol.Block:
-			b = m
-		case *protocol.Error:
-			return m.AsError()
-		default:
-			return fmt.Errorf("%w: %s on a transfer stream", protocol.ErrBadRequest, m.Type())
+		br.Discard(hn)
+		size := int64(n - hn)
+		p := pending[int(piece)]
+		if p == nil || int64(off)+size > int64(len(p.buf)) {
+			return fmt.Errorf("%w: unrequested block piece %d offset %d", protocol.ErrBadRequest, piece, off)
 		}
-		p := pending[int(b.Piece)]
-		if p == nil || int64(b.Offset)+int64(len(b.Data)) > int64(len(p.buf)) {
-			return fmt.Errorf("%w: unrequested block piece %d offset %d", protocol.ErrBadRequest, b.Piece, b.Offset)
+		if _, err := io.ReadFull(br, p.buf[off:int64(off)+size]); err != nil {
+			return w.cause(err)
 		}
-		copy(p.buf[b.Offset:], b.Data)
-		p.left -= int64(len(b.Data))
+		p.left -= size
 		outstanding--
 		if p.left <= 0 {
 			delete(pending, p.piece)

@@ -76,7 +76,58 @@ func (d *Daemon) serveStream(s *quic.Stream) error {
 	if err := protocol.WriteMessage(s, &protocol.Meta{ID: gm.ID, Name: f.Name, Size: f.Meta.Size, PieceSize: f.Meta.PieceSize, Hashes: f.Meta.Hashes}); err != nil {
 		return err
 	}
-	var buf []byte
+	return d.serveBlocks(s, br, gm.ID, f)
+}
+
+// servedBlock is a Block frame read from disk and waiting to be sent.
+type servedBlock struct {
+	frame []byte
+	n     int64
+}
+
+// prefetch is how many blocks an upload reads ahead of the stream, so the disk
+// read of the next block overlaps the sending of this one.
+const prefetch = 4
+
+// serveBlocks answers block requests: one goroutine reads requests and the file,
+// the caller's goroutine writes frames to the stream.
+func (d *Daemon) serveBlocks(s *quic.Stream, br *bufio.Reader, id protocol.ContentID, f content.File) error {
+	ready := make(chan servedBlock, prefetch)
+	free := make(chan []byte, prefetch+1)
+	for i := 0; i < prefetch+1; i++ {
+		free <- nil
+	}
+	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(ready)
+		errc <- d.readBlocks(s, br, id, f, ready, free, stop)
+	}()
+	var werr error
+	for blk := range ready {
+		if _, werr = s.Write(blk.frame); werr != nil {
+			break
+		}
+		d.uploaded.Add(blk.n)
+		free <- blk.frame
+	}
+	if werr != nil {
+		// Unblock the reader, wherever it waits, and wait for it.
+		close(stop)
+		s.CancelRead(0)
+		for range ready {
+		}
+		<-errc
+		return werr
+	}
+	err := <-errc
+	if errors.Is(err, protocol.ErrBadRequest) || errors.Is(err, protocol.ErrUnavailable) {
+		protocol.WriteMessage(s, protocol.ErrorMessage(err))
+	}
+	return err
+}
+
+func (d *Daemon) readBlocks(s *quic.Stream, br *bufio.Reader, id protocol.ContentID, f content.File, ready chan<- servedBlock, free chan []byte, stop <-chan struct{}) error {
 	rbuf := make([]byte, 256)
 	for {
 		m, err := protocol.ReadMessage(br, rbuf)
@@ -87,22 +138,26 @@ func (d *Daemon) serveStream(s *quic.Stream) error {
 		if !ok {
 			return fmt.Errorf("%w: %s on a transfer stream", protocol.ErrBadRequest, m.Type())
 		}
-		n := f.Meta.NumPieces()
-		if int(req.Piece) >= n || int64(req.Offset)+int64(req.Length) > f.Meta.PieceLen(int(req.Piece)) {
-			protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusBadRequest, Message: fmt.Sprintf("request outside the file: piece %d offset %d length %d", req.Piece, req.Offset, req.Length)})
-			return fmt.Errorf("%w: request outside the file", protocol.ErrBadRequest)
+		if int(req.Piece) >= f.Meta.NumPieces() || int64(req.Offset)+int64(req.Length) > f.Meta.PieceLen(int(req.Piece)) {
+			return fmt.Errorf("%w: request outside the file: piece %d offset %d length %d", protocol.ErrBadRequest, req.Piece, req.Offset, req.Length)
+		}
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-stop:
+			return nil
 		}
 		buf = protocol.AppendBlockHeader(buf[:0], req.Piece, req.Offset, int(req.Length))
 		h := len(buf)
 		buf = slices.Grow(buf, int(req.Length))[:h+int(req.Length)]
 		off := int64(req.Piece)*f.Meta.PieceSize + int64(req.Offset)
-		if _, err := d.share.ReadAt(gm.ID, buf[h:], off); err != nil {
-			protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusUnavailable, Message: "cannot read the file: " + err.Error()})
-			return fmt.Errorf("read %s: %w", f.RelPath, err)
+		if _, err := d.share.ReadAt(id, buf[h:], off); err != nil {
+			return fmt.Errorf("%w: cannot read %s: %v", protocol.ErrUnavailable, f.RelPath, err)
 		}
-		if _, err := s.Write(buf); err != nil {
-			return err
+		select {
+		case ready <- servedBlock{frame: buf, n: int64(req.Length)}:
+		case <-stop:
+			return nil
 		}
-		d.uploaded.Add(int64(req.Length))
 	}
 }

@@ -106,3 +106,54 @@ func appendUint(dst []byte, v uint32) []byte {
 	}
 	return append(dst, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
 }
+
+// ReadHeader reads a frame header and returns the type and the body length,
+// already checked against MaxFrameSize. The caller reads the body.
+func ReadHeader(r io.Reader) (MsgType, int, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, err
+	}
+	t := MsgType(hdr[0])
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrameSize {
+		return t, 0, fmt.Errorf("%w: %s frame of %d bytes (max %d)", ErrFrameTooLarge, t, n, MaxFrameSize)
+	}
+	return t, int(n), nil
+}
+
+// ParseBlockHeader parses the [piece, offset] prefix of a Block body and returns
+// how many bytes it took; the rest of the body is the data. Downloaders use it to
+// read block data straight into place.
+func ParseBlockHeader(b []byte) (piece, offset uint32, n int, err error) {
+	if len(b) < 1 || b[0] != 0x92 {
+		return 0, 0, 0, malformed("block header is not a 2-element array")
+	}
+	n = 1
+	for i, dst := range []*uint32{&piece, &offset} {
+		v, w, err := parseUint32(b[n:])
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("block header field %d: %w", i, err)
+		}
+		*dst = v
+		n += w
+	}
+	return piece, offset, n, nil
+}
+
+func parseUint32(b []byte) (uint32, int, error) {
+	if len(b) == 0 {
+		return 0, 0, malformed("truncated block header")
+	}
+	switch c := b[0]; {
+	case c <= 0x7f:
+		return uint32(c), 1, nil
+	case c == 0xcc && len(b) >= 2:
+		return uint32(b[1]), 2, nil
+	case c == 0xcd && len(b) >= 3:
+		return uint32(binary.BigEndian.Uint16(b[1:])), 3, nil
+	case c == 0xce && len(b) >= 5:
+		return binary.BigEndian.Uint32(b[1:]), 5, nil
+	}
+	return 0, 0, malformed("block header: bad unsigned integer 0x%02x", b[0])
+}
