@@ -34,6 +34,7 @@ var built struct {
 	dir       string
 	supernode string
 	peer      string
+	demo      string
 	err       error
 }
 
@@ -59,13 +60,14 @@ func binaries(t *testing.T) (supernodeBin, peerBin string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
-			module+"/cmd/supernode", module+"/cmd/peer")
+			module+"/cmd/supernode", module+"/cmd/peer", module+"/cmd/demo")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)
 			return
 		}
 		built.supernode = filepath.Join(dir, "supernode")
 		built.peer = filepath.Join(dir, "peer")
+		built.demo = filepath.Join(dir, "demo")
 	})
 	if built.err != nil {
 		t.Fatalf("building the binaries: %v", built.err)
