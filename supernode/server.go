@@ -96,13 +96,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	pc := cfg.Conn
 	if pc == nil {
-		ua, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		c, err := transport.ListenUDP(cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
-		}
-		c, err := net.ListenUDP("udp", ua)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+			return nil, err
 		}
 		pc = c
 	}

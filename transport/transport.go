@@ -344,3 +344,16 @@ func ParseTarget(s string) (protocol.PeerID, string, error) {
 	}
 	return protocol.PeerID{}, s, nil
 }
+
+// ListenUDP opens a node's UDP socket on addr ("host:port"; port 0 picks one).
+func ListenUDP(addr string) (*net.UDPConn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	c, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return c, nil
+}
