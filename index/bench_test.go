@@ -2,6 +2,7 @@ package index_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"sync"
 	"testing"
@@ -53,9 +54,7 @@ func BenchmarkIndexAdd1M(b *testing.B) {
 	b.ReportMetric(perAdd, "ns/add")
 }
 
-var (
-	corpusOnce sync.Map // size -> *corpus
-)
+var corpora sync.Map // size -> *corpus, built once per test binary
 
 type corpus struct {
 	ix      *index.Index
@@ -63,12 +62,12 @@ type corpus struct {
 }
 
 func loadCorpus(n int) *corpus {
-	if c, ok := corpusOnce.Load(n); ok {
+	if c, ok := corpora.Load(n); ok {
 		return c.(*corpus)
 	}
 	ents := indextest.Names(1, n)
 	c := &corpus{ix: build(ents), queries: indextest.Queries(2, ents, 4096)}
-	corpusOnce.Store(n, c)
+	corpora.Store(n, c)
 	return c
 }
 
@@ -86,6 +85,27 @@ func benchSearch(b *testing.B, n int) {
 // BenchmarkSearch100k runs queries of one to three words, drawn from the indexed names,
 // against 100,000 files.
 func BenchmarkSearch100k(b *testing.B) { benchSearch(b, 100_000) }
+
+// BenchmarkSearch100kByTerms splits BenchmarkSearch100k by the number of query words.
+func BenchmarkSearch100kByTerms(b *testing.B) {
+	c := loadCorpus(100_000)
+	by := map[int][]string{}
+	for _, q := range c.queries {
+		n := len(index.Tokenize(q))
+		by[n] = append(by[n], q)
+	}
+	for n := 1; n <= 3; n++ {
+		b.Run(fmt.Sprintf("terms=%d", n), func(b *testing.B) {
+			qs := by[n]
+			b.ReportAllocs()
+			results := 0
+			for i := range b.N {
+				results += len(c.ix.Search(qs[i%len(qs)], 0))
+			}
+			b.ReportMetric(float64(results)/float64(b.N), "results/op")
+		})
+	}
+}
 
 // BenchmarkSearch1M is BenchmarkSearch100k against a million files.
 func BenchmarkSearch1M(b *testing.B) { benchSearch(b, 1_000_000) }

@@ -19,6 +19,9 @@ func (ix *Index) Check() error {
 			if ix.meta[d] != deadMeta {
 				return fmt.Errorf("dead doc %d has meta %d", d, ix.meta[d])
 			}
+			if ix.tie[d] != 0 {
+				return fmt.Errorf("dead doc %d has tie key %#x", d, ix.tie[d])
+			}
 			if _, ok := ix.multi[uint32(d)]; ok {
 				return fmt.Errorf("dead doc %d has overflow sources", d)
 			}
@@ -28,10 +31,10 @@ func (ix *Index) Check() error {
 		if ix.meta[d] > MaxTokens {
 			return fmt.Errorf("live doc %d has meta %d", d, ix.meta[d])
 		}
-		if ix.tie[d] != tieKey(dc.nsrc, &dc.cid) {
+		if ix.tie[d] != tieKey(dc.nsrc, ix.cid(uint32(d))) {
 			return fmt.Errorf("doc %d: stale tie key", d)
 		}
-		if got, ok := ix.cids.find(ix.docs, &dc.cid); !ok || got != uint32(d) {
+		if got, ok := ix.cids.find(ix, ix.cid(uint32(d))); !ok || got != uint32(d) {
 			return fmt.Errorf("doc %d: content ID table gives %d, %v", d, got, ok)
 		}
 		srcs := ix.appendSources(nil, uint32(d))
@@ -82,6 +85,15 @@ func (ix *Index) Check() error {
 				}
 			}
 		}
+		if bits := pl.tiers.bits; bits != nil {
+			for _, b := range pl.tiers.b {
+				for _, d := range b {
+					if int(d/64) >= len(bits) || bits[d/64]&(1<<(d%64)) == 0 {
+						return fmt.Errorf("term %q: doc %d missing from the bitmap", t, d)
+					}
+				}
+			}
+		}
 		if n != pl.tiers.n {
 			return fmt.Errorf("term %q: tiers count %d, hold %d", t, pl.tiers.n, n)
 		}
@@ -92,13 +104,16 @@ func (ix *Index) Check() error {
 // Dead returns the number of dead documents awaiting compaction.
 func (ix *Index) Dead() int { return ix.dead }
 
-// Tiered returns the number of terms whose postings are split into tiers.
-func (ix *Index) Tiered() int {
-	n := 0
+// Tiered returns the number of terms whose postings are split into tiers, and how many
+// of those have a bitmap.
+func (ix *Index) Tiered() (tiered, dense int) {
 	for i := range ix.post {
-		if ix.post[i].tiers != nil {
-			n++
+		if ts := ix.post[i].tiers; ts != nil {
+			tiered++
+			if ts.bits != nil {
+				dense++
+			}
 		}
 	}
-	return n
+	return tiered, dense
 }

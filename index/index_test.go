@@ -317,24 +317,52 @@ func sameResults(a, b []index.Result) error {
 }
 
 // TestAgainstModel drives the index and the model with the same random operations and
-// compares every answer. The vocabulary is small so that common words pass the length
-// at which posting lists split into tiers, and removals are frequent enough to compact.
+// compares every answer. Growing and shrinking phases make dead files pile up and get
+// compacted away. The small configuration has few words, so that every common word's
+// list is split into tiers and has a bitmap; the large one has enough files that many
+// split lists are too sparse for a bitmap.
 func TestAgainstModel(t *testing.T) {
+	small := strings.Fields("love you me the night day fire rain baby heart blue sky dance girl boy go home yeah")
+	small = append(small, "Beyoncé", "ÉTÉ", "rare1", "rare2", "rare3")
+	large := slices.Clone(small)
+	for i := range 300 {
+		large = append(large, fmt.Sprintf("w%d", i))
+	}
+	t.Run("small", func(t *testing.T) {
+		testAgainstModel(t, modelConfig{words: small, files: 3000, sources: 40, leaveEvery: 100, steps: 40000, phase: 5000, every: 400, queries: 30})
+	})
+	t.Run("large", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("slow")
+		}
+		testAgainstModel(t, modelConfig{words: large, files: 100000, sources: 100, leaveEvery: 5000, steps: 120000, phase: 60000, every: 12000, queries: 12, sparse: true})
+	})
+}
+
+type modelConfig struct {
+	words                               []string
+	files, sources, steps, phase, every int
+	leaveEvery                          int  // steps per RemoveSource while growing, on average
+	queries                             int  // per check
+	sparse                              bool // expect split lists without bitmaps
+}
+
+func testAgainstModel(t *testing.T, cfg modelConfig) {
 	r := rand.New(rand.NewPCG(42, 7))
-	words := strings.Fields("love you me the night day fire rain baby heart blue sky dance girl boy go home yeah")
-	words = append(words, "Beyoncé", "ÉTÉ", "rare1", "rare2", "rare3")
+	words := cfg.words
 	randName := func() string {
 		var b strings.Builder
 		for i := range 1 + r.IntN(6) {
 			if i > 0 {
 				b.WriteString([]string{" ", " - ", "_", ", "}[r.IntN(4)])
 			}
-			b.WriteString(words[r.IntN(len(words))])
+			u := r.Float64()
+			b.WriteString(words[int(u*u*float64(len(words)))]) // word frequencies skewed over a wide range
 		}
 		b.WriteString([]string{".mp3", ".flac", "", ".avi"}[r.IntN(4)])
 		return b.String()
 	}
-	const nCIDs, nSrcs = 3000, 40
+	nCIDs, nSrcs := cfg.files, cfg.sources
 	entries := make([]index.Entry, nCIDs)
 	for i := range entries {
 		e := &entries[i]
@@ -356,30 +384,28 @@ func TestAgainstModel(t *testing.T) {
 
 	ix := index.New()
 	m := &model{files: map[protocol.ContentID]*modelFile{}}
-	compactions, tiered := 0, 0
+	compactions, tiered, dense, sparse := 0, 0, 0, 0
 	gen, keys := ix.Generation(), m.keys()
-	for step := range 40000 {
-		// Alternate growing and shrinking phases, so that dead files pile up and get
-		// compacted away.
-		addPct := 80
-		if step/5000%2 == 1 {
-			addPct = 25
+	for step := range cfg.steps {
+		addPct, leaveEvery := 80, cfg.leaveEvery
+		if step/cfg.phase%2 == 1 {
+			addPct, leaveEvery = 25, min(leaveEvery, 50)
 		}
 		dead := ix.Dead()
 		switch op := r.IntN(100); {
+		case r.IntN(leaveEvery) == 0:
+			src := index.SourceID(r.IntN(nSrcs))
+			if got, want := ix.RemoveSource(src), m.removeSource(src); got != want {
+				t.Fatalf("step %d: RemoveSource = %d, want %d", step, got, want)
+			}
 		case op < addPct:
 			src, e := index.SourceID(r.IntN(nSrcs)), entries[r.IntN(nCIDs)]
 			ix.Add(src, e)
 			m.add(src, e)
-		case op < 99:
+		default:
 			src, c := index.SourceID(r.IntN(nSrcs)), entries[r.IntN(nCIDs)].ContentID
 			if got, want := ix.Remove(src, c), m.remove(src, c); got != want {
 				t.Fatalf("step %d: Remove = %v, want %v", step, got, want)
-			}
-		default:
-			src := index.SourceID(r.IntN(nSrcs))
-			if got, want := ix.RemoveSource(src), m.removeSource(src); got != want {
-				t.Fatalf("step %d: RemoveSource = %d, want %d", step, got, want)
 			}
 		}
 		if ix.Dead() < dead {
@@ -388,17 +414,18 @@ func TestAgainstModel(t *testing.T) {
 		if ix.Len() != len(m.files) {
 			t.Fatalf("step %d: Len %d, want %d", step, ix.Len(), len(m.files))
 		}
-		if step%400 != 0 {
+		if step%cfg.every != 0 {
 			continue
 		}
 		check(t, ix)
-		tiered = max(tiered, ix.Tiered())
+		tr, de := ix.Tiered()
+		tiered, dense, sparse = max(tiered, tr), max(dense, de), max(sparse, tr-de)
 		newKeys := m.keys()
 		if !maps.Equal(keys, newKeys) && ix.Generation() == gen {
 			t.Fatalf("step %d: keys changed but the generation did not", step)
 		}
 		gen, keys = ix.Generation(), newKeys
-		for _, q := range queries[:30] {
+		for _, q := range queries[:cfg.queries] {
 			if err := sameResults(ix.Search(q, 1000000), m.search(q)); err != nil {
 				t.Fatalf("step %d: Search(%q): %v", step, q, err)
 			}
@@ -428,10 +455,10 @@ func TestAgainstModel(t *testing.T) {
 			}
 		}
 	}
-	if compactions < 3 || tiered < 5 {
-		t.Errorf("only %d compactions and %d terms split into tiers", compactions, tiered)
+	if compactions < 3 || tiered < 5 || dense < 5 || cfg.sparse && sparse < 5 {
+		t.Errorf("only %d compactions; up to %d terms split into tiers, %d with bitmaps, %d without", compactions, tiered, dense, sparse)
 	}
-	t.Logf("%d compactions, up to %d terms split into tiers", compactions, tiered)
+	t.Logf("%d files at the end; %d compactions; up to %d terms split into tiers, %d with bitmaps, %d without", ix.Len(), compactions, tiered, dense, sparse)
 }
 
 // TestRemoveSourceMany removes leaves with many files, the way a supernode does when

@@ -5,9 +5,10 @@ import "slices"
 // A term's postings are the documents that contain it. A short list is one ascending
 // slice of docID<<1 | inName. A long list (a common word: "the", "love", "mp3") is split
 // into tiers by what ranking depends on, whether the term is in the name and how many
-// terms the name has, each tier ascending: a search then walks the tiers best first and
-// stops once no remaining tier can beat the results it holds, instead of scoring every
-// file that contains "the".
+// terms the name has, each tier ascending: a search whose rarest term is common walks
+// its tiers best first and stops once no remaining tier can beat the results it holds,
+// instead of scoring every file that contains "the". A very common term also keeps a
+// bitmap of its documents, so that testing a candidate against it is one load.
 
 // tierMin is the length past which a list is split into tiers. A split list costs about
 // 1.6 KiB of slice headers, so only common terms pay it.
@@ -40,7 +41,14 @@ type plist struct {
 type tiers struct {
 	n int
 	b [nTiers][]uint32 // doc IDs, ascending
+	// bits has bit d set when document d has the term. A search tests a candidate
+	// against a very common term ("the", "love") with one load instead of walking its
+	// list. Kept while the term is in at least 1 in denseRatio documents and dropped
+	// below half that, so it never costs more than twice the term's postings.
+	bits []uint64
 }
+
+const denseRatio = 32
 
 func (pl *plist) len() int {
 	if pl.tiers != nil {
@@ -63,9 +71,35 @@ func (pl *plist) add(d uint32, inName bool, meta []uint8) {
 		}
 		return
 	}
+	ts := pl.tiers
 	t := tierOf(inName, meta[d])
-	pl.tiers.b[t] = append(pl.tiers.b[t], d)
-	pl.tiers.n++
+	ts.b[t] = append(ts.b[t], d)
+	ts.n++
+	ndocs := len(meta)
+	switch {
+	case ts.bits == nil && ts.n*denseRatio >= ndocs:
+		ts.makeBits(ndocs)
+	case ts.bits != nil && ts.n*denseRatio*2 < ndocs:
+		ts.bits = nil
+	case ts.bits != nil:
+		ts.setBit(d)
+	}
+}
+
+func (ts *tiers) makeBits(ndocs int) {
+	ts.bits = make([]uint64, (ndocs+63)/64)
+	for _, b := range ts.b {
+		for _, d := range b {
+			ts.setBit(d)
+		}
+	}
+}
+
+func (ts *tiers) setBit(d uint32) {
+	if w := int(d / 64); w >= len(ts.bits) {
+		ts.bits = append(ts.bits, make([]uint64, w+1-len(ts.bits))...)
+	}
+	ts.bits[d/64] |= 1 << (d % 64)
 }
 
 func (pl *plist) split(meta []uint8) {
@@ -80,6 +114,9 @@ func (pl *plist) split(meta []uint8) {
 		ts.n++
 	}
 	pl.flat, pl.tiers = nil, ts
+	if ts.n*denseRatio >= len(meta) {
+		ts.makeBits(len(meta))
+	}
 }
 
 // anyLive reports whether some document in the list is alive.
@@ -105,7 +142,7 @@ func (pl *plist) anyLive(meta []uint8) bool {
 // remap renumbers the list in place after a compaction (remap[old] is the new ID + 1, 0
 // for a dead document) and reports whether anything is left. Renumbering keeps order, so
 // the lists stay sorted.
-func (pl *plist) remap(remap []uint32) bool {
+func (pl *plist) remap(remap []uint32, ndocs int) bool {
 	if pl.tiers == nil {
 		w := pl.flat[:0]
 		for _, p := range pl.flat {
@@ -128,6 +165,10 @@ func (pl *plist) remap(remap []uint32) bool {
 		n += len(w)
 	}
 	pl.tiers.n = n
+	pl.tiers.bits = nil
+	if n*denseRatio >= ndocs {
+		pl.tiers.makeBits(ndocs)
+	}
 	return n > 0
 }
 

@@ -9,10 +9,11 @@ import (
 // searchScratch is one search's working memory, pooled so that a search allocates only
 // its results.
 type searchScratch struct {
-	tk   tokenizer
-	qs   []qterm
-	heap []hit
-	recs []record
+	tk    tokenizer
+	qs    []qterm
+	heap  []hit
+	recs  []record
+	dense [][]uint64
 }
 
 // qterm is one query term's postings and where a search is in them.
@@ -22,32 +23,46 @@ type qterm struct {
 	tcur [nTiers]int // in each of pl.tiers
 }
 
-// probe reports whether document d, whose name has nameToks terms, contains q's term,
-// and whether in its name. Successive probes must ask for ascending d (within one tier
-// of nameToks when q is split into tiers), so each list is walked once.
-func (q *qterm) probe(d uint32, nameToks uint8) (found, inName bool) {
+// noDoc is past every document ID.
+const noDoc = ^uint32(0)
+
+// seek returns the first document at or after d that contains q's term, and whether the
+// term is in its name. When q is split into tiers it looks only among documents whose
+// names have nameToks terms, which is all a caller needs: it is looking for d, whose
+// name has that many. Successive seeks must ask for ascending d (within one nameToks
+// when q is split), so each list is walked once; rewind starts over.
+func (q *qterm) seek(d uint32, nameToks uint8) (next uint32, inName bool) {
 	if q.pl.tiers == nil {
 		l := q.pl.flat
 		c := gallop(l, q.cur, d<<1)
 		q.cur = c
-		if c < len(l) && l[c]>>1 == d {
-			return true, l[c]&1 == 1
+		if c == len(l) {
+			return noDoc, false
 		}
-		return false, false
+		return l[c] >> 1, l[c]&1 == 1
 	}
-	for _, inName := range [2]bool{true, false} {
-		t := tierOf(inName, nameToks)
+	if ts := q.pl.tiers; ts.bits != nil {
+		// The caller found d in the bitmap (see inAll); only the name flag is left.
+		t := tierOf(true, nameToks)
+		l := ts.b[t]
+		c := gallop(l, q.tcur[t], d)
+		q.tcur[t] = c
+		return d, c < len(l) && l[c] == d
+	}
+	next = noDoc
+	for _, in := range [2]bool{true, false} {
+		t := tierOf(in, nameToks)
 		l := q.pl.tiers.b[t]
 		c := gallop(l, q.tcur[t], d)
 		q.tcur[t] = c
-		if c < len(l) && l[c] == d {
-			return true, inName
+		if c < len(l) && l[c] < next {
+			next, inName = l[c], in
 		}
 	}
-	return false, false
+	return next, inName
 }
 
-// rewind lets q be probed from the start again for documents whose names have nameToks
+// rewind lets q be sought from the start again for documents whose names have nameToks
 // terms.
 func (q *qterm) rewind(nameToks uint8) {
 	q.cur = 0
@@ -74,24 +89,12 @@ func (ix *Index) Search(query string, limit int) []Result {
 	}
 	defer func() {
 		clear(s.qs) // do not keep posting lists alive after a compaction
+		clear(s.dense)
 		ix.scratch.Put(s)
 	}()
-	s.tk.reset()
-	s.tk.add(query)
-	if len(s.tk.toks) == 0 {
+	if !ix.plan(s, query) {
 		return nil
 	}
-	s.qs = slices.Grow(s.qs[:0], len(s.tk.toks))
-	for i := range s.tk.toks {
-		id, ok := ix.terms[string(s.tk.token(i))]
-		if !ok {
-			return nil
-		}
-		s.qs = append(s.qs, qterm{pl: &ix.post[id]})
-	}
-	// The rarest term's documents are the candidates; the other terms are probed for
-	// each, so the work follows the rarest term however common the rest are.
-	slices.SortFunc(s.qs, func(a, b qterm) int { return cmp.Compare(a.pl.len(), b.pl.len()) })
 	hits := ix.topHits(s, limit)
 	if len(hits) == 0 {
 		return nil
@@ -101,6 +104,34 @@ func (ix *Index) Search(query string, limit int) []Result {
 	return out
 }
 
+// plan looks up the terms of query into s, rarest first, and reports whether every term
+// is in the index.
+func (ix *Index) plan(s *searchScratch, query string) bool {
+	s.tk.reset()
+	s.tk.add(query)
+	if len(s.tk.toks) == 0 {
+		return false
+	}
+	s.qs = slices.Grow(s.qs[:0], len(s.tk.toks))
+	for i := range s.tk.toks {
+		id, ok := ix.terms[string(s.tk.token(i))]
+		if !ok {
+			return false
+		}
+		s.qs = append(s.qs, qterm{pl: &ix.post[id]})
+	}
+	// The rarest term's documents are the candidates; the other terms are probed for
+	// each, so the work follows the rarest term however common the rest are.
+	slices.SortFunc(s.qs, func(a, b qterm) int { return cmp.Compare(a.pl.len(), b.pl.len()) })
+	s.dense = s.dense[:0]
+	for _, q := range s.qs[1:] {
+		if q.pl.tiers != nil && q.pl.tiers.bits != nil {
+			s.dense = append(s.dense, q.pl.tiers.bits)
+		}
+	}
+	return true
+}
+
 // ranker keeps the best hits seen so far.
 type ranker struct {
 	ix    *Index
@@ -108,6 +139,7 @@ type ranker struct {
 	n     int     // query terms
 	h     []hit   // a heap with the worst kept hit at the root
 	worst float64 // h[0].score once the heap is full
+	dense [][]uint64
 	// best[t] is the highest score a document whose name has t terms can reach, and
 	// skip[m] says that a document with meta m cannot make the results: one byte of
 	// meta rules most candidates of a common term out before its other terms are probed.
@@ -117,8 +149,10 @@ type ranker struct {
 
 func (r *ranker) full() bool { return len(r.h) == r.limit }
 
-func (r *ranker) offer(score float64, d uint32) {
-	x := hit{score: score, key: r.ix.tie[d], doc: d}
+func (r *ranker) offer(score float64, d uint32) { r.offerKey(score, r.ix.tie[d], d) }
+
+func (r *ranker) offerKey(score float64, key, d uint32) {
+	x := hit{score: score, key: key, doc: d}
 	switch {
 	case len(r.h) < r.limit:
 		r.h = append(r.h, x)
@@ -140,7 +174,7 @@ func (r *ranker) offer(score float64, d uint32) {
 // topHits intersects the terms in s.qs, rarest first, scores the live matches and
 // returns the best limit of them, best first.
 func (ix *Index) topHits(s *searchScratch, limit int) []hit {
-	r := ranker{ix: ix, limit: limit, n: len(s.qs), h: s.heap[:0], worst: math.Inf(-1)}
+	r := ranker{ix: ix, limit: limit, n: len(s.qs), h: s.heap[:0], worst: math.Inf(-1), dense: s.dense}
 	for t := range r.best {
 		r.best[t] = score(min(r.n, t), r.n, t)
 	}
@@ -160,35 +194,49 @@ func (ix *Index) topHits(s *searchScratch, limit int) []hit {
 	return r.h
 }
 
-// scanFlat takes the candidates from a short list, in document order.
+// scanFlat takes the candidates from a short list, in document order. Once the results
+// are full, a candidate whose name length rules it out is dropped on one byte of meta.
 func (ix *Index) scanFlat(r *ranker, qs []qterm) {
 	meta := ix.meta
 	first := qs[0].pl.flat
-outer:
-	for _, p := range first {
+	for i := 0; i < len(first); {
+		p := first[i]
 		d := p >> 1
 		m := meta[d]
-		if r.skip[m] {
+		if r.skip[m] || !inAll(r.dense, d) {
+			i++
 			continue
 		}
-		nameHits := int(p & 1)
-		for j := 1; j < len(qs); j++ {
-			found, inName := qs[j].probe(d, m)
-			if !found {
-				continue outer
-			}
-			if inName {
+		nameHits, next, j := int(p&1), d, 1
+		for ; j < len(qs) && next == d; j++ {
+			var inName bool
+			if next, inName = qs[j].seek(d, m); inName && next == d {
 				nameHits++
 			}
 		}
+		switch {
+		case next == d:
+		case qs[j-1].pl.tiers != nil:
+			// A term split into tiers only said where its next document with d's
+			// name length is; documents between may have other lengths.
+			i++
+			continue
+		case next == noDoc:
+			return // a term has no documents left
+		default:
+			i = gallop(first, i, next<<1) // leap to the next document that may have them all
+			continue
+		}
 		r.offer(score(nameHits, r.n, int(m)), d)
+		i++
 	}
 }
 
 // scanTiers takes the candidates from a long list split into tiers, best tier first,
-// and stops when the next tier cannot beat the worst hit kept.
+// and stops when the next tier cannot beat the worst hit kept. Within a tier it leaps
+// between the lists (each term's documents with the same name length), so the driving
+// term's documents that another term lacks are mostly stepped over, not visited.
 func (ix *Index) scanTiers(r *ranker, qs []qterm) {
-	meta := ix.meta
 	ts := qs[0].pl.tiers
 	scanned := 0
 	for _, t := range tierOrder[r.n] {
@@ -208,27 +256,48 @@ func (ix *Index) scanTiers(r *ranker, qs []qterm) {
 		for j := 1; j < len(qs); j++ {
 			qs[j].rewind(uint8(nameToks))
 		}
-	docs:
-		for _, d := range l {
+	tier:
+		for i := 0; i < len(l); {
 			if scanned++; scanned > MaxScan || r.full() && bound < r.worst {
 				return
 			}
-			if meta[d] == deadMeta {
+			d := l[i]
+			if !inAll(r.dense, d) {
+				i++
 				continue
 			}
-			nameHits := hits0
-			for j := 1; j < len(qs); j++ {
-				found, inName := qs[j].probe(d, uint8(nameToks))
-				if !found {
-					continue docs
-				}
-				if inName {
+			nameHits, next := hits0, d
+			for j := 1; j < len(qs) && next == d; j++ {
+				var in bool
+				if next, in = qs[j].seek(d, uint8(nameToks)); in && next == d {
 					nameHits++
 				}
 			}
-			r.offer(score(nameHits, r.n, nameToks), d)
+			switch {
+			case next == noDoc:
+				break tier
+			case next != d:
+				i = gallop(l, i, next)
+				continue
+			}
+			i++
+			if key := r.ix.tie[d]; key != 0 { // 0: dead
+				r.offerKey(score(nameHits, r.n, nameToks), key, d)
+			}
 		}
 	}
+}
+
+// inAll reports whether bit d is set in every bitmap: the cheap test of a candidate
+// against the query's very common terms, before any list is searched.
+func inAll(bitmaps [][]uint64, d uint32) bool {
+	w, bit := int(d/64), uint64(1)<<(d%64)
+	for _, b := range bitmaps {
+		if w >= len(b) || b[w]&bit == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // tierOrder[n] lists the tiers best first for a query of n terms, by the highest score a
