@@ -26,7 +26,7 @@ const (
 	// The have-map is saved after this many newly verified pieces or this long, whichever
 	// comes first: each save costs an fsync of the data and of the state, and a crash costs
 	// at most this much re-downloading.
-	flushPieces   = 256
+	flushPieces   = 32
 	flushInterval = 2 * time.Second
 )
 

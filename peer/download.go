@@ -77,20 +77,27 @@ type download struct {
 	complete chan struct{}
 	requeued chan struct{} // closed and replaced whenever pieces return to the queue
 	verifyCh chan verifyJob
-	bufs     sync.Pool // piece buffers, recycled once a piece is written
+	bufs     chan []byte // piece buffers, recycled once a piece is written
 	wg       sync.WaitGroup
 }
 
+// A free list rather than a sync.Pool: the pool is emptied at every GC, and a
+// fresh 256 KiB buffer costs a zeroing pass over memory.
 func (dl *download) pieceBuf(n int64) []byte {
-	if b, ok := dl.bufs.Get().(*[]byte); ok && int64(cap(*b)) >= n {
-		return (*b)[:n]
+	select {
+	case b := <-dl.bufs:
+		return b[:n]
+	default:
+		return make([]byte, n, dl.meta.PieceSize)
 	}
-	return make([]byte, n, dl.meta.PieceSize)
 }
 
 func (dl *download) recycle(b []byte) {
 	if int64(cap(b)) == dl.meta.PieceSize {
-		dl.bufs.Put(&b)
+		select {
+		case dl.bufs <- b:
+		default:
+		}
 	}
 }
 
@@ -118,6 +125,7 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 		tried:    make(map[protocol.PeerID]bool),
 		complete: make(chan struct{}),
 		requeued: make(chan struct{}),
+		bufs:     make(chan []byte, 64),
 		prog:     Progress{ContentID: cid.String(), State: "locating"},
 	}
 	report := func() {
@@ -518,7 +526,9 @@ func (w *worker) run() error {
 	}
 	defer s.CancelRead(0)
 	defer s.Close()
-	br := bufio.NewReaderSize(s, 256<<10)
+	// Small on purpose: block data bypasses the buffer and goes straight from the
+	// stream into its piece buffer.
+	br := bufio.NewReaderSize(s, 4<<10)
 	if err := protocol.WriteMessage(s, &protocol.GetMeta{ID: dl.cid}); err != nil {
 		return err
 	}
