@@ -44,6 +44,7 @@ func BenchmarkQueryLatency3SN(b *testing.B) {
 		h, _ := search(b, asker, "hey jude")
 		return len(h) == 1
 	})
+	settled(b, a, bb, c)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -51,7 +52,8 @@ func BenchmarkQueryLatency3SN(b *testing.B) {
 		n := 0
 		res, err := asker.Search(context.Background(), "hey jude", protocol.ContentID{}, 0, func(h []protocol.Hit) { n += len(h) })
 		if err != nil || n != 1 || res.Supernodes != 3 {
-			b.Fatalf("search: %v, %d hits, %d supernodes", err, n, res.Supernodes)
+			b.Fatalf("search %d: %v, %d hits, %d supernodes, status %v, partial %v, after %v; forwarded by A %d, pruned by A %d",
+				i, err, n, res.Supernodes, res.Status, res.Partial, time.Since(t0), a.Router().Stats.QueriesForwarded.Load(), a.Router().Stats.QueriesPruned.Load())
 		}
 		lat = append(lat, time.Since(t0))
 	}
@@ -260,4 +262,3 @@ func plainQUICThroughput(b *testing.B, size int) float64 {
 	}
 	return float64(size) / d.Seconds() / 1e6
 }
-

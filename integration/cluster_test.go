@@ -129,3 +129,27 @@ func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, peer.Search
 	}
 	return peer.GroupHits(hits), res
 }
+
+// settled waits until no supernode has sent a summary for a quarter second
+// (five ticks): the attenuated filters have converged, and routing is stable.
+func settled(t testing.TB, sns ...*supernode.Server) {
+	t.Helper()
+	sent := func() uint64 {
+		var n uint64
+		for _, s := range sns {
+			n += s.Router().Stats.SummariesSent.Load()
+		}
+		return n
+	}
+	last, since := sent(), time.Now()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Since(since) < 250*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatal("summaries still changing after 15 s")
+		}
+		time.Sleep(25 * time.Millisecond)
+		if n := sent(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}

@@ -57,6 +57,7 @@ func TestLineOverlay(t *testing.T) {
 		}
 		return true
 	})
+	settled(t, a, b, c)
 	asker := peers["a"][0]
 	// Summaries travel with the supernodes' ticks; wait until A learns of C's files.
 	var hits []protocol.Hit
@@ -128,6 +129,7 @@ func TestSummariesPruneQueries(t *testing.T) {
 		h2, _ := search(t, pa, "quokka")
 		return len(h1) == 1 && len(h2) == 1
 	})
+	settled(t, a, b, c)
 	type counts struct{ a, b, c uint64 }
 	got := func() counts {
 		return counts{
