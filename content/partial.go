@@ -287,6 +287,17 @@ func (p *Partial) BytesVerified() int64 {
 // say) is returned wrapped, with the os error intact for errors.Is, and leaves every
 // verified piece as it was.
 func (p *Partial) WritePiece(i int, data []byte) error {
+	return p.writePiece(i, data, sha256.Sum256)
+}
+
+// WritePieceHashed is WritePiece for a caller that hashed data with SHA-256 as it
+// arrived (while the bytes were still in cache) and passes the digest; the digest
+// is checked against the piece hash exactly as WritePiece checks its own.
+func (p *Partial) WritePieceHashed(i int, data []byte, sum [32]byte) error {
+	return p.writePiece(i, data, func([]byte) [32]byte { return sum })
+}
+
+func (p *Partial) writePiece(i int, data []byte, hash func([]byte) [32]byte) error {
 	n := p.meta.NumPieces()
 	if i < 0 || i >= n {
 		return fmt.Errorf("content: piece %d out of range [0, %d)", i, n)
@@ -295,7 +306,7 @@ func (p *Partial) WritePiece(i int, data []byte) error {
 		return fmt.Errorf("%w: piece %d is %d bytes, want %d", ErrBadPiece, i, len(data), p.meta.PieceLen(i))
 	}
 	// Hash outside any lock: it is the expensive part and pieces arrive in parallel.
-	if sha256.Sum256(data) != p.meta.PieceHash(i) {
+	if hash(data) != p.meta.PieceHash(i) {
 		return fmt.Errorf("%w: piece %d of %s", ErrBadPiece, i, p.id.Short())
 	}
 

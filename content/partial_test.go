@@ -2,6 +2,7 @@ package content
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io/fs"
 	"os"
@@ -380,5 +381,28 @@ func BenchmarkWritePiece(b *testing.B) {
 		if err := p.Finish(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A digest computed by the caller counts only when it is the piece's hash.
+func TestPartialWritePieceHashed(t *testing.T) {
+	data, m := testContent(t)
+	p := openPartial(t, filepath.Join(t.TempDir(), "f"), m)
+	good := piece(data, m, 1)
+	sum := sha256.Sum256(good)
+	var wrong [32]byte
+	copy(wrong[:], sum[:])
+	wrong[0] ^= 1
+	if err := p.WritePieceHashed(1, good, wrong); !errors.Is(err, ErrBadPiece) {
+		t.Fatalf("wrong digest: %v, want ErrBadPiece", err)
+	}
+	if p.Have(1) {
+		t.Fatal("piece counted after a wrong digest")
+	}
+	if err := p.WritePieceHashed(2, good, sum); !errors.Is(err, ErrBadPiece) {
+		t.Fatalf("digest of another piece: %v, want ErrBadPiece", err)
+	}
+	if err := p.WritePieceHashed(1, good, sum); err != nil || !p.Have(1) {
+		t.Fatalf("right digest: %v, have %v", err, p.Have(1))
 	}
 }

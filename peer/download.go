@@ -3,8 +3,10 @@ package peer
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -102,9 +104,11 @@ func (dl *download) recycle(b []byte) {
 }
 
 type verifyJob struct {
-	w     *worker
-	piece int
-	data  []byte
+	w      *worker
+	piece  int
+	data   []byte
+	sum    [32]byte
+	hashed bool // sum is the SHA-256 of data, taken as it arrived
 }
 
 // Get downloads a content ID to out (a file path, an existing directory, or ""
@@ -401,7 +405,12 @@ func (dl *download) verify(j verifyJob) {
 		j.w.pieceDone(j.piece)
 		return
 	}
-	err := dl.part.WritePiece(j.piece, j.data)
+	var err error
+	if j.hashed {
+		err = dl.part.WritePieceHashed(j.piece, j.data, j.sum)
+	} else {
+		err = dl.part.WritePiece(j.piece, j.data)
+	}
 	j.w.pieceDone(j.piece)
 	if errors.Is(err, content.ErrBadPiece) {
 		dl.mu.Lock()
@@ -493,10 +502,16 @@ func (w *worker) dial() (*transport.Link, error) {
 }
 
 type inflight struct {
-	piece int
-	buf   []byte
-	left  int64 // bytes still to arrive
+	piece  int
+	buf    []byte
+	left   int64     // bytes still to arrive
+	h      hash.Hash // SHA-256 of the bytes so far, while they arrive in order
+	hashed int64
 }
+
+// hashChunk is how much block data is read, and hashed, at a time: small enough
+// that the bytes are still in cache when they are hashed.
+const hashChunk = 32 << 10
 
 func (w *worker) run() error {
 	dl := w.dl
@@ -601,7 +616,7 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 			w.mu.Lock()
 			w.owned[i] = true
 			w.mu.Unlock()
-			pending[i] = &inflight{piece: i, buf: dl.pieceBuf(plen), left: plen}
+			pending[i] = &inflight{piece: i, buf: dl.pieceBuf(plen), left: plen, h: sha256.New()}
 			for off := int64(0); off < plen; off += blockSize {
 				n := min(blockSize, plen-off)
 				var err error
@@ -664,15 +679,28 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 		if p == nil || int64(off)+size > int64(len(p.buf)) {
 			return fmt.Errorf("%w: unrequested block piece %d offset %d", protocol.ErrBadRequest, piece, off)
 		}
-		if _, err := io.ReadFull(br, p.buf[off:int64(off)+size]); err != nil {
-			return w.cause(err)
+		for pos, end := int64(off), int64(off)+size; pos < end; {
+			c := min(end-pos, hashChunk)
+			if _, err := io.ReadFull(br, p.buf[pos:pos+c]); err != nil {
+				return w.cause(err)
+			}
+			if p.h != nil && pos == p.hashed {
+				p.h.Write(p.buf[pos : pos+c])
+				p.hashed += c
+			}
+			pos += c
 		}
 		p.left -= size
 		outstanding--
 		if p.left <= 0 {
 			delete(pending, p.piece)
+			job := verifyJob{w: w, piece: p.piece, data: p.buf}
+			if p.hashed == int64(len(p.buf)) {
+				p.h.Sum(job.sum[:0])
+				job.hashed = true
+			}
 			select {
-			case dl.verifyCh <- verifyJob{w: w, piece: p.piece, data: p.buf}:
+			case dl.verifyCh <- job:
 			case <-dl.ctx.Done():
 				return nil
 			case <-w.failed:
