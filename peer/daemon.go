@@ -55,6 +55,8 @@ type Config struct {
 	RescanInterval time.Duration
 	// Pipeline is how many blocks a download keeps requested from each source (default 16).
 	Pipeline int
+	// ProgressInterval is how often a download reports progress (default 200 ms).
+	ProgressInterval time.Duration
 	Log      zerolog.Logger
 }
 
@@ -111,6 +113,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.RescanInterval <= 0 {
 		cfg.RescanInterval = 60 * time.Second
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = 200 * time.Millisecond
 	}
 	if cfg.Pipeline <= 0 {
 		cfg.Pipeline = 16

@@ -187,7 +187,7 @@ func (dl *download) run(report func()) (string, error) {
 		dl.runSources(sources)
 		close(workersDone)
 	}()
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(d.cfg.ProgressInterval)
 	defer tick.Stop()
 	var lastBytes int64
 	last := time.Now()
