@@ -57,7 +57,7 @@ type Config struct {
 	Pipeline int
 	// ProgressInterval is how often a download reports progress (default 200 ms).
 	ProgressInterval time.Duration
-	Log      zerolog.Logger
+	Log              zerolog.Logger
 }
 
 // Daemon is a running peer.
