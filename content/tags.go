@@ -1,7 +1,11 @@
 package content
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +45,12 @@ func ReadTags(path string) (t protocol.Tags, err error) {
 			t, err = protocol.Tags{}, fmt.Errorf("content: tag reader panicked on %s: %v", path, r)
 		}
 	}()
+	if err := checkTagInput(f); err != nil {
+		return t, fmt.Errorf("content: read tags of %s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return t, err
+	}
 	m, err := tag.ReadFrom(f)
 	if err != nil {
 		return t, fmt.Errorf("content: read tags of %s: %w", path, err)
@@ -77,4 +87,91 @@ func cleanTag(s string) string {
 		s = strings.TrimSpace(s[:cut])
 	}
 	return s
+}
+
+// errUnsafeTags marks a file whose metadata would make the tag reader allocate
+// what a length field says rather than what the file holds.
+var errUnsafeTags = errors.New("metadata with an impossible length; tags not read")
+
+// checkTagInput guards the tag reader, which sizes a picture's buffer from a
+// 32-bit length in the file: a FLAC PICTURE block (or an Ogg comment carrying
+// one) could ask for 4 GiB. FLAC picture lengths are checked against their
+// block; Ogg files with embedded pictures are not read for tags at all.
+func checkTagInput(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	var magic [4]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil {
+		return nil // too short to be FLAC or Ogg; the reader will say what it is
+	}
+	switch string(magic[:]) {
+	case "fLaC":
+		return checkFLAC(f, size)
+	case "OggS":
+		head := make([]byte, min(size, 1<<20))
+		n, _ := f.ReadAt(head, 0)
+		if bytes.Contains(bytes.ToLower(head[:n]), []byte("metadata_block_picture=")) {
+			return fmt.Errorf("%w: Ogg file with an embedded picture", errUnsafeTags)
+		}
+	}
+	return nil
+}
+
+// maxPictureBlock bounds the FLAC PICTURE block we are willing to parse.
+const maxPictureBlock = 16 << 20
+
+func checkFLAC(f *os.File, size int64) error {
+	pos := int64(4)
+	for i := 0; i < 1024; i++ {
+		var h [4]byte
+		if _, err := f.ReadAt(h[:], pos); err != nil {
+			return fmt.Errorf("%w: truncated FLAC block header", errUnsafeTags)
+		}
+		last, typ := h[0]&0x80 != 0, h[0]&0x7f
+		n := int64(h[1])<<16 | int64(h[2])<<8 | int64(h[3])
+		if pos+4+n > size {
+			return fmt.Errorf("%w: FLAC block of %d bytes past the end of the file", errUnsafeTags, n)
+		}
+		if typ == 6 { // PICTURE
+			if n > maxPictureBlock {
+				return fmt.Errorf("%w: FLAC picture block of %d bytes", errUnsafeTags, n)
+			}
+			b := make([]byte, n)
+			if _, err := f.ReadAt(b, pos+4); err != nil {
+				return err
+			}
+			if !pictureFits(b) {
+				return fmt.Errorf("%w: FLAC picture lengths exceed their block", errUnsafeTags)
+			}
+		}
+		pos += 4 + n
+		if last {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: too many FLAC metadata blocks", errUnsafeTags)
+}
+
+// pictureFits checks the nested lengths of a PICTURE block: picture type, MIME
+// type, description, four dimensions, then the data, each within the block.
+func pictureFits(b []byte) bool {
+	p := 4 // picture type
+	for _, skipAfter := range []int{0, 16} { // MIME; description then 16 bytes of sizes
+		if len(b)-p < 4 {
+			return false
+		}
+		l := int(binary.BigEndian.Uint32(b[p:]))
+		p += 4
+		if l > len(b)-p {
+			return false
+		}
+		p += l + skipAfter
+	}
+	if len(b)-p < 4 {
+		return false
+	}
+	return int(binary.BigEndian.Uint32(b[p:])) <= len(b)-p-4
 }
