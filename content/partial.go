@@ -147,7 +147,11 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 	}
 	fi, err := f.Stat()
 	if err == nil && fi.Size() != meta.Size {
-		err = f.Truncate(meta.Size)
+		// Reserve the space first: a disk that cannot hold the file says so now,
+		// not half way through, and the file's blocks are allocated in one piece.
+		if err = preallocate(f, meta.Size); err == nil {
+			err = f.Truncate(meta.Size)
+		}
 	}
 	if err != nil {
 		f.Close()
