@@ -158,7 +158,7 @@ func checkFLAC(f *os.File, size int64) error {
 // pictureFits checks the nested lengths of a PICTURE block: picture type, MIME
 // type, description, four dimensions, then the data, each within the block.
 func pictureFits(b []byte) bool {
-	p := 4 // picture type
+	p := 4                                   // picture type
 	for _, skipAfter := range []int{0, 16} { // MIME; description then 16 bytes of sizes
 		if len(b)-p < 4 {
 			return false
