@@ -103,7 +103,8 @@ func (o memOutbox) Send(to LinkID, m protocol.Message) {
 // testRouterConfig is the configuration tests start from: small summaries, so
 // encoding them on every delivery stays cheap.
 func testRouterConfig() RouterConfig {
-	return RouterConfig{SummaryBits: 1 << 16}
+	// Routing tests send many queries at one fake instant; the rate limit has its own test.
+	return RouterConfig{SummaryBits: 1 << 16, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30}
 }
 
 // newMemNet makes n supernodes named A, B, C, ... with cfg; Now and Log are set

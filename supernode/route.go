@@ -82,6 +82,12 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	originID, id, hops := q.ID, q.ID, q.Hops
 	if fromLeaf {
 		r.Stats.QueriesFromLeaves.Add(1)
+		if !r.leaves[from].queries.AllowN(now, 1) {
+			r.mu.Unlock()
+			r.Stats.QueriesRefused.Add(1)
+			r.out.Send(from, &protocol.Error{Code: protocol.StatusOverloaded, Message: "too many queries; slow down", Ref: originID})
+			return nil
+		}
 		id = newQueryID()
 		if hops == 0 || hops > r.cfg.HopLimit {
 			hops = r.cfg.HopLimit

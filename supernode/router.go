@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -46,8 +47,12 @@ type RouterConfig struct {
 	MaxFilesPerLeaf int
 	// SeenTTL is how long a query ID is remembered for duplicate suppression (default 60 s).
 	SeenTTL time.Duration
-	Now     func() time.Time
-	Log     zerolog.Logger
+	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a
+	// single leaf cannot flood the overlay (defaults 20/s, burst 50).
+	LeafQueryRate  float64
+	LeafQueryBurst int
+	Now            func() time.Time
+	Log            zerolog.Logger
 }
 
 func (c *RouterConfig) defaults() {
@@ -72,6 +77,12 @@ func (c *RouterConfig) defaults() {
 	if c.SeenTTL <= 0 {
 		c.SeenTTL = 60 * time.Second
 	}
+	if c.LeafQueryRate <= 0 {
+		c.LeafQueryRate = 20
+	}
+	if c.LeafQueryBurst <= 0 {
+		c.LeafQueryBurst = 50
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -87,14 +98,16 @@ type Counters struct {
 	QueriesPruned        atomic.Uint64 // neighbour sends skipped because a summary ruled them out
 	HitsSent             atomic.Uint64
 	QueryTimeouts        atomic.Uint64
+	QueriesRefused       atomic.Uint64 // leaf queries over the leaf's rate
 	SummariesSent        atomic.Uint64
 }
 
 type leaf struct {
-	id    LinkID
-	src   index.SourceID
-	info  LeafInfo
-	files int
+	id      LinkID
+	src     index.SourceID
+	info    LeafInfo
+	files   int
+	queries *rate.Limiter
 }
 
 type neighbour struct {
@@ -171,7 +184,8 @@ func (r *Router) Config() RouterConfig { return r.cfg }
 func (r *Router) LeafUp(id LinkID, info LeafInfo) {
 	r.mu.Lock()
 	r.nextSrc++
-	l := &leaf{id: id, src: r.nextSrc, info: info}
+	l := &leaf{id: id, src: r.nextSrc, info: info,
+		queries: rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst)}
 	r.leaves[id] = l
 	r.mu.Unlock()
 	r.ixMu.Lock()

@@ -984,3 +984,38 @@ func TestFullLocalAnswerNotForwarded(t *testing.T) {
 		t.Fatalf("forwarded %v; want the limit-5 keyword query and the content-ID lookup", fwd)
 	}
 }
+
+// A leaf that queries faster than its rate is refused with Overloaded, naming
+// its query; after a pause it may query again.
+func TestLeafQueryRate(t *testing.T) {
+	cfg := testRouterConfig()
+	cfg.LeafQueryRate, cfg.LeafQueryBurst = 10, 3
+	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg.Now = func() time.Time { return now }
+	o := &concOutbox{toLeaf: map[LinkID][]protocol.Message{}, nb: map[LinkID]chan *protocol.Query{}}
+	r := NewRouter(cfg, o)
+	r.LeafUp(1, LeafInfo{Peer: protocol.PeerID{1}})
+	for i := range 5 {
+		r.Handle(1, &protocol.Query{ID: protocol.QueryID{byte(i)}, Text: "x"})
+	}
+	now = now.Add(time.Second)
+	r.Handle(1, &protocol.Query{ID: protocol.QueryID{9}, Text: "x"})
+	var done, refused []byte
+	for _, m := range o.toLeaf[1] {
+		switch m := m.(type) {
+		case *protocol.QueryDone:
+			done = append(done, m.ID[0])
+		case *protocol.Error:
+			if m.Code != protocol.StatusOverloaded {
+				t.Fatalf("error %v", m.Code)
+			}
+			refused = append(refused, m.Ref[0])
+		}
+	}
+	if string(done) != "\x00\x01\x02\x09" || string(refused) != "\x03\x04" {
+		t.Fatalf("answered %v, refused %v", done, refused)
+	}
+	if r.Stats.QueriesRefused.Load() != 2 {
+		t.Fatalf("QueriesRefused = %d", r.Stats.QueriesRefused.Load())
+	}
+}
