@@ -48,7 +48,11 @@ func statusCmd(g *globals) *cobra.Command {
 			default:
 				fmt.Fprintf(tw, "Supernode:\tnot attached yet\n")
 			}
-			fmt.Fprintf(tw, "Sharing:\t%d files, %s from %s\n", len(st.Shared), humanBytes(st.SharedSize), st.ShareDir)
+			if st.ShareDir == "" {
+				fmt.Fprintf(tw, "Sharing:\tnothing (start the daemon with --share FOLDER to share)\n")
+			} else {
+				fmt.Fprintf(tw, "Sharing:\t%d files, %s from %s\n", len(st.Shared), humanBytes(st.SharedSize), st.ShareDir)
+			}
 			fmt.Fprintf(tw, "Transferred:\t%s up, %s down\n", humanBytes(st.Uploaded), humanBytes(st.Downloaded))
 			tw.Flush()
 			if len(st.Shared) > 0 {
