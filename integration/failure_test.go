@@ -3,10 +3,14 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -123,4 +127,83 @@ func TestDownloadResumes(t *testing.T) {
 		t.Fatalf("resumed with %d pieces, but %d were verified at the stop", last.Resumed, stoppedAt)
 	}
 	t.Logf("stopped at %d of %d pieces; resumed with %d already verified", stoppedAt, last.Pieces, last.Resumed)
+}
+
+// A leaf that sends garbage loses its link; the supernode keeps serving others.
+func TestMalformedFrameClosesOnlyThatLink(t *testing.T) {
+	sn := startSupernode(t)
+	good := startPeer(t, sn, "good", map[string][]byte{"Steady Song.mp3": randomBytes(1, 2000)})
+	eventually(t, 10*time.Second, "good peer's file indexed", func() bool { return sn.Router().IndexedFiles() == 1 })
+
+	// Speak QUIC directly: the transport package never sends a malformed frame.
+	id, _ := protocol.GenerateIdentity()
+	tr := &quic.Transport{Conn: loopbackConn(t)}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := tr.Dial(ctx, sn.Addr(), id.ClientTLS(sn.ID()), transport.QUICConfig(10*time.Second, 3*time.Second, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.WriteMessage(s, &protocol.Hello{MinVersion: 1, MaxVersion: 1, Role: protocol.RoleLeaf, Name: "vandal"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := protocol.ReadMessage(s, nil); err != nil || m.Type() != protocol.TypeWelcome {
+		t.Fatalf("welcome: %v %v", m, err)
+	}
+	eventually(t, 5*time.Second, "the vandal attached", func() bool { return sn.Router().Leaves() == 2 })
+	// A publish whose body claims 2^32 files: refused before anything is allocated.
+	if _, err := s.Write([]byte{byte(protocol.TypePublish), 0, 0, 0, 7, 0x81, 0xa1, 'f', 0xdd, 0xff, 0xff, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the supernode kept a connection that sent a malformed frame")
+	}
+	var appErr *quic.ApplicationError
+	if err := context.Cause(c.Context()); !errors.As(err, &appErr) || !strings.Contains(appErr.ErrorMessage, "malformed") {
+		t.Fatalf("closed with %v; want a reason naming the malformed message", err)
+	}
+	eventually(t, 5*time.Second, "the vandal dropped", func() bool { return sn.Router().Leaves() == 1 })
+	if h, _ := search(t, good, "steady song"); len(h) != 1 {
+		t.Fatalf("the supernode stopped answering: %d hits", len(h))
+	}
+}
+
+// A peer asked for content it does not share says so.
+func TestTransferUnknownContent(t *testing.T) {
+	sn := startSupernode(t)
+	src := startPeer(t, sn, "src", map[string][]byte{"Known.mp3": randomBytes(1, 2000)})
+	id, _ := protocol.GenerateIdentity()
+	n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	l, _, err := n.Dial(context.Background(), src.Addr().String(), src.ID(), &protocol.Hello{Role: protocol.RoleTransfer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	s, err := l.Conn().OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.WriteMessage(s, &protocol.GetMeta{ID: protocol.ContentID{9, 9}}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := protocol.ReadMessage(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := m.(*protocol.Error)
+	if !ok || !errors.Is(e.AsError(), protocol.ErrNotFound) {
+		t.Fatalf("answer %#v, want a not-found error", m)
+	}
 }
