@@ -175,10 +175,18 @@ func TestMalformedFrameClosesOnlyThatLink(t *testing.T) {
 	}
 }
 
-// A peer asked for content it does not share says so.
+// A peer asked for content it does not share says so, also when it shares nothing.
 func TestTransferUnknownContent(t *testing.T) {
 	sn := startSupernode(t)
-	src := startPeer(t, sn, "src", map[string][]byte{"Known.mp3": randomBytes(1, 2000)})
+	t.Run("sharing", func(t *testing.T) {
+		askForUnknown(t, startPeer(t, sn, "src", map[string][]byte{"Known.mp3": randomBytes(1, 2000)}))
+	})
+	t.Run("no share folder", func(t *testing.T) {
+		askForUnknown(t, startPeer(t, sn, "empty", nil, func(c *peer.Config) { c.ShareDir = "" }))
+	})
+}
+
+func askForUnknown(t *testing.T, src *peer.Daemon) {
 	id, _ := protocol.GenerateIdentity()
 	n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
 	if err != nil {

@@ -66,10 +66,11 @@ func (d *Daemon) serveStream(s *quic.Stream) error {
 		return fmt.Errorf("%w: stream opened with %s", protocol.ErrBadRequest, m.Type())
 	}
 	var f content.File
+	shared := false
 	if d.share != nil {
-		f, ok = d.share.Get(gm.ID)
+		f, shared = d.share.Get(gm.ID)
 	}
-	if !ok {
+	if !shared {
 		protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusNotFound, Message: "not shared here: " + gm.ID.Short()})
 		return nil
 	}
