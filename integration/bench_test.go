@@ -40,10 +40,7 @@ func BenchmarkQueryLatency3SN(b *testing.B) {
 	c := startSupernode(b, bb)
 	asker := startPeer(b, a, "asker", nil)
 	startPeer(b, c, "holder", map[string][]byte{"Hey Jude.mp3": randomBytes(1, 1000)})
-	eventually(b, 10*time.Second, "hit through three supernodes", func() bool {
-		h, _ := search(b, asker, "hey jude")
-		return len(h) == 1
-	})
+	findOne(b, asker, "hey jude", 10*time.Second)
 	settled(b, a, bb, c)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -180,14 +177,7 @@ func BenchmarkDownloadVsPlainQUIC(b *testing.B) {
 	data := randomBytes(3, size)
 	startPeer(b, sn, "src", map[string][]byte{"big.bin": data})
 	dst := startPeer(b, sn, "dst", nil)
-	var cid protocol.ContentID
-	eventually(b, 30*time.Second, "file published", func() bool {
-		h, _ := search(b, dst, "big bin")
-		if len(h) == 1 {
-			cid = h[0].ID
-		}
-		return len(h) == 1
-	})
+	cid := findOne(b, dst, "big bin", 30*time.Second).ID
 	dir := b.TempDir()
 	ramDir := ""
 	if d, err := os.MkdirTemp("/dev/shm", "supernet-bench"); err == nil {

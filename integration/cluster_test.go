@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -119,6 +120,17 @@ func randomBytes(seed uint64, n int) []byte {
 		}
 	}
 	return b
+}
+
+// findOne waits until a query from d finds exactly one file and returns it.
+func findOne(t testing.TB, d *peer.Daemon, q string, within time.Duration) protocol.Hit {
+	t.Helper()
+	var hits []protocol.Hit
+	eventually(t, within, fmt.Sprintf("one result for %q", q), func() bool {
+		hits, _ = search(t, d, q)
+		return len(hits) == 1
+	})
+	return hits[0]
 }
 
 // search runs a query from d and returns the hits grouped by content ID.

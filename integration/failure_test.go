@@ -91,14 +91,7 @@ func TestDownloadResumes(t *testing.T) {
 		c.Pipeline = 2
 		c.ProgressInterval = time.Millisecond
 	})
-	var id protocol.ContentID
-	eventually(t, 10*time.Second, "the file published", func() bool {
-		h, _ := search(t, getter, "long mix")
-		if len(h) == 1 {
-			id = h[0].ID
-		}
-		return len(h) == 1
-	})
+	id := findOne(t, getter, "long mix", 10*time.Second).ID
 	out := filepath.Join(t.TempDir(), "mix.flac")
 	ctx, cancel := context.WithCancel(context.Background())
 	var stoppedAt int

@@ -60,12 +60,7 @@ func TestLineOverlay(t *testing.T) {
 	settled(t, a, b, c)
 	asker := peers["a"][0]
 	// Summaries travel with the supernodes' ticks; wait until A learns of C's files.
-	var hits []protocol.Hit
-	eventually(t, 10*time.Second, "the rare file to be findable from A", func() bool {
-		hits, _ = search(t, asker, "needle rare")
-		return len(hits) == 1
-	})
-	h := hits[0]
+	h := findOne(t, asker, "needle rare", 10*time.Second)
 	if h.Name != "Needle Rare Track.flac" || h.Size != int64(len(rare)) || len(h.Sources) != 1 || h.Sources[0].Peer != peers["c"][7].ID() {
 		t.Fatalf("rare hit = %+v", h)
 	}

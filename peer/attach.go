@@ -187,24 +187,14 @@ func (a *attachment) readLoop(l *transport.Link) {
 				s.add(m.Hits)
 			}
 		case *protocol.QueryDone:
-			a.mu.Lock()
-			s := a.searches[m.ID]
-			delete(a.searches, m.ID)
-			a.mu.Unlock()
-			if s != nil {
+			if s := a.takeSearch(m.ID); s != nil {
 				s.finish(m)
 			}
 		case *protocol.Error:
 			err := m.AsError()
-			if !m.Ref.IsZero() {
-				a.mu.Lock()
-				s := a.searches[m.Ref]
-				delete(a.searches, m.Ref)
-				a.mu.Unlock()
-				if s != nil {
-					s.fail(err)
-					continue
-				}
+			if s := a.takeSearch(m.Ref); s != nil {
+				s.fail(err)
+				continue
 			}
 			l.Log().Warn().Err(err).Msg("supernode reported an error")
 		case *protocol.Ping:
@@ -214,6 +204,15 @@ func (a *attachment) readLoop(l *transport.Link) {
 			l.Log().Debug().Str("msg", m.Type().String()).Msg("ignoring unexpected message")
 		}
 	}
+}
+
+// takeSearch removes and returns the search in flight with id, if any.
+func (a *attachment) takeSearch(id protocol.QueryID) *search {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.searches[id]
+	delete(a.searches, id)
+	return s
 }
 
 // republish brings the supernode's view of our share up to date: new files are
@@ -343,11 +342,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 	d.attach.mu.Lock()
 	d.attach.searches[q.ID] = s
 	d.attach.mu.Unlock()
-	defer func() {
-		d.attach.mu.Lock()
-		delete(d.attach.searches, q.ID)
-		d.attach.mu.Unlock()
-	}()
+	defer d.attach.takeSearch(q.ID)
 	if err := l.Send(q); err != nil {
 		return SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}

@@ -205,11 +205,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return errors.New("peer: Serve called twice")
 	}
 	if d.share != nil {
-		added, removed, err := d.share.Scan(d.ctx)
-		if err != nil && d.ctx.Err() == nil {
+		// The share logs what the scan found.
+		if _, _, err := d.share.Scan(d.ctx); err != nil && d.ctx.Err() == nil {
 			d.log.Error().Err(err).Msg("scanning share folder")
 		}
-		d.log.Info().Int("files", len(d.share.Files())).Int("added", added).Int("removed", removed).Msg("share scanned")
 	}
 	if d.ctl != nil {
 		d.wg.Add(1)

@@ -73,7 +73,6 @@ type download struct {
 	state    []uint8
 	queue    []int
 	banned   map[protocol.PeerID]bool
-	tried    map[protocol.PeerID]bool
 	active   int
 	prog     Progress
 	complete chan struct{}
@@ -126,7 +125,6 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 		d: d, cid: cid, out: out, ctx: ctx, cancel: cancel,
 		metaDone: make(chan struct{}),
 		banned:   make(map[protocol.PeerID]bool),
-		tried:    make(map[protocol.PeerID]bool),
 		complete: make(chan struct{}),
 		requeued: make(chan struct{}),
 		bufs:     make(chan []byte, 64),
@@ -518,7 +516,6 @@ func (w *worker) run() error {
 	w.owned = make(map[int]bool)
 	w.failed = make(chan struct{})
 	dl.mu.Lock()
-	dl.tried[w.src.Peer] = true
 	if dl.banned[w.src.Peer] {
 		dl.mu.Unlock()
 		return errors.New("banned")
@@ -652,13 +649,11 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 			return w.cause(err)
 		}
 		if t != protocol.TypeBlock {
-			if n > len(rbuf) {
-				rbuf = make([]byte, n)
-			}
-			if _, err := io.ReadFull(br, rbuf[:n]); err != nil {
+			body, err := protocol.ReadBody(br, t, n, rbuf)
+			if err != nil {
 				return w.cause(err)
 			}
-			m, err := protocol.Decode(t, rbuf[:n])
+			m, err := protocol.Decode(t, body)
 			if err != nil {
 				return err
 			}
@@ -684,7 +679,7 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 			if _, err := io.ReadFull(br, p.buf[pos:pos+c]); err != nil {
 				return w.cause(err)
 			}
-			if p.h != nil && pos == p.hashed {
+			if pos == p.hashed {
 				p.h.Write(p.buf[pos : pos+c])
 				p.hashed += c
 			}

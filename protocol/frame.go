@@ -25,16 +25,18 @@ var (
 // ReadFrame reads one frame from r. buf is reused when it is large enough; the
 // returned body aliases it and is valid until the next call.
 func ReadFrame(r io.Reader, buf []byte) (MsgType, []byte, error) {
-	var hdr [HeaderSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
+	t, n, err := ReadHeader(r)
+	if err != nil {
+		return t, nil, err
 	}
-	t := MsgType(hdr[0])
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxFrameSize {
-		return t, nil, fmt.Errorf("%w: %s frame of %d bytes (max %d)", ErrFrameTooLarge, t, n, MaxFrameSize)
-	}
-	if cap(buf) < int(n) {
+	body, err := ReadBody(r, t, n, buf)
+	return t, body, err
+}
+
+// ReadBody reads the n-byte body of a frame of type t whose header ReadHeader
+// returned, into buf when it is large enough.
+func ReadBody(r io.Reader, t MsgType, n int, buf []byte) ([]byte, error) {
+	if cap(buf) < n {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
@@ -42,9 +44,9 @@ func ReadFrame(r io.Reader, buf []byte) (MsgType, []byte, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return t, nil, fmt.Errorf("read %s body: %w", t, err)
+		return nil, fmt.Errorf("read %s body: %w", t, err)
 	}
-	return t, buf, nil
+	return buf, nil
 }
 
 // ReadMessage reads and decodes one frame.

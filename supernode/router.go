@@ -141,6 +141,7 @@ type Router struct {
 	// otherwise send a neighbour its summary levels older-last, leaving it with a
 	// stale level that we believe it has replaced.
 	tickMu sync.Mutex
+	ownGen uint64 // index generation r.own was built from; only Tick uses it, under tickMu
 
 	ixMu    sync.RWMutex // guards idx and sources
 	idx     *index.Index
@@ -154,7 +155,6 @@ type Router struct {
 	seenOrder  []protocol.QueryID
 	nextSrc    index.SourceID
 	own        *index.Bloom
-	ownGen     uint64
 	dirty      bool // neighbours' summaries changed since the last Tick
 
 	Stats Counters

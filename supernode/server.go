@@ -252,11 +252,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
-			s.mu.Lock()
-			if s.leafOf[in.Peer] == id {
-				delete(s.leafOf, in.Peer)
-			}
-			s.mu.Unlock()
+			s.forget(s.leafOf, in.Peer, id)
 			s.router.LeafDown(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
@@ -268,6 +264,15 @@ func (s *Server) accept(in *transport.Incoming) {
 		s.neighbourUp(l)
 	default:
 		in.Reject(fmt.Errorf("%w: a supernode does not take %s connections", protocol.ErrForbidden, in.Hello.Role))
+	}
+}
+
+// forget drops peer from m unless a newer link has replaced id there.
+func (s *Server) forget(m map[protocol.PeerID]LinkID, peer protocol.PeerID, id LinkID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m[peer] == id {
+		delete(m, peer)
 	}
 }
 
@@ -287,9 +292,8 @@ func (s *Server) register(l *transport.Link) LinkID {
 // neighbourUp registers a supernode link unless one to the same supernode exists.
 func (s *Server) neighbourUp(l *transport.Link) (LinkID, bool) {
 	s.mu.Lock()
-	if old, ok := s.byPeer[l.Peer]; ok {
+	if _, ok := s.byPeer[l.Peer]; ok {
 		s.mu.Unlock()
-		_ = old
 		l.Close(fmt.Errorf("%w: already linked", protocol.ErrForbidden))
 		return 0, false
 	}
@@ -310,11 +314,7 @@ func (s *Server) neighbourUp(l *transport.Link) (LinkID, bool) {
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
-		s.mu.Lock()
-		if s.byPeer[l.Peer] == id {
-			delete(s.byPeer, l.Peer)
-		}
-		s.mu.Unlock()
+		s.forget(s.byPeer, l.Peer, id)
 		s.router.NeighbourDown(id)
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
 	})

@@ -76,7 +76,7 @@ func (r *Router) Tick() {
 	r.ixMu.RLock()
 	gen := r.idx.Generation()
 	var own *index.Bloom
-	if gen != r.ownGenLoad() {
+	if gen != r.ownGen {
 		own = index.NewBloomBits(r.cfg.SummaryBits)
 		r.idx.AddTo(own)
 	}
@@ -84,7 +84,8 @@ func (r *Router) Tick() {
 
 	r.mu.Lock()
 	if own != nil {
-		r.own, r.ownGen, r.dirty = own, gen, true
+		r.own, r.dirty = own, true
+		r.ownGen = gen
 	}
 	var msgs []outMsg
 	if r.dirty {
@@ -103,12 +104,6 @@ func (r *Router) Tick() {
 	r.expireSeenLocked(now)
 	r.mu.Unlock()
 	r.flush(msgs)
-}
-
-func (r *Router) ownGenLoad() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.ownGen
 }
 
 // summariesLocked computes, for every neighbour, the attenuated filter of what is
