@@ -119,7 +119,7 @@
 //
 // The type numbers are an append-only list: a number once given keeps its meaning
 // forever and is never reused. A node never sends a type newer than the negotiated
-// version. Types marked v1 exist since version 1.
+// version. Types marked v1 exist since version 1, v2 since version 2.
 //
 //	type  name        version  stream     direction
 //	0x01  hello       v1       message    dialler -> listener, first frame
@@ -137,6 +137,12 @@
 //	0x0d  meta        v1       transfer   source -> downloader, answers get_meta
 //	0x0e  request     v1       transfer   downloader -> source
 //	0x0f  block       v1       transfer   source -> downloader, answers request
+//	0x10  nat_report  v2       message    leaf -> its supernode
+//	0x11  nat_status  v2       message    supernode -> leaf, answers nat_report
+//	0x12  signal      v2       message    leaf <-> supernode <-> supernode
+//	0x13  relay_load  v2       message    relay -> supernode
+//	0x14  relay_ask   v2       message    leaf -> supernode (QUIC, or TLS over TCP)
+//	0x15  relay_ok    v2       message    supernode -> leaf, answers relay_ask
 //
 // Fields, by short key (? = optional), with their limits (the Max constants of this
 // package, e.g. MaxAddrLen for an address):
@@ -226,6 +232,43 @@
 //	  n    uint32   length, 1 to 524288 (512 KiB)
 //
 //	block (Block): not a map, see below
+//
+//	nat_report (NATReport), v2
+//	  m    uint8    mapping the leaf measured: 0 unknown, 1 none (public),
+//	                2 endpoint-independent, 3 endpoint-dependent (symmetric),
+//	                4 UDP blocked (the leaf lives on a relay allocation)
+//	  r?   [str]    reflexive addresses STUN showed; <= 8 of <= 128 bytes
+//
+//	nat_status (NATStatus), v2
+//	  n    uint8    NAT type the supernode records for the leaf (as m above)
+//	  p?   bool     a dial back to the leaf from another socket succeeded
+//	  o?   str      the leaf's address as the supernode sees it
+//
+//	signal (Signal), v2: see Connection setup
+//	  i    uint64   setup ID, chosen by the initiator
+//	  k    uint8    1 request, 2 offer, 3 answer, 4 relayed, 5 fail
+//	  f    bin 32   peer the signal is from;  fs  bin 32  its supernode
+//	  t    bin 32   peer the signal is for;   ts  bin 32  its supernode, or zeros
+//	  h?   uint8    supernode hops it may still take, <= 8
+//	  nt?  uint8    NAT type of f, as the supernode of f recorded it
+//	  a?   [str]    candidate addresses of f; <= 8 of <= 128 bytes
+//	  pl?  uint8    plan: 1 direct, 2 reverse, 3 punch, 4 relay
+//	  d?   uint32   milliseconds to wait before starting
+//	  u?   bool     upgrade: only a direct path is wanted
+//	  r?   map      relay credentials (as relay_ok's r)
+//	  c?   uint16   status, for fail;  m?  str  message, <= 1024 bytes
+//
+//	relay_load (RelayLoad), v2
+//	  u?, t?  str   the relay's TURN address over UDP and over TCP
+//	  a    uint32   allocations;  c  uint32  capacity
+//	  r    float64  bytes relayed per second, recently, >= 0
+//
+//	relay_ask (RelayAsk), v2: an empty map
+//
+//	relay_ok (RelayOK), v2
+//	  r    map      {u?: TURN/UDP address, t?: TURN/TCP address, n: username,
+//	                 p: password, e: expiry in unix seconds}; strings <= 256 bytes
+//	  o?   str      the asker's address as the supernode sees it
 //
 // # Block
 //
@@ -364,9 +407,32 @@
 // (1 for a range outside the file, 8 when it cannot read it) and closes the stream.
 // The downloader checks each piece's SHA-256 before it uses it.
 //
+// # Connection setup
+//
+// Peers behind NATs connect through their supernodes (v2). The initiator sends
+// signal{k: 1, t: target, ts: the target's supernode from the hit's source} to its
+// supernode, which replaces f, fs, nt and a with what it established itself and
+// forwards it: to its leaf t, to the neighbour ts, or else to all neighbours while h
+// lasts, dropping duplicates of (i, k, f). The target's supernode picks the plan from
+// both NAT types: direct when the target is reachable (public, or on a relay), reverse
+// when the initiator is, punch when both map endpoint-independently, relay otherwise.
+// It sends the target an offer (with relay credentials minted for it when the plan is
+// punch or relay) and the initiator an answer, which travels back like a request.
+// With punch, both sides send STUN Binding requests to each other's candidates from
+// their QUIC socket at the same moment; the initiator dials the first candidate that
+// answers. With relay, or when a punch has not worked in time, the target allocates a
+// TURN relay and sends signal{k: 4, a: [relayed address]}; the initiator dials that
+// address, and QUIC, with the same identity pinning, runs end to end through it.
+//
+// Relay credentials follow the TURN REST form: the username is "<expiry>:<peer ID>"
+// and the password base64(HMAC-SHA1(secret, username)), with a secret the supernodes
+// and relays share, so a stock TURN server with that secret serves as well.
+//
 // # Version history
 //
 //	v1  The first version: message types 0x01 to 0x0f as above, ALPN "supernet/1".
+//	v2  NAT reports, connection signalling and relays: types 0x10 to 0x15; optional
+//	    keys sn (supernode, bin 32) and nt (NAT type) in a hit's sources.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -90,6 +90,31 @@ var goldens = []golden{
 		9203cd400068656c6c6f`},
 	{"block_big_piece", &Block{Piece: 70000, Offset: 0, Data: []byte{}}, `0f00000007
 		92ce0001117000`},
+	{"nat_report", &NATReport{Mapping: NATEndpointIndependent, Reflexive: []string{"203.0.113.9:4000"}}, `1000000018
+		82a16d02a17291b03230332e302e3131332e393a34303030`},
+	{"nat_status", &NATStatus{NAT: NATNone, Public: true, Observed: "203.0.113.9:4000"}, `110000001a
+		83a16e01a170c3a16fb03230332e302e3131332e393a34303030`},
+	{"signal", &Signal{ID: 42, Kind: SignalAnswer, From: exPeer, FromSN: exPeer, To: exPeer, ToSN: exPeer, Hops: 2,
+		NAT: NATEndpointIndependent, Addrs: []string{"203.0.113.9:4000"}, Plan: PlanPunch, Delay: 30,
+		Relay: &RelayCreds{UDP: "203.0.113.1:3478", TCP: "203.0.113.1:3478", Username: "1800000000:x",
+			Password: "pw", Expires: 1800000000}}, `12000000ff
+		8ca1692aa16b03a166c420333333333333333333333333333333333333333333
+		3333333333333333333333a26673c42033333333333333333333333333333333
+		33333333333333333333333333333333a174c420333333333333333333333333
+		3333333333333333333333333333333333333333a27473c42033333333333333
+		33333333333333333333333333333333333333333333333333a16802a26e7402
+		a16191b03230332e302e3131332e393a34303030a2706c03a1641ea17285a175
+		b03230332e302e3131332e313a33343738a174b03230332e302e3131332e313a
+		33343738a16eac313830303030303030303a78a170a27077a165ce6b49d200`},
+	{"relay_load", &RelayLoad{UDP: "203.0.113.1:3478", Allocations: 3, Capacity: 1000, Rate: 1.5e6}, `1300000027
+		84a175b03230332e302e3131332e313a33343738a16103a163cd03e8a172cb41
+		36e36000000000`},
+	{"relay_ask", &RelayAsk{}, `1400000001
+		80`},
+	{"relay_ok", &RelayOK{Relay: RelayCreds{UDP: "203.0.113.1:3478", Username: "u", Password: "p", Expires: 5},
+		Observed: "198.51.100.2:5"}, `1500000033
+		82a17284a175b03230332e302e3131332e313a33343738a16ea175a170a170a1
+		6505a16fae3139382e35312e3130302e323a35`},
 }
 
 // TestGoldenEveryType makes sure the table above leaves no message type out.
@@ -284,7 +309,7 @@ func TestDecodeLenient(t *testing.T) {
 
 func TestTypeString(t *testing.T) {
 	for ty, name := range map[MsgType]string{TypeHello: "hello", TypeQueryDone: "query_done",
-		TypeBlock: "block", 0x10: "type_0x10", 0: "type_0x00"} {
+		TypeBlock: "block", TypeSignal: "signal", 0x40: "type_0x40", 0: "type_0x00"} {
 		if ty.String() != name {
 			t.Errorf("%d: %q, want %q", ty, ty.String(), name)
 		}

@@ -30,6 +30,12 @@ const (
 	TypeMeta      MsgType = 0x0d // v1
 	TypeRequest   MsgType = 0x0e // v1
 	TypeBlock     MsgType = 0x0f // v1
+	TypeNATReport MsgType = 0x10 // v2
+	TypeNATStatus MsgType = 0x11 // v2
+	TypeSignal    MsgType = 0x12 // v2
+	TypeRelayLoad MsgType = 0x13 // v2
+	TypeRelayAsk  MsgType = 0x14 // v2
+	TypeRelayOK   MsgType = 0x15 // v2
 )
 
 var typeNames = map[MsgType]string{
@@ -37,6 +43,8 @@ var typeNames = map[MsgType]string{
 	TypePong: "pong", TypePublish: "publish", TypeUnpublish: "unpublish", TypeQuery: "query",
 	TypeHits: "hits", TypeQueryDone: "query_done", TypeSummary: "summary",
 	TypeGetMeta: "get_meta", TypeMeta: "meta", TypeRequest: "request", TypeBlock: "block",
+	TypeNATReport: "nat_report", TypeNATStatus: "nat_status", TypeSignal: "signal",
+	TypeRelayLoad: "relay_load", TypeRelayAsk: "relay_ask", TypeRelayOK: "relay_ok",
 }
 
 func (t MsgType) String() string {
@@ -50,8 +58,12 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 1
+	MaxVersion uint16 = 2
 )
+
+// VersionSignal is the first version with NAT reports, connection signalling and
+// relays.
+const VersionSignal uint16 = 2
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -81,6 +93,8 @@ const (
 	RoleLeaf      Role = 1 // a peer attaching to its supernode
 	RoleSupernode Role = 2 // a supernode linking to another
 	RoleTransfer  Role = 3 // a peer fetching content from another peer
+	RoleProbe     Role = 4 // a supernode dialling a leaf back to test reachability
+	RoleRelay     Role = 5 // a relay reporting its load to a supernode
 )
 
 func (r Role) String() string {
@@ -91,6 +105,10 @@ func (r Role) String() string {
 		return "supernode"
 	case RoleTransfer:
 		return "transfer"
+	case RoleProbe:
+		return "probe"
+	case RoleRelay:
+		return "relay"
 	}
 	return fmt.Sprintf("role_%d", uint8(r))
 }
@@ -180,6 +198,10 @@ type Source struct {
 	Peer  PeerID   `msgpack:"p"`
 	Name  string   `msgpack:"n,omitempty"`
 	Addrs []string `msgpack:"a"`
+	// SN is the supernode the source is attached to, where signalling for a
+	// connection to it goes (v2).
+	SN  *PeerID `msgpack:"sn,omitempty"`
+	NAT NATType `msgpack:"nt,omitempty"` // v2
 }
 
 // Hit is one file found, with the sources one supernode knows for it.
@@ -289,6 +311,18 @@ func newMessage(t MsgType) Message {
 		return new(Request)
 	case TypeBlock:
 		return new(Block)
+	case TypeNATReport:
+		return new(NATReport)
+	case TypeNATStatus:
+		return new(NATStatus)
+	case TypeSignal:
+		return new(Signal)
+	case TypeRelayLoad:
+		return new(RelayLoad)
+	case TypeRelayAsk:
+		return new(RelayAsk)
+	case TypeRelayOK:
+		return new(RelayOK)
 	}
 	return nil
 }

@@ -279,7 +279,7 @@ func TestReadFrameReusesBuffer(t *testing.T) {
 
 func TestUnknownType(t *testing.T) {
 	body := unhex(t, "81a17307") // a fine Ping body
-	for _, ty := range []MsgType{0x00, 0x10, 0x7f, 0xff} {
+	for _, ty := range []MsgType{0x00, 0x40, 0x7f, 0xff} {
 		m, err := Decode(ty, body)
 		if !errors.Is(err, ErrUnknownType) || m != nil {
 			t.Errorf("type 0x%02x: %v, %v; want ErrUnknownType", uint8(ty), m, err)

@@ -129,7 +129,9 @@ func newMemNet(t testing.TB, n int, cfg RouterConfig) *memNet {
 			got:   make(map[protocol.MsgType]int),
 			links: make(map[int]LinkID),
 		}
-		nd.r = NewRouter(cfg, memOutbox{nd})
+		c := cfg
+		c.ID = nd.peer
+		nd.r = NewRouter(c, memOutbox{nd})
 		net.nodes = append(net.nodes, nd)
 	}
 	return net

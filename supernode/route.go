@@ -188,7 +188,8 @@ func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query,
 				break
 			}
 			if l := r.sources[s]; l != nil {
-				h.Sources = append(h.Sources, protocol.Source{Peer: l.info.Peer, Name: l.info.Name, Addrs: l.info.Addrs})
+				h.Sources = append(h.Sources, protocol.Source{Peer: l.info.Peer, Name: l.info.Name,
+					Addrs: l.info.Addrs, SN: &r.cfg.ID, NAT: l.info.NAT})
 			}
 		}
 		if len(h.Sources) > 0 {

@@ -29,6 +29,8 @@ type LeafInfo struct {
 	Peer  protocol.PeerID
 	Name  string
 	Addrs []string // the observed address first, then the ones the leaf announced
+	// NAT is the leaf's NAT type as this supernode established it.
+	NAT protocol.NATType
 }
 
 // RouterConfig tunes routing. Zero values take the defaults.
@@ -51,6 +53,14 @@ type RouterConfig struct {
 	// single leaf cannot flood the overlay (defaults 20/s, burst 50).
 	LeafQueryRate  float64
 	LeafQueryBurst int
+	// ID is this supernode's peer ID, named in hits and signals so a peer's
+	// connection requests come back here.
+	ID protocol.PeerID
+	// Relay mints TURN credentials on a relay chosen for peer, or returns nil
+	// when no relay is known.
+	Relay func(peer protocol.PeerID) *protocol.RelayCreds
+	// RTT estimates a link's round-trip time, for the punch start time (optional).
+	RTT            func(LinkID) time.Duration
 	Now            func() time.Time
 	Log            zerolog.Logger
 }
@@ -154,6 +164,9 @@ type Router struct {
 	seen       map[protocol.QueryID]time.Time
 	seenOrder  []protocol.QueryID
 	nextSrc    index.SourceID
+	leafByPeer map[protocol.PeerID]LinkID
+	nbrByPeer  map[protocol.PeerID]LinkID
+	signals    map[signalKey]time.Time
 	own        *index.Bloom
 	dirty      bool // neighbours' summaries changed since the last Tick
 
@@ -173,6 +186,9 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		neighbours: make(map[LinkID]*neighbour),
 		queries:    make(map[protocol.QueryID]*pending),
 		seen:       make(map[protocol.QueryID]time.Time),
+		leafByPeer: make(map[protocol.PeerID]LinkID),
+		nbrByPeer:  make(map[protocol.PeerID]LinkID),
+		signals:    make(map[signalKey]time.Time),
 		ownGen:     ^uint64(0),
 	}
 }
@@ -187,6 +203,7 @@ func (r *Router) LeafUp(id LinkID, info LeafInfo) {
 	l := &leaf{id: id, src: r.nextSrc, info: info,
 		queries: rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst)}
 	r.leaves[id] = l
+	r.leafByPeer[info.Peer] = id
 	r.mu.Unlock()
 	r.ixMu.Lock()
 	r.sources[l.src] = l
@@ -198,6 +215,9 @@ func (r *Router) LeafDown(id LinkID) {
 	r.mu.Lock()
 	l := r.leaves[id]
 	delete(r.leaves, id)
+	if l != nil && r.leafByPeer[l.info.Peer] == id {
+		delete(r.leafByPeer, l.info.Peer)
+	}
 	for qid, p := range r.queries {
 		if p.origin == id {
 			delete(r.queries, qid)
@@ -217,6 +237,7 @@ func (r *Router) LeafDown(id LinkID) {
 func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 	r.mu.Lock()
 	r.neighbours[id] = &neighbour{id: id, peer: peer}
+	r.nbrByPeer[peer] = id
 	r.dirty = true
 	r.mu.Unlock()
 	r.Tick()
@@ -225,6 +246,9 @@ func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 // NeighbourDown forgets a supernode link; queries waiting on it finish without it.
 func (r *Router) NeighbourDown(id LinkID) {
 	r.mu.Lock()
+	if n := r.neighbours[id]; n != nil && r.nbrByPeer[n.peer] == id {
+		delete(r.nbrByPeer, n.peer)
+	}
 	delete(r.neighbours, id)
 	r.dirty = true
 	var done []protocol.QueryID
@@ -289,6 +313,8 @@ func (r *Router) Handle(from LinkID, m protocol.Message) error {
 		r.queryDone(from, m)
 	case *protocol.Summary:
 		return r.summary(from, m)
+	case *protocol.Signal:
+		return r.signal(from, m)
 	case *protocol.Ping:
 		r.out.Send(from, &protocol.Pong{Seq: m.Seq})
 	case *protocol.Pong, *protocol.Error:

@@ -28,6 +28,8 @@ type Link struct {
 	Peer    protocol.PeerID
 	Role    protocol.Role
 	Version uint16
+	// Relayed is set on links accepted on a relay allocation (see ListenOn).
+	Relayed bool
 
 	conn   *quic.Conn
 	stream *quic.Stream

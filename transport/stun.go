@@ -36,12 +36,13 @@ func (n *Node) nonQUICLoop() {
 			if err := xa.GetFrom(m); err != nil {
 				continue
 			}
+			ua, _ := from.(*net.UDPAddr)
 			n.stunMu.Lock()
 			ch := n.stunWait[m.TransactionID]
 			n.stunMu.Unlock()
 			if ch != nil {
 				select {
-				case ch <- &net.UDPAddr{IP: xa.IP, Port: xa.Port}:
+				case ch <- stunAnswer{mapped: &net.UDPAddr{IP: xa.IP, Port: xa.Port}, from: ua, tx: m.TransactionID}:
 				default:
 				}
 			}
@@ -79,7 +80,7 @@ func (n *Node) Reflexive(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan *net.UDPAddr, 1)
+	ch := make(chan stunAnswer, 1)
 	n.stunMu.Lock()
 	n.stunWait[req.TransactionID] = ch
 	n.stunMu.Unlock()
@@ -97,7 +98,7 @@ func (n *Node) Reflexive(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr
 		select {
 		case a := <-ch:
 			t.Stop()
-			return a, nil
+			return a.mapped, nil
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("stun to %s: %w: %w", server, ErrNoSTUNAnswer, ctx.Err())
@@ -109,4 +110,62 @@ func (n *Node) Reflexive(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr
 		rto *= 2
 	}
 	return nil, fmt.Errorf("stun to %s: %w", server, ErrNoSTUNAnswer)
+}
+
+type stunAnswer struct {
+	mapped *net.UDPAddr // what the responder saw
+	from   *net.UDPAddr // who responded
+	tx     [12]byte
+}
+
+// ErrPunchFailed is returned when no candidate answered a punch in time.
+var ErrPunchFailed = errors.New("hole punch failed: no candidate answered")
+
+// Punch sends STUN Binding requests from the node's socket to every candidate
+// every interval until one answers, and returns the candidate that did. The
+// requests open this side's NAT towards the candidates; the other side does the
+// same at the same moment, and the first answer proves a path both ways.
+func (n *Node) Punch(ctx context.Context, cands []*net.UDPAddr, interval time.Duration) (*net.UDPAddr, error) {
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("%w: no candidates", ErrPunchFailed)
+	}
+	ch := make(chan stunAnswer, len(cands))
+	reqs := make([]*stun.Message, len(cands))
+	byTx := make(map[[12]byte]*net.UDPAddr, len(cands))
+	n.stunMu.Lock()
+	for i, c := range cands {
+		m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stunSoftware, stun.Fingerprint)
+		if err != nil {
+			n.stunMu.Unlock()
+			return nil, err
+		}
+		reqs[i] = m
+		byTx[m.TransactionID] = c
+		n.stunWait[m.TransactionID] = ch
+	}
+	n.stunMu.Unlock()
+	defer func() {
+		n.stunMu.Lock()
+		for tx := range byTx {
+			delete(n.stunWait, tx)
+		}
+		n.stunMu.Unlock()
+	}()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		for i, c := range cands {
+			// A send error (no route, say) only rules out that candidate.
+			n.tr.WriteTo(reqs[i].Raw, c)
+		}
+		select {
+		case a := <-ch:
+			return byTx[a.tx], nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrPunchFailed, ctx.Err())
+		case <-n.ctx.Done():
+			return nil, ErrClosed
+		case <-t.C:
+		}
+	}
 }

@@ -63,7 +63,7 @@ type Node struct {
 	incoming chan *Incoming
 
 	stunMu   sync.Mutex
-	stunWait map[[12]byte]chan *net.UDPAddr
+	stunWait map[[12]byte]chan stunAnswer
 	stunLim  *rate.Limiter
 
 	ctx       context.Context
@@ -96,7 +96,7 @@ func New(cfg Config) (*Node, error) {
 		tr:       &quic.Transport{Conn: cfg.Conn},
 		qc:       QUICConfig(cfg.IdleTimeout, cfg.KeepAlive, cfg.HandshakeTimeout),
 		incoming: make(chan *Incoming),
-		stunWait: make(map[[12]byte]chan *net.UDPAddr),
+		stunWait: make(map[[12]byte]chan stunAnswer),
 		stunLim:  rate.NewLimiter(rate.Limit(cfg.STUNRate), int(cfg.STUNRate/10)+1),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -110,7 +110,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.ln = ln
 		n.wg.Add(1)
-		go n.acceptLoop()
+		go n.acceptLoop(ln, false)
 	}
 	n.wg.Add(1)
 	go n.nonQUICLoop()
@@ -156,10 +156,10 @@ func (n *Node) Close() error {
 	return nil
 }
 
-func (n *Node) acceptLoop() {
+func (n *Node) acceptLoop(ln *quic.Listener, relayed bool) {
 	defer n.wg.Done()
 	for {
-		c, err := n.ln.Accept(n.ctx)
+		c, err := ln.Accept(n.ctx)
 		if err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Debug().Err(err).Msg("accept loop ended")
@@ -167,13 +167,33 @@ func (n *Node) acceptLoop() {
 			return
 		}
 		n.wg.Add(1)
-		go n.handshake(c)
+		go n.handshake(c, relayed)
 	}
+}
+
+// ListenOn accepts QUIC connections on a second socket as well, such as a TURN
+// allocation: connections that arrive there come out of Accept like any other,
+// marked Relayed. The returned stop ends that; it does not close pc.
+func (n *Node) ListenOn(pc net.PacketConn) (stop func(), err error) {
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(n.cfg.Identity.ServerTLS(), n.qc)
+	if err != nil {
+		return nil, fmt.Errorf("listen quic on %s: %w", pc.LocalAddr(), err)
+	}
+	n.wg.Add(1)
+	go n.acceptLoop(ln, true)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ln.Close()
+			tr.Close()
+		})
+	}, nil
 }
 
 // handshake reads the dialler's Hello on its first stream before handing the
 // connection to Accept, so a slow or silent dialler never blocks others.
-func (n *Node) handshake(c *quic.Conn) {
+func (n *Node) handshake(c *quic.Conn, relayed bool) {
 	defer n.wg.Done()
 	log := n.log.With().Str("remote_addr", c.RemoteAddr().String()).Logger()
 	peer, err := protocol.RemotePeerID(c.ConnectionState().TLS)
@@ -191,6 +211,7 @@ func (n *Node) handshake(c *quic.Conn) {
 		return
 	}
 	l := newLink(c, s, peer, log.With().Str("peer_id", peer.Short()).Logger())
+	l.Relayed = relayed
 	s.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
 	m, err := l.Recv()
 	s.SetReadDeadline(time.Time{})

@@ -162,3 +162,61 @@ func TestReflexiveSameSocket(t *testing.T) {
 		t.Fatalf("reflexive %s, want %s", a, cli.Addr())
 	}
 }
+
+// TestPunch: two nodes punching at each other each learn the other's address;
+// a candidate that never answers does not stop the one that does.
+func TestPunch(t *testing.T) {
+	a, b := newNode(t, true), newNode(t, true)
+	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := a.Punch(ctx, []*net.UDPAddr{dead.LocalAddr().(*net.UDPAddr), b.Addr()}, 20*time.Millisecond)
+	if err != nil || got.String() != b.Addr().String() {
+		t.Fatalf("punch: %v, %v; want %v", got, err, b.Addr())
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if _, err := a.Punch(short, []*net.UDPAddr{dead.LocalAddr().(*net.UDPAddr)}, 20*time.Millisecond); !errors.Is(err, ErrPunchFailed) {
+		t.Fatalf("punch to a silent socket: %v", err)
+	}
+}
+
+// TestListenOn: a connection that arrives on a second socket comes out of
+// Accept marked relayed.
+func TestListenOn(t *testing.T) {
+	a, b := newNode(t, true), newNode(t, false)
+	extra, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	stop, err := a.ListenOn(extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	relayed := make(chan bool, 1)
+	go func() {
+		in, err := a.Accept(ctx)
+		if err != nil {
+			relayed <- false
+			return
+		}
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleTransfer})
+		relayed <- err == nil && l.Relayed
+	}()
+	l, _, err := b.DialAddr(ctx, extra.LocalAddr().(*net.UDPAddr), a.Identity().ID, &protocol.Hello{Role: protocol.RoleTransfer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	if !<-relayed {
+		t.Error("link accepted on the second socket is not marked relayed")
+	}
+}

@@ -1,0 +1,212 @@
+package protocol
+
+import "fmt"
+
+// NATType is how a node's NAT maps its socket to public addresses, as the node
+// measured it with STUN and its supernode confirmed by dialling back.
+type NATType uint8
+
+const (
+	NATUnknown             NATType = 0
+	NATNone                NATType = 1 // reachable at its address: no NAT, or one that lets anyone in
+	NATEndpointIndependent NATType = 2 // one public address for every destination: can punch
+	NATEndpointDependent   NATType = 3 // a new public address per destination (symmetric)
+	NATUDPBlocked          NATType = 4 // no UDP out; reaches the overlay through a relay over TCP
+)
+
+func (n NATType) String() string {
+	switch n {
+	case NATUnknown:
+		return "unknown"
+	case NATNone:
+		return "public"
+	case NATEndpointIndependent:
+		return "endpoint-independent"
+	case NATEndpointDependent:
+		return "symmetric"
+	case NATUDPBlocked:
+		return "udp-blocked"
+	}
+	return fmt.Sprintf("nat_%d", uint8(n))
+}
+
+// NATReport tells a leaf's supernode what the leaf measured: its mapping type and
+// the reflexive addresses STUN showed. The supernode answers with NATStatus after
+// dialling the leaf back.
+type NATReport struct {
+	Mapping   NATType  `msgpack:"m"`
+	Reflexive []string `msgpack:"r,omitempty"`
+}
+
+// NATStatus is the supernode's verdict on a leaf: Public when a dial back to the
+// leaf's observed address from another socket succeeded.
+type NATStatus struct {
+	NAT      NATType `msgpack:"n"`
+	Public   bool    `msgpack:"p,omitempty"`
+	Observed string  `msgpack:"o,omitempty"`
+}
+
+// SignalKind is the step of a connection setup a Signal carries.
+type SignalKind uint8
+
+const (
+	SignalRequest SignalKind = 1 // initiator -> target's supernode: connect me
+	SignalOffer   SignalKind = 2 // target's supernode -> target: the initiator, the plan
+	SignalAnswer  SignalKind = 3 // target's supernode -> initiator: the target, the plan
+	SignalRelayed SignalKind = 4 // target -> initiator: dial me at this relayed address
+	SignalFail    SignalKind = 5 // the setup failed; Code and Message say why
+)
+
+func (k SignalKind) String() string {
+	switch k {
+	case SignalRequest:
+		return "request"
+	case SignalOffer:
+		return "offer"
+	case SignalAnswer:
+		return "answer"
+	case SignalRelayed:
+		return "relayed"
+	case SignalFail:
+		return "fail"
+	}
+	return fmt.Sprintf("signal_%d", uint8(k))
+}
+
+// Plan is how two peers get a connection, chosen by the target's supernode from
+// both NAT types.
+type Plan uint8
+
+const (
+	PlanDirect  Plan = 1 // the initiator dials the target
+	PlanReverse Plan = 2 // the target dials the initiator
+	PlanPunch   Plan = 3 // both punch at the same moment; the initiator dials
+	PlanRelay   Plan = 4 // the target allocates a relay; the initiator dials it there
+)
+
+func (p Plan) String() string {
+	switch p {
+	case PlanDirect:
+		return "direct"
+	case PlanReverse:
+		return "reverse"
+	case PlanPunch:
+		return "punch"
+	case PlanRelay:
+		return "relay"
+	}
+	return fmt.Sprintf("plan_%d", uint8(p))
+}
+
+// RelayCreds are TURN credentials a supernode minted for one peer (the TURN REST
+// form: the username holds the expiry and the peer ID, the password is an HMAC
+// over it with the secret the supernodes and relays share).
+type RelayCreds struct {
+	UDP      string `msgpack:"u,omitempty"` // TURN over UDP, host:port
+	TCP      string `msgpack:"t,omitempty"` // TURN over TCP, host:port
+	Username string `msgpack:"n"`
+	Password string `msgpack:"p"`
+	Expires  int64  `msgpack:"e"` // unix seconds
+}
+
+// Signal carries one step of setting up a connection between two peers through
+// their supernodes. Supernodes route it to To: to their own leaf, to ToSN when it
+// is a neighbour, else on to their neighbours while Hops last.
+type Signal struct {
+	ID     uint64     `msgpack:"i"`
+	Kind   SignalKind `msgpack:"k"`
+	From   PeerID     `msgpack:"f"`
+	FromSN PeerID     `msgpack:"fs"`
+	To     PeerID     `msgpack:"t"`
+	ToSN   PeerID     `msgpack:"ts"`
+	Hops   uint8      `msgpack:"h,omitempty"`
+	NAT    NATType    `msgpack:"nt,omitempty"` // of From
+	Addrs  []string   `msgpack:"a,omitempty"`  // From's candidate addresses
+	Plan   Plan       `msgpack:"pl,omitempty"`
+	// Delay is how long the receiver waits, in milliseconds, before it starts,
+	// so both sides punch at the same moment.
+	Delay uint32 `msgpack:"d,omitempty"`
+	// Upgrade asks only for a direct path, for a pair already talking via a relay.
+	Upgrade bool        `msgpack:"u,omitempty"`
+	Relay   *RelayCreds `msgpack:"r,omitempty"`
+	Code    Status      `msgpack:"c,omitempty"`
+	Message string      `msgpack:"m,omitempty"`
+}
+
+// RelayLoad is a relay's report of itself to a supernode.
+type RelayLoad struct {
+	UDP         string  `msgpack:"u,omitempty"`
+	TCP         string  `msgpack:"t,omitempty"`
+	Allocations uint32  `msgpack:"a"`
+	Capacity    uint32  `msgpack:"c"`
+	Rate        float64 `msgpack:"r"` // bytes relayed per second, recently
+}
+
+// RelayAsk asks a supernode for relay credentials. A peer whose network drops
+// UDP sends it over the supernode's TCP port, then reaches the overlay through
+// the relay.
+type RelayAsk struct{}
+
+// RelayOK answers RelayAsk.
+type RelayOK struct {
+	Relay    RelayCreds `msgpack:"r"`
+	Observed string     `msgpack:"o,omitempty"`
+}
+
+func (*NATReport) Type() MsgType { return TypeNATReport }
+func (*NATStatus) Type() MsgType { return TypeNATStatus }
+func (*Signal) Type() MsgType    { return TypeSignal }
+func (*RelayLoad) Type() MsgType { return TypeRelayLoad }
+func (*RelayAsk) Type() MsgType  { return TypeRelayAsk }
+func (*RelayOK) Type() MsgType   { return TypeRelayOK }
+
+func (m *NATReport) validate() error { return checkAddrs(m.Reflexive) }
+func (m *NATStatus) validate() error { return checkStr("observed address", m.Observed, MaxAddrLen) }
+
+func (c *RelayCreds) validate() error {
+	for _, s := range []string{c.UDP, c.TCP} {
+		if err := checkStr("relay address", s, MaxAddrLen); err != nil {
+			return err
+		}
+	}
+	if err := checkStr("relay username", c.Username, 256); err != nil {
+		return err
+	}
+	return checkStr("relay password", c.Password, 256)
+}
+
+func (m *Signal) validate() error {
+	if m.Kind < SignalRequest || m.Kind > SignalFail {
+		return invalid("signal kind %d", m.Kind)
+	}
+	if m.Hops > MaxHops {
+		return invalid("signal hops %d (max %d)", m.Hops, MaxHops)
+	}
+	if err := checkAddrs(m.Addrs); err != nil {
+		return err
+	}
+	if m.Relay != nil {
+		if err := m.Relay.validate(); err != nil {
+			return err
+		}
+	}
+	return checkStr("message", m.Message, 1024)
+}
+
+func (m *RelayLoad) validate() error {
+	if m.Rate < 0 || m.Rate != m.Rate {
+		return invalid("relay rate %v", m.Rate)
+	}
+	if err := checkStr("relay address", m.UDP, MaxAddrLen); err != nil {
+		return err
+	}
+	return checkStr("relay address", m.TCP, MaxAddrLen)
+}
+
+func (m *RelayAsk) validate() error { return nil }
+func (m *RelayOK) validate() error {
+	if err := checkStr("observed address", m.Observed, MaxAddrLen); err != nil {
+		return err
+	}
+	return m.Relay.validate()
+}

@@ -1,0 +1,118 @@
+package supernode
+
+import (
+	"testing"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+func TestChoosePlan(t *testing.T) {
+	const (
+		pub  = protocol.NATNone
+		eim  = protocol.NATEndpointIndependent
+		sym  = protocol.NATEndpointDependent
+		blk  = protocol.NATUDPBlocked
+		unkn = protocol.NATUnknown
+	)
+	for _, tt := range []struct {
+		i, t protocol.NATType
+		want protocol.Plan
+	}{
+		{pub, pub, protocol.PlanDirect}, {eim, pub, protocol.PlanDirect}, {sym, pub, protocol.PlanDirect},
+		{pub, eim, protocol.PlanReverse}, {pub, sym, protocol.PlanReverse},
+		{eim, eim, protocol.PlanPunch}, {unkn, eim, protocol.PlanPunch},
+		{eim, sym, protocol.PlanRelay}, {sym, eim, protocol.PlanRelay}, {sym, sym, protocol.PlanRelay},
+		{sym, blk, protocol.PlanDirect}, {blk, sym, protocol.PlanReverse},
+	} {
+		if got := ChoosePlan(tt.i, tt.t); got != tt.want {
+			t.Errorf("%s -> %s: %s, want %s", tt.i, tt.t, got, tt.want)
+		}
+	}
+}
+
+// signalsTo returns the signals in a leaf's inbox.
+func (l *memLeaf) signals() []*protocol.Signal {
+	var out []*protocol.Signal
+	for _, m := range l.inbox {
+		if s, ok := m.(*protocol.Signal); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestSignalAcrossSupernodes: a request from a leaf on A reaches a leaf on C
+// through B; the target gets an offer with the plan, relay credentials and the
+// initiator's addresses as A established them, and the initiator an answer.
+func TestSignalAcrossSupernodes(t *testing.T) {
+	cfg := testRouterConfig()
+	minted := 0
+	cfg.Relay = func(p protocol.PeerID) *protocol.RelayCreds {
+		minted++
+		return &protocol.RelayCreds{UDP: "203.0.113.1:3478", Username: "1:" + p.String(), Password: "x"}
+	}
+	net := newMemNet(t, 3, cfg)
+	net.line()
+	a := net.addLeaf(0, "alice")
+	c := net.addLeaf(2, "carol")
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, []string{"203.0.113.50:7000"})
+	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil)
+
+	// What the leaf claims about itself is replaced.
+	if err := a.send(&protocol.Signal{ID: 9, Kind: protocol.SignalRequest, From: protocol.PeerID{1}, To: c.peer,
+		ToSN: net.nodes[2].peer, NAT: protocol.NATNone, Addrs: []string{"192.0.2.99:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	net.noErrors()
+	offers, answers := c.signals(), a.signals()
+	if len(offers) != 1 || len(answers) != 1 {
+		t.Fatalf("offers %d, answers %d; want 1 and 1", len(offers), len(answers))
+	}
+	o, an := offers[0], answers[0]
+	if o.Kind != protocol.SignalOffer || o.From != a.peer || o.NAT != protocol.NATEndpointDependent ||
+		o.Plan != protocol.PlanRelay || o.Relay == nil || o.FromSN != net.nodes[0].peer {
+		t.Errorf("offer: %+v", o)
+	}
+	if len(o.Addrs) != 2 || o.Addrs[1] != "203.0.113.50:7000" {
+		t.Errorf("offer addresses %v, want the observed and the reflexive one", o.Addrs)
+	}
+	if an.Kind != protocol.SignalAnswer || an.From != c.peer || an.Plan != protocol.PlanRelay || an.Relay != nil {
+		t.Errorf("answer: %+v", an)
+	}
+	if minted != 1 {
+		t.Errorf("minted %d credentials, want 1 (for the target)", minted)
+	}
+
+	// The target's relayed address goes back to the initiator.
+	if err := c.send(&protocol.Signal{ID: 9, Kind: protocol.SignalRelayed, To: a.peer, ToSN: o.FromSN,
+		Addrs: []string{"203.0.113.1:50000"}}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	if got := a.signals(); len(got) != 2 || got[1].Kind != protocol.SignalRelayed || got[1].From != c.peer {
+		t.Fatalf("initiator got %+v", got)
+	}
+
+	// A duplicate request is suppressed; a request for a peer that is not there fails.
+	before := len(c.inbox)
+	net.nodes[1].r.Handle(net.nodes[1].links[0], &protocol.Signal{ID: 9, Kind: protocol.SignalRequest, From: a.peer,
+		FromSN: net.nodes[0].peer, To: c.peer, ToSN: net.nodes[2].peer, Hops: 3})
+	net.run()
+	if len(c.inbox) != before {
+		t.Errorf("duplicate request delivered")
+	}
+	if err := a.send(&protocol.Signal{ID: 10, Kind: protocol.SignalRequest, To: protocol.PeerID{7},
+		ToSN: net.nodes[2].peer}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	got := a.signals()
+	if last := got[len(got)-1]; last.Kind != protocol.SignalFail || last.Code != protocol.StatusNotFound || last.ID != 10 {
+		t.Errorf("request for an absent peer: %+v", last)
+	}
+	// A leaf may not forge an offer.
+	if err := a.send(&protocol.Signal{ID: 11, Kind: protocol.SignalOffer, To: c.peer}); err == nil {
+		t.Error("a leaf's offer was accepted")
+	}
+}
