@@ -60,9 +60,9 @@ type RouterConfig struct {
 	// when no relay is known.
 	Relay func(peer protocol.PeerID) *protocol.RelayCreds
 	// RTT estimates a link's round-trip time, for the punch start time (optional).
-	RTT            func(LinkID) time.Duration
-	Now            func() time.Time
-	Log            zerolog.Logger
+	RTT func(LinkID) time.Duration
+	Now func() time.Time
+	Log zerolog.Logger
 }
 
 func (c *RouterConfig) defaults() {
