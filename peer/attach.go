@@ -21,7 +21,13 @@ type SupernodeStatus struct {
 	Since     time.Time `json:"since,omitempty"`
 	Observed  string    `json:"observed_addr,omitempty"`
 	Reflexive string    `json:"reflexive_addr,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
+	// Mapping is what two STUN answers showed of our NAT; NAT is what the
+	// supernode established, with Public set when its dial back reached us.
+	Mapping   string `json:"mapping,omitempty"`
+	NAT       string `json:"nat,omitempty"`
+	Public    bool   `json:"public"`
+	Relay     string `json:"relay,omitempty"` // the relay we live on, when UDP is blocked
+	LastError string `json:"last_error,omitempty"`
 }
 
 // attachment keeps the peer attached to one supernode of its list, failing over
@@ -128,7 +134,7 @@ func (a *attachment) attachOnce(target string) error {
 	l.Log().Info().Str("observed_addr", w.Observed).Msg("attached to supernode")
 	a.republish()
 	d.wg.Add(1)
-	go a.discoverReflexive(l)
+	go a.discoverNAT(l, w.STUNAlt)
 	a.readLoop(l)
 
 	a.mu.Lock()
@@ -149,9 +155,11 @@ func (a *attachment) attachOnce(target string) error {
 	return nil
 }
 
-// discoverReflexive asks the supernode's STUN responder, over the peer's QUIC
-// socket, which address the world sees.
-func (a *attachment) discoverReflexive(l *transport.Link) {
+// discoverNAT asks the supernode's two STUN ports, from the peer's QUIC socket,
+// which address the world sees. The same answer from both means the NAT maps
+// independently of the destination; different ones mean a symmetric NAT. The
+// supernode then checks by dialling back and answers with NATStatus.
+func (a *attachment) discoverNAT(l *transport.Link, alt string) {
 	defer a.d.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
@@ -159,16 +167,55 @@ func (a *attachment) discoverReflexive(l *transport.Link) {
 	}
 	ctx, cancel := context.WithTimeout(a.d.ctx, 5*time.Second)
 	defer cancel()
-	r, err := a.d.node.Reflexive(ctx, ua)
+	r1, err := a.d.node.Reflexive(ctx, ua)
 	if err != nil {
 		l.Log().Debug().Err(err).Msg("stun")
 		return
 	}
+	mapping := protocol.NATUnknown
+	reflexive := []string{r1.String()}
+	if a.d.onRelay != nil {
+		mapping = protocol.NATUDPBlocked
+	} else if altAddr := altSTUN(alt, ua); altAddr != nil {
+		r2, err := a.d.node.Reflexive(ctx, altAddr)
+		switch {
+		case err != nil:
+			l.Log().Debug().Err(err).Msg("stun on the second port")
+		case r1.String() != r2.String():
+			mapping = protocol.NATEndpointDependent
+			reflexive = append(reflexive, r2.String())
+		case r1.String() == a.d.Addr().String():
+			mapping = protocol.NATNone
+		default:
+			mapping = protocol.NATEndpointIndependent
+		}
+	}
 	a.mu.Lock()
 	if a.link == l {
-		a.status.Reflexive = r.String()
+		a.status.Reflexive = r1.String()
+		a.status.Mapping = mapping.String()
 	}
 	a.mu.Unlock()
+	l.Log().Info().Str("reflexive_addr", r1.String()).Str("mapping", mapping.String()).Msg("NAT measured")
+	if l.Version >= protocol.VersionSignal {
+		l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive})
+	}
+}
+
+// altSTUN is the supernode's second STUN address, with the host we dialled
+// when the supernode gave an unspecified one.
+func altSTUN(alt string, dialled *net.UDPAddr) *net.UDPAddr {
+	if alt == "" {
+		return nil
+	}
+	ua, err := net.ResolveUDPAddr("udp", alt)
+	if err != nil {
+		return nil
+	}
+	if ua.IP == nil || ua.IP.IsUnspecified() {
+		ua.IP = dialled.IP
+	}
+	return ua
 }
 
 func (a *attachment) readLoop(l *transport.Link) {
@@ -200,6 +247,15 @@ func (a *attachment) readLoop(l *transport.Link) {
 		case *protocol.Ping:
 			l.Send(&protocol.Pong{Seq: m.Seq})
 		case *protocol.Pong:
+		case *protocol.Signal:
+			a.d.conns.onSignal(m)
+		case *protocol.NATStatus:
+			a.mu.Lock()
+			if a.link == l {
+				a.status.NAT, a.status.Public = m.NAT.String(), m.Public
+			}
+			a.mu.Unlock()
+			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
 		default:
 			l.Log().Debug().Str("msg", m.Type().String()).Msg("ignoring unexpected message")
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -57,7 +58,17 @@ type Config struct {
 	Pipeline int
 	// ProgressInterval is how often a download reports progress (default 200 ms).
 	ProgressInterval time.Duration
-	Log              zerolog.Logger
+	// PunchTimeout is how long a hole punch may take before a relay is used
+	// (default 1 s).
+	PunchTimeout time.Duration
+	// SignalTimeout bounds each wait for the supernodes during a connection
+	// setup (default 5 s).
+	SignalTimeout time.Duration
+	// UpgradeInterval is how often a relayed link retries a punch (default 30 s).
+	UpgradeInterval time.Duration
+	// LinkLinger keeps an unused link to a peer open this long (default 20 s).
+	LinkLinger time.Duration
+	Log        zerolog.Logger
 }
 
 // Daemon is a running peer.
@@ -70,6 +81,9 @@ type Daemon struct {
 
 	attach *attachment
 	srcs   *sourceCache
+	conns  *connector
+	// onRelay is the allocation the node lives on when the network drops UDP.
+	onRelay *relay.Allocation
 
 	mu        sync.Mutex
 	downloads map[protocol.ContentID]*Progress
@@ -119,6 +133,18 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Pipeline <= 0 {
 		cfg.Pipeline = 16
+	}
+	if cfg.PunchTimeout <= 0 {
+		cfg.PunchTimeout = time.Second
+	}
+	if cfg.SignalTimeout <= 0 {
+		cfg.SignalTimeout = 5 * time.Second
+	}
+	if cfg.UpgradeInterval <= 0 {
+		cfg.UpgradeInterval = 30 * time.Second
+	}
+	if cfg.LinkLinger <= 0 {
+		cfg.LinkLinger = 20 * time.Second
 	}
 	if cfg.ControlSocket == "" {
 		cfg.ControlSocket = SocketPath(cfg.DataDir)
@@ -186,6 +212,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.node = node
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.attach = newAttachment(d)
+	d.conns = newConnector(d)
 	return d, nil
 }
 
@@ -295,7 +322,24 @@ func (d *Daemon) acceptLoop() {
 		if err != nil {
 			return
 		}
-		if in.Hello.Role != protocol.RoleTransfer {
+		switch in.Hello.Role {
+		case protocol.RoleProbe:
+			// A supernode checking that we can be reached: the welcome is the answer.
+			if l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-peer"}); err == nil {
+				d.wg.Add(1)
+				go func() {
+					defer d.wg.Done()
+					select {
+					case <-l.Done():
+					case <-time.After(5 * time.Second):
+					case <-d.ctx.Done():
+					}
+					l.Close(nil)
+				}()
+			}
+			continue
+		case protocol.RoleTransfer:
+		default:
 			in.Reject(fmt.Errorf("%w: a peer only takes transfer connections", protocol.ErrForbidden))
 			continue
 		}
@@ -303,10 +347,8 @@ func (d *Daemon) acceptLoop() {
 		if err != nil {
 			continue
 		}
-		d.mu.Lock()
-		d.transfers[l] = struct{}{}
-		d.mu.Unlock()
 		d.wg.Add(1)
 		go d.serveTransfer(l)
+		d.conns.incoming(l)
 	}
 }

@@ -19,7 +19,6 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
-	"github.com/supernet-p2p/supernet/transport"
 )
 
 // blockSize is the most bytes asked for in one request; larger pieces are
@@ -449,7 +448,7 @@ type worker struct {
 	src protocol.Source
 
 	mu     sync.Mutex
-	link   *transport.Link
+	stream *quic.Stream
 	err    error
 	owned  map[int]bool // pieces requested from this source and not yet verified
 	failed chan struct{}
@@ -473,31 +472,18 @@ func (w *worker) fail(err error) {
 		w.err = err
 		close(w.failed)
 	}
-	l := w.link
+	st := w.stream
 	w.mu.Unlock()
-	if l != nil {
-		l.Close(err)
+	if st != nil {
+		// The link may be shared with other downloads: end only this stream.
+		st.CancelRead(1)
+		st.CancelWrite(1)
 	}
 }
 
-func (w *worker) dial() (*transport.Link, error) {
-	dl := w.dl
-	var errs []error
-	for _, a := range w.src.Addrs {
-		l, _, err := dl.d.node.Dial(dl.ctx, a, w.src.Peer, &protocol.Hello{Role: protocol.RoleTransfer})
-		if err == nil {
-			return l, nil
-		}
-		errs = append(errs, err)
-		if dl.ctx.Err() != nil {
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return nil, errors.New("source has no address")
-	}
-	return nil, errors.Join(errs...)
-}
+// errPathChanged ends a stream whose link was replaced by a better one, once
+// everything requested on it has arrived.
+var errPathChanged = errors.New("moving to a better path")
 
 type inflight struct {
 	piece  int
@@ -521,20 +507,56 @@ func (w *worker) run() error {
 		return errors.New("banned")
 	}
 	dl.mu.Unlock()
-	l, err := w.dial()
-	if err != nil {
-		return err
+	counted := false
+	defer func() {
+		if counted {
+			dl.mu.Lock()
+			dl.active--
+			dl.prog.Active = dl.active
+			dl.mu.Unlock()
+		}
+		w.mu.Lock()
+		var left []int
+		for i := range w.owned {
+			left = append(left, i)
+		}
+		w.mu.Unlock()
+		dl.release(left)
+	}()
+	// A link replaced by a direct one sends us round again on the new one; the
+	// bound only guards against a link that keeps flapping.
+	for range 16 {
+		pl, err := dl.d.conns.acquire(dl.ctx, w.src)
+		if err != nil {
+			return err
+		}
+		err = w.runOn(pl, &counted)
+		dl.d.conns.release(pl)
+		if !errors.Is(err, errPathChanged) {
+			return err
+		}
+		pl.link.Log().Info().Str("content_id", dl.cid.String()).Msg("download moving to a direct link")
 	}
-	w.mu.Lock()
-	w.link = l
-	w.mu.Unlock()
-	defer l.Close(nil)
-	stop := context.AfterFunc(dl.ctx, func() { l.Close(nil) })
-	defer stop()
+	return errors.New("link to source kept changing")
+}
 
+// runOn fetches over one stream of pl's link.
+func (w *worker) runOn(pl *peerLink, counted *bool) error {
+	dl := w.dl
+	l := pl.link
 	s, err := l.Conn().OpenStreamSync(dl.ctx)
 	if err != nil {
 		return err
+	}
+	stop := context.AfterFunc(dl.ctx, func() { s.CancelRead(0); s.CancelWrite(0) })
+	defer stop()
+	w.mu.Lock()
+	w.stream = s
+	failed := w.err != nil
+	w.mu.Unlock()
+	if failed {
+		s.CancelWrite(1)
+		return w.err
 	}
 	defer s.CancelRead(0)
 	defer s.Close()
@@ -571,27 +593,17 @@ func (w *worker) run() error {
 	if err := dl.setMeta(meta, pm.Name); err != nil {
 		return err
 	}
-	dl.mu.Lock()
-	dl.active++
-	dl.prog.Active = dl.active
-	dl.mu.Unlock()
-	defer func() {
+	if !*counted {
+		*counted = true
 		dl.mu.Lock()
-		dl.active--
+		dl.active++
 		dl.prog.Active = dl.active
 		dl.mu.Unlock()
-		w.mu.Lock()
-		var left []int
-		for i := range w.owned {
-			left = append(left, i)
-		}
-		w.mu.Unlock()
-		dl.release(left)
-	}()
-	return w.fetch(s, br)
+	}
+	return w.fetch(s, br, pl.better)
 }
 
-func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
+func (w *worker) fetch(s *quic.Stream, br *bufio.Reader, better <-chan struct{}) error {
 	dl := w.dl
 	depth := dl.d.cfg.Pipeline
 	pending := make(map[int]*inflight)
@@ -599,7 +611,19 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 	var reqBuf []byte
 	rbuf := make([]byte, 4096)
 	exhausted := false
+	moving := false
 	for {
+		if !moving {
+			select {
+			case <-better:
+				// Stop asking here; what is in flight still arrives on this stream.
+				moving, exhausted = true, true
+			default:
+			}
+		}
+		if moving && outstanding == 0 {
+			return errPathChanged
+		}
 		// Fill the request window.
 		requeued := dl.requeuedChan()
 		reqBuf = reqBuf[:0]
@@ -642,6 +666,8 @@ func (w *worker) fetch(s *quic.Stream, br *bufio.Reader) error {
 			case <-requeued:
 				exhausted = false
 				continue
+			case <-better:
+				return errPathChanged
 			}
 		}
 		t, n, err := protocol.ReadHeader(br)

@@ -18,6 +18,9 @@ import (
 // starts with GetMeta for one content ID and continues with block requests.
 func (d *Daemon) serveTransfer(l *transport.Link) {
 	defer d.wg.Done()
+	d.mu.Lock()
+	d.transfers[l] = struct{}{}
+	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
 		delete(d.transfers, l)

@@ -432,7 +432,8 @@
 //
 //	v1  The first version: message types 0x01 to 0x0f as above, ALPN "supernet/1".
 //	v2  NAT reports, connection signalling and relays: types 0x10 to 0x15; optional
-//	    keys sn (supernode, bin 32) and nt (NAT type) in a hit's sources.
+//	    keys sn (supernode, bin 32) and nt (NAT type) in a hit's sources, and sa
+//	    (a second STUN address of the listener, str) in welcome.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -143,6 +143,9 @@ type Welcome struct {
 	Observed string   `msgpack:"o,omitempty"` // the dialler's address as the listener sees it
 	Addrs    []string `msgpack:"a,omitempty"` // other supernodes the listener knows
 	Agent    string   `msgpack:"ag,omitempty"`
+	// STUNAlt is a second STUN port of the listener, so a leaf can tell an
+	// endpoint-dependent NAT mapping from an independent one (v2).
+	STUNAlt string `msgpack:"sa,omitempty"`
 }
 
 // Error refuses a request. Ref names the query it is about, if any.
@@ -434,6 +437,9 @@ func (m *Welcome) validate() error {
 		return invalid("version 0")
 	}
 	if err := checkStr("observed address", m.Observed, MaxAddrLen); err != nil {
+		return err
+	}
+	if err := checkStr("STUN address", m.STUNAlt, MaxAddrLen); err != nil {
 		return err
 	}
 	if err := checkStr("agent", m.Agent, 64); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -49,8 +50,24 @@ type Config struct {
 	TickInterval time.Duration
 	// MaxLeaves caps attached leaves (default 1000).
 	MaxLeaves int
-	Router    RouterConfig
-	Log       zerolog.Logger
+	// AltListen is the second UDP socket, for STUN mapping tests and dial-backs
+	// (default: the Listen port + 1 on the same host; "-" for none).
+	AltListen string
+	// AltConn, when set, is used instead of opening AltListen.
+	AltConn net.PacketConn
+	// ListenTCP is where peers whose network drops UDP ask for relay
+	// credentials over TLS (default: the Listen address; "-" for none).
+	ListenTCP string
+	// RelaySecret is shared with the relays; without it no relays are handed out.
+	RelaySecret []byte
+	// Relay is a relay running in this process, if any.
+	Relay *relay.Server
+	// RelayHost is the host advertised for Relay when it listens on all interfaces.
+	RelayHost string
+	// RelayCredTTL is how long minted relay credentials last (default 1 h).
+	RelayCredTTL time.Duration
+	Router       RouterConfig
+	Log          zerolog.Logger
 }
 
 // Server is a supernode on a QUIC socket.
@@ -58,7 +75,10 @@ type Server struct {
 	cfg    Config
 	log    zerolog.Logger
 	node   *transport.Node
+	alt    *transport.Node // second socket: STUN mapping tests and dial-backs
+	tcpLn  net.Listener
 	router *Router
+	relays relayTable
 
 	mu     sync.Mutex
 	links  map[LinkID]*transport.Link
@@ -83,6 +103,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxLeaves <= 0 {
 		cfg.MaxLeaves = 1000
+	}
+	if cfg.RelayCredTTL <= 0 {
+		cfg.RelayCredTTL = time.Hour
 	}
 	id := cfg.Identity
 	if id == nil {
@@ -111,16 +134,104 @@ func New(cfg Config) (*Server, error) {
 		pc.Close()
 		return nil, err
 	}
+	alt, tcpLn, err := openExtras(cfg, id, node.Addr(), log)
+	if err != nil {
+		node.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, log: log, node: node,
+		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf: make(map[protocol.PeerID]LinkID),
 		ctx:    ctx, cancel: cancel,
 	}
 	cfg.Router.Log = log
+	cfg.Router.ID = id.ID
+	cfg.Router.RTT = s.linkRTT
+	if len(cfg.RelaySecret) > 0 {
+		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
+	}
 	s.router = NewRouter(cfg.Router, s)
 	return s, nil
+}
+
+// openExtras opens the second UDP socket and the TCP listener.
+func openExtras(cfg Config, id *protocol.Identity, main *net.UDPAddr, log zerolog.Logger) (*transport.Node, net.Listener, error) {
+	var alt *transport.Node
+	pc := cfg.AltConn
+	if pc == nil && cfg.AltListen != "-" {
+		addr := cfg.AltListen
+		if addr == "" {
+			addr = net.JoinHostPort(hostOf(cfg.Listen), fmt.Sprint(main.Port+1))
+			if main.Port == 0 {
+				addr = net.JoinHostPort(hostOf(cfg.Listen), "0")
+			}
+		}
+		c, err := transport.ListenUDP(addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("second STUN socket: %w", err)
+		}
+		pc = c
+	}
+	if pc != nil {
+		n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log, Agent: "supernet-supernode"})
+		if err != nil {
+			pc.Close()
+			return nil, nil, err
+		}
+		alt = n
+	}
+	var ln net.Listener
+	if cfg.ListenTCP != "-" && len(cfg.RelaySecret) > 0 {
+		addr := cfg.ListenTCP
+		if addr == "" {
+			addr = net.JoinHostPort(hostOf(cfg.Listen), fmt.Sprint(main.Port))
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			if alt != nil {
+				alt.Close()
+			}
+			return nil, nil, fmt.Errorf("tcp listen: %w", err)
+		}
+		ln = l
+	}
+	return alt, ln, nil
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// AltAddr is the second UDP socket's address, or nil.
+func (s *Server) AltAddr() *net.UDPAddr {
+	if s.alt == nil {
+		return nil
+	}
+	return s.alt.Addr()
+}
+
+// TCPAddr is where relay credentials are served over TCP, or nil.
+func (s *Server) TCPAddr() net.Addr {
+	if s.tcpLn == nil {
+		return nil
+	}
+	return s.tcpLn.Addr()
+}
+
+func (s *Server) linkRTT(id LinkID) time.Duration {
+	s.mu.Lock()
+	l := s.links[id]
+	s.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	return l.Conn().ConnectionStats().SmoothedRTT
 }
 
 // Addr is the UDP address the supernode serves on.
@@ -159,6 +270,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.tickLoop()
+	if s.tcpLn != nil {
+		s.wg.Add(1)
+		go s.serveTCP(s.tcpLn)
+	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -188,6 +303,12 @@ func (s *Server) Close() error {
 		}
 		s.mu.Unlock()
 		s.node.Close()
+		if s.alt != nil {
+			s.alt.Close()
+		}
+		if s.tcpLn != nil {
+			s.tcpLn.Close()
+		}
 	})
 	s.wg.Wait()
 	return nil
@@ -226,7 +347,11 @@ func (s *Server) accept(in *transport.Incoming) {
 			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
 			return
 		}
-		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Addrs: s.knownSupernodes(), Agent: "supernet-supernode"})
+		w := &protocol.Welcome{Role: protocol.RoleSupernode, Addrs: s.knownSupernodes(), Agent: "supernet-supernode"}
+		if s.alt != nil {
+			w.STUNAlt = s.alt.Addr().String() // the leaf puts in the host it dialled if this one is unspecified
+		}
+		l, err := in.Accept(w)
 		if err != nil {
 			return
 		}
@@ -262,6 +387,13 @@ func (s *Server) accept(in *transport.Incoming) {
 			return
 		}
 		s.neighbourUp(l)
+	case protocol.RoleRelay:
+		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go s.relayLink(l)
 	default:
 		in.Reject(fmt.Errorf("%w: a supernode does not take %s connections", protocol.ErrForbidden, in.Hello.Role))
 	}
@@ -337,6 +469,23 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			}
 			l.Close(err)
 			return
+		}
+		if r, ok := m.(*protocol.NATReport); ok {
+			if l.Role != protocol.RoleLeaf {
+				l.Send(protocol.ErrorMessage(fmt.Errorf("%w: nat_report from a %s", protocol.ErrForbidden, l.Role)))
+				continue
+			}
+			s.wg.Add(1)
+			go s.natReport(id, l, r)
+			continue
+		}
+		if _, ok := m.(*protocol.RelayAsk); ok {
+			if c := s.mintRelay(l.Peer, false); c != nil {
+				l.Send(&protocol.RelayOK{Relay: *c, Observed: l.RemoteAddr().String()})
+			} else {
+				l.Send(&protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay is known"})
+			}
+			continue
 		}
 		if err := s.router.Handle(id, m); err != nil {
 			l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("message refused")

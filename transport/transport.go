@@ -138,6 +138,9 @@ func (n *Node) Addr() *net.UDPAddr {
 	return a
 }
 
+// HandshakeTimeout is how long a dial may take.
+func (n *Node) HandshakeTimeout() time.Duration { return n.cfg.HandshakeTimeout }
+
 // Identity is the node's identity.
 func (n *Node) Identity() *protocol.Identity { return n.cfg.Identity }
 

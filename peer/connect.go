@@ -1,0 +1,638 @@
+package peer
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/relay"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Connections to other peers. A download asks the connector for a link to a
+// source; the connector reuses one it has, or sets one up through the
+// supernodes: a plain dial, a reversed dial, a hole punch, or a relay, as the
+// target's supernode planned it. A relayed link is replaced by a direct one
+// when a later punch works; users of the old link are told, finish what they
+// have in flight, and move.
+
+// Path names how a link runs.
+const (
+	PathDirect  = "direct"
+	PathRelayed = "relayed"
+)
+
+// ErrConnect wraps every failure to reach a peer.
+var ErrConnect = errors.New("cannot connect to peer")
+
+// Attempt is one connection setup, as `peer status` shows it.
+type Attempt struct {
+	Peer    string        `json:"peer_id"`
+	Plan    string        `json:"plan"`
+	Path    string        `json:"path,omitempty"`
+	Took    time.Duration `json:"took_ns"`
+	Upgrade bool          `json:"upgrade,omitempty"`
+	Err     string        `json:"error,omitempty"`
+	At      time.Time     `json:"at"`
+}
+
+// maxAttempts bounds the attempts kept for status.
+const maxAttempts = 64
+
+// peerLink is a connection to one peer shared by whoever needs it.
+type peerLink struct {
+	peer   protocol.PeerID
+	link   *transport.Link
+	path   string
+	plan   protocol.Plan
+	better chan struct{} // closed when a direct link replaces this one
+	users  int
+	owned  bool // we set it up, so we close it when unused
+	idle   *time.Timer
+	since  time.Time
+}
+
+type connector struct {
+	d *Daemon
+
+	mu       sync.Mutex
+	links    map[protocol.PeerID]*peerLink
+	waits    map[protocol.PeerID][]chan *transport.Link // incoming links awaited
+	setups   map[uint64]chan *protocol.Signal           // our requests, by setup ID
+	inflight map[protocol.PeerID]chan struct{}          // setups in progress, one per peer
+	attempts []Attempt
+}
+
+func newConnector(d *Daemon) *connector {
+	return &connector{
+		d:        d,
+		links:    make(map[protocol.PeerID]*peerLink),
+		waits:    make(map[protocol.PeerID][]chan *transport.Link),
+		setups:   make(map[uint64]chan *protocol.Signal),
+		inflight: make(map[protocol.PeerID]chan struct{}),
+	}
+}
+
+// Attempts returns the recent connection setups, oldest first.
+func (c *connector) Attempts() []Attempt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Attempt(nil), c.attempts...)
+}
+
+func (c *connector) record(a Attempt) {
+	c.mu.Lock()
+	c.attempts = append(c.attempts, a)
+	if len(c.attempts) > maxAttempts {
+		c.attempts = c.attempts[len(c.attempts)-maxAttempts:]
+	}
+	c.mu.Unlock()
+	ev := c.d.log.Info()
+	if a.Err != "" {
+		ev = c.d.log.Warn().Str("error", a.Err)
+	}
+	ev.Str("peer_id", a.Peer[:10]).Str("plan", a.Plan).Str("path", a.Path).Bool("upgrade", a.Upgrade).
+		Dur("took", a.Took).Msg("connection attempt")
+}
+
+// live returns the usable link to p, if any.
+func (c *connector) liveLocked(p protocol.PeerID) *peerLink {
+	pl := c.links[p]
+	if pl == nil {
+		return nil
+	}
+	select {
+	case <-pl.link.Done():
+		delete(c.links, p)
+		return nil
+	default:
+		return pl
+	}
+}
+
+// acquire returns a link to src, setting one up if needed. Call release when done.
+func (c *connector) acquire(ctx context.Context, src protocol.Source) (*peerLink, error) {
+	for {
+		c.mu.Lock()
+		if pl := c.liveLocked(src.Peer); pl != nil {
+			pl.users++
+			if pl.idle != nil {
+				pl.idle.Stop()
+				pl.idle = nil
+			}
+			c.mu.Unlock()
+			return pl, nil
+		}
+		if wait, ok := c.inflight[src.Peer]; ok {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		c.inflight[src.Peer] = done
+		c.mu.Unlock()
+
+		pl, err := c.setup(ctx, src, false)
+		c.mu.Lock()
+		delete(c.inflight, src.Peer)
+		close(done)
+		if err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		pl.users++
+		c.mu.Unlock()
+		return pl, nil
+	}
+}
+
+// release gives a link back; an unused link we set up closes after a while.
+func (c *connector) release(pl *peerLink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pl.users--
+	if pl.users > 0 {
+		return
+	}
+	if c.links[pl.peer] != pl {
+		// Replaced by a better link: nobody will use this one again.
+		pl.link.Close(nil)
+		return
+	}
+	if pl.owned && pl.idle == nil {
+		pl.idle = time.AfterFunc(c.d.cfg.LinkLinger, func() {
+			c.mu.Lock()
+			idle := pl.users == 0
+			if idle && c.links[pl.peer] == pl {
+				delete(c.links, pl.peer)
+			}
+			c.mu.Unlock()
+			if idle {
+				pl.link.Close(nil)
+			}
+		})
+	}
+}
+
+// register makes l the link to its peer, replacing a relayed one with a direct
+// one, and returns the entry.
+func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned bool) *peerLink {
+	pl := &peerLink{peer: l.Peer, link: l, path: path, plan: plan, owned: owned, better: make(chan struct{}), since: time.Now()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.liveLocked(l.Peer)
+	switch {
+	case old == nil:
+	case old.path == PathRelayed && path == PathDirect:
+		close(old.better)
+		if old.users == 0 {
+			old.link.Close(nil)
+		}
+	default:
+		return old // keep the one in use; the new one serves the other side only
+	}
+	c.links[l.Peer] = pl
+	c.d.wg.Add(1)
+	go func() {
+		defer c.d.wg.Done()
+		select {
+		case <-l.Done():
+		case <-c.d.ctx.Done():
+			return
+		}
+		c.mu.Lock()
+		if c.links[l.Peer] == pl {
+			delete(c.links, l.Peer)
+		}
+		c.mu.Unlock()
+	}()
+	return pl
+}
+
+// incoming hands a newly accepted peer link to whoever waits for it, and
+// registers it.
+func (c *connector) incoming(l *transport.Link) {
+	path := PathDirect
+	if l.Relayed {
+		path = PathRelayed
+	}
+	c.mu.Lock()
+	ws := c.waits[l.Peer]
+	delete(c.waits, l.Peer)
+	c.mu.Unlock()
+	c.register(l, path, 0, len(ws) > 0)
+	for _, w := range ws {
+		select {
+		case w <- l:
+		default:
+		}
+	}
+}
+
+// awaitIncoming waits for the peer to connect to us, or returns the link it
+// made since the given time.
+func (c *connector) awaitIncoming(ctx context.Context, p protocol.PeerID, since time.Time) (*transport.Link, error) {
+	ch := make(chan *transport.Link, 1)
+	c.mu.Lock()
+	if pl := c.liveLocked(p); pl != nil && !pl.since.Before(since) {
+		c.mu.Unlock()
+		return pl.link, nil
+	}
+	c.waits[p] = append(c.waits[p], ch)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		ws := c.waits[p]
+		for i, w := range ws {
+			if w == ch {
+				c.waits[p] = append(ws[:i:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(c.waits[p]) == 0 {
+			delete(c.waits, p)
+		}
+		c.mu.Unlock()
+	}()
+	select {
+	case l := <-ch:
+		return l, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Connect sets up (or reuses) a link to peer and reports how. sn is the peer's
+// supernode, if known; without it the request is flooded among supernodes.
+func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (Attempt, error) {
+	start := time.Now()
+	pl, err := d.conns.acquire(ctx, protocol.Source{Peer: peer, SN: sn})
+	if err != nil {
+		return Attempt{}, err
+	}
+	defer d.conns.release(pl)
+	// The attempt just recorded for this peer says how it went; a reused link
+	// took no time.
+	for _, a := range slicesReverse(d.conns.Attempts()) {
+		if a.Peer == peer.String() && a.Err == "" && !a.At.Before(start) {
+			return a, nil
+		}
+	}
+	return Attempt{Peer: peer.String(), Path: pl.path, Plan: "reuse", At: start}, nil
+}
+
+func slicesReverse(a []Attempt) []Attempt {
+	for i, j := 0, len(a)-1; i < j; i, j = i+1, j-1 {
+		a[i], a[j] = a[j], a[i]
+	}
+	return a
+}
+
+// setup gets a new link to src through the supernodes (or a plain dial where
+// no signalling is possible) and records the attempt.
+func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool) (*peerLink, error) {
+	start := time.Now()
+	att := Attempt{Peer: src.Peer.String(), Upgrade: upgrade, At: start}
+	l, path, plan, err := c.establish(ctx, src, upgrade)
+	att.Took = time.Since(start)
+	att.Plan = plan.String()
+	if plan == 0 {
+		att.Plan = "dial"
+	}
+	if err != nil {
+		att.Err = err.Error()
+		c.record(att)
+		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
+	}
+	att.Path = path
+	c.record(att)
+	if plan != protocol.PlanReverse {
+		// We dialled it; the other side may open streams on it too.
+		c.d.wg.Add(1)
+		go c.d.serveTransfer(l)
+	}
+	pl := c.register(l, path, plan, true)
+	if pl.link != l {
+		l.Close(nil)
+	}
+	if !upgrade && pl.path == PathRelayed && plan == protocol.PlanPunch {
+		c.d.wg.Add(1)
+		go c.upgradeLoop(pl, src)
+	}
+	return pl, nil
+}
+
+func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade bool) (*transport.Link, string, protocol.Plan, error) {
+	d := c.d
+	start := time.Now()
+	sl := d.attach.current()
+	if src.SN == nil || sl == nil || sl.Version < protocol.VersionSignal {
+		l, err := d.dialAny(ctx, src.Peer, src.Addrs)
+		return l, PathDirect, 0, err
+	}
+	var idb [8]byte
+	crand.Read(idb[:])
+	id := binary.BigEndian.Uint64(idb[:])
+	ch := make(chan *protocol.Signal, 8)
+	c.mu.Lock()
+	c.setups[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.setups, id)
+		c.mu.Unlock()
+	}()
+	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, Upgrade: upgrade}
+	if src.SN != nil {
+		req.ToSN = *src.SN
+	}
+	if err := sl.Send(req); err != nil {
+		return nil, "", 0, fmt.Errorf("%w: %v", ErrNoSupernode, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.cfg.SignalTimeout)
+	defer cancel()
+	ans, err := waitSignal(sctx, ch, protocol.SignalAnswer)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("waiting for the supernodes: %w", err)
+	}
+	plan := ans.Plan
+	if ans.Delay > 0 {
+		sleepCtx(ctx, time.Duration(ans.Delay)*time.Millisecond)
+	}
+	switch plan {
+	case protocol.PlanDirect:
+		l, err := d.dialAny(ctx, src.Peer, ans.Addrs)
+		return l, PathDirect, plan, err
+	case protocol.PlanReverse:
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout+d.node.HandshakeTimeout())
+		defer cancel()
+		l, err := c.awaitIncoming(wctx, src.Peer, start)
+		if err != nil {
+			return nil, "", plan, fmt.Errorf("waiting for the peer to dial us: %w", err)
+		}
+		return l, pathOf(l), plan, nil
+	case protocol.PlanPunch:
+		pctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout)
+		addr, err := d.node.Punch(pctx, resolveAll(ans.Addrs), punchInterval)
+		cancel()
+		if err == nil {
+			l, _, err := d.node.DialAddr(ctx, addr, src.Peer, &protocol.Hello{Role: protocol.RoleTransfer})
+			if err == nil {
+				return l, PathDirect, plan, nil
+			}
+			d.log.Debug().Err(err).Msg("dial after punch failed")
+		}
+		if upgrade {
+			return nil, "", plan, err
+		}
+	case protocol.PlanRelay:
+	default:
+		return nil, "", plan, fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, plan)
+	}
+	// The target allocates a relay and tells us where.
+	rctx, cancel2 := context.WithTimeout(ctx, d.cfg.SignalTimeout)
+	defer cancel2()
+	rel, err := waitSignal(rctx, ch, protocol.SignalRelayed)
+	if err != nil {
+		return nil, "", plan, fmt.Errorf("waiting for the relayed address: %w", err)
+	}
+	l, err := d.dialAny(ctx, src.Peer, rel.Addrs)
+	return l, PathRelayed, plan, err
+}
+
+func pathOf(l *transport.Link) string {
+	if l.Relayed {
+		return PathRelayed
+	}
+	return PathDirect
+}
+
+// punchInterval is how often punch packets go out: short, so the moment both
+// NATs are open is found within a few milliseconds.
+const punchInterval = 20 * time.Millisecond
+
+func waitSignal(ctx context.Context, ch <-chan *protocol.Signal, kind protocol.SignalKind) (*protocol.Signal, error) {
+	for {
+		select {
+		case m := <-ch:
+			if m.Kind == protocol.SignalFail {
+				return nil, (&protocol.Error{Code: m.Code, Message: m.Message}).AsError()
+			}
+			if m.Kind == kind {
+				return m, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func resolveAll(addrs []string) []*net.UDPAddr {
+	var out []*net.UDPAddr
+	for _, a := range addrs {
+		if ua, err := net.ResolveUDPAddr("udp", a); err == nil {
+			out = append(out, ua)
+		}
+	}
+	return out
+}
+
+// dialAny dials the peer's addresses in turn until one answers.
+func (d *Daemon) dialAny(ctx context.Context, peer protocol.PeerID, addrs []string) (*transport.Link, error) {
+	var errs []error
+	for _, a := range addrs {
+		l, _, err := d.node.Dial(ctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+		if err == nil {
+			return l, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("peer has no address")
+	}
+	return nil, errors.Join(errs...)
+}
+
+// onSignal handles a signal from our supernode.
+func (c *connector) onSignal(m *protocol.Signal) {
+	switch m.Kind {
+	case protocol.SignalOffer:
+		c.d.wg.Add(1)
+		go c.answerOffer(m)
+	default:
+		c.mu.Lock()
+		ch := c.setups[m.ID]
+		c.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	}
+}
+
+// answerOffer is the target's side of a setup.
+func (c *connector) answerOffer(m *protocol.Signal) {
+	d := c.d
+	defer d.wg.Done()
+	start := time.Now()
+	att := Attempt{Peer: m.From.String(), Plan: m.Plan.String(), Upgrade: m.Upgrade, At: start}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.PunchTimeout+d.cfg.SignalTimeout+d.node.HandshakeTimeout())
+	defer cancel()
+	if m.Delay > 0 {
+		sleepCtx(ctx, time.Duration(m.Delay)*time.Millisecond)
+	}
+	var l *transport.Link
+	var err error
+	switch m.Plan {
+	case protocol.PlanDirect:
+		// The initiator dials us; if we live on a relay, let it in.
+		if d.onRelay != nil {
+			d.onRelay.Permit(udpAddrs(m.Addrs)...)
+		}
+		return
+	case protocol.PlanReverse:
+		l, err = d.dialAny(ctx, m.From, m.Addrs)
+		if err == nil {
+			c.register(l, PathDirect, m.Plan, false)
+			d.wg.Add(1)
+			go d.serveTransfer(l)
+		}
+	case protocol.PlanPunch:
+		pctx, pcancel := context.WithTimeout(ctx, d.cfg.PunchTimeout)
+		d.wg.Add(1)
+		go func() {
+			// Opens our NAT towards the initiator, whose answer comes as a dial.
+			defer d.wg.Done()
+			d.node.Punch(pctx, resolveAll(m.Addrs), punchInterval)
+		}()
+		l, err = c.awaitIncoming(pctx, m.From, start)
+		pcancel()
+		if err != nil && !m.Upgrade && m.Relay != nil {
+			l, err = c.relayFor(ctx, m)
+		}
+	case protocol.PlanRelay:
+		l, err = c.relayFor(ctx, m)
+	default:
+		err = fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, m.Plan)
+	}
+	att.Took = time.Since(start)
+	if err != nil {
+		att.Err = err.Error()
+	} else {
+		att.Path = pathOf(l)
+	}
+	c.record(att)
+}
+
+// relayFor allocates on the relay the supernode chose, lets the initiator in,
+// tells it the relayed address, and waits for it to connect. The allocation
+// lives as long as the link.
+func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transport.Link, error) {
+	d := c.d
+	if m.Relay == nil {
+		return nil, errors.New("the supernode gave no relay")
+	}
+	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: d.log,
+		Creds: relay.Credentials{Username: m.Relay.Username, Password: m.Relay.Password, Expires: time.Unix(m.Relay.Expires, 0)}}
+	alloc, err := relay.Allocate(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay %s: %w", m.Relay.UDP, err)
+	}
+	if err := alloc.Permit(udpAddrs(m.Addrs)...); err != nil {
+		alloc.Close()
+		return nil, fmt.Errorf("relay permission: %w", err)
+	}
+	stop, err := d.node.ListenOn(alloc)
+	if err != nil {
+		alloc.Close()
+		return nil, err
+	}
+	cleanup := func() { stop(); alloc.Close() }
+	sl := d.attach.current()
+	if sl == nil {
+		cleanup()
+		return nil, ErrNoSupernode
+	}
+	sent := time.Now()
+	sl.Send(&protocol.Signal{ID: m.ID, Kind: protocol.SignalRelayed, To: m.From, ToSN: m.FromSN,
+		Addrs: []string{alloc.RelayedAddr().String()}})
+	l, err := c.awaitIncoming(ctx, m.From, sent)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("waiting for the peer on the relay: %w", err)
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		select {
+		case <-l.Done():
+		case <-d.ctx.Done():
+		}
+		cleanup()
+	}()
+	return l, nil
+}
+
+func udpAddrs(addrs []string) []net.Addr {
+	var out []net.Addr
+	for _, a := range resolveAll(addrs) {
+		out = append(out, a)
+	}
+	return out
+}
+
+// upgradeLoop retries a punch now and then while a relayed link is in use; when
+// one works, the direct link replaces the relayed one.
+func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
+	d := c.d
+	defer d.wg.Done()
+	t := time.NewTicker(d.cfg.UpgradeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-pl.link.Done():
+			return
+		case <-pl.better:
+			return
+		case <-d.ctx.Done():
+			return
+		}
+		c.mu.Lock()
+		current := c.links[pl.peer] == pl
+		c.mu.Unlock()
+		if !current {
+			return
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SignalTimeout+d.cfg.PunchTimeout+d.node.HandshakeTimeout())
+		np, err := c.setup(ctx, src, true)
+		cancel()
+		if err == nil && np.path == PathDirect {
+			return
+		}
+	}
+}
