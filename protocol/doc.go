@@ -151,7 +151,8 @@
 //	  v0   uint16   lowest protocol version the sender speaks, >= 1
 //	  v1   uint16   highest version it speaks, >= v0
 //	  r    uint8    role of the connection: 1 leaf (a peer attaching to a supernode),
-//	                2 supernode (a supernode linking to another), 3 transfer
+//	                2 supernode (a supernode linking to another), 3 transfer,
+//	                4 probe (v2: a supernode dialling a leaf back), 5 relay (v2)
 //	  n?   str      the user's name, from leaves; <= 64 bytes
 //	  a?   [str]    addresses the sender can be reached at, "host:port"; <= 8 of <= 128 bytes
 //	  ag?  str      software name and version; <= 64 bytes

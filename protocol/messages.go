@@ -420,7 +420,7 @@ func (m *Hello) validate() error {
 	if m.MinVersion == 0 || m.MinVersion > m.MaxVersion {
 		return invalid("version range %d-%d", m.MinVersion, m.MaxVersion)
 	}
-	if m.Role < RoleLeaf || m.Role > RoleTransfer {
+	if m.Role < RoleLeaf || m.Role > RoleRelay {
 		return invalid("role %d", m.Role)
 	}
 	if err := checkStr("name", m.Name, 64); err != nil {

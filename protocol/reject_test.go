@@ -377,7 +377,7 @@ func TestValidate(t *testing.T) {
 		{"hello min version 0", &Hello{MinVersion: 0, MaxVersion: 1, Role: RoleLeaf}},
 		{"hello min > max", &Hello{MinVersion: 3, MaxVersion: 2, Role: RoleLeaf}},
 		{"hello role 0", &Hello{MinVersion: 1, MaxVersion: 1}},
-		{"hello role 4", &Hello{MinVersion: 1, MaxVersion: 1, Role: 4}},
+		{"hello role 6", &Hello{MinVersion: 1, MaxVersion: 1, Role: 6}},
 		{"hello name 65", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Name: long(65)}},
 		{"hello agent 65", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Agent: long(65)}},
 		{"hello 9 addrs", &Hello{MinVersion: 1, MaxVersion: 1, Role: RoleLeaf, Addrs: addrs(MaxAddrs + 1)}},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/supernode"
 )
 
@@ -25,6 +27,9 @@ func main() {
 func command() *cobra.Command {
 	var (
 		listen, dataDir, logLevel string
+		altListen, tcpListen      string
+		relayListen, relayIP      string
+		secretFile                string
 		join                      []string
 		jsonLogs                  bool
 		maxLeaves                 int
@@ -54,10 +59,29 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 					}
 				}
 			}
-			s, err := supernode.New(supernode.Config{
+			secret, err := cli.ReadSecret(secretFile)
+			if err != nil {
+				return usageErr(err)
+			}
+			cfg := supernode.Config{
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
+				AltListen: altListen, ListenTCP: tcpListen, RelaySecret: secret,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
-			})
+			}
+			if relayListen != "" {
+				if secret == nil {
+					return usageErr(errors.New("--relay needs a secret: --relay-secret-file or $" + cli.SecretEnv))
+				}
+				r, err := relay.New(relay.Config{Secret: secret, ListenUDP: relayListen, RelayIP: net.ParseIP(relayIP),
+					Log: log.With().Str("part", "relay").Logger()})
+				if err != nil {
+					return usageErr(err)
+				}
+				defer r.Close()
+				cfg.Relay, cfg.RelayHost = r, relayIP
+				fmt.Fprintf(os.Stderr, "relay listening on %s (udp and tcp)\n", r.UDPAddr())
+			}
+			s, err := supernode.New(cfg)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "supernode:", err)
 				return err
@@ -82,6 +106,11 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
 	f.IntVar(&maxLeaves, "max-leaves", 1000, "most peers attached at once")
 	f.Uint8Var(&hops, "hops", 4, "hop limit for queries between supernodes")
+	f.StringVar(&altListen, "alt-listen", "", "second UDP address for NAT tests and dial-backs (default: port+1; - for none)")
+	f.StringVar(&tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")
+	f.StringVar(&relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. :3478")
+	f.StringVar(&relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
+	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	return cmd
 }
 
