@@ -106,7 +106,7 @@ func (s *Server) mintRelay(peer protocol.PeerID, tcp bool) *protocol.RelayCreds 
 	if e == nil {
 		return nil
 	}
-	c := relay.Mint(s.cfg.RelaySecret, peer.String(), s.cfg.RelayCredTTL)
+	c := relay.Mint(s.cfg.RelaySecret, peer.String(), s.cfg.RelayCredTTL, time.Now())
 	return &protocol.RelayCreds{UDP: e.udp, TCP: e.tcp, Username: c.Username, Password: c.Password, Expires: c.Expires.Unix()}
 }
 

@@ -1,0 +1,517 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+	"github.com/rs/zerolog"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen         = ":3478"
+	DefaultMaxBytes       = 4 << 30
+	DefaultMaxDuration    = time.Hour
+	DefaultMaxAllocations = 1000
+	DefaultMaxPerPeer     = 8
+)
+
+const (
+	// tcpIdle is how long a TURN-over-TCP connection may go without an
+	// allocation before it is dropped, so idle sockets cannot pile up.
+	tcpIdle = 30 * time.Second
+	// rateWindow is how many one-second samples Load's rate spans.
+	rateWindow = 5
+)
+
+// ErrServerClosed is returned for allocations asked of a closed relay.
+var ErrServerClosed = errors.New("relay: server closed")
+
+// Config configures a Server.
+type Config struct {
+	// Secret is shared with the supernodes that mint credentials. Required.
+	Secret []byte
+	// Realm defaults to DefaultRealm.
+	Realm string
+	// ListenUDP is the TURN UDP address; "" (with PacketConn nil) means
+	// DefaultListen.
+	ListenUDP string
+	// ListenTCP is the TURN-over-TCP address. "" means the host and port the
+	// UDP socket got; "-" disables TCP.
+	ListenTCP string
+	// PacketConn, when set, is the UDP socket to serve on instead of
+	// ListenUDP. The Server closes it.
+	PacketConn net.PacketConn
+	// Listener, when set, is the TCP listener to serve on instead of
+	// ListenTCP. The Server closes it.
+	Listener net.Listener
+	// RelayIP is the IPv4 address written in relayed addresses. Required when
+	// the UDP socket listens on all interfaces; otherwise it defaults to the
+	// socket's IP.
+	RelayIP net.IP
+	// RelayBind is the IP relay sockets bind to. By default the UDP socket's
+	// IP when it has one, else RelayIP when it is on a local interface, else
+	// 0.0.0.0 (a host behind 1:1 NAT).
+	RelayBind string
+	// MinPort and MaxPort bound the relay ports (both or neither); zero means
+	// any port the kernel gives.
+	MinPort, MaxPort uint16
+	// MaxBytes is the per-allocation byte quota, both directions counted.
+	// Default DefaultMaxBytes.
+	MaxBytes int64
+	// MaxDuration caps an allocation's life whatever its refreshes. Default
+	// DefaultMaxDuration.
+	MaxDuration time.Duration
+	// MaxAllocations refuses new allocations beyond this many. Default
+	// DefaultMaxAllocations.
+	MaxAllocations int
+	// MaxPerPeer is how many allocations one peer ID may hold at once.
+	// Default DefaultMaxPerPeer.
+	MaxPerPeer int
+	// AllowLoopbackPeers lets clients relay to loopback addresses (tests). By
+	// default loopback, link-local, multicast and unspecified peers are refused
+	// so the relay cannot be pointed at its own host or cloud metadata.
+	AllowLoopbackPeers bool
+	Log                zerolog.Logger
+}
+
+// Load is a relay's state for supernodes to choose among relays.
+type Load struct {
+	Allocations  int     // live allocations
+	Capacity     int     // MaxAllocations
+	BytesRelayed uint64  // payload bytes forwarded, both directions, since start
+	Rate         float64 // bytes/s over the last few seconds
+	QuotaStops   uint64  // allocations stopped at their byte or time quota
+	AuthFailures uint64  // requests refused for their credentials
+}
+
+// Server is a running TURN relay.
+type Server struct {
+	cfg   Config
+	log   zerolog.Logger
+	turn  *turn.Server
+	udp   net.PacketConn
+	tcp   net.Listener // nil when TCP is off
+	realm string
+
+	bytes        atomic.Uint64
+	quotaStops   atomic.Uint64
+	authFailures atomic.Uint64
+
+	mu       sync.Mutex
+	closing  bool
+	allocs   int                     // allocations pion reports live
+	perPeer  map[string]int          // live allocations by peer ID
+	relays   map[string]*relayConn   // relay sockets by relayed address
+	tcpConns map[string]*trackedConn // TURN-over-TCP connections by remote address
+	samples  []sample                // BytesRelayed once a second, oldest first
+
+	closed    chan struct{}
+	drained   chan struct{} // closed once closing and no relay socket is left
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+}
+
+type sample struct {
+	t time.Time
+	n uint64
+}
+
+// New starts a relay serving on cfg's sockets.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("relay: no secret")
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = DefaultRealm
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = DefaultMaxDuration
+	}
+	if cfg.MaxAllocations <= 0 {
+		cfg.MaxAllocations = DefaultMaxAllocations
+	}
+	if cfg.MaxPerPeer <= 0 {
+		cfg.MaxPerPeer = DefaultMaxPerPeer
+	}
+	if (cfg.MinPort == 0) != (cfg.MaxPort == 0) || cfg.MinPort > cfg.MaxPort {
+		return nil, fmt.Errorf("relay: port range %d-%d: give both ends, low first", cfg.MinPort, cfg.MaxPort)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Log,
+		realm:    cfg.Realm,
+		perPeer:  make(map[string]int),
+		relays:   make(map[string]*relayConn),
+		tcpConns: make(map[string]*trackedConn),
+		samples:  []sample{{t: time.Now()}},
+		closed:   make(chan struct{}),
+		drained:  make(chan struct{}),
+	}
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
+	gen, err := s.generator()
+	if err != nil {
+		s.closeSockets()
+		return nil, err
+	}
+	restAuth := turn.LongTermTURNRESTAuthHandler(string(cfg.Secret), pionLogs{s.log}.NewLogger("auth"))
+	sc := turn.ServerConfig{
+		Realm:         cfg.Realm,
+		LoggerFactory: pionLogs{s.log},
+		AuthHandler: func(username, realm string, src net.Addr) ([]byte, bool) {
+			if !s.checkUsername(username, realm, src) {
+				return nil, false
+			}
+			return restAuth(username, realm, src)
+		},
+		QuotaHandler: s.admit,
+		EventHandler: turn.EventHandler{
+			OnAuth:              s.onAuth,
+			OnAllocationCreated: s.onAllocationCreated,
+			OnAllocationDeleted: s.onAllocationDeleted,
+		},
+		PacketConnConfigs: []turn.PacketConnConfig{{
+			PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+		}},
+	}
+	if s.tcp != nil {
+		sc.ListenerConfigs = []turn.ListenerConfig{{
+			Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+		}}
+	}
+	s.turn, err = turn.NewServer(sc)
+	if err != nil {
+		s.closeSockets()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	s.wg.Add(1)
+	go s.sampleLoop()
+	return s, nil
+}
+
+// listen opens (or adopts) the UDP socket and the TCP listener.
+func (s *Server) listen() error {
+	cfg := s.cfg
+	s.udp = cfg.PacketConn
+	if s.udp == nil {
+		addr := cfg.ListenUDP
+		if addr == "" {
+			addr = DefaultListen
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("relay: listen udp: %w", err)
+		}
+		s.udp = pc
+	}
+	ua, ok := s.udp.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		s.udp.Close()
+		return fmt.Errorf("relay: PacketConn is on %s, not UDP", s.udp.LocalAddr().Network())
+	}
+	if cfg.Listener != nil {
+		s.tcp = &tcpListener{Listener: cfg.Listener, s: s}
+		return nil
+	}
+	if cfg.ListenTCP == "-" {
+		return nil
+	}
+	addr := cfg.ListenTCP
+	if addr == "" {
+		addr = ua.String()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.udp.Close()
+		return fmt.Errorf("relay: listen tcp: %w", err)
+	}
+	s.tcp = &tcpListener{Listener: ln, s: s}
+	return nil
+}
+
+// generator picks the relayed IP and bind address and wraps pion's generator
+// so every relay socket counts its bytes.
+func (s *Server) generator() (*relayGen, error) {
+	listenIP := s.UDPAddr().IP
+	ip := s.cfg.RelayIP
+	if ip == nil {
+		if listenIP == nil || listenIP.IsUnspecified() {
+			return nil, errors.New("relay: RelayIP is required when listening on all interfaces")
+		}
+		ip = listenIP
+	}
+	ip4 := ip.To4()
+	if ip4 == nil || ip4.IsUnspecified() {
+		return nil, fmt.Errorf("relay: RelayIP %s: want a specific IPv4 address (relay sockets are udp4)", ip)
+	}
+	bind := s.cfg.RelayBind
+	switch {
+	case bind != "":
+	case listenIP != nil && !listenIP.IsUnspecified() && listenIP.To4() != nil:
+		bind = listenIP.String()
+	case isLocalIP(ip4):
+		bind = ip4.String()
+	default:
+		bind = "0.0.0.0"
+	}
+	var inner turn.RelayAddressGenerator = &turn.RelayAddressGeneratorStatic{RelayAddress: ip4, Address: bind}
+	if s.cfg.MinPort != 0 {
+		inner = &turn.RelayAddressGeneratorPortRange{
+			RelayAddress: ip4, Address: bind, MinPort: s.cfg.MinPort, MaxPort: s.cfg.MaxPort,
+		}
+	}
+	return &relayGen{inner: inner, s: s}, nil
+}
+
+func isLocalIP(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// UDPAddr is the TURN UDP address.
+func (s *Server) UDPAddr() *net.UDPAddr {
+	a, _ := s.udp.LocalAddr().(*net.UDPAddr)
+	return a
+}
+
+// TCPAddr is the TURN-over-TCP address, nil when TCP is off.
+func (s *Server) TCPAddr() *net.TCPAddr {
+	if s.tcp == nil {
+		return nil
+	}
+	a, _ := s.tcp.Addr().(*net.TCPAddr)
+	return a
+}
+
+// Load reports the relay's allocations and traffic.
+func (s *Server) Load() Load {
+	now := time.Now()
+	n := s.bytes.Load()
+	s.mu.Lock()
+	oldest := s.samples[0]
+	allocs := s.allocs
+	s.mu.Unlock()
+	var rate float64
+	if dt := now.Sub(oldest.t).Seconds(); dt > 0 && n >= oldest.n {
+		rate = float64(n-oldest.n) / dt
+	}
+	return Load{
+		Allocations:  allocs,
+		Capacity:     s.cfg.MaxAllocations,
+		BytesRelayed: n,
+		Rate:         rate,
+		QuotaStops:   s.quotaStops.Load(),
+		AuthFailures: s.authFailures.Load(),
+	}
+}
+
+func (s *Server) sampleLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case now := <-t.C:
+			n := s.bytes.Load()
+			s.mu.Lock()
+			s.samples = append(s.samples, sample{t: now, n: n})
+			if len(s.samples) > rateWindow {
+				s.samples = append(s.samples[:0], s.samples[len(s.samples)-rateWindow:]...)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Close stops the relay: its sockets, every allocation, and its goroutines.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		if len(s.relays) == 0 {
+			close(s.drained)
+		}
+		s.mu.Unlock()
+		close(s.closed)
+		s.closeErr = s.turn.Close()
+		// pion closes the allocations of a socket from the goroutine that
+		// served it; closing them from here first would race with requests it
+		// is still handling. Wait for that, then close what is left.
+		select {
+		case <-s.drained:
+		case <-time.After(2 * time.Second):
+		}
+		s.mu.Lock()
+		relays := make([]*relayConn, 0, len(s.relays))
+		for _, c := range s.relays {
+			relays = append(relays, c)
+		}
+		conns := make([]*trackedConn, 0, len(s.tcpConns))
+		for _, c := range s.tcpConns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		for _, c := range relays {
+			c.Close()
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		s.wg.Wait()
+	})
+	return s.closeErr
+}
+
+// forget drops a closed relay socket.
+func (s *Server) forget(c *relayConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relays[c.key] != c {
+		return
+	}
+	delete(s.relays, c.key)
+	if s.closing && len(s.relays) == 0 {
+		close(s.drained)
+	}
+}
+
+// closeSockets undoes listen when New fails later.
+func (s *Server) closeSockets() {
+	s.udp.Close()
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+}
+
+// checkUsername refuses malformed and expired usernames before pion derives a
+// key; a bad HMAC is caught by pion and reported to onAuth.
+func (s *Server) checkUsername(username, realm string, src net.Addr) bool {
+	exp, peer, ok := parseUsername(username)
+	reason := ""
+	switch {
+	case !ok:
+		reason = "malformed username"
+	case realm != s.realm:
+		reason = "wrong realm"
+	case exp.Before(time.Now().Truncate(time.Second)):
+		reason = "expired"
+	}
+	if reason == "" {
+		return true
+	}
+	s.authFailures.Add(1)
+	s.log.Debug().Str("peer_id", peer).Str("remote_addr", src.String()).Str("reason", reason).
+		Msg("relay credentials refused")
+	return false
+}
+
+func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict bool) {
+	if verdict {
+		return
+	}
+	s.authFailures.Add(1)
+	s.log.Debug().Str("peer_id", peerOf(username)).Str("remote_addr", src.String()).Str("method", method).
+		Str("reason", "bad password").Msg("relay credentials refused")
+}
+
+// admit is pion's QuotaHandler: the per-peer and global allocation limits.
+func (s *Server) admit(username, _ string, src net.Addr) bool {
+	peer := peerOf(username)
+	s.mu.Lock()
+	full, many := s.allocs >= s.cfg.MaxAllocations, s.perPeer[peer] >= s.cfg.MaxPerPeer
+	s.mu.Unlock()
+	if !full && !many {
+		return true
+	}
+	reason := "relay full"
+	if !full {
+		reason = "peer at its allocation limit"
+	}
+	s.log.Debug().Str("peer_id", peer).Str("remote_addr", src.String()).Str("reason", reason).
+		Msg("relay allocation refused")
+	return false
+}
+
+// permit is pion's PermissionHandler: which peer IPs a client may relay to.
+func (s *Server) permit(client net.Addr, ip net.IP) bool {
+	ok := true
+	switch {
+	case ip.IsLoopback():
+		ok = s.cfg.AllowLoopbackPeers
+	case ip.IsUnspecified(), ip.IsMulticast(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(),
+		ip.Equal(net.IPv4bcast):
+		ok = false
+	}
+	if !ok {
+		s.log.Debug().Str("remote_addr", client.String()).Str("peer_addr", ip.String()).
+			Msg("relay permission refused")
+	}
+	return ok
+}
+
+func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
+	peer := peerOf(username)
+	s.mu.Lock()
+	s.allocs++
+	s.perPeer[peer]++
+	c := s.relays[relayAddr.String()]
+	tc := s.tcpConns[src.String()]
+	s.mu.Unlock()
+	if c != nil {
+		c.own(peer, src)
+	}
+	if tc != nil {
+		tc.SetReadDeadline(time.Time{}) // an allocation keeps it open
+	}
+	s.log.Info().Str("peer_id", peer).Str("remote_addr", src.String()).Str("relay_addr", relayAddr.String()).
+		Msg("relay allocation created")
+}
+
+func (s *Server) onAllocationDeleted(src, _ net.Addr, _, username, _ string) {
+	peer := peerOf(username)
+	s.mu.Lock()
+	s.allocs--
+	if s.perPeer[peer]--; s.perPeer[peer] <= 0 {
+		delete(s.perPeer, peer)
+	}
+	tc := s.tcpConns[src.String()]
+	s.mu.Unlock()
+	if tc != nil {
+		tc.SetReadDeadline(time.Now().Add(tcpIdle))
+	}
+}
+
+// dropTCP closes the TURN-over-TCP connection from addr, if there is one, so
+// its client learns at once that its allocation is gone.
+func (s *Server) dropTCP(addr net.Addr) {
+	if _, ok := addr.(*net.TCPAddr); !ok {
+		return
+	}
+	s.mu.Lock()
+	tc := s.tcpConns[addr.String()]
+	s.mu.Unlock()
+	if tc != nil {
+		tc.Close()
+	}
+}
