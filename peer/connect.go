@@ -56,6 +56,7 @@ type peerLink struct {
 	owned  bool // we set it up, so we close it when unused
 	idle   *time.Timer
 	since  time.Time
+	setup  Attempt // how we set it up; zero for a link the peer made
 }
 
 type connector struct {
@@ -101,7 +102,7 @@ func (c *connector) record(a Attempt) {
 		Dur("took", a.Took).Msg("connection attempt")
 }
 
-// live returns the usable link to p, if any.
+// liveLocked returns the usable link to p, if any.
 func (c *connector) liveLocked(p protocol.PeerID) *peerLink {
 	pl := c.links[p]
 	if pl == nil {
@@ -222,15 +223,11 @@ func (c *connector) register(l *transport.Link, path string, plan protocol.Plan,
 // incoming hands a newly accepted peer link to whoever waits for it, and
 // registers it.
 func (c *connector) incoming(l *transport.Link) {
-	path := PathDirect
-	if l.Relayed {
-		path = PathRelayed
-	}
 	c.mu.Lock()
 	ws := c.waits[l.Peer]
 	delete(c.waits, l.Peer)
 	c.mu.Unlock()
-	c.register(l, path, 0, len(ws) > 0)
+	c.register(l, pathOf(l), 0, len(ws) > 0)
 	for _, w := range ws {
 		select {
 		case w <- l:
@@ -281,21 +278,13 @@ func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol
 		return Attempt{}, err
 	}
 	defer d.conns.release(pl)
-	// The attempt just recorded for this peer says how it went; a reused link
-	// took no time.
-	for _, a := range slicesReverse(d.conns.Attempts()) {
-		if a.Peer == peer.String() && a.Err == "" && !a.At.Before(start) {
-			return a, nil
-		}
+	d.conns.mu.Lock()
+	att := pl.setup
+	d.conns.mu.Unlock()
+	if !att.At.Before(start) {
+		return att, nil
 	}
 	return Attempt{Peer: peer.String(), Path: pl.path, Plan: "reuse", At: start}, nil
-}
-
-func slicesReverse(a []Attempt) []Attempt {
-	for i, j := 0, len(a)-1; i < j; i, j = i+1, j-1 {
-		a[i], a[j] = a[j], a[i]
-	}
-	return a
 }
 
 // setup gets a new link to src through the supernodes (or a plain dial where
@@ -324,6 +313,10 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 	pl := c.register(l, path, plan, true)
 	if pl.link != l {
 		l.Close(nil)
+	} else {
+		c.mu.Lock()
+		pl.setup = att
+		c.mu.Unlock()
 	}
 	if !upgrade && pl.path == PathRelayed && plan == protocol.PlanPunch {
 		c.d.wg.Add(1)
@@ -352,10 +345,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		delete(c.setups, id)
 		c.mu.Unlock()
 	}()
-	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, Upgrade: upgrade}
-	if src.SN != nil {
-		req.ToSN = *src.SN
-	}
+	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, ToSN: *src.SN, Upgrade: upgrade}
 	if err := sl.Send(req); err != nil {
 		return nil, "", 0, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}

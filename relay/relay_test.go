@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -621,7 +620,8 @@ func TestStockTURNServer(t *testing.T) {
 		"--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers",
 		"--pidfile="+filepath.Join(dir, "turnserver.pid"), "--userdb="+filepath.Join(dir, "turndb"),
 		"--log-file=stdout", "--simple-log")
-	var out lockedBuffer
+	// Read only after Wait, which waits for the copying to end.
+	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -661,21 +661,4 @@ func TestStockTURNServer(t *testing.T) {
 		t.Fatal("coturn over TCP:", err)
 	}
 	quicThrough(t, tcpAlloc, 1<<20)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -118,28 +118,12 @@ func (s *Server) refreshLocalRelay() {
 	}
 	ld := r.Load()
 	e := &relayEntry{load: protocol.RelayLoad{Allocations: uint32(ld.Allocations), Capacity: uint32(ld.Capacity), Rate: ld.Rate}, seen: time.Now()}
-	e.udp = advertised(r.UDPAddr(), s.cfg.RelayHost)
+	e.udp = transport.AdvertisedAddr(r.UDPAddr(), s.cfg.RelayHost)
 	if a := r.TCPAddr(); a != nil {
-		e.tcp = advertised(a, s.cfg.RelayHost)
+		e.tcp = transport.AdvertisedAddr(a, s.cfg.RelayHost)
 	}
 	e.load.UDP, e.load.TCP = e.udp, e.tcp
 	s.relays.put(e)
-}
-
-// advertised is addr with its host replaced by host when addr listens on all
-// interfaces.
-func advertised(addr net.Addr, host string) string {
-	if addr == nil {
-		return ""
-	}
-	h, p, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return addr.String()
-	}
-	if ip := net.ParseIP(h); host != "" && (ip == nil || ip.IsUnspecified()) {
-		h = host
-	}
-	return net.JoinHostPort(h, p)
 }
 
 // relayLink reads a standalone relay's load reports for as long as it stays.

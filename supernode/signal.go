@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -35,7 +36,7 @@ func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive []string)
 	info.NAT = nat
 	info.Addrs = append([]string(nil), info.Addrs...)
 	for _, a := range reflexive {
-		if len(info.Addrs) < protocol.MaxAddrs && !contains(info.Addrs, a) {
+		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) {
 			info.Addrs = append(info.Addrs, a)
 		}
 	}
@@ -56,15 +57,6 @@ func (r *Router) LeafNAT(p protocol.PeerID) (protocol.NATType, bool) {
 	r.ixMu.RLock()
 	defer r.ixMu.RUnlock()
 	return l.info.NAT, true
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ChoosePlan picks how initiator i and target t connect. A side that can be

@@ -369,6 +369,22 @@ func ParseTarget(s string) (protocol.PeerID, string, error) {
 	return protocol.PeerID{}, s, nil
 }
 
+// AdvertisedAddr is addr as others should dial it: with its host replaced by
+// host when addr listens on all interfaces (and host is given).
+func AdvertisedAddr(addr net.Addr, host string) string {
+	if addr == nil {
+		return ""
+	}
+	h, p, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(h); host != "" && (ip == nil || ip.IsUnspecified()) {
+		h = host
+	}
+	return net.JoinHostPort(h, p)
+}
+
 // ListenUDP opens a node's UDP socket on addr ("host:port"; port 0 picks one).
 func ListenUDP(addr string) (*net.UDPConn, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)

@@ -75,10 +75,10 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 			}
 			load := func() *protocol.RelayLoad {
 				ld := r.Load()
-				m := &protocol.RelayLoad{UDP: hostPort(r.UDPAddr(), host), Allocations: uint32(ld.Allocations),
+				m := &protocol.RelayLoad{UDP: transport.AdvertisedAddr(r.UDPAddr(), host), Allocations: uint32(ld.Allocations),
 					Capacity: uint32(ld.Capacity), Rate: ld.Rate}
 				if a := r.TCPAddr(); a != nil {
-					m.TCP = hostPort(a, host)
+					m.TCP = transport.AdvertisedAddr(a, host)
 				}
 				return m
 			}
@@ -138,17 +138,6 @@ func defaultDataDir() string {
 		return filepath.Join(d, "supernet", "relay")
 	}
 	return ".relay"
-}
-
-func hostPort(a net.Addr, host string) string {
-	h, p, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := net.ParseIP(h); host != "" && (ip == nil || ip.IsUnspecified()) {
-		h = host
-	}
-	return net.JoinHostPort(h, p)
 }
 
 // report keeps a link to one supernode and sends it the relay's load every
