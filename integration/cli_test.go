@@ -35,6 +35,7 @@ var built struct {
 	supernode string
 	peer      string
 	demo      string
+	relay     string
 	err       error
 }
 
@@ -46,7 +47,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binaries builds cmd/supernode and cmd/peer on first use and returns their paths.
+// binaries builds the commands (supernode, peer, demo, relay) on first use and
+// returns the paths of the first two; built has the others.
 // A failed build fails the test: these tests exist to run the real binaries.
 func binaries(t *testing.T) (supernodeBin, peerBin string) {
 	t.Helper()
@@ -60,7 +62,7 @@ func binaries(t *testing.T) (supernodeBin, peerBin string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
-			module+"/cmd/supernode", module+"/cmd/peer", module+"/cmd/demo")
+			module+"/cmd/supernode", module+"/cmd/peer", module+"/cmd/demo", module+"/cmd/relay")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)
 			return
@@ -68,6 +70,7 @@ func binaries(t *testing.T) (supernodeBin, peerBin string) {
 		built.supernode = filepath.Join(dir, "supernode")
 		built.peer = filepath.Join(dir, "peer")
 		built.demo = filepath.Join(dir, "demo")
+		built.relay = filepath.Join(dir, "relay")
 	})
 	if built.err != nil {
 		t.Fatalf("building the binaries: %v", built.err)

@@ -351,10 +351,14 @@ func (l *Lab) newHost(name string, kind NATKind) (*Host, net.IP) {
 	return h, pub
 }
 
+// switchPort names the bridge port of a public address: unique on the
+// switch, and short enough for an interface name.
+func switchPort(ip net.IP) string { return "p" + strconv.Itoa(int(ip.To4()[3])) }
+
 // plug joins namespace ns to the public bridge as dev with address ip/24.
 func (l *Lab) plug(ns, dev string, ip net.IP) {
 	l.t.Helper()
-	port := "p" + strconv.Itoa(int(ip[3])) // unique on the switch, ≤ 15 bytes
+	port := switchPort(ip)
 	l.ip("-n", l.switchNS, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns)
 	l.ip("-n", l.switchNS, "link", "set", port, "master", "br0", "up")
 	l.ip("-n", ns, "addr", "add", ip.String()+"/24", "dev", dev)
@@ -362,37 +366,56 @@ func (l *Lab) plug(ns, dev string, ip net.IP) {
 }
 
 // Public adds a host on the public segment.
-func (l *Lab) Public(name string) *Host {
+func (l *Lab) Public(name string, opts ...HostOption) *Host {
 	l.t.Helper()
+	cfg := hostOptions(opts)
 	h, ip := l.newHost(name, NATNone)
 	h.NS = l.addNS(name)
 	h.IP, h.PublicIP = ip, ip
 	l.plug(h.NS, "eth0", ip)
 	l.must(publicRules, "ip", "netns", "exec", h.NS, "nft", "-f", "-")
+	if cfg.rateMbit > 0 {
+		// eth0 egress is the upload; the switch port's egress the download.
+		l.shape(h.NS, "eth0", cfg.rateMbit)
+		l.shape(l.switchNS, switchPort(ip), cfg.rateMbit)
+	}
 	return h
 }
 
-// HomeOption changes how Home builds a home.
-type HomeOption func(*homeConfig)
+// HostOption changes how Public or Home builds a host.
+type HostOption func(*hostConfig)
 
-type homeConfig struct {
+type hostConfig struct {
 	rateMbit int
 }
 
-// WithRate shapes the home's link to mbit Mbit/s each way, as a home
-// broadband line would be.
-func WithRate(mbit int) HomeOption {
-	return func(c *homeConfig) { c.rateMbit = mbit }
+func hostOptions(opts []HostOption) hostConfig {
+	var cfg hostConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
+}
+
+// WithRate shapes the host's link (a home's line) to mbit Mbit/s each way, as
+// a broadband line would be.
+func WithRate(mbit int) HostOption {
+	return func(c *hostConfig) { c.rateMbit = mbit }
+}
+
+// shape puts a token bucket of mbit Mbit/s on dev's egress. The bucket holds
+// 10 ms of traffic, and at least a few full-size packets.
+func (l *Lab) shape(ns, dev string, mbit int) {
+	l.t.Helper()
+	l.must("", "tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf",
+		"rate", strconv.Itoa(mbit)+"mbit", "burst", strconv.Itoa(max(32*1024, mbit*1250)), "latency", "50ms")
 }
 
 // Home adds a home: a router NATing as kind, and the host behind it, which it
 // returns. The router is the host's default gateway; the LAN is a /29.
-func (l *Lab) Home(name string, kind NATKind, opts ...HomeOption) *Host {
+func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 	l.t.Helper()
-	var cfg homeConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
+	cfg := hostOptions(opts)
 	masq, ok := map[NATKind]string{
 		NATEndpointIndependent: "masquerade",
 		NATSymmetric:           "masquerade random,fully-random",
@@ -428,14 +451,9 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HomeOption) *Host {
 	l.must(fmt.Sprintf(routerRules, dropUDP, masq), "ip", "netns", "exec", h.RouterNS, "nft", "-f", "-")
 
 	if cfg.rateMbit > 0 {
-		// wan egress is the upload, lan egress the download. The bucket holds
-		// 10 ms of traffic, and at least a few full-size packets.
-		rate := strconv.Itoa(cfg.rateMbit) + "mbit"
-		burst := strconv.Itoa(max(32*1024, cfg.rateMbit*1250))
-		for _, dev := range []string{"wan", "lan"} {
-			l.must("", "tc", "-n", h.RouterNS, "qdisc", "add", "dev", dev, "root",
-				"tbf", "rate", rate, "burst", burst, "latency", "50ms")
-		}
+		// wan egress is the upload, lan egress the download.
+		l.shape(h.RouterNS, "wan", cfg.rateMbit)
+		l.shape(h.RouterNS, "lan", cfg.rateMbit)
 	}
 	return h
 }

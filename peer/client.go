@@ -189,3 +189,15 @@ func (c *Client) Get(ctx context.Context, req GetRequest, onProgress func(Progre
 	}
 	return last, err
 }
+
+// Connect asks the daemon to set up a link to a peer and reports how it went.
+func (c *Client) Connect(ctx context.Context, req ConnectRequest) (Attempt, error) {
+	var a Attempt
+	resp, err := c.do(ctx, http.MethodPost, "/v1/connect", req)
+	if err != nil {
+		return a, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	return a, err
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,6 +101,32 @@ func (c *connector) record(a Attempt) {
 	}
 	ev.Str("peer_id", a.Peer[:10]).Str("plan", a.Plan).Str("path", a.Path).Bool("upgrade", a.Upgrade).
 		Dur("took", a.Took).Msg("connection attempt")
+}
+
+// LinkStatus is one open link to another peer, as `peer status` shows it.
+type LinkStatus struct {
+	Peer   string    `json:"peer_id"`
+	Path   string    `json:"path"`
+	Plan   string    `json:"plan,omitempty"`
+	Remote string    `json:"remote_addr"`
+	Users  int       `json:"users"`
+	Since  time.Time `json:"since"`
+}
+
+// Links returns the open links to other peers.
+func (c *connector) Links() []LinkStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]LinkStatus, 0, len(c.links))
+	for p, pl := range c.links {
+		ls := LinkStatus{Peer: p.String(), Path: pl.path, Remote: pl.link.RemoteAddr().String(), Users: pl.users, Since: pl.since}
+		if pl.plan != 0 {
+			ls.Plan = pl.plan.String()
+		}
+		out = append(out, ls)
+	}
+	slices.SortFunc(out, func(a, b LinkStatus) int { return a.Since.Compare(b.Since) })
+	return out
 }
 
 // liveLocked returns the usable link to p, if any.
@@ -329,9 +356,14 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	d := c.d
 	start := time.Now()
 	sl := d.attach.current()
-	if src.SN == nil || sl == nil || sl.Version < protocol.VersionSignal {
+	if sl == nil || sl.Version < protocol.VersionSignal || (src.SN == nil && len(src.Addrs) > 0) {
+		// No signalling (or a source from a supernode that predates it): dial.
 		l, err := d.dialAny(ctx, src.Peer, src.Addrs)
 		return l, PathDirect, 0, err
+	}
+	var toSN protocol.PeerID // zero: the supernodes flood the request
+	if src.SN != nil {
+		toSN = *src.SN
 	}
 	var idb [8]byte
 	crand.Read(idb[:])
@@ -345,7 +377,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		delete(c.setups, id)
 		c.mu.Unlock()
 	}()
-	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, ToSN: *src.SN, Upgrade: upgrade}
+	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, ToSN: toSN, Upgrade: upgrade}
 	if err := sl.Send(req); err != nil {
 		return nil, "", 0, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}
@@ -353,6 +385,9 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	defer cancel()
 	ans, err := waitSignal(sctx, ch, protocol.SignalAnswer)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && src.SN == nil {
+			err = fmt.Errorf("%w: no supernode within reach knows peer %s", ErrNothingFound, src.Peer.Short())
+		}
 		return nil, "", 0, fmt.Errorf("waiting for the supernodes: %w", err)
 	}
 	plan := ans.Plan

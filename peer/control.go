@@ -30,6 +30,8 @@ type Status struct {
 	Uploaded   int64           `json:"uploaded_bytes"`
 	Downloaded int64           `json:"downloaded_bytes"`
 	Downloads  []Progress      `json:"downloads,omitempty"`
+	Links      []LinkStatus    `json:"links,omitempty"`
+	Attempts   []Attempt       `json:"attempts,omitempty"`
 }
 
 // SharedFile is one file in the share, as status lists it.
@@ -93,6 +95,8 @@ func (d *Daemon) Status() Status {
 		st.Downloads = append(st.Downloads, *p)
 	}
 	d.mu.Unlock()
+	st.Links = d.conns.Links()
+	st.Attempts = d.conns.Attempts()
 	return st
 }
 
@@ -131,6 +135,7 @@ func listenControl(path string, d *Daemon) (*controlServer, error) {
 	})
 	mux.HandleFunc("POST /v1/search", d.handleSearch)
 	mux.HandleFunc("POST /v1/get", d.handleGet)
+	mux.HandleFunc("POST /v1/connect", d.handleConnect)
 	return c, nil
 }
 
@@ -297,4 +302,42 @@ func (d *Daemon) handleGet(w http.ResponseWriter, r *http.Request) {
 		code, _ := errorCode(err)
 		ev.send(event{Error: &errorJSON{Error: err.Error(), Code: code}})
 	}
+}
+
+// ConnectRequest is the body of POST /v1/connect.
+type ConnectRequest struct {
+	PeerID    string `json:"peer_id"`
+	Supernode string `json:"supernode,omitempty"` // the peer's supernode, if known
+}
+
+func (d *Daemon) handleConnect(w http.ResponseWriter, r *http.Request) {
+	var req ConnectRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", protocol.ErrBadRequest, err))
+		return
+	}
+	p, err := protocol.ParsePeerID(req.PeerID)
+	if err != nil {
+		writeErr(w, fmt.Errorf("%w: peer ID: %v", protocol.ErrBadRequest, err))
+		return
+	}
+	if p == d.ID() {
+		writeErr(w, fmt.Errorf("%w: that is this peer's own ID", protocol.ErrBadRequest))
+		return
+	}
+	var sn *protocol.PeerID
+	if req.Supernode != "" {
+		s, err := protocol.ParsePeerID(req.Supernode)
+		if err != nil {
+			writeErr(w, fmt.Errorf("%w: supernode ID: %v", protocol.ErrBadRequest, err))
+			return
+		}
+		sn = &s
+	}
+	att, err := d.Connect(r.Context(), p, sn)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, att)
 }

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -11,9 +12,11 @@ import (
 
 // A supernode keeps a second UDP socket. Leaves send STUN requests to both
 // sockets: the same reflexive address from both means their NAT maps
-// independently of the destination. The second socket also dials leaves back:
-// a dial from an address the leaf never sent to gets through only if the leaf is
-// reachable by anyone.
+// independently of the destination. Then the supernode dials the leaf back from
+// a fresh socket, an address the leaf never sent to: a NAT that filters by
+// address and port drops that dial, so it gets through only if the leaf is
+// reachable by anyone. (Dialling from either STUN socket would pass through the
+// mapping the STUN request opened.)
 
 // dialBackTimeout bounds one reachability check.
 const dialBackTimeout = 3 * time.Second
@@ -31,10 +34,9 @@ func (s *Server) natReport(id LinkID, l *transport.Link, m *protocol.NATReport) 
 		// peers it permits, so there is nothing to dial back.
 	case s.alt != nil && observed != nil:
 		ctx, cancel := context.WithTimeout(s.ctx, dialBackTimeout)
-		probe, _, err := s.alt.DialAddr(ctx, observed, l.Peer, &protocol.Hello{Role: protocol.RoleProbe})
+		err := s.dialBack(ctx, observed, l.Peer)
 		cancel()
 		if err == nil {
-			probe.Close(nil)
 			public = true
 			nat = protocol.NATNone
 		} else {
@@ -54,4 +56,24 @@ func (s *Server) natReport(id LinkID, l *transport.Link, m *protocol.NATReport) 
 	if l.Version >= protocol.VersionSignal {
 		l.Send(&protocol.NATStatus{NAT: nat, Public: public, Observed: l.RemoteAddr().String()})
 	}
+}
+
+// dialBack dials a leaf from a new socket on the supernode's host.
+func (s *Server) dialBack(ctx context.Context, addr *net.UDPAddr, peer protocol.PeerID) error {
+	pc, err := transport.ListenUDP(net.JoinHostPort(hostOf(s.cfg.Listen), "0"))
+	if err != nil {
+		return fmt.Errorf("dial-back socket: %w", err)
+	}
+	n, err := transport.New(transport.Config{Identity: s.id, Conn: pc, Log: s.log, Agent: "supernet-supernode"})
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	defer n.Close()
+	probe, _, err := n.DialAddr(ctx, addr, peer, &protocol.Hello{Role: protocol.RoleProbe})
+	if err != nil {
+		return err
+	}
+	probe.Close(nil)
+	return nil
 }

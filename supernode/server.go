@@ -50,8 +50,9 @@ type Config struct {
 	TickInterval time.Duration
 	// MaxLeaves caps attached leaves (default 1000).
 	MaxLeaves int
-	// AltListen is the second UDP socket, for STUN mapping tests and dial-backs
-	// (default: the Listen port + 1 on the same host; "-" for none).
+	// AltListen is the second UDP socket, for STUN mapping tests (default: the
+	// Listen port + 1 on the same host; "-" for none, which also turns off the
+	// dial-back that confirms a leaf is public).
 	AltListen string
 	// AltConn, when set, is used instead of opening AltListen.
 	AltConn net.PacketConn
@@ -75,7 +76,8 @@ type Server struct {
 	cfg    Config
 	log    zerolog.Logger
 	node   *transport.Node
-	alt    *transport.Node // second socket: STUN mapping tests and dial-backs
+	alt    *transport.Node // second socket: STUN mapping tests
+	id     *protocol.Identity
 	tcpLn  net.Listener
 	router *Router
 	relays relayTable
@@ -141,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
+		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn, id: id,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf: make(map[protocol.PeerID]LinkID),
 		ctx:    ctx, cancel: cancel,

@@ -128,12 +128,15 @@ func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 		return nil
 	}
 	var sends []LinkID
+	_, fromLeaf := r.leaves[from]
 	if n, ok := r.nbrByPeer[m.ToSN]; ok && n != from {
 		sends = append(sends, n)
 	} else if m.ToSN == r.cfg.ID || m.Hops == 0 {
-		// The target should be here and is not, or the signal has gone far enough.
+		// The target should be here and is not, or the signal has gone far
+		// enough. A flooded request (no supernode named) fails silently: another
+		// branch of the flood may still find the peer.
 		r.mu.Unlock()
-		if m.Kind == protocol.SignalRequest {
+		if m.Kind == protocol.SignalRequest && !m.ToSN.IsZero() {
 			r.routeBack(from, m, protocol.StatusNotFound, "peer is not attached to its supernode")
 		}
 		return nil
@@ -145,7 +148,7 @@ func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 		}
 	}
 	r.mu.Unlock()
-	if len(sends) == 0 && m.Kind == protocol.SignalRequest {
+	if len(sends) == 0 && m.Kind == protocol.SignalRequest && (!m.ToSN.IsZero() || fromLeaf) {
 		r.routeBack(from, m, protocol.StatusNotFound, "no route to the peer's supernode")
 		return nil
 	}

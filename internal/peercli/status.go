@@ -43,6 +43,10 @@ func statusCmd(g *globals) *cobra.Command {
 				if sn.Reflexive != "" {
 					fmt.Fprintf(tw, "Reflexive address (STUN):\t%s\n", sn.Reflexive)
 				}
+				fmt.Fprintf(tw, "NAT:\t%s\n", natLine(sn))
+				if sn.Relay != "" {
+					fmt.Fprintf(tw, "Living on relay:\t%s\n", sn.Relay)
+				}
 			case sn.Addr != "":
 				fmt.Fprintf(tw, "Supernode:\tnot attached (last tried %s: %s)\n", sn.Addr, sn.LastError)
 			default:
@@ -61,6 +65,36 @@ func statusCmd(g *globals) *cobra.Command {
 				fmt.Fprintln(tw, "SHARED FILE\tSIZE\tCONTENT ID")
 				for _, f := range st.Shared {
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Path, humanBytes(f.Size), f.ContentID)
+				}
+				tw.Flush()
+			}
+			if len(st.Links) > 0 {
+				fmt.Println()
+				tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "LINKED PEER\tPATH\tPLAN\tREMOTE\tOPEN FOR")
+				for _, l := range st.Links {
+					plan := l.Plan
+					if plan == "" {
+						plan = "(theirs)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", short(l.Peer), l.Path, plan, l.Remote, time.Since(l.Since).Round(time.Second))
+				}
+				tw.Flush()
+			}
+			if len(st.Attempts) > 0 {
+				fmt.Println()
+				tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "CONNECTION ATTEMPT\tPEER\tPLAN\tRESULT\tTOOK")
+				from := max(0, len(st.Attempts)-10)
+				for _, a := range st.Attempts[from:] {
+					res := a.Path
+					if a.Err != "" {
+						res = "failed: " + a.Err
+					}
+					if a.Upgrade {
+						res += " (upgrade)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.At.Format("15:04:05"), short(a.Peer), a.Plan, res, a.Took.Round(time.Millisecond))
 				}
 				tw.Flush()
 			}
@@ -96,4 +130,21 @@ func rescanCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// natLine says what the daemon learnt of its network.
+func natLine(sn peer.SupernodeStatus) string {
+	switch {
+	case sn.Public:
+		return "none: publicly reachable (the supernode dialled back)"
+	case sn.NAT != "" && sn.NAT != "unknown":
+		m := ""
+		if sn.Mapping != "" && sn.Mapping != sn.NAT {
+			m = ", STUN mapping " + sn.Mapping
+		}
+		return sn.NAT + m
+	case sn.Mapping != "":
+		return sn.Mapping + " (from STUN; not confirmed by the supernode yet)"
+	}
+	return "unknown yet"
 }

@@ -17,7 +17,7 @@ func upCmd(g *globals) *cobra.Command {
 		share, name, listen, logLevel string
 		supernodes                    []string
 		jsonLogs                      bool
-		rescan                        time.Duration
+		rescan, upgrade, punch        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -44,6 +44,7 @@ func upCmd(g *globals) *cobra.Command {
 			d, err := peer.New(peer.Config{
 				DataDir: g.dataDir, ShareDir: share, Name: name, Supernodes: sns,
 				Listen: listen, RescanInterval: rescan, Log: log,
+				UpgradeInterval: upgrade, PunchTimeout: punch,
 			})
 			if err != nil {
 				return err
@@ -65,5 +66,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
 	f.DurationVar(&rescan, "rescan", time.Minute, "how often to rescan the share folder")
+	f.DurationVar(&upgrade, "upgrade-interval", 30*time.Second, "how often a relayed link tries for a direct path again")
+	f.DurationVar(&punch, "punch-timeout", time.Second, "how long a hole punch may take before a relay is used")
 	return cmd
 }

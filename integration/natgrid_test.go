@@ -1,0 +1,427 @@
+//go:build linux
+
+package integration
+
+// The real binaries across the NAT lab: supernodes and a relay on the public
+// segment, peers on public hosts and behind endpoint-independent and
+// symmetric NATs, every ordered pair of kinds connecting through the
+// supernodes and moving a file.
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+)
+
+// gridRate is every peer's line speed in the grid, Mbit/s each way. The
+// supernodes and the relay sit in a data centre and are not shaped.
+const gridRate = 50
+
+// gridFileSize is the file each pair moves: a few seconds on a gridRate line.
+const gridFileSize = 12 << 20
+
+// natLab is a NAT lab with the overlay's processes in it.
+type natLab struct {
+	*Lab
+	t                        *testing.T
+	snBin, peerBin, relayBin string
+	secret                   string            // path of the secret shared by supernodes and relays
+	supernodes               map[string]string // name: "peerid@ip:port"
+	supernodeProcs           map[string]*Proc
+}
+
+func newNATLab(t *testing.T) *natLab {
+	l := NewLab(t) // skips, saying why, where namespaces cannot be made
+	sn, pe := binaries(t)
+	nl := &natLab{Lab: l, t: t, snBin: sn, peerBin: pe, relayBin: built.relay,
+		supernodes: map[string]string{}, supernodeProcs: map[string]*Proc{}}
+	nl.secret = filepath.Join(l.Dir, "relay-secret")
+	if err := os.WriteFile(nl.secret, []byte(randomHex(t, 24)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return nl
+}
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := crand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", b)
+}
+
+var labListeningRE = regexp.MustCompile(`supernode (\S+) listening on udp (\S+)`)
+
+// supernode starts a supernode on a public host of its own, linked to join,
+// and returns its target "peerid@ip:port".
+func (nl *natLab) supernode(name string, join ...string) string {
+	t := nl.t
+	t.Helper()
+	h := nl.Public(name)
+	args := []string{"--listen", h.Addr(7000), "--data-dir", filepath.Join(nl.Dir, name),
+		"--relay-secret-file", nl.secret, "--log-json"}
+	for _, j := range join {
+		args = append(args, "--join", j)
+	}
+	p := h.Start(t, name, nl.snBin, args...)
+	var m []string
+	pollUntil(t, 10*time.Second, name+" to listen", func() (bool, string) {
+		if p.Exited() {
+			t.Fatalf("%s exited at start:\n%s", name, p.Output())
+		}
+		m = labListeningRE.FindStringSubmatch(p.Output())
+		return m != nil, p.Output()
+	})
+	target := m[1] + "@" + h.Addr(7000)
+	nl.supernodes[name] = target
+	nl.supernodeProcs[name] = p
+	return target
+}
+
+// relay starts a standalone relay on a public host reporting to the
+// supernodes, and waits until each of them has it in its table.
+func (nl *natLab) relay(name string, supernodes ...string) *Host {
+	t := nl.t
+	t.Helper()
+	h := nl.Public(name)
+	args := []string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--secret-file", nl.secret,
+		"--data-dir", filepath.Join(nl.Dir, name), "--log-json"}
+	for _, sn := range supernodes {
+		args = append(args, "--supernode", nl.supernodes[sn])
+	}
+	p := h.Start(t, name, nl.relayBin, args...)
+	for _, sn := range supernodes {
+		sp := nl.supernodeProcs[sn]
+		pollUntil(t, 10*time.Second, name+" to report to "+sn, func() (bool, string) {
+			if p.Exited() {
+				t.Fatalf("%s exited at start:\n%s", name, p.Output())
+			}
+			return strings.Contains(sp.Output(), "relay connected"), p.Output()
+		})
+	}
+	return h
+}
+
+// labPeer is a `peer up` in the lab, sharing one file of its own.
+type labPeer struct {
+	name    string
+	kind    NATKind
+	host    *Host
+	dataDir string
+	proc    *Proc
+	id      string
+	file    string // the shared file
+	cid     string // its content ID
+	nl      *natLab
+}
+
+// peer puts a peer daemon on a host of the given kind, shaped to gridRate,
+// attached to supernode sn and sharing a fresh random file, and waits until
+// the supernode has established its NAT and indexed its file.
+func (nl *natLab) peer(name string, kind NATKind, sn string, extra ...string) *labPeer {
+	t := nl.t
+	t.Helper()
+	var h *Host
+	if kind == NATNone {
+		h = nl.Public(name, WithRate(gridRate))
+	} else {
+		h = nl.Home(name, kind, WithRate(gridRate))
+	}
+	p := &labPeer{name: name, kind: kind, host: h, dataDir: filepath.Join(nl.Dir, name), nl: nl}
+	share := filepath.Join(nl.Dir, name+"-share")
+	if err := os.MkdirAll(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, gridFileSize)
+	crand.Read(data)
+	p.file = filepath.Join(share, name+".bin")
+	if err := os.WriteFile(p.file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--data-dir", p.dataDir, "up", "--name", name, "--supernode", nl.supernodes[sn],
+		"--listen", h.Addr(0), "--share", share, "--log-json"}, extra...)
+	p.proc = h.Start(t, "peer "+name, nl.peerBin, args...)
+	return p
+}
+
+// wait blocks until the peer is attached, its NAT is what its kind should
+// give, and its file is shared.
+func (p *labPeer) wait() {
+	t := p.nl.t
+	t.Helper()
+	pollUntil(t, 20*time.Second, p.name+" to attach and learn its NAT", func() (bool, string) {
+		if p.proc.Exited() {
+			t.Fatalf("peer %s exited:\n%s", p.name, p.proc.Output())
+		}
+		st, raw, err := p.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		p.id = st.PeerID
+		if len(st.Shared) == 1 {
+			p.cid = st.Shared[0].ContentID
+		}
+		want := natOf(p.kind)
+		got := st.Supernode.NAT
+		if st.Supernode.Public {
+			got = "public"
+		}
+		return st.Supernode.Connected && got == want && p.cid != "", raw
+	})
+}
+
+// natOf is the NAT a supernode should establish for a host of kind k.
+func natOf(k NATKind) string {
+	switch k {
+	case NATNone:
+		return "public"
+	case NATEndpointIndependent:
+		return "endpoint-independent"
+	case NATSymmetric:
+		return "symmetric"
+	case NATUDPBlocked:
+		return "udp-blocked"
+	}
+	return k.String()
+}
+
+// labStatus is the part of `peer status --json` the lab reads.
+type labStatus struct {
+	PeerID    string `json:"peer_id"`
+	Supernode struct {
+		Connected bool   `json:"connected"`
+		NAT       string `json:"nat"`
+		Mapping   string `json:"mapping"`
+		Public    bool   `json:"public"`
+		Relay     string `json:"relay"`
+	} `json:"supernode"`
+	Shared []struct {
+		ContentID string `json:"content_id"`
+	} `json:"shared"`
+	Links []struct {
+		PeerID string `json:"peer_id"`
+		Path   string `json:"path"`
+		Plan   string `json:"plan"`
+		Remote string `json:"remote_addr"`
+	} `json:"links"`
+	Attempts []labAttempt `json:"attempts"`
+}
+
+type labAttempt struct {
+	PeerID  string        `json:"peer_id"`
+	Plan    string        `json:"plan"`
+	Path    string        `json:"path"`
+	Took    time.Duration `json:"took_ns"`
+	Upgrade bool          `json:"upgrade"`
+	Err     string        `json:"error"`
+}
+
+// cli runs the peer command against this daemon, in its namespace.
+func (p *labPeer) cli(timeout time.Duration, args ...string) (string, error) {
+	p.nl.t.Helper()
+	return p.host.Run(p.nl.t, timeout, p.nl.peerBin, append([]string{"--data-dir", p.dataDir}, args...)...)
+}
+
+func (p *labPeer) status() (labStatus, string, error) {
+	var st labStatus
+	out, err := p.cli(10*time.Second, "status", "--json")
+	if err != nil {
+		return st, out, err
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		p.nl.t.Fatalf("peer status --json is not JSON: %v\n%s", err, out)
+	}
+	return st, out, nil
+}
+
+// connect runs `peer connect` to q, naming no supernode, and returns the attempt.
+func (p *labPeer) connect(q *labPeer) (labAttempt, error) {
+	var a labAttempt
+	out, err := p.cli(30*time.Second, "connect", q.id, "--json")
+	if err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal([]byte(out), &a); err != nil {
+		return a, fmt.Errorf("peer connect --json: %v\n%s", err, out)
+	}
+	return a, nil
+}
+
+// get downloads q's file, checks it is byte-identical and returns the
+// throughput in bytes per second, from the command's start to its end.
+func (p *labPeer) get(q *labPeer) (float64, error) {
+	dir := filepath.Join(p.nl.Dir, p.name+"-from-"+q.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	start := time.Now()
+	out, err := p.cli(2*time.Minute, "get", q.cid, "--output", dir, "--json")
+	took := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	got, err := os.ReadFile(filepath.Join(dir, filepath.Base(q.file)))
+	if err != nil {
+		return 0, fmt.Errorf("%v (get printed %s)", err, out)
+	}
+	want, err := os.ReadFile(q.file)
+	if err != nil {
+		return 0, err
+	}
+	if !bytes.Equal(got, want) {
+		return 0, fmt.Errorf("%s's file arrived at %s differing: %d bytes, want %d", q.name, p.name, len(got), len(want))
+	}
+	return float64(len(want)) / took.Seconds(), nil
+}
+
+// linkTo is the path of p's open link to q, as p's status shows it.
+func (p *labPeer) linkTo(q *labPeer) string {
+	st, out, err := p.status()
+	if err != nil {
+		p.nl.t.Fatalf("%v\n%s", err, out)
+	}
+	for _, l := range st.Links {
+		if l.PeerID == q.id {
+			return l.Path
+		}
+	}
+	return "none"
+}
+
+// expectedPlan is what the target's supernode should plan for a pair of kinds.
+func expectedPlan(from, to NATKind) (plan, path string) {
+	switch {
+	case to == NATNone:
+		return "direct", "direct"
+	case from == NATNone:
+		return "reverse", "direct"
+	case from == NATEndpointIndependent && to == NATEndpointIndependent:
+		return "punch", "direct"
+	}
+	return "relay", "relayed"
+}
+
+type gridCell struct {
+	plan, path string
+	took       time.Duration
+	rate       float64 // bytes/s
+	err        error
+}
+
+// TestNATGrid connects every ordered pair of {public, endpoint-independent,
+// symmetric} through two supernodes, initiators on one and targets on the
+// other, and moves a file across each pair. Pairs that can punch (or dial)
+// must end up direct, the others relayed. It prints the grid.
+func TestNATGrid(t *testing.T) {
+	nl := newNATLab(t)
+	sn1 := nl.supernode("sn1")
+	nl.supernode("sn2", sn1)
+	nl.relay("relay", "sn1", "sn2")
+
+	kinds := []NATKind{NATNone, NATEndpointIndependent, NATSymmetric}
+	short := map[NATKind]string{NATNone: "pub", NATEndpointIndependent: "eim", NATSymmetric: "sym"}
+	from, to := map[NATKind]*labPeer{}, map[NATKind]*labPeer{}
+	for _, k := range kinds {
+		from[k] = nl.peer(short[k]+"a", k, "sn1")
+		to[k] = nl.peer(short[k]+"b", k, "sn2")
+	}
+	for _, k := range kinds {
+		from[k].wait()
+		to[k].wait()
+	}
+
+	grid := map[[2]NATKind]*gridCell{}
+	for _, fk := range kinds {
+		for _, tk := range kinds {
+			a, b := from[fk], to[tk]
+			c := &gridCell{}
+			grid[[2]NATKind{fk, tk}] = c
+			att, err := a.connect(b)
+			if err != nil {
+				c.err = err
+				t.Errorf("%s -> %s: connect: %v", fk, tk, err)
+				continue
+			}
+			c.plan, c.path, c.took = att.Plan, att.Path, att.Took
+			wantPlan, wantPath := expectedPlan(fk, tk)
+			if c.plan != wantPlan || c.path != wantPath {
+				t.Errorf("%s -> %s: plan %s, path %s; want plan %s, path %s", fk, tk, c.plan, c.path, wantPlan, wantPath)
+			}
+			if c.rate, err = a.get(b); err != nil {
+				c.err = err
+				t.Errorf("%s -> %s: get: %v", fk, tk, err)
+				continue
+			}
+			// The download must have run on the link connect made.
+			if p := a.linkTo(b); p != wantPath {
+				t.Errorf("%s -> %s: after the download the link is %s, want %s", fk, tk, p, wantPath)
+			}
+		}
+	}
+
+	var sb strings.Builder
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "initiator \\ target")
+	for _, tk := range kinds {
+		fmt.Fprintf(tw, "\t%s", tk)
+	}
+	fmt.Fprintln(tw)
+	var took = map[string][]time.Duration{}
+	var rates = map[string][]float64{}
+	for _, fk := range kinds {
+		fmt.Fprintf(tw, "%s", fk)
+		for _, tk := range kinds {
+			c := grid[[2]NATKind{fk, tk}]
+			if c.err != nil {
+				fmt.Fprintf(tw, "\tFAILED")
+				continue
+			}
+			fmt.Fprintf(tw, "\t%s (%s) %v, %.1f Mbit/s", c.path, c.plan, c.took.Round(time.Millisecond), c.rate*8/1e6)
+			took[c.plan] = append(took[c.plan], c.took)
+			rates[c.path] = append(rates[c.path], c.rate)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	fmt.Fprintf(&sb, "\nlines shaped to %d Mbit/s each way; %d MiB per transfer, timed from `peer get` start to end\n", gridRate, gridFileSize>>20)
+	for _, plan := range []string{"direct", "reverse", "punch", "relay"} {
+		if len(took[plan]) > 0 {
+			fmt.Fprintf(&sb, "time to connect, plan %-7s: max %v over %d pairs (target: %s)\n", plan,
+				slicesMax(took[plan]).Round(time.Millisecond), len(took[plan]), map[bool]string{true: "≤ 1 s", false: "≤ 500 ms"}[plan == "relay"])
+		}
+	}
+	d, r := mean(rates["direct"]), mean(rates["relayed"])
+	if d > 0 && r > 0 {
+		fmt.Fprintf(&sb, "throughput: direct %.1f Mbit/s, relayed %.1f Mbit/s: relayed is %.0f%% of direct (target ≥ 80%%)\n",
+			d*8/1e6, r*8/1e6, 100*r/d)
+	}
+	t.Logf("NAT grid:\n%s", sb.String())
+}
+
+func slicesMax(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
