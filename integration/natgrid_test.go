@@ -425,3 +425,58 @@ func mean(xs []float64) float64 {
 	}
 	return s / float64(len(xs))
 }
+
+// TestNATUDPBlocked: a peer whose network drops all UDP finds that out, gets
+// a relay from its supernode over TCP, lives on it over TURN/TCP, and moves
+// files both ways: to a peer behind a symmetric NAT (which dials its relayed
+// address) and from one behind an endpoint-independent NAT (which it reaches
+// by a reversed dial).
+func TestNATUDPBlocked(t *testing.T) {
+	nl := newNATLab(t)
+	nl.supernode("sn1")
+	nl.relay("relay", "sn1")
+	blk := nl.peer("blk", NATUDPBlocked, "sn1")
+	eim := nl.peer("eim", NATEndpointIndependent, "sn1")
+	sym := nl.peer("sym", NATSymmetric, "sn1")
+	for _, p := range []*labPeer{blk, eim, sym} {
+		p.wait()
+	}
+	st, raw, err := blk.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Supernode.Relay, "(tcp)") {
+		t.Fatalf("the UDP-blocked peer does not say it lives on a relay over TCP:\n%s", raw)
+	}
+
+	var sb strings.Builder
+	for _, c := range []struct {
+		from, to *labPeer
+		plan     string
+	}{
+		{blk, eim, "reverse"}, // the blocked peer counts as reachable: eim dials it
+		{sym, blk, "direct"},
+	} {
+		att, err := c.from.connect(c.to)
+		if err != nil {
+			t.Fatalf("%s -> %s: connect: %v", c.from.name, c.to.name, err)
+		}
+		if att.Plan != c.plan {
+			t.Errorf("%s -> %s: plan %s, want %s", c.from.name, c.to.name, att.Plan, c.plan)
+		}
+		rate, err := c.from.get(c.to)
+		if err != nil {
+			t.Fatalf("%s -> %s: get: %v", c.from.name, c.to.name, err)
+		}
+		other := c.to
+		if c.to == blk {
+			other = c.from
+		}
+		if p := blk.linkTo(other); p != "relayed" {
+			t.Errorf("%s -> %s: the blocked peer's link is %s, want relayed", c.from.name, c.to.name, p)
+		}
+		fmt.Fprintf(&sb, "%s -> %s: plan %s, connected in %v, %.1f Mbit/s\n", c.from.name, c.to.name, att.Plan,
+			att.Took.Round(time.Millisecond), rate*8/1e6)
+	}
+	t.Logf("UDP blocked, via TURN/TCP (%s):\n%s", st.Supernode.Relay, sb.String())
+}

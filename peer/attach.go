@@ -54,8 +54,12 @@ func newAttachment(d *Daemon) *attachment {
 
 func (a *attachment) snapshot() SupernodeStatus {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.status
+	st := a.status
+	a.mu.Unlock()
+	if a.d.onRelay != nil {
+		st.Relay = a.d.relayTCP + " (tcp), relayed address " + a.d.onRelay.RelayedAddr().String()
+	}
+	return st
 }
 
 func (a *attachment) current() *transport.Link {

@@ -254,7 +254,7 @@ func (c *connector) incoming(l *transport.Link) {
 	ws := c.waits[l.Peer]
 	delete(c.waits, l.Peer)
 	c.mu.Unlock()
-	c.register(l, pathOf(l), 0, len(ws) > 0)
+	c.register(l, c.d.pathOf(l), 0, len(ws) > 0)
 	for _, w := range ws {
 		select {
 		case w <- l:
@@ -330,6 +330,9 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		c.record(att)
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
+	if c.d.onRelay != nil {
+		path = PathRelayed
+	}
 	att.Path = path
 	c.record(att)
 	if plan != protocol.PlanReverse {
@@ -399,13 +402,19 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		l, err := d.dialAny(ctx, src.Peer, ans.Addrs)
 		return l, PathDirect, plan, err
 	case protocol.PlanReverse:
+		if d.onRelay != nil {
+			// We live on a relay: let the peer in.
+			if err := d.onRelay.Permit(udpAddrs(ans.Addrs)...); err != nil {
+				return nil, "", plan, fmt.Errorf("relay permission: %w", err)
+			}
+		}
 		wctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout+d.node.HandshakeTimeout())
 		defer cancel()
 		l, err := c.awaitIncoming(wctx, src.Peer, start)
 		if err != nil {
 			return nil, "", plan, fmt.Errorf("waiting for the peer to dial us: %w", err)
 		}
-		return l, pathOf(l), plan, nil
+		return l, d.pathOf(l), plan, nil
 	case protocol.PlanPunch:
 		pctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout)
 		addr, err := d.node.Punch(pctx, resolveAll(ans.Addrs), punchInterval)
@@ -435,8 +444,10 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	return l, PathRelayed, plan, err
 }
 
-func pathOf(l *transport.Link) string {
-	if l.Relayed {
+// pathOf says how l runs: relayed when it came in on a relay allocation, or
+// when this peer lives on one because its network blocks UDP.
+func (d *Daemon) pathOf(l *transport.Link) string {
+	if l.Relayed || d.onRelay != nil {
 		return PathRelayed
 	}
 	return PathDirect
@@ -568,7 +579,7 @@ func (c *connector) answerOffer(m *protocol.Signal) {
 	if err != nil {
 		att.Err = err.Error()
 	} else {
-		att.Path = pathOf(l)
+		att.Path = d.pathOf(l)
 	}
 	c.record(att)
 }

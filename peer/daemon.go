@@ -83,7 +83,8 @@ type Daemon struct {
 	srcs   *sourceCache
 	conns  *connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
-	onRelay *relay.Allocation
+	onRelay  *relay.Allocation
+	relayTCP string // the relay's TURN/TCP address, with onRelay
 
 	mu        sync.Mutex
 	downloads map[protocol.ContentID]*Progress
@@ -237,6 +238,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.log.Error().Err(err).Msg("scanning share folder")
 		}
 	}
+	if err := d.checkUDP(d.ctx); err != nil && d.ctx.Err() == nil {
+		d.log.Error().Err(err).Msg("checking the UDP path")
+	}
 	if d.ctl != nil {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.ctl.serve() }()
@@ -271,6 +275,9 @@ func (d *Daemon) Close() error {
 		d.mu.Unlock()
 		if d.node != nil {
 			d.node.Close()
+		}
+		if d.onRelay != nil {
+			d.onRelay.Close()
 		}
 	})
 	d.wg.Wait()
