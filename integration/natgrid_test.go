@@ -127,6 +127,12 @@ type labPeer struct {
 // attached to supernode sn and sharing a fresh random file, and waits until
 // the supernode has established its NAT and indexed its file.
 func (nl *natLab) peer(name string, kind NATKind, sn string, extra ...string) *labPeer {
+	nl.t.Helper()
+	return nl.peerSized(name, kind, sn, gridFileSize, extra...)
+}
+
+// peerSized is peer with a shared file of size bytes.
+func (nl *natLab) peerSized(name string, kind NATKind, sn string, size int, extra ...string) *labPeer {
 	t := nl.t
 	t.Helper()
 	var h *Host
@@ -140,7 +146,7 @@ func (nl *natLab) peer(name string, kind NATKind, sn string, extra ...string) *l
 	if err := os.MkdirAll(share, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	data := make([]byte, gridFileSize)
+	data := make([]byte, size)
 	crand.Read(data)
 	p.file = filepath.Join(share, name+".bin")
 	if err := os.WriteFile(p.file, data, 0o644); err != nil {
@@ -212,7 +218,11 @@ type labStatus struct {
 		Plan   string `json:"plan"`
 		Remote string `json:"remote_addr"`
 	} `json:"links"`
-	Attempts []labAttempt `json:"attempts"`
+	Attempts   []labAttempt `json:"attempts"`
+	Downloaded int64        `json:"downloaded_bytes"`
+	Downloads  []struct {
+		Verified int64 `json:"verified_bytes"`
+	} `json:"downloads"`
 }
 
 type labAttempt struct {
@@ -222,6 +232,7 @@ type labAttempt struct {
 	Took    time.Duration `json:"took_ns"`
 	Upgrade bool          `json:"upgrade"`
 	Err     string        `json:"error"`
+	At      time.Time     `json:"at"`
 }
 
 // cli runs the peer command against this daemon, in its namespace.
@@ -479,4 +490,91 @@ func TestNATUDPBlocked(t *testing.T) {
 			att.Took.Round(time.Millisecond), rate*8/1e6)
 	}
 	t.Logf("UDP blocked, via TURN/TCP (%s):\n%s", st.Supernode.Relay, sb.String())
+}
+
+// TestNATRelayToDirect: two peers behind endpoint-independent NATs whose punch
+// is blocked get a relay; a download starts on it; the block lifts, the next
+// punch works, and the download moves to the direct path and completes
+// byte-identical without fetching anything twice.
+func TestNATRelayToDirect(t *testing.T) {
+	nl := newNATLab(t)
+	sn1 := nl.supernode("sn1")
+	nl.supernode("sn2", sn1)
+	nl.relay("relay", "sn1", "sn2")
+	const size = 24 << 20 // about 4 s at gridRate
+	a := nl.peerSized("eima", NATEndpointIndependent, "sn1", size, "--upgrade-interval", "500ms")
+	b := nl.peerSized("eimb", NATEndpointIndependent, "sn2", size, "--upgrade-interval", "500ms")
+	a.wait()
+	b.wait()
+
+	if err := nl.Block(a.host, b.host.PublicIP); err != nil {
+		t.Fatal(err)
+	}
+	att, err := a.connect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "punch" || att.Path != "relayed" {
+		t.Fatalf("with the punch blocked: plan %s, path %s; want punch, relayed", att.Plan, att.Path)
+	}
+	t.Logf("punch blocked: relayed after %v", att.Took.Round(time.Millisecond))
+
+	type result struct {
+		rate float64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := a.get(b)
+		done <- result{r, err}
+	}()
+	// Lift the block once a quarter of the file has come over the relay.
+	pollUntil(t, 30*time.Second, "the download to run on the relay", func() (bool, string) {
+		st, raw, err := a.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(st.Downloads) == 1 && st.Downloads[0].Verified >= size/4, raw
+	})
+	if p := a.linkTo(b); p != "relayed" {
+		t.Fatalf("the download runs on a %s link, want relayed", p)
+	}
+	if err := nl.Unblock(a.host, b.host.PublicIP); err != nil {
+		t.Fatal(err)
+	}
+	unblocked := time.Now()
+	var res result
+	var finished time.Time
+	select {
+	case res = <-done:
+		finished = time.Now()
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the download did not finish")
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	st, raw, err := a.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var upgrade *labAttempt
+	for i := range st.Attempts {
+		if x := &st.Attempts[i]; x.Upgrade && x.Path == "direct" && x.PeerID == b.id {
+			upgrade = x
+		}
+	}
+	if upgrade == nil {
+		t.Fatalf("no upgrade to a direct path was recorded:\n%s", raw)
+	}
+	if p := a.linkTo(b); p != "direct" {
+		t.Errorf("after the download the link is %s, want direct", p)
+	}
+	if st.Downloaded != size {
+		t.Errorf("downloaded %d bytes for a %d-byte file: something was fetched twice or lost", st.Downloaded, size)
+	}
+	t.Logf("block lifted; the direct link was up %v later (that upgrade attempt took %v); download done %v after the lift; "+
+		"%d MiB byte-identical, %d bytes fetched, %.1f Mbit/s overall",
+		upgrade.At.Add(upgrade.Took).Sub(unblocked).Round(time.Millisecond), upgrade.Took.Round(time.Millisecond),
+		finished.Sub(unblocked).Round(time.Millisecond), size>>20, st.Downloaded, res.rate*8/1e6)
 }

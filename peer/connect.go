@@ -213,8 +213,11 @@ func (c *connector) release(pl *peerLink) {
 }
 
 // register makes l the link to its peer, replacing a relayed one with a direct
-// one, and returns the entry.
-func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned bool) *peerLink {
+// one, and returns the entry. Users of a replaced link are told through its
+// better channel. The side that set up the new link (dialer) closes the old one
+// once nobody here uses it: the other side may still be draining transfers on
+// it, and closes it itself when it has moved.
+func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned, dialer bool) *peerLink {
 	pl := &peerLink{peer: l.Peer, link: l, path: path, plan: plan, owned: owned, better: make(chan struct{}), since: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -223,7 +226,7 @@ func (c *connector) register(l *transport.Link, path string, plan protocol.Plan,
 	case old == nil:
 	case old.path == PathRelayed && path == PathDirect:
 		close(old.better)
-		if old.users == 0 {
+		if old.users == 0 && dialer {
 			old.link.Close(nil)
 		}
 	default:
@@ -254,7 +257,7 @@ func (c *connector) incoming(l *transport.Link) {
 	ws := c.waits[l.Peer]
 	delete(c.waits, l.Peer)
 	c.mu.Unlock()
-	c.register(l, c.d.pathOf(l), 0, len(ws) > 0)
+	c.register(l, c.d.pathOf(l), 0, len(ws) > 0, false)
 	for _, w := range ws {
 		select {
 		case w <- l:
@@ -340,7 +343,7 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		c.d.wg.Add(1)
 		go c.d.serveTransfer(l)
 	}
-	pl := c.register(l, path, plan, true)
+	pl := c.register(l, path, plan, true, true)
 	if pl.link != l {
 		l.Close(nil)
 	} else {
@@ -553,7 +556,7 @@ func (c *connector) answerOffer(m *protocol.Signal) {
 	case protocol.PlanReverse:
 		l, err = d.dialAny(ctx, m.From, m.Addrs)
 		if err == nil {
-			c.register(l, PathDirect, m.Plan, false)
+			c.register(l, PathDirect, m.Plan, false, true)
 			d.wg.Add(1)
 			go d.serveTransfer(l)
 		}

@@ -523,8 +523,11 @@ func (w *worker) run() error {
 		w.mu.Unlock()
 		dl.release(left)
 	}()
-	// A link replaced by a direct one sends us round again on the new one; the
-	// bound only guards against a link that keeps flapping.
+	// A link replaced by a direct one sends us round again on the new one, and
+	// so does a link that died under a source that was delivering (a relay
+	// lost, a NAT that forgot us): a new setup may find another path. The
+	// bounds only guard against a link that keeps flapping.
+	redials := 0
 	for range 16 {
 		pl, err := dl.d.conns.acquire(dl.ctx, w.src)
 		if err != nil {
@@ -532,10 +535,20 @@ func (w *worker) run() error {
 		}
 		err = w.runOn(pl, &counted)
 		dl.d.conns.release(pl)
-		if !errors.Is(err, errPathChanged) {
-			return err
+		if errors.Is(err, errPathChanged) {
+			pl.link.Log().Info().Str("content_id", dl.cid.String()).Msg("download moving to a direct link")
+			continue
 		}
-		pl.link.Log().Info().Str("content_id", dl.cid.String()).Msg("download moving to a direct link")
+		select {
+		case <-pl.link.Done():
+			if counted && redials < 2 && dl.ctx.Err() == nil {
+				redials++
+				pl.link.Log().Info().Err(err).Str("content_id", dl.cid.String()).Msg("link to source lost; setting up another")
+				continue
+			}
+		default:
+		}
+		return err
 	}
 	return errors.New("link to source kept changing")
 }
