@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -36,6 +37,7 @@ type natLab struct {
 	secret                   string            // path of the secret shared by supernodes and relays
 	supernodes               map[string]string // name: "peerid@ip:port"
 	supernodeProcs           map[string]*Proc
+	turn                     string // a stock TURN server supernodes are told of, if any
 }
 
 func newNATLab(t *testing.T) *natLab {
@@ -68,6 +70,9 @@ func (nl *natLab) supernode(name string, join ...string) string {
 	h := nl.Public(name)
 	args := []string{"--listen", h.Addr(7000), "--data-dir", filepath.Join(nl.Dir, name),
 		"--relay-secret-file", nl.secret, "--log-json"}
+	if nl.turn != "" {
+		args = append(args, "--turn-server", nl.turn)
+	}
 	for _, j := range join {
 		args = append(args, "--join", j)
 	}
@@ -577,4 +582,51 @@ func TestNATRelayToDirect(t *testing.T) {
 		"%d MiB byte-identical, %d bytes fetched, %.1f Mbit/s overall",
 		upgrade.At.Add(upgrade.Took).Sub(unblocked).Round(time.Millisecond), upgrade.Took.Round(time.Millisecond),
 		finished.Sub(unblocked).Round(time.Millisecond), size>>20, st.Downloaded, res.rate*8/1e6)
+}
+
+// TestNATStockTURN: a supernode configured with a stock TURN server (coturn,
+// sharing the secret) and no relay of its own hands it to two peers behind
+// symmetric NATs, which move a file through it.
+func TestNATStockTURN(t *testing.T) {
+	bin, err := exec.LookPath("turnserver")
+	if err != nil {
+		t.Skip("coturn's turnserver is not on PATH; install it (apt-get install coturn) to run this test")
+	}
+	nl := newNATLab(t)
+	secret, err := os.ReadFile(nl.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := nl.Public("turn")
+	nl.turn = th.Addr(3478)
+	tp := th.Start(t, "turnserver", bin, "-n",
+		"--use-auth-secret", "--static-auth-secret="+strings.TrimSpace(string(secret)), "--realm=supernet",
+		"--listening-ip="+th.IP.String(), "--relay-ip="+th.IP.String(), "--listening-port=3478",
+		"--min-port=49152", "--max-port=65535", "--no-tls", "--no-dtls", "--no-cli",
+		"--pidfile="+filepath.Join(nl.Dir, "turnserver.pid"), "--userdb="+filepath.Join(nl.Dir, "turndb"),
+		"--log-file=stdout", "--simple-log")
+	nl.supernode("sn1")
+	sp := nl.supernodeProcs["sn1"]
+	pollUntil(t, 20*time.Second, "sn1 to find coturn answering", func() (bool, string) {
+		if tp.Exited() {
+			t.Fatalf("turnserver exited:\n%s", tp.Output())
+		}
+		return strings.Contains(sp.Output(), "TURN server answers"), sp.Output()
+	})
+	a := nl.peer("syma", NATSymmetric, "sn1")
+	b := nl.peer("symb", NATSymmetric, "sn1")
+	a.wait()
+	b.wait()
+	att, err := a.connect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "relay" || att.Path != "relayed" {
+		t.Fatalf("plan %s, path %s; want relay, relayed", att.Plan, att.Path)
+	}
+	rate, err := a.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("through coturn: connected in %v, %d MiB byte-identical at %.1f Mbit/s", att.Took.Round(time.Millisecond), gridFileSize>>20, rate*8/1e6)
 }

@@ -238,3 +238,53 @@ func AskRelayTCP(ctx context.Context, id *protocol.Identity, addr string, expect
 	}
 	return nil, fmt.Errorf("%w: %s in answer to relay_ask", protocol.ErrBadRequest, m.Type())
 }
+
+// checkTURNServers keeps the stock TURN servers in the relay table while they
+// answer STUN, with the round trip measured.
+func (s *Server) checkTURNServers() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.TURNCheckInterval)
+	defer t.Stop()
+	up := make(map[string]bool)
+	for {
+		for _, addr := range s.cfg.TURNServers {
+			ua, err := net.ResolveUDPAddr("udp", addr)
+			var rtt time.Duration
+			if err == nil {
+				ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+				start := time.Now()
+				_, err = s.node.Reflexive(ctx, ua)
+				rtt = time.Since(start)
+				cancel()
+			}
+			if s.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				if up[addr] || len(up) == 0 {
+					s.log.Warn().Err(err).Str("turn_server", addr).Msg("TURN server does not answer; not handing it out")
+				}
+				up[addr] = false
+				s.relays.dropKey(addr)
+				continue
+			}
+			if !up[addr] {
+				s.log.Info().Str("turn_server", addr).Dur("rtt", rtt).Msg("TURN server answers")
+			}
+			up[addr] = true
+			s.relays.put(&relayEntry{udp: addr, tcp: addr, rtt: rtt, seen: time.Now(),
+				load: protocol.RelayLoad{UDP: addr, TCP: addr}})
+		}
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+func (t *relayTable) dropKey(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.entries, key)
+}

@@ -67,6 +67,14 @@ type Config struct {
 	RelayHost string
 	// RelayCredTTL is how long minted relay credentials last (default 1 h).
 	RelayCredTTL time.Duration
+	// TURNServers are stock TURN servers ("host:port", TURN over UDP and TCP
+	// on that port) that accept credentials minted with RelaySecret, as coturn
+	// does with use-auth-secret. They report no load, so the supernode checks
+	// each with a STUN Binding every TURNCheckInterval and hands out only
+	// those that answer, ordered by round-trip time.
+	TURNServers []string
+	// TURNCheckInterval is how often TURNServers are checked (default 10 s).
+	TURNCheckInterval time.Duration
 	Router       RouterConfig
 	Log          zerolog.Logger
 }
@@ -105,6 +113,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxLeaves <= 0 {
 		cfg.MaxLeaves = 1000
+	}
+	if cfg.TURNCheckInterval <= 0 {
+		cfg.TURNCheckInterval = 10 * time.Second
 	}
 	if cfg.RelayCredTTL <= 0 {
 		cfg.RelayCredTTL = time.Hour
@@ -272,6 +283,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.tickLoop()
+	if len(s.cfg.TURNServers) > 0 && len(s.cfg.RelaySecret) > 0 {
+		s.wg.Add(1)
+		go s.checkTURNServers()
+	}
 	if s.tcpLn != nil {
 		s.wg.Add(1)
 		go s.serveTCP(s.tcpLn)

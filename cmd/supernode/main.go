@@ -30,7 +30,7 @@ func command() *cobra.Command {
 		altListen, tcpListen      string
 		relayListen, relayIP      string
 		secretFile                string
-		join                      []string
+		join, turnServers         []string
 		jsonLogs                  bool
 		maxLeaves                 int
 		hops                      uint8
@@ -67,6 +67,15 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
 				AltListen: altListen, ListenTCP: tcpListen, RelaySecret: secret,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
+			}
+			for _, ts := range turnServers {
+				if _, _, err := net.SplitHostPort(ts); err != nil {
+					return usageErr(fmt.Errorf("--turn-server %q: want host:port", ts))
+				}
+				cfg.TURNServers = append(cfg.TURNServers, ts)
+			}
+			if len(cfg.TURNServers) > 0 && secret == nil {
+				return usageErr(errors.New("--turn-server needs the secret it shares: --relay-secret-file or $" + cli.SecretEnv))
 			}
 			if relayListen != "" {
 				if secret == nil {
@@ -110,6 +119,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")
 	f.StringVar(&relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. :3478")
 	f.StringVar(&relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
+	f.StringSliceVar(&turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
 	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	return cmd
 }
