@@ -75,8 +75,8 @@ type Config struct {
 	TURNServers []string
 	// TURNCheckInterval is how often TURNServers are checked (default 10 s).
 	TURNCheckInterval time.Duration
-	Router       RouterConfig
-	Log          zerolog.Logger
+	Router            RouterConfig
+	Log               zerolog.Logger
 }
 
 // Server is a supernode on a QUIC socket.
