@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/content/contenttest"
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 const module = "github.com/supernet-p2p/supernet"
@@ -646,6 +647,10 @@ func TestCLIErrors(t *testing.T) {
 			5, []string{`No results for "zzzqqqnothing"`}},
 		{"search without a supernode", peer(dave.dataDir, "search", "x"),
 			4, []string{"cannot reach a supernode"}},
+		{"connect to a bad peer ID", peer(carol.dataDir, "connect", "not-a-peer"),
+			2, []string{"bad peer ID"}},
+		{"connect to a peer nobody knows", peer(carol.dataDir, "connect", protocol.PeerID{7}.String()),
+			5, []string{"not found", "not attached here"}},
 		{"up twice", peer(carol.dataDir, "up", "--supernode", sn, "--listen", "127.0.0.1:0"),
 			anyFailure, []string{"already running"}},
 		{"up without a supernode", peer(filepath.Join(l.root, "erin"), "up", "--listen", "127.0.0.1:0"),

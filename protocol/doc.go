@@ -414,7 +414,10 @@
 // signal{k: 1, t: target, ts: the target's supernode from the hit's source} to its
 // supernode, which replaces f, fs, nt and a with what it established itself and
 // forwards it: to its leaf t, to the neighbour ts, or else to all neighbours while h
-// lasts, dropping duplicates of (i, k, f). The target's supernode picks the plan from
+// lasts, dropping duplicates of (i, k, f). With ts all zeros (the initiator knows
+// only the peer ID) the request is flooded, and a supernode at the flood's edge drops
+// it silently rather than failing it, since another branch may find the target; the
+// initiator then gives up on its own timeout. The target's supernode picks the plan from
 // both NAT types: direct when the target is reachable (public, or on a relay), reverse
 // when the initiator is, punch when both map endpoint-independently, relay otherwise.
 // It sends the target an offer (with relay credentials minted for it when the plan is

@@ -149,7 +149,11 @@ func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 	}
 	r.mu.Unlock()
 	if len(sends) == 0 && m.Kind == protocol.SignalRequest && (!m.ToSN.IsZero() || fromLeaf) {
-		r.routeBack(from, m, protocol.StatusNotFound, "no route to the peer's supernode")
+		msg := "no route to the peer's supernode"
+		if m.ToSN.IsZero() {
+			msg = "the peer is not attached here and there is no other supernode to ask"
+		}
+		r.routeBack(from, m, protocol.StatusNotFound, msg)
 		return nil
 	}
 	fwd := *m

@@ -116,3 +116,34 @@ func TestSignalAcrossSupernodes(t *testing.T) {
 		t.Error("a leaf's offer was accepted")
 	}
 }
+
+// TestSignalFlooded: a request that names no supernode is flooded and finds
+// the target two hops away; one for a peer nowhere fails nowhere (the edges
+// of a flood stay silent) and reaches no leaf.
+func TestSignalFlooded(t *testing.T) {
+	net := newMemNet(t, 3, testRouterConfig())
+	net.line()
+	a := net.addLeaf(0, "alice")
+	c := net.addLeaf(2, "carol")
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATNone, nil)
+	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil)
+	if err := a.send(&protocol.Signal{ID: 1, Kind: protocol.SignalRequest, To: c.peer}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	net.noErrors()
+	if o, an := c.signals(), a.signals(); len(o) != 1 || o[0].Kind != protocol.SignalOffer ||
+		len(an) != 1 || an[0].Kind != protocol.SignalAnswer || an[0].Plan != protocol.PlanReverse {
+		t.Fatalf("offers %+v, answers %+v", o, an)
+	}
+	if err := a.send(&protocol.Signal{ID: 2, Kind: protocol.SignalRequest, To: protocol.PeerID{9}}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	if got := a.signals(); len(got) != 1 {
+		t.Errorf("a flooded request for an absent peer came back as %+v", got[1:])
+	}
+	if got := c.signals(); len(got) != 1 {
+		t.Errorf("carol got %d signals, want only the first offer", len(got))
+	}
+}
