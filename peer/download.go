@@ -430,6 +430,12 @@ func (dl *download) verify(j verifyJob) {
 		return
 	}
 	dl.mu.Lock()
+	if dl.state[j.piece] == pieceVerified {
+		// Another copy of this piece (endgame, or one a dropped source had in
+		// flight) was written first; count it once.
+		dl.mu.Unlock()
+		return
+	}
 	dl.state[j.piece] = pieceVerified
 	dl.prog.Have++
 	dl.prog.Verified += int64(len(j.data))
