@@ -258,9 +258,14 @@ func sweepStaleLabs(t *testing.T) {
 				}
 			}
 		}
+		// The lab's temporary directory: MkdirTemp named it prefix + digits.
+		dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"[0-9]*"))
+		for _, d := range dirs {
+			os.RemoveAll(d)
+		}
 		os.Remove(path)
 		f.Close()
-		t.Logf("NAT lab: removed leftovers of a killed run (%s): %v", prefix, removed)
+		t.Logf("NAT lab: removed leftovers of a killed run (%s): %v and %v", prefix, removed, dirs)
 	}
 }
 
