@@ -59,7 +59,9 @@ type Config struct {
 	// ProgressInterval is how often a download reports progress (default 200 ms).
 	ProgressInterval time.Duration
 	// PunchTimeout is how long a hole punch may take before a relay is used
-	// (default 1 s).
+	// (default 750 ms: a punch between endpoint-independent NATs works about one
+	// round trip after both sides start, so this covers round trips up to about
+	// half a second and still leaves room to be relayed within a second).
 	PunchTimeout time.Duration
 	// SignalTimeout bounds each wait for the supernodes during a connection
 	// setup (default 5 s).
@@ -136,7 +138,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.Pipeline = 16
 	}
 	if cfg.PunchTimeout <= 0 {
-		cfg.PunchTimeout = time.Second
+		cfg.PunchTimeout = 750 * time.Millisecond
 	}
 	if cfg.SignalTimeout <= 0 {
 		cfg.SignalTimeout = 5 * time.Second

@@ -67,6 +67,6 @@ func upCmd(g *globals) *cobra.Command {
 	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
 	f.DurationVar(&rescan, "rescan", time.Minute, "how often to rescan the share folder")
 	f.DurationVar(&upgrade, "upgrade-interval", 30*time.Second, "how often a relayed link tries for a direct path again")
-	f.DurationVar(&punch, "punch-timeout", time.Second, "how long a hole punch may take before a relay is used")
+	f.DurationVar(&punch, "punch-timeout", 750*time.Millisecond, "how long a hole punch may take before a relay is used")
 	return cmd
 }
