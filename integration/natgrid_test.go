@@ -192,28 +192,13 @@ func (p *labPeer) wait() {
 		if len(st.Shared) == 1 {
 			p.cid = st.Shared[0].ContentID
 		}
-		want := natOf(p.kind)
+		want := p.kind.String() // named as the supernode names what it establishes
 		got := st.Supernode.NAT
 		if st.Supernode.Public {
 			got = "public"
 		}
 		return st.Supernode.Connected && got == want && p.cid != "", raw
 	})
-}
-
-// natOf is the NAT a supernode should establish for a host of kind k.
-func natOf(k NATKind) string {
-	switch k {
-	case NATNone:
-		return "public"
-	case NATEndpointIndependent:
-		return "endpoint-independent"
-	case NATSymmetric:
-		return "symmetric"
-	case NATUDPBlocked:
-		return "udp-blocked"
-	}
-	return k.String()
 }
 
 // labStatus is the part of `peer status --json` the lab reads.
