@@ -11,6 +11,7 @@ import (
 	"bytes"
 	crand "crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,7 +106,7 @@ func (nl *natLab) supernode(name string, join ...string) string {
 
 // relay starts a standalone relay on a public host reporting to the
 // supernodes, and waits until each of them has it in its table.
-func (nl *natLab) relay(name string, supernodes ...string) *Host {
+func (nl *natLab) relay(name string, supernodes ...string) *Proc {
 	t := nl.t
 	t.Helper()
 	h := nl.Public(name)
@@ -124,7 +125,7 @@ func (nl *natLab) relay(name string, supernodes ...string) *Host {
 			return strings.Contains(sp.Output(), "relay connected"), p.Output()
 		})
 	}
-	return h
+	return p
 }
 
 // labPeer is a `peer up` in the lab, sharing one file of its own.
@@ -451,7 +452,7 @@ func mean(xs []float64) float64 {
 func TestNATUDPBlocked(t *testing.T) {
 	nl := newNATLab(t)
 	nl.supernode("sn1")
-	nl.relay("relay", "sn1")
+	rp := nl.relay("relay", "sn1")
 	blk := nl.peer("blk", NATUDPBlocked, "sn1")
 	eim := nl.peer("eim", NATEndpointIndependent, "sn1")
 	sym := nl.peer("sym", NATSymmetric, "sn1")
@@ -496,6 +497,16 @@ func TestNATUDPBlocked(t *testing.T) {
 			att.Took.Round(time.Millisecond), rate*8/1e6)
 	}
 	t.Logf("UDP blocked, via TURN/TCP (%s):\n%s", st.Supernode.Relay, sb.String())
+
+	// Without its relay the daemon can do nothing: it stops and says why.
+	rp.Stop()
+	err = blk.proc.Wait(10 * time.Second)
+	if err == nil || errors.Is(err, errStillRunning) {
+		t.Fatalf("the UDP-blocked daemon after its relay stopped: %v, want an error exit", err)
+	}
+	if !strings.Contains(blk.proc.Output(), "the relay this peer lived on is gone") {
+		t.Errorf("the daemon's exit does not say why:\n%s", blk.proc.Output())
+	}
 }
 
 // TestNATRelayToDirect: two peers behind endpoint-independent NATs whose punch

@@ -87,6 +87,7 @@ type Daemon struct {
 	// onRelay is the allocation the node lives on when the network drops UDP.
 	onRelay  *relay.Allocation
 	relayTCP string // the relay's TURN/TCP address, with onRelay
+	fatal    error  // why the daemon stopped by itself; under mu
 
 	mu        sync.Mutex
 	downloads map[protocol.ContentID]*Progress
@@ -243,6 +244,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := d.checkUDP(d.ctx); err != nil && d.ctx.Err() == nil {
 		d.log.Error().Err(err).Msg("checking the UDP path")
 	}
+	if d.onRelay != nil {
+		d.wg.Add(1)
+		go d.watchRelay()
+	}
 	if d.ctl != nil {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.ctl.serve() }()
@@ -257,6 +262,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.Close()
 		return nil
 	case <-d.ctx.Done():
+		d.mu.Lock()
+		err := d.fatal
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		return ErrDaemonClosed
 	}
 }

@@ -48,8 +48,9 @@ type Allocation struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu   sync.Mutex
-	lost error // why the connection to the relay ended under the allocation
+	mu     sync.Mutex
+	lost   error         // why the connection to the relay ended under the allocation
+	lostCh chan struct{} // closed with lost set
 }
 
 // Allocate connects to the relay and gets an allocation, all bounded by ctx.
@@ -69,7 +70,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay address %q: %w", cfg.Server, err)
 	}
-	a := &Allocation{server: server, log: cfg.Log, closing: make(chan struct{})}
+	a := &Allocation{server: server, log: cfg.Log, closing: make(chan struct{}), lostCh: make(chan struct{})}
 	if cfg.TCP {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp4", server.String())
@@ -169,6 +170,9 @@ func (a *Allocation) readLoop(tcp bool) {
 // lose ends the allocation after the connection to the relay failed.
 func (a *Allocation) lose(err error) {
 	a.mu.Lock()
+	if a.lost == nil {
+		close(a.lostCh)
+	}
 	a.lost = err
 	relayed := a.relayed
 	a.mu.Unlock()
@@ -176,6 +180,17 @@ func (a *Allocation) lose(err error) {
 	if relayed != nil {
 		relayed.Close() // wakes readers, which now get ErrRelayLost
 	}
+}
+
+// Lost is closed when the connection to the relay ends under the allocation
+// (not when Close is called); Err then says why.
+func (a *Allocation) Lost() <-chan struct{} { return a.lostCh }
+
+// Err is why the allocation was lost, or nil.
+func (a *Allocation) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lost
 }
 
 // RelayedAddr is the address on the relay that peers send to.

@@ -424,6 +424,14 @@ func pumpUntilLost(t *testing.T, alloc *Allocation, send func([]byte) error) int
 			got += n
 		case errors.As(err, &ne) && ne.Timeout():
 		case errors.Is(err, ErrRelayLost):
+			select {
+			case <-alloc.Lost():
+			default:
+				t.Fatal("reads say the relay is lost, but Lost is not closed")
+			}
+			if alloc.Err() == nil {
+				t.Fatal("the allocation is lost, but Err is nil")
+			}
 			return got
 		default:
 			t.Fatal("read:", err)
