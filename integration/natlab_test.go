@@ -147,7 +147,7 @@ func (h *Host) gatewayNS() string {
 func NewLab(t *testing.T) *Lab {
 	t.Helper()
 	const howTo = "run the NAT lab tests as root on Linux with iproute2 and nftables installed " +
-		"(apt-get install iproute2 nftables; sudo go test ./integration -run NATLab)"
+		"(apt-get install iproute2 nftables; sudo go test ./integration -run TestNAT)"
 	if uid := os.Geteuid(); uid != 0 {
 		t.Skipf("NAT lab skipped: needs root to make network namespaces (running as uid %d); %s", uid, howTo)
 	}
