@@ -38,6 +38,7 @@ func command() *cobra.Command {
 		maxBytes                                                       int64
 		maxDuration                                                    time.Duration
 		maxAllocs                                                      int
+		minPort, maxPort                                               uint16
 		jsonLogs                                                       bool
 	)
 	cmd := &cobra.Command{
@@ -64,7 +65,8 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			r, err := relay.New(relay.Config{Secret: secret, ListenUDP: listen, ListenTCP: tcp, RelayIP: net.ParseIP(relayIP),
-				MaxBytes: maxBytes, MaxDuration: maxDuration, MaxAllocations: maxAllocs, Log: log})
+				MaxBytes: maxBytes, MaxDuration: maxDuration, MaxAllocations: maxAllocs,
+				MinPort: minPort, MaxPort: maxPort, Log: log})
 			if err != nil {
 				return fail(err)
 			}
@@ -128,6 +130,8 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 	f.Int64Var(&maxBytes, "max-bytes", 4<<30, "most bytes one allocation may relay")
 	f.DurationVar(&maxDuration, "max-duration", time.Hour, "longest an allocation may live")
 	f.IntVar(&maxAllocs, "max-allocations", 1000, "most allocations at once")
+	f.Uint16Var(&minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
+	f.Uint16Var(&maxPort, "max-port", 0, "highest relay port (with --min-port)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
 	return cmd
