@@ -670,3 +670,25 @@ func TestStockTURNServer(t *testing.T) {
 	}
 	quicThrough(t, tcpAlloc, 1<<20)
 }
+
+// TestPortRange: relayed addresses come from the configured range, and a
+// range given backwards is refused.
+func TestPortRange(t *testing.T) {
+	probe := loopbackUDP(t)
+	low := uint16(probe.LocalAddr().(*net.UDPAddr).Port)
+	probe.Close()
+	if low > 65000 {
+		low = 40000
+	}
+	s := startRelay(t, Config{MinPort: low, MaxPort: low + 20})
+	for _, tcp := range []bool{false, true} {
+		a := mustAllocate(t, s, tcp, "peer-range")
+		if p := a.RelayedAddr().Port; p < int(low) || p > int(low)+20 {
+			t.Errorf("relayed port %d outside %d-%d", p, low, low+20)
+		}
+		a.Close()
+	}
+	if _, err := New(Config{Secret: testSecret, ListenUDP: "127.0.0.1:0", MinPort: 5000, MaxPort: 4000}); err == nil {
+		t.Error("a backwards port range was accepted")
+	}
+}
