@@ -357,6 +357,10 @@ type statusJSON struct {
 		Connected bool   `json:"connected"`
 		Observed  string `json:"observed_addr"`
 		LastError string `json:"last_error"`
+		NAT       string `json:"nat"`
+		Mapping   string `json:"mapping"`
+		Public    bool   `json:"public"`
+		Relay     string `json:"relay"`
 	} `json:"supernode"`
 	Shared []struct {
 		ContentID string `json:"content_id"`
@@ -364,6 +368,27 @@ type statusJSON struct {
 		Size      int64  `json:"size"`
 	} `json:"shared"`
 	Downloaded int64 `json:"downloaded_bytes"`
+	Downloads  []struct {
+		Verified int64 `json:"verified_bytes"`
+	} `json:"downloads"`
+	Links []struct {
+		PeerID string `json:"peer_id"`
+		Path   string `json:"path"`
+		Plan   string `json:"plan"`
+		Remote string `json:"remote_addr"`
+	} `json:"links"`
+	Attempts []attemptJSON `json:"attempts"`
+}
+
+// attemptJSON is a connection attempt, as `peer connect --json` and status print it.
+type attemptJSON struct {
+	PeerID  string        `json:"peer_id"`
+	Plan    string        `json:"plan"`
+	Path    string        `json:"path"`
+	Took    time.Duration `json:"took_ns"`
+	Upgrade bool          `json:"upgrade"`
+	Err     string        `json:"error"`
+	At      time.Time     `json:"at"`
 }
 
 // waitAttached polls `peer status --json` until the daemon is attached.

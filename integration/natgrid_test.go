@@ -16,7 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,8 +73,6 @@ func randomHex(t *testing.T, n int) string {
 	return fmt.Sprintf("%x", b)
 }
 
-var labListeningRE = regexp.MustCompile(`supernode (\S+) listening on udp (\S+)`)
-
 // supernode starts a supernode on a public host of its own, linked to join,
 // and returns its target "peerid@ip:port".
 func (nl *natLab) supernode(name string, join ...string) string {
@@ -95,7 +93,7 @@ func (nl *natLab) supernode(name string, join ...string) string {
 		if p.Exited() {
 			t.Fatalf("%s exited at start:\n%s", name, p.Output())
 		}
-		m = labListeningRE.FindStringSubmatch(p.Output())
+		m = listeningRE.FindStringSubmatch(p.Output())
 		return m != nil, p.Output()
 	})
 	target := m[1] + "@" + h.Addr(7000)
@@ -202,50 +200,14 @@ func (p *labPeer) wait() {
 	})
 }
 
-// labStatus is the part of `peer status --json` the lab reads.
-type labStatus struct {
-	PeerID    string `json:"peer_id"`
-	Supernode struct {
-		Connected bool   `json:"connected"`
-		NAT       string `json:"nat"`
-		Mapping   string `json:"mapping"`
-		Public    bool   `json:"public"`
-		Relay     string `json:"relay"`
-	} `json:"supernode"`
-	Shared []struct {
-		ContentID string `json:"content_id"`
-	} `json:"shared"`
-	Links []struct {
-		PeerID string `json:"peer_id"`
-		Path   string `json:"path"`
-		Plan   string `json:"plan"`
-		Remote string `json:"remote_addr"`
-	} `json:"links"`
-	Attempts   []labAttempt `json:"attempts"`
-	Downloaded int64        `json:"downloaded_bytes"`
-	Downloads  []struct {
-		Verified int64 `json:"verified_bytes"`
-	} `json:"downloads"`
-}
-
-type labAttempt struct {
-	PeerID  string        `json:"peer_id"`
-	Plan    string        `json:"plan"`
-	Path    string        `json:"path"`
-	Took    time.Duration `json:"took_ns"`
-	Upgrade bool          `json:"upgrade"`
-	Err     string        `json:"error"`
-	At      time.Time     `json:"at"`
-}
-
 // cli runs the peer command against this daemon, in its namespace.
 func (p *labPeer) cli(timeout time.Duration, args ...string) (string, error) {
 	p.nl.t.Helper()
 	return p.host.Run(p.nl.t, timeout, p.nl.peerBin, append([]string{"--data-dir", p.dataDir}, args...)...)
 }
 
-func (p *labPeer) status() (labStatus, string, error) {
-	var st labStatus
+func (p *labPeer) status() (statusJSON, string, error) {
+	var st statusJSON
 	out, err := p.cli(10*time.Second, "status", "--json")
 	if err != nil {
 		return st, out, err
@@ -257,8 +219,8 @@ func (p *labPeer) status() (labStatus, string, error) {
 }
 
 // connect runs `peer connect` to q, naming no supernode, and returns the attempt.
-func (p *labPeer) connect(q *labPeer) (labAttempt, error) {
-	var a labAttempt
+func (p *labPeer) connect(q *labPeer) (attemptJSON, error) {
+	var a attemptJSON
 	out, err := p.cli(30*time.Second, "connect", q.id, "--json")
 	if err != nil {
 		return a, err
@@ -414,7 +376,7 @@ func TestNATGrid(t *testing.T) {
 	for _, plan := range []string{"direct", "reverse", "punch", "relay"} {
 		if len(took[plan]) > 0 {
 			fmt.Fprintf(&sb, "time to connect, plan %-7s: max %v over %d pairs (target: %s)\n", plan,
-				slicesMax(took[plan]).Round(time.Millisecond), len(took[plan]), map[bool]string{true: "≤ 1 s", false: "≤ 500 ms"}[plan == "relay"])
+				slices.Max(took[plan]).Round(time.Millisecond), len(took[plan]), map[bool]string{true: "≤ 1 s", false: "≤ 500 ms"}[plan == "relay"])
 		}
 	}
 	d, r := mean(rates["direct"]), mean(rates["relayed"])
@@ -423,14 +385,6 @@ func TestNATGrid(t *testing.T) {
 			d*8/1e6, r*8/1e6, 100*r/d)
 	}
 	t.Logf("NAT grid:\n%s", sb.String())
-}
-
-func slicesMax(ds []time.Duration) time.Duration {
-	var m time.Duration
-	for _, d := range ds {
-		m = max(m, d)
-	}
-	return m
 }
 
 func mean(xs []float64) float64 {
@@ -575,7 +529,7 @@ func TestNATRelayToDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var upgrade *labAttempt
+	var upgrade *attemptJSON
 	for i := range st.Attempts {
 		if x := &st.Attempts[i]; x.Upgrade && x.Path == "direct" && x.PeerID == b.id {
 			upgrade = x

@@ -333,8 +333,8 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		c.record(att)
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
-	if c.d.onRelay != nil {
-		path = PathRelayed
+	if path == PathDirect {
+		path = c.d.pathOf(l) // relayed after all when we live on a relay
 	}
 	att.Path = path
 	c.record(att)
@@ -595,8 +595,7 @@ func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 	if m.Relay == nil {
 		return nil, errors.New("the supernode gave no relay")
 	}
-	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: d.log,
-		Creds: relay.Credentials{Username: m.Relay.Username, Password: m.Relay.Password, Expires: time.Unix(m.Relay.Expires, 0)}}
+	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: d.log, Creds: credsOf(m.Relay)}
 	alloc, err := relay.Allocate(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", m.Relay.UDP, err)
@@ -634,6 +633,11 @@ func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 		cleanup()
 	}()
 	return l, nil
+}
+
+// credsOf is what the relay client takes of credentials a supernode minted.
+func credsOf(c *protocol.RelayCreds) relay.Credentials {
+	return relay.Credentials{Username: c.Username, Password: c.Password, Expires: time.Unix(c.Expires, 0)}
 }
 
 func udpAddrs(addrs []string) []net.Addr {

@@ -29,9 +29,6 @@ const udpProbeTimeout = 700 * time.Millisecond
 // taken as blocked: a lost packet must not put a peer on a relay.
 const udpProbeRounds = 2
 
-// errUDPWorks means a supernode answered over UDP.
-var errUDPWorks = errors.New("udp works")
-
 // checkUDP moves the node onto a relay when UDP is blocked. It returns nil when
 // UDP works or nothing could be learnt (every supernode down), and an error
 // only when UDP is blocked and no relay could be had.
@@ -40,7 +37,6 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 		return nil // a caller-supplied socket is the caller's business
 	}
 	type sn struct {
-		target string
 		expect protocol.PeerID
 		addr   string
 		udp    *net.UDPAddr
@@ -55,7 +51,7 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		sns = append(sns, sn{target: t, expect: expect, addr: addr, udp: ua})
+		sns = append(sns, sn{expect: expect, addr: addr, udp: ua})
 		if len(sns) == 3 {
 			break
 		}
@@ -91,8 +87,7 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 			continue
 		}
 		// The supernode answers over TCP but never over UDP: UDP is blocked.
-		alloc, err := relay.Allocate(actx, relay.ClientConfig{Server: ok.Relay.TCP, TCP: true, Log: d.log,
-			Creds: relay.Credentials{Username: ok.Relay.Username, Password: ok.Relay.Password, Expires: time.Unix(ok.Relay.Expires, 0)}})
+		alloc, err := relay.Allocate(actx, relay.ClientConfig{Server: ok.Relay.TCP, TCP: true, Log: d.log, Creds: credsOf(&ok.Relay)})
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("relay %s over tcp: %w", ok.Relay.TCP, err))

@@ -64,7 +64,7 @@ func (s *Server) dialBack(ctx context.Context, addr *net.UDPAddr, peer protocol.
 	if err != nil {
 		return fmt.Errorf("dial-back socket: %w", err)
 	}
-	n, err := transport.New(transport.Config{Identity: s.id, Conn: pc, Log: s.log, Agent: "supernet-supernode"})
+	n, err := transport.New(transport.Config{Identity: s.node.Identity(), Conn: pc, Log: s.log, Agent: "supernet-supernode"})
 	if err != nil {
 		pc.Close()
 		return err

@@ -261,7 +261,7 @@ func (s *Server) checkTURNServers() {
 				return
 			}
 			if err != nil {
-				if up[addr] || len(up) == 0 {
+				if wasUp, known := up[addr]; wasUp || !known {
 					s.log.Warn().Err(err).Str("turn_server", addr).Msg("TURN server does not answer; not handing it out")
 				}
 				up[addr] = false

@@ -85,7 +85,6 @@ type Server struct {
 	log    zerolog.Logger
 	node   *transport.Node
 	alt    *transport.Node // second socket: STUN mapping tests
-	id     *protocol.Identity
 	tcpLn  net.Listener
 	router *Router
 	relays relayTable
@@ -154,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn, id: id,
+		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf: make(map[protocol.PeerID]LinkID),
 		ctx:    ctx, cancel: cancel,
