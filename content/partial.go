@@ -2,6 +2,7 @@ package content
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +21,10 @@ import (
 var ErrBadPiece = errors.New("piece hash mismatch")
 
 const (
-	partSuffix   = ".part"
-	stateSuffix  = ".part.state"
-	stateVersion = 1
+	partSuffix    = ".part"
+	stateSuffix   = ".part.state"
+	journalSuffix = ".part.log"
+	stateVersion  = 1
 	// The have-map is saved after this many newly verified pieces or this long, whichever
 	// comes first: each save costs an fsync of the data and of the state, and a crash costs
 	// at most this much re-downloading.
@@ -42,6 +44,7 @@ type partialState struct {
 // partFile is what a Partial needs of its *os.File; tests substitute one that fails.
 type partFile interface {
 	io.WriterAt
+	io.ReaderAt
 	Sync() error
 	Close() error
 }
@@ -50,12 +53,15 @@ type partFile interface {
 // have-map of verified pieces at finalPath+".part.state". Only pieces that match their hash
 // are written, and the have-map on disk never claims a piece whose data is not on disk, so
 // after a crash OpenPartial resumes with every verified piece that was saved (all but at
-// most the last flushPieces or flushInterval of them). Safe for concurrent use; pieces may
-// be written from many goroutines at once.
+// most the last flushPieces or flushInterval of them). Pieces verified since the last save
+// are also appended to a journal (finalPath+".part.log") without syncing it: a killed
+// process loses nothing, since the kernel still writes the journal and the data out, and
+// after a power loss OpenPartial hashes the pieces the journal claims before it counts
+// them. Safe for concurrent use; pieces may be written from many goroutines at once.
 type Partial struct {
-	final, part, state string
-	meta               Meta
-	id                 protocol.ContentID
+	final, part, state, journal string
+	meta                        Meta
+	id                          protocol.ContentID
 
 	// ioMu is held shared by piece writes and exclusively by Finish and Close, so the file
 	// is never closed under a write in flight.
@@ -63,6 +69,7 @@ type Partial struct {
 
 	mu            sync.Mutex
 	f             partFile
+	jf            *os.File // the journal, open for appending
 	have          []byte
 	verified      int
 	bytesVerified int64
@@ -89,12 +96,13 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 	}
 	n := meta.NumPieces()
 	p := &Partial{
-		final: final,
-		part:  final + partSuffix,
-		state: final + stateSuffix,
-		meta:  meta,
-		id:    meta.ID(),
-		have:  make([]byte, (n+7)/8),
+		final:   final,
+		part:    final + partSuffix,
+		state:   final + stateSuffix,
+		journal: final + journalSuffix,
+		meta:    meta,
+		id:      meta.ID(),
+		have:    make([]byte, (n+7)/8),
 	}
 
 	st, err := readState(p.state)
@@ -158,6 +166,10 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 		return nil, fmt.Errorf("content: open download %s: %w", p.part, err)
 	}
 	p.f = f
+	if err := p.replayJournal(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("content: open download %s: %w", p.final, err)
+	}
 	for i := range n {
 		if p.haveLocked(i) {
 			p.verified++
@@ -166,6 +178,59 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 	}
 	p.lastFlush = time.Now()
 	return p, nil
+}
+
+// replayJournal takes back the pieces verified after the last saved have-map: each
+// one the journal names is hashed again from the .part, since after a power loss the
+// journal may have reached the disk before the data. The result is saved, and the
+// journal starts empty.
+func (p *Partial) replayJournal() error {
+	n := p.meta.NumPieces()
+	b, err := readCapped(p.journal, 4*int64(n)*4)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	found := false
+	buf := make([]byte, p.meta.PieceSize)
+	for len(b) >= 4 {
+		i := int(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		if i >= n || p.haveLocked(i) {
+			continue
+		}
+		data := buf[:p.meta.PieceLen(i)]
+		if _, err := p.f.ReadAt(data, int64(i)*p.meta.PieceSize); err != nil {
+			continue
+		}
+		if sha256.Sum256(data) == p.meta.PieceHash(i) {
+			p.have[i/8] |= 0x80 >> (i % 8)
+			found = true
+		}
+	}
+	if found {
+		if err := p.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", p.part, err)
+		}
+		if err := p.saveState(false); err != nil {
+			return err
+		}
+	}
+	jf, err := os.OpenFile(p.journal, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	p.jf = jf
+	return nil
+}
+
+// readCapped reads at most max bytes of a file.
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, max))
 }
 
 func readState(path string) (partialState, error) {
@@ -264,6 +329,36 @@ func (p *Partial) Bitfield() []byte {
 	return append([]byte(nil), p.have...)
 }
 
+// Errors of ReadAt: the piece is not verified yet, or the range is not in the file.
+var (
+	ErrNotVerified = errors.New("piece not verified")
+	ErrOutOfRange  = errors.New("outside the file")
+)
+
+// ReadAt fills buf from piece i, starting off bytes into it. Only verified pieces
+// can be read, so a peer that uploads while it downloads never passes on bytes
+// it has not checked.
+func (p *Partial) ReadAt(i int, off int64, buf []byte) error {
+	if i < 0 || i >= p.meta.NumPieces() || off < 0 || off+int64(len(buf)) > p.meta.PieceLen(i) {
+		return fmt.Errorf("content: read piece %d at %d+%d: %w", i, off, len(buf), ErrOutOfRange)
+	}
+	p.ioMu.RLock()
+	defer p.ioMu.RUnlock()
+	p.mu.Lock()
+	closed, have, f := p.closed, p.haveLocked(i), p.f
+	p.mu.Unlock()
+	if closed {
+		return fmt.Errorf("content: read piece %d of %s: %w", i, p.final, os.ErrClosed)
+	}
+	if !have {
+		return fmt.Errorf("content: read piece %d of %s: %w", i, p.final, ErrNotVerified)
+	}
+	if _, err := f.ReadAt(buf, int64(i)*p.meta.PieceSize+off); err != nil {
+		return fmt.Errorf("content: read piece %d of %s: %w", i, p.part, err)
+	}
+	return nil
+}
+
 // Done reports whether every piece is verified.
 func (p *Partial) Done() bool {
 	p.mu.Lock()
@@ -340,6 +435,7 @@ func (p *Partial) writePiece(i int, data []byte, hash func([]byte) [32]byte) err
 	p.verified++
 	p.bytesVerified += int64(len(data))
 	p.dirty++
+	p.appendJournal(i)
 	if err := p.flushErr; err != nil {
 		p.flushErr = nil
 		return fmt.Errorf("piece %d is written but saving which pieces are: %w", i, err)
@@ -350,6 +446,20 @@ func (p *Partial) writePiece(i int, data []byte, hash func([]byte) [32]byte) err
 		go p.flushBackground()
 	}
 	return nil
+}
+
+// appendJournal records a verified piece until the next save of the have-map. A
+// failed append only narrows what a crash keeps, so it is not an error of the write.
+func (p *Partial) appendJournal(i int) {
+	if p.jf == nil {
+		return
+	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(i))
+	if _, err := p.jf.Write(b[:]); err != nil {
+		p.jf.Close()
+		p.jf = nil
+	}
 }
 
 // flushBackground saves a snapshot of the have-map taken before the data is synced,
@@ -419,6 +529,7 @@ func (p *Partial) Finish() error {
 	if cerr := p.f.Close(); err == nil {
 		err = cerr
 	}
+	p.closeJournal(err == nil)
 	p.closed = true
 	if err != nil {
 		return err
@@ -483,5 +594,19 @@ func (p *Partial) Close() error {
 		return nil
 	}
 	p.closed = true
-	return errors.Join(p.flushLocked(), p.f.Close())
+	err := p.flushLocked()
+	p.closeJournal(err == nil)
+	return errors.Join(err, p.f.Close())
+}
+
+// closeJournal closes the journal, and removes it when the saved have-map holds
+// everything it records.
+func (p *Partial) closeJournal(saved bool) {
+	if p.jf != nil {
+		p.jf.Close()
+		p.jf = nil
+	}
+	if saved {
+		os.Remove(p.journal)
+	}
 }

@@ -147,8 +147,10 @@ func TestPartialResume(t *testing.T) {
 	}
 }
 
-// TestPartialCrash: a download abandoned without Close resumes with what was flushed, and
-// the state never claims more than that.
+// TestPartialCrash: a download abandoned without Close (a killed process) resumes with
+// every verified piece, the unsaved ones from the journal; after a power loss that kept
+// the journal but not the data, the journal's claims are checked and dropped. The state
+// never claims more than the data on disk.
 func TestPartialCrash(t *testing.T) {
 	data, m := testContent(t)
 	final := filepath.Join(t.TempDir(), "f")
@@ -156,13 +158,42 @@ func TestPartialCrash(t *testing.T) {
 	must(t, err)
 	must(t, p.WritePiece(0, piece(data, m, 0)))
 	must(t, p.Flush())
-	must(t, p.WritePiece(1, piece(data, m, 1))) // not flushed: lost in the crash
-	p.f.Close()                                 // the crash: no Close, no state save
+	must(t, p.WritePiece(1, piece(data, m, 1))) // not flushed: only in the journal
+	p.f.Close()                                 // the kill: no Close, no state save
+	p.jf.Close()
 
 	p = openPartial(t, final, m)
-	if got := p.Missing(); !slices.Equal(got, []int{1, 2, 3, 4}) {
-		t.Fatalf("after crash missing %v, want [1 2 3 4]", got)
+	if got := p.Missing(); !slices.Equal(got, []int{2, 3, 4}) {
+		t.Fatalf("after a kill missing %v, want [2 3 4]", got)
 	}
+	must(t, p.WritePiece(2, piece(data, m, 2)))
+	p.f.Close()
+	p.jf.Close()
+	// The power loss: the journal reached the disk, piece 2's data did not.
+	f, err := os.OpenFile(final+".part", os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt(make([]byte, m.PieceLen(2)), 2*m.PieceSize)
+	must(t, err)
+	must(t, f.Close())
+	p = openPartial(t, final, m)
+	if got := p.Missing(); !slices.Equal(got, []int{2, 3, 4}) {
+		t.Fatalf("after a power loss missing %v, want [2 3 4]", got)
+	}
+	st, err := readState(final + ".part.state")
+	must(t, err)
+	if !bytes.Equal(st.Have, []byte{0xc0}) {
+		t.Fatalf("state on disk after replaying the journal: %08b, want 11000000", st.Have)
+	}
+	if fi, err := os.Stat(final + ".part.log"); err != nil || fi.Size() != 0 {
+		t.Fatalf("journal after it was replayed and saved: %v, %v", fi, err)
+	}
+	// Back to the case of a lost .part below: start from the saved first piece only.
+	must(t, p.Close())
+	must(t, os.Remove(final+".part.state"))
+	must(t, os.Remove(final+".part"))
+	p = openPartial(t, final, m)
+	must(t, p.WritePiece(0, piece(data, m, 0)))
+	must(t, p.Flush())
 
 	// The state outlives a .part someone deleted, but claims nothing then.
 	must(t, p.Close())
@@ -172,7 +203,7 @@ func TestPartialCrash(t *testing.T) {
 		t.Fatalf("verified %d with the .part gone", p.Verified())
 	}
 	must(t, p.Close())
-	st, err := readState(final + ".part.state")
+	st, err = readState(final + ".part.state")
 	must(t, err)
 	if !bytes.Equal(st.Have, []byte{0}) {
 		t.Fatalf("state on disk still claims pieces: %08b", st.Have)
@@ -404,5 +435,42 @@ func TestPartialWritePieceHashed(t *testing.T) {
 	}
 	if err := p.WritePieceHashed(1, good, sum); err != nil || !p.Have(1) {
 		t.Fatalf("right digest: %v, have %v", err, p.Have(1))
+	}
+}
+
+// ReadAt gives back verified pieces and refuses the rest.
+func TestPartialReadAt(t *testing.T) {
+	data := make([]byte, 3*16384+100)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	m, err := HashReader(bytes.NewReader(data), int64(len(data)), 16384)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := OpenPartial(filepath.Join(t.TempDir(), "f"), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.WritePiece(3, data[3*16384:]); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 50)
+	if err := p.ReadAt(3, 10, buf); err != nil || !bytes.Equal(buf, data[3*16384+10:3*16384+60]) {
+		t.Fatalf("read verified piece: %v", err)
+	}
+	if err := p.ReadAt(0, 0, buf); !errors.Is(err, ErrNotVerified) {
+		t.Fatalf("read unverified piece: %v", err)
+	}
+	if err := p.ReadAt(3, 60, buf); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("read past the last piece's end: %v", err)
+	}
+	if err := p.ReadAt(4, 0, buf); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("read piece 4 of 4: %v", err)
+	}
+	p.Close()
+	if err := p.ReadAt(3, 0, buf); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("read after close: %v", err)
 	}
 }

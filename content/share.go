@@ -402,6 +402,7 @@ func (s *Share) index(ctx context.Context, p string, fi fs.FileInfo) (cacheEntry
 func (s *Share) skip(p, name string) bool {
 	return strings.HasPrefix(name, ".") ||
 		strings.HasSuffix(name, partSuffix) || strings.HasSuffix(name, stateSuffix) ||
+		strings.HasSuffix(name, journalSuffix) ||
 		p == s.cachePath
 }
 

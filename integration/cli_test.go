@@ -326,8 +326,8 @@ type daemon struct {
 }
 
 // daemon starts `peer up` for name, sharing share (if not empty), attached to
-// supernode, and waits until its control socket answers.
-func (l *lab) daemon(name, share, supernode string) daemon {
+// supernode, with extra flags, and waits until its control socket answers.
+func (l *lab) daemon(name, share, supernode string, extra ...string) daemon {
 	t := l.t
 	t.Helper()
 	d := daemon{name: name, dataDir: filepath.Join(l.root, name)}
@@ -335,6 +335,7 @@ func (l *lab) daemon(name, share, supernode string) daemon {
 	if share != "" {
 		args = append(args, "--share", share)
 	}
+	args = append(args, extra...)
 	d.proc = startProcess(t, "peer "+name, l.peerBin, args...)
 	pollUntil(t, 15*time.Second, name+"'s control socket", func() (bool, string) {
 		if d.proc.exited() {

@@ -243,7 +243,7 @@ func (p *labPeer) get(q *labPeer) (float64, error) {
 	out, err := p.cli(2*time.Minute, "get", q.cid, "--output", dir, "--json")
 	took := time.Since(start)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w\nafter %v, stdout:\n%s", err, took, lastLines(out, 5))
 	}
 	got, err := os.ReadFile(filepath.Join(dir, filepath.Base(q.file)))
 	if err != nil {
@@ -595,4 +595,10 @@ func TestNATStockTURN(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("through coturn: connected in %v, %d MiB byte-identical at %.1f Mbit/s", att.Took.Round(time.Millisecond), gridFileSize>>20, rate*8/1e6)
+}
+
+// lastLines is the end of a command's output, for an error message.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

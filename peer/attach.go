@@ -41,6 +41,7 @@ type attachment struct {
 	searches  map[protocol.QueryID]*search
 	published map[protocol.ContentID]bool
 	attached  chan struct{} // closed while attached; replaced on detach
+	nat       protocol.NATType
 }
 
 func newAttachment(d *Daemon) *attachment {
@@ -60,6 +61,17 @@ func (a *attachment) snapshot() SupernodeStatus {
 		st.Relay = a.d.relayTCP + " (tcp), relayed address " + a.d.onRelay.RelayedAddr().String()
 	}
 	return st
+}
+
+// self is how other peers reach us through the overlay: our supernode and NAT.
+func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.link == nil {
+		return nil, protocol.NATUnknown
+	}
+	sn := a.link.Peer
+	return &sn, a.nat
 }
 
 func (a *attachment) current() *transport.Link {
@@ -257,6 +269,7 @@ func (a *attachment) readLoop(l *transport.Link) {
 			a.mu.Lock()
 			if a.link == l {
 				a.status.NAT, a.status.Public = m.NAT.String(), m.Public
+				a.nat = m.NAT
 			}
 			a.mu.Unlock()
 			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
@@ -275,26 +288,33 @@ func (a *attachment) takeSearch(id protocol.QueryID) *search {
 	return s
 }
 
-// republish brings the supernode's view of our share up to date: new files are
-// published, vanished ones unpublished.
+// republish brings the supernode's view of what we offer up to date: the share
+// folder and the files we download or downloaded. New ones are published,
+// vanished ones unpublished.
 func (a *attachment) republish() {
 	d := a.d
-	if d.share == nil {
-		return
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	l := a.link
 	if l == nil {
 		return
 	}
-	files := d.share.Files()
-	now := make(map[protocol.ContentID]bool, len(files))
+	var recs []protocol.FileRecord
+	if d.share != nil {
+		for _, f := range d.share.Files() {
+			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
+		}
+	}
+	recs = append(recs, d.swarmFiles()...)
+	now := make(map[protocol.ContentID]bool, len(recs))
 	var add []protocol.FileRecord
-	for _, f := range files {
+	for _, f := range recs {
+		if now[f.ID] {
+			continue
+		}
 		now[f.ID] = true
 		if !a.published[f.ID] {
-			add = append(add, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
+			add = append(add, f)
 		}
 	}
 	var del []protocol.ContentID

@@ -141,12 +141,16 @@ func (c *Client) stream(ctx context.Context, path string, body any, on func(even
 		}
 	}
 	if err := sc.Err(); err != nil {
+		if ctx.Err() == nil {
+			// The daemon went away mid-answer: killed, or it crashed.
+			return fmt.Errorf("%w: %v", errEndOfStream, err)
+		}
 		return err
 	}
 	return errEndOfStream
 }
 
-var errEndOfStream = errors.New("daemon closed the answer early")
+var errEndOfStream = errors.New("the daemon stopped answering (did it stop?); a download resumes when run again")
 
 // Search runs a search; onHits gets hits as they stream in.
 func (c *Client) Search(ctx context.Context, req SearchRequest, onHits func([]HitJSON)) (SearchResult, error) {

@@ -54,8 +54,29 @@ type Config struct {
 	SearchTimeout time.Duration
 	// RescanInterval is how often the share folder is rescanned (default 60 s).
 	RescanInterval time.Duration
-	// Pipeline is how many blocks a download keeps requested from each source (default 16).
+	// Pipeline is the fewest 16 KiB blocks a download keeps requested from each
+	// peer; more are asked for as the peer's rate grows (default 16).
 	Pipeline int
+	// UnchokeInterval is how often the peers we upload to are chosen again
+	// (default 10 s); rates are measured over twice that.
+	UnchokeInterval time.Duration
+	// OptimisticInterval is how often the optimistic unchoke moves on (default 30 s).
+	OptimisticInterval time.Duration
+	// UnchokeSlots is how many peers are unchoked by rate (default 4).
+	UnchokeSlots int
+	// OptimisticSlots is 1 for an optimistic unchoke, or -1 for none (default 1).
+	OptimisticSlots int
+	// UploadRate and DownloadRate cap this peer's block traffic, in bytes per
+	// second, over all swarms (0: no cap).
+	UploadRate, DownloadRate int64
+	// MaxSwarmPeers caps the peers one swarm exchanges with at once (default 50).
+	MaxSwarmPeers int
+	// TrackerInterval is how often a download asks the supernodes for more
+	// peers, once it has started (default 30 s).
+	TrackerInterval time.Duration
+	// StallTimeout fails a download that has verified nothing for this long
+	// (default 2 min).
+	StallTimeout time.Duration
 	// ProgressInterval is how often a download reports progress (default 200 ms).
 	ProgressInterval time.Duration
 	// PunchTimeout is how long a hole punch may take before a relay is used
@@ -92,6 +113,12 @@ type Daemon struct {
 	mu        sync.Mutex
 	downloads map[protocol.ContentID]*Progress
 	transfers map[*transport.Link]struct{}
+	swarms    map[protocol.ContentID]*swarm
+	seeding   map[protocol.ContentID]seedRecord
+	seedFiles map[string]*os.File
+
+	upLimit, downLimit limiter
+	bufs               chan []byte // piece buffers, recycled once a piece is written
 
 	uploaded   atomic.Int64
 	downloaded atomic.Int64
@@ -138,6 +165,27 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Pipeline <= 0 {
 		cfg.Pipeline = 16
 	}
+	if cfg.UnchokeInterval <= 0 {
+		cfg.UnchokeInterval = 10 * time.Second
+	}
+	if cfg.OptimisticInterval <= 0 {
+		cfg.OptimisticInterval = 30 * time.Second
+	}
+	if cfg.UnchokeSlots <= 0 {
+		cfg.UnchokeSlots = 4
+	}
+	if cfg.OptimisticSlots == 0 {
+		cfg.OptimisticSlots = 1
+	}
+	if cfg.MaxSwarmPeers <= 0 {
+		cfg.MaxSwarmPeers = 50
+	}
+	if cfg.TrackerInterval <= 0 {
+		cfg.TrackerInterval = 30 * time.Second
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 2 * time.Minute
+	}
 	if cfg.PunchTimeout <= 0 {
 		cfg.PunchTimeout = 750 * time.Millisecond
 	}
@@ -169,6 +217,12 @@ func New(cfg Config) (*Daemon, error) {
 		srcs:      newSourceCache(4096),
 		downloads: make(map[protocol.ContentID]*Progress),
 		transfers: make(map[*transport.Link]struct{}),
+		swarms:    make(map[protocol.ContentID]*swarm),
+		seeding:   make(map[protocol.ContentID]seedRecord),
+		seedFiles: make(map[string]*os.File),
+		upLimit:   newLimiter(cfg.UploadRate),
+		downLimit: newLimiter(cfg.DownloadRate),
+		bufs:      make(chan []byte, 64),
 	}
 	if cfg.ControlSocket != "-" {
 		ctl, err := listenControl(cfg.ControlSocket, d)
@@ -294,6 +348,18 @@ func (d *Daemon) Close() error {
 		}
 	})
 	d.wg.Wait()
+	d.mu.Lock()
+	for _, sw := range d.swarms {
+		sw.ioMu.Lock()
+		if sw.part != nil {
+			sw.part.Close()
+		}
+		sw.ioMu.Unlock()
+	}
+	for _, f := range d.seedFiles {
+		f.Close()
+	}
+	d.mu.Unlock()
 	if d.share != nil {
 		d.share.Close()
 	}
@@ -302,9 +368,6 @@ func (d *Daemon) Close() error {
 
 func (d *Daemon) rescanLoop() {
 	defer d.wg.Done()
-	if d.share == nil {
-		return
-	}
 	t := time.NewTicker(d.cfg.RescanInterval)
 	defer t.Stop()
 	for {
@@ -319,8 +382,12 @@ func (d *Daemon) rescanLoop() {
 	}
 }
 
-// Rescan rescans the share folder and republishes what changed.
+// Rescan rescans the share folder and the finished downloads still served,
+// and republishes what changed.
 func (d *Daemon) Rescan(ctx context.Context) error {
+	if d.pruneSeeding() {
+		d.attach.republish()
+	}
 	if d.share == nil {
 		return nil
 	}

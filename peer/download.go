@@ -1,32 +1,17 @@
 package peer
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
 )
-
-// blockSize is the most bytes asked for in one request; larger pieces are
-// fetched in several blocks.
-const blockSize = 256 << 10
-
-// maxSources caps the sources one download talks to at once.
-const maxSources = 8
 
 // Progress is the state of one download, sent to the CLI as it changes.
 type Progress struct {
@@ -39,277 +24,375 @@ type Progress struct {
 	Pieces    int     `json:"pieces"`
 	Have      int     `json:"pieces_verified"`
 	Resumed   int     `json:"pieces_resumed,omitempty"`
-	Sources   int     `json:"sources"`
-	Active    int     `json:"active_sources"`
+	Sources   int     `json:"sources"`        // peers known to have some of it
+	Active    int     `json:"active_sources"` // peers exchanging it with us now
 	BadPieces int     `json:"bad_pieces,omitempty"`
 	Banned    int     `json:"banned_sources,omitempty"`
 	Rate      float64 `json:"rate_bytes_per_sec"`
+	Uploaded  int64   `json:"uploaded_bytes,omitempty"` // sent to other downloaders meanwhile
 	Error     string  `json:"error,omitempty"`
 }
 
-const (
-	pieceMissing = iota
-	pieceAssigned
-	pieceVerified
-)
-
-type download struct {
-	d    *Daemon
-	cid  protocol.ContentID
-	out  string // requested output path or directory; "" for the daemon's cwd
-	hint string // name from the search hit
-
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	metaOnce sync.Once
-	metaErr  error
-	metaDone chan struct{}
-	meta     content.Meta
-	part     *content.Partial
-
-	mu       sync.Mutex
-	state    []uint8
-	queue    []int
-	banned   map[protocol.PeerID]bool
-	active   int
-	prog     Progress
-	complete chan struct{}
-	requeued chan struct{} // closed and replaced whenever pieces return to the queue
-	verifyCh chan verifyJob
-	bufs     chan []byte // piece buffers, recycled once a piece is written
-	wg       sync.WaitGroup
+// seedRecord is a finished download this daemon keeps serving.
+type seedRecord struct {
+	path  string
+	name  string
+	meta  content.Meta
+	mtime time.Time
 }
 
-// A free list rather than a sync.Pool: the pool is emptied at every GC, and a
-// fresh 256 KiB buffer costs a zeroing pass over memory.
-func (dl *download) pieceBuf(n int64) []byte {
+// unchanged reports whether the file is still the one downloaded: same size and
+// modification time. Anything else is not served, so peers are not sent data
+// that fails verification.
+func (r seedRecord) unchanged() bool {
+	fi, err := os.Stat(r.path)
+	return err == nil && fi.Size() == r.meta.Size && fi.ModTime().Equal(r.mtime)
+}
+
+// pieceBuf hands out a buffer for a piece being downloaded. A free list rather
+// than a sync.Pool: the pool is emptied at every GC, and a fresh 256 KiB buffer
+// costs a zeroing pass over memory.
+func (d *Daemon) pieceBuf(n int64) []byte {
 	select {
-	case b := <-dl.bufs:
-		return b[:n]
-	default:
-		return make([]byte, n, dl.meta.PieceSize)
-	}
-}
-
-func (dl *download) recycle(b []byte) {
-	if int64(cap(b)) == dl.meta.PieceSize {
-		select {
-		case dl.bufs <- b:
-		default:
+	case b := <-d.bufs:
+		if int64(cap(b)) >= n {
+			return b[:n]
 		}
+	default:
 	}
+	return make([]byte, n)
 }
 
-type verifyJob struct {
-	w      *worker
-	piece  int
-	data   []byte
-	sum    [32]byte
-	hashed bool // sum is the SHA-256 of data, taken as it arrived
+func (d *Daemon) recycle(b []byte) {
+	select {
+	case d.bufs <- b:
+	default:
+	}
 }
 
 // Get downloads a content ID to out (a file path, an existing directory, or ""
 // for the current directory) and returns the final path. onProgress, if set, is
-// called about five times a second and once at the end.
+// called about five times a second and once at the end. While it runs the
+// daemon uploads the pieces it has to the other peers of the swarm, and after it
+// returns it keeps serving the file.
 func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(Progress)) (string, error) {
 	d.wg.Add(1)
 	defer d.wg.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(d.ctx, cancel)
-	defer stop()
-
-	dl := &download{
-		d: d, cid: cid, out: out, ctx: ctx, cancel: cancel,
-		metaDone: make(chan struct{}),
-		banned:   make(map[protocol.PeerID]bool),
-		complete: make(chan struct{}),
-		requeued: make(chan struct{}),
-		bufs:     make(chan []byte, 64),
-		prog:     Progress{ContentID: cid.String(), State: "locating"},
+	if cid.IsZero() { // on the wire the zero ID means "no content ID"
+		return "", fmt.Errorf("%w: %s", ErrNothingFound, cid)
 	}
-	report := func() {
+	sw, err := d.startDownload(cid, out)
+	if err != nil {
+		return "", err
+	}
+	var last Progress
+	report := func(p Progress) {
+		last = p
 		if onProgress != nil {
-			onProgress(dl.snapshot())
+			onProgress(p)
 		}
 	}
-	path, err := dl.run(report)
-	dl.mu.Lock()
+	path, err := sw.download(ctx, report)
+	sw.mu.Lock()
+	p := sw.prog
 	if err != nil {
-		dl.prog.State, dl.prog.Error = "failed", err.Error()
+		p.State, p.Error = "failed", err.Error()
 	} else {
-		dl.prog.State, dl.prog.Path = "done", path
+		p.State, p.Path = "done", path
 	}
-	dl.mu.Unlock()
-	report()
+	p.Rate = last.Rate
+	sw.mu.Unlock()
+	report(p)
 	return path, err
 }
 
-func (dl *download) snapshot() Progress {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	return dl.prog
-}
-
-func (dl *download) run(report func()) (string, error) {
-	d := dl.d
-	if dl.cid.IsZero() { // on the wire the zero ID means "no content ID"
-		return "", fmt.Errorf("%w: %s", ErrNothingFound, dl.cid)
+// startDownload registers a new downloading swarm for cid.
+func (d *Daemon) startDownload(cid protocol.ContentID, out string) (*swarm, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx.Err() != nil {
+		return nil, ErrDaemonClosed
 	}
-	// Ask the overlay for the current sources even after a search: a keyword search
-	// may have stopped at the first supernode that filled its limit, and sources
-	// come and go. What the search found still counts if the lookup fails.
-	_, lookupErr := d.Search(dl.ctx, "", dl.cid, 0, nil)
-	hit, ok := d.srcs.get(dl.cid)
-	if !ok && lookupErr != nil {
-		return "", fmt.Errorf("locating sources: %w", lookupErr)
+	if old := d.swarms[cid]; old != nil && old.ctx.Err() == nil {
+		old.mu.Lock()
+		shared, complete, path := old.shared, old.complete, old.path
+		old.mu.Unlock()
+		switch {
+		case shared:
+			return nil, fmt.Errorf("%w: %s is in this peer's share folder", protocol.ErrBadRequest, cid.Short())
+		case !complete:
+			return nil, fmt.Errorf("%w: %s is already downloading", protocol.ErrBadRequest, cid.Short())
+		}
+		if _, err := os.Stat(path); err == nil {
+			// Downloaded before: only a request for another place downloads again.
+			if p, err := outputPath(out, filepath.Base(path), cid); err == nil && p == path {
+				return nil, fmt.Errorf("%w: %s was downloaded to %s already", protocol.ErrBadRequest, cid.Short(), path)
+			}
+		}
+		old.cancel()
 	}
-	var sources []protocol.Source
-	for _, s := range hit.Sources {
-		if s.Peer != d.ID() {
-			sources = append(sources, s)
+	if d.share != nil {
+		if _, ok := d.share.Get(cid); ok {
+			return nil, fmt.Errorf("%w: %s is in this peer's share folder", protocol.ErrBadRequest, cid.Short())
 		}
 	}
-	if len(sources) == 0 {
-		return "", fmt.Errorf("%w: %s", ErrNothingFound, dl.cid)
-	}
-	dl.hint = hit.Name
-	dl.mu.Lock()
-	dl.prog.Name, dl.prog.Size, dl.prog.Sources, dl.prog.State = hit.Name, hit.Size, len(sources), "connecting"
-	dl.mu.Unlock()
+	sw := d.newSwarm(cid)
+	sw.out = out
+	d.swarms[cid] = sw
+	d.wg.Add(1)
+	go sw.chokeLoop()
+	return sw, nil
+}
 
-	workersDone := make(chan struct{})
-	go func() {
-		dl.runSources(sources)
-		close(workersDone)
-	}()
+func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, error) {
+	d := sw.d
+	stop := context.AfterFunc(ctx, func() { sw.abort(context.Cause(ctx)) })
+	defer stop()
+	// Ask the overlay for the current sources even after a search: a keyword
+	// search may have stopped at the first supernode that filled its limit, and
+	// sources come and go. What the search found still counts if the lookup fails.
+	_, lookupErr := d.Search(sw.ctx, "", sw.id, 0, nil)
+	hit, ok := d.srcs.get(sw.id)
+	if !ok && lookupErr != nil {
+		sw.abort(nil)
+		return "", fmt.Errorf("locating sources: %w", lookupErr)
+	}
+	n := sw.addKnown(hit.Sources)
+	if n == 0 {
+		sw.abort(nil)
+		return "", fmt.Errorf("%w: %s", ErrNothingFound, sw.id)
+	}
+	sw.mu.Lock()
+	sw.name = hit.Name
+	sw.prog.Name, sw.prog.Size, sw.prog.State = hit.Name, hit.Size, "connecting"
+	sw.mu.Unlock()
+
+	d.wg.Add(1)
+	go sw.track()
 	tick := time.NewTicker(d.cfg.ProgressInterval)
 	defer tick.Stop()
 	var lastBytes int64
+	var rate float64
 	last := time.Now()
 	for {
 		select {
-		case <-dl.complete:
-		case <-workersDone:
+		case <-sw.finished:
+		case <-sw.fail:
 		case <-tick.C:
-			dl.mu.Lock()
+			sw.mu.Lock()
 			now := time.Now()
 			if dt := now.Sub(last).Seconds(); dt > 0 {
-				dl.prog.Rate = 0.5*dl.prog.Rate + 0.5*float64(dl.prog.Verified-lastBytes)/dt
+				rate = 0.5*rate + 0.5*float64(sw.verified-lastBytes)/dt
 			}
-			lastBytes, last = dl.prog.Verified, now
-			dl.mu.Unlock()
-			report()
+			lastBytes, last = sw.verified, now
+			p := sw.prog
+			p.Rate = rate
+			sw.mu.Unlock()
+			report(p)
 			continue
 		}
 		break
 	}
-	dl.cancel()
-	<-workersDone
-	dl.wg.Wait()
-	if dl.part == nil {
-		if dl.metaErr != nil {
-			return "", dl.metaErr
-		}
-		return "", dl.failure(sources)
-	}
-	defer dl.part.Close()
-	if !dl.part.Done() {
-		if err := dl.d.ctx.Err(); err != nil {
-			return "", ErrDaemonClosed
-		}
-		return "", dl.failure(sources)
-	}
-	if err := dl.part.Finish(); err != nil {
+	select {
+	case <-sw.finished:
+	default:
+		sw.mu.Lock()
+		err := sw.failErr
+		sw.mu.Unlock()
+		sw.abort(nil)
 		return "", err
 	}
-	dl.d.log.Info().Str("content_id", dl.cid.Short()).Str("path", dl.prog.Path).Msg("download complete")
-	return dl.prog.Path, nil
+	return sw.complete_()
 }
 
-func (dl *download) failure(sources []protocol.Source) error {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	if dl.part != nil {
-		return fmt.Errorf("%d of %d pieces verified; no source could supply the rest (%d sources, %d banned for bad data); run the same command again to resume",
-			dl.prog.Have, dl.prog.Pieces, len(sources), len(dl.banned))
+// complete_ moves a finished download into place and keeps serving it from there.
+func (sw *swarm) complete_() (string, error) {
+	sw.ioMu.Lock()
+	defer sw.ioMu.Unlock()
+	sw.mu.Lock()
+	part, path, name, meta := sw.part, sw.path, sw.name, sw.meta
+	sw.mu.Unlock()
+	if err := part.Finish(); err != nil {
+		sw.abort(nil)
+		return "", err
 	}
-	return fmt.Errorf("no source could be reached (%d tried)", len(sources))
+	sw.mu.Lock()
+	sw.fromFile, sw.part = path, nil
+	sw.mu.Unlock()
+	d := sw.d
+	d.mu.Lock()
+	rec := seedRecord{path: path, name: name, meta: meta}
+	if fi, err := os.Stat(path); err == nil {
+		rec.mtime = fi.ModTime()
+	}
+	d.seeding[sw.id] = rec
+	d.mu.Unlock()
+	d.log.Info().Str("content_id", sw.id.Short()).Str("path", path).Msg("download complete")
+	return path, nil
 }
 
-// runSources runs up to maxSources workers; when one ends, the next untried
-// source takes its place.
-func (dl *download) runSources(sources []protocol.Source) {
-	sem := make(chan struct{}, maxSources)
-	var wg sync.WaitGroup
-	for _, s := range sources {
+// abort ends a download that did not finish: the partial file is saved to
+// resume from, and the peer stops offering the content.
+func (sw *swarm) abort(cause error) {
+	sw.mu.Lock()
+	if cause != nil {
+		sw.failLocked(cause)
+	}
+	complete := sw.complete
+	sw.mu.Unlock()
+	if complete {
+		return
+	}
+	sw.cancel()
+	sw.ioMu.Lock()
+	sw.mu.Lock()
+	part := sw.part
+	sw.part = nil
+	sw.mu.Unlock()
+	if part != nil {
+		part.Close()
+	}
+	sw.ioMu.Unlock()
+	d := sw.d
+	d.mu.Lock()
+	if d.swarms[sw.id] == sw {
+		delete(d.swarms, sw.id)
+	}
+	d.mu.Unlock()
+	if sw.published {
+		d.attach.republish()
+	}
+}
+
+// addKnown adds sources to try and returns how many are known.
+func (sw *swarm) addKnown(srcs []protocol.Source) int {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	for _, s := range srcs {
+		if s.Peer == sw.d.ID() {
+			continue
+		}
+		if k := sw.known[s.Peer]; k != nil {
+			k.src = s
+			continue
+		}
+		sw.known[s.Peer] = &knownPeer{src: s}
+	}
+	sw.prog.Sources = len(sw.known)
+	return len(sw.known)
+}
+
+// track keeps the download connected: it joins known peers, asks the
+// supernodes (the tracker) for more, quickly at first and then every
+// TrackerInterval, and fails the download when no peer is left to ask or
+// nothing has moved for StallTimeout.
+func (sw *swarm) track() {
+	d := sw.d
+	defer d.wg.Done()
+	interval := 250 * time.Millisecond
+	nextLookup := time.Now().Add(interval)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		sw.connectKnown()
 		select {
-		case sem <- struct{}{}:
-		case <-dl.ctx.Done():
+		case <-sw.finished:
+			return
+		case <-sw.ctx.Done():
+			return
+		case <-t.C:
 		}
-		if dl.ctx.Err() != nil {
-			break
+		now := time.Now()
+		if now.After(nextLookup) {
+			if _, err := d.Search(sw.ctx, "", sw.id, 0, nil); err == nil {
+				if hit, ok := d.srcs.get(sw.id); ok {
+					sw.addKnown(hit.Sources)
+				}
+			}
+			interval = min(2*interval, d.cfg.TrackerInterval)
+			nextLookup = time.Now().Add(interval)
 		}
-		wg.Add(1)
+		sw.mu.Lock()
+		if err := sw.deadLocked(now); err != nil {
+			sw.failLocked(err)
+		}
+		sw.mu.Unlock()
+	}
+}
+
+// deadLocked says why the download cannot go on, if it cannot.
+func (sw *swarm) deadLocked(now time.Time) error {
+	if len(sw.sessions) == 0 {
+		for p, k := range sw.known {
+			if k.dialing || (!sw.banned[p] && k.failures < maxJoinFailures) {
+				return nil
+			}
+		}
+		if !sw.hasMeta {
+			return fmt.Errorf("no source could be reached (%d tried)", len(sw.known))
+		}
+		return fmt.Errorf("%d of %d pieces verified; no source could supply the rest (%d sources, %d banned for bad data); run the same command again to resume",
+			sw.nhave, len(sw.avail), len(sw.known), len(sw.banned))
+	}
+	if now.Sub(sw.lastChange) > sw.d.cfg.StallTimeout {
+		return fmt.Errorf("%w: %d of %d pieces verified and nothing new for %v from %d peers; run the same command again to resume",
+			ErrStalled, sw.nhave, len(sw.avail), sw.d.cfg.StallTimeout, len(sw.sessions))
+	}
+	return nil
+}
+
+// maxJoinFailures is how often joining a peer may fail in a row before it is
+// given up.
+const maxJoinFailures = 3
+
+// connectKnown starts joining known peers we have no session with.
+func (sw *swarm) connectKnown() {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	now := time.Now()
+	dialing := 0
+	for _, k := range sw.known {
+		if k.dialing {
+			dialing++
+		}
+	}
+	for p, k := range sw.known {
+		if len(sw.sessions)+dialing >= sw.d.cfg.MaxSwarmPeers || sw.complete {
+			return
+		}
+		if k.dialing || sw.sessions[p] != nil || sw.banned[p] || k.failures >= maxJoinFailures || now.Before(k.retryAt) {
+			continue
+		}
+		k.dialing = true
+		dialing++
+		sw.d.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			w := &worker{dl: dl, src: s}
-			if err := w.run(); err != nil && dl.ctx.Err() == nil {
-				dl.d.log.Info().Err(err).Str("peer_id", s.Peer.Short()).Str("content_id", dl.cid.Short()).Msg("source dropped")
+			defer sw.d.wg.Done()
+			ok, err := sw.joinPeer(k.src)
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
+			k.dialing = false
+			switch {
+			case errors.Is(err, errPathChanged):
+				// Straight back, over the better link.
+			case ok && err == nil:
+				k.retryAt = time.Now().Add(time.Second) // it closed the stream; do not hammer it
+			case ok && sw.ctx.Err() == nil:
+				k.retryAt = time.Now().Add(200 * time.Millisecond)
+				// A session that worked and broke: the link may have died under
+				// it (a relay lost, a NAT that forgot us); a new setup may find
+				// another path.
+				k.failures++
+				sw.log.Info().Err(err).Str("peer_id", p.Short()).Msg("swarm peer lost")
+			case !ok:
+				k.failures++
+				k.retryAt = time.Now().Add(time.Duration(k.failures) * time.Second)
+				if err != nil && sw.ctx.Err() == nil {
+					sw.log.Debug().Err(err).Str("peer_id", p.Short()).Msg("cannot join peer")
+				}
 			}
 		}()
 	}
-	wg.Wait()
-}
-
-// setMeta adopts the first valid metadata and opens the partial file.
-func (dl *download) setMeta(m content.Meta, name string) error {
-	dl.metaOnce.Do(func() {
-		defer close(dl.metaDone)
-		if name == "" {
-			name = dl.hint
-		}
-		path, err := outputPath(dl.out, name, dl.cid)
-		if err != nil {
-			dl.metaErr = err
-			dl.cancel()
-			return
-		}
-		p, err := content.OpenPartial(path, m)
-		if err != nil {
-			dl.metaErr = err
-			dl.cancel()
-			return
-		}
-		n := m.NumPieces()
-		dl.mu.Lock()
-		dl.meta, dl.part = m, p
-		dl.state = make([]uint8, n)
-		for i := 0; i < n; i++ {
-			if p.Have(i) {
-				dl.state[i] = pieceVerified
-				dl.prog.Have++
-				dl.prog.Resumed++
-				dl.prog.Verified += m.PieceLen(i)
-			} else {
-				dl.queue = append(dl.queue, i)
-			}
-		}
-		dl.prog.Path, dl.prog.Size, dl.prog.Pieces, dl.prog.State = path, m.Size, n, "downloading"
-		done := dl.prog.Have == n
-		dl.mu.Unlock()
-		dl.verifyCh = make(chan verifyJob, 8)
-		for i := 0; i < min(runtime.NumCPU(), 4); i++ {
-			dl.wg.Add(1)
-			go dl.verifier()
-		}
-		if done {
-			close(dl.complete)
-		}
-	})
-	return dl.metaErr
 }
 
 // outputPath picks where a download lands: out itself, or name inside out when
@@ -335,427 +418,66 @@ func outputPath(out, name string, cid protocol.ContentID) (string, error) {
 	return abs, nil
 }
 
-// next hands a worker the next piece to fetch, or -1. When nothing is left in
-// the queue, a piece another source is still fetching is shared (endgame), so a
-// slow source cannot hold up the end.
-func (dl *download) next(w *worker) int {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	for len(dl.queue) > 0 {
-		i := dl.queue[0]
-		dl.queue = dl.queue[1:]
-		if dl.state[i] == pieceMissing {
-			dl.state[i] = pieceAssigned
-			return i
+// swarmFiles lists what this peer offers beyond its share folder: downloads
+// with verified pieces, and finished downloads.
+func (d *Daemon) swarmFiles() []protocol.FileRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []protocol.FileRecord
+	seen := make(map[protocol.ContentID]bool)
+	for id, sw := range d.swarms {
+		sw.mu.Lock()
+		if !sw.shared && sw.hasMeta && sw.nhave > 0 && sw.ctx.Err() == nil {
+			out = append(out, protocol.FileRecord{ID: id, Name: publishName(sw.name, id), Size: sw.meta.Size})
+			seen[id] = true
+		}
+		sw.mu.Unlock()
+	}
+	for id, s := range d.seeding {
+		if !seen[id] && s.unchanged() {
+			out = append(out, protocol.FileRecord{ID: id, Name: publishName(s.name, id), Size: s.meta.Size})
 		}
 	}
-	for i, st := range dl.state {
-		if st == pieceAssigned && !w.has(i) {
-			return i
-		}
-	}
-	return -1
+	return out
 }
 
-// release returns a worker's unfinished pieces to the queue.
-func (dl *download) release(pieces []int) {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	back := false
-	for _, i := range pieces {
-		if dl.state[i] == pieceAssigned {
-			dl.state[i] = pieceMissing
-			dl.queue = append([]int{i}, dl.queue...)
-			back = true
-		}
-	}
-	if back {
-		close(dl.requeued)
-		dl.requeued = make(chan struct{})
-	}
-}
-
-func (dl *download) requeuedChan() <-chan struct{} {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	return dl.requeued
-}
-
-func (dl *download) verifier() {
-	defer dl.wg.Done()
-	for {
-		select {
-		case j := <-dl.verifyCh:
-			dl.verify(j)
-		case <-dl.ctx.Done():
-			return
-		}
-	}
-}
-
-func (dl *download) verify(j verifyJob) {
-	defer dl.recycle(j.data)
-	dl.mu.Lock()
-	already := dl.state[j.piece] == pieceVerified
-	dl.mu.Unlock()
-	if already {
-		j.w.pieceDone(j.piece)
-		return
-	}
-	var err error
-	if j.hashed {
-		err = dl.part.WritePieceHashed(j.piece, j.data, j.sum)
-	} else {
-		err = dl.part.WritePiece(j.piece, j.data)
-	}
-	j.w.pieceDone(j.piece)
-	if errors.Is(err, content.ErrBadPiece) {
-		dl.mu.Lock()
-		dl.prog.BadPieces++
-		if !dl.banned[j.w.src.Peer] {
-			dl.banned[j.w.src.Peer] = true
-			dl.prog.Banned++
-		}
-		dl.mu.Unlock()
-		dl.release([]int{j.piece})
-		j.w.fail(fmt.Errorf("piece %d failed verification: source banned for this content", j.piece))
-		return
-	}
-	if err != nil {
-		dl.d.log.Error().Err(err).Str("content_id", dl.cid.Short()).Msg("writing piece")
-		dl.mu.Lock()
-		dl.metaErr = err
-		dl.mu.Unlock()
-		dl.cancel()
-		return
-	}
-	dl.mu.Lock()
-	if dl.state[j.piece] == pieceVerified {
-		// Another copy of this piece (endgame, or one a dropped source had in
-		// flight) was written first; count it once.
-		dl.mu.Unlock()
-		return
-	}
-	dl.state[j.piece] = pieceVerified
-	dl.prog.Have++
-	dl.prog.Verified += int64(len(j.data))
-	done := dl.prog.Have == len(dl.state)
-	dl.mu.Unlock()
-	dl.d.downloaded.Add(int64(len(j.data)))
-	if done {
-		close(dl.complete)
-	}
-}
-
-// worker fetches pieces from one source over one QUIC stream, keeping a window of
-// block requests in flight.
-type worker struct {
-	dl  *download
-	src protocol.Source
-
-	mu     sync.Mutex
-	stream *quic.Stream
-	err    error
-	owned  map[int]bool // pieces requested from this source and not yet verified
-	failed chan struct{}
-}
-
-func (w *worker) has(i int) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.owned[i]
-}
-
-func (w *worker) pieceDone(i int) {
-	w.mu.Lock()
-	delete(w.owned, i)
-	w.mu.Unlock()
-}
-
-func (w *worker) fail(err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		w.err = err
-		close(w.failed)
-	}
-	st := w.stream
-	w.mu.Unlock()
-	if st != nil {
-		// The link may be shared with other downloads: end only this stream.
-		st.CancelRead(1)
-		st.CancelWrite(1)
-	}
-}
-
-// errPathChanged ends a stream whose link was replaced by a better one, once
-// everything requested on it has arrived.
-var errPathChanged = errors.New("moving to a better path")
-
-type inflight struct {
-	piece  int
-	buf    []byte
-	left   int64     // bytes still to arrive
-	h      hash.Hash // SHA-256 of the bytes so far, while they arrive in order
-	hashed int64
-}
-
-// hashChunk is how much block data is read, and hashed, at a time: small enough
-// that the bytes are still in cache when they are hashed.
-const hashChunk = 32 << 10
-
-func (w *worker) run() error {
-	dl := w.dl
-	w.owned = make(map[int]bool)
-	w.failed = make(chan struct{})
-	dl.mu.Lock()
-	if dl.banned[w.src.Peer] {
-		dl.mu.Unlock()
-		return errors.New("banned")
-	}
-	dl.mu.Unlock()
-	counted := false
-	defer func() {
-		if counted {
-			dl.mu.Lock()
-			dl.active--
-			dl.prog.Active = dl.active
-			dl.mu.Unlock()
-		}
-		w.mu.Lock()
-		var left []int
-		for i := range w.owned {
-			left = append(left, i)
-		}
-		w.mu.Unlock()
-		dl.release(left)
-	}()
-	// A link replaced by a direct one sends us round again on the new one, and
-	// so does a link that died under a source that was delivering (a relay
-	// lost, a NAT that forgot us): a new setup may find another path. The
-	// bounds only guard against a link that keeps flapping.
-	redials := 0
-	for range 16 {
-		pl, err := dl.d.conns.acquire(dl.ctx, w.src)
-		if err != nil {
-			return err
-		}
-		err = w.runOn(pl, &counted)
-		dl.d.conns.release(pl)
-		if errors.Is(err, errPathChanged) {
-			pl.link.Log().Info().Str("content_id", dl.cid.String()).Msg("download moving to a direct link")
+// pruneSeeding stops serving finished downloads whose files were moved,
+// changed or deleted since, and reports whether there were any.
+func (d *Daemon) pruneSeeding() bool {
+	d.mu.Lock()
+	var gone []*swarm
+	pruned := false
+	for id, s := range d.seeding {
+		if s.unchanged() {
 			continue
 		}
-		select {
-		case <-pl.link.Done():
-			if counted && redials < 2 && dl.ctx.Err() == nil {
-				redials++
-				pl.link.Log().Info().Err(err).Str("content_id", dl.cid.String()).Msg("link to source lost; setting up another")
-				continue
-			}
-		default:
+		pruned = true
+		delete(d.seeding, id)
+		if f := d.seedFiles[s.path]; f != nil {
+			f.Close()
+			delete(d.seedFiles, s.path)
 		}
-		return err
+		if sw := d.swarms[id]; sw != nil {
+			sw.mu.Lock()
+			seeded := sw.fromFile == s.path
+			sw.mu.Unlock()
+			if seeded {
+				delete(d.swarms, id)
+				gone = append(gone, sw)
+			}
+		}
 	}
-	return errors.New("link to source kept changing")
+	d.mu.Unlock()
+	for _, sw := range gone {
+		sw.log.Info().Msg("no longer serving a finished download: its file changed or is gone")
+		sw.cancel()
+	}
+	return pruned
 }
 
-// runOn fetches over one stream of pl's link.
-func (w *worker) runOn(pl *peerLink, counted *bool) error {
-	dl := w.dl
-	l := pl.link
-	s, err := l.Conn().OpenStreamSync(dl.ctx)
-	if err != nil {
-		return err
+func publishName(name string, id protocol.ContentID) string {
+	if name == "" {
+		return id.String()
 	}
-	stop := context.AfterFunc(dl.ctx, func() { s.CancelRead(0); s.CancelWrite(0) })
-	defer stop()
-	w.mu.Lock()
-	w.stream = s
-	failed := w.err != nil
-	w.mu.Unlock()
-	if failed {
-		s.CancelWrite(1)
-		return w.err
-	}
-	defer s.CancelRead(0)
-	defer s.Close()
-	// Small on purpose: block data bypasses the buffer and goes straight from the
-	// stream into its piece buffer.
-	br := bufio.NewReaderSize(s, 4<<10)
-	if err := protocol.WriteMessage(s, &protocol.GetMeta{ID: dl.cid}); err != nil {
-		return err
-	}
-	m, err := protocol.ReadMessage(br, nil)
-	if err != nil {
-		return fmt.Errorf("waiting for metadata: %w", err)
-	}
-	var pm *protocol.Meta
-	switch m := m.(type) {
-	case *protocol.Meta:
-		pm = m
-	case *protocol.Error:
-		return m.AsError()
-	default:
-		return fmt.Errorf("%w: got %s instead of meta", protocol.ErrBadRequest, m.Type())
-	}
-	meta := content.Meta{Size: pm.Size, PieceSize: pm.PieceSize, Hashes: pm.Hashes}
-	if err := meta.Validate(); err != nil {
-		return fmt.Errorf("source sent invalid metadata: %w", err)
-	}
-	if meta.ID() != dl.cid {
-		dl.mu.Lock()
-		dl.banned[w.src.Peer] = true
-		dl.prog.Banned++
-		dl.mu.Unlock()
-		return errors.New("source sent metadata of other content: banned")
-	}
-	if err := dl.setMeta(meta, pm.Name); err != nil {
-		return err
-	}
-	if !*counted {
-		*counted = true
-		dl.mu.Lock()
-		dl.active++
-		dl.prog.Active = dl.active
-		dl.mu.Unlock()
-	}
-	return w.fetch(s, br, pl.better)
-}
-
-func (w *worker) fetch(s *quic.Stream, br *bufio.Reader, better <-chan struct{}) error {
-	dl := w.dl
-	depth := dl.d.cfg.Pipeline
-	pending := make(map[int]*inflight)
-	outstanding := 0 // blocks requested and not yet received
-	var reqBuf []byte
-	rbuf := make([]byte, 4096)
-	exhausted := false
-	moving := false
-	for {
-		if !moving {
-			select {
-			case <-better:
-				// Stop asking here; what is in flight still arrives on this stream.
-				moving, exhausted = true, true
-			default:
-			}
-		}
-		if moving && outstanding == 0 {
-			return errPathChanged
-		}
-		// Fill the request window.
-		requeued := dl.requeuedChan()
-		reqBuf = reqBuf[:0]
-		for !exhausted && outstanding < depth {
-			i := dl.next(w)
-			if i < 0 {
-				exhausted = true
-				break
-			}
-			plen := dl.meta.PieceLen(i)
-			w.mu.Lock()
-			w.owned[i] = true
-			w.mu.Unlock()
-			pending[i] = &inflight{piece: i, buf: dl.pieceBuf(plen), left: plen, h: sha256.New()}
-			for off := int64(0); off < plen; off += blockSize {
-				n := min(blockSize, plen-off)
-				var err error
-				reqBuf, err = protocol.AppendFrame(reqBuf, &protocol.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(n)})
-				if err != nil {
-					return err
-				}
-				outstanding++
-			}
-		}
-		if len(reqBuf) > 0 {
-			if _, err := s.Write(reqBuf); err != nil {
-				return w.cause(err)
-			}
-		}
-		if outstanding == 0 {
-			// Nothing to ask this source for now; stay until the download
-			// completes or another source's pieces come back to the queue.
-			select {
-			case <-dl.complete:
-				return nil
-			case <-w.failed:
-				return w.err
-			case <-dl.ctx.Done():
-				return nil
-			case <-requeued:
-				exhausted = false
-				continue
-			case <-better:
-				return errPathChanged
-			}
-		}
-		t, n, err := protocol.ReadHeader(br)
-		if err != nil {
-			return w.cause(err)
-		}
-		if t != protocol.TypeBlock {
-			body, err := protocol.ReadBody(br, t, n, rbuf)
-			if err != nil {
-				return w.cause(err)
-			}
-			m, err := protocol.Decode(t, body)
-			if err != nil {
-				return err
-			}
-			if e, ok := m.(*protocol.Error); ok {
-				return e.AsError()
-			}
-			return fmt.Errorf("%w: %s on a transfer stream", protocol.ErrBadRequest, m.Type())
-		}
-		// Read the block's data straight into its piece buffer.
-		hdr, _ := br.Peek(min(n, 11))
-		piece, off, hn, err := protocol.ParseBlockHeader(hdr)
-		if err != nil {
-			return err
-		}
-		br.Discard(hn)
-		size := int64(n - hn)
-		p := pending[int(piece)]
-		if p == nil || int64(off)+size > int64(len(p.buf)) {
-			return fmt.Errorf("%w: unrequested block piece %d offset %d", protocol.ErrBadRequest, piece, off)
-		}
-		for pos, end := int64(off), int64(off)+size; pos < end; {
-			c := min(end-pos, hashChunk)
-			if _, err := io.ReadFull(br, p.buf[pos:pos+c]); err != nil {
-				return w.cause(err)
-			}
-			if pos == p.hashed {
-				p.h.Write(p.buf[pos : pos+c])
-				p.hashed += c
-			}
-			pos += c
-		}
-		p.left -= size
-		outstanding--
-		if p.left <= 0 {
-			delete(pending, p.piece)
-			job := verifyJob{w: w, piece: p.piece, data: p.buf}
-			if p.hashed == int64(len(p.buf)) {
-				p.h.Sum(job.sum[:0])
-				job.hashed = true
-			}
-			select {
-			case dl.verifyCh <- job:
-			case <-dl.ctx.Done():
-				return nil
-			case <-w.failed:
-				return w.err
-			}
-		}
-	}
-}
-
-// cause prefers the reason a worker was failed over the I/O error it caused.
-func (w *worker) cause(err error) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	return err
+	return filepath.Base(name)
 }

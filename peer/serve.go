@@ -15,7 +15,8 @@ import (
 )
 
 // serveTransfer answers another peer's transfer connection: every stream it opens
-// starts with GetMeta for one content ID and continues with block requests.
+// starts with Join (a swarm stream) or GetMeta (a plain download, as v1 and v2
+// peers fetch) for one content ID.
 func (d *Daemon) serveTransfer(l *transport.Link) {
 	defer d.wg.Done()
 	d.mu.Lock()
@@ -48,20 +49,23 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			if err := d.serveStream(s); err != nil && !errors.Is(err, io.EOF) {
+			if err := d.serveStream(l, s); err != nil && !errors.Is(err, io.EOF) {
 				l.Log().Debug().Err(err).Msg("transfer stream ended")
 			}
 		}()
 	}
 }
 
-func (d *Daemon) serveStream(s *quic.Stream) error {
+func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
 	defer s.Close()
 	br := bufio.NewReaderSize(s, 16<<10)
 	m, err := protocol.ReadMessage(br, nil)
 	if err != nil {
 		s.CancelRead(1)
 		return err
+	}
+	if j, ok := m.(*protocol.Join); ok {
+		return d.serveJoin(l, s, br, j)
 	}
 	gm, ok := m.(*protocol.GetMeta)
 	if !ok {
@@ -144,6 +148,9 @@ func (d *Daemon) readBlocks(s *quic.Stream, br *bufio.Reader, id protocol.Conten
 		}
 		if int(req.Piece) >= f.Meta.NumPieces() || int64(req.Offset)+int64(req.Length) > f.Meta.PieceLen(int(req.Piece)) {
 			return fmt.Errorf("%w: request outside the file: piece %d offset %d length %d", protocol.ErrBadRequest, req.Piece, req.Offset, req.Length)
+		}
+		if err := d.upLimit.wait(d.ctx, int(req.Length)); err != nil {
+			return nil
 		}
 		var buf []byte
 		select {

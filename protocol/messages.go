@@ -15,27 +15,36 @@ import (
 type MsgType uint8
 
 const (
-	TypeHello     MsgType = 0x01 // v1
-	TypeWelcome   MsgType = 0x02 // v1
-	TypeError     MsgType = 0x03 // v1
-	TypePing      MsgType = 0x04 // v1
-	TypePong      MsgType = 0x05 // v1
-	TypePublish   MsgType = 0x06 // v1
-	TypeUnpublish MsgType = 0x07 // v1
-	TypeQuery     MsgType = 0x08 // v1
-	TypeHits      MsgType = 0x09 // v1
-	TypeQueryDone MsgType = 0x0a // v1
-	TypeSummary   MsgType = 0x0b // v1
-	TypeGetMeta   MsgType = 0x0c // v1
-	TypeMeta      MsgType = 0x0d // v1
-	TypeRequest   MsgType = 0x0e // v1
-	TypeBlock     MsgType = 0x0f // v1
-	TypeNATReport MsgType = 0x10 // v2
-	TypeNATStatus MsgType = 0x11 // v2
-	TypeSignal    MsgType = 0x12 // v2
-	TypeRelayLoad MsgType = 0x13 // v2
-	TypeRelayAsk  MsgType = 0x14 // v2
-	TypeRelayOK   MsgType = 0x15 // v2
+	TypeHello      MsgType = 0x01 // v1
+	TypeWelcome    MsgType = 0x02 // v1
+	TypeError      MsgType = 0x03 // v1
+	TypePing       MsgType = 0x04 // v1
+	TypePong       MsgType = 0x05 // v1
+	TypePublish    MsgType = 0x06 // v1
+	TypeUnpublish  MsgType = 0x07 // v1
+	TypeQuery      MsgType = 0x08 // v1
+	TypeHits       MsgType = 0x09 // v1
+	TypeQueryDone  MsgType = 0x0a // v1
+	TypeSummary    MsgType = 0x0b // v1
+	TypeGetMeta    MsgType = 0x0c // v1
+	TypeMeta       MsgType = 0x0d // v1
+	TypeRequest    MsgType = 0x0e // v1
+	TypeBlock      MsgType = 0x0f // v1
+	TypeNATReport  MsgType = 0x10 // v2
+	TypeNATStatus  MsgType = 0x11 // v2
+	TypeSignal     MsgType = 0x12 // v2
+	TypeRelayLoad  MsgType = 0x13 // v2
+	TypeRelayAsk   MsgType = 0x14 // v2
+	TypeRelayOK    MsgType = 0x15 // v2
+	TypeJoin       MsgType = 0x16 // v3
+	TypeBitfield   MsgType = 0x17 // v3
+	TypeHave       MsgType = 0x18 // v3
+	TypeInterest   MsgType = 0x19 // v3
+	TypeNoInterest MsgType = 0x1a // v3
+	TypeChoke      MsgType = 0x1b // v3
+	TypeUnchoke    MsgType = 0x1c // v3
+	TypeCancel     MsgType = 0x1d // v3
+	TypePeers      MsgType = 0x1e // v3
 )
 
 var typeNames = map[MsgType]string{
@@ -45,6 +54,9 @@ var typeNames = map[MsgType]string{
 	TypeGetMeta: "get_meta", TypeMeta: "meta", TypeRequest: "request", TypeBlock: "block",
 	TypeNATReport: "nat_report", TypeNATStatus: "nat_status", TypeSignal: "signal",
 	TypeRelayLoad: "relay_load", TypeRelayAsk: "relay_ask", TypeRelayOK: "relay_ok",
+	TypeJoin: "join", TypeBitfield: "bitfield", TypeHave: "have", TypeInterest: "interested",
+	TypeNoInterest: "not_interested", TypeChoke: "choke", TypeUnchoke: "unchoke", TypeCancel: "cancel",
+	TypePeers: "peers",
 }
 
 func (t MsgType) String() string {
@@ -58,12 +70,16 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 2
+	MaxVersion uint16 = 3
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
 // relays.
 const VersionSignal uint16 = 2
+
+// VersionSwarm is the first version with swarm streams: have-maps, interest,
+// choking and cancels between peers that exchange pieces both ways.
+const VersionSwarm uint16 = 3
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -258,6 +274,52 @@ type Request struct {
 	Length uint32 `msgpack:"n"`
 }
 
+// Join opens a swarm stream for a content ID; the answer is Meta or Error. SN
+// and NAT describe the joiner, so the other side can tell further peers how to
+// reach it (see Peers).
+type Join struct {
+	ID  ContentID `msgpack:"i"`
+	SN  *PeerID   `msgpack:"sn,omitempty"`
+	NAT NATType   `msgpack:"nt,omitempty"`
+}
+
+// Bitfield is the sender's have-map: bit i (most significant bit of each byte
+// first) is set when the sender has piece i verified. It is the first frame each
+// side sends on a swarm stream after the metadata.
+type Bitfield struct {
+	Bits []byte `msgpack:"b"`
+}
+
+// Have announces one more verified piece.
+type Have struct {
+	Piece uint32 `msgpack:"p"`
+}
+
+// Interest says the sender wants pieces the receiver has.
+type Interest struct{}
+
+// NoInterest says the sender wants nothing the receiver has.
+type NoInterest struct{}
+
+// Choke says the sender will not answer requests; those pending are dropped.
+type Choke struct{}
+
+// Unchoke says the sender answers requests again.
+type Unchoke struct{}
+
+// Cancel withdraws a Request that has not been answered yet.
+type Cancel struct {
+	Piece  uint32 `msgpack:"p"`
+	Offset uint32 `msgpack:"o,omitempty"`
+	Length uint32 `msgpack:"n"`
+}
+
+// Peers tells the other side of a swarm stream of more peers in the swarm
+// (peer exchange), so a swarm forms before the tracker knows its members.
+type Peers struct {
+	Peers []Source `msgpack:"p"`
+}
+
 // Block carries the bytes of a Request. Its frame body is the msgpack array
 // [piece, offset] followed by the raw data, so the data is never re-encoded.
 type Block struct {
@@ -266,21 +328,30 @@ type Block struct {
 	Data   []byte
 }
 
-func (*Hello) Type() MsgType     { return TypeHello }
-func (*Welcome) Type() MsgType   { return TypeWelcome }
-func (*Error) Type() MsgType     { return TypeError }
-func (*Ping) Type() MsgType      { return TypePing }
-func (*Pong) Type() MsgType      { return TypePong }
-func (*Publish) Type() MsgType   { return TypePublish }
-func (*Unpublish) Type() MsgType { return TypeUnpublish }
-func (*Query) Type() MsgType     { return TypeQuery }
-func (*Hits) Type() MsgType      { return TypeHits }
-func (*QueryDone) Type() MsgType { return TypeQueryDone }
-func (*Summary) Type() MsgType   { return TypeSummary }
-func (*GetMeta) Type() MsgType   { return TypeGetMeta }
-func (*Meta) Type() MsgType      { return TypeMeta }
-func (*Request) Type() MsgType   { return TypeRequest }
-func (*Block) Type() MsgType     { return TypeBlock }
+func (*Hello) Type() MsgType      { return TypeHello }
+func (*Welcome) Type() MsgType    { return TypeWelcome }
+func (*Error) Type() MsgType      { return TypeError }
+func (*Ping) Type() MsgType       { return TypePing }
+func (*Pong) Type() MsgType       { return TypePong }
+func (*Publish) Type() MsgType    { return TypePublish }
+func (*Unpublish) Type() MsgType  { return TypeUnpublish }
+func (*Query) Type() MsgType      { return TypeQuery }
+func (*Hits) Type() MsgType       { return TypeHits }
+func (*QueryDone) Type() MsgType  { return TypeQueryDone }
+func (*Summary) Type() MsgType    { return TypeSummary }
+func (*GetMeta) Type() MsgType    { return TypeGetMeta }
+func (*Meta) Type() MsgType       { return TypeMeta }
+func (*Request) Type() MsgType    { return TypeRequest }
+func (*Block) Type() MsgType      { return TypeBlock }
+func (*Join) Type() MsgType       { return TypeJoin }
+func (*Bitfield) Type() MsgType   { return TypeBitfield }
+func (*Have) Type() MsgType       { return TypeHave }
+func (*Interest) Type() MsgType   { return TypeInterest }
+func (*NoInterest) Type() MsgType { return TypeNoInterest }
+func (*Choke) Type() MsgType      { return TypeChoke }
+func (*Unchoke) Type() MsgType    { return TypeUnchoke }
+func (*Cancel) Type() MsgType     { return TypeCancel }
+func (*Peers) Type() MsgType      { return TypePeers }
 
 func newMessage(t MsgType) Message {
 	switch t {
@@ -326,6 +397,24 @@ func newMessage(t MsgType) Message {
 		return new(RelayAsk)
 	case TypeRelayOK:
 		return new(RelayOK)
+	case TypeJoin:
+		return new(Join)
+	case TypeBitfield:
+		return new(Bitfield)
+	case TypeHave:
+		return new(Have)
+	case TypeInterest:
+		return new(Interest)
+	case TypeNoInterest:
+		return new(NoInterest)
+	case TypeChoke:
+		return new(Choke)
+	case TypeUnchoke:
+		return new(Unchoke)
+	case TypeCancel:
+		return new(Cancel)
+	case TypePeers:
+		return new(Peers)
 	}
 	return nil
 }
@@ -559,6 +648,48 @@ func (m *Meta) validate() error {
 func (m *Request) validate() error {
 	if m.Length == 0 || m.Length > MaxBlockLen {
 		return invalid("request of %d bytes (1 to %d)", m.Length, MaxBlockLen)
+	}
+	return nil
+}
+
+func (m *Join) validate() error {
+	if m.NAT > NATUDPBlocked {
+		return invalid("NAT type %d", m.NAT)
+	}
+	return nil
+}
+
+func (m *Peers) validate() error {
+	if len(m.Peers) > MaxSourcesPerHit {
+		return invalid("%d peers in one frame (max %d)", len(m.Peers), MaxSourcesPerHit)
+	}
+	for _, s := range m.Peers {
+		if err := checkAddrs(s.Addrs); err != nil {
+			return err
+		}
+		if err := checkStr("source name", s.Name, 64); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Have) validate() error       { return nil }
+func (m *Interest) validate() error   { return nil }
+func (m *NoInterest) validate() error { return nil }
+func (m *Choke) validate() error      { return nil }
+func (m *Unchoke) validate() error    { return nil }
+
+func (m *Bitfield) validate() error {
+	if len(m.Bits) > MaxPieceHashes/8 {
+		return invalid("have-map of %d bytes (max %d)", len(m.Bits), MaxPieceHashes/8)
+	}
+	return nil
+}
+
+func (m *Cancel) validate() error {
+	if m.Length == 0 || m.Length > MaxBlockLen {
+		return invalid("cancel of %d bytes (1 to %d)", m.Length, MaxBlockLen)
 	}
 	return nil
 }

@@ -415,6 +415,12 @@ func TestValidate(t *testing.T) {
 		{"meta name 1025", &Meta{Size: 1, PieceSize: 1, Name: long(MaxNameLen + 1)}},
 		{"request length 0", &Request{Piece: 1}},
 		{"request too long", &Request{Length: MaxBlockLen + 1}},
+		{"cancel length 0", &Cancel{Piece: 1}},
+		{"cancel too long", &Cancel{Length: MaxBlockLen + 1}},
+		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
+		{"join NAT type 5", &Join{NAT: 5}},
+		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},
+		{"peers address too long", &Peers{Peers: []Source{{Addrs: []string{long(MaxAddrLen + 1)}}}}},
 	}
 	for _, tt := range tests {
 		if _, err := AppendFrame(nil, tt.msg); !errors.Is(err, ErrMalformed) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -40,29 +41,33 @@ func getCmd(g *globals) *cobra.Command {
 			tty := term.IsTerminal(int(os.Stderr.Fd()))
 			enc := json.NewEncoder(os.Stdout)
 			lastState := ""
+			var lastLine time.Time
 			onProgress := func(p peer.Progress) {
+				name := p.Name
+				if name == "" {
+					name = p.ContentID
+				}
 				switch {
 				case asJSON:
 					enc.Encode(p)
 				case tty && p.State == "downloading":
 					if bar == nil {
 						bar = progressbar.NewOptions64(p.Size,
-							progressbar.OptionSetDescription(p.Name),
 							progressbar.OptionSetWriter(os.Stderr),
 							progressbar.OptionShowBytes(true),
-							progressbar.OptionShowCount(),
-							progressbar.OptionSetWidth(30),
+							progressbar.OptionSetWidth(25),
 							progressbar.OptionThrottle(100e6),
 							progressbar.OptionClearOnFinish())
 					}
-					bar.Describe(fmt.Sprintf("%s (%d/%d sources)", p.Name, p.Active, p.Sources))
+					bar.Describe(fmt.Sprintf("%s  %s/s  %s", name, humanBytes(int64(p.Rate)), peersLine(p)))
 					bar.Set64(p.Verified)
+				case !tty && p.State == "downloading" && time.Since(lastLine) >= time.Second:
+					// Logs and pipes get a line a second instead of a bar.
+					lastLine = time.Now()
+					fmt.Fprintf(os.Stderr, "%s: %s  %s of %s (%d/%d pieces)  %s/s  %s\n", name, percent(p.Verified, p.Size),
+						humanBytes(p.Verified), humanBytes(p.Size), p.Have, p.Pieces, humanBytes(int64(p.Rate)), peersLine(p))
 				case !tty && p.State != lastState && p.State != "failed":
 					// A failure is explained once, by the error printed below.
-					name := p.Name
-					if name == "" {
-						name = p.ContentID
-					}
 					fmt.Fprintf(os.Stderr, "%s: %s\n", p.State, name)
 				}
 				lastState = p.State
@@ -90,4 +95,20 @@ func getCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "file or folder to save to (default: the current folder)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print progress as JSON lines")
 	return cmd
+}
+
+// peersLine says whom a download exchanges with.
+func peersLine(p peer.Progress) string {
+	s := fmt.Sprintf("%d of %d peers", p.Active, p.Sources)
+	if p.Uploaded > 0 {
+		s += fmt.Sprintf(", %s uploaded", humanBytes(p.Uploaded))
+	}
+	return s
+}
+
+func percent(n, of int64) string {
+	if of <= 0 {
+		return "100%"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
 }

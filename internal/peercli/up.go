@@ -18,6 +18,9 @@ func upCmd(g *globals) *cobra.Command {
 		supernodes                    []string
 		jsonLogs                      bool
 		rescan, upgrade, punch        time.Duration
+		upRate, downRate              float64
+		unchoke, optimistic           time.Duration
+		slots                         int
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -39,12 +42,17 @@ func upCmd(g *globals) *cobra.Command {
 			if len(sns) == 0 {
 				return fmt.Errorf("--supernode is required (host:port of a supernode)")
 			}
+			if upRate < 0 || downRate < 0 {
+				return fmt.Errorf("--up-rate and --down-rate are MB/s, 0 for no limit")
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			d, err := peer.New(peer.Config{
 				DataDir: g.dataDir, ShareDir: share, Name: name, Supernodes: sns,
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
+				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
+				UnchokeInterval: unchoke, OptimisticInterval: optimistic, UnchokeSlots: slots,
 			})
 			if err != nil {
 				return err
@@ -68,5 +76,10 @@ func upCmd(g *globals) *cobra.Command {
 	f.DurationVar(&rescan, "rescan", time.Minute, "how often to rescan the share folder")
 	f.DurationVar(&upgrade, "upgrade-interval", 30*time.Second, "how often a relayed link tries for a direct path again")
 	f.DurationVar(&punch, "punch-timeout", 750*time.Millisecond, "how long a hole punch may take before a relay is used")
+	f.Float64Var(&upRate, "up-rate", 0, "upload limit over all transfers, MB/s (10^6 bytes); 0: none")
+	f.Float64Var(&downRate, "down-rate", 0, "download limit over all transfers, MB/s; 0: none")
+	f.DurationVar(&unchoke, "unchoke-interval", 10*time.Second, "how often the peers we upload to are chosen again")
+	f.DurationVar(&optimistic, "optimistic-interval", 30*time.Second, "how often the optimistic unchoke moves to another peer")
+	f.IntVar(&slots, "unchoke-slots", 4, "peers unchoked for their upload rate, beside the optimistic one")
 	return cmd
 }

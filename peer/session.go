@@ -1,0 +1,477 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// session is one swarm stream with one peer. Its state is guarded by the
+// swarm's mutex; a reader and a writer goroutine move the bytes.
+type session struct {
+	sw       *swarm
+	peer     protocol.PeerID
+	st       *quic.Stream
+	br       *bufio.Reader
+	pl       *peerLink // the link, when we opened the session
+	outgoing bool
+	src      protocol.Source // how to reach the peer, for peer exchange
+	seq      uint64          // order of joining the swarm, for peer exchange
+	pexSent  uint64          // the last seq this peer was told of
+
+	since          time.Time
+	has            bitset
+	gotBitfield    bool
+	useful         int // pieces it has that we lack
+	nhas           int // pieces it has
+	amChoking      bool
+	amInterested   bool
+	peerChoking    bool
+	peerInterested bool
+	reqs           map[int64]struct{} // blocks we asked it for
+	queue          []protocol.Request // blocks it asked us for
+	ctrl           []protocol.Message // frames waiting for the writer
+	offered        map[int]bool       // first source: pieces revealed, not yet sent
+	told           bitset             // first source: pieces announced to it
+	down, up       rateMeter
+	wasted         int64
+	moving         bool // its link is being replaced: ask nothing more here
+	moved          bool // ended to move to the better link
+	delivered      bool
+	closed         bool
+	err            error
+	notify         chan struct{}
+	done           chan struct{}
+}
+
+func newSession(sw *swarm, peer protocol.PeerID, st *quic.Stream, br *bufio.Reader, outgoing bool) *session {
+	return &session{sw: sw, peer: peer, st: st, br: br, outgoing: outgoing,
+		notify: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (s *session) queueLocked(m protocol.Message) {
+	if s.closed {
+		return
+	}
+	s.ctrl = append(s.ctrl, m)
+	s.wake()
+}
+
+func (s *session) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// closeLocked ends the session; the goroutines notice and the swarm forgets it.
+func (s *session) closeLocked(err error) {
+	if s.closed {
+		return
+	}
+	s.closed, s.err = true, err
+	close(s.done)
+	code := quic.StreamErrorCode(0)
+	if err != nil {
+		code = 1
+	}
+	s.st.CancelRead(code)
+	s.st.CancelWrite(code)
+	s.sw.removeLocked(s)
+}
+
+// run drives the session until it ends and returns why.
+func (s *session) run() error {
+	sw := s.sw
+	stop := context.AfterFunc(sw.ctx, func() {
+		sw.mu.Lock()
+		s.closeLocked(nil)
+		sw.mu.Unlock()
+	})
+	defer stop()
+	werr := make(chan error, 1)
+	go func() { werr <- s.writeLoop() }()
+	err := s.readLoop()
+	sw.mu.Lock()
+	if s.err == nil && err != nil && !errors.Is(err, io.EOF) {
+		s.closeLocked(err)
+	} else {
+		s.closeLocked(nil)
+	}
+	err = s.err
+	sw.mu.Unlock()
+	<-werr
+	return err
+}
+
+func (s *session) writeLoop() error {
+	sw := s.sw
+	var frame []byte
+	for {
+		sw.mu.Lock()
+		if s.closed {
+			sw.mu.Unlock()
+			return nil
+		}
+		frame = frame[:0]
+		var err error
+		for _, m := range s.ctrl {
+			if frame, err = protocol.AppendFrame(frame, m); err != nil {
+				break
+			}
+		}
+		s.ctrl = s.ctrl[:0]
+		var req protocol.Request
+		send := !s.amChoking && len(s.queue) > 0
+		if send {
+			req = s.queue[0]
+			s.queue = s.queue[1:]
+		}
+		sw.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if send {
+			if err := sw.d.upLimit.wait(sw.ctx, int(req.Length)); err != nil {
+				return err
+			}
+			ctrlEnd := len(frame)
+			frame = protocol.AppendBlockHeader(frame, req.Piece, req.Offset, int(req.Length))
+			h := len(frame)
+			frame = slices.Grow(frame, int(req.Length))[:h+int(req.Length)]
+			if err := sw.readBlock(int(req.Piece), int64(req.Offset), frame[h:]); err != nil {
+				sw.log.Warn().Err(err).Int("piece", int(req.Piece)).Msg("cannot read a block to upload")
+				frame, _ = protocol.AppendFrame(frame[:ctrlEnd], protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrUnavailable, err)))
+				s.st.Write(frame)
+				return err
+			}
+		}
+		if len(frame) == 0 {
+			select {
+			case <-s.notify:
+			case <-s.done:
+				return nil
+			}
+			continue
+		}
+		if _, err := s.st.Write(frame); err != nil {
+			return err
+		}
+		if send {
+			sw.mu.Lock()
+			sw.onSentLocked(s, int(req.Length))
+			sw.mu.Unlock()
+			sw.d.uploaded.Add(int64(req.Length))
+		}
+	}
+}
+
+func (s *session) readLoop() error {
+	sw := s.sw
+	rbuf := make([]byte, 4096)
+	data := make([]byte, swarmBlock)
+	for {
+		t, n, err := protocol.ReadHeader(s.br)
+		if err != nil {
+			return err
+		}
+		if t == protocol.TypeBlock {
+			hdr, _ := s.br.Peek(min(n, 11))
+			piece, off, hn, err := protocol.ParseBlockHeader(hdr)
+			if err != nil {
+				return err
+			}
+			size := n - hn
+			if size > swarmBlock || size <= 0 {
+				return fmt.Errorf("%w: block of %d bytes", protocol.ErrBadRequest, size)
+			}
+			s.br.Discard(hn)
+			if _, err := io.ReadFull(s.br, data[:size]); err != nil {
+				return err
+			}
+			if err := sw.d.downLimit.wait(sw.ctx, size); err != nil {
+				return err
+			}
+			sw.mu.Lock()
+			s.down.add(int64(size), time.Now())
+			s.delivered = true
+			pd, err := sw.onBlockLocked(s, int(piece), int(off), data[:size])
+			if err == nil && pd == nil {
+				sw.fillLocked(s)
+			}
+			sw.checkMoveLocked(s)
+			sw.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if pd != nil {
+				sw.verify(pd)
+			}
+			continue
+		}
+		body, err := protocol.ReadBody(s.br, t, n, rbuf)
+		if err != nil {
+			return err
+		}
+		m, err := protocol.Decode(t, body)
+		if err != nil {
+			return err
+		}
+		sw.mu.Lock()
+		err = sw.onMessageLocked(s, m)
+		sw.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// onMessageLocked applies one control message from s.
+func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
+	n := len(sw.avail)
+	if _, ok := m.(*protocol.Bitfield); !ok && !s.gotBitfield {
+		if e, ok := m.(*protocol.Error); ok {
+			return e.AsError()
+		}
+		return fmt.Errorf("%w: %s before the have-map", protocol.ErrBadRequest, m.Type())
+	}
+	switch m := m.(type) {
+	case *protocol.Bitfield:
+		if s.gotBitfield {
+			return fmt.Errorf("%w: a second have-map", protocol.ErrBadRequest)
+		}
+		if len(m.Bits) != (n+7)/8 || (n%8 != 0 && m.Bits[len(m.Bits)-1]&(0xff>>(n%8)) != 0) {
+			return fmt.Errorf("%w: have-map of %d bytes for %d pieces", protocol.ErrBadRequest, len(m.Bits), n)
+		}
+		s.gotBitfield = true
+		s.has = bitset(m.Bits)
+		for i := range n {
+			if s.has.has(i) {
+				s.nhas++
+				sw.avail[i]++
+				if !sw.have.has(i) {
+					s.useful++
+				}
+			}
+		}
+		sw.fillLocked(s)
+		if sw.superSeed {
+			sw.kick() // it cannot be interested in the empty have-map it got
+		}
+	case *protocol.Have:
+		i := int(m.Piece)
+		if i >= n {
+			return fmt.Errorf("%w: have piece %d of %d", protocol.ErrBadRequest, i, n)
+		}
+		if s.has.has(i) {
+			return nil
+		}
+		s.has.set(i)
+		s.nhas++
+		sw.avail[i]++
+		if !sw.have.has(i) {
+			s.useful++
+			sw.fillLocked(s)
+		}
+		if sw.superSeed {
+			sw.takenLocked(s, i)
+		}
+	case *protocol.Interest:
+		if !s.peerInterested {
+			s.peerInterested = true
+			sw.kick()
+		}
+	case *protocol.NoInterest:
+		if s.peerInterested {
+			s.peerInterested = false
+			s.queue = s.queue[:0]
+			if !s.amChoking {
+				sw.kick()
+			}
+		}
+	case *protocol.Choke:
+		s.peerChoking = true
+		sw.dropRequestsLocked(s)
+		sw.fillAllLocked()
+		sw.checkMoveLocked(s)
+	case *protocol.Unchoke:
+		s.peerChoking = false
+		sw.fillLocked(s)
+	case *protocol.Request:
+		i := int(m.Piece)
+		if i >= n || !sw.have.has(i) || int64(m.Offset)+int64(m.Length) > sw.meta.PieceLen(i) || m.Length > swarmBlock*2 {
+			return fmt.Errorf("%w: request for piece %d offset %d length %d, which is not on offer", protocol.ErrBadRequest, i, m.Offset, m.Length)
+		}
+		if s.amChoking {
+			return nil // it was sent before our choke arrived
+		}
+		if len(s.queue) >= maxQueuedRequests {
+			return fmt.Errorf("%w: more than %d requests waiting", protocol.ErrBadRequest, maxQueuedRequests)
+		}
+		s.queue = append(s.queue, *m)
+		s.wake()
+	case *protocol.Cancel:
+		for i, r := range s.queue {
+			if r.Piece == m.Piece && r.Offset == m.Offset {
+				s.queue = slices.Delete(s.queue, i, i+1)
+				break
+			}
+		}
+	case *protocol.Peers:
+		sw.learnLocked(s, m.Peers)
+	case *protocol.Error:
+		return m.AsError()
+	default:
+		return fmt.Errorf("%w: %s on a swarm stream", protocol.ErrBadRequest, m.Type())
+	}
+	return nil
+}
+
+// joinPeer opens a swarm stream to src over a link from the connector and runs
+// it until it ends. It returns whether the session got under way.
+func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
+	d := sw.d
+	pl, err := d.conns.acquire(sw.ctx, src)
+	if err != nil {
+		return false, err
+	}
+	defer d.conns.release(pl)
+	if pl.link.Version < protocol.VersionSwarm {
+		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.link.Version, protocol.VersionSwarm)
+	}
+	st, err := pl.link.Conn().OpenStreamSync(sw.ctx)
+	if err != nil {
+		return false, err
+	}
+	br := bufio.NewReaderSize(st, 32<<10)
+	sn, nat := d.attach.self()
+	if err := protocol.WriteMessage(st, &protocol.Join{ID: sw.id, SN: sn, NAT: nat}); err != nil {
+		st.CancelRead(0)
+		return false, err
+	}
+	stop := context.AfterFunc(sw.ctx, func() { st.CancelRead(0); st.CancelWrite(0) })
+	m, err := protocol.ReadMessage(br, nil)
+	stop()
+	if err == nil {
+		err = sw.takeMeta(src.Peer, m)
+	}
+	if err != nil {
+		st.CancelRead(1)
+		st.CancelWrite(1)
+		return false, err
+	}
+	s := newSession(sw, src.Peer, st, br, true)
+	s.pl = pl
+	s.src = src
+	if err := sw.addSession(s); err != nil {
+		st.CancelRead(1)
+		st.CancelWrite(1)
+		return false, err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		select {
+		case <-pl.better:
+			// Ask nothing more here; what is in flight still arrives.
+			sw.mu.Lock()
+			s.moving = true
+			sw.checkMoveLocked(s)
+			sw.mu.Unlock()
+		case <-s.done:
+		}
+	}()
+	err = s.run()
+	sw.mu.Lock()
+	moved := s.moved
+	sw.mu.Unlock()
+	if moved {
+		pl.link.Log().Info().Str("content_id", sw.id.Short()).Msg("swarm stream moving to a direct link")
+		return true, errPathChanged
+	}
+	return true, err
+}
+
+// errPathChanged ends a session whose link was replaced by a better one, once
+// everything requested on it has arrived.
+var errPathChanged = errors.New("moving to a better path")
+
+// checkMoveLocked ends a moving session once nothing is in flight on it.
+func (sw *swarm) checkMoveLocked(s *session) {
+	if s.moving && len(s.reqs) == 0 && !s.closed {
+		s.moved = true
+		s.closeLocked(nil)
+	}
+}
+
+// takeMeta checks the answer to a Join and adopts the metadata.
+func (sw *swarm) takeMeta(from protocol.PeerID, m protocol.Message) error {
+	var pm *protocol.Meta
+	switch m := m.(type) {
+	case *protocol.Meta:
+		pm = m
+	case *protocol.Error:
+		return m.AsError()
+	default:
+		return fmt.Errorf("%w: got %s instead of meta", protocol.ErrBadRequest, m.Type())
+	}
+	meta := content.Meta{Size: pm.Size, PieceSize: pm.PieceSize, Hashes: pm.Hashes}
+	if err := meta.Validate(); err != nil {
+		return fmt.Errorf("peer sent invalid metadata: %w", err)
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if meta.ID() != sw.id {
+		sw.banLocked(from, "metadata of other content")
+		return errors.New("peer sent metadata of other content: banned")
+	}
+	if err := sw.setMetaLocked(meta, pm.Name); err != nil {
+		sw.failLocked(err)
+		return err
+	}
+	return nil
+}
+
+// serveJoin answers a peer's Join: the metadata, then a session like ours.
+func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, br *bufio.Reader, j *protocol.Join) error {
+	sw := d.swarmFor(j.ID)
+	if sw == nil {
+		protocol.WriteMessage(st, &protocol.Error{Code: protocol.StatusNotFound, Message: "not shared here: " + j.ID.Short()})
+		st.Close()
+		return nil
+	}
+	select {
+	case <-sw.metaSet:
+	default:
+		protocol.WriteMessage(st, &protocol.Error{Code: protocol.StatusNotFound, Message: "no piece of it here yet: " + j.ID.Short()})
+		st.Close()
+		return nil
+	}
+	sw.mu.Lock()
+	m := &protocol.Meta{ID: j.ID, Name: sw.name, Size: sw.meta.Size, PieceSize: sw.meta.PieceSize, Hashes: sw.meta.Hashes}
+	sw.mu.Unlock()
+	if err := protocol.WriteMessage(st, m); err != nil {
+		return err
+	}
+	s := newSession(sw, l.Peer, st, br, false)
+	s.src = protocol.Source{Peer: l.Peer, SN: j.SN, NAT: j.NAT}
+	if d.pathOf(l) == PathDirect {
+		s.src.Addrs = []string{l.RemoteAddr().String()}
+	}
+	if err := sw.addSession(s); err != nil {
+		protocol.WriteMessage(st, protocol.ErrorMessage(err))
+		st.Close()
+		return nil
+	}
+	return s.run()
+}

@@ -1,0 +1,968 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// A swarm is everyone exchanging one file. Each peer in it talks to each other
+// peer it knows over one swarm stream, which carries have-maps and have
+// announcements, interest, choking, block requests and cancels, and blocks, in
+// both directions. Downloaders pick pieces rarest first and upload what they
+// have verified; uploads go tit-for-tat to the peers that upload to us fastest,
+// with one optimistic slot. A peer that shares the file from its folder (a first
+// source) reveals to each peer only pieces no connected peer has yet, so it
+// never sends a piece twice while another has not been sent once.
+
+// swarmBlock is the size of one block request.
+const swarmBlock = 16 << 10
+
+// Bounds on what a remote peer can make us hold.
+const (
+	maxQueuedRequests = 1024 // requests a peer may have waiting with us
+	maxBlockDupes     = 2    // copies of one block requested at once in endgame
+	randomFirstPieces = 4    // pieces picked at random before rarest-first starts
+	superSeedOffers   = 4    // unsent pieces a first source reveals to one peer at a time
+	banStrikes        = 2    // bad pieces shared with others before a peer is banned
+	maxKnownPeers     = 1000 // peers of one swarm remembered, from the tracker and peer exchange
+)
+
+// pexInterval is how often a swarm tells its peers of the peers that joined it
+// since; a new peer hears of everyone at once.
+const pexInterval = 500 * time.Millisecond
+
+// ErrStalled ends a download that made no progress while no connected peer had
+// what it still needs.
+var ErrStalled = errors.New("download stalled")
+
+type bitset []byte
+
+func newBitset(n int) bitset        { return make(bitset, (n+7)/8) }
+func (b bitset) has(i int) bool     { return b[i/8]&(0x80>>(i%8)) != 0 }
+func (b bitset) set(i int)          { b[i/8] |= 0x80 >> (i % 8) }
+func (b bitset) clone() bitset      { return slices.Clone(b) }
+func blockKey(piece, off int) int64 { return int64(piece)<<32 | int64(off) }
+
+// pieceDl is a piece being downloaded: its blocks arrive into buf.
+type pieceDl struct {
+	idx       int
+	buf       []byte
+	reqs      []uint8 // per block: how many sessions have it requested
+	got       []bool
+	received  int
+	free      int // blocks neither received nor requested
+	owner     *session
+	from      []protocol.PeerID // peers that sent blocks of it
+	verifying bool
+}
+
+// swarm is one file's exchange state in this daemon.
+type swarm struct {
+	d   *Daemon
+	id  protocol.ContentID
+	log zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	out string // where a download goes, as Get was asked
+	// ioMu is held shared while reading blocks to upload and exclusively while
+	// the file under them changes (a download moved into place or closed).
+	ioMu sync.RWMutex
+
+	mu       sync.Mutex
+	meta     content.Meta
+	hasMeta  bool
+	metaSet  chan struct{}
+	name     string
+	part     *content.Partial // while downloading
+	path     string           // final path of a download
+	fromFile string           // completed download being seeded
+	shared   bool             // seeding from the share folder: a first source
+	have     bitset
+	nhave    int
+	complete bool
+	avail    []int32
+	pieces   map[int]*pieceDl
+	sessions map[protocol.PeerID]*session
+	known    map[protocol.PeerID]*knownPeer
+	banned   map[protocol.PeerID]bool
+	strikes  map[protocol.PeerID]int
+
+	// A first source's record of what it has revealed.
+	superSeed bool
+	offeredTo map[int]*session // piece -> the peer it is revealed to, until it has it
+
+	finished   chan struct{} // closed when every piece is verified
+	failErr    error
+	fail       chan struct{} // closed with failErr set
+	rechoke    chan struct{}
+	lastChange time.Time // last verified piece or session change
+	optimistic *session
+	lastOptim  time.Time
+	pexSeq     uint64 // sessions added so far
+
+	prog      Progress
+	verified  int64 // bytes verified during this run
+	published bool
+	wg        sync.WaitGroup
+}
+
+// knownPeer is a source the tracker (the supernodes) or a peer told us of.
+type knownPeer struct {
+	src      protocol.Source
+	dialing  bool
+	failures int
+	retryAt  time.Time
+}
+
+func (d *Daemon) newSwarm(id protocol.ContentID) *swarm {
+	ctx, cancel := context.WithCancel(d.ctx)
+	return &swarm{
+		d: d, id: id, ctx: ctx, cancel: cancel,
+		log:        d.log.With().Str("content_id", id.Short()).Logger(),
+		metaSet:    make(chan struct{}),
+		pieces:     make(map[int]*pieceDl),
+		sessions:   make(map[protocol.PeerID]*session),
+		known:      make(map[protocol.PeerID]*knownPeer),
+		banned:     make(map[protocol.PeerID]bool),
+		strikes:    make(map[protocol.PeerID]int),
+		offeredTo:  make(map[int]*session),
+		finished:   make(chan struct{}),
+		fail:       make(chan struct{}),
+		rechoke:    make(chan struct{}, 1),
+		lastChange: time.Now(),
+		prog:       Progress{ContentID: id.String(), State: "locating"},
+	}
+}
+
+// swarmFor returns the running swarm for id, or starts a seeding one when the
+// file is shared here or was downloaded here. It returns nil when this peer has
+// nothing of id.
+func (d *Daemon) swarmFor(id protocol.ContentID) *swarm {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if sw := d.swarms[id]; sw != nil {
+		rec, seeded := d.seeding[id]
+		switch {
+		case sw.ctx.Err() != nil:
+			delete(d.swarms, id)
+		case seeded && sw.fromFile != "" && !rec.unchanged():
+			d.mu.Unlock()
+			d.stopSeeding(sw, errors.New("the file changed or is gone"))
+			d.mu.Lock()
+			return nil
+		default:
+			return sw
+		}
+	}
+	if d.ctx.Err() != nil {
+		return nil
+	}
+	var sw *swarm
+	if d.share != nil {
+		if f, ok := d.share.Get(id); ok {
+			sw = d.newSwarm(id)
+			sw.shared, sw.superSeed = true, true
+			sw.name = f.Name
+			sw.adoptComplete(f.Meta)
+		}
+	}
+	if sw == nil {
+		if s, ok := d.seeding[id]; ok && s.unchanged() {
+			sw = d.newSwarm(id)
+			sw.name, sw.fromFile = s.name, s.path
+			sw.adoptComplete(s.meta)
+		}
+	}
+	if sw == nil {
+		return nil
+	}
+	d.swarms[id] = sw
+	d.wg.Add(1)
+	go sw.chokeLoop()
+	return sw
+}
+
+func (sw *swarm) adoptComplete(m content.Meta) {
+	n := m.NumPieces()
+	sw.meta, sw.hasMeta = m, true
+	sw.have = newBitset(n)
+	for i := range n {
+		sw.have.set(i)
+	}
+	sw.nhave, sw.complete = n, true
+	sw.avail = make([]int32, n)
+	close(sw.metaSet)
+	close(sw.finished)
+}
+
+// readBlock reads verified data for an upload.
+func (sw *swarm) readBlock(piece int, off int64, buf []byte) error {
+	sw.ioMu.RLock()
+	defer sw.ioMu.RUnlock()
+	sw.mu.Lock()
+	part, file, meta := sw.part, sw.fromFile, sw.meta
+	sw.mu.Unlock()
+	switch {
+	case sw.shared:
+		_, err := sw.d.share.ReadAt(sw.id, buf, int64(piece)*meta.PieceSize+off)
+		return err
+	case file != "":
+		err := sw.d.readSeeded(file, buf, int64(piece)*meta.PieceSize+off)
+		if err != nil {
+			sw.d.stopSeeding(sw, err)
+		}
+		return err
+	case part != nil:
+		return part.ReadAt(piece, off, buf)
+	}
+	return content.ErrNotVerified
+}
+
+// stopSeeding ends a finished download's swarm whose file is gone or changed.
+func (d *Daemon) stopSeeding(sw *swarm, why error) {
+	d.mu.Lock()
+	_, was := d.seeding[sw.id]
+	delete(d.seeding, sw.id)
+	if d.swarms[sw.id] == sw {
+		delete(d.swarms, sw.id)
+	}
+	if f := d.seedFiles[sw.fromFile]; f != nil {
+		f.Close()
+		delete(d.seedFiles, sw.fromFile)
+	}
+	d.mu.Unlock()
+	sw.cancel()
+	if was {
+		sw.log.Info().Err(why).Msg("no longer serving a finished download")
+		go d.attach.republish()
+	}
+}
+
+// readSeeded reads from a finished download, keeping its file open while seeded.
+func (d *Daemon) readSeeded(path string, buf []byte, off int64) error {
+	d.mu.Lock()
+	f := d.seedFiles[path]
+	d.mu.Unlock()
+	if f == nil {
+		nf, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		if f = d.seedFiles[path]; f == nil {
+			d.seedFiles[path], f = nf, nf
+		} else {
+			nf.Close()
+		}
+		d.mu.Unlock()
+	}
+	_, err := f.ReadAt(buf, off)
+	return err
+}
+
+// setMetaLocked adopts validated metadata for a download and opens its partial
+// file, resuming whatever was verified before.
+func (sw *swarm) setMetaLocked(m content.Meta, name string) error {
+	if sw.hasMeta {
+		return nil
+	}
+	if name == "" {
+		name = sw.name
+	}
+	path, err := outputPath(sw.out, name, sw.id)
+	if err != nil {
+		return err
+	}
+	p, err := content.OpenPartial(path, m)
+	if err != nil {
+		return err
+	}
+	n := m.NumPieces()
+	sw.meta, sw.hasMeta, sw.part, sw.path = m, true, p, path
+	sw.name = name
+	sw.have = newBitset(n)
+	sw.avail = make([]int32, n)
+	for i := range n {
+		if p.Have(i) {
+			sw.have.set(i)
+			sw.nhave++
+		}
+	}
+	sw.prog.Path, sw.prog.Size, sw.prog.Pieces, sw.prog.State = path, m.Size, n, "downloading"
+	sw.prog.Have, sw.prog.Resumed, sw.prog.Verified = sw.nhave, sw.nhave, p.BytesVerified()
+	if sw.prog.Name == "" {
+		sw.prog.Name = name
+	}
+	close(sw.metaSet)
+	if sw.nhave == n {
+		sw.finishLocked()
+	}
+	return nil
+}
+
+// addSession makes s the session with its peer. Two peers that join each
+// other at once keep the stream opened by the peer with the smaller ID; a
+// second stream opened the same way replaces the first, whose peer has lost it
+// (it restarted, or its link died) even if we have not noticed yet.
+func (sw *swarm) addSession(s *session) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.banned[s.peer] {
+		return fmt.Errorf("%w: peer banned for this content after bad data", protocol.ErrForbidden)
+	}
+	if sw.ctx.Err() != nil {
+		return ErrDaemonClosed
+	}
+	if old := sw.sessions[s.peer]; old != nil {
+		me := sw.d.ID()
+		keepOld := old.outgoing == (bytes.Compare(me[:], s.peer[:]) < 0)
+		if old.outgoing != s.outgoing && keepOld {
+			return fmt.Errorf("%w: already exchanging this content", protocol.ErrBadRequest)
+		}
+		old.closeLocked(errors.New("replaced by a new stream with the same peer"))
+	}
+	if len(sw.sessions) >= sw.d.cfg.MaxSwarmPeers {
+		return fmt.Errorf("%w: swarm full", protocol.ErrOverloaded)
+	}
+	n := sw.meta.NumPieces()
+	now := time.Now()
+	s.has = newBitset(n)
+	s.amChoking, s.peerChoking = true, true
+	s.reqs = make(map[int64]struct{})
+	s.offered = make(map[int]bool)
+	s.down = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
+	s.up = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
+	s.since = now
+	sw.sessions[s.peer] = s
+	sw.pexSeq++
+	s.seq = sw.pexSeq
+	sw.lastChange = now
+	sw.prog.Active = len(sw.sessions)
+	// The have-map goes first. A first source starts with an empty one and
+	// reveals pieces one by one as it unchokes.
+	bits := sw.have
+	if sw.superSeed {
+		bits = newBitset(n)
+		s.told = newBitset(n)
+	}
+	s.queueLocked(&protocol.Bitfield{Bits: bits.clone()})
+	sw.pexLocked(s)
+	return nil
+}
+
+// pexLocked tells s of the peers that joined the swarm since it was last told.
+func (sw *swarm) pexLocked(s *session) {
+	if s.closed || s.pexSent == sw.pexSeq {
+		return
+	}
+	var out []protocol.Source
+	for _, o := range sw.sessions {
+		if o != s && o.seq > s.pexSent && o.src.Peer == o.peer {
+			out = append(out, o.src)
+		}
+	}
+	s.pexSent = sw.pexSeq
+	for len(out) > 0 {
+		n := min(len(out), protocol.MaxSourcesPerHit)
+		s.queueLocked(&protocol.Peers{Peers: out[:n]})
+		out = out[n:]
+	}
+}
+
+// learnLocked adds peers that from told us of.
+func (sw *swarm) learnLocked(from *session, peers []protocol.Source) {
+	me := sw.d.ID()
+	for _, p := range peers {
+		if p.Peer == me || p.Peer == from.peer || p.Peer.IsZero() {
+			continue
+		}
+		if k := sw.known[p.Peer]; k != nil {
+			if k.src.SN == nil && p.SN != nil {
+				k.src.SN, k.src.NAT = p.SN, p.NAT
+			}
+			continue
+		}
+		if len(sw.known) >= maxKnownPeers {
+			return
+		}
+		sw.known[p.Peer] = &knownPeer{src: p}
+	}
+	sw.prog.Sources = len(sw.known)
+}
+
+// removeLocked forgets a closed session and gives its requests back.
+func (sw *swarm) removeLocked(s *session) {
+	if sw.sessions[s.peer] != s {
+		return
+	}
+	delete(sw.sessions, s.peer)
+	sw.prog.Active = len(sw.sessions)
+	sw.lastChange = time.Now()
+	if s.gotBitfield {
+		for i := range sw.avail {
+			if s.has.has(i) {
+				sw.avail[i]--
+			}
+		}
+	}
+	sw.dropRequestsLocked(s)
+	sw.returnOffersLocked(s)
+	if sw.optimistic == s {
+		sw.optimistic = nil
+	}
+	sw.kick()
+	sw.fillAllLocked()
+	// Pieces only s had come back into reach of a first source's offers.
+	for _, o := range sw.sessions {
+		sw.offerLocked(o)
+	}
+}
+
+// dropRequestsLocked frees the blocks requested from s.
+func (sw *swarm) dropRequestsLocked(s *session) {
+	for k := range s.reqs {
+		piece, off := int(k>>32), int(k&0xffffffff)
+		if pd := sw.pieces[piece]; pd != nil {
+			b := off / swarmBlock
+			if pd.reqs[b] > 0 {
+				pd.reqs[b]--
+				if pd.reqs[b] == 0 && !pd.got[b] {
+					pd.free++
+				}
+			}
+		}
+	}
+	clear(s.reqs)
+}
+
+func (sw *swarm) kick() {
+	select {
+	case sw.rechoke <- struct{}{}:
+	default:
+	}
+}
+
+func (sw *swarm) fillAllLocked() {
+	for _, o := range sw.sessions {
+		sw.fillLocked(o)
+	}
+}
+
+// depth is how many blocks to keep requested from s: enough for about a
+// quarter second at its recent rate, and never less than the configured pipeline.
+func (sw *swarm) depth(s *session, now time.Time) int {
+	n := int(s.down.rate(now) / 4 / swarmBlock)
+	return min(max(n, sw.d.cfg.Pipeline), 256)
+}
+
+// fillLocked keeps s's request pipeline full and our interest in s honest:
+// interested only while s has something we could ask it for now, so a peer
+// that unchoked us does not keep a slot for us that we cannot use.
+func (sw *swarm) fillLocked(s *session) {
+	if s.closed || !sw.hasMeta {
+		return
+	}
+	if sw.complete || s.useful == 0 {
+		sw.setInterestLocked(s, false)
+		return
+	}
+	if !s.peerChoking && !s.moving {
+		want := sw.depth(s, time.Now())
+		for len(s.reqs) < want {
+			pd, b, ok := sw.pickLocked(s)
+			if !ok {
+				break
+			}
+			off := b * swarmBlock
+			n := min(swarmBlock, int(sw.meta.PieceLen(pd.idx))-off)
+			if pd.reqs[b] == 0 && !pd.got[b] {
+				pd.free--
+			}
+			pd.reqs[b]++
+			s.reqs[blockKey(pd.idx, off)] = struct{}{}
+			if !s.amInterested {
+				s.amInterested = true
+				s.queueLocked(&protocol.Interest{})
+			}
+			s.queueLocked(&protocol.Request{Piece: uint32(pd.idx), Offset: uint32(off), Length: uint32(n)})
+		}
+	}
+	sw.setInterestLocked(s, len(s.reqs) > 0 || (!s.moving && sw.canUseLocked(s)))
+}
+
+func (sw *swarm) setInterestLocked(s *session, want bool) {
+	if want == s.amInterested {
+		return
+	}
+	s.amInterested = want
+	if want {
+		s.queueLocked(&protocol.Interest{})
+	} else {
+		s.queueLocked(&protocol.NoInterest{})
+	}
+}
+
+// canUseLocked reports whether s has a block we could ask it for now.
+func (sw *swarm) canUseLocked(s *session) bool {
+	endgame := len(sw.pieces)+sw.nhave >= len(sw.avail)
+	for i := range sw.avail {
+		if sw.have.has(i) || !s.has.has(i) {
+			continue
+		}
+		pd := sw.pieces[i]
+		if pd == nil || (pd.free > 0 && !pd.verifying) {
+			return true
+		}
+		if endgame && !pd.verifying {
+			for b := range pd.reqs {
+				if !pd.got[b] && pd.reqs[b] < maxBlockDupes {
+					if _, mine := s.reqs[blockKey(i, b*swarmBlock)]; !mine {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// pickLocked chooses the next block to ask s for: first the free blocks of
+// pieces already started (s's own first), then a new piece, rarest first, and
+// at the very end blocks others are fetching too (endgame).
+func (sw *swarm) pickLocked(s *session) (*pieceDl, int, bool) {
+	var best *pieceDl
+	for _, pd := range sw.pieces {
+		if pd.free == 0 || pd.verifying || !s.has.has(pd.idx) {
+			continue
+		}
+		if pd.owner == s {
+			best = pd
+			break
+		}
+		if best == nil || pd.idx < best.idx {
+			best = pd
+		}
+	}
+	if best != nil {
+		for b := range best.reqs {
+			if best.reqs[b] == 0 && !best.got[b] {
+				if best.owner == nil || best.owner.closed {
+					best.owner = s
+				}
+				return best, b, true
+			}
+		}
+	}
+	if i := sw.newPieceLocked(s); i >= 0 {
+		pd := sw.startPieceLocked(i, s)
+		return pd, 0, true
+	}
+	if len(sw.pieces)+sw.nhave < len(sw.avail) {
+		return nil, 0, false // pieces remain that s does not have; not endgame yet
+	}
+	for _, pd := range sw.pieces {
+		if pd.verifying || !s.has.has(pd.idx) {
+			continue
+		}
+		for b := range pd.reqs {
+			if pd.got[b] || pd.reqs[b] >= maxBlockDupes {
+				continue
+			}
+			if _, mine := s.reqs[blockKey(pd.idx, b*swarmBlock)]; mine {
+				continue
+			}
+			return pd, b, true
+		}
+	}
+	return nil, 0, false
+}
+
+// newPieceLocked picks a piece nobody here has started: at random for the
+// first few (so a newcomer soon has something to trade), then the rarest among
+// those s has, at random among equals.
+func (sw *swarm) newPieceLocked(s *session) int {
+	random := sw.nhave+len(sw.pieces) < randomFirstPieces
+	pick, seen := -1, 0
+	var best int32
+	for i := range sw.avail {
+		if sw.have.has(i) || sw.pieces[i] != nil || !s.has.has(i) {
+			continue
+		}
+		a := sw.avail[i]
+		if random {
+			a = 0
+		}
+		switch {
+		case pick < 0 || a < best:
+			pick, best, seen = i, a, 1
+		case a == best:
+			seen++
+			if rand.IntN(seen) == 0 {
+				pick = i
+			}
+		}
+	}
+	return pick
+}
+
+func (sw *swarm) startPieceLocked(i int, s *session) *pieceDl {
+	n := int((sw.meta.PieceLen(i) + swarmBlock - 1) / swarmBlock)
+	pd := &pieceDl{idx: i, buf: sw.d.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: s}
+	sw.pieces[i] = pd
+	return pd
+}
+
+// onBlock stores a block that arrived from s. It returns a piece that is now
+// complete and must be verified, if any.
+func (sw *swarm) onBlockLocked(s *session, piece, off int, data []byte) (*pieceDl, error) {
+	if piece >= len(sw.avail) || off%swarmBlock != 0 || int64(off+len(data)) > sw.meta.PieceLen(piece) ||
+		(len(data) != swarmBlock && int64(off+len(data)) != sw.meta.PieceLen(piece)) {
+		return nil, fmt.Errorf("%w: block piece %d offset %d length %d is not one we ask for", protocol.ErrBadRequest, piece, off, len(data))
+	}
+	key := blockKey(piece, off)
+	_, asked := s.reqs[key]
+	if asked {
+		delete(s.reqs, key)
+	}
+	pd := sw.pieces[piece]
+	b := off / swarmBlock
+	if pd == nil || pd.got[b] || pd.verifying {
+		if asked && pd != nil && pd.reqs[b] > 0 {
+			pd.reqs[b]--
+		}
+		s.wasted += int64(len(data))
+		return nil, nil // a late copy (endgame, or after a cancel)
+	}
+	if asked && pd.reqs[b] > 0 {
+		pd.reqs[b]--
+	} else if pd.reqs[b] == 0 {
+		pd.free-- // unasked but useful: it was free
+	}
+	copy(pd.buf[off:], data)
+	pd.got[b] = true
+	pd.received++
+	if !slices.Contains(pd.from, s.peer) {
+		pd.from = append(pd.from, s.peer)
+	}
+	// Cancel the other copies asked for in endgame.
+	if pd.reqs[b] > 0 {
+		for _, o := range sw.sessions {
+			if o == s {
+				continue
+			}
+			if _, ok := o.reqs[key]; ok {
+				delete(o.reqs, key)
+				pd.reqs[b]--
+				o.queueLocked(&protocol.Cancel{Piece: uint32(piece), Offset: uint32(off), Length: uint32(len(data))})
+			}
+		}
+	}
+	if pd.received == len(pd.got) {
+		pd.verifying = true
+		return pd, nil
+	}
+	return nil, nil
+}
+
+// verify checks and writes a complete piece, outside the lock.
+func (sw *swarm) verify(pd *pieceDl) {
+	sw.mu.Lock()
+	part := sw.part
+	sw.mu.Unlock()
+	err := os.ErrClosed
+	if part != nil {
+		err = part.WritePiece(pd.idx, pd.buf)
+	}
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	delete(sw.pieces, pd.idx)
+	sw.d.recycle(pd.buf)
+	switch {
+	case errors.Is(err, os.ErrClosed):
+		return // the download ended (aborted or finished) meanwhile
+	case errors.Is(err, content.ErrBadPiece):
+		sw.prog.BadPieces++
+		for _, p := range pd.from {
+			sw.strikes[p]++
+			if len(pd.from) == 1 || sw.strikes[p] >= banStrikes {
+				sw.banLocked(p, fmt.Sprintf("piece %d failed verification", pd.idx))
+			}
+		}
+		sw.fillAllLocked()
+		return
+	case err != nil:
+		sw.failLocked(fmt.Errorf("writing piece %d: %w", pd.idx, err))
+		return
+	}
+	if sw.have.has(pd.idx) {
+		return
+	}
+	sw.have.set(pd.idx)
+	sw.nhave++
+	n := sw.meta.PieceLen(pd.idx)
+	sw.verified += n
+	sw.prog.Have, sw.prog.Verified = sw.nhave, sw.prog.Verified+n
+	sw.lastChange = time.Now()
+	sw.d.downloaded.Add(n)
+	// Every peer hears of it, those that have it too: a first source learns
+	// from it that the piece it revealed arrived.
+	for _, o := range sw.sessions {
+		if o.has.has(pd.idx) {
+			o.useful--
+		}
+		o.queueLocked(&protocol.Have{Piece: uint32(pd.idx)})
+	}
+	if !sw.published {
+		sw.published = true
+		go sw.d.attach.republish() // we are a source now, for the pieces we have
+	}
+	if sw.nhave == len(sw.avail) {
+		sw.finishLocked()
+	}
+	sw.fillAllLocked()
+}
+
+func (sw *swarm) banLocked(p protocol.PeerID, why string) {
+	if sw.banned[p] {
+		return
+	}
+	sw.banned[p] = true
+	sw.prog.Banned++
+	sw.log.Warn().Str("peer_id", p.Short()).Str("reason", why).Msg("peer banned for this content")
+	if s := sw.sessions[p]; s != nil {
+		s.closeLocked(fmt.Errorf("banned: %s", why))
+	}
+}
+
+// finishLocked marks the download complete; Get moves the file into place.
+func (sw *swarm) finishLocked() {
+	if sw.complete {
+		return
+	}
+	sw.complete = true
+	for _, o := range sw.sessions {
+		sw.dropRequestsLocked(o)
+		sw.setInterestLocked(o, false)
+	}
+	close(sw.finished)
+	sw.kick()
+}
+
+func (sw *swarm) failLocked(err error) {
+	if sw.failErr != nil {
+		return
+	}
+	sw.failErr = err
+	close(sw.fail)
+}
+
+// chokeLoop reruns the choice of who to upload to: on a timer, and at once
+// when an unchoked peer leaves or loses interest or a slot is free.
+func (sw *swarm) chokeLoop() {
+	defer sw.d.wg.Done()
+	cfg := &sw.d.cfg
+	t := time.NewTicker(cfg.UnchokeInterval)
+	defer t.Stop()
+	pex := time.NewTicker(pexInterval)
+	defer pex.Stop()
+	for {
+		select {
+		case <-sw.ctx.Done():
+			return
+		case <-t.C:
+			sw.rechokeNow(true)
+		case <-sw.rechoke:
+			sw.rechokeNow(false)
+		case <-pex.C:
+			sw.mu.Lock()
+			for _, s := range sw.sessions {
+				sw.pexLocked(s)
+			}
+			sw.mu.Unlock()
+		}
+	}
+}
+
+// rechokeNow unchokes the UnchokeSlots interested peers that upload to us
+// fastest (a complete peer: that we upload to fastest) and an optimistic one,
+// rotated every OptimisticInterval and drawn with new peers three times as
+// likely. A periodic run may replace regular slots; a kicked one only fills
+// slots that are free or held by peers that no longer want anything.
+func (sw *swarm) rechokeNow(periodic bool) {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	cfg := &sw.d.cfg
+	now := time.Now()
+	var cands []*session
+	for _, s := range sw.sessions {
+		// A first source shows an empty have-map, so a peer cannot say it is
+		// interested until it is unchoked and told of a piece: any peer that
+		// still lacks pieces is a candidate.
+		wants := s.peerInterested || (sw.superSeed && s.gotBitfield && s.nhas < len(sw.avail))
+		if wants && !s.closed {
+			cands = append(cands, s)
+		}
+	}
+	score := func(s *session) float64 {
+		if sw.complete {
+			return s.up.rate(now)
+		}
+		return s.down.rate(now)
+	}
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	unchoke := make(map[*session]bool)
+	if !periodic {
+		// Keep the regular peers unchoked now that still want something.
+		for _, s := range cands {
+			if !s.amChoking && s != sw.optimistic && len(unchoke) < cfg.UnchokeSlots {
+				unchoke[s] = true
+			}
+		}
+	}
+	slices.SortStableFunc(cands, func(a, b *session) int {
+		ra, rb := score(a), score(b)
+		switch {
+		case ra > rb:
+			return -1
+		case ra < rb:
+			return 1
+		}
+		return 0
+	})
+	for _, s := range cands {
+		if len(unchoke) >= cfg.UnchokeSlots {
+			break
+		}
+		unchoke[s] = true
+	}
+	opt := sw.optimistic
+	if opt != nil && (opt.closed || !slices.Contains(cands, opt) || unchoke[opt]) {
+		opt = nil
+	}
+	if opt == nil || now.Sub(sw.lastOptim) >= cfg.OptimisticInterval {
+		var pool []*session
+		for _, s := range cands {
+			if unchoke[s] {
+				continue
+			}
+			pool = append(pool, s)
+			if now.Sub(s.since) < cfg.OptimisticInterval {
+				pool = append(pool, s, s)
+			}
+		}
+		if len(pool) > 0 {
+			opt = pool[rand.IntN(len(pool))]
+			sw.lastOptim = now
+		}
+	}
+	sw.optimistic = opt
+	if opt != nil && cfg.OptimisticSlots > 0 {
+		unchoke[opt] = true
+	}
+	for _, s := range sw.sessions {
+		if unchoke[s] == !s.amChoking {
+			continue
+		}
+		if unchoke[s] {
+			s.amChoking = false
+			s.queueLocked(&protocol.Unchoke{})
+			sw.offerLocked(s)
+		} else {
+			s.amChoking = true
+			s.queue = s.queue[:0]
+			sw.returnOffersLocked(s)
+			s.queueLocked(&protocol.Choke{})
+		}
+	}
+}
+
+// offerLocked reveals to an unchoked peer, as a first source, pieces that no
+// connected peer holds and that are not revealed to another peer already, a
+// few at a time. A revealed piece stays with its peer until the peer announces
+// it has it, or is choked or leaves; so a piece goes out twice only when the
+// peer it went to left, or was choked before it had all of it. Once every
+// piece is held by some peer, the source sends second copies of pieces only
+// one peer holds: they are the ones the swarm is slowest to spread, and would
+// be lost if that peer left.
+func (sw *swarm) offerLocked(s *session) {
+	if !sw.superSeed || s.amChoking || s.closed || s.told == nil {
+		return
+	}
+	for len(s.offered) < superSeedOffers {
+		pick, seen, missing := -1, 0, 0
+		for i := range sw.avail {
+			if sw.avail[i] == 0 {
+				missing++
+			}
+			if sw.avail[i] > 0 || sw.offeredTo[i] != nil {
+				continue
+			}
+			seen++
+			if rand.IntN(seen) == 0 {
+				pick = i
+			}
+		}
+		if pick < 0 && missing == 0 {
+			for i := range sw.avail {
+				if sw.avail[i] != 1 || sw.offeredTo[i] != nil || s.has.has(i) {
+					continue
+				}
+				seen++
+				if rand.IntN(seen) == 0 {
+					pick = i
+				}
+			}
+		}
+		if pick < 0 {
+			return // every piece is on its way to a peer, or held by two
+		}
+		sw.offeredTo[pick] = s
+		s.offered[pick] = true
+		if !s.told.has(pick) {
+			s.told.set(pick)
+			s.queueLocked(&protocol.Have{Piece: uint32(pick)})
+		}
+	}
+}
+
+// takenLocked ends the offer of a piece s now holds, and offers the next.
+func (sw *swarm) takenLocked(s *session, piece int) {
+	if !s.offered[piece] {
+		return
+	}
+	delete(s.offered, piece)
+	if sw.offeredTo[piece] == s {
+		delete(sw.offeredTo, piece)
+	}
+	sw.offerLocked(s)
+}
+
+// returnOffersLocked takes back what was revealed to s and not sent.
+func (sw *swarm) returnOffersLocked(s *session) {
+	for p := range s.offered {
+		if sw.offeredTo[p] == s {
+			delete(sw.offeredTo, p)
+		}
+	}
+	clear(s.offered)
+}
+
+// onSentLocked counts an uploaded block.
+func (sw *swarm) onSentLocked(s *session, n int) {
+	s.up.add(int64(n), time.Now())
+	sw.prog.Uploaded += int64(n)
+}
