@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // fastChoking runs the tit-for-tat rounds of a daemon in test time.
@@ -234,4 +239,85 @@ func TestSwarmResumeAfterKill(t *testing.T) {
 		t.Errorf("the second run verified %d bytes; with %d of %d pieces resumed it should need %d", st.Downloaded, last.Resumed, last.Pieces, want)
 	}
 	t.Logf("resumed with %d pieces, fetched the other %d", last.Resumed, last.Pieces-last.Resumed)
+}
+
+// A peer on a swarm stream that breaks the protocol is told why, and loses only
+// that stream: the same link, and the peer's other swarms, go on.
+func TestSwarmProtocolErrorClosesOnlyThatStream(t *testing.T) {
+	sn := startSupernode(t)
+	data := randomBytes(41, 1<<20)
+	src := startPeer(t, sn, "src", map[string][]byte{"good.bin": data})
+	g := startPeer(t, sn, "g", nil)
+	cid := findOne(t, g, "good", 10*time.Second).ID
+
+	id, _ := protocol.GenerateIdentity()
+	n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	l, _, err := n.Dial(context.Background(), src.Addr().String(), src.ID(), &protocol.Hello{Role: protocol.RoleTransfer, MinVersion: 1, MaxVersion: protocol.MaxVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	open := func() (*quic.Stream, *bufio.Reader) {
+		s, err := l.Conn().OpenStreamSync(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := protocol.WriteMessage(s, &protocol.Join{ID: cid}); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(s)
+		if m, err := protocol.ReadMessage(br, nil); err != nil {
+			t.Fatal(err)
+		} else if _, ok := m.(*protocol.Meta); !ok {
+			t.Fatalf("join answered with %s, want meta", m.Type())
+		}
+		return s, br
+	}
+	for _, bad := range []protocol.Message{
+		&protocol.Have{Piece: 0},                                  // before the have-map
+		&protocol.Bitfield{Bits: []byte{0xff}},                    // 4 pieces need 1 byte with 4 spare bits clear
+		&protocol.Request{Piece: 0, Offset: 100, Length: 1 << 15}, // more than a block
+	} {
+		s, br := open()
+		if _, ok := bad.(*protocol.Have); !ok {
+			if _, ok := bad.(*protocol.Bitfield); !ok {
+				protocol.WriteMessage(s, &protocol.Bitfield{Bits: []byte{0}})
+			}
+		}
+		if err := protocol.WriteMessage(s, bad); err != nil {
+			t.Fatal(err)
+		}
+		var got *protocol.Error
+		for got == nil {
+			m, err := protocol.ReadMessage(br, nil)
+			if err != nil {
+				t.Fatalf("after %s: %v, want an error message first", bad.Type(), err)
+			}
+			got, _ = m.(*protocol.Error)
+		}
+		if !errors.Is(got.AsError(), protocol.ErrBadRequest) {
+			t.Fatalf("after %s: %v, want a bad request", bad.Type(), got.AsError())
+		}
+		t.Logf("%s: %s", bad.Type(), got.Message)
+	}
+	// The link still works: a well-behaved stream on it gets the have-map.
+	s, br := open()
+	protocol.WriteMessage(s, &protocol.Bitfield{Bits: []byte{0}})
+	if m, err := protocol.ReadMessage(br, nil); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*protocol.Bitfield); !ok {
+		t.Fatalf("first frame after meta: %s, want bitfield", m.Type())
+	}
+	// And others still download.
+	out := filepath.Join(t.TempDir(), "good.bin")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := g.Get(ctx, cid, out, nil); err != nil {
+		t.Fatal(err)
+	}
 }

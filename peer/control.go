@@ -30,6 +30,7 @@ type Status struct {
 	Uploaded   int64           `json:"uploaded_bytes"`
 	Downloaded int64           `json:"downloaded_bytes"`
 	Downloads  []Progress      `json:"downloads,omitempty"`
+	Swarms     []SwarmStatus   `json:"swarms,omitempty"`
 	Links      []LinkStatus    `json:"links,omitempty"`
 	Attempts   []Attempt       `json:"attempts,omitempty"`
 }
@@ -95,6 +96,7 @@ func (d *Daemon) Status() Status {
 		st.Downloads = append(st.Downloads, *p)
 	}
 	d.mu.Unlock()
+	st.Swarms = d.swarmStatus()
 	st.Links = d.conns.Links()
 	st.Attempts = d.conns.Attempts()
 	return st

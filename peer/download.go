@@ -345,6 +345,11 @@ func (sw *swarm) deadLocked(now time.Time) error {
 // given up.
 const maxJoinFailures = 3
 
+// maxDialing bounds the joins of one download in progress at once, so that a
+// swarm learnt of all at once is joined over a few rounds rather than in one
+// burst of handshakes that starves the transfers already running.
+const maxDialing = 8
+
 // connectKnown starts joining known peers we have no session with.
 func (sw *swarm) connectKnown() {
 	sw.mu.Lock()
@@ -357,7 +362,7 @@ func (sw *swarm) connectKnown() {
 		}
 	}
 	for p, k := range sw.known {
-		if len(sw.sessions)+dialing >= sw.d.cfg.MaxSwarmPeers || sw.complete {
+		if len(sw.sessions)+dialing >= sw.d.cfg.MaxSwarmPeers || dialing >= maxDialing || sw.complete {
 			return
 		}
 		if k.dialing || sw.sessions[p] != nil || sw.banned[p] || k.failures >= maxJoinFailures || now.Before(k.retryAt) {

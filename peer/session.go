@@ -41,7 +41,9 @@ type session struct {
 	reqs           map[int64]struct{} // blocks we asked it for
 	queue          []protocol.Request // blocks it asked us for
 	ctrl           []protocol.Message // frames waiting for the writer
-	offered        map[int]bool       // first source: pieces revealed, not yet sent
+	offered        map[int]*offer     // first source: pieces revealed, not yet held
+	draining       bool               // first source: choked once its revealed pieces arrive
+	lastAsked      time.Time          // when it last requested a block
 	told           bitset             // first source: pieces announced to it
 	down, up       rateMeter
 	wasted         int64
@@ -49,6 +51,7 @@ type session struct {
 	moved          bool // ended to move to the better link
 	delivered      bool
 	closed         bool
+	failing        bool // a protocol error: the writer sends the Error queued and stops
 	err            error
 	notify         chan struct{}
 	done           chan struct{}
@@ -85,8 +88,14 @@ func (s *session) closeLocked(err error) {
 	if err != nil {
 		code = 1
 	}
-	s.st.CancelRead(code)
-	s.st.CancelWrite(code)
+	if s.st != nil { // nil only in tests of the swarm's logic
+		s.st.CancelRead(code)
+		if s.failing {
+			s.st.Close() // the Error frame written last still reaches the peer
+		} else {
+			s.st.CancelWrite(code)
+		}
+	}
 	s.sw.removeLocked(s)
 }
 
@@ -100,8 +109,33 @@ func (s *session) run() error {
 	})
 	defer stop()
 	werr := make(chan error, 1)
-	go func() { werr <- s.writeLoop() }()
+	go func() {
+		err := s.writeLoop()
+		if err != nil {
+			sw.mu.Lock()
+			s.closeLocked(err)
+			sw.mu.Unlock()
+		}
+		werr <- err
+	}()
 	err := s.readLoop()
+	if protocolError(err) {
+		// Say why before closing: the writer sends this and stops.
+		sw.mu.Lock()
+		if !s.closed {
+			s.failing = true
+			s.ctrl = append(s.ctrl[:0], protocol.ErrorMessage(err))
+			s.wake()
+		}
+		sw.mu.Unlock()
+		t := time.NewTimer(time.Second)
+		select {
+		case <-werr:
+			werr <- nil
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	sw.mu.Lock()
 	if s.err == nil && err != nil && !errors.Is(err, io.EOF) {
 		s.closeLocked(err)
@@ -112,6 +146,13 @@ func (s *session) run() error {
 	sw.mu.Unlock()
 	<-werr
 	return err
+}
+
+// protocolError reports whether err is the remote peer's fault: something it
+// sent that the protocol does not allow.
+func protocolError(err error) bool {
+	return errors.Is(err, protocol.ErrBadRequest) || errors.Is(err, protocol.ErrMalformed) ||
+		errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrUnknownType)
 }
 
 func (s *session) writeLoop() error {
@@ -131,6 +172,11 @@ func (s *session) writeLoop() error {
 			}
 		}
 		s.ctrl = s.ctrl[:0]
+		if s.failing {
+			sw.mu.Unlock()
+			s.st.Write(frame)
+			return nil
+		}
 		var req protocol.Request
 		send := !s.amChoking && len(s.queue) > 0
 		if send {
@@ -251,7 +297,7 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 			return fmt.Errorf("%w: a second have-map", protocol.ErrBadRequest)
 		}
 		if len(m.Bits) != (n+7)/8 || (n%8 != 0 && m.Bits[len(m.Bits)-1]&(0xff>>(n%8)) != 0) {
-			return fmt.Errorf("%w: have-map of %d bytes for %d pieces", protocol.ErrBadRequest, len(m.Bits), n)
+			return fmt.Errorf("%w: have-map of %d bytes for %d pieces (want %d, spare bits clear)", protocol.ErrBadRequest, len(m.Bits), n, (n+7)/8)
 		}
 		s.gotBitfield = true
 		s.has = bitset(m.Bits)
@@ -309,12 +355,21 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		sw.fillLocked(s)
 	case *protocol.Request:
 		i := int(m.Piece)
-		if i >= n || !sw.have.has(i) || int64(m.Offset)+int64(m.Length) > sw.meta.PieceLen(i) || m.Length > swarmBlock*2 {
-			return fmt.Errorf("%w: request for piece %d offset %d length %d, which is not on offer", protocol.ErrBadRequest, i, m.Offset, m.Length)
+		switch {
+		case m.Length > swarmBlock || m.Offset%swarmBlock != 0:
+			return fmt.Errorf("%w: request of %d bytes at offset %d; blocks are %d bytes at multiples of that", protocol.ErrBadRequest, m.Length, m.Offset, swarmBlock)
+		case i >= n || !sw.have.has(i):
+			return fmt.Errorf("%w: request for piece %d, which is not on offer", protocol.ErrBadRequest, i)
+		case int64(m.Offset)+int64(m.Length) > sw.meta.PieceLen(i):
+			return fmt.Errorf("%w: request past the end of piece %d", protocol.ErrBadRequest, i)
 		}
 		if s.amChoking {
 			return nil // it was sent before our choke arrived
 		}
+		if o := s.offered[i]; o != nil {
+			o.asked = true
+		}
+		s.lastAsked = time.Now()
 		if len(s.queue) >= maxQueuedRequests {
 			return fmt.Errorf("%w: more than %d requests waiting", protocol.ErrBadRequest, maxQueuedRequests)
 		}

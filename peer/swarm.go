@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ const (
 	superSeedOffers   = 4    // unsent pieces a first source reveals to one peer at a time
 	banStrikes        = 2    // bad pieces shared with others before a peer is banned
 	maxKnownPeers     = 1000 // peers of one swarm remembered, from the tracker and peer exchange
+	firstSourceExtra  = 0.1  // of the file a first source sends beyond one copy, to speed the rarest pieces
 )
 
 // pexInterval is how often a swarm tells its peers of the peers that joined it
@@ -343,7 +345,7 @@ func (sw *swarm) addSession(s *session) error {
 	s.has = newBitset(n)
 	s.amChoking, s.peerChoking = true, true
 	s.reqs = make(map[int64]struct{})
-	s.offered = make(map[int]bool)
+	s.offered = make(map[int]*offer)
 	s.down = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
 	s.up = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
 	s.since = now
@@ -787,11 +789,12 @@ func (sw *swarm) chokeLoop() {
 			sw.rechokeNow(true)
 		case <-sw.rechoke:
 			sw.rechokeNow(false)
-		case <-pex.C:
+		case now := <-pex.C:
 			sw.mu.Lock()
 			for _, s := range sw.sessions {
 				sw.pexLocked(s)
 			}
+			sw.expireOffersLocked(now)
 			sw.mu.Unlock()
 		}
 	}
@@ -874,20 +877,32 @@ func (sw *swarm) rechokeNow(periodic bool) {
 		unchoke[opt] = true
 	}
 	for _, s := range sw.sessions {
-		if unchoke[s] == !s.amChoking {
-			continue
-		}
-		if unchoke[s] {
+		switch {
+		case unchoke[s] && s.draining:
+			s.draining = false
+			sw.offerLocked(s)
+		case unchoke[s] == !s.amChoking:
+		case unchoke[s]:
 			s.amChoking = false
 			s.queueLocked(&protocol.Unchoke{})
 			sw.offerLocked(s)
-		} else {
-			s.amChoking = true
-			s.queue = s.queue[:0]
-			sw.returnOffersLocked(s)
-			s.queueLocked(&protocol.Choke{})
+		case sw.superSeed && s.midPiece():
+			// A first source lets a peer finish the pieces it is fetching
+			// before choking it, or it would have to send them again.
+			s.draining = true
+			sw.returnUnaskedLocked(s)
+		default:
+			sw.chokeLocked(s)
 		}
 	}
+}
+
+// chokeLocked stops answering s's requests.
+func (sw *swarm) chokeLocked(s *session) {
+	s.amChoking, s.draining = true, false
+	s.queue = s.queue[:0]
+	sw.returnOffersLocked(s)
+	s.queueLocked(&protocol.Choke{})
 }
 
 // offerLocked reveals to an unchoked peer, as a first source, pieces that no
@@ -897,9 +912,11 @@ func (sw *swarm) rechokeNow(periodic bool) {
 // peer it went to left, or was choked before it had all of it. Once every
 // piece is held by some peer, the source sends second copies of pieces only
 // one peer holds: they are the ones the swarm is slowest to spread, and would
-// be lost if that peer left.
+// be lost if that peer left. It does so until it has sent firstSourceExtra of
+// the file beyond one copy: the swarm can finish on its own, and the first
+// source's upload is often the scarcest in it.
 func (sw *swarm) offerLocked(s *session) {
-	if !sw.superSeed || s.amChoking || s.closed || s.told == nil {
+	if !sw.superSeed || s.amChoking || s.draining || s.closed || s.told == nil {
 		return
 	}
 	for len(s.offered) < superSeedOffers {
@@ -908,7 +925,9 @@ func (sw *swarm) offerLocked(s *session) {
 			if sw.avail[i] == 0 {
 				missing++
 			}
-			if sw.avail[i] > 0 || sw.offeredTo[i] != nil {
+			// A peer told of a piece before may ask for it anyway; one that let
+			// its offer lapse is not offered it again.
+			if sw.avail[i] > 0 || sw.offeredTo[i] != nil || s.told.has(i) {
 				continue
 			}
 			seen++
@@ -916,7 +935,9 @@ func (sw *swarm) offerLocked(s *session) {
 				pick = i
 			}
 		}
-		if pick < 0 && missing == 0 {
+		second := false
+		if pick < 0 && missing == 0 && sw.secondCopyRoomLocked() {
+			second = true
 			for i := range sw.avail {
 				if sw.avail[i] != 1 || sw.offeredTo[i] != nil || s.has.has(i) {
 					continue
@@ -931,7 +952,7 @@ func (sw *swarm) offerLocked(s *session) {
 			return // every piece is on its way to a peer, or held by two
 		}
 		sw.offeredTo[pick] = s
-		s.offered[pick] = true
+		s.offered[pick] = &offer{at: time.Now(), second: second}
 		if !s.told.has(pick) {
 			s.told.set(pick)
 			s.queueLocked(&protocol.Have{Piece: uint32(pick)})
@@ -941,14 +962,102 @@ func (sw *swarm) offerLocked(s *session) {
 
 // takenLocked ends the offer of a piece s now holds, and offers the next.
 func (sw *swarm) takenLocked(s *session, piece int) {
-	if !s.offered[piece] {
+	if s.offered[piece] == nil {
 		return
 	}
 	delete(s.offered, piece)
 	if sw.offeredTo[piece] == s {
 		delete(sw.offeredTo, piece)
 	}
+	if s.draining && !s.midPiece() {
+		sw.chokeLocked(s)
+	}
 	sw.offerLocked(s)
+}
+
+// offer is a piece a first source revealed to one peer.
+type offer struct {
+	at     time.Time
+	asked  bool // the peer requested a block of it
+	second bool // a second copy
+}
+
+// secondCopyRoomLocked reports whether a first source may reveal one more
+// second copy: what it sent and the second copies still on their way stay
+// within firstSourceExtra of the file beyond one copy.
+func (sw *swarm) secondCopyRoomLocked() bool {
+	pending := int64(0)
+	for _, s := range sw.sessions {
+		for _, o := range s.offered {
+			if o.second {
+				pending += sw.meta.PieceSize
+			}
+		}
+	}
+	return float64(sw.prog.Uploaded+pending+sw.meta.PieceSize) <= (1+firstSourceExtra)*float64(sw.meta.Size)
+}
+
+// midPiece reports whether s is fetching a piece revealed to it.
+func (s *session) midPiece() bool {
+	for _, o := range s.offered {
+		if o.asked {
+			return true
+		}
+	}
+	return false
+}
+
+// returnUnaskedLocked takes back the reveals s has not started on.
+func (sw *swarm) returnUnaskedLocked(s *session) {
+	for p, o := range s.offered {
+		if !o.asked {
+			delete(s.offered, p)
+			if sw.offeredTo[p] == s {
+				delete(sw.offeredTo, p)
+			}
+		}
+	}
+}
+
+// How long a revealed piece stays reserved for its peer: a peer that does not
+// ask for it soon, or does not finish it, gives it up to others.
+const (
+	offerAskTimeout  = 2 * time.Second
+	offerTakeTimeout = 30 * time.Second
+)
+
+// expireOffersLocked takes back reveals their peers did not act on, and offers
+// the pieces to others.
+func (sw *swarm) expireOffersLocked(now time.Time) {
+	if !sw.superSeed {
+		return
+	}
+	expired := false
+	for _, s := range sw.sessions {
+		for p, o := range s.offered {
+			// A peer that keeps asking for other pieces gets to its reveals in turn.
+			since := o.at
+			if s.lastAsked.After(since) {
+				since = s.lastAsked
+			}
+			idle := now.Sub(since)
+			if (!o.asked && idle > offerAskTimeout) || now.Sub(o.at) > offerTakeTimeout {
+				delete(s.offered, p)
+				if sw.offeredTo[p] == s {
+					delete(sw.offeredTo, p)
+				}
+				expired = true
+			}
+		}
+		if s.draining && !s.midPiece() {
+			sw.chokeLocked(s)
+		}
+	}
+	if expired {
+		for _, s := range sw.sessions {
+			sw.offerLocked(s)
+		}
+	}
 }
 
 // returnOffersLocked takes back what was revealed to s and not sent.
@@ -965,4 +1074,54 @@ func (sw *swarm) returnOffersLocked(s *session) {
 func (sw *swarm) onSentLocked(s *session, n int) {
 	s.up.add(int64(n), time.Now())
 	sw.prog.Uploaded += int64(n)
+}
+
+// SwarmStatus is one file this peer exchanges with others, as status lists it.
+type SwarmStatus struct {
+	ContentID string `json:"content_id"`
+	Name      string `json:"name,omitempty"`
+	// Role is "downloading", "seeding" (a finished download) or "first source"
+	// (a file of the share folder).
+	Role     string `json:"role"`
+	Pieces   int    `json:"pieces"`
+	Have     int    `json:"pieces_verified"`
+	Peers    int    `json:"peers"`
+	Unchoked int    `json:"unchoked"` // peers we upload to now
+	Uploaded int64  `json:"uploaded_bytes"`
+}
+
+// swarmStatus lists the swarms that have peers or are downloading.
+func (d *Daemon) swarmStatus() []SwarmStatus {
+	d.mu.Lock()
+	swarms := make([]*swarm, 0, len(d.swarms))
+	for _, sw := range d.swarms {
+		swarms = append(swarms, sw)
+	}
+	d.mu.Unlock()
+	var out []SwarmStatus
+	for _, sw := range swarms {
+		sw.mu.Lock()
+		st := SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
+			Peers: len(sw.sessions), Uploaded: sw.prog.Uploaded}
+		for _, s := range sw.sessions {
+			if !s.amChoking {
+				st.Unchoked++
+			}
+		}
+		switch {
+		case sw.shared:
+			st.Role = "first source"
+		case sw.complete:
+			st.Role = "seeding"
+		default:
+			st.Role = "downloading"
+		}
+		keep := sw.ctx.Err() == nil && (st.Peers > 0 || st.Role == "downloading")
+		sw.mu.Unlock()
+		if keep {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

@@ -23,8 +23,9 @@
 // the order they arrive.
 //
 // A connection whose Hello declares the transfer role (a peer fetching content from
-// another peer) also carries transfer streams: every further bidirectional stream,
-// opened by the downloader, starts with GetMeta (see Transfers). On such a
+// another peer) also carries transfer streams: every further bidirectional stream
+// starts with Join (a swarm stream, v3, opened by either side; see Swarms) or GetMeta
+// (a one-way download, opened by the downloader; see Transfers). On such a
 // connection the message stream carries only Ping and Pong.
 //
 // A stream carries nothing but whole frames, back to back. After a frame it refuses
@@ -143,6 +144,18 @@
 //	0x13  relay_load  v2       message    relay -> supernode
 //	0x14  relay_ask   v2       message    leaf -> supernode (QUIC, or TLS over TCP)
 //	0x15  relay_ok    v2       message    supernode -> leaf, answers relay_ask
+//	0x16  join        v3       swarm      joiner -> peer, first frame
+//	0x17  bitfield    v3       swarm      either, first frame after meta
+//	0x18  have        v3       swarm      either
+//	0x19  interested  v3       swarm      either
+//	0x1a  not_interested v3    swarm      either
+//	0x1b  choke       v3       swarm      either
+//	0x1c  unchoke     v3       swarm      either
+//	0x1d  cancel      v3       swarm      either
+//	0x1e  peers       v3       swarm      either
+//
+// On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
+// used as well, in both directions.
 //
 // Fields, by short key (? = optional), with their limits (the Max constants of this
 // package, e.g. MaxAddrLen for an address):
@@ -233,6 +246,29 @@
 //	  n    uint32   length, 1 to 524288 (512 KiB)
 //
 //	block (Block): not a map, see below
+//
+//	join (Join), v3
+//	  i    bin 32   content ID
+//	  sn?  bin 32   the joiner's supernode, so the other side can pass it on in peers
+//	  nt?  uint8    the joiner's NAT type (as nat_report's m)
+//
+//	bitfield (Bitfield), v3
+//	  b    bin      have-map: bit i (the most significant bit of byte i/8 first) set
+//	                when the sender has piece i verified; exactly ceil(pieces/8) bytes,
+//	                spare bits zero; <= 2048 bytes
+//
+//	have (Have), v3
+//	  p    uint32   a piece the sender now has verified, < pieces
+//
+//	interested, not_interested, choke, unchoke (Interest, NoInterest, Choke, Unchoke), v3:
+//	an empty map each
+//
+//	cancel (Cancel), v3
+//	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
+//
+//	peers (Peers), v3
+//	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
+//	                with p, a, and where known sn and nt
 //
 //	nat_report (NATReport), v2
 //	  m    uint8    mapping the leaf measured: 0 unknown, 1 none (public),
@@ -408,6 +444,49 @@
 // (1 for a range outside the file, 8 when it cannot read it) and closes the stream.
 // The downloader checks each piece's SHA-256 before it uses it.
 //
+// # Swarms
+//
+// Peers that want or have the same file form a swarm, and exchange pieces both ways,
+// BitTorrent-style, over one swarm stream per pair of peers (v3). The supernodes are the
+// swarm's tracker: a query for the content ID lists the peers that published it, and a
+// downloader publishes the file as soon as it has one verified piece.
+//
+// The joiner opens a stream and sends join{i: content ID}. The other side answers with
+// meta for the file (checked by the joiner as under Transfers), or with error (3: it has
+// no piece of it; 4: the swarm is full; 6: the joiner is banned from it after sending bad
+// data) and closes the stream. Then each side sends its bitfield, before anything else,
+// and from then on, in any order:
+//
+//   - have when it verifies a piece, to every peer of the swarm (also those that have it);
+//   - interested when the other side has a piece it wants and may ask for, not_interested
+//     when that stops being so;
+//   - unchoke when it will answer the other side's requests, choke when it stops; a choke
+//     drops every request not yet answered, and a peer that is choking ignores requests
+//     that arrive (they crossed the choke);
+//   - request for blocks of pieces the other side has: 16 KiB at offsets that are
+//     multiples of 16 KiB (the last block of a piece may be shorter), as many ahead as
+//     it likes, up to 1024 waiting; the other side answers each with a block, in
+//     request order, while it does not choke;
+//   - cancel for a request it no longer needs (another peer sent the block first);
+//   - peers to tell of other peers in the swarm (peer exchange); a receiver may dial
+//     them and join them like peers the tracker named.
+//
+// A request for a piece the sender did not announce or of more than 16 KiB, a block
+// that is not one such block of a piece, a have-map of the wrong length, a second
+// have-map, or anything before the have-map, is a protocol error:
+// the receiver answers error{c: 1} and closes the stream. Data is only sent from
+// pieces the sender has verified, and the receiver checks every piece against its hash
+// before it announces it; a peer that sent a piece that fails is dropped and refused in
+// that swarm from then on.
+//
+// Two peers that join each other at once keep the stream opened by the peer whose ID is
+// smaller (bytewise); a second stream from the same peer in the same direction replaces
+// the first.
+//
+// A first source (the peer that shares the file from its folder) may send an empty
+// bitfield and announce pieces one at a time with have, each to one peer, so that it
+// sends every piece once before it sends any twice. Peers treat it like any other.
+//
 // # Connection setup
 //
 // Peers behind NATs connect through their supernodes (v2). The initiator sends
@@ -438,6 +517,8 @@
 //	v2  NAT reports, connection signalling and relays: types 0x10 to 0x15; optional
 //	    keys sn (supernode, bin 32) and nt (NAT type) in a hit's sources, and sa
 //	    (a second STUN address of the listener, str) in welcome.
+//	v3  Swarms: types 0x16 to 0x1e, and swarm streams on transfer connections. A v3
+//	    peer still answers get_meta streams from v1 and v2 peers.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

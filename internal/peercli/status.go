@@ -98,6 +98,19 @@ func statusCmd(g *globals) *cobra.Command {
 				}
 				tw.Flush()
 			}
+			if len(st.Swarms) > 0 {
+				fmt.Println()
+				tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "EXCHANGING\tAS\tPIECES\tPEERS\tUPLOADING TO\tUPLOADED")
+				for _, s := range st.Swarms {
+					name := s.Name
+					if name == "" {
+						name = short(s.ContentID)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%s\n", name, s.Role, s.Have, s.Pieces, s.Peers, s.Unchoked, humanBytes(s.Uploaded))
+				}
+				tw.Flush()
+			}
 			for _, d := range st.Downloads {
 				fmt.Printf("downloading %s: %s, %d/%d pieces from %d sources\n", d.Name, d.State, d.Have, d.Pieces, d.Active)
 			}
