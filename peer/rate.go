@@ -69,6 +69,14 @@ func newLimiter(bytesPerSec int64) limiter {
 	return limiter{rate.NewLimiter(rate.Limit(bytesPerSec), burst)}
 }
 
+// burst is the most bytes one wait may ask for, at most max.
+func (l limiter) burst(max int) int {
+	if l.l == nil {
+		return max
+	}
+	return min(max, l.l.Burst())
+}
+
 func (l limiter) wait(ctx context.Context, n int) error {
 	if l.l == nil {
 		return nil

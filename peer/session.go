@@ -155,9 +155,14 @@ func protocolError(err error) bool {
 		errors.Is(err, protocol.ErrFrameTooLarge) || errors.Is(err, protocol.ErrUnknownType)
 }
 
+// maxBatch bounds the blocks an upload reads from disk and writes to the
+// stream at once: consecutive requests of one piece are served with one read.
+const maxBatch = 16 * swarmBlock
+
 func (s *session) writeLoop() error {
 	sw := s.sw
-	var frame []byte
+	var frame, span []byte
+	var batch []protocol.Request
 	for {
 		sw.mu.Lock()
 		if s.closed {
@@ -177,29 +182,30 @@ func (s *session) writeLoop() error {
 			s.st.Write(frame)
 			return nil
 		}
-		var req protocol.Request
-		send := !s.amChoking && len(s.queue) > 0
-		if send {
-			req = s.queue[0]
-			s.queue = s.queue[1:]
-		}
+		batch, total := s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
 		sw.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		if send {
-			if err := sw.d.upLimit.wait(sw.ctx, int(req.Length)); err != nil {
+		if total > 0 {
+			if err := sw.d.upLimit.wait(sw.ctx, total); err != nil {
 				return err
 			}
-			ctrlEnd := len(frame)
-			frame = protocol.AppendBlockHeader(frame, req.Piece, req.Offset, int(req.Length))
-			h := len(frame)
-			frame = slices.Grow(frame, int(req.Length))[:h+int(req.Length)]
-			if err := sw.readBlock(int(req.Piece), int64(req.Offset), frame[h:]); err != nil {
-				sw.log.Warn().Err(err).Int("piece", int(req.Piece)).Msg("cannot read a block to upload")
-				frame, _ = protocol.AppendFrame(frame[:ctrlEnd], protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrUnavailable, err)))
+			first := batch[0]
+			span = slices.Grow(span[:0], total)[:total]
+			if err := sw.readBlock(int(first.Piece), int64(first.Offset), span); err != nil {
+				sw.log.Warn().Err(err).Int("piece", int(first.Piece)).Msg("cannot read a block to upload")
+				frame, _ = protocol.AppendFrame(frame, protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrUnavailable, err)))
+				sw.mu.Lock()
+				s.failing = true // closing lets the Error through
+				sw.mu.Unlock()
 				s.st.Write(frame)
 				return err
+			}
+			for _, r := range batch {
+				frame = protocol.AppendBlockHeader(frame, r.Piece, r.Offset, int(r.Length))
+				frame = append(frame, span[:r.Length]...)
+				span = span[r.Length:]
 			}
 		}
 		if len(frame) == 0 {
@@ -213,13 +219,35 @@ func (s *session) writeLoop() error {
 		if _, err := s.st.Write(frame); err != nil {
 			return err
 		}
-		if send {
+		if total > 0 {
 			sw.mu.Lock()
-			sw.onSentLocked(s, int(req.Length))
+			sw.onSentLocked(s, total)
 			sw.mu.Unlock()
-			sw.d.uploaded.Add(int64(req.Length))
+			sw.d.uploaded.Add(int64(total))
 		}
 	}
+}
+
+// takeBatchLocked takes the requests to answer next: while unchoked, the first
+// queued one and those after it that continue it in the same piece, up to max
+// bytes.
+func (s *session) takeBatchLocked(batch []protocol.Request, max int) ([]protocol.Request, int) {
+	if s.amChoking {
+		return batch, 0
+	}
+	total := 0
+	for _, r := range s.queue {
+		if len(batch) > 0 {
+			last := batch[len(batch)-1]
+			if r.Piece != last.Piece || r.Offset != last.Offset+last.Length || total+int(r.Length) > max {
+				break
+			}
+		}
+		batch = append(batch, r)
+		total += int(r.Length)
+	}
+	s.queue = s.queue[len(batch):]
+	return batch, total
 }
 
 func (s *session) readLoop() error {
@@ -261,7 +289,12 @@ func (s *session) readLoop() error {
 				return err
 			}
 			if pd != nil {
-				sw.verify(pd)
+				// Hash and write on another goroutine, so the stream keeps moving.
+				sw.d.wg.Add(1)
+				go func() {
+					defer sw.d.wg.Done()
+					sw.verify(pd)
+				}()
 			}
 			continue
 		}
