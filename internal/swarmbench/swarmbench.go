@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -55,6 +56,7 @@ type Result struct {
 	Identical  int             // downloads byte-identical to the original
 	WallSwarm  time.Duration   // slowest downloader
 	SetupTaken time.Duration
+	CPU        time.Duration // user and system time of this process during the swarm
 }
 
 // Ratio is the slowest completion over the bound.
@@ -180,6 +182,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.ClientSrv = time.Duration(float64(cfg.Downloaders) * float64(cfg.FileSize) / float64(cfg.SourceUp) * float64(time.Second))
 
 	upBefore := src.Status().Uploaded
+	cpu0 := cpuTime()
 	t0 := time.Now()
 	done := make([]time.Duration, len(getters))
 	paths := make([]string, len(getters))
@@ -205,6 +208,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		<-traced
 	}
 	gw.Wait()
+	res.CPU = cpuTime() - cpu0
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -357,4 +361,12 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "%-34s %8.2f s\n", "client-server time N*F/u_s", r.ClientSrv.Seconds())
 	fmt.Fprintf(w, "%-34s %8.2f copies\n", "uploaded by the downloaders", float64(r.PeerBytes)/float64(r.FileSize))
 	fmt.Fprintf(w, "%-34s %5d of %d\n", "byte-identical downloads", r.Identical, r.Downloaders)
+	if r.CPU > 0 {
+		busy := r.CPU.Seconds() / r.WallSwarm.Seconds() / float64(runtime.NumCPU())
+		fmt.Fprintf(w, "%-34s %8.1f s, %.0f%% of %d cores", "CPU used by all the peers", r.CPU.Seconds(), 100*busy, runtime.NumCPU())
+		if busy > 0.7 {
+			fmt.Fprint(w, " (near the limit: the times measure this machine, not the swarm)")
+		}
+		fmt.Fprintln(w)
+	}
 }
