@@ -182,7 +182,8 @@ func (s *session) writeLoop() error {
 			s.st.Write(frame)
 			return nil
 		}
-		batch, total := s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
+		var total int
+		batch, total = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
 		sw.mu.Unlock()
 		if err != nil {
 			return err

@@ -38,7 +38,7 @@ type Config struct {
 	OptimisticInterval time.Duration
 	UnchokeSlots       int
 	Timeout            time.Duration
-	Dir                string    // where the files go; a temporary folder when empty
+	Dir                string    // where the files go; a temporary folder when empty (in RAM where there is room)
 	Seed               uint64    // of the file's random bytes
 	Trace              io.Writer // if set, gets the swarm's rates every TraceEvery
 	TraceEvery         time.Duration
@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	dir := cfg.Dir
 	if dir == "" {
-		d, err := os.MkdirTemp("", "swarmbench")
+		d, err := os.MkdirTemp(scratchRoot(int64(cfg.Downloaders+1)*cfg.FileSize), "swarmbench")
 		if err != nil {
 			return nil, err
 		}
@@ -281,6 +281,16 @@ func startSupernode(log zerolog.Logger) (*supernode.Server, chan error, error) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
 	return s, done, nil
+}
+
+// scratchRoot picks where a run's files go: a RAM-backed folder when it has
+// room for them, so the swarm is measured rather than the disk, which all the
+// peers of a run on one machine share (each would have a disk of its own).
+func scratchRoot(need int64) string {
+	if free, ok := freeBytes("/dev/shm"); ok && free > need+need/4 {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 func writeRandom(path string, size int64, seed uint64) ([]byte, error) {
