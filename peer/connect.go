@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -55,6 +56,7 @@ type peerLink struct {
 	better chan struct{} // closed when a direct link replaces this one
 	users  int
 	owned  bool // we set it up, so we close it when unused
+	dialed bool // we dialled the QUIC connection (the other side accepted it)
 	idle   *time.Timer
 	since  time.Time
 	setup  Attempt // how we set it up; zero for a link the peer made
@@ -214,19 +216,31 @@ func (c *connector) release(pl *peerLink) {
 
 // register makes l the link to its peer, replacing a relayed one with a direct
 // one, and returns the entry. Users of a replaced link are told through its
-// better channel. The side that set up the new link (dialer) closes the old one
-// once nobody here uses it: the other side may still be draining transfers on
-// it, and closes it itself when it has moved.
-func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned, dialer bool) *peerLink {
-	pl := &peerLink{peer: l.Peer, link: l, path: path, plan: plan, owned: owned, better: make(chan struct{}), since: time.Now()}
+// better channel. The side that dialled the new link closes the old one once
+// nobody here uses it: the other side may still be draining transfers on it,
+// and closes it itself when it has moved.
+//
+// Two peers that dial each other at once end up with two links of the same
+// kind; both keep the one the peer with the smaller ID dialled, and the other
+// side's dialler closes its own, so they never both close the one the other kept.
+func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned, dialed bool) *peerLink {
+	pl := &peerLink{peer: l.Peer, link: l, path: path, plan: plan, owned: owned, dialed: dialed, better: make(chan struct{}), since: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.liveLocked(l.Peer)
+	me := c.d.ID()
 	switch {
 	case old == nil:
+	case old.link == l:
+		return old
 	case old.path == PathRelayed && path == PathDirect:
 		close(old.better)
-		if old.users == 0 && dialer {
+		if old.users == 0 && dialed {
+			old.link.Close(nil)
+		}
+	case old.path == path && old.dialed != dialed && dialed == (bytes.Compare(me[:], l.Peer[:]) < 0):
+		close(old.better)
+		if old.users == 0 && old.dialed {
 			old.link.Close(nil)
 		}
 	default:
@@ -343,7 +357,7 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		c.d.wg.Add(1)
 		go c.d.serveTransfer(l)
 	}
-	pl := c.register(l, path, plan, true, true)
+	pl := c.register(l, path, plan, true, plan != protocol.PlanReverse)
 	if pl.link != l {
 		l.Close(nil)
 	} else {

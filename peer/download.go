@@ -324,7 +324,7 @@ func (sw *swarm) track() {
 func (sw *swarm) deadLocked(now time.Time) error {
 	if len(sw.sessions) == 0 {
 		for p, k := range sw.known {
-			if k.dialing || (!sw.banned[p] && k.failures < maxJoinFailures) {
+			if k.busy || (!sw.banned[p] && k.failures < maxJoinFailures) {
 				return nil
 			}
 		}
@@ -357,7 +357,7 @@ func (sw *swarm) connectKnown() {
 	now := time.Now()
 	dialing := 0
 	for _, k := range sw.known {
-		if k.dialing {
+		if k.busy && !k.joined {
 			dialing++
 		}
 	}
@@ -365,10 +365,10 @@ func (sw *swarm) connectKnown() {
 		if len(sw.sessions)+dialing >= sw.d.cfg.MaxSwarmPeers || dialing >= maxDialing || sw.complete {
 			return
 		}
-		if k.dialing || sw.sessions[p] != nil || sw.banned[p] || k.failures >= maxJoinFailures || now.Before(k.retryAt) {
+		if k.busy || sw.sessions[p] != nil || sw.banned[p] || k.failures >= maxJoinFailures || now.Before(k.retryAt) {
 			continue
 		}
-		k.dialing = true
+		k.busy = true
 		dialing++
 		sw.d.wg.Add(1)
 		go func() {
@@ -376,7 +376,7 @@ func (sw *swarm) connectKnown() {
 			ok, err := sw.joinPeer(k.src)
 			sw.mu.Lock()
 			defer sw.mu.Unlock()
-			k.dialing = false
+			k.busy, k.joined = false, false
 			switch {
 			case errors.Is(err, errPathChanged):
 				// Straight back, over the better link.

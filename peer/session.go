@@ -467,6 +467,11 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		st.CancelWrite(1)
 		return false, err
 	}
+	sw.mu.Lock()
+	if k := sw.known[src.Peer]; k != nil {
+		k.joined = true
+	}
+	sw.mu.Unlock()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

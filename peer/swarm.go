@@ -38,7 +38,7 @@ const (
 	superSeedOffers   = 4    // unsent pieces a first source reveals to one peer at a time
 	banStrikes        = 2    // bad pieces shared with others before a peer is banned
 	maxKnownPeers     = 1000 // peers of one swarm remembered, from the tracker and peer exchange
-	firstSourceExtra  = 0.1  // of the file a first source sends beyond one copy, to speed the rarest pieces
+	firstSourceExtra  = 0.05 // of the file a first source sends beyond one copy, to speed the rarest pieces
 )
 
 // pexInterval is how often a swarm tells its peers of the peers that joined it
@@ -125,7 +125,8 @@ type swarm struct {
 // knownPeer is a source the tracker (the supernodes) or a peer told us of.
 type knownPeer struct {
 	src      protocol.Source
-	dialing  bool
+	busy     bool // a join runs: being set up, or exchanging
+	joined   bool // the join's session is under way
 	failures int
 	retryAt  time.Time
 }
