@@ -203,10 +203,11 @@ func (s *session) writeLoop() error {
 				s.st.Write(frame)
 				return err
 			}
+			rest := span
 			for _, r := range batch {
 				frame = protocol.AppendBlockHeader(frame, r.Piece, r.Offset, int(r.Length))
-				frame = append(frame, span[:r.Length]...)
-				span = span[r.Length:]
+				frame = append(frame, rest[:r.Length]...)
+				rest = rest[r.Length:]
 			}
 		}
 		if len(frame) == 0 {
