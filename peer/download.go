@@ -202,11 +202,11 @@ func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, e
 		sw.abort(nil)
 		return "", err
 	}
-	return sw.complete_()
+	return sw.moveIntoPlace()
 }
 
-// complete_ moves a finished download into place and keeps serving it from there.
-func (sw *swarm) complete_() (string, error) {
+// moveIntoPlace moves a finished download into place and keeps serving it from there.
+func (sw *swarm) moveIntoPlace() (string, error) {
 	sw.ioMu.Lock()
 	defer sw.ioMu.Unlock()
 	sw.mu.Lock()

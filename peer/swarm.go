@@ -374,7 +374,7 @@ func (sw *swarm) pexLocked(s *session) {
 	}
 	var out []protocol.Source
 	for _, o := range sw.sessions {
-		if o != s && o.seq > s.pexSent && o.src.Peer == o.peer {
+		if o != s && o.seq > s.pexSent && o.src.Peer == o.peer && o.src.SN != nil {
 			out = append(out, o.src)
 		}
 	}
@@ -386,13 +386,16 @@ func (sw *swarm) pexLocked(s *session) {
 	}
 }
 
-// learnLocked adds peers that from told us of.
+// learnLocked adds peers that from told us of. They are reached only through
+// their supernode, never by dialling the addresses a peer gave: else one peer
+// could point a whole swarm at any host.
 func (sw *swarm) learnLocked(from *session, peers []protocol.Source) {
 	me := sw.d.ID()
 	for _, p := range peers {
-		if p.Peer == me || p.Peer == from.peer || p.Peer.IsZero() {
+		if p.Peer == me || p.Peer == from.peer || p.Peer.IsZero() || p.SN == nil || p.SN.IsZero() {
 			continue
 		}
+		p.Addrs = nil
 		if k := sw.known[p.Peer]; k != nil {
 			if k.src.SN == nil && p.SN != nil {
 				k.src.SN, k.src.NAT = p.SN, p.NAT

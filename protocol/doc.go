@@ -268,7 +268,7 @@
 //
 //	peers (Peers), v3
 //	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
-//	                with p, a, and where known sn and nt
+//	                with p, sn and where known nt (a may be sent; see Swarms)
 //
 //	nat_report (NATReport), v2
 //	  m    uint8    mapping the leaf measured: 0 unknown, 1 none (public),
@@ -468,8 +468,11 @@
 //     it likes, up to 1024 waiting; the other side answers each with a block, in
 //     request order, while it does not choke;
 //   - cancel for a request it no longer needs (another peer sent the block first);
-//   - peers to tell of other peers in the swarm (peer exchange); a receiver may dial
-//     them and join them like peers the tracker named.
+//   - peers to tell of other peers in the swarm (peer exchange); a receiver may join
+//     them like peers the tracker named, but sets up the connection through the
+//     supernode each entry names (see Connection setup) and never dials the
+//     addresses in an entry, so a peer cannot point a swarm at a host of its choice;
+//     entries without sn are ignored.
 //
 // A request for a piece the sender did not announce or of more than 16 KiB, a block
 // that is not one such block of a piece, a have-map of the wrong length, a second
