@@ -335,14 +335,11 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 			return fmt.Errorf("%w: have-map of %d bytes for %d pieces (want %d, spare bits clear)", protocol.ErrBadRequest, len(m.Bits), n, (n+7)/8)
 		}
 		s.gotBitfield = true
-		s.has = bitset(m.Bits)
+		bits := bitset(m.Bits)
+		s.has = newBitset(n)
 		for i := range n {
-			if s.has.has(i) {
-				s.nhas++
-				sw.avail[i]++
-				if !sw.have.has(i) {
-					s.useful++
-				}
+			if bits.has(i) {
+				sw.peerHasLocked(s, i)
 			}
 		}
 		sw.fillLocked(s)
@@ -357,11 +354,7 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		if s.has.has(i) {
 			return nil
 		}
-		s.has.set(i)
-		s.nhas++
-		sw.avail[i]++
-		if !sw.have.has(i) {
-			s.useful++
+		if sw.peerHasLocked(s, i) {
 			sw.fillLocked(s)
 		}
 		if sw.superSeed {
@@ -425,6 +418,18 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		return fmt.Errorf("%w: %s on a swarm stream", protocol.ErrBadRequest, m.Type())
 	}
 	return nil
+}
+
+// peerHasLocked records that s has piece i, and reports whether we lack it.
+func (sw *swarm) peerHasLocked(s *session, i int) bool {
+	s.has.set(i)
+	s.nhas++
+	sw.avail[i]++
+	if sw.have.has(i) {
+		return false
+	}
+	s.useful++
+	return true
 }
 
 // joinPeer opens a swarm stream to src over a link from the connector and runs

@@ -612,13 +612,23 @@ func (m *Hits) validate() error {
 		if len(h.Sources) == 0 || len(h.Sources) > MaxSourcesPerHit {
 			return invalid("%d sources in a hit (1 to %d)", len(h.Sources), MaxSourcesPerHit)
 		}
-		for _, s := range h.Sources {
-			if err := checkAddrs(s.Addrs); err != nil {
-				return err
-			}
-			if err := checkStr("source name", s.Name, 64); err != nil {
-				return err
-			}
+		if err := checkSources(h.Sources); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkSources(srcs []Source) error {
+	for _, s := range srcs {
+		if err := checkAddrs(s.Addrs); err != nil {
+			return err
+		}
+		if err := checkStr("source name", s.Name, 64); err != nil {
+			return err
+		}
+		if s.NAT > NATUDPBlocked {
+			return invalid("source NAT type %d", s.NAT)
 		}
 	}
 	return nil
@@ -663,15 +673,7 @@ func (m *Peers) validate() error {
 	if len(m.Peers) > MaxSourcesPerHit {
 		return invalid("%d peers in one frame (max %d)", len(m.Peers), MaxSourcesPerHit)
 	}
-	for _, s := range m.Peers {
-		if err := checkAddrs(s.Addrs); err != nil {
-			return err
-		}
-		if err := checkStr("source name", s.Name, 64); err != nil {
-			return err
-		}
-	}
-	return nil
+	return checkSources(m.Peers)
 }
 
 func (m *Have) validate() error       { return nil }
