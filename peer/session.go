@@ -23,7 +23,6 @@ type session struct {
 	peer     protocol.PeerID
 	st       *quic.Stream
 	br       *bufio.Reader
-	pl       *peerLink // the link, when we opened the session
 	outgoing bool
 	src      protocol.Source // how to reach the peer, for peer exchange
 	seq      uint64          // order of joining the swarm, for peer exchange
@@ -49,7 +48,6 @@ type session struct {
 	wasted         int64
 	moving         bool // its link is being replaced: ask nothing more here
 	moved          bool // ended to move to the better link
-	delivered      bool
 	closed         bool
 	failing        bool // a protocol error: the writer sends the Error queued and stops
 	err            error
@@ -280,7 +278,6 @@ func (s *session) readLoop() error {
 			}
 			sw.mu.Lock()
 			s.down.add(int64(size), time.Now())
-			s.delivered = true
 			pd, err := sw.onBlockLocked(s, int(piece), int(off), data[:size])
 			if err == nil && pd == nil {
 				sw.fillLocked(s)
@@ -466,7 +463,6 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		return false, err
 	}
 	s := newSession(sw, src.Peer, st, br, true)
-	s.pl = pl
 	s.src = src
 	if err := sw.addSession(s); err != nil {
 		st.CancelRead(1)

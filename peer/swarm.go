@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,9 +118,8 @@ type swarm struct {
 	pexSeq     uint64 // sessions added so far
 
 	prog      Progress
-	verified  int64 // bytes verified during this run
+	verified  int64 // bytes verified during this run, for the rate
 	published bool
-	wg        sync.WaitGroup
 }
 
 // knownPeer is a source the tracker (the supernodes) or a peer told us of.
@@ -500,10 +500,7 @@ func (sw *swarm) fillLocked(s *session) {
 			}
 			pd.reqs[b]++
 			s.reqs[blockKey(pd.idx, off)] = struct{}{}
-			if !s.amInterested {
-				s.amInterested = true
-				s.queueLocked(&protocol.Interest{})
-			}
+			sw.setInterestLocked(s, true) // before the request it is for
 			s.queueLocked(&protocol.Request{Piece: uint32(pd.idx), Offset: uint32(off), Length: uint32(n)})
 		}
 	}
@@ -524,7 +521,7 @@ func (sw *swarm) setInterestLocked(s *session, want bool) {
 
 // canUseLocked reports whether s has a block we could ask it for now.
 func (sw *swarm) canUseLocked(s *session) bool {
-	endgame := len(sw.pieces)+sw.nhave >= len(sw.avail)
+	endgame := sw.endgameLocked()
 	for i := range sw.avail {
 		if sw.have.has(i) || !s.has.has(i) {
 			continue
@@ -533,17 +530,35 @@ func (sw *swarm) canUseLocked(s *session) bool {
 		if pd == nil || (pd.free > 0 && !pd.verifying) {
 			return true
 		}
-		if endgame && !pd.verifying {
-			for b := range pd.reqs {
-				if !pd.got[b] && pd.reqs[b] < maxBlockDupes {
-					if _, mine := s.reqs[blockKey(i, b*swarmBlock)]; !mine {
-						return true
-					}
-				}
-			}
+		if endgame && sw.endgameBlockLocked(s, pd) >= 0 {
+			return true
 		}
 	}
 	return false
+}
+
+// endgameLocked reports whether every missing piece is started: from then on
+// a block may be asked of a second peer.
+func (sw *swarm) endgameLocked() bool {
+	return len(sw.pieces)+sw.nhave >= len(sw.avail)
+}
+
+// endgameBlockLocked is a block of pd that s could be asked for in the
+// endgame: missing, asked of fewer than maxBlockDupes peers, none of them s.
+// It is -1 when there is none.
+func (sw *swarm) endgameBlockLocked(s *session, pd *pieceDl) int {
+	if pd.verifying {
+		return -1
+	}
+	for b := range pd.reqs {
+		if pd.got[b] || pd.reqs[b] >= maxBlockDupes {
+			continue
+		}
+		if _, mine := s.reqs[blockKey(pd.idx, b*swarmBlock)]; !mine {
+			return b
+		}
+	}
+	return -1
 }
 
 // pickLocked chooses the next block to ask s for: first the free blocks of
@@ -577,20 +592,14 @@ func (sw *swarm) pickLocked(s *session) (*pieceDl, int, bool) {
 		pd := sw.startPieceLocked(i, s)
 		return pd, 0, true
 	}
-	if len(sw.pieces)+sw.nhave < len(sw.avail) {
+	if !sw.endgameLocked() {
 		return nil, 0, false // pieces remain that s does not have; not endgame yet
 	}
 	for _, pd := range sw.pieces {
-		if pd.verifying || !s.has.has(pd.idx) {
+		if !s.has.has(pd.idx) {
 			continue
 		}
-		for b := range pd.reqs {
-			if pd.got[b] || pd.reqs[b] >= maxBlockDupes {
-				continue
-			}
-			if _, mine := s.reqs[blockKey(pd.idx, b*swarmBlock)]; mine {
-				continue
-			}
+		if b := sw.endgameBlockLocked(s, pd); b >= 0 {
 			return pd, b, true
 		}
 	}
@@ -824,11 +833,13 @@ func (sw *swarm) rechokeNow(periodic bool) {
 			cands = append(cands, s)
 		}
 	}
-	score := func(s *session) float64 {
+	score := make(map[*session]float64, len(cands))
+	for _, s := range cands {
 		if sw.complete {
-			return s.up.rate(now)
+			score[s] = s.up.rate(now)
+		} else {
+			score[s] = s.down.rate(now)
 		}
-		return s.down.rate(now)
 	}
 	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
 	unchoke := make(map[*session]bool)
@@ -840,16 +851,7 @@ func (sw *swarm) rechokeNow(periodic bool) {
 			}
 		}
 	}
-	slices.SortStableFunc(cands, func(a, b *session) int {
-		ra, rb := score(a), score(b)
-		switch {
-		case ra > rb:
-			return -1
-		case ra < rb:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(cands, func(a, b *session) int { return cmp.Compare(score[b], score[a]) })
 	for _, s := range cands {
 		if len(unchoke) >= cfg.UnchokeSlots {
 			break
@@ -969,10 +971,7 @@ func (sw *swarm) takenLocked(s *session, piece int) {
 	if s.offered[piece] == nil {
 		return
 	}
-	delete(s.offered, piece)
-	if sw.offeredTo[piece] == s {
-		delete(sw.offeredTo, piece)
-	}
+	sw.withdrawLocked(s, piece)
 	if s.draining && !s.midPiece() {
 		sw.chokeLocked(s)
 	}
@@ -1015,11 +1014,16 @@ func (s *session) midPiece() bool {
 func (sw *swarm) returnUnaskedLocked(s *session) {
 	for p, o := range s.offered {
 		if !o.asked {
-			delete(s.offered, p)
-			if sw.offeredTo[p] == s {
-				delete(sw.offeredTo, p)
-			}
+			sw.withdrawLocked(s, p)
 		}
+	}
+}
+
+// withdrawLocked ends the reveal of piece p to s.
+func (sw *swarm) withdrawLocked(s *session, p int) {
+	delete(s.offered, p)
+	if sw.offeredTo[p] == s {
+		delete(sw.offeredTo, p)
 	}
 }
 
@@ -1046,10 +1050,7 @@ func (sw *swarm) expireOffersLocked(now time.Time) {
 			}
 			idle := now.Sub(since)
 			if (!o.asked && idle > offerAskTimeout) || now.Sub(o.at) > offerTakeTimeout {
-				delete(s.offered, p)
-				if sw.offeredTo[p] == s {
-					delete(sw.offeredTo, p)
-				}
+				sw.withdrawLocked(s, p)
 				expired = true
 			}
 		}
@@ -1067,11 +1068,8 @@ func (sw *swarm) expireOffersLocked(now time.Time) {
 // returnOffersLocked takes back what was revealed to s and not sent.
 func (sw *swarm) returnOffersLocked(s *session) {
 	for p := range s.offered {
-		if sw.offeredTo[p] == s {
-			delete(sw.offeredTo, p)
-		}
+		sw.withdrawLocked(s, p)
 	}
-	clear(s.offered)
 }
 
 // onSentLocked counts an uploaded block.
