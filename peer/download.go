@@ -457,19 +457,8 @@ func (d *Daemon) pruneSeeding() bool {
 			continue
 		}
 		pruned = true
-		delete(d.seeding, id)
-		if f := d.seedFiles[s.path]; f != nil {
-			f.Close()
-			delete(d.seedFiles, s.path)
-		}
-		if sw := d.swarms[id]; sw != nil {
-			sw.mu.Lock()
-			seeded := sw.fromFile == s.path
-			sw.mu.Unlock()
-			if seeded {
-				delete(d.swarms, id)
-				gone = append(gone, sw)
-			}
+		if sw, _ := d.dropSeedLocked(id); sw != nil {
+			gone = append(gone, sw)
 		}
 	}
 	d.mu.Unlock()

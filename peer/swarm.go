@@ -162,7 +162,7 @@ func (d *Daemon) swarmFor(id protocol.ContentID) *swarm {
 		switch {
 		case sw.ctx.Err() != nil:
 			delete(d.swarms, id)
-		case seeded && sw.fromFile != "" && !rec.unchanged():
+		case seeded && sw.seedPath() != "" && !rec.unchanged():
 			d.mu.Unlock()
 			d.stopSeeding(sw, errors.New("the file changed or is gone"))
 			d.mu.Lock()
@@ -235,17 +235,19 @@ func (sw *swarm) readBlock(piece int, off int64, buf []byte) error {
 	return content.ErrNotVerified
 }
 
+// seedPath is the finished download sw serves, or "".
+func (sw *swarm) seedPath() string {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	return sw.fromFile
+}
+
 // stopSeeding ends a finished download's swarm whose file is gone or changed.
 func (d *Daemon) stopSeeding(sw *swarm, why error) {
 	d.mu.Lock()
-	_, was := d.seeding[sw.id]
-	delete(d.seeding, sw.id)
+	_, was := d.dropSeedLocked(sw.id)
 	if d.swarms[sw.id] == sw {
 		delete(d.swarms, sw.id)
-	}
-	if f := d.seedFiles[sw.fromFile]; f != nil {
-		f.Close()
-		delete(d.seedFiles, sw.fromFile)
 	}
 	d.mu.Unlock()
 	sw.cancel()
@@ -253,6 +255,27 @@ func (d *Daemon) stopSeeding(sw *swarm, why error) {
 		sw.log.Info().Err(why).Msg("no longer serving a finished download")
 		go d.attach.republish()
 	}
+}
+
+// dropSeedLocked forgets the finished download id: its record, its open file,
+// and the swarm serving that file, which it returns for the caller to cancel
+// once d.mu is released. It reports whether there was a record.
+func (d *Daemon) dropSeedLocked(id protocol.ContentID) (*swarm, bool) {
+	rec, ok := d.seeding[id]
+	if !ok {
+		return nil, false
+	}
+	delete(d.seeding, id)
+	if f := d.seedFiles[rec.path]; f != nil {
+		f.Close()
+		delete(d.seedFiles, rec.path)
+	}
+	sw := d.swarms[id]
+	if sw == nil || sw.seedPath() != rec.path {
+		return nil, true
+	}
+	delete(d.swarms, id)
+	return sw, true
 }
 
 // readSeeded reads from a finished download, keeping its file open while seeded.
