@@ -151,8 +151,7 @@ func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, e
 	// Ask the overlay for the current sources even after a search: a keyword
 	// search may have stopped at the first supernode that filled its limit, and
 	// sources come and go. What the search found still counts if the lookup fails.
-	_, lookupErr := d.Search(sw.ctx, "", sw.id, 0, nil)
-	hit, ok := d.srcs.get(sw.id)
+	hit, ok, lookupErr := sw.askTracker()
 	if !ok && lookupErr != nil {
 		sw.abort(nil)
 		return "", fmt.Errorf("locating sources: %w", lookupErr)
@@ -264,6 +263,14 @@ func (sw *swarm) abort(cause error) {
 	}
 }
 
+// askTracker looks the content ID up in the overlay and returns what is known
+// of it now, from this lookup and earlier searches; ok is false when nothing is.
+func (sw *swarm) askTracker() (protocol.Hit, bool, error) {
+	_, err := sw.d.Search(sw.ctx, "", sw.id, 0, nil)
+	hit, ok := sw.d.srcs.get(sw.id)
+	return hit, ok, err
+}
+
 // addKnown adds sources to try and returns how many are known.
 func (sw *swarm) addKnown(srcs []protocol.Source) int {
 	sw.mu.Lock()
@@ -304,10 +311,8 @@ func (sw *swarm) track() {
 		}
 		now := time.Now()
 		if now.After(nextLookup) {
-			if _, err := d.Search(sw.ctx, "", sw.id, 0, nil); err == nil {
-				if hit, ok := d.srcs.get(sw.id); ok {
-					sw.addKnown(hit.Sources)
-				}
+			if hit, ok, err := sw.askTracker(); ok && err == nil {
+				sw.addKnown(hit.Sources)
 			}
 			interval = min(2*interval, d.cfg.TrackerInterval)
 			nextLookup = time.Now().Add(interval)
