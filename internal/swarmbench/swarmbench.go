@@ -5,9 +5,7 @@
 package swarmbench
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
@@ -48,15 +47,14 @@ type Config struct {
 // Result is what one run measured.
 type Result struct {
 	Config
-	Done       []time.Duration // completion time of each downloader, sorted
-	Bound      time.Duration   // max{F/u_s, F/d_min, N*F/(u_s + sum u_i)}
-	ClientSrv  time.Duration   // N*F/u_s: the first source alone sending to all
-	Copies     float64         // bytes the first source sent, in copies of the file
-	PeerBytes  int64           // bytes all downloaders uploaded
-	Identical  int             // downloads byte-identical to the original
-	WallSwarm  time.Duration   // slowest downloader
-	SetupTaken time.Duration
-	CPU        time.Duration // user and system time of this process during the swarm
+	Done      []time.Duration // completion time of each downloader, sorted
+	Bound     time.Duration   // max{F/u_s, F/d_min, N*F/(u_s + sum u_i)}
+	ClientSrv time.Duration   // N*F/u_s: the first source alone sending to all
+	Copies    float64         // bytes the first source sent, in copies of the file
+	PeerBytes int64           // bytes all downloaders uploaded
+	Identical int             // downloads byte-identical to the original
+	WallSwarm time.Duration   // slowest downloader
+	CPU       time.Duration   // user and system time of this process during the swarm
 }
 
 // Ratio is the slowest completion over the bound.
@@ -90,7 +88,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	setup := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
@@ -106,8 +103,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := os.MkdirAll(share, 0o755); err != nil {
 		return nil, err
 	}
-	sum, err := writeRandom(filepath.Join(share, "swarm-bench.bin"), cfg.FileSize, cfg.Seed)
-	if err != nil {
+	if err := writeRandom(filepath.Join(share, "swarm-bench.bin"), cfg.FileSize, cfg.Seed); err != nil {
 		return nil, err
 	}
 	tune := func(c *peer.Config) {
@@ -177,7 +173,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("a downloader did not attach: %w", err)
 		}
 	}
-	res := &Result{Config: cfg, SetupTaken: time.Since(setup)}
+	res := &Result{Config: cfg}
 	res.Bound = Bound(cfg.Downloaders, cfg.FileSize, cfg.SourceUp, cfg.PeerUp, cfg.PeerDown)
 	res.ClientSrv = time.Duration(float64(cfg.Downloaders) * float64(cfg.FileSize) / float64(cfg.SourceUp) * float64(time.Second))
 
@@ -196,18 +192,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			done[i] = time.Since(t0)
 		}()
 	}
-	if cfg.Trace != nil {
-		stopTrace := make(chan struct{})
-		traced := make(chan struct{})
-		go func() {
-			defer close(traced)
+	stopTrace, traced := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(traced)
+		if cfg.Trace != nil {
 			trace(cfg, src, getters, t0, stopTrace)
-		}()
-		gw.Wait()
-		close(stopTrace)
-		<-traced
-	}
+		}
+	}()
 	gw.Wait()
+	close(stopTrace)
+	<-traced
 	res.CPU = cpuTime() - cpu0
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -219,8 +213,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	slices.Sort(done)
 	res.Done = done
 	res.WallSwarm = done[len(done)-1]
+	// The same content ID is the same bytes: it hashes every piece.
 	for _, p := range paths {
-		if got, err := hashFile(p); err == nil && bytes.Equal(got, sum) {
+		if m, err := content.HashFile(p); err == nil && m.ID() == id {
 			res.Identical++
 		}
 	}
@@ -293,14 +288,13 @@ func scratchRoot(need int64) string {
 	return os.TempDir()
 }
 
-func writeRandom(path string, size int64, seed uint64) ([]byte, error) {
+func writeRandom(path string, size int64, seed uint64) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	h := sha256.New()
 	buf := make([]byte, 1<<20)
 	for left := size; left > 0; {
 		n := min(left, int64(len(buf)))
@@ -311,25 +305,11 @@ func writeRandom(path string, size int64, seed uint64) ([]byte, error) {
 			}
 		}
 		if _, err := f.Write(buf[:n]); err != nil {
-			return nil, err
+			return err
 		}
-		h.Write(buf[:n])
 		left -= n
 	}
-	return h.Sum(nil), f.Close()
-}
-
-func hashFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
+	return f.Close()
 }
 
 func poll(ctx context.Context, ok func() bool) error {
