@@ -69,7 +69,8 @@ func newLimiter(bytesPerSec int64) limiter {
 	return limiter{rate.NewLimiter(rate.Limit(bytesPerSec), burst)}
 }
 
-// burst is the most bytes one wait may ask for, at most max.
+// burst is the most bytes the limiter lets through at once, at most max: a
+// sender that takes no more than that at a time keeps the rate smooth.
 func (l limiter) burst(max int) int {
 	if l.l == nil {
 		return max
@@ -77,9 +78,18 @@ func (l limiter) burst(max int) int {
 	return min(max, l.l.Burst())
 }
 
+// wait blocks until n bytes may pass. n may exceed the burst (a v1 request is up
+// to 512 KiB); it is then let through a burst at a time.
 func (l limiter) wait(ctx context.Context, n int) error {
 	if l.l == nil {
 		return nil
 	}
-	return l.l.WaitN(ctx, n)
+	for n > 0 {
+		k := min(n, l.l.Burst())
+		if err := l.l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
 }

@@ -69,7 +69,7 @@ func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
 	}
 	gm, ok := m.(*protocol.GetMeta)
 	if !ok {
-		protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusBadRequest, Message: "transfer stream must start with get_meta"})
+		protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusBadRequest, Message: "transfer stream must start with join or get_meta"})
 		return fmt.Errorf("%w: stream opened with %s", protocol.ErrBadRequest, m.Type())
 	}
 	var f content.File
