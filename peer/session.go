@@ -560,10 +560,8 @@ func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, br *bufio.Reader,
 		return err
 	}
 	s := newSession(sw, l.Peer, st, br, false)
+	// Others are told of it by its supernode, not its address (see learnLocked).
 	s.src = protocol.Source{Peer: l.Peer, SN: j.SN, NAT: j.NAT}
-	if d.pathOf(l) == PathDirect {
-		s.src.Addrs = []string{l.RemoteAddr().String()}
-	}
 	if err := sw.addSession(s); err != nil {
 		protocol.WriteMessage(st, protocol.ErrorMessage(err))
 		st.Close()

@@ -268,7 +268,7 @@
 //
 //	peers (Peers), v3
 //	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
-//	                with p, sn and where known nt (a may be sent; see Swarms)
+//	                with p, sn and where known nt
 //
 //	nat_report (NATReport), v2
 //	  m    uint8    mapping the leaf measured: 0 unknown, 1 none (public),
