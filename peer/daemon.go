@@ -118,6 +118,7 @@ type Daemon struct {
 	seedFiles map[string]*os.File
 
 	upLimit, downLimit limiter
+	upTurns            *uploadTurns
 	bufs               chan []byte // piece buffers, recycled once a piece is written
 
 	uploaded   atomic.Int64
@@ -221,6 +222,7 @@ func New(cfg Config) (*Daemon, error) {
 		seeding:   make(map[protocol.ContentID]seedRecord),
 		seedFiles: make(map[string]*os.File),
 		upLimit:   newLimiter(cfg.UploadRate),
+		upTurns:   newUploadTurns(cfg.UploadRate),
 		downLimit: newLimiter(cfg.DownloadRate),
 		bufs:      make(chan []byte, 64),
 	}

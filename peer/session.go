@@ -46,8 +46,9 @@ type session struct {
 	told           bitset             // first source: pieces announced to it
 	down, up       rateMeter
 	wasted         int64
-	moving         bool // its link is being replaced: ask nothing more here
-	moved          bool // ended to move to the better link
+	upRun          uint64 // rank of the piece run we upload to it; under the daemon's upTurns
+	moving         bool   // its link is being replaced: ask nothing more here
+	moved          bool   // ended to move to the better link
 	closed         bool
 	failing        bool // a protocol error: the writer sends the Error queued and stops
 	err            error
@@ -82,6 +83,9 @@ func (s *session) closeLocked(err error) {
 	}
 	s.closed, s.err = true, err
 	close(s.done)
+	if s.sw.d != nil {
+		s.sw.d.upTurns.done(s)
+	}
 	code := quic.StreamErrorCode(0)
 	if err != nil {
 		code = 1
@@ -181,13 +185,27 @@ func (s *session) writeLoop() error {
 			return nil
 		}
 		var total int
-		batch, total = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
+		runEnds := false
+		if !s.amChoking && len(s.queue) > 0 {
+			if sw.d.upTurns.take(s) {
+				batch, total = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
+				last := batch[len(batch)-1]
+				runEnds = len(s.queue) == 0 || s.queue[0].Piece != last.Piece || s.queue[0].Offset != last.Offset+last.Length
+			}
+		} else {
+			sw.d.upTurns.done(s)
+		}
 		sw.mu.Unlock()
 		if err != nil {
+			if total > 0 {
+				sw.d.upTurns.waited(s, true)
+			}
 			return err
 		}
 		if total > 0 {
-			if err := sw.d.upLimit.wait(sw.ctx, total); err != nil {
+			err := sw.d.upLimit.wait(sw.ctx, total)
+			sw.d.upTurns.waited(s, runEnds)
+			if err != nil {
 				return err
 			}
 			first := batch[0]

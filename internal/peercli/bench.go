@@ -90,7 +90,7 @@ func benchSwarmCmd() *cobra.Command {
 	f.DurationVar(&optimist, "optimistic-interval", 3*time.Second, "how often the optimistic unchoke moves on (a daemon's default is 30s)")
 	f.IntVar(&slots, "slots", 4, "peers unchoked by rate, beside the optimistic one")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up on a swarm after this long")
-	f.DurationVar(&traceEvery, "trace", 0, "print the swarm's rates at this interval while it runs (0: off)")
+	f.DurationVar(&traceEvery, "trace", 0, "print, at this interval while it runs, the swarm's rates, the downloaders uploading under half their limit (slow), the swarm links counted at both ends and the peers unchoked (0: off)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.StringVar(&logLevel, "log-level", "error", "log level of the peers and the supernode")
 	return cmd

@@ -223,7 +223,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 // trace prints, every TraceEvery, the first source's upload rate, the
-// downloaders' total upload and verified-download rates, and how many are done.
+// downloaders' total upload and verified-download rates, how many are done,
+// how many uploaded under half their limit (the swarm is not using them), and
+// the downloaders' swarm sessions and unchoked peers.
 func trace(cfg Config, src *peer.Daemon, getters []*peer.Daemon, t0 time.Time, stop <-chan struct{}) {
 	every := cfg.TraceEvery
 	if every <= 0 {
@@ -232,7 +234,8 @@ func trace(cfg Config, src *peer.Daemon, getters []*peer.Daemon, t0 time.Time, s
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var lastSrc, lastUp, lastDown int64
-	fmt.Fprintf(cfg.Trace, "%7s %12s %14s %14s %5s\n", "t (s)", "source MB/s", "peers up MB/s", "verified MB/s", "done")
+	last := make([]int64, len(getters))
+	fmt.Fprintf(cfg.Trace, "%7s %12s %14s %14s %5s %5s %6s %8s\n", "t (s)", "source MB/s", "peers up MB/s", "verified MB/s", "done", "slow", "links", "unchoked")
 	for {
 		select {
 		case <-stop:
@@ -241,18 +244,26 @@ func trace(cfg Config, src *peer.Daemon, getters []*peer.Daemon, t0 time.Time, s
 		}
 		s := src.Status().Uploaded
 		var up, down int64
-		done := 0
-		for _, g := range getters {
+		done, slow, links, unchoked := 0, 0, 0, 0
+		sec := every.Seconds()
+		for i, g := range getters {
 			st := g.Status()
 			up += st.Uploaded
 			down += st.Downloaded
 			if st.Downloaded >= cfg.FileSize {
 				done++
 			}
+			if float64(st.Uploaded-last[i]) < 0.5*sec*float64(cfg.PeerUp) {
+				slow++
+			}
+			last[i] = st.Uploaded
+			for _, sw := range st.Swarms {
+				links += sw.Peers
+				unchoked += sw.Unchoked
+			}
 		}
-		sec := every.Seconds()
-		fmt.Fprintf(cfg.Trace, "%7.2f %12.1f %14.1f %14.1f %5d\n", time.Since(t0).Seconds(),
-			float64(s-lastSrc)/sec/1e6, float64(up-lastUp)/sec/1e6, float64(down-lastDown)/sec/1e6, done)
+		fmt.Fprintf(cfg.Trace, "%7.2f %12.1f %14.1f %14.1f %5d %5d %6d %8d\n", time.Since(t0).Seconds(),
+			float64(s-lastSrc)/sec/1e6, float64(up-lastUp)/sec/1e6, float64(down-lastDown)/sec/1e6, done, slow, links, unchoked)
 		lastSrc, lastUp, lastDown = s, up, down
 	}
 }
