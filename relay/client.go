@@ -273,6 +273,13 @@ func classify(err error) error {
 func (a *Allocation) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := a.relayed.ReadFrom(p)
+		select {
+		case <-a.closing:
+			// pion may still hold packets that arrived before Close; a closed
+			// PacketConn returns ErrClosed, not them.
+			return 0, nil, a.opError("read", net.ErrClosed)
+		default:
+		}
 		if err == nil {
 			return n, addr, nil
 		}
