@@ -409,6 +409,10 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		if s.amChoking {
 			return nil // it was sent before our choke arrived
 		}
+		if sw.superSeed && s.offered[i] == nil && !sw.adoptRevealLocked(s, i) {
+			s.queueLocked(&protocol.Reject{Piece: m.Piece, Offset: m.Offset, Length: m.Length})
+			return nil
+		}
 		if o := s.offered[i]; o != nil {
 			o.asked = true
 		}
@@ -418,6 +422,21 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		}
 		s.queue = append(s.queue, *m)
 		s.wake()
+	case *protocol.Reject:
+		i := int(m.Piece)
+		if i >= n {
+			return fmt.Errorf("%w: reject for piece %d of %d", protocol.ErrBadRequest, i, n)
+		}
+		sw.unaskLocked(s, blockKey(i, int(m.Offset)))
+		if s.has.has(i) {
+			s.has.unset(i)
+			s.nhas--
+			sw.avail[i]--
+			if !sw.have.has(i) {
+				s.useful--
+			}
+		}
+		sw.fillAllLocked()
 	case *protocol.Cancel:
 		for i, r := range s.queue {
 			if r.Piece == m.Piece && r.Offset == m.Offset {

@@ -55,6 +55,7 @@ type bitset []byte
 func newBitset(n int) bitset        { return make(bitset, (n+7)/8) }
 func (b bitset) has(i int) bool     { return b[i/8]&(0x80>>(i%8)) != 0 }
 func (b bitset) set(i int)          { b[i/8] |= 0x80 >> (i % 8) }
+func (b bitset) unset(i int)        { b[i/8] &^= 0x80 >> (i % 8) }
 func (b bitset) clone() bitset      { return slices.Clone(b) }
 func blockKey(piece, off int) int64 { return int64(piece)<<32 | int64(off) }
 
@@ -464,18 +465,26 @@ func (sw *swarm) removeLocked(s *session) {
 // dropRequestsLocked frees the blocks requested from s.
 func (sw *swarm) dropRequestsLocked(s *session) {
 	for k := range s.reqs {
-		piece, off := int(k>>32), int(k&0xffffffff)
-		if pd := sw.pieces[piece]; pd != nil {
-			b := off / swarmBlock
-			if pd.reqs[b] > 0 {
-				pd.reqs[b]--
-				if pd.reqs[b] == 0 && !pd.got[b] {
-					pd.free++
-				}
+		sw.unaskLocked(s, k)
+	}
+}
+
+// unaskLocked frees block k if it was requested from s.
+func (sw *swarm) unaskLocked(s *session, k int64) {
+	if _, ok := s.reqs[k]; !ok {
+		return
+	}
+	delete(s.reqs, k)
+	piece, off := int(k>>32), int(k&0xffffffff)
+	if pd := sw.pieces[piece]; pd != nil {
+		b := off / swarmBlock
+		if pd.reqs[b] > 0 {
+			pd.reqs[b]--
+			if pd.reqs[b] == 0 && !pd.got[b] {
+				pd.free++
 			}
 		}
 	}
-	clear(s.reqs)
 }
 
 func (sw *swarm) kick() {
@@ -1031,6 +1040,20 @@ func (s *session) midPiece() bool {
 		}
 	}
 	return false
+}
+
+// adoptRevealLocked decides a first source's answer to s asking for piece p,
+// which is not revealed to s now (its reveal passed to another peer, or s was
+// choked before it asked). While nobody holds p and nobody else is fetching
+// it, p is revealed to s again and the request answered; else a copy to s
+// would be a second copy while the swarm has it already, and it is rejected.
+func (sw *swarm) adoptRevealLocked(s *session, p int) bool {
+	if sw.avail[p] > 0 || (sw.offeredTo[p] != nil && sw.offeredTo[p] != s) {
+		return false
+	}
+	sw.offeredTo[p] = s
+	s.offered[p] = &offer{at: time.Now()}
+	return true
 }
 
 // returnUnaskedLocked takes back the reveals s has not started on.

@@ -298,6 +298,94 @@ func TestFirstSourceRevealsEachPieceOnce(t *testing.T) {
 	}
 }
 
+// A first source answers a request for a piece no longer revealed to the
+// asker only while nobody else holds or fetches it; else it rejects it, and
+// the asker stops counting the piece among the source's.
+func TestFirstSourceRejectsSecondCopies(t *testing.T) {
+	sw := testSwarm(t, true)
+	a := addPeer(t, sw, 1)
+	b := addPeer(t, sw, 2)
+	sw.rechokeNow(true)
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if a.amChoking || b.amChoking {
+		t.Fatal("a first source with two free slots left a peer choked")
+	}
+	var ta, tb []int
+	for p, o := range sw.offeredTo {
+		if o == a {
+			ta = append(ta, p)
+		} else {
+			tb = append(tb, p)
+		}
+	}
+	// a's reveals lapse; one of them goes to b.
+	lost, lapsed := ta[0], ta[1]
+	sw.returnOffersLocked(a)
+	sw.offeredTo[lost] = b
+	b.offered[lost] = &offer{at: time.Now()}
+	ask := func(s *session, p int) *protocol.Request {
+		r := &protocol.Request{Piece: uint32(p), Length: swarmBlock}
+		if err := sw.onMessageLocked(s, r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	sent[*protocol.Reject](a)
+	ask(a, lost)
+	if rj := sent[*protocol.Reject](a); len(rj) != 1 || int(rj[0].Piece) != lost || len(a.queue) != 0 {
+		t.Fatalf("a asked for piece %d, now revealed to b: rejects %+v, queued %v; want one reject, nothing queued", lost, rj, a.queue)
+	}
+	ask(a, lapsed)
+	if rj := sent[*protocol.Reject](a); len(rj) != 0 || len(a.queue) != 1 || sw.offeredTo[lapsed] != a {
+		t.Fatalf("a asked for piece %d, which nobody holds or fetches: rejects %+v, queued %v; want it queued and revealed to a again", lapsed, rj, a.queue)
+	}
+	// b holds one of its pieces: a copy to a would be a second one.
+	if err := sw.onMessageLocked(b, &protocol.Have{Piece: uint32(tb[0])}); err != nil {
+		t.Fatal(err)
+	}
+	ask(a, tb[0])
+	if rj := sent[*protocol.Reject](a); len(rj) != 1 || len(a.queue) != 1 {
+		t.Fatalf("a asked for piece %d, which b holds: rejects %+v, queued %v", tb[0], rj, a.queue)
+	}
+}
+
+// A rejected request frees its block, and the piece no longer counts as the
+// rejecting peer's, so it is not asked for there again.
+func TestRejectFreesBlockAndPiece(t *testing.T) {
+	sw := testSwarm(t, false)
+	c := addPeer(t, sw, 1, 5)
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if err := sw.onMessageLocked(c, &protocol.Unchoke{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := requested(c); !slices.Equal(got, []int{5}) || len(c.reqs) != 2 {
+		t.Fatalf("requested %v (%d blocks), want both blocks of piece 5", got, len(c.reqs))
+	}
+	sent[*protocol.NoInterest](c)
+	if err := sw.onMessageLocked(c, &protocol.Reject{Piece: 5, Length: swarmBlock}); err != nil {
+		t.Fatal(err)
+	}
+	pd := sw.pieces[5]
+	if len(c.reqs) != 1 || pd.reqs[0] != 0 || pd.free != 1 {
+		t.Fatalf("after the reject: %d blocks asked of c, block 0 asked %d times, %d free; want 1, 0, 1", len(c.reqs), pd.reqs[0], pd.free)
+	}
+	if c.has.has(5) || sw.avail[5] != 0 || c.useful != 0 {
+		t.Fatalf("piece 5 still counted as c's: has %v, avail %d, useful %d", c.has.has(5), sw.avail[5], c.useful)
+	}
+	// Announced again, it counts again.
+	if err := sw.onMessageLocked(c, &protocol.Have{Piece: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.has.has(5) || sw.avail[5] != 1 || len(c.reqs) != 2 {
+		t.Fatalf("after a new have: has %v, avail %d, %d blocks asked; want true, 1, 2", c.has.has(5), sw.avail[5], len(c.reqs))
+	}
+	if err := sw.onMessageLocked(c, &protocol.Reject{Piece: testPieces, Length: swarmBlock}); err == nil {
+		t.Fatal("a reject for a piece past the end was accepted")
+	}
+}
+
 // What a remote peer sends on a swarm stream is checked; anything out of place
 // ends the session with a bad-request error.
 func TestSwarmMessageChecks(t *testing.T) {

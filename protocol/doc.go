@@ -153,6 +153,7 @@
 //	0x1c  unchoke     v3       swarm      either
 //	0x1d  cancel      v3       swarm      either
 //	0x1e  peers       v3       swarm      either
+//	0x1f  reject      v3       swarm      either
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -264,6 +265,9 @@
 //	an empty map each
 //
 //	cancel (Cancel), v3
+//	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
+//
+//	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
 //
 //	peers (Peers), v3
@@ -468,6 +472,8 @@
 //     it likes, up to 1024 waiting; the other side answers each with a block, in
 //     request order, while it does not choke;
 //   - cancel for a request it no longer needs (another peer sent the block first);
+//   - reject for a request it will not answer; the receiver frees the block and no
+//     longer counts the piece among the sender's until a have announces it again;
 //   - peers to tell of other peers in the swarm (peer exchange); a receiver may join
 //     them like peers the tracker named, but sets up the connection through the
 //     supernode each entry names (see Connection setup) and never dials the
@@ -488,7 +494,10 @@
 //
 // A first source (the peer that shares the file from its folder) may send an empty
 // bitfield and announce pieces one at a time with have, each to one peer, so that it
-// sends every piece once before it sends any twice. Peers treat it like any other.
+// sends every piece once before it sends any twice. A peer whose announcement was
+// passed to another (it did not ask for the piece in time, or was choked first) may
+// still ask for it; the first source then rejects the request if another peer holds
+// the piece or is fetching it from the first source. Peers treat it like any other.
 //
 // # Connection setup
 //
@@ -520,7 +529,7 @@
 //	v2  NAT reports, connection signalling and relays: types 0x10 to 0x15; optional
 //	    keys sn (supernode, bin 32) and nt (NAT type) in a hit's sources, and sa
 //	    (a second STUN address of the listener, str) in welcome.
-//	v3  Swarms: types 0x16 to 0x1e, and swarm streams on transfer connections. A v3
+//	v3  Swarms: types 0x16 to 0x1f, and swarm streams on transfer connections. A v3
 //	    peer still answers get_meta streams from v1 and v2 peers.
 //
 // A later version adds message types at the end of the list and optional keys to

@@ -139,6 +139,8 @@ var goldens = []golden{
 		80`},
 	{"cancel", &Cancel{Piece: 3, Offset: 16384, Length: 16384}, `1d0000000e
 		83a17003a16fcd4000a16ecd4000`},
+	{"reject", &Reject{Piece: 3, Offset: 16384, Length: 16384}, `1f0000000e
+		83a17003a16fcd4000a16ecd4000`},
 }
 
 // TestGoldenEveryType makes sure the table above leaves no message type out.

@@ -45,6 +45,7 @@ const (
 	TypeUnchoke    MsgType = 0x1c // v3
 	TypeCancel     MsgType = 0x1d // v3
 	TypePeers      MsgType = 0x1e // v3
+	TypeReject     MsgType = 0x1f // v3
 )
 
 var typeNames = map[MsgType]string{
@@ -56,7 +57,7 @@ var typeNames = map[MsgType]string{
 	TypeRelayLoad: "relay_load", TypeRelayAsk: "relay_ask", TypeRelayOK: "relay_ok",
 	TypeJoin: "join", TypeBitfield: "bitfield", TypeHave: "have", TypeInterest: "interested",
 	TypeNoInterest: "not_interested", TypeChoke: "choke", TypeUnchoke: "unchoke", TypeCancel: "cancel",
-	TypePeers: "peers",
+	TypePeers: "peers", TypeReject: "reject",
 }
 
 func (t MsgType) String() string {
@@ -314,6 +315,14 @@ type Cancel struct {
 	Length uint32 `msgpack:"n"`
 }
 
+// Reject says the sender will not answer a Request: the receiver frees the
+// block and stops asking the sender for that piece until a Have names it again.
+type Reject struct {
+	Piece  uint32 `msgpack:"p"`
+	Offset uint32 `msgpack:"o,omitempty"`
+	Length uint32 `msgpack:"n"`
+}
+
 // Peers tells the other side of a swarm stream of more peers in the swarm
 // (peer exchange), so a swarm forms before the tracker knows its members.
 type Peers struct {
@@ -351,6 +360,7 @@ func (*NoInterest) Type() MsgType { return TypeNoInterest }
 func (*Choke) Type() MsgType      { return TypeChoke }
 func (*Unchoke) Type() MsgType    { return TypeUnchoke }
 func (*Cancel) Type() MsgType     { return TypeCancel }
+func (*Reject) Type() MsgType     { return TypeReject }
 func (*Peers) Type() MsgType      { return TypePeers }
 
 func newMessage(t MsgType) Message {
@@ -415,6 +425,8 @@ func newMessage(t MsgType) Message {
 		return new(Cancel)
 	case TypePeers:
 		return new(Peers)
+	case TypeReject:
+		return new(Reject)
 	}
 	return nil
 }
@@ -692,6 +704,13 @@ func (m *Bitfield) validate() error {
 func (m *Cancel) validate() error {
 	if m.Length == 0 || m.Length > MaxBlockLen {
 		return invalid("cancel of %d bytes (1 to %d)", m.Length, MaxBlockLen)
+	}
+	return nil
+}
+
+func (m *Reject) validate() error {
+	if m.Length == 0 || m.Length > MaxBlockLen {
+		return invalid("reject of %d bytes (1 to %d)", m.Length, MaxBlockLen)
 	}
 	return nil
 }

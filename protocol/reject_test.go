@@ -417,6 +417,8 @@ func TestValidate(t *testing.T) {
 		{"request too long", &Request{Length: MaxBlockLen + 1}},
 		{"cancel length 0", &Cancel{Piece: 1}},
 		{"cancel too long", &Cancel{Length: MaxBlockLen + 1}},
+		{"reject length 0", &Reject{Piece: 1}},
+		{"reject too long", &Reject{Length: MaxBlockLen + 1}},
 		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
 		{"join NAT type 5", &Join{NAT: 5}},
 		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},
