@@ -3,6 +3,7 @@ package peer
 import (
 	"slices"
 	"sync"
+	"time"
 )
 
 // uploadTurns orders a capped upload a piece at a time. Shared block by block,
@@ -20,7 +21,15 @@ type uploadTurns struct {
 	busy  bool       // a session is waiting on the limiter
 	ready []*session // sessions with a batch to send, waiting for their turn
 	runs  uint64     // piece runs begun, to rank sessions by
+	back  *session   // went to write the middle of its piece run and will be back
+	timer *time.Timer
 }
+
+// backWait is how long a session writing the middle of its piece run keeps
+// the limiter before the next ready session is woken. Waking the next at once
+// would cost a futile wake-up per batch, since the writer is nearly always
+// back first and goes ahead.
+const backWait = 5 * time.Millisecond
 
 func newUploadTurns(bytesPerSec int64) *uploadTurns {
 	if bytesPerSec <= 0 {
@@ -53,6 +62,10 @@ func (t *uploadTurns) take(s *session) bool {
 		t.ready = slices.Delete(t.ready, i, i+1)
 	}
 	t.busy = true
+	if t.back != nil {
+		t.back = nil
+		t.timer.Stop()
+	}
 	return true
 }
 
@@ -67,8 +80,25 @@ func (t *uploadTurns) waited(s *session, ended bool) {
 	t.busy = false
 	if ended {
 		s.upRun = 0
+		t.wakeLocked()
+		return
 	}
-	t.wakeLocked()
+	t.back = s
+	if t.timer == nil {
+		t.timer = time.AfterFunc(backWait, t.lapse)
+	} else {
+		t.timer.Reset(backWait)
+	}
+}
+
+// lapse wakes the next ready session when the writer has not come back.
+func (t *uploadTurns) lapse() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.back != nil && !t.busy {
+		t.back = nil
+		t.wakeLocked()
+	}
 }
 
 // done takes s, which has nothing to send or is closing, out of line.
@@ -79,6 +109,13 @@ func (t *uploadTurns) done(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.upRun = 0
+	if t.back == s {
+		t.back = nil
+		t.timer.Stop()
+		if !t.busy {
+			t.wakeLocked()
+		}
+	}
 	if i := slices.Index(t.ready, s); i >= 0 {
 		t.ready = slices.Delete(t.ready, i, i+1)
 		if !t.busy {

@@ -1,6 +1,9 @@
 package peer
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func woken(s *session) bool {
 	select {
@@ -20,11 +23,8 @@ func TestUploadTurnsPieceAtATime(t *testing.T) {
 	if ut.take(b) {
 		t.Fatal("a second session got the limiter while the first waits on it")
 	}
-	// a's batch did not end its piece: b is woken, but a, back first, goes on.
+	// a's batch did not end its piece: a, back from writing it, goes on.
 	ut.waited(a, false)
-	if !woken(b) {
-		t.Fatal("the waiting session was not woken when the limiter came free")
-	}
 	if !ut.take(a) {
 		t.Fatal("a session in the middle of a piece lost its turn to a later one")
 	}
@@ -49,10 +49,17 @@ func TestUploadTurnsBlockedWriterDoesNotStall(t *testing.T) {
 	ut := newUploadTurns(1 << 20)
 	a, b := newSession(nil, [32]byte{1}, nil, nil, false), newSession(nil, [32]byte{2}, nil, nil, false)
 	ut.take(a)
+	ut.take(b)
 	ut.waited(a, false) // a now writes, and its write blocks: it does not come back
+	select {
+	case <-b.notify:
+	case <-time.After(time.Second):
+		t.Fatal("the next session was not woken while a's write blocked")
+	}
 	if !ut.take(b) {
 		t.Fatal("a session whose write blocks kept the limiter from others")
 	}
+	ut.waited(b, true)
 }
 
 func TestUploadTurnsDoneWakesNext(t *testing.T) {
