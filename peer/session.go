@@ -410,6 +410,10 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 			return nil // it was sent before our choke arrived
 		}
 		if sw.superSeed && s.offered[i] == nil && !sw.adoptRevealLocked(s, i) {
+			// Until a have reveals it again, s no longer counts the piece
+			// as ours, and every later request for it is refused too, so
+			// that s never holds a reveal it will not finish.
+			s.told.unset(i)
 			s.queueLocked(&protocol.Reject{Piece: m.Piece, Offset: m.Offset, Length: m.Length})
 			return nil
 		}

@@ -964,7 +964,8 @@ func (sw *swarm) offerLocked(s *session) {
 				missing++
 			}
 			// A peer told of a piece before may ask for it anyway; one that let
-			// its offer lapse is not offered it again.
+			// its offer lapse is not offered it again (unless its request was
+			// rejected since, which untold it).
 			if sw.avail[i] > 0 || sw.offeredTo[i] != nil || s.told.has(i) {
 				continue
 			}
@@ -1044,11 +1045,12 @@ func (s *session) midPiece() bool {
 
 // adoptRevealLocked decides a first source's answer to s asking for piece p,
 // which is not revealed to s now (its reveal passed to another peer, or s was
-// choked before it asked). While nobody holds p and nobody else is fetching
-// it, p is revealed to s again and the request answered; else a copy to s
-// would be a second copy while the swarm has it already, and it is rejected.
+// choked before it asked). While s still counts p as ours, nobody holds p and
+// nobody else is fetching it, p is revealed to s again and the request
+// answered; else a copy to s would be a second copy while the swarm has it
+// already, and it is rejected.
 func (sw *swarm) adoptRevealLocked(s *session, p int) bool {
-	if sw.avail[p] > 0 || (sw.offeredTo[p] != nil && sw.offeredTo[p] != s) {
+	if !s.told.has(p) || sw.avail[p] > 0 || (sw.offeredTo[p] != nil && sw.offeredTo[p] != s) {
 		return false
 	}
 	sw.offeredTo[p] = s

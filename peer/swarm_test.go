@@ -336,6 +336,15 @@ func TestFirstSourceRejectsSecondCopies(t *testing.T) {
 	if rj := sent[*protocol.Reject](a); len(rj) != 1 || int(rj[0].Piece) != lost || len(a.queue) != 0 {
 		t.Fatalf("a asked for piece %d, now revealed to b: rejects %+v, queued %v; want one reject, nothing queued", lost, rj, a.queue)
 	}
+	// Even when nobody fetches it any more, a's next request for it is refused:
+	// a stopped counting it as the source's at the reject.
+	withdrawn := b.offered[lost]
+	sw.withdrawLocked(b, lost)
+	ask(a, lost)
+	if rj := sent[*protocol.Reject](a); len(rj) != 1 || len(a.queue) != 0 {
+		t.Fatalf("a asked again for piece %d after its reject: rejects %+v, queued %v", lost, rj, a.queue)
+	}
+	sw.offeredTo[lost], b.offered[lost] = b, withdrawn
 	ask(a, lapsed)
 	if rj := sent[*protocol.Reject](a); len(rj) != 0 || len(a.queue) != 1 || sw.offeredTo[lapsed] != a {
 		t.Fatalf("a asked for piece %d, which nobody holds or fetches: rejects %+v, queued %v; want it queued and revealed to a again", lapsed, rj, a.queue)
@@ -422,7 +431,8 @@ func TestSwarmMessageChecks(t *testing.T) {
 		})
 	}
 	// A peer may not queue more requests than the cap.
-	sw := testSwarm(t, true)
+	sw := testSwarm(t, false)
+	sw.have.set(0)
 	s := addPeer(t, sw, 1)
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
