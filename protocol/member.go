@@ -1,0 +1,76 @@
+package protocol
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
+
+// MemberRecord is one supernode's entry in the list the supernodes gossip:
+// who it is, where it listens and how loaded it is. The supernode signs its
+// own entry and raises Beat each time it issues one, so a copy passed on by
+// others can be neither forged nor replayed over a newer one.
+type MemberRecord struct {
+	Key    []byte   `msgpack:"k"`           // ed25519 public key; the peer ID is its hash
+	Addrs  []string `msgpack:"a"`           // where it listens, QUIC and STUN on one port
+	Beat   uint64   `msgpack:"b"`           // raised by the supernode with every entry it issues
+	Leaves uint32   `msgpack:"l,omitempty"` // leaves attached now
+	Cap    uint32   `msgpack:"c,omitempty"` // leaves it accepts at most
+	Sig    []byte   `msgpack:"s"`
+}
+
+// Check bounds every field, without checking the signature.
+func (m *MemberRecord) Check() error {
+	if len(m.Key) != ed25519.PublicKeySize {
+		return invalid("member key of %d bytes (want %d)", len(m.Key), ed25519.PublicKeySize)
+	}
+	if len(m.Sig) != ed25519.SignatureSize {
+		return invalid("member signature of %d bytes (want %d)", len(m.Sig), ed25519.SignatureSize)
+	}
+	if len(m.Addrs) == 0 {
+		return invalid("member without an address")
+	}
+	return checkAddrs(m.Addrs)
+}
+
+// Verify checks the entry's bounds and its signature.
+func (m *MemberRecord) Verify() error {
+	if err := m.Check(); err != nil {
+		return err
+	}
+	if !ed25519.Verify(ed25519.PublicKey(m.Key), m.signedBytes(), m.Sig) {
+		return fmt.Errorf("%w: member record of %s", ErrBadSignature, m.Peer().Short())
+	}
+	return nil
+}
+
+// Sign sets the entry's key to id's and signs it.
+func (m *MemberRecord) Sign(id *Identity) {
+	m.Key = slices.Clone([]byte(id.Key.Public().(ed25519.PublicKey)))
+	m.Sig = ed25519.Sign(id.Key, m.signedBytes())
+}
+
+// Peer is the supernode's peer ID.
+func (m *MemberRecord) Peer() PeerID { return PeerIDFromPublicKey(m.Key) }
+
+// Clone is a deep copy of m.
+func (m *MemberRecord) Clone() *MemberRecord {
+	c := *m
+	c.Key, c.Sig, c.Addrs = slices.Clone(m.Key), slices.Clone(m.Sig), slices.Clone(m.Addrs)
+	return &c
+}
+
+const memberRecordDomain = "supernet member record v1\x00"
+
+func (m *MemberRecord) signedBytes() []byte {
+	b := []byte(memberRecordDomain)
+	b = appendBytes(b, m.Key)
+	b = append(b, byte(len(m.Addrs)))
+	for _, a := range m.Addrs {
+		b = appendBytes(b, []byte(a))
+	}
+	b = binary.BigEndian.AppendUint64(b, m.Beat)
+	b = binary.BigEndian.AppendUint32(b, m.Leaves)
+	return binary.BigEndian.AppendUint32(b, m.Cap)
+}

@@ -1,0 +1,104 @@
+package supernode
+
+import (
+	"bytes"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// Members is a supernode's view of the live supernodes, kept by heartbeat
+// gossip: every round each supernode signs its own entry with a higher beat and
+// passes on the freshest entry it holds of every other. An entry whose beat
+// has not risen for failAfter is taken as dead. A dead entry is remembered for
+// as long again, with its beat, so that an older copy still going round does
+// not bring it back; a higher beat does (it restarted, or was only cut off).
+type Members struct {
+	mu        sync.Mutex
+	failAfter time.Duration
+	max       int
+	m         map[protocol.PeerID]*member
+}
+
+type member struct {
+	rec  *protocol.MemberRecord
+	seen time.Time // when its beat last rose
+	dead bool
+}
+
+// NewMembers makes an empty view holding at most max supernodes.
+func NewMembers(failAfter time.Duration, max int) *Members {
+	return &Members{failAfter: failAfter, max: max, m: make(map[protocol.PeerID]*member)}
+}
+
+// Merge takes entries gossiped by a neighbour (or our own). It returns how
+// many were news, and how many were refused: bad signatures or bounds, which
+// a supernode that sends them should be dropped for.
+func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, bad int) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, r := range recs {
+		id := r.Peer()
+		old := ms.m[id]
+		if old != nil && r.Beat <= old.rec.Beat {
+			continue // what we hold is as new; no need to check the signature
+		}
+		if err := r.Verify(); err != nil {
+			bad++
+			continue
+		}
+		if old == nil && len(ms.m) >= ms.max {
+			continue
+		}
+		ms.m[id] = &member{rec: r.Clone(), seen: now}
+		fresh++
+	}
+	return fresh, bad
+}
+
+// Expire marks the supernodes whose beat stopped as dead, forgets those dead
+// for long, and returns the ones that died now.
+func (ms *Members) Expire(now time.Time) []protocol.PeerID {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	var died []protocol.PeerID
+	for id, m := range ms.m {
+		age := now.Sub(m.seen)
+		switch {
+		case age >= 2*ms.failAfter:
+			delete(ms.m, id)
+		case age >= ms.failAfter && !m.dead:
+			m.dead = true
+			died = append(died, id)
+		}
+	}
+	return died
+}
+
+// Live are the entries of the supernodes taken as alive, by peer ID: what a
+// supernode gossips and hands to its leaves, and the ring of the directory.
+func (ms *Members) Live() []*protocol.MemberRecord {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	out := make([]*protocol.MemberRecord, 0, len(ms.m))
+	for _, m := range ms.m {
+		if !m.dead {
+			out = append(out, m.rec.Clone())
+		}
+	}
+	slices.SortFunc(out, func(a, b *protocol.MemberRecord) int {
+		x, y := a.Peer(), b.Peer()
+		return bytes.Compare(x[:], y[:])
+	})
+	return out
+}
+
+// Alive reports whether id is taken as a live supernode.
+func (ms *Members) Alive(id protocol.PeerID) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	m := ms.m[id]
+	return m != nil && !m.dead
+}

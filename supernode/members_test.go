@@ -1,0 +1,92 @@
+package supernode
+
+import (
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+func memberRec(t *testing.T, id *protocol.Identity, beat uint64, leaves uint32) *protocol.MemberRecord {
+	t.Helper()
+	r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Leaves: leaves, Cap: 200}
+	r.Sign(id)
+	return r
+}
+
+func newIdentity(t *testing.T) *protocol.Identity {
+	t.Helper()
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestMembersHeartbeats(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ms := NewMembers(3*time.Second, 10)
+	a, b := newIdentity(t), newIdentity(t)
+	if fresh, bad := ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 5), memberRec(t, b, 7, 9)}, now); fresh != 2 || bad != 0 {
+		t.Fatalf("first gossip: %d fresh, %d bad", fresh, bad)
+	}
+	// An older or equal beat changes nothing; a higher one replaces the entry.
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, b, 7, 100), memberRec(t, b, 3, 100)}, now); fresh != 0 {
+		t.Fatalf("stale beats were taken: %d fresh", fresh)
+	}
+	now = now.Add(2 * time.Second)
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 2, 6)}, now); fresh != 1 {
+		t.Fatal("a higher beat was not taken")
+	}
+	// A forged entry (b's key, altered load) and a malformed one are refused.
+	forged := memberRec(t, b, 8, 9)
+	forged.Leaves = 0
+	short := memberRec(t, a, 9, 1)
+	short.Sig = short.Sig[:10]
+	if fresh, bad := ms.Merge([]*protocol.MemberRecord{forged, short}, now); fresh != 0 || bad != 2 {
+		t.Fatalf("forged and malformed entries: %d fresh, %d bad; want 0 and 2", fresh, bad)
+	}
+	// b's beat stopped 3 s ago: it is dead; a's rose 1 s ago.
+	now = now.Add(time.Second)
+	if died := ms.Expire(now); len(died) != 1 || died[0] != b.ID {
+		t.Fatalf("died: %v, want b", died)
+	}
+	if live := ms.Live(); len(live) != 1 || live[0].Peer() != a.ID || live[0].Leaves != 6 {
+		t.Fatalf("live: %v, want a with 6 leaves", live)
+	}
+	// An old copy of b going round does not revive it; a new beat does.
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, b, 7, 9)}, now); fresh != 0 || ms.Alive(b.ID) {
+		t.Fatal("an old entry revived a dead supernode")
+	}
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, b, 8, 0)}, now); fresh != 1 || !ms.Alive(b.ID) {
+		t.Fatal("a supernode that beat again stayed dead")
+	}
+	// Dead for twice the timeout, an entry is forgotten.
+	ms.Expire(now.Add(4 * time.Second))
+	if died := ms.Expire(now.Add(7 * time.Second)); len(died) != 0 {
+		t.Fatalf("died twice: %v", died)
+	}
+	if live := ms.Live(); len(live) != 0 {
+		t.Fatalf("live after all stopped: %v", live)
+	}
+	if ms.Alive(a.ID) || ms.Alive(b.ID) {
+		t.Fatal("forgotten supernodes are alive")
+	}
+}
+
+func TestMembersBounded(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ms := NewMembers(time.Second, 2)
+	ids := []*protocol.Identity{newIdentity(t), newIdentity(t), newIdentity(t)}
+	var recs []*protocol.MemberRecord
+	for _, id := range ids {
+		recs = append(recs, memberRec(t, id, 1, 0))
+	}
+	if fresh, _ := ms.Merge(recs, now); fresh != 2 || len(ms.Live()) != 2 || ms.Alive(ids[2].ID) {
+		t.Fatalf("a view of 2 took %d of 3", fresh)
+	}
+	// Those held still get their updates when the view is full; others stay out.
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, ids[0], 2, 7), memberRec(t, ids[2], 2, 0)}, now); fresh != 1 || ms.Alive(ids[2].ID) {
+		t.Fatalf("full view: %d fresh, want only the held supernode's update", fresh)
+	}
+}
