@@ -171,6 +171,7 @@ func init() {
 	registerCapped[Source](MaxSourcesPerHit)
 	registerCapped[FileRecord](MaxFilesPerFrame)
 	registerCapped[ContentID](MaxIDsPerFrame)
+	registerCapped[MemberRecord](MaxMembers)
 }
 
 // registerCapped makes msgpack refuse a []T of more than limit elements before it

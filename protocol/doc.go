@@ -154,6 +154,7 @@
 //	0x1d  cancel      v3       swarm      either
 //	0x1e  peers       v3       swarm      either
 //	0x1f  reject      v3       swarm      either
+//	0x20  members     v4       message    supernode -> supernode, supernode -> leaf
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -266,6 +267,15 @@
 //
 //	cancel (Cancel), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
+//
+//	members (Members), v4
+//	  m    [member] live supernodes; <= 256
+//	member (MemberRecord): one supernode's entry, signed by it
+//	  k    bin 32   its ed25519 public key (its peer ID is the SHA-256 of it)
+//	  a    [str]    where it listens; 1 to 8 of <= 128 bytes
+//	  b    uint64   beat: raised by the supernode with every entry it issues
+//	  l?   uint32   leaves attached;  c?  uint32  leaves it accepts at most
+//	  s    bin 64   ed25519 signature (see Membership)
 //
 //	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
@@ -499,6 +509,19 @@
 // still ask for it; the first source then rejects the request if another peer holds
 // the piece or is fetching it from the first source. Peers treat it like any other.
 //
+// # Membership
+//
+// Every supernode issues its own member entry once a second (v4), with a beat higher
+// than any before (its clock in milliseconds serves), signed over
+// "supernet member record v1" 0x00, then k, each address, b, l and c: byte strings
+// with a 2-byte big-endian length before them, the address count as one byte, b as
+// 8 bytes and l and c as 4 bytes, big-endian. It sends members, with its own entry
+// and the freshest entry it holds of every other live supernode, to each supernode
+// neighbour. A receiver keeps an entry only if its beat is higher than the one it
+// holds and the signature checks; one whose beat has not risen for a few seconds is
+// taken as dead, and is remembered with its beat for as long again so that older
+// copies still going round do not revive it.
+//
 // # Connection setup
 //
 // Peers behind NATs connect through their supernodes (v2). The initiator sends
@@ -531,6 +554,7 @@
 //	    (a second STUN address of the listener, str) in welcome.
 //	v3  Swarms: types 0x16 to 0x1f, and swarm streams on transfer connections. A v3
 //	    peer still answers get_meta streams from v1 and v2 peers.
+//	v4  Membership: type 0x20.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -46,6 +46,7 @@ const (
 	TypeCancel     MsgType = 0x1d // v3
 	TypePeers      MsgType = 0x1e // v3
 	TypeReject     MsgType = 0x1f // v3
+	TypeMembers    MsgType = 0x20 // v4
 )
 
 var typeNames = map[MsgType]string{
@@ -57,7 +58,7 @@ var typeNames = map[MsgType]string{
 	TypeRelayLoad: "relay_load", TypeRelayAsk: "relay_ask", TypeRelayOK: "relay_ok",
 	TypeJoin: "join", TypeBitfield: "bitfield", TypeHave: "have", TypeInterest: "interested",
 	TypeNoInterest: "not_interested", TypeChoke: "choke", TypeUnchoke: "unchoke", TypeCancel: "cancel",
-	TypePeers: "peers", TypeReject: "reject",
+	TypePeers: "peers", TypeReject: "reject", TypeMembers: "members",
 }
 
 func (t MsgType) String() string {
@@ -71,7 +72,7 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 3
+	MaxVersion uint16 = 4
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -81,6 +82,9 @@ const VersionSignal uint16 = 2
 // VersionSwarm is the first version with swarm streams: have-maps, interest,
 // choking and cancels between peers that exchange pieces both ways.
 const VersionSwarm uint16 = 3
+
+// VersionMembers is the first version with the gossiped list of live supernodes.
+const VersionMembers uint16 = 4
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -96,6 +100,7 @@ const (
 	MaxFilesPerFrame = 512
 	MaxHitsPerFrame  = 256
 	MaxSourcesPerHit = 64
+	MaxMembers       = 256 // supernode entries in one members message
 	MaxIDsPerFrame   = 4096
 	MaxSummaryLevels = 8
 	MaxHops          = 8
@@ -323,6 +328,12 @@ type Reject struct {
 	Length uint32 `msgpack:"n"`
 }
 
+// Members is a supernode's list of the live supernodes, each entry signed by
+// its supernode: what supernodes gossip to each other and hand to their leaves.
+type Members struct {
+	Members []MemberRecord `msgpack:"m"`
+}
+
 // Peers tells the other side of a swarm stream of more peers in the swarm
 // (peer exchange), so a swarm forms before the tracker knows its members.
 type Peers struct {
@@ -361,6 +372,7 @@ func (*Choke) Type() MsgType      { return TypeChoke }
 func (*Unchoke) Type() MsgType    { return TypeUnchoke }
 func (*Cancel) Type() MsgType     { return TypeCancel }
 func (*Reject) Type() MsgType     { return TypeReject }
+func (*Members) Type() MsgType    { return TypeMembers }
 func (*Peers) Type() MsgType      { return TypePeers }
 
 func newMessage(t MsgType) Message {
@@ -427,6 +439,8 @@ func newMessage(t MsgType) Message {
 		return new(Peers)
 	case TypeReject:
 		return new(Reject)
+	case TypeMembers:
+		return new(Members)
 	}
 	return nil
 }
@@ -704,6 +718,18 @@ func (m *Bitfield) validate() error {
 func (m *Cancel) validate() error {
 	if m.Length == 0 || m.Length > MaxBlockLen {
 		return invalid("cancel of %d bytes (1 to %d)", m.Length, MaxBlockLen)
+	}
+	return nil
+}
+
+func (m *Members) validate() error {
+	if len(m.Members) > MaxMembers {
+		return invalid("%d members (max %d)", len(m.Members), MaxMembers)
+	}
+	for i := range m.Members {
+		if err := m.Members[i].Check(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

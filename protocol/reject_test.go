@@ -419,6 +419,8 @@ func TestValidate(t *testing.T) {
 		{"cancel too long", &Cancel{Length: MaxBlockLen + 1}},
 		{"reject length 0", &Reject{Piece: 1}},
 		{"reject too long", &Reject{Length: MaxBlockLen + 1}},
+		{"members 257", &Members{Members: make([]MemberRecord, MaxMembers+1)}},
+		{"member without address", &Members{Members: []MemberRecord{{Key: make([]byte, 32), Sig: make([]byte, 64)}}}},
 		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
 		{"join NAT type 5", &Join{NAT: 5}},
 		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},
