@@ -44,6 +44,7 @@ func startSupernode(t testing.TB, join ...*supernode.Server) *supernode.Server {
 	}
 	s, err := supernode.New(supernode.Config{
 		Conn: loopbackConn(t), Identity: id, Join: targets, TickInterval: 50 * time.Millisecond,
+		Neighbours: -1, // the tests build their topologies link by link
 		// Tests and benchmarks poll and measure faster than any person searches.
 		Router: supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6},
 		Log:    testLog(t),

@@ -75,8 +75,21 @@ type Config struct {
 	TURNServers []string
 	// TURNCheckInterval is how often TURNServers are checked (default 10 s).
 	TURNCheckInterval time.Duration
-	Router            RouterConfig
-	Log               zerolog.Logger
+	// Advertise are the addresses other supernodes reach this one at, for the
+	// member list (default: the socket's address when it names a host; a
+	// supernode on all interfaces that advertises nothing is listed but never
+	// dialled by the supernodes that learn of it second-hand).
+	Advertise []string
+	// GossipInterval is how often the member list goes to the neighbours
+	// (default 1 s); a supernode silent for MemberTimeout is taken as dead
+	// (default 4 s).
+	GossipInterval, MemberTimeout time.Duration
+	// Neighbours is how many supernode links this one keeps: with fewer, it
+	// links to live supernodes from the member list (default 4; below zero,
+	// only the Join links and those others open).
+	Neighbours int
+	Router     RouterConfig
+	Log        zerolog.Logger
 }
 
 // Server is a supernode on a QUIC socket.
@@ -88,6 +101,10 @@ type Server struct {
 	tcpLn  net.Listener
 	router *Router
 	relays relayTable
+
+	members  *Members
+	beat     uint64      // the last beat of our own entry; gossip loop only
+	dialling atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
 	links  map[LinkID]*transport.Link
@@ -118,6 +135,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RelayCredTTL <= 0 {
 		cfg.RelayCredTTL = time.Hour
+	}
+	if cfg.GossipInterval <= 0 {
+		cfg.GossipInterval = time.Second
+	}
+	if cfg.MemberTimeout <= 0 {
+		cfg.MemberTimeout = 4 * time.Second
+	}
+	if cfg.Neighbours == 0 {
+		cfg.Neighbours = 4
 	}
 	id := cfg.Identity
 	if id == nil {
@@ -165,6 +191,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
 	s.router = NewRouter(cfg.Router, s)
+	s.members = NewMembers(cfg.MemberTimeout, 4096)
 	return s, nil
 }
 
@@ -282,6 +309,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.wg.Add(1)
 	go s.tickLoop()
+	s.wg.Add(1)
+	go s.gossipLoop()
 	if len(s.cfg.TURNServers) > 0 && len(s.cfg.RelaySecret) > 0 {
 		s.wg.Add(1)
 		go s.checkTURNServers()
@@ -493,6 +522,14 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			}
 			s.wg.Add(1)
 			go s.natReport(id, l, r)
+			continue
+		}
+		if ms, ok := m.(*protocol.Members); ok {
+			if err := s.takeMembers(l, ms); err != nil {
+				l.Log().Warn().Err(err).Msg("bad member list; closing link")
+				l.Close(err)
+				return
+			}
 			continue
 		}
 		if _, ok := m.(*protocol.RelayAsk); ok {

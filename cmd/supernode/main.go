@@ -31,6 +31,8 @@ func command() *cobra.Command {
 		relayListen, relayIP      string
 		secretFile                string
 		join, turnServers         []string
+		advertise                 []string
+		neighbours                int
 		jsonLogs                  bool
 		maxLeaves                 int
 		hops                      uint8
@@ -66,6 +68,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 			cfg := supernode.Config{
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
 				AltListen: altListen, ListenTCP: tcpListen, RelaySecret: secret,
+				Advertise: advertise, Neighbours: neighbours,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
 			}
 			for _, ts := range turnServers {
@@ -120,6 +123,8 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. :3478")
 	f.StringVar(&relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
 	f.StringSliceVar(&turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
+	f.StringSliceVar(&advertise, "advertise", nil, "host:port other supernodes reach this one at, for the member list (default: the listen address when it names a host)")
+	f.IntVar(&neighbours, "neighbours", 4, "supernode links to keep, opened from the member list when the joined ones are fewer (-1: only --join)")
 	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	return cmd
 }

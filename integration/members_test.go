@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// gossipingSupernode runs a supernode that keeps `neighbours` links from the
+// member list, with gossip in test time.
+func gossipingSupernode(t *testing.T, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
+	t.Helper()
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []string
+	for _, j := range join {
+		targets = append(targets, j.ID().String()+"@"+j.Addr().String())
+	}
+	s, err := supernode.New(supernode.Config{
+		Conn: loopbackConn(t), Identity: id, Join: targets, AltListen: "-", ListenTCP: "-",
+		GossipInterval: 100 * time.Millisecond, MemberTimeout: 600 * time.Millisecond, Neighbours: neighbours,
+		Log: testLog(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			s.Close()
+			if err := <-done; !errors.Is(err, supernode.ErrServerClosed) {
+				t.Errorf("supernode Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func memberIDs(s *supernode.Server) map[protocol.PeerID]bool {
+	out := make(map[protocol.PeerID]bool)
+	for _, m := range s.Members() {
+		out[m.Peer()] = true
+	}
+	return out
+}
+
+// Supernodes joined in a chain learn of each other by gossip, link to more of
+// each other from the list, and when some die the survivors drop them from
+// the list and link to others, so the overlay stays connected.
+func TestMembershipGossipAndRelink(t *testing.T) {
+	const n = 8
+	var sns []*supernode.Server
+	var stops []func()
+	for i := range n {
+		var join []*supernode.Server
+		if i > 0 {
+			join = append(join, sns[i-1])
+		}
+		s, stop := gossipingSupernode(t, 3, join...)
+		sns, stops = append(sns, s), append(stops, stop)
+	}
+	eventually(t, 10*time.Second, "every supernode to list all 8", func() bool {
+		for _, s := range sns {
+			if len(memberIDs(s)) != n {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 10*time.Second, "every supernode to have 3 neighbours or more", func() bool {
+		for _, s := range sns {
+			if s.Router().Neighbours() < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	// Kill three, among them the chain's links.
+	killed := map[protocol.PeerID]bool{}
+	for _, i := range []int{1, 4, 6} {
+		killed[sns[i].ID()] = true
+		stops[i]()
+	}
+	var alive []*supernode.Server
+	for _, s := range sns {
+		if !killed[s.ID()] {
+			alive = append(alive, s)
+		}
+	}
+	start := time.Now()
+	eventually(t, 10*time.Second, "the survivors to list exactly the 5 alive", func() bool {
+		for _, s := range alive {
+			ids := memberIDs(s)
+			if len(ids) != len(alive) {
+				return false
+			}
+			for id := range killed {
+				if ids[id] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("the dead left every survivor's list after %v", time.Since(start).Round(10*time.Millisecond))
+	eventually(t, 10*time.Second, "every survivor to have 3 live neighbours again", func() bool {
+		for _, s := range alive {
+			if s.Router().Neighbours() < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("neighbours restored after %v", time.Since(start).Round(10*time.Millisecond))
+	// A leaf's view of the list does not include forged entries: a member list
+	// signed wrongly from a supernode link closes that link (checked in unit tests).
+}
+
+// A supernode link that passes on a forged member entry is closed, and the
+// forged entry is not listed.
+func TestForgedMemberEntryClosesLink(t *testing.T) {
+	sn, _ := gossipingSupernode(t, -1)
+	id, _ := protocol.GenerateIdentity()
+	n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleSupernode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	victim, _ := protocol.GenerateIdentity()
+	forged := protocol.MemberRecord{Addrs: []string{"127.0.0.1:9"}, Beat: 1}
+	forged.Sign(victim)
+	forged.Leaves = 999 // altered after signing
+	l.Send(&protocol.Members{Members: []protocol.MemberRecord{forged}})
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link that sent a forged member entry stayed open")
+	}
+	if memberIDs(sn)[victim.ID] {
+		t.Fatal("the forged entry was listed")
+	}
+}
