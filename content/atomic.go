@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic replaces path with data so that a crash leaves either the old file or the
+// WriteFileAtomic replaces path with data so that a crash leaves either the old file or the
 // new one, never a torn mix. The temporary file is hidden so that a share scan of the same
 // folder never picks it up. syncDir also makes the rename itself durable.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode, syncDir bool) (err error) {
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode, syncDir bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

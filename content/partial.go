@@ -267,7 +267,7 @@ func (p *Partial) saveStateOf(have []byte, syncDir bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p.state, b, 0o600, syncDir); err != nil {
+	if err := WriteFileAtomic(p.state, b, 0o600, syncDir); err != nil {
 		return fmt.Errorf("save download state %s: %w", p.state, err)
 	}
 	return nil

@@ -362,7 +362,7 @@ func (s *Share) saveCache(known map[string]cacheEntry) error {
 	if err := os.MkdirAll(filepath.Dir(s.cachePath), 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(s.cachePath, b, 0o600, true)
+	return WriteFileAtomic(s.cachePath, b, 0o600, true)
 }
 
 // index hashes and tags one file. fi is its stat before hashing; a file that changes while

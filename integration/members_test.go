@@ -3,10 +3,14 @@ package integration
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -155,4 +159,40 @@ func TestForgedMemberEntryClosesLink(t *testing.T) {
 	if memberIDs(sn)[victim.ID] {
 		t.Fatal("the forged entry was listed")
 	}
+}
+
+// A leaf keeps the member list its supernode hands it, on disk: when its only
+// configured supernode dies it attaches to another from the list, and so does
+// a daemon started later with that dead supernode alone configured.
+func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
+	a, stopA := gossipingSupernode(t, -1)
+	b, _ := gossipingSupernode(t, -1, a)
+	eventually(t, 10*time.Second, "both supernodes to list each other", func() bool {
+		return len(memberIDs(a)) == 2 && len(memberIDs(b)) == 2
+	})
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := startPeer(t, a, "p", nil, func(c *peer.Config) { c.DataDir = dataDir })
+	cache := filepath.Join(dataDir, "supernodes.cache")
+	eventually(t, 10*time.Second, "the leaf to cache the member list", func() bool {
+		got, err := os.ReadFile(cache)
+		return err == nil && strings.Contains(string(got), b.ID().String()+"@"+b.Addr().String())
+	})
+	stopA()
+	start := time.Now()
+	eventually(t, 15*time.Second, "the leaf to attach to the other supernode", func() bool {
+		st := p.Status().Supernode
+		return st.Connected && st.PeerID == b.ID().String()
+	})
+	t.Logf("attached to the listed supernode %v after its own died", time.Since(start).Round(10*time.Millisecond))
+	// A new daemon that knows only the dead supernode finds the live one in the cache.
+	q := startPeer(t, a, "q", nil, func(c *peer.Config) {
+		c.DataDir = t.TempDir()
+		if err := os.WriteFile(filepath.Join(c.DataDir, "supernodes.cache"), []byte("garbage line\n"+b.ID().String()+"@"+b.Addr().String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	eventually(t, 15*time.Second, "a new daemon to attach through the cached list", func() bool {
+		st := q.Status().Supernode
+		return st.Connected && st.PeerID == b.ID().String()
+	})
 }

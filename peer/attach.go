@@ -42,6 +42,7 @@ type attachment struct {
 	published map[protocol.ContentID]bool
 	attached  chan struct{} // closed while attached; replaced on detach
 	nat       protocol.NATType
+	listed    []string // supernodes from the member list (and its cache), peerid@addr
 }
 
 func newAttachment(d *Daemon) *attachment {
@@ -100,13 +101,19 @@ func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) 
 func (a *attachment) run() {
 	d := a.d
 	defer d.wg.Done()
-	if len(d.cfg.Supernodes) == 0 {
+	if d.cfg.DataDir != "" {
+		a.mu.Lock()
+		a.listed = loadMembers(d.cfg.DataDir)
+		a.mu.Unlock()
+	}
+	if len(a.targets()) == 0 {
 		d.log.Warn().Msg("no supernode configured: search and publish are off")
 		return
 	}
 	backoff := 250 * time.Millisecond
 	for i := 0; d.ctx.Err() == nil; i++ {
-		target := d.cfg.Supernodes[i%len(d.cfg.Supernodes)]
+		targets := a.targets()
+		target := targets[i%len(targets)]
 		if err := a.attachOnce(target); err != nil && d.ctx.Err() == nil {
 			a.mu.Lock()
 			a.status = SupernodeStatus{Addr: target, LastError: err.Error()}
@@ -116,7 +123,7 @@ func (a *attachment) run() {
 			backoff = 250 * time.Millisecond
 		}
 		// After a full round of failures, back off before the next round.
-		if (i+1)%len(d.cfg.Supernodes) == 0 {
+		if (i+1)%len(targets) == 0 {
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			case <-d.ctx.Done():
@@ -265,6 +272,8 @@ func (a *attachment) readLoop(l *transport.Link) {
 		case *protocol.Pong:
 		case *protocol.Signal:
 			a.d.conns.onSignal(m)
+		case *protocol.Members:
+			a.takeMembers(m)
 		case *protocol.NATStatus:
 			a.mu.Lock()
 			if a.link == l {

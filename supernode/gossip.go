@@ -28,6 +28,9 @@ func (s *Server) gossipLoop() {
 	}
 }
 
+// leafMembersEvery is how many gossip rounds pass between member lists to leaves.
+const leafMembersEvery = 10
+
 func (s *Server) gossip(now time.Time) {
 	// The clock in milliseconds keeps beats rising across restarts.
 	s.beat = max(s.beat+1, uint64(now.UnixMilli()))
@@ -39,15 +42,22 @@ func (s *Server) gossip(now time.Time) {
 		s.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
 	}
 	live := s.members.Live()
-	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, min(len(live), protocol.MaxMembers))}
-	for _, m := range live[:min(len(live), protocol.MaxMembers)] {
-		msg.Members = append(msg.Members, *m)
-	}
+	msg := membersMessage(live)
+	s.rounds++
 	s.mu.Lock()
 	var links []*transport.Link
 	for _, id := range s.byPeer {
 		if l := s.links[id]; l != nil && l.Version >= protocol.VersionMembers {
 			links = append(links, l)
+		}
+	}
+	// Leaves get the list less often: they need it only to find a
+	// supernode when theirs are gone, and keep it on disk for that.
+	if s.rounds%leafMembersEvery == 0 {
+		for _, id := range s.leafOf {
+			if l := s.links[id]; l != nil && l.Version >= protocol.VersionMembers {
+				links = append(links, l)
+			}
 		}
 	}
 	neighbours := len(s.byPeer)
@@ -131,3 +141,11 @@ func dialable(addr string) bool {
 
 // Members returns the live supernodes this one knows of, its own entry included.
 func (s *Server) Members() []*protocol.MemberRecord { return s.members.Live() }
+
+func membersMessage(live []*protocol.MemberRecord) *protocol.Members {
+	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, min(len(live), protocol.MaxMembers))}
+	for _, m := range live[:min(len(live), protocol.MaxMembers)] {
+		msg.Members = append(msg.Members, *m)
+	}
+	return msg
+}

@@ -104,6 +104,7 @@ type Server struct {
 
 	members  *Members
 	beat     uint64      // the last beat of our own entry; gossip loop only
+	rounds   uint64      // gossip rounds so far; gossip loop only
 	dialling atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
@@ -419,6 +420,9 @@ func (s *Server) accept(in *transport.Incoming) {
 			old.Close(fmt.Errorf("%w: replaced by a new connection", protocol.ErrForbidden))
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
+		if l.Version >= protocol.VersionMembers {
+			l.Send(membersMessage(s.members.Live()))
+		}
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
