@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,14 @@ func loopbackConn(t testing.TB) net.PacketConn {
 // startSupernode runs a supernode on loopback that joins the given ones.
 func startSupernode(t testing.TB, join ...*supernode.Server) *supernode.Server {
 	t.Helper()
+	s, _ := runSupernode(t, nil, join...)
+	return s
+}
+
+// runSupernode runs a supernode on loopback that joins the given ones, with
+// tune applied to its configuration; stop ends it (also safe after the test).
+func runSupernode(t testing.TB, tune func(*supernode.Config), join ...*supernode.Server) (*supernode.Server, func()) {
+	t.Helper()
 	id, err := protocol.GenerateIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -42,25 +51,33 @@ func startSupernode(t testing.TB, join ...*supernode.Server) *supernode.Server {
 	for _, j := range join {
 		targets = append(targets, j.ID().String()+"@"+j.Addr().String())
 	}
-	s, err := supernode.New(supernode.Config{
+	cfg := supernode.Config{
 		Conn: loopbackConn(t), Identity: id, Join: targets, TickInterval: 50 * time.Millisecond,
 		Neighbours: -1, // the tests build their topologies link by link
 		// Tests and benchmarks poll and measure faster than any person searches.
 		Router: supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6},
 		Log:    testLog(t),
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	s, err := supernode.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; !errors.Is(err, supernode.ErrServerClosed) {
-			t.Errorf("supernode Serve: %v", err)
-		}
-	})
-	return s
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			s.Close()
+			if err := <-done; !errors.Is(err, supernode.ErrServerClosed) {
+				t.Errorf("supernode Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
 }
 
 type peerOpt func(*peer.Config)

@@ -2,11 +2,9 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,35 +18,10 @@ import (
 // member list, with gossip in test time.
 func gossipingSupernode(t *testing.T, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
 	t.Helper()
-	id, err := protocol.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var targets []string
-	for _, j := range join {
-		targets = append(targets, j.ID().String()+"@"+j.Addr().String())
-	}
-	s, err := supernode.New(supernode.Config{
-		Conn: loopbackConn(t), Identity: id, Join: targets, AltListen: "-", ListenTCP: "-",
-		GossipInterval: 100 * time.Millisecond, MemberTimeout: 600 * time.Millisecond, Neighbours: neighbours,
-		Log: testLog(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			s.Close()
-			if err := <-done; !errors.Is(err, supernode.ErrServerClosed) {
-				t.Errorf("supernode Serve: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return s, stop
+	return runSupernode(t, func(c *supernode.Config) {
+		c.AltListen, c.ListenTCP = "-", "-"
+		c.GossipInterval, c.MemberTimeout, c.Neighbours = 100*time.Millisecond, 600*time.Millisecond, neighbours
+	}, join...)
 }
 
 func memberIDs(s *supernode.Server) map[protocol.PeerID]bool {
