@@ -8,6 +8,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // membersFile caches, in the data directory, the supernodes the last
@@ -26,7 +27,7 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 	var targets []string
 	for i := range m.Members {
 		r := &m.Members[i]
-		if r.Verify() != nil || r.Peer() == a.d.ID() {
+		if r.Verify() != nil || r.Peer() == a.d.ID() || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
 		targets = append(targets, r.Peer().String()+"@"+r.Addrs[0])

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -101,7 +100,7 @@ func (s *Server) linkMore(live []*protocol.MemberRecord) {
 	var cands []*protocol.MemberRecord
 	for _, m := range live {
 		id := m.Peer()
-		if _, linked := s.byPeer[id]; !linked && id != s.ID() && dialable(m.Addrs[0]) {
+		if _, linked := s.byPeer[id]; !linked && id != s.ID() && transport.Dialable(m.Addrs[0]) {
 			cands = append(cands, m)
 		}
 	}
@@ -127,16 +126,6 @@ func (s *Server) linkMore(live []*protocol.MemberRecord) {
 			l.Log().Info().Msg("linked to a supernode from the member list")
 		}
 	}()
-}
-
-// dialable reports whether addr names a host one can dial.
-func dialable(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host != "" && (ip == nil || !ip.IsUnspecified())
 }
 
 // Members returns the live supernodes this one knows of, its own entry included.

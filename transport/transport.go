@@ -353,6 +353,17 @@ func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.
 	}
 }
 
+// Dialable reports whether addr is a host:port one can dial: a listener's
+// unspecified address (":6346", "[::]:6346") is not.
+func Dialable(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
+}
+
 // ParseTarget splits "peerid@host:port" or "host:port". With a peer ID, a dial
 // to the target fails unless the other side proves that ID.
 func ParseTarget(s string) (protocol.PeerID, string, error) {
