@@ -4,12 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -102,6 +104,36 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 	t.Logf("neighbours restored after %v", time.Since(start).Round(10*time.Millisecond))
 	// A leaf's view of the list does not include forged entries: a member list
 	// signed wrongly from a supernode link closes that link (checked in unit tests).
+}
+
+// Supernodes link to their fingers on the ring of supernode IDs first: with
+// enough links each one ends linked to its successor, which a lookup on the
+// ring needs to end.
+func TestSupernodesLinkTheirRingSuccessor(t *testing.T) {
+	const n = 12
+	var sns []*supernode.Server
+	for i := range n {
+		var join []*supernode.Server
+		if i > 0 {
+			join = append(join, sns[i-1])
+		}
+		s, _ := gossipingSupernode(t, 5, join...)
+		sns = append(sns, s)
+	}
+	ids := make([]ring.ID, n)
+	for i, s := range sns {
+		ids[i] = ring.ID(s.ID())
+	}
+	r := ring.New(ids)
+	eventually(t, 15*time.Second, "every supernode to be linked to its successor on the ring", func() bool {
+		for _, s := range sns {
+			succ := r.Fingers(ring.ID(s.ID()))[0]
+			if !slices.Contains(s.Linked(), protocol.PeerID(succ)) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // A supernode link that passes on a forged member entry is closed, and the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -64,8 +65,10 @@ func (s *Server) gossip(now time.Time) {
 	for _, l := range links {
 		l.Send(msg)
 	}
-	if neighbours < s.cfg.Neighbours {
-		s.linkMore(live)
+	if s.cfg.Neighbours >= 0 {
+		// The ring successor is linked even beyond the count: a lookup on
+		// the ring ends through it.
+		s.linkMore(live, neighbours < s.cfg.Neighbours)
 	}
 }
 
@@ -93,22 +96,49 @@ func (s *Server) takeMembers(l *transport.Link, m *protocol.Members) error {
 	return nil
 }
 
-// linkMore dials one live supernode we have no link to, at random, unless a
-// dial is under way. The link then runs like a configured one, without redials.
-func (s *Server) linkMore(live []*protocol.MemberRecord) {
-	s.mu.Lock()
-	var cands []*protocol.MemberRecord
+// linkMore dials one live supernode we have no link to, unless a dial is
+// under way: our successor on the ring of supernode IDs first, then (if more
+// links are wanted) our other fingers from the farthest in, so that the links
+// are the shortcuts a lookup on the ring takes, and with all of those linked
+// any listed supernode. The link then runs like a configured one, without
+// redials.
+func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
+	now := time.Now()
+	byID := make(map[ring.ID]*protocol.MemberRecord, len(live))
+	ids := make([]ring.ID, 0, len(live))
 	for _, m := range live {
-		id := m.Peer()
-		if _, linked := s.byPeer[id]; !linked && id != s.ID() && transport.Dialable(m.Addrs[0]) {
-			cands = append(cands, m)
+		byID[ring.ID(m.Peer())] = m
+		ids = append(ids, ring.ID(m.Peer()))
+	}
+	fingers := ring.New(ids).Fingers(ring.ID(s.ID()))
+	order := make([]ring.ID, 0, len(ids))
+	if len(fingers) > 0 {
+		order = append(order, fingers[0])
+		for i := len(fingers) - 1; i > 0; i-- {
+			order = append(order, fingers[i])
 		}
 	}
+	if !more {
+		order = order[:min(len(order), 1)]
+	} else {
+		rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		order = append(order, ids...)
+	}
+	s.mu.Lock()
+	var m *protocol.MemberRecord
+	for _, id := range order {
+		c := byID[id]
+		p := protocol.PeerID(id)
+		if _, linked := s.byPeer[p]; linked || p == s.ID() || !transport.Dialable(c.Addrs[0]) || now.Before(s.dialFailed[p]) {
+			continue
+		}
+		m = c
+		break
+	}
 	s.mu.Unlock()
-	if len(cands) == 0 || !s.dialling.CompareAndSwap(false, true) {
+	if m == nil || !s.dialling.CompareAndSwap(false, true) {
 		return
 	}
-	m := cands[rand.IntN(len(cands))]
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -120,6 +150,9 @@ func (s *Server) linkMore(live []*protocol.MemberRecord) {
 		l, _, err := s.node.Dial(ctx, m.Addrs[0], m.Peer(), &protocol.Hello{Role: protocol.RoleSupernode})
 		if err != nil {
 			s.log.Debug().Err(err).Str("peer_id", m.Peer().Short()).Msg("cannot link to a listed supernode")
+			s.mu.Lock()
+			s.dialFailed[m.Peer()] = time.Now().Add(2 * s.cfg.MemberTimeout)
+			s.mu.Unlock()
 			return
 		}
 		if _, ok := s.neighbourUp(l); ok {
@@ -137,4 +170,15 @@ func membersMessage(live []*protocol.MemberRecord) *protocol.Members {
 		msg.Members = append(msg.Members, *m)
 	}
 	return msg
+}
+
+// Linked are the supernodes this one has a link to.
+func (s *Server) Linked() []protocol.PeerID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]protocol.PeerID, 0, len(s.byPeer))
+	for p := range s.byPeer {
+		out = append(out, p)
+	}
+	return out
 }

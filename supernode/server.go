@@ -85,8 +85,9 @@ type Config struct {
 	// (default 4 s).
 	GossipInterval, MemberTimeout time.Duration
 	// Neighbours is how many supernode links this one keeps: with fewer, it
-	// links to live supernodes from the member list (default 4; below zero,
-	// only the Join links and those others open).
+	// links to live supernodes from the member list, its ring fingers first
+	// (default 8, enough fingers for lookups in about log2 N hops up to a few
+	// hundred supernodes; below zero, only the Join links and those others open).
 	Neighbours int
 	Router     RouterConfig
 	Log        zerolog.Logger
@@ -111,7 +112,9 @@ type Server struct {
 	links  map[LinkID]*transport.Link
 	byPeer map[protocol.PeerID]LinkID // supernode links
 	leafOf map[protocol.PeerID]LinkID // leaf links
-	nextID atomic.Uint64
+	// dialFailed holds off redials to listed supernodes that did not answer.
+	dialFailed map[protocol.PeerID]time.Time
+	nextID     atomic.Uint64
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -144,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MemberTimeout = 4 * time.Second
 	}
 	if cfg.Neighbours == 0 {
-		cfg.Neighbours = 4
+		cfg.Neighbours = 8
 	}
 	id := cfg.Identity
 	if id == nil {
@@ -182,8 +185,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
-		leafOf: make(map[protocol.PeerID]LinkID),
-		ctx:    ctx, cancel: cancel,
+		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
+		ctx: ctx, cancel: cancel,
 	}
 	cfg.Router.Log = log
 	cfg.Router.ID = id.ID

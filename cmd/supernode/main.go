@@ -124,7 +124,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
 	f.StringSliceVar(&turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
 	f.StringSliceVar(&advertise, "advertise", nil, "host:port other supernodes reach this one at, for the member list (default: the listen address when it names a host)")
-	f.IntVar(&neighbours, "neighbours", 4, "supernode links to keep, opened from the member list when the joined ones are fewer (-1: only --join)")
+	f.IntVar(&neighbours, "neighbours", 8, "supernode links to keep, opened from the member list (ring fingers first) when the joined ones are fewer (-1: only --join)")
 	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	return cmd
 }
