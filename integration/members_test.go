@@ -182,6 +182,9 @@ func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 		got, err := os.ReadFile(cache)
 		return err == nil && strings.Contains(string(got), b.ID().String()+"@"+b.Addr().String())
 	})
+	if n := p.Status().Supernode.Listed; n != 2 {
+		t.Fatalf("status lists %d supernodes, want 2", n)
+	}
 	stopA()
 	start := time.Now()
 	eventually(t, 15*time.Second, "the leaf to attach to the other supernode", func() bool {

@@ -28,6 +28,9 @@ type SupernodeStatus struct {
 	Public    bool   `json:"public"`
 	Relay     string `json:"relay,omitempty"` // the relay we live on, when UDP is blocked
 	LastError string `json:"last_error,omitempty"`
+	// Listed is how many supernodes the member list (or its cache) names,
+	// ours included: where we attach when the configured ones are gone.
+	Listed int `json:"supernodes_listed"`
 }
 
 // attachment keeps the peer attached to one supernode of its list, failing over
@@ -57,6 +60,7 @@ func newAttachment(d *Daemon) *attachment {
 func (a *attachment) snapshot() SupernodeStatus {
 	a.mu.Lock()
 	st := a.status
+	st.Listed = len(a.listed)
 	a.mu.Unlock()
 	if a.d.onRelay != nil {
 		st.Relay = a.d.relayTCP + " (tcp), relayed address " + a.d.onRelay.RelayedAddr().String()

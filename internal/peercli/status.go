@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -52,6 +53,7 @@ func statusCmd(g *globals) *cobra.Command {
 			default:
 				fmt.Fprintf(tw, "Supernode:\tnot attached yet\n")
 			}
+			fmt.Fprintf(tw, "Supernodes listed:\t%d (the overlay's member list, kept in %s)\n", sn.Listed, filepath.Join(st.DataDir, "supernodes.cache"))
 			if st.ShareDir == "" {
 				fmt.Fprintf(tw, "Sharing:\tnothing (start the daemon with --share FOLDER to share)\n")
 			} else {
