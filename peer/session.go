@@ -184,24 +184,20 @@ func (s *session) writeLoop() error {
 			s.st.Write(frame)
 			return nil
 		}
+		if err != nil {
+			sw.mu.Unlock()
+			return err
+		}
 		var total int
-		runEnds := false
+		var runEnds bool
 		if !s.amChoking && len(s.queue) > 0 {
 			if sw.d.upTurns.take(s) {
-				batch, total = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
-				last := batch[len(batch)-1]
-				runEnds = len(s.queue) == 0 || s.queue[0].Piece != last.Piece || s.queue[0].Offset != last.Offset+last.Length
+				batch, total, runEnds = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
 			}
 		} else {
 			sw.d.upTurns.done(s)
 		}
 		sw.mu.Unlock()
-		if err != nil {
-			if total > 0 {
-				sw.d.upTurns.waited(s, true)
-			}
-			return err
-		}
 		if total > 0 {
 			err := sw.d.upLimit.wait(sw.ctx, total)
 			sw.d.upTurns.waited(s, runEnds)
@@ -248,16 +244,20 @@ func (s *session) writeLoop() error {
 
 // takeBatchLocked takes the requests to answer next: while unchoked, the first
 // queued one and those after it that continue it in the same piece, up to max
-// bytes.
-func (s *session) takeBatchLocked(batch []protocol.Request, max int) ([]protocol.Request, int) {
+// bytes. runEnds reports that the next queued request does not continue the
+// batch: the piece run we upload to s ends with it.
+func (s *session) takeBatchLocked(batch []protocol.Request, max int) (_ []protocol.Request, total int, runEnds bool) {
 	if s.amChoking {
-		return batch, 0
+		return batch, 0, true
 	}
-	total := 0
 	for _, r := range s.queue {
 		if len(batch) > 0 {
 			last := batch[len(batch)-1]
-			if r.Piece != last.Piece || r.Offset != last.Offset+last.Length || total+int(r.Length) > max {
+			if r.Piece != last.Piece || r.Offset != last.Offset+last.Length {
+				runEnds = true
+				break
+			}
+			if total+int(r.Length) > max {
 				break
 			}
 		}
@@ -265,7 +265,7 @@ func (s *session) takeBatchLocked(batch []protocol.Request, max int) ([]protocol
 		total += int(r.Length)
 	}
 	s.queue = s.queue[len(batch):]
-	return batch, total
+	return batch, total, runEnds || len(s.queue) == 0
 }
 
 func (s *session) readLoop() error {
@@ -433,12 +433,7 @@ func (sw *swarm) onMessageLocked(s *session, m protocol.Message) error {
 		}
 		sw.unaskLocked(s, blockKey(i, int(m.Offset)))
 		if s.has.has(i) {
-			s.has.unset(i)
-			s.nhas--
-			sw.avail[i]--
-			if !sw.have.has(i) {
-				s.useful--
-			}
+			sw.peerLacksLocked(s, i)
 		}
 		sw.fillAllLocked()
 	case *protocol.Cancel:
@@ -468,6 +463,16 @@ func (sw *swarm) peerHasLocked(s *session, i int) bool {
 	}
 	s.useful++
 	return true
+}
+
+// peerLacksLocked undoes peerHasLocked: s no longer offers us piece i.
+func (sw *swarm) peerLacksLocked(s *session, i int) {
+	s.has.unset(i)
+	s.nhas--
+	sw.avail[i]--
+	if !sw.have.has(i) {
+		s.useful--
+	}
 }
 
 // joinPeer opens a swarm stream to src over a link from the connector and runs

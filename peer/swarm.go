@@ -457,9 +457,7 @@ func (sw *swarm) removeLocked(s *session) {
 	sw.kick()
 	sw.fillAllLocked()
 	// Pieces only s had come back into reach of a first source's offers.
-	for _, o := range sw.sessions {
-		sw.offerLocked(o)
-	}
+	sw.offerAllLocked()
 }
 
 // dropRequestsLocked frees the blocks requested from s.
@@ -497,6 +495,12 @@ func (sw *swarm) kick() {
 func (sw *swarm) fillAllLocked() {
 	for _, o := range sw.sessions {
 		sw.fillLocked(o)
+	}
+}
+
+func (sw *swarm) offerAllLocked() {
+	for _, o := range sw.sessions {
+		sw.offerLocked(o)
 	}
 }
 
@@ -1107,9 +1111,7 @@ func (sw *swarm) expireOffersLocked(now time.Time) {
 		}
 	}
 	if expired {
-		for _, s := range sw.sessions {
-			sw.offerLocked(s)
-		}
+		sw.offerAllLocked()
 	}
 }
 
