@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -42,7 +43,7 @@ func (s *Server) gossip(now time.Time) {
 		s.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
 	}
 	live := s.members.Live()
-	msg := membersMessage(live)
+	msg := membersMessage(live, s.ID())
 	s.rounds++
 	s.mu.Lock()
 	var links []*transport.Link
@@ -164,9 +165,20 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 // Members returns the live supernodes this one knows of, its own entry included.
 func (s *Server) Members() []*protocol.MemberRecord { return s.members.Live() }
 
-func membersMessage(live []*protocol.MemberRecord) *protocol.Members {
-	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, min(len(live), protocol.MaxMembers))}
-	for _, m := range live[:min(len(live), protocol.MaxMembers)] {
+// membersMessage lists live in one message. With more than fit, it carries
+// our own entry and a random sample of the others, so that over the rounds
+// every entry travels.
+func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID) *protocol.Members {
+	if len(live) > protocol.MaxMembers {
+		live = slices.Clone(live)
+		rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		if i := slices.IndexFunc(live, func(m *protocol.MemberRecord) bool { return m.Peer() == self }); i >= 0 {
+			live[0], live[i] = live[i], live[0]
+		}
+		live = live[:protocol.MaxMembers]
+	}
+	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, len(live))}
+	for _, m := range live {
 		msg.Members = append(msg.Members, *m)
 	}
 	return msg

@@ -90,3 +90,28 @@ func TestMembersBounded(t *testing.T) {
 		t.Fatalf("full view: %d fresh, want only the held supernode's update", fresh)
 	}
 }
+
+// A list too long for one message carries our own entry and, over rounds,
+// every other.
+func TestMembersMessageSamples(t *testing.T) {
+	var live []*protocol.MemberRecord
+	for i := range protocol.MaxMembers + 20 {
+		r := &protocol.MemberRecord{Key: make([]byte, 32), Addrs: []string{"192.0.2.1:1"}}
+		r.Key[0], r.Key[1] = byte(i), byte(i>>8)
+		live = append(live, r)
+	}
+	self := live[len(live)-1].Peer()
+	seen := map[protocol.PeerID]bool{}
+	for range 50 {
+		msg := membersMessage(live, self)
+		if len(msg.Members) != protocol.MaxMembers || msg.Members[0].Peer() != self {
+			t.Fatalf("%d members, first %s; want %d with our own first", len(msg.Members), msg.Members[0].Peer().Short(), protocol.MaxMembers)
+		}
+		for i := range msg.Members {
+			seen[msg.Members[i].Peer()] = true
+		}
+	}
+	if len(seen) != len(live) {
+		t.Fatalf("50 rounds carried %d of %d entries", len(seen), len(live))
+	}
+}

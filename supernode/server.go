@@ -424,7 +424,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
 		if l.Version >= protocol.VersionMembers {
-			l.Send(membersMessage(s.members.Live()))
+			l.Send(membersMessage(s.members.Live(), s.ID()))
 		}
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
