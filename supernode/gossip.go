@@ -156,7 +156,7 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 			s.mu.Unlock()
 			return
 		}
-		if _, ok := s.neighbourUp(l); ok {
+		if _, ok := s.neighbourUp(l, true); ok {
 			l.Log().Info().Msg("linked to a supernode from the member list")
 		}
 	}()

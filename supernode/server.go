@@ -8,6 +8,7 @@
 package supernode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -438,7 +439,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		if err != nil {
 			return
 		}
-		s.neighbourUp(l)
+		s.neighbourUp(l, false)
 	case protocol.RoleRelay:
 		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
 		if err != nil {
@@ -473,27 +474,35 @@ func (s *Server) register(l *transport.Link) LinkID {
 	return id
 }
 
-// neighbourUp registers a supernode link unless one to the same supernode exists.
-func (s *Server) neighbourUp(l *transport.Link) (LinkID, bool) {
-	s.mu.Lock()
-	if _, ok := s.byPeer[l.Peer]; ok {
-		s.mu.Unlock()
-		l.Close(fmt.Errorf("%w: already linked", protocol.ErrForbidden))
-		return 0, false
-	}
+// neighbourUp registers a supernode link. When one to the same supernode
+// exists, both sides keep the link dialled by the supernode with the smaller
+// ID: two supernodes that dial each other at once would otherwise each close
+// the link the other kept, and stay unlinked.
+func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
 	if l.Peer == s.ID() {
-		s.mu.Unlock()
 		l.Close(fmt.Errorf("%w: that is me", protocol.ErrForbidden))
 		return 0, false
 	}
+	me := s.ID()
+	keepNew := outgoing == (bytes.Compare(me[:], l.Peer[:]) < 0)
+	s.mu.Lock()
+	_, linked := s.byPeer[l.Peer]
 	s.mu.Unlock()
+	if linked && !keepNew {
+		l.Close(fmt.Errorf("%w: already linked", protocol.ErrForbidden))
+		return 0, false
+	}
 	id := s.register(l)
 	if id == 0 {
 		return 0, false
 	}
 	s.mu.Lock()
+	old := s.links[s.byPeer[l.Peer]]
 	s.byPeer[l.Peer] = id
 	s.mu.Unlock()
+	if old != nil && old != l {
+		old.Close(fmt.Errorf("%w: replaced by the link the smaller ID dialled", protocol.ErrForbidden))
+	}
 	s.router.NeighbourUp(id, l.Peer)
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
@@ -568,7 +577,7 @@ func (s *Server) joinLoop(target string) {
 	for s.ctx.Err() == nil {
 		l, _, err := s.node.Dial(s.ctx, addr, expect, &protocol.Hello{Role: protocol.RoleSupernode})
 		if err == nil {
-			if _, ok := s.neighbourUp(l); ok {
+			if _, ok := s.neighbourUp(l, true); ok {
 				backoff = 200 * time.Millisecond
 				select {
 				case <-l.Done():
