@@ -172,6 +172,7 @@ func init() {
 	registerCapped[FileRecord](MaxFilesPerFrame)
 	registerCapped[ContentID](MaxIDsPerFrame)
 	registerCapped[MemberRecord](MaxMembers)
+	registerCapped[UserRecord](MaxUserRecords)
 }
 
 // registerCapped makes msgpack refuse a []T of more than limit elements before it

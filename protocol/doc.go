@@ -155,6 +155,10 @@
 //	0x1e  peers       v3       swarm      either
 //	0x1f  reject      v3       swarm      either
 //	0x20  members     v4       message    supernode -> supernode, supernode -> leaf
+//	0x21  user_put    v5       message    leaf -> supernode, supernode -> supernode
+//	0x22  user_get    v5       message    leaf -> supernode, supernode -> supernode
+//	0x23  user_reply  v5       message    supernode -> supernode, supernode -> leaf
+//	0x24  user_store  v5       message    supernode -> supernode
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -279,6 +283,32 @@
 //
 //	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
+//
+//	user_put (UserPut), v5
+//	  i    bin 16   request ID, chosen at random by the leaf
+//	  r    user     the record to store
+//	  h?   uint8    supernode hops so far, <= 8
+//	user (UserRecord): a username's owner and where it is, signed by the owner
+//	  u    str      username: 1 to 32 bytes of a-z 0-9, and after the first . _ -
+//	  k    bin 32   the owner's ed25519 public key
+//	  q    uint64   sequence: a record replaces one with a lower q
+//	  e    int64    expiry, Unix seconds, at most 24 h ahead
+//	  sn?  [bin 32] the supernodes the owner is attached to, <= 3
+//	  a?   [str]    the owner's addresses, <= 8 of <= 128 bytes
+//	  nt?  uint8    the owner's NAT type, as in nat_report
+//	  s    bin 64   ed25519 signature (see Username directory)
+//
+//	user_get (UserGet), v5
+//	  i    bin 16   request ID;  u  str  username;  h?  uint8  hops so far, <= 8
+//
+//	user_reply (UserReply), v5
+//	  i    bin 16   the request's ID
+//	  c?   uint16   status (0: stored, or found); m?  str  why not, <= 1024 bytes
+//	  r?   user     the record found
+//	  h?   uint8    supernode hops the request took to where it was answered
+//
+//	user_store (UserStore), v5
+//	  r    [user]   records the receiver should hold, <= 64
 //
 //	peers (Peers), v3
 //	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
@@ -522,6 +552,26 @@
 // taken as dead, and is remembered with its beat for as long again so that older
 // copies still going round do not revive it.
 //
+// # Username directory
+//
+// A username record (v5) is signed by its owner over "supernet user record v1" 0x00,
+// then u, k, q, e, each of sn, each of a and nt: u, k and each address with a 2-byte
+// big-endian length before it, q and e as 8 bytes big-endian, the counts of sn and a
+// as one byte each, and nt as one byte. The records live on the supernodes: each
+// supernode sits on a ring of 2^256 positions at its peer ID, a name at
+// SHA-256("supernet user" 0x00 name), and the first three live supernodes at or
+// after a name's position (going round) hold its record: the owner and its two
+// successors. A supernode that gets user_put or user_get from a leaf, or from a
+// supernode, answers it if it holds the name (a get) or owns it (a put); else it
+// passes the request to the linked supernode closest before the owner, or to the
+// owner itself when linked, raising h, and sends the reply back the way the request
+// came. The owner stores a put only if the record is signed by the key that holds
+// the name, or the name is free (no record, or the held one expired), and its q is
+// higher; it then sends user_store to its successors. When the member list changes,
+// a supernode sends user_store with each record to the supernodes that should hold
+// it now and drops the records it should no longer hold. A leaf puts its record
+// again before it expires and whenever its supernodes or addresses change.
+//
 // # Connection setup
 //
 // Peers behind NATs connect through their supernodes (v2). The initiator sends
@@ -555,6 +605,7 @@
 //	v3  Swarms: types 0x16 to 0x1f, and swarm streams on transfer connections. A v3
 //	    peer still answers get_meta streams from v1 and v2 peers.
 //	v4  Membership: type 0x20.
+//	v5  Username directory: types 0x21 to 0x24.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

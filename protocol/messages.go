@@ -47,6 +47,10 @@ const (
 	TypePeers      MsgType = 0x1e // v3
 	TypeReject     MsgType = 0x1f // v3
 	TypeMembers    MsgType = 0x20 // v4
+	TypeUserPut    MsgType = 0x21 // v5
+	TypeUserGet    MsgType = 0x22 // v5
+	TypeUserReply  MsgType = 0x23 // v5
+	TypeUserStore  MsgType = 0x24 // v5
 )
 
 var typeNames = map[MsgType]string{
@@ -59,6 +63,7 @@ var typeNames = map[MsgType]string{
 	TypeJoin: "join", TypeBitfield: "bitfield", TypeHave: "have", TypeInterest: "interested",
 	TypeNoInterest: "not_interested", TypeChoke: "choke", TypeUnchoke: "unchoke", TypeCancel: "cancel",
 	TypePeers: "peers", TypeReject: "reject", TypeMembers: "members",
+	TypeUserPut: "user_put", TypeUserGet: "user_get", TypeUserReply: "user_reply", TypeUserStore: "user_store",
 }
 
 func (t MsgType) String() string {
@@ -72,7 +77,7 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 4
+	MaxVersion uint16 = 5
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -85,6 +90,9 @@ const VersionSwarm uint16 = 3
 
 // VersionMembers is the first version with the gossiped list of live supernodes.
 const VersionMembers uint16 = 4
+
+// VersionUsers is the first version with the username directory.
+const VersionUsers uint16 = 5
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -101,6 +109,7 @@ const (
 	MaxHitsPerFrame  = 256
 	MaxSourcesPerHit = 64
 	MaxMembers       = 256 // supernode entries in one members message
+	MaxUserRecords   = 64  // username records in one user_store message
 	MaxIDsPerFrame   = 4096
 	MaxSummaryLevels = 8
 	MaxHops          = 8
@@ -334,6 +343,38 @@ type Members struct {
 	Members []MemberRecord `msgpack:"m"`
 }
 
+// UserPut stores a username record in the directory: from a leaf to its
+// supernode, then from supernode to supernode toward the name's owner on the
+// ring. H counts the supernode hops so far.
+type UserPut struct {
+	ID   QueryID    `msgpack:"i"`
+	Rec  UserRecord `msgpack:"r"`
+	Hops uint8      `msgpack:"h,omitempty"`
+}
+
+// UserGet looks a username up, travelling like UserPut.
+type UserGet struct {
+	ID   QueryID `msgpack:"i"`
+	Name string  `msgpack:"u"`
+	Hops uint8   `msgpack:"h,omitempty"`
+}
+
+// UserReply answers a UserPut or UserGet, back along the path it came: the
+// record (for a get that found it), or why not, and the hops it took.
+type UserReply struct {
+	ID      QueryID     `msgpack:"i"`
+	Code    Status      `msgpack:"c,omitempty"`
+	Message string      `msgpack:"m,omitempty"`
+	Rec     *UserRecord `msgpack:"r,omitempty"`
+	Hops    uint8       `msgpack:"h,omitempty"`
+}
+
+// UserStore hands records to a supernode that should hold them: copies from
+// the owner to its successors, and records moved when the ring changes.
+type UserStore struct {
+	Recs []UserRecord `msgpack:"r"`
+}
+
 // Peers tells the other side of a swarm stream of more peers in the swarm
 // (peer exchange), so a swarm forms before the tracker knows its members.
 type Peers struct {
@@ -374,6 +415,10 @@ func (*Cancel) Type() MsgType     { return TypeCancel }
 func (*Reject) Type() MsgType     { return TypeReject }
 func (*Members) Type() MsgType    { return TypeMembers }
 func (*Peers) Type() MsgType      { return TypePeers }
+func (*UserPut) Type() MsgType    { return TypeUserPut }
+func (*UserGet) Type() MsgType    { return TypeUserGet }
+func (*UserReply) Type() MsgType  { return TypeUserReply }
+func (*UserStore) Type() MsgType  { return TypeUserStore }
 
 func newMessage(t MsgType) Message {
 	switch t {
@@ -441,6 +486,14 @@ func newMessage(t MsgType) Message {
 		return new(Reject)
 	case TypeMembers:
 		return new(Members)
+	case TypeUserPut:
+		return new(UserPut)
+	case TypeUserGet:
+		return new(UserGet)
+	case TypeUserReply:
+		return new(UserReply)
+	case TypeUserStore:
+		return new(UserStore)
 	}
 	return nil
 }
@@ -728,6 +781,45 @@ func (m *Members) validate() error {
 	}
 	for i := range m.Members {
 		if err := m.Members[i].Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *UserPut) validate() error {
+	if m.Hops > MaxHops {
+		return invalid("user_put after %d hops (max %d)", m.Hops, MaxHops)
+	}
+	return m.Rec.Check()
+}
+
+func (m *UserGet) validate() error {
+	if m.Hops > MaxHops {
+		return invalid("user_get after %d hops (max %d)", m.Hops, MaxHops)
+	}
+	return CheckUsername(m.Name)
+}
+
+func (m *UserReply) validate() error {
+	if len(m.Message) > MaxNameLen {
+		return invalid("user_reply message of %d bytes (max %d)", len(m.Message), MaxNameLen)
+	}
+	if m.Hops > MaxHops {
+		return invalid("user_reply after %d hops (max %d)", m.Hops, MaxHops)
+	}
+	if m.Rec != nil {
+		return m.Rec.Check()
+	}
+	return nil
+}
+
+func (m *UserStore) validate() error {
+	if len(m.Recs) > MaxUserRecords {
+		return invalid("%d user records (max %d)", len(m.Recs), MaxUserRecords)
+	}
+	for i := range m.Recs {
+		if err := m.Recs[i].Check(); err != nil {
 			return err
 		}
 	}

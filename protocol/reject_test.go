@@ -81,6 +81,7 @@ func hostileBodies(t testing.TB) []hostileBody {
 		only(TypePublish, "publish of 513 nil files", "81 a1 66 dc 0201"+rep("c0", MaxFilesPerFrame+1)),
 		only(TypeUnpublish, "unpublish of 4097 nil IDs", "81 a1 69 dc 1001"+rep("c0", MaxIDsPerFrame+1)),
 		only(TypeHits, "hits of 257 empty maps", "81 a1 68 dc 0101"+rep("80", MaxHitsPerFrame+1)),
+		only(TypeUserStore, "user_store of 65 nil records", "81 a1 72 dc 0041"+rep("c0", MaxUserRecords+1)),
 		only(TypeHits, "hit of 65 nil sources", "81 a1 68 91 81 a3 737263 dc 0041"+rep("c0", MaxSourcesPerHit+1)),
 	)
 	// Trailing bytes: a whole valid body and then more. For a Block that is data.
@@ -421,6 +422,20 @@ func TestValidate(t *testing.T) {
 		{"reject too long", &Reject{Length: MaxBlockLen + 1}},
 		{"members 257", &Members{Members: make([]MemberRecord, MaxMembers+1)}},
 		{"member without address", &Members{Members: []MemberRecord{{Key: make([]byte, 32), Sig: make([]byte, 64)}}}},
+		{"user_put bad name", &UserPut{Rec: func() UserRecord { r := exUser; r.Name = "Alice"; return r }()}},
+		{"user_put short key", &UserPut{Rec: func() UserRecord { r := exUser; r.Key = r.Key[:31]; return r }()}},
+		{"user_put 4 supernodes", &UserPut{Rec: func() UserRecord { r := exUser; r.Supernodes = make([]PeerID, 4); return r }()}},
+		{"user_put 9 hops", &UserPut{Rec: exUser, Hops: MaxHops + 1}},
+		{"user_get empty name", &UserGet{}},
+		{"user_get 9 hops", &UserGet{Name: "alice", Hops: MaxHops + 1}},
+		{"user_reply unsigned record", &UserReply{Rec: &UserRecord{Name: "alice", Key: make([]byte, 32)}}},
+		{"user_store 65", &UserStore{Recs: func() []UserRecord {
+			r := make([]UserRecord, MaxUserRecords+1)
+			for i := range r {
+				r[i] = exUser
+			}
+			return r
+		}()}},
 		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
 		{"join NAT type 5", &Join{NAT: 5}},
 		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},
