@@ -55,8 +55,9 @@ func runSupernode(t testing.TB, tune func(*supernode.Config), join ...*supernode
 		Conn: loopbackConn(t), Identity: id, Join: targets, TickInterval: 50 * time.Millisecond,
 		Neighbours: -1, // the tests build their topologies link by link
 		// Tests and benchmarks poll and measure faster than any person searches.
-		Router: supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6},
-		Log:    testLog(t),
+		Router:      supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6},
+		LeafDirRate: 1e6, LeafDirBurst: 1e6,
+		Log: testLog(t),
 	}
 	if tune != nil {
 		tune(&cfg)

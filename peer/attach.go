@@ -33,33 +33,63 @@ type SupernodeStatus struct {
 	Listed int `json:"supernodes_listed"`
 }
 
-// attachment keeps the peer attached to one supernode of its list, failing over
-// to the next when the current one dies, and republishes the share on each attach.
+// attachment keeps the peer attached to up to Config.Attach supernodes at once,
+// each in its own slot: a slot whose supernode dies attaches to another from the
+// list while the others carry on, so searches, signalling and the index stay up
+// through the failover. Each slot publishes the share to its supernode.
 type attachment struct {
 	d *Daemon
 
-	mu        sync.Mutex
+	mu       sync.Mutex
+	slots    []*slot
+	claimed  map[string]bool // target addresses a slot is dialling or attached to
+	searches map[protocol.QueryID]*search
+	attached chan struct{} // closed while some slot is attached; replaced when none is
+	lastErr  SupernodeStatus
+	listed   []listedSN    // supernodes from the member list (and its cache)
+	changed  chan struct{} // closed when a slot detaches, for the slots waiting for a target
+}
+
+// slot is one of the peer's supernode attachments.
+type slot struct {
 	link      *transport.Link
 	status    SupernodeStatus
-	searches  map[protocol.QueryID]*search
 	published map[protocol.ContentID]bool
-	attached  chan struct{} // closed while attached; replaced on detach
 	nat       protocol.NATType
-	listed    []string // supernodes from the member list (and its cache), peerid@addr
 }
 
 func newAttachment(d *Daemon) *attachment {
-	return &attachment{
-		d:         d,
-		searches:  make(map[protocol.QueryID]*search),
-		published: make(map[protocol.ContentID]bool),
-		attached:  make(chan struct{}),
+	a := &attachment{
+		d:        d,
+		claimed:  make(map[string]bool),
+		searches: make(map[protocol.QueryID]*search),
+		attached: make(chan struct{}),
+		changed:  make(chan struct{}),
 	}
+	for range d.cfg.Attach {
+		a.slots = append(a.slots, &slot{})
+	}
+	return a
 }
 
+// primaryLocked is the slot attached longest, or nil.
+func (a *attachment) primaryLocked() *slot {
+	var p *slot
+	for _, s := range a.slots {
+		if s.link != nil && (p == nil || s.status.Since.Before(p.status.Since)) {
+			p = s
+		}
+	}
+	return p
+}
+
+// snapshot is the primary attachment's status, or the last failure.
 func (a *attachment) snapshot() SupernodeStatus {
 	a.mu.Lock()
-	st := a.status
+	st := a.lastErr
+	if p := a.primaryLocked(); p != nil {
+		st = p.status
+	}
 	st.Listed = len(a.listed)
 	a.mu.Unlock()
 	if a.d.onRelay != nil {
@@ -68,28 +98,77 @@ func (a *attachment) snapshot() SupernodeStatus {
 	return st
 }
 
-// self is how other peers reach us through the overlay: our supernode and NAT.
+// all are the statuses of the attached slots, primary first.
+func (a *attachment) all() []SupernodeStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []SupernodeStatus
+	if p := a.primaryLocked(); p != nil {
+		out = append(out, p.status)
+		for _, s := range a.slots {
+			if s.link != nil && s != p {
+				out = append(out, s.status)
+			}
+		}
+	}
+	return out
+}
+
+// self is how other peers reach us through the overlay: our primary
+// supernode and NAT.
 func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.link == nil {
+	p := a.primaryLocked()
+	if p == nil {
 		return nil, protocol.NATUnknown
 	}
-	sn := a.link.Peer
-	return &sn, a.nat
+	sn := p.link.Peer
+	return &sn, a.natLocked()
+}
+
+// natLocked is the NAT type a supernode established, the primary's first.
+func (a *attachment) natLocked() protocol.NATType {
+	if p := a.primaryLocked(); p != nil && p.nat != protocol.NATUnknown {
+		return p.nat
+	}
+	for _, s := range a.slots {
+		if s.link != nil && s.nat != protocol.NATUnknown {
+			return s.nat
+		}
+	}
+	return protocol.NATUnknown
+}
+
+// supernodes are the peer IDs of the attached supernodes, primary first.
+func (a *attachment) supernodes() []protocol.PeerID {
+	var out []protocol.PeerID
+	for _, st := range a.all() {
+		if p, err := protocol.ParsePeerID(st.PeerID); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (a *attachment) current() *transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.link
+	if p := a.primaryLocked(); p != nil {
+		return p.link
+	}
+	return nil
 }
 
 // waitAttached blocks until attached or ctx ends.
 func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) {
 	for {
 		a.mu.Lock()
-		l, ch := a.link, a.attached
+		ch := a.attached
+		var l *transport.Link
+		if p := a.primaryLocked(); p != nil {
+			l = p.link
+		}
 		a.mu.Unlock()
 		if l != nil {
 			return l, nil
@@ -114,20 +193,53 @@ func (a *attachment) run() {
 		d.log.Warn().Msg("no supernode configured: search and publish are off")
 		return
 	}
+	for i, s := range a.slots[1:] {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			// The first slot attaches first, so the supernode list arrives
+			// before the others choose.
+			select {
+			case <-time.After(time.Duration(i+1) * 100 * time.Millisecond):
+			case <-d.ctx.Done():
+				return
+			}
+			a.runSlot(s)
+		}()
+	}
+	a.runSlot(a.slots[0])
+}
+
+// runSlot keeps one slot attached, trying the targets no other slot holds.
+func (a *attachment) runSlot(s *slot) {
+	d := a.d
 	backoff := 250 * time.Millisecond
-	for i := 0; d.ctx.Err() == nil; i++ {
-		targets := a.targets()
-		target := targets[i%len(targets)]
-		if err := a.attachOnce(target); err != nil && d.ctx.Err() == nil {
+	failed := 0
+	for d.ctx.Err() == nil {
+		target, addr, wait := a.claim()
+		if target == "" {
+			// Every target is held by another slot: wait for one to come free.
+			select {
+			case <-wait:
+			case <-time.After(2*time.Second + rand.N(time.Second)):
+			case <-d.ctx.Done():
+				return
+			}
+			continue
+		}
+		err := a.attachOnce(s, target, addr)
+		a.release(addr)
+		if err != nil && d.ctx.Err() == nil {
 			a.mu.Lock()
-			a.status = SupernodeStatus{Addr: target, LastError: err.Error()}
+			a.lastErr = SupernodeStatus{Addr: target, LastError: err.Error()}
 			a.mu.Unlock()
 			d.log.Warn().Err(err).Str("supernode", target).Msg("supernode unavailable")
+			failed++
 		} else {
-			backoff = 250 * time.Millisecond
+			backoff, failed = 250*time.Millisecond, 0
 		}
-		// After a full round of failures, back off before the next round.
-		if (i+1)%len(targets) == 0 {
+		// After a round of failures, back off before the next round.
+		if failed > 0 && failed%max(len(a.targets()), 1) == 0 {
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			case <-d.ctx.Done():
@@ -138,9 +250,40 @@ func (a *attachment) run() {
 	}
 }
 
-func (a *attachment) attachOnce(target string) error {
+// claim picks the next target no slot holds and marks it held; with none free
+// it returns a channel closed when a slot lets one go.
+func (a *attachment) claim() (target, addr string, wait <-chan struct{}) {
+	targets := a.targets()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := make(map[protocol.PeerID]bool)
+	for _, s := range a.slots {
+		if s.link != nil {
+			held[s.link.Peer] = true
+		}
+	}
+	for _, t := range targets {
+		expect, ad, err := transport.ParseTarget(t)
+		if err != nil || a.claimed[ad] || (!expect.IsZero() && held[expect]) {
+			continue
+		}
+		a.claimed[ad] = true
+		return t, ad, nil
+	}
+	return "", "", a.changed
+}
+
+func (a *attachment) release(addr string) {
+	a.mu.Lock()
+	delete(a.claimed, addr)
+	close(a.changed)
+	a.changed = make(chan struct{})
+	a.mu.Unlock()
+}
+
+func (a *attachment) attachOnce(s *slot, target, addr string) error {
 	d := a.d
-	expect, addr, err := transport.ParseTarget(target)
+	expect, _, err := transport.ParseTarget(target)
 	if err != nil {
 		return err
 	}
@@ -153,40 +296,84 @@ func (a *attachment) attachOnce(target string) error {
 		return err
 	}
 	a.mu.Lock()
-	a.link = l
-	a.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
-	a.published = make(map[protocol.ContentID]bool)
-	close(a.attached)
+	for _, o := range a.slots {
+		if o.link != nil && o.link.Peer == l.Peer {
+			// The same supernode under another address.
+			a.mu.Unlock()
+			l.Close(fmt.Errorf("%w: already attached to this supernode", protocol.ErrForbidden))
+			return nil
+		}
+	}
+	first := a.primaryLocked() == nil
+	s.link = l
+	s.nat = protocol.NATUnknown
+	s.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
+	s.published = make(map[protocol.ContentID]bool)
+	if first {
+		close(a.attached)
+	}
 	a.mu.Unlock()
 	l.Log().Info().Str("observed_addr", w.Observed).Msg("attached to supernode")
 	a.republish()
+	d.user.attachmentsChanged()
 	d.wg.Add(1)
-	go a.discoverNAT(l, w.STUNAlt)
-	a.readLoop(l)
+	go a.discoverNAT(s, l, w.STUNAlt)
+	a.readLoop(s, l)
 
 	a.mu.Lock()
-	a.link = nil
-	a.attached = make(chan struct{})
-	a.status.Connected = false
+	s.link = nil
+	s.status.Connected = false
 	if err := l.Err(); err != nil {
-		a.status.LastError = err.Error()
+		s.status.LastError = err.Error()
 	}
-	for id, s := range a.searches {
-		s.fail(fmt.Errorf("%w: supernode connection lost: %v", ErrNoSupernode, l.Err()))
-		delete(a.searches, id)
+	a.lastErr = s.status
+	next := a.primaryLocked()
+	if next == nil {
+		a.attached = make(chan struct{})
+	}
+	var moved []*search
+	for id, q := range a.searches {
+		if q.via == l {
+			delete(a.searches, id)
+			moved = append(moved, q)
+		}
 	}
 	a.mu.Unlock()
+	d.user.attachmentsChanged()
+	// A search in flight through the lost supernode goes on through another.
+	for _, q := range moved {
+		if next == nil || !a.resend(q, next.link) {
+			q.fail(fmt.Errorf("%w: supernode connection lost: %v", ErrNoSupernode, l.Err()))
+		}
+	}
 	if d.ctx.Err() == nil {
 		l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
 	}
 	return nil
 }
 
+// resend sends a search again through l, under a new ID: the supernodes that
+// saw the old one would drop it as a duplicate.
+func (a *attachment) resend(q *search, l *transport.Link) bool {
+	m := *q.query
+	crand.Read(m.ID[:])
+	a.mu.Lock()
+	q.via, q.query = l, &m
+	a.searches[m.ID] = q
+	a.mu.Unlock()
+	if err := l.Send(&m); err != nil {
+		a.takeSearch(m.ID)
+		return false
+	}
+	l.Log().Info().Str("query", m.Text).Msg("search sent again through this supernode")
+	return true
+}
+
 // discoverNAT asks the supernode's two STUN ports, from the peer's QUIC socket,
 // which address the world sees. The same answer from both means the NAT maps
 // independently of the destination; different ones mean a symmetric NAT. The
 // supernode then checks by dialling back and answers with NATStatus.
-func (a *attachment) discoverNAT(l *transport.Link, alt string) {
+func (a *attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
 	defer a.d.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
@@ -218,9 +405,9 @@ func (a *attachment) discoverNAT(l *transport.Link, alt string) {
 		}
 	}
 	a.mu.Lock()
-	if a.link == l {
-		a.status.Reflexive = r1.String()
-		a.status.Mapping = mapping.String()
+	if s.link == l {
+		s.status.Reflexive = r1.String()
+		s.status.Mapping = mapping.String()
 	}
 	a.mu.Unlock()
 	l.Log().Info().Str("reflexive_addr", r1.String()).Str("mapping", mapping.String()).Msg("NAT measured")
@@ -245,7 +432,7 @@ func altSTUN(alt string, dialled *net.UDPAddr) *net.UDPAddr {
 	return ua
 }
 
-func (a *attachment) readLoop(l *transport.Link) {
+func (a *attachment) readLoop(s *slot, l *transport.Link) {
 	for {
 		m, err := l.Recv()
 		if err != nil {
@@ -255,19 +442,21 @@ func (a *attachment) readLoop(l *transport.Link) {
 		switch m := m.(type) {
 		case *protocol.Hits:
 			a.mu.Lock()
-			s := a.searches[m.ID]
+			q := a.searches[m.ID]
 			a.mu.Unlock()
-			if s != nil {
-				s.add(m.Hits)
+			if q != nil {
+				q.add(m.Hits)
 			}
 		case *protocol.QueryDone:
-			if s := a.takeSearch(m.ID); s != nil {
-				s.finish(m)
+			if q := a.takeSearch(m.ID); q != nil {
+				q.finish(m)
 			}
+		case *protocol.UserReply:
+			a.d.user.reply(m)
 		case *protocol.Error:
 			err := m.AsError()
-			if s := a.takeSearch(m.Ref); s != nil {
-				s.fail(err)
+			if q := a.takeSearch(m.Ref); q != nil {
+				q.fail(err)
 				continue
 			}
 			l.Log().Warn().Err(err).Msg("supernode reported an error")
@@ -280,11 +469,12 @@ func (a *attachment) readLoop(l *transport.Link) {
 			a.takeMembers(m)
 		case *protocol.NATStatus:
 			a.mu.Lock()
-			if a.link == l {
-				a.status.NAT, a.status.Public = m.NAT.String(), m.Public
-				a.nat = m.NAT
+			if s.link == l {
+				s.status.NAT, s.status.Public = m.NAT.String(), m.Public
+				s.nat = m.NAT
 			}
 			a.mu.Unlock()
+			a.d.user.attachmentsChanged()
 			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
 		default:
 			l.Log().Debug().Str("msg", m.Type().String()).Msg("ignoring unexpected message")
@@ -296,22 +486,20 @@ func (a *attachment) readLoop(l *transport.Link) {
 func (a *attachment) takeSearch(id protocol.QueryID) *search {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.takeSearchLocked(id)
+}
+
+func (a *attachment) takeSearchLocked(id protocol.QueryID) *search {
 	s := a.searches[id]
 	delete(a.searches, id)
 	return s
 }
 
-// republish brings the supernode's view of what we offer up to date: the share
-// folder and the files we download or downloaded. New ones are published,
-// vanished ones unpublished.
+// republish brings each supernode's view of what we offer up to date: the
+// share folder and the files we download or downloaded. New ones are
+// published, vanished ones unpublished.
 func (a *attachment) republish() {
 	d := a.d
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	l := a.link
-	if l == nil {
-		return
-	}
 	var recs []protocol.FileRecord
 	if d.share != nil {
 		for _, f := range d.share.Files() {
@@ -319,6 +507,17 @@ func (a *attachment) republish() {
 		}
 	}
 	recs = append(recs, d.swarmFiles()...)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.slots {
+		if s.link != nil {
+			s.publish(recs)
+		}
+	}
+}
+
+func (s *slot) publish(recs []protocol.FileRecord) {
+	l := s.link
 	now := make(map[protocol.ContentID]bool, len(recs))
 	var add []protocol.FileRecord
 	for _, f := range recs {
@@ -326,12 +525,12 @@ func (a *attachment) republish() {
 			continue
 		}
 		now[f.ID] = true
-		if !a.published[f.ID] {
+		if !s.published[f.ID] {
 			add = append(add, f)
 		}
 	}
 	var del []protocol.ContentID
-	for id := range a.published {
+	for id := range s.published {
 		if !now[id] {
 			del = append(del, id)
 		}
@@ -350,21 +549,47 @@ func (a *attachment) republish() {
 		}
 		add = add[n:]
 	}
-	a.published = now
+	s.published = now
 }
 
 // search is one query in flight.
 type search struct {
+	via   *transport.Link // under attachment.mu
+	query *protocol.Query // under attachment.mu
+
 	mu   sync.Mutex
 	hits []protocol.Hit
+	seen map[sourceKey]bool // sources reported so far: several supernodes index one peer
 	done *protocol.QueryDone
 	err  error
 	note chan struct{}
 }
 
-func (s *search) add(h []protocol.Hit) {
+type sourceKey struct {
+	cid  protocol.ContentID
+	peer protocol.PeerID
+}
+
+// add keeps the sources not reported before, and the hits left with any.
+func (s *search) add(hits []protocol.Hit) {
 	s.mu.Lock()
-	s.hits = append(s.hits, h...)
+	if s.seen == nil {
+		s.seen = make(map[sourceKey]bool)
+	}
+	for _, h := range hits {
+		var fresh []protocol.Source
+		for _, src := range h.Sources {
+			k := sourceKey{h.ID, src.Peer}
+			if !s.seen[k] {
+				s.seen[k] = true
+				fresh = append(fresh, src)
+			}
+		}
+		if len(fresh) > 0 {
+			h.Sources = fresh
+			s.hits = append(s.hits, h)
+		}
+	}
 	s.mu.Unlock()
 	s.signal()
 }
@@ -431,11 +656,15 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		}
 		return SearchResult{}, ErrNoSupernode
 	}
-	s := &search{note: make(chan struct{}, 1)}
+	s := &search{note: make(chan struct{}, 1), via: l, query: q}
 	d.attach.mu.Lock()
 	d.attach.searches[q.ID] = s
 	d.attach.mu.Unlock()
-	defer d.attach.takeSearch(q.ID)
+	defer func() {
+		d.attach.mu.Lock()
+		d.attach.takeSearchLocked(s.query.ID)
+		d.attach.mu.Unlock()
+	}()
 	if err := l.Send(q); err != nil {
 		return SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}

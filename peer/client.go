@@ -205,3 +205,15 @@ func (c *Client) Connect(ctx context.Context, req ConnectRequest) (Attempt, erro
 	err = json.NewDecoder(resp.Body).Decode(&a)
 	return a, err
 }
+
+// Lookup resolves a username through the daemon's supernodes.
+func (c *Client) Lookup(ctx context.Context, name string) (LookupResult, error) {
+	var res LookupResult
+	resp, err := c.do(ctx, http.MethodPost, "/v1/lookup", LookupRequest{Name: name})
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&res)
+	return res, err
+}

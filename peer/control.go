@@ -19,20 +19,23 @@ import (
 
 // Status is what `peer status` shows.
 type Status struct {
-	PeerID     string          `json:"peer_id"`
-	Name       string          `json:"name,omitempty"`
-	DataDir    string          `json:"data_dir"`
-	ShareDir   string          `json:"share_dir,omitempty"`
-	LocalAddr  string          `json:"local_addr"`
-	Supernode  SupernodeStatus `json:"supernode"`
-	Shared     []SharedFile    `json:"shared"`
-	SharedSize int64           `json:"shared_bytes"`
-	Uploaded   int64           `json:"uploaded_bytes"`
-	Downloaded int64           `json:"downloaded_bytes"`
-	Downloads  []Progress      `json:"downloads,omitempty"`
-	Swarms     []SwarmStatus   `json:"swarms,omitempty"`
-	Links      []LinkStatus    `json:"links,omitempty"`
-	Attempts   []Attempt       `json:"attempts,omitempty"`
+	PeerID    string          `json:"peer_id"`
+	Name      string          `json:"name,omitempty"`
+	DataDir   string          `json:"data_dir"`
+	ShareDir  string          `json:"share_dir,omitempty"`
+	LocalAddr string          `json:"local_addr"`
+	Supernode SupernodeStatus `json:"supernode"`
+	// Supernodes are all the attachments, the primary (Supernode) first.
+	Supernodes []SupernodeStatus `json:"supernodes,omitempty"`
+	User       *UserStatus       `json:"user,omitempty"`
+	Shared     []SharedFile      `json:"shared"`
+	SharedSize int64             `json:"shared_bytes"`
+	Uploaded   int64             `json:"uploaded_bytes"`
+	Downloaded int64             `json:"downloaded_bytes"`
+	Downloads  []Progress        `json:"downloads,omitempty"`
+	Swarms     []SwarmStatus     `json:"swarms,omitempty"`
+	Links      []LinkStatus      `json:"links,omitempty"`
+	Attempts   []Attempt         `json:"attempts,omitempty"`
 }
 
 // SharedFile is one file in the share, as status lists it.
@@ -77,7 +80,7 @@ func ToJSON(h protocol.Hit) HitJSON {
 func (d *Daemon) Status() Status {
 	st := Status{
 		PeerID: d.ID().String(), Name: d.cfg.Name, DataDir: d.cfg.DataDir, ShareDir: d.cfg.ShareDir,
-		LocalAddr: d.Addr().String(), Supernode: d.attach.snapshot(),
+		LocalAddr: d.Addr().String(), Supernode: d.attach.snapshot(), Supernodes: d.attach.all(), User: d.user.snapshot(),
 		Uploaded: d.uploaded.Load(), Downloaded: d.downloaded.Load(),
 	}
 	if d.share != nil {
@@ -138,6 +141,7 @@ func listenControl(path string, d *Daemon) (*controlServer, error) {
 	mux.HandleFunc("POST /v1/search", d.handleSearch)
 	mux.HandleFunc("POST /v1/get", d.handleGet)
 	mux.HandleFunc("POST /v1/connect", d.handleConnect)
+	mux.HandleFunc("POST /v1/lookup", d.handleLookup)
 	return c, nil
 }
 
@@ -342,4 +346,23 @@ func (d *Daemon) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, att)
+}
+
+// LookupRequest is the body of POST /v1/lookup.
+type LookupRequest struct {
+	Name string `json:"name"`
+}
+
+func (d *Daemon) handleLookup(w http.ResponseWriter, r *http.Request) {
+	var req LookupRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", protocol.ErrBadRequest, err))
+		return
+	}
+	res, err := d.Lookup(r.Context(), req.Name)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }

@@ -39,8 +39,14 @@ type Config struct {
 	ShareDir string
 	// Name is the username shown to others.
 	Name string
+	// Username is registered in the overlay's username directory, so others
+	// can find this peer by it (empty: none).
+	Username string
 	// Supernodes to attach to, as host:port or peerid@host:port, tried in order.
 	Supernodes []string
+	// Attach is how many supernodes the peer attaches to at once, so that one
+	// dying leaves it attached to the others (default 3).
+	Attach int
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -103,6 +109,7 @@ type Daemon struct {
 	share *content.Share
 
 	attach *attachment
+	user   *userDir
 	srcs   *sourceCache
 	conns  *connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
@@ -199,6 +206,14 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.LinkLinger <= 0 {
 		cfg.LinkLinger = 20 * time.Second
 	}
+	if cfg.Attach <= 0 {
+		cfg.Attach = 3
+	}
+	if cfg.Username != "" {
+		if err := protocol.CheckUsername(cfg.Username); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.ControlSocket == "" {
 		cfg.ControlSocket = SocketPath(cfg.DataDir)
 	}
@@ -272,6 +287,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.node = node
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.attach = newAttachment(d)
+	d.user = newUserDir(d)
 	d.conns = newConnector(d)
 	return d, nil
 }
@@ -307,6 +323,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if d.ctl != nil {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.ctl.serve() }()
+	}
+	if d.cfg.Username != "" {
+		d.wg.Add(1)
+		go d.user.run()
 	}
 	d.wg.Add(3)
 	go d.attach.run()

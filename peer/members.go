@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,46 +20,61 @@ const membersFile = "supernodes.cache"
 // maxCachedSupernodes bounds the cache and the targets taken from it.
 const maxCachedSupernodes = 64
 
+// listedSN is a supernode from the member list: where to attach when the
+// configured ones are gone, and how full it is.
+type listedSN struct {
+	target string  // peerid@host:port
+	load   float64 // leaves over capacity, 0 when unknown (from the cache)
+}
+
 // takeMembers keeps the verified entries of a member list from our supernode
 // as attach targets, and writes them to the cache. A bad entry is skipped:
 // the supernode checked it, so it is the supernode's fault, not the entry's
 // owner's, and the rest of the list is still good.
 func (a *attachment) takeMembers(m *protocol.Members) {
-	var targets []string
+	var listed []listedSN
 	for i := range m.Members {
 		r := &m.Members[i]
 		if r.Verify() != nil || r.Peer() == a.d.ID() || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
-		targets = append(targets, r.Peer().String()+"@"+r.Addrs[0])
-		if len(targets) == maxCachedSupernodes {
+		load := 1.0
+		if r.Cap > 0 {
+			load = float64(r.Leaves) / float64(r.Cap)
+		}
+		listed = append(listed, listedSN{target: r.Peer().String() + "@" + r.Addrs[0], load: load})
+		if len(listed) == maxCachedSupernodes {
 			break
 		}
 	}
-	if len(targets) == 0 {
+	if len(listed) == 0 {
 		return
 	}
-	slices.Sort(targets)
+	slices.SortFunc(listed, func(x, y listedSN) int { return strings.Compare(x.target, y.target) })
 	a.mu.Lock()
-	same := slices.Equal(targets, a.listed)
-	a.listed = targets
+	same := slices.EqualFunc(listed, a.listed, func(x, y listedSN) bool { return x.target == y.target })
+	a.listed = listed
 	a.mu.Unlock()
 	if same || a.d.cfg.DataDir == "" {
 		return
 	}
-	if err := content.WriteFileAtomic(filepath.Join(a.d.cfg.DataDir, membersFile), []byte(strings.Join(targets, "\n")+"\n"), 0o600, false); err != nil {
+	var lines []string
+	for _, l := range listed {
+		lines = append(lines, l.target)
+	}
+	if err := content.WriteFileAtomic(filepath.Join(a.d.cfg.DataDir, membersFile), []byte(strings.Join(lines, "\n")+"\n"), 0o600, false); err != nil {
 		a.d.log.Warn().Err(err).Msg("cannot cache the supernode list")
 	}
 }
 
 // loadMembers reads the cached supernode list; lines that do not parse are
 // dropped, so a damaged cache costs only its damaged lines.
-func loadMembers(dir string) []string {
+func loadMembers(dir string) []listedSN {
 	b, err := os.ReadFile(filepath.Join(dir, membersFile))
 	if err != nil {
 		return nil
 	}
-	var out []string
+	var out []listedSN
 	for _, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		at := strings.IndexByte(line, '@')
@@ -66,22 +82,35 @@ func loadMembers(dir string) []string {
 			continue
 		}
 		if _, err := protocol.ParsePeerID(line[:at]); err == nil {
-			out = append(out, line)
+			out = append(out, listedSN{target: line})
 		}
 	}
 	return out
 }
 
-// targets are the supernodes to try: the configured ones first, then those
-// the overlay listed, each once.
+// targets are the supernodes to try, each once: the configured ones first,
+// then those the overlay listed, the least loaded first (in random order
+// among equals, so orphaned leaves spread out), and last the configured ones
+// the list no longer names, which are likely dead.
 func (a *attachment) targets() []string {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := slices.Clone(a.d.cfg.Supernodes)
-	for _, t := range a.listed {
-		if !slices.ContainsFunc(out, func(c string) bool { return c == t || strings.HasSuffix(t, "@"+c) }) {
-			out = append(out, t)
+	listed := slices.Clone(a.listed)
+	a.mu.Unlock()
+	rand.Shuffle(len(listed), func(i, j int) { listed[i], listed[j] = listed[j], listed[i] })
+	// Tenths of capacity: finer differences are noise between gossip rounds.
+	slices.SortStableFunc(listed, func(x, y listedSN) int { return int(x.load*10) - int(y.load*10) })
+	var out, gone []string
+	for _, c := range a.d.cfg.Supernodes {
+		if len(listed) > 0 && !slices.ContainsFunc(listed, func(l listedSN) bool { return l.target == c || strings.HasSuffix(l.target, "@"+c) }) {
+			gone = append(gone, c)
+			continue
+		}
+		out = append(out, c)
+	}
+	for _, l := range listed {
+		if !slices.ContainsFunc(a.d.cfg.Supernodes, func(c string) bool { return c == l.target || strings.HasSuffix(l.target, "@"+c) }) {
+			out = append(out, l.target)
 		}
 	}
-	return out
+	return append(out, gone...)
 }

@@ -287,7 +287,7 @@
 //	user_put (UserPut), v5
 //	  i    bin 16   request ID, chosen at random by the leaf
 //	  r    user     the record to store
-//	  h?   uint8    supernode hops so far, <= 8
+//	  h?   uint8    supernode hops so far, <= 24
 //	user (UserRecord): a username's owner and where it is, signed by the owner
 //	  u    str      username: 1 to 32 bytes of a-z 0-9, and after the first . _ -
 //	  k    bin 32   the owner's ed25519 public key
@@ -299,7 +299,7 @@
 //	  s    bin 64   ed25519 signature (see Username directory)
 //
 //	user_get (UserGet), v5
-//	  i    bin 16   request ID;  u  str  username;  h?  uint8  hops so far, <= 8
+//	  i    bin 16   request ID;  u  str  username;  h?  uint8  hops so far, <= 24
 //
 //	user_reply (UserReply), v5
 //	  i    bin 16   the request's ID

@@ -110,6 +110,7 @@ const (
 	MaxSourcesPerHit = 64
 	MaxMembers       = 256 // supernode entries in one members message
 	MaxUserRecords   = 64  // username records in one user_store message
+	MaxUserHops      = 24  // supernode hops of a user_put or user_get: about 2 log2 N for 4096 supernodes
 	MaxIDsPerFrame   = 4096
 	MaxSummaryLevels = 8
 	MaxHops          = 8
@@ -788,15 +789,15 @@ func (m *Members) validate() error {
 }
 
 func (m *UserPut) validate() error {
-	if m.Hops > MaxHops {
-		return invalid("user_put after %d hops (max %d)", m.Hops, MaxHops)
+	if m.Hops > MaxUserHops {
+		return invalid("user_put after %d hops (max %d)", m.Hops, MaxUserHops)
 	}
 	return m.Rec.Check()
 }
 
 func (m *UserGet) validate() error {
-	if m.Hops > MaxHops {
-		return invalid("user_get after %d hops (max %d)", m.Hops, MaxHops)
+	if m.Hops > MaxUserHops {
+		return invalid("user_get after %d hops (max %d)", m.Hops, MaxUserHops)
 	}
 	return CheckUsername(m.Name)
 }
@@ -805,8 +806,8 @@ func (m *UserReply) validate() error {
 	if len(m.Message) > MaxNameLen {
 		return invalid("user_reply message of %d bytes (max %d)", len(m.Message), MaxNameLen)
 	}
-	if m.Hops > MaxHops {
-		return invalid("user_reply after %d hops (max %d)", m.Hops, MaxHops)
+	if m.Hops > MaxUserHops {
+		return invalid("user_reply after %d hops (max %d)", m.Hops, MaxUserHops)
 	}
 	if m.Rec != nil {
 		return m.Rec.Check()

@@ -425,9 +425,9 @@ func TestValidate(t *testing.T) {
 		{"user_put bad name", &UserPut{Rec: func() UserRecord { r := exUser; r.Name = "Alice"; return r }()}},
 		{"user_put short key", &UserPut{Rec: func() UserRecord { r := exUser; r.Key = r.Key[:31]; return r }()}},
 		{"user_put 4 supernodes", &UserPut{Rec: func() UserRecord { r := exUser; r.Supernodes = make([]PeerID, 4); return r }()}},
-		{"user_put 9 hops", &UserPut{Rec: exUser, Hops: MaxHops + 1}},
+		{"user_put 25 hops", &UserPut{Rec: exUser, Hops: MaxUserHops + 1}},
 		{"user_get empty name", &UserGet{}},
-		{"user_get 9 hops", &UserGet{Name: "alice", Hops: MaxHops + 1}},
+		{"user_get 25 hops", &UserGet{Name: "alice", Hops: MaxUserHops + 1}},
 		{"user_reply unsigned record", &UserReply{Rec: &UserRecord{Name: "alice", Key: make([]byte, 32)}}},
 		{"user_store 65", &UserStore{Recs: func() []UserRecord {
 			r := make([]UserRecord, MaxUserRecords+1)

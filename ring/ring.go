@@ -117,3 +117,21 @@ func add(id ID, bit int) ID {
 	}
 	return id
 }
+
+// Toward is the step from self toward target among the supernodes self is
+// linked to: the one at or before target that is farthest round from self, so
+// each step covers as much of the way as the links allow. False when none of
+// them lies between self and target.
+func Toward(self ID, linked []ID, target ID) (ID, bool) {
+	var best ID
+	found := false
+	for _, l := range linked {
+		if l == self || !between(self, l, target) {
+			continue
+		}
+		if !found || between(best, l, target) {
+			best, found = l, true
+		}
+	}
+	return best, found
+}

@@ -157,3 +157,25 @@ func TestReplicasSurviveADeparture(t *testing.T) {
 		}
 	}
 }
+
+func TestToward(t *testing.T) {
+	linked := []ID{id(0x30), id(0x60), id(0xa0), id(0x10)}
+	cases := []struct {
+		self, target, want ID
+		ok                 bool
+	}{
+		{id(0x20), id(0x70), id(0x60), true}, // the farthest not past the target
+		{id(0x20), id(0x60), id(0x60), true}, // the target itself
+		{id(0x20), id(0x15), id(0x10), true}, // round past the top
+		{id(0xb0), id(0x05), ID{}, false},    // nothing between
+		{id(0x30), id(0x40), ID{}, false},    // self does not count
+		{id(0x70), id(0x20), id(0x10), true}, // across zero
+		{id(0x05), id(0xff), id(0xa0), true}, // almost the whole way round
+	}
+	for _, c := range cases {
+		got, ok := Toward(c.self, linked, c.target)
+		if got != c.want || ok != c.ok {
+			t.Errorf("Toward(%x, %x) = %x, %v; want %x, %v", c.self[0], c.target[0], got[0], ok, c.want[0], c.ok)
+		}
+	}
+}

@@ -66,6 +66,9 @@ func (s *Server) gossip(now time.Time) {
 	for _, l := range links {
 		l.Send(msg)
 	}
+	// Every few rounds, even with the ring unchanged: copies and handovers
+	// that found no link at the change go out then.
+	s.sweepDirectory(now, s.rounds%leafMembersEvery == 0)
 	if s.cfg.Neighbours >= 0 {
 		// The ring successor is linked even beyond the count: a lookup on
 		// the ring ends through it.

@@ -90,8 +90,12 @@ type Config struct {
 	// (default 8, enough fingers for lookups in about log2 N hops up to a few
 	// hundred supernodes; below zero, only the Join links and those others open).
 	Neighbours int
-	Router     RouterConfig
-	Log        zerolog.Logger
+	// LeafDirRate and LeafDirBurst bound the username directory requests one
+	// leaf may send (defaults 10/s, burst 20).
+	LeafDirRate  float64
+	LeafDirBurst int
+	Router       RouterConfig
+	Log          zerolog.Logger
 }
 
 // Server is a supernode on a QUIC socket.
@@ -105,6 +109,7 @@ type Server struct {
 	relays relayTable
 
 	members  *Members
+	dir      *directory
 	beat     uint64      // the last beat of our own entry; gossip loop only
 	rounds   uint64      // gossip rounds so far; gossip loop only
 	dialling atomic.Bool // a link to a member is being set up
@@ -146,6 +151,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MemberTimeout <= 0 {
 		cfg.MemberTimeout = 4 * time.Second
+	}
+	if cfg.LeafDirRate <= 0 {
+		cfg.LeafDirRate = 10
+	}
+	if cfg.LeafDirBurst <= 0 {
+		cfg.LeafDirBurst = 20
 	}
 	if cfg.Neighbours == 0 {
 		cfg.Neighbours = 8
@@ -197,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(cfg.MemberTimeout, 4096)
+	s.dir = newDirectory()
 	return s, nil
 }
 
@@ -432,6 +444,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		go s.readLoop(id, l, func() {
 			s.forget(s.leafOf, in.Peer, id)
 			s.router.LeafDown(id)
+			s.dir.leafGone(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
@@ -546,6 +559,9 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 				l.Close(err)
 				return
 			}
+			continue
+		}
+		if s.takeDirectory(id, l, m) {
 			continue
 		}
 		if _, ok := m.(*protocol.RelayAsk); ok {

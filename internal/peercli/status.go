@@ -53,6 +53,21 @@ func statusCmd(g *globals) *cobra.Command {
 			default:
 				fmt.Fprintf(tw, "Supernode:\tnot attached yet\n")
 			}
+			for _, o := range st.Supernodes {
+				if o.PeerID != sn.PeerID {
+					fmt.Fprintf(tw, "Also attached to:\t%s (%s), %s ago\n", o.Addr, short(o.PeerID), time.Since(o.Since).Round(time.Second))
+				}
+			}
+			if u := st.User; u != nil {
+				switch {
+				case u.Registered:
+					fmt.Fprintf(tw, "Username:\t%s, registered (record %d, expires %s)\n", u.Name, u.Seq, u.Expires.Local().Format(time.TimeOnly))
+				case u.LastError != "":
+					fmt.Fprintf(tw, "Username:\t%s, not registered: %s\n", u.Name, u.LastError)
+				default:
+					fmt.Fprintf(tw, "Username:\t%s, registering\n", u.Name)
+				}
+			}
 			fmt.Fprintf(tw, "Supernodes listed:\t%d (the overlay's member list, kept in %s)\n", sn.Listed, filepath.Join(st.DataDir, "supernodes.cache"))
 			if st.ShareDir == "" {
 				fmt.Fprintf(tw, "Sharing:\tnothing (start the daemon with --share FOLDER to share)\n")

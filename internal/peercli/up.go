@@ -14,13 +14,13 @@ import (
 
 func upCmd(g *globals) *cobra.Command {
 	var (
-		share, name, listen, logLevel string
-		supernodes                    []string
-		jsonLogs                      bool
-		rescan, upgrade, punch        time.Duration
-		upRate, downRate              float64
-		unchoke, optimistic           time.Duration
-		slots                         int
+		share, name, user, listen, logLevel string
+		supernodes                          []string
+		jsonLogs                            bool
+		rescan, upgrade, punch              time.Duration
+		upRate, downRate                    float64
+		unchoke, optimistic                 time.Duration
+		slots, attach                       int
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -48,7 +48,7 @@ func upCmd(g *globals) *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			d, err := peer.New(peer.Config{
-				DataDir: g.dataDir, ShareDir: share, Name: name, Supernodes: sns,
+				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach,
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
 				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
@@ -68,7 +68,9 @@ func upCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&share, "share", "", "folder to share")
-	f.StringVar(&name, "name", os.Getenv("USER"), "username shown to others")
+	f.StringVar(&name, "name", os.Getenv("USER"), "name shown to others in search results")
+	f.StringVar(&user, "user", "", "username to register in the overlay's directory, so others find you by it (a-z, 0-9, . _ -)")
+	f.IntVar(&attach, "attach", 3, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&listen, "listen", "0.0.0.0:0", "UDP address of the peer's socket")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

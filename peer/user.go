@@ -1,0 +1,268 @@
+package peer
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// ErrNoSuchUser is a username nobody holds.
+var ErrNoSuchUser = fmt.Errorf("no such user (%w)", protocol.ErrNotFound)
+
+// UserStatus is the peer's own username record in the directory.
+type UserStatus struct {
+	Name       string    `json:"name"`
+	Registered bool      `json:"registered"`
+	Seq        uint64    `json:"seq,omitempty"`
+	Expires    time.Time `json:"expires,omitempty"`
+	Supernodes []string  `json:"supernodes,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// LookupResult is a username resolved through the directory.
+type LookupResult struct {
+	Name       string    `json:"name"`
+	PeerID     string    `json:"peer_id"`
+	Addrs      []string  `json:"addrs"`
+	NAT        string    `json:"nat"`
+	Supernodes []string  `json:"supernodes"`
+	Expires    time.Time `json:"expires"`
+	Hops       int       `json:"hops"`    // supernode hops to the replica that answered
+	Elapsed    float64   `json:"elapsed"` // seconds
+	rec        *protocol.UserRecord
+}
+
+// userDir keeps the peer's username registered: it puts a fresh record
+// whenever the attachments or the NAT change, and again before it expires.
+type userDir struct {
+	d *Daemon
+
+	mu     sync.Mutex
+	waits  map[protocol.QueryID]chan *protocol.UserReply
+	status UserStatus
+	sent   *protocol.UserRecord // the last record put, to spot changes
+	kick   chan struct{}
+}
+
+func newUserDir(d *Daemon) *userDir {
+	return &userDir{d: d, waits: make(map[protocol.QueryID]chan *protocol.UserReply),
+		status: UserStatus{Name: d.cfg.Username}, kick: make(chan struct{}, 1)}
+}
+
+func (u *userDir) snapshot() *UserStatus {
+	if u.d.cfg.Username == "" {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	st := u.status
+	st.Supernodes = slices.Clone(st.Supernodes)
+	return &st
+}
+
+// attachmentsChanged asks for a new record (supernodes or NAT changed).
+func (u *userDir) attachmentsChanged() {
+	select {
+	case u.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (u *userDir) reply(m *protocol.UserReply) {
+	u.mu.Lock()
+	ch := u.waits[m.ID]
+	u.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- m:
+		default:
+		}
+	}
+}
+
+// ask sends a request through the primary supernode and waits for its reply.
+func (u *userDir) ask(ctx context.Context, id protocol.QueryID, m protocol.Message) (*protocol.UserReply, error) {
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	l, err := u.d.attach.waitAttached(wctx)
+	wcancel()
+	if err != nil {
+		return nil, ErrNoSupernode
+	}
+	if l.Version < protocol.VersionUsers {
+		return nil, fmt.Errorf("%w: the supernode speaks protocol v%d, the directory needs v%d",
+			protocol.ErrUnsupportedVersion, l.Version, protocol.VersionUsers)
+	}
+	ch := make(chan *protocol.UserReply, 1)
+	u.mu.Lock()
+	u.waits[id] = ch
+	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		delete(u.waits, id)
+		u.mu.Unlock()
+	}()
+	if err := l.Send(m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoSupernode, err)
+	}
+	select {
+	case r := <-ch:
+		if r.Code != protocol.StatusOK {
+			return r, (&protocol.Error{Code: r.Code, Message: r.Message}).AsError()
+		}
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: the directory did not answer", protocol.ErrTimeout)
+	case <-l.Done():
+		return nil, fmt.Errorf("%w: supernode connection lost", ErrNoSupernode)
+	}
+}
+
+// Lookup resolves a username through the directory.
+func (d *Daemon) Lookup(ctx context.Context, name string) (*LookupResult, error) {
+	if err := protocol.CheckUsername(name); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.SearchTimeout)
+	defer cancel()
+	var id protocol.QueryID
+	crand.Read(id[:])
+	start := time.Now()
+	r, err := d.user.ask(ctx, id, &protocol.UserGet{ID: id, Name: name})
+	if err != nil {
+		if errors.Is(err, protocol.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %q", ErrNoSuchUser, name)
+		}
+		return nil, err
+	}
+	rec := r.Rec
+	if rec == nil || rec.Name != name {
+		return nil, fmt.Errorf("%w: the directory answered without the record", protocol.ErrInternal)
+	}
+	// The supernodes checked it; the owner's signature is what counts.
+	if err := rec.Verify(); err != nil {
+		return nil, fmt.Errorf("record for %q: %w", name, err)
+	}
+	out := &LookupResult{Name: name, PeerID: rec.Peer().String(), Addrs: rec.Addrs, NAT: rec.NAT.String(),
+		Expires: time.Unix(rec.Expires, 0), Hops: int(r.Hops), Elapsed: time.Since(start).Seconds(), rec: rec}
+	for _, sn := range rec.Supernodes {
+		out.Supernodes = append(out.Supernodes, sn.String())
+	}
+	return out, nil
+}
+
+// userTTL is how long a record lives; it is put again at a third of that.
+const userTTL = time.Hour
+
+// run keeps the record registered while the daemon runs.
+func (u *userDir) run() {
+	d := u.d
+	defer d.wg.Done()
+	backoff := time.Second
+	for d.ctx.Err() == nil {
+		wait := userTTL / 3
+		if err := u.register(); err != nil {
+			if errors.Is(err, protocol.ErrForbidden) {
+				// The name is another key's: no retry will change that
+				// until its record expires.
+				wait = userTTL / 3
+			} else {
+				wait, backoff = backoff, min(backoff*2, time.Minute)
+			}
+		} else {
+			backoff = time.Second
+		}
+		select {
+		case <-u.kick:
+			// Several changes come together on an attach: take them as one.
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-d.ctx.Done():
+				return
+			}
+			select {
+			case <-u.kick:
+			default:
+			}
+		case <-time.After(wait):
+		case <-d.ctx.Done():
+			return
+		}
+	}
+}
+
+// register puts our record, if it changed or is due.
+func (u *userDir) register() error {
+	d := u.d
+	sns := d.attach.supernodes()
+	if len(sns) == 0 {
+		return ErrNoSupernode
+	}
+	d.attach.mu.Lock()
+	nat := d.attach.natLocked()
+	d.attach.mu.Unlock()
+	rec := &protocol.UserRecord{Name: d.cfg.Username, Supernodes: sns[:min(len(sns), protocol.MaxUserSNs)],
+		Addrs: d.advertisedAddrs(), NAT: nat}
+	now := time.Now()
+	u.mu.Lock()
+	prev := u.sent
+	u.mu.Unlock()
+	if prev != nil && slices.Equal(prev.Supernodes, rec.Supernodes) && slices.Equal(prev.Addrs, rec.Addrs) &&
+		prev.NAT == rec.NAT && time.Unix(prev.Expires, 0).Sub(now) > 2*userTTL/3 && u.snapshot().Registered {
+		return nil
+	}
+	// Nanoseconds keep the sequence rising across restarts.
+	rec.Seq = uint64(now.UnixNano())
+	if prev != nil && rec.Seq <= prev.Seq {
+		rec.Seq = prev.Seq + 1
+	}
+	rec.Expires = now.Add(userTTL).Unix()
+	rec.Sign(d.id)
+	var id protocol.QueryID
+	crand.Read(id[:])
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SearchTimeout)
+	defer cancel()
+	_, err := u.ask(ctx, id, &protocol.UserPut{ID: id, Rec: *rec})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		u.status.Registered = false
+		u.status.LastError = err.Error()
+		d.log.Warn().Err(err).Str("user", rec.Name).Msg("username not registered")
+		return err
+	}
+	u.sent = rec
+	u.status = UserStatus{Name: rec.Name, Registered: true, Seq: rec.Seq, Expires: time.Unix(rec.Expires, 0)}
+	for _, sn := range rec.Supernodes {
+		u.status.Supernodes = append(u.status.Supernodes, sn.String())
+	}
+	d.log.Info().Str("user", rec.Name).Int("supernodes", len(sns)).Msg("username registered")
+	return nil
+}
+
+// advertisedAddrs are where other peers may dial us: what the supernodes
+// observed and STUN showed, and our socket when it names a host.
+func (d *Daemon) advertisedAddrs() []string {
+	var out []string
+	add := func(a string) {
+		if a != "" && len(out) < protocol.MaxAddrs && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if d.onRelay != nil {
+		add(d.onRelay.RelayedAddr().String())
+	}
+	for _, st := range d.attach.all() {
+		add(st.Observed)
+		add(st.Reflexive)
+	}
+	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
+		add(la.String())
+	}
+	return out
+}

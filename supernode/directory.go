@@ -1,0 +1,458 @@
+package supernode
+
+import (
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Replicas is how many supernodes hold each username record: its owner on
+// the ring and the owner's successors.
+const Replicas = 3
+
+// Bounds of the directory's bookkeeping.
+const (
+	maxUserRecords = 200_000 // records one supernode holds
+	maxDirPending  = 20_000  // requests in flight through one supernode
+	dirRequestTTL  = 10 * time.Second
+)
+
+// directory is this supernode's part of the username directory: its share of
+// the records, and the requests in flight through it.
+type directory struct {
+	users *index.Users
+
+	mu      sync.Mutex
+	pending map[protocol.QueryID]*dirRequest
+	limits  map[LinkID]*rate.Limiter // per leaf
+	ring    []ring.ID                // the ring at the last sweep
+	Stats   DirStats
+}
+
+// DirStats are cumulative counts, for status and tests.
+type DirStats struct {
+	Puts, Gets, Forwarded, Stored, Refused, Moved uint64
+}
+
+type dirRequest struct {
+	from     LinkID // 0: our own handover of name
+	name     string
+	deadline time.Time
+}
+
+func newDirectory() *directory {
+	return &directory{
+		users:   index.NewUsers(maxUserRecords),
+		pending: make(map[protocol.QueryID]*dirRequest),
+		limits:  make(map[LinkID]*rate.Limiter),
+	}
+}
+
+// dirRing is the ring of the live supernodes, ourselves included.
+func (s *Server) dirRing() *ring.Ring {
+	live := s.members.Live()
+	ids := make([]ring.ID, 0, len(live)+1)
+	ids = append(ids, ring.ID(s.ID()))
+	for _, m := range live {
+		ids = append(ids, ring.ID(m.Peer()))
+	}
+	return ring.New(ids)
+}
+
+// linkedUsers are the supernode links that speak the directory.
+func (s *Server) linkedUsers() map[ring.ID]LinkID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[ring.ID]LinkID, len(s.byPeer))
+	for p, id := range s.byPeer {
+		if l := s.links[id]; l != nil && l.Version >= protocol.VersionUsers {
+			out[ring.ID(p)] = id
+		}
+	}
+	return out
+}
+
+// nextHop is the link toward target: target itself when linked, else the
+// linked supernode farthest round the ring before it.
+func (s *Server) nextHop(target ring.ID) (LinkID, bool) {
+	linked := s.linkedUsers()
+	if id, ok := linked[target]; ok {
+		return id, true
+	}
+	ids := make([]ring.ID, 0, len(linked))
+	for p := range linked {
+		ids = append(ids, p)
+	}
+	p, ok := ring.Toward(ring.ID(s.ID()), ids, target)
+	if !ok {
+		return 0, false
+	}
+	return linked[p], true
+}
+
+// takeDirectory handles the directory's messages; false when m is not one.
+func (s *Server) takeDirectory(id LinkID, l *transport.Link, m protocol.Message) bool {
+	switch m := m.(type) {
+	case *protocol.UserPut:
+		if s.dirAllowed(id, l, m.ID) {
+			s.userPut(id, m)
+		}
+	case *protocol.UserGet:
+		if s.dirAllowed(id, l, m.ID) {
+			s.userGet(id, m)
+		}
+	case *protocol.UserReply:
+		if l.Role != protocol.RoleSupernode {
+			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: user_reply from a %s", protocol.ErrForbidden, l.Role)))
+			return true
+		}
+		s.userReply(m)
+	case *protocol.UserStore:
+		if l.Role != protocol.RoleSupernode {
+			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: user_store from a %s", protocol.ErrForbidden, l.Role)))
+			return true
+		}
+		s.userStore(l, m)
+	default:
+		return false
+	}
+	return true
+}
+
+// dirAllowed keeps leaves to their rate and refuses request IDs in use.
+func (s *Server) dirAllowed(id LinkID, l *transport.Link, req protocol.QueryID) bool {
+	d := s.dir
+	d.mu.Lock()
+	_, dup := d.pending[req]
+	var over bool
+	if l.Role == protocol.RoleLeaf {
+		lim := d.limits[id]
+		if lim == nil {
+			lim = rate.NewLimiter(rate.Limit(s.cfg.LeafDirRate), s.cfg.LeafDirBurst)
+			d.limits[id] = lim
+		}
+		over = !lim.Allow()
+	}
+	d.mu.Unlock()
+	switch {
+	case l.Role != protocol.RoleLeaf && l.Role != protocol.RoleSupernode:
+		s.replyErr(id, req, 0, fmt.Errorf("%w: directory request from a %s", protocol.ErrForbidden, l.Role))
+	case over:
+		s.replyErr(id, req, 0, fmt.Errorf("%w: more than %g directory requests a second", protocol.ErrOverloaded, s.cfg.LeafDirRate))
+	case dup:
+		// A loop (views of the ring that disagree) or a reused ID: either
+		// way the first copy gets the answer.
+		s.replyErr(id, req, 0, fmt.Errorf("%w: request %s is already in flight here", protocol.ErrBadRequest, req))
+	default:
+		return true
+	}
+	return false
+}
+
+func (s *Server) replyErr(to LinkID, req protocol.QueryID, hops uint8, err error) {
+	s.Send(to, &protocol.UserReply{ID: req, Code: protocol.StatusOf(err), Message: err.Error(), Hops: hops})
+}
+
+// forward passes a request on toward target, remembering where the reply goes.
+func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
+	if hops >= protocol.MaxUserHops {
+		s.replyErr(from, req, hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, name, hops))
+		return
+	}
+	next, ok := s.nextHop(target)
+	if !ok {
+		s.replyErr(from, req, hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, name))
+		return
+	}
+	d := s.dir
+	d.mu.Lock()
+	full := len(d.pending) >= maxDirPending
+	if !full {
+		d.pending[req] = &dirRequest{from: from, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		d.Stats.Forwarded++
+	}
+	d.mu.Unlock()
+	if full {
+		s.replyErr(from, req, hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
+		return
+	}
+	s.Send(next, m)
+}
+
+func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
+	s.dir.mu.Lock()
+	s.dir.Stats.Puts++
+	s.dir.mu.Unlock()
+	if err := m.Rec.Verify(); err != nil {
+		s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: %v", protocol.ErrBadRequest, err))
+		return
+	}
+	k := ring.KeyOf(m.Rec.Name)
+	r := s.dirRing()
+	if owner := r.Successor(k); owner != ring.ID(s.ID()) {
+		fwd := *m
+		fwd.Hops++
+		s.forward(from, m.ID, m.Rec.Name, m.Hops, owner, &fwd)
+		return
+	}
+	changed, err := s.dir.users.Put(&m.Rec, time.Now())
+	if err != nil {
+		s.dir.mu.Lock()
+		s.dir.Stats.Refused++
+		s.dir.mu.Unlock()
+		s.log.Info().Err(err).Str("user", m.Rec.Name).Msg("username record refused")
+		s.replyErr(from, m.ID, m.Hops, dirError(err))
+		return
+	}
+	if changed {
+		s.dir.mu.Lock()
+		s.dir.Stats.Stored++
+		s.dir.mu.Unlock()
+		s.copyToSuccessor(r, []*protocol.UserRecord{&m.Rec})
+	}
+	s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
+}
+
+// dirError gives the directory's refusals their wire status.
+func dirError(err error) error {
+	switch {
+	case errors.Is(err, index.ErrNameTaken):
+		return fmt.Errorf("%w: %v", protocol.ErrForbidden, err)
+	case errors.Is(err, index.ErrStaleRecord), errors.Is(err, index.ErrExpired):
+		return fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)
+	case errors.Is(err, index.ErrUsersFull):
+		return fmt.Errorf("%w: %v", protocol.ErrOverloaded, err)
+	}
+	return err
+}
+
+func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
+	s.dir.mu.Lock()
+	s.dir.Stats.Gets++
+	s.dir.mu.Unlock()
+	k := ring.KeyOf(m.Name)
+	r := s.dirRing()
+	replicas := r.Replicas(k, Replicas)
+	self := ring.ID(s.ID())
+	at := -1
+	for i, p := range replicas {
+		if p == self {
+			at = i
+		}
+	}
+	// Only a replica answers: a supernode that held the record before the
+	// ring changed may hold an old one.
+	if at >= 0 {
+		if rec, ok := s.dir.users.Get(m.Name, time.Now()); ok {
+			s.Send(from, &protocol.UserReply{ID: m.ID, Rec: rec, Hops: m.Hops})
+			return
+		}
+		if at == len(replicas)-1 {
+			s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: no user %q", protocol.ErrNotFound, m.Name))
+			return
+		}
+	}
+	// Toward the owner, or from a replica without the record (it may not
+	// have reached it yet after a change of the ring) on to the next one.
+	target := replicas[0]
+	if at >= 0 {
+		target = replicas[at+1]
+	}
+	fwd := *m
+	fwd.Hops++
+	s.forward(from, m.ID, m.Name, m.Hops, target, &fwd)
+}
+
+func (s *Server) userReply(m *protocol.UserReply) {
+	d := s.dir
+	d.mu.Lock()
+	p := d.pending[m.ID]
+	delete(d.pending, m.ID)
+	d.mu.Unlock()
+	switch {
+	case p == nil:
+		// Late, or not ours.
+	case p.from != 0:
+		s.Send(p.from, m)
+	case m.Code == protocol.StatusOK || m.Code == protocol.StatusForbidden || m.Code == protocol.StatusBadRequest:
+		// Our handover reached the owner, which has this record or a
+		// better claim: ours is no longer needed.
+		s.dropMoved(p.name)
+	}
+}
+
+// userStore takes copies from another supernode: those of the names we hold a
+// replica of. A record that does not verify means a bad supernode; a claim
+// that loses to the one held (another key, an older sequence) is only news
+// that did not reach the sender yet.
+func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
+	r := s.dirRing()
+	self := ring.ID(s.ID())
+	now := time.Now()
+	var fresh []*protocol.UserRecord
+	for i := range m.Recs {
+		rec := &m.Recs[i]
+		if !holds(r, self, rec.Name) {
+			continue
+		}
+		changed, err := s.dir.users.Put(rec, now)
+		switch {
+		case errors.Is(err, protocol.ErrBadSignature) || errors.Is(err, protocol.ErrMalformed):
+			l.Log().Warn().Err(err).Msg("user_store with a bad record; closing link")
+			l.Close(fmt.Errorf("%w: %v", protocol.ErrForbidden, err))
+			return
+		case err != nil:
+			s.log.Debug().Err(err).Str("user", rec.Name).Msg("replica copy refused")
+		case changed:
+			fresh = append(fresh, rec)
+		}
+	}
+	if len(fresh) > 0 {
+		s.dir.mu.Lock()
+		s.dir.Stats.Stored += uint64(len(fresh))
+		s.dir.mu.Unlock()
+		s.copyToSuccessor(r, fresh)
+	}
+}
+
+// holds reports whether self is one of the replicas of name on r.
+func holds(r *ring.Ring, self ring.ID, name string) bool {
+	for _, p := range r.Replicas(ring.KeyOf(name), Replicas) {
+		if p == self {
+			return true
+		}
+	}
+	return false
+}
+
+// copyToSuccessor passes records on down the chain of replicas: each replica
+// that took a new record hands it to its successor when that one is a replica
+// too, and the chain ends where the copy is no news.
+func (s *Server) copyToSuccessor(r *ring.Ring, recs []*protocol.UserRecord) {
+	fingers := r.Fingers(ring.ID(s.ID()))
+	if len(fingers) == 0 {
+		return
+	}
+	succ := fingers[0]
+	var out []protocol.UserRecord
+	for _, rec := range recs {
+		if holds(r, succ, rec.Name) {
+			out = append(out, *rec)
+		}
+	}
+	s.sendStore(succ, out)
+}
+
+// sendStore sends recs to a linked supernode, in frames of the most allowed.
+func (s *Server) sendStore(to ring.ID, recs []protocol.UserRecord) {
+	if len(recs) == 0 {
+		return
+	}
+	id, ok := s.linkedUsers()[to]
+	if !ok {
+		return // not linked yet: a later sweep copies them
+	}
+	for len(recs) > 0 {
+		n := min(len(recs), protocol.MaxUserRecords)
+		s.Send(id, &protocol.UserStore{Recs: recs[:n]})
+		recs = recs[n:]
+	}
+}
+
+// sweepDirectory runs every gossip round: it forgets expired requests and
+// records, and when the ring has changed it copies each record it holds to its
+// successor if that one should hold it too, and hands the records it should no
+// longer hold to their owner, dropping them once the owner has them. With
+// force (every few rounds) it does the same with the ring unchanged: a
+// successor may have taken itself for no replica when the copy came, because
+// it learnt of the change later, and a copy or handover may have found no
+// link. A copy the successor holds already costs it no signature check.
+func (s *Server) sweepDirectory(now time.Time, force bool) {
+	d := s.dir
+	r := s.dirRing()
+	ids := r.IDs()
+	d.mu.Lock()
+	for id, p := range d.pending {
+		if now.After(p.deadline) {
+			delete(d.pending, id)
+		}
+	}
+	changed := !equalIDs(ids, d.ring)
+	d.ring = ids
+	d.mu.Unlock()
+	d.users.Prune(now)
+	if !changed && !force {
+		return
+	}
+	self := ring.ID(s.ID())
+	var mine []*protocol.UserRecord
+	var moved []*protocol.UserRecord
+	for _, rec := range d.users.Records(now, nil) {
+		if holds(r, self, rec.Name) {
+			mine = append(mine, rec)
+		} else {
+			moved = append(moved, rec)
+		}
+	}
+	s.copyToSuccessor(r, mine)
+	// Records we should no longer hold are kept until their owner confirms
+	// it has them (or they expire), and offered again every few rounds.
+	for _, rec := range moved {
+		var req protocol.QueryID
+		crand.Read(req[:])
+		s.forward(0, req, rec.Name, 0, r.Successor(ring.KeyOf(rec.Name)), &protocol.UserPut{ID: req, Rec: *rec})
+	}
+	if len(moved) > 0 {
+		d.mu.Lock()
+		d.Stats.Moved += uint64(len(moved))
+		d.mu.Unlock()
+	}
+}
+
+func (s *Server) dropMoved(name string) {
+	d := s.dir
+	if !holds(s.dirRing(), ring.ID(s.ID()), name) {
+		d.users.Drop(name)
+	}
+}
+
+func equalIDs(a, b []ring.ID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// leafGone forgets a leaf's rate limiter.
+func (d *directory) leafGone(id LinkID) {
+	d.mu.Lock()
+	delete(d.limits, id)
+	d.mu.Unlock()
+}
+
+// DirectoryStats are the directory's counts and the records held.
+func (s *Server) DirectoryStats() (DirStats, int) {
+	s.dir.mu.Lock()
+	st := s.dir.Stats
+	s.dir.mu.Unlock()
+	return st, s.dir.users.Len()
+}
+
+// UserRecord is the record this supernode holds for name, if any.
+func (s *Server) UserRecord(name string) (*protocol.UserRecord, bool) {
+	return s.dir.users.Get(name, time.Now())
+}
