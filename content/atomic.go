@@ -59,3 +59,7 @@ func syncPath(dir string) error {
 	}
 	return nil
 }
+
+// Preallocate reserves size bytes for f, so that a full disk shows before any
+// data is written (a no-op where the file system cannot reserve).
+func Preallocate(f *os.File, size int64) error { return preallocate(f, size) }

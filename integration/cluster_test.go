@@ -100,6 +100,9 @@ func startPeer(t testing.TB, sn *supernode.Server, name string, files map[string
 		DataDir: filepath.Join(dir, "data"), ShareDir: share, Name: name,
 		Supernodes: []string{sn.ID().String() + "@" + sn.Addr().String()},
 		Conn:       loopbackConn(t), ControlSocket: "-", Log: testLog(t),
+		// One attachment, so a test's topology is the one it built; the
+		// failover tests ask for more.
+		Attach: 1,
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	crand "crypto/rand"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -42,7 +43,9 @@ type attachment struct {
 
 	mu       sync.Mutex
 	slots    []*slot
-	claimed  map[string]bool // target addresses a slot is dialling or attached to
+	claimed  map[string]bool            // target addresses a slot is dialling or attached to
+	down     map[string]time.Time       // target addresses that failed or dropped us lately, until when
+	aliases  map[string]protocol.PeerID // the supernode each address led to
 	searches map[protocol.QueryID]*search
 	attached chan struct{} // closed while some slot is attached; replaced when none is
 	lastErr  SupernodeStatus
@@ -62,6 +65,8 @@ func newAttachment(d *Daemon) *attachment {
 	a := &attachment{
 		d:        d,
 		claimed:  make(map[string]bool),
+		down:     make(map[string]time.Time),
+		aliases:  make(map[string]protocol.PeerID),
 		searches: make(map[protocol.QueryID]*search),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
@@ -151,6 +156,23 @@ func (a *attachment) supernodes() []protocol.PeerID {
 	return out
 }
 
+// links are the attached supernodes' links, primary first.
+func (a *attachment) links() []*transport.Link {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.primaryLocked()
+	if p == nil {
+		return nil
+	}
+	out := []*transport.Link{p.link}
+	for _, s := range a.slots {
+		if s.link != nil && s != p {
+			out = append(out, s.link)
+		}
+	}
+	return out
+}
+
 func (a *attachment) current() *transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -210,14 +232,27 @@ func (a *attachment) run() {
 	a.runSlot(a.slots[0])
 }
 
+// Attach dials race: a slot dials up to raceDials targets, each raceStagger
+// after the one before, and keeps the first that answers. A listed supernode
+// may have died since the list was sent, and a dial to a dead one takes the
+// whole handshake timeout to fail.
+const (
+	raceDials      = 4
+	raceStagger    = 200 * time.Millisecond
+	maxRaceTargets = 16
+	// downHoldoff keeps a slot from redialling a supernode that failed or
+	// dropped us while others are to be had.
+	downHoldoff = 10 * time.Second
+)
+
 // runSlot keeps one slot attached, trying the targets no other slot holds.
 func (a *attachment) runSlot(s *slot) {
 	d := a.d
 	backoff := 250 * time.Millisecond
-	failed := 0
 	for d.ctx.Err() == nil {
-		target, addr, wait := a.claim()
-		if target == "" {
+		_, wait := a.claim(0) // taken before the race, so no release is missed
+		l, w, addr, tried, err := a.dialFirst()
+		if tried == 0 {
 			// Every target is held by another slot: wait for one to come free.
 			select {
 			case <-wait:
@@ -227,33 +262,41 @@ func (a *attachment) runSlot(s *slot) {
 			}
 			continue
 		}
-		err := a.attachOnce(s, target, addr)
-		a.release(addr)
-		if err != nil && d.ctx.Err() == nil {
+		if err != nil {
+			if d.ctx.Err() != nil {
+				return
+			}
 			a.mu.Lock()
-			a.lastErr = SupernodeStatus{Addr: target, LastError: err.Error()}
+			a.lastErr = SupernodeStatus{LastError: err.Error()}
 			a.mu.Unlock()
-			d.log.Warn().Err(err).Str("supernode", target).Msg("supernode unavailable")
-			failed++
-		} else {
-			backoff, failed = 250*time.Millisecond, 0
-		}
-		// After a round of failures, back off before the next round.
-		if failed > 0 && failed%max(len(a.targets()), 1) == 0 {
+			d.log.Warn().Err(err).Int("tried", tried).Msg("supernodes unavailable")
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			case <-d.ctx.Done():
 				return
 			}
 			backoff = min(backoff*2, 15*time.Second)
+			continue
 		}
+		backoff = 250 * time.Millisecond
+		a.attached1(s, l, w, addr)
+		a.release(addr)
 	}
 }
 
-// claim picks the next target no slot holds and marks it held; with none free
-// it returns a channel closed when a slot lets one go.
-func (a *attachment) claim() (target, addr string, wait <-chan struct{}) {
+type claimed struct{ target, addr string }
+
+// claim picks up to n targets no slot holds or dials, those that failed
+// lately last, and marks them held; with none free it returns a channel
+// closed when a slot lets one go.
+func (a *attachment) claim(n int) ([]claimed, <-chan struct{}) {
+	if n == 0 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return nil, a.changed
+	}
 	targets := a.targets()
+	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	held := make(map[protocol.PeerID]bool)
@@ -262,15 +305,30 @@ func (a *attachment) claim() (target, addr string, wait <-chan struct{}) {
 			held[s.link.Peer] = true
 		}
 	}
+	var fresh, stale []claimed
 	for _, t := range targets {
 		expect, ad, err := transport.ParseTarget(t)
+		if expect.IsZero() {
+			expect = a.aliases[ad]
+		}
 		if err != nil || a.claimed[ad] || (!expect.IsZero() && held[expect]) {
 			continue
 		}
-		a.claimed[ad] = true
-		return t, ad, nil
+		if now.Before(a.down[ad]) {
+			stale = append(stale, claimed{t, ad})
+		} else {
+			fresh = append(fresh, claimed{t, ad})
+		}
 	}
-	return "", "", a.changed
+	out := append(fresh, stale...)
+	out = out[:min(len(out), n)]
+	for _, c := range out {
+		a.claimed[c.addr] = true
+	}
+	if len(out) == 0 {
+		return nil, a.changed
+	}
+	return out, nil
 }
 
 func (a *attachment) release(addr string) {
@@ -281,30 +339,117 @@ func (a *attachment) release(addr string) {
 	a.mu.Unlock()
 }
 
-func (a *attachment) attachOnce(s *slot, target, addr string) error {
-	d := a.d
-	expect, _, err := transport.ParseTarget(target)
-	if err != nil {
-		return err
+// markDown holds off redials of addr.
+func (a *attachment) markDown(addr string) {
+	a.mu.Lock()
+	a.down[addr] = time.Now().Add(downHoldoff)
+	for k, until := range a.down {
+		if time.Now().After(until) {
+			delete(a.down, k)
+		}
 	}
+	a.mu.Unlock()
+}
+
+// dialFirst dials the free targets in order, claiming each as it goes so that
+// the slots racing at once share them: the next one raceStagger after the one
+// before or as soon as one fails, with at most raceDials under way. It
+// returns the first link made (the others are closed and every other claim
+// released) and how many targets it tried.
+func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, int, error) {
+	d := a.d
 	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: d.cfg.Name}
 	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
 		hello.Addrs = []string{la.String()}
 	}
-	l, w, err := d.node.Dial(d.ctx, addr, expect, hello)
-	if err != nil {
-		return err
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	type result struct {
+		l    *transport.Link
+		w    *protocol.Welcome
+		addr string
+		err  error
 	}
+	results := make(chan result, maxRaceTargets)
+	var win result
+	var errs []error
+	var tried []string
+	running := 0
+	now, exhausted := true, false // now: dial the next target without waiting for the tick
+	tick := time.NewTicker(raceStagger)
+	defer tick.Stop()
+	for (!exhausted && win.l == nil) || running > 0 {
+		if now && win.l == nil && !exhausted && running < raceDials {
+			now = false
+			c, _ := a.claim(1)
+			if len(c) == 0 || len(tried) == maxRaceTargets {
+				exhausted = true
+				continue
+			}
+			t := c[0]
+			tried = append(tried, t.addr)
+			running++
+			go func() {
+				expect, _, err := transport.ParseTarget(t.target)
+				if err != nil {
+					results <- result{addr: t.addr, err: err}
+					return
+				}
+				h := *hello // the dial fills in the versions
+				l, w, err := d.node.Dial(ctx, t.addr, expect, &h)
+				results <- result{l, w, t.addr, err}
+			}()
+			continue
+		}
+		select {
+		case r := <-results:
+			running--
+			switch {
+			case r.err != nil:
+				if ctx.Err() == nil {
+					a.markDown(r.addr)
+					errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+					now = true
+				}
+			case win.l == nil:
+				win = r
+				cancel()
+			default:
+				r.l.Close(nil)
+			}
+		case <-tick.C:
+			now = true
+		}
+	}
+	for _, ad := range tried {
+		if ad != win.addr {
+			a.release(ad)
+		}
+	}
+	if win.l == nil {
+		if len(tried) > 0 && len(errs) == 0 {
+			return nil, nil, "", len(tried), ErrDaemonClosed // every dial was cancelled: we are closing
+		}
+		return nil, nil, "", len(tried), errors.Join(errs...)
+	}
+	return win.l, win.w, win.addr, len(tried), nil
+}
+
+// attached1 runs one slot's attachment to l until it drops.
+func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
+	d := a.d
 	a.mu.Lock()
 	for _, o := range a.slots {
 		if o.link != nil && o.link.Peer == l.Peer {
 			// The same supernode under another address.
+			a.aliases[addr] = l.Peer
 			a.mu.Unlock()
 			l.Close(fmt.Errorf("%w: already attached to this supernode", protocol.ErrForbidden))
-			return nil
+			return
 		}
 	}
 	first := a.primaryLocked() == nil
+	a.aliases[addr] = l.Peer
 	s.link = l
 	s.nat = protocol.NATUnknown
 	s.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
@@ -347,9 +492,9 @@ func (a *attachment) attachOnce(s *slot, target, addr string) error {
 		}
 	}
 	if d.ctx.Err() == nil {
+		a.markDown(addr)
 		l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
 	}
-	return nil
 }
 
 // resend sends a search again through l, under a new ID: the supernodes that

@@ -84,6 +84,8 @@ func fromCode(e errorJSON) error {
 		base = protocol.ErrBadRequest
 	case "closing":
 		base = ErrDaemonClosed
+	case "forbidden":
+		base = protocol.ErrForbidden
 	default:
 		return errors.New(e.Error)
 	}
@@ -216,4 +218,28 @@ func (c *Client) Lookup(ctx context.Context, name string) (LookupResult, error) 
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&res)
 	return res, err
+}
+
+// Send asks the daemon to deliver the file at path (absolute) to user.
+func (c *Client) Send(ctx context.Context, user, path string) (SendResult, error) {
+	var res SendResult
+	resp, err := c.do(ctx, http.MethodPost, "/v1/send", SendRequest{User: user, Path: path})
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&res)
+	return res, err
+}
+
+// Inbox lists what other peers delivered.
+func (c *Client) Inbox(ctx context.Context) (InboxList, error) {
+	var list InboxList
+	resp, err := c.do(ctx, http.MethodGet, "/v1/inbox", nil)
+	if err != nil {
+		return list, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	return list, err
 }

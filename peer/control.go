@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -142,6 +143,15 @@ func listenControl(path string, d *Daemon) (*controlServer, error) {
 	mux.HandleFunc("POST /v1/get", d.handleGet)
 	mux.HandleFunc("POST /v1/connect", d.handleConnect)
 	mux.HandleFunc("POST /v1/lookup", d.handleLookup)
+	mux.HandleFunc("POST /v1/send", d.handleSend)
+	mux.HandleFunc("GET /v1/inbox", func(w http.ResponseWriter, r *http.Request) {
+		list, err := d.Inbox()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, InboxList{Dir: d.inbox.dir, Files: list})
+	})
 	return c, nil
 }
 
@@ -173,6 +183,8 @@ func errorCode(err error) (string, int) {
 		return "bad_request", http.StatusBadRequest
 	case errors.Is(err, ErrDaemonClosed):
 		return "closing", http.StatusServiceUnavailable
+	case errors.Is(err, protocol.ErrForbidden):
+		return "forbidden", http.StatusForbidden
 	}
 	return "error", http.StatusInternalServerError
 }
@@ -360,6 +372,36 @@ func (d *Daemon) handleLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := d.Lookup(r.Context(), req.Name)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// SendRequest is the body of POST /v1/send.
+type SendRequest struct {
+	User string `json:"user"`
+	Path string `json:"path"` // absolute: the daemon's working folder is not the caller's
+}
+
+// InboxList is what GET /v1/inbox returns.
+type InboxList struct {
+	Dir   string       `json:"dir"`
+	Files []InboxEntry `json:"files"`
+}
+
+func (d *Daemon) handleSend(w http.ResponseWriter, r *http.Request) {
+	var req SendRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", protocol.ErrBadRequest, err))
+		return
+	}
+	if !filepath.IsAbs(req.Path) {
+		writeErr(w, fmt.Errorf("%w: path %q is not absolute", protocol.ErrBadRequest, req.Path))
+		return
+	}
+	res, err := d.Send(r.Context(), req.User, req.Path)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -47,6 +47,14 @@ type Config struct {
 	// Attach is how many supernodes the peer attaches to at once, so that one
 	// dying leaves it attached to the others (default 3).
 	Attach int
+	// InboxDir is where files other peers send arrive (default DataDir/inbox).
+	InboxDir string
+	// InboxPolicy says who may send files: InboxAnyone (the default),
+	// InboxAccepted (the peer IDs and usernames in AcceptFrom) or InboxNobody.
+	InboxPolicy string
+	AcceptFrom  []string
+	// InboxMaxBytes is the largest file taken (default 4 GiB).
+	InboxMaxBytes int64
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -110,6 +118,7 @@ type Daemon struct {
 
 	attach *attachment
 	user   *userDir
+	inbox  *inbox
 	srcs   *sourceCache
 	conns  *connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
@@ -214,6 +223,21 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	switch cfg.InboxPolicy {
+	case "":
+		cfg.InboxPolicy = InboxAnyone
+	case InboxAnyone, InboxAccepted, InboxNobody:
+	default:
+		return nil, fmt.Errorf("inbox policy %q: want %s, %s or %s", cfg.InboxPolicy, InboxAnyone, InboxAccepted, InboxNobody)
+	}
+	for _, a := range cfg.AcceptFrom {
+		if _, err := protocol.ParsePeerID(a); err != nil && protocol.CheckUsername(a) != nil {
+			return nil, fmt.Errorf("accept %q: neither a peer ID nor a username", a)
+		}
+	}
+	if cfg.InboxMaxBytes <= 0 {
+		cfg.InboxMaxBytes = 4 << 30
+	}
 	if cfg.ControlSocket == "" {
 		cfg.ControlSocket = SocketPath(cfg.DataDir)
 	}
@@ -288,6 +312,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.attach = newAttachment(d)
 	d.user = newUserDir(d)
+	d.inbox = &inbox{d: d, dir: d.inboxDir()}
 	d.conns = newConnector(d)
 	return d, nil
 }

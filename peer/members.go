@@ -9,6 +9,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -33,9 +34,14 @@ type listedSN struct {
 // owner's, and the rest of the list is still good.
 func (a *attachment) takeMembers(m *protocol.Members) {
 	var listed []listedSN
+	var ids []ring.ID
 	for i := range m.Members {
 		r := &m.Members[i]
-		if r.Verify() != nil || r.Peer() == a.d.ID() || !transport.Dialable(r.Addrs[0]) {
+		if r.Verify() != nil {
+			continue
+		}
+		ids = append(ids, ring.ID(r.Peer()))
+		if r.Peer() == a.d.ID() || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
 		load := 1.0
@@ -50,6 +56,7 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 	if len(listed) == 0 {
 		return
 	}
+	a.d.user.membersChanged(ids)
 	slices.SortFunc(listed, func(x, y listedSN) int { return strings.Compare(x.target, y.target) })
 	a.mu.Lock()
 	same := slices.EqualFunc(listed, a.listed, func(x, y listedSN) bool { return x.target == y.target })

@@ -67,9 +67,12 @@ func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
 	if j, ok := m.(*protocol.Join); ok {
 		return d.serveJoin(l, s, br, j)
 	}
+	if dm, ok := m.(*protocol.Deliver); ok {
+		return d.serveDeliver(l, s, br, dm)
+	}
 	gm, ok := m.(*protocol.GetMeta)
 	if !ok {
-		protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusBadRequest, Message: "transfer stream must start with join or get_meta"})
+		protocol.WriteMessage(s, &protocol.Error{Code: protocol.StatusBadRequest, Message: "transfer stream must start with join, get_meta or deliver"})
 		return fmt.Errorf("%w: stream opened with %s", protocol.ErrBadRequest, m.Type())
 	}
 	var f content.File

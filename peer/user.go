@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // ErrNoSuchUser is a username nobody holds.
@@ -48,7 +50,35 @@ type userDir struct {
 	status UserStatus
 	sent   *protocol.UserRecord // the last record put, to spot changes
 	kick   chan struct{}
+	// replicas are the supernodes that hold our record, as the member list
+	// has it; when they change the record is put again, since the new ones
+	// may lack it (all of the old ones may have died at once).
+	replicas []ring.ID
+	force    bool
 }
+
+// membersChanged puts the record again if the supernodes that should hold it
+// changed.
+func (u *userDir) membersChanged(ids []ring.ID) {
+	if u.d.cfg.Username == "" {
+		return
+	}
+	reps := ring.New(ids).Replicas(ring.KeyOf(u.d.cfg.Username), supernodeReplicas)
+	u.mu.Lock()
+	changed := u.replicas != nil && !slices.Equal(reps, u.replicas)
+	u.replicas = reps
+	if changed {
+		u.force = true
+	}
+	u.mu.Unlock()
+	if changed {
+		u.attachmentsChanged()
+	}
+}
+
+// supernodeReplicas is how many supernodes hold each record (as package
+// supernode has it).
+const supernodeReplicas = 3
 
 func newUserDir(d *Daemon) *userDir {
 	return &userDir{d: d, waits: make(map[protocol.QueryID]chan *protocol.UserReply),
@@ -86,18 +116,50 @@ func (u *userDir) reply(m *protocol.UserReply) {
 	}
 }
 
-// ask sends a request through the primary supernode and waits for its reply.
-func (u *userDir) ask(ctx context.Context, id protocol.QueryID, m protocol.Message) (*protocol.UserReply, error) {
+// Directory requests are tried again, through the next attached supernode
+// in turn, when no answer comes within askTimeout: a request can be lost on a
+// supernode link that closes under it, or on a ring that is changing.
+const (
+	askTimeout  = 2 * time.Second
+	askAttempts = 4
+)
+
+// ask sends the request build makes, under a fresh ID each try, and waits for
+// its reply. A reply that refuses (not found, taken) is an answer; a timeout,
+// a lost link or an unavailable ring is tried again.
+func (u *userDir) ask(ctx context.Context, build func(protocol.QueryID) protocol.Message) (*protocol.UserReply, error) {
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-	l, err := u.d.attach.waitAttached(wctx)
+	_, err := u.d.attach.waitAttached(wctx)
 	wcancel()
 	if err != nil {
 		return nil, ErrNoSupernode
 	}
+	var last error
+	for try := 0; try < askAttempts && ctx.Err() == nil; try++ {
+		links := u.d.attach.links()
+		if len(links) == 0 {
+			return nil, ErrNoSupernode
+		}
+		l := links[try%len(links)]
+		r, err := u.askOnce(ctx, l, build)
+		if err == nil || r != nil && r.Code != protocol.StatusUnavailable && r.Code != protocol.StatusOverloaded {
+			return r, err
+		}
+		last = err
+	}
+	if last == nil {
+		last = ctx.Err()
+	}
+	return nil, last
+}
+
+func (u *userDir) askOnce(ctx context.Context, l *transport.Link, build func(protocol.QueryID) protocol.Message) (*protocol.UserReply, error) {
 	if l.Version < protocol.VersionUsers {
 		return nil, fmt.Errorf("%w: the supernode speaks protocol v%d, the directory needs v%d",
 			protocol.ErrUnsupportedVersion, l.Version, protocol.VersionUsers)
 	}
+	var id protocol.QueryID
+	crand.Read(id[:])
 	ch := make(chan *protocol.UserReply, 1)
 	u.mu.Lock()
 	u.waits[id] = ch
@@ -107,15 +169,19 @@ func (u *userDir) ask(ctx context.Context, id protocol.QueryID, m protocol.Messa
 		delete(u.waits, id)
 		u.mu.Unlock()
 	}()
-	if err := l.Send(m); err != nil {
+	if err := l.Send(build(id)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}
+	t := time.NewTimer(askTimeout)
+	defer t.Stop()
 	select {
 	case r := <-ch:
 		if r.Code != protocol.StatusOK {
 			return r, (&protocol.Error{Code: r.Code, Message: r.Message}).AsError()
 		}
 		return r, nil
+	case <-t.C:
+		return nil, fmt.Errorf("%w: the directory did not answer within %v", protocol.ErrTimeout, askTimeout)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: the directory did not answer", protocol.ErrTimeout)
 	case <-l.Done():
@@ -130,10 +196,8 @@ func (d *Daemon) Lookup(ctx context.Context, name string) (*LookupResult, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.SearchTimeout)
 	defer cancel()
-	var id protocol.QueryID
-	crand.Read(id[:])
 	start := time.Now()
-	r, err := d.user.ask(ctx, id, &protocol.UserGet{ID: id, Name: name})
+	r, err := d.user.ask(ctx, func(id protocol.QueryID) protocol.Message { return &protocol.UserGet{ID: id, Name: name} })
 	if err != nil {
 		if errors.Is(err, protocol.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %q", ErrNoSuchUser, name)
@@ -210,9 +274,10 @@ func (u *userDir) register() error {
 		Addrs: d.advertisedAddrs(), NAT: nat}
 	now := time.Now()
 	u.mu.Lock()
-	prev := u.sent
+	prev, force := u.sent, u.force
+	u.force = false
 	u.mu.Unlock()
-	if prev != nil && slices.Equal(prev.Supernodes, rec.Supernodes) && slices.Equal(prev.Addrs, rec.Addrs) &&
+	if !force && prev != nil && slices.Equal(prev.Supernodes, rec.Supernodes) && slices.Equal(prev.Addrs, rec.Addrs) &&
 		prev.NAT == rec.NAT && time.Unix(prev.Expires, 0).Sub(now) > 2*userTTL/3 && u.snapshot().Registered {
 		return nil
 	}
@@ -223,11 +288,9 @@ func (u *userDir) register() error {
 	}
 	rec.Expires = now.Add(userTTL).Unix()
 	rec.Sign(d.id)
-	var id protocol.QueryID
-	crand.Read(id[:])
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SearchTimeout)
 	defer cancel()
-	_, err := u.ask(ctx, id, &protocol.UserPut{ID: id, Rec: *rec})
+	_, err := u.ask(ctx, func(id protocol.QueryID) protocol.Message { return &protocol.UserPut{ID: id, Rec: *rec} })
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {

@@ -159,6 +159,8 @@
 //	0x22  user_get    v5       message    leaf -> supernode, supernode -> supernode
 //	0x23  user_reply  v5       message    supernode -> supernode, supernode -> leaf
 //	0x24  user_store  v5       message    supernode -> supernode
+//	0x25  deliver     v5       deliver    peer -> peer
+//	0x26  delivered   v5       deliver    peer -> peer
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -309,6 +311,15 @@
 //
 //	user_store (UserStore), v5
 //	  r    [user]   records the receiver should hold, <= 64
+//
+//	deliver (Deliver), v5: opens a deliver stream; s raw bytes follow the frame
+//	  n    str      file name: 1 to 255 bytes, no / or \ or control characters, not . or ..
+//	  s    int64    size, 0 to 2^40
+//	  h    bin 32   SHA-256 of the bytes
+//	  u?   str      the sender's username
+//
+//	delivered (Delivered), v5
+//	  n    str      the name the file was stored under in the receiver's inbox
 //
 //	peers (Peers), v3
 //	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
@@ -567,10 +578,18 @@
 // owner itself when linked, raising h, and sends the reply back the way the request
 // came. The owner stores a put only if the record is signed by the key that holds
 // the name, or the name is free (no record, or the held one expired), and its q is
-// higher; it then sends user_store to its successors. When the member list changes,
-// a supernode sends user_store with each record to the supernodes that should hold
-// it now and drops the records it should no longer hold. A leaf puts its record
+// higher; it then sends user_store to the other replicas it is linked to, and each
+// replica that takes a new record does the same. When the member list changes, and
+// every few seconds besides, a supernode sends user_store with each record it holds
+// to the other replicas, and hands each record it should no longer hold to the
+// owner with user_put, dropping it once the owner has answered. A leaf puts its record
 // again before it expires and whenever its supernodes or addresses change.
+//
+// A peer hands a file to another (v5) on a transfer connection: it opens a stream
+// with deliver and writes the bytes after it. The receiver, if it takes deliveries
+// from the sender's peer ID, stores them and answers delivered once all s bytes have
+// arrived and their SHA-256 is h; otherwise it answers error (forbidden, too large,
+// no space, or a hash mismatch) and resets the stream.
 //
 // # Connection setup
 //
@@ -605,7 +624,7 @@
 //	v3  Swarms: types 0x16 to 0x1f, and swarm streams on transfer connections. A v3
 //	    peer still answers get_meta streams from v1 and v2 peers.
 //	v4  Membership: type 0x20.
-//	v5  Username directory: types 0x21 to 0x24.
+//	v5  Username directory and deliveries: types 0x21 to 0x26.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -51,6 +51,8 @@ const (
 	TypeUserGet    MsgType = 0x22 // v5
 	TypeUserReply  MsgType = 0x23 // v5
 	TypeUserStore  MsgType = 0x24 // v5
+	TypeDeliver    MsgType = 0x25 // v5
+	TypeDelivered  MsgType = 0x26 // v5
 )
 
 var typeNames = map[MsgType]string{
@@ -64,6 +66,7 @@ var typeNames = map[MsgType]string{
 	TypeNoInterest: "not_interested", TypeChoke: "choke", TypeUnchoke: "unchoke", TypeCancel: "cancel",
 	TypePeers: "peers", TypeReject: "reject", TypeMembers: "members",
 	TypeUserPut: "user_put", TypeUserGet: "user_get", TypeUserReply: "user_reply", TypeUserStore: "user_store",
+	TypeDeliver: "deliver", TypeDelivered: "delivered",
 }
 
 func (t MsgType) String() string {
@@ -91,7 +94,8 @@ const VersionSwarm uint16 = 3
 // VersionMembers is the first version with the gossiped list of live supernodes.
 const VersionMembers uint16 = 4
 
-// VersionUsers is the first version with the username directory.
+// VersionUsers is the first version with the username directory and
+// deliveries to a user's inbox.
 const VersionUsers uint16 = 5
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
@@ -108,9 +112,11 @@ const (
 	MaxFilesPerFrame = 512
 	MaxHitsPerFrame  = 256
 	MaxSourcesPerHit = 64
-	MaxMembers       = 256 // supernode entries in one members message
-	MaxUserRecords   = 64  // username records in one user_store message
-	MaxUserHops      = 24  // supernode hops of a user_put or user_get: about 2 log2 N for 4096 supernodes
+	MaxMembers       = 256     // supernode entries in one members message
+	MaxUserRecords   = 64      // username records in one user_store message
+	MaxFileNameLen   = 255     // a delivered file's name
+	MaxDeliverSize   = 1 << 40 // bytes one delivery may carry
+	MaxUserHops      = 24      // supernode hops of a user_put or user_get: about 2 log2 N for 4096 supernodes
 	MaxIDsPerFrame   = 4096
 	MaxSummaryLevels = 8
 	MaxHops          = 8
@@ -376,6 +382,22 @@ type UserStore struct {
 	Recs []UserRecord `msgpack:"r"`
 }
 
+// Deliver opens a stream that hands a file to the receiver's inbox: Size raw
+// bytes follow the frame. The receiver answers with Delivered once the bytes
+// are stored and their SHA-256 matches, or with Error (and a reset) when it
+// refuses them.
+type Deliver struct {
+	Name   string `msgpack:"n"`
+	Size   int64  `msgpack:"s"`
+	SHA256 []byte `msgpack:"h"`
+	From   string `msgpack:"u,omitempty"` // the sender's username, if it has one
+}
+
+// Delivered says a delivery is stored, under Name in the receiver's inbox.
+type Delivered struct {
+	Name string `msgpack:"n"`
+}
+
 // Peers tells the other side of a swarm stream of more peers in the swarm
 // (peer exchange), so a swarm forms before the tracker knows its members.
 type Peers struct {
@@ -420,6 +442,8 @@ func (*UserPut) Type() MsgType    { return TypeUserPut }
 func (*UserGet) Type() MsgType    { return TypeUserGet }
 func (*UserReply) Type() MsgType  { return TypeUserReply }
 func (*UserStore) Type() MsgType  { return TypeUserStore }
+func (*Deliver) Type() MsgType    { return TypeDeliver }
+func (*Delivered) Type() MsgType  { return TypeDelivered }
 
 func newMessage(t MsgType) Message {
 	switch t {
@@ -495,6 +519,10 @@ func newMessage(t MsgType) Message {
 		return new(UserReply)
 	case TypeUserStore:
 		return new(UserStore)
+	case TypeDeliver:
+		return new(Deliver)
+	case TypeDelivered:
+		return new(Delivered)
 	}
 	return nil
 }
@@ -826,6 +854,38 @@ func (m *UserStore) validate() error {
 	}
 	return nil
 }
+
+// CheckFileName accepts a plain file name: no path separators, not "." or
+// "..", no control characters, at most 255 bytes.
+func CheckFileName(name string) error {
+	if name == "" || len(name) > MaxFileNameLen || name == "." || name == ".." {
+		return invalid("file name %q", name)
+	}
+	for _, c := range name {
+		if c == '/' || c == '\\' || c < 0x20 || c == 0x7f {
+			return invalid("file name %q: no separators or control characters", name)
+		}
+	}
+	return nil
+}
+
+func (m *Deliver) validate() error {
+	if err := CheckFileName(m.Name); err != nil {
+		return err
+	}
+	if m.Size < 0 || m.Size > MaxDeliverSize {
+		return invalid("delivery of %d bytes (0 to %d)", m.Size, int64(MaxDeliverSize))
+	}
+	if len(m.SHA256) != 32 {
+		return invalid("delivery hash of %d bytes (want 32)", len(m.SHA256))
+	}
+	if m.From != "" {
+		return CheckUsername(m.From)
+	}
+	return nil
+}
+
+func (m *Delivered) validate() error { return CheckFileName(m.Name) }
 
 func (m *Reject) validate() error {
 	if m.Length == 0 || m.Length > MaxBlockLen {

@@ -436,6 +436,13 @@ func TestValidate(t *testing.T) {
 			}
 			return r
 		}()}},
+		{"deliver path", &Deliver{Name: "../etc/passwd", SHA256: make([]byte, 32)}},
+		{"deliver dot-dot", &Deliver{Name: "..", SHA256: make([]byte, 32)}},
+		{"deliver control char", &Deliver{Name: "a\nb", SHA256: make([]byte, 32)}},
+		{"deliver negative size", &Deliver{Name: "a", Size: -1, SHA256: make([]byte, 32)}},
+		{"deliver short hash", &Deliver{Name: "a", SHA256: make([]byte, 31)}},
+		{"deliver bad sender", &Deliver{Name: "a", SHA256: make([]byte, 32), From: "Bob"}},
+		{"delivered empty", &Delivered{}},
 		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
 		{"join NAT type 5", &Join{NAT: 5}},
 		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},

@@ -45,6 +45,8 @@ type DirStats struct {
 
 type dirRequest struct {
 	from     LinkID // 0: our own handover of name
+	via      LinkID // where it went on
+	hops     uint8
 	name     string
 	deadline time.Time
 }
@@ -177,7 +179,7 @@ func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops ui
 	d.mu.Lock()
 	full := len(d.pending) >= maxDirPending
 	if !full {
-		d.pending[req] = &dirRequest{from: from, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		d.pending[req] = &dirRequest{from: from, via: next, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
 		d.Stats.Forwarded++
 	}
 	d.mu.Unlock()
@@ -217,7 +219,7 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 		s.dir.mu.Lock()
 		s.dir.Stats.Stored++
 		s.dir.mu.Unlock()
-		s.copyToSuccessor(r, []*protocol.UserRecord{&m.Rec})
+		s.copyToReplicas(r, []*protocol.UserRecord{&m.Rec})
 	}
 	s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
 }
@@ -320,7 +322,7 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 		s.dir.mu.Lock()
 		s.dir.Stats.Stored += uint64(len(fresh))
 		s.dir.mu.Unlock()
-		s.copyToSuccessor(r, fresh)
+		s.copyToReplicas(r, fresh)
 	}
 }
 
@@ -334,22 +336,24 @@ func holds(r *ring.Ring, self ring.ID, name string) bool {
 	return false
 }
 
-// copyToSuccessor passes records on down the chain of replicas: each replica
-// that took a new record hands it to its successor when that one is a replica
-// too, and the chain ends where the copy is no news.
-func (s *Server) copyToSuccessor(r *ring.Ring, recs []*protocol.UserRecord) {
-	fingers := r.Fingers(ring.ID(s.ID()))
-	if len(fingers) == 0 {
-		return
-	}
-	succ := fingers[0]
-	var out []protocol.UserRecord
+// copyToReplicas passes records on to the other replicas we are linked to:
+// each replica that took a new record hands it on the same way, so the copies
+// spread even when a replica lacks the link to its successor, and stop where
+// they are no news.
+func (s *Server) copyToReplicas(r *ring.Ring, recs []*protocol.UserRecord) {
+	self := ring.ID(s.ID())
+	linked := s.linkedUsers()
+	out := make(map[ring.ID][]protocol.UserRecord)
 	for _, rec := range recs {
-		if holds(r, succ, rec.Name) {
-			out = append(out, *rec)
+		for _, p := range r.Replicas(ring.KeyOf(rec.Name), Replicas) {
+			if _, ok := linked[p]; ok && p != self {
+				out[p] = append(out[p], *rec)
+			}
 		}
 	}
-	s.sendStore(succ, out)
+	for p, rs := range out {
+		s.sendStore(p, rs)
+	}
 }
 
 // sendStore sends recs to a linked supernode, in frames of the most allowed.
@@ -369,13 +373,13 @@ func (s *Server) sendStore(to ring.ID, recs []protocol.UserRecord) {
 }
 
 // sweepDirectory runs every gossip round: it forgets expired requests and
-// records, and when the ring has changed it copies each record it holds to its
-// successor if that one should hold it too, and hands the records it should no
+// records, and when the ring has changed it copies each record it holds to
+// the other replicas, and hands the records it should no
 // longer hold to their owner, dropping them once the owner has them. With
 // force (every few rounds) it does the same with the ring unchanged: a
-// successor may have taken itself for no replica when the copy came, because
+// replica may have taken itself for none when the copy came, because
 // it learnt of the change later, and a copy or handover may have found no
-// link. A copy the successor holds already costs it no signature check.
+// link. A copy the receiver holds already costs it no signature check.
 func (s *Server) sweepDirectory(now time.Time, force bool) {
 	d := s.dir
 	r := s.dirRing()
@@ -403,7 +407,7 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 			moved = append(moved, rec)
 		}
 	}
-	s.copyToSuccessor(r, mine)
+	s.copyToReplicas(r, mine)
 	// Records we should no longer hold are kept until their owner confirms
 	// it has them (or they expire), and offered again every few rounds.
 	for _, rec := range moved {
@@ -435,6 +439,26 @@ func equalIDs(a, b []ring.ID) bool {
 		}
 	}
 	return true
+}
+
+// neighbourGone answers the requests that went on over a supernode link that
+// closed: their replies are lost, and the asker can try again at once rather
+// than wait for its timeout.
+func (s *Server) neighbourGone(id LinkID) {
+	d := s.dir
+	d.mu.Lock()
+	var lost []*dirRequest
+	var ids []protocol.QueryID
+	for req, p := range d.pending {
+		if p.via == id {
+			lost, ids = append(lost, p), append(ids, req)
+			delete(d.pending, req)
+		}
+	}
+	d.mu.Unlock()
+	for i, p := range lost {
+		s.replyErr(p.from, ids[i], p.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, p.name))
+	}
 }
 
 // leafGone forgets a leaf's rate limiter.

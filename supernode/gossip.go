@@ -39,7 +39,8 @@ func (s *Server) gossip(now time.Time) {
 		Leaves: uint32(s.router.Leaves()), Cap: uint32(s.cfg.MaxLeaves)}
 	self.Sign(s.node.Identity())
 	s.members.Merge([]*protocol.MemberRecord{self}, now)
-	for _, id := range s.members.Expire(now) {
+	died := s.members.Expire(now)
+	for _, id := range died {
 		s.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
 	}
 	live := s.members.Live()
@@ -53,8 +54,10 @@ func (s *Server) gossip(now time.Time) {
 		}
 	}
 	// Leaves get the list less often: they need it only to find a
-	// supernode when theirs are gone, and keep it on disk for that.
-	if s.rounds%leafMembersEvery == 0 {
+	// supernode when theirs are gone, and keep it on disk for that. When a
+	// supernode has died they get it at once, since they may be about to
+	// look for another.
+	if s.rounds%leafMembersEvery == 0 || len(died) > 0 {
 		for _, id := range s.leafOf {
 			if l := s.links[id]; l != nil && l.Version >= protocol.VersionMembers {
 				links = append(links, l)
@@ -148,8 +151,9 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 		defer s.wg.Done()
 		defer s.dialling.Store(false)
 		// A listed supernode may have died since its last beat: do not let it
-		// hold up the next try for long.
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.MemberTimeout)
+		// hold up the next try for long, but give a loaded one time for
+		// its handshake.
+		ctx, cancel := context.WithTimeout(s.ctx, max(s.cfg.MemberTimeout, 2*time.Second))
 		defer cancel()
 		l, _, err := s.node.Dial(ctx, m.Addrs[0], m.Peer(), &protocol.Hello{Role: protocol.RoleSupernode})
 		if err != nil {

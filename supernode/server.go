@@ -522,6 +522,7 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
 	go s.readLoop(id, l, func() {
 		s.forget(s.byPeer, l.Peer, id)
 		s.router.NeighbourDown(id)
+		s.neighbourGone(id)
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
 	})
 	return id, true

@@ -1,0 +1,247 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// A search in flight when the leaf's supernode dies completes through the
+// leaf's other supernode. The first supernode is held up by a neighbour that
+// never answers, so the search is still in flight when it is killed.
+func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
+	a, stopA := runSupernode(t, func(c *supernode.Config) {
+		c.AltListen, c.ListenTCP = "-", "-"
+		c.Router.QueryTimeout = 20 * time.Second
+	})
+	b := startSupernode(t, a)
+	// The neighbour that takes A's queries and never answers.
+	id, _ := protocol.GenerateIdentity()
+	mute, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	ml, _, err := mute.Dial(context.Background(), a.Addr().String(), a.ID(), &protocol.Hello{Role: protocol.RoleSupernode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Close(nil)
+	go func() {
+		for {
+			if _, err := ml.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	target := func(s *supernode.Server) string { return s.ID().String() + "@" + s.Addr().String() }
+	both := func(c *peer.Config) { c.Supernodes, c.Attach = []string{target(a), target(b)}, 2 }
+	startPeer(t, b, "holder", map[string][]byte{"Hey Jude.mp3": randomBytes(1, 4096)}, both)
+	asker := startPeer(t, a, "asker", nil, both)
+	eventually(t, 10*time.Second, "the asker attached to both, A first", func() bool {
+		st := asker.Status()
+		return len(st.Supernodes) == 2 && st.Supernode.PeerID == a.ID().String()
+	})
+	eventually(t, 10*time.Second, "both supernodes indexing the holder's file", func() bool {
+		return a.Router().IndexedFiles() == 1 && b.Router().IndexedFiles() == 1
+	})
+	type result struct {
+		hits []protocol.Hit
+		res  peer.SearchResult
+		err  error
+		took time.Duration
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		var hits []protocol.Hit
+		var mu sync.Mutex
+		res, err := asker.Search(context.Background(), "hey jude", protocol.ContentID{}, 0, func(h []protocol.Hit) {
+			mu.Lock()
+			hits = append(hits, h...)
+			mu.Unlock()
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		done <- result{hits, res, err, time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case r := <-done:
+		t.Fatalf("the search finished before A died (%v, %v): the mute neighbour did not hold it up", r.res, r.err)
+	default:
+	}
+	stopA()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the search did not complete after its supernode died")
+	}
+	if r.err != nil {
+		t.Fatalf("search after failover: %v", r.err)
+	}
+	if r.res.Partial || len(peer.GroupHits(r.hits)) != 1 {
+		t.Fatalf("search after failover: %+v, %d hits; want complete with the one file", r.res, len(r.hits))
+	}
+	t.Logf("the search completed through the surviving supernode %v after it began", r.took.Round(time.Millisecond))
+}
+
+// Ten supernodes and 100 peers, each attached to three supernodes with a
+// username and a file. Three supernodes (30%) are killed at once: the
+// others take the orphaned attachments without going over their leaf limit,
+// at least 99% of the orphaned peers are fully attached again within 5 s,
+// every username resolves and every survivor's file is found.
+func TestKillThirtyPercentOfSupernodes(t *testing.T) {
+	const nSN, nPeers, kill, maxLeaves = 10, 100, 3, 60
+	var sns []*supernode.Server
+	var stops []func()
+	for i := range nSN {
+		var join []*supernode.Server
+		if i > 0 {
+			join = append(join, sns[rand.N(i)])
+		}
+		s, stop := runSupernode(t, func(c *supernode.Config) {
+			c.AltListen, c.ListenTCP = "-", "-"
+			// A second to notice a dead supernode: 110 daemons share 2 cores.
+			c.GossipInterval, c.MemberTimeout, c.Neighbours = raceSlowdown*200*time.Millisecond, raceSlowdown*time.Second, 4
+			c.MaxLeaves = maxLeaves
+		}, join...)
+		sns, stops = append(sns, s), append(stops, stop)
+	}
+	waitRing(t, sns, raceSlowdown*20*time.Second)
+	peers := make([]*peer.Daemon, nPeers)
+	for i := range peers {
+		// Each knows one supernode; the member list gives it the others.
+		peers[i] = startPeer(t, sns[i%nSN], fmt.Sprintf("p%d", i),
+			map[string][]byte{fmt.Sprintf("tune%03d.mp3", i): randomBytes(uint64(i)+1, 2048)},
+			func(c *peer.Config) { c.Username, c.Attach = fmt.Sprintf("user%d", i), 3 })
+	}
+	var lagging string
+	defer func() {
+		if t.Failed() && lagging != "" {
+			t.Log("last peer waited for:", lagging)
+		}
+	}()
+	eventually(t, raceSlowdown*60*time.Second, "every peer attached to 3 supernodes and registered", func() bool {
+		for i, p := range peers {
+			st := p.Status()
+			if len(st.Supernodes) != 3 || st.User == nil || !st.User.Registered {
+				lagging = fmt.Sprintf("peer %d: %d supernodes, user %+v, last error %q", i, len(st.Supernodes), st.User, st.Supernode.LastError)
+				return false
+			}
+		}
+		return true
+	})
+	leafCounts := func(ss []*supernode.Server) []int {
+		var out []int
+		for _, s := range ss {
+			out = append(out, s.Router().Leaves())
+		}
+		return out
+	}
+	t.Logf("leaves per supernode before: %v", leafCounts(sns))
+
+	dead := map[string]bool{}
+	for _, i := range rand.Perm(nSN)[:kill] {
+		dead[sns[i].ID().String()] = true
+	}
+	var orphans []int
+	for i, p := range peers {
+		for _, st := range p.Status().Supernodes {
+			if dead[st.PeerID] {
+				orphans = append(orphans, i)
+				break
+			}
+		}
+	}
+	var alive []*supernode.Server
+	start := time.Now()
+	for i, s := range sns {
+		if dead[s.ID().String()] {
+			go stops[i]()
+		} else {
+			alive = append(alive, s)
+		}
+	}
+	// Every 20 ms: which orphans are on three live supernodes again.
+	recovered := make(map[int]time.Duration)
+	peak := make([]int, len(alive))
+	limit := raceSlowdown * 5 * time.Second
+	for time.Since(start) < 2*limit && len(recovered) < len(orphans) {
+		for _, i := range orphans {
+			if _, ok := recovered[i]; ok {
+				continue
+			}
+			sts := peers[i].Status().Supernodes
+			live := 0
+			for _, st := range sts {
+				if st.Connected && !dead[st.PeerID] {
+					live++
+				}
+			}
+			if live == 3 {
+				recovered[i] = time.Since(start)
+			}
+		}
+		for j, n := range leafCounts(alive) {
+			peak[j] = max(peak[j], n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var times []time.Duration
+	within := 0
+	for _, d := range recovered {
+		times = append(times, d)
+		if d <= limit {
+			within++
+		}
+	}
+	if len(times) == 0 {
+		t.Fatalf("none of the %d orphaned peers attached again", len(orphans))
+	}
+	slices.Sort(times)
+	t.Logf("%d supernodes killed, %d of %d peers orphaned; %d fully attached again within %v; recovery p50 %v, p99 %v, max %v",
+		kill, len(orphans), nPeers, within, limit, percentile(times, 0.5).Round(time.Millisecond),
+		percentile(times, 0.99).Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+	t.Logf("leaves per surviving supernode after: %v (peak %v, limit %d)", leafCounts(alive), peak, maxLeaves)
+	if within*100 < 99*len(orphans) {
+		t.Errorf("%d of %d orphaned peers attached again within %v, want at least 99%%", within, len(orphans), limit)
+	}
+	for j, n := range peak {
+		if n > maxLeaves {
+			t.Errorf("supernode %s reached %d leaves, over its limit of %d", alive[j].ID().Short(), n, maxLeaves)
+		}
+	}
+	// No cascade: every survivor still lists all the survivors.
+	waitRing(t, alive, raceSlowdown*10*time.Second)
+	// Every username resolves, to its peer, from a peer on the survivors.
+	eventually(t, raceSlowdown*10*time.Second, "every username resolving", func() bool {
+		asker := peers[rand.N(nPeers)]
+		for i, p := range peers {
+			res, err := asker.Lookup(context.Background(), fmt.Sprintf("user%d", i))
+			if err != nil || res.PeerID != p.ID().String() {
+				return false
+			}
+		}
+		return true
+	})
+	// Every peer's file is found again.
+	for _, i := range rand.Perm(nPeers)[:20] {
+		q := fmt.Sprintf("tune%03d", i)
+		hit := findOne(t, peers[(i+1)%nPeers], q, raceSlowdown*10*time.Second)
+		if hit.Sources[0].Peer != peers[i].ID() {
+			t.Errorf("%s found at %s, want %s", q, hit.Sources[0].Peer.Short(), peers[i].ID().Short())
+		}
+	}
+	t.Logf("after the deaths: every username resolves and 20 of 20 sampled files are found")
+}

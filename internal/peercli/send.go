@@ -1,0 +1,95 @@
+package peercli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+func sendCmd(g *globals) *cobra.Command {
+	var (
+		asJSON  bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "send USERNAME FILE",
+		Short: "Send a file to a user's inbox, found by name wherever the user is",
+		Long: "Look the user up in the overlay's directory, connect to the user's peer (directly or\n" +
+			"through a relay) and hand it the file, which it checks against its SHA-256 and keeps in\n" +
+			"its inbox. The user's daemon may take files only from senders it accepted.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := protocol.CheckUsername(args[0]); err != nil {
+				fmt.Fprintln(os.Stderr, "peer:", err)
+				return exitError{2}
+			}
+			path, err := filepath.Abs(args[1])
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			res, err := peer.NewClient(g.dataDir).Send(ctx, args[0], path)
+			if err != nil {
+				return explain(err)
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(res)
+			}
+			fmt.Printf("sent %s (%s) to %s (%s), %s: stored as %q in %.2f s\n", filepath.Base(path), humanBytes(res.Size),
+				res.User, short(res.PeerID), res.Path, res.StoredAs, res.Seconds)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	return cmd
+}
+
+func inboxCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inbox",
+		Short: "List the files other peers sent you",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			list, err := peer.NewClient(g.dataDir).Inbox(ctx)
+			if err != nil {
+				return explain(err)
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(list)
+			}
+			if len(list.Files) == 0 {
+				fmt.Printf("nothing has arrived in %s\n", list.Dir)
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "NAME\tSIZE\tFROM\tARRIVED\n")
+			for _, e := range list.Files {
+				from := short(e.FromPeer)
+				if e.FromUser != "" {
+					from = e.FromUser + " (" + from + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, humanBytes(e.Size), from, e.At.Local().Format(time.DateTime))
+			}
+			fmt.Fprintf(tw, "\n%d files in %s\n", len(list.Files), list.Dir)
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	return cmd
+}
