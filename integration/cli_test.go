@@ -718,3 +718,54 @@ func TestCLIErrors(t *testing.T) {
 		t.Errorf("dave's status:\n%s", r)
 	}
 }
+
+// The commands for users by name: up --user registers, lookup resolves,
+// send delivers, inbox lists, and a sender the receiver did not accept is
+// refused with a clear message.
+func TestCLIUsersAndInbox(t *testing.T) {
+	l := newLab(t)
+	sn1, _ := l.supernode("sn1")
+	sn2, _ := l.supernode("sn2", sn1)
+	inbox := filepath.Join(l.root, "alice-inbox")
+	alice := l.daemon("alice", "", sn1, "--user", "alice", "--inbox", inbox, "--inbox-from", "accepted", "--accept", "bob")
+	bob := l.daemon("bob", "", sn2, "--user", "bob")
+	carol := l.daemon("carol", "", sn2, "--user", "carol")
+	for _, d := range []daemon{alice, bob, carol} {
+		pollUntil(t, 20*time.Second, d.name+" registered", func() (bool, string) {
+			r := l.peer(d.dataDir, "status")
+			return strings.Contains(r.stdout, "Username:") && strings.Contains(r.stdout, "registered (record"), r.String()
+		})
+	}
+	st := l.peer(alice.dataDir, "status", "--json")
+	var aliceSt statusJSON
+	if err := json.Unmarshal([]byte(st.stdout), &aliceSt); err != nil {
+		t.Fatal(err, st)
+	}
+	// The directory is eventually consistent: a record put while the two
+	// supernodes were still swapping member lists reaches its second
+	// replica with the next round.
+	pollUntil(t, 10*time.Second, "bob finding alice", func() (bool, string) {
+		r := l.peer(bob.dataDir, "lookup", "alice")
+		return r.code == 0 && strings.Contains(r.stdout, aliceSt.PeerID) && strings.Contains(r.stdout, "Supernode:"), r.String()
+	})
+	if r := l.peer(bob.dataDir, "lookup", "nobody"); r.code != 5 || !strings.Contains(r.stderr, "no such user") {
+		t.Fatalf("lookup of an unknown user: %s", r)
+	}
+	file := filepath.Join(l.root, "letter.txt")
+	if err := os.WriteFile(file, []byte("dear alice\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := l.peer(bob.dataDir, "send", "alice", file); r.code != 0 || !strings.Contains(r.stdout, `stored as "letter.txt"`) {
+		t.Fatalf("send: %s", r)
+	}
+	if r := l.peer(carol.dataDir, "send", "alice", file); r.code == 0 || !strings.Contains(r.stderr, "accepted senders") {
+		t.Fatalf("carol's send should be refused: %s", r)
+	}
+	r := l.peer(alice.dataDir, "inbox")
+	if r.code != 0 || !strings.Contains(r.stdout, "letter.txt") || !strings.Contains(r.stdout, "bob (") || !strings.Contains(r.stdout, "1 files in "+inbox) {
+		t.Fatalf("inbox: %s", r)
+	}
+	if got, err := os.ReadFile(filepath.Join(inbox, "letter.txt")); err != nil || string(got) != "dear alice\n" {
+		t.Fatalf("inbox file: %q, %v", got, err)
+	}
+}

@@ -39,7 +39,7 @@ func dirCluster(t *testing.T, n, neighbours int, gossip time.Duration) ([]*super
 		}, join...)
 		sns, stops = append(sns, s), append(stops, stop)
 	}
-	waitRing(t, sns, raceSlowdown*(time.Duration(n)*time.Second/2+10*time.Second))
+	waitRing(t, sns, raceSlowdown*(time.Duration(n)*time.Second+10*time.Second))
 	return sns, stops
 }
 
@@ -402,7 +402,7 @@ func TestDirectoryLookupHops(t *testing.T) {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			// Slower gossip for larger rings: every supernode checks every
 			// entry's signature once a round.
-			gossip := time.Duration(max(100, 4*n)) * time.Millisecond
+			gossip := time.Duration(max(100, 16*n)) * time.Millisecond
 			sns, _ := dirCluster(t, n, 8, gossip)
 			const names, lookups = 50, 200
 			w := dialRawLeaf(t, sns[0])

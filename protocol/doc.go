@@ -302,6 +302,7 @@
 //
 //	user_get (UserGet), v5
 //	  i    bin 16   request ID;  u  str  username;  h?  uint8  hops so far, <= 24
+//	  d?   uint8    which replica is asked (0, the owner, unless set), <= 3
 //
 //	user_reply (UserReply), v5
 //	  i    bin 16   the request's ID
@@ -576,7 +577,9 @@
 // supernode, answers it if it holds the name (a get) or owns it (a put); else it
 // passes the request to the linked supernode closest before the owner, or to the
 // owner itself when linked, raising h, and sends the reply back the way the request
-// came. The owner stores a put only if the record is signed by the key that holds
+// came. A replica asked for a record it lacks (a copy may not have reached it yet)
+// asks the next replica, with d one higher and a new request ID, and the last
+// answers not found. The owner stores a put only if the record is signed by the key that holds
 // the name, or the name is free (no record, or the held one expired), and its q is
 // higher; it then sends user_store to the other replicas it is linked to, and each
 // replica that takes a new record does the same. When the member list changes, and

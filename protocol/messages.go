@@ -364,6 +364,9 @@ type UserGet struct {
 	ID   QueryID `msgpack:"i"`
 	Name string  `msgpack:"u"`
 	Hops uint8   `msgpack:"h,omitempty"`
+	// Down is set by a replica that lacks the record and asks the next one:
+	// the index of the replica asked (the owner is 0).
+	Down uint8 `msgpack:"d,omitempty"`
 }
 
 // UserReply answers a UserPut or UserGet, back along the path it came: the
@@ -826,6 +829,9 @@ func (m *UserPut) validate() error {
 func (m *UserGet) validate() error {
 	if m.Hops > MaxUserHops {
 		return invalid("user_get after %d hops (max %d)", m.Hops, MaxUserHops)
+	}
+	if m.Down > MaxUserSNs {
+		return invalid("user_get down to replica %d", m.Down)
 	}
 	return CheckUsername(m.Name)
 }

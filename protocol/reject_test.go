@@ -427,6 +427,7 @@ func TestValidate(t *testing.T) {
 		{"user_put 4 supernodes", &UserPut{Rec: func() UserRecord { r := exUser; r.Supernodes = make([]PeerID, 4); return r }()}},
 		{"user_put 25 hops", &UserPut{Rec: exUser, Hops: MaxUserHops + 1}},
 		{"user_get empty name", &UserGet{}},
+		{"user_get down to replica 4", &UserGet{Name: "alice", Down: MaxUserSNs + 1}},
 		{"user_get 25 hops", &UserGet{Name: "alice", Hops: MaxUserHops + 1}},
 		{"user_reply unsigned record", &UserReply{Rec: &UserRecord{Name: "alice", Key: make([]byte, 32)}}},
 		{"user_store 65", &UserStore{Recs: func() []UserRecord {

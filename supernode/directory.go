@@ -44,8 +44,9 @@ type DirStats struct {
 }
 
 type dirRequest struct {
-	from     LinkID // 0: our own handover of name
-	via      LinkID // where it went on
+	from     LinkID           // 0: our own handover of name
+	replyAs  protocol.QueryID // the ID the reply goes back under, when it went on under another
+	via      LinkID           // where it went on
 	hops     uint8
 	name     string
 	deadline time.Time
@@ -166,11 +167,17 @@ func (s *Server) replyErr(to LinkID, req protocol.QueryID, hops uint8, err error
 
 // forward passes a request on toward target, remembering where the reply goes.
 func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
+	s.forwardAs(from, req, req, name, hops, target, m)
+}
+
+// forwardAs is forward for a request that goes on under the ID next (which m
+// carries) and is answered under req.
+func (s *Server) forwardAs(from LinkID, req, next protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
 	if hops >= protocol.MaxUserHops {
 		s.replyErr(from, req, hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, name, hops))
 		return
 	}
-	next, ok := s.nextHop(target)
+	link, ok := s.nextHop(target)
 	if !ok {
 		s.replyErr(from, req, hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, name))
 		return
@@ -179,7 +186,11 @@ func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops ui
 	d.mu.Lock()
 	full := len(d.pending) >= maxDirPending
 	if !full {
-		d.pending[req] = &dirRequest{from: from, via: next, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		p := &dirRequest{from: from, via: link, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		if next != req {
+			p.replyAs = req
+		}
+		d.pending[next] = p
 		d.Stats.Forwarded++
 	}
 	d.mu.Unlock()
@@ -187,7 +198,7 @@ func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops ui
 		s.replyErr(from, req, hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
 		return
 	}
-	s.Send(next, m)
+	s.Send(link, m)
 }
 
 func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
@@ -258,20 +269,24 @@ func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
 			s.Send(from, &protocol.UserReply{ID: m.ID, Rec: rec, Hops: m.Hops})
 			return
 		}
-		if at == len(replicas)-1 {
-			s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: no user %q", protocol.ErrNotFound, m.Name))
-			return
-		}
 	}
-	// Toward the owner, or from a replica without the record (it may not
-	// have reached it yet after a change of the ring) on to the next one.
-	target := replicas[0]
-	if at >= 0 {
-		target = replicas[at+1]
-	}
+	want := min(int(m.Down), len(replicas)-1) // the replica asked
 	fwd := *m
 	fwd.Hops++
-	s.forward(from, m.ID, m.Name, m.Hops, target, &fwd)
+	if at != want {
+		s.forward(from, m.ID, m.Name, m.Hops, replicas[want], &fwd)
+		return
+	}
+	// The replica asked lacks the record (a copy may not have reached it
+	// yet after a change of the ring): it asks the next, under a new ID so
+	// that the request may pass supernodes it passed before.
+	if want == len(replicas)-1 {
+		s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: no user %q", protocol.ErrNotFound, m.Name))
+		return
+	}
+	fwd.Down = uint8(want + 1)
+	crand.Read(fwd.ID[:])
+	s.forwardAs(from, m.ID, fwd.ID, m.Name, m.Hops, replicas[want+1], &fwd)
 }
 
 func (s *Server) userReply(m *protocol.UserReply) {
@@ -284,6 +299,11 @@ func (s *Server) userReply(m *protocol.UserReply) {
 	case p == nil:
 		// Late, or not ours.
 	case p.from != 0:
+		if p.replyAs != (protocol.QueryID{}) {
+			r := *m
+			r.ID = p.replyAs
+			m = &r
+		}
 		s.Send(p.from, m)
 	case m.Code == protocol.StatusOK || m.Code == protocol.StatusForbidden || m.Code == protocol.StatusBadRequest:
 		// Our handover reached the owner, which has this record or a
@@ -457,6 +477,9 @@ func (s *Server) neighbourGone(id LinkID) {
 	}
 	d.mu.Unlock()
 	for i, p := range lost {
+		if p.replyAs != (protocol.QueryID{}) {
+			ids[i] = p.replyAs
+		}
 		s.replyErr(p.from, ids[i], p.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, p.name))
 	}
 }

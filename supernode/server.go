@@ -517,6 +517,11 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
 		old.Close(fmt.Errorf("%w: replaced by the link the smaller ID dialled", protocol.ErrForbidden))
 	}
 	s.router.NeighbourUp(id, l.Peer)
+	if l.Version >= protocol.VersionMembers {
+		// At once rather than at the next round: until they swap lists,
+		// each takes itself for the whole ring of the directory.
+		l.Send(membersMessage(s.members.Live(), s.ID()))
+	}
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
