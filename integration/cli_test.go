@@ -762,7 +762,7 @@ func TestCLIUsersAndInbox(t *testing.T) {
 		t.Fatalf("carol's send should be refused: %s", r)
 	}
 	r := l.peer(alice.dataDir, "inbox")
-	if r.code != 0 || !strings.Contains(r.stdout, "letter.txt") || !strings.Contains(r.stdout, "bob (") || !strings.Contains(r.stdout, "1 files in "+inbox) {
+	if r.code != 0 || !strings.Contains(r.stdout, "letter.txt") || !strings.Contains(r.stdout, "bob (") || !strings.Contains(r.stdout, "1 file in "+inbox) {
 		t.Fatalf("inbox: %s", r)
 	}
 	if got, err := os.ReadFile(filepath.Join(inbox, "letter.txt")); err != nil || string(got) != "dear alice\n" {

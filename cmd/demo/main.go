@@ -126,8 +126,11 @@ func run() error {
 		}
 		dd := filepath.Join(root, u.name, "data")
 		d, err := peer.New(peer.Config{
-			DataDir: dd, ShareDir: share, Name: u.name, Listen: "127.0.0.1:0",
+			DataDir: dd, ShareDir: share, Name: u.name, Username: u.name, Listen: "127.0.0.1:0",
 			Supernodes: []string{sns[u.sn].ID().String() + "@" + sns[u.sn].Addr().String()},
+			// One supernode each, so the search below takes the line; a
+			// real peer stays attached to three.
+			Attach: 1,
 			Log:        log.With().Str("role", u.name).Logger(),
 		})
 		if err != nil {
@@ -181,6 +184,32 @@ func run() error {
 
 	step("fatou's status")
 	if err := cmd(fatou, "status"); err != nil {
+		return err
+	}
+
+	step("fatou finds alice by name in the username directory, and sends her a note")
+	// Records reach their replicas within a gossip round of the ring settling.
+	var found error
+	for i := 0; i < 50; i++ {
+		if _, found = peer.NewClient(fatou).Lookup(ctx, "alice"); found == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if found != nil {
+		return fmt.Errorf("looking up alice: %w", found)
+	}
+	if err := cmd(fatou, "lookup", "alice"); err != nil {
+		return err
+	}
+	note := filepath.Join(root, "fatou", "thanks.txt")
+	if err := os.WriteFile(note, []byte("Thanks for Hey Jude!\n"), 0o644); err != nil {
+		return err
+	}
+	if err := cmd(fatou, "send", "alice", note); err != nil {
+		return err
+	}
+	if err := cmd(dataDirs["alice"], "inbox"); err != nil {
 		return err
 	}
 

@@ -86,7 +86,11 @@ func inboxCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, humanBytes(e.Size), from, e.At.Local().Format(time.DateTime))
 			}
-			fmt.Fprintf(tw, "\n%d files in %s\n", len(list.Files), list.Dir)
+			plural := "s"
+			if len(list.Files) == 1 {
+				plural = ""
+			}
+			fmt.Fprintf(tw, "\n%d file%s in %s\n", len(list.Files), plural, list.Dir)
 			return tw.Flush()
 		},
 	}
