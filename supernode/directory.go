@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -410,7 +411,7 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 			delete(d.pending, id)
 		}
 	}
-	changed := !equalIDs(ids, d.ring)
+	changed := !slices.Equal(ids, d.ring)
 	d.ring = ids
 	d.mu.Unlock()
 	d.users.Prune(now)
@@ -447,18 +448,6 @@ func (s *Server) dropMoved(name string) {
 	if !holds(s.dirRing(), ring.ID(s.ID()), name) {
 		d.users.Drop(name)
 	}
-}
-
-func equalIDs(a, b []ring.ID) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // neighbourGone answers the requests that went on over a supernode link that
