@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -252,7 +253,7 @@ func (a *attachment) runSlot(s *slot) {
 	for d.ctx.Err() == nil {
 		_, wait := a.claim(0) // taken before the race, so no release is missed
 		l, w, addr, tried, err := a.dialFirst()
-		if tried == 0 {
+		if len(tried) == 0 {
 			// Every target is held by another slot: wait for one to come free.
 			select {
 			case <-wait:
@@ -267,9 +268,9 @@ func (a *attachment) runSlot(s *slot) {
 				return
 			}
 			a.mu.Lock()
-			a.lastErr = SupernodeStatus{LastError: err.Error()}
+			a.lastErr = SupernodeStatus{Addr: strings.Join(tried, ", "), LastError: err.Error()}
 			a.mu.Unlock()
-			d.log.Warn().Err(err).Int("tried", tried).Msg("supernodes unavailable")
+			d.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
 			case <-d.ctx.Done():
@@ -355,8 +356,8 @@ func (a *attachment) markDown(addr string) {
 // the slots racing at once share them: the next one raceStagger after the one
 // before or as soon as one fails, with at most raceDials under way. It
 // returns the first link made (the others are closed and every other claim
-// released) and how many targets it tried.
-func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, int, error) {
+// released) and the targets it tried.
+func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []string, error) {
 	d := a.d
 	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: d.cfg.Name}
 	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
@@ -428,11 +429,11 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, in
 	}
 	if win.l == nil {
 		if len(tried) > 0 && len(errs) == 0 {
-			return nil, nil, "", len(tried), ErrDaemonClosed // every dial was cancelled: we are closing
+			return nil, nil, "", tried, ErrDaemonClosed // every dial was cancelled: we are closing
 		}
-		return nil, nil, "", len(tried), errors.Join(errs...)
+		return nil, nil, "", tried, errors.Join(errs...)
 	}
-	return win.l, win.w, win.addr, len(tried), nil
+	return win.l, win.w, win.addr, tried, nil
 }
 
 // attached1 runs one slot's attachment to l until it drops.
