@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +249,38 @@ func TestKillThirtyPercentOfSupernodes(t *testing.T) {
 		}
 	}
 	t.Logf("after the deaths: every username resolves and 20 of 20 sampled files are found")
+}
+
+// A peer may lead only when a supernode's dial-back confirmed it public, it
+// has been up long enough, its upload is not capped low, and it did not opt
+// out; peer status says which condition fails.
+func TestLeadEligibility(t *testing.T) {
+	sn := startSupernode(t) // with the second STUN socket, so it dials back
+	ok := startPeer(t, sn, "ok", nil, func(c *peer.Config) { c.LeadAfter = time.Millisecond })
+	eventually(t, 10*time.Second, "the public peer eligible", func() bool { return ok.Status().Lead.Eligible })
+	cases := map[string]struct {
+		opt peerOpt
+		why string
+	}{
+		"opted out": {func(c *peer.Config) { c.LeadAfter, c.NoLead = time.Millisecond, true }, "opted out"},
+		"too new":   {func(c *peer.Config) { c.LeadAfter = time.Hour }, "of the 1h0m0s required"},
+		"capped":    {func(c *peer.Config) { c.LeadAfter, c.UploadRate = time.Millisecond, 100_000 }, "upload capped"},
+	}
+	for name, tc := range cases {
+		d := startPeer(t, sn, name, nil, tc.opt)
+		eventually(t, 10*time.Second, name+" attached and its NAT known", func() bool { return d.Status().Supernode.Public })
+		st := d.Status().Lead
+		if st.Eligible || len(st.Why) != 1 || !strings.Contains(st.Why[0], tc.why) {
+			t.Errorf("%s: %+v, want ineligible because %q", name, st, tc.why)
+		}
+	}
+	// A supernode that does not dial back confirms nothing: the same peer
+	// is not eligible there, whatever it claims.
+	blind, _ := runSupernode(t, func(c *supernode.Config) { c.AltListen = "-" })
+	d := startPeer(t, blind, "unconfirmed", nil, func(c *peer.Config) { c.LeadAfter = time.Millisecond })
+	eventually(t, 10*time.Second, "attached", func() bool { return d.Status().Supernode.Connected })
+	time.Sleep(500 * time.Millisecond) // its NAT measurement done
+	if st := d.Status().Lead; st.Eligible || !strings.Contains(strings.Join(st.Why, ";"), "dial-back") {
+		t.Errorf("unconfirmed peer: %+v, want ineligible for want of a dial-back", st)
+	}
 }

@@ -29,6 +29,7 @@ type Status struct {
 	// Supernodes are all the attachments, the primary (Supernode) first.
 	Supernodes []SupernodeStatus `json:"supernodes,omitempty"`
 	User       *UserStatus       `json:"user,omitempty"`
+	Lead       LeadStatus        `json:"lead"`
 	Shared     []SharedFile      `json:"shared"`
 	SharedSize int64             `json:"shared_bytes"`
 	Uploaded   int64             `json:"uploaded_bytes"`
@@ -82,6 +83,7 @@ func (d *Daemon) Status() Status {
 	st := Status{
 		PeerID: d.ID().String(), Name: d.cfg.Name, DataDir: d.cfg.DataDir, ShareDir: d.cfg.ShareDir,
 		LocalAddr: d.Addr().String(), Supernode: d.attach.snapshot(), Supernodes: d.attach.all(), User: d.user.snapshot(),
+		Lead:     d.leadStatus(time.Now()),
 		Uploaded: d.uploaded.Load(), Downloaded: d.downloaded.Load(),
 	}
 	if d.share != nil {

@@ -55,6 +55,10 @@ type Config struct {
 	AcceptFrom  []string
 	// InboxMaxBytes is the largest file taken (default 4 GiB).
 	InboxMaxBytes int64
+	// NoLead opts out of ever serving as a supernode; LeadAfter is how long
+	// the peer must be up before it may (default 30 min).
+	NoLead    bool
+	LeadAfter time.Duration
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -116,11 +120,12 @@ type Daemon struct {
 	node  *transport.Node
 	share *content.Share
 
-	attach *attachment
-	user   *userDir
-	inbox  *inbox
-	srcs   *sourceCache
-	conns  *connector
+	attach  *attachment
+	user    *userDir
+	inbox   *inbox
+	started time.Time
+	srcs    *sourceCache
+	conns   *connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
 	onRelay  *relay.Allocation
 	relayTCP string // the relay's TURN/TCP address, with onRelay
@@ -235,6 +240,9 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("accept %q: neither a peer ID nor a username", a)
 		}
 	}
+	if cfg.LeadAfter <= 0 {
+		cfg.LeadAfter = 30 * time.Minute
+	}
 	if cfg.InboxMaxBytes <= 0 {
 		cfg.InboxMaxBytes = 4 << 30
 	}
@@ -313,6 +321,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.attach = newAttachment(d)
 	d.user = newUserDir(d)
 	d.inbox = &inbox{d: d, dir: d.inboxDir()}
+	d.started = time.Now()
 	d.conns = newConnector(d)
 	return d, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -67,6 +68,11 @@ func statusCmd(g *globals) *cobra.Command {
 				default:
 					fmt.Fprintf(tw, "Username:\t%s, registering\n", u.Name)
 				}
+			}
+			if st.Lead.Eligible {
+				fmt.Fprintf(tw, "Can lead:\tyes (may be promoted to supernode)\n")
+			} else {
+				fmt.Fprintf(tw, "Can lead:\tno: %s\n", strings.Join(st.Lead.Why, "; "))
 			}
 			fmt.Fprintf(tw, "Supernodes listed:\t%d (the overlay's member list, kept in %s)\n", sn.Listed, filepath.Join(st.DataDir, "supernodes.cache"))
 			if st.ShareDir == "" {

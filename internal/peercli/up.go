@@ -18,7 +18,7 @@ func upCmd(g *globals) *cobra.Command {
 		inboxDir, inboxFrom                 string
 		accept                              []string
 		supernodes                          []string
-		jsonLogs                            bool
+		jsonLogs, noLead                    bool
 		rescan, upgrade, punch              time.Duration
 		upRate, downRate                    float64
 		unchoke, optimistic                 time.Duration
@@ -51,7 +51,7 @@ func upCmd(g *globals) *cobra.Command {
 			defer stop()
 			d, err := peer.New(peer.Config{
 				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach,
-				InboxDir: inboxDir, InboxPolicy: inboxFrom, AcceptFrom: accept,
+				InboxDir: inboxDir, InboxPolicy: inboxFrom, AcceptFrom: accept, NoLead: noLead,
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
 				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
@@ -76,6 +76,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&inboxDir, "inbox", "", "folder where files sent to you arrive (default: inbox in the data directory)")
 	f.StringVar(&inboxFrom, "inbox-from", peer.InboxAnyone, "who may send you files: anyone, accepted (those in --accept) or nobody")
 	f.StringSliceVar(&accept, "accept", nil, "peer IDs and usernames whose files you take with --inbox-from accepted, comma-separated")
+	f.BoolVar(&noLead, "no-lead", false, "never serve as a supernode for others")
 	f.IntVar(&attach, "attach", 3, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&listen, "listen", "0.0.0.0:0", "UDP address of the peer's socket")
