@@ -131,7 +131,7 @@ func run() error {
 			// One supernode each, so the search below takes the line; a
 			// real peer stays attached to three.
 			Attach: 1,
-			Log:        log.With().Str("role", u.name).Logger(),
+			Log:    log.With().Str("role", u.name).Logger(),
 		})
 		if err != nil {
 			return err
