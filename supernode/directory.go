@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -36,17 +37,18 @@ type directory struct {
 	pending map[protocol.QueryID]*dirRequest
 	limits  map[LinkID]*rate.Limiter // per leaf
 	ring    []ring.ID                // the ring at the last sweep
-	Stats   DirStats
+
+	Stats DirStats
 }
 
 // DirStats are cumulative counts, for status and tests.
 type DirStats struct {
-	Puts, Gets, Forwarded, Stored, Refused, Moved uint64
+	Puts, Gets, Forwarded, Stored, Refused, Moved atomic.Uint64
 }
 
 type dirRequest struct {
 	from     LinkID           // 0: our own handover of name
-	replyAs  protocol.QueryID // the ID the reply goes back under, when it went on under another
+	replyAs  protocol.QueryID // the ID the reply goes back under
 	via      LinkID           // where it went on
 	hops     uint8
 	name     string
@@ -187,12 +189,8 @@ func (s *Server) forwardAs(from LinkID, req, next protocol.QueryID, name string,
 	d.mu.Lock()
 	full := len(d.pending) >= maxDirPending
 	if !full {
-		p := &dirRequest{from: from, via: link, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
-		if next != req {
-			p.replyAs = req
-		}
-		d.pending[next] = p
-		d.Stats.Forwarded++
+		d.pending[next] = &dirRequest{from: from, replyAs: req, via: link, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		d.Stats.Forwarded.Add(1)
 	}
 	d.mu.Unlock()
 	if full {
@@ -203,16 +201,15 @@ func (s *Server) forwardAs(from LinkID, req, next protocol.QueryID, name string,
 }
 
 func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
-	s.dir.mu.Lock()
-	s.dir.Stats.Puts++
-	s.dir.mu.Unlock()
-	if err := m.Rec.Verify(); err != nil {
-		s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: %v", protocol.ErrBadRequest, err))
-		return
-	}
+	s.dir.Stats.Puts.Add(1)
 	k := ring.KeyOf(m.Rec.Name)
 	r := s.dirRing()
 	if owner := r.Successor(k); owner != ring.ID(s.ID()) {
+		// Junk goes no further than here; the owner's Put checks again.
+		if err := m.Rec.Verify(); err != nil {
+			s.replyErr(from, m.ID, m.Hops, dirError(err))
+			return
+		}
 		fwd := *m
 		fwd.Hops++
 		s.forward(from, m.ID, m.Rec.Name, m.Hops, owner, &fwd)
@@ -220,17 +217,13 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 	}
 	changed, err := s.dir.users.Put(&m.Rec, time.Now())
 	if err != nil {
-		s.dir.mu.Lock()
-		s.dir.Stats.Refused++
-		s.dir.mu.Unlock()
+		s.dir.Stats.Refused.Add(1)
 		s.log.Info().Err(err).Str("user", m.Rec.Name).Msg("username record refused")
 		s.replyErr(from, m.ID, m.Hops, dirError(err))
 		return
 	}
 	if changed {
-		s.dir.mu.Lock()
-		s.dir.Stats.Stored++
-		s.dir.mu.Unlock()
+		s.dir.Stats.Stored.Add(1)
 		s.copyToReplicas(r, []*protocol.UserRecord{&m.Rec})
 	}
 	s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
@@ -239,6 +232,8 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 // dirError gives the directory's refusals their wire status.
 func dirError(err error) error {
 	switch {
+	case errors.Is(err, protocol.ErrBadSignature), errors.Is(err, protocol.ErrMalformed):
+		return fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)
 	case errors.Is(err, index.ErrNameTaken):
 		return fmt.Errorf("%w: %v", protocol.ErrForbidden, err)
 	case errors.Is(err, index.ErrStaleRecord), errors.Is(err, index.ErrExpired):
@@ -250,19 +245,11 @@ func dirError(err error) error {
 }
 
 func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
-	s.dir.mu.Lock()
-	s.dir.Stats.Gets++
-	s.dir.mu.Unlock()
+	s.dir.Stats.Gets.Add(1)
 	k := ring.KeyOf(m.Name)
 	r := s.dirRing()
 	replicas := r.Replicas(k, Replicas)
-	self := ring.ID(s.ID())
-	at := -1
-	for i, p := range replicas {
-		if p == self {
-			at = i
-		}
-	}
+	at := slices.Index(replicas, ring.ID(s.ID()))
 	// Only a replica answers: a supernode that held the record before the
 	// ring changed may hold an old one.
 	if at >= 0 {
@@ -300,12 +287,9 @@ func (s *Server) userReply(m *protocol.UserReply) {
 	case p == nil:
 		// Late, or not ours.
 	case p.from != 0:
-		if p.replyAs != (protocol.QueryID{}) {
-			r := *m
-			r.ID = p.replyAs
-			m = &r
-		}
-		s.Send(p.from, m)
+		r := *m
+		r.ID = p.replyAs
+		s.Send(p.from, &r)
 	case m.Code == protocol.StatusOK || m.Code == protocol.StatusForbidden || m.Code == protocol.StatusBadRequest:
 		// Our handover reached the owner, which has this record or a
 		// better claim: ours is no longer needed.
@@ -340,21 +324,14 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 		}
 	}
 	if len(fresh) > 0 {
-		s.dir.mu.Lock()
-		s.dir.Stats.Stored += uint64(len(fresh))
-		s.dir.mu.Unlock()
+		s.dir.Stats.Stored.Add(uint64(len(fresh)))
 		s.copyToReplicas(r, fresh)
 	}
 }
 
 // holds reports whether self is one of the replicas of name on r.
 func holds(r *ring.Ring, self ring.ID, name string) bool {
-	for _, p := range r.Replicas(ring.KeyOf(name), Replicas) {
-		if p == self {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(r.Replicas(ring.KeyOf(name), Replicas), self)
 }
 
 // copyToReplicas passes records on to the other replicas we are linked to:
@@ -372,20 +349,14 @@ func (s *Server) copyToReplicas(r *ring.Ring, recs []*protocol.UserRecord) {
 			}
 		}
 	}
+	// A replica not linked yet gets them from a later sweep.
 	for p, rs := range out {
-		s.sendStore(p, rs)
+		s.sendStore(linked[p], rs)
 	}
 }
 
-// sendStore sends recs to a linked supernode, in frames of the most allowed.
-func (s *Server) sendStore(to ring.ID, recs []protocol.UserRecord) {
-	if len(recs) == 0 {
-		return
-	}
-	id, ok := s.linkedUsers()[to]
-	if !ok {
-		return // not linked yet: a later sweep copies them
-	}
+// sendStore sends recs over a supernode link, in frames of the most allowed.
+func (s *Server) sendStore(id LinkID, recs []protocol.UserRecord) {
 	for len(recs) > 0 {
 		n := min(len(recs), protocol.MaxUserRecords)
 		s.Send(id, &protocol.UserStore{Recs: recs[:n]})
@@ -436,11 +407,7 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 		crand.Read(req[:])
 		s.forward(0, req, rec.Name, 0, r.Successor(ring.KeyOf(rec.Name)), &protocol.UserPut{ID: req, Rec: *rec})
 	}
-	if len(moved) > 0 {
-		d.mu.Lock()
-		d.Stats.Moved += uint64(len(moved))
-		d.mu.Unlock()
-	}
+	d.Stats.Moved.Add(uint64(len(moved)))
 }
 
 func (s *Server) dropMoved(name string) {
@@ -457,19 +424,15 @@ func (s *Server) neighbourGone(id LinkID) {
 	d := s.dir
 	d.mu.Lock()
 	var lost []*dirRequest
-	var ids []protocol.QueryID
 	for req, p := range d.pending {
 		if p.via == id {
-			lost, ids = append(lost, p), append(ids, req)
+			lost = append(lost, p)
 			delete(d.pending, req)
 		}
 	}
 	d.mu.Unlock()
-	for i, p := range lost {
-		if p.replyAs != (protocol.QueryID{}) {
-			ids[i] = p.replyAs
-		}
-		s.replyErr(p.from, ids[i], p.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, p.name))
+	for _, p := range lost {
+		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, p.name))
 	}
 }
 
@@ -480,13 +443,11 @@ func (d *directory) leafGone(id LinkID) {
 	d.mu.Unlock()
 }
 
-// DirectoryStats are the directory's counts and the records held.
-func (s *Server) DirectoryStats() (DirStats, int) {
-	s.dir.mu.Lock()
-	st := s.dir.Stats
-	s.dir.mu.Unlock()
-	return st, s.dir.users.Len()
-}
+// DirectoryStats are the directory's counts.
+func (s *Server) DirectoryStats() *DirStats { return &s.dir.Stats }
+
+// UserRecords is how many username records this supernode holds.
+func (s *Server) UserRecords() int { return s.dir.users.Len() }
 
 // UserRecord is the record this supernode holds for name, if any.
 func (s *Server) UserRecord(name string) (*protocol.UserRecord, bool) {
