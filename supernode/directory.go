@@ -37,6 +37,8 @@ type directory struct {
 	pending map[protocol.QueryID]*dirRequest
 	limits  map[LinkID]*rate.Limiter // per leaf
 	ring    []ring.ID                // the ring at the last sweep
+	cur     *ring.Ring               // the ring now, as of members generation curGen
+	curGen  uint64
 
 	Stats DirStats
 }
@@ -63,15 +65,30 @@ func newDirectory() *directory {
 	}
 }
 
-// dirRing is the ring of the live supernodes, ourselves included.
+// dirRing is the ring of the live supernodes, ourselves included. Every
+// directory message needs it; it is built again only when the set of live
+// supernodes has changed.
 func (s *Server) dirRing() *ring.Ring {
+	d := s.dir
+	gen := s.members.Gen() // before Live: a change in between rebuilds next time
+	d.mu.Lock()
+	r := d.cur
+	ok := r != nil && d.curGen == gen
+	d.mu.Unlock()
+	if ok {
+		return r
+	}
 	live := s.members.Live()
 	ids := make([]ring.ID, 0, len(live)+1)
 	ids = append(ids, ring.ID(s.ID()))
 	for _, m := range live {
 		ids = append(ids, ring.ID(m.Peer()))
 	}
-	return ring.New(ids)
+	r = ring.New(ids)
+	d.mu.Lock()
+	d.cur, d.curGen = r, gen
+	d.mu.Unlock()
+	return r
 }
 
 // linkedUsers are the supernode links that speak the directory.

@@ -20,6 +20,7 @@ type Members struct {
 	failAfter time.Duration
 	max       int
 	m         map[protocol.PeerID]*member
+	gen       uint64 // raised when a supernode joins, dies or comes back
 }
 
 type member struct {
@@ -52,6 +53,9 @@ func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, b
 		if old == nil && len(ms.m) >= ms.max {
 			continue
 		}
+		if old == nil || old.dead {
+			ms.gen++
+		}
 		ms.m[id] = &member{rec: r.Clone(), seen: now}
 		fresh++
 	}
@@ -71,6 +75,7 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 			delete(ms.m, id)
 		case age >= ms.failAfter && !m.dead:
 			m.dead = true
+			ms.gen++
 			died = append(died, id)
 		}
 	}
@@ -93,6 +98,14 @@ func (ms *Members) Live() []*protocol.MemberRecord {
 		return bytes.Compare(x[:], y[:])
 	})
 	return out
+}
+
+// Gen changes whenever the set of live supernodes does (not with their beats),
+// so a view derived from Live can be kept until it changes.
+func (ms *Members) Gen() uint64 {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.gen
 }
 
 // Alive reports whether id is taken as a live supernode.

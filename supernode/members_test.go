@@ -115,3 +115,23 @@ func TestMembersMessageSamples(t *testing.T) {
 		t.Fatalf("50 rounds carried %d of %d entries", len(seen), len(live))
 	}
 }
+
+// Gen moves with the set of live supernodes, not with their beats.
+func TestMembersGen(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ms := NewMembers(3*time.Second, 10)
+	a := newIdentity(t)
+	g0 := ms.Gen()
+	ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 0)}, now)
+	g1 := ms.Gen()
+	ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 2, 0)}, now.Add(time.Second))
+	if g1 == g0 || ms.Gen() != g1 {
+		t.Fatalf("gen %d, %d after a join, %d after a beat: want a change, then none", g0, g1, ms.Gen())
+	}
+	ms.Expire(now.Add(5 * time.Second))
+	g2 := ms.Gen()
+	ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 3, 0)}, now.Add(5*time.Second))
+	if g2 == g1 || ms.Gen() == g2 {
+		t.Fatalf("gen %d after a death, %d after the return: want a change each", g2, ms.Gen())
+	}
+}
