@@ -181,7 +181,7 @@ func replicasOf(sns []*supernode.Server, name string) map[protocol.PeerID]bool {
 		ids[i] = ring.ID(s.ID())
 	}
 	out := make(map[protocol.PeerID]bool)
-	for _, p := range ring.New(ids).Replicas(ring.KeyOf(name), supernode.Replicas) {
+	for _, p := range ring.New(ids).Replicas(ring.KeyOf(name), ring.Copies) {
 		out[protocol.PeerID(p)] = true
 	}
 	return out
@@ -224,7 +224,7 @@ func TestUsernameRegisterAndLookup(t *testing.T) {
 	want := replicasOf(sns, "alice")
 	eventually(t, 5*time.Second, "alice's record on exactly its 3 replicas", func() bool {
 		h := holders(sns, "alice")
-		if len(h) != supernode.Replicas {
+		if len(h) != ring.Copies {
 			return false
 		}
 		for _, s := range h {

@@ -63,7 +63,7 @@ func (u *userDir) membersChanged(ids []ring.ID) {
 	if u.d.cfg.Username == "" {
 		return
 	}
-	reps := ring.New(ids).Replicas(ring.KeyOf(u.d.cfg.Username), supernodeReplicas)
+	reps := ring.New(ids).Replicas(ring.KeyOf(u.d.cfg.Username), ring.Copies)
 	u.mu.Lock()
 	changed := u.replicas != nil && !slices.Equal(reps, u.replicas)
 	u.replicas = reps
@@ -75,10 +75,6 @@ func (u *userDir) membersChanged(ids []ring.ID) {
 		u.attachmentsChanged()
 	}
 }
-
-// supernodeReplicas is how many supernodes hold each record (as package
-// supernode has it).
-const supernodeReplicas = 3
 
 func newUserDir(d *Daemon) *userDir {
 	return &userDir{d: d, waits: make(map[protocol.QueryID]chan *protocol.UserReply),

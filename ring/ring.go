@@ -12,6 +12,10 @@ import (
 	"slices"
 )
 
+// Copies is how many supernodes keep the names at a position: its owner and
+// the owner's successors.
+const Copies = 3
+
 // ID is a position on the ring.
 type ID [32]byte
 

@@ -17,10 +17,6 @@ import (
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// Replicas is how many supernodes hold each username record: its owner on
-// the ring and the owner's successors.
-const Replicas = 3
-
 // Bounds of the directory's bookkeeping.
 const (
 	maxUserRecords = 200_000 // records one supernode holds
@@ -265,7 +261,7 @@ func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
 	s.dir.Stats.Gets.Add(1)
 	k := ring.KeyOf(m.Name)
 	r := s.dirRing()
-	replicas := r.Replicas(k, Replicas)
+	replicas := r.Replicas(k, ring.Copies)
 	at := slices.Index(replicas, ring.ID(s.ID()))
 	// Only a replica answers: a supernode that held the record before the
 	// ring changed may hold an old one.
@@ -348,7 +344,7 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 
 // holds reports whether self is one of the replicas of name on r.
 func holds(r *ring.Ring, self ring.ID, name string) bool {
-	return slices.Contains(r.Replicas(ring.KeyOf(name), Replicas), self)
+	return slices.Contains(r.Replicas(ring.KeyOf(name), ring.Copies), self)
 }
 
 // copyToReplicas passes records on to the other replicas we are linked to:
@@ -360,7 +356,7 @@ func (s *Server) copyToReplicas(r *ring.Ring, recs []*protocol.UserRecord) {
 	linked := s.linkedUsers()
 	out := make(map[ring.ID][]protocol.UserRecord)
 	for _, rec := range recs {
-		for _, p := range r.Replicas(ring.KeyOf(rec.Name), Replicas) {
+		for _, p := range r.Replicas(ring.KeyOf(rec.Name), ring.Copies) {
 			if _, ok := linked[p]; ok && p != self {
 				out[p] = append(out[p], *rec)
 			}
