@@ -104,18 +104,28 @@ func (a *attachment) snapshot() SupernodeStatus {
 	return st
 }
 
+// attachedLocked are the attached slots, primary first.
+func (a *attachment) attachedLocked() []*slot {
+	p := a.primaryLocked()
+	if p == nil {
+		return nil
+	}
+	out := []*slot{p}
+	for _, s := range a.slots {
+		if s.link != nil && s != p {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // all are the statuses of the attached slots, primary first.
 func (a *attachment) all() []SupernodeStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []SupernodeStatus
-	if p := a.primaryLocked(); p != nil {
-		out = append(out, p.status)
-		for _, s := range a.slots {
-			if s.link != nil && s != p {
-				out = append(out, s.status)
-			}
-		}
+	for _, s := range a.attachedLocked() {
+		out = append(out, s.status)
 	}
 	return out
 }
@@ -149,10 +159,8 @@ func (a *attachment) natLocked() protocol.NATType {
 // supernodes are the peer IDs of the attached supernodes, primary first.
 func (a *attachment) supernodes() []protocol.PeerID {
 	var out []protocol.PeerID
-	for _, st := range a.all() {
-		if p, err := protocol.ParsePeerID(st.PeerID); err == nil {
-			out = append(out, p)
-		}
+	for _, l := range a.links() {
+		out = append(out, l.Peer)
 	}
 	return out
 }
@@ -161,15 +169,9 @@ func (a *attachment) supernodes() []protocol.PeerID {
 func (a *attachment) links() []*transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := a.primaryLocked()
-	if p == nil {
-		return nil
-	}
-	out := []*transport.Link{p.link}
-	for _, s := range a.slots {
-		if s.link != nil && s != p {
-			out = append(out, s.link)
-		}
+	var out []*transport.Link
+	for _, s := range a.attachedLocked() {
+		out = append(out, s.link)
 	}
 	return out
 }
@@ -251,7 +253,7 @@ func (a *attachment) runSlot(s *slot) {
 	d := a.d
 	backoff := 250 * time.Millisecond
 	for d.ctx.Err() == nil {
-		_, wait := a.claim(0) // taken before the race, so no release is missed
+		wait := a.freed() // taken before the race, so no release is missed
 		l, w, addr, tried, err := a.dialFirst()
 		if len(tried) == 0 {
 			// Every target is held by another slot: wait for one to come free.
@@ -285,17 +287,22 @@ func (a *attachment) runSlot(s *slot) {
 	}
 }
 
-type claimed struct{ target, addr string }
+// claimed is a target a slot dials or is attached to.
+type claimed struct {
+	target, addr string
+	expect       protocol.PeerID // zero when the target names none
+}
 
-// claim picks up to n targets no slot holds or dials, those that failed
-// lately last, and marks them held; with none free it returns a channel
-// closed when a slot lets one go.
-func (a *attachment) claim(n int) ([]claimed, <-chan struct{}) {
-	if n == 0 {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return nil, a.changed
-	}
+// freed is closed when a slot next lets a target go.
+func (a *attachment) freed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.changed
+}
+
+// claimOne picks the first target no slot holds or dials, those that failed
+// lately after the others, and marks it held.
+func (a *attachment) claimOne() (claimed, bool) {
 	targets := a.targets()
 	now := time.Now()
 	a.mu.Lock()
@@ -306,30 +313,31 @@ func (a *attachment) claim(n int) ([]claimed, <-chan struct{}) {
 			held[s.link.Peer] = true
 		}
 	}
-	var fresh, stale []claimed
+	var stale *claimed
 	for _, t := range targets {
 		expect, ad, err := transport.ParseTarget(t)
-		if expect.IsZero() {
-			expect = a.aliases[ad]
+		known := expect
+		if known.IsZero() {
+			known = a.aliases[ad]
 		}
-		if err != nil || a.claimed[ad] || (!expect.IsZero() && held[expect]) {
+		if err != nil || a.claimed[ad] || (!known.IsZero() && held[known]) {
 			continue
 		}
+		c := claimed{t, ad, expect}
 		if now.Before(a.down[ad]) {
-			stale = append(stale, claimed{t, ad})
-		} else {
-			fresh = append(fresh, claimed{t, ad})
+			if stale == nil {
+				stale = &c
+			}
+			continue
 		}
+		a.claimed[ad] = true
+		return c, true
 	}
-	out := append(fresh, stale...)
-	out = out[:min(len(out), n)]
-	for _, c := range out {
-		a.claimed[c.addr] = true
+	if stale == nil {
+		return claimed{}, false
 	}
-	if len(out) == 0 {
-		return nil, a.changed
-	}
-	return out, nil
+	a.claimed[stale.addr] = true
+	return *stale, true
 }
 
 func (a *attachment) release(addr string) {
@@ -342,13 +350,14 @@ func (a *attachment) release(addr string) {
 
 // markDown holds off redials of addr.
 func (a *attachment) markDown(addr string) {
+	now := time.Now()
 	a.mu.Lock()
-	a.down[addr] = time.Now().Add(downHoldoff)
 	for k, until := range a.down {
-		if time.Now().After(until) {
+		if now.After(until) {
 			delete(a.down, k)
 		}
 	}
+	a.down[addr] = now.Add(downHoldoff)
 	a.mu.Unlock()
 }
 
@@ -382,22 +391,20 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 	for (!exhausted && win.l == nil) || running > 0 {
 		if now && win.l == nil && !exhausted && running < raceDials {
 			now = false
-			c, _ := a.claim(1)
-			if len(c) == 0 || len(tried) == maxRaceTargets {
+			if len(tried) == maxRaceTargets {
 				exhausted = true
 				continue
 			}
-			t := c[0]
+			t, ok := a.claimOne()
+			if !ok {
+				exhausted = true
+				continue
+			}
 			tried = append(tried, t.addr)
 			running++
 			go func() {
-				expect, _, err := transport.ParseTarget(t.target)
-				if err != nil {
-					results <- result{addr: t.addr, err: err}
-					return
-				}
 				h := *hello // the dial fills in the versions
-				l, w, err := d.node.Dial(ctx, t.addr, expect, &h)
+				l, w, err := d.node.Dial(ctx, t.addr, t.expect, &h)
 				results <- result{l, w, t.addr, err}
 			}()
 			continue
@@ -440,17 +447,16 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
 	d := a.d
 	a.mu.Lock()
+	a.aliases[addr] = l.Peer
 	for _, o := range a.slots {
 		if o.link != nil && o.link.Peer == l.Peer {
 			// The same supernode under another address.
-			a.aliases[addr] = l.Peer
 			a.mu.Unlock()
 			l.Close(fmt.Errorf("%w: already attached to this supernode", protocol.ErrForbidden))
 			return
 		}
 	}
 	first := a.primaryLocked() == nil
-	a.aliases[addr] = l.Peer
 	s.link = l
 	s.nat = protocol.NATUnknown
 	s.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
