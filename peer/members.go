@@ -108,16 +108,22 @@ func (a *attachment) targets() []string {
 	slices.SortStableFunc(listed, func(x, y listedSN) int { return int(x.load*10) - int(y.load*10) })
 	var out, gone []string
 	for _, c := range a.d.cfg.Supernodes {
-		if len(listed) > 0 && !slices.ContainsFunc(listed, func(l listedSN) bool { return l.target == c || strings.HasSuffix(l.target, "@"+c) }) {
+		if len(listed) > 0 && !slices.ContainsFunc(listed, func(l listedSN) bool { return sameTarget(c, l.target) }) {
 			gone = append(gone, c)
 			continue
 		}
 		out = append(out, c)
 	}
 	for _, l := range listed {
-		if !slices.ContainsFunc(a.d.cfg.Supernodes, func(c string) bool { return c == l.target || strings.HasSuffix(l.target, "@"+c) }) {
+		if !slices.ContainsFunc(a.d.cfg.Supernodes, func(c string) bool { return sameTarget(c, l.target) }) {
 			out = append(out, l.target)
 		}
 	}
 	return append(out, gone...)
+}
+
+// sameTarget reports whether a configured target (host:port, or
+// peerid@host:port) names the listed one (peerid@host:port).
+func sameTarget(configured, listed string) bool {
+	return configured == listed || strings.HasSuffix(listed, "@"+configured)
 }

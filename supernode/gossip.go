@@ -29,8 +29,10 @@ func (s *Server) gossipLoop() {
 	}
 }
 
-// leafMembersEvery is how many gossip rounds pass between member lists to leaves.
-const leafMembersEvery = 10
+// leafMembersEvery is how many gossip rounds pass between member lists to
+// leaves, and dirSweepEvery between sweeps of the directory with the ring
+// unchanged.
+const leafMembersEvery, dirSweepEvery = 10, 10
 
 func (s *Server) gossip(now time.Time) {
 	// The clock in milliseconds keeps beats rising across restarts.
@@ -71,7 +73,7 @@ func (s *Server) gossip(now time.Time) {
 	}
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.
-	s.sweepDirectory(now, s.rounds%leafMembersEvery == 0)
+	s.sweepDirectory(now, s.rounds%dirSweepEvery == 0)
 	if s.cfg.Neighbours >= 0 {
 		// The ring successor is linked even beyond the count: a lookup on
 		// the ring ends through it.
