@@ -52,16 +52,25 @@ func waitRing(t *testing.T, sns []*supernode.Server, within time.Duration) {
 		ids[i] = ring.ID(s.ID())
 	}
 	r := ring.New(ids)
+	var lagging string
+	defer func() {
+		if t.Failed() && lagging != "" {
+			t.Log("last supernode waited for:", lagging)
+		}
+	}()
 	eventually(t, within, "every supernode to list the others and link its ring successor", func() bool {
 		for _, s := range sns {
-			if len(memberIDs(s)) != len(sns) {
+			if n := len(memberIDs(s)); n != len(sns) {
+				lagging = fmt.Sprintf("%s lists %d of %d", s.ID().Short(), n, len(sns))
 				return false
 			}
 			succ := protocol.PeerID(r.Fingers(ring.ID(s.ID()))[0])
 			if !slices.Contains(s.Linked(), succ) {
+				lagging = fmt.Sprintf("%s not linked to its successor %s", s.ID().Short(), succ.Short())
 				return false
 			}
 		}
+		lagging = ""
 		return true
 	})
 }
