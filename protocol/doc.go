@@ -322,6 +322,24 @@
 //	delivered (Delivered), v5
 //	  n    str      the name the file was stored under in the receiver's inbox
 //
+//	candidacy (Candidacy), v6: leaf to supernode
+//	  e?   bool     the leaf would lead;  w?  str  why not, <= 256 bytes (only without e)
+//	  t?   uint32   seconds it has been up;  r?  uint64  its upload cap, bytes/s (0: none)
+//
+//	promote (Promote), v6: supernode to leaf
+//	  l    uint32   leaf limit for the new supernode, 1 to 2^20
+//	  g    uint32   member-list interval, ms, 10 to 60000
+//	  t    uint32   member timeout, ms, above g and <= 600000
+//
+//	promoted (Promoted), v6: leaf to supernode, the answer to promote
+//	  p?   bin 32   the new supernode's peer ID;  a?  [str]  where it listens,
+//	                1 to 8 host:port of <= 128 bytes
+//	  w?   str      why the leaf will not lead, <= 256 bytes (then no p or a)
+//
+//	redirect (Redirect), v6: supernode to leaf
+//	  t    str      the supernode to attach to instead, peerid@host:port
+//	  w?   str      why, <= 256 bytes
+//
 //	peers (Peers), v3
 //	  p    [source] other peers of the swarm the sender exchanges with, <= 64; each
 //	                with p, sn and where known nt
@@ -594,6 +612,21 @@
 // arrived and their SHA-256 is h; otherwise it answers error (forbidden, too large,
 // no space, or a hash mismatch) and resets the stream.
 //
+// # Election
+//
+// A leaf (v6) sends candidacy to each of its supernodes when it attaches and
+// whenever its answer changes. A supernode whose leaves exceed its leaf limit picks,
+// from the leaves that claim e and whose reachability its own dial-back confirmed
+// (nat_status p), the one up longest, and sends it promote. The leaf starts a
+// supernode in its own process, on a new identity and port, that joins the overlay
+// through the supernode that promoted it, and answers promoted. The promoting
+// supernode dials the new one at the address given: only a supernode it reaches
+// gets leaves. It then sends redirect, naming the new supernode, to half of its
+// other leaves; each drops the link to the sender and attaches to the target. A
+// promoted supernode that keeps fewer leaves than it should for a while (its own
+// setting) sends redirect to each of its leaves, naming a live supernode with room
+// for them, and stops.
+//
 // # Connection setup
 //
 // Peers behind NATs connect through their supernodes (v2). The initiator sends
@@ -628,6 +661,7 @@
 //	    peer still answers get_meta streams from v1 and v2 peers.
 //	v4  Membership: type 0x20.
 //	v5  Username directory and deliveries: types 0x21 to 0x26.
+//	v6  Election: types 0x27 to 0x2a.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -189,6 +189,21 @@ var goldens = []golden{
 		a175a3626f62`},
 	{"delivered", &Delivered{Name: "song (1).mp3"}, `2600000010
 		81a16eac736f6e67202831292e6d7033`},
+	{"candidacy", &Candidacy{Eligible: true, Uptime: 3600, Upload: 2 << 20}, `2700000010
+		83a165c3 a174cd0e10 a172ce00200000`},
+	{"candidacy_not", &Candidacy{Why: "opted out"}, `270000000d
+		81a177a96f70746564206f7574`},
+	{"promote", &Promote{LeafLimit: 200, GossipMS: 1000, TimeoutMS: 4000}, `280000000f
+		83a16cccc8 a167cd03e8 a174cd0fa0`},
+	{"promoted", &Promoted{Peer: exLead, Addrs: []string{"192.0.2.7:6346"}}, `2900000037
+		82a170c4205555555555555555555555555555555555555555555555555555555555555555
+		a16191ae3139322e302e322e373a36333436`},
+	{"promoted_refused", &Promoted{Refused: "opted out"}, `290000000d
+		81a177a96f70746564206f7574`},
+	{"redirect", &Redirect{Target: exLead.String() + "@192.0.2.7:6346", Why: "promoted"}, `2a00000053
+		82a174d943 6b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b766b71
+		403139322e302e322e373a36333436
+		a177a870726f6d6f746564`},
 }
 
 // TestGoldenEveryType makes sure the table above leaves no message type out.

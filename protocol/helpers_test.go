@@ -18,6 +18,7 @@ var (
 	exQID  = QueryID{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10}
 	exPeer = fillPeer(0x33)
 	exSN   = fillPeer(0x22)
+	exLead = fillPeer(0x55)
 	exUser = UserRecord{Name: "alice", Key: bytes.Repeat([]byte{0x11}, 32), Seq: 2, Expires: 1700000000,
 		Supernodes: []PeerID{{0x33}}, Addrs: []string{"192.0.2.1:4000"}, NAT: NATEndpointIndependent,
 		Sig: bytes.Repeat([]byte{0x22}, 64)}

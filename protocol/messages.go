@@ -53,6 +53,10 @@ const (
 	TypeUserStore  MsgType = 0x24 // v5
 	TypeDeliver    MsgType = 0x25 // v5
 	TypeDelivered  MsgType = 0x26 // v5
+	TypeCandidacy  MsgType = 0x27 // v6
+	TypePromote    MsgType = 0x28 // v6
+	TypePromoted   MsgType = 0x29 // v6
+	TypeRedirect   MsgType = 0x2a // v6
 )
 
 var typeNames = map[MsgType]string{
@@ -67,6 +71,7 @@ var typeNames = map[MsgType]string{
 	TypePeers: "peers", TypeReject: "reject", TypeMembers: "members",
 	TypeUserPut: "user_put", TypeUserGet: "user_get", TypeUserReply: "user_reply", TypeUserStore: "user_store",
 	TypeDeliver: "deliver", TypeDelivered: "delivered",
+	TypeCandidacy: "candidacy", TypePromote: "promote", TypePromoted: "promoted", TypeRedirect: "redirect",
 }
 
 func (t MsgType) String() string {
@@ -80,7 +85,7 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 5
+	MaxVersion uint16 = 6
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -97,6 +102,10 @@ const VersionMembers uint16 = 4
 // VersionUsers is the first version with the username directory and
 // deliveries to a user's inbox.
 const VersionUsers uint16 = 5
+
+// VersionElection is the first version with candidacies, promotions and
+// redirects: supernodes over their leaf limit promoting leaves.
+const VersionElection uint16 = 6
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -526,6 +535,14 @@ func newMessage(t MsgType) Message {
 		return new(Deliver)
 	case TypeDelivered:
 		return new(Delivered)
+	case TypeCandidacy:
+		return new(Candidacy)
+	case TypePromote:
+		return new(Promote)
+	case TypePromoted:
+		return new(Promoted)
+	case TypeRedirect:
+		return new(Redirect)
 	}
 	return nil
 }

@@ -444,6 +444,30 @@ func TestValidate(t *testing.T) {
 		{"deliver short hash", &Deliver{Name: "a", SHA256: make([]byte, 31)}},
 		{"deliver bad sender", &Deliver{Name: "a", SHA256: make([]byte, 32), From: "Bob"}},
 		{"delivered empty", &Delivered{}},
+		{"candidacy eligible with a reason", &Candidacy{Eligible: true, Why: "no"}},
+		{"candidacy reason too long", &Candidacy{Why: long(MaxWhyLen + 1)}},
+		{"promote no leaf limit", &Promote{GossipMS: 1000, TimeoutMS: 4000}},
+		{"promote leaf limit too high", &Promote{LeafLimit: MaxLeadLeaves + 1, GossipMS: 1000, TimeoutMS: 4000}},
+		{"promote gossip 1 ms", &Promote{LeafLimit: 10, GossipMS: 1, TimeoutMS: 4000}},
+		{"promote timeout below gossip", &Promote{LeafLimit: 10, GossipMS: 1000, TimeoutMS: 500}},
+		{"promote timeout 11 min", &Promote{LeafLimit: 10, GossipMS: 1000, TimeoutMS: 660000}},
+		{"promoted empty", &Promoted{}},
+		{"promoted without address", &Promoted{Peer: exLead}},
+		{"promoted port 0", &Promoted{Peer: exLead, Addrs: []string{"192.0.2.7:0"}}},
+		{"promoted no host", &Promoted{Peer: exLead, Addrs: []string{":6346"}}},
+		{"promoted refused with a supernode", &Promoted{Peer: exLead, Addrs: []string{"192.0.2.7:6346"}, Refused: "no"}},
+		{"promoted 9 addresses", &Promoted{Peer: exLead, Addrs: func() []string {
+			a := make([]string, MaxAddrs+1)
+			for i := range a {
+				a[i] = "192.0.2.7:6346"
+			}
+			return a
+		}()}},
+		{"redirect without peer ID", &Redirect{Target: "192.0.2.7:6346"}},
+		{"redirect bad peer ID", &Redirect{Target: "abc@192.0.2.7:6346"}},
+		{"redirect without port", &Redirect{Target: exLead.String() + "@192.0.2.7"}},
+		{"redirect target too long", &Redirect{Target: exLead.String() + "@" + long(MaxAddrLen) + ":1"}},
+		{"redirect reason too long", &Redirect{Target: exLead.String() + "@192.0.2.7:6346", Why: long(MaxWhyLen + 1)}},
 		{"bitfield too long", &Bitfield{Bits: make([]byte, MaxPieceHashes/8+1)}},
 		{"join NAT type 5", &Join{NAT: 5}},
 		{"peers 65", &Peers{Peers: make([]Source, MaxSourcesPerHit+1)}},
