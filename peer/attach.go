@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,8 +51,11 @@ type attachment struct {
 	searches map[protocol.QueryID]*search
 	attached chan struct{} // closed while some slot is attached; replaced when none is
 	lastErr  SupernodeStatus
-	listed   []listedSN    // supernodes from the member list (and its cache)
-	changed  chan struct{} // closed when a slot detaches, for the slots waiting for a target
+	listed   []listedSN // supernodes from the member list (and its cache)
+	// prefer is where a supernode redirected us, tried first until preferUntil.
+	prefer      string
+	preferUntil time.Time
+	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
 }
 
 // slot is one of the peer's supernode attachments.
@@ -464,10 +468,14 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	if first {
 		close(a.attached)
 	}
+	if p, _, err := transport.ParseTarget(a.prefer); err == nil && p == l.Peer {
+		a.prefer = ""
+	}
 	a.mu.Unlock()
 	l.Log().Info().Str("observed_addr", w.Observed).Msg("attached to supernode")
 	a.republish()
 	d.user.attachmentsChanged()
+	d.lead.changed()
 	d.wg.Add(1)
 	go a.discoverNAT(s, l, w.STUNAlt)
 	a.readLoop(s, l)
@@ -500,7 +508,11 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	}
 	if d.ctx.Err() == nil {
 		a.markDown(addr)
-		l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
+		if errors.Is(l.Err(), errRedirected) {
+			l.Log().Info().Err(l.Err()).Msg("left the supernode as it asked")
+		} else {
+			l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
+		}
 	}
 }
 
@@ -627,12 +639,44 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 			}
 			a.mu.Unlock()
 			a.d.user.attachmentsChanged()
+			a.d.lead.changed()
 			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
+		case *protocol.Promote:
+			a.d.wg.Add(1)
+			go a.d.lead.promote(l, m)
+		case *protocol.Redirect:
+			a.redirected(l, m)
+			return
 		default:
 			l.Log().Debug().Str("msg", m.Type().String()).Msg("ignoring unexpected message")
 		}
 	}
 }
+
+// redirected leaves a supernode that asked us to attach to another: the
+// slot attaches there next, unless another slot is attached there already.
+func (a *attachment) redirected(l *transport.Link, m *protocol.Redirect) {
+	to, _, err := transport.ParseTarget(m.Target)
+	if err != nil || to == l.Peer {
+		l.Log().Warn().Str("target", m.Target).Msg("ignoring a redirect to nowhere new")
+		return
+	}
+	a.mu.Lock()
+	held := slices.ContainsFunc(a.slots, func(s *slot) bool { return s.link != nil && s.link.Peer == to })
+	if !held {
+		a.prefer, a.preferUntil = m.Target, time.Now().Add(preferFor)
+	}
+	a.mu.Unlock()
+	l.Log().Info().Str("to", m.Target).Str("why", m.Why).Bool("already_attached_there", held).Msg("supernode redirected us")
+	l.Close(fmt.Errorf("%w to %s", errRedirected, m.Target))
+}
+
+// errRedirected closes a link to a supernode that redirected us, as a normal
+// close.
+var errRedirected = fmt.Errorf("%w: redirected", transport.ErrClosed)
+
+// preferFor is how long a redirect target is tried first.
+const preferFor = 30 * time.Second
 
 // takeSearch removes and returns the search in flight with id, if any.
 func (a *attachment) takeSearch(id protocol.QueryID) *search {

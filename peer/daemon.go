@@ -59,6 +59,12 @@ type Config struct {
 	// the peer must be up before it may (default 30 min).
 	NoLead    bool
 	LeadAfter time.Duration
+	// LeadListen is the UDP address of the supernode the peer runs once
+	// promoted (default: the host of Listen, any port). LeadStepDown is how
+	// long that supernode stays underused before it hands its leaves back and
+	// stops (default 10 min).
+	LeadListen   string
+	LeadStepDown time.Duration
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -122,6 +128,7 @@ type Daemon struct {
 
 	attach  *attachment
 	user    *userDir
+	lead    *leader
 	inbox   *inbox
 	started time.Time
 	srcs    *sourceCache
@@ -320,6 +327,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.attach = newAttachment(d)
 	d.user = newUserDir(d)
+	d.lead = newLeader(d)
 	d.inbox = &inbox{d: d, dir: d.inboxDir()}
 	d.started = time.Now()
 	d.conns = newConnector(d)
@@ -362,8 +370,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.wg.Add(1)
 		go d.user.run()
 	}
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go d.attach.run()
+	go d.lead.run()
 	go d.rescanLoop()
 	go d.acceptLoop()
 	d.log.Info().Str("listen", d.Addr().String()).Str("peer_id", d.ID().String()).Msg("peer up")
@@ -396,6 +405,12 @@ func (d *Daemon) Close() error {
 			l.Close(nil)
 		}
 		d.mu.Unlock()
+		if d.attach != nil {
+			// Said, so the supernodes drop us now rather than at their idle timeout.
+			for _, l := range d.attach.links() {
+				l.Close(nil)
+			}
+		}
 		if d.node != nil {
 			d.node.Close()
 		}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -41,7 +42,7 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 			continue
 		}
 		ids = append(ids, ring.ID(r.Peer()))
-		if r.Peer() == a.d.ID() || !transport.Dialable(r.Addrs[0]) {
+		if r.Peer() == a.d.ID() || a.d.lead.isOurs(r.Peer()) || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
 		load := 1.0
@@ -102,11 +103,15 @@ func loadMembers(dir string) []listedSN {
 func (a *attachment) targets() []string {
 	a.mu.Lock()
 	listed := slices.Clone(a.listed)
+	var out []string
+	if a.prefer != "" && time.Now().Before(a.preferUntil) {
+		out = append(out, a.prefer)
+	}
 	a.mu.Unlock()
 	rand.Shuffle(len(listed), func(i, j int) { listed[i], listed[j] = listed[j], listed[i] })
 	// Tenths of capacity: finer differences are noise between gossip rounds.
 	slices.SortStableFunc(listed, func(x, y listedSN) int { return int(x.load*10) - int(y.load*10) })
-	var out, gone []string
+	var gone []string
 	for _, c := range a.d.cfg.Supernodes {
 		if len(listed) > 0 && !slices.ContainsFunc(listed, func(l listedSN) bool { return sameTarget(c, l.target) }) {
 			gone = append(gone, c)

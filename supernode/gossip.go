@@ -74,11 +74,29 @@ func (s *Server) gossip(now time.Time) {
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.
 	s.sweepDirectory(now, s.rounds%dirSweepEvery == 0)
+	s.electRound(now)
+	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); s.rounds%every == 0 {
+		s.logStatus(len(live), neighbours)
+	}
 	if s.cfg.Neighbours >= 0 {
 		// The ring successor is linked even beyond the count: a lookup on
 		// the ring ends through it.
 		s.linkMore(live, neighbours < s.cfg.Neighbours)
 	}
+}
+
+// statusLogEvery is how often the supernode logs its state.
+const statusLogEvery = time.Minute
+
+func (s *Server) logStatus(live, neighbours int) {
+	el := s.Election()
+	ev := s.log.Info().Int("leaves", el.Leaves).Int("leaf_limit", el.LeafLimit).Int("candidates", el.Candidates).
+		Int("promoted_leaves", len(el.Promotions)).Int("supernodes_live", live).Int("neighbours", neighbours).
+		Int("user_records", s.dir.users.Len())
+	if el.Promoted {
+		ev = ev.Str("promoted_by", el.Parent)
+	}
+	ev.Msg("supernode status")
 }
 
 // advertised are the addresses for our member entry.

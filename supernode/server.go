@@ -51,6 +51,20 @@ type Config struct {
 	TickInterval time.Duration
 	// MaxLeaves caps attached leaves (default 1000).
 	MaxLeaves int
+	// LeafLimit is how many leaves the supernode keeps before it promotes an
+	// eligible one to supernode and hands it some of the others (default
+	// 200; below zero, it never promotes). PromoteEvery spaces promotions
+	// (default 1 min), so that the leaves moved show in the count first.
+	LeafLimit    int
+	PromoteEvery time.Duration
+	// Promoted marks a supernode a leaf runs because Parent (peerid@host:port)
+	// promoted it. With fewer than StepDownBelow leaves (default LeafLimit/10,
+	// at least 1) for StepDownAfter (default 10 min), it redirects its leaves
+	// to a supernode with room, Parent first, and stops.
+	Promoted      bool
+	Parent        string
+	StepDownBelow int
+	StepDownAfter time.Duration
 	// AltListen is the second UDP socket, for STUN mapping tests (default: the
 	// Listen port + 1 on the same host; "-" for none, which also turns off the
 	// dial-back that confirms a leaf is public).
@@ -110,6 +124,7 @@ type Server struct {
 
 	members  *Members
 	dir      *directory
+	elect    *election
 	beat     uint64      // the last beat of our own entry; gossip loop only
 	rounds   uint64      // gossip rounds so far; gossip loop only
 	dialling atomic.Bool // a link to a member is being set up
@@ -122,11 +137,13 @@ type Server struct {
 	dialFailed map[protocol.PeerID]time.Time
 	nextID     atomic.Uint64
 
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	serving   atomic.Bool
-	closeOnce sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	serving atomic.Bool
+	// steppedDown: a promoted supernode stopped, underused.
+	steppedDown atomic.Bool
+	closeOnce   sync.Once
 }
 
 // New opens the socket and loads the identity; Serve starts the work.
@@ -139,6 +156,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxLeaves <= 0 {
 		cfg.MaxLeaves = 1000
+	}
+	if cfg.LeafLimit == 0 {
+		cfg.LeafLimit = 200
+	}
+	if cfg.PromoteEvery <= 0 {
+		cfg.PromoteEvery = time.Minute
+	}
+	if cfg.StepDownBelow <= 0 {
+		cfg.StepDownBelow = max(1, cfg.LeafLimit/10)
+	}
+	if cfg.StepDownAfter <= 0 {
+		cfg.StepDownAfter = 10 * time.Minute
 	}
 	if cfg.TURNCheckInterval <= 0 {
 		cfg.TURNCheckInterval = 10 * time.Second
@@ -209,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(cfg.MemberTimeout, 4096)
 	s.dir = newDirectory()
+	s.elect = newElection()
 	return s, nil
 }
 
@@ -445,6 +475,7 @@ func (s *Server) accept(in *transport.Incoming) {
 			s.forget(s.leafOf, in.Peer, id)
 			s.router.LeafDown(id)
 			s.dir.leafGone(id)
+			s.elect.leafGone(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
@@ -453,6 +484,21 @@ func (s *Server) accept(in *transport.Incoming) {
 			return
 		}
 		s.neighbourUp(l, false)
+	case protocol.RoleProbe:
+		// A supernode checking that we are reachable here (a promotion):
+		// the welcome is the answer, and the prober closes.
+		if l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-supernode"}); err == nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				select {
+				case <-l.Done():
+				case <-time.After(5 * time.Second):
+				case <-s.ctx.Done():
+				}
+				l.Close(nil)
+			}()
+		}
 	case protocol.RoleRelay:
 		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
 		if err != nil {
@@ -567,7 +613,7 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			}
 			continue
 		}
-		if s.takeDirectory(id, l, m) {
+		if s.takeDirectory(id, l, m) || s.takeElection(id, l, m) {
 			continue
 		}
 		if _, ok := m.(*protocol.RelayAsk); ok {
@@ -597,6 +643,15 @@ func (s *Server) joinLoop(target string) {
 	log := s.log.With().Str("join", addr).Logger()
 	backoff := 200 * time.Millisecond
 	for s.ctx.Err() == nil {
+		if l := s.linkTo(expect); l != nil {
+			// It dialled us first: that link serves; redial only when it drops.
+			select {
+			case <-l.Done():
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
 		l, _, err := s.node.Dial(s.ctx, addr, expect, &protocol.Hello{Role: protocol.RoleSupernode})
 		if err == nil {
 			if _, ok := s.neighbourUp(l, true); ok {
@@ -621,6 +676,19 @@ func (s *Server) joinLoop(target string) {
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
+}
+
+// linkTo is our link to supernode p, or nil (also for the zero ID).
+func (s *Server) linkTo(p protocol.PeerID) *transport.Link {
+	if p.IsZero() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := s.byPeer[p]; ok {
+		return s.links[id]
+	}
+	return nil
 }
 
 // DefaultDataDir is where a supernode keeps its key when --data-dir is not given.

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +35,8 @@ func command() *cobra.Command {
 		advertise                 []string
 		neighbours                int
 		jsonLogs                  bool
-		maxLeaves                 int
+		maxLeaves, leafLimit      int
+		promoteEvery              time.Duration
 		hops                      uint8
 	)
 	cmd := &cobra.Command{
@@ -67,6 +69,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 			}
 			cfg := supernode.Config{
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
+				LeafLimit: leafLimit, PromoteEvery: promoteEvery,
 				AltListen: altListen, ListenTCP: tcpListen, RelaySecret: secret,
 				Advertise: advertise, Neighbours: neighbours,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
@@ -117,6 +120,8 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
 	f.IntVar(&maxLeaves, "max-leaves", 1000, "most peers attached at once")
+	f.IntVar(&leafLimit, "leaf-limit", 200, "peers kept before an eligible one is promoted to supernode and takes some over (-1: never promote)")
+	f.DurationVar(&promoteEvery, "promote-every", time.Minute, "least time between two promotions")
 	f.Uint8Var(&hops, "hops", 4, "hop limit for queries between supernodes")
 	f.StringVar(&altListen, "alt-listen", "", "second UDP address for NAT tests and dial-backs (default: port+1; - for none)")
 	f.StringVar(&tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")

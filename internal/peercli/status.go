@@ -74,6 +74,15 @@ func statusCmd(g *globals) *cobra.Command {
 			} else {
 				fmt.Fprintf(tw, "Can lead:\tno: %s\n", strings.Join(st.Lead.Why, "; "))
 			}
+			if ld := st.Lead.Leading; ld != nil {
+				if ld.Active {
+					fmt.Fprintf(tw, "Leading:\tsupernode %s at %s, %d of %d leaves, promoted by %s %s ago\n",
+						short(ld.PeerID), ld.Addr, ld.Leaves, ld.LeafLimit, short(ld.PromotedBy), time.Since(ld.Since).Round(time.Second))
+				} else {
+					fmt.Fprintf(tw, "Led:\tsupernode %s at %s from %s to %s (%s)\n", short(ld.PeerID), ld.Addr,
+						ld.Since.Local().Format(time.TimeOnly), ld.Ended.Local().Format(time.TimeOnly), ld.EndedWhy)
+				}
+			}
 			fmt.Fprintf(tw, "Supernodes listed:\t%d (the overlay's member list, kept in %s)\n", sn.Listed, filepath.Join(st.DataDir, "supernodes.cache"))
 			if st.ShareDir == "" {
 				fmt.Fprintf(tw, "Sharing:\tnothing (start the daemon with --share FOLDER to share)\n")

@@ -15,13 +15,14 @@ import (
 func upCmd(g *globals) *cobra.Command {
 	var (
 		share, name, user, listen, logLevel string
-		inboxDir, inboxFrom                 string
+		inboxDir, inboxFrom, leadListen     string
 		accept                              []string
 		supernodes                          []string
 		jsonLogs, noLead                    bool
 		rescan, upgrade, punch              time.Duration
 		upRate, downRate                    float64
 		unchoke, optimistic                 time.Duration
+		leadAfter, leadStepDown             time.Duration
 		slots, attach                       int
 	)
 	cmd := &cobra.Command{
@@ -52,6 +53,7 @@ func upCmd(g *globals) *cobra.Command {
 			d, err := peer.New(peer.Config{
 				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach,
 				InboxDir: inboxDir, InboxPolicy: inboxFrom, AcceptFrom: accept, NoLead: noLead,
+				LeadAfter: leadAfter, LeadListen: leadListen, LeadStepDown: leadStepDown,
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
 				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
@@ -77,6 +79,9 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringVar(&inboxFrom, "inbox-from", peer.InboxAnyone, "who may send you files: anyone, accepted (those in --accept) or nobody")
 	f.StringSliceVar(&accept, "accept", nil, "peer IDs and usernames whose files you take with --inbox-from accepted, comma-separated")
 	f.BoolVar(&noLead, "no-lead", false, "never serve as a supernode for others")
+	f.DurationVar(&leadAfter, "lead-after", 30*time.Minute, "how long the peer must be up before a supernode may promote it")
+	f.StringVar(&leadListen, "lead-listen", "", "UDP address of the supernode this peer runs once promoted (default: the --listen host, any port)")
+	f.DurationVar(&leadStepDown, "lead-step-down", 10*time.Minute, "how long that supernode may stay underused before it hands its leaves back and stops")
 	f.IntVar(&attach, "attach", 3, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&listen, "listen", "0.0.0.0:0", "UDP address of the peer's socket")
