@@ -1,13 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // TestPromotionAndStepDown runs one supernode with a leaf limit of 20 and 24
@@ -123,4 +126,74 @@ func indexOf(ds []*peer.Daemon, d *peer.Daemon) int {
 		}
 	}
 	return -1
+}
+
+// TestPromotionNeedsDialBack: leaves that claim they could lead but that the
+// supernode's dial-back never reached, and leaves that opted out, are not
+// promoted; an answer to a promotion nobody asked for is refused; the one
+// leaf the dial-back confirmed is promoted.
+func TestPromotionNeedsDialBack(t *testing.T) {
+	parent, _ := runSupernode(t, func(c *supernode.Config) {
+		c.LeafLimit = 2
+		c.GossipInterval, c.MemberTimeout = 100*time.Millisecond, raceSlowdown*time.Second
+	})
+	var claims []*transport.Link
+	for i := 0; i < 3; i++ {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := n.Dial(context.Background(), parent.Addr().String(), parent.ID(), &protocol.Hello{Role: protocol.RoleLeaf, Name: "claims"})
+		if err != nil {
+			n.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close(nil); n.Close() })
+		if err := l.Send(&protocol.Candidacy{Eligible: true, Uptime: 86400}); err != nil {
+			t.Fatal(err)
+		}
+		claims = append(claims, l)
+	}
+	errs := make(chan *protocol.Error, 1)
+	go func() {
+		for {
+			m, err := claims[0].Recv()
+			if err != nil {
+				return
+			}
+			if e, ok := m.(*protocol.Error); ok {
+				errs <- e
+				return
+			}
+		}
+	}()
+	if err := claims[0].Send(&protocol.Promoted{Peer: claims[0].Peer, Addrs: []string{"127.0.0.1:9"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-errs:
+		if e.Code != protocol.StatusForbidden {
+			t.Errorf("unasked promoted: %+v, want forbidden", e)
+		}
+	case <-time.After(raceSlowdown * 5 * time.Second):
+		t.Error("unasked promoted got no answer")
+	}
+	optOut := startPeer(t, parent, "optout", nil, func(c *peer.Config) { c.LeadAfter, c.NoLead = time.Millisecond, true })
+	eventually(t, raceSlowdown*10*time.Second, "the opted-out peer confirmed public", func() bool { return optOut.Status().Supernode.Public })
+	time.Sleep(raceSlowdown * time.Second) // ten rounds over the limit
+	if el := parent.Election(); len(el.Promotions) > 0 || el.Promoting != "" || el.Candidates != 0 {
+		t.Fatalf("with no confirmed eligible leaf: %+v", el)
+	}
+	ok := startPeer(t, parent, "ok", nil, func(c *peer.Config) { c.LeadAfter = time.Millisecond })
+	eventually(t, raceSlowdown*20*time.Second, "the confirmed leaf promoted", func() bool {
+		ps := parent.Election().Promotions
+		return len(ps) == 1 && ps[0].Leaf == ok.ID()
+	})
+	if st := optOut.Status().Lead; st.Leading != nil {
+		t.Errorf("opted-out peer leads: %+v", st.Leading)
+	}
 }
