@@ -153,6 +153,22 @@ func (p *process) exited() bool {
 	}
 }
 
+// stop ends the child now with SIGTERM (SIGKILL after 10 s) and waits.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	p.mayExit = true
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	if !p.cmd.ProcessState.Success() {
+		t.Errorf("%s did not exit cleanly on SIGTERM: %v", p.name, p.cmd.ProcessState)
+	}
+}
+
 // startProcess starts a child whose stderr is kept and logged if the test fails.
 // When the test ends the child gets SIGTERM, then SIGKILL after stopGrace; it
 // must exit with status 0 on SIGTERM, as a daemon stopped with Ctrl-C should.
@@ -287,6 +303,13 @@ var listeningRE = regexp.MustCompile(`supernode (\S+) listening on udp (\S+)`)
 // supernode starts a supernode on a free loopback port and waits until its
 // socket is bound; it returns the target "peerid@host:port" and the address.
 func (l *lab) supernode(name string, join ...string) (target, addr string) {
+	l.t.Helper()
+	target, addr, _ = l.supernodeWith(name, nil, join...)
+	return target, addr
+}
+
+// supernodeWith is supernode with extra flags; it returns the process too.
+func (l *lab) supernodeWith(name string, extra []string, join ...string) (target, addr string, proc *process) {
 	t := l.t
 	t.Helper()
 	dataDir := filepath.Join(l.root, name)
@@ -294,7 +317,7 @@ func (l *lab) supernode(name string, join ...string) (target, addr string) {
 	// try a few ports.
 	for attempt := 0; attempt < 5; attempt++ {
 		addr = freeUDPAddr(t)
-		args := []string{"--listen", addr, "--data-dir", dataDir}
+		args := append([]string{"--listen", addr, "--data-dir", dataDir}, extra...)
 		for _, j := range join {
 			args = append(args, "--join", j)
 		}
@@ -308,7 +331,7 @@ func (l *lab) supernode(name string, join ...string) (target, addr string) {
 			if m[2] != addr {
 				t.Fatalf("%s says it listens on %s, asked for %s", name, m[2], addr)
 			}
-			return m[1] + "@" + addr, addr
+			return m[1] + "@" + addr, addr, p
 		}
 		if !strings.Contains(p.stderr.String(), "address already in use") {
 			t.Fatalf("%s exited at start: %s", name, p.stderr.String())
@@ -316,7 +339,7 @@ func (l *lab) supernode(name string, join ...string) (target, addr string) {
 		p.mayExit = true
 	}
 	t.Fatalf("%s: no free port after 5 attempts", name)
-	return "", ""
+	return "", "", nil
 }
 
 // daemon is a running `peer up`.
@@ -768,4 +791,63 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(inbox, "letter.txt")); err != nil || string(got) != "dear alice\n" {
 		t.Fatalf("inbox file: %q, %v", got, err)
 	}
+}
+
+// TestCLIPromotion: a supernode binary with a leaf limit of 2 and three
+// peer daemons that may lead at once promotes one; its status shows the
+// supernode it runs, another peer moves to it, and once that peer leaves the
+// promoted supernode steps down, which status shows too.
+func TestCLIPromotion(t *testing.T) {
+	l := newLab(t)
+	sn, _, snProc := l.supernodeWith("sn", []string{"--leaf-limit", "2", "--promote-every", "1h"})
+	lead := []string{"--attach", "1", "--lead-after", "1ms", "--lead-step-down", "3s"}
+	var ds []daemon
+	for _, name := range []string{"ann", "ben", "cy"} {
+		d := l.daemon(name, "", sn, lead...)
+		l.waitAttached(d)
+		ds = append(ds, d)
+	}
+	var leader daemon
+	var line string
+	pollUntil(t, 30*time.Second, "a peer leading a supernode", func() (bool, string) {
+		for _, d := range ds {
+			r := l.peer(d.dataDir, "status")
+			for _, ln := range strings.Split(r.stdout, "\n") {
+				if strings.HasPrefix(ln, "Leading:") {
+					leader, line = d, ln
+					return true, r.String()
+				}
+			}
+		}
+		return false, snProc.stderr.String()
+	})
+	t.Logf("%s: %s", leader.name, strings.Join(strings.Fields(line), " "))
+	pollUntil(t, 10*time.Second, "the supernode logging the promotion", func() (bool, string) {
+		log := snProc.stderr.String()
+		return strings.Contains(log, "promoting a leaf") && strings.Contains(log, "leaf promoted to supernode"), log
+	})
+	// One of the other two was redirected to the new supernode.
+	var moved daemon
+	pollUntil(t, 15*time.Second, "a peer on the new supernode", func() (bool, string) {
+		for _, d := range ds {
+			if d.name == leader.name {
+				continue
+			}
+			if st := l.waitAttached(d); !strings.HasPrefix(sn, st.Supernode.PeerID+"@") {
+				moved = d
+				return true, ""
+			}
+		}
+		return false, ""
+	})
+	moved.proc.stop(t)
+	pollUntil(t, 30*time.Second, "the promoted supernode stepping down", func() (bool, string) {
+		r := l.peer(leader.dataDir, "status")
+		if i := strings.Index(r.stdout, "Led:"); i >= 0 && strings.Contains(r.stdout, "stepped down") {
+			line = strings.SplitN(r.stdout[i:], "\n", 2)[0]
+			return true, ""
+		}
+		return false, r.String()
+	})
+	t.Logf("%s: %s", leader.name, strings.Join(strings.Fields(line), " "))
 }
