@@ -283,7 +283,7 @@ func (ld *leader) serve(srv *supernode.Server) {
 	why := "the peer stopped"
 	switch {
 	case srv.SteppedDown():
-		why = "stepped down: too few leaves; they were handed to another supernode"
+		why = "stepped down, underused: " + srv.Election().SteppingDown
 	case d.ctx.Err() == nil && err != nil:
 		why = err.Error()
 	}

@@ -47,6 +47,7 @@ type ElectionStatus struct {
 	// Promoted is set on a supernode a leaf runs because another promoted it.
 	Promoted     bool   `json:"promoted"`
 	Parent       string `json:"parent,omitempty"`
+	// SteppingDown says where an underused promoted supernode sent its leaves.
 	SteppingDown string `json:"stepping_down,omitempty"`
 }
 
@@ -295,7 +296,7 @@ func (s *Server) stepDownRound(now time.Time) {
 	switch {
 	case !e.stopAt.IsZero():
 		if now.After(e.stopAt) {
-			s.log.Info().Str("to", e.stepTarget).Msg("stepped down: supernode stops")
+			s.log.Info().Str("leaves", e.stepTarget).Msg("stepped down: supernode stops")
 			s.steppedDown.Store(true)
 			s.cancel()
 		}
@@ -318,15 +319,14 @@ func (s *Server) stepDownRound(now time.Time) {
 		e.lowSince = now
 		return
 	}
-	e.stepTarget = target
 	e.stopAt = now.Add(max(s.cfg.GossipInterval, 500*time.Millisecond))
+	e.stepTarget = "no leaves to hand over"
 	n := 0
 	if target != "" {
 		e.mu.Unlock()
 		n = s.redirectLeaves(target, "supernode stepping down", 0, -1)
 		e.mu.Lock()
-	} else {
-		e.stepTarget = "(no leaves to hand over)"
+		e.stepTarget = fmt.Sprintf("%d leaves redirected to %s", n, target)
 	}
 	s.log.Info().Int("leaves", leaves).Int("redirected", n).Str("to", target).
 		Dur("underused_for", now.Sub(e.lowSince).Round(time.Second)).Msg("underused promoted supernode stepping down")
