@@ -45,8 +45,8 @@ type ElectionStatus struct {
 	Promoting  string      `json:"promoting,omitempty"`
 	Promotions []Promotion `json:"promotions,omitempty"`
 	// Promoted is set on a supernode a leaf runs because another promoted it.
-	Promoted     bool   `json:"promoted"`
-	Parent       string `json:"parent,omitempty"`
+	Promoted bool   `json:"promoted"`
+	Parent   string `json:"parent,omitempty"`
 	// SteppingDown says where an underused promoted supernode sent its leaves.
 	SteppingDown string `json:"stepping_down,omitempty"`
 }
