@@ -81,6 +81,7 @@ type rawLeaf struct {
 	node    *transport.Node
 	link    *transport.Link
 	replies chan *protocol.UserReply
+	errs    chan *protocol.Error // errors the supernode sent, the first 16
 }
 
 func dialRawLeaf(t testing.TB, sn *supernode.Server) *rawLeaf {
@@ -99,7 +100,7 @@ func dialRawLeaf(t testing.TB, sn *supernode.Server) *rawLeaf {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close(nil); n.Close() })
-	c := &rawLeaf{id: id, node: n, link: l, replies: make(chan *protocol.UserReply, 16)}
+	c := &rawLeaf{id: id, node: n, link: l, replies: make(chan *protocol.UserReply, 16), errs: make(chan *protocol.Error, 16)}
 	go func() {
 		defer close(c.replies)
 		for {
@@ -107,8 +108,14 @@ func dialRawLeaf(t testing.TB, sn *supernode.Server) *rawLeaf {
 			if err != nil {
 				return
 			}
-			if r, ok := m.(*protocol.UserReply); ok {
-				c.replies <- r
+			switch m := m.(type) {
+			case *protocol.UserReply:
+				c.replies <- m
+			case *protocol.Error:
+				select {
+				case c.errs <- m:
+				default:
+				}
 			}
 		}
 	}()

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,7 +9,6 @@ import (
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
-	"github.com/supernet-p2p/supernet/transport"
 )
 
 // TestPromotionAndStepDown runs one supernode with a leaf limit of 20 and 24
@@ -137,45 +135,19 @@ func TestPromotionNeedsDialBack(t *testing.T) {
 		c.LeafLimit = 2
 		c.GossipInterval, c.MemberTimeout = 100*time.Millisecond, raceSlowdown*time.Second
 	})
-	var claims []*transport.Link
+	var claims []*rawLeaf
 	for i := 0; i < 3; i++ {
-		id, err := protocol.GenerateIdentity()
-		if err != nil {
+		c := dialRawLeaf(t, parent)
+		if err := c.link.Send(&protocol.Candidacy{Eligible: true, Uptime: 86400}); err != nil {
 			t.Fatal(err)
 		}
-		n, err := transport.New(transport.Config{Identity: id, Conn: loopbackConn(t), Log: testLog(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, _, err := n.Dial(context.Background(), parent.Addr().String(), parent.ID(), &protocol.Hello{Role: protocol.RoleLeaf, Name: "claims"})
-		if err != nil {
-			n.Close()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close(nil); n.Close() })
-		if err := l.Send(&protocol.Candidacy{Eligible: true, Uptime: 86400}); err != nil {
-			t.Fatal(err)
-		}
-		claims = append(claims, l)
+		claims = append(claims, c)
 	}
-	errs := make(chan *protocol.Error, 1)
-	go func() {
-		for {
-			m, err := claims[0].Recv()
-			if err != nil {
-				return
-			}
-			if e, ok := m.(*protocol.Error); ok {
-				errs <- e
-				return
-			}
-		}
-	}()
-	if err := claims[0].Send(&protocol.Promoted{Peer: claims[0].Peer, Addrs: []string{"127.0.0.1:9"}}); err != nil {
+	if err := claims[0].link.Send(&protocol.Promoted{Peer: claims[0].id.ID, Addrs: []string{"127.0.0.1:9"}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case e := <-errs:
+	case e := <-claims[0].errs:
 		if e.Code != protocol.StatusForbidden {
 			t.Errorf("unasked promoted: %+v, want forbidden", e)
 		}
