@@ -579,8 +579,8 @@
 // and the freshest entry it holds of every other live supernode, to each supernode
 // neighbour. A receiver keeps an entry only if its beat is higher than the one it
 // holds and the signature checks; one whose beat has not risen for a few seconds is
-// taken as dead, and is remembered with its beat for as long again so that older
-// copies still going round do not revive it.
+// taken as dead, and is remembered with its beat for a minute at least (ten
+// timeouts) so that older copies still going round do not revive it.
 //
 // # Username directory
 //

@@ -12,9 +12,13 @@ import (
 // Members is a supernode's view of the live supernodes, kept by heartbeat
 // gossip: every round each supernode signs its own entry with a higher beat and
 // passes on the freshest entry it holds of every other. An entry whose beat
-// has not risen for failAfter is taken as dead. A dead entry is remembered for
-// as long again, with its beat, so that an older copy still going round does
-// not bring it back; a higher beat does (it restarted, or was only cut off).
+// has not risen for failAfter is taken as dead. A dead entry is remembered,
+// with its beat, until forgetAfter, so that an older copy still going round
+// does not bring it back; a higher beat does (it restarted, or was only cut
+// off). Remembering it only as long again as failAfter was not enough: a
+// supernode that learnt of the death late still held the entry live when
+// another had forgotten it, passed it back as news, and the dead supernode
+// went round as live for minutes.
 type Members struct {
 	mu        sync.Mutex
 	failAfter time.Duration
@@ -71,7 +75,7 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 	for id, m := range ms.m {
 		age := now.Sub(m.seen)
 		switch {
-		case age >= 2*ms.failAfter:
+		case age >= ms.forgetAfter():
 			delete(ms.m, id)
 		case age >= ms.failAfter && !m.dead:
 			m.dead = true
@@ -80,6 +84,12 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 		}
 	}
 	return died
+}
+
+// forgetAfter is how long an entry is kept after its beat last rose: far
+// longer than a dead entry can still be going round as live.
+func (ms *Members) forgetAfter() time.Duration {
+	return max(10*ms.failAfter, time.Minute)
 }
 
 // Live are the entries of the supernodes taken as alive, by peer ID: what a

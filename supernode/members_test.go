@@ -61,11 +61,17 @@ func TestMembersHeartbeats(t *testing.T) {
 	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, b, 8, 0)}, now); fresh != 1 || !ms.Alive(b.ID) {
 		t.Fatal("a supernode that beat again stayed dead")
 	}
-	// Dead for twice the timeout, an entry is forgotten.
+	// Dead for several timeouts, an entry is still remembered: a copy from a
+	// supernode that learnt of the death late does not revive it.
 	ms.Expire(now.Add(4 * time.Second))
 	if died := ms.Expire(now.Add(7 * time.Second)); len(died) != 0 {
 		t.Fatalf("died twice: %v", died)
 	}
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{memberRec(t, b, 8, 0)}, now.Add(7*time.Second)); fresh != 0 || ms.Alive(b.ID) {
+		t.Fatal("a late copy revived a supernode dead for several timeouts")
+	}
+	// After forgetAfter it is forgotten.
+	ms.Expire(now.Add(ms.forgetAfter()))
 	if live := ms.Live(); len(live) != 0 {
 		t.Fatalf("live after all stopped: %v", live)
 	}
