@@ -1,0 +1,152 @@
+package compare
+
+import (
+	"slices"
+	"time"
+)
+
+// Result is what one design did with one workload.
+type Result struct {
+	Design string
+	Peers  int
+	// Queries asked; Answerable had a file on a live peer.
+	Queries, Answerable int
+	// Per query, counting every message sent for it anywhere.
+	MsgsMean, MsgsP99   float64
+	BytesMean, BytesP99 float64
+	// Recall is the mean share of the answerable queries' files found; Success
+	// the share of answerable queries that found one.
+	Recall, Success float64
+	// Time to the first and the last useful hit, over the queries that had one.
+	FirstP50, FirstP99, LastP50 time.Duration
+	// Upkeep is what no query asked for: publishing, summaries, joins,
+	// repairs.
+	UpkeepMsgs, UpkeepBytes uint64
+	// The node that sent and received the most messages, and its share of
+	// all messages delivered or sent.
+	BusiestMsgs  uint64
+	BusiestShare float64
+	StateMean    float64
+	StateMax     int
+	Failures     []FailureResult
+	// Timeline is the success rate in consecutive windows of the run.
+	Timeline []Point
+}
+
+// FailureResult is the success rate around one scheduled failure: in the
+// window before it, the first minute after it, and the minutes after that.
+type FailureResult struct {
+	What                  string
+	At                    time.Duration
+	Before, During, After float64 // -1 when no answerable query fell in the window
+}
+
+// Point is the success rate over the window ending at At.
+type Point struct {
+	At      time.Duration
+	Success float64
+	N       int
+}
+
+const (
+	failWindow  = 3 * time.Minute
+	duringSpan  = time.Minute
+	timelineBin = time.Minute
+)
+
+func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
+	rec, net := e.rec, e.net
+	r := Result{Design: d.Name(), Peers: len(e.online), Queries: len(rec.start)}
+	var msgs, bytes []float64
+	var first, last []time.Duration
+	var recall float64
+	for qi := range rec.start {
+		msgs = append(msgs, float64(net.tagMsgs[qi]))
+		bytes = append(bytes, float64(net.tagBytes[qi]))
+		if len(rec.truth[qi]) == 0 {
+			continue
+		}
+		r.Answerable++
+		recall += float64(len(rec.found[qi])) / float64(len(rec.truth[qi]))
+		if len(rec.found[qi]) > 0 {
+			r.Success++
+			first = append(first, rec.first[qi])
+			last = append(last, rec.last[qi])
+		}
+	}
+	if r.Answerable > 0 {
+		r.Recall = recall / float64(r.Answerable)
+		r.Success /= float64(r.Answerable)
+	}
+	r.MsgsMean, r.MsgsP99 = meanP99(msgs)
+	r.BytesMean, r.BytesP99 = meanP99(bytes)
+	r.FirstP50, r.FirstP99 = quantile(first, 0.5), quantile(first, 0.99)
+	r.LastP50 = quantile(last, 0.5)
+	r.UpkeepMsgs, r.UpkeepBytes = net.tagMsgs[tagUpkeep], net.tagBytes[tagUpkeep]
+	var all uint64
+	for _, m := range net.Msgs {
+		all += m
+		r.BusiestMsgs = max(r.BusiestMsgs, m)
+	}
+	if all > 0 {
+		r.BusiestShare = float64(r.BusiestMsgs) / float64(all)
+	}
+	st := d.state()
+	for _, s := range st {
+		r.StateMean += float64(s)
+		r.StateMax = max(r.StateMax, s)
+	}
+	if len(st) > 0 {
+		r.StateMean /= float64(len(st))
+	}
+	success := func(from, to time.Duration) (float64, int) {
+		n, ok := 0, 0
+		for qi, t := range rec.start {
+			if t >= from && t < to && len(rec.truth[qi]) > 0 {
+				n++
+				if len(rec.found[qi]) > 0 {
+					ok++
+				}
+			}
+		}
+		if n == 0 {
+			return -1, 0
+		}
+		return float64(ok) / float64(n), n
+	}
+	for _, f := range []failure{centralDies, supernodesDie} {
+		t := failAt[f]
+		fr := FailureResult{What: f.String(), At: t}
+		fr.Before, _ = success(t-failWindow, t)
+		fr.During, _ = success(t, t+duringSpan)
+		fr.After, _ = success(t+duringSpan, t+duringSpan+failWindow)
+		r.Failures = append(r.Failures, fr)
+	}
+	for t := time.Duration(0); t < e.wd.w.Duration; t += timelineBin {
+		if s, n := success(t, t+timelineBin); n > 0 {
+			r.Timeline = append(r.Timeline, Point{At: t + timelineBin, Success: s, N: n})
+		}
+	}
+	return r
+}
+
+func meanP99(xs []float64) (mean, p99 float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	for _, x := range xs {
+		mean += x
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return mean / float64(len(xs)), s[min(len(s)-1, int(0.99*float64(len(s))))]
+}
+
+func quantile(xs []time.Duration, q float64) time.Duration {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}

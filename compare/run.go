@@ -1,0 +1,209 @@
+package compare
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// design is one architecture's node logic over the simulated network.
+type design interface {
+	Name() string
+	// build makes the nodes in the steady state of a network that has been
+	// running: every peer online, attached and published, at no cost; the run
+	// then charges everything that happens.
+	build(e *env)
+	up(p int)
+	down(p int)
+	ask(qi int, q *protocol.Query, from int)
+	// fail applies a scheduled failure, if the design has what fails.
+	fail(f failure)
+	// state is the number of entries each node keeps: index postings,
+	// neighbours, routing entries.
+	state() []int
+}
+
+type failure int
+
+const (
+	centralDies failure = iota
+	supernodesDie
+)
+
+func (f failure) String() string {
+	return [...]string{"central server dies", "30% of supernodes die"}[f]
+}
+
+// env is what a design is built in: the world, the network, which peers are
+// online, and where hits are reported.
+type env struct {
+	wd     *world
+	net    *Net
+	online []bool
+	rec    *recorder
+	byCID  map[protocol.ContentID]int32
+}
+
+// hit reports that the query's asker learnt of source as having file cid.
+// Only sources online now count: a hit for a peer that left is no use.
+func (e *env) hit(qi int, cid protocol.ContentID, source int) {
+	f, ok := e.byCID[cid]
+	if !ok || source < 0 || source >= len(e.online) || !e.online[source] {
+		return
+	}
+	e.rec.hit(qi, f, e.net.Now())
+}
+
+// record returns the wire record of file f.
+func (e *env) record(f int32) protocol.FileRecord {
+	return protocol.FileRecord{ID: e.wd.cids[f], Name: e.wd.titles[f], Size: 4 << 20}
+}
+
+// peerID is a peer's ID on the wire.
+func peerID(p int) protocol.PeerID {
+	var id protocol.PeerID
+	id[0], id[1], id[2], id[3] = byte(p>>24), byte(p>>16), byte(p>>8), byte(p)
+	id[31] = 0x5a
+	return id
+}
+
+func peerOf(id protocol.PeerID) int {
+	return int(id[0])<<24 | int(id[1])<<16 | int(id[2])<<8 | int(id[3])
+}
+
+// addr is a plausible address for a peer, so hits weigh what real ones do.
+func addr(p int) string {
+	return fmt.Sprintf("198.%d.%d.%d:%d", 18+p>>16&1, p>>8&255, p&255, 40000+p%20000)
+}
+
+// source is a peer as a hit names it.
+func source(p int) protocol.Source { return protocol.Source{Peer: peerID(p), Addrs: []string{addr(p)}} }
+
+// recorder keeps what each query found, and when.
+type recorder struct {
+	start       []time.Duration
+	first, last []time.Duration
+	found       []map[int32]bool
+	truth       [][]int32 // files with a live holder other than the asker, when asked
+	from        []int
+}
+
+func (r *recorder) hit(qi int, f int32, at time.Duration) {
+	if !slices.Contains(r.truth[qi], f) {
+		return // a file that matches by accident of the words: not what was asked
+	}
+	if r.found[qi] == nil {
+		r.found[qi] = map[int32]bool{}
+		r.first[qi] = at - r.start[qi]
+	}
+	r.found[qi][f] = true
+	r.last[qi] = at - r.start[qi]
+}
+
+// run runs one design on the workload.
+func run(d design, wd *world) Result {
+	w := wd.w
+	e := &env{wd: wd, net: newNet(w.Seed + 1), online: make([]bool, w.Peers), byCID: make(map[protocol.ContentID]int32, len(wd.cids))}
+	for i := range e.online {
+		e.online[i] = true
+	}
+	for f, c := range wd.cids {
+		e.byCID[c] = int32(f)
+	}
+	n := len(wd.queries)
+	e.rec = &recorder{start: make([]time.Duration, n), first: make([]time.Duration, n), last: make([]time.Duration, n),
+		found: make([]map[int32]bool, n), truth: make([][]int32, n), from: make([]int, n)}
+	d.build(e)
+	for _, c := range wd.churn {
+		e.net.after(c.at, func() {
+			if e.online[c.peer] == c.up {
+				return
+			}
+			e.online[c.peer] = c.up
+			if c.up {
+				d.up(c.peer)
+			} else {
+				d.down(c.peer)
+			}
+		})
+	}
+	for qi := range wd.queries {
+		q := &wd.queries[qi]
+		e.net.after(q.at, func() {
+			from := q.from
+			for k := 0; k < w.Peers && !e.online[from]; k++ {
+				from = (from + 1) % w.Peers
+			}
+			e.rec.from[qi], e.rec.start[qi] = from, e.net.Now()
+			for _, f := range q.files {
+				if wd.liveHolder(f, from, e.online) {
+					e.rec.truth[qi] = append(e.rec.truth[qi], f)
+				}
+			}
+			var id protocol.QueryID
+			id[0], id[1], id[2], id[3] = byte(qi>>24), byte(qi>>16), byte(qi>>8), byte(qi)
+			id[15] = 0xc0
+			d.ask(qi, &protocol.Query{ID: id, Text: q.text, Limit: 100}, from)
+		})
+	}
+	at := map[failure]time.Duration{
+		centralDies:   time.Duration(w.CentralDiesAt * float64(w.Duration)),
+		supernodesDie: time.Duration(w.SupernodesDieAt * float64(w.Duration)),
+	}
+	for f, t := range at {
+		e.net.after(t, func() { d.fail(f) })
+	}
+	e.net.run(w.Duration)
+	return summarise(d, e, at)
+}
+
+// liveHolder reports whether a peer other than asker holding f is online.
+func (wd *world) liveHolder(f int32, asker int, online []bool) bool {
+	for _, p := range wd.holders[f] {
+		if int(p) != asker && online[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// Designs are the names Run takes, in the order tables list them.
+var Designs = []string{"supernode", "flooding", "central", "dht"}
+
+// Options tune the designs.
+type Options struct {
+	FloodDegree, FloodTTL int // default 4 and 7, Gnutella 0.4's
+	// PerSupernode (default 100) peers per supernode, Neighbours (8) links
+	// per supernode, SummaryBits (2^16) per summary level.
+	PerSupernode, Neighbours, SummaryBits int
+}
+
+func newDesign(name string, o Options) (design, error) {
+	switch name {
+	case "flooding":
+		return &flood{Degree: cmp.Or(o.FloodDegree, 4), TTL: cmp.Or(o.FloodTTL, 7)}, nil
+	case "central":
+		return &central{}, nil
+	case "supernode":
+		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16)}, nil
+	}
+	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)
+}
+
+// Run runs each named design on the same workload and returns their results
+// in that order.
+func Run(w Workload, o Options, names ...string) ([]Result, error) {
+	wd := newWorld(w)
+	var out []Result
+	for _, n := range names {
+		d, err := newDesign(n, o)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, run(d, wd))
+	}
+	return out, nil
+}
