@@ -33,10 +33,10 @@ type overlay struct {
 }
 
 type snode struct {
-	node  NodeID
-	r     *supernode.Router
-	nbrs  []int // supernode indexes
-	alive bool
+	node   NodeID
+	r      *supernode.Router
+	nbrs   []int // supernode indexes
+	alive  bool
 	leaves int
 }
 
