@@ -10,7 +10,7 @@ func smallWorkload() Workload {
 }
 
 func TestQuick(t *testing.T) {
-	res, err := Run(smallWorkload(), Options{}, "supernode", "central", "flooding")
+	res, err := Run(smallWorkload(), Options{}, Designs...)
 	if err != nil {
 		t.Fatal(err)
 	}

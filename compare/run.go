@@ -187,6 +187,8 @@ func newDesign(name string, o Options) (design, error) {
 		return &flood{Degree: cmp.Or(o.FloodDegree, 4), TTL: cmp.Or(o.FloodTTL, 7)}, nil
 	case "central":
 		return &central{}, nil
+	case "dht":
+		return &dht{Copies: 3}, nil
 	case "supernode":
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16)}, nil
 	}

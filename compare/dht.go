@@ -1,0 +1,374 @@
+package compare
+
+import (
+	"crypto/sha256"
+	"slices"
+	"time"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+)
+
+// dht is a circular DHT with shortcuts, as Chord builds one, holding a
+// keyword index: every word of every shared file name is hashed onto the
+// ring of peer IDs, and the first Copies live peers at or after it keep its
+// postings (file, source). A query goes to the owner of its first word in
+// O(log N) hops over finger tables, and the owner answers with the files
+// whose names have every word.
+type dht struct {
+	Copies int
+
+	e      *env
+	nodes  []NodeID
+	ids    []ring.ID             // all peers' ring positions, sorted
+	at     []int                 // ids[i] belongs to peer at[i]
+	pos    []int                 // peer -> its index in ids
+	store  []map[int32][]posting // peer -> word -> postings
+	fing   [][]int               // peer -> fingers (peers), refreshed every fingerEvery
+	fingAt []time.Duration
+	wordID map[string]int32
+	asker  map[protocol.QueryID]int // where a query's answer goes: the address a lookup carries
+}
+
+type posting struct{ file, src int32 }
+
+// fingerEvery is how often a peer rebuilds its finger table, as Chord's
+// periodic fix-fingers does; between rebuilds it skips fingers that left.
+const fingerEvery = time.Minute
+
+func (*dht) Name() string { return "dht" }
+
+func (d *dht) build(e *env) {
+	d.e = e
+	n := len(e.wd.holds)
+	type idp struct {
+		id ring.ID
+		p  int
+	}
+	all := make([]idp, n)
+	for p := range all {
+		id := peerID(p)
+		all[p] = idp{sha256.Sum256(id[:]), p}
+	}
+	slices.SortFunc(all, func(a, b idp) int { return compareID(a.id, b.id) })
+	d.pos = make([]int, n)
+	for i, x := range all {
+		d.ids = append(d.ids, x.id)
+		d.at = append(d.at, x.p)
+		d.pos[x.p] = i
+	}
+	d.store = make([]map[int32][]posting, n)
+	d.fing = make([][]int, n)
+	d.fingAt = make([]time.Duration, n)
+	for p := 0; p < n; p++ {
+		d.nodes = append(d.nodes, e.net.add(dhtPeer{d, p}, peerUplink))
+		d.store[p] = map[int32][]posting{}
+	}
+	d.asker = map[protocol.QueryID]int{}
+	d.wordID = make(map[string]int32, len(e.wd.byWord))
+	for w := range e.wd.byWord {
+		d.wordID[word(w)] = int32(w)
+	}
+	for p, files := range e.wd.holds {
+		for _, f := range files {
+			for _, w := range e.wd.words[f] {
+				for _, r := range d.replicas(d.key(int32(w))) {
+					d.store[r][int32(w)] = append(d.store[r][int32(w)], posting{f, int32(p)})
+				}
+			}
+		}
+	}
+}
+
+func compareID(a, b ring.ID) int { return slices.Compare(a[:], b[:]) }
+
+func (d *dht) key(w int32) ring.ID { return keyOf(word(int(w))) }
+
+func keyOf(term string) ring.ID { return ring.KeyOf("word " + term) }
+
+// succ is the first online peer at or after k, going round.
+func (d *dht) succ(k ring.ID) int {
+	i, _ := slices.BinarySearchFunc(d.ids, k, compareID)
+	for j := 0; j < len(d.ids); j++ {
+		if p := d.at[(i+j)%len(d.ids)]; d.e.online[p] {
+			return p
+		}
+	}
+	return -1
+}
+
+// replicas are the first Copies online peers at or after k.
+func (d *dht) replicas(k ring.ID) []int {
+	i, _ := slices.BinarySearchFunc(d.ids, k, compareID)
+	var out []int
+	for j := 0; j < len(d.ids) && len(out) < d.Copies; j++ {
+		if p := d.at[(i+j)%len(d.ids)]; d.e.online[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// fingers are the peer's shortcuts: the first online peer at or after
+// self + 2^i, as of the last rebuild.
+func (d *dht) fingers(p int) []int {
+	now := d.e.net.Now()
+	if d.fing[p] != nil && now-d.fingAt[p] < fingerEvery {
+		return d.fing[p]
+	}
+	self := d.ids[d.pos[p]]
+	var out []int
+	for i := range 256 {
+		f := d.succ(addBit(self, i))
+		if f >= 0 && f != p && (len(out) == 0 || out[len(out)-1] != f) {
+			out = append(out, f)
+		}
+	}
+	d.fing[p], d.fingAt[p] = out, now
+	return out
+}
+
+// addBit is id + 2^bit, modulo 2^256.
+func addBit(id ring.ID, bit int) ring.ID {
+	i := len(id) - 1 - bit/8
+	carry := uint16(1) << (bit % 8)
+	for ; i >= 0 && carry > 0; i-- {
+		s := uint16(id[i]) + carry
+		id[i], carry = byte(s), s>>8
+	}
+	return id
+}
+
+// between reports whether x lies in (a, b] going round.
+func between(a, x, b ring.ID) bool {
+	ax, ab := compareID(a, x), compareID(a, b)
+	switch {
+	case ab < 0:
+		return ax < 0 && compareID(x, b) <= 0
+	case ab > 0:
+		return ax < 0 || compareID(x, b) <= 0
+	}
+	return true
+}
+
+// next is where p passes a message for k: the owner when its successor owns
+// k, else the online finger closest before k. Fingers that left are skipped,
+// as a timed-out finger would be, but at no cost in time.
+func (d *dht) next(p int, k ring.ID) (int, bool) {
+	fs := d.fingers(p)
+	self := d.ids[d.pos[p]]
+	owner := d.succ(k)
+	if owner == p {
+		return p, true
+	}
+	for i := len(fs) - 1; i >= 0; i-- {
+		f := fs[i]
+		if d.e.online[f] && f != owner && between(self, d.ids[d.pos[f]], k) {
+			return f, false
+		}
+	}
+	return owner, true
+}
+
+// up: the peer takes over the keys it now holds a copy of from the peers
+// that held them, then publishes its own words.
+func (d *dht) up(p int) {
+	e := d.e
+	e.net.revive(d.nodes[p])
+	d.fing[p] = nil
+	// Its successors hand over the words whose replicas now include p.
+	for _, s := range d.replicasAfter(p) {
+		var give []int32
+		for w := range d.store[s] {
+			if slices.Contains(d.replicas(d.key(w)), p) {
+				give = append(give, w)
+			}
+		}
+		for _, w := range give {
+			d.sendPostings(s, p, tagUpkeep, w, d.store[s][w])
+		}
+	}
+	byWord := map[int32][]posting{}
+	for _, f := range e.wd.holds[p] {
+		for _, w := range e.wd.words[f] {
+			byWord[int32(w)] = append(byWord[int32(w)], posting{f, int32(p)})
+		}
+	}
+	for w, ps := range byWord {
+		d.route(p, d.key(w), tagUpkeep, d.postingsMsg(w, ps, putMark))
+	}
+}
+
+// replicasAfter are the Copies online peers after p.
+func (d *dht) replicasAfter(p int) []int {
+	var out []int
+	for j := 1; j < len(d.ids) && len(out) < d.Copies; j++ {
+		if q := d.at[(d.pos[p]+j)%len(d.ids)]; d.e.online[q] {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// down: the peer's copies are gone; for each word it held, a live holder
+// sends the peer that is now a replica and lacks it a copy.
+func (d *dht) down(p int) {
+	e := d.e
+	e.net.kill(d.nodes[p])
+	held := d.store[p]
+	d.store[p] = map[int32][]posting{}
+	for w := range held {
+		reps := d.replicas(d.key(w))
+		var from = -1
+		for _, r := range reps {
+			if _, ok := d.store[r][w]; ok {
+				from = r
+				break
+			}
+		}
+		if from < 0 {
+			continue // every copy was lost
+		}
+		for _, r := range reps {
+			if _, ok := d.store[r][w]; !ok {
+				d.sendPostings(from, r, tagUpkeep, w, d.store[from][w])
+			}
+		}
+	}
+}
+
+// Postings travel as hits frames (a file record with its sources is what a
+// keyword posting is), under an ID that names the word and says what to do:
+// a put goes to the word's owner, which copies it to the other replicas; a
+// copy is only stored.
+func (d *dht) postingsMsg(w int32, ps []posting, mark byte) *protocol.Hits {
+	var id protocol.QueryID
+	id[0], id[1], id[2], id[3], id[15] = byte(w>>24), byte(w>>16), byte(w>>8), byte(w), mark
+	m := &protocol.Hits{ID: id}
+	for _, p := range ps {
+		if n := len(m.Hits); n > 0 && m.Hits[n-1].ID == d.e.wd.cids[p.file] && len(m.Hits[n-1].Sources) < protocol.MaxSourcesPerHit {
+			m.Hits[n-1].Sources = append(m.Hits[n-1].Sources, source(int(p.src)))
+			continue
+		}
+		m.Hits = append(m.Hits, protocol.Hit{FileRecord: d.e.record(p.file), Sources: []protocol.Source{source(int(p.src))}})
+	}
+	return m
+}
+
+const putMark, copyMark = 0xd0, 0xd1
+
+func storedWord(id protocol.QueryID) (w int32, mark byte) {
+	return int32(id[0])<<24 | int32(id[1])<<16 | int32(id[2])<<8 | int32(id[3]), id[15]
+}
+
+func (d *dht) sendPostings(from, to, tag int, w int32, ps []posting) {
+	for len(ps) > 0 {
+		n := min(len(ps), protocol.MaxHitsPerFrame)
+		d.e.net.send(d.nodes[from], d.nodes[to], tag, d.postingsMsg(w, ps[:n], copyMark))
+		ps = ps[n:]
+	}
+}
+
+// route passes m one hop toward the owner of k, or handles it at p when p
+// owns k.
+func (d *dht) route(p int, k ring.ID, tag int, m protocol.Message) {
+	next, _ := d.next(p, k)
+	if next == p {
+		d.handle(p, tag, m)
+		return
+	}
+	d.e.net.send(d.nodes[p], d.nodes[next], tag, m)
+}
+
+func (d *dht) ask(qi int, q *protocol.Query, from int) {
+	d.asker[q.ID] = from
+	d.e.net.after(d.e.wd.w.QueryTimeout+time.Second, func() { delete(d.asker, q.ID) })
+	d.route(from, keyOf(index.Tokenize(q.Text)[0]), qi, q)
+}
+
+// handle runs what reaches the owner of its key, or passes it on.
+func (d *dht) handle(p, tag int, m protocol.Message) {
+	e := d.e
+	switch m := m.(type) {
+	case *protocol.Query:
+		terms := index.Tokenize(m.Text)
+		k := keyOf(terms[0])
+		if d.succ(k) != p {
+			d.route(p, k, tag, m)
+			return
+		}
+		asker, ok := d.asker[m.ID]
+		w, known := d.wordID[terms[0]]
+		if !ok || !known {
+			return // no file has the word
+		}
+		var match []posting
+		for _, ps := range d.store[p][w] {
+			name := index.Tokenize(e.wd.titles[ps.file])
+			if !slices.ContainsFunc(terms, func(t string) bool { return !slices.Contains(name, t) }) {
+				match = append(match, ps)
+			}
+		}
+		slices.SortFunc(match, func(a, b posting) int { return int(a.file - b.file) })
+		if len(match) > 0 {
+			hits := d.postingsMsg(w, match, 0).Hits
+			hits = hits[:min(len(hits), int(m.Limit), protocol.MaxHitsPerFrame)]
+			e.net.send(d.nodes[p], d.nodes[asker], tag, &protocol.Hits{ID: m.ID, Hits: hits})
+		}
+	case *protocol.Hits:
+		w, mark := storedWord(m.ID)
+		if mark != putMark && mark != copyMark {
+			for _, h := range m.Hits {
+				for _, s := range h.Sources {
+					if sp := peerOf(s.Peer); sp != p {
+						e.hit(tag, h.ID, sp)
+					}
+				}
+			}
+			return
+		}
+		reps := d.replicas(d.key(w))
+		if mark == putMark && reps[0] != p {
+			d.route(p, d.key(w), tag, m)
+			return
+		}
+		for _, h := range m.Hits {
+			f := e.byCID[h.ID]
+			for _, s := range h.Sources {
+				ps := posting{f, int32(peerOf(s.Peer))}
+				if !slices.Contains(d.store[p][w], ps) {
+					d.store[p][w] = append(d.store[p][w], ps)
+				}
+			}
+		}
+		if mark == putMark {
+			// The owner copies what it was given to the other replicas.
+			c := *m
+			c.ID[15] = copyMark
+			for _, r := range reps[1:] {
+				e.net.send(d.nodes[p], d.nodes[r], tag, &c)
+			}
+		}
+	}
+}
+
+func (*dht) fail(failure) {}
+
+func (d *dht) state() []int {
+	out := make([]int, len(d.store))
+	for p, st := range d.store {
+		for _, ps := range st {
+			out[p] += len(ps)
+		}
+		out[p] += len(d.fing[p])
+	}
+	return out
+}
+
+type dhtPeer struct {
+	d *dht
+	p int
+}
+
+func (dp dhtPeer) receive(_ NodeID, tag int, m protocol.Message) { dp.d.handle(dp.p, tag, m) }
