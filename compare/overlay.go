@@ -47,7 +47,7 @@ type freeMsg struct {
 
 const (
 	leafLinks    = 1 << 32 // LinkIDs below are leaves (peer + 1); above, supernodes
-	snTick       = time.Second
+	snTick       = 5 * time.Second // summaries batched: the supernodes tick every 250 ms, a cost the run does not need to pay
 	failoverWait = time.Second // a leaf notices its supernode died
 )
 

@@ -72,3 +72,64 @@ func BuildSummary(own *Bloom, fromOthers []Summary, depth int) Summary {
 	}
 	return Summary{Levels: levels}
 }
+
+// BuildSummaries returns, for each i, BuildSummary(own, every summary in
+// from but from[i], depth): what to send to each neighbour. Each level is the
+// union of a prefix and a suffix of the others, so it takes about 3n unions
+// per level rather than the n(n-1) of n separate calls.
+func BuildSummaries(own *Bloom, from []Summary, depth int) []Summary {
+	n := len(from)
+	out := make([]Summary, n)
+	if depth < 1 {
+		return out
+	}
+	for i := range out {
+		out[i].Levels = make([]*Bloom, depth)
+		if own != nil {
+			out[i].Levels[0] = own.Clone()
+		}
+	}
+	level := func(s Summary, d int) *Bloom {
+		if d >= len(s.Levels) || s.Levels[d] == nil || len(s.Levels[d].words) == 0 {
+			return nil
+		}
+		return s.Levels[d]
+	}
+	// union is a new filter of a and b, either of which may be nil.
+	union := func(a, b *Bloom) *Bloom {
+		switch {
+		case a == nil && b == nil:
+			return nil
+		case a == nil:
+			return b.Clone()
+		}
+		u := a.Clone()
+		u.Union(b)
+		return u
+	}
+	suffix := make([]*Bloom, n+1) // suffix[i]: the union of from[i:] at one level
+	for d := 1; d < depth; d++ {
+		for i := n - 1; i >= 0; i-- {
+			suffix[i] = union(suffix[i+1], level(from[i], d-1))
+		}
+		var prefix *Bloom // the union of from[:i], grown in place
+		for i := range out {
+			out[i].Levels[d] = union(prefix, suffix[i+1])
+			if b := level(from[i], d-1); b != nil {
+				if prefix == nil {
+					prefix = b.Clone()
+				} else {
+					prefix.Union(b)
+				}
+			}
+		}
+	}
+	for i := range out {
+		l := out[i].Levels
+		for len(l) > 0 && l[len(l)-1] == nil {
+			l = l[:len(l)-1]
+		}
+		out[i].Levels = l
+	}
+	return out
+}

@@ -1,6 +1,9 @@
 package index_test
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/supernet-p2p/supernet/index"
@@ -130,5 +133,49 @@ func BenchmarkSummaryMayMatch(b *testing.B) {
 	}
 	for range b.N {
 		s.MayMatch(keys, 3)
+	}
+}
+
+// TestBuildSummariesMatchesBuildSummary: the one-pass form gives every
+// neighbour what BuildSummary gives it, with filters of mixed sizes (which
+// fold) and neighbours that sent nothing yet.
+func TestBuildSummariesMatchesBuildSummary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	bloom := func(bits int, keys int) *index.Bloom {
+		b := index.NewBloomBits(bits)
+		for k := 0; k < keys; k++ {
+			b.AddString(fmt.Sprint(rng.IntN(1 << 20)))
+		}
+		return b
+	}
+	for trial := 0; trial < 50; trial++ {
+		n, depth := rng.IntN(10), 1+rng.IntN(5)
+		own := bloom(1<<12, 50)
+		if trial%7 == 0 {
+			own = nil
+		}
+		from := make([]index.Summary, n)
+		for i := range from {
+			for d := 0; d < rng.IntN(depth+1); d++ {
+				var b *index.Bloom
+				if rng.IntN(4) > 0 {
+					b = bloom(1<<(10+rng.IntN(3)), 40)
+				}
+				from[i].Levels = append(from[i].Levels, b)
+			}
+		}
+		got := index.BuildSummaries(own, from, depth)
+		for i := range from {
+			others := append(slices.Clone(from[:i]), from[i+1:]...)
+			want := index.BuildSummary(own, others, depth)
+			if len(got[i].Levels) != len(want.Levels) {
+				t.Fatalf("trial %d, neighbour %d: %d levels, want %d", trial, i, len(got[i].Levels), len(want.Levels))
+			}
+			for d := range want.Levels {
+				if !got[i].Levels[d].Equal(want.Levels[d]) {
+					t.Fatalf("trial %d, neighbour %d, level %d differs", trial, i, d)
+				}
+			}
+		}
 	}
 }

@@ -115,14 +115,19 @@ func (r *Router) summariesLocked() []outMsg {
 	}
 	depth := int(r.cfg.HopLimit)
 	var msgs []outMsg
+	ids := make([]LinkID, 0, len(r.neighbours))
+	from := make([]index.Summary, 0, len(r.neighbours))
 	for nid, n := range r.neighbours {
-		others := make([]index.Summary, 0, len(r.neighbours))
-		for oid, o := range r.neighbours {
-			if oid != nid && o.received {
-				others = append(others, o.summary)
-			}
+		ids = append(ids, nid)
+		var got index.Summary
+		if n.received {
+			got = n.summary
 		}
-		s := index.BuildSummary(r.own, others, depth)
+		from = append(from, got)
+	}
+	all := index.BuildSummaries(r.own, from, depth)
+	for i, nid := range ids {
+		n, s := r.neighbours[nid], all[i]
 		// A level that was sent before and is now empty or gone (BuildSummary leaves
 		// out trailing empty levels, as when the neighbour that fed it went away) is
 		// sent as an empty filter: the receiver would otherwise keep the old one.
