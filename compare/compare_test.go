@@ -5,16 +5,65 @@ import (
 	"time"
 )
 
+// smallWorkload runs in seconds: 1,000 peers, 300 queries over 12 minutes.
 func smallWorkload() Workload {
-	return Workload{Peers: 400, Queries: 300, Duration: 12 * time.Minute, Seed: 7}
+	return Workload{Peers: 1000, Queries: 300, Duration: 12 * time.Minute, Seed: 7}
 }
 
-func TestQuick(t *testing.T) {
-	res, err := Run(smallWorkload(), Options{}, Designs...)
+// TestInvariants runs the small workload on all four designs and checks what
+// each design must show whatever the tuning: the central directory finds
+// everything while its server lives and nothing after; flooding finds less
+// with a smaller TTL; the supernode overlay matches flooding's recall with
+// far fewer messages per query; the DHT finds what exists in O(log N) hops.
+func TestInvariants(t *testing.T) {
+	w := smallWorkload()
+	res, err := Run(w, Options{}, Designs...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	by := map[string]Result{}
 	for _, r := range res {
-		t.Logf("%+v", r)
+		by[r.Design] = r
+		t.Logf("%-9s msgs/query %7.1f (p99 %5.0f), recall %.3f, success %.3f, first hit p50 %v, busiest node %.1f%% of messages",
+			r.Design, r.MsgsMean, r.MsgsP99, r.Recall, r.Success, r.FirstP50.Round(time.Millisecond), 100*r.BusiestShare)
+		if r.Answerable < w.Queries/2 {
+			t.Fatalf("%s: only %d of %d queries answerable", r.Design, r.Answerable, w.Queries)
+		}
+	}
+
+	c := by["central"]
+	dies := c.Failures[0].At
+	for _, p := range c.Timeline {
+		switch {
+		case p.At <= dies && p.Success != 1:
+			t.Errorf("central: success %.3f in the minute to %v, while the server lived", p.Success, p.At)
+		case p.At > dies+timelineBin && p.Success != 0:
+			t.Errorf("central: success %.3f in the minute to %v, after the server died at %v", p.Success, p.At, dies)
+		}
+	}
+
+	f, sn := by["flooding"], by["supernode"]
+	if f.Recall < 0.95 {
+		t.Errorf("flooding with TTL 7 over 1,000 peers: recall %.3f", f.Recall)
+	}
+	short, err := Run(w, Options{FloodTTL: 2}, "flooding")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flooding with TTL 2: msgs/query %.1f, recall %.3f", short[0].MsgsMean, short[0].Recall)
+	if short[0].Recall >= f.Recall-0.2 {
+		t.Errorf("flooding recall %.3f with TTL 2, %.3f with TTL 7: want far less with the smaller TTL", short[0].Recall, f.Recall)
+	}
+
+	if sn.Recall < f.Recall-0.02 {
+		t.Errorf("supernode recall %.3f, flooding %.3f: want equal", sn.Recall, f.Recall)
+	}
+	if sn.MsgsMean > f.MsgsMean/5 {
+		t.Errorf("supernode %.1f messages per query, flooding %.1f: want far fewer", sn.MsgsMean, f.MsgsMean)
+	}
+
+	d := by["dht"]
+	if d.Recall < 0.95 || d.MsgsP99 > 20 {
+		t.Errorf("dht: recall %.3f, p99 %.0f messages per query; want nearly all found in about log2(1000) hops", d.Recall, d.MsgsP99)
 	}
 }

@@ -46,9 +46,9 @@ type freeMsg struct {
 }
 
 const (
-	leafLinks    = 1 << 32 // LinkIDs below are leaves (peer + 1); above, supernodes
+	leafLinks    = 1 << 32         // LinkIDs below are leaves (peer + 1); above, supernodes
 	snTick       = 5 * time.Second // summaries batched: the supernodes tick every 250 ms, a cost the run does not need to pay
-	failoverWait = time.Second // a leaf notices its supernode died
+	failoverWait = time.Second     // a leaf notices its supernode died
 )
 
 func (*overlay) Name() string { return "supernode" }

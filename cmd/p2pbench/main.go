@@ -1,0 +1,154 @@
+// Command p2pbench measures overlay designs against each other.
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/compare"
+)
+
+func main() {
+	root := &cobra.Command{Use: "p2pbench", Short: "Measure overlay designs", SilenceUsage: true}
+	root.AddCommand(compareCmd())
+	if err := root.Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func compareCmd() *cobra.Command {
+	var (
+		peers      []int
+		designs    []string
+		queries    int
+		duration   time.Duration
+		seed       uint64
+		csvPath    string
+		opts       compare.Options
+		absent     float64
+		perSN, nbr int
+	)
+	cmd := &cobra.Command{
+		Use:   "compare",
+		Short: "Run one workload on the supernode overlay, query flooding, a central directory and a DHT",
+		Long: `Run the same workload (Zipf-popular files, keyword queries, some for files
+that exist nowhere, peer churn, the central server dying and 30% of the
+supernodes dying) on each design, for each number of peers, over an in-memory
+network with modelled latency and bandwidth, and print what each cost and found.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, d := range designs {
+				if !contains(compare.Designs, d) {
+					return fmt.Errorf("--designs: no design %q (have %s)", d, strings.Join(compare.Designs, ", "))
+				}
+			}
+			opts.PerSupernode, opts.Neighbours = perSN, nbr
+			var all []compare.Result
+			for _, n := range peers {
+				if n < 10 {
+					return fmt.Errorf("--peers: %d is too few (at least 10)", n)
+				}
+				w := compare.Workload{Peers: n, Queries: queries, Duration: duration, Seed: seed, AbsentShare: absent}
+				start := time.Now()
+				res, err := compare.Run(w, opts, designs...)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("\n%d peers, %d queries over %v (simulated), took %v\n\n", n, queries, duration, time.Since(start).Round(time.Second))
+				printTable(os.Stdout, res)
+				all = append(all, res...)
+			}
+			if csvPath != "" {
+				f, err := os.Create(csvPath)
+				if err != nil {
+					return err
+				}
+				if err := writeCSV(f, all); err != nil {
+					f.Close()
+					return err
+				}
+				if err := f.Close(); err != nil {
+					return err
+				}
+				fmt.Printf("\nwrote %s\n", csvPath)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntSliceVar(&peers, "peers", []int{100, 1000, 10000, 100000}, "numbers of peers to run, comma-separated")
+	f.StringSliceVar(&designs, "designs", compare.Designs, "designs to run")
+	f.IntVar(&queries, "queries", 500, "queries per run")
+	f.DurationVar(&duration, "duration", 20*time.Minute, "simulated length of each run")
+	f.Uint64Var(&seed, "seed", 1, "seed of the workload and the network")
+	f.Float64Var(&absent, "absent", 0.2, "share of queries for files that exist nowhere")
+	f.IntVar(&opts.FloodDegree, "flood-degree", 4, "neighbours of a flooding peer")
+	f.IntVar(&opts.FloodTTL, "flood-ttl", 7, "TTL of a flooded query")
+	f.IntVar(&perSN, "per-supernode", 100, "peers per supernode")
+	f.IntVar(&nbr, "neighbours", 8, "links per supernode")
+	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
+	return cmd
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func printTable(w io.Writer, res []compare.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "design\tmsgs/query\tp99\tbytes/query\tp99\trecall\tsuccess\tfirst hit p50\tp99\tlast hit p50\tbusiest node\tshare\tstate mean\tmax\tupkeep msgs\t")
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%v\t%v\t%v\t%d\t%.2f%%\t%.1f\t%d\t%d\t\n",
+			r.Design, r.MsgsMean, r.MsgsP99, r.BytesMean, r.BytesP99, r.Recall, r.Success,
+			ms(r.FirstP50), ms(r.FirstP99), ms(r.LastP50), r.BusiestMsgs, 100*r.BusiestShare, r.StateMean, r.StateMax, r.UpkeepMsgs)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "design\tfailure\tat\tsuccess before\tduring (1 min)\tafter")
+	for _, r := range res {
+		for _, f := range r.Failures {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.Design, f.What, f.At.Round(time.Second), pct(f.Before), pct(f.During), pct(f.After))
+		}
+	}
+	tw.Flush()
+}
+
+func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+
+func pct(x float64) string {
+	if x < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*x)
+}
+
+func writeCSV(w io.Writer, res []compare.Result) error {
+	c := csv.NewWriter(w)
+	c.Write([]string{"design", "peers", "queries", "answerable", "msgs_mean", "msgs_p99", "bytes_mean", "bytes_p99",
+		"recall", "success", "first_hit_p50_ms", "first_hit_p99_ms", "last_hit_p50_ms", "busiest_msgs", "busiest_share",
+		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes"})
+	f := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
+	d := func(x time.Duration) string { return f(float64(x) / float64(time.Millisecond)) }
+	for _, r := range res {
+		c.Write([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
+			f(r.MsgsMean), f(r.MsgsP99), f(r.BytesMean), f(r.BytesP99), f(r.Recall), f(r.Success),
+			d(r.FirstP50), d(r.FirstP99), d(r.LastP50), strconv.FormatUint(r.BusiestMsgs, 10), f(r.BusiestShare),
+			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10)})
+	}
+	c.Flush()
+	return c.Error()
+}
