@@ -32,6 +32,8 @@ func compareCmd() *cobra.Command {
 		duration   time.Duration
 		seed       uint64
 		csvPath    string
+		plotDir    string
+		plotFormat string
 		opts       compare.Options
 		absent     float64
 		perSN, nbr int
@@ -49,6 +51,9 @@ network with modelled latency and bandwidth, and print what each cost and found.
 				if !contains(compare.Designs, d) {
 					return fmt.Errorf("--designs: no design %q (have %s)", d, strings.Join(compare.Designs, ", "))
 				}
+			}
+			if plotFormat != "svg" && plotFormat != "png" {
+				return fmt.Errorf("--plot-format: %q is neither svg nor png", plotFormat)
 			}
 			opts.PerSupernode, opts.Neighbours = perSN, nbr
 			var all []compare.Result
@@ -80,6 +85,16 @@ network with modelled latency and bandwidth, and print what each cost and found.
 				}
 				fmt.Printf("\nwrote %s\n", csvPath)
 			}
+			if plotDir != "" {
+				if err := os.MkdirAll(plotDir, 0o755); err != nil {
+					return err
+				}
+				files, err := writePlots(plotDir, plotFormat, all)
+				if err != nil {
+					return fmt.Errorf("plots: %w", err)
+				}
+				fmt.Printf("wrote %s\n", strings.Join(files, ", "))
+			}
 			return nil
 		},
 	}
@@ -95,6 +110,8 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.IntVar(&perSN, "per-supernode", 100, "peers per supernode")
 	f.IntVar(&nbr, "neighbours", 8, "links per supernode")
 	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
+	f.StringVar(&plotDir, "plots", "", "also draw messages, recall and success plots into this folder")
+	f.StringVar(&plotFormat, "plot-format", "svg", "svg or png")
 	return cmd
 }
 
