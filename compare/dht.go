@@ -304,9 +304,9 @@ func (d *dht) handle(p, tag int, m protocol.Message) {
 			return // no file has the word
 		}
 		var match []posting
+		ts := e.wd.termsOf(m.Text)
 		for _, ps := range d.store[p][w] {
-			name := index.Tokenize(e.wd.titles[ps.file])
-			if !slices.ContainsFunc(terms, func(t string) bool { return !slices.Contains(name, t) }) {
+			if e.wd.matches(ps.file, ts) {
 				match = append(match, ps)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -158,11 +157,10 @@ func (fp floodPeer) receive(from NodeID, tag int, m protocol.Message) {
 
 // match answers a query from the peer's own files: every term in the name.
 func (f *flood) match(p int, text string) []protocol.Hit {
-	terms := index.Tokenize(text)
+	terms := f.e.wd.termsOf(text)
 	var out []protocol.Hit
 	for _, file := range f.e.wd.holds[p] {
-		name := index.Tokenize(f.e.wd.titles[file])
-		if len(terms) > 0 && !slices.ContainsFunc(terms, func(t string) bool { return !slices.Contains(name, t) }) {
+		if f.e.wd.matches(file, terms) {
 			out = append(out, protocol.Hit{FileRecord: f.e.record(file), Sources: []protocol.Source{source(p)}})
 		}
 	}

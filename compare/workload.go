@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -93,6 +94,8 @@ type world struct {
 	titles  []string  // by file
 	words   [][3]int  // each file's words
 	byWord  [][]int32 // word -> files with it
+	wordOf  map[string]int
+	terms   map[string][]int // query text -> its words, -1 for one no file has
 	cids    []protocol.ContentID
 	holds   [][]int32 // peer -> files
 	holders [][]int32 // file -> peers
@@ -132,6 +135,11 @@ func newWorld(w Workload) *world {
 	// a file's words usually name it alone.
 	vocab := max(8, w.Catalog/2)
 	wd.byWord = make([][]int32, vocab)
+	wd.wordOf = make(map[string]int, vocab)
+	wd.terms = map[string][]int{}
+	for i := 0; i < vocab; i++ {
+		wd.wordOf[word(i)] = i
+	}
 	for f := 0; f < w.Catalog; f++ {
 		var ws [3]int
 		for i := range ws {
@@ -191,6 +199,34 @@ func newWorld(w Workload) *world {
 	}
 	wd.churn = churnSchedule(rng, w)
 	return wd
+}
+
+// termsOf are a query's words as the index tokenises them, by number (-1
+// for a word in no file's name), computed once per query text.
+func (wd *world) termsOf(text string) []int {
+	if t, ok := wd.terms[text]; ok {
+		return t
+	}
+	var t []int
+	for _, s := range index.Tokenize(text) {
+		w, ok := wd.wordOf[s]
+		if !ok {
+			w = -1
+		}
+		t = append(t, w)
+	}
+	wd.terms[text] = t
+	return t
+}
+
+// matches reports whether file f's name has every one of the words.
+func (wd *world) matches(f int32, terms []int) bool {
+	for _, t := range terms {
+		if !slices.Contains(wd.words[f][:], t) {
+			return false
+		}
+	}
+	return len(terms) > 0
 }
 
 // sample picks k distinct values below n.
