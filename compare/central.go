@@ -41,20 +41,8 @@ func (c *central) index(p int) {
 func (c *central) up(p int) {
 	e := c.e
 	e.net.revive(c.peers[p])
-	publish(e, c.peers[p], c.server, p)
-}
-
-// publish sends a peer's file list in frames of at most MaxFilesPerFrame.
-func publish(e *env, from, to NodeID, p int) {
-	files := e.wd.holds[p]
-	for len(files) > 0 {
-		n := min(len(files), protocol.MaxFilesPerFrame)
-		m := &protocol.Publish{}
-		for _, f := range files[:n] {
-			m.Files = append(m.Files, e.record(f))
-		}
-		e.net.send(from, to, tagUpkeep, m)
-		files = files[n:]
+	for _, m := range e.publishes(p) {
+		e.net.send(c.peers[p], c.server, tagUpkeep, m)
 	}
 }
 
@@ -129,12 +117,6 @@ type centralPeer struct {
 
 func (cp centralPeer) receive(from NodeID, tag int, m protocol.Message) {
 	if h, ok := m.(*protocol.Hits); ok {
-		for _, hit := range h.Hits {
-			for _, s := range hit.Sources {
-				if sp := peerOf(s.Peer); sp != cp.p {
-					cp.c.e.hit(tag, hit.ID, sp)
-				}
-			}
-		}
+		cp.c.e.takeHits(tag, cp.p, h)
 	}
 }

@@ -319,13 +319,7 @@ func (d *dht) handle(p, tag int, m protocol.Message) {
 	case *protocol.Hits:
 		w, mark := storedWord(m.ID)
 		if mark != putMark && mark != copyMark {
-			for _, h := range m.Hits {
-				for _, s := range h.Sources {
-					if sp := peerOf(s.Peer); sp != p {
-						e.hit(tag, h.ID, sp)
-					}
-				}
-			}
+			e.takeHits(tag, p, m)
 			return
 		}
 		reps := d.replicas(d.key(w))

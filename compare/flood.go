@@ -144,11 +144,7 @@ func (fp floodPeer) receive(from NodeID, tag int, m protocol.Message) {
 		switch {
 		case !ok: // the path is gone
 		case back < 0:
-			for _, h := range m.Hits {
-				for _, s := range h.Sources {
-					e.hit(tag, h.ID, peerOf(s.Peer))
-				}
-			}
+			e.takeHits(tag, p, m)
 		default:
 			e.net.send(f.nodes[p], f.nodes[back], tag, m)
 		}

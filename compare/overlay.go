@@ -124,19 +124,12 @@ func (o *overlay) attach(p, s int) {
 	o.of[p] = s
 	sn.leaves++
 	sn.r.LeafUp(leafLink(p), supernode.LeafInfo{Peer: peerID(p), Addrs: []string{addr(p)}})
-	files := e.wd.holds[p]
-	for len(files) > 0 {
-		k := min(len(files), protocol.MaxFilesPerFrame)
-		m := &protocol.Publish{}
-		for _, f := range files[:k] {
-			m.Files = append(m.Files, e.record(f))
-		}
+	for _, m := range e.publishes(p) {
 		if o.building {
 			sn.r.Handle(leafLink(p), m)
 		} else {
 			e.net.send(o.peers[p], sn.node, tagUpkeep, m)
 		}
-		files = files[k:]
 	}
 }
 
@@ -312,12 +305,6 @@ type snLeaf struct {
 
 func (l snLeaf) receive(from NodeID, tag int, m protocol.Message) {
 	if h, ok := m.(*protocol.Hits); ok {
-		for _, hit := range h.Hits {
-			for _, s := range hit.Sources {
-				if sp := peerOf(s.Peer); sp != l.p {
-					l.o.e.hit(tag, hit.ID, sp)
-				}
-			}
-		}
+		l.o.e.takeHits(tag, l.p, h)
 	}
 }

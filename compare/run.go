@@ -57,6 +57,35 @@ func (e *env) hit(qi int, cid protocol.ContentID, source int) {
 	e.rec.hit(qi, f, e.net.Now())
 }
 
+// takeHits reports the sources of hits that reached peer self, other than
+// self.
+func (e *env) takeHits(qi, self int, m *protocol.Hits) {
+	for _, h := range m.Hits {
+		for _, s := range h.Sources {
+			if sp := peerOf(s.Peer); sp != self {
+				e.hit(qi, h.ID, sp)
+			}
+		}
+	}
+}
+
+// publishes are peer p's file list as publish frames of at most
+// MaxFilesPerFrame.
+func (e *env) publishes(p int) []*protocol.Publish {
+	var out []*protocol.Publish
+	files := e.wd.holds[p]
+	for len(files) > 0 {
+		n := min(len(files), protocol.MaxFilesPerFrame)
+		m := &protocol.Publish{}
+		for _, f := range files[:n] {
+			m.Files = append(m.Files, e.record(f))
+		}
+		out = append(out, m)
+		files = files[n:]
+	}
+	return out
+}
+
 // record returns the wire record of file f.
 func (e *env) record(f int32) protocol.FileRecord {
 	return protocol.FileRecord{ID: e.wd.cids[f], Name: e.wd.titles[f], Size: 4 << 20}
