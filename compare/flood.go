@@ -31,7 +31,7 @@ func (f *flood) build(e *env) {
 		f.nodes = append(f.nodes, e.net.add(floodPeer{f, p}, peerUplink))
 		f.seen[p] = map[protocol.QueryID]int{}
 	}
-	rng := e.net.rng
+	rng := e.net.random()
 	for p := 0; p < n; p++ {
 		for tries := 0; len(f.nbrs[p]) < f.Degree && tries < 4*f.Degree; tries++ {
 			f.link(p, rng.IntN(n))
@@ -66,7 +66,7 @@ func (f *flood) up(p int) {
 func (f *flood) fill(p int) {
 	e := f.e
 	for tries := 0; len(f.nbrs[p]) < f.Degree && tries < 4*f.Degree; tries++ {
-		q := e.net.rng.IntN(len(f.nodes))
+		q := e.net.random().IntN(len(f.nodes))
 		if e.online[q] && f.link(p, q) {
 			e.net.send(f.nodes[p], f.nodes[q], tagUpkeep, &protocol.Ping{Seq: 1})
 			e.net.send(f.nodes[q], f.nodes[p], tagUpkeep, &protocol.Pong{Seq: 1})

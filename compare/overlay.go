@@ -68,7 +68,7 @@ func (o *overlay) build(e *env) {
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
-	rng := e.net.rng
+	rng := e.net.random()
 	for i := range o.sns {
 		for tries := 0; len(o.sns[i].nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
 			o.linkSN(i, rng.IntN(ns))
@@ -144,7 +144,7 @@ func (o *overlay) detach(p int) {
 // liveSN picks a live supernode at random, as a leaf picks from its list.
 func (o *overlay) liveSN() int {
 	for tries := 0; tries < 64; tries++ {
-		if s := o.e.net.rng.IntN(len(o.sns)); o.sns[s].alive {
+		if s := o.e.net.random().IntN(len(o.sns)); o.sns[s].alive {
 			return s
 		}
 	}
@@ -181,7 +181,7 @@ func (o *overlay) fail(f failure) {
 		return
 	}
 	e := o.e
-	dead := sample(e.net.rng, len(o.sns), len(o.sns)*3/10)
+	dead := sample(e.net.random(), len(o.sns), len(o.sns)*3/10)
 	for _, i := range dead {
 		s := o.sns[i]
 		s.alive = false
@@ -195,7 +195,7 @@ func (o *overlay) fail(f failure) {
 	}
 	for i, s := range o.sns {
 		for tries := 0; s.alive && len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
-			o.linkSN(i, e.net.rng.IntN(len(o.sns)))
+			o.linkSN(i, e.net.random().IntN(len(o.sns)))
 		}
 	}
 	for p, s := range o.of {
@@ -203,7 +203,7 @@ func (o *overlay) fail(f failure) {
 			continue
 		}
 		o.of[p] = -1
-		e.net.after(failoverWait+time.Duration(e.net.rng.Int64N(int64(failoverWait))), func() {
+		e.net.after(failoverWait+time.Duration(e.net.random().Int64N(int64(failoverWait))), func() {
 			if e.online[p] && o.of[p] < 0 {
 				if s := o.liveSN(); s >= 0 {
 					o.attach(p, s)

@@ -61,8 +61,8 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	var first, last []time.Duration
 	var recall float64
 	for qi := range rec.start {
-		msgs = append(msgs, float64(net.tagMsgs[qi]))
-		bytes = append(bytes, float64(net.tagBytes[qi]))
+		msgs = append(msgs, float64(net.stats().tagMsgs[qi]))
+		bytes = append(bytes, float64(net.stats().tagBytes[qi]))
 		if len(rec.truth[qi]) == 0 {
 			continue
 		}
@@ -82,9 +82,9 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	r.BytesMean, r.BytesP99 = meanP99(bytes)
 	r.FirstP50, r.FirstP99 = quantile(first, 0.5), quantile(first, 0.99)
 	r.LastP50 = quantile(last, 0.5)
-	r.UpkeepMsgs, r.UpkeepBytes = net.tagMsgs[tagUpkeep], net.tagBytes[tagUpkeep]
+	r.UpkeepMsgs, r.UpkeepBytes = net.stats().tagMsgs[tagUpkeep], net.stats().tagBytes[tagUpkeep]
 	var all uint64
-	for _, m := range net.Msgs {
+	for _, m := range net.stats().Msgs {
 		all += m
 		r.BusiestMsgs = max(r.BusiestMsgs, m)
 	}

@@ -41,7 +41,7 @@ func (f failure) String() string {
 // online, and where hits are reported.
 type env struct {
 	wd     *world
-	net    *Net
+	net    network
 	online []bool
 	rec    *recorder
 	byCID  map[protocol.ContentID]int32

@@ -23,6 +23,48 @@ import (
 // NodeID names a node of the simulated network.
 type NodeID int32
 
+// network is what the designs run over: the simulation here (Net), or real
+// QUIC links on loopback (quicNet). Designs call it from one goroutine at a
+// time, and it calls their handlers and timers the same way.
+type network interface {
+	// add makes a node with the given uplink (bytes/s).
+	add(h handler, upBW float64) NodeID
+	send(from, to NodeID, tag int, m protocol.Message)
+	after(d time.Duration, fn func())
+	Now() time.Duration
+	// kill and revive change whether a node takes part: what is sent to or
+	// by a dead node is lost.
+	kill(id NodeID)
+	revive(id NodeID)
+	random() *rand.Rand
+	run(until time.Duration) error
+	stats() *counters
+}
+
+// counters are what a network counts: per node, messages sent and received
+// and bytes sent; per tag (a query's index, or tagUpkeep), messages and
+// bytes sent.
+type counters struct {
+	Msgs, Bytes       []uint64
+	tagMsgs, tagBytes map[int]uint64
+}
+
+func newCounters() counters {
+	return counters{tagMsgs: map[int]uint64{}, tagBytes: map[int]uint64{}}
+}
+
+func (c *counters) addNode() {
+	c.Msgs = append(c.Msgs, 0)
+	c.Bytes = append(c.Bytes, 0)
+}
+
+func (c *counters) sent(from NodeID, tag int, size uint64) {
+	c.Msgs[from]++
+	c.Bytes[from] += size
+	c.tagMsgs[tag]++
+	c.tagBytes[tag] += size
+}
+
 // handler receives the messages sent to a node.
 type handler interface {
 	receive(from NodeID, tag int, m protocol.Message)
@@ -47,13 +89,7 @@ type Net struct {
 	lastMsg  protocol.Message
 	lastSize uint64
 
-	// Per node: messages sent and received, and bytes.
-	Msgs  []uint64
-	Bytes []uint64
-	// Per tag (a query's index, or tagUpkeep): messages and bytes sent.
-	tagMsgs, tagBytes map[int]uint64
-	total             struct{ msgs, bytes uint64 }
-	delivered         uint64
+	counters
 }
 
 // tagUpkeep marks messages that serve no one query: publishing, summaries,
@@ -95,7 +131,7 @@ func (e *events) Pop() any {
 }
 
 func newNet(seed uint64) *Net {
-	return &Net{rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), tagMsgs: map[int]uint64{}, tagBytes: map[int]uint64{}}
+	return &Net{rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), counters: newCounters()}
 }
 
 // add places a node with the given uplink (bytes/s) and returns its ID.
@@ -107,13 +143,9 @@ func (n *Net) add(h handler, upBW float64) NodeID {
 	n.y = append(n.y, n.rng.Float64()*planeSize)
 	n.upBW = append(n.upBW, upBW)
 	n.upAt = append(n.upAt, 0)
-	n.Msgs = append(n.Msgs, 0)
-	n.Bytes = append(n.Bytes, 0)
+	n.addNode()
 	return id
 }
-
-// setHandler replaces a node's handler (nodes are added before their logic exists).
-func (n *Net) setHandler(id NodeID, h handler) { n.nodes[id] = h }
 
 // Now is the simulated time since the start.
 func (n *Net) Now() time.Duration { return n.now }
@@ -142,12 +174,7 @@ func (n *Net) send(from, to NodeID, tag int, m protocol.Message) {
 	size := n.lastSize
 	start := max(n.now, n.upAt[from])
 	n.upAt[from] = start + time.Duration(float64(size)/n.upBW[from]*float64(time.Second))
-	n.Msgs[from]++
-	n.Bytes[from] += size
-	n.tagMsgs[tag]++
-	n.tagBytes[tag] += size
-	n.total.msgs++
-	n.total.bytes += size
+	n.sent(from, tag, size)
 	n.push(event{at: n.upAt[from] + n.latency(from, to), from: from, to: to, tag: tag, m: m})
 }
 
@@ -160,13 +187,14 @@ func (n *Net) push(e event) {
 	heap.Push(&n.queue, e)
 }
 
-// kill and revive change whether a node takes part; messages in flight to a
-// dead node are lost.
 func (n *Net) kill(id NodeID)   { n.alive[id] = false }
 func (n *Net) revive(id NodeID) { n.alive[id] = true; n.upAt[id] = n.now }
 
+func (n *Net) random() *rand.Rand { return n.rng }
+func (n *Net) stats() *counters   { return &n.counters }
+
 // run delivers events until the queue is empty or the time passes until.
-func (n *Net) run(until time.Duration) {
+func (n *Net) run(until time.Duration) error {
 	for n.queue.Len() > 0 && n.queue[0].at <= until {
 		e := heap.Pop(&n.queue).(event)
 		n.now = e.at
@@ -177,9 +205,9 @@ func (n *Net) run(until time.Duration) {
 		if !n.alive[e.to] {
 			continue
 		}
-		n.delivered++
 		n.Msgs[e.to]++
 		n.nodes[e.to].receive(e.from, e.tag, e.m)
 	}
 	n.now = max(n.now, until)
+	return nil
 }
