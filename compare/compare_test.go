@@ -37,7 +37,7 @@ func TestInvariants(t *testing.T) {
 		switch {
 		case p.At <= dies && p.Success != 1:
 			t.Errorf("central: success %.3f in the minute to %v, while the server lived", p.Success, p.At)
-		case p.At > dies+timelineBin && p.Success != 0:
+		case p.At > dies+c.Window && p.Success != 0:
 			t.Errorf("central: success %.3f in the minute to %v, after the server died at %v", p.Success, p.At, dies)
 		}
 	}

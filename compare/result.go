@@ -31,10 +31,13 @@ type Result struct {
 	Failures     []FailureResult
 	// Timeline is the success rate in consecutive windows of the run.
 	Timeline []Point
+	// Window is the span "during" a failure covers and the timeline's step:
+	// a minute, or a twentieth of a shorter run.
+	Window time.Duration
 }
 
 // FailureResult is the success rate around one scheduled failure: in the
-// window before it, the first minute after it, and the minutes after that.
+// three windows before it, the window after it, and the three after that.
 type FailureResult struct {
 	What                  string
 	At                    time.Duration
@@ -48,11 +51,8 @@ type Point struct {
 	N       int
 }
 
-const (
-	failWindow  = 3 * time.Minute
-	duringSpan  = time.Minute
-	timelineBin = time.Minute
-)
+// window is a minute, or a twentieth of a shorter run.
+func window(run time.Duration) time.Duration { return min(time.Minute, run/20) }
 
 func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	rec, net := e.rec, e.net
@@ -114,17 +114,19 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 		}
 		return float64(ok) / float64(n), n
 	}
+	win := window(e.wd.w.Duration)
+	r.Window = win
 	for _, f := range []failure{centralDies, supernodesDie} {
 		t := failAt[f]
 		fr := FailureResult{What: f.String(), At: t}
-		fr.Before, _ = success(t-failWindow, t)
-		fr.During, _ = success(t, t+duringSpan)
-		fr.After, _ = success(t+duringSpan, t+duringSpan+failWindow)
+		fr.Before, _ = success(t-3*win, t)
+		fr.During, _ = success(t, t+win)
+		fr.After, _ = success(t+win, t+4*win)
 		r.Failures = append(r.Failures, fr)
 	}
-	for t := time.Duration(0); t < e.wd.w.Duration; t += timelineBin {
-		if s, n := success(t, t+timelineBin); n > 0 {
-			r.Timeline = append(r.Timeline, Point{At: t + timelineBin, Success: s, N: n})
+	for t := time.Duration(0); t < e.wd.w.Duration; t += win {
+		if s, n := success(t, t+win); n > 0 {
+			r.Timeline = append(r.Timeline, Point{At: t + win, Success: s, N: n})
 		}
 	}
 	return r

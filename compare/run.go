@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -51,7 +53,7 @@ type env struct {
 // Only sources online now count: a hit for a peer that left is no use.
 func (e *env) hit(qi int, cid protocol.ContentID, source int) {
 	f, ok := e.byCID[cid]
-	if !ok || source < 0 || source >= len(e.online) || !e.online[source] {
+	if !ok || qi < 0 || qi >= len(e.rec.start) || source < 0 || source >= len(e.online) || !e.online[source] {
 		return
 	}
 	e.rec.hit(qi, f, e.net.Now())
@@ -133,9 +135,13 @@ func (r *recorder) hit(qi int, f int32, at time.Duration) {
 }
 
 // run runs one design on the workload.
-func run(d design, wd *world) Result {
+func run(d design, wd *world, o Options) (Result, error) {
 	w := wd.w
-	e := &env{wd: wd, net: newNet(w.Seed + 1), online: make([]bool, w.Peers), byCID: make(map[protocol.ContentID]int32, len(wd.cids))}
+	var net network = newNet(w.Seed + 1)
+	if o.QUIC {
+		net = newQuicNet(w.Seed+1, o.Log)
+	}
+	e := &env{wd: wd, net: net, online: make([]bool, w.Peers), byCID: make(map[protocol.ContentID]int32, len(wd.cids))}
 	for i := range e.online {
 		e.online[i] = true
 	}
@@ -185,8 +191,10 @@ func run(d design, wd *world) Result {
 	for f, t := range at {
 		e.net.after(t, func() { d.fail(f) })
 	}
-	e.net.run(w.Duration)
-	return summarise(d, e, at)
+	if err := e.net.run(w.Duration); err != nil {
+		return Result{}, err
+	}
+	return summarise(d, e, at), nil
 }
 
 // liveHolder reports whether a peer other than asker holding f is online.
@@ -208,6 +216,11 @@ type Options struct {
 	// PerSupernode (default 100) peers per supernode, Neighbours (8) links
 	// per supernode, SummaryBits (2^16) per summary level.
 	PerSupernode, Neighbours, SummaryBits int
+	// QUIC runs the designs over real QUIC links on loopback, in real time,
+	// instead of the simulated network: for small N (each node has its own
+	// socket).
+	QUIC bool
+	Log  zerolog.Logger
 }
 
 func newDesign(name string, o Options) (design, error) {
@@ -227,6 +240,12 @@ func newDesign(name string, o Options) (design, error) {
 // Run runs each named design on the same workload and returns their results
 // in that order.
 func Run(w Workload, o Options, names ...string) ([]Result, error) {
+	if w.Peers < 2 {
+		return nil, fmt.Errorf("compare: %d peers; at least 2", w.Peers)
+	}
+	if d := w.Duration; d != 0 && (d < 0 || d <= w.Warmup+w.QueryTimeout) {
+		return nil, fmt.Errorf("compare: a run of %v leaves no time for queries after the warm-up and the query timeout", d)
+	}
 	wd := newWorld(w)
 	var out []Result
 	for _, n := range names {
@@ -234,7 +253,11 @@ func Run(w Workload, o Options, names ...string) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, run(d, wd))
+		r, err := run(d, wd, o)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }

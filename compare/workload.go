@@ -30,7 +30,7 @@ type Workload struct {
 	Queries     int
 	AbsentShare float64
 	Duration    time.Duration // simulated (default 20 min)
-	Warmup      time.Duration // before the first query (default 1 min)
+	Warmup      time.Duration // before the first query (default 1 min, at most a tenth of the run)
 	// Sessions and the gaps between them are log-normal with these medians
 	// (default 60 min both, sigma 1).
 	SessionMedian, OffMedian time.Duration
@@ -38,7 +38,7 @@ type Workload struct {
 	// 0.45 and 0.7): the central directory's server stops, and 30% of the
 	// supernodes stop.
 	CentralDiesAt, SupernodesDieAt float64
-	QueryTimeout                   time.Duration // default 10 s
+	QueryTimeout                   time.Duration // default 10 s, at most a tenth of the run
 	Seed                           uint64
 }
 
@@ -68,7 +68,7 @@ func (w *Workload) defaults() {
 		w.Duration = 20 * time.Minute
 	}
 	if w.Warmup <= 0 {
-		w.Warmup = time.Minute
+		w.Warmup = min(time.Minute, w.Duration/10)
 	}
 	if w.SessionMedian <= 0 {
 		w.SessionMedian = time.Hour
@@ -83,7 +83,7 @@ func (w *Workload) defaults() {
 		w.SupernodesDieAt = 0.7
 	}
 	if w.QueryTimeout <= 0 {
-		w.QueryTimeout = 10 * time.Second
+		w.QueryTimeout = min(10*time.Second, w.Duration/10)
 	}
 }
 
