@@ -62,6 +62,8 @@ func (c *central) fail(f failure) {
 	}
 }
 
+func (*central) has(f failure) bool { return f == centralDies }
+
 func (c *central) state() []int {
 	out := make([]int, 0, len(c.peers)+1)
 	out = append(out, c.ix.KeyCount())

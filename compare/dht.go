@@ -347,7 +347,8 @@ func (d *dht) handle(p, tag int, m protocol.Message) {
 	}
 }
 
-func (*dht) fail(failure) {}
+func (*dht) fail(failure)     {}
+func (*dht) has(failure) bool { return false }
 
 func (d *dht) state() []int {
 	out := make([]int, len(d.store))

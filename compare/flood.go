@@ -102,7 +102,8 @@ func (f *flood) forget(p int, id protocol.QueryID) {
 	f.e.net.after(f.e.wd.w.QueryTimeout+time.Second, func() { delete(f.seen[p], id) })
 }
 
-func (*flood) fail(failure) {}
+func (*flood) fail(failure)     {}
+func (*flood) has(failure) bool { return false }
 
 func (f *flood) state() []int {
 	out := make([]int, len(f.nbrs))

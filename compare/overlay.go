@@ -213,6 +213,8 @@ func (o *overlay) fail(f failure) {
 	}
 }
 
+func (*overlay) has(f failure) bool { return f == supernodesDie }
+
 func (o *overlay) tick(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		if s := o.sns[i]; s.alive {

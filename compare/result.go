@@ -39,7 +39,10 @@ type Result struct {
 // FailureResult is the success rate around one scheduled failure: in the
 // three windows before it, the window after it, and the three after that.
 type FailureResult struct {
-	What                  string
+	What string
+	// Applies is false for a design without the part that fails: its rates
+	// show what churn alone did.
+	Applies               bool
 	At                    time.Duration
 	Before, During, After float64 // -1 when no answerable query fell in the window
 }
@@ -118,7 +121,7 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	r.Window = win
 	for _, f := range []failure{centralDies, supernodesDie} {
 		t := failAt[f]
-		fr := FailureResult{What: f.String(), At: t}
+		fr := FailureResult{What: f.String(), At: t, Applies: d.has(f)}
 		fr.Before, _ = success(t-3*win, t)
 		fr.During, _ = success(t, t+win)
 		fr.After, _ = success(t+win, t+4*win)

@@ -21,8 +21,10 @@ type design interface {
 	up(p int)
 	down(p int)
 	ask(qi int, q *protocol.Query, from int)
-	// fail applies a scheduled failure, if the design has what fails.
+	// fail applies a scheduled failure, if the design has what fails
+	// (has).
 	fail(f failure)
+	has(f failure) bool
 	// state is the number of entries each node keeps: index postings,
 	// neighbours, routing entries.
 	state() []int

@@ -150,7 +150,11 @@ func printTable(w io.Writer, res []compare.Result) {
 	fmt.Fprintf(tw, "design\tfailure\tat\tsuccess before (%v)\tduring (%v)\tafter (%v)\n", 3*win, win, 3*win)
 	for _, r := range res {
 		for _, f := range r.Failures {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.Design, f.What, f.At.Round(time.Second), pct(f.Before), pct(f.During), pct(f.After))
+			what := f.What
+			if !f.Applies {
+				what += " (not part of this design)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", r.Design, what, f.At.Round(time.Second), pct(f.Before), pct(f.During), pct(f.After))
 		}
 	}
 	tw.Flush()
@@ -169,14 +173,27 @@ func writeCSV(w io.Writer, res []compare.Result) error {
 	c := csv.NewWriter(w)
 	c.Write([]string{"design", "peers", "queries", "answerable", "msgs_mean", "msgs_p99", "bytes_mean", "bytes_p99",
 		"recall", "success", "first_hit_p50_ms", "first_hit_p99_ms", "last_hit_p50_ms", "busiest_msgs", "busiest_share",
-		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes"})
+		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes",
+		// Success rates around the failures, empty when no query fell in the window.
+		"central_dies_before", "central_dies_during", "central_dies_after",
+		"supernodes_die_before", "supernodes_die_during", "supernodes_die_after"})
 	f := func(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }
 	d := func(x time.Duration) string { return f(float64(x) / float64(time.Millisecond)) }
+	rate := func(x float64) string {
+		if x < 0 {
+			return ""
+		}
+		return f(x)
+	}
 	for _, r := range res {
-		c.Write([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
+		var fails []string
+		for _, fr := range r.Failures {
+			fails = append(fails, rate(fr.Before), rate(fr.During), rate(fr.After))
+		}
+		c.Write(append([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
 			f(r.MsgsMean), f(r.MsgsP99), f(r.BytesMean), f(r.BytesP99), f(r.Recall), f(r.Success),
 			d(r.FirstP50), d(r.FirstP99), d(r.LastP50), strconv.FormatUint(r.BusiestMsgs, 10), f(r.BusiestShare),
-			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10)})
+			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10)}, fails...))
 	}
 	c.Flush()
 	return c.Error()
