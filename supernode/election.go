@@ -100,6 +100,15 @@ func (e *election) setPublic(id LinkID, peer protocol.PeerID, public bool) {
 	e.mu.Unlock()
 }
 
+// failedLocked ends the promotion in flight, which the leaf refused or
+// could not carry out, and holds that leaf off for refusedHoldoff.
+func (e *election) failedLocked(now time.Time) {
+	if c := e.cands[e.pending.leaf]; c != nil {
+		c.refused = now
+	}
+	e.pending = nil
+}
+
 func (e *election) leafGone(id LinkID) {
 	e.mu.Lock()
 	delete(e.cands, id)
@@ -157,10 +166,7 @@ func (s *Server) electRound(now time.Time) {
 	if p := e.pending; p != nil {
 		if now.Sub(p.sent) > promoteTimeout {
 			s.log.Warn().Str("leaf", p.peer.Short()).Msg("promoted leaf did not answer in time; asking another")
-			if c := e.cands[p.leaf]; c != nil {
-				c.refused = now
-			}
-			e.pending = nil
+			e.failedLocked(now)
 		}
 		e.mu.Unlock()
 		return
@@ -217,10 +223,7 @@ func (s *Server) promoted(id LinkID, l *transport.Link, m *protocol.Promoted) {
 		return
 	}
 	if m.Refused != "" {
-		e.pending = nil
-		if c := e.cands[id]; c != nil {
-			c.refused = time.Now()
-		}
+		e.failedLocked(time.Now())
 		e.mu.Unlock()
 		l.Log().Info().Str("why", m.Refused).Msg("leaf refused promotion")
 		return
@@ -240,10 +243,7 @@ func (s *Server) promoted(id LinkID, l *transport.Link, m *protocol.Promoted) {
 		still := e.pending == p
 		if err != nil || !still {
 			if still {
-				e.pending = nil
-				if c := e.cands[id]; c != nil {
-					c.refused = time.Now()
-				}
+				e.failedLocked(time.Now())
 			}
 			e.mu.Unlock()
 			if err != nil && s.ctx.Err() == nil {
