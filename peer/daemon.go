@@ -483,18 +483,11 @@ func (d *Daemon) acceptLoop() {
 		switch in.Hello.Role {
 		case protocol.RoleProbe:
 			// A supernode checking that we can be reached: the welcome is the answer.
-			if l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-peer"}); err == nil {
-				d.wg.Add(1)
-				go func() {
-					defer d.wg.Done()
-					select {
-					case <-l.Done():
-					case <-time.After(5 * time.Second):
-					case <-d.ctx.Done():
-					}
-					l.Close(nil)
-				}()
-			}
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				in.AnswerProbe(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-peer"}, d.ctx.Done())
+			}()
 			continue
 		case protocol.RoleTransfer:
 		default:

@@ -485,20 +485,12 @@ func (s *Server) accept(in *transport.Incoming) {
 		}
 		s.neighbourUp(l, false)
 	case protocol.RoleProbe:
-		// A supernode checking that we are reachable here (a promotion):
-		// the welcome is the answer, and the prober closes.
-		if l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-supernode"}); err == nil {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				select {
-				case <-l.Done():
-				case <-time.After(5 * time.Second):
-				case <-s.ctx.Done():
-				}
-				l.Close(nil)
-			}()
-		}
+		// A supernode checking that we are reachable here (a promotion).
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			in.AnswerProbe(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-supernode"}, s.ctx.Done())
+		}()
 	case protocol.RoleRelay:
 		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
 		if err != nil {

@@ -265,6 +265,21 @@ func (in *Incoming) Accept(w *protocol.Welcome) (*Link, error) {
 	return l, nil
 }
 
+// AnswerProbe answers a reachability probe: the welcome is the answer. It
+// holds the link until the prober closes it, 5 s pass or stop is closed.
+func (in *Incoming) AnswerProbe(w *protocol.Welcome, stop <-chan struct{}) {
+	l, err := in.Accept(w)
+	if err != nil {
+		return
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+	case <-stop:
+	}
+	l.Close(nil)
+}
+
 // Reject answers with an Error for err and closes the connection.
 func (in *Incoming) Reject(err error) { in.link.reject(err) }
 
