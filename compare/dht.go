@@ -87,22 +87,23 @@ func (d *dht) key(w int32) ring.ID { return keyOf(word(int(w))) }
 
 func keyOf(term string) ring.ID { return ring.KeyOf("word " + term) }
 
-// succ is the first online peer at or after k, going round.
+// succ is the first online peer at or after k, going round, or -1.
 func (d *dht) succ(k ring.ID) int {
-	i, _ := slices.BinarySearchFunc(d.ids, k, compareID)
-	for j := 0; j < len(d.ids); j++ {
-		if p := d.at[(i+j)%len(d.ids)]; d.e.online[p] {
-			return p
-		}
+	var buf [1]int
+	if p := d.onlineFrom(buf[:0], k, 1); len(p) > 0 {
+		return p[0]
 	}
 	return -1
 }
 
 // replicas are the first Copies online peers at or after k.
-func (d *dht) replicas(k ring.ID) []int {
+func (d *dht) replicas(k ring.ID) []int { return d.onlineFrom(nil, k, d.Copies) }
+
+// onlineFrom appends the first n online peers at or after k, going round
+// once at most.
+func (d *dht) onlineFrom(out []int, k ring.ID, n int) []int {
 	i, _ := slices.BinarySearchFunc(d.ids, k, compareID)
-	var out []int
-	for j := 0; j < len(d.ids) && len(out) < d.Copies; j++ {
+	for j := 0; j < len(d.ids) && len(out) < n; j++ {
 		if p := d.at[(i+j)%len(d.ids)]; d.e.online[p] {
 			out = append(out, p)
 		}
