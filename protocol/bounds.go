@@ -167,12 +167,13 @@ func skipItems(b []byte, p, n, depth int) (int, error) {
 // table, so only slices of this package's own types are registered: nothing else in
 // the binary decodes them differently.
 func init() {
-	registerCapped[Hit](MaxHitsPerFrame)
-	registerCapped[Source](MaxSourcesPerHit)
-	registerCapped[FileRecord](MaxFilesPerFrame)
-	registerCapped[ContentID](MaxIDsPerFrame)
-	registerCapped[MemberRecord](MaxMembers)
-	registerCapped[UserRecord](MaxUserRecords)
+	registerCapped[[]Hit](MaxHitsPerFrame)
+	registerCapped[[]Source](MaxSourcesPerHit)
+	registerCapped[[]FileRecord](MaxFilesPerFrame)
+	registerCapped[[]ContentID](MaxIDsPerFrame)
+	registerCapped[[]MemberRecord](MaxMembers)
+	registerCapped[[]UserRecord](MaxUserRecords)
+	registerCapped[Chain](MaxChain)
 }
 
 // registerCapped makes msgpack refuse a []T of more than limit elements before it
@@ -181,8 +182,8 @@ func init() {
 // map, and each repeat would allocate the list again (a 1 MiB body of repeated
 // 256-hit lists comes to 160 MiB). Otherwise it decodes like msgpack's own slice
 // decoder: nil stays nil, and each element is decoded in place.
-func registerCapped[T any](limit int) {
-	msgpack.Register([]T(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
+func registerCapped[S ~[]T, T any](limit int) {
+	msgpack.Register(S(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
 		if !v.IsNil() {
 			return fmt.Errorf("%s set twice: a key is repeated", v.Type())
 		}
@@ -197,7 +198,7 @@ func registerCapped[T any](limit int) {
 			v.SetZero()
 			return nil
 		}
-		s := make([]T, n)
+		s := make(S, n)
 		for i := range s {
 			if err := d.DecodeValue(reflect.ValueOf(&s[i]).Elem()); err != nil {
 				return err

@@ -161,6 +161,11 @@
 //	0x24  user_store  v5       message    supernode -> supernode
 //	0x25  deliver     v5       deliver    peer -> peer
 //	0x26  delivered   v5       deliver    peer -> peer
+//	0x27  candidacy   v6       message    leaf -> supernode
+//	0x28  promote     v6       message    supernode -> leaf
+//	0x29  promoted    v6       message    leaf -> supernode
+//	0x2a  redirect    v6       message    supernode -> leaf
+//	0x2b  certificate v7       message    supernode -> leaf
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -177,6 +182,9 @@
 //	  n?   str      the user's name, from leaves; <= 64 bytes
 //	  a?   [str]    addresses the sender can be reached at, "host:port"; <= 8 of <= 128 bytes
 //	  ag?  str      software name and version; <= 64 bytes
+//	  ch?  [cert]   v7: the chain admitting the sender to the role r claims (2 supernode,
+//	                5 relay); <= 4 certificates (see Admission)
+//	  rp?  bin 32   v7: a relay's proof of the secret it shares (see Admission)
 //
 //	welcome (Welcome)
 //	  v    uint16   the version chosen (see Versions), >= 1
@@ -184,6 +192,17 @@
 //	  o?   str      the dialler's address as the listener sees it; <= 128 bytes
 //	  a?   [str]    other supernodes the listener knows, for failover; <= 64 of <= 128 bytes
 //	  ag?  str      software name and version; <= 64 bytes
+//	  nw?  bin 32   v7: the overlay's network key, from a supernode
+//	  ch?  [cert]   v7: the chain admitting the supernode to that network
+//
+//	cert (Cert): one link of a chain
+//	  k    bin 32   the subject's ed25519 public key (its peer ID is the SHA-256 of it)
+//	  r    uint8    roles, as bits: 1 supernode, 2 relay, 4 admit (may sign for others)
+//	  e    int64    expiry, Unix seconds
+//	  s    bin 64   ed25519 signature by the issuer (see Admission)
+//
+//	certificate (Certificate), v7: supernode to the leaf it promoted
+//	  c    [cert]   the chain for the supernode the leaf runs; 1 to 4 certificates
 //
 //	error (Error)
 //	  c    uint16   status code (see Status codes)
@@ -282,6 +301,8 @@
 //	  b    uint64   beat: raised by the supernode with every entry it issues
 //	  l?   uint32   leaves attached;  c?  uint32  leaves it accepts at most
 //	  s    bin 64   ed25519 signature (see Membership)
+//	  in?  uint64   v7: incarnation, raised each time the supernode starts
+//	  ch?  [cert]   v7: the chain admitting it as a supernode (not covered by s)
 //
 //	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
@@ -575,12 +596,16 @@
 // than any before (its clock in milliseconds serves), signed over
 // "supernet member record v1" 0x00, then k, each address, b, l and c: byte strings
 // with a 2-byte big-endian length before them, the address count as one byte, b as
-// 8 bytes and l and c as 4 bytes, big-endian. It sends members, with its own entry
+// 8 bytes and l and c as 4 bytes, big-endian; an entry with an incarnation (v7)
+// is signed over "supernet member record v2" 0x00 and the same fields, then in
+// as 8 bytes. It sends members, with its own entry
 // and the freshest entry it holds of every other live supernode, to each supernode
 // neighbour. A receiver keeps an entry only if its beat is higher than the one it
 // holds and the signature checks; one whose beat has not risen for a few seconds is
 // taken as dead, and is remembered with its beat for a minute at least (ten
-// timeouts) so that older copies still going round do not revive it.
+// timeouts) so that older copies still going round do not revive it. From v7 a
+// receiver keeps only entries whose chain admits them as supernodes (see
+// Admission), and a leaf trusts nothing else in a member list.
 //
 // # Username directory
 //
@@ -627,6 +652,49 @@
 // setting) sends redirect to each of its leaves, naming a live supernode with room
 // for them, and stops.
 //
+// # Admission
+//
+// An overlay is defined by its network key, an ed25519 key pair its operator
+// keeps. Any key may attach as a leaf, but the supernode and relay roles are
+// held only by keys the network admits (v7). A certificate (cert) admits one key
+// to a set of roles until an expiry; it is signed over "supernet admission v1"
+// 0x00, the 32-byte network key, k with a 2-byte big-endian length before it, r
+// as one byte and e as 8 bytes big-endian. A chain is a list of certificates:
+// the first signed by the network key, each later one by the key of the one
+// before it. A chain admits peer P to roles R at time t when it has 1 to 4
+// certificates, every signature checks, every issuer after the network key holds
+// role 4 (admit), every certificate grants only roles its issuer holds and
+// expires no later than its issuer's, none expired before t (a receiver allows
+// two minutes of clock skew), and the last names P and holds R.
+//
+// The operator admits a supernode with a one-certificate chain. A supernode with
+// role 4 that promotes a leaf (see Election) extends its own chain with a
+// certificate for the key of the supernode the leaf starts, short-lived, and
+// sends it with certificate; it sends a new one before the old expires for as
+// long as the leaf stays attached and the promoted supernode stays live.
+//
+// Where chains are checked:
+//
+//   - A hello with r 2 (supernode) must carry a chain admitting the dialler's peer
+//     ID (proven by TLS) as a supernode; otherwise the listener answers
+//     error{c: 6} and closes. A supernode's welcome carries the network key and
+//     its own chain, which the dialler checks the same way, leaf or supernode.
+//   - A hello with r 5 (relay) must carry a chain holding role 2, or rp: the
+//     HMAC-SHA256, keyed with the secret relays and supernodes share, of
+//     "supernet relay proof v1" 0x00 and 32 bytes exported from the TLS session
+//     under the label "EXPORTER-supernet-relay-proof" with no context (RFC 8446,
+//     section 7.5). The proof is bound to the connection, so it cannot be replayed.
+//   - A member entry is kept, passed on or listed to leaves only when its chain
+//     admits its key as a supernode; a neighbour that sends one that does not is
+//     disconnected. The ring of the username directory is made of these entries,
+//     so no key without a chain owns a ring position.
+//   - A supernode closes a link to a neighbour whose chain has expired and for
+//     which it holds no entry with a newer one.
+//
+// A leaf configured with the network key checks every welcome and member entry
+// against it; one without takes the key from the welcome of the first supernode
+// it attaches to and keeps it (trust on first use).
+//
 // # Connection setup
 //
 // Peers behind NATs connect through their supernodes (v2). The initiator sends
@@ -662,6 +730,8 @@
 //	v4  Membership: type 0x20.
 //	v5  Username directory and deliveries: types 0x21 to 0x26.
 //	v6  Election: types 0x27 to 0x2a.
+//	v7  Admission: type 0x2b; optional keys ch and rp in hello, nw and ch in
+//	    welcome, in and ch in member entries.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -19,6 +19,10 @@ var (
 	exPeer = fillPeer(0x33)
 	exSN   = fillPeer(0x22)
 	exLead = fillPeer(0x55)
+	exNet  = NetworkID(fillPeer(0x66))
+	// exChain is one certificate, as the network key issues it.
+	exChain = Chain{{Key: bytes.Repeat([]byte{0x11}, 32), Roles: CertSupernode | CertAdmit, Expires: 1800000000,
+		Sig: bytes.Repeat([]byte{0x22}, 64)}}
 	exUser = UserRecord{Name: "alice", Key: bytes.Repeat([]byte{0x11}, 32), Seq: 2, Expires: 1700000000,
 		Supernodes: []PeerID{{0x33}}, Addrs: []string{"192.0.2.1:4000"}, NAT: NATEndpointIndependent,
 		Sig: bytes.Repeat([]byte{0x22}, 64)}

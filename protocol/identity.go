@@ -53,38 +53,60 @@ func GenerateIdentity() (*Identity, error) {
 // LoadOrCreateIdentity reads dir/identity.key, or creates it (mode 0600) on first run.
 // A key file readable by others is refused rather than trusted.
 func LoadOrCreateIdentity(dir string) (*Identity, error) {
-	path := filepath.Join(dir, IdentityFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return createIdentity(dir, path)
-	}
+	key, err := LoadOrCreateKey(dir, IdentityFile)
 	if err != nil {
-		return nil, fmt.Errorf("read identity: %w", err)
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("identity %s has mode %v: others can read the key; run chmod 600 on it", path, fi.Mode().Perm())
-	}
-	if len(b) == 0 { // a first run that died between creating and writing the file
-		return nil, fmt.Errorf("identity %s is empty: delete it to make a new identity", path)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("identity %s: not a PEM private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("identity %s: %w", path, err)
-	}
-	key, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("identity %s: not an ed25519 key", path)
+		return nil, err
 	}
 	return NewIdentity(key)
 }
 
-func createIdentity(dir, path string) (*Identity, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+// LoadOrCreateKey reads the ed25519 key in dir/name, or creates it (mode 0600)
+// when there is none: node identities and network keys alike.
+func LoadOrCreateKey(dir, name string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, name)
+	key, err := ReadKeyFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return createKey(dir, path, name)
+	}
+	return key, err
+}
+
+// ReadKeyFile reads an ed25519 private key (PEM "PRIVATE KEY", PKCS #8). A key
+// file that group or others can read is refused rather than used.
+func ReadKeyFile(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key %s has mode %v: others can read it; run chmod 600 on it", path, fi.Mode().Perm())
+	}
+	if len(b) == 0 { // a first run that died between creating and writing the file
+		return nil, fmt.Errorf("key %s is empty: delete it to make a new key", path)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("key %s: not a PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", path, err)
+	}
+	key, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("key %s: not an ed25519 key", path)
+	}
+	return key, nil
+}
+
+// CreateKeyFile writes a new ed25519 key to path (mode 0600); it fails if the
+// file exists.
+func CreateKeyFile(path string) (ed25519.PrivateKey, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create key directory: %w", err)
 	}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -96,25 +118,30 @@ func createIdentity(dir, path string) (*Identity, error) {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) { // another process won the race: use its key
-			return LoadOrCreateIdentity(dir)
-		}
-		return nil, fmt.Errorf("create identity: %w", err)
+		return nil, fmt.Errorf("create key: %w", err)
 	}
 	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
 		f.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("write identity: %w", err)
+		return nil, fmt.Errorf("write key: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("write identity: %w", err)
+		return nil, fmt.Errorf("write key: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write identity: %w", err)
+		return nil, fmt.Errorf("write key: %w", err)
 	}
-	return NewIdentity(key)
+	return key, nil
+}
+
+func createKey(dir, path, name string) (ed25519.PrivateKey, error) {
+	key, err := CreateKeyFile(path)
+	if errors.Is(err, os.ErrExist) { // another process won the race: use its key
+		return LoadOrCreateKey(dir, name)
+	}
+	return key, err
 }
 
 func selfSignedCert(key ed25519.PrivateKey, id PeerID) (tls.Certificate, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // MemberRecord is one supernode's entry in the list the supernodes gossip:
@@ -18,6 +19,12 @@ type MemberRecord struct {
 	Leaves uint32   `msgpack:"l,omitempty"` // leaves attached now
 	Cap    uint32   `msgpack:"c,omitempty"` // leaves it accepts at most
 	Sig    []byte   `msgpack:"s"`
+	// Incarnation rises each time the supernode starts (v7), so others see a
+	// restart: a restarted supernode may have lost what it held in memory.
+	Incarnation uint64 `msgpack:"in,omitempty"`
+	// Chain admits the supernode to the overlay (v7). It is not signed with
+	// the entry: it carries its own signatures.
+	Chain Chain `msgpack:"ch,omitempty"`
 }
 
 // Check bounds every field, without checking the signature.
@@ -30,6 +37,9 @@ func (m *MemberRecord) Check() error {
 	}
 	if len(m.Addrs) == 0 {
 		return invalid("member without an address")
+	}
+	if err := m.Chain.Check(); err != nil {
+		return err
 	}
 	return checkAddrs(m.Addrs)
 }
@@ -45,6 +55,15 @@ func (m *MemberRecord) Verify() error {
 	return nil
 }
 
+// VerifyIn checks the entry and that its chain admits it as a supernode of
+// network at now.
+func (m *MemberRecord) VerifyIn(network NetworkID, now time.Time) error {
+	if err := m.Verify(); err != nil {
+		return err
+	}
+	return m.Chain.Verify(network, m.Peer(), CertSupernode, now)
+}
+
 // Sign sets the entry's key to id's and signs it.
 func (m *MemberRecord) Sign(id *Identity) {
 	m.Key = slices.Clone([]byte(id.Key.Public().(ed25519.PublicKey)))
@@ -58,13 +77,21 @@ func (m *MemberRecord) Peer() PeerID { return PeerIDFromPublicKey(m.Key) }
 func (m *MemberRecord) Clone() *MemberRecord {
 	c := *m
 	c.Key, c.Sig, c.Addrs = slices.Clone(m.Key), slices.Clone(m.Sig), slices.Clone(m.Addrs)
+	c.Chain = m.Chain.Clone()
 	return &c
 }
 
-const memberRecordDomain = "supernet member record v1\x00"
+// The v2 layout adds the incarnation; an entry without one is signed as in v1.
+const (
+	memberRecordDomain   = "supernet member record v1\x00"
+	memberRecordDomainV2 = "supernet member record v2\x00"
+)
 
 func (m *MemberRecord) signedBytes() []byte {
 	b := []byte(memberRecordDomain)
+	if m.Incarnation != 0 {
+		b = []byte(memberRecordDomainV2)
+	}
 	b = appendBytes(b, m.Key)
 	b = append(b, byte(len(m.Addrs)))
 	for _, a := range m.Addrs {
@@ -72,5 +99,9 @@ func (m *MemberRecord) signedBytes() []byte {
 	}
 	b = binary.BigEndian.AppendUint64(b, m.Beat)
 	b = binary.BigEndian.AppendUint32(b, m.Leaves)
-	return binary.BigEndian.AppendUint32(b, m.Cap)
+	b = binary.BigEndian.AppendUint32(b, m.Cap)
+	if m.Incarnation != 0 {
+		b = binary.BigEndian.AppendUint64(b, m.Incarnation)
+	}
+	return b
 }

@@ -15,48 +15,49 @@ import (
 type MsgType uint8
 
 const (
-	TypeHello      MsgType = 0x01 // v1
-	TypeWelcome    MsgType = 0x02 // v1
-	TypeError      MsgType = 0x03 // v1
-	TypePing       MsgType = 0x04 // v1
-	TypePong       MsgType = 0x05 // v1
-	TypePublish    MsgType = 0x06 // v1
-	TypeUnpublish  MsgType = 0x07 // v1
-	TypeQuery      MsgType = 0x08 // v1
-	TypeHits       MsgType = 0x09 // v1
-	TypeQueryDone  MsgType = 0x0a // v1
-	TypeSummary    MsgType = 0x0b // v1
-	TypeGetMeta    MsgType = 0x0c // v1
-	TypeMeta       MsgType = 0x0d // v1
-	TypeRequest    MsgType = 0x0e // v1
-	TypeBlock      MsgType = 0x0f // v1
-	TypeNATReport  MsgType = 0x10 // v2
-	TypeNATStatus  MsgType = 0x11 // v2
-	TypeSignal     MsgType = 0x12 // v2
-	TypeRelayLoad  MsgType = 0x13 // v2
-	TypeRelayAsk   MsgType = 0x14 // v2
-	TypeRelayOK    MsgType = 0x15 // v2
-	TypeJoin       MsgType = 0x16 // v3
-	TypeBitfield   MsgType = 0x17 // v3
-	TypeHave       MsgType = 0x18 // v3
-	TypeInterest   MsgType = 0x19 // v3
-	TypeNoInterest MsgType = 0x1a // v3
-	TypeChoke      MsgType = 0x1b // v3
-	TypeUnchoke    MsgType = 0x1c // v3
-	TypeCancel     MsgType = 0x1d // v3
-	TypePeers      MsgType = 0x1e // v3
-	TypeReject     MsgType = 0x1f // v3
-	TypeMembers    MsgType = 0x20 // v4
-	TypeUserPut    MsgType = 0x21 // v5
-	TypeUserGet    MsgType = 0x22 // v5
-	TypeUserReply  MsgType = 0x23 // v5
-	TypeUserStore  MsgType = 0x24 // v5
-	TypeDeliver    MsgType = 0x25 // v5
-	TypeDelivered  MsgType = 0x26 // v5
-	TypeCandidacy  MsgType = 0x27 // v6
-	TypePromote    MsgType = 0x28 // v6
-	TypePromoted   MsgType = 0x29 // v6
-	TypeRedirect   MsgType = 0x2a // v6
+	TypeHello       MsgType = 0x01 // v1
+	TypeWelcome     MsgType = 0x02 // v1
+	TypeError       MsgType = 0x03 // v1
+	TypePing        MsgType = 0x04 // v1
+	TypePong        MsgType = 0x05 // v1
+	TypePublish     MsgType = 0x06 // v1
+	TypeUnpublish   MsgType = 0x07 // v1
+	TypeQuery       MsgType = 0x08 // v1
+	TypeHits        MsgType = 0x09 // v1
+	TypeQueryDone   MsgType = 0x0a // v1
+	TypeSummary     MsgType = 0x0b // v1
+	TypeGetMeta     MsgType = 0x0c // v1
+	TypeMeta        MsgType = 0x0d // v1
+	TypeRequest     MsgType = 0x0e // v1
+	TypeBlock       MsgType = 0x0f // v1
+	TypeNATReport   MsgType = 0x10 // v2
+	TypeNATStatus   MsgType = 0x11 // v2
+	TypeSignal      MsgType = 0x12 // v2
+	TypeRelayLoad   MsgType = 0x13 // v2
+	TypeRelayAsk    MsgType = 0x14 // v2
+	TypeRelayOK     MsgType = 0x15 // v2
+	TypeJoin        MsgType = 0x16 // v3
+	TypeBitfield    MsgType = 0x17 // v3
+	TypeHave        MsgType = 0x18 // v3
+	TypeInterest    MsgType = 0x19 // v3
+	TypeNoInterest  MsgType = 0x1a // v3
+	TypeChoke       MsgType = 0x1b // v3
+	TypeUnchoke     MsgType = 0x1c // v3
+	TypeCancel      MsgType = 0x1d // v3
+	TypePeers       MsgType = 0x1e // v3
+	TypeReject      MsgType = 0x1f // v3
+	TypeMembers     MsgType = 0x20 // v4
+	TypeUserPut     MsgType = 0x21 // v5
+	TypeUserGet     MsgType = 0x22 // v5
+	TypeUserReply   MsgType = 0x23 // v5
+	TypeUserStore   MsgType = 0x24 // v5
+	TypeDeliver     MsgType = 0x25 // v5
+	TypeDelivered   MsgType = 0x26 // v5
+	TypeCandidacy   MsgType = 0x27 // v6
+	TypePromote     MsgType = 0x28 // v6
+	TypePromoted    MsgType = 0x29 // v6
+	TypeRedirect    MsgType = 0x2a // v6
+	TypeCertificate MsgType = 0x2b // v7
 )
 
 var typeNames = map[MsgType]string{
@@ -72,6 +73,7 @@ var typeNames = map[MsgType]string{
 	TypeUserPut: "user_put", TypeUserGet: "user_get", TypeUserReply: "user_reply", TypeUserStore: "user_store",
 	TypeDeliver: "deliver", TypeDelivered: "delivered",
 	TypeCandidacy: "candidacy", TypePromote: "promote", TypePromoted: "promoted", TypeRedirect: "redirect",
+	TypeCertificate: "certificate",
 }
 
 func (t MsgType) String() string {
@@ -85,7 +87,7 @@ func (t MsgType) String() string {
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 6
+	MaxVersion uint16 = 7
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -106,6 +108,11 @@ const VersionUsers uint16 = 5
 // VersionElection is the first version with candidacies, promotions and
 // redirects: supernodes over their leaf limit promoting leaves.
 const VersionElection uint16 = 6
+
+// VersionAdmission is the first version with admission: certificate chains
+// in hellos, welcomes and member entries, and certificates for promoted
+// supernodes.
+const VersionAdmission uint16 = 7
 
 // ALPN is the TLS application protocol of every QUIC connection in the overlay.
 const ALPN = "supernet/1"
@@ -181,6 +188,11 @@ type Hello struct {
 	Name       string   `msgpack:"n,omitempty"` // username, for leaves
 	Addrs      []string `msgpack:"a,omitempty"` // addresses the sender can be reached at
 	Agent      string   `msgpack:"ag,omitempty"`
+	// Chain admits the sender to the role it claims: supernode or relay (v7).
+	Chain Chain `msgpack:"ch,omitempty"`
+	// RelayProof is a relay's proof of the secret it shares with the
+	// supernodes, bound to this connection (v7; see RelayProof).
+	RelayProof []byte `msgpack:"rp,omitempty"`
 }
 
 // Welcome accepts a Hello.
@@ -193,6 +205,10 @@ type Welcome struct {
 	// STUNAlt is a second STUN port of the listener, so a leaf can tell an
 	// endpoint-dependent NAT mapping from an independent one (v2).
 	STUNAlt string `msgpack:"sa,omitempty"`
+	// Network and Chain show that a supernode listener is admitted to its
+	// overlay (v7).
+	Network NetworkID `msgpack:"nw,omitempty"`
+	Chain   Chain     `msgpack:"ch,omitempty"`
 }
 
 // Error refuses a request. Ref names the query it is about, if any.
@@ -543,6 +559,8 @@ func newMessage(t MsgType) Message {
 		return new(Promoted)
 	case TypeRedirect:
 		return new(Redirect)
+	case TypeCertificate:
+		return new(Certificate)
 	}
 	return nil
 }
@@ -646,6 +664,12 @@ func (m *Hello) validate() error {
 	if err := checkStr("agent", m.Agent, 64); err != nil {
 		return err
 	}
+	if len(m.RelayProof) != 0 && len(m.RelayProof) != RelayProofLen {
+		return invalid("relay proof of %d bytes (want %d)", len(m.RelayProof), RelayProofLen)
+	}
+	if err := m.Chain.Check(); err != nil {
+		return err
+	}
 	return checkAddrs(m.Addrs)
 }
 
@@ -664,6 +688,9 @@ func (m *Welcome) validate() error {
 	}
 	if len(m.Addrs) > MaxWelcomeAddrs {
 		return invalid("%d supernode addresses (max %d)", len(m.Addrs), MaxWelcomeAddrs)
+	}
+	if err := m.Chain.Check(); err != nil {
+		return err
 	}
 	for _, s := range m.Addrs {
 		if err := checkStr("address", s, MaxAddrLen); err != nil {

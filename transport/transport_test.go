@@ -111,7 +111,7 @@ func TestDialUnsupportedVersion(t *testing.T) {
 			in.Accept(&protocol.Welcome{})
 		}
 	}()
-	_, _, err := cli.Dial(ctx, srv.Addr().String(), protocol.PeerID{}, &protocol.Hello{Role: protocol.RoleLeaf, MinVersion: 7, MaxVersion: 9})
+	_, _, err := cli.Dial(ctx, srv.Addr().String(), protocol.PeerID{}, &protocol.Hello{Role: protocol.RoleLeaf, MinVersion: protocol.MaxVersion + 1, MaxVersion: protocol.MaxVersion + 3})
 	if err == nil {
 		t.Fatal("dial with no common version succeeded")
 	}
