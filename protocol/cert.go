@@ -125,7 +125,12 @@ const (
 )
 
 // ErrNotAdmitted is a supernode or relay role claimed without a valid chain.
-var ErrNotAdmitted = errors.New("not admitted to this overlay")
+// ErrCertExpired, which matches it too, is a chain that was valid and ran out:
+// news that has not reached the sender yet rather than a forgery.
+var (
+	ErrNotAdmitted = errors.New("not admitted to this overlay")
+	ErrCertExpired = fmt.Errorf("%w: certificate expired", ErrNotAdmitted)
+)
 
 // Cert admits Key to Roles until Expires, signed by its issuer: the network key
 // for the first certificate of a chain, the key of the certificate before it
@@ -234,7 +239,7 @@ func (ch Chain) Verify(network NetworkID, peer PeerID, want CertRole, now time.T
 			return fmt.Errorf("%w: certificate %d of %s: %v", ErrNotAdmitted, i, c.Peer().Short(), ErrBadSignature)
 		}
 		if now.Add(-CertSkew).Unix() >= c.Expires {
-			return fmt.Errorf("%w: certificate %d of %s expired at %s", ErrNotAdmitted, i, c.Peer().Short(),
+			return fmt.Errorf("%w: certificate %d of %s at %s", ErrCertExpired, i, c.Peer().Short(),
 				time.Unix(c.Expires, 0).UTC().Format(time.RFC3339))
 		}
 		issuer, parent = ed25519.PublicKey(c.Key), c

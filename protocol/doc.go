@@ -356,6 +356,7 @@
 //	  p?   bin 32   the new supernode's peer ID;  a?  [str]  where it listens,
 //	                1 to 8 host:port of <= 128 bytes
 //	  w?   str      why the leaf will not lead, <= 256 bytes (then no p or a)
+//	  k?   bin 32   v7: the new supernode's public key (its SHA-256 is p), for its certificate
 //
 //	redirect (Redirect), v6: supernode to leaf
 //	  t    str      the supernode to attach to instead, peerid@host:port

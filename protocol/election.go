@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/ed25519"
 	"net"
 	"strings"
 	"time"
@@ -45,6 +46,9 @@ type Promoted struct {
 	Peer    PeerID   `msgpack:"p,omitempty"`
 	Addrs   []string `msgpack:"a,omitempty"`
 	Refused string   `msgpack:"w,omitempty"`
+	// Key is the new supernode's public key, for the certificate the
+	// promoting supernode issues it (v7).
+	Key []byte `msgpack:"k,omitempty"`
 }
 
 // Redirect asks a leaf to attach to another supernode in place of the sender:
@@ -89,6 +93,9 @@ func (m *Promoted) validate() error {
 	}
 	if m.Peer.IsZero() || len(m.Addrs) == 0 {
 		return invalid("a promotion without the supernode's ID and address")
+	}
+	if len(m.Key) != 0 && (len(m.Key) != ed25519.PublicKeySize || PeerIDFromPublicKey(m.Key) != m.Peer) {
+		return invalid("a promotion whose key is not the supernode's")
 	}
 	for _, a := range m.Addrs {
 		if err := checkHostPort(a); err != nil {

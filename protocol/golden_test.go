@@ -198,6 +198,11 @@ var goldens = []golden{
 	{"promoted", &Promoted{Peer: exLead, Addrs: []string{"192.0.2.7:6346"}}, `2900000037
 		82a170c4205555555555555555555555555555555555555555555555555555555555555555
 		a16191ae3139322e302e322e373a36333436`},
+	{"promoted_with_key", &Promoted{Peer: PeerIDFromPublicKey(bytes.Repeat([]byte{0x77}, 32)), Addrs: []string{"192.0.2.7:6346"},
+		Key: bytes.Repeat([]byte{0x77}, 32)}, `290000005b
+		83a170c420e29442e61ad354e5cb0831e2e8359e8fb50cf024ad5a8f407c8f9de63bdf7371
+		a16191ae3139322e302e322e373a36333436
+		a16bc4207777777777777777777777777777777777777777777777777777777777777777`},
 	{"promoted_refused", &Promoted{Refused: "opted out"}, `290000000d
 		81a177a96f70746564206f7574`},
 	{"redirect", &Redirect{Target: exLead.String() + "@192.0.2.7:6346", Why: "promoted"}, `2a00000053
