@@ -285,11 +285,13 @@ type lab struct {
 	t                     *testing.T
 	root                  string
 	supernodeBin, peerBin string
+	op                    *operator // admits each supernode before its first start
 }
 
 func newLab(t *testing.T) *lab {
 	sn, pe := binaries(t)
-	return &lab{t: t, root: shortTempDir(t), supernodeBin: sn, peerBin: pe}
+	root := shortTempDir(t)
+	return &lab{t: t, root: root, supernodeBin: sn, peerBin: pe, op: newOperator(t, sn, root)}
 }
 
 // peer runs `peer --data-dir DIR ARGS...` to completion.
@@ -313,6 +315,9 @@ func (l *lab) supernodeWith(name string, extra []string, join ...string) (target
 	t := l.t
 	t.Helper()
 	dataDir := filepath.Join(l.root, name)
+	if _, err := os.Stat(filepath.Join(dataDir, protocol.CertFile)); err != nil {
+		l.op.admit(dataDir)
+	}
 	// The free port may be taken between our probe and the supernode's bind:
 	// try a few ports.
 	for attempt := 0; attempt < 5; attempt++ {

@@ -53,6 +53,7 @@ func runSupernode(t testing.TB, tune func(*supernode.Config), join ...*supernode
 	}
 	cfg := supernode.Config{
 		Conn: loopbackConn(t), Identity: id, Join: targets, TickInterval: 50 * time.Millisecond,
+		Network: testNetwork, Chain: testAdmit(id),
 		Neighbours: -1, // the tests build their topologies link by link
 		// Tests and benchmarks poll and measure faster than any person searches.
 		Router:      supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6},
@@ -99,7 +100,7 @@ func startPeer(t testing.TB, sn *supernode.Server, name string, files map[string
 	cfg := peer.Config{
 		DataDir: filepath.Join(dir, "data"), ShareDir: share, Name: name,
 		Supernodes: []string{sn.ID().String() + "@" + sn.Addr().String()},
-		Conn:       loopbackConn(t), ControlSocket: "-", Log: testLog(t),
+		Conn:       loopbackConn(t), ControlSocket: "-", Log: testLog(t), Network: testNetwork,
 		// One attachment, so a test's topology is the one it built; the
 		// failover tests ask for more.
 		Attach: 1,

@@ -297,7 +297,7 @@ func TestUsernameHijackRefusedEverywhere(t *testing.T) {
 	}
 	defer rogue.Close()
 	for _, s := range holders(sns, "alice") {
-		l, _, err := rogue.Dial(context.Background(), s.Addr().String(), s.ID(), &protocol.Hello{Role: protocol.RoleSupernode})
+		l, _, err := rogue.Dial(context.Background(), s.Addr().String(), s.ID(), &protocol.Hello{Role: protocol.RoleSupernode, Chain: testAdmit(id)})
 		if err != nil {
 			t.Fatal(err)
 		}

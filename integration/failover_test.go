@@ -32,7 +32,7 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mute.Close()
-	ml, _, err := mute.Dial(context.Background(), a.Addr().String(), a.ID(), &protocol.Hello{Role: protocol.RoleSupernode})
+	ml, _, err := mute.Dial(context.Background(), a.Addr().String(), a.ID(), &protocol.Hello{Role: protocol.RoleSupernode, Chain: testAdmit(id)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func TestSilentLeafIsDropped(t *testing.T) {
 	id, _ := protocol.GenerateIdentity()
 	sn, err := supernode.New(supernode.Config{
-		Conn: loopbackConn(t), Identity: id, IdleTimeout: 600 * time.Millisecond,
+		Conn: loopbackConn(t), Identity: id, IdleTimeout: 600 * time.Millisecond, Network: testNetwork, Chain: testAdmit(id),
 		TickInterval: 50 * time.Millisecond, Log: testLog(t),
 	})
 	if err != nil {

@@ -146,7 +146,7 @@ func TestForgedMemberEntryClosesLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleSupernode})
+	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleSupernode, Chain: testAdmit(id)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,7 @@ type natLab struct {
 	supernodes               map[string]string // name: "peerid@ip:port"
 	supernodeProcs           map[string]*Proc
 	turn                     string // a stock TURN server supernodes are told of, if any
+	op                       *operator
 }
 
 func newNATLab(t *testing.T) *natLab {
@@ -58,6 +59,7 @@ func newNATLab(t *testing.T) *natLab {
 	sn, pe := binaries(t)
 	nl := &natLab{Lab: l, t: t, snBin: sn, peerBin: pe, relayBin: built.relay,
 		supernodes: map[string]string{}, supernodeProcs: map[string]*Proc{}}
+	nl.op = newOperator(t, sn, l.Dir)
 	nl.secret = filepath.Join(l.Dir, "relay-secret")
 	if err := os.WriteFile(nl.secret, []byte(randomHex(t, 24)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -79,6 +81,7 @@ func (nl *natLab) supernode(name string, join ...string) string {
 	t := nl.t
 	t.Helper()
 	h := nl.Public(name)
+	nl.op.admit(filepath.Join(nl.Dir, name))
 	args := []string{"--listen", h.Addr(7000), "--data-dir", filepath.Join(nl.Dir, name),
 		"--relay-secret-file", nl.secret, "--log-json"}
 	if nl.turn != "" {

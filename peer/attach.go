@@ -424,6 +424,14 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 					now = true
 				}
 			case win.l == nil:
+				if err := d.checkSupernode(r.l, r.w); err != nil {
+					r.l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+					a.markDown(r.addr)
+					errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
+					d.log.Warn().Err(err).Str("supernode", r.addr).Msg("supernode refused: not admitted to the overlay")
+					now = true
+					continue
+				}
 				win = r
 				cancel()
 			default:
@@ -644,6 +652,8 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 		case *protocol.Promote:
 			a.d.wg.Add(1)
 			go a.d.lead.promote(l, m)
+		case *protocol.Certificate:
+			a.d.lead.certificate(l, m)
 		case *protocol.Redirect:
 			a.redirected(l, m)
 			return

@@ -44,6 +44,11 @@ type Config struct {
 	Username string
 	// Supernodes to attach to, as host:port or peerid@host:port, tried in order.
 	Supernodes []string
+	// Network is the overlay's network ID: the peer attaches only to
+	// supernodes admitted to it and trusts only those in member lists. Zero
+	// takes the network of the first supernode it attaches to and keeps it in
+	// DataDir (trust on first use).
+	Network protocol.NetworkID
 	// Attach is how many supernodes the peer attaches to at once, so that one
 	// dying leaves it attached to the others (default 3).
 	Attach int
@@ -127,6 +132,7 @@ type Daemon struct {
 	share *content.Share
 
 	attach  *attachment
+	trust   *trust
 	user    *userDir
 	lead    *leader
 	inbox   *inbox
@@ -266,8 +272,13 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	tr, err := loadTrust(cfg.DataDir, cfg.Network)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
 	d := &Daemon{
+		trust: tr,
 		cfg: cfg, log: log, id: id,
 		srcs:      newSourceCache(4096),
 		downloads: make(map[protocol.ContentID]*Progress),

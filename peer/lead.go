@@ -216,7 +216,20 @@ func (ld *leader) promote(l *transport.Link, m *protocol.Promote) {
 	ld.changed()
 	d.wg.Add(1)
 	go ld.serve(srv)
-	l.Send(&protocol.Promoted{Peer: srv.ID(), Addrs: []string{addr}})
+	l.Send(&protocol.Promoted{Peer: srv.ID(), Addrs: []string{addr}, Key: srv.PublicKey()})
+}
+
+// certificate takes the chain a supernode issued for the supernode we run
+// since it promoted us, or a renewal of it.
+func (ld *leader) certificate(l *transport.Link, m *protocol.Certificate) {
+	srv := ld.server()
+	if srv == nil || m.Chain.Leaf().Peer() != srv.ID() {
+		l.Log().Debug().Msg("ignoring a certificate for a supernode we do not run")
+		return
+	}
+	if err := srv.SetChain(m.Chain); err != nil {
+		l.Log().Warn().Err(err).Msg("certificate for our supernode refused")
+	}
 }
 
 // start opens the supernode on its own port, on the host our supernodes see
@@ -261,7 +274,7 @@ func (ld *leader) start(l *transport.Link, m *protocol.Promote) (*supernode.Serv
 	lhost, _, _ := net.SplitHostPort(listen)
 	srv, err := supernode.New(supernode.Config{
 		Listen: listen, Conn: pc, AltListen: net.JoinHostPort(lhost, "0"), ListenTCP: "-",
-		Join: join, Identity: id, Advertise: []string{addr},
+		Join: join, Identity: id, Advertise: []string{addr}, Network: d.Network(),
 		LeafLimit: int(m.LeafLimit), GossipInterval: m.Gossip(), MemberTimeout: m.Timeout(),
 		Promoted: true, Parent: parent, StepDownAfter: d.cfg.LeadStepDown,
 		IdleTimeout: d.cfg.IdleTimeout,

@@ -36,9 +36,10 @@ type listedSN struct {
 func (a *attachment) takeMembers(m *protocol.Members) {
 	var listed []listedSN
 	var ids []ring.ID
+	network, now := a.d.Network(), time.Now()
 	for i := range m.Members {
 		r := &m.Members[i]
-		if r.Verify() != nil {
+		if r.VerifyIn(network, now) != nil {
 			continue
 		}
 		ids = append(ids, ring.ID(r.Peer()))

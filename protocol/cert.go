@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/pem"
@@ -357,6 +358,18 @@ func ReadChainFile(path string) (NetworkID, Chain, error) {
 	return n, ch, nil
 }
 
+// CheckAdmitted checks that the supernode peer, which sent w, is admitted to
+// network at now: how leaves and supernodes alike check where they dialled.
+func (w *Welcome) CheckAdmitted(network NetworkID, peer PeerID, now time.Time) error {
+	if w.Network != network {
+		if w.Network.IsZero() {
+			return fmt.Errorf("%w: %s shows no network", ErrNotAdmitted, peer.Short())
+		}
+		return fmt.Errorf("%w: %s is in network %s, not %s", ErrNotAdmitted, peer.Short(), w.Network.Short(), network.Short())
+	}
+	return w.Chain.Verify(network, peer, CertSupernode, now)
+}
+
 // Certificate hands a promoted leaf the chain for the supernode it runs, and
 // renews it while that supernode serves (v7).
 type Certificate struct {
@@ -393,4 +406,47 @@ func RelayProof(secret, exported []byte) []byte {
 // CheckRelayProof compares a proof against the one secret gives, in constant time.
 func CheckRelayProof(secret, exported, proof []byte) bool {
 	return len(secret) > 0 && hmac.Equal(RelayProof(secret, exported), proof)
+}
+
+// RelayHello makes the hello of a relay reporting to a supernode, once the
+// TLS handshake is done: with the relay's chain when it has one, else with a
+// proof of the shared secret bound to the session.
+func RelayHello(secret []byte, ch Chain) func(tls.ConnectionState) (*Hello, error) {
+	return func(cs tls.ConnectionState) (*Hello, error) {
+		h := &Hello{Role: RoleRelay, Chain: ch}
+		if len(ch) == 0 {
+			exp, err := cs.ExportKeyingMaterial(RelayProofLabel, nil, RelayProofLen)
+			if err != nil {
+				return nil, fmt.Errorf("relay proof: %w", err)
+			}
+			h.RelayProof = RelayProof(secret, exp)
+		}
+		return h, nil
+	}
+}
+
+// keyPrefix marks a printed public key: what an operator admits.
+const keyPrefix = "key-"
+
+// FormatPublicKey prints an ed25519 public key as "key-" and 52 base32
+// characters: the form `supernode admit` takes.
+func FormatPublicKey(k ed25519.PublicKey) string {
+	return keyPrefix + strings.ToLower(peerIDEncoding.EncodeToString(k))
+}
+
+// ParsePublicKey parses FormatPublicKey's form.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	s = strings.TrimSpace(s)
+	rest, ok := strings.CutPrefix(s, keyPrefix)
+	if !ok {
+		if _, err := ParsePeerID(s); err == nil {
+			return nil, errors.New("that is a peer ID, a hash of the key: admission names the key itself; `supernode id --key` prints it")
+		}
+		return nil, fmt.Errorf(`public key %q: want "key-" and 52 base32 characters`, s)
+	}
+	b, err := peerIDEncoding.DecodeString(strings.ToUpper(rest))
+	if err != nil || len(b) != ed25519.PublicKeySize || FormatPublicKey(b) != strings.ToLower(s) {
+		return nil, fmt.Errorf(`public key %q: want "key-" and 52 base32 characters`, s)
+	}
+	return ed25519.PublicKey(b), nil
 }

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -63,6 +64,18 @@ type election struct {
 	started    time.Time
 	stopAt     time.Time // a promoted supernode stepping down stops then
 	stepTarget string
+	// certified are the supernodes we promoted and keep certifying, by the
+	// promoted leaf's peer ID.
+	certified map[protocol.PeerID]*certified
+	noAdmit   bool // "cannot promote: no admit role" was logged
+}
+
+// certified is a promoted supernode whose certificate we renew while its
+// leaf stays attached to us and it stays live.
+type certified struct {
+	sn   protocol.PeerID
+	key  []byte
+	next time.Time // when to renew
 }
 
 type candidate struct {
@@ -81,7 +94,7 @@ type promotion struct {
 }
 
 func newElection() *election {
-	return &election{cands: make(map[LinkID]*candidate), started: time.Now()}
+	return &election{cands: make(map[LinkID]*candidate), started: time.Now(), certified: make(map[protocol.PeerID]*certified)}
 }
 
 func (e *election) candLocked(id LinkID, peer protocol.PeerID) *candidate {
@@ -152,6 +165,7 @@ func (s *Server) electRound(now time.Time) {
 	if s.cfg.Promoted {
 		s.stepDownRound(now)
 	}
+	s.renewCertificates(now)
 	if s.cfg.LeafLimit < 0 {
 		return
 	}
@@ -160,6 +174,15 @@ func (s *Server) electRound(now time.Time) {
 	e.mu.Lock()
 	if leaves <= s.cfg.LeafLimit || !e.stopAt.IsZero() {
 		e.noneLogged = false
+		e.mu.Unlock()
+		return
+	}
+	if ch := s.Chain(); len(ch) == 0 || ch.Leaf().Roles&protocol.CertAdmit == 0 || len(ch) >= protocol.MaxChain {
+		if !e.noAdmit {
+			e.noAdmit = true
+			s.log.Warn().Int("leaves", leaves).Int("leaf_limit", s.cfg.LeafLimit).
+				Msg("over the leaf limit, but our certificate does not let us admit a promoted supernode")
+		}
 		e.mu.Unlock()
 		return
 	}
@@ -230,6 +253,17 @@ func (s *Server) promoted(id LinkID, l *transport.Link, m *protocol.Promoted) {
 	}
 	e.mu.Unlock()
 	target := m.Peer.String() + "@" + m.Addrs[0]
+	// It cannot join the overlay before it is admitted: certify it first.
+	if err := s.certify(l, m.Peer, m.Key, time.Now()); err != nil {
+		e.mu.Lock()
+		if e.pending == p {
+			e.failedLocked(time.Now())
+		}
+		e.mu.Unlock()
+		l.Log().Warn().Err(err).Msg("cannot certify the promoted leaf's supernode")
+		l.Send(protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)))
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -313,23 +347,50 @@ func (s *Server) stepDownRound(now time.Time) {
 	case now.Sub(e.lowSince) < s.cfg.StepDownAfter:
 		return
 	}
-	target := s.stepDownTarget(leaves)
-	if target == "" && leaves > 0 {
+	if !s.stepDownLocked(now, leaves, false) {
 		s.log.Info().Int("leaves", leaves).Msg("underused, but no supernode has room for our leaves; staying up")
 		e.lowSince = now
 		return
 	}
+	s.log.Info().Int("leaves", leaves).Str("to", e.stepTarget).
+		Dur("underused_for", now.Sub(e.lowSince).Round(time.Second)).Msg("underused promoted supernode stepping down")
+}
+
+// stepDown hands our leaves to a supernode with room and stops a round
+// later: a promoted supernode whose certificate lapsed, which nobody takes as
+// a supernode any more, whether or not another has room.
+func (s *Server) stepDown(now time.Time, why string) {
+	e := s.elect
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.stopAt.IsZero() {
+		return
+	}
+	s.stepDownLocked(now, s.router.Leaves(), true)
+	s.log.Info().Str("why", why).Str("leaves", e.stepTarget).Msg("promoted supernode stepping down")
+}
+
+// stepDownLocked redirects the leaves to the supernode stepDownTarget picks
+// and sets the stop a round later. Without force it does nothing, and
+// reports false, when no supernode has room for them.
+func (s *Server) stepDownLocked(now time.Time, leaves int, force bool) bool {
+	e := s.elect
+	target := s.stepDownTarget(leaves)
+	if target == "" && leaves > 0 && !force {
+		return false
+	}
 	e.stopAt = now.Add(max(s.cfg.GossipInterval, 500*time.Millisecond))
 	e.stepTarget = "no leaves to hand over"
-	n := 0
+	if target == "" && leaves > 0 {
+		e.stepTarget = fmt.Sprintf("%d leaves left to find another supernode", leaves)
+	}
 	if target != "" {
 		e.mu.Unlock()
-		n = s.redirectLeaves(target, "supernode stepping down", 0, -1)
+		n := s.redirectLeaves(target, "supernode stepping down", 0, -1)
 		e.mu.Lock()
 		e.stepTarget = fmt.Sprintf("%d leaves redirected to %s", n, target)
 	}
-	s.log.Info().Int("leaves", leaves).Int("redirected", n).Str("to", target).
-		Dur("underused_for", now.Sub(e.lowSince).Round(time.Second)).Msg("underused promoted supernode stepping down")
+	return true
 }
 
 // stepDownTarget is the supernode our leaves go to: the one that promoted
@@ -377,3 +438,62 @@ func (s *Server) Election() ElectionStatus {
 
 // SteppedDown reports whether a promoted supernode stopped because it was underused.
 func (s *Server) SteppedDown() bool { return s.steppedDown.Load() }
+
+// certify issues the supernode a leaf of ours runs since we promoted it a
+// certificate under our own chain and sends it on the leaf's link; the
+// gossip rounds renew it (renewCertificates).
+func (s *Server) certify(l *transport.Link, sn protocol.PeerID, key []byte, now time.Time) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: the promoted supernode's key is missing (the leaf speaks protocol v%d)", protocol.ErrNotAdmitted, l.Version)
+	}
+	ch, err := s.Chain().Extend(s.cfg.Network, s.node.Identity(), ed25519.PublicKey(key),
+		protocol.CertSupernode|protocol.CertAdmit, now.Add(s.cfg.PromotedCertTTL))
+	if err != nil {
+		return err
+	}
+	if err := l.Send(&protocol.Certificate{Chain: ch}); err != nil {
+		return err
+	}
+	e := s.elect
+	e.mu.Lock()
+	e.certified[l.Peer] = &certified{sn: sn, key: key, next: now.Add(s.cfg.PromotedCertTTL / 3)}
+	e.mu.Unlock()
+	return nil
+}
+
+// renewCertificates runs every gossip round: it renews the certificates of
+// the supernodes we promoted while their leaves stay attached to us and they
+// are live (or newly promoted), and forgets the others, whose certificates
+// then run out.
+func (s *Server) renewCertificates(now time.Time) {
+	e := s.elect
+	e.mu.Lock()
+	type due struct {
+		leaf protocol.PeerID
+		c    certified
+	}
+	var renew []due
+	for leaf, c := range e.certified {
+		if now.Before(c.next) {
+			continue
+		}
+		renew = append(renew, due{leaf, *c})
+	}
+	e.mu.Unlock()
+	for _, r := range renew {
+		s.mu.Lock()
+		l := s.links[s.leafOf[r.leaf]]
+		s.mu.Unlock()
+		if l == nil || !s.members.Alive(r.c.sn) {
+			e.mu.Lock()
+			delete(e.certified, r.leaf)
+			e.mu.Unlock()
+			s.log.Info().Str("leaf", r.leaf.Short()).Str("supernode", r.c.sn.Short()).Bool("leaf_attached", l != nil).
+				Msg("no longer certifying a promoted supernode: its certificate runs out")
+			continue
+		}
+		if err := s.certify(l, r.c.sn, r.c.key, now); err != nil {
+			l.Log().Warn().Err(err).Msg("cannot renew the promoted supernode's certificate")
+		}
+	}
+}

@@ -37,10 +37,15 @@ const leafMembersEvery, dirSweepEvery = 10, 10
 func (s *Server) gossip(now time.Time) {
 	// The clock in milliseconds keeps beats rising across restarts.
 	s.beat = max(s.beat+1, uint64(now.UnixMilli()))
-	self := &protocol.MemberRecord{Addrs: s.advertised(), Beat: s.beat,
-		Leaves: uint32(s.router.Leaves()), Cap: uint32(s.cfg.MaxLeaves)}
-	self.Sign(s.node.Identity())
-	s.members.Merge([]*protocol.MemberRecord{self}, now)
+	s.checkAdmission(now)
+	if ch := s.Chain(); len(ch) > 0 {
+		// Until a promoted supernode has its certificate, others would refuse its entry.
+		self := &protocol.MemberRecord{Addrs: s.advertised(), Beat: s.beat,
+			Leaves: uint32(s.router.Leaves()), Cap: uint32(s.cfg.MaxLeaves),
+			Incarnation: s.cfg.Incarnation, Chain: ch}
+		self.Sign(s.node.Identity())
+		s.members.Merge([]*protocol.MemberRecord{self}, now)
+	}
 	died := s.members.Expire(now)
 	for _, id := range died {
 		s.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
@@ -78,7 +83,7 @@ func (s *Server) gossip(now time.Time) {
 	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); s.rounds%every == 0 {
 		s.logStatus(len(live), neighbours)
 	}
-	if s.cfg.Neighbours >= 0 {
+	if s.cfg.Neighbours >= 0 && len(s.Chain()) > 0 {
 		// The ring successor is linked even beyond the count: a lookup on
 		// the ring ends through it.
 		s.linkMore(live, neighbours < s.cfg.Neighbours)
@@ -118,7 +123,7 @@ func (s *Server) takeMembers(l *transport.Link, m *protocol.Members) error {
 		recs[i] = &m.Members[i]
 	}
 	if _, bad := s.members.Merge(recs, time.Now()); bad > 0 {
-		return fmt.Errorf("%w: %d member entries with bad signatures", protocol.ErrForbidden, bad)
+		return fmt.Errorf("%w: %d member entries with bad signatures or no valid certificate", protocol.ErrForbidden, bad)
 	}
 	return nil
 }
@@ -175,7 +180,12 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 		// its handshake.
 		ctx, cancel := context.WithTimeout(s.ctx, max(s.cfg.MemberTimeout, 2*time.Second))
 		defer cancel()
-		l, _, err := s.node.Dial(ctx, m.Addrs[0], m.Peer(), &protocol.Hello{Role: protocol.RoleSupernode})
+		l, w, err := s.node.Dial(ctx, m.Addrs[0], m.Peer(), s.supernodeHello())
+		if err == nil {
+			if err = s.checkWelcome(l, w); err != nil {
+				l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+			}
+		}
 		if err != nil {
 			s.log.Debug().Err(err).Str("peer_id", m.Peer().Short()).Msg("cannot link to a listed supernode")
 			s.mu.Lock()
@@ -183,7 +193,7 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 			s.mu.Unlock()
 			return
 		}
-		if _, ok := s.neighbourUp(l, true); ok {
+		if _, ok := s.neighbourUp(l, true, w.Chain.Expires()); ok {
 			l.Log().Info().Msg("linked to a supernode from the member list")
 		}
 	}()

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 // went round as live for minutes.
 type Members struct {
 	mu        sync.Mutex
+	network   protocol.NetworkID
 	failAfter time.Duration
 	max       int
 	m         map[protocol.PeerID]*member
@@ -28,19 +30,23 @@ type Members struct {
 }
 
 type member struct {
-	rec  *protocol.MemberRecord
-	seen time.Time // when its beat last rose
-	dead bool
+	rec   *protocol.MemberRecord
+	seen  time.Time // when its beat last rose
+	until time.Time // when its certificate chain runs out
+	dead  bool
 }
 
-// NewMembers makes an empty view holding at most max supernodes.
-func NewMembers(failAfter time.Duration, max int) *Members {
-	return &Members{failAfter: failAfter, max: max, m: make(map[protocol.PeerID]*member)}
+// NewMembers makes an empty view of the supernodes admitted to network,
+// holding at most max of them.
+func NewMembers(network protocol.NetworkID, failAfter time.Duration, max int) *Members {
+	return &Members{network: network, failAfter: failAfter, max: max, m: make(map[protocol.PeerID]*member)}
 }
 
 // Merge takes entries gossiped by a neighbour (or our own). It returns how
-// many were news, and how many were refused: bad signatures or bounds, which
-// a supernode that sends them should be dropped for.
+// many were news, and how many were refused: bad signatures, bounds or
+// chains, which a supernode that sends them should be dropped for. An entry
+// whose chain has only expired is skipped without blame: the sender may not
+// have seen the clock pass it yet.
 func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, bad int) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -54,13 +60,25 @@ func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, b
 			bad++
 			continue
 		}
+		// A chain already checked in the entry held is not checked again;
+		// its expiry still is.
+		if old == nil || !old.rec.Chain.Equal(r.Chain) {
+			if err := r.Chain.Verify(ms.network, id, protocol.CertSupernode, now); err != nil {
+				if !errors.Is(err, protocol.ErrCertExpired) {
+					bad++
+				}
+				continue
+			}
+		} else if now.After(old.until.Add(protocol.CertSkew)) {
+			continue
+		}
 		if old == nil && len(ms.m) >= ms.max {
 			continue
 		}
 		if old == nil || old.dead {
 			ms.gen++
 		}
-		ms.m[id] = &member{rec: r.Clone(), seen: now}
+		ms.m[id] = &member{rec: r.Clone(), seen: now, until: r.Chain.Expires()}
 		fresh++
 	}
 	return fresh, bad
@@ -77,7 +95,9 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 		switch {
 		case age >= ms.forgetAfter():
 			delete(ms.m, id)
-		case age >= ms.failAfter && !m.dead:
+		case (age >= ms.failAfter || now.After(m.until.Add(protocol.CertSkew))) && !m.dead:
+			// A lapsed certificate ends a member like silence does; a
+			// renewed one comes with a higher beat and brings it back.
 			m.dead = true
 			ms.gen++
 			died = append(died, id)
@@ -116,6 +136,27 @@ func (ms *Members) Gen() uint64 {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	return ms.gen
+}
+
+// AdmittedUntil is when the chain of the live entry for id runs out (zero
+// when there is none).
+func (ms *Members) AdmittedUntil(id protocol.PeerID) time.Time {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && !m.dead {
+		return m.until
+	}
+	return time.Time{}
+}
+
+// Incarnation is the incarnation of the live entry for id (zero when none).
+func (ms *Members) Incarnation(id protocol.PeerID) uint64 {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && !m.dead {
+		return m.rec.Incarnation
+	}
+	return 0
 }
 
 // Alive reports whether id is taken as a live supernode.

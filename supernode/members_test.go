@@ -9,7 +9,8 @@ import (
 
 func memberRec(t *testing.T, id *protocol.Identity, beat uint64, leaves uint32) *protocol.MemberRecord {
 	t.Helper()
-	r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Leaves: leaves, Cap: 200}
+	r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Leaves: leaves, Cap: 200,
+		Chain: testAdmit(id, time.Unix(1_900_000_000, 0))}
 	r.Sign(id)
 	return r
 }
@@ -25,7 +26,7 @@ func newIdentity(t *testing.T) *protocol.Identity {
 
 func TestMembersHeartbeats(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 10)
 	a, b := newIdentity(t), newIdentity(t)
 	if fresh, bad := ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 5), memberRec(t, b, 7, 9)}, now); fresh != 2 || bad != 0 {
 		t.Fatalf("first gossip: %d fresh, %d bad", fresh, bad)
@@ -82,7 +83,7 @@ func TestMembersHeartbeats(t *testing.T) {
 
 func TestMembersBounded(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(time.Second, 2)
+	ms := NewMembers(testNetwork, time.Second, 2)
 	ids := []*protocol.Identity{newIdentity(t), newIdentity(t), newIdentity(t)}
 	var recs []*protocol.MemberRecord
 	for _, id := range ids {
@@ -125,7 +126,7 @@ func TestMembersMessageSamples(t *testing.T) {
 // Gen moves with the set of live supernodes, not with their beats.
 func TestMembersGen(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 10)
 	a := newIdentity(t)
 	g0 := ms.Gen()
 	ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 0)}, now)

@@ -24,7 +24,7 @@ func TestRelayAskOverTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	s, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), RelaySecret: secret, Relay: r, Log: log})
+	s, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), NetworkKey: testNetKey, RelaySecret: secret, Relay: r, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestRelayAskOverTCP(t *testing.T) {
 // answered with unavailable, not a grant.
 func TestRelayAskWithoutRelay(t *testing.T) {
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	s, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), RelaySecret: []byte("a secret of at least sixteen bytes"), Log: log})
+	s, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), NetworkKey: testNetKey, RelaySecret: []byte("a secret of at least sixteen bytes"), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

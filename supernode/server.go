@@ -10,6 +10,7 @@ package supernode
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -45,6 +46,21 @@ type Config struct {
 	DataDir string
 	// Identity overrides the key in DataDir.
 	Identity *protocol.Identity
+	// Network is the overlay's network ID, and Chain the certificate chain
+	// that admits this supernode to it (see Admission in protocol/doc.go).
+	// A supernode that holds the network key itself (NetworkKey) issues its
+	// own chain. A promoted supernode starts without one and waits for the
+	// certificate its promoter sends.
+	Network    protocol.NetworkID
+	Chain      protocol.Chain
+	NetworkKey ed25519.PrivateKey
+	// PromotedCertTTL is how long the certificates this supernode issues to
+	// the supernodes it promotes last (default 30 min); it renews them at a
+	// third of that while they serve.
+	PromotedCertTTL time.Duration
+	// Incarnation tells the others of a restart: it must rise each time the
+	// supernode starts (default: the start time in milliseconds).
+	Incarnation uint64
 	// IdleTimeout drops a leaf or supernode that has been silent this long (default 15 s).
 	IdleTimeout time.Duration
 	// TickInterval is how often summaries and query timeouts are processed (default 250 ms).
@@ -122,12 +138,16 @@ type Server struct {
 	router *Router
 	relays relayTable
 
-	members  *Members
-	dir      *directory
-	elect    *election
-	beat     uint64      // the last beat of our own entry; gossip loop only
-	rounds   uint64      // gossip rounds so far; gossip loop only
-	dialling atomic.Bool // a link to a member is being set up
+	members *Members
+	adm     admission
+	// admittedUntil is when each linked supernode's admission runs out, as
+	// its hello or welcome, or a later member entry, showed.
+	admittedUntil map[protocol.PeerID]time.Time
+	dir           *directory
+	elect         *election
+	beat          uint64      // the last beat of our own entry; gossip loop only
+	rounds        uint64      // gossip rounds so far; gossip loop only
+	dialling      atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
 	links  map[LinkID]*transport.Link
@@ -190,6 +210,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Neighbours == 0 {
 		cfg.Neighbours = 8
 	}
+	if cfg.PromotedCertTTL <= 0 {
+		cfg.PromotedCertTTL = DefaultPromotedCertTTL
+	}
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = uint64(time.Now().UnixMilli())
+	}
 	id := cfg.Identity
 	if id == nil {
 		if cfg.DataDir == "" {
@@ -227,7 +253,19 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
-		ctx: ctx, cancel: cancel,
+		admittedUntil: make(map[protocol.PeerID]time.Time),
+		ctx:           ctx, cancel: cancel,
+	}
+	if err := s.initAdmission(); err != nil {
+		cancel()
+		node.Close()
+		if alt != nil {
+			alt.Close()
+		}
+		if tcpLn != nil {
+			tcpLn.Close()
+		}
+		return nil, err
 	}
 	cfg.Router.Log = log
 	cfg.Router.ID = id.ID
@@ -236,7 +274,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
 	s.router = NewRouter(cfg.Router, s)
-	s.members = NewMembers(cfg.MemberTimeout, 4096)
+	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
 	s.dir = newDirectory()
 	s.elect = newElection()
 	return s, nil
@@ -439,7 +477,8 @@ func (s *Server) accept(in *transport.Incoming) {
 			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
 			return
 		}
-		w := &protocol.Welcome{Role: protocol.RoleSupernode, Addrs: s.knownSupernodes(), Agent: "supernet-supernode"}
+		w := s.welcome(protocol.RoleSupernode)
+		w.Addrs = s.knownSupernodes()
 		if s.alt != nil {
 			w.STUNAlt = s.alt.Addr().String() // the leaf puts in the host it dialled if this one is unspecified
 		}
@@ -479,20 +518,30 @@ func (s *Server) accept(in *transport.Incoming) {
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
-		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
+		if err := s.checkHello(in); err != nil {
+			s.log.Info().Err(err).Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).Msg("supernode link refused")
+			in.Reject(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+			return
+		}
+		l, err := in.Accept(s.welcome(protocol.RoleSupernode))
 		if err != nil {
 			return
 		}
-		s.neighbourUp(l, false)
+		s.neighbourUp(l, false, in.Hello.Chain.Expires())
 	case protocol.RoleProbe:
 		// A supernode checking that we are reachable here (a promotion).
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			in.AnswerProbe(&protocol.Welcome{Role: protocol.RoleProbe, Agent: "supernet-supernode"}, s.ctx.Done())
+			in.AnswerProbe(s.welcome(protocol.RoleProbe), s.ctx.Done())
 		}()
 	case protocol.RoleRelay:
-		l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode, Agent: "supernet-supernode"})
+		if err := s.checkHello(in); err != nil {
+			s.log.Info().Err(err).Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).Msg("relay refused")
+			in.Reject(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+			return
+		}
+		l, err := in.Accept(s.welcome(protocol.RoleSupernode))
 		if err != nil {
 			return
 		}
@@ -529,7 +578,7 @@ func (s *Server) register(l *transport.Link) LinkID {
 // exists, both sides keep the link dialled by the supernode with the smaller
 // ID: two supernodes that dial each other at once would otherwise each close
 // the link the other kept, and stay unlinked.
-func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
+func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil time.Time) (LinkID, bool) {
 	if l.Peer == s.ID() {
 		l.Close(fmt.Errorf("%w: that is me", protocol.ErrForbidden))
 		return 0, false
@@ -550,6 +599,9 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
 	s.mu.Lock()
 	old := s.links[s.byPeer[l.Peer]]
 	s.byPeer[l.Peer] = id
+	if admittedUntil.After(s.admittedUntil[l.Peer]) {
+		s.admittedUntil[l.Peer] = admittedUntil
+	}
 	s.mu.Unlock()
 	if old != nil && old != l {
 		old.Close(fmt.Errorf("%w: replaced by the link the smaller ID dialled", protocol.ErrForbidden))
@@ -564,6 +616,11 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool) (LinkID, bool) {
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
 		s.forget(s.byPeer, l.Peer, id)
+		s.mu.Lock()
+		if _, linked := s.byPeer[l.Peer]; !linked {
+			delete(s.admittedUntil, l.Peer)
+		}
+		s.mu.Unlock()
 		s.router.NeighbourDown(id)
 		s.neighbourGone(id)
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
@@ -634,6 +691,9 @@ func (s *Server) joinLoop(target string) {
 	}
 	log := s.log.With().Str("join", addr).Logger()
 	backoff := 200 * time.Millisecond
+	if !s.waitAdmitted() {
+		return
+	}
 	for s.ctx.Err() == nil {
 		if l := s.linkTo(expect); l != nil {
 			// It dialled us first: that link serves; redial only when it drops.
@@ -644,9 +704,14 @@ func (s *Server) joinLoop(target string) {
 				return
 			}
 		}
-		l, _, err := s.node.Dial(s.ctx, addr, expect, &protocol.Hello{Role: protocol.RoleSupernode})
+		l, w, err := s.node.Dial(s.ctx, addr, expect, s.supernodeHello())
 		if err == nil {
-			if _, ok := s.neighbourUp(l, true); ok {
+			if err = s.checkWelcome(l, w); err != nil {
+				l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+			}
+		}
+		if err == nil {
+			if _, ok := s.neighbourUp(l, true, w.Chain.Expires()); ok {
 				backoff = 200 * time.Millisecond
 				select {
 				case <-l.Done():

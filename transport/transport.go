@@ -11,6 +11,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -280,6 +281,14 @@ func (in *Incoming) AnswerProbe(w *protocol.Welcome, stop <-chan struct{}) {
 	l.Close(nil)
 }
 
+// ExportKeyingMaterial exports n bytes bound to this connection's TLS session
+// under label (RFC 8446, section 7.5), for proofs that must not be replayed
+// on another connection.
+func (in *Incoming) ExportKeyingMaterial(label string, n int) ([]byte, error) {
+	cs := in.link.conn.ConnectionState().TLS
+	return cs.ExportKeyingMaterial(label, nil, n)
+}
+
 // Reject answers with an Error for err and closes the connection.
 func (in *Incoming) Reject(err error) { in.link.reject(err) }
 
@@ -307,14 +316,14 @@ func (n *Node) Dial(ctx context.Context, addr string, expect protocol.PeerID, he
 
 // DialAddr is Dial for a resolved address.
 func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, hello *protocol.Hello) (*Link, *protocol.Welcome, error) {
+	return n.DialHello(ctx, addr, expect, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
+}
+
+// DialHello is DialAddr with the hello made once the TLS handshake is done,
+// from its state: a relay binds its proof to the session this way.
+func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
-	if hello.MinVersion == 0 {
-		hello.MinVersion, hello.MaxVersion = protocol.MinVersion, protocol.MaxVersion
-	}
-	if hello.Agent == "" {
-		hello.Agent = n.cfg.Agent
-	}
 	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), n.qc)
 	if err != nil {
 		if n.ctx.Err() != nil {
@@ -326,6 +335,17 @@ func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.
 	if err != nil {
 		c.CloseWithError(1, "bad certificate")
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	hello, err := mk(c.ConnectionState().TLS)
+	if err != nil {
+		c.CloseWithError(1, "")
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if hello.MinVersion == 0 {
+		hello.MinVersion, hello.MaxVersion = protocol.MinVersion, protocol.MaxVersion
+	}
+	if hello.Agent == "" {
+		hello.Agent = n.cfg.Agent
 	}
 	s, err := c.OpenStreamSync(ctx)
 	if err != nil {

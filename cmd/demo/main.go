@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/supernet-p2p/supernet/content/contenttest"
 	"github.com/supernet-p2p/supernet/internal/peercli"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
 
@@ -82,6 +84,14 @@ func run() error {
 		root = d
 	}
 
+	step("An operator makes the overlay's network key and admits three supernodes to it")
+	netKey, err := protocol.CreateKeyFile(filepath.Join(root, "operator", protocol.NetworkKeyFile))
+	if err != nil {
+		return err
+	}
+	network := protocol.NetworkIDOf(netKey)
+	fmt.Printf("  network %s: only keys it certifies may serve as supernodes or relays\n", network)
+
 	step("Starting three supernodes on 127.0.0.1, linked in a line: sn0 - sn1 - sn2")
 	var sns []*supernode.Server
 	for i := 0; i < 3; i++ {
@@ -89,8 +99,14 @@ func run() error {
 		if i > 0 {
 			join = []string{sns[i-1].ID().String() + "@" + sns[i-1].Addr().String()}
 		}
+		dd := filepath.Join(root, fmt.Sprintf("sn%d", i))
+		id, err := protocol.LoadOrCreateIdentity(dd)
+		if err != nil {
+			return err
+		}
+		chain := protocol.Admit(netKey, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode|protocol.CertAdmit, time.Now().Add(24*time.Hour))
 		s, err := supernode.New(supernode.Config{
-			Listen: "127.0.0.1:0", Join: join, DataDir: filepath.Join(root, fmt.Sprintf("sn%d", i)),
+			Listen: "127.0.0.1:0", Join: join, DataDir: dd, Network: network, Chain: chain,
 			Log: log.With().Str("role", fmt.Sprintf("sn%d", i)).Logger(),
 		})
 		if err != nil {
@@ -126,7 +142,7 @@ func run() error {
 		}
 		dd := filepath.Join(root, u.name, "data")
 		d, err := peer.New(peer.Config{
-			DataDir: dd, ShareDir: share, Name: u.name, Username: u.name, Listen: "127.0.0.1:0",
+			DataDir: dd, ShareDir: share, Name: u.name, Username: u.name, Listen: "127.0.0.1:0", Network: network,
 			Supernodes: []string{sns[u.sn].ID().String() + "@" + sns[u.sn].Addr().String()},
 			// One supernode each, so the search below takes the line; a
 			// real peer stays attached to three.

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,6 +35,7 @@ func main() {
 func command() *cobra.Command {
 	var (
 		listen, tcp, relayIP, secretFile, dataDir, logLevel, advertise string
+		certFile                                                       string
 		supernodes                                                     []string
 		maxBytes                                                       int64
 		maxDuration                                                    time.Duration
@@ -105,11 +107,25 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 					return fail(err)
 				}
 				defer node.Close()
+				// A certificate with the relay role, if the operator gave one;
+				// otherwise the relay proves the secret it shares.
+				var chain protocol.Chain
+				if certFile != "" {
+					_, ch, err := protocol.ReadChainFile(certFile)
+					if err != nil {
+						return fail(err)
+					}
+					if ch.Leaf().Peer() != id.ID {
+						return fail(fmt.Errorf("--cert %s is for %s, not this relay's key %s", certFile, ch.Leaf().Peer(), id.ID))
+					}
+					chain = ch
+				}
+				hello := protocol.RelayHello(secret, chain)
 				for _, sn := range supernodes {
 					for _, t := range strings.Split(sn, ",") {
 						if t = strings.TrimSpace(t); t != "" {
 							wg.Add(1)
-							go func() { defer wg.Done(); report(ctx, node, t, load, log) }()
+							go func() { defer wg.Done(); report(ctx, node, t, hello, load, log) }()
 						}
 					}
 				}
@@ -127,6 +143,7 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 	f.StringVar(&secretFile, "secret-file", "", "file with the secret shared with the supernodes (mode 600), or $"+cli.SecretEnv)
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to report load to: host:port or peerid@host:port")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the relay's identity key")
+	f.StringVar(&certFile, "cert", "", "certificate admitting this relay's key to the overlay (default: prove the secret instead)")
 	f.Int64Var(&maxBytes, "max-bytes", 4<<30, "most bytes one allocation may relay")
 	f.DurationVar(&maxDuration, "max-duration", time.Hour, "longest an allocation may live")
 	f.IntVar(&maxAllocs, "max-allocations", 1000, "most allocations at once")
@@ -146,7 +163,8 @@ func defaultDataDir() string {
 
 // report keeps a link to one supernode and sends it the relay's load every
 // few seconds, redialling with backoff.
-func report(ctx context.Context, node *transport.Node, target string, load func() *protocol.RelayLoad, log zerolog.Logger) {
+func report(ctx context.Context, node *transport.Node, target string, hello func(tls.ConnectionState) (*protocol.Hello, error),
+	load func() *protocol.RelayLoad, log zerolog.Logger) {
 	expect, addr, err := transport.ParseTarget(target)
 	if err != nil {
 		log.Error().Err(err).Msg("bad supernode address")
@@ -154,7 +172,11 @@ func report(ctx context.Context, node *transport.Node, target string, load func(
 	}
 	backoff := 500 * time.Millisecond
 	for ctx.Err() == nil {
-		l, _, err := node.Dial(ctx, addr, expect, &protocol.Hello{Role: protocol.RoleRelay})
+		var l *transport.Link
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err == nil {
+			l, _, err = node.DialHello(ctx, ua, expect, hello)
+		}
 		if err == nil {
 			backoff = 500 * time.Millisecond
 			log.Info().Str("supernode", addr).Msg("reporting load")

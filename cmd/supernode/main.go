@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/supernode"
 )
@@ -31,6 +33,7 @@ func command() *cobra.Command {
 		altListen, tcpListen      string
 		relayListen, relayIP      string
 		secretFile                string
+		certFile, networkKeyFile  string
 		join, turnServers         []string
 		advertise                 []string
 		neighbours                int
@@ -67,6 +70,10 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 			if err != nil {
 				return usageErr(err)
 			}
+			adm, err := loadAdmission(dataDir, networkKeyFile, certFile, len(targets) > 0)
+			if err != nil {
+				return usageErr(err)
+			}
 			cfg := supernode.Config{
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
 				LeafLimit: leafLimit, PromoteEvery: promoteEvery,
@@ -74,6 +81,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 				Advertise: advertise, Neighbours: neighbours,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
 			}
+			adm.apply(&cfg)
 			for _, ts := range turnServers {
 				if _, _, err := net.SplitHostPort(ts); err != nil {
 					return usageErr(fmt.Errorf("--turn-server %q: want host:port", ts))
@@ -102,6 +110,14 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "supernode %s listening on udp %s\n", s.ID(), s.Addr())
+			if adm.created {
+				fmt.Fprintf(os.Stderr, "started a new overlay, network %s; its key is in %s: keep it secret.\n"+
+					"  To admit another supernode: there run `supernode id --key`, here `supernode admit KEY -o admission.cert`,\n"+
+					"  then there `supernode --cert admission.cert --join %s@HOST:%d`\n",
+					adm.network, filepath.Join(dataDir, protocol.NetworkKeyFile), s.ID(), s.Addr().Port)
+			} else {
+				fmt.Fprintf(os.Stderr, "network %s\n", adm.network)
+			}
 			err = s.Serve(ctx)
 			s.Close()
 			if errors.Is(err, supernode.ErrServerClosed) {
@@ -131,6 +147,9 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringSliceVar(&advertise, "advertise", nil, "host:port other supernodes reach this one at, for the member list (default: the listen address when it names a host)")
 	f.IntVar(&neighbours, "neighbours", 8, "supernode links to keep, opened from the member list (ring fingers first) when the joined ones are fewer (-1: only --join)")
 	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
+	f.StringVar(&certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
+	f.StringVar(&networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
+	cmd.AddCommand(idCommand(), networkCommand(), admitCommand())
 	return cmd
 }
 

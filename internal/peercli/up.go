@@ -10,12 +10,14 @@ import (
 
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 func upCmd(g *globals) *cobra.Command {
 	var (
 		share, name, user, listen, logLevel string
 		inboxDir, inboxFrom, leadListen     string
+		networkID                           string
 		accept                              []string
 		supernodes                          []string
 		jsonLogs, noLead                    bool
@@ -48,10 +50,16 @@ func upCmd(g *globals) *cobra.Command {
 			if upRate < 0 || downRate < 0 {
 				return fmt.Errorf("--up-rate and --down-rate are MB/s, 0 for no limit")
 			}
+			var network protocol.NetworkID
+			if networkID != "" {
+				if network, err = protocol.ParseNetworkID(networkID); err != nil {
+					return fmt.Errorf("--network: %w", err)
+				}
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			d, err := peer.New(peer.Config{
-				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach,
+				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach, Network: network,
 				InboxDir: inboxDir, InboxPolicy: inboxFrom, AcceptFrom: accept, NoLead: noLead,
 				LeadAfter: leadAfter, LeadListen: leadListen, LeadStepDown: leadStepDown,
 				Listen: listen, RescanInterval: rescan, Log: log,
@@ -82,6 +90,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.DurationVar(&leadAfter, "lead-after", 30*time.Minute, "how long the peer must be up before a supernode may promote it")
 	f.StringVar(&leadListen, "lead-listen", "", "UDP address of the supernode this peer runs once promoted (default: the --listen host, any port)")
 	f.DurationVar(&leadStepDown, "lead-step-down", 10*time.Minute, "how long that supernode may stay underused before it hands its leaves back and stops")
+	f.StringVar(&networkID, "network", "", "the overlay's network ID (net-...): attach only to supernodes it admits (default: trust the first supernode's, and keep it)")
 	f.IntVar(&attach, "attach", 3, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&listen, "listen", "0.0.0.0:0", "UDP address of the peer's socket")

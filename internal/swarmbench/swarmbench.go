@@ -6,6 +6,8 @@ package swarmbench
 
 import (
 	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -278,7 +280,12 @@ func startSupernode(log zerolog.Logger) (*supernode.Server, chan error, error) {
 		conn.Close()
 		return nil, nil, err
 	}
-	s, err := supernode.New(supernode.Config{Conn: conn, Identity: id, Log: log,
+	_, netKey, err := ed25519.GenerateKey(crand.Reader)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	s, err := supernode.New(supernode.Config{Conn: conn, Identity: id, Log: log, NetworkKey: netKey,
 		Router: supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6}})
 	if err != nil {
 		conn.Close()
