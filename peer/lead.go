@@ -296,7 +296,8 @@ func (ld *leader) serve(srv *supernode.Server) {
 	why := "the peer stopped"
 	switch {
 	case srv.SteppedDown():
-		why = "stepped down, underused: " + srv.Election().SteppingDown
+		el := srv.Election()
+		why = "stepped down, " + el.StepDownWhy + ": " + el.SteppingDown
 	case d.ctx.Err() == nil && err != nil:
 		why = err.Error()
 	}

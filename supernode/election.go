@@ -48,8 +48,11 @@ type ElectionStatus struct {
 	// Promoted is set on a supernode a leaf runs because another promoted it.
 	Promoted bool   `json:"promoted"`
 	Parent   string `json:"parent,omitempty"`
-	// SteppingDown says where an underused promoted supernode sent its leaves.
+	// SteppingDown says where a promoted supernode stepping down sent its
+	// leaves, and StepDownWhy why it stepped down: underused, or its
+	// certificate was not renewed.
 	SteppingDown string `json:"stepping_down,omitempty"`
+	StepDownWhy  string `json:"step_down_why,omitempty"`
 }
 
 type election struct {
@@ -64,6 +67,7 @@ type election struct {
 	started    time.Time
 	stopAt     time.Time // a promoted supernode stepping down stops then
 	stepTarget string
+	stepWhy    string
 	// certified are the supernodes we promoted and keep certifying, by the
 	// promoted leaf's peer ID.
 	certified map[protocol.PeerID]*certified
@@ -347,7 +351,7 @@ func (s *Server) stepDownRound(now time.Time) {
 	case now.Sub(e.lowSince) < s.cfg.StepDownAfter:
 		return
 	}
-	if !s.stepDownLocked(now, leaves, false) {
+	if !s.stepDownLocked(now, leaves, "underused", false) {
 		s.log.Info().Int("leaves", leaves).Msg("underused, but no supernode has room for our leaves; staying up")
 		e.lowSince = now
 		return
@@ -366,19 +370,20 @@ func (s *Server) stepDown(now time.Time, why string) {
 	if !e.stopAt.IsZero() {
 		return
 	}
-	s.stepDownLocked(now, s.router.Leaves(), true)
+	s.stepDownLocked(now, s.router.Leaves(), why, true)
 	s.log.Info().Str("why", why).Str("leaves", e.stepTarget).Msg("promoted supernode stepping down")
 }
 
 // stepDownLocked redirects the leaves to the supernode stepDownTarget picks
 // and sets the stop a round later. Without force it does nothing, and
 // reports false, when no supernode has room for them.
-func (s *Server) stepDownLocked(now time.Time, leaves int, force bool) bool {
+func (s *Server) stepDownLocked(now time.Time, leaves int, why string, force bool) bool {
 	e := s.elect
 	target := s.stepDownTarget(leaves)
 	if target == "" && leaves > 0 && !force {
 		return false
 	}
+	e.stepWhy = why
 	e.stopAt = now.Add(max(s.cfg.GossipInterval, 500*time.Millisecond))
 	e.stepTarget = "no leaves to hand over"
 	if target == "" && leaves > 0 {
@@ -424,7 +429,7 @@ func (s *Server) Election() ElectionStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := ElectionStatus{LeafLimit: s.cfg.LeafLimit, Leaves: s.router.Leaves(), Promoted: s.cfg.Promoted,
-		Parent: s.cfg.Parent, SteppingDown: e.stepTarget, Promotions: slices.Clone(e.promotions)}
+		Parent: s.cfg.Parent, SteppingDown: e.stepTarget, StepDownWhy: e.stepWhy, Promotions: slices.Clone(e.promotions)}
 	for _, c := range e.cands {
 		if c.claim && c.public {
 			st.Candidates++

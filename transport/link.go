@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
@@ -200,12 +201,28 @@ func (l *Link) Close(err error) {
 	l.conn.CloseWithError(code, msg)
 }
 
-// reject writes an Error frame straight to the stream and closes the connection.
+// rejectLinger is how long a refused connection stays open for its Error
+// frame to arrive: a CONNECTION_CLOSE sent at once can overtake it, and the
+// dialler would see only the close.
+const rejectLinger = time.Second
+
+// reject writes an Error frame straight to the stream and closes the
+// connection once the dialler has closed it or rejectLinger has passed.
 func (l *Link) reject(err error) {
 	b, e := protocol.AppendFrame(nil, protocol.ErrorMessage(err))
-	if e == nil {
-		l.stream.Write(b)
-		l.stream.Close()
+	if e != nil {
+		l.Close(err)
+		return
 	}
-	l.Close(err)
+	l.stream.Write(b)
+	l.stream.Close()
+	go func() {
+		t := time.NewTimer(rejectLinger)
+		defer t.Stop()
+		select {
+		case <-l.conn.Context().Done():
+		case <-t.C:
+		}
+		l.Close(err)
+	}()
 }
