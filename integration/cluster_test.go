@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,12 +21,28 @@ import (
 )
 
 func testLog(t testing.TB) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(testLogLevel).With().Timestamp().Logger()
 }
 
 func loopbackConn(t testing.TB) net.PacketConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// nextPeerIP numbers the loopback addresses peers get.
+var nextPeerIP atomic.Uint32
+
+// peerConn is a socket on a loopback address of the peer's own (127.1.x.y):
+// peers are on hosts of their own, as a supernode's per-address limits
+// expect, and the whole of 127/8 is the loopback interface.
+func peerConn(t testing.TB) net.PacketConn {
+	t.Helper()
+	n := nextPeerIP.Add(1) % (1 << 16)
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 1, byte(n>>8), byte(n))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +117,7 @@ func startPeer(t testing.TB, sn *supernode.Server, name string, files map[string
 	cfg := peer.Config{
 		DataDir: filepath.Join(dir, "data"), ShareDir: share, Name: name,
 		Supernodes: []string{sn.ID().String() + "@" + sn.Addr().String()},
-		Conn:       loopbackConn(t), ControlSocket: "-", Log: testLog(t), Network: testNetwork,
+		Conn:       peerConn(t), ControlSocket: "-", Log: testLog(t), Network: testNetwork,
 		// One attachment, so a test's topology is the one it built; the
 		// failover tests ask for more.
 		Attach: 1,
@@ -190,3 +207,5 @@ func settled(t testing.TB, sns ...*supernode.Server) {
 		}
 	}
 }
+
+var testLogLevel = zerolog.WarnLevel

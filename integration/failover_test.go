@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -37,6 +38,10 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ml.Close(nil)
+	// It claims to reach everything, so A sends it every query.
+	for lvl := range uint8(4) {
+		ml.Send(&protocol.Summary{Level: lvl, Depth: 4, Filter: append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)})
+	}
 	go func() {
 		for {
 			if _, err := ml.Recv(); err != nil {

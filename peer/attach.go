@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -56,6 +57,8 @@ type attachment struct {
 	prefer      string
 	preferUntil time.Time
 	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
+	// chains are the member entries' chains already checked, by supernode.
+	chains map[protocol.PeerID]protocol.Chain
 }
 
 // slot is one of the peer's supernode attachments.
@@ -75,6 +78,7 @@ func newAttachment(d *Daemon) *attachment {
 		searches: make(map[protocol.QueryID]*search),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
+		chains:   make(map[protocol.PeerID]protocol.Chain),
 	}
 	for range d.cfg.Attach {
 		a.slots = append(a.slots, &slot{})
@@ -762,6 +766,9 @@ func (s *slot) publish(recs []protocol.FileRecord) {
 type search struct {
 	via   *transport.Link // under attachment.mu
 	query *protocol.Query // under attachment.mu
+	// text and cid are what was asked, to check and score the hits by.
+	text string
+	cid  protocol.ContentID
 
 	mu   sync.Mutex
 	hits []protocol.Hit
@@ -783,6 +790,19 @@ func (s *search) add(hits []protocol.Hit) {
 		s.seen = make(map[sourceKey]bool)
 	}
 	for _, h := range hits {
+		// Supernodes pass on what others found: a hit that does not answer
+		// the query is dropped, and the score is ours, not the sender's.
+		if !s.cid.IsZero() {
+			if h.ID != s.cid {
+				continue
+			}
+		} else {
+			sc, ok := index.ScoreOf(s.text, h.Name, h.Tags)
+			if !ok {
+				continue
+			}
+			h.Score = float32(sc)
+		}
 		var fresh []protocol.Source
 		for _, src := range h.Sources {
 			k := sourceKey{h.ID, src.Peer}
@@ -862,7 +882,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		}
 		return SearchResult{}, ErrNoSupernode
 	}
-	s := &search{note: make(chan struct{}, 1), via: l, query: q}
+	s := &search{note: make(chan struct{}, 1), via: l, query: q, text: text, cid: cid}
 	d.attach.mu.Lock()
 	d.attach.searches[q.ID] = s
 	d.attach.mu.Unlock()

@@ -39,7 +39,7 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 	network, now := a.d.Network(), time.Now()
 	for i := range m.Members {
 		r := &m.Members[i]
-		if r.VerifyIn(network, now) != nil {
+		if r.Verify() != nil || !a.admitted(network, r, now) {
 			continue
 		}
 		ids = append(ids, ring.ID(r.Peer()))
@@ -132,4 +132,31 @@ func (a *attachment) targets() []string {
 // peerid@host:port) names the listed one (peerid@host:port).
 func sameTarget(configured, listed string) bool {
 	return configured == listed || strings.HasSuffix(listed, "@"+configured)
+}
+
+// maxKnownChains bounds the chains a leaf remembers having checked.
+const maxKnownChains = 1024
+
+// admitted checks that a member entry's chain admits it as a supernode. A
+// chain checked before for the same supernode is not checked again: the
+// lists repeat every entry each time, and only the entry's own signature
+// changes.
+func (a *attachment) admitted(network protocol.NetworkID, r *protocol.MemberRecord, now time.Time) bool {
+	id := r.Peer()
+	a.mu.Lock()
+	known, ok := a.chains[id]
+	a.mu.Unlock()
+	if ok && known.Equal(r.Chain) {
+		return now.Before(known.Expires().Add(protocol.CertSkew))
+	}
+	if r.Chain.Verify(network, id, protocol.CertSupernode, now) != nil {
+		return false
+	}
+	a.mu.Lock()
+	if len(a.chains) >= maxKnownChains {
+		clear(a.chains)
+	}
+	a.chains[id] = r.Chain.Clone()
+	a.mu.Unlock()
+	return true
 }

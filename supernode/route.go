@@ -94,6 +94,12 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 		}
 	} else {
 		r.Stats.QueriesFromNeighbors.Add(1)
+		if !r.neighbours[from].queries.AllowN(now, 1) {
+			r.mu.Unlock()
+			r.Stats.NeighbourQueriesRefused.Add(1)
+			r.out.Send(from, &protocol.QueryDone{ID: originID, Status: protocol.StatusOverloaded})
+			return nil
+		}
 		if _, dup := r.seen[id]; dup {
 			r.mu.Unlock()
 			r.Stats.DuplicateQueries.Add(1)
@@ -115,7 +121,7 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	// Supernodes further out wait less, so their partial answers still reach
 	// the origin before it gives up.
 	wait := r.cfg.QueryTimeout * time.Duration(hops+1) / time.Duration(r.cfg.HopLimit+1)
-	p := &pending{origin: from, originID: originID, waiting: map[LinkID]bool{}, searched: 1,
+	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
 		hits: n, limit: limit, deadline: now.Add(wait)}
 	// A keyword query already answered in full here goes no further; a lookup by
 	// content ID goes on, since every supernode may add sources.
@@ -126,10 +132,12 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	_, neighbourStill := r.neighbours[from]
 	if hops > 0 && len(keys) > 0 && !full && (leafStill || neighbourStill) {
 		for nid, nb := range r.neighbours {
-			if nid == from {
+			if nid == from || now.Before(nb.heldUntil) {
 				continue
 			}
-			if nb.received && !nb.summary.MayMatch(keys, int(hops)) {
+			// A neighbour that has sent no summary has told us of nothing
+			// to find through it: a silent one would otherwise get every query.
+			if !nb.received || !nb.summary.MayMatch(keys, int(hops)) {
 				r.Stats.QueriesPruned.Add(1)
 				continue
 			}
@@ -217,11 +225,45 @@ func (r *Router) hits(from LinkID, m *protocol.Hits) {
 		r.mu.Unlock()
 		return
 	}
-	n := min(len(m.Hits), p.limit-p.hits)
+	text, cid := p.text, p.cid
+	r.mu.Unlock()
+	hits := checkHits(m.Hits, text, cid)
+	if d := len(m.Hits) - len(hits); d > 0 {
+		r.Stats.HitsDropped.Add(uint64(d))
+	}
+	r.mu.Lock()
+	if r.queries[m.ID] != p {
+		r.mu.Unlock()
+		return
+	}
+	n := min(len(hits), p.limit-p.hits)
 	p.hits += n
 	to, oid := p.origin, p.originID
 	r.mu.Unlock()
-	r.sendHits(to, oid, m.Hits[:n])
+	r.sendHits(to, oid, hits[:n])
+}
+
+// checkHits keeps the hits that answer the query and scores them here: a
+// neighbour's hit for another file, or with a score it made up, would
+// otherwise rank first at the leaf.
+func checkHits(hits []protocol.Hit, text string, cid protocol.ContentID) []protocol.Hit {
+	out := hits[:0]
+	for _, h := range hits {
+		if !cid.IsZero() {
+			if h.ID != cid {
+				continue
+			}
+			h.Score = 0
+		} else {
+			s, ok := index.ScoreOf(text, h.Name, h.Tags)
+			if !ok {
+				continue
+			}
+			h.Score = float32(s)
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 func (r *Router) queryDone(from LinkID, m *protocol.QueryDone) {
@@ -232,6 +274,9 @@ func (r *Router) queryDone(from LinkID, m *protocol.QueryDone) {
 		return
 	}
 	delete(p.waiting, from)
+	if n := r.neighbours[from]; n != nil {
+		n.missed = 0
+	}
 	p.searched += m.Supernodes
 	if m.Status != protocol.StatusOK {
 		p.status = m.Status

@@ -61,8 +61,32 @@ type RouterConfig struct {
 	Relay func(peer protocol.PeerID) *protocol.RelayCreds
 	// RTT estimates a link's round-trip time, for the punch start time (optional).
 	RTT func(LinkID) time.Duration
-	Now func() time.Time
-	Log zerolog.Logger
+	// RelayAddr reports whether an address is on a relay this supernode
+	// knows: a leaf's relayed address in a signal must be (optional; without
+	// it such addresses pass).
+	RelayAddr func(addr string) bool
+	// Limits on what one neighbour supernode may send, so a hostile or broken
+	// neighbour costs bounded work: queries (default 200/s, burst 400; over
+	// it they are answered "overloaded" without a search), summary levels
+	// (default 8/s, burst 32; over it they are dropped) and signals (default
+	// 100/s, burst 200). LeafSignalRate bounds a leaf's signals (default
+	// 10/s, burst 20), each of which may mint relay credentials.
+	NeighbourQueryRate    float64
+	NeighbourQueryBurst   int
+	NeighbourSummaryRate  float64
+	NeighbourSummaryBurst int
+	NeighbourSignalRate   float64
+	NeighbourSignalBurst  int
+	LeafSignalRate        float64
+	LeafSignalBurst       int
+	// SlowAfter is how many queries in a row a neighbour may leave
+	// unanswered until the timeout before it gets none for SlowHoldoff
+	// (defaults 4 and 30 s): a neighbour that never answers would otherwise
+	// hold every search to the timeout.
+	SlowAfter   int
+	SlowHoldoff time.Duration
+	Now         func() time.Time
+	Log         zerolog.Logger
 }
 
 func (c *RouterConfig) defaults() {
@@ -73,7 +97,7 @@ func (c *RouterConfig) defaults() {
 		c.HopLimit = protocol.MaxHops
 	}
 	if c.QueryTimeout <= 0 {
-		c.QueryTimeout = 5 * time.Second
+		c.QueryTimeout = time.Second
 	}
 	if c.MaxResults <= 0 {
 		c.MaxResults = 200
@@ -96,6 +120,25 @@ func (c *RouterConfig) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	setRate(&c.NeighbourQueryRate, &c.NeighbourQueryBurst, 200, 400)
+	setRate(&c.NeighbourSummaryRate, &c.NeighbourSummaryBurst, 8, 32)
+	setRate(&c.NeighbourSignalRate, &c.NeighbourSignalBurst, 100, 200)
+	setRate(&c.LeafSignalRate, &c.LeafSignalBurst, 10, 20)
+	if c.SlowAfter <= 0 {
+		c.SlowAfter = 4
+	}
+	if c.SlowHoldoff <= 0 {
+		c.SlowHoldoff = 30 * time.Second
+	}
+}
+
+func setRate(r *float64, b *int, defRate float64, defBurst int) {
+	if *r <= 0 {
+		*r = defRate
+	}
+	if *b <= 0 {
+		*b = defBurst
+	}
 }
 
 // Counters are cumulative message counts, for status and for tests that check
@@ -110,6 +153,13 @@ type Counters struct {
 	QueryTimeouts        atomic.Uint64
 	QueriesRefused       atomic.Uint64 // leaf queries over the leaf's rate
 	SummariesSent        atomic.Uint64
+	// What neighbours and leaves sent beyond their limits, and hits dropped
+	// because they did not match the query they came back for.
+	NeighbourQueriesRefused atomic.Uint64
+	SummariesDropped        atomic.Uint64
+	SignalsDropped          atomic.Uint64
+	HitsDropped             atomic.Uint64
+	SlowNeighbours          atomic.Uint64 // times a neighbour was held off for not answering
 }
 
 type leaf struct {
@@ -118,6 +168,7 @@ type leaf struct {
 	info    LeafInfo
 	files   int
 	queries *rate.Limiter
+	signals *rate.Limiter
 }
 
 type neighbour struct {
@@ -126,11 +177,17 @@ type neighbour struct {
 	summary  index.Summary // as received; nil levels until the first Summary
 	received bool
 	sent     []*index.Bloom // what we last sent it, per level
+
+	queries, summaries, signals *rate.Limiter
+	missed                      int       // queries in a row it left to the timeout
+	heldUntil                   time.Time // it gets no queries until then
 }
 
 type pending struct {
 	origin   LinkID
 	originID protocol.QueryID
+	text     string // the query, to score and check the hits that come back
+	cid      protocol.ContentID
 	waiting  map[LinkID]bool
 	searched uint32
 	hits     int
@@ -201,7 +258,8 @@ func (r *Router) LeafUp(id LinkID, info LeafInfo) {
 	r.mu.Lock()
 	r.nextSrc++
 	l := &leaf{id: id, src: r.nextSrc, info: info,
-		queries: rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst)}
+		queries: rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst),
+		signals: rate.NewLimiter(rate.Limit(r.cfg.LeafSignalRate), r.cfg.LeafSignalBurst)}
 	r.leaves[id] = l
 	r.leafByPeer[info.Peer] = id
 	r.mu.Unlock()
@@ -236,7 +294,11 @@ func (r *Router) LeafDown(id LinkID) {
 // NeighbourUp registers a link to another supernode and sends it our summary.
 func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 	r.mu.Lock()
-	r.neighbours[id] = &neighbour{id: id, peer: peer}
+	c := &r.cfg
+	r.neighbours[id] = &neighbour{id: id, peer: peer,
+		queries:   rate.NewLimiter(rate.Limit(c.NeighbourQueryRate), c.NeighbourQueryBurst),
+		summaries: rate.NewLimiter(rate.Limit(c.NeighbourSummaryRate), c.NeighbourSummaryBurst),
+		signals:   rate.NewLimiter(rate.Limit(c.NeighbourSignalRate), c.NeighbourSignalBurst)}
 	r.nbrByPeer[peer] = id
 	r.dirty = true
 	r.mu.Unlock()

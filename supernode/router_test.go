@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -673,7 +674,11 @@ func TestLimits(t *testing.T) {
 			t.Errorf("the leaf got %q, QueryDone %+v", r.names(), r.done)
 		}
 		// The real answer still completes it.
-		for _, m := range []protocol.Message{&protocol.Hits{ID: inner, Hits: stray}, &protocol.QueryDone{ID: inner, Supernodes: 1}} {
+		answer := []protocol.Hit{{
+			FileRecord: protocol.FileRecord{ID: cidOf("bravo answer"), Name: "bravo answer.mp3"},
+			Sources:    []protocol.Source{{Peer: protocol.PeerID{9}}},
+		}}
+		for _, m := range []protocol.Message{&protocol.Hits{ID: inner, Hits: answer}, &protocol.QueryDone{ID: inner, Supernodes: 1}} {
 			if err := a.r.Handle(a.links[1], m); err != nil {
 				t.Fatal(err)
 			}
@@ -683,6 +688,20 @@ func TestLimits(t *testing.T) {
 			t.Errorf("after B's answer: hits %q, QueryDone %+v", r.names(), r.done)
 		}
 	})
+}
+
+// matchAll has neighbour nid send r a summary that matches every query at
+// every level: a neighbour gets queries only once it has sent a summary.
+func matchAll(t testing.TB, r *Router, nid LinkID) {
+	t.Helper()
+	depth := r.Config().HopLimit
+	for lvl := range depth {
+		f := []byte{1, 10, 7}
+		f = append(f, bytes.Repeat([]byte{0xff}, 1<<10/8)...)
+		if err := r.Handle(nid, &protocol.Summary{Level: lvl, Depth: depth, Filter: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func mustMarshal(t *testing.T, b *index.Bloom) []byte {
@@ -739,6 +758,7 @@ func TestLocalHitsPrecedeQueryDone(t *testing.T) {
 			r := NewRouter(testRouterConfig(), o)
 			o.r = r
 			r.NeighbourUp(o.nb, protocol.PeerID{2})
+			matchAll(t, r, o.nb)
 			r.LeafUp(o.leafID, LeafInfo{Peer: protocol.PeerID{3}})
 			var names []string
 			for i := range 5 {
@@ -823,6 +843,7 @@ func TestRouterConcurrent(t *testing.T) {
 	r := NewRouter(cfg, o)
 	for id := range o.nb {
 		r.NeighbourUp(id, protocol.PeerID{byte(id)})
+		matchAll(t, r, id)
 	}
 	var wg sync.WaitGroup
 	for id, ch := range o.nb {
@@ -968,6 +989,7 @@ func TestFullLocalAnswerNotForwarded(t *testing.T) {
 	o := &concOutbox{toLeaf: map[LinkID][]protocol.Message{}, nb: map[LinkID]chan *protocol.Query{100: make(chan *protocol.Query, 4)}}
 	r := NewRouter(cfg, o)
 	r.NeighbourUp(100, protocol.PeerID{1})
+	matchAll(t, r, 100)
 	r.LeafUp(1, LeafInfo{Peer: protocol.PeerID{2}})
 	if err := r.Handle(1, &protocol.Publish{Files: files("alpha one.mp3", "alpha two.mp3", "alpha three.mp3")}); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -65,8 +67,14 @@ type Config struct {
 	IdleTimeout time.Duration
 	// TickInterval is how often summaries and query timeouts are processed (default 250 ms).
 	TickInterval time.Duration
-	// MaxLeaves caps attached leaves (default 1000).
-	MaxLeaves int
+	// MaxLeaves caps attached leaves (default 1000), MaxLeavesPerAddr those
+	// from one IPv4 address or IPv6 /64 (default 32: one host cannot take
+	// the slots with fresh keys, while the households behind one carrier-grade
+	// NAT address still fit), and MaxNeighbours the supernode links (default
+	// 32; beyond them a supernode's hello is answered "overloaded").
+	MaxLeaves        int
+	MaxLeavesPerAddr int
+	MaxNeighbours    int
 	// LeafLimit is how many leaves the supernode keeps before it promotes an
 	// eligible one to supernode and hands it some of the others (default
 	// 200; below zero, it never promotes). PromoteEvery spaces promotions
@@ -153,6 +161,10 @@ type Server struct {
 	links  map[LinkID]*transport.Link
 	byPeer map[protocol.PeerID]LinkID // supernode links
 	leafOf map[protocol.PeerID]LinkID // leaf links
+	// perAddr counts the leaves from each address block (see addrKey).
+	perAddr map[netip.Prefix]int
+	// membersLim keeps each supernode link to its member-list rate.
+	membersLim map[LinkID]*rate.Limiter
 	// dialFailed holds off redials to listed supernodes that did not answer.
 	dialFailed map[protocol.PeerID]time.Time
 	nextID     atomic.Uint64
@@ -176,6 +188,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxLeaves <= 0 {
 		cfg.MaxLeaves = 1000
+	}
+	if cfg.MaxLeavesPerAddr <= 0 {
+		cfg.MaxLeavesPerAddr = 32
+	}
+	if cfg.MaxNeighbours <= 0 {
+		cfg.MaxNeighbours = 32
 	}
 	if cfg.LeafLimit == 0 {
 		cfg.LeafLimit = 200
@@ -254,6 +272,7 @@ func New(cfg Config) (*Server, error) {
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
+		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
 		ctx:           ctx, cancel: cancel,
 	}
 	if err := s.initAdmission(); err != nil {
@@ -270,6 +289,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.Log = log
 	cfg.Router.ID = id.ID
 	cfg.Router.RTT = s.linkRTT
+	cfg.Router.RelayAddr = s.isRelayAddr
 	if len(cfg.RelaySecret) > 0 {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
@@ -477,6 +497,17 @@ func (s *Server) accept(in *transport.Incoming) {
 			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
 			return
 		}
+		block, ok := s.takeAddrSlot(in.RemoteAddr())
+		if !ok {
+			in.Reject(fmt.Errorf("%w: %d leaves from your address already", protocol.ErrOverloaded, s.cfg.MaxLeavesPerAddr))
+			return
+		}
+		attached := false
+		defer func() {
+			if !attached {
+				s.releaseAddrSlot(block)
+			}
+		}()
 		w := s.welcome(protocol.RoleSupernode)
 		w.Addrs = s.knownSupernodes()
 		if s.alt != nil {
@@ -486,9 +517,12 @@ func (s *Server) accept(in *transport.Incoming) {
 		if err != nil {
 			return
 		}
+		// Others get only addresses seen here: the observed one, and those
+		// the leaf names on the host it was seen at. Anything else could
+		// point downloaders at a host of the leaf's choosing.
 		addrs := []string{in.RemoteAddr().String()}
 		for _, a := range in.Hello.Addrs {
-			if a != addrs[0] && len(addrs) < protocol.MaxAddrs {
+			if a != addrs[0] && len(addrs) < protocol.MaxAddrs && sameHost(a, addrs[0]) {
 				addrs = append(addrs, a)
 			}
 		}
@@ -496,6 +530,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		if id == 0 {
 			return
 		}
+		attached = true
 		// A leaf that reconnects before its old link timed out replaces it.
 		s.mu.Lock()
 		old := s.links[s.leafOf[in.Peer]]
@@ -512,12 +547,17 @@ func (s *Server) accept(in *transport.Incoming) {
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
 			s.forget(s.leafOf, in.Peer, id)
+			s.releaseAddrSlot(block)
 			s.router.LeafDown(id)
 			s.dir.leafGone(id)
 			s.elect.leafGone(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
+		if n := len(s.Linked()); n >= s.cfg.MaxNeighbours {
+			in.Reject(fmt.Errorf("%w: supernode has %d neighbours", protocol.ErrOverloaded, n))
+			return
+		}
 		if err := s.checkHello(in); err != nil {
 			s.log.Info().Err(err).Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).Msg("supernode link refused")
 			in.Reject(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
@@ -620,6 +660,7 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		if _, linked := s.byPeer[l.Peer]; !linked {
 			delete(s.admittedUntil, l.Peer)
 		}
+		delete(s.membersLim, id)
 		s.mu.Unlock()
 		s.router.NeighbourDown(id)
 		s.neighbourGone(id)
@@ -655,6 +696,9 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			continue
 		}
 		if ms, ok := m.(*protocol.Members); ok {
+			if !s.membersAllowed(id) {
+				continue
+			}
 			if err := s.takeMembers(l, ms); err != nil {
 				l.Log().Warn().Err(err).Msg("bad member list; closing link")
 				l.Close(err)

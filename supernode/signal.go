@@ -36,7 +36,9 @@ func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive []string)
 	info.NAT = nat
 	info.Addrs = append([]string(nil), info.Addrs...)
 	for _, a := range reflexive {
-		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) {
+		// A mapping the leaf reports (a symmetric NAT's second port) is
+		// taken only on the host this supernode saw it at.
+		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) && len(info.Addrs) > 0 && sameHost(a, info.Addrs[0]) {
 			info.Addrs = append(info.Addrs, a)
 		}
 	}
@@ -78,6 +80,11 @@ func ChoosePlan(i, t protocol.NATType) protocol.Plan {
 
 func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 	r.mu.Lock()
+	if !r.signalAllowedLocked(from) {
+		r.mu.Unlock()
+		r.Stats.SignalsDropped.Add(1)
+		return nil
+	}
 	if l := r.leaves[from]; l != nil {
 		// A leaf speaks only for itself; what it says of its NAT and addresses
 		// is replaced by what this supernode established.
@@ -89,9 +96,18 @@ func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 		info := l.info
 		r.ixMu.RUnlock()
 		m.From, m.FromSN, m.NAT, m.Hops = info.Peer, r.cfg.ID, info.NAT, r.cfg.HopLimit
-		if m.Kind == protocol.SignalRequest {
+		switch m.Kind {
+		case protocol.SignalRequest:
 			m.Addrs = info.Addrs
 			m.Delay = r.halfRTTms(from)
+		case protocol.SignalRelayed:
+			// The one address a leaf names itself: its allocation, which
+			// must be on a relay we know.
+			if r.cfg.RelayAddr != nil {
+				m.Addrs = slices.DeleteFunc(slices.Clone(m.Addrs), func(a string) bool { return !r.cfg.RelayAddr(a) })
+			}
+		default:
+			m.Addrs = nil
 		}
 	} else if r.neighbours[from] == nil {
 		r.mu.Unlock()
@@ -211,4 +227,17 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 		Str("plan", plan.String()).Uint32("delay_ms", wait).Msg("rendezvous")
 	r.out.Send(to, offer)
 	r.out.Send(from, answer)
+}
+
+// signalAllowedLocked keeps each leaf and neighbour to its signal rate. A
+// dropped signal is not answered: the initiator's own timeout covers it.
+func (r *Router) signalAllowedLocked(from LinkID) bool {
+	now := r.cfg.Now()
+	if l := r.leaves[from]; l != nil {
+		return l.signals.AllowN(now, 1)
+	}
+	if n := r.neighbours[from]; n != nil {
+		return n.signals.AllowN(now, 1)
+	}
+	return true // refused below as from an unknown link
 }

@@ -55,7 +55,9 @@ func TestSignalAcrossSupernodes(t *testing.T) {
 	net.line()
 	a := net.addLeaf(0, "alice")
 	c := net.addLeaf(2, "carol")
-	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, []string{"203.0.113.50:7000"})
+	// A symmetric NAT's second mapping is on the host the supernode saw; one
+	// elsewhere is a claim nobody checked, and is dropped.
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, []string{"192.0.2.1:7000", "203.0.113.50:7000"})
 	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil)
 
 	// What the leaf claims about itself is replaced.
@@ -74,8 +76,8 @@ func TestSignalAcrossSupernodes(t *testing.T) {
 		o.Plan != protocol.PlanRelay || o.Relay == nil || o.FromSN != net.nodes[0].peer {
 		t.Errorf("offer: %+v", o)
 	}
-	if len(o.Addrs) != 2 || o.Addrs[1] != "203.0.113.50:7000" {
-		t.Errorf("offer addresses %v, want the observed and the reflexive one", o.Addrs)
+	if len(o.Addrs) != 2 || o.Addrs[1] != "192.0.2.1:7000" {
+		t.Errorf("offer addresses %v, want the observed and the reflexive one on its host", o.Addrs)
 	}
 	if an.Kind != protocol.SignalAnswer || an.From != c.peer || an.Plan != protocol.PlanRelay || an.Relay != nil {
 		t.Errorf("answer: %+v", an)

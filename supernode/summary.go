@@ -55,6 +55,13 @@ func (r *Router) summary(from LinkID, m *protocol.Summary) error {
 	if n == nil {
 		return fmt.Errorf("%w: summary from a link that is not a supernode", protocol.ErrForbidden)
 	}
+	if !n.summaries.AllowN(r.cfg.Now(), 1) {
+		// Each accepted level is work for every other neighbour: a flood of
+		// them is dropped rather than passed on. The sender sends a level
+		// again only when it changes, so a dropped one stays stale until then.
+		r.Stats.SummariesDropped.Add(1)
+		return nil
+	}
 	depth := min(int(m.Depth), int(r.cfg.HopLimit))
 	for len(n.summary.Levels) < depth {
 		n.summary.Levels = append(n.summary.Levels, nil) // not received yet: matches nothing
@@ -97,6 +104,7 @@ func (r *Router) Tick() {
 		if now.After(p.deadline) {
 			p.status = protocol.StatusTimeout
 			late = append(late, id)
+			r.missedLocked(p, now)
 		}
 	}
 	r.Stats.QueryTimeouts.Add(uint64(len(late)))
@@ -156,4 +164,21 @@ func (r *Router) summariesLocked() []outMsg {
 		n.sent = s.Levels
 	}
 	return msgs
+}
+
+// missedLocked counts a query's unanswered neighbours against them; one that
+// leaves SlowAfter queries in a row to the timeout gets none for SlowHoldoff.
+func (r *Router) missedLocked(p *pending, now time.Time) {
+	for nid := range p.waiting {
+		n := r.neighbours[nid]
+		if n == nil {
+			continue
+		}
+		if n.missed++; n.missed >= r.cfg.SlowAfter {
+			n.missed, n.heldUntil = 0, now.Add(r.cfg.SlowHoldoff)
+			r.Stats.SlowNeighbours.Add(1)
+			r.log.Warn().Str("peer_id", n.peer.Short()).Int("missed", r.cfg.SlowAfter).Dur("holdoff", r.cfg.SlowHoldoff).
+				Msg("neighbour leaves queries unanswered; sending it none for a while")
+		}
+	}
 }
