@@ -279,7 +279,7 @@ func New(cfg Config) (*Daemon, error) {
 	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
 	d := &Daemon{
 		trust: tr,
-		cfg: cfg, log: log, id: id,
+		cfg:   cfg, log: log, id: id,
 		srcs:      newSourceCache(4096),
 		downloads: make(map[protocol.ContentID]*Progress),
 		transfers: make(map[*transport.Link]struct{}),

@@ -273,7 +273,7 @@ func New(cfg Config) (*Server, error) {
 		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
-		ctx:           ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel,
 	}
 	if err := s.initAdmission(); err != nil {
 		cancel()
