@@ -491,14 +491,21 @@ func TestPerPeerCapConcurrent(t *testing.T) {
 		wg.Wait()
 		return ok, quota
 	}
+	// Every TCP client here comes from 127.0.0.1: the per-IP cap on TCP
+	// connections without an allocation is not what is tested.
 	t.Run("per peer", func(t *testing.T) {
-		s := startRelay(t, Config{})
+		s := startRelay(t, Config{MaxTCPPerIP: 100})
 		for round := range 3 {
 			ok, quota := race(t, s, 3*DefaultMaxPerPeer, func(int) string { return fmt.Sprintf("peer-%d", round) })
 			if ok != DefaultMaxPerPeer || quota != 2*DefaultMaxPerPeer {
 				t.Fatalf("round %d: %d allocations and %d refusals of one peer, want %d and %d",
 					round, ok, quota, DefaultMaxPerPeer, 2*DefaultMaxPerPeer)
 			}
+			waitFor(t, "the refused TCP clients to be dropped", func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.tcpIdle == 0
+			})
 		}
 		if n := s.Load().Allocations; n != 3*DefaultMaxPerPeer {
 			t.Fatalf("%d allocations live, want %d", n, 3*DefaultMaxPerPeer)
@@ -506,7 +513,7 @@ func TestPerPeerCapConcurrent(t *testing.T) {
 	})
 	t.Run("relay", func(t *testing.T) {
 		const capacity = 10
-		s := startRelay(t, Config{MaxAllocations: capacity})
+		s := startRelay(t, Config{MaxAllocations: capacity, MaxTCPPerIP: 100})
 		ok, quota := race(t, s, 3*capacity, func(i int) string { return fmt.Sprintf("peer-%d", i) })
 		if ok != capacity || quota != 2*capacity {
 			t.Fatalf("%d allocations and %d refusals, want %d and %d", ok, quota, capacity, 2*capacity)
