@@ -111,8 +111,10 @@ func (nl *natLab) relay(name string, supernodes ...string) *Proc {
 	t := nl.t
 	t.Helper()
 	h := nl.Public(name)
+	// The lab's "public Internet" is a documentation range, which relays
+	// refuse by default.
 	args := []string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--secret-file", nl.secret,
-		"--data-dir", filepath.Join(nl.Dir, name), "--log-json"}
+		"--data-dir", filepath.Join(nl.Dir, name), "--log-json", "--allow-peer", "203.0.113.0/24"}
 	for _, sn := range supernodes {
 		args = append(args, "--supernode", nl.supernodes[sn])
 	}

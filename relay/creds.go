@@ -12,9 +12,22 @@
 // A stock coturn started with use-auth-secret and the same static-auth-secret
 // accepts them, so an operator may run coturn instead of this relay.
 //
-// Every allocation has a byte quota (both directions counted) and a lifetime
-// cap that refreshes cannot extend; each peer ID and the relay as a whole have
-// an allocation limit.
+// Credentials expiring further ahead than the supernodes' credential TTL
+// (plus a clock-skew allowance) are refused, so a forged far-future expiry
+// cannot make one live for ever.
+//
+// Limits are kept per identity (the peer ID in the username), not per
+// credential, because supernodes mint a fresh username on every ask. An
+// identity's first allocation opens a session: within it all its
+// allocations, under any credentials, share one byte quota (both directions
+// counted), and all end when it does, whatever their refreshes. Each identity
+// and the relay as a whole have an allocation limit; each allocation has a
+// cap on its permissions and channels.
+//
+// Clients may relay only to public addresses: private, shared (CGNAT),
+// loopback, link-local, documentation, benchmarking, multicast and other
+// reserved ranges, in IPv4, IPv6 and IPv4-mapped forms, are refused unless
+// the operator allows a range.
 package relay
 
 import (

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ var (
 	errFull       = errors.New("relay full")
 	errStopped    = errors.New("allocation stopped at its quota")
 	errNoTCPRelay = errors.New("TCP relaying (RFC 6062) is not offered")
+	errNoEvenPort = errors.New("EVEN-PORT is not offered")
 )
 
 // relayGen hands pion relay sockets that enforce the allocation quotas.
@@ -26,6 +28,25 @@ func (g *relayGen) Validate() error { return g.inner.Validate() }
 
 func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
 	s := g.s
+	if port != 0 {
+		return nil, nil, errNoEvenPort
+	}
+	s.mu.Lock()
+	err := error(nil)
+	switch {
+	case s.closing:
+		err = ErrServerClosed
+	case len(s.relays) >= s.cfg.MaxAllocations:
+		// The QuotaHandler has checked the count already; this holds even
+		// if allocations race past it.
+		err = errFull
+	case !s.takeTicket():
+		err = errNoEvenPort
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
 	pc, addr, err := g.inner.AllocatePacketConn(network, port)
 	if err != nil {
 		return nil, nil, err
@@ -35,15 +56,9 @@ func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn,
 	defer c.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The QuotaHandler has checked the count already; this check holds even
-	// when allocations over several TCP connections race past that one.
-	switch {
-	case s.closing:
+	if s.closing {
 		pc.Close()
 		return nil, nil, ErrServerClosed
-	case len(s.relays) >= s.cfg.MaxAllocations:
-		pc.Close()
-		return nil, nil, errFull
 	}
 	s.relays[c.key] = c
 	s.wg.Add(1) // done by the timer's function, or by shut when it stops the timer first
@@ -59,28 +74,79 @@ func (g *relayGen) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 }
 
 // relayConn is one allocation's relay socket. It counts the payload bytes pion
-// forwards each way and, past MaxBytes or MaxDuration, closes the socket: pion
-// then sees its read fail and deletes the allocation.
+// forwards each way against its identity's session and, past MaxBytes or at
+// the session's end, closes the socket: pion then sees its read fail and
+// deletes the allocation.
 type relayConn struct {
 	net.PacketConn
-	s       *Server
-	key     string // relayed address
-	created time.Time
-	used    atomic.Int64
-	dead    atomic.Bool // no packet may pass
+	s        *Server
+	key      string // relayed address
+	created  time.Time
+	used     atomic.Int64 // this allocation's bytes, for the log
+	dead     atomic.Bool  // no packet may pass
+	ident    atomic.Pointer[ident]
+	channels atomic.Int64 // channels bound
 
-	mu     sync.Mutex
-	closed bool
-	timer  *time.Timer
-	peer   string
-	client net.Addr // the TURN client's address, for logs and dropTCP
+	mu       sync.Mutex
+	closed   bool
+	timer    *time.Timer
+	peer     string
+	client   net.Addr  // the TURN client's address, for logs and dropTCP
+	deadline time.Time // when the session stops it
+
+	// Set when the allocation is attached to its identity; Server.mu.
+	clientKey string // in Server.byClient
+	tcpKey    string // in Server.tcpConns, "" over UDP
+
+	pmu        sync.Mutex
+	perms      map[netip.Addr]time.Time // peer IPs permitted, by when last granted
+	permOldest time.Time                // no grant in perms is older
 }
 
-// own records whose allocation this is, once pion reports it.
-func (c *relayConn) own(peer string, client net.Addr) {
+// own records whose allocation this is, once pion reports it, and moves its
+// stop to the end of its identity's session.
+func (c *relayConn) own(peer string, client net.Addr, deadline time.Time) {
 	c.mu.Lock()
-	c.peer, c.client = peer, client
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	c.peer, c.client, c.deadline = peer, client, deadline
+	if !c.closed && c.timer.Stop() {
+		c.timer.Reset(time.Until(deadline))
+	}
+}
+
+// grant records a permission for ip, or refuses a new one past
+// MaxPermissions. pion drops a permission nobody refreshes after five
+// minutes; expired ones are pruned here when the map is full and the oldest
+// grant may have expired, so a flood of refused IPs costs no scans.
+func (c *relayConn) grant(ip netip.Addr, now time.Time) bool {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.perms == nil {
+		c.perms = make(map[netip.Addr]time.Time)
+	}
+	if _, ok := c.perms[ip]; !ok && len(c.perms) >= c.s.cfg.MaxPermissions {
+		if now.Sub(c.permOldest) <= permissionLife {
+			return false
+		}
+		oldest := now
+		for p, t := range c.perms {
+			switch {
+			case now.Sub(t) > permissionLife:
+				delete(c.perms, p)
+			case t.Before(oldest):
+				oldest = t
+			}
+		}
+		c.permOldest = oldest
+		if len(c.perms) >= c.s.cfg.MaxPermissions {
+			return false
+		}
+	}
+	if len(c.perms) == 0 {
+		c.permOldest = now
+	}
+	c.perms[ip] = now
+	return true
 }
 
 // ReadFrom is pion reading what peers send to the relayed address.
@@ -103,22 +169,31 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(p, addr)
 }
 
-// spend counts n bytes and reports whether they may pass. The packet that
-// would cross the quota is dropped, so MaxBytes is never exceeded.
+// spend counts n bytes against the identity's session and reports whether
+// they may pass. The packet that would cross the quota is dropped, so
+// MaxBytes is never exceeded, and every allocation of the identity stops.
 func (c *relayConn) spend(n int) bool {
 	if c.dead.Load() {
 		return false
 	}
-	if c.used.Add(int64(n)) > c.s.cfg.MaxBytes {
-		c.used.Add(-int64(n))
+	id := c.ident.Load()
+	if id == nil {
+		return false // pion relays nothing before it reports the allocation
+	}
+	if id.used.Add(int64(n)) > c.s.cfg.MaxBytes {
+		id.used.Add(-int64(n))
+		if id.spent.CompareAndSwap(false, true) {
+			c.s.stopIdent(id)
+		}
 		c.stop("max_bytes")
 		return false
 	}
+	c.used.Add(int64(n))
 	c.s.bytes.Add(uint64(n))
 	return true
 }
 
-// stop ends an allocation at its quota.
+// stop ends an allocation at a limit.
 func (c *relayConn) stop(reason string) {
 	if !c.shut(reason) {
 		return
@@ -172,10 +247,24 @@ func (c *relayConn) shut(reason string) bool {
 	return true
 }
 
+// forget drops a closed relay socket and the allocation on it.
+func (s *Server) forget(c *relayConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relays[c.key] != c {
+		return
+	}
+	delete(s.relays, c.key)
+	s.detach(c)
+	if s.closing && len(s.relays) == 0 {
+		close(s.drained)
+	}
+}
+
 // tcpListener tracks TURN-over-TCP connections so an allocation stopped at its
-// quota can drop its connection, and so connections without an allocation time
-// out. pion stops accepting for good on any Accept error, so transient ones
-// are retried here.
+// quota can drop its connection, and so connections without an allocation are
+// capped and time out. pion stops accepting for good on any Accept error, so
+// transient ones are retried here.
 type tcpListener struct {
 	net.Listener
 	s *Server
@@ -201,15 +290,28 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		backoff = 5 * time.Millisecond
 		tc := &trackedConn{Conn: c, s: s, key: c.RemoteAddr().String()}
+		if ap, err := netip.ParseAddrPort(tc.key); err == nil {
+			tc.ip = ap.Addr().Unmap()
+		}
 		s.mu.Lock()
-		full := s.closing || len(s.tcpConns) >= 2*s.cfg.MaxAllocations
-		if !full {
+		reason := ""
+		switch {
+		case s.closing:
+			reason = "relay closing"
+		case s.tcpIdle >= s.cfg.MaxPendingTCP || len(s.tcpConns) >= s.cfg.MaxAllocations+s.cfg.MaxPendingTCP:
+			reason = "too many connections without an allocation"
+		case s.tcpIdleBy[tc.ip] >= s.cfg.MaxTCPPerIP:
+			reason = "too many connections without an allocation from this IP"
+		default:
 			s.tcpConns[tc.key] = tc
+			tc.idle = true
+			s.tcpIdle++
+			s.tcpIdleBy[tc.ip]++
 		}
 		s.mu.Unlock()
-		if full {
+		if reason != "" {
 			c.Close()
-			s.log.Debug().Str("remote_addr", tc.key).Msg("relay tcp connection refused: too many")
+			s.log.Debug().Str("remote_addr", tc.key).Str("reason", reason).Msg("relay tcp connection refused")
 			continue
 		}
 		c.SetReadDeadline(time.Now().Add(tcpIdle))
@@ -217,21 +319,59 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 	}
 }
 
+// trackedConn is a TURN-over-TCP connection. Without an allocation it is
+// idle: counted against the caps and closed by its read deadline.
 type trackedConn struct {
 	net.Conn
 	s    *Server
 	key  string
+	ip   netip.Addr
+	idle bool // Server.mu
 	once sync.Once
+}
+
+// tcpAllocated marks tc as holding an allocation. Called with s.mu held.
+func (s *Server) tcpAllocated(tc *trackedConn) {
+	if !tc.idle {
+		return
+	}
+	tc.idle = false
+	s.tcpUnidle(tc.ip)
+	tc.SetReadDeadline(time.Time{}) // an allocation keeps it open
+}
+
+// tcpReleased marks tc as idle again once its allocation is gone. Called with
+// s.mu held.
+func (s *Server) tcpReleased(tc *trackedConn) {
+	if tc.idle {
+		return
+	}
+	tc.idle = true
+	s.tcpIdle++
+	s.tcpIdleBy[tc.ip]++
+	tc.SetReadDeadline(time.Now().Add(tcpIdle))
+}
+
+func (s *Server) tcpUnidle(ip netip.Addr) {
+	s.tcpIdle--
+	if s.tcpIdleBy[ip]--; s.tcpIdleBy[ip] <= 0 {
+		delete(s.tcpIdleBy, ip)
+	}
 }
 
 func (c *trackedConn) Close() error {
 	var err error
 	c.once.Do(func() {
-		c.s.mu.Lock()
-		if c.s.tcpConns[c.key] == c {
-			delete(c.s.tcpConns, c.key)
+		s := c.s
+		s.mu.Lock()
+		if s.tcpConns[c.key] == c {
+			delete(s.tcpConns, c.key)
+			if c.idle {
+				c.idle = false
+				s.tcpUnidle(c.ip)
+			}
 		}
-		c.s.mu.Unlock()
+		s.mu.Unlock()
 		err = c.Conn.Close()
 	})
 	return err

@@ -3,12 +3,16 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -29,16 +33,24 @@ func testLog(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 }
 
-// startRelay runs a relay on loopback ports chosen by the kernel.
+// startRelay runs a relay on loopback ports chosen by the kernel, letting
+// clients relay to loopback.
 func startRelay(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.AllowLoopbackPeers = true
+	return newRelay(t, cfg, zerolog.DebugLevel)
+}
+
+// newRelay runs a relay on loopback with cfg's destination policy, logging at
+// level.
+func newRelay(t *testing.T, cfg Config, level zerolog.Level) *Server {
 	t.Helper()
 	cfg.Secret = testSecret
 	cfg.ListenUDP = "127.0.0.1:0"
 	if cfg.ListenTCP == "" {
 		cfg.ListenTCP = "127.0.0.1:0"
 	}
-	cfg.AllowLoopbackPeers = true
-	cfg.Log = testLog(t)
+	cfg.Log = testLog(t).Level(level)
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +65,13 @@ func startRelay(t *testing.T, cfg Config) *Server {
 
 func mint(peer string) Credentials {
 	return Mint(testSecret, peer, time.Minute, time.Now())
+}
+
+// signed is a username with a valid password for it, whatever it says.
+func signed(username string) Credentials {
+	mac := hmac.New(sha1.New, testSecret)
+	mac.Write([]byte(username))
+	return Credentials{Username: username, Password: base64.StdEncoding.EncodeToString(mac.Sum(nil))}
 }
 
 func tryAllocate(t *testing.T, server string, tcp bool, creds Credentials) (*Allocation, error) {
@@ -254,6 +273,9 @@ func TestRefused(t *testing.T) {
 		{"expired", Mint(testSecret, "peer-a", time.Minute, time.Now().Add(-time.Hour))},
 		{"wrong secret", Mint([]byte("another secret"), "peer-a", time.Minute, time.Now())},
 		{"no peer id", Credentials{Username: strconv.FormatInt(good.Expires.Unix(), 10), Password: good.Password}},
+		{"far-future expiry", Mint(testSecret, "peer-a", 100*365*24*time.Hour, time.Now())},
+		{"expiry 99999999999", signed("99999999999:peer-a")},
+		{"expiry past CredTTL and the skew", Mint(testSecret, "peer-a", DefaultCredTTL+DefaultClockSkew+time.Minute, time.Now())},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,7 +325,10 @@ func TestAllocationLimits(t *testing.T) {
 }
 
 func TestPermitRefusesOwnHost(t *testing.T) {
-	cfg := Config{Secret: testSecret, ListenUDP: "127.0.0.1:0", ListenTCP: "-", Log: testLog(t)}
+	// A relay on its defaults, but for the documentation range this test
+	// may permit: permissions alone send nothing anywhere.
+	cfg := Config{Secret: testSecret, ListenUDP: "127.0.0.1:0", ListenTCP: "-", Log: testLog(t),
+		AllowPeers: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +341,12 @@ func TestPermitRefusesOwnHost(t *testing.T) {
 	loop := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
 	if err := a.Permit(loop); err == nil {
 		t.Fatal("the relay let a client relay to its own loopback")
+	}
+	for _, ip := range []string{"10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "198.18.0.1",
+		"169.254.169.254", "0.0.0.1", "224.0.0.1", "255.255.255.255", "203.0.113.5"} {
+		if err := a.Permit(&net.UDPAddr{IP: net.ParseIP(ip), Port: 9}); err == nil {
+			t.Errorf("the relay let a client relay to %s", ip)
+		}
 	}
 	// One refused address among others does not fail the rest.
 	if err := a.Permit(loop, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}); err != nil {

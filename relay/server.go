@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +22,12 @@ const (
 	DefaultMaxDuration    = time.Hour
 	DefaultMaxAllocations = 1000
 	DefaultMaxPerPeer     = 8
+	DefaultCredTTL        = time.Hour
+	DefaultClockSkew      = 5 * time.Minute
+	DefaultMaxPermissions = 256
+	DefaultMaxChannels    = 512
+	DefaultMaxPendingTCP  = 256
+	DefaultMaxTCPPerIP    = 16
 )
 
 const (
@@ -27,6 +36,18 @@ const (
 	tcpIdle = 30 * time.Second
 	// rateWindow is how many one-second samples Load's rate spans.
 	rateWindow = 5
+	// identsPerSlot sizes the table of identities' quota windows: that many
+	// per allocation slot, so identities that come and go keep their windows
+	// while a flood of fresh ones cannot grow it without bound.
+	identsPerSlot = 16
+	// admitTTL is how long an admitted Allocate may take to become an
+	// allocation before its reservation is dropped. pion creates it at once
+	// in the goroutine that admitted it, so this only bounds failures.
+	admitTTL = 5 * time.Second
+	// permissionLife is how long pion keeps a permission nobody refreshes (its
+	// permissionTimeout), plus a margin so the count here never falls short of
+	// pion's.
+	permissionLife = 5*time.Minute + 5*time.Second
 )
 
 // ErrServerClosed is returned for allocations asked of a closed relay.
@@ -61,10 +82,14 @@ type Config struct {
 	// MinPort and MaxPort bound the relay ports (both or neither); zero means
 	// any port the kernel gives.
 	MinPort, MaxPort uint16
-	// MaxBytes is the per-allocation byte quota, both directions counted.
+	// MaxBytes is what one identity (peer ID) may relay in one session, both
+	// directions and all its allocations and credentials counted together.
 	// Default DefaultMaxBytes.
 	MaxBytes int64
-	// MaxDuration caps an allocation's life whatever its refreshes. Default
+	// MaxDuration is the length of an identity's session: it opens with the
+	// identity's first allocation, and every allocation of the identity ends
+	// when it does, so no allocation lives longer than this and opening more
+	// cannot stretch it. The next allocation opens a new session. Default
 	// DefaultMaxDuration.
 	MaxDuration time.Duration
 	// MaxAllocations refuses new allocations beyond this many. Default
@@ -73,9 +98,30 @@ type Config struct {
 	// MaxPerPeer is how many allocations one peer ID may hold at once.
 	// Default DefaultMaxPerPeer.
 	MaxPerPeer int
-	// AllowLoopbackPeers lets clients relay to loopback addresses (tests). By
-	// default loopback, link-local, multicast and unspecified peers are refused
-	// so the relay cannot be pointed at its own host or cloud metadata.
+	// CredTTL is the longest credential lifetime the supernodes mint (their
+	// RelayCredTTL): credentials expiring later than CredTTL+ClockSkew from now
+	// are refused, so a forged far-future expiry cannot make one live for
+	// ever. Default DefaultCredTTL.
+	CredTTL time.Duration
+	// ClockSkew is how far the minting supernode's clock may run ahead of the
+	// relay's. Default DefaultClockSkew.
+	ClockSkew time.Duration
+	// MaxPermissions is how many peer IPs one allocation may hold
+	// permissions for at once; more are refused. Default
+	// DefaultMaxPermissions.
+	MaxPermissions int
+	// MaxChannels is how many channels one allocation may bind at once; an
+	// allocation that binds more is stopped. Default DefaultMaxChannels.
+	MaxChannels int
+	// MaxPendingTCP is how many TURN-over-TCP connections without an
+	// allocation are kept at once, and MaxTCPPerIP how many of them one
+	// source IP may hold; more are closed at accept. Defaults
+	// DefaultMaxPendingTCP and DefaultMaxTCPPerIP.
+	MaxPendingTCP, MaxTCPPerIP int
+	// AllowPeers are ranges clients may relay to although they are private or
+	// reserved (see reservedPeers): a relay serving a LAN, or a test lab.
+	AllowPeers []netip.Prefix
+	// AllowLoopbackPeers adds 127.0.0.0/8 and ::1 to AllowPeers (tests).
 	AllowLoopbackPeers bool
 	Log                zerolog.Logger
 }
@@ -86,7 +132,7 @@ type Load struct {
 	Capacity     int     // MaxAllocations
 	BytesRelayed uint64  // payload bytes forwarded, both directions, since start
 	Rate         float64 // bytes/s over the last few seconds
-	QuotaStops   uint64  // allocations stopped at their byte or time quota
+	QuotaStops   uint64  // allocations stopped at a limit: bytes, session time, channels
 	AuthFailures uint64  // requests refused for their credentials
 }
 
@@ -98,18 +144,25 @@ type Server struct {
 	udp   net.PacketConn
 	tcp   net.Listener // nil when TCP is off
 	realm string
+	peers peerPolicy
 
 	bytes        atomic.Uint64
 	quotaStops   atomic.Uint64
 	authFailures atomic.Uint64
 
-	mu       sync.Mutex
-	closing  bool
-	allocs   int                     // allocations pion reports live
-	perPeer  map[string]int          // live allocations by peer ID
-	relays   map[string]*relayConn   // relay sockets by relayed address
-	tcpConns map[string]*trackedConn // TURN-over-TCP connections by remote address
-	samples  []sample                // BytesRelayed once a second, oldest first
+	mu        sync.Mutex
+	closing   bool
+	allocs    int                     // live allocations
+	idents    map[string]*ident       // sessions by peer ID
+	identAge  *list.List              // of *ident, oldest session first
+	maxIdents int                     // cap of idents
+	admitted  map[string]*admission   // admitted Allocates not yet created, by client
+	byClient  map[string]*relayConn   // live allocations by client
+	relays    map[string]*relayConn   // relay sockets by relayed address
+	tcpConns  map[string]*trackedConn // TURN-over-TCP connections by remote address
+	tcpIdle   int                     // of them without an allocation
+	tcpIdleBy map[netip.Addr]int      // the same by source IP
+	samples   []sample                // BytesRelayed once a second, oldest first
 
 	closed    chan struct{}
 	drained   chan struct{} // closed once closing and no relay socket is left
@@ -131,31 +184,45 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Realm == "" {
 		cfg.Realm = DefaultRealm
 	}
-	if cfg.MaxBytes <= 0 {
-		cfg.MaxBytes = DefaultMaxBytes
-	}
-	if cfg.MaxDuration <= 0 {
-		cfg.MaxDuration = DefaultMaxDuration
-	}
-	if cfg.MaxAllocations <= 0 {
-		cfg.MaxAllocations = DefaultMaxAllocations
-	}
-	if cfg.MaxPerPeer <= 0 {
-		cfg.MaxPerPeer = DefaultMaxPerPeer
-	}
+	setDefault(&cfg.MaxBytes, DefaultMaxBytes)
+	setDefault(&cfg.MaxDuration, DefaultMaxDuration)
+	setDefault(&cfg.MaxAllocations, DefaultMaxAllocations)
+	setDefault(&cfg.MaxPerPeer, DefaultMaxPerPeer)
+	setDefault(&cfg.CredTTL, DefaultCredTTL)
+	setDefault(&cfg.ClockSkew, DefaultClockSkew)
+	setDefault(&cfg.MaxPermissions, DefaultMaxPermissions)
+	setDefault(&cfg.MaxChannels, DefaultMaxChannels)
+	setDefault(&cfg.MaxPendingTCP, DefaultMaxPendingTCP)
+	setDefault(&cfg.MaxTCPPerIP, DefaultMaxTCPPerIP)
 	if (cfg.MinPort == 0) != (cfg.MaxPort == 0) || cfg.MinPort > cfg.MaxPort {
 		return nil, fmt.Errorf("relay: port range %d-%d: give both ends, low first", cfg.MinPort, cfg.MaxPort)
 	}
+	allow := slices.Clone(cfg.AllowPeers)
+	if cfg.AllowLoopbackPeers {
+		allow = append(allow, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	}
+	for i, p := range allow {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("relay: allowed peer range %d is not a valid prefix", i)
+		}
+		allow[i] = p.Masked()
+	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Log,
-		realm:    cfg.Realm,
-		perPeer:  make(map[string]int),
-		relays:   make(map[string]*relayConn),
-		tcpConns: make(map[string]*trackedConn),
-		samples:  []sample{{t: time.Now()}},
-		closed:   make(chan struct{}),
-		drained:  make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Log,
+		realm:     cfg.Realm,
+		peers:     peerPolicy{allow: allow},
+		idents:    make(map[string]*ident),
+		identAge:  list.New(),
+		maxIdents: identsPerSlot * cfg.MaxAllocations,
+		admitted:  make(map[string]*admission),
+		byClient:  make(map[string]*relayConn),
+		relays:    make(map[string]*relayConn),
+		tcpConns:  make(map[string]*trackedConn),
+		tcpIdleBy: make(map[netip.Addr]int),
+		samples:   []sample{{t: time.Now()}},
+		closed:    make(chan struct{}),
+		drained:   make(chan struct{}),
 	}
 	if err := s.listen(); err != nil {
 		return nil, err
@@ -179,7 +246,8 @@ func New(cfg Config) (*Server, error) {
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
-			OnAllocationDeleted: s.onAllocationDeleted,
+			OnChannelCreated:    s.onChannelCreated,
+			OnChannelDeleted:    s.onChannelDeleted,
 		},
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
@@ -198,6 +266,12 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.sampleLoop()
 	return s, nil
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // listen opens (or adopts) the UDP socket and the TCP listener.
@@ -339,6 +413,7 @@ func (s *Server) sampleLoop() {
 			if len(s.samples) > rateWindow {
 				s.samples = append(s.samples[:0], s.samples[len(s.samples)-rateWindow:]...)
 			}
+			s.sweep(now)
 			s.mu.Unlock()
 		}
 	}
@@ -383,19 +458,6 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// forget drops a closed relay socket.
-func (s *Server) forget(c *relayConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.relays[c.key] != c {
-		return
-	}
-	delete(s.relays, c.key)
-	if s.closing && len(s.relays) == 0 {
-		close(s.drained)
-	}
-}
-
 // closeSockets undoes listen when New fails later.
 func (s *Server) closeSockets() {
 	s.udp.Close()
@@ -404,18 +466,23 @@ func (s *Server) closeSockets() {
 	}
 }
 
-// checkUsername refuses malformed and expired usernames before pion derives a
-// key; a bad HMAC is caught by pion and reported to onAuth.
+// checkUsername refuses malformed, expired and far-future usernames before
+// pion derives a key; a bad HMAC is caught by pion and reported to onAuth.
 func (s *Server) checkUsername(username, realm string, src net.Addr) bool {
 	exp, peer, ok := parseUsername(username)
+	now := time.Now()
 	reason := ""
 	switch {
 	case !ok:
 		reason = "malformed username"
 	case realm != s.realm:
 		reason = "wrong realm"
-	case exp.Before(time.Now().Truncate(time.Second)):
+	case exp.Before(now.Truncate(time.Second)):
 		reason = "expired"
+	case exp.After(now.Add(s.cfg.CredTTL + s.cfg.ClockSkew)):
+		// Supernodes mint for at most CredTTL: a later expiry is forged with
+		// the secret or minted by a misconfigured supernode.
+		reason = "expiry too far ahead"
 	}
 	if reason == "" {
 		return true
@@ -435,71 +502,29 @@ func (s *Server) onAuth(src, _ net.Addr, _, username, _, method string, verdict 
 		Str("reason", "bad password").Msg("relay credentials refused")
 }
 
-// admit is pion's QuotaHandler: the per-peer and global allocation limits.
-func (s *Server) admit(username, _ string, src net.Addr) bool {
-	peer := peerOf(username)
-	s.mu.Lock()
-	full, many := s.allocs >= s.cfg.MaxAllocations, s.perPeer[peer] >= s.cfg.MaxPerPeer
-	s.mu.Unlock()
-	if !full && !many {
-		return true
-	}
-	reason := "relay full"
-	if !full {
-		reason = "peer at its allocation limit"
-	}
-	s.log.Debug().Str("peer_id", peer).Str("remote_addr", src.String()).Str("reason", reason).
-		Msg("relay allocation refused")
-	return false
-}
-
-// permit is pion's PermissionHandler: which peer IPs a client may relay to.
+// permit is pion's PermissionHandler, asked for every CreatePermission
+// address and ChannelBind: the destination policy, then the allocation's
+// permission cap.
 func (s *Server) permit(client net.Addr, ip net.IP) bool {
-	ok := true
-	switch {
-	case ip.IsLoopback():
-		ok = s.cfg.AllowLoopbackPeers
-	case ip.IsUnspecified(), ip.IsMulticast(), ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast(),
-		ip.Equal(net.IPv4bcast):
-		ok = false
+	addr, _ := netip.AddrFromSlice(ip)
+	err := s.peers.check(addr)
+	if err == nil {
+		s.mu.Lock()
+		c := s.byClient[clientKey(client)]
+		s.mu.Unlock()
+		switch {
+		case c == nil:
+			err = errors.New("no allocation")
+		case !c.grant(addr.Unmap(), time.Now()):
+			err = fmt.Errorf("allocation holds %d permissions already", s.cfg.MaxPermissions)
+		}
 	}
-	if !ok {
-		s.log.Debug().Str("remote_addr", client.String()).Str("peer_addr", ip.String()).
+	if err != nil {
+		s.log.Debug().Str("remote_addr", client.String()).Str("peer_addr", ip.String()).Str("reason", err.Error()).
 			Msg("relay permission refused")
+		return false
 	}
-	return ok
-}
-
-func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
-	peer := peerOf(username)
-	s.mu.Lock()
-	s.allocs++
-	s.perPeer[peer]++
-	c := s.relays[relayAddr.String()]
-	tc := s.tcpConns[src.String()]
-	s.mu.Unlock()
-	if c != nil {
-		c.own(peer, src)
-	}
-	if tc != nil {
-		tc.SetReadDeadline(time.Time{}) // an allocation keeps it open
-	}
-	s.log.Info().Str("peer_id", peer).Str("remote_addr", src.String()).Str("relay_addr", relayAddr.String()).
-		Msg("relay allocation created")
-}
-
-func (s *Server) onAllocationDeleted(src, _ net.Addr, _, username, _ string) {
-	peer := peerOf(username)
-	s.mu.Lock()
-	s.allocs--
-	if s.perPeer[peer]--; s.perPeer[peer] <= 0 {
-		delete(s.perPeer, peer)
-	}
-	tc := s.tcpConns[src.String()]
-	s.mu.Unlock()
-	if tc != nil {
-		tc.SetReadDeadline(time.Now().Add(tcpIdle))
-	}
+	return true
 }
 
 // dropTCP closes the TURN-over-TCP connection from addr, if there is one, so

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,10 +37,10 @@ func command() *cobra.Command {
 	var (
 		listen, tcp, relayIP, secretFile, dataDir, logLevel, advertise string
 		certFile                                                       string
-		supernodes                                                     []string
+		supernodes, allowPeers                                         []string
 		maxBytes                                                       int64
-		maxDuration                                                    time.Duration
-		maxAllocs                                                      int
+		maxDuration, credTTL                                           time.Duration
+		maxAllocs, maxPerPeer                                          int
 		minPort, maxPort                                               uint16
 		jsonLogs                                                       bool
 	)
@@ -47,8 +48,10 @@ func command() *cobra.Command {
 		Use:   "relay",
 		Short: "Run a TURN relay that supernodes hand to peers who cannot connect directly",
 		Long: `Run a TURN relay (RFC 8656) over UDP and TCP. It accepts only credentials minted
-by supernodes with the secret they share with it, caps each allocation's bytes and
-lifetime, and reports its load to the supernodes given with --supernode.`,
+by supernodes with the secret they share with it, caps what each peer may relay
+and for how long, refuses to relay to private and reserved addresses (unless
+allowed with --allow-peer), and reports its load to the supernodes given with
+--supernode.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -64,11 +67,19 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 			if secret == nil {
 				return fail(errors.New("a secret is required: --secret-file or $" + cli.SecretEnv))
 			}
+			var allow []netip.Prefix
+			for _, a := range allowPeers {
+				p, err := relay.ParsePeerPrefix(a)
+				if err != nil {
+					return fail(fmt.Errorf("--allow-peer: %w", err))
+				}
+				allow = append(allow, p)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			r, err := relay.New(relay.Config{Secret: secret, ListenUDP: listen, ListenTCP: tcp, RelayIP: net.ParseIP(relayIP),
-				MaxBytes: maxBytes, MaxDuration: maxDuration, MaxAllocations: maxAllocs,
-				MinPort: minPort, MaxPort: maxPort, Log: log})
+				MaxBytes: maxBytes, MaxDuration: maxDuration, MaxAllocations: maxAllocs, MaxPerPeer: maxPerPeer,
+				CredTTL: credTTL, AllowPeers: allow, MinPort: minPort, MaxPort: maxPort, Log: log})
 			if err != nil {
 				return fail(err)
 			}
@@ -144,9 +155,12 @@ lifetime, and reports its load to the supernodes given with --supernode.`,
 	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to report load to: host:port or peerid@host:port")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the relay's identity key")
 	f.StringVar(&certFile, "cert", "", "certificate admitting this relay's key to the overlay (default: prove the secret instead)")
-	f.Int64Var(&maxBytes, "max-bytes", 4<<30, "most bytes one allocation may relay")
-	f.DurationVar(&maxDuration, "max-duration", time.Hour, "longest an allocation may live")
-	f.IntVar(&maxAllocs, "max-allocations", 1000, "most allocations at once")
+	f.Int64Var(&maxBytes, "max-bytes", relay.DefaultMaxBytes, "most bytes one peer may relay in a session, over all its allocations")
+	f.DurationVar(&maxDuration, "max-duration", relay.DefaultMaxDuration, "length of a peer's session, from its first allocation; its allocations end with it")
+	f.IntVar(&maxAllocs, "max-allocations", relay.DefaultMaxAllocations, "most allocations at once")
+	f.IntVar(&maxPerPeer, "max-per-peer", relay.DefaultMaxPerPeer, "most allocations one peer may hold at once")
+	f.DurationVar(&credTTL, "cred-ttl", relay.DefaultCredTTL, "longest credential lifetime the supernodes mint; later expiries are refused")
+	f.StringArrayVar(&allowPeers, "allow-peer", nil, "private or reserved range (CIDR or address) clients may relay to anyway; repeatable")
 	f.Uint16Var(&minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
 	f.Uint16Var(&maxPort, "max-port", 0, "highest relay port (with --min-port)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

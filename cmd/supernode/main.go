@@ -35,6 +35,7 @@ func command() *cobra.Command {
 		secretFile                string
 		certFile, networkKeyFile  string
 		join, turnServers         []string
+		relayAllow                []string
 		advertise                 []string
 		neighbours                int
 		jsonLogs                  bool
@@ -95,8 +96,16 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 				if secret == nil {
 					return usageErr(errors.New("--relay needs a secret: --relay-secret-file or $" + cli.SecretEnv))
 				}
-				r, err := relay.New(relay.Config{Secret: secret, ListenUDP: relayListen, RelayIP: net.ParseIP(relayIP),
-					Log: log.With().Str("part", "relay").Logger()})
+				rc := relay.Config{Secret: secret, ListenUDP: relayListen, RelayIP: net.ParseIP(relayIP),
+					Log: log.With().Str("part", "relay").Logger()}
+				for _, a := range relayAllow {
+					p, err := relay.ParsePeerPrefix(a)
+					if err != nil {
+						return usageErr(fmt.Errorf("--relay-allow-peer: %w", err))
+					}
+					rc.AllowPeers = append(rc.AllowPeers, p)
+				}
+				r, err := relay.New(rc)
 				if err != nil {
 					return usageErr(err)
 				}
@@ -143,6 +152,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")
 	f.StringVar(&relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. :3478")
 	f.StringVar(&relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
+	f.StringArrayVar(&relayAllow, "relay-allow-peer", nil, "private or reserved range (CIDR or address) the relay may relay to anyway; repeatable")
 	f.StringSliceVar(&turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
 	f.StringSliceVar(&advertise, "advertise", nil, "host:port other supernodes reach this one at, for the member list (default: the listen address when it names a host)")
 	f.IntVar(&neighbours, "neighbours", 8, "supernode links to keep, opened from the member list (ring fingers first) when the joined ones are fewer (-1: only --join)")
