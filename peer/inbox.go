@@ -114,7 +114,8 @@ func (lim InboxLimits) withDefaults(maxBytes int64) InboxLimits {
 
 // inboxStep is how far ahead of the bytes received the disk is reserved: a
 // stalled delivery holds at most this much disk until its deadline, and a
-// fast one makes one reservation per step (a few a second at a gigabit).
+// fast one makes one reservation per step (about eight a second at a
+// gigabit).
 const inboxStep = 16 << 20
 
 // inbox keeps what other peers delivered.
