@@ -23,7 +23,7 @@ import (
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// These tests attack a peer's inbox the way issue reports describe it: senders
+// These tests attack a peer's inbox as a hostile sender would: senders
 // announce large files on many deliver streams and then send nothing, or
 // trickle. The victim is a real daemon on loopback; attackers speak the wire
 // protocol through their own transport nodes; honest senders are daemons.
