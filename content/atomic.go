@@ -63,3 +63,7 @@ func syncPath(dir string) error {
 // Preallocate reserves size bytes for f, so that a full disk shows before any
 // data is written (a no-op where the file system cannot reserve).
 func Preallocate(f *os.File, size int64) error { return preallocate(f, size) }
+
+// FreeSpace is how many bytes can still be written on the file system that
+// holds dir, or errors.ErrUnsupported where the platform cannot tell.
+func FreeSpace(dir string) (int64, error) { return freeSpace(dir) }

@@ -60,6 +60,8 @@ type Config struct {
 	AcceptFrom  []string
 	// InboxMaxBytes is the largest file taken (default 4 GiB).
 	InboxMaxBytes int64
+	// InboxLimits bound the deliveries in progress (see InboxLimits).
+	InboxLimits InboxLimits
 	// NoLead opts out of ever serving as a supernode; LeadAfter is how long
 	// the peer must be up before it may (default 30 min).
 	NoLead    bool
@@ -339,7 +341,7 @@ func New(cfg Config) (*Daemon, error) {
 	d.attach = newAttachment(d)
 	d.user = newUserDir(d)
 	d.lead = newLeader(d)
-	d.inbox = &inbox{d: d, dir: d.inboxDir()}
+	d.inbox = newInbox(d)
 	d.started = time.Now()
 	d.conns = newConnector(d)
 	return d, nil
