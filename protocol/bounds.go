@@ -174,14 +174,24 @@ func init() {
 	registerCapped[[]MemberRecord](MaxMembers)
 	registerCapped[[]UserRecord](MaxUserRecords)
 	registerCapped[Chain](MaxChain)
+	registerCapped[[]PeerID](MaxUserSNs)
+	registerCapped[AddrList](MaxAddrs)
+	registerCapped[SupernodeList](MaxWelcomeAddrs)
 }
 
-// registerCapped makes msgpack refuse a []T of more than limit elements before it
-// allocates the slice. It also refuses to decode into a slice that is already set:
-// Decode fills a fresh message, so a set slice means its key appeared twice in one
-// map, and each repeat would allocate the list again (a 1 MiB body of repeated
-// 256-hit lists comes to 160 MiB). Otherwise it decodes like msgpack's own slice
-// decoder: nil stays nil, and each element is decoded in place.
+// wireChecker is an element of a capped list that can tell, right after it
+// is decoded, whether it could be valid at all: a zero ID or an empty name
+// never is. The list is refused at the first such element, so a body of
+// 1-byte elements cannot turn into a slice of large zero values.
+type wireChecker interface{ wireCheck() error }
+
+// registerCapped makes msgpack refuse a list of more than limit elements before it
+// allocates anything for them, and refuse it at the first element that could not
+// be valid (see wireChecker). The slice grows as elements decode, so what it holds
+// is paid for by their bytes. It also refuses to decode into a slice that is
+// already set: Decode fills a fresh message, so a set slice means its key appeared
+// twice in one map, and each repeat would allocate the list again (a 1 MiB body of
+// repeated 256-hit lists comes to 160 MiB). nil stays nil.
 func registerCapped[S ~[]T, T any](limit int) {
 	msgpack.Register(S(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
 		if !v.IsNil() {
@@ -198,13 +208,62 @@ func registerCapped[S ~[]T, T any](limit int) {
 			v.SetZero()
 			return nil
 		}
-		s := make(S, n)
-		for i := range s {
-			if err := d.DecodeValue(reflect.ValueOf(&s[i]).Elem()); err != nil {
+		s := make(S, 0, min(n, 8))
+		for i := 0; i < n; i++ {
+			var x T
+			if err := d.DecodeValue(reflect.ValueOf(&x).Elem()); err != nil {
 				return err
 			}
+			if c, ok := any(&x).(wireChecker); ok {
+				if err := c.wireCheck(); err != nil {
+					return fmt.Errorf("element %d of %s: %w", i, v.Type(), err)
+				}
+			}
+			if s, ok := any(x).(string); ok && s == "" {
+				return fmt.Errorf("element %d of %s: %w", i, v.Type(), invalid("empty address"))
+			}
+			s = append(s, x)
 		}
 		v.Set(reflect.ValueOf(s))
 		return nil
 	})
 }
+
+func (h *Hit) wireCheck() error {
+	if len(h.Sources) == 0 {
+		return invalid("hit without a source")
+	}
+	return h.FileRecord.wireCheck()
+}
+
+func (f *FileRecord) wireCheck() error {
+	if f.ID.IsZero() || f.Name == "" {
+		return invalid("file without an ID or a name")
+	}
+	return nil
+}
+
+func (s *Source) wireCheck() error {
+	if s.Peer.IsZero() {
+		return invalid("source without a peer ID")
+	}
+	return nil
+}
+
+func (c *ContentID) wireCheck() error {
+	if c.IsZero() {
+		return invalid("zero content ID")
+	}
+	return nil
+}
+
+func (p *PeerID) wireCheck() error {
+	if p.IsZero() {
+		return invalid("zero peer ID")
+	}
+	return nil
+}
+
+func (m *MemberRecord) wireCheck() error { return m.Check() }
+func (r *UserRecord) wireCheck() error   { return r.Check() }
+func (c *Cert) wireCheck() error         { return c.Check() }

@@ -44,7 +44,7 @@ func (m *Promote) Timeout() time.Duration { return time.Duration(m.TimeoutMS) * 
 // why the leaf will not lead.
 type Promoted struct {
 	Peer    PeerID   `msgpack:"p,omitempty"`
-	Addrs   []string `msgpack:"a,omitempty"`
+	Addrs   AddrList `msgpack:"a,omitempty"`
 	Refused string   `msgpack:"w,omitempty"`
 	// Key is the new supernode's public key, for the certificate the
 	// promoting supernode issues it (v7).

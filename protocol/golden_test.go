@@ -346,7 +346,7 @@ func TestRoundTripVariants(t *testing.T) {
 	maxHashes := bytes.Repeat([]byte{0x5a}, 32*MaxPieceHashes)
 	many := make([]ContentID, MaxIDsPerFrame)
 	for i := range many {
-		many[i][0], many[i][1] = byte(i), byte(i>>8)
+		many[i][0], many[i][1], many[i][2] = byte(i), byte(i>>8), 1
 	}
 	tests := []Message{
 		&Hello{MinVersion: 1, MaxVersion: 0xffff, Role: RoleTransfer, Addrs: []string{}},

@@ -14,7 +14,7 @@ import (
 // others can be neither forged nor replayed over a newer one.
 type MemberRecord struct {
 	Key    []byte   `msgpack:"k"`           // ed25519 public key; the peer ID is its hash
-	Addrs  []string `msgpack:"a"`           // where it listens, QUIC and STUN on one port
+	Addrs  AddrList `msgpack:"a"`           // where it listens, QUIC and STUN on one port
 	Beat   uint64   `msgpack:"b"`           // raised by the supernode with every entry it issues
 	Leaves uint32   `msgpack:"l,omitempty"` // leaves attached now
 	Cap    uint32   `msgpack:"c,omitempty"` // leaves it accepts at most

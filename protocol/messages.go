@@ -174,6 +174,14 @@ type Message interface {
 	validate() error
 }
 
+// AddrList is a list of "host:port" addresses, and SupernodeList a welcome's
+// list of other supernodes. Their own types let the decoder cap their lengths
+// (MaxAddrs, MaxWelcomeAddrs) and refuse empty entries as they arrive.
+type (
+	AddrList      []string
+	SupernodeList []string
+)
+
 // QueryID names one search across the overlay, for duplicate suppression and for
 // routing hits back.
 type QueryID [16]byte
@@ -186,7 +194,7 @@ type Hello struct {
 	MaxVersion uint16   `msgpack:"v1"`
 	Role       Role     `msgpack:"r"`
 	Name       string   `msgpack:"n,omitempty"` // username, for leaves
-	Addrs      []string `msgpack:"a,omitempty"` // addresses the sender can be reached at
+	Addrs      AddrList `msgpack:"a,omitempty"` // addresses the sender can be reached at
 	Agent      string   `msgpack:"ag,omitempty"`
 	// Chain admits the sender to the role it claims: supernode or relay (v7).
 	Chain Chain `msgpack:"ch,omitempty"`
@@ -197,11 +205,11 @@ type Hello struct {
 
 // Welcome accepts a Hello.
 type Welcome struct {
-	Version  uint16   `msgpack:"v"`
-	Role     Role     `msgpack:"r"`
-	Observed string   `msgpack:"o,omitempty"` // the dialler's address as the listener sees it
-	Addrs    []string `msgpack:"a,omitempty"` // other supernodes the listener knows
-	Agent    string   `msgpack:"ag,omitempty"`
+	Version  uint16        `msgpack:"v"`
+	Role     Role          `msgpack:"r"`
+	Observed string        `msgpack:"o,omitempty"` // the dialler's address as the listener sees it
+	Addrs    SupernodeList `msgpack:"a,omitempty"` // other supernodes the listener knows
+	Agent    string        `msgpack:"ag,omitempty"`
 	// STUNAlt is a second STUN port of the listener, so a leaf can tell an
 	// endpoint-dependent NAT mapping from an independent one (v2).
 	STUNAlt string `msgpack:"sa,omitempty"`
@@ -263,7 +271,7 @@ type Query struct {
 type Source struct {
 	Peer  PeerID   `msgpack:"p"`
 	Name  string   `msgpack:"n,omitempty"`
-	Addrs []string `msgpack:"a"`
+	Addrs AddrList `msgpack:"a"`
 	// SN is the supernode the source is attached to, where signalling for a
 	// connection to it goes (v2).
 	SN  *PeerID `msgpack:"sn,omitempty"`
@@ -711,6 +719,9 @@ func (f *FileRecord) validate() error {
 	if f.Name == "" {
 		return invalid("empty file name")
 	}
+	if f.ID.IsZero() {
+		return invalid("zero content ID")
+	}
 	if err := checkStr("file name", f.Name, MaxNameLen); err != nil {
 		return err
 	}
@@ -738,6 +749,11 @@ func (m *Publish) validate() error {
 func (m *Unpublish) validate() error {
 	if len(m.IDs) > MaxIDsPerFrame {
 		return invalid("%d IDs in one frame (max %d)", len(m.IDs), MaxIDsPerFrame)
+	}
+	for i := range m.IDs {
+		if err := m.IDs[i].wireCheck(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -776,6 +792,9 @@ func (m *Hits) validate() error {
 
 func checkSources(srcs []Source) error {
 	for _, s := range srcs {
+		if err := s.wireCheck(); err != nil {
+			return err
+		}
 		if err := checkAddrs(s.Addrs); err != nil {
 			return err
 		}

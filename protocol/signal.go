@@ -35,7 +35,7 @@ func (n NATType) String() string {
 // dialling the leaf back.
 type NATReport struct {
 	Mapping   NATType  `msgpack:"m"`
-	Reflexive []string `msgpack:"r,omitempty"`
+	Reflexive AddrList `msgpack:"r,omitempty"`
 }
 
 // NATStatus is the supernode's verdict on a leaf: Public when a dial back to the
@@ -121,7 +121,7 @@ type Signal struct {
 	ToSN   PeerID     `msgpack:"ts"`
 	Hops   uint8      `msgpack:"h,omitempty"`
 	NAT    NATType    `msgpack:"nt,omitempty"` // of From
-	Addrs  []string   `msgpack:"a,omitempty"`  // From's candidate addresses
+	Addrs  AddrList   `msgpack:"a,omitempty"`  // From's candidate addresses
 	Plan   Plan       `msgpack:"pl,omitempty"`
 	// Delay is how long the receiver waits, in milliseconds, before it starts,
 	// so both sides punch at the same moment.

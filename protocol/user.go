@@ -29,7 +29,7 @@ type UserRecord struct {
 	Seq        uint64   `msgpack:"q"`            // higher replaces lower
 	Expires    int64    `msgpack:"e"`            // Unix seconds
 	Supernodes []PeerID `msgpack:"sn,omitempty"` // the supernodes the user is attached to
-	Addrs      []string `msgpack:"a,omitempty"`  // its addresses, as in a source
+	Addrs      AddrList `msgpack:"a,omitempty"`  // its addresses, as in a source
 	NAT        NATType  `msgpack:"nt,omitempty"` // its NAT type, as nat_report's m
 	Sig        []byte   `msgpack:"s"`            // ed25519 over signedBytes
 }
@@ -66,6 +66,11 @@ func (r *UserRecord) Check() error {
 	}
 	if len(r.Supernodes) > MaxUserSNs {
 		return invalid("%d supernodes in a user record (max %d)", len(r.Supernodes), MaxUserSNs)
+	}
+	for i := range r.Supernodes {
+		if err := r.Supernodes[i].wireCheck(); err != nil {
+			return err
+		}
 	}
 	if r.NAT > NATUDPBlocked {
 		return invalid("NAT type %d", r.NAT)
