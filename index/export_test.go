@@ -3,6 +3,8 @@ package index
 import (
 	"fmt"
 	"slices"
+
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 // Check verifies the index's internal invariants, for tests that drive it through its
@@ -51,13 +53,45 @@ func (ix *Index) Check() error {
 	if live != ix.live || len(ix.docs)-live != ix.dead || ix.cids.live != live {
 		return fmt.Errorf("live %d dead %d docs %d table %d", ix.live, ix.dead, len(ix.docs), ix.cids.live)
 	}
+	uses := map[SourceID]Usage{}
+	for p := range pairs {
+		u := uses[SourceID(p[0])]
+		u.Files++
+		u.Bytes += int64(ix.docs[p[1]].charge)
+		uses[SourceID(p[0])] = u
+	}
 	for src, sd := range ix.bySrc {
+		if sd.use != uses[src] {
+			return fmt.Errorf("source %d: usage %+v, its files add up to %+v", src, sd.use, uses[src])
+		}
+		delete(uses, src)
 		for _, d := range sd.docs {
 			delete(pairs, [2]uint32{uint32(src), d})
 		}
 	}
+	for src, u := range uses {
+		return fmt.Errorf("source %d with %+v has no source list", src, u)
+	}
 	for p := range pairs {
 		return fmt.Errorf("source %d of doc %d missing from its source list", p[0], p[1])
+	}
+	if n := len(pairsOf(ix)); n != ix.pairs {
+		return fmt.Errorf("%d pairs counted, %d held", ix.pairs, n)
+	}
+	if h := ix.countHeld(); h != ix.held {
+		return fmt.Errorf("held %d, counted afresh %d", ix.held, h)
+	}
+	for d := range ix.docs {
+		dc := &ix.docs[d]
+		if dc.nsrc == 0 {
+			continue
+		}
+		r := ix.record(dc)
+		e := Entry{ContentID: *r.cid, Name: string(r.name), Size: r.size, Tags: protocol.Tags{
+			Title: string(r.title), Artist: string(r.artist), Album: string(r.album), Genre: string(r.genre), Year: r.year}}
+		if c := Charge(e); c != int64(dc.charge) {
+			return fmt.Errorf("doc %d charged %d, Charge gives %d", d, dc.charge, c)
+		}
 	}
 	if len(ix.post) != len(ix.terms) {
 		return fmt.Errorf("%d posting lists for %d terms", len(ix.post), len(ix.terms))
@@ -117,3 +151,17 @@ func (ix *Index) Tiered() (tiered, dense int) {
 	}
 	return tiered, dense
 }
+
+// pairsOf lists the (source, document) pairs of live documents.
+func pairsOf(ix *Index) [][2]uint32 {
+	var out [][2]uint32
+	for d := range ix.docs {
+		for _, s := range ix.appendSources(nil, uint32(d)) {
+			out = append(out, [2]uint32{uint32(s), uint32(d)})
+		}
+	}
+	return out
+}
+
+// Compact rebuilds the index without its dead documents now.
+func (ix *Index) Compact() { ix.compact() }

@@ -4,8 +4,13 @@
 // may know an answer to a query.
 //
 // It is pure data: no I/O, no goroutines, no logging and no locks. An Index has one writer
-// at a time; Search, Lookup, QueryTerms, AddTo, Len, KeyCount and Generation do not modify
-// it, so a caller guards it with a sync.RWMutex and runs searches under the read lock.
+// at a time; Search, Lookup, QueryTerms, AddTo, Len, KeyCount, Generation, Usage and
+// SourceUsage do not modify it, so a caller guards it with a sync.RWMutex and runs
+// searches under the read lock.
+//
+// Every file is charged to the sources that share it (see Charge), and an index may be
+// given Limits: on the files and bytes one source may hold, and on the bytes the whole
+// index holds, so that what untrusted leaves publish has a stated memory bound.
 //
 // It is not a full-text engine: no phrases, prefixes, stemming or fuzzy matching. A query
 // is a set of whole normalised words (see Tokenize) that must all appear in a file's name
@@ -14,6 +19,8 @@ package index
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"math"
 	"runtime"
@@ -60,9 +67,69 @@ const (
 
 	// Postings hold docID<<1 | inName, so doc IDs have 31 bits.
 	maxDocs = 1<<31 - 1
-	// Compact once dead documents are this many and more than a third of all documents.
-	compactMinDead = 256
+	// Compact once dead documents are this many and more than a third of all documents,
+	// or once what they would free is this much and over a third of what is held.
+	compactMinDead    = 256
+	compactMinReclaim = 1 << 20
 )
+
+// Errors Add returns when a limit refuses a file. Nothing is added then.
+var (
+	// ErrSourceFull: the source holds as many files or bytes as Limits allow one source.
+	ErrSourceFull = errors.New("index: source at its limit")
+	// ErrFull: the index holds as many bytes as Limits allow it.
+	ErrFull = errors.New("index: full")
+)
+
+// Limits bound what an index holds. A zero field sets no limit.
+type Limits struct {
+	// SourceFiles caps the files one source shares.
+	SourceFiles int
+	// SourceBytes caps the sum of Charge over the files one source shares.
+	SourceBytes int64
+	// Bytes caps Usage().Bytes, the index's count of the memory it holds.
+	Bytes int64
+}
+
+// Usage is what a source holds (files it shares and the sum of their charges), or what
+// the whole index holds (files shared by all sources, counting a file once per source,
+// and its count of the bytes it holds).
+type Usage struct {
+	Files int
+	Bytes int64
+}
+
+// Memory accounting: upper bounds on the heap each part takes, with the allocator's size
+// classes and append growth. TestChargeCoversHeap checks them against the heap.
+const (
+	// fileBytes: a doc (16), its meta (1) and tie key (4), its content ID table slots
+	// (at most 4 at a quarter full: 16), and append growth of those slices.
+	fileBytes = 64
+	// pairBytes: one source sharing one file: its entry in the source's list (with
+	// room for stale ones), and for a file with several sources its entry in the
+	// overflow list and a share of that list's map entry.
+	pairBytes = 48
+	// postingBytes: one posting (4), append growth, and a share of the bitmap a very
+	// common term keeps, which is at most twice its postings (see postings.go).
+	postingBytes = 16
+	// termBytes: a dictionary entry besides the term's bytes: its map slot (24 bytes,
+	// about 55 when the map has just grown to 7/16 full), the rounding of the key's
+	// allocation, the posting list head (32, with growth) and its first block.
+	termBytes = 120
+	// recordSlack is the arena's append growth, as a fraction 1/recordSlack of a record.
+	recordSlack = 4
+
+	// maxRecord is the longest arena record: a content ID, two varints and five strings
+	// with their length prefixes.
+	maxRecord = 32 + 2*binary.MaxVarintLen64 + MaxNameBytes + 2 + 4*(MaxTagBytes+2)
+	// MaxCharge bounds Charge: every string at its cap, each giving MaxTokens terms of
+	// MaxTokenBytes (normalising can lengthen a word).
+	MaxCharge = fileBytes + maxRecord + maxRecord/recordSlack + pairBytes +
+		5*MaxTokens*(postingBytes+termBytes+MaxTokenBytes)
+)
+
+// A doc keeps its charge in 16 bits.
+var _ = uint16(MaxCharge)
 
 // doc is one distinct content ID. Documents live in a slice, not behind pointers, so a
 // million of them cost one allocation and nothing for the garbage collector to trace.
@@ -72,6 +139,8 @@ type doc struct {
 	off     uint32   // record in the arena
 	src     SourceID // the only source when nsrc == 1; otherwise see Index.multi
 	nsrc    uint32   // 0 marks a dead document
+	charge  uint16   // what each source is charged for it (see Charge)
+	ntok    uint8    // its distinct terms, name and tags
 	hasTags bool
 }
 
@@ -79,11 +148,13 @@ type doc struct {
 // (at most MaxTokens).
 const deadMeta = 0xff
 
-// srcDocs lists the documents one source shares. Remove leaves stale IDs behind (cheaper
-// than finding them); they are dropped when they reach half of the list.
+// srcDocs lists the documents one source shares, and what they are charged. Remove
+// leaves stale IDs behind (cheaper than finding them); they are dropped when they reach
+// half of the list.
 type srcDocs struct {
 	docs  []uint32
 	stale int
+	use   Usage
 }
 
 // Index is a keyword index of shared files. Create one with New.
@@ -104,6 +175,16 @@ type Index struct {
 	dead  int
 	gen   uint64
 
+	limits Limits
+	// held is the index's count of the bytes it holds: every document in docs, dead
+	// ones too, every (source, document) pair and every term in the dictionary.
+	held  int64
+	pairs int // (source, document) pairs: Usage().Files
+	// reclaim estimates what a compaction would free: the charges of documents that
+	// died since the last one, less their pairs (an overestimate: their terms may live
+	// on in other documents).
+	reclaim int64
+
 	tk tokenizer // Add's; there is one writer
 
 	scratch sync.Pool // *searchScratch, so concurrent searches do not allocate it
@@ -117,6 +198,53 @@ func New() *Index {
 		bySrc: make(map[SourceID]*srcDocs),
 		cids:  cidTable{seed: maphash.MakeSeed()},
 	}
+}
+
+// SetLimits sets the limits later Adds are held to. Lowering them does not remove
+// anything.
+func (ix *Index) SetLimits(l Limits) { ix.limits = l }
+
+// Usage returns what the whole index holds.
+func (ix *Index) Usage() Usage { return Usage{Files: ix.pairs, Bytes: ix.held} }
+
+// SourceUsage returns what src holds: the files it shares and the sum of their charges.
+// Removing a file gives back exactly what adding it charged.
+func (ix *Index) SourceUsage(src SourceID) Usage {
+	if sd := ix.bySrc[src]; sd != nil {
+		return sd.use
+	}
+	return Usage{}
+}
+
+// Charge returns what a source is charged for sharing e when it is the first to publish
+// its content ID; a source that shares a file already indexed is charged what its first
+// publisher was, since the index keeps the first name and tags. The charge bounds what
+// the file costs the index (its record, its postings, its share of the content ID
+// table), counting each of its terms as if it were new to the dictionary: whatever terms
+// a source picks, the memory its files hold stays within the sum of their charges. It is
+// at most MaxCharge.
+func Charge(e Entry) int64 {
+	var tk tokenizer
+	name, t := clipEntry(&e)
+	tk.add(name)
+	for _, s := range [...]string{t.Title, t.Artist, t.Album, t.Genre} {
+		tk.add(s)
+	}
+	c, _ := charge(&tk, recordLen(&e.ContentID, e.Size, name, &t, !t.IsZero()))
+	return c
+}
+
+// charge returns the charge of a file whose terms are in tk and whose record is recLen
+// bytes, and the part of it that the file itself holds (its document and one pair).
+func charge(tk *tokenizer, recLen int) (c, own int64) {
+	own = docHeld(len(tk.toks), recLen) + pairBytes
+	c = own + int64(len(tk.toks))*termBytes + int64(len(tk.buf))
+	return c, own
+}
+
+// docHeld is what one document holds: its record, its fixed part and its postings.
+func docHeld(ntok, recLen int) int64 {
+	return int64(fileBytes + recLen + recLen/recordSlack + ntok*postingBytes)
 }
 
 // Len returns the number of distinct content IDs in the index.
@@ -137,32 +265,44 @@ func (ix *Index) QueryTerms(query string) []string { return Tokenize(query) }
 
 // Add records that src shares e. Adding the same (src, content ID) again does nothing; a
 // new source for a known content ID joins its sources and keeps the first name and tags.
-// Names and tags are cut to MaxNameBytes and MaxTagBytes. When the index is full (2^31
-// files or 4 GiB of names) the entry is dropped.
-func (ix *Index) Add(src SourceID, e Entry) {
-	if d, ok := ix.cids.find(ix, &e.ContentID); ok {
-		if ix.addSource(d, src) {
-			ix.srcAppend(src, d)
-		}
-		return
+// Names and tags are cut to MaxNameBytes and MaxTagBytes.
+//
+// When the file would take src over its limits Add returns an error wrapping
+// ErrSourceFull, and when it would take the index over its limits (or past 2^31 files
+// or 4 GiB of records) one wrapping ErrFull; nothing is added then. Before refusing
+// with ErrFull it compacts the index if enough was removed since the last compaction.
+func (ix *Index) Add(src SourceID, e Entry) error {
+	err := ix.add(src, &e)
+	if errors.Is(err, ErrFull) && ix.reclaim > 0 && ix.reclaim*8 >= ix.held {
+		// Each such compaction follows removals worth an eighth of the index, so
+		// refusals at the limit cannot make it run often.
+		ix.compact()
+		err = ix.add(src, &e)
 	}
-	name := clip(e.Name, MaxNameBytes)
-	t := protocol.Tags{
-		Title:  clip(e.Tags.Title, MaxTagBytes),
-		Artist: clip(e.Tags.Artist, MaxTagBytes),
-		Album:  clip(e.Tags.Album, MaxTagBytes),
-		Genre:  clip(e.Tags.Genre, MaxTagBytes),
-		Year:   e.Tags.Year,
-	}
-	hasTags := !t.IsZero()
-	recMax := len(e.ContentID) + len(name) + len(t.Title) + len(t.Artist) + len(t.Album) + len(t.Genre) + 7*binary.MaxVarintLen64
-	if len(ix.docs) >= maxDocs || len(ix.arena)+recMax > math.MaxUint32 {
-		return
-	}
-	off := uint32(len(ix.arena))
-	ix.arena = appendRecord(ix.arena, &e.ContentID, e.Size, name, &t, hasTags)
+	return err
+}
 
-	d := uint32(len(ix.docs))
+func (ix *Index) add(src SourceID, e *Entry) error {
+	if d, ok := ix.cids.find(ix, &e.ContentID); ok {
+		if ix.hasSource(d, src) {
+			return nil
+		}
+		c := int64(ix.docs[d].charge)
+		if err := ix.admit(src, c, pairBytes, nil); err != nil {
+			return err
+		}
+		ix.addSource(d, src)
+		ix.srcAppend(src, d)
+		ix.charge(src, c)
+		ix.held += pairBytes
+		return nil
+	}
+	name, t := clipEntry(e)
+	hasTags := !t.IsZero()
+	recLen := recordLen(&e.ContentID, e.Size, name, &t, hasTags)
+	if len(ix.docs) >= maxDocs || len(ix.arena)+recLen > math.MaxUint32 {
+		return fmt.Errorf("%w: %d files, %d bytes of records", ErrFull, len(ix.docs), len(ix.arena))
+	}
 	ix.tk.reset()
 	ix.tk.add(name)
 	nameToks := len(ix.tk.toks)
@@ -171,14 +311,27 @@ func (ix *Index) Add(src SourceID, e Entry) {
 			ix.tk.add(s)
 		}
 	}
+	c, own := charge(&ix.tk, recLen)
+	// The index grows by own and by the terms that are new; counting all of them as
+	// new is enough unless the index is near its limit.
+	if err := ix.admit(src, c, c, func() int64 { return own + ix.newTermBytes() }); err != nil {
+		return err
+	}
+
+	off := uint32(len(ix.arena))
+	ix.arena = appendRecord(ix.arena, &e.ContentID, e.Size, name, &t, hasTags)
+	d := uint32(len(ix.docs))
 	ix.docs = append(ix.docs, doc{
 		off:     off,
 		src:     src,
 		nsrc:    1,
+		charge:  uint16(c),
+		ntok:    uint8(len(ix.tk.toks)),
 		hasTags: hasTags,
 	})
 	ix.meta = append(ix.meta, uint8(nameToks))
 	ix.tie = append(ix.tie, tieKey(1, &e.ContentID))
+	ix.held += own
 	for i := range ix.tk.toks {
 		b := ix.tk.token(i)
 		id, ok := ix.terms[string(b)]
@@ -186,13 +339,77 @@ func (ix *Index) Add(src SourceID, e Entry) {
 			id = uint32(len(ix.post))
 			ix.terms[string(b)] = id
 			ix.post = append(ix.post, plist{})
+			ix.held += termBytes + int64(len(b))
 		}
 		ix.post[id].add(d, i < nameToks, ix.meta)
 	}
 	ix.cids.insert(ix, d)
 	ix.srcAppend(src, d)
+	ix.charge(src, c)
 	ix.live++
 	ix.gen++
+	return nil
+}
+
+// admit checks that src may take on a file charged c that grows the index by at most
+// grow bytes; exact, when not nil, gives the growth precisely for when grow does not fit.
+func (ix *Index) admit(src SourceID, c, grow int64, exact func() int64) error {
+	lim := ix.limits
+	use := ix.SourceUsage(src)
+	if lim.SourceFiles > 0 && use.Files >= lim.SourceFiles {
+		return fmt.Errorf("%w: %d files", ErrSourceFull, use.Files)
+	}
+	if lim.SourceBytes > 0 && use.Bytes+c > lim.SourceBytes {
+		return fmt.Errorf("%w: %d bytes held, a file of %d would pass %d", ErrSourceFull, use.Bytes, c, lim.SourceBytes)
+	}
+	if lim.Bytes > 0 && ix.held+grow > lim.Bytes {
+		if exact != nil {
+			grow = exact()
+		}
+		if ix.held+grow > lim.Bytes {
+			return fmt.Errorf("%w: %d bytes held, a file of %d would pass %d", ErrFull, ix.held, grow, lim.Bytes)
+		}
+	}
+	return nil
+}
+
+// newTermBytes is what the terms in ix.tk that are not in the dictionary would add.
+func (ix *Index) newTermBytes() int64 {
+	var n int64
+	for i := range ix.tk.toks {
+		b := ix.tk.token(i)
+		if _, ok := ix.terms[string(b)]; !ok {
+			n += termBytes + int64(len(b))
+		}
+	}
+	return n
+}
+
+// charge adds a file charged c to src's usage.
+func (ix *Index) charge(src SourceID, c int64) {
+	sd := ix.bySrc[src]
+	sd.use.Files++
+	sd.use.Bytes += c
+	ix.pairs++
+}
+
+// refund takes a file charged c off src's usage.
+func (ix *Index) refund(sd *srcDocs, c int64) {
+	sd.use.Files--
+	sd.use.Bytes -= c
+	ix.pairs--
+	ix.held -= pairBytes
+}
+
+// clipEntry returns e's name and tags cut to what the index stores.
+func clipEntry(e *Entry) (string, protocol.Tags) {
+	return clip(e.Name, MaxNameBytes), protocol.Tags{
+		Title:  clip(e.Tags.Title, MaxTagBytes),
+		Artist: clip(e.Tags.Artist, MaxTagBytes),
+		Album:  clip(e.Tags.Album, MaxTagBytes),
+		Genre:  clip(e.Tags.Genre, MaxTagBytes),
+		Year:   e.Tags.Year,
+	}
 }
 
 // Remove records that src no longer shares cid, and reports whether it did.
@@ -201,11 +418,11 @@ func (ix *Index) Remove(src SourceID, cid protocol.ContentID) bool {
 	if !ok || !ix.dropSource(d, src) {
 		return false
 	}
-	if sd := ix.bySrc[src]; sd != nil {
-		sd.stale++
-		if sd.stale*2 > len(sd.docs) {
-			ix.tidySource(src, sd)
-		}
+	sd := ix.bySrc[src]
+	ix.refund(sd, int64(ix.docs[d].charge))
+	sd.stale++
+	if sd.stale*2 > len(sd.docs) {
+		ix.tidySource(src, sd)
 	}
 	ix.maybeCompact()
 	return true
@@ -222,6 +439,7 @@ func (ix *Index) RemoveSource(src SourceID) int {
 	n := 0
 	for _, d := range sd.docs {
 		if ix.dropSource(d, src) {
+			ix.refund(sd, int64(ix.docs[d].charge))
 			n++
 		}
 	}
@@ -295,6 +513,7 @@ func (ix *Index) dropSource(d uint32, src SourceID) bool {
 		ix.cids.remove(ix, ix.cid(d))
 		ix.live--
 		ix.dead++
+		ix.reclaim += int64(dc.charge) - pairBytes
 		ix.gen++
 		return true
 	}
@@ -355,7 +574,7 @@ func (ix *Index) tidySource(src SourceID, sd *srcDocs) {
 	}
 	slices.Sort(keep)
 	keep = slices.Compact(keep)
-	if len(keep) == 0 {
+	if len(keep) == 0 && sd.use == (Usage{}) {
 		delete(ix.bySrc, src)
 		return
 	}
@@ -363,10 +582,13 @@ func (ix *Index) tidySource(src SourceID, sd *srcDocs) {
 }
 
 // maybeCompact rebuilds the index without dead documents once they are over a third of
-// all documents: each rebuild costs O(size) and follows at least size/3 removals, so
-// removal stays amortised O(1) and dead weight stays bounded.
+// all documents, or once what they free is estimated at over a third of what the index
+// holds: each rebuild costs O(size) and follows removals worth a third of it, so removal
+// stays amortised O(1) and dead weight stays bounded, also when the removed files are
+// few and large.
 func (ix *Index) maybeCompact() {
-	if ix.dead >= compactMinDead && ix.dead*2 > ix.live {
+	if ix.dead >= compactMinDead && ix.dead*2 > ix.live ||
+		ix.reclaim >= compactMinReclaim && ix.reclaim*2 > ix.held {
 		ix.compact()
 	}
 }
@@ -417,24 +639,61 @@ func (ix *Index) compact() {
 
 	ix.docs, ix.meta, ix.tie, ix.arena = docs, meta, tie, arena
 	ix.terms, ix.post, ix.multi = terms, post, multi
-	ix.dead = 0
+	ix.dead, ix.reclaim = 0, 0
 	ix.bySrc = make(map[SourceID]*srcDocs, len(ix.bySrc))
+	ix.pairs = 0
 	for d := range ix.docs {
 		dc := &ix.docs[d]
 		if dc.nsrc == 1 {
 			ix.srcAppend(dc.src, uint32(d))
+			ix.charge(dc.src, int64(dc.charge))
 			continue
 		}
 		for _, s := range ix.multi[uint32(d)] {
 			ix.srcAppend(s, uint32(d))
+			ix.charge(s, int64(dc.charge))
 		}
 	}
+	ix.held = ix.countHeld()
 	ix.cids.rebuild(ix)
+}
+
+// countHeld counts what the index holds from scratch; Add, Remove and compact keep
+// ix.held equal to it.
+func (ix *Index) countHeld() int64 {
+	n := int64(ix.pairs) * pairBytes
+	for d := range ix.docs {
+		dc := &ix.docs[d]
+		n += docHeld(int(dc.ntok), ix.recordEnd(dc)-int(dc.off))
+	}
+	for t := range ix.terms {
+		n += termBytes + int64(len(t))
+	}
+	return n
 }
 
 // Records in the arena: the 32 bytes of the content ID, the size as a varint, the uvarint
 // length and bytes of the name; when the document has tags, then a varint year and the
 // title, artist, album and genre the same way as the name.
+
+// recordLen is the length of the record appendRecord appends.
+func recordLen(cid *protocol.ContentID, size int64, name string, t *protocol.Tags, hasTags bool) int {
+	n := len(cid) + varintLen(size) + strLen(name)
+	if hasTags {
+		n += varintLen(int64(t.Year)) + strLen(t.Title) + strLen(t.Artist) + strLen(t.Album) + strLen(t.Genre)
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutVarint(b[:], v)
+}
+
+func strLen(s string) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(len(s))) + len(s)
+}
 
 func appendRecord(b []byte, cid *protocol.ContentID, size int64, name string, t *protocol.Tags, hasTags bool) []byte {
 	b = append(b, cid[:]...)

@@ -202,12 +202,13 @@ type modelFile struct {
 	e          index.Entry
 	srcs       map[index.SourceID]bool
 	name, tags []string // tokens
+	charge     int64
 }
 
 func (m *model) add(src index.SourceID, e index.Entry) {
 	f := m.files[e.ContentID]
 	if f == nil {
-		f = &modelFile{e: e, srcs: map[index.SourceID]bool{}, name: index.Tokenize(e.Name)}
+		f = &modelFile{e: e, srcs: map[index.SourceID]bool{}, name: index.Tokenize(e.Name), charge: index.Charge(e)}
 		for _, s := range []string{e.Tags.Title, e.Tags.Artist, e.Tags.Album, e.Tags.Genre} {
 			f.tags = append(f.tags, index.Tokenize(s)...)
 		}
@@ -236,6 +237,19 @@ func (m *model) removeSource(src index.SourceID) int {
 		}
 	}
 	return n
+}
+
+// usage is what src must be charged: the charge of every file it shares, as its first
+// publisher gave it.
+func (m *model) usage(src index.SourceID) index.Usage {
+	var u index.Usage
+	for _, f := range m.files {
+		if f.srcs[src] {
+			u.Files++
+			u.Bytes += f.charge
+		}
+	}
+	return u
 }
 
 func (f *modelFile) sources() []index.SourceID {
@@ -400,7 +414,9 @@ func testAgainstModel(t *testing.T, cfg modelConfig) {
 			}
 		case op < addPct:
 			src, e := index.SourceID(r.IntN(nSrcs)), entries[r.IntN(nCIDs)]
-			ix.Add(src, e)
+			if err := ix.Add(src, e); err != nil {
+				t.Fatalf("step %d: Add: %v", step, err)
+			}
 			m.add(src, e)
 		default:
 			src, c := index.SourceID(r.IntN(nSrcs)), entries[r.IntN(nCIDs)].ContentID
@@ -418,6 +434,17 @@ func testAgainstModel(t *testing.T, cfg modelConfig) {
 			continue
 		}
 		check(t, ix)
+		pairs := 0
+		for src := range nSrcs {
+			got, want := ix.SourceUsage(index.SourceID(src)), m.usage(index.SourceID(src))
+			if got != want {
+				t.Fatalf("step %d: source %d usage %+v, want %+v", step, src, got, want)
+			}
+			pairs += want.Files
+		}
+		if got := ix.Usage().Files; got != pairs {
+			t.Fatalf("step %d: index usage %d files, want %d", step, got, pairs)
+		}
 		tr, de := ix.Tiered()
 		tiered, dense, sparse = max(tiered, tr), max(dense, de), max(sparse, tr-de)
 		newKeys := m.keys()

@@ -27,16 +27,38 @@ func (r *Router) publish(from LinkID, m *protocol.Publish) error {
 	}
 	r.ixMu.Lock()
 	defer r.ixMu.Unlock()
+	if r.sources[l.src] != l {
+		// LeafDown ran since leafOf: what we added now would outlive the leaf.
+		return fmt.Errorf("%w: publish from a leaf that is gone", protocol.ErrForbidden)
+	}
 	if m.Reset {
 		r.idx.RemoveSource(l.src)
-		l.files = 0
+		l.refused = false
 	}
-	for _, f := range m.Files {
-		if l.files >= r.cfg.MaxFilesPerLeaf {
-			return fmt.Errorf("%w: more than %d files from one leaf", protocol.ErrOverloaded, r.cfg.MaxFilesPerLeaf)
+	if l.refused {
+		return fmt.Errorf("%w: this leaf's share is over the supernode's limits; publish with reset, or unpublish first", protocol.ErrOverloaded)
+	}
+	now := r.cfg.Now()
+	for i := range m.Files {
+		f := &m.Files[i]
+		// A file is taken while the leaf's publishing bucket is not empty, and
+		// its charge then taken out of it, so the bucket goes at most one file
+		// into debt.
+		var err error
+		if l.publishes.TokensAt(now) <= 0 {
+			err = fmt.Errorf("publishing faster than %.0f bytes a second", r.cfg.LeafPublishRate)
+		} else {
+			before := r.idx.SourceUsage(l.src).Bytes
+			err = r.idx.Add(l.src, index.Entry{ContentID: f.ID, Name: f.Name, Size: f.Size, Tags: f.Tags})
+			if c := r.idx.SourceUsage(l.src).Bytes - before; c > 0 {
+				l.publishes.ReserveN(now, int(c))
+			}
 		}
-		r.idx.Add(l.src, index.Entry{ContentID: f.ID, Name: f.Name, Size: f.Size, Tags: f.Tags})
-		l.files++
+		if err != nil {
+			l.refused = true
+			return fmt.Errorf("%w: %v; %d of the frame's %d files indexed, and no more until a reset or an unpublish",
+				protocol.ErrOverloaded, err, i, len(m.Files))
+		}
 	}
 	return nil
 }
@@ -50,7 +72,7 @@ func (r *Router) unpublish(from LinkID, m *protocol.Unpublish) error {
 	defer r.ixMu.Unlock()
 	for _, id := range m.IDs {
 		if r.idx.Remove(l.src, id) {
-			l.files--
+			l.refused = false
 		}
 	}
 	return nil

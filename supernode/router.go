@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,8 +46,22 @@ type RouterConfig struct {
 	// SummaryBits is the size of every summary level; all supernodes of an overlay
 	// should use the same (default 1<<20 bits, 128 KiB).
 	SummaryBits int
-	// MaxFilesPerLeaf caps what one leaf may publish (default 50,000).
+	// MaxFilesPerLeaf caps the files one leaf may publish (default 5,000: users of
+	// file-sharing networks share from none to a few thousand files).
 	MaxFilesPerLeaf int
+	// MaxIndexBytesPerLeaf caps what one leaf's files may cost the index, each
+	// charged as index.Charge says (default 8 MiB: 5,000 files with typical names
+	// and tags, or about 300 of the largest records a leaf can send).
+	MaxIndexBytesPerLeaf int64
+	// MaxIndexBytes caps the memory the whole index holds, by its own count, which
+	// is above what the heap shows (index.Index.Usage; default 64 MiB, about
+	// 175,000 typical files).
+	MaxIndexBytes int64
+	// LeafPublishRate bounds how fast one leaf may publish, in bytes of charge per
+	// second, with a burst of MaxIndexBytesPerLeaf, so that a leaf's whole share
+	// goes in at once but one that resets and republishes cannot keep the index
+	// busy (default 256 KiB/s, about 180 typical files a second).
+	LeafPublishRate float64
 	// SeenTTL is how long a query ID is remembered for duplicate suppression (default 60 s).
 	SeenTTL time.Duration
 	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a
@@ -106,7 +121,16 @@ func (c *RouterConfig) defaults() {
 		c.SummaryBits = 1 << 20
 	}
 	if c.MaxFilesPerLeaf <= 0 {
-		c.MaxFilesPerLeaf = 50000
+		c.MaxFilesPerLeaf = 5000
+	}
+	if c.MaxIndexBytesPerLeaf <= 0 {
+		c.MaxIndexBytesPerLeaf = 8 << 20
+	}
+	if c.MaxIndexBytes <= 0 {
+		c.MaxIndexBytes = 64 << 20
+	}
+	if c.LeafPublishRate <= 0 {
+		c.LeafPublishRate = 256 << 10
 	}
 	if c.SeenTTL <= 0 {
 		c.SeenTTL = 60 * time.Second
@@ -163,12 +187,17 @@ type Counters struct {
 }
 
 type leaf struct {
-	id      LinkID
-	src     index.SourceID
-	info    LeafInfo
-	files   int
-	queries *rate.Limiter
-	signals *rate.Limiter
+	id   LinkID
+	src  index.SourceID
+	info LeafInfo
+	// refused is set when a publish of this leaf went over a limit: nothing more
+	// is indexed for it until a Reset or an Unpublish that removes a file, so a
+	// leaf over its limits does not get some of its later files in and not
+	// others. Under ixMu.
+	refused   bool
+	publishes *rate.Limiter // bytes of charge; under ixMu
+	queries   *rate.Limiter
+	signals   *rate.Limiter
 }
 
 type neighbour struct {
@@ -233,11 +262,13 @@ type Router struct {
 // NewRouter makes a router that sends through out.
 func NewRouter(cfg RouterConfig, out Outbox) *Router {
 	cfg.defaults()
+	idx := index.New()
+	idx.SetLimits(index.Limits{SourceFiles: cfg.MaxFilesPerLeaf, SourceBytes: cfg.MaxIndexBytesPerLeaf, Bytes: cfg.MaxIndexBytes})
 	return &Router{
 		cfg:        cfg,
 		out:        out,
 		log:        cfg.Log,
-		idx:        index.New(),
+		idx:        idx,
 		sources:    make(map[index.SourceID]*leaf),
 		leaves:     make(map[LinkID]*leaf),
 		neighbours: make(map[LinkID]*neighbour),
@@ -258,8 +289,9 @@ func (r *Router) LeafUp(id LinkID, info LeafInfo) {
 	r.mu.Lock()
 	r.nextSrc++
 	l := &leaf{id: id, src: r.nextSrc, info: info,
-		queries: rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst),
-		signals: rate.NewLimiter(rate.Limit(r.cfg.LeafSignalRate), r.cfg.LeafSignalBurst)}
+		publishes: rate.NewLimiter(rate.Limit(r.cfg.LeafPublishRate), int(min(r.cfg.MaxIndexBytesPerLeaf, math.MaxInt32))),
+		queries:   rate.NewLimiter(rate.Limit(r.cfg.LeafQueryRate), r.cfg.LeafQueryBurst),
+		signals:   rate.NewLimiter(rate.Limit(r.cfg.LeafSignalRate), r.cfg.LeafSignalBurst)}
 	r.leaves[id] = l
 	r.leafByPeer[info.Peer] = id
 	r.mu.Unlock()

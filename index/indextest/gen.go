@@ -210,3 +210,62 @@ func Queries(seed int64, entries []index.Entry, n int) []string {
 	}
 	return out
 }
+
+// Hostile returns n entries generated from seed as an attacker would publish them to
+// cost a supernode the most: every string at the length the index keeps (a 1024-byte
+// name, four 256-byte tags), each made of as many words as the index takes from one
+// string, none of them used by any other entry. Every third entry spells its words with
+// characters that normalising lengthens (ligatures, compatibility forms), so that the
+// index holds more bytes of terms than the entry carries.
+func Hostile(seed int64, n int) []index.Entry {
+	r := rand.New(rand.NewPCG(uint64(seed), 0xbad))
+	// Each normalises to several letters: ﬃ to ffi, ㌀ to アハート, ǆ to dž.
+	expanding := []string{"ﬃ", "ﬄ", "㌀", "㍻", "ǆ", "ﬆ", "㎑", "ŉ"}
+	var b strings.Builder
+	field := func(max int, wide bool) string {
+		words := index.MaxTokens
+		b.Reset()
+		for w := range words {
+			if w > 0 {
+				b.WriteByte(' ')
+			}
+			room := (max-b.Len())/(words-w) - 1 // share out the length left
+			// A unique prefix keeps every word new; the rest fills the room.
+			fmt.Fprintf(&b, "%x", r.Uint64()&0xffffff)
+			for room -= 6; room > 0; {
+				if wide && room >= 3 {
+					x := expanding[r.IntN(len(expanding))]
+					if len(x) <= room {
+						b.WriteString(x)
+						room -= len(x)
+						continue
+					}
+				}
+				b.WriteByte(byte('a' + r.IntN(26)))
+				room--
+			}
+		}
+		return b.String()
+	}
+	out := make([]index.Entry, n)
+	for i := range out {
+		e := &out[i]
+		for j := 0; j < 4; j++ {
+			x := r.Uint64()
+			for k := range 8 {
+				e.ContentID[8*j+k] = byte(x >> (8 * k))
+			}
+		}
+		wide := i%3 == 2
+		e.Name = field(index.MaxNameBytes, wide)
+		e.Size = r.Int64()
+		e.Tags = protocol.Tags{
+			Title:  field(index.MaxTagBytes, wide),
+			Artist: field(index.MaxTagBytes, wide),
+			Album:  field(index.MaxTagBytes, wide),
+			Genre:  field(index.MaxTagBytes, wide),
+			Year:   r.Int(),
+		}
+	}
+	return out
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package supernode
+
+const publishRace = false
