@@ -105,12 +105,16 @@ func TestHostileLeafPublishBounded(t *testing.T) {
 		leaves  int
 		bound   func(RouterConfig) int64
 		honest2 bool // whether the honest leaf can publish more during the attack
+		oneAddr bool // the hostile leaves all come from one address
 	}{
 		// One leaf runs into its own budget; the index has room for others.
-		{"one leaf", 1, func(c RouterConfig) int64 { return c.MaxIndexBytesPerLeaf }, true},
+		{"one leaf", 1, func(c RouterConfig) int64 { return c.MaxIndexBytesPerLeaf }, true, false},
 		// Enough leaves to fill the index run into its limit; honest files already
 		// published are still found, and new ones are refused until room is made.
-		{"leaves filling the index", 12, func(c RouterConfig) int64 { return c.MaxIndexBytes }, false},
+		{"leaves filling the index", 12, func(c RouterConfig) int64 { return c.MaxIndexBytes }, false, false},
+		// As many leaves from one address run into the address's budget, and the
+		// rest of the index stays open to everyone else.
+		{"leaves of one address", 12, func(c RouterConfig) int64 { return c.MaxIndexBytesPerAddr }, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +123,7 @@ func TestHostileLeafPublishBounded(t *testing.T) {
 			r := NewRouter(RouterConfig{Now: clock.Now}, out)
 			cfg := r.Config()
 			const honest = 1
-			r.LeafUp(honest, LeafInfo{Peer: protocol.PeerID{1}})
+			r.LeafUp(honest, LeafInfo{Peer: protocol.PeerID{1}, Addrs: []string{"198.51.100.1:4000"}})
 			if err := r.Handle(honest, &protocol.Publish{Files: files("Hey Jude.mp3")}); err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +132,11 @@ func TestHostileLeafPublishBounded(t *testing.T) {
 			peak := int64(0)
 			for i := range tt.leaves {
 				id := LinkID(100 + i)
-				r.LeafUp(id, LeafInfo{Peer: protocol.PeerID{2, byte(i)}})
+				info := LeafInfo{Peer: protocol.PeerID{2, byte(i)}}
+				if tt.oneAddr {
+					info.Addrs = []string{fmt.Sprintf("192.0.2.66:%d", 1000+i)}
+				}
+				r.LeafUp(id, info)
 				// Twice what the leaf's budget takes at the most a file can be
 				// charged, and another frame after the refusal.
 				n := int(2 * cfg.MaxIndexBytesPerLeaf / index.MaxCharge)

@@ -50,7 +50,7 @@ func measurePublish(tb testing.TB, leaves, per int) publishMem {
 	start := time.Now()
 	for l := range leaves {
 		id := LinkID(l + 1)
-		r.LeafUp(id, LeafInfo{Peer: protocol.PeerID{byte(l), byte(l >> 8)}, Name: fmt.Sprint("leaf", l), Addrs: []string{"192.0.2.1:4000"}})
+		r.LeafUp(id, LeafInfo{Peer: protocol.PeerID{byte(l), byte(l >> 8)}, Name: fmt.Sprint("leaf", l), Addrs: []string{fmt.Sprintf("192.0.%d.%d:4000", byte(l>>8), byte(l))}})
 		// A different seed per leaf: different files, drawn from the same names.
 		for _, m := range wireFrames(tb, records(indextest.Names(int64(l+1), per))) {
 			if err := r.Handle(id, m); err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math"
+	"net/netip"
 	"time"
 
 	"github.com/supernet-p2p/supernet/index"
@@ -49,8 +50,14 @@ func (r *Router) publish(from LinkID, m *protocol.Publish) error {
 			err = fmt.Errorf("publishing faster than %.0f bytes a second", r.cfg.LeafPublishRate)
 		} else {
 			before := r.idx.SourceUsage(l.src).Bytes
+			block := r.blockUsageLocked(l)
 			err = r.idx.Add(l.src, index.Entry{ContentID: f.ID, Name: f.Name, Size: f.Size, Tags: f.Tags})
-			if c := r.idx.SourceUsage(l.src).Bytes - before; c > 0 {
+			c := r.idx.SourceUsage(l.src).Bytes - before
+			switch {
+			case c > 0 && l.block.IsValid() && block+c > r.cfg.MaxIndexBytesPerAddr:
+				r.idx.Remove(l.src, f.ID)
+				err = fmt.Errorf("the leaves of your address have %d bytes of index (at most %d)", block, r.cfg.MaxIndexBytesPerAddr)
+			case c > 0:
 				l.publishes.ReserveN(now, int(c))
 			}
 		}
@@ -323,4 +330,32 @@ func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
 		msgs = append(msgs, outMsg{p.origin, &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
 	}
 	return msgs
+}
+
+// blockUsageLocked is what the leaves of l's address block cost the index.
+func (r *Router) blockUsageLocked(l *leaf) int64 {
+	if !l.block.IsValid() {
+		return 0
+	}
+	var n int64
+	for o := range r.blocks[l.block] {
+		n += r.idx.SourceUsage(o.src).Bytes
+	}
+	return n
+}
+
+// addrBlock is the block a "host:port" address is counted in: its IPv4
+// address, or the /64 of its IPv6 one.
+func addrBlock(addr string) (netip.Prefix, bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	ip := ap.Addr().Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, err := ip.Prefix(bits)
+	return p, err == nil
 }

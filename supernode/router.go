@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"math"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,11 @@ type RouterConfig struct {
 	// goes in at once but one that resets and republishes cannot keep the index
 	// busy (default 256 KiB/s, about 180 typical files a second).
 	LeafPublishRate float64
+	// MaxIndexBytesPerAddr caps what all the leaves from one IPv4 address or
+	// IPv6 /64 may cost the index together (default 16 MiB, two leaves'
+	// worth): one host with many keys cannot fill the whole index and lock
+	// every other leaf out of publishing.
+	MaxIndexBytesPerAddr int64
 	// SeenTTL is how long a query ID is remembered for duplicate suppression (default 60 s).
 	SeenTTL time.Duration
 	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a
@@ -128,6 +134,9 @@ func (c *RouterConfig) defaults() {
 	}
 	if c.MaxIndexBytes <= 0 {
 		c.MaxIndexBytes = 64 << 20
+	}
+	if c.MaxIndexBytesPerAddr <= 0 {
+		c.MaxIndexBytesPerAddr = 16 << 20
 	}
 	if c.LeafPublishRate <= 0 {
 		c.LeafPublishRate = 256 << 10
@@ -196,6 +205,7 @@ type leaf struct {
 	// others. Under ixMu.
 	refused   bool
 	publishes *rate.Limiter // bytes of charge; under ixMu
+	block     netip.Prefix  // the address block the leaf is seen from (invalid if unknown)
 	queries   *rate.Limiter
 	signals   *rate.Limiter
 }
@@ -239,9 +249,10 @@ type Router struct {
 	tickMu sync.Mutex
 	ownGen uint64 // index generation r.own was built from; only Tick uses it, under tickMu
 
-	ixMu    sync.RWMutex // guards idx and sources
+	ixMu    sync.RWMutex // guards idx, sources and blocks
 	idx     *index.Index
 	sources map[index.SourceID]*leaf
+	blocks  map[netip.Prefix]map[*leaf]struct{} // leaves by address block
 
 	mu         sync.Mutex // guards everything below
 	leaves     map[LinkID]*leaf
@@ -270,6 +281,7 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		log:        cfg.Log,
 		idx:        idx,
 		sources:    make(map[index.SourceID]*leaf),
+		blocks:     make(map[netip.Prefix]map[*leaf]struct{}),
 		leaves:     make(map[LinkID]*leaf),
 		neighbours: make(map[LinkID]*neighbour),
 		queries:    make(map[protocol.QueryID]*pending),
@@ -297,6 +309,15 @@ func (r *Router) LeafUp(id LinkID, info LeafInfo) {
 	r.mu.Unlock()
 	r.ixMu.Lock()
 	r.sources[l.src] = l
+	if len(info.Addrs) > 0 {
+		if b, ok := addrBlock(info.Addrs[0]); ok {
+			l.block = b
+			if r.blocks[b] == nil {
+				r.blocks[b] = make(map[*leaf]struct{})
+			}
+			r.blocks[b][l] = struct{}{}
+		}
+	}
 	r.ixMu.Unlock()
 }
 
@@ -320,6 +341,12 @@ func (r *Router) LeafDown(id LinkID) {
 	r.ixMu.Lock()
 	r.idx.RemoveSource(l.src)
 	delete(r.sources, l.src)
+	if bl := r.blocks[l.block]; bl != nil {
+		delete(bl, l)
+		if len(bl) == 0 {
+			delete(r.blocks, l.block)
+		}
+	}
 	r.ixMu.Unlock()
 }
 
