@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,15 +35,15 @@ const memoryBudget = 256 << 20
 // holder of "hostile test one" on sn1, a holder of "hostile test two" on
 // sn2, and an asker on sn1, all real processes at default settings.
 type arena struct {
-	t                        *testing.T
-	l                        *lab
-	sn1, sn2                 *process
-	sn1Target, sn2Target     string
-	sn1Addr                  string
-	holder1, holder2, asker  daemon
-	sn1ID                    protocol.PeerID
-	searches                 searchStats
-	attackerIPs              atomic.Uint32
+	t                       *testing.T
+	l                       *lab
+	sn1, sn2                *process
+	sn1Target, sn2Target    string
+	sn1Addr                 string
+	holder1, holder2, asker daemon
+	sn1ID                   protocol.PeerID
+	searches                searchStats // the last attack's
+	attackerIPs             atomic.Uint32
 }
 
 var peerIPs atomic.Uint32
@@ -80,28 +79,38 @@ func newArena(t *testing.T) *arena {
 	}
 	a.holder1 = a.l.daemon("holder1", share("holder1", "hostile test one.mp3"), a.sn1Target, "--listen", peerListen(), "--attach", "1")
 	a.holder2 = a.l.daemon("holder2", share("holder2", "hostile test two.mp3"), a.sn2Target, "--listen", peerListen(), "--attach", "1")
-	a.asker = a.l.daemon("asker", "", a.sn1Target, "--listen", peerListen(), "--attach", "1")
+	a.asker = a.l.daemon("asker", "", a.sn1Target, "--listen", peerListen(), "--attach", "1", "--user", "asker")
 	for _, d := range []daemon{a.holder1, a.holder2, a.asker} {
 		a.l.waitAttached(d)
 	}
 	// Ready when the asker finds both files: one through sn1's index, one
 	// through sn2, whose summary has reached sn1.
 	pollUntil(t, 30*time.Second, "the asker to find both files", func() (bool, string) {
-		n, _, err := a.search()
-		return n == 2, fmt.Sprint(n, err)
+		hits, _, err := a.search()
+		return foundBoth(hits), fmt.Sprint(hits, err)
 	})
 	return a
 }
 
 // search runs an honest search from the asker and returns the files found
 // and how long it took.
-func (a *arena) search() (int, time.Duration, error) {
+func (a *arena) search() ([]peer.HitJSON, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	start := time.Now()
-	n := 0
-	_, err := peer.NewClient(a.asker.dataDir).Search(ctx, peer.SearchRequest{Query: "hostile test"}, func(h []peer.HitJSON) { n += len(h) })
-	return n, time.Since(start), err
+	var hits []peer.HitJSON
+	_, err := peer.NewClient(a.asker.dataDir).Search(ctx, peer.SearchRequest{Query: "hostile test"}, func(h []peer.HitJSON) { hits = append(hits, h...) })
+	return hits, time.Since(start), err
+}
+
+// foundBoth reports whether hits hold the two honest files.
+func foundBoth(hits []peer.HitJSON) bool {
+	one, two := false, false
+	for _, h := range hits {
+		one = one || h.Name == "hostile test one.mp3"
+		two = two || h.Name == "hostile test two.mp3"
+	}
+	return one && two
 }
 
 // attackerAddr is a loopback address of the attacker's own.
@@ -112,9 +121,9 @@ func (a *arena) attackerAddr() string {
 
 // searchStats are the honest searches made during an attack.
 type searchStats struct {
-	mu    sync.Mutex
 	took  []time.Duration
-	found []int
+	found []bool
+	hits  [][]peer.HitJSON
 	errs  []error
 }
 
@@ -144,8 +153,9 @@ func (a *arena) during(d time.Duration, victims []*process, attack func(ctx cont
 		}
 	}
 	for searching := true; searching; {
-		n, took, err := a.search()
-		st.took, st.found, st.errs = append(st.took, took), append(st.found, n), append(st.errs, err)
+		hits, took, err := a.search()
+		st.took, st.found, st.errs = append(st.took, took), append(st.found, err == nil && foundBoth(hits)), append(st.errs, err)
+		st.hits = append(st.hits, hits)
 		sample()
 		select {
 		case <-attacked:
@@ -168,8 +178,8 @@ func (a *arena) during(d time.Duration, victims []*process, attack func(ctx cont
 	sorted := slices.Clone(st.took)
 	slices.Sort(sorted)
 	ok := 0
-	for i := range st.found {
-		if st.errs[i] == nil && st.found[i] == 2 {
+	for _, f := range st.found {
+		if f {
 			ok++
 		}
 	}
@@ -177,11 +187,12 @@ func (a *arena) during(d time.Duration, victims []*process, attack func(ctx cont
 		len(sorted), ok, sorted[len(sorted)/2].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond))
 	if ok != len(sorted) {
 		for i := range st.found {
-			if st.errs[i] != nil || st.found[i] != 2 {
-				t.Errorf("search %d during the attack: %d files, %v", i, st.found[i], st.errs[i])
+			if !st.found[i] {
+				t.Errorf("search %d during the attack: %d hits, %v", i, len(st.hits[i]), st.errs[i])
 			}
 		}
 	}
+	a.searches = st
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
@@ -227,4 +238,77 @@ func (a *arena) attackerNode(ip string) (*transport.Node, *protocol.Identity) {
 	}
 	t.Cleanup(func() { n.Close() })
 	return n, id
+}
+
+// newAttackerNode is attackerNode for many short-lived keys: the caller
+// closes it.
+func newAttackerNode(t *testing.T, ip string) (*transport.Node, *protocol.Identity) {
+	t.Helper()
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := transport.New(transport.Config{Identity: id, Conn: c, Log: testLog(t)})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return n, id
+}
+
+// rogueSupernode is a key the operator admitted that then turned hostile:
+// what a compromised supernode can do.
+func (a *arena) rogueSupernode(name string) (*protocol.Identity, protocol.Chain) {
+	t := a.t
+	t.Helper()
+	dir := filepath.Join(a.l.root, name)
+	a.l.op.admit(dir)
+	id, err := protocol.LoadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ch, err := protocol.ReadChainFile(filepath.Join(dir, protocol.CertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, ch
+}
+
+// attackerNodeWith is attackerNode for a given key.
+func (a *arena) attackerNodeWith(ip string, id *protocol.Identity) (*transport.Node, *protocol.Identity) {
+	t := a.t
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := transport.New(transport.Config{Identity: id, Conn: c, Log: testLog(t)})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, id
+}
+
+// peerID is a daemon's peer ID, from its status.
+func (a *arena) peerID(d daemon) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := peer.NewClient(d.dataDir).Status(ctx)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return st.PeerID
+}
+
+func mkdirWrite(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

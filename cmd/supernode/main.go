@@ -42,6 +42,7 @@ func command() *cobra.Command {
 		maxLeaves, leafLimit      int
 		promoteEvery              time.Duration
 		hops                      uint8
+		memLimit                  int64
 	)
 	cmd := &cobra.Command{
 		Use:   "supernode",
@@ -57,6 +58,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 			if err != nil {
 				return usageErr(err)
 			}
+			cli.SetMemoryLimit(memLimit)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var targets []string
@@ -159,6 +161,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	f.StringVar(&certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
 	f.StringVar(&networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
+	f.Int64Var(&memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
 	cmd.AddCommand(idCommand(), networkCommand(), admitCommand())
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,4 +24,19 @@ func Logger(w io.Writer, level string, json bool) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// DefaultMemoryLimit is the soft limit daemons give the Go runtime unless
+// GOMEMLIMIT says otherwise: the garbage collector works harder as the heap
+// nears it, so short bursts of garbage (frames decoded and dropped under a
+// flood) do not double the resident memory, as the default GOGC lets them.
+// It is soft: a live heap above it slows the collector, it does not fail.
+const DefaultMemoryLimit = 192 << 20
+
+// SetMemoryLimit applies limit (bytes; 0 for none) unless GOMEMLIMIT is set.
+func SetMemoryLimit(limit int64) {
+	if os.Getenv("GOMEMLIMIT") != "" || limit <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit)
 }

@@ -26,6 +26,7 @@ func upCmd(g *globals) *cobra.Command {
 		unchoke, optimistic                 time.Duration
 		leadAfter, leadStepDown             time.Duration
 		slots, attach                       int
+		memLimit                            int64
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -36,6 +37,7 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cli.SetMemoryLimit(memLimit)
 			var sns []string
 			for _, s := range supernodes {
 				for _, t := range strings.Split(s, ",") {
@@ -104,5 +106,6 @@ func upCmd(g *globals) *cobra.Command {
 	f.DurationVar(&unchoke, "unchoke-interval", 10*time.Second, "how often the peers we upload to are chosen again")
 	f.DurationVar(&optimistic, "optimistic-interval", 30*time.Second, "how often the optimistic unchoke moves to another peer")
 	f.IntVar(&slots, "unchoke-slots", 4, "peers unchoked for their upload rate, beside the optimistic one")
+	f.Int64Var(&memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
 	return cmd
 }

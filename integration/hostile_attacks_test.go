@@ -1,0 +1,444 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/index/indextest"
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// matchAllSummary is a summary level that matches every query: what a
+// neighbour that wants every query claims.
+func matchAllSummary(lvl uint8) *protocol.Summary {
+	return &protocol.Summary{Level: lvl, Depth: 4, Filter: append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)}
+}
+
+// Any key claims the supernode role: fresh keys with no chain, another
+// network's chain or an expired one dial the supernode as supernodes, from
+// eight dialers at once, for the whole attack. None is linked.
+func TestHostileUnadmittedSupernodes(t *testing.T) {
+	a := newArena(t)
+	ip := a.attackerAddr()
+	var tries, refused atomic.Int64
+	a.during(8*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					n, id := newAttackerNode(t, ip)
+					var ch protocol.Chain
+					if w%2 == 1 { // an expired chain of the right network is no better
+						ch = protocol.Admit(testNetKey, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, time.Now().Add(-time.Hour))
+					}
+					l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleSupernode, Chain: ch})
+					tries.Add(1)
+					switch {
+					case err == nil:
+						l.Close(nil)
+						t.Errorf("an unadmitted key was linked")
+					case errors.Is(err, protocol.ErrForbidden):
+						refused.Add(1)
+					}
+					n.Close()
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	t.Logf("%d supernode hellos without a valid chain, %d refused as forbidden (the rest were cut by the end of the attack)", tries.Load(), refused.Load())
+	if refused.Load() == 0 {
+		t.Fatal("no hello was refused")
+	}
+}
+
+// A neighbour the operator admitted turns hostile: it claims to reach every
+// file, never answers a query, and floods summary levels and member lists.
+// Searches are held to the 1 s query timeout until the supernode stops
+// asking it, then answer at once; its floods are dropped at their rates.
+func TestHostileSilentNeighbour(t *testing.T) {
+	a := newArena(t)
+	id, chain := a.rogueSupernode("silent")
+	n, _ := a.attackerNodeWith(a.attackerAddr(), id)
+	var queries atomic.Int64
+	a.during(10*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleSupernode, Chain: chain})
+		if err != nil {
+			t.Errorf("the admitted rogue could not link: %v", err)
+			return
+		}
+		defer l.Close(nil)
+		go func() {
+			for {
+				m, err := l.Recv()
+				if err != nil {
+					return
+				}
+				if _, ok := m.(*protocol.Query); ok {
+					queries.Add(1) // and never answered
+				}
+			}
+		}()
+		for lvl := range uint8(4) {
+			l.Send(matchAllSummary(lvl))
+		}
+		// Flood: levels that change every time, and member lists, as fast as
+		// the link takes them.
+		f := matchAllSummary(0)
+		for i := 0; ctx.Err() == nil; i++ {
+			f.Filter[3+i%128] ^= 1
+			if l.Send(f) != nil {
+				break
+			}
+			if i%64 == 0 {
+				time.Sleep(time.Millisecond) // let the queue drain: a full one closes the link
+			}
+		}
+	})
+	st := a.searches
+	slow := 0
+	for _, d := range st.took {
+		if d > 900*time.Millisecond {
+			slow++
+		}
+	}
+	t.Logf("the silent neighbour got %d queries; %d of %d searches waited for the timeout, the rest did not", queries.Load(), slow, len(st.took))
+	if queries.Load() == 0 {
+		t.Fatal("the rogue got no query: it was not tested")
+	}
+}
+
+// A neighbour the operator admitted gossips member entries it made for keys
+// of its own, without chains or with another network's, so they would own
+// ring positions. The supernode closes the link each time, and usernames
+// still resolve to their owners.
+func TestHostileRingInjection(t *testing.T) {
+	a := newArena(t)
+	id, chain := a.rogueSupernode("injector")
+	ip := a.attackerAddr()
+	var closed atomic.Int64
+	a.during(8*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		n, _ := a.attackerNodeWith(ip, id)
+		for ctx.Err() == nil {
+			l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleSupernode, Chain: chain})
+			if err != nil {
+				continue
+			}
+			var fakes []protocol.MemberRecord
+			for range 64 {
+				k, _ := protocol.GenerateIdentity()
+				m := protocol.MemberRecord{Addrs: []string{ip + ":9"}, Beat: uint64(time.Now().UnixMilli())}
+				m.Sign(k)
+				fakes = append(fakes, m)
+			}
+			l.Send(&protocol.Members{Members: fakes})
+			select {
+			case <-l.Done():
+				closed.Add(1)
+			case <-ctx.Done():
+				l.Close(nil)
+			case <-time.After(5 * time.Second):
+				t.Error("the link that gossiped unadmitted entries stayed open")
+				l.Close(nil)
+			}
+		}
+	})
+	t.Logf("the injector's link was closed %d times", closed.Load())
+	if closed.Load() == 0 {
+		t.Fatal("the link was never closed")
+	}
+	r := a.l.peer(a.holder1.dataDir, "lookup", "asker", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, a.peerID(a.asker)) {
+		t.Fatalf("lookup of asker after the attack: %s", r)
+	}
+}
+
+// A link claims the relay role without the relay secret or a certificate,
+// to report relays of its own choosing. It is refused every time.
+func TestHostileRelayHijack(t *testing.T) {
+	a := newArena(t)
+	ip := a.attackerAddr()
+	var tries, refused atomic.Int64
+	a.during(6*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			n, _ := newAttackerNode(t, ip)
+			ua, _ := net.ResolveUDPAddr("udp", a.sn1Addr)
+			l, _, err := n.DialHello(ctx, ua, a.sn1ID, protocol.RelayHello([]byte("a guess at the secret, long enough"), nil))
+			tries.Add(1)
+			switch {
+			case err == nil:
+				l.Close(nil)
+				t.Error("a relay without the secret was taken")
+			case errors.Is(err, protocol.ErrForbidden):
+				refused.Add(1)
+			}
+			n.Close()
+		}
+	})
+	t.Logf("%d relay hellos without the secret, %d refused as forbidden", tries.Load(), refused.Load())
+	if refused.Load() == 0 {
+		t.Fatal("no relay hello was refused")
+	}
+}
+
+// One host attaches a thousand fresh keys as leaves. It gets the per-address
+// share of the leaf slots, no more, and a new honest peer still attaches and
+// finds what it looks for.
+func TestHostileLeafSlots(t *testing.T) {
+	a := newArena(t)
+	ip := a.attackerAddr()
+	var accepted, overloaded atomic.Int64
+	var held []*transport.Node
+	a.during(30*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		for i := 0; i < 1000 && ctx.Err() == nil; i++ {
+			n, _ := newAttackerNode(t, ip)
+			l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleLeaf})
+			switch {
+			case err == nil:
+				accepted.Add(1)
+				held = append(held, n)
+				go func() {
+					for {
+						if _, err := l.Recv(); err != nil {
+							return
+						}
+					}
+				}()
+				continue
+			case errors.Is(err, protocol.ErrOverloaded):
+				overloaded.Add(1)
+			}
+			n.Close()
+		}
+	})
+	defer func() {
+		for _, n := range held {
+			n.Close()
+		}
+	}()
+	t.Logf("1000 keys from one address: %d attached, %d refused as overloaded", accepted.Load(), overloaded.Load())
+	if accepted.Load() > 32 {
+		t.Errorf("%d leaves from one address, over the per-address cap of 32", accepted.Load())
+	}
+	late := a.l.daemon("latecomer", "", a.sn1Target, "--listen", peerListen(), "--attach", "1")
+	a.l.waitAttached(late)
+	var n int
+	pollUntil(t, 10*time.Second, "the latecomer to find a file", func() (bool, string) {
+		r := a.l.peer(late.dataDir, "search", "--json", "hostile test one")
+		n = strings.Count(r.stdout, `"content_id"`)
+		return n > 0, r.String()
+	})
+}
+
+// One host attaches leaves up to its per-address cap and publishes records
+// as large as the wire allows, each word new to the index, as fast as it
+// can. It runs into the per-leaf and per-address budgets; the supernode stays
+// within its memory, honest files stay found, and an honest peer that comes
+// later publishes and is found too.
+func TestHostilePublishFlood(t *testing.T) {
+	a := newArena(t)
+	ip := a.attackerAddr()
+	var published, refused atomic.Int64
+	a.during(20*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		var wg sync.WaitGroup
+		for i := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, _ := newAttackerNode(t, ip)
+				defer n.Close()
+				l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleLeaf})
+				if err != nil {
+					t.Errorf("leaf %d: %v", i, err)
+					return
+				}
+				go func() {
+					for {
+						m, err := l.Recv()
+						if err != nil {
+							return
+						}
+						if e, ok := m.(*protocol.Error); ok && e.Code == protocol.StatusOverloaded {
+							refused.Add(1)
+						}
+					}
+				}()
+				recs := indextest.Hostile(int64(i), 2000)
+				// 200 maximal records make a frame of about 400 KiB.
+				for j := 0; j < len(recs) && ctx.Err() == nil; j += 200 {
+					var fs []protocol.FileRecord
+					for _, e := range recs[j:min(j+200, len(recs))] {
+						fs = append(fs, protocol.FileRecord{ID: e.ContentID, Name: e.Name, Size: e.Size, Tags: e.Tags})
+					}
+					if err := l.Send(&protocol.Publish{Files: fs}); err != nil {
+						if !errors.Is(err, transport.ErrQueueFull) && ctx.Err() == nil && !isClosed(l) {
+							t.Errorf("leaf %d publish: %v", i, err)
+						}
+						return
+					}
+					published.Add(int64(len(fs)))
+				}
+				<-ctx.Done()
+			}()
+		}
+		wg.Wait()
+	})
+	t.Logf("32 leaves of one host sent %d maximal records; %d publish frames refused as overloaded", published.Load(), refused.Load())
+	if refused.Load() == 0 {
+		t.Fatal("nothing was refused: the attack did not reach a limit")
+	}
+	share := a.l.root + "/late-share"
+	mustWrite(t, share+"/hostile test late.mp3", randomBytes(77, 4096))
+	late := a.l.daemon("latecomer", share, a.sn1Target, "--listen", peerListen(), "--attach", "1")
+	a.l.waitAttached(late)
+	pollUntil(t, 10*time.Second, "the latecomer's file to be found", func() (bool, string) {
+		r := a.l.peer(a.asker.dataDir, "search", "--json", "hostile test late")
+		return strings.Contains(r.stdout, "hostile test late.mp3"), r.String()
+	})
+}
+
+// A leaf claims addresses of other hosts, in its hello and in a NAT report,
+// and publishes a file. Those who find the file are given only the address
+// the supernode saw it at.
+func TestHostileClaimedAddresses(t *testing.T) {
+	a := newArena(t)
+	ip := a.attackerAddr()
+	claimed := []string{"10.1.2.3:6346", "203.0.113.77:80", "192.0.2.1:53"}
+	var seen string
+	a.during(4*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		n, _ := a.attackerNode(ip)
+		l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleLeaf, Addrs: claimed})
+		if err != nil {
+			t.Errorf("leaf dial: %v", err)
+			return
+		}
+		seen = n.Addr().String()
+		go func() {
+			for {
+				if _, err := l.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+		l.Send(&protocol.NATReport{Mapping: protocol.NATEndpointDependent, Reflexive: []string{"198.51.100.9:9", ip + ":7"}})
+		l.Send(&protocol.Publish{Files: []protocol.FileRecord{{ID: protocol.ContentID{0x42}, Name: "claimed addresses file.mp3", Size: 1}}})
+		<-ctx.Done()
+	})
+	var sources []peer.SourceJSON
+	pollUntil(t, 10*time.Second, "the claimer's file found", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sources = nil
+		peer.NewClient(a.asker.dataDir).Search(ctx, peer.SearchRequest{Query: "claimed addresses"}, func(h []peer.HitJSON) {
+			for _, x := range h {
+				sources = append(sources, x.Sources...)
+			}
+		})
+		return len(sources) > 0, fmt.Sprint(sources)
+	})
+	for _, s := range sources {
+		for _, addr := range s.Addrs {
+			host, _, _ := net.SplitHostPort(addr)
+			if host != ip {
+				t.Errorf("the claimer's source lists %s; only addresses on %s (where the supernode saw %s) may be served", addr, ip, seen)
+			}
+		}
+	}
+	t.Logf("served addresses: %v (claimed %v)", sources[0].Addrs, claimed)
+}
+
+// A neighbour the operator admitted answers every query with hits it made
+// up: a matching file with a score of 1e30, and files that do not match at
+// all. The asker sees the matching one ranked by its own score, and never
+// the others.
+func TestHostileForgedHits(t *testing.T) {
+	a := newArena(t)
+	id, chain := a.rogueSupernode("forger")
+	n, _ := a.attackerNodeWith(a.attackerAddr(), id)
+	var answered atomic.Int64
+	a.during(6*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleSupernode, Chain: chain})
+		if err != nil {
+			t.Errorf("the admitted rogue could not link: %v", err)
+			return
+		}
+		defer l.Close(nil)
+		for lvl := range uint8(4) {
+			l.Send(matchAllSummary(lvl))
+		}
+		src := []protocol.Source{{Peer: protocol.PeerID{0x66}, Addrs: []string{"127.66.0.1:1"}}}
+		go func() {
+			for {
+				m, err := l.Recv()
+				if err != nil {
+					return
+				}
+				q, ok := m.(*protocol.Query)
+				if !ok {
+					continue
+				}
+				l.Send(&protocol.Hits{ID: q.ID, Hits: []protocol.Hit{
+					{FileRecord: protocol.FileRecord{ID: protocol.ContentID{0x61}, Name: "hostile test forged with a long name.mp3"}, Sources: src, Score: 1e30},
+					{FileRecord: protocol.FileRecord{ID: protocol.ContentID{0x62}, Name: "totally different.exe"}, Sources: src, Score: 3e38},
+				}})
+				l.Send(&protocol.QueryDone{ID: q.ID, Supernodes: 1})
+				answered.Add(1)
+			}
+		}()
+		<-ctx.Done()
+	})
+	if answered.Load() == 0 {
+		t.Fatal("the forger got no query")
+	}
+	forgedSeen := 0
+	for _, hits := range a.searches.hits {
+		var best peer.HitJSON
+		for _, h := range hits {
+			if strings.Contains(h.Name, "different") {
+				t.Fatalf("a hit that does not match the query reached the asker: %+v", h)
+			}
+			if h.Score > 1.5 {
+				t.Fatalf("hit %q scored %v: the sender's score, not ours", h.Name, h.Score)
+			}
+			if strings.Contains(h.Name, "forged") {
+				forgedSeen++
+			}
+			if h.Score > best.Score {
+				best = h
+			}
+		}
+		if strings.Contains(best.Name, "forged") {
+			t.Fatalf("the forged hit ranked first: %+v", hits)
+		}
+	}
+	t.Logf("the forger answered %d queries; its matching hit reached the asker %d times, never first, with our score", answered.Load(), forgedSeen)
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := mkdirWrite(path, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func isClosed(l *transport.Link) bool {
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
+	}
+}
