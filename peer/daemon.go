@@ -165,6 +165,7 @@ type Daemon struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	serving   atomic.Bool
+	startMu   sync.Mutex // Serve starts its goroutines under it; Close cancels under it
 	closeOnce sync.Once
 }
 
@@ -371,6 +372,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := d.checkUDP(d.ctx); err != nil && d.ctx.Err() == nil {
 		d.log.Error().Err(err).Msg("checking the UDP path")
 	}
+	// Close may already be waiting for the goroutines: starting them is
+	// done under startMu, which Close takes before it waits, so none starts
+	// after that wait began.
+	d.startMu.Lock()
+	if d.ctx.Err() != nil {
+		d.startMu.Unlock()
+		return ErrDaemonClosed
+	}
 	if d.onRelay != nil {
 		d.wg.Add(1)
 		go d.watchRelay()
@@ -388,6 +397,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go d.lead.run()
 	go d.rescanLoop()
 	go d.acceptLoop()
+	d.startMu.Unlock()
 	d.log.Info().Str("listen", d.Addr().String()).Str("peer_id", d.ID().String()).Msg("peer up")
 	select {
 	case <-ctx.Done():
@@ -407,9 +417,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 // Close stops everything and waits for the daemon's goroutines. Safe twice.
 func (d *Daemon) Close() error {
 	d.closeOnce.Do(func() {
+		d.startMu.Lock()
 		if d.cancel != nil {
 			d.cancel()
 		}
+		d.startMu.Unlock()
 		if d.ctl != nil {
 			d.ctl.close()
 		}

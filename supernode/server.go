@@ -173,6 +173,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	serving atomic.Bool
+	startMu sync.Mutex // Serve starts its goroutines under it; Close cancels under it
 	// steppedDown: a promoted supernode stopped, underused.
 	steppedDown atomic.Bool
 	closeOnce   sync.Once
@@ -408,6 +409,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("supernode: Serve called twice")
 	}
 	s.log.Info().Str("listen", s.Addr().String()).Str("peer_id", s.ID().String()).Msg("supernode serving")
+	// Close may be waiting for the goroutines already: they start under
+	// startMu, which Close takes before it waits.
+	s.startMu.Lock()
+	if s.ctx.Err() != nil {
+		s.startMu.Unlock()
+		return ErrServerClosed
+	}
 	for _, j := range s.cfg.Join {
 		s.wg.Add(1)
 		go s.joinLoop(j)
@@ -424,6 +432,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.serveTCP(s.tcpLn)
 	}
+	s.startMu.Unlock()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -446,7 +455,9 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close stops the server and waits for its goroutines. Safe to call twice.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.startMu.Lock()
 		s.cancel()
+		s.startMu.Unlock()
 		s.mu.Lock()
 		for _, l := range s.links {
 			l.Close(nil)
