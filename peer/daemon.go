@@ -316,7 +316,7 @@ func New(cfg Config) (*Daemon, error) {
 		pc = c
 	}
 	node, err := transport.New(transport.Config{
-		Identity: id, Conn: pc, Log: log, Listen: true,
+		Identity: id, Conn: pc, Log: log, Listen: true, Transfers: true,
 		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-peer",
 	})
 	if err != nil {

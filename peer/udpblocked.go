@@ -94,7 +94,7 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 			continue
 		}
 		node, err := transport.New(transport.Config{
-			Identity: d.id, Conn: alloc, Log: d.log, Listen: true,
+			Identity: d.id, Conn: alloc, Log: d.log, Listen: true, Transfers: true,
 			IdleTimeout: d.cfg.IdleTimeout, Agent: "supernet-peer",
 		})
 		if err != nil {
