@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -804,4 +805,93 @@ func TestSendQueueBoundedPerSource(t *testing.T) {
 	waitFor(t, 5*time.Second, "bytes still counted against the address after its links closed", func() bool {
 		return silent[0].src.queued.Load() == 0
 	})
+}
+
+// vmHWM is the process's peak resident set so far, from /proc.
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// One address runs every connection attack at once against a node with the
+// default limits: a thousand connection attempts whose admitted links each
+// stall a 1 MiB frame and try 255 more streams, and silent handshakes. The
+// node's live heap stays bounded, the process (attacker included) stays far
+// under 256 MiB, and an honest client is answered throughout.
+func TestOneAddressAllAttacksAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a thousand handshakes")
+	}
+	srv := target(t, nil)
+	a := newAttacker(t, attackIP)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h0 := heap()
+	var peak atomic.Int64
+	sample := func() {
+		if g := int64(heap()) - int64(h0); g > peak.Load() {
+			peak.Store(g)
+		}
+	}
+	var wg sync.WaitGroup
+	var next, admitted atomic.Int32
+	for range 16 {
+		wg.Go(func() {
+			for next.Add(1) <= 1000 {
+				c, err := a.dial(ctx, srv, Control)
+				if err != nil {
+					continue
+				}
+				if next.Load()%3 == 0 {
+					continue // silent: holds a handshake slot until it times out
+				}
+				s, err := hello(ctx, c, protocol.RoleLeaf)
+				if err != nil {
+					c.CloseWithError(0, "")
+					continue
+				}
+				admitted.Add(1)
+				s.Write(append(header(protocol.TypePublish, protocol.MaxFrameSize), make([]byte, 40<<10)...))
+				for range 255 {
+					c.OpenStream()
+				}
+			}
+		})
+	}
+	var pings []time.Duration
+	for done := false; !done; {
+		pings = append(pings, honestPing(t, srv, honestIP))
+		sample()
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+			done = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	sample()
+	slices.Sort(pings)
+	st := srv.Stats()
+	t.Logf("one address, all at once: %d links admitted, stats %+v; live heap grew %s at most (both ends); process peak RSS %s; honest ping+dial p50 %v max %v over %d tries",
+		admitted.Load(), st, mib(peak.Load()), mib(vmHWM()), pings[len(pings)/2].Round(time.Millisecond), pings[len(pings)-1].Round(time.Millisecond), len(pings))
+	if peak.Load() > 64<<20 {
+		t.Errorf("live heap grew %s", mib(peak.Load()))
+	}
+	if rss := vmHWM(); rss > 256<<20 && !raceOn {
+		t.Errorf("process peak RSS %s", mib(rss))
+	}
+	if p := pings[len(pings)-1]; p > 2*time.Second {
+		t.Errorf("an honest dial and ping took %v", p)
+	}
 }
