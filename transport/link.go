@@ -24,8 +24,9 @@ const (
 	CodeProtocol quic.ApplicationErrorCode = 1
 )
 
-// keepBuf is the largest read buffer a link keeps between frames; a larger
-// frame gets a buffer of its own that goes once it is decoded.
+// keepBuf is the largest read buffer a link keeps between frames (and a
+// quarter of the largest write buffer); a larger frame gets a buffer of its
+// own that goes once it is used.
 const keepBuf = 64 << 10
 
 // Link is an accepted or dialled connection with a message stream.
@@ -158,7 +159,7 @@ func (l *Link) writeLoop() {
 			return
 		}
 		l.mu.Lock()
-		if cap(buf) <= 1<<20 { // keep a modest buffer for reuse, let big ones go
+		if cap(buf) <= keepBuf<<2 { // keep a modest buffer for reuse, let big ones go
 			l.spare = buf[:0]
 		}
 		l.mu.Unlock()

@@ -6,6 +6,17 @@
 // connection whose first stream carries framed protocol messages after a
 // Hello/Welcome exchange; further streams on it are for bulk transfers.
 //
+// Whoever connects runs into limits before it runs into the heap. A connection
+// attempt over the handshake caps (in all, and per source address: an IPv4
+// address or an IPv6 /64) or over the per-source connection cap is refused
+// before any TLS work, and under load an attempt must first prove its address
+// with a QUIC Retry. Before the hello, nothing but a hello header is read, and
+// then at most MaxHelloSize bytes of body. Every frame, once begun, must arrive
+// within its deadline (FrameTimeouts). QUIC windows and stream grants are sized
+// by what a connection carries (Profile), and the bytes queued for one source's
+// links are capped together. STUN answers are rate-limited per source before
+// the node-wide limit. Stats counts what the limits did.
+//
 // The package knows nothing of supernodes or search: it moves messages.
 package transport
 
