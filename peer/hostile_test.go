@@ -280,3 +280,45 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A downloader that asks for blocks and never reads them is cut off once a
+// block's write deadline passes (the default, about 12 s for a 16 KiB block),
+// rather than holding the upload's stream and buffers for ever.
+func TestDownloaderThatStopsReading(t *testing.T) {
+	d, id := sharingDaemon(t, 4<<20)
+	c := transferConn(t, d, "127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protocol.WriteMessage(s, &protocol.GetMeta{ID: id})
+	if m, err := protocol.ReadMessage(s, nil); err != nil || m.Type() != protocol.TypeMeta {
+		t.Fatalf("get_meta: %#v, %v", m, err)
+	}
+	// Ask for the whole file, far past the stream's receive window, and read nothing.
+	var reqs []byte
+	for off := 0; off < 4<<20; off += 16 << 10 {
+		piece, in := off/(256<<10), off%(256<<10)
+		reqs, _ = protocol.AppendFrame(reqs, &protocol.Request{Piece: uint32(piece), Offset: uint32(in), Length: 16 << 10})
+	}
+	s.Write(reqs)
+	t0 := time.Now()
+	ft := d.node.FrameTimeouts()
+	var se *quic.StreamError
+	waitFor(t, ft.For(16<<10)+10*time.Second, "the upload to a downloader that does not read was not cut off", func() bool {
+		_, err := s.Write([]byte{})
+		if errors.As(err, &se) {
+			return true
+		}
+		select {
+		case <-s.Context().Done():
+			return true
+		default:
+			return false
+		}
+	})
+	t.Logf("upload cut off after %v", time.Since(t0).Round(time.Millisecond))
+	honestFetch(t, d, id)
+}

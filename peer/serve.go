@@ -154,7 +154,10 @@ func (d *Daemon) serveBlocks(s *quic.Stream, fr *transport.FrameReader, id proto
 		errc <- d.readBlocks(s, fr, id, f, ready, free, stop)
 	}()
 	var werr error
+	ft := d.node.FrameTimeouts()
 	for blk := range ready {
+		// A downloader that stops reading is cut off like a sender that stalls.
+		s.SetWriteDeadline(time.Now().Add(ft.For(len(blk.frame))))
 		if _, werr = s.Write(blk.frame); werr != nil {
 			break
 		}
