@@ -8,8 +8,8 @@ import (
 )
 
 // stunBuckets is the number of per-source token buckets. The table is fixed:
-// its memory (16 bytes a bucket) does not grow with the number of sources, and
-// nothing is ever evicted. Sources share buckets by a keyed hash.
+// its memory (12 bytes a bucket, 48 KiB) does not grow with the number of
+// sources, and nothing is ever evicted. Sources share buckets by a keyed hash.
 const stunBuckets = 4096
 
 // sourceLimiter rate-limits by source address with a fixed table of token
