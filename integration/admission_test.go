@@ -228,7 +228,7 @@ func TestAdmissionRelayRole(t *testing.T) {
 	secret := []byte("a secret the relays share, 32 b")
 	sn, _ := runSupernode(t, func(c *supernode.Config) { c.RelaySecret = secret })
 	report := func(n *transport.Node, mk func(tls.ConnectionState) (*protocol.Hello, error), udp string, allocs uint32) error {
-		l, _, err := n.DialHello(context.Background(), sn.Addr(), sn.ID(), mk)
+		l, _, err := n.DialHello(context.Background(), sn.Addr(), sn.ID(), protocol.RoleRelay, mk)
 		if err != nil {
 			return err
 		}

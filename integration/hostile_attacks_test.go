@@ -176,7 +176,7 @@ func TestHostileRelayHijack(t *testing.T) {
 		for ctx.Err() == nil {
 			n, _ := newAttackerNode(t, ip)
 			ua, _ := net.ResolveUDPAddr("udp", a.sn1Addr)
-			l, _, err := n.DialHello(ctx, ua, a.sn1ID, protocol.RelayHello([]byte("a guess at the secret, long enough"), nil))
+			l, _, err := n.DialHello(ctx, ua, a.sn1ID, protocol.RoleRelay, protocol.RelayHello([]byte("a guess at the secret, long enough"), nil))
 			tries.Add(1)
 			switch {
 			case err == nil:

@@ -59,9 +59,12 @@ func newArena(t *testing.T) *arena {
 	t.Helper()
 	a := &arena{t: t, l: newLab(t)}
 	var p *process
-	a.sn1Target, a.sn1Addr, p = a.l.supernodeWith("sn1", nil)
+	// Loopback sources are exempt from the per-address limits unless
+	// --limit-loopback: here every source is on loopback, as on the Internet
+	// none would be, so the limits are turned on for them.
+	a.sn1Target, a.sn1Addr, p = a.l.supernodeWith("sn1", []string{"--limit-loopback"})
 	a.sn1 = p
-	a.sn2Target, _, a.sn2 = a.l.supernodeWith("sn2", nil, a.sn1Target)
+	a.sn2Target, _, a.sn2 = a.l.supernodeWith("sn2", []string{"--limit-loopback"}, a.sn1Target)
 	id, _, err := transport.ParseTarget(a.sn1Target)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +82,7 @@ func newArena(t *testing.T) *arena {
 	}
 	a.holder1 = a.l.daemon("holder1", share("holder1", "hostile test one.mp3"), a.sn1Target, "--listen", peerListen(), "--attach", "1")
 	a.holder2 = a.l.daemon("holder2", share("holder2", "hostile test two.mp3"), a.sn2Target, "--listen", peerListen(), "--attach", "1")
-	a.asker = a.l.daemon("asker", "", a.sn1Target, "--listen", peerListen(), "--attach", "1", "--user", "asker")
+	a.asker = a.l.daemon("asker", "", a.sn1Target, "--listen", peerListen(), "--attach", "1", "--user", "asker", "--limit-loopback")
 	for _, d := range []daemon{a.holder1, a.holder2, a.asker} {
 		a.l.waitAttached(d)
 	}

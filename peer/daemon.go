@@ -79,6 +79,9 @@ type Config struct {
 	Identity *protocol.Identity
 	// ControlSocket is the unix socket path (default DataDir/peer.sock); "-" disables it.
 	ControlSocket string
+	// LimitLoopback applies the transport's per-address limits to loopback
+	// sources too (they are exempt by default).
+	LimitLoopback bool
 	// IdleTimeout drops silent connections (default 15 s).
 	IdleTimeout time.Duration
 	// SearchTimeout bounds one search (default 10 s).
@@ -330,8 +333,8 @@ func New(cfg Config) (*Daemon, error) {
 		pc = c
 	}
 	node, err := transport.New(transport.Config{
-		Identity: id, Conn: pc, Log: log, Listen: true,
-		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-peer",
+		Identity: id, Conn: pc, Log: log, Listen: true, Transfers: true,
+		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-peer", LimitLoopback: cfg.LimitLoopback,
 	})
 	if err != nil {
 		pc.Close()

@@ -1,17 +1,32 @@
 package peer
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Limits on what one transfer connection may make this peer hold.
+const (
+	// maxServedStreams caps the streams of one transfer connection served at
+	// once: swarms and downloads between two peers are a handful; more are
+	// refused (overloaded) rather than queued.
+	maxServedStreams = 32
+	// maxOpenFrame caps the first frame of a stream: join, get_meta or deliver,
+	// all well under a kilobyte.
+	maxOpenFrame = 16 << 10
+	// maxSwarmFrame caps the other frames of a swarm or download stream: the
+	// largest, peers, holds at most MaxSourcesPerHit sources of about 2 KiB;
+	// a block is read in place and capped by its own length check.
+	maxSwarmFrame = 256 << 10
 )
 
 // serveTransfer answers another peer's transfer connection: every stream it opens
@@ -29,6 +44,7 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 		l.Close(nil)
 	}()
 	// The hello stream carries only pings; drain it so the link notices closing.
+	// A peer that pings and does not read the pongs is cut off at its queue's cap.
 	go func() {
 		for {
 			m, err := l.Recv()
@@ -37,18 +53,29 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 				return
 			}
 			if p, ok := m.(*protocol.Ping); ok {
-				l.Send(&protocol.Pong{Seq: p.Seq})
+				if err := l.Send(&protocol.Pong{Seq: p.Seq}); err != nil {
+					l.Close(err)
+					return
+				}
 			}
 		}
 	}()
+	slots := make(chan struct{}, maxServedStreams)
 	for {
 		s, err := l.Conn().AcceptStream(d.ctx)
 		if err != nil {
 			return
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			refuseStream(s, fmt.Errorf("%w: %d streams already served on this connection", protocol.ErrOverloaded, maxServedStreams))
+			continue
+		}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
+			defer func() { <-slots }()
 			if err := d.serveStream(l, s); err != nil && !errors.Is(err, io.EOF) {
 				l.Log().Debug().Err(err).Msg("transfer stream ended")
 			}
@@ -56,19 +83,31 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 	}
 }
 
+// refuseStream answers a stream with an Error and resets it, reading none of it.
+func refuseStream(s *quic.Stream, err error) {
+	s.CancelRead(1)
+	s.SetWriteDeadline(time.Now().Add(time.Second))
+	protocol.WriteMessage(s, protocol.ErrorMessage(err))
+	s.Close()
+}
+
 func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
 	defer s.Close()
-	br := bufio.NewReaderSize(s, 16<<10)
-	m, err := protocol.ReadMessage(br, nil)
+	fr := transport.NewFrameReader(s, 16<<10, d.node.FrameTimeouts())
+	fr.ExpectFirst()
+	fr.SetMax(maxOpenFrame)
+	m, err := fr.ReadMessage(nil)
 	if err != nil {
 		s.CancelRead(1)
 		return err
 	}
+	fr.SetMax(maxSwarmFrame)
 	if j, ok := m.(*protocol.Join); ok {
-		return d.serveJoin(l, s, br, j)
+		return d.serveJoin(l, s, fr, j)
 	}
 	if dm, ok := m.(*protocol.Deliver); ok {
-		return d.serveDeliver(l, s, br, dm)
+		fr.Raw()
+		return d.serveDeliver(l, s, fr.Reader(), dm)
 	}
 	gm, ok := m.(*protocol.GetMeta)
 	if !ok {
@@ -87,7 +126,7 @@ func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
 	if err := protocol.WriteMessage(s, &protocol.Meta{ID: gm.ID, Name: f.Name, Size: f.Meta.Size, PieceSize: f.Meta.PieceSize, Hashes: f.Meta.Hashes}); err != nil {
 		return err
 	}
-	return d.serveBlocks(s, br, gm.ID, f)
+	return d.serveBlocks(s, fr, gm.ID, f)
 }
 
 // servedBlock is a Block frame read from disk and waiting to be sent.
@@ -102,7 +141,7 @@ const prefetch = 4
 
 // serveBlocks answers block requests: one goroutine reads requests and the file,
 // the caller's goroutine writes frames to the stream.
-func (d *Daemon) serveBlocks(s *quic.Stream, br *bufio.Reader, id protocol.ContentID, f content.File) error {
+func (d *Daemon) serveBlocks(s *quic.Stream, fr *transport.FrameReader, id protocol.ContentID, f content.File) error {
 	ready := make(chan servedBlock, prefetch)
 	free := make(chan []byte, prefetch+1)
 	for i := 0; i < prefetch+1; i++ {
@@ -112,10 +151,13 @@ func (d *Daemon) serveBlocks(s *quic.Stream, br *bufio.Reader, id protocol.Conte
 	stop := make(chan struct{})
 	go func() {
 		defer close(ready)
-		errc <- d.readBlocks(s, br, id, f, ready, free, stop)
+		errc <- d.readBlocks(s, fr, id, f, ready, free, stop)
 	}()
 	var werr error
+	ft := d.node.FrameTimeouts()
 	for blk := range ready {
+		// A downloader that stops reading is cut off like a sender that stalls.
+		s.SetWriteDeadline(time.Now().Add(ft.For(len(blk.frame))))
 		if _, werr = s.Write(blk.frame); werr != nil {
 			break
 		}
@@ -138,10 +180,10 @@ func (d *Daemon) serveBlocks(s *quic.Stream, br *bufio.Reader, id protocol.Conte
 	return err
 }
 
-func (d *Daemon) readBlocks(s *quic.Stream, br *bufio.Reader, id protocol.ContentID, f content.File, ready chan<- servedBlock, free chan []byte, stop <-chan struct{}) error {
+func (d *Daemon) readBlocks(s *quic.Stream, fr *transport.FrameReader, id protocol.ContentID, f content.File, ready chan<- servedBlock, free chan []byte, stop <-chan struct{}) error {
 	rbuf := make([]byte, 256)
 	for {
-		m, err := protocol.ReadMessage(br, rbuf)
+		m, err := fr.ReadMessage(rbuf)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +21,7 @@ type session struct {
 	sw       *swarm
 	peer     protocol.PeerID
 	st       *quic.Stream
-	br       *bufio.Reader
+	fr       *transport.FrameReader
 	outgoing bool
 	src      protocol.Source // how to reach the peer, for peer exchange
 	seq      uint64          // order of joining the swarm, for peer exchange
@@ -56,8 +55,8 @@ type session struct {
 	done           chan struct{}
 }
 
-func newSession(sw *swarm, peer protocol.PeerID, st *quic.Stream, br *bufio.Reader, outgoing bool) *session {
-	return &session{sw: sw, peer: peer, st: st, br: br, outgoing: outgoing,
+func newSession(sw *swarm, peer protocol.PeerID, st *quic.Stream, fr *transport.FrameReader, outgoing bool) *session {
+	return &session{sw: sw, peer: peer, st: st, fr: fr, outgoing: outgoing,
 		notify: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -273,12 +272,15 @@ func (s *session) readLoop() error {
 	rbuf := make([]byte, 4096)
 	data := make([]byte, swarmBlock)
 	for {
-		t, n, err := protocol.ReadHeader(s.br)
+		// The frame's deadline (see transport.FrameTimeouts) runs until the
+		// next ReadHeader, over the block read in place too.
+		t, n, err := s.fr.ReadHeader()
 		if err != nil {
 			return err
 		}
+		br := s.fr.Reader()
 		if t == protocol.TypeBlock {
-			hdr, _ := s.br.Peek(min(n, 11))
+			hdr, _ := br.Peek(min(n, 11))
 			piece, off, hn, err := protocol.ParseBlockHeader(hdr)
 			if err != nil {
 				return err
@@ -287,8 +289,8 @@ func (s *session) readLoop() error {
 			if size > swarmBlock || size <= 0 {
 				return fmt.Errorf("%w: block of %d bytes", protocol.ErrBadRequest, size)
 			}
-			s.br.Discard(hn)
-			if _, err := io.ReadFull(s.br, data[:size]); err != nil {
+			br.Discard(hn)
+			if _, err := io.ReadFull(br, data[:size]); err != nil {
 				return err
 			}
 			if err := sw.d.downLimit.wait(sw.ctx, size); err != nil {
@@ -315,7 +317,7 @@ func (s *session) readLoop() error {
 			}
 			continue
 		}
-		body, err := protocol.ReadBody(s.br, t, n, rbuf)
+		body, err := s.fr.ReadBody(t, n, rbuf)
 		if err != nil {
 			return err
 		}
@@ -491,14 +493,16 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	br := bufio.NewReaderSize(st, 32<<10)
+	fr := transport.NewFrameReader(st, 32<<10, d.node.FrameTimeouts())
 	sn, nat := d.attach.self()
 	if err := protocol.WriteMessage(st, &protocol.Join{ID: sw.id, SN: sn, NAT: nat}); err != nil {
 		st.CancelRead(0)
 		return false, err
 	}
 	stop := context.AfterFunc(sw.ctx, func() { st.CancelRead(0); st.CancelWrite(0) })
-	m, err := protocol.ReadMessage(br, nil)
+	// The meta of the largest file is near the frame cap; what follows is small.
+	fr.ExpectFirst()
+	m, err := fr.ReadMessage(nil)
 	stop()
 	if err == nil {
 		err = sw.takeMeta(src.Peer, m)
@@ -508,7 +512,8 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		st.CancelWrite(1)
 		return false, err
 	}
-	s := newSession(sw, src.Peer, st, br, true)
+	fr.SetMax(maxSwarmFrame)
+	s := newSession(sw, src.Peer, st, fr, true)
 	s.src = src
 	if err := sw.addSession(s); err != nil {
 		st.CancelRead(1)
@@ -585,7 +590,7 @@ func (sw *swarm) takeMeta(from protocol.PeerID, m protocol.Message) error {
 }
 
 // serveJoin answers a peer's Join: the metadata, then a session like ours.
-func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, br *bufio.Reader, j *protocol.Join) error {
+func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, fr *transport.FrameReader, j *protocol.Join) error {
 	sw := d.swarmFor(j.ID)
 	if sw == nil {
 		protocol.WriteMessage(st, &protocol.Error{Code: protocol.StatusNotFound, Message: "not shared here: " + j.ID.Short()})
@@ -605,7 +610,7 @@ func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, br *bufio.Reader,
 	if err := protocol.WriteMessage(st, m); err != nil {
 		return err
 	}
-	s := newSession(sw, l.Peer, st, br, false)
+	s := newSession(sw, l.Peer, st, fr, false)
 	// Others are told of it by its supernode, not its address (see learnLocked).
 	s.src = protocol.Source{Peer: l.Peer, SN: j.SN, NAT: j.NAT}
 	if err := sw.addSession(s); err != nil {

@@ -94,8 +94,8 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 			continue
 		}
 		node, err := transport.New(transport.Config{
-			Identity: d.id, Conn: alloc, Log: d.log, Listen: true,
-			IdleTimeout: d.cfg.IdleTimeout, Agent: "supernet-peer",
+			Identity: d.id, Conn: alloc, Log: d.log, Listen: true, Transfers: true,
+			IdleTimeout: d.cfg.IdleTimeout, Agent: "supernet-peer", LimitLoopback: d.cfg.LimitLoopback,
 		})
 		if err != nil {
 			alloc.Close()

@@ -33,20 +33,66 @@ func ReadFrame(r io.Reader, buf []byte) (MsgType, []byte, error) {
 	return t, body, err
 }
 
+// MaxHelloSize caps the body of the first frame a listener reads, which must be a
+// Hello; MaxWelcomeSize caps the body of the answer, a Welcome or an Error. A hello
+// is a few hundred bytes (a certificate chain of a few short certificates and a
+// relay proof included); a welcome lists at most MaxWelcomeAddrs addresses of
+// MaxAddrLen bytes and a chain. Nothing else is read before the exchange is over.
+const (
+	MaxHelloSize   = 4 << 10
+	MaxWelcomeSize = 16 << 10
+)
+
+// readChunk is the most ReadBody allocates ahead of the bytes it has, so a length
+// in a header costs nothing until the bytes it promises arrive.
+const readChunk = 32 << 10
+
 // ReadBody reads the n-byte body of a frame of type t whose header ReadHeader
-// returned, into buf when it is large enough.
+// returned. It reads into buf when buf can hold n bytes; otherwise it grows a
+// buffer as the bytes arrive, never more than readChunk or twice what has
+// arrived ahead of them, so a sender that claims a large body and stalls costs
+// next to nothing.
 func ReadBody(r io.Reader, t MsgType, n int, buf []byte) ([]byte, error) {
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	if n < 0 || n > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %s frame of %d bytes (max %d)", ErrFrameTooLarge, t, n, MaxFrameSize)
 	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if cap(buf) >= n {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, bodyErr(t, err)
 		}
-		return nil, fmt.Errorf("read %s body: %w", t, err)
+		return buf, nil
+	}
+	buf = buf[:0]
+	idle := 0
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), len(buf)+min(n-len(buf), max(readChunk, len(buf))))
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := r.Read(buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+k]
+		if len(buf) == n {
+			break
+		}
+		if err != nil {
+			return nil, bodyErr(t, err)
+		}
+		if k > 0 {
+			idle = 0
+		} else if idle++; idle >= 100 {
+			return nil, bodyErr(t, io.ErrNoProgress)
+		}
 	}
 	return buf, nil
+}
+
+func bodyErr(t MsgType, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read %s body: %w", t, err)
 }
 
 // ReadMessage reads and decodes one frame.

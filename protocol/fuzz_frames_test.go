@@ -4,46 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
-	"io"
 	"testing"
 	"time"
 )
-
-// FuzzReadFrame reads frames from an arbitrary byte stream, as a link does
-// from a stream a peer writes: every frame comes back whole or the stream is
-// refused with a clear error, a refused header reads no body, and nothing
-// panics or allocates beyond the frame cap.
-func FuzzReadFrame(f *testing.F) {
-	for _, g := range goldens {
-		b := unhex(f, g.hex)
-		f.Add(b)
-		f.Add(append(bytes.Clone(b), b...))
-	}
-	f.Add([]byte{0x21, 0x00, 0x10, 0x00, 0x00})       // a user_store header claiming 1 MiB, no body
-	f.Add([]byte{0x01, 0xff, 0xff, 0xff, 0xff, 0x80}) // over the cap
-	f.Fuzz(func(t *testing.T, stream []byte) {
-		r := bytes.NewReader(stream)
-		var buf []byte
-		for i := 0; i < 64; i++ {
-			ty, body, err := ReadFrame(r, buf)
-			if err != nil {
-				if errors.Is(err, io.EOF) && r.Len() > 0 {
-					t.Fatalf("EOF with %d bytes left", r.Len())
-				}
-				return
-			}
-			if len(body) > MaxFrameSize {
-				t.Fatalf("a %d-byte %s body passed the cap", len(body), ty)
-			}
-			if cap(body) > cap(buf) {
-				buf = body[:0]
-			}
-			if m, err := Decode(ty, body); err == nil && m.Type() != ty {
-				t.Fatalf("decoded a %s from a %s frame", m.Type(), ty)
-			}
-		}
-	})
-}
 
 // FuzzParseBlockHeader parses block headers as downloaders do before they
 // copy the data into place: it must never read past the body or accept a

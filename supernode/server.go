@@ -75,6 +75,10 @@ type Config struct {
 	MaxLeaves        int
 	MaxLeavesPerAddr int
 	MaxNeighbours    int
+	// LimitLoopback applies the transport's per-address limits (handshakes,
+	// connections, queued bytes, STUN) to loopback sources too. They are
+	// exempt by default, so a local overlay and its tools can share one address.
+	LimitLoopback bool
 	// LeafLimit is how many leaves the supernode keeps before it promotes an
 	// eligible one to supernode and hands it some of the others (default
 	// 200; below zero, it never promotes). PromoteEvery spaces promotions
@@ -256,7 +260,7 @@ func New(cfg Config) (*Server, error) {
 	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
 	node, err := transport.New(transport.Config{
 		Identity: id, Conn: pc, Log: log, Listen: true,
-		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode",
+		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode", LimitLoopback: cfg.LimitLoopback,
 	})
 	if err != nil {
 		pc.Close()

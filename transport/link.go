@@ -1,11 +1,11 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -24,6 +24,11 @@ const (
 	CodeProtocol quic.ApplicationErrorCode = 1
 )
 
+// keepBuf is the largest read buffer a link keeps between frames (and a
+// quarter of the largest write buffer); a larger frame gets a buffer of its
+// own that goes once it is used.
+const keepBuf = 64 << 10
+
 // Link is an accepted or dialled connection with a message stream.
 type Link struct {
 	Peer    protocol.PeerID
@@ -34,9 +39,12 @@ type Link struct {
 
 	conn   *quic.Conn
 	stream *quic.Stream
-	br     *bufio.Reader
+	fr     *FrameReader
 	rbuf   []byte
 	log    zerolog.Logger
+	src    *source // the source of an incoming link, charged for its queue
+	srcMax int64
+	slow   *atomic.Uint64
 
 	mu      sync.Mutex
 	pending []byte
@@ -48,16 +56,21 @@ type Link struct {
 	wdone   chan struct{}
 }
 
-func newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log zerolog.Logger) *Link {
+func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log zerolog.Logger, tk *ticket) *Link {
 	l := &Link{
 		Peer:   peer,
 		conn:   c,
 		stream: s,
-		br:     bufio.NewReaderSize(s, 64<<10),
+		fr:     NewFrameReader(s, 64<<10, n.cfg.Frames),
 		log:    log,
+		srcMax: int64(n.cfg.MaxQueuedPerIP),
+		slow:   &n.slow,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		wdone:  make(chan struct{}),
+	}
+	if tk != nil {
+		l.src = tk.src
 	}
 	go l.writeLoop()
 	go func() {
@@ -101,12 +114,16 @@ func (l *Link) Send(m protocol.Message) error {
 		}
 		return err
 	}
-	if len(l.pending) > maxQueued {
+	if len(l.pending) > maxQueued || (l.src != nil && l.src.queued.Load() > l.srcMax) {
 		l.mu.Unlock()
 		return ErrQueueFull
 	}
 	var err error
+	before := len(l.pending)
 	l.pending, err = protocol.AppendFrame(l.pending, m)
+	if l.src != nil {
+		l.src.queued.Add(int64(len(l.pending) - before))
+	}
 	l.mu.Unlock()
 	if err != nil {
 		return err
@@ -133,25 +150,34 @@ func (l *Link) writeLoop() {
 		if len(buf) == 0 {
 			continue
 		}
-		if _, err := l.stream.Write(buf); err != nil {
+		_, err := l.stream.Write(buf)
+		if l.src != nil {
+			l.src.queued.Add(-int64(len(buf)))
+		}
+		if err != nil {
 			l.Close(err)
 			return
 		}
 		l.mu.Lock()
-		if cap(buf) <= 1<<20 { // keep a modest buffer for reuse, let big ones go
+		if cap(buf) <= keepBuf<<2 { // keep a modest buffer for reuse, let big ones go
 			l.spare = buf[:0]
 		}
 		l.mu.Unlock()
 	}
 }
 
-// Recv reads the next message. Only one goroutine may call it.
+// Recv reads the next message. Only one goroutine may call it. A frame that
+// does not arrive within its deadline (see FrameTimeouts) closes the link.
 func (l *Link) Recv() (protocol.Message, error) {
-	t, body, err := protocol.ReadFrame(l.br, l.rbuf)
+	t, body, err := l.fr.ReadFrame(l.rbuf)
 	if err != nil {
+		if errors.Is(err, ErrSlowFrame) {
+			l.slow.Add(1)
+			l.Close(err)
+		}
 		return nil, l.readErr(err)
 	}
-	if cap(body) > cap(l.rbuf) {
+	if cap(body) > cap(l.rbuf) && cap(body) <= keepBuf {
 		l.rbuf = body[:0]
 	}
 	m, err := protocol.Decode(t, body)
@@ -189,16 +215,25 @@ func (l *Link) Close(err error) {
 		err = ErrClosed
 	}
 	l.err = err
+	if l.src != nil {
+		l.src.queued.Add(-int64(len(l.pending)))
+	}
+	l.pending = nil
 	l.mu.Unlock()
 	close(l.done)
+	closeConn(l.conn, err)
+}
+
+// closeConn closes c, with err as the reason unless it is ErrClosed.
+func closeConn(c *quic.Conn, err error) {
 	code, msg := CodeNormal, ""
-	if !errors.Is(err, ErrClosed) {
+	if err != nil && !errors.Is(err, ErrClosed) {
 		code, msg = CodeProtocol, err.Error()
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
 	}
-	l.conn.CloseWithError(code, msg)
+	c.CloseWithError(code, msg)
 }
 
 // rejectLinger is how long a refused connection stays open for its Error
@@ -209,13 +244,7 @@ const rejectLinger = time.Second
 // reject writes an Error frame straight to the stream and closes the
 // connection once the dialler has closed it or rejectLinger has passed.
 func (l *Link) reject(err error) {
-	b, e := protocol.AppendFrame(nil, protocol.ErrorMessage(err))
-	if e != nil {
-		l.Close(err)
-		return
-	}
-	l.stream.Write(b)
-	l.stream.Close()
+	writeError(l.stream, err)
 	go func() {
 		t := time.NewTimer(rejectLinger)
 		defer t.Stop()
@@ -225,4 +254,18 @@ func (l *Link) reject(err error) {
 		}
 		l.Close(err)
 	}()
+}
+
+// refuse is reject before there is a link.
+func refuse(c *quic.Conn, s *quic.Stream, err error) {
+	writeError(s, err)
+	closeConn(c, err)
+}
+
+func writeError(s *quic.Stream, err error) {
+	if b, e := protocol.AppendFrame(nil, protocol.ErrorMessage(err)); e == nil {
+		s.SetWriteDeadline(time.Now().Add(time.Second))
+		s.Write(b)
+		s.Close()
+	}
 }

@@ -2,9 +2,11 @@ package transport
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -16,6 +18,7 @@ import (
 func (n *Node) nonQUICLoop() {
 	defer n.wg.Done()
 	buf := make([]byte, 1500)
+	m := new(stun.Message)
 	for {
 		sz, from, err := n.tr.ReadNonQUICPacket(n.ctx, buf)
 		if err != nil {
@@ -24,7 +27,11 @@ func (n *Node) nonQUICLoop() {
 		if !stun.IsMessage(buf[:sz]) {
 			continue
 		}
-		m := &stun.Message{Raw: append([]byte(nil), buf[:sz]...)}
+		// The limits come before decoding, so a flood costs a hash and a lookup.
+		if binary.BigEndian.Uint16(buf) == stun.BindingRequest.Value() && !n.allowSTUN(from) {
+			continue
+		}
+		m.Raw = buf[:sz]
 		if err := m.Decode(); err != nil {
 			continue
 		}
@@ -41,8 +48,9 @@ func (n *Node) nonQUICLoop() {
 			ch := n.stunWait[m.TransactionID]
 			n.stunMu.Unlock()
 			if ch != nil {
+				mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
 				select {
-				case ch <- stunAnswer{mapped: &net.UDPAddr{IP: xa.IP, Port: xa.Port}, from: ua, tx: m.TransactionID}:
+				case ch <- stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID}:
 				default:
 				}
 			}
@@ -50,11 +58,26 @@ func (n *Node) nonQUICLoop() {
 	}
 }
 
+// allowSTUN takes a token for a Binding request from from: first from its
+// source's buckets, then from the node's. One source cannot take more than its
+// share, so a flooder does not starve the others.
+func (n *Node) allowSTUN(from net.Addr) bool {
+	if src, ok := n.adm.key(from); ok && !n.stunSrc.allow(src, time.Now()) {
+		n.stunDropped.Add(1)
+		return false
+	}
+	if !n.stunLim.Allow() {
+		n.stunDropped.Add(1)
+		return false
+	}
+	return true
+}
+
 var stunSoftware = stun.NewSoftware("supernet")
 
 func (n *Node) answerBinding(req *stun.Message, from net.Addr) {
 	ua, ok := from.(*net.UDPAddr)
-	if !ok || !n.stunLim.Allow() {
+	if !ok {
 		return
 	}
 	resp, err := stun.Build(

@@ -6,6 +6,17 @@
 // connection whose first stream carries framed protocol messages after a
 // Hello/Welcome exchange; further streams on it are for bulk transfers.
 //
+// Whoever connects runs into limits before it runs into the heap. A connection
+// attempt over the handshake caps (in all, and per source address: an IPv4
+// address or an IPv6 /64) or over the per-source connection cap is refused
+// before any TLS work, and under load an attempt must first prove its address
+// with a QUIC Retry. Before the hello, nothing but a hello header is read, and
+// then at most MaxHelloSize bytes of body. Every frame, once begun, must arrive
+// within its deadline (FrameTimeouts). QUIC windows and stream grants are sized
+// by what a connection carries (Profile), and the bytes queued for one source's
+// links are capped together. STUN answers are rate-limited per source before
+// the node-wide limit. Stats counts what the limits did.
+//
 // The package knows nothing of supernodes or search: it moves messages.
 package transport
 
@@ -17,6 +28,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -40,6 +52,11 @@ type Config struct {
 	Log  zerolog.Logger
 	// Listen makes the node accept QUIC connections.
 	Listen bool
+	// Transfers marks a node that accepts transfer connections (a peer): its
+	// listener takes the transfer profile's windows and streams (see QUICConfig),
+	// and MaxConnsPerIP defaults lower. Dialled connections take the profile of
+	// their hello's role whatever this says.
+	Transfers bool
 	// IdleTimeout drops a connection that has been silent this long (default 15 s);
 	// keep-alives every third of it keep healthy idle links up.
 	IdleTimeout time.Duration
@@ -47,8 +64,38 @@ type Config struct {
 	KeepAlive time.Duration
 	// HandshakeTimeout bounds the QUIC handshake and the Hello exchange (default 5 s).
 	HandshakeTimeout time.Duration
+	// Frames bounds how long a frame may take once it has begun, and how long a
+	// new stream may wait for its first (see FrameTimeouts; zero fields take
+	// DefaultFrameTimeouts).
+	Frames FrameTimeouts
+
+	// MaxHandshakes caps incoming connections between their first packet and
+	// the application taking their hello (default 256). Over it, an attempt is
+	// refused before any TLS work.
+	MaxHandshakes int
+	// MaxHandshakesPerIP caps those from one source (see Source; default 8).
+	MaxHandshakesPerIP int
+	// RetryAbove: once this many handshakes are in flight, or half
+	// MaxHandshakesPerIP from one source, new attempts must prove their
+	// address with a QUIC Retry first (default MaxHandshakes/4).
+	RetryAbove int
+	// MaxConnsPerIP caps the incoming connections open from one source,
+	// handshakes included (default 32; 8 on a Transfers node).
+	MaxConnsPerIP int
+	// MaxQueuedPerIP caps the bytes waiting to be sent over all the incoming
+	// links of one source (default 16 MiB); each link also has its own cap.
+	MaxQueuedPerIP int
+	// LimitLoopback applies the per-source limits to loopback sources as well.
+	// By default they are exempt: every process on the host shares that
+	// address, and nothing remote can send from it.
+	LimitLoopback bool
+
 	// STUNRate caps STUN responses per second (default 2000).
 	STUNRate float64
+	// STUNRatePerIP caps STUN responses per second to one source (default 20,
+	// with bursts of STUNBurstPerIP, default 40), ahead of STUNRate.
+	STUNRatePerIP  float64
+	STUNBurstPerIP int
 	// Agent names the software in hellos.
 	Agent string
 }
@@ -59,13 +106,17 @@ type Node struct {
 	log zerolog.Logger
 	tr  *quic.Transport
 	ln  *quic.Listener
-	qc  *quic.Config
+	lqc *quic.Config // the listener's
 
+	adm      *admission
 	incoming chan *Incoming
+	slow     atomic.Uint64
 
-	stunMu   sync.Mutex
-	stunWait map[[12]byte]chan stunAnswer
-	stunLim  *rate.Limiter
+	stunMu      sync.Mutex
+	stunWait    map[[12]byte]chan stunAnswer
+	stunLim     *rate.Limiter
+	stunSrc     *sourceLimiter
+	stunDropped atomic.Uint64
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -87,23 +138,54 @@ func New(cfg Config) (*Node, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 5 * time.Second
 	}
+	cfg.Frames = cfg.Frames.withDefaults()
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 256
+	}
+	if cfg.MaxHandshakesPerIP <= 0 {
+		cfg.MaxHandshakesPerIP = 8
+	}
+	if cfg.RetryAbove <= 0 {
+		cfg.RetryAbove = max(1, cfg.MaxHandshakes/4)
+	}
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = 32
+		if cfg.Transfers {
+			cfg.MaxConnsPerIP = 8
+		}
+	}
+	if cfg.MaxQueuedPerIP <= 0 {
+		cfg.MaxQueuedPerIP = 16 << 20
+	}
 	if cfg.STUNRate <= 0 {
 		cfg.STUNRate = 2000
 	}
+	if cfg.STUNRatePerIP <= 0 {
+		cfg.STUNRatePerIP = 20
+	}
+	if cfg.STUNBurstPerIP <= 0 {
+		cfg.STUNBurstPerIP = 40
+	}
 	ctx, cancel := context.WithCancel(context.Background())
+	lp := Control
+	if cfg.Transfers {
+		lp = Transfer
+	}
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Log,
-		tr:       &quic.Transport{Conn: cfg.Conn},
-		qc:       QUICConfig(cfg.IdleTimeout, cfg.KeepAlive, cfg.HandshakeTimeout),
+		lqc:      profileConfig(lp, true, cfg),
+		adm:      newAdmission(cfg),
 		incoming: make(chan *Incoming),
 		stunWait: make(map[[12]byte]chan stunAnswer),
 		stunLim:  rate.NewLimiter(rate.Limit(cfg.STUNRate), int(cfg.STUNRate/10)+1),
+		stunSrc:  newSourceLimiter(cfg.STUNRatePerIP, cfg.STUNBurstPerIP),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	n.tr = n.quicTransport(cfg.Conn)
 	if cfg.Listen {
-		ln, err := n.tr.Listen(cfg.Identity.ServerTLS(), n.qc)
+		ln, err := n.tr.Listen(cfg.Identity.ServerTLS(), n.lqc)
 		if err != nil {
 			cancel()
 			n.tr.Close()
@@ -118,19 +200,83 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// QUICConfig is the QUIC configuration every overlay connection uses. Receive
-// windows are large so one stream can fill a fast path.
-func QUICConfig(idle, keepAlive, handshake time.Duration) *quic.Config {
-	return &quic.Config{
-		HandshakeIdleTimeout:           handshake,
-		MaxIdleTimeout:                 idle,
-		KeepAlivePeriod:                keepAlive,
-		InitialStreamReceiveWindow:     1 << 20,
-		MaxStreamReceiveWindow:         16 << 20,
-		InitialConnectionReceiveWindow: 2 << 20,
-		MaxConnectionReceiveWindow:     32 << 20,
-		MaxIncomingStreams:             256,
+// quicTransport runs QUIC on pc with the node's admission in front of its listener.
+func (n *Node) quicTransport(pc net.PacketConn) *quic.Transport {
+	return &quic.Transport{
+		Conn:                pc,
+		ConnContext:         n.adm.connContext,
+		VerifySourceAddress: n.adm.needRetry,
 	}
+}
+
+// Profile is what a connection carries, which sizes its QUIC buffers.
+type Profile int
+
+const (
+	// Control connections carry one message stream: hellos, searches, gossip.
+	Control Profile = iota
+	// Transfer connections also carry swarm, download and delivery streams.
+	Transfer
+)
+
+// Flow-control windows and stream counts per profile. quic-go grows a window
+// from its initial size up to its maximum while the application keeps up, so
+// the maximum is what one connection can make us hold of data we have not
+// read yet: 2 MiB on a control connection, 8 MiB on a transfer one. 8 MiB
+// fills a 330 Mbit/s path at 200 ms round trip.
+const (
+	controlStreamWindow, controlStreamWindowMax   = 256 << 10, 2 << 20
+	controlConnWindow, controlConnWindowMax       = 512 << 10, 2 << 20
+	transferStreamWindow, transferStreamWindowMax = 512 << 10, 4 << 20
+	transferConnWindow, transferConnWindowMax     = 1 << 20, 8 << 20
+	// TransferStreams caps the streams the other side of a transfer connection
+	// may have open at once, the message stream included.
+	TransferStreams = 64
+)
+
+// QUICConfig is the QUIC configuration of a transfer connection, for tools and
+// tests that speak raw QUIC to a node.
+func QUICConfig(idle, keepAlive, handshake time.Duration) *quic.Config {
+	return profileConfig(Transfer, false, Config{IdleTimeout: idle, KeepAlive: keepAlive, HandshakeTimeout: handshake})
+}
+
+// profileConfig is the QUIC configuration of profile p, for a listener or a dialler.
+// No side ever opens a unidirectional stream. On a control connection the
+// dialler opens the message stream and nothing else is opened.
+func profileConfig(p Profile, listener bool, cfg Config) *quic.Config {
+	qc := &quic.Config{
+		HandshakeIdleTimeout:  cfg.HandshakeTimeout,
+		MaxIdleTimeout:        cfg.IdleTimeout,
+		KeepAlivePeriod:       cfg.KeepAlive,
+		MaxIncomingUniStreams: -1,
+	}
+	switch p {
+	case Transfer:
+		qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = transferStreamWindow, transferStreamWindowMax
+		qc.InitialConnectionReceiveWindow, qc.MaxConnectionReceiveWindow = transferConnWindow, transferConnWindowMax
+		qc.MaxIncomingStreams = TransferStreams
+	default:
+		qc.InitialStreamReceiveWindow, qc.MaxStreamReceiveWindow = controlStreamWindow, controlStreamWindowMax
+		qc.InitialConnectionReceiveWindow, qc.MaxConnectionReceiveWindow = controlConnWindow, controlConnWindowMax
+		qc.MaxIncomingStreams = -1
+		if listener {
+			qc.MaxIncomingStreams = 1
+		}
+	}
+	return qc
+}
+
+// FrameTimeouts are the node's frame deadlines, for streams read outside the
+// package (transfer streams).
+func (n *Node) FrameTimeouts() FrameTimeouts { return n.cfg.Frames }
+
+// Stats reports what the node's limits did so far.
+func (n *Node) Stats() Stats {
+	var s Stats
+	n.adm.stats(&s)
+	s.SlowFrames = n.slow.Load()
+	s.STUNDropped = n.stunDropped.Load()
+	return s
 }
 
 // Addr is the local address of the node's socket.
@@ -177,10 +323,11 @@ func (n *Node) acceptLoop(ln *quic.Listener, relayed bool) {
 
 // ListenOn accepts QUIC connections on a second socket as well, such as a TURN
 // allocation: connections that arrive there come out of Accept like any other,
-// marked Relayed. The returned stop ends that; it does not close pc.
+// marked Relayed, and count against the same limits. The returned stop ends
+// that; it does not close pc.
 func (n *Node) ListenOn(pc net.PacketConn) (stop func(), err error) {
-	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.Listen(n.cfg.Identity.ServerTLS(), n.qc)
+	tr := n.quicTransport(pc)
+	ln, err := tr.Listen(n.cfg.Identity.ServerTLS(), n.lqc)
 	if err != nil {
 		return nil, fmt.Errorf("listen quic on %s: %w", pc.LocalAddr(), err)
 	}
@@ -196,14 +343,17 @@ func (n *Node) ListenOn(pc net.PacketConn) (stop func(), err error) {
 }
 
 // handshake reads the dialler's Hello on its first stream before handing the
-// connection to Accept, so a slow or silent dialler never blocks others.
+// connection to Accept, so a slow or silent dialler never blocks others. The
+// connection counts as a handshake in flight until Accept takes it.
 func (n *Node) handshake(c *quic.Conn, relayed bool) {
 	defer n.wg.Done()
+	tk := ticketOf(c)
+	defer tk.handshakeDone()
 	log := n.log.With().Str("remote_addr", c.RemoteAddr().String()).Logger()
 	peer, err := protocol.RemotePeerID(c.ConnectionState().TLS)
 	if err != nil {
 		log.Debug().Err(err).Msg("refusing connection")
-		c.CloseWithError(1, "bad certificate")
+		c.CloseWithError(CodeProtocol, "bad certificate")
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.HandshakeTimeout)
@@ -211,24 +361,19 @@ func (n *Node) handshake(c *quic.Conn, relayed bool) {
 	s, err := c.AcceptStream(ctx)
 	if err != nil {
 		log.Debug().Err(err).Msg("no hello stream")
-		c.CloseWithError(1, "no hello")
+		c.CloseWithError(CodeProtocol, "no hello")
 		return
 	}
-	l := newLink(c, s, peer, log.With().Str("peer_id", peer.Short()).Logger())
-	l.Relayed = relayed
-	s.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
-	m, err := l.Recv()
-	s.SetReadDeadline(time.Time{})
-	hello, ok := m.(*protocol.Hello)
-	if err != nil || !ok {
-		if err == nil {
-			err = fmt.Errorf("%w: first message is %s, not hello", protocol.ErrBadRequest, m.Type())
-		}
+	dl, _ := ctx.Deadline()
+	m, err := readFirst(s, dl, protocol.MaxHelloSize, protocol.TypeHello)
+	if err != nil {
 		log.Debug().Err(err).Msg("bad hello")
-		l.reject(err)
+		refuse(c, s, err)
 		return
 	}
-	in := &Incoming{Hello: hello, Peer: peer, link: l}
+	l := n.newLink(c, s, peer, log.With().Str("peer_id", peer.Short()).Logger(), tk)
+	l.Relayed = relayed
+	in := &Incoming{Hello: m.(*protocol.Hello), Peer: peer, link: l}
 	select {
 	case n.incoming <- in:
 	case <-ctx.Done():
@@ -258,6 +403,13 @@ func (in *Incoming) Accept(w *protocol.Welcome) (*Link, error) {
 		w.Observed = in.link.conn.RemoteAddr().String()
 	}
 	l := in.link
+	if b, err := protocol.AppendFrame(nil, w); err != nil || len(b)-protocol.HeaderSize > protocol.MaxWelcomeSize {
+		if err == nil {
+			err = fmt.Errorf("welcome of %d bytes is over %d", len(b)-protocol.HeaderSize, protocol.MaxWelcomeSize)
+		}
+		l.reject(fmt.Errorf("%w: %w", protocol.ErrInternal, err))
+		return nil, err
+	}
 	l.Version, l.Role = v, in.Hello.Role
 	if err := l.Send(w); err != nil {
 		l.Close(err)
@@ -316,29 +468,38 @@ func (n *Node) Dial(ctx context.Context, addr string, expect protocol.PeerID, he
 
 // DialAddr is Dial for a resolved address.
 func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, hello *protocol.Hello) (*Link, *protocol.Welcome, error) {
-	return n.DialHello(ctx, addr, expect, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
+	return n.DialHello(ctx, addr, expect, hello.Role, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
 }
 
 // DialHello is DialAddr with the hello made once the TLS handshake is done,
-// from its state: a relay binds its proof to the session this way.
-func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
+// from its state: a relay binds its proof to the session this way. role is
+// the role the hello will claim, which sizes the connection.
+func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, role protocol.Role,
+	mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
-	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), n.qc)
+	p := Control
+	if role == protocol.RoleTransfer {
+		p = Transfer
+	}
+	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), profileConfig(p, false, n.cfg))
 	if err != nil {
 		if n.ctx.Err() != nil {
 			return nil, nil, ErrClosed
 		}
-		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, refusedErr(err))
 	}
 	peer, err := protocol.RemotePeerID(c.ConnectionState().TLS)
 	if err != nil {
-		c.CloseWithError(1, "bad certificate")
+		c.CloseWithError(CodeProtocol, "bad certificate")
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	hello, err := mk(c.ConnectionState().TLS)
+	if err == nil && hello.Role != role {
+		err = fmt.Errorf("hello claims %s, the dial was for %s", hello.Role, role)
+	}
 	if err != nil {
-		c.CloseWithError(1, "")
+		c.CloseWithError(CodeProtocol, "")
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if hello.MinVersion == 0 {
@@ -347,44 +508,46 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 	if hello.Agent == "" {
 		hello.Agent = n.cfg.Agent
 	}
-	s, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		c.CloseWithError(1, "")
-		return nil, nil, fmt.Errorf("dial %s: open stream: %w", addr, err)
+	hb, err := protocol.AppendFrame(nil, hello)
+	if err == nil && len(hb)-protocol.HeaderSize > protocol.MaxHelloSize {
+		err = fmt.Errorf("%w: hello of %d bytes (at most %d)", protocol.ErrFrameTooLarge, len(hb)-protocol.HeaderSize, protocol.MaxHelloSize)
 	}
-	log := n.log.With().Str("remote_addr", addr.String()).Str("peer_id", peer.Short()).Logger()
-	l := newLink(c, s, peer, log)
-	l.Role = hello.Role
-	if err := l.Send(hello); err != nil {
-		l.Close(err)
+	if err != nil {
+		c.CloseWithError(CodeProtocol, "")
 		return nil, nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetReadDeadline(dl)
-	}
-	m, err := l.Recv()
-	s.SetReadDeadline(time.Time{})
+	s, err := c.OpenStreamSync(ctx)
 	if err != nil {
-		l.Close(err)
+		c.CloseWithError(CodeProtocol, "")
+		return nil, nil, fmt.Errorf("dial %s: open stream: %w", addr, err)
+	}
+	dl, _ := ctx.Deadline()
+	s.SetWriteDeadline(dl)
+	_, err = s.Write(hb)
+	s.SetWriteDeadline(time.Time{})
+	var m protocol.Message
+	if err == nil {
+		m, err = readFirst(s, dl, protocol.MaxWelcomeSize, protocol.TypeWelcome, protocol.TypeError)
+	}
+	if err != nil {
+		closeConn(c, err)
 		return nil, nil, fmt.Errorf("dial %s: waiting for welcome: %w", addr, err)
 	}
 	switch m := m.(type) {
 	case *protocol.Welcome:
 		if m.Version < hello.MinVersion || m.Version > hello.MaxVersion {
 			err := fmt.Errorf("%w: welcome picked version %d", protocol.ErrUnsupportedVersion, m.Version)
-			l.Close(err)
+			closeConn(c, err)
 			return nil, nil, err
 		}
-		l.Version = m.Version
+		log := n.log.With().Str("remote_addr", addr.String()).Str("peer_id", peer.Short()).Logger()
+		l := n.newLink(c, s, peer, log, nil)
+		l.Role, l.Version = hello.Role, m.Version
 		return l, m, nil
-	case *protocol.Error:
-		err := m.AsError()
-		l.Close(err)
-		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	default:
-		err := fmt.Errorf("%w: got %s instead of welcome", protocol.ErrBadRequest, m.Type())
-		l.Close(err)
-		return nil, nil, err
+		err := m.(*protocol.Error).AsError()
+		closeConn(c, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 }
 

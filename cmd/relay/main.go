@@ -189,7 +189,7 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 		var l *transport.Link
 		ua, err := net.ResolveUDPAddr("udp", addr)
 		if err == nil {
-			l, _, err = node.DialHello(ctx, ua, expect, hello)
+			l, _, err = node.DialHello(ctx, ua, expect, protocol.RoleRelay, hello)
 		}
 		if err == nil {
 			backoff = 500 * time.Millisecond

@@ -43,6 +43,7 @@ func command() *cobra.Command {
 		promoteEvery              time.Duration
 		hops                      uint8
 		memLimit                  int64
+		limitLoopback             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "supernode",
@@ -81,7 +82,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 				Listen: listen, Join: targets, DataDir: dataDir, MaxLeaves: maxLeaves,
 				LeafLimit: leafLimit, PromoteEvery: promoteEvery,
 				AltListen: altListen, ListenTCP: tcpListen, RelaySecret: secret,
-				Advertise: advertise, Neighbours: neighbours,
+				Advertise: advertise, Neighbours: neighbours, LimitLoopback: limitLoopback,
 				Router: supernode.RouterConfig{HopLimit: hops}, Log: log,
 			}
 			adm.apply(&cfg)
@@ -162,6 +163,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 	f.StringVar(&certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
 	f.StringVar(&networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
 	f.Int64Var(&memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
+	f.BoolVar(&limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so a local overlay can share 127.0.0.1)")
 	cmd.AddCommand(idCommand(), networkCommand(), admitCommand())
 	return cmd
 }

@@ -27,6 +27,7 @@ func upCmd(g *globals) *cobra.Command {
 		leadAfter, leadStepDown             time.Duration
 		slots, attach                       int
 		memLimit                            int64
+		limitLoopback                       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -67,7 +68,7 @@ func upCmd(g *globals) *cobra.Command {
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
 				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
-				UnchokeInterval: unchoke, OptimisticInterval: optimistic, UnchokeSlots: slots,
+				UnchokeInterval: unchoke, OptimisticInterval: optimistic, UnchokeSlots: slots, LimitLoopback: limitLoopback,
 			})
 			if err != nil {
 				return err
@@ -106,6 +107,7 @@ func upCmd(g *globals) *cobra.Command {
 	f.DurationVar(&unchoke, "unchoke-interval", 10*time.Second, "how often the peers we upload to are chosen again")
 	f.DurationVar(&optimistic, "optimistic-interval", 30*time.Second, "how often the optimistic unchoke moves to another peer")
 	f.IntVar(&slots, "unchoke-slots", 4, "peers unchoked for their upload rate, beside the optimistic one")
+	f.BoolVar(&limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so local tests can share 127.0.0.1)")
 	f.Int64Var(&memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
 	return cmd
 }
