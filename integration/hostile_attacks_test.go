@@ -31,7 +31,7 @@ func matchAllSummary(lvl uint8) *protocol.Summary {
 func TestHostileUnadmittedSupernodes(t *testing.T) {
 	a := newArena(t)
 	ip := a.attackerAddr()
-	var tries, refused atomic.Int64
+	var tries, refused, limited atomic.Int64
 	a.during(8*time.Second, []*process{a.sn1}, func(ctx context.Context) {
 		var wg sync.WaitGroup
 		for w := range 8 {
@@ -52,6 +52,8 @@ func TestHostileUnadmittedSupernodes(t *testing.T) {
 						t.Errorf("an unadmitted key was linked")
 					case errors.Is(err, protocol.ErrForbidden):
 						refused.Add(1)
+					case errors.Is(err, transport.ErrRefused):
+						limited.Add(1)
 					}
 					n.Close()
 				}
@@ -59,7 +61,8 @@ func TestHostileUnadmittedSupernodes(t *testing.T) {
 		}
 		wg.Wait()
 	})
-	t.Logf("%d supernode hellos without a valid chain, %d refused as forbidden (the rest were cut by the end of the attack)", tries.Load(), refused.Load())
+	t.Logf("%d supernode dials without a valid chain: %d hellos refused as forbidden, %d refused by the handshake limits before TLS (the rest were cut by the end of the attack)",
+		tries.Load(), refused.Load(), limited.Load())
 	if refused.Load() == 0 {
 		t.Fatal("no hello was refused")
 	}
@@ -218,7 +221,7 @@ func TestHostileLeafSlots(t *testing.T) {
 					}
 				}()
 				continue
-			case errors.Is(err, protocol.ErrOverloaded):
+			case errors.Is(err, protocol.ErrOverloaded), errors.Is(err, transport.ErrRefused):
 				overloaded.Add(1)
 			}
 			n.Close()
@@ -229,7 +232,7 @@ func TestHostileLeafSlots(t *testing.T) {
 			n.Close()
 		}
 	}()
-	t.Logf("1000 keys from one address: %d attached, %d refused as overloaded", accepted.Load(), overloaded.Load())
+	t.Logf("1000 keys from one address: %d attached, %d refused (overloaded, or by the connection limits before TLS)", accepted.Load(), overloaded.Load())
 	if accepted.Load() > 32 {
 		t.Errorf("%d leaves from one address, over the per-address cap of 32", accepted.Load())
 	}
@@ -260,9 +263,20 @@ func TestHostilePublishFlood(t *testing.T) {
 				defer wg.Done()
 				n, _ := newAttackerNode(t, ip)
 				defer n.Close()
-				l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleLeaf})
-				if err != nil {
-					t.Errorf("leaf %d: %v", i, err)
+				// Dials beyond the per-address handshake cap are refused
+				// before TLS: try again, as an attacker would.
+				var l *transport.Link
+				var err error
+				for l == nil && ctx.Err() == nil {
+					if l, _, err = n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleLeaf}); err != nil {
+						if !errors.Is(err, transport.ErrRefused) && ctx.Err() == nil {
+							t.Errorf("leaf %d: %v", i, err)
+							return
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+				}
+				if l == nil {
 					return
 				}
 				go func() {
