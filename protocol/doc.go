@@ -32,6 +32,28 @@
 // (too large, unknown, malformed) a receiver cannot resynchronise; it may answer with
 // an Error and then closes the stream, and for the message stream the connection.
 //
+// What a receiver takes, whoever sends it:
+//
+//   - Before the hello, nothing else: the listener reads the first frame's header
+//     and refuses any type other than hello, and any hello body over 4096 bytes
+//     (MaxHelloSize), without reading the body. The dialler takes only welcome or
+//     error in answer, of at most 16384 bytes (MaxWelcomeSize).
+//   - Bodies are read as their bytes arrive; nothing is allocated for a length
+//     before the bytes are there. Once a frame's first byte has arrived, the whole
+//     frame must arrive within 10 s plus one second for every 8 KiB of it (a 1 MiB
+//     frame: 138 s); waiting between frames has no limit, as QUIC keep-alives and
+//     its idle timeout watch the connection.
+//   - Streams: on a connection that is not a transfer connection the listener
+//     grants the dialler one bidirectional stream (the message stream) and no more;
+//     each side of a transfer connection grants 64, and serves at most 32 at once.
+//     No unidirectional streams are used or granted. A transfer stream's first
+//     frame must begin within 10 s of the stream opening and be at most 16 KiB;
+//     later frames on it are at most 256 KiB.
+//   - A node refuses connection attempts beyond its caps on handshakes in flight
+//     and on connections from one IPv4 address or IPv6 /64 before any TLS work,
+//     with QUIC's CONNECTION_REFUSED, and under load asks for a QUIC Retry to
+//     check the source address first. See package transport for the values.
+//
 // # Frames
 //
 // Every message is one frame: a 5-byte header and a body.
