@@ -24,35 +24,41 @@ func (n *Node) nonQUICLoop() {
 		if err != nil {
 			return
 		}
-		if !stun.IsMessage(buf[:sz]) {
-			continue
+		n.handleNonQUIC(buf[:sz], from, m)
+	}
+}
+
+// handleNonQUIC takes one packet that is not QUIC: a Binding request to
+// answer, or the answer to one of ours; anything else is dropped.
+func (n *Node) handleNonQUIC(pkt []byte, from net.Addr, m *stun.Message) {
+	if !stun.IsMessage(pkt) {
+		return
+	}
+	// The limits come before decoding, so a flood costs a hash and a lookup.
+	if binary.BigEndian.Uint16(pkt) == stun.BindingRequest.Value() && !n.allowSTUN(from) {
+		return
+	}
+	m.Raw = pkt
+	if err := m.Decode(); err != nil {
+		return
+	}
+	switch m.Type {
+	case stun.BindingRequest:
+		n.answerBinding(m, from)
+	case stun.BindingSuccess:
+		var xa stun.XORMappedAddress
+		if err := xa.GetFrom(m); err != nil {
+			return
 		}
-		// The limits come before decoding, so a flood costs a hash and a lookup.
-		if binary.BigEndian.Uint16(buf) == stun.BindingRequest.Value() && !n.allowSTUN(from) {
-			continue
-		}
-		m.Raw = buf[:sz]
-		if err := m.Decode(); err != nil {
-			continue
-		}
-		switch m.Type {
-		case stun.BindingRequest:
-			n.answerBinding(m, from)
-		case stun.BindingSuccess:
-			var xa stun.XORMappedAddress
-			if err := xa.GetFrom(m); err != nil {
-				continue
-			}
-			ua, _ := from.(*net.UDPAddr)
-			n.stunMu.Lock()
-			ch := n.stunWait[m.TransactionID]
-			n.stunMu.Unlock()
-			if ch != nil {
-				mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
-				select {
-				case ch <- stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID}:
-				default:
-				}
+		ua, _ := from.(*net.UDPAddr)
+		n.stunMu.Lock()
+		ch := n.stunWait[m.TransactionID]
+		n.stunMu.Unlock()
+		if ch != nil {
+			mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
+			select {
+			case ch <- stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID}:
+			default:
 			}
 		}
 	}
