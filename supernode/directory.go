@@ -255,8 +255,15 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 		return
 	}
 	_, held := s.dir.users.Get(rec.Name, now)
-	if replicas := r.Replicas(k, ring.Copies); !held && len(replicas) > 1 {
+	replicas := r.Replicas(k, ring.Copies)
+	switch {
+	case held:
+	case len(replicas) > 1:
 		s.confirmClaim(from, m, replicas[1])
+		return
+	case !s.dir.store.aloneMayClaim(len(s.cfg.Join) > 0):
+		s.putRefused(from, m.ID, m.Hops, rec.Name, fmt.Errorf("%w: this supernode knows no other supernode yet, and another may hold %q; ask again",
+			protocol.ErrUnavailable, rec.Name))
 		return
 	}
 	// A name held here is decided here; so is a free one on a ring of one.
@@ -267,7 +274,7 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 // false, a name free by then is not taken: the put is answered unavailable,
 // and asked again it is confirmed with the other replicas first.
 func (s *Server) storePut(from LinkID, req protocol.QueryID, hops uint8, rec *protocol.UserRecord, claim bool) {
-	s.dir.store.put(rec, claim, time.Now(), func(changed bool, err error) {
+	s.dir.store.put(rec, claim, func(changed bool, err error) {
 		if errors.Is(err, index.ErrNoClaim) {
 			err = fmt.Errorf("%w: %v; ask again", protocol.ErrUnavailable, err)
 		}
@@ -314,7 +321,7 @@ func (s *Server) claimAnswered(p *dirRequest, m *protocol.UserReply) {
 	switch {
 	case m.Code == protocol.StatusOK && m.Rec != nil && m.Rec.Name == p.name && index.CheckRecord(m.Rec, now) == nil:
 		held := m.Rec.Clone()
-		err := s.dir.store.copies([]*protocol.UserRecord{held}, now, func(fresh []*protocol.UserRecord) {
+		err := s.dir.store.copies([]*protocol.UserRecord{held}, func(fresh []*protocol.UserRecord) {
 			s.dir.Stats.Stored.Add(uint64(len(fresh)))
 			s.copyToReplicas(s.dirRing(), fresh)
 		})
@@ -433,7 +440,7 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 	}
 	// Copies are written in batches, one fsync for many; they pass on once
 	// written, so a copy is on disk at each replica that passed it on.
-	err := s.dir.store.copies(recs, now, func(fresh []*protocol.UserRecord) {
+	err := s.dir.store.copies(recs, func(fresh []*protocol.UserRecord) {
 		s.dir.Stats.Stored.Add(uint64(len(fresh)))
 		s.copyToReplicas(s.dirRing(), fresh)
 	})
@@ -498,7 +505,10 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 	changed := !slices.Equal(ids, d.ring)
 	d.ring = ids
 	d.mu.Unlock()
-	d.store.prune(now)
+	d.store.prune()
+	if len(ids) > 1 {
+		d.store.onRing()
+	}
 	self := ring.ID(s.ID())
 	restarted := s.ringRestarted(ids, self)
 	if !changed && !force && !restarted {

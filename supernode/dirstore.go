@@ -49,6 +49,7 @@ var (
 	bucketMeta     = []byte("meta")
 	keyVersion     = []byte("version")     // uint64 big-endian
 	keyIncarnation = []byte("incarnation") // uint64 big-endian: the last start's
+	keyRing        = []byte("ring")        // present once the supernode has been on a ring with others
 	crcTable       = crc32.MakeTable(crc32.Castagnoli)
 )
 
@@ -64,9 +65,15 @@ var ErrDirectoryCorrupt = errors.New("username directory file is damaged")
 type dirStore struct {
 	users       *index.Users
 	db          *bolt.DB // nil: memory only
+	now         func() time.Time
 	path        string
 	incarnation uint64
 	log         zerolog.Logger
+	opened      time.Time
+	// ringBefore: an earlier start of this store was on a ring with other
+	// supernodes; ringNow: this one has been.
+	ringBefore      bool
+	ringNow, marked atomic.Bool
 
 	ops    chan *dirOp
 	queued atomic.Int64 // records in ops
@@ -92,6 +99,7 @@ const (
 	opCopies                  // replica copies, the fresh ones reported
 	opDrop                    // forget a name if cond still holds
 	opPrune                   // forget what expired
+	opMark                    // note in the file that we have been on a ring with others
 )
 
 type dirOp struct {
@@ -100,7 +108,6 @@ type dirOp struct {
 	claim bool                   // opPut: may claim a free name
 	name  string
 	cond  func() bool
-	now   time.Time
 	// put is called for opPut, copied for opCopies, from the writer.
 	put    func(changed bool, err error)
 	copied func(fresh []*protocol.UserRecord)
@@ -115,8 +122,13 @@ func (op *dirOp) size() int64 { return int64(max(1, len(op.recs))) }
 // least incarnation (the start time in ms by default), and stores it before
 // returning, so it rises across restarts even if the clock steps back.
 func openDirStore(dataDir string, incarnation uint64, log zerolog.Logger) (*dirStore, error) {
+	return openDirStoreClock(dataDir, incarnation, log, time.Now)
+}
+
+// openDirStoreClock is openDirStore with the clock that decides expiry.
+func openDirStoreClock(dataDir string, incarnation uint64, log zerolog.Logger, now func() time.Time) (*dirStore, error) {
 	st := &dirStore{
-		users: index.NewUsers(maxUserRecords), incarnation: incarnation, log: log,
+		users: index.NewUsers(maxUserRecords), incarnation: incarnation, log: log, now: now, opened: now(),
 		ops: make(chan *dirOp, maxDirQueued), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if dataDir != "" {
@@ -194,6 +206,7 @@ func (st *dirStore) initMeta(tx *bolt.Tx) error {
 	if err := meta.Put(keyIncarnation, binary.BigEndian.AppendUint64(nil, st.incarnation)); err != nil {
 		return err
 	}
+	st.ringBefore = meta.Get(keyRing) != nil
 	_, err := tx.CreateBucketIfNotExists(bucketUsers)
 	return err
 }
@@ -203,7 +216,7 @@ func (st *dirStore) initMeta(tx *bolt.Tx) error {
 // without it would let another key claim the name. Records expired while the
 // supernode was down are deleted.
 func (st *dirStore) load() error {
-	now := time.Now()
+	now := st.now()
 	var expired [][]byte
 	err := st.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
@@ -294,8 +307,8 @@ func (st *dirStore) enqueue(op *dirOp) error {
 
 // put stores rec (verified by the caller) and calls done once it is on disk,
 // or refused. With claim false it does not take a free name.
-func (st *dirStore) put(rec *protocol.UserRecord, claim bool, now time.Time, done func(changed bool, err error)) {
-	op := &dirOp{kind: opPut, recs: []*protocol.UserRecord{rec}, claim: claim, now: now, put: done}
+func (st *dirStore) put(rec *protocol.UserRecord, claim bool, done func(changed bool, err error)) {
+	op := &dirOp{kind: opPut, recs: []*protocol.UserRecord{rec}, claim: claim, put: done}
 	if err := st.enqueue(op); err != nil {
 		done(false, err)
 	}
@@ -304,11 +317,11 @@ func (st *dirStore) put(rec *protocol.UserRecord, claim bool, now time.Time, don
 // copies stores replica copies (verified by the caller) and calls done with
 // the ones that were news, once they are on disk. Copies that find the
 // queue full are dropped: their sender copies again at its next sweep.
-func (st *dirStore) copies(recs []*protocol.UserRecord, now time.Time, done func(fresh []*protocol.UserRecord)) error {
+func (st *dirStore) copies(recs []*protocol.UserRecord, done func(fresh []*protocol.UserRecord)) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return st.enqueue(&dirOp{kind: opCopies, recs: recs, claim: true, now: now, copied: done})
+	return st.enqueue(&dirOp{kind: opCopies, recs: recs, claim: true, copied: done})
 }
 
 // drop forgets name if cond still reports true when the writer gets to it.
@@ -316,9 +329,36 @@ func (st *dirStore) drop(name string, cond func() bool) {
 	st.enqueue(&dirOp{kind: opDrop, name: name, cond: cond})
 }
 
-// prune forgets the records expired at now, on disk too.
-func (st *dirStore) prune(now time.Time) {
-	st.enqueue(&dirOp{kind: opPrune, now: now})
+// prune forgets the records expired by the time the writer gets to it, on
+// disk too.
+func (st *dirStore) prune() {
+	st.enqueue(&dirOp{kind: opPrune})
+}
+
+// onRing notes that the ring has other supernodes than us, in the file too.
+func (st *dirStore) onRing() {
+	st.ringNow.Store(true)
+	if !st.ringBefore && st.db != nil && st.marked.CompareAndSwap(false, true) {
+		if st.enqueue(&dirOp{kind: opMark}) != nil {
+			st.marked.Store(false)
+		}
+	}
+}
+
+// dirAloneSettle is how long a supernode that should be on a ring with
+// others (it was before a restart, or it joins some), and knows none yet,
+// refuses claims of names it holds no record of: the records it lacks are
+// on the others, which it cannot ask yet. Its Join links come up at once,
+// and the others redial it within their idle timeout (15 s by default); a
+// minute covers both with room, and a supernode still alone then is taken
+// to be alone.
+const dirAloneSettle = time.Minute
+
+// aloneMayClaim reports whether a supernode that knows no other may let a
+// key claim a name it holds no record of; joins reports whether it is
+// configured to join others.
+func (st *dirStore) aloneMayClaim(joins bool) bool {
+	return !st.ringBefore && !joins || st.ringNow.Load() || st.now().Sub(st.opened) >= dirAloneSettle
 }
 
 // close stops the writer once what is queued is written, and closes the file.
@@ -386,15 +426,16 @@ type opResult struct {
 func (st *dirStore) apply(ops []*dirOp) {
 	var n int64
 	conds := make([]bool, len(ops))
+	mark := false
 	for i, op := range ops {
 		n += op.size()
+		mark = mark || op.kind == opMark
 		if op.kind == opDrop {
 			conds[i] = op.cond == nil || op.cond() // outside the batch: cond may take other locks
 		}
 	}
 	defer st.queued.Add(-n)
-	now := time.Now()
-	b := st.users.Begin(now)
+	b := st.users.Begin(st.now())
 	res := make([]opResult, len(ops))
 	for i, op := range ops {
 		switch op.kind {
@@ -416,7 +457,7 @@ func (st *dirStore) apply(ops []*dirOp) {
 			b.Prune()
 		}
 	}
-	if err := st.write(b); err != nil {
+	if err := st.write(b, mark); err != nil {
 		b.Abort()
 		st.Stats.WriteErrors.Add(1)
 		st.log.Error().Err(err).Int("changes", b.Len()).Msg("username directory write failed; the changes are refused")
@@ -425,6 +466,9 @@ func (st *dirStore) apply(ops []*dirOp) {
 			if res[i].err == nil {
 				res[i] = opResult{err: werr}
 			}
+		}
+		if mark {
+			st.marked.Store(false)
 		}
 	} else {
 		b.Commit()
@@ -439,15 +483,21 @@ func (st *dirStore) apply(ops []*dirOp) {
 	}
 }
 
-// write puts a batch's changes in the file, in one transaction.
-func (st *dirStore) write(b *index.Batch) error {
-	if st.db == nil || b.Len() == 0 {
+// write puts a batch's changes in the file, in one transaction, with the
+// mark that we have been on a ring with others.
+func (st *dirStore) write(b *index.Batch, mark bool) error {
+	if st.db == nil || b.Len() == 0 && !mark {
 		return nil
 	}
 	var written, deleted uint64
 	err := st.db.Update(func(tx *bolt.Tx) error {
 		if st.failWrite != nil {
 			if err := st.failWrite(); err != nil {
+				return err
+			}
+		}
+		if mark {
+			if err := tx.Bucket(bucketMeta).Put(keyRing, []byte{1}); err != nil {
 				return err
 			}
 		}
