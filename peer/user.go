@@ -304,7 +304,10 @@ func (u *userDir) register() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {
-		u.status.Registered = false
+		// A refresh that failed leaves the record put before live until it
+		// expires: the name is still ours unless another key holds it.
+		u.status.Registered = prev != nil && u.status.Registered && time.Now().Unix() < prev.Expires &&
+			!errors.Is(err, protocol.ErrForbidden)
 		u.status.LastError = err.Error()
 		d.log.Warn().Err(err).Str("user", rec.Name).Msg("username not registered")
 		return err
