@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,5 +480,79 @@ func TestDirStoreRememberRing(t *testing.T) {
 	mem.onRing()
 	if mem.ringBefore || !mem.aloneMayClaim(true) {
 		t.Fatal("a memory store that saw the ring")
+	}
+}
+
+// TestDirStoreQueueBounded: while the disk is stuck, what waits to be
+// written stops at maxDirQueued records: further puts are refused at once
+// (overloaded) and further copies dropped, the heap stays bounded, and once
+// the disk moves again an honest put is stored.
+func TestDirStoreQueueBounded(t *testing.T) {
+	st := openStore(t, t.TempDir(), 1, nil)
+	id := storeIdentity(t)
+	exp := time.Now().Add(time.Hour)
+	stuck, unstick := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	st.failWrite = func() error {
+		once.Do(func() { close(stuck) })
+		<-unstick
+		return nil
+	}
+	released := false
+	defer func() {
+		if !released {
+			close(unstick)
+		}
+	}()
+	// One put holds the writer in its transaction.
+	first := make(chan error, 1)
+	st.put(storeRecord(t, id, "first", 1, exp), true, func(_ bool, err error) { first <- err })
+	<-stuck
+
+	// A flood: 64-record copy frames, as a neighbour would send, then puts.
+	frame := make([]*protocol.UserRecord, protocol.MaxUserRecords)
+	for i := range frame {
+		frame[i] = storeRecord(t, id, fmt.Sprintf("flood%02d", i), 1, exp)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	accepted, dropped := 0, 0
+	for i := 0; i < 1000; i++ {
+		if st.copies(frame, func([]*protocol.UserRecord) {}) == nil {
+			accepted++
+		} else {
+			dropped++
+		}
+	}
+	var overloaded atomic.Int32
+	for i := 0; i < 1000; i++ {
+		st.put(frame[0], true, func(_ bool, err error) {
+			if protocol.StatusOf(err) == protocol.StatusOverloaded {
+				overloaded.Add(1)
+			}
+		})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if q := st.queued.Load(); q > maxDirQueued {
+		t.Fatalf("%d records queued, more than %d", q, maxDirQueued)
+	}
+	if accepted*protocol.MaxUserRecords > maxDirQueued || dropped == 0 || overloaded.Load() == 0 {
+		t.Fatalf("%d frames taken, %d dropped, %d puts refused: the queue is not bounded at %d records",
+			accepted, dropped, overloaded.Load(), maxDirQueued)
+	}
+	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("stuck disk: %d copy frames queued, %d dropped, %d puts refused overloaded; heap grew %d KiB", accepted, dropped, overloaded.Load(), growth/1024)
+	if growth > 4<<20 {
+		t.Fatalf("heap grew %d bytes with the writer stuck", growth)
+	}
+	close(unstick)
+	released = true
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := putWait(t, st, storeRecord(t, storeIdentity(t), "honest", 1, exp), true); !ok || err != nil {
+		t.Fatalf("an honest put after the flood: %v %v", ok, err)
 	}
 }
