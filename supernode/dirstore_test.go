@@ -556,3 +556,33 @@ func TestDirStoreQueueBounded(t *testing.T) {
 		t.Fatalf("an honest put after the flood: %v %v", ok, err)
 	}
 }
+
+// TestDirStoreLargestRecordFits: the largest record a put may carry is
+// stored and read back: the bound checked at load is above it.
+func TestDirStoreLargestRecordFits(t *testing.T) {
+	id := storeIdentity(t)
+	r := &protocol.UserRecord{Name: strings.Repeat("n", protocol.MaxUsernameLen), Seq: ^uint64(0), Expires: 1 << 62, NAT: protocol.NATUDPBlocked}
+	for i := 0; i < protocol.MaxUserSNs; i++ {
+		r.Supernodes = append(r.Supernodes, id.ID)
+	}
+	for i := 0; i < protocol.MaxAddrs; i++ {
+		a := fmt.Sprintf("%d.example:%d", i, 6346)
+		r.Addrs = append(r.Addrs, strings.Repeat("h", protocol.MaxAddrLen-len(a))+a)
+	}
+	r.Sign(id)
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := encodeStored(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v) > maxStoredRecord {
+		t.Fatalf("the largest record takes %d bytes stored, above the %d checked at load", len(v), maxStoredRecord)
+	}
+	got, err := decodeStored([]byte(r.Name), v)
+	if err != nil || got.Verify() != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	t.Logf("largest record: %d bytes stored", len(v))
+}
