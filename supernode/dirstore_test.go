@@ -552,6 +552,12 @@ func TestDirStoreQueueBounded(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
+	// The writer works through the queue in batches of maxDirBatch.
+	for deadline := time.Now().Add(10 * time.Second); st.queued.Load() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records still queued 10 s after the disk moved", st.queued.Load())
+		}
+	}
 	if ok, err := putWait(t, st, storeRecord(t, storeIdentity(t), "honest", 1, exp), true); !ok || err != nil {
 		t.Fatalf("an honest put after the flood: %v %v", ok, err)
 	}
