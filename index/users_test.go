@@ -107,3 +107,74 @@ func TestUsersExpiry(t *testing.T) {
 		t.Fatalf("Records(carol) = %v", recs)
 	}
 }
+
+// TestUsersBatch: a batch decides each put against the records and what it
+// staged before; readers see nothing of it until it commits, and nothing at
+// all when it aborts; a put that may not claim leaves a free name free.
+func TestUsersBatch(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	u := NewUsers(3)
+	alice, bob, mallory := userID(t), userID(t), userID(t)
+	if _, err := u.Put(userRecord(alice, "alice", 1, now.Add(time.Hour), "192.0.2.1:1"), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Put(userRecord(bob, "old", 1, now.Add(time.Minute), "192.0.2.1:1"), now); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(2 * time.Minute) // "old" has expired
+	b := u.Begin(later)
+	if ok, err := b.Put(userRecord(bob, "bob", 1, later.Add(time.Hour), "192.0.2.2:1"), true); !ok || err != nil {
+		t.Fatalf("claim in a batch: %v %v", ok, err)
+	}
+	// The second claim of bob in the same batch sees the first.
+	if _, err := b.Put(userRecord(mallory, "bob", 5, later.Add(time.Hour), "198.51.100.1:1"), true); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a second key after a claim staged in the batch: %v, want taken", err)
+	}
+	if ok, err := b.Put(userRecord(alice, "alice", 2, later.Add(time.Hour), "192.0.2.3:1"), false); !ok || err != nil {
+		t.Fatalf("an update that may not claim: %v %v", ok, err)
+	}
+	if _, err := b.Put(userRecord(mallory, "carol", 1, later.Add(time.Hour), "198.51.100.1:1"), false); !errors.Is(err, ErrNoClaim) {
+		t.Fatalf("a claim that may not claim: %v", err)
+	}
+	// A third record in a share of 3 holding alice, bob and the expired "old":
+	// the batch prunes "old" to make room.
+	if ok, err := b.Put(userRecord(mallory, "dave", 1, later.Add(time.Hour), "198.51.100.1:1"), true); !ok || err != nil {
+		t.Fatalf("a claim that needs the expired record's room: %v %v", ok, err)
+	}
+	if _, err := b.Put(userRecord(mallory, "eve", 1, later.Add(time.Hour), "198.51.100.1:1"), true); !errors.Is(err, ErrUsersFull) {
+		t.Fatalf("a fourth live record in a share of 3: %v, want full", err)
+	}
+	changes := map[string]bool{}
+	b.Changes(func(name string, r *protocol.UserRecord) { changes[name] = r != nil })
+	if len(changes) != 4 || !changes["bob"] || !changes["alice"] || !changes["dave"] || changes["old"] {
+		t.Fatalf("batch changes %v, want bob, alice and dave put and old dropped", changes)
+	}
+	// Readers do not wait for the batch, and do not see it.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, ok := u.Get("bob", later); ok {
+			t.Error("a staged record is visible before the commit")
+		}
+		if r, _ := u.Get("alice", later); r == nil || r.Seq != 1 {
+			t.Error("a staged update is visible before the commit")
+		}
+	}()
+	<-done
+	b.Abort()
+	if _, ok := u.Get("bob", later); ok || u.Len() != 2 {
+		t.Fatalf("an aborted batch changed the share: %d records", u.Len())
+	}
+
+	b = u.Begin(later)
+	b.Put(userRecord(bob, "bob", 1, later.Add(time.Hour), "192.0.2.2:1"), true)
+	b.Drop("alice")
+	b.Commit()
+	b.Commit() // twice is harmless
+	if _, ok := u.Get("bob", later); !ok {
+		t.Fatal("a committed claim is not visible")
+	}
+	if _, ok := u.Get("alice", later); ok {
+		t.Fatal("a committed drop is not visible")
+	}
+}

@@ -36,6 +36,7 @@ type listedSN struct {
 func (a *attachment) takeMembers(m *protocol.Members) {
 	var listed []listedSN
 	var ids []ring.ID
+	incs := make(map[ring.ID]uint64)
 	network, now := a.d.Network(), time.Now()
 	for i := range m.Members {
 		r := &m.Members[i]
@@ -43,7 +44,9 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 			continue
 		}
 		ids = append(ids, ring.ID(r.Peer()))
-		if r.Peer() == a.d.ID() || a.d.lead.isOurs(r.Peer()) || !transport.Dialable(r.Addrs[0]) {
+		incs[ring.ID(r.Peer())] = r.Incarnation
+		// Every entry counts for the ring; only so many are kept as targets.
+		if len(listed) == maxCachedSupernodes || r.Peer() == a.d.ID() || a.d.lead.isOurs(r.Peer()) || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
 		load := 1.0
@@ -51,14 +54,11 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 			load = float64(r.Leaves) / float64(r.Cap)
 		}
 		listed = append(listed, listedSN{target: r.Peer().String() + "@" + r.Addrs[0], load: load})
-		if len(listed) == maxCachedSupernodes {
-			break
-		}
 	}
 	if len(listed) == 0 {
 		return
 	}
-	a.d.user.membersChanged(ids)
+	a.d.user.membersChanged(ids, incs)
 	slices.SortFunc(listed, func(x, y listedSN) int { return strings.Compare(x.target, y.target) })
 	a.mu.Lock()
 	same := slices.EqualFunc(listed, a.listed, func(x, y listedSN) bool { return x.target == y.target })

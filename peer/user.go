@@ -51,22 +51,36 @@ type userDir struct {
 	sent   *protocol.UserRecord // the last record put, to spot changes
 	kick   chan struct{}
 	// replicas are the supernodes that hold our record, as the member list
-	// has it; when they change the record is put again, since the new ones
-	// may lack it (all of the old ones may have died at once).
+	// has it, with their incarnations; when they change the record is put
+	// again, since the new ones may lack it (all of the old ones may have
+	// died at once), and so it is when one of them restarted (its
+	// incarnation rose): it may have lost a record put while it was down.
 	replicas []ring.ID
+	incs     map[ring.ID]uint64
 	force    bool
 }
 
 // membersChanged puts the record again if the supernodes that should hold it
-// changed.
-func (u *userDir) membersChanged(ids []ring.ID) {
+// changed, or one of them restarted. ids are the listed supernodes, incs
+// their incarnations.
+func (u *userDir) membersChanged(ids []ring.ID, incs map[ring.ID]uint64) {
 	if u.d.cfg.Username == "" {
 		return
 	}
 	reps := ring.New(ids).Replicas(ring.KeyOf(u.d.cfg.Username), ring.Copies)
+	mine := make(map[ring.ID]uint64, len(reps))
+	for _, r := range reps {
+		mine[r] = incs[r]
+	}
 	u.mu.Lock()
 	changed := u.replicas != nil && !slices.Equal(reps, u.replicas)
-	u.replicas = reps
+	for r, inc := range mine {
+		if old, ok := u.incs[r]; ok && inc > old {
+			changed = true
+			u.d.log.Info().Str("peer_id", protocol.PeerID(r).Short()).Msg("a supernode holding our username record restarted; putting it again")
+		}
+	}
+	u.replicas, u.incs = reps, mine
 	if changed {
 		u.force = true
 	}
@@ -290,7 +304,10 @@ func (u *userDir) register() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {
-		u.status.Registered = false
+		// A refresh that failed leaves the record put before live until it
+		// expires: the name is still ours unless another key holds it.
+		u.status.Registered = prev != nil && u.status.Registered && time.Now().Unix() < prev.Expires &&
+			!errors.Is(err, protocol.ErrForbidden)
 		u.status.LastError = err.Error()
 		d.log.Warn().Err(err).Str("user", rec.Name).Msg("username not registered")
 		return err

@@ -664,7 +664,20 @@
 // every few seconds besides, a supernode sends user_store with each record it holds
 // to the other replicas, and hands each record it should no longer hold to the
 // owner with user_put, dropping it once the owner has answered. A leaf puts its record
-// again before it expires and whenever its supernodes or addresses change.
+// again before it expires and whenever its supernodes or addresses change, and when a
+// supernode that should hold it restarts (its member entry's in rises, or it leaves the
+// list and comes back).
+//
+// A supernode keeps the records it holds on disk, written before it answers a put, so
+// they outlive a restart. An owner that holds no live record of a name asks the other
+// replicas before a key may claim it: it sends user_get with d 1 toward the second
+// replica (which passes it to the third if it lacks the record). If a replica answers
+// with a record, the owner stores that one first and decides the put against it; if
+// the answer is not found, the claim is decided as one of a free name; any other answer
+// makes the owner answer the put unavailable (c 8), and the leaf asks again. An owner that knows no other supernode answers a claim unavailable
+// while it should be on a ring (it was before a restart, or it joins others) and has
+// not seen one, for at most a minute. A put it cannot write to disk is answered
+// unavailable too, and changes nothing.
 //
 // A peer hands a file to another (v5) on a transfer connection: it opens a stream
 // with deliver and writes the bytes after it. The receiver, if it takes deliveries

@@ -27,7 +27,8 @@ const (
 // directory is this supernode's part of the username directory: its share of
 // the records, and the requests in flight through it.
 type directory struct {
-	users *index.Users
+	store *dirStore
+	users *index.Users // the store's records in memory: what lookups read
 
 	mu      sync.Mutex
 	pending map[protocol.QueryID]*dirRequest
@@ -35,6 +36,7 @@ type directory struct {
 	ring    []ring.ID                // the ring at the last sweep
 	cur     *ring.Ring               // the ring now, as of members generation curGen
 	curGen  uint64
+	incs    map[ring.ID]uint64 // incarnations of the ring's supernodes at the last sweep
 
 	Stats DirStats
 }
@@ -42,6 +44,8 @@ type directory struct {
 // DirStats are cumulative counts, for status and tests.
 type DirStats struct {
 	Puts, Gets, Forwarded, Stored, Refused, Moved atomic.Uint64
+	// Confirms are claims of free names asked of the other replicas first.
+	Confirms atomic.Uint64
 }
 
 type dirRequest struct {
@@ -51,11 +55,15 @@ type dirRequest struct {
 	hops     uint8
 	name     string
 	deadline time.Time
+	// claim is a put of a free name that waits for the other replicas to
+	// say whether they hold the name (see confirmClaim).
+	claim *protocol.UserRecord
 }
 
-func newDirectory() *directory {
+func newDirectory(store *dirStore) *directory {
 	return &directory{
-		users:   index.NewUsers(maxUserRecords),
+		store:   store,
+		users:   store.users,
 		pending: make(map[protocol.QueryID]*dirRequest),
 		limits:  make(map[LinkID]*rate.Limiter),
 	}
@@ -189,25 +197,32 @@ func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops ui
 // forwardAs is forward for a request that goes on under the ID next (which m
 // carries) and is answered under req.
 func (s *Server) forwardAs(from LinkID, req, next protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
-	if hops >= protocol.MaxUserHops {
-		s.replyErr(from, req, hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, name, hops))
+	s.forwardReq(&dirRequest{from: from, replyAs: req, hops: hops, name: name}, next, target, m)
+}
+
+// forwardReq sends m, a request under the ID next, toward target, and keeps
+// p to take the reply.
+func (s *Server) forwardReq(p *dirRequest, next protocol.QueryID, target ring.ID, m protocol.Message) {
+	if p.hops >= protocol.MaxUserHops {
+		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, p.name, p.hops))
 		return
 	}
 	link, ok := s.nextHop(target)
 	if !ok {
-		s.replyErr(from, req, hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, name))
+		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, p.name))
 		return
 	}
+	p.via, p.deadline = link, time.Now().Add(dirRequestTTL)
 	d := s.dir
 	d.mu.Lock()
 	full := len(d.pending) >= maxDirPending
 	if !full {
-		d.pending[next] = &dirRequest{from: from, replyAs: req, via: link, hops: hops, name: name, deadline: time.Now().Add(dirRequestTTL)}
+		d.pending[next] = p
 		d.Stats.Forwarded.Add(1)
 	}
 	d.mu.Unlock()
 	if full {
-		s.replyErr(from, req, hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
+		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
 		return
 	}
 	s.Send(link, m)
@@ -228,18 +243,103 @@ func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
 		s.forward(from, m.ID, m.Rec.Name, m.Hops, owner, &fwd)
 		return
 	}
-	changed, err := s.dir.users.Put(&m.Rec, time.Now())
-	if err != nil {
-		s.dir.Stats.Refused.Add(1)
-		s.log.Info().Err(err).Str("user", m.Rec.Name).Msg("username record refused")
-		s.replyErr(from, m.ID, m.Hops, dirError(err))
+	rec, now := &m.Rec, time.Now()
+	if s.dir.users.Holds(rec) {
+		// Replicas pass every record on again when the ring changes:
+		// spare the signature check for the copy already held.
+		s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
 		return
 	}
-	if changed {
-		s.dir.Stats.Stored.Add(1)
-		s.copyToReplicas(r, []*protocol.UserRecord{&m.Rec})
+	if err := index.CheckRecord(rec, now); err != nil {
+		s.putRefused(from, m.ID, m.Hops, rec.Name, err)
+		return
 	}
-	s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
+	_, held := s.dir.users.Get(rec.Name, now)
+	replicas := r.Replicas(k, ring.Copies)
+	switch {
+	case held:
+	case len(replicas) > 1:
+		s.confirmClaim(from, m, replicas[1])
+		return
+	case !s.dir.store.aloneMayClaim(len(s.cfg.Join) > 0):
+		s.putRefused(from, m.ID, m.Hops, rec.Name, fmt.Errorf("%w: this supernode knows no other supernode yet, and another may hold %q; ask again",
+			protocol.ErrUnavailable, rec.Name))
+		return
+	}
+	// A name held here is decided here; so is a free one on a ring of one.
+	s.storePut(from, m.ID, m.Hops, rec, !held)
+}
+
+// storePut stores rec, and answers the put once it is on disk. With claim
+// false, a name free by then is not taken: the put is answered unavailable,
+// and asked again it is confirmed with the other replicas first.
+func (s *Server) storePut(from LinkID, req protocol.QueryID, hops uint8, rec *protocol.UserRecord, claim bool) {
+	s.dir.store.put(rec, claim, func(changed bool, err error) {
+		if errors.Is(err, index.ErrNoClaim) {
+			err = fmt.Errorf("%w: %v; ask again", protocol.ErrUnavailable, err)
+		}
+		if err != nil {
+			s.putRefused(from, req, hops, rec.Name, err)
+			return
+		}
+		if changed {
+			s.dir.Stats.Stored.Add(1)
+			s.copyToReplicas(s.dirRing(), []*protocol.UserRecord{rec})
+		}
+		s.Send(from, &protocol.UserReply{ID: req, Hops: hops})
+	})
+}
+
+func (s *Server) putRefused(from LinkID, req protocol.QueryID, hops uint8, name string, err error) {
+	s.dir.Stats.Refused.Add(1)
+	s.log.Info().Err(err).Str("user", name).Msg("username record refused")
+	s.replyErr(from, req, hops, dirError(err))
+}
+
+// confirmClaim asks the other replicas of a name this owner holds no record
+// of whether they hold one, before a key may claim it. The owner may lack a
+// record the others hold: it restarted and a put came while it was down, or
+// the ring changed and their copies have not reached it yet. Without this,
+// another key could claim the name in that window and first-key-wins would
+// end up with two owners. The get goes to the second replica, which passes it
+// to the third if it lacks the record.
+func (s *Server) confirmClaim(from LinkID, m *protocol.UserPut, next ring.ID) {
+	var id protocol.QueryID
+	crand.Read(id[:])
+	rec := m.Rec
+	s.dir.Stats.Confirms.Add(1)
+	s.forwardReq(&dirRequest{from: from, replyAs: m.ID, hops: m.Hops, name: rec.Name, claim: &rec}, id, next,
+		&protocol.UserGet{ID: id, Name: rec.Name, Hops: m.Hops + 1, Down: 1})
+}
+
+// claimAnswered goes on with a claim once the other replicas answered: with
+// the record one of them holds stored first, so that the claim is decided
+// against it; as a claim of a free name when none holds one; and not at all
+// when they could not be asked.
+func (s *Server) claimAnswered(p *dirRequest, m *protocol.UserReply) {
+	now := time.Now()
+	switch {
+	case m.Code == protocol.StatusOK && m.Rec != nil && m.Rec.Name == p.name && index.CheckRecord(m.Rec, now) == nil:
+		held := m.Rec.Clone()
+		err := s.dir.store.copies([]*protocol.UserRecord{held}, func(fresh []*protocol.UserRecord) {
+			s.dir.Stats.Stored.Add(uint64(len(fresh)))
+			s.copyToReplicas(s.dirRing(), fresh)
+		})
+		if err != nil {
+			s.replyErr(p.from, p.replyAs, p.hops, err)
+			return
+		}
+		s.storePut(p.from, p.replyAs, p.hops, p.claim, false)
+	case m.Code == protocol.StatusNotFound:
+		s.storePut(p.from, p.replyAs, p.hops, p.claim, true)
+	default:
+		why := m.Message
+		if m.Code == protocol.StatusOK {
+			why = "the answer held no valid record"
+		}
+		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: cannot confirm with the other replicas that %q is free: %s",
+			protocol.ErrUnavailable, p.name, why))
+	}
 }
 
 // dirError gives the directory's refusals their wire status.
@@ -299,6 +399,8 @@ func (s *Server) userReply(m *protocol.UserReply) {
 	switch {
 	case p == nil:
 		// Late, or not ours.
+	case p.claim != nil:
+		s.claimAnswered(p, m)
 	case p.from != 0:
 		r := *m
 		r.ID = p.replyAs
@@ -318,13 +420,13 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 	r := s.dirRing()
 	self := ring.ID(s.ID())
 	now := time.Now()
-	var fresh []*protocol.UserRecord
+	var recs []*protocol.UserRecord
 	for i := range m.Recs {
 		rec := &m.Recs[i]
-		if !holds(r, self, rec.Name) {
+		if !holds(r, self, rec.Name) || s.dir.users.Holds(rec) {
 			continue
 		}
-		changed, err := s.dir.users.Put(rec, now)
+		err := index.CheckRecord(rec, now)
 		switch {
 		case errors.Is(err, protocol.ErrBadSignature) || errors.Is(err, protocol.ErrMalformed):
 			l.Log().Warn().Err(err).Msg("user_store with a bad record; closing link")
@@ -332,13 +434,18 @@ func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
 			return
 		case err != nil:
 			s.log.Debug().Err(err).Str("user", rec.Name).Msg("replica copy refused")
-		case changed:
-			fresh = append(fresh, rec)
+		default:
+			recs = append(recs, rec)
 		}
 	}
-	if len(fresh) > 0 {
+	// Copies are written in batches, one fsync for many; they pass on once
+	// written, so a copy is on disk at each replica that passed it on.
+	err := s.dir.store.copies(recs, func(fresh []*protocol.UserRecord) {
 		s.dir.Stats.Stored.Add(uint64(len(fresh)))
-		s.copyToReplicas(r, fresh)
+		s.copyToReplicas(s.dirRing(), fresh)
+	})
+	if err != nil {
+		s.log.Debug().Err(err).Int("records", len(recs)).Msg("replica copies dropped")
 	}
 }
 
@@ -398,11 +505,15 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 	changed := !slices.Equal(ids, d.ring)
 	d.ring = ids
 	d.mu.Unlock()
-	d.users.Prune(now)
-	if !changed && !force {
-		return
+	d.store.prune()
+	if len(ids) > 1 {
+		d.store.onRing()
 	}
 	self := ring.ID(s.ID())
+	restarted := s.ringRestarted(ids, self)
+	if !changed && !force && !restarted {
+		return
+	}
 	var mine []*protocol.UserRecord
 	var moved []*protocol.UserRecord
 	for _, rec := range d.users.Records(now, nil) {
@@ -423,11 +534,33 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 	d.Stats.Moved.Add(uint64(len(moved)))
 }
 
-func (s *Server) dropMoved(name string) {
-	d := s.dir
-	if !holds(s.dirRing(), ring.ID(s.ID()), name) {
-		d.users.Drop(name)
+// ringRestarted reports whether a supernode of the ring has restarted since
+// the last sweep (its incarnation rose): it may lack the records put while it
+// was down, and gets copies at once rather than at the next forced sweep.
+func (s *Server) ringRestarted(ids []ring.ID, self ring.ID) bool {
+	incs := make(map[ring.ID]uint64, len(ids))
+	for _, id := range ids {
+		if id != self {
+			incs[id] = s.members.Incarnation(protocol.PeerID(id))
+		}
 	}
+	d := s.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	restarted := false
+	for id, inc := range incs {
+		if old, ok := d.incs[id]; ok && inc > old {
+			restarted = true
+			s.log.Info().Str("peer_id", protocol.PeerID(id).Short()).Uint64("incarnation", inc).Msg("supernode of the ring restarted; copying records to it")
+		}
+	}
+	d.incs = incs
+	return restarted
+}
+
+func (s *Server) dropMoved(name string) {
+	self := ring.ID(s.ID())
+	s.dir.store.drop(name, func() bool { return !holds(s.dirRing(), self, name) })
 }
 
 // neighbourGone answers the requests that went on over a supernode link that
@@ -458,6 +591,13 @@ func (d *directory) leafGone(id LinkID) {
 
 // DirectoryStats are the directory's counts.
 func (s *Server) DirectoryStats() *DirStats { return &s.dir.Stats }
+
+// DirectoryStore are the counts of the store that keeps the directory's
+// records on disk.
+func (s *Server) DirectoryStore() *DirStoreStats { return &s.dir.store.Stats }
+
+// Incarnation is this start's incarnation, as the member entry carries it.
+func (s *Server) Incarnation() uint64 { return s.cfg.Incarnation }
 
 // UserRecords is how many username records this supernode holds.
 func (s *Server) UserRecords() int { return s.dir.users.Len() }

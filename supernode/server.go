@@ -44,7 +44,9 @@ type Config struct {
 	Conn net.PacketConn
 	// Join lists supernodes to link to, as host:port or peerid@host:port.
 	Join []string
-	// DataDir holds the identity key.
+	// DataDir holds the identity key and the username records this
+	// supernode holds (DirectoryFile). Without it, as with an Identity and
+	// no DataDir, the records are kept in memory only.
 	DataDir string
 	// Identity overrides the key in DataDir.
 	Identity *protocol.Identity
@@ -61,7 +63,9 @@ type Config struct {
 	// third of that while they serve.
 	PromotedCertTTL time.Duration
 	// Incarnation tells the others of a restart: it must rise each time the
-	// supernode starts (default: the start time in milliseconds).
+	// supernode starts (default: the start time in milliseconds). With a
+	// DataDir it is kept there and raised above the last start's, so it
+	// rises even if the clock stepped back.
 	Incarnation uint64
 	// IdleTimeout drops a leaf or supernode that has been silent this long (default 15 s).
 	IdleTimeout time.Duration
@@ -280,7 +284,14 @@ func New(cfg Config) (*Server, error) {
 		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
 		ctx: ctx, cancel: cancel,
 	}
-	if err := s.initAdmission(); err != nil {
+	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
+	if err == nil {
+		s.cfg.Incarnation = store.incarnation
+		if err = s.initAdmission(); err != nil {
+			store.close()
+		}
+	}
+	if err != nil {
 		cancel()
 		node.Close()
 		if alt != nil {
@@ -300,7 +311,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
-	s.dir = newDirectory()
+	s.dir = newDirectory(store)
 	s.elect = newElection()
 	return s, nil
 }
@@ -476,7 +487,8 @@ func (s *Server) Close() error {
 		}
 	})
 	s.wg.Wait()
-	return nil
+	// After every goroutine that hands it records: what they queued is written.
+	return s.dir.store.close()
 }
 
 func (s *Server) tickLoop() {
