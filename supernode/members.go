@@ -53,7 +53,9 @@ func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, b
 	for _, r := range recs {
 		id := r.Peer()
 		old := ms.m[id]
-		if old != nil && r.Beat <= old.rec.Beat {
+		// A later incarnation is newer whatever its beat: a supernode whose
+		// clock stepped back across a restart still comes back at once.
+		if old != nil && (r.Incarnation < old.rec.Incarnation || r.Incarnation == old.rec.Incarnation && r.Beat <= old.rec.Beat) {
 			continue // what we hold is as new; no need to check the signature
 		}
 		if err := r.Verify(); err != nil {

@@ -142,3 +142,30 @@ func TestMembersGen(t *testing.T) {
 		t.Fatalf("gen %d after a death, %d after the return: want a change each", g2, ms.Gen())
 	}
 }
+
+// A supernode that restarts with its clock stepped back issues lower beats,
+// but a higher incarnation: its entries are taken at once, and those of its
+// earlier life no longer are.
+func TestMembersIncarnationWins(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ms := NewMembers(testNetwork, 3*time.Second, 10)
+	a := newIdentity(t)
+	entry := func(beat, inc uint64) *protocol.MemberRecord {
+		r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Incarnation: inc,
+			Chain: testAdmit(a, time.Unix(1_900_000_000, 0))}
+		r.Sign(a)
+		return r
+	}
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(5000, 1)}, now); fresh != 1 {
+		t.Fatal("first entry not taken")
+	}
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(10, 2)}, now); fresh != 1 {
+		t.Fatal("the restarted supernode's entry, with a lower beat, was not taken")
+	}
+	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(6000, 1)}, now); fresh != 0 {
+		t.Fatal("an entry of the earlier life replaced the restarted one's")
+	}
+	if got := ms.Incarnation(a.ID); got != 2 {
+		t.Fatalf("incarnation %d, want 2", got)
+	}
+}

@@ -653,8 +653,14 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 	me := s.ID()
 	keepNew := outgoing == (bytes.Compare(me[:], l.Peer[:]) < 0)
 	s.mu.Lock()
-	_, linked := s.byPeer[l.Peer]
+	cur, linked := s.links[s.byPeer[l.Peer]]
 	s.mu.Unlock()
+	// A supernode sends members every gossip round: a link to it that has
+	// been quiet for longer is to a process that died without a goodbye (it
+	// is dialling us again after a restart), not the one to keep.
+	if linked && cur.Quiet() > 3*s.cfg.GossipInterval {
+		keepNew = true
+	}
 	if linked && !keepNew {
 		l.Close(fmt.Errorf("%w: already linked", protocol.ErrForbidden))
 		return 0, false

@@ -45,6 +45,8 @@ type Link struct {
 	src    *source // the source of an incoming link, charged for its queue
 	srcMax int64
 	slow   *atomic.Uint64
+	// lastRecv is when the last frame arrived (Unix ns), for Quiet.
+	lastRecv atomic.Int64
 
 	mu      sync.Mutex
 	pending []byte
@@ -72,6 +74,7 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 	if tk != nil {
 		l.src = tk.src
 	}
+	l.lastRecv.Store(time.Now().UnixNano())
 	go l.writeLoop()
 	go func() {
 		select {
@@ -170,6 +173,9 @@ func (l *Link) writeLoop() {
 // does not arrive within its deadline (see FrameTimeouts) closes the link.
 func (l *Link) Recv() (protocol.Message, error) {
 	t, body, err := l.fr.ReadFrame(l.rbuf)
+	if err == nil {
+		l.lastRecv.Store(time.Now().UnixNano())
+	}
 	if err != nil {
 		if errors.Is(err, ErrSlowFrame) {
 			l.slow.Add(1)
@@ -268,4 +274,10 @@ func writeError(s *quic.Stream, err error) {
 		s.Write(b)
 		s.Close()
 	}
+}
+
+// Quiet is how long ago the last frame arrived on the link, or since it was
+// made when none has.
+func (l *Link) Quiet() time.Duration {
+	return time.Since(time.Unix(0, l.lastRecv.Load()))
 }
