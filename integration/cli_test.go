@@ -499,9 +499,11 @@ func TestCLISearchAndGet(t *testing.T) {
 		t.Errorf("bob is attached to %s, want %s", bobSt.Supernode.Addr, sn2Addr)
 	}
 
-	// Summaries travel between supernodes on their ticks: poll until bob sees both.
+	// Summaries travel between supernodes on their ticks: poll until bob sees
+	// both songs, and both supernodes search (the second only once the first
+	// holds its summary: a supernode asks no neighbour that has sent none).
 	var sr searchJSON
-	pollUntil(t, 15*time.Second, "bob to find both songs", func() (bool, string) {
+	pollUntil(t, 15*time.Second, "bob to find both songs through both supernodes", func() (bool, string) {
 		r := l.peer(bob.dataDir, "search", "--json", "hey jude")
 		if r.code != 0 {
 			return false, r.String()
@@ -510,7 +512,7 @@ func TestCLISearchAndGet(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &sr); err != nil {
 			t.Fatalf("search --json is not JSON: %v\n%s", err, r)
 		}
-		return len(sr.Results) == 2, r.String()
+		return len(sr.Results) == 2 && sr.Supernodes == 2, r.String()
 	})
 
 	t.Run("search json", func(t *testing.T) {
