@@ -50,7 +50,6 @@ type crashSearch struct {
 	queries      int
 	primaryDead  bool
 	err          string
-	fromOrphan   bool
 	holderOrphan bool
 }
 
@@ -307,7 +306,7 @@ func crashRound(t *testing.T, seed uint64) crashSample {
 			time.Sleep(time.Until(killed.Add(time.Duration(k) * crashSearchEvery)))
 			at := time.Since(killed)
 			s := search(from, holder)
-			s.at, s.primaryDead, s.fromOrphan, s.holderOrphan = at, primaryDead[from], from.orphan, holder.orphan
+			s.at, s.primaryDead, s.holderOrphan = at, primaryDead[from], holder.orphan
 			mu.Lock()
 			out.searches = append(out.searches, s)
 			mu.Unlock()

@@ -457,26 +457,30 @@ func TestProbeCost(t *testing.T) {
 	})
 	// Past the attach: publishing, NAT checks and the first member lists.
 	time.Sleep(3 * time.Second)
-	type count struct{ pkts, bytes int64 }
+	type count struct{ upPkts, upBytes, downPkts, downBytes int64 }
 	snap := func(f *faultConn) count {
-		p := f.sentPkts.Load() + f.rcvdPkts.Load()
-		return count{p, f.sentBytes.Load() + f.rcvdBytes.Load() + 28*p}
+		up, down := f.sentPkts.Load(), f.rcvdPkts.Load()
+		return count{up, f.sentBytes.Load() + 28*up, down, f.rcvdBytes.Load() + 28*down}
 	}
 	a0, b0 := snap(pinging), snap(quiet)
 	start := time.Now()
 	time.Sleep(time.Duration(secs) * time.Second)
 	el := time.Since(start).Seconds()
 	a1, b1 := snap(pinging), snap(quiet)
-	rate := func(x, y count) (float64, float64) {
-		return float64(y.bytes-x.bytes) / el, float64(y.pkts-x.pkts) / el
+	type rates struct{ up, down, upPkts, downPkts float64 }
+	rate := func(x, y count) rates {
+		return rates{float64(y.upBytes-x.upBytes) / el, float64(y.downBytes-x.downBytes) / el,
+			float64(y.upPkts-x.upPkts) / el, float64(y.downPkts-x.downPkts) / el}
 	}
-	ab, ap := rate(a0, a1)
-	bb, bp := rate(b0, b1)
+	ar, br := rate(a0, a1), rate(b0, b1)
 	if len(attachedLinks(a)) != 3 || len(attachedLinks(b)) != 3 {
 		t.Fatal("a leaf lost a supernode while idle")
 	}
-	t.Logf("idle leaf on 3 supernodes over %.0f s, both directions, IPv4+UDP headers included: pinging every %v %.0f B/s (%.1f packets/s); not pinging %.0f B/s (%.1f packets/s); the pings cost %.0f B/s, %.0f B/s per supernode",
-		el, a.cfg.ProbeInterval, ab, ap, bb, bp, ab-bb, (ab-bb)/3)
+	t.Logf("idle leaf on 3 supernodes over %.0f s, IPv4+UDP headers included; pinging every %v: up %.0f B/s (%.1f packets/s), down %.0f B/s (%.1f packets/s); not pinging: up %.0f B/s (%.1f packets/s), down %.0f B/s (%.1f packets/s)",
+		el, a.cfg.ProbeInterval, ar.up, ar.upPkts, ar.down, ar.downPkts, br.up, br.upPkts, br.down, br.downPkts)
+	ab, bb := ar.up+ar.down, br.up+br.down
+	t.Logf("the pings cost %.0f B/s a leaf (up %.0f, down %.0f), %.0f B/s per supernode; %.1f packets a ping",
+		ab-bb, ar.up-br.up, ar.down-br.down, (ab-bb)/3, (ar.upPkts+ar.downPkts-br.upPkts-br.downPkts)/(3/a.cfg.ProbeInterval.Seconds()))
 	// Three packets a ping (ping, pong with its acknowledgement, the
 	// acknowledgement of the pong), each well under 100 bytes.
 	if perSN := (ab - bb) / 3; perSN > 3*100/a.cfg.ProbeInterval.Seconds() {

@@ -244,8 +244,10 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 
 // send sends the search's query, under a new ID, to an attached supernode
 // it has not gone to yet (any attached one when that finds none and hedge
-// is false), the freshest first: the primary, unless it has been silent for
-// a while. Each query gets its own ID: a supernode drops an ID it has seen.
+// is false). A first query goes to the primary unless it has been silent for
+// a while; a hedge, to the one heard from last: supernodes often fail
+// together, and one that died a moment ago has been silent since. Each query
+// gets its own ID: a supernode drops an ID it has seen.
 func (a *attachment) send(q *search, hedge bool) error {
 	q.mu.Lock()
 	used := make(map[*transport.Link]bool, len(q.sent))
@@ -253,9 +255,9 @@ func (a *attachment) send(q *search, hedge bool) error {
 		used[g.via] = true
 	}
 	q.mu.Unlock()
-	l := a.pick(used)
+	l := a.pick(used, hedge)
 	if l == nil && !hedge {
-		l = a.pick(nil)
+		l = a.pick(nil, false)
 	}
 	if l == nil {
 		return ErrNoSupernode
@@ -291,8 +293,8 @@ func (a *attachment) send(q *search, hedge bool) error {
 
 // pick is the attached supernode to send a query to, of those not in avoid:
 // the first, primary first, heard from within two probe intervals, or else
-// the one heard from last.
-func (a *attachment) pick(avoid map[*transport.Link]bool) *transport.Link {
+// (or when freshest is set) the one heard from last.
+func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) *transport.Link {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -302,7 +304,7 @@ func (a *attachment) pick(avoid map[*transport.Link]bool) *transport.Link {
 			continue
 		}
 		s.hear(now)
-		if a.d.cfg.ProbeInterval <= 0 || now.Sub(s.heard) < 2*a.d.cfg.ProbeInterval {
+		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.heard) < 2*a.d.cfg.ProbeInterval) {
 			return s.link
 		}
 		if last == nil || s.heard.After(last.heard) {
