@@ -538,3 +538,49 @@ func TestSearchHedgedPastSilentSupernode(t *testing.T) {
 	t.Logf("with the primary silent, the search was answered in %v through %d supernodes (with none silent it went to %d)",
 		took.Round(time.Millisecond), res.Queries, quiet.Queries)
 }
+
+// When the query hedged past is alive after all, its acknowledgement only
+// late, the search waits for its answer too: a hedge on a loaded machine
+// costs a query, and changes no answer. When it is not, the first complete
+// answer is final.
+func TestHedgedSearchWaitsForLiveFirstQuery(t *testing.T) {
+	ok := func(n uint32) *protocol.QueryDone {
+		return &protocol.QueryDone{Status: protocol.StatusOK, Supernodes: n}
+	}
+	newSearch := func() *search {
+		q := &search{note: make(chan struct{}, 4)}
+		for i := range 2 {
+			q.sent = append(q.sent, &sentQuery{id: protocol.QueryID{byte(i + 1)}})
+		}
+		return q
+	}
+	// The first query was overdue, then acknowledged; the hedge answers first.
+	q := newSearch()
+	q.sent[0].late, q.sent[0].alive = true, true
+	q.legOver(q.sent[1].id, ok(1), nil)
+	if _, final, _ := q.take().result(); final {
+		t.Fatal("the hedge's answer was final while the first query was alive")
+	}
+	q.legOver(q.sent[0].id, ok(2), nil)
+	res, final, err := q.take().result()
+	if !final || err != nil || res.Supernodes != 2 || res.Partial || res.Queries != 2 {
+		t.Fatalf("after both answered: %+v, final %v, %v; want the 2 supernodes the first searched", res, final, err)
+	}
+	// The first query never was acknowledged: the hedge's answer is final.
+	q = newSearch()
+	q.sent[0].late = true
+	q.legOver(q.sent[1].id, ok(1), nil)
+	if res, final, err := q.take().result(); !final || err != nil || res.Supernodes != 1 {
+		t.Fatalf("with the first query dead: %+v, final %v, %v; want the hedge's answer", res, final, err)
+	}
+	// A partial answer waits for a query still on time.
+	q = newSearch()
+	q.legOver(q.sent[0].id, &protocol.QueryDone{Status: protocol.StatusTimeout, Supernodes: 3}, nil)
+	if _, final, _ := q.take().result(); final {
+		t.Fatal("a partial answer was final while another query was on time")
+	}
+	q.legOver(q.sent[1].id, nil, errors.New("refused"))
+	if res, final, err := q.take().result(); !final || err != nil || !res.Partial || res.Supernodes != 3 {
+		t.Fatalf("partial, the other refused: %+v, final %v, %v; want the partial answer", res, final, err)
+	}
+}

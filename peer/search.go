@@ -29,7 +29,11 @@ import (
 // When nothing fails, a search is hedged only when an acknowledgement takes
 // longer than the wait (a stall of the peer or a supernode) or a supernode
 // overruns its own query timeout by half. The hits of every query are merged:
-// sources already reported are dropped.
+// sources already reported are dropped. A complete answer ends the search,
+// unless a query sent before the one answered is alive after all (its
+// acknowledgement came late, and it is neither silent nor stuck): then the
+// search waits for that one too, as it would have without the hedge, so a
+// hedge on a loaded machine costs a query but changes no answer.
 const (
 	minAckWait    = 150 * time.Millisecond
 	maxAckWait    = time.Second
@@ -51,7 +55,8 @@ type sentQuery struct {
 	rx    uint64    // packets received on via when last looked at
 	heard time.Time // when rx last moved on (at, before it did)
 	acked bool      // rx moved on since the query went
-	late  bool      // overdue: hedged, and no longer waited for
+	late  bool      // overdue: the search was hedged
+	alive bool      // acknowledged, and neither silent since nor stuck
 	over  bool      // answered, refused, or its link lost
 }
 
@@ -68,6 +73,7 @@ type search struct {
 	hits   []protocol.Hit
 	seen   map[sourceKey]bool // sources reported so far: several supernodes index one peer
 	done   *protocol.QueryDone
+	doneBy int // the index in sent of the query done answers
 	err    error
 	note   chan struct{}
 }
@@ -119,22 +125,22 @@ func (s *search) add(hits []protocol.Hit) {
 // that searched more supernodes.
 func (s *search) legOver(id protocol.QueryID, m *protocol.QueryDone, err error) {
 	s.mu.Lock()
-	for _, g := range s.sent {
+	at := -1
+	for i, g := range s.sent {
 		if g.id == id {
-			g.over = true
+			g.over, at = true, i
 		}
 	}
+	ok := m != nil && m.Status == protocol.StatusOK
 	switch {
-	case m != nil && s.done == nil:
-		s.done = m
-	case m != nil && (m.Status == protocol.StatusOK) != (s.done.Status == protocol.StatusOK):
-		if m.Status == protocol.StatusOK {
-			s.done = m
+	case m == nil:
+		if err != nil {
+			s.err = err
 		}
-	case m != nil && m.Supernodes > s.done.Supernodes:
-		s.done = m
-	case err != nil:
-		s.err = err
+	case s.done == nil,
+		ok && s.done.Status != protocol.StatusOK,
+		ok == (s.done.Status == protocol.StatusOK) && m.Supernodes > s.done.Supernodes:
+		s.done, s.doneBy = m, at
 	}
 	s.mu.Unlock()
 	s.signal()
@@ -149,12 +155,13 @@ func (s *search) signal() {
 
 // state is where a search stands.
 type state struct {
-	hits    []protocol.Hit // new since the last look
-	done    *protocol.QueryDone
-	err     error
-	waiting int // queries in flight and not overdue
-	late    int // queries in flight and overdue
-	queries int
+	hits     []protocol.Hit // new since the last look
+	done     *protocol.QueryDone
+	err      error
+	inFlight int
+	live     int // in flight, and on time or alive
+	before   int // in flight, alive, and sent before the query done answers
+	queries  int
 }
 
 func (s *search) take() state {
@@ -162,13 +169,16 @@ func (s *search) take() state {
 	defer s.mu.Unlock()
 	st := state{hits: s.hits, done: s.done, err: s.err, queries: len(s.sent)}
 	s.hits = nil
-	for _, g := range s.sent {
-		switch {
-		case g.over:
-		case g.late:
-			st.late++
-		default:
-			st.waiting++
+	for i, g := range s.sent {
+		if g.over {
+			continue
+		}
+		st.inFlight++
+		if !g.late || g.alive {
+			st.live++
+		}
+		if g.alive && s.done != nil && i < s.doneBy {
+			st.before++
 		}
 	}
 	return st
@@ -228,18 +238,28 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		}
 		st := q.take()
 		d.deliver(st.hits, onHits)
-		// A partial answer is final once no other query is on time; without
-		// any answer, an overdue query may still bring one.
-		switch {
-		case st.done != nil && (st.done.Status == protocol.StatusOK || st.waiting == 0):
-			return SearchResult{Supernodes: int(st.done.Supernodes), Status: st.done.Status,
-				Partial: st.done.Status != protocol.StatusOK, Queries: st.queries}, nil
-		case st.waiting+st.late == 0 && st.err != nil:
-			return SearchResult{Queries: st.queries}, st.err
-		case st.waiting+st.late == 0:
-			return SearchResult{Queries: st.queries}, ErrNoSupernode
+		if res, final, err := st.result(); final {
+			return res, err
 		}
 	}
+}
+
+// result is the search's outcome, once it is final. A complete answer is
+// final unless a query sent before it is alive; a partial one once no other
+// query is on time or alive. Without any answer, an overdue query may still
+// bring one.
+func (st state) result() (SearchResult, bool, error) {
+	switch {
+	case st.done != nil && st.done.Status == protocol.StatusOK && st.before == 0,
+		st.done != nil && st.done.Status != protocol.StatusOK && st.live == 0:
+		return SearchResult{Supernodes: int(st.done.Supernodes), Status: st.done.Status,
+			Partial: st.done.Status != protocol.StatusOK, Queries: st.queries}, true, nil
+	case st.inFlight == 0 && st.err != nil:
+		return SearchResult{Queries: st.queries}, true, st.err
+	case st.inFlight == 0:
+		return SearchResult{Queries: st.queries}, true, ErrNoSupernode
+	}
+	return SearchResult{}, false, nil
 }
 
 // send sends the search's query, under a new ID, to an attached supernode
@@ -317,34 +337,32 @@ func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) *transp
 	return last.link
 }
 
-// hedge marks the query in flight late when it is overdue (see the rules
-// above), and sends the search to another supernode when none is on time.
+// hedge marks queries in flight late when they are overdue and alive while
+// acknowledged and neither silent nor stuck (see the rules above), and sends
+// the search to another supernode when none is on time.
 func (a *attachment) hedge(q *search, now time.Time) {
 	probe := a.d.cfg.ProbeInterval
 	q.mu.Lock()
-	onTime, late := 0, 0
+	onTime, inFlight := 0, 0
 	for _, g := range q.sent {
-		if g.over || g.late {
-			if !g.over {
-				late++
-			}
+		if g.over {
 			continue
 		}
+		inFlight++
 		if n := g.via.Conn().ConnectionStats().PacketsReceived; n != g.rx {
 			g.rx, g.heard, g.acked = n, now, true
 		}
 		wait := ackWait(g.via)
-		g.late = !g.acked && now.Sub(g.at) >= wait ||
-			probe > 0 && g.acked && now.Sub(g.heard) >= probe+wait ||
-			now.Sub(g.at) >= hedgeBackstop
-		if g.late {
-			late++
-		} else {
+		silent := probe > 0 && g.acked && now.Sub(g.heard) >= probe+wait
+		stuck := now.Sub(g.at) >= hedgeBackstop
+		g.late = g.late || !g.acked && now.Sub(g.at) >= wait || silent || stuck
+		g.alive = g.acked && !silent && !stuck
+		if !g.late {
 			onTime++
 		}
 	}
 	q.mu.Unlock()
-	if onTime == 0 && late > 0 {
+	if onTime == 0 && inFlight > 0 {
 		a.send(q, true) // none when every attached supernode has had it
 	}
 }
@@ -363,7 +381,7 @@ func (a *attachment) legLost(q *search, id protocol.QueryID, l *transport.Link) 
 	q.mu.Lock()
 	others := 0
 	for _, g := range q.sent {
-		if g.id != id && !g.over && !g.late {
+		if g.id != id && !g.over && (!g.late || g.alive) {
 			others++
 		}
 	}
