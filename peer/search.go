@@ -18,8 +18,10 @@ import (
 //
 //   - a supernode acknowledges the packet that carried the query within about
 //     one QUIC probe timeout (a round trip, four times its deviation and the
-//     25 ms acknowledgement delay; at least minAckWait, at most maxAckWait).
-//     One that has not is dead or cut off, and the search is hedged then;
+//     25 ms acknowledgement delay), or its usual time to answer a ping when
+//     that is longer (a loaded supernode); at least minAckWait, at most
+//     maxAckWait. One that has not is dead or cut off, and the search is
+//     hedged then;
 //   - after that, the liveness pings draw an answer every ProbeInterval, so a
 //     supernode that dies with the query in hand is silent for longer than
 //     ProbeInterval plus that wait;
@@ -52,12 +54,13 @@ type sentQuery struct {
 	id    protocol.QueryID
 	via   *transport.Link
 	at    time.Time
-	rx    uint64    // packets received on via when last looked at
-	heard time.Time // when rx last moved on (at, before it did)
-	acked bool      // rx moved on since the query went
-	late  bool      // overdue: the search was hedged
-	alive bool      // acknowledged, and neither silent since nor stuck
-	over  bool      // answered, refused, or its link lost
+	wait  time.Duration // its supernode's usual time to answer a ping, when sent
+	rx    uint64        // packets received on via when last looked at
+	heard time.Time     // when rx last moved on (at, before it did)
+	acked bool          // rx moved on since the query went
+	late  bool          // overdue: the search was hedged
+	alive bool          // acknowledged, and neither silent since nor stuck
+	over  bool          // answered, refused, or its link lost
 }
 
 // search is one search in flight.
@@ -275,9 +278,9 @@ func (a *attachment) send(q *search, hedge bool) error {
 		used[g.via] = true
 	}
 	q.mu.Unlock()
-	l := a.pick(used, hedge)
+	l, wait := a.pick(used, hedge)
 	if l == nil && !hedge {
-		l = a.pick(nil, false)
+		l, wait = a.pick(nil, false)
 	}
 	if l == nil {
 		return ErrNoSupernode
@@ -285,7 +288,7 @@ func (a *attachment) send(q *search, hedge bool) error {
 	m := q.query
 	crand.Read(m.ID[:])
 	now := time.Now()
-	g := &sentQuery{id: m.ID, via: l, at: now, rx: l.Conn().ConnectionStats().PacketsReceived, heard: now}
+	g := &sentQuery{id: m.ID, via: l, at: now, wait: wait, rx: l.Conn().ConnectionStats().PacketsReceived, heard: now}
 	a.mu.Lock()
 	a.searches[m.ID] = leg{q, l}
 	a.mu.Unlock()
@@ -313,8 +316,9 @@ func (a *attachment) send(q *search, hedge bool) error {
 
 // pick is the attached supernode to send a query to, of those not in avoid:
 // the first, primary first, heard from within two probe intervals, or else
-// (or when freshest is set) the one heard from last.
-func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) *transport.Link {
+// (or when freshest is set) the one heard from last; and its usual time to
+// answer a ping.
+func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -325,16 +329,16 @@ func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) *transp
 		}
 		s.hear(now)
 		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.heard) < 2*a.d.cfg.ProbeInterval) {
-			return s.link
+			return s.link, s.answerTime()
 		}
 		if last == nil || s.heard.After(last.heard) {
 			last = s
 		}
 	}
 	if last == nil {
-		return nil
+		return nil, 0
 	}
-	return last.link
+	return last.link, last.answerTime()
 }
 
 // hedge marks queries in flight late when they are overdue and alive while
@@ -352,7 +356,7 @@ func (a *attachment) hedge(q *search, now time.Time) {
 		if n := g.via.Conn().ConnectionStats().PacketsReceived; n != g.rx {
 			g.rx, g.heard, g.acked = n, now, true
 		}
-		wait := ackWait(g.via)
+		wait := min(max(ackWait(g.via), g.wait), maxAckWait)
 		silent := probe > 0 && g.acked && now.Sub(g.heard) >= probe+wait
 		stuck := now.Sub(g.at) >= hedgeBackstop
 		g.late = g.late || !g.acked && now.Sub(g.at) >= wait || silent || stuck
