@@ -2,7 +2,6 @@ package peer
 
 import (
 	"context"
-	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -49,8 +47,8 @@ type attachment struct {
 	claimed  map[string]bool            // target addresses a slot is dialling or attached to
 	down     map[string]time.Time       // target addresses that failed or dropped us lately, until when
 	aliases  map[string]protocol.PeerID // the supernode each address led to
-	searches map[protocol.QueryID]*search
-	attached chan struct{} // closed while some slot is attached; replaced when none is
+	searches map[protocol.QueryID]leg   // every query in flight, by its ID
+	attached chan struct{}              // closed while some slot is attached; replaced when none is
 	lastErr  SupernodeStatus
 	listed   []listedSN // supernodes from the member list (and its cache)
 	// prefer is where a supernode redirected us, tried first until preferUntil.
@@ -59,6 +57,17 @@ type attachment struct {
 	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
 	// chains are the member entries' chains already checked, by supernode.
 	chains map[protocol.PeerID]protocol.Chain
+	// The liveness rounds (see watch): the last ping round and when each
+	// recent one went; when the last STUN request answered by a supernode
+	// we are not attached to went and came back, and whether one is out.
+	pingSeq          uint64
+	pingSent         [pingRounds]time.Time
+	stunSent, stunAt time.Time
+	asking           bool
+	// wary doublings of the wait before a silent supernode is left, since
+	// waryAt: one for each left that turned out to be alive.
+	wary   int
+	waryAt time.Time
 }
 
 // slot is one of the peer's supernode attachments.
@@ -67,6 +76,13 @@ type slot struct {
 	status    SupernodeStatus
 	published map[protocol.ContentID]bool
 	nat       protocol.NATType
+	// rx is the count of packets received on the link when heard was last
+	// moved on: heard is when the supernode last showed a sign of life.
+	rx    uint64
+	heard time.Time
+	pongs [pongHistory]pongAt // the ping rounds it answered last, latest first
+	// srtt and rttvar estimate how long its supernode takes to answer a ping.
+	srtt, rttvar time.Duration
 }
 
 func newAttachment(d *Daemon) *attachment {
@@ -75,7 +91,7 @@ func newAttachment(d *Daemon) *attachment {
 		claimed:  make(map[string]bool),
 		down:     make(map[string]time.Time),
 		aliases:  make(map[string]protocol.PeerID),
-		searches: make(map[protocol.QueryID]*search),
+		searches: make(map[protocol.QueryID]leg),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
 		chains:   make(map[protocol.PeerID]protocol.Chain),
@@ -225,6 +241,10 @@ func (a *attachment) run() {
 	if len(a.targets()) == 0 {
 		d.log.Warn().Msg("no supernode configured: search and publish are off")
 		return
+	}
+	if d.cfg.ProbeInterval > 0 {
+		d.wg.Add(1)
+		go a.watch()
 	}
 	for i, s := range a.slots[1:] {
 		d.wg.Add(1)
@@ -477,6 +497,8 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	s.nat = protocol.NATUnknown
 	s.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
 	s.published = make(map[protocol.ContentID]bool)
+	s.rx, s.heard, s.pongs = l.Conn().ConnectionStats().PacketsReceived, time.Now(), [pongHistory]pongAt{}
+	s.srtt, s.rttvar = 0, 0
 	if first {
 		close(a.attached)
 	}
@@ -499,24 +521,25 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 		s.status.LastError = err.Error()
 	}
 	a.lastErr = s.status
-	next := a.primaryLocked()
-	if next == nil {
+	if a.primaryLocked() == nil {
 		a.attached = make(chan struct{})
 	}
-	var moved []*search
-	for id, q := range a.searches {
-		if q.via == l {
+	type lost struct {
+		id protocol.QueryID
+		q  *search
+	}
+	var moved []lost
+	for id, g := range a.searches {
+		if g.via == l {
 			delete(a.searches, id)
-			moved = append(moved, q)
+			moved = append(moved, lost{id, g.q})
 		}
 	}
 	a.mu.Unlock()
 	d.user.attachmentsChanged()
-	// A search in flight through the lost supernode goes on through another.
-	for _, q := range moved {
-		if next == nil || !a.resend(q, next.link) {
-			q.fail(fmt.Errorf("%w: supernode connection lost: %v", ErrNoSupernode, l.Err()))
-		}
+	// A search with nothing else in flight goes on through another supernode.
+	for _, m := range moved {
+		a.legLost(m.q, m.id, l)
 	}
 	if d.ctx.Err() == nil {
 		a.markDown(addr)
@@ -526,23 +549,6 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 			l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
 		}
 	}
-}
-
-// resend sends a search again through l, under a new ID: the supernodes that
-// saw the old one would drop it as a duplicate.
-func (a *attachment) resend(q *search, l *transport.Link) bool {
-	m := *q.query
-	crand.Read(m.ID[:])
-	a.mu.Lock()
-	q.via, q.query = l, &m
-	a.searches[m.ID] = q
-	a.mu.Unlock()
-	if err := l.Send(&m); err != nil {
-		a.takeSearch(m.ID)
-		return false
-	}
-	l.Log().Info().Str("query", m.Text).Msg("search sent again through this supernode")
-	return true
 }
 
 // discoverNAT asks the supernode's two STUN ports, from the peer's QUIC socket,
@@ -618,27 +624,28 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 		switch m := m.(type) {
 		case *protocol.Hits:
 			a.mu.Lock()
-			q := a.searches[m.ID]
+			g := a.searches[m.ID]
 			a.mu.Unlock()
-			if q != nil {
-				q.add(m.Hits)
+			if g.via == l {
+				g.q.add(m.Hits)
 			}
 		case *protocol.QueryDone:
-			if q := a.takeSearch(m.ID); q != nil {
-				q.finish(m)
+			if q := a.takeQuery(m.ID, l); q != nil {
+				q.legOver(m.ID, m, nil)
 			}
 		case *protocol.UserReply:
 			a.d.user.reply(m)
 		case *protocol.Error:
 			err := m.AsError()
-			if q := a.takeSearch(m.Ref); q != nil {
-				q.fail(err)
+			if q := a.takeQuery(m.Ref, l); q != nil {
+				q.legOver(m.Ref, nil, err)
 				continue
 			}
 			l.Log().Warn().Err(err).Msg("supernode reported an error")
 		case *protocol.Ping:
 			l.Send(&protocol.Pong{Seq: m.Seq})
 		case *protocol.Pong:
+			a.ponged(s, l, m.Seq)
 		case *protocol.Signal:
 			a.d.conns.onSignal(m)
 		case *protocol.Members:
@@ -692,17 +699,16 @@ var errRedirected = fmt.Errorf("%w: redirected", transport.ErrClosed)
 // preferFor is how long a redirect target is tried first.
 const preferFor = 30 * time.Second
 
-// takeSearch removes and returns the search in flight with id, if any.
-func (a *attachment) takeSearch(id protocol.QueryID) *search {
+// takeQuery removes and returns the search whose query id went through l.
+func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.takeSearchLocked(id)
-}
-
-func (a *attachment) takeSearchLocked(id protocol.QueryID) *search {
-	s := a.searches[id]
+	g, ok := a.searches[id]
+	if !ok || g.via != l {
+		return nil
+	}
 	delete(a.searches, id)
-	return s
+	return g.q
 }
 
 // republish brings each supernode's view of what we offer up to date: the
@@ -760,165 +766,4 @@ func (s *slot) publish(recs []protocol.FileRecord) {
 		add = add[n:]
 	}
 	s.published = now
-}
-
-// search is one query in flight.
-type search struct {
-	via   *transport.Link // under attachment.mu
-	query *protocol.Query // under attachment.mu
-	// text and cid are what was asked, to check and score the hits by.
-	text string
-	cid  protocol.ContentID
-
-	mu   sync.Mutex
-	hits []protocol.Hit
-	seen map[sourceKey]bool // sources reported so far: several supernodes index one peer
-	done *protocol.QueryDone
-	err  error
-	note chan struct{}
-}
-
-type sourceKey struct {
-	cid  protocol.ContentID
-	peer protocol.PeerID
-}
-
-// add keeps the sources not reported before, and the hits left with any.
-func (s *search) add(hits []protocol.Hit) {
-	s.mu.Lock()
-	if s.seen == nil {
-		s.seen = make(map[sourceKey]bool)
-	}
-	for _, h := range hits {
-		// Supernodes pass on what others found: a hit that does not answer
-		// the query is dropped, and the score is ours, not the sender's.
-		if !s.cid.IsZero() {
-			if h.ID != s.cid {
-				continue
-			}
-		} else {
-			sc, ok := index.ScoreOf(s.text, h.Name, h.Tags)
-			if !ok {
-				continue
-			}
-			h.Score = float32(sc)
-		}
-		var fresh []protocol.Source
-		for _, src := range h.Sources {
-			k := sourceKey{h.ID, src.Peer}
-			if !s.seen[k] {
-				s.seen[k] = true
-				fresh = append(fresh, src)
-			}
-		}
-		if len(fresh) > 0 {
-			h.Sources = fresh
-			s.hits = append(s.hits, h)
-		}
-	}
-	s.mu.Unlock()
-	s.signal()
-}
-
-func (s *search) finish(m *protocol.QueryDone) {
-	s.mu.Lock()
-	s.done = m
-	s.mu.Unlock()
-	s.signal()
-}
-
-func (s *search) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-	s.signal()
-}
-
-func (s *search) signal() {
-	select {
-	case s.note <- struct{}{}:
-	default:
-	}
-}
-
-func (s *search) take() ([]protocol.Hit, *protocol.QueryDone, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	h := s.hits
-	s.hits = nil
-	return h, s.done, s.err
-}
-
-// SearchResult summarises a finished search.
-type SearchResult struct {
-	Supernodes int             `json:"supernodes"`
-	Status     protocol.Status `json:"-"`
-	Partial    bool            `json:"partial"`
-}
-
-// Search sends a query to the supernode and calls onHits as hits stream in. A
-// query by content ID sets cid and leaves text empty.
-func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID, limit int, onHits func([]protocol.Hit)) (SearchResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.SearchTimeout)
-	defer cancel()
-	q := &protocol.Query{Text: text, CID: cid, Limit: uint16(min(max(limit, 0), 65535))}
-	if q.Text == "" && q.CID.IsZero() {
-		return SearchResult{}, fmt.Errorf("%w: empty query", protocol.ErrBadRequest)
-	}
-	if len(q.Text) > protocol.MaxQueryLen {
-		return SearchResult{}, fmt.Errorf("%w: query longer than %d bytes", protocol.ErrBadRequest, protocol.MaxQueryLen)
-	}
-	crand.Read(q.ID[:])
-	// A peer that has just started may still be attaching: give it a moment.
-	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-	l, err := d.attach.waitAttached(wctx)
-	wcancel()
-	if err != nil {
-		st := d.attach.snapshot()
-		if st.LastError != "" {
-			return SearchResult{}, fmt.Errorf("%w: %s", ErrNoSupernode, st.LastError)
-		}
-		return SearchResult{}, ErrNoSupernode
-	}
-	s := &search{note: make(chan struct{}, 1), via: l, query: q, text: text, cid: cid}
-	d.attach.mu.Lock()
-	d.attach.searches[q.ID] = s
-	d.attach.mu.Unlock()
-	defer func() {
-		d.attach.mu.Lock()
-		d.attach.takeSearchLocked(s.query.ID)
-		d.attach.mu.Unlock()
-	}()
-	if err := l.Send(q); err != nil {
-		return SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
-	}
-	for {
-		select {
-		case <-s.note:
-		case <-ctx.Done():
-			h, _, _ := s.take()
-			d.deliver(h, onHits)
-			return SearchResult{Partial: true, Status: protocol.StatusTimeout}, nil
-		}
-		h, done, err := s.take()
-		d.deliver(h, onHits)
-		if err != nil {
-			return SearchResult{}, err
-		}
-		if done != nil {
-			return SearchResult{Supernodes: int(done.Supernodes), Status: done.Status, Partial: done.Status != protocol.StatusOK}, nil
-		}
-	}
-}
-
-func (d *Daemon) deliver(h []protocol.Hit, onHits func([]protocol.Hit)) {
-	if len(h) == 0 {
-		return
-	}
-	d.srcs.add(h)
-	if onHits != nil {
-		onHits(h)
-	}
 }

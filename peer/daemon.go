@@ -84,6 +84,12 @@ type Config struct {
 	LimitLoopback bool
 	// IdleTimeout drops silent connections (default 15 s).
 	IdleTimeout time.Duration
+	// ProbeInterval is how often the peer pings each supernode it is attached
+	// to (default 500 ms). One silent for three intervals while something
+	// else answers is left for another, so a supernode that dies without a
+	// goodbye costs its leaves under 2 s rather than IdleTimeout. Negative:
+	// no pings, and a dead supernode is noticed after IdleTimeout.
+	ProbeInterval time.Duration
 	// SearchTimeout bounds one search (default 10 s).
 	SearchTimeout time.Duration
 	// RescanInterval is how often the share folder is rescanned (default 60 s).
@@ -241,6 +247,9 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	if cfg.Attach <= 0 {
 		cfg.Attach = 3
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 500 * time.Millisecond
 	}
 	if cfg.Username != "" {
 		if err := protocol.CheckUsername(cfg.Username); err != nil {
