@@ -243,17 +243,6 @@ func attachedLinks(d *Daemon) map[protocol.PeerID]*transport.Link {
 // quicIdle is the idle timeout a peer's QUIC connections have by default.
 const quicIdle = 15 * time.Second
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // A supernode whose packets stop, with no goodbye, is left because it is
 // silent while the others answer: not at QUIC's idle timeout, and without a
 // word from the supernode. The time it took is reported.
