@@ -208,3 +208,41 @@ func askForUnknown(t *testing.T, src *peer.Daemon) {
 		t.Fatalf("answer %#v, want a not-found error", m)
 	}
 }
+
+// A leaf that pings its supernode and then falls silent, its connection
+// still up at the QUIC level (a hung process, a host that lost power behind
+// a NAT that keeps the mapping), is dropped within seconds, not at the idle
+// timeout, and its files leave the index.
+func TestSilentPingingLeafDropped(t *testing.T) {
+	sn := startSupernode(t)
+	id, _ := protocol.GenerateIdentity()
+	n, err := transport.New(transport.Config{Identity: id, Conn: peerConn(t), Log: testLog(t), IdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	l, _, err := n.Dial(context.Background(), sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleLeaf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if _, err := l.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	l.Send(&protocol.Publish{Files: []protocol.FileRecord{{ID: protocol.ContentID{7}, Name: "hung.mp3", Size: 1}}})
+	for i := range 3 {
+		l.Send(&protocol.Ping{Seq: uint64(i)})
+	}
+	eventually(t, 5*time.Second, "the file indexed", func() bool { return sn.Router().IndexedFiles() == 1 })
+	stopped := time.Now()
+	select {
+	case <-l.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the silent leaf was not dropped")
+	}
+	t.Logf("dropped %v after its last frame", time.Since(stopped).Round(100*time.Millisecond))
+	eventually(t, 5*time.Second, "its file gone from the index", func() bool { return sn.Router().IndexedFiles() == 0 })
+}

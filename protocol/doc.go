@@ -49,6 +49,11 @@
 //     No unidirectional streams are used or granted. A transfer stream's first
 //     frame must begin within 10 s of the stream opening and be at most 16 KiB;
 //     later frames on it are at most 256 KiB.
+//   - Liveness: a leaf pings each of its supernodes every 500 ms, and leaves one it
+//     has not heard from for 1.5 s (longer for one that usually answers slowly)
+//     once another supernode has shown that its own network works; a supernode
+//     must answer pings promptly. A supernode drops a leaf that has pinged it and
+//     then sent nothing for 5 s.
 //   - A node refuses connection attempts beyond its caps on handshakes in flight
 //     and on connections from one IPv4 address or IPv6 /64 before any TLS work,
 //     with QUIC's CONNECTION_REFUSED, and under load asks for a QUIC Retry to

@@ -53,6 +53,7 @@ func (s *Server) gossip(now time.Time) {
 	live := s.members.Live()
 	msg := membersMessage(live, s.ID())
 	s.rounds++
+	s.dropSilentLeaves()
 	s.mu.Lock()
 	var links []*transport.Link
 	for _, id := range s.byPeer {

@@ -1,10 +1,15 @@
 package supernode
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // Per-source limits of the server: leaves per address block and member
@@ -97,4 +102,26 @@ func (s *Server) isRelayAddr(addr string) bool {
 		}
 	}
 	return s.cfg.Relay != nil && sameHost(addr, s.cfg.Relay.UDPAddr().String())
+}
+
+// silentLeaf is how long a leaf that pings may go without a frame before it
+// is taken as dead: ten of its pings (every 500 ms by default) lost in a row.
+const silentLeaf = 5 * time.Second
+
+// dropSilentLeaves closes the links of pinging leaves that went quiet: a leaf
+// that died without a goodbye, whose files would otherwise be offered as
+// sources until QUIC's idle timeout.
+func (s *Server) dropSilentLeaves() {
+	s.mu.Lock()
+	var quiet []*transport.Link
+	for id := range s.pinging {
+		if l := s.links[id]; l != nil && l.Quiet() > silentLeaf {
+			quiet = append(quiet, l)
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range quiet {
+		l.Log().Info().Dur("quiet", l.Quiet().Round(time.Millisecond)).Msg("leaf stopped pinging; dropping it")
+		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, silentLeaf))
+	}
 }

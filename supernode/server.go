@@ -173,6 +173,10 @@ type Server struct {
 	perAddr map[netip.Prefix]int
 	// membersLim keeps each supernode link to its member-list rate.
 	membersLim map[LinkID]*rate.Limiter
+	// pinging are the leaf links whose leaf pings us (every half second by
+	// default): one gone quiet has died, and is dropped long before the
+	// idle timeout.
+	pinging map[LinkID]bool
 	// dialFailed holds off redials to listed supernodes that did not answer.
 	dialFailed map[protocol.PeerID]time.Time
 	nextID     atomic.Uint64
@@ -282,6 +286,7 @@ func New(cfg Config) (*Server, error) {
 		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
+		pinging:       make(map[LinkID]bool),
 		ctx: ctx, cancel: cancel,
 	}
 	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
@@ -707,11 +712,17 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.links, id)
+		delete(s.pinging, id)
 		s.mu.Unlock()
 		onDown()
 	}()
 	for {
 		m, err := l.Recv()
+		if _, ok := m.(*protocol.Ping); ok && l.Role == protocol.RoleLeaf {
+			s.mu.Lock()
+			s.pinging[id] = true
+			s.mu.Unlock()
+		}
 		if err != nil {
 			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) {
 				l.Log().Warn().Err(err).Msg("bad message; closing link")
