@@ -286,8 +286,8 @@ func New(cfg Config) (*Server, error) {
 		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
-		pinging:       make(map[LinkID]bool),
-		ctx: ctx, cancel: cancel,
+		pinging: make(map[LinkID]bool),
+		ctx:     ctx, cancel: cancel,
 	}
 	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
 	if err == nil {
