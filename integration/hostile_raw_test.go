@@ -321,13 +321,5 @@ func TestHostilePeerDaemon(t *testing.T) {
 	_ = peer.InboxAnyone
 }
 
-// peerAddr is where a daemon listens, from its status.
-func (a *arena) peerAddr(d daemon) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := peer.NewClient(d.dataDir).Status(ctx)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return st.LocalAddr
-}
+// peerAddr is where a daemon listens.
+func (a *arena) peerAddr(d daemon) string { return a.status(d).LocalAddr }

@@ -222,24 +222,11 @@ func procStatus(p *process, key string) int64 {
 }
 
 // attackerNode is a transport node on a loopback address of the attacker's,
-// with a fresh key.
+// with a fresh key, closed when the test ends.
 func (a *arena) attackerNode(ip string) (*transport.Node, *protocol.Identity) {
-	t := a.t
-	t.Helper()
-	id, err := protocol.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := transport.New(transport.Config{Identity: id, Conn: c, Log: testLog(t)})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	a.t.Helper()
+	n, id := newAttackerNode(a.t, ip)
+	a.t.Cleanup(func() { n.Close() })
 	return n, id
 }
 
@@ -251,6 +238,12 @@ func newAttackerNode(t *testing.T, ip string) (*transport.Node, *protocol.Identi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nodeWith(t, ip, id), id
+}
+
+// nodeWith is a transport node on ip with key id.
+func nodeWith(t *testing.T, ip string, id *protocol.Identity) *transport.Node {
+	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +253,7 @@ func newAttackerNode(t *testing.T, ip string) (*transport.Node, *protocol.Identi
 		c.Close()
 		t.Fatal(err)
 	}
-	return n, id
+	return n
 }
 
 // rogueSupernode is a key the operator admitted that then turned hostile:
@@ -283,31 +276,25 @@ func (a *arena) rogueSupernode(name string) (*protocol.Identity, protocol.Chain)
 
 // attackerNodeWith is attackerNode for a given key.
 func (a *arena) attackerNodeWith(ip string, id *protocol.Identity) (*transport.Node, *protocol.Identity) {
-	t := a.t
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := transport.New(transport.Config{Identity: id, Conn: c, Log: testLog(t)})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	a.t.Helper()
+	n := nodeWith(a.t, ip, id)
+	a.t.Cleanup(func() { n.Close() })
 	return n, id
 }
 
-// peerID is a daemon's peer ID, from its status.
-func (a *arena) peerID(d daemon) string {
+// status is a daemon's status, from its control socket.
+func (a *arena) status(d daemon) peer.Status {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := peer.NewClient(d.dataDir).Status(ctx)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return st.PeerID
+	return st
 }
+
+// peerID is a daemon's peer ID.
+func (a *arena) peerID(d daemon) string { return a.status(d).PeerID }
 
 func mkdirWrite(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
