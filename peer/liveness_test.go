@@ -371,7 +371,8 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 // A home uplink whose queue suddenly holds every packet for more than a
 // second silences every supernode at once: the leaf leaves none of them. And
 // a leaf cut off from everything leaves none either: there is nowhere better
-// to go, and QUIC's idle timeout ends the links if the cut lasts.
+// to go, and if the cut lasts the supernodes drop the silent leaf (after
+// supernode.SilentLeaf), which then attaches afresh.
 func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 	sns, network := overlay(t, 4)
 	fc := newFaultConn(t)
@@ -409,8 +410,15 @@ func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 	queued := steady("a 1.5 s uplink queue", 5*time.Second)
 	fc.setDelay(0)
 	steady("after the queue drained", time.Second)
+	// Cut off for longer than the leaf's own patience, but well short of
+	// the supernodes' patience with a silent leaf: past that they rightly
+	// drop the leaf, which cannot be told from one that crashed.
+	cutFor := 5 * silent / 3
+	if cutFor > supernode.SilentLeaf/2 {
+		t.Fatalf("a %v cut leaves too little room below the supernodes' %v", cutFor, supernode.SilentLeaf)
+	}
 	fc.setAll(true)
-	cut := steady("cut off from everything", 5*time.Second)
+	cut := steady("cut off from everything", cutFor)
 	fc.setAll(false)
 	steady("back", time.Second)
 	t.Logf("supernodes went unheard for up to %v behind the queue and %v cut off (a supernode silent alone is left after %v)",

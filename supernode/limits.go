@@ -104,9 +104,9 @@ func (s *Server) isRelayAddr(addr string) bool {
 	return s.cfg.Relay != nil && sameHost(addr, s.cfg.Relay.UDPAddr().String())
 }
 
-// silentLeaf is how long a leaf that pings may go without a frame before it
+// SilentLeaf is how long a leaf that pings may go without a frame before it
 // is taken as dead: ten of its pings (every 500 ms by default) lost in a row.
-const silentLeaf = 5 * time.Second
+const SilentLeaf = 5 * time.Second
 
 // dropSilentLeaves closes the links of pinging leaves that went quiet: a leaf
 // that died without a goodbye, whose files would otherwise be offered as
@@ -115,13 +115,13 @@ func (s *Server) dropSilentLeaves() {
 	s.mu.Lock()
 	var quiet []*transport.Link
 	for id := range s.pinging {
-		if l := s.links[id]; l != nil && l.Quiet() > silentLeaf {
+		if l := s.links[id]; l != nil && l.Quiet() > SilentLeaf {
 			quiet = append(quiet, l)
 		}
 	}
 	s.mu.Unlock()
 	for _, l := range quiet {
 		l.Log().Info().Dur("quiet", l.Quiet().Round(time.Millisecond)).Msg("leaf stopped pinging; dropping it")
-		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, silentLeaf))
+		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, SilentLeaf))
 	}
 }
