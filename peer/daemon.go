@@ -178,87 +178,18 @@ type Daemon struct {
 	closeOnce sync.Once
 }
 
-// DefaultDataDir is the per-user data directory, or $PEER_DATA_DIR.
-func DefaultDataDir() string {
-	if d := os.Getenv("PEER_DATA_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "peer")
-	}
-	return ".peer"
-}
-
 // SocketPath is the control socket of a data directory.
 func SocketPath(dataDir string) string { return filepath.Join(dataDir, "peer.sock") }
 
 // New loads the identity, opens the share (hashing what changed) and the socket.
 func New(cfg Config) (*Daemon, error) {
-	if cfg.DataDir == "" {
-		cfg.DataDir = DefaultDataDir()
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "0.0.0.0:0"
-	}
-	if cfg.SearchTimeout <= 0 {
-		cfg.SearchTimeout = 10 * time.Second
-	}
-	if cfg.RescanInterval <= 0 {
-		cfg.RescanInterval = 60 * time.Second
-	}
-	if cfg.ProgressInterval <= 0 {
-		cfg.ProgressInterval = 200 * time.Millisecond
-	}
-	if cfg.Pipeline <= 0 {
-		cfg.Pipeline = 16
-	}
-	if cfg.UnchokeInterval <= 0 {
-		cfg.UnchokeInterval = 10 * time.Second
-	}
-	if cfg.OptimisticInterval <= 0 {
-		cfg.OptimisticInterval = 30 * time.Second
-	}
-	if cfg.UnchokeSlots <= 0 {
-		cfg.UnchokeSlots = 4
-	}
-	if cfg.OptimisticSlots == 0 {
-		cfg.OptimisticSlots = 1
-	}
-	if cfg.MaxSwarmPeers <= 0 {
-		cfg.MaxSwarmPeers = 50
-	}
-	if cfg.TrackerInterval <= 0 {
-		cfg.TrackerInterval = 30 * time.Second
-	}
-	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = 2 * time.Minute
-	}
-	if cfg.PunchTimeout <= 0 {
-		cfg.PunchTimeout = 750 * time.Millisecond
-	}
-	if cfg.SignalTimeout <= 0 {
-		cfg.SignalTimeout = 5 * time.Second
-	}
-	if cfg.UpgradeInterval <= 0 {
-		cfg.UpgradeInterval = 30 * time.Second
-	}
-	if cfg.LinkLinger <= 0 {
-		cfg.LinkLinger = 20 * time.Second
-	}
-	if cfg.Attach <= 0 {
-		cfg.Attach = 3
-	}
-	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = 500 * time.Millisecond
-	}
+	cfg = cfg.withDefaults()
 	if cfg.Username != "" {
 		if err := protocol.CheckUsername(cfg.Username); err != nil {
 			return nil, err
 		}
 	}
 	switch cfg.InboxPolicy {
-	case "":
-		cfg.InboxPolicy = InboxAnyone
 	case InboxAnyone, InboxAccepted, InboxNobody:
 	default:
 		return nil, fmt.Errorf("inbox policy %q: want %s, %s or %s", cfg.InboxPolicy, InboxAnyone, InboxAccepted, InboxNobody)
@@ -267,15 +198,6 @@ func New(cfg Config) (*Daemon, error) {
 		if _, err := protocol.ParsePeerID(a); err != nil && protocol.CheckUsername(a) != nil {
 			return nil, fmt.Errorf("accept %q: neither a peer ID nor a username", a)
 		}
-	}
-	if cfg.LeadAfter <= 0 {
-		cfg.LeadAfter = 30 * time.Minute
-	}
-	if cfg.InboxMaxBytes <= 0 {
-		cfg.InboxMaxBytes = 4 << 30
-	}
-	if cfg.ControlSocket == "" {
-		cfg.ControlSocket = SocketPath(cfg.DataDir)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)

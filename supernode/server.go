@@ -16,8 +16,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +27,6 @@ import (
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// DefaultPort is the UDP port a supernode listens on when none is given.
-const DefaultPort = 6346
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("supernode: server closed")
@@ -193,60 +188,7 @@ type Server struct {
 
 // New opens the socket and loads the identity; Serve starts the work.
 func New(cfg Config) (*Server, error) {
-	if cfg.Listen == "" {
-		cfg.Listen = fmt.Sprintf(":%d", DefaultPort)
-	}
-	if cfg.TickInterval <= 0 {
-		cfg.TickInterval = 250 * time.Millisecond
-	}
-	if cfg.MaxLeaves <= 0 {
-		cfg.MaxLeaves = 1000
-	}
-	if cfg.MaxLeavesPerAddr <= 0 {
-		cfg.MaxLeavesPerAddr = 32
-	}
-	if cfg.MaxNeighbours <= 0 {
-		cfg.MaxNeighbours = 32
-	}
-	if cfg.LeafLimit == 0 {
-		cfg.LeafLimit = 200
-	}
-	if cfg.PromoteEvery <= 0 {
-		cfg.PromoteEvery = time.Minute
-	}
-	if cfg.StepDownBelow <= 0 {
-		cfg.StepDownBelow = max(1, cfg.LeafLimit/10)
-	}
-	if cfg.StepDownAfter <= 0 {
-		cfg.StepDownAfter = 10 * time.Minute
-	}
-	if cfg.TURNCheckInterval <= 0 {
-		cfg.TURNCheckInterval = 10 * time.Second
-	}
-	if cfg.RelayCredTTL <= 0 {
-		cfg.RelayCredTTL = time.Hour
-	}
-	if cfg.GossipInterval <= 0 {
-		cfg.GossipInterval = time.Second
-	}
-	if cfg.MemberTimeout <= 0 {
-		cfg.MemberTimeout = 4 * time.Second
-	}
-	if cfg.LeafDirRate <= 0 {
-		cfg.LeafDirRate = 10
-	}
-	if cfg.LeafDirBurst <= 0 {
-		cfg.LeafDirBurst = 20
-	}
-	if cfg.Neighbours == 0 {
-		cfg.Neighbours = 8
-	}
-	if cfg.PromotedCertTTL <= 0 {
-		cfg.PromotedCertTTL = DefaultPromotedCertTTL
-	}
-	if cfg.Incarnation == 0 {
-		cfg.Incarnation = uint64(time.Now().UnixMilli())
-	}
+	cfg = cfg.withDefaults()
 	id := cfg.Identity
 	if id == nil {
 		if cfg.DataDir == "" {
@@ -834,15 +776,4 @@ func (s *Server) linkTo(p protocol.PeerID) *transport.Link {
 		return s.links[id]
 	}
 	return nil
-}
-
-// DefaultDataDir is where a supernode keeps its key when --data-dir is not given.
-func DefaultDataDir() string {
-	if d := os.Getenv("SUPERNODE_DATA_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "supernode")
-	}
-	return ".supernode"
 }
