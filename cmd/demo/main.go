@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,10 +29,42 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	opts, err := parseArgs(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = run(opts)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+// options are the demo's flags.
+type options struct {
+	keep    bool   // keep the overlay up after the demo
+	dir     string // the demo's data; empty for a temporary folder
+	verbose bool   // show the nodes' logs
+}
+
+// parseArgs reads the flags in args (without the program name); only a
+// usage message, on -h or a bad flag, goes to usage.
+func parseArgs(args []string, usage io.Writer) (options, error) {
+	var o options
+	f := flag.NewFlagSet("demo", flag.ContinueOnError)
+	f.SetOutput(usage)
+	f.BoolVar(&o.keep, "keep", false, "keep the overlay running after the demo until Ctrl-C")
+	f.StringVar(&o.dir, "dir", "", "folder for the demo's data (default: a new temporary folder, removed at the end)")
+	f.BoolVar(&o.verbose, "v", false, "show the nodes' logs")
+	if err := f.Parse(args); err != nil {
+		return options{}, err
+	}
+	if f.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q: the demo takes flags only", f.Arg(0))
+	}
+	return o, nil
 }
 
 type song struct{ file, title, artist, album string }
@@ -61,19 +94,15 @@ var users = []user{
 	{name: "fatou", sn: 2},
 }
 
-func run() error {
-	keep := flag.Bool("keep", false, "keep the overlay running after the demo until Ctrl-C")
-	dir := flag.String("dir", "", "folder for the demo's data (default: a new temporary folder, removed at the end)")
-	verbose := flag.Bool("v", false, "show the nodes' logs")
-	flag.Parse()
+func run(opts options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := zerolog.Nop()
-	if *verbose {
+	if opts.verbose {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
 	}
-	root := *dir
+	root := opts.dir
 	if root == "" {
 		// Short: unix socket paths are limited to about 100 bytes.
 		d, err := os.MkdirTemp("", "supernet-demo")
@@ -229,7 +258,7 @@ func run() error {
 		return err
 	}
 
-	if !*keep {
+	if !opts.keep {
 		step("Done. Run with --keep to leave the overlay up and try the peer command yourself.")
 		return nil
 	}

@@ -5,15 +5,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,16 +30,7 @@ func main() {
 }
 
 func command() *cobra.Command {
-	var (
-		listen, tcp, relayIP, secretFile, dataDir, logLevel, advertise string
-		certFile                                                       string
-		supernodes, allowPeers                                         []string
-		maxBytes                                                       int64
-		maxDuration, credTTL                                           time.Duration
-		maxAllocs, maxPerPeer                                          int
-		minPort, maxPort                                               uint16
-		jsonLogs                                                       bool
-	)
+	var fl flags
 	cmd := &cobra.Command{
 		Use:   "relay",
 		Short: "Run a TURN relay that supernodes hand to peers who cannot connect directly",
@@ -56,123 +43,89 @@ allowed with --allow-peer), and reports its load to the supernodes given with
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := cli.Logger(os.Stderr, logLevel, jsonLogs)
+			s, err := fl.settings(os.Getenv)
 			if err != nil {
 				return fail(err)
 			}
-			secret, err := cli.ReadSecret(secretFile)
-			if err != nil {
-				return fail(err)
-			}
-			if secret == nil {
-				return fail(errors.New("a secret is required: --secret-file or $" + cli.SecretEnv))
-			}
-			var allow []netip.Prefix
-			for _, a := range allowPeers {
-				p, err := relay.ParsePeerPrefix(a)
-				if err != nil {
-					return fail(fmt.Errorf("--allow-peer: %w", err))
-				}
-				allow = append(allow, p)
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			r, err := relay.New(relay.Config{Secret: secret, ListenUDP: listen, ListenTCP: tcp, RelayIP: net.ParseIP(relayIP),
-				MaxBytes: maxBytes, MaxDuration: maxDuration, MaxAllocations: maxAllocs, MaxPerPeer: maxPerPeer,
-				CredTTL: credTTL, AllowPeers: allow, MinPort: minPort, MaxPort: maxPort, Log: log})
-			if err != nil {
-				return fail(err)
-			}
-			defer r.Close()
-			host := advertise
-			if host == "" {
-				host = relayIP
-			}
-			load := func() *protocol.RelayLoad {
-				ld := r.Load()
-				m := &protocol.RelayLoad{UDP: transport.AdvertisedAddr(r.UDPAddr(), host), Allocations: uint32(ld.Allocations),
-					Capacity: uint32(ld.Capacity), Rate: ld.Rate}
-				if a := r.TCPAddr(); a != nil {
-					m.TCP = transport.AdvertisedAddr(a, host)
-				}
-				return m
-			}
-			fmt.Fprintf(os.Stderr, "relay listening on udp %s", r.UDPAddr())
-			if a := r.TCPAddr(); a != nil {
-				fmt.Fprintf(os.Stderr, " and tcp %s", a)
-			}
-			fmt.Fprintln(os.Stderr)
-			var wg sync.WaitGroup
-			if len(supernodes) > 0 {
-				id, err := protocol.LoadOrCreateIdentity(dataDir)
-				if err != nil {
-					return fail(err)
-				}
-				pc, err := transport.ListenUDP("0.0.0.0:0")
-				if err != nil {
-					return fail(err)
-				}
-				node, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log, Agent: "supernet-relay"})
-				if err != nil {
-					pc.Close()
-					return fail(err)
-				}
-				defer node.Close()
-				// A certificate with the relay role, if the operator gave one;
-				// otherwise the relay proves the secret it shares.
-				var chain protocol.Chain
-				if certFile != "" {
-					_, ch, err := protocol.ReadChainFile(certFile)
-					if err != nil {
-						return fail(err)
-					}
-					if ch.Leaf().Peer() != id.ID {
-						return fail(fmt.Errorf("--cert %s is for %s, not this relay's key %s", certFile, ch.Leaf().Peer(), id.ID))
-					}
-					chain = ch
-				}
-				hello := protocol.RelayHello(secret, chain)
-				for _, sn := range supernodes {
-					for _, t := range strings.Split(sn, ",") {
-						if t = strings.TrimSpace(t); t != "" {
-							wg.Add(1)
-							go func() { defer wg.Done(); report(ctx, node, t, hello, load, log) }()
-						}
-					}
-				}
-			}
-			<-ctx.Done()
-			wg.Wait()
-			return nil
+			return run(s)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&listen, "listen", ":3478", "TURN address over UDP")
-	f.StringVar(&tcp, "tcp", "", "TURN address over TCP (default: the --listen address; - for none)")
-	f.StringVar(&relayIP, "relay-ip", "", "public IP of relayed addresses (needed when listening on all interfaces)")
-	f.StringVar(&advertise, "advertise", "", "host supernodes give to peers (default: --relay-ip)")
-	f.StringVar(&secretFile, "secret-file", "", "file with the secret shared with the supernodes (mode 600), or $"+cli.SecretEnv)
-	f.StringSliceVar(&supernodes, "supernode", nil, "supernodes to report load to: host:port or peerid@host:port")
-	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "directory for the relay's identity key")
-	f.StringVar(&certFile, "cert", "", "certificate admitting this relay's key to the overlay (default: prove the secret instead)")
-	f.Int64Var(&maxBytes, "max-bytes", relay.DefaultMaxBytes, "most bytes one peer may relay in a session, over all its allocations")
-	f.DurationVar(&maxDuration, "max-duration", relay.DefaultMaxDuration, "length of a peer's session, from its first allocation; its allocations end with it")
-	f.IntVar(&maxAllocs, "max-allocations", relay.DefaultMaxAllocations, "most allocations at once")
-	f.IntVar(&maxPerPeer, "max-per-peer", relay.DefaultMaxPerPeer, "most allocations one peer may hold at once")
-	f.DurationVar(&credTTL, "cred-ttl", relay.DefaultCredTTL, "longest credential lifetime the supernodes mint; later expiries are refused")
-	f.StringArrayVar(&allowPeers, "allow-peer", nil, "private or reserved range (CIDR or address) clients may relay to anyway; repeatable")
-	f.Uint16Var(&minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
-	f.Uint16Var(&maxPort, "max-port", 0, "highest relay port (with --min-port)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.BoolVar(&jsonLogs, "log-json", false, "log JSON lines even on a terminal")
+	fl.bind(cmd.Flags())
 	return cmd
 }
 
-func defaultDataDir() string {
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "relay")
+// run reads the secret, serves, and reports the load to the supernodes until
+// a signal comes.
+func run(st settings) error {
+	log, err := cli.Logger(os.Stderr, st.logLevel, st.jsonLogs)
+	if err != nil {
+		return fail(err)
 	}
-	return ".relay"
+	secret, err := cli.ReadSecret(st.secretFile)
+	if err != nil {
+		return fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg := st.cfg
+	cfg.Secret, cfg.Log = secret, log
+	r, err := relay.New(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer r.Close()
+	load := func() *protocol.RelayLoad {
+		ld := r.Load()
+		m := &protocol.RelayLoad{UDP: transport.AdvertisedAddr(r.UDPAddr(), st.advertise), Allocations: uint32(ld.Allocations),
+			Capacity: uint32(ld.Capacity), Rate: ld.Rate}
+		if a := r.TCPAddr(); a != nil {
+			m.TCP = transport.AdvertisedAddr(a, st.advertise)
+		}
+		return m
+	}
+	fmt.Fprintf(os.Stderr, "relay listening on udp %s", r.UDPAddr())
+	if a := r.TCPAddr(); a != nil {
+		fmt.Fprintf(os.Stderr, " and tcp %s", a)
+	}
+	fmt.Fprintln(os.Stderr)
+	var wg sync.WaitGroup
+	if len(st.supernodes) > 0 {
+		id, err := protocol.LoadOrCreateIdentity(st.dataDir)
+		if err != nil {
+			return fail(err)
+		}
+		pc, err := transport.ListenUDP("0.0.0.0:0")
+		if err != nil {
+			return fail(err)
+		}
+		node, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log, Agent: "supernet-relay"})
+		if err != nil {
+			pc.Close()
+			return fail(err)
+		}
+		defer node.Close()
+		// A certificate with the relay role, if the operator gave one;
+		// otherwise the relay proves the secret it shares.
+		var chain protocol.Chain
+		if st.certFile != "" {
+			_, ch, err := protocol.ReadChainFile(st.certFile)
+			if err != nil {
+				return fail(err)
+			}
+			if ch.Leaf().Peer() != id.ID {
+				return fail(fmt.Errorf("--cert %s is for %s, not this relay's key %s", st.certFile, ch.Leaf().Peer(), id.ID))
+			}
+			chain = ch
+		}
+		hello := protocol.RelayHello(secret, chain)
+		for _, t := range st.supernodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); report(ctx, node, t, hello, load, log) }()
+		}
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
 }
 
 // report keeps a link to one supernode and sends it the relay's load every

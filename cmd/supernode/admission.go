@@ -104,7 +104,7 @@ with 'supernode admit KEY'.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", supernode.DefaultDataDir(), "directory for the identity key ($SUPERNODE_DATA_DIR)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", supernode.DefaultDataDir(), "directory for the identity key ($"+supernode.DataDirEnv+")")
 	cmd.Flags().BoolVar(&key, "key", false, "print the public key to admit rather than the peer ID")
 	return cmd
 }

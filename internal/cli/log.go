@@ -16,14 +16,22 @@ import (
 // json is set. Levels: debug (per-message detail), info (attach, link, transfer
 // events), warn (a peer misbehaved or a retry), error (we could not do our job).
 func Logger(w io.Writer, level string, json bool) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		return zerolog.Nop(), fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	if err := CheckLogLevel(level); err != nil {
+		return zerolog.Nop(), err
 	}
+	lvl, _ := zerolog.ParseLevel(level)
 	if f, ok := w.(*os.File); ok && !json && term.IsTerminal(int(f.Fd())) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// CheckLogLevel checks a level Logger takes.
+func CheckLogLevel(level string) error {
+	if _, err := zerolog.ParseLevel(level); err != nil || level == "" {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return nil
 }
 
 // DefaultMemoryLimit is the soft limit daemons give the Go runtime unless

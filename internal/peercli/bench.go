@@ -10,6 +10,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/internal/swarmbench"
+	"github.com/supernet-p2p/supernet/peer"
 )
 
 func benchCmd() *cobra.Command {
@@ -86,9 +87,10 @@ func benchSwarmCmd() *cobra.Command {
 	f.Float64Var(&srcUp, "source-up", 20, "first source upload limit, MB/s")
 	f.Float64Var(&up, "up", 10, "each downloader's upload limit, MB/s")
 	f.Float64Var(&down, "down", 0, "each downloader's download limit, MB/s (0: unlimited)")
-	f.DurationVar(&unchoke, "unchoke-interval", time.Second, "how often each peer picks whom to upload to (a daemon's default is 10s)")
-	f.DurationVar(&optimist, "optimistic-interval", 3*time.Second, "how often the optimistic unchoke moves on (a daemon's default is 30s)")
-	f.IntVar(&slots, "slots", 4, "peers unchoked by rate, beside the optimistic one")
+	daemon := peer.DefaultConfig()
+	f.DurationVar(&unchoke, "unchoke-interval", time.Second, fmt.Sprintf("how often each peer picks whom to upload to (a daemon's default is %v)", daemon.UnchokeInterval))
+	f.DurationVar(&optimist, "optimistic-interval", 3*time.Second, fmt.Sprintf("how often the optimistic unchoke moves on (a daemon's default is %v)", daemon.OptimisticInterval))
+	f.IntVar(&slots, "slots", daemon.UnchokeSlots, "peers unchoked by rate, beside the optimistic one")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up on a swarm after this long")
 	f.DurationVar(&traceEvery, "trace", 0, "print, at this interval while it runs, the swarm's rates, the downloaders uploading under half their limit (slow), the swarm links counted at both ends and the peers unchoked (0: off)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")

@@ -52,7 +52,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.PersistentFlags().StringVar(&g.dataDir, "data-dir", peer.DefaultDataDir(), "data directory of the daemon ($PEER_DATA_DIR)")
+	cmd.PersistentFlags().StringVar(&g.dataDir, "data-dir", peer.DefaultDataDir(), "data directory of the daemon ($"+peer.DataDirEnv+")")
 	cmd.AddCommand(upCmd(g), searchCmd(g), getCmd(g), connectCmd(g), lookupCmd(g), sendCmd(g), inboxCmd(g), statusCmd(g), rescanCmd(g), benchCmd())
 	return cmd
 }

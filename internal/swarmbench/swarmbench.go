@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	tune := func(c *peer.Config) {
 		c.UnchokeInterval, c.OptimisticInterval, c.UnchokeSlots = cfg.UnchokeInterval, cfg.OptimisticInterval, cfg.UnchokeSlots
-		c.MaxSwarmPeers = max(50, cfg.Downloaders+1)
+		c.MaxSwarmPeers = max(peer.DefaultConfig().MaxSwarmPeers, cfg.Downloaders+1)
 	}
 	var daemons []*peer.Daemon
 	var wg sync.WaitGroup
