@@ -95,7 +95,8 @@ func (q *quicNet) add(h handler, _ float64) NodeID {
 		q.fail(err)
 		return q.addNode(h, id, nil)
 	}
-	n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: q.log, Listen: true, Agent: "supernet-compare"})
+	n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: q.log, Listen: true, Agent: "supernet-compare",
+		AnySender: true}) // the designs compared are not the overlay, and have no roles
 	if err != nil {
 		pc.Close()
 		q.fail(err)

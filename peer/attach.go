@@ -593,9 +593,7 @@ func (a *attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
 	}
 	a.mu.Unlock()
 	l.Log().Info().Str("reflexive_addr", r1.String()).Str("mapping", mapping.String()).Msg("NAT measured")
-	if l.Version >= protocol.VersionSignal {
-		l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive})
-	}
+	l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive})
 }
 
 // altSTUN is the supernode's second STUN address, with the host we dialled

@@ -376,7 +376,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	d := c.d
 	start := time.Now()
 	sl := d.attach.current()
-	if sl == nil || sl.Version < protocol.VersionSignal || (src.SN == nil && len(src.Addrs) > 0) {
+	if sl == nil || !protocol.Supports(sl.Version, protocol.TypeSignal) || (src.SN == nil && len(src.Addrs) > 0) {
 		// No signalling (or a source from a supernode that predates it): dial.
 		l, err := d.dialAny(ctx, src.Peer, src.Addrs)
 		return l, PathDirect, 0, err

@@ -493,7 +493,7 @@ func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user stri
 		return "", "", fmt.Errorf("connecting to %s: %w", user, err)
 	}
 	defer d.conns.release(pl)
-	if pl.link.Version < protocol.VersionUsers {
+	if !protocol.Supports(pl.link.Version, protocol.TypeDeliver) {
 		return "", "", fmt.Errorf("%w: %s's peer speaks protocol v%d, deliveries need v%d",
 			protocol.ErrUnsupportedVersion, user, pl.link.Version, protocol.VersionUsers)
 	}

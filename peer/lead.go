@@ -127,7 +127,7 @@ func (ld *leader) sendCandidacy() {
 	now := make(map[*transport.Link]bool, len(links))
 	var to []*transport.Link
 	for _, l := range links {
-		if l.Version < protocol.VersionElection {
+		if !protocol.Supports(l.Version, protocol.TypeCandidacy) {
 			continue
 		}
 		if was, ok := ld.sent[l]; !ok || was != st.Eligible {

@@ -486,7 +486,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		return false, err
 	}
 	defer d.conns.release(pl)
-	if pl.link.Version < protocol.VersionSwarm {
+	if !protocol.Supports(pl.link.Version, protocol.TypeJoin) {
 		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.link.Version, protocol.VersionSwarm)
 	}
 	st, err := pl.link.Conn().OpenStreamSync(sw.ctx)

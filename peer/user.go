@@ -164,7 +164,7 @@ func (u *userDir) ask(ctx context.Context, build func(protocol.QueryID) protocol
 }
 
 func (u *userDir) askOnce(ctx context.Context, l *transport.Link, build func(protocol.QueryID) protocol.Message) (*protocol.UserReply, error) {
-	if l.Version < protocol.VersionUsers {
+	if !protocol.Supports(l.Version, protocol.TypeUserGet) {
 		return nil, fmt.Errorf("%w: the supernode speaks protocol v%d, the directory needs v%d",
 			protocol.ErrUnsupportedVersion, l.Version, protocol.VersionUsers)
 	}

@@ -161,6 +161,16 @@
 // forever and is never reused. A node never sends a type newer than the negotiated
 // version. Types marked v1 exist since version 1, v2 since version 2.
 //
+// The direction column says which roles send a type (in code: Lookup(t).Senders).
+// On the message stream a sender holds the role its hello declared when it
+// dialled, and when it listens: supernode on a leaf, supernode or relay
+// connection, transfer on a transfer connection, probe on a probe
+// (Role.Listener). After the handshake a receiver refuses, as it refuses a
+// malformed frame, and from the header alone (CheckIncoming): a type newer than
+// the negotiated version (ErrUnsupportedVersion), a hello or welcome, a type of
+// transfer streams (ErrBadRequest), and a type the sender's role does not send
+// (ErrForbidden).
+//
 //	type  name        version  stream     direction
 //	0x01  hello       v1       message    dialler -> listener, first frame
 //	0x02  welcome     v1       message    listener -> dialler, answers hello

@@ -101,7 +101,7 @@ func (s *Server) linkedUsers() map[ring.ID]LinkID {
 	defer s.mu.Unlock()
 	out := make(map[ring.ID]LinkID, len(s.byPeer))
 	for p, id := range s.byPeer {
-		if l := s.links[id]; l != nil && l.Version >= protocol.VersionUsers {
+		if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeUserPut) {
 			out[ring.ID(p)] = id
 		}
 	}
@@ -138,16 +138,8 @@ func (s *Server) takeDirectory(id LinkID, l *transport.Link, m protocol.Message)
 			s.userGet(id, m)
 		}
 	case *protocol.UserReply:
-		if l.Role != protocol.RoleSupernode {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: user_reply from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
 		s.userReply(m)
 	case *protocol.UserStore:
-		if l.Role != protocol.RoleSupernode {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: user_store from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
 		s.userStore(l, m)
 	default:
 		return false
@@ -171,8 +163,6 @@ func (s *Server) dirAllowed(id LinkID, l *transport.Link, req protocol.QueryID) 
 	}
 	d.mu.Unlock()
 	switch {
-	case l.Role != protocol.RoleLeaf && l.Role != protocol.RoleSupernode:
-		s.replyErr(id, req, 0, fmt.Errorf("%w: directory request from a %s", protocol.ErrForbidden, l.Role))
 	case over:
 		s.replyErr(id, req, 0, fmt.Errorf("%w: more than %g directory requests a second", protocol.ErrOverloaded, s.cfg.LeafDirRate))
 	case dup:

@@ -139,10 +139,6 @@ func (e *election) leafGone(id LinkID) {
 func (s *Server) takeElection(id LinkID, l *transport.Link, m protocol.Message) bool {
 	switch m := m.(type) {
 	case *protocol.Candidacy:
-		if l.Role != protocol.RoleLeaf {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: candidacy from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
 		e := s.elect
 		e.mu.Lock()
 		c := e.candLocked(id, l.Peer)
@@ -153,10 +149,6 @@ func (s *Server) takeElection(id LinkID, l *transport.Link, m protocol.Message) 
 			l.Log().Debug().Bool("eligible", m.Eligible).Str("why_not", m.Why).Msg("leaf candidacy")
 		}
 	case *protocol.Promoted:
-		if l.Role != protocol.RoleLeaf {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: promoted from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
 		s.promoted(id, l, m)
 	default:
 		return false
@@ -308,7 +300,7 @@ func (s *Server) redirectLeaves(target, why string, skip LinkID, n int) int {
 	s.mu.Lock()
 	var ls []*transport.Link
 	for _, id := range s.leafOf {
-		if l := s.links[id]; l != nil && id != skip && l.Version >= protocol.VersionElection {
+		if l := s.links[id]; l != nil && id != skip && protocol.Supports(l.Version, protocol.TypeRedirect) {
 			ls = append(ls, l)
 		}
 	}

@@ -57,7 +57,7 @@ func (s *Server) gossip(now time.Time) {
 	s.mu.Lock()
 	var links []*transport.Link
 	for _, id := range s.byPeer {
-		if l := s.links[id]; l != nil && l.Version >= protocol.VersionMembers {
+		if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeMembers) {
 			links = append(links, l)
 		}
 	}
@@ -67,7 +67,7 @@ func (s *Server) gossip(now time.Time) {
 	// look for another.
 	if s.rounds%leafMembersEvery == 0 || len(died) > 0 {
 		for _, id := range s.leafOf {
-			if l := s.links[id]; l != nil && l.Version >= protocol.VersionMembers {
+			if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeMembers) {
 				links = append(links, l)
 			}
 		}
@@ -113,12 +113,10 @@ func (s *Server) advertised() []string {
 	return []string{s.Addr().String()}
 }
 
-// takeMembers merges a member list from a link. Only supernodes send one, and
-// only entries they checked, so a bad entry means a bad sender.
-func (s *Server) takeMembers(l *transport.Link, m *protocol.Members) error {
-	if l.Role != protocol.RoleSupernode {
-		return fmt.Errorf("%w: members from a %s", protocol.ErrForbidden, l.Role)
-	}
+// takeMembers merges a member list from a link. Only supernodes send one (the
+// link refuses it from others), and only entries they checked, so a bad entry
+// means a bad sender.
+func (s *Server) takeMembers(m *protocol.Members) error {
 	recs := make([]*protocol.MemberRecord, len(m.Members))
 	for i := range m.Members {
 		recs[i] = &m.Members[i]

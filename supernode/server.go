@@ -514,9 +514,7 @@ func (s *Server) accept(in *transport.Incoming) {
 			old.Close(fmt.Errorf("%w: replaced by a new connection", protocol.ErrForbidden))
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
-		if l.Version >= protocol.VersionMembers {
-			l.Send(membersMessage(s.members.Live(), s.ID()))
-		}
+		l.Send(membersMessage(s.members.Live(), s.ID()))
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
@@ -627,11 +625,9 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		old.Close(fmt.Errorf("%w: replaced by the link the smaller ID dialled", protocol.ErrForbidden))
 	}
 	s.router.NeighbourUp(id, l.Peer)
-	if l.Version >= protocol.VersionMembers {
-		// At once rather than at the next round: until they swap lists,
-		// each takes itself for the whole ring of the directory.
-		l.Send(membersMessage(s.members.Live(), s.ID()))
-	}
+	// At once rather than at the next round: until they swap lists, each
+	// takes itself for the whole ring of the directory.
+	l.Send(membersMessage(s.members.Live(), s.ID()))
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
@@ -673,10 +669,6 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			return
 		}
 		if r, ok := m.(*protocol.NATReport); ok {
-			if l.Role != protocol.RoleLeaf {
-				l.Send(protocol.ErrorMessage(fmt.Errorf("%w: nat_report from a %s", protocol.ErrForbidden, l.Role)))
-				continue
-			}
 			s.wg.Add(1)
 			go s.natReport(id, l, r)
 			continue
@@ -685,7 +677,7 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 			if !s.membersAllowed(id) {
 				continue
 			}
-			if err := s.takeMembers(l, ms); err != nil {
+			if err := s.takeMembers(ms); err != nil {
 				l.Log().Warn().Err(err).Msg("bad member list; closing link")
 				l.Close(err)
 				return

@@ -37,6 +37,11 @@ type Link struct {
 	// Relayed is set on links accepted on a relay allocation (see ListenOn).
 	Relayed bool
 
+	// from are the roles the other side may hold: the one its hello declared
+	// on an accepted link, the listener's of our hello's role on a dialled one.
+	from      protocol.Roles
+	anySender bool
+
 	conn   *quic.Conn
 	stream *quic.Stream
 	fr     *FrameReader
@@ -60,16 +65,17 @@ type Link struct {
 
 func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log zerolog.Logger, tk *ticket) *Link {
 	l := &Link{
-		Peer:   peer,
-		conn:   c,
-		stream: s,
-		fr:     NewFrameReader(s, 64<<10, n.cfg.Frames),
-		log:    log,
-		srcMax: int64(n.cfg.MaxQueuedPerIP),
-		slow:   &n.slow,
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		wdone:  make(chan struct{}),
+		Peer:      peer,
+		conn:      c,
+		stream:    s,
+		fr:        NewFrameReader(s, 64<<10, n.cfg.Frames),
+		log:       log,
+		srcMax:    int64(n.cfg.MaxQueuedPerIP),
+		anySender: n.cfg.AnySender,
+		slow:      &n.slow,
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		wdone:     make(chan struct{}),
 	}
 	if tk != nil {
 		l.src = tk.src
@@ -105,9 +111,28 @@ func (l *Link) Err() error {
 	return l.err
 }
 
+// negotiated records the version and role the hello exchange settled; the
+// other side holds role when we accepted the link, role's listener when we
+// dialled it.
+func (l *Link) negotiated(version uint16, role protocol.Role, dialled bool) {
+	l.Version, l.Role = version, role
+	l.from = protocol.RolesOf(role)
+	if dialled {
+		l.from = protocol.RolesOf(role.Listener())
+	}
+	if l.anySender {
+		l.from = protocol.AnyRole
+	}
+}
+
 // Send queues m for writing and returns at once. Frames queued together go out
-// in one write, which is what keeps small-message throughput high.
+// in one write, which is what keeps small-message throughput high. A type the
+// link's version does not have is refused (ErrUnsupportedVersion): the other
+// side would close the link for it.
 func (l *Link) Send(m protocol.Message) error {
+	if err := protocol.CheckVersion(m.Type(), l.Version); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	if l.closed {
 		err := l.err
@@ -170,9 +195,22 @@ func (l *Link) writeLoop() {
 }
 
 // Recv reads the next message. Only one goroutine may call it. A frame that
-// does not arrive within its deadline (see FrameTimeouts) closes the link.
+// does not arrive within its deadline (see FrameTimeouts) closes the link, and
+// so does one the protocol does not let the other side send here (see
+// protocol.CheckIncoming: a type newer than the link's version, or not its
+// role's to send), before its body is read.
 func (l *Link) Recv() (protocol.Message, error) {
-	t, body, err := l.fr.ReadFrame(l.rbuf)
+	t, n, err := l.fr.ReadHeader()
+	if err == nil {
+		if err = protocol.CheckIncoming(t, l.Version, l.from); err != nil {
+			l.Close(err)
+			return nil, l.readErr(err)
+		}
+	}
+	var body []byte
+	if err == nil {
+		body, err = l.fr.ReadBody(t, n, l.rbuf)
+	}
 	if err == nil {
 		l.lastRecv.Store(time.Now().UnixNano())
 	}

@@ -98,6 +98,11 @@ type Config struct {
 	STUNBurstPerIP int
 	// Agent names the software in hellos.
 	Agent string
+	// AnySender lets either side of every link send any message type its
+	// version has, whatever the roles: for harnesses that carry other
+	// designs' traffic in the overlay's frames (compare's QUIC mode). The
+	// overlay's own nodes never set it.
+	AnySender bool
 }
 
 // Node is one UDP socket speaking QUIC and STUN.
@@ -410,7 +415,7 @@ func (in *Incoming) Accept(w *protocol.Welcome) (*Link, error) {
 		l.reject(fmt.Errorf("%w: %w", protocol.ErrInternal, err))
 		return nil, err
 	}
-	l.Version, l.Role = v, in.Hello.Role
+	l.negotiated(v, in.Hello.Role, false)
 	if err := l.Send(w); err != nil {
 		l.Close(err)
 		return nil, err
@@ -542,7 +547,7 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 		}
 		log := n.log.With().Str("remote_addr", addr.String()).Str("peer_id", peer.Short()).Logger()
 		l := n.newLink(c, s, peer, log, nil)
-		l.Role, l.Version = hello.Role, m.Version
+		l.negotiated(m.Version, hello.Role, true)
 		return l, m, nil
 	default:
 		err := m.(*protocol.Error).AsError()
