@@ -135,33 +135,17 @@ func (e *election) leafGone(id LinkID) {
 	e.mu.Unlock()
 }
 
-// takeElection handles the election messages; it reports whether m was one.
-func (s *Server) takeElection(id LinkID, l *transport.Link, m protocol.Message) bool {
-	switch m := m.(type) {
-	case *protocol.Candidacy:
-		if l.Role != protocol.RoleLeaf {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: candidacy from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
-		e := s.elect
-		e.mu.Lock()
-		c := e.candLocked(id, l.Peer)
-		changed := c.claim != m.Eligible
-		c.claim, c.uptime, c.at = m.Eligible, time.Duration(m.Uptime)*time.Second, time.Now()
-		e.mu.Unlock()
-		if changed {
-			l.Log().Debug().Bool("eligible", m.Eligible).Str("why_not", m.Why).Msg("leaf candidacy")
-		}
-	case *protocol.Promoted:
-		if l.Role != protocol.RoleLeaf {
-			l.Send(protocol.ErrorMessage(fmt.Errorf("%w: promoted from a %s", protocol.ErrForbidden, l.Role)))
-			return true
-		}
-		s.promoted(id, l, m)
-	default:
-		return false
+// candidacy takes a leaf's word on whether it would lead.
+func (s *Server) candidacy(id LinkID, l *transport.Link, m *protocol.Candidacy) {
+	e := s.elect
+	e.mu.Lock()
+	c := e.candLocked(id, l.Peer)
+	changed := c.claim != m.Eligible
+	c.claim, c.uptime, c.at = m.Eligible, time.Duration(m.Uptime)*time.Second, time.Now()
+	e.mu.Unlock()
+	if changed {
+		l.Log().Debug().Bool("eligible", m.Eligible).Str("why_not", m.Why).Msg("leaf candidacy")
 	}
-	return true
 }
 
 // electRound runs once per gossip round.

@@ -79,7 +79,7 @@ func (s *Server) gossip(now time.Time) {
 	}
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.
-	s.sweepDirectory(now, s.rounds%dirSweepEvery == 0)
+	s.dir.Sweep(now, s.rounds%dirSweepEvery == 0)
 	s.electRound(now)
 	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); s.rounds%every == 0 {
 		s.logStatus(len(live), neighbours)
@@ -98,7 +98,7 @@ func (s *Server) logStatus(live, neighbours int) {
 	el := s.Election()
 	ev := s.log.Info().Int("leaves", el.Leaves).Int("leaf_limit", el.LeafLimit).Int("candidates", el.Candidates).
 		Int("promoted_leaves", len(el.Promotions)).Int("supernodes_live", live).Int("neighbours", neighbours).
-		Int("user_records", s.dir.users.Len())
+		Int("user_records", s.store.users.Len())
 	if el.Promoted {
 		ev = ev.Str("promoted_by", el.Parent)
 	}

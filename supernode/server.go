@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -159,11 +160,14 @@ type Server struct {
 	// admittedUntil is when each linked supernode's admission runs out, as
 	// its hello or welcome, or a later member entry, showed.
 	admittedUntil map[protocol.PeerID]time.Time
+	store         *dirStore
 	dir           *directory
 	elect         *election
-	beat          uint64      // the last beat of our own entry; gossip loop only
-	rounds        uint64      // gossip rounds so far; gossip loop only
-	dialling      atomic.Bool // a link to a member is being set up
+	// table is how each message type from a link is handled (dispatch.go).
+	table    map[protocol.MsgType]route
+	beat     uint64      // the last beat of our own entry; gossip loop only
+	rounds   uint64      // gossip rounds so far; gossip loop only
+	dialling atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
 	links  map[LinkID]*transport.Link
@@ -316,8 +320,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
-	s.dir = newDirectory(store)
+	s.store = store
+	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
+		Rand: crand.Reader, Log: log}, store, s.members, peers{s}, peers{s})
 	s.elect = newElection()
+	s.table = s.routes()
 	return s, nil
 }
 
@@ -493,7 +500,7 @@ func (s *Server) Close() error {
 	})
 	s.wg.Wait()
 	// After every goroutine that hands it records: what they queued is written.
-	return s.dir.store.close()
+	return s.store.close()
 }
 
 func (s *Server) tickLoop() {
@@ -578,10 +585,13 @@ func (s *Server) accept(in *transport.Incoming) {
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
-			s.forget(s.leafOf, in.Peer, id)
+			gone := s.forget(s.leafOf, in.Peer, id)
 			s.releaseAddrSlot(block)
 			s.router.LeafDown(id)
-			s.dir.leafGone(id)
+			if gone {
+				// Not when a new link of the same leaf replaced this one.
+				s.dir.LeafDown(in.Peer)
+			}
 			s.elect.leafGone(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
@@ -624,13 +634,16 @@ func (s *Server) accept(in *transport.Incoming) {
 	}
 }
 
-// forget drops peer from m unless a newer link has replaced id there.
-func (s *Server) forget(m map[protocol.PeerID]LinkID, peer protocol.PeerID, id LinkID) {
+// forget drops peer from m unless a newer link has replaced id there, and
+// reports whether it did.
+func (s *Server) forget(m map[protocol.PeerID]LinkID, peer protocol.PeerID, id LinkID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m[peer] == id {
 		delete(m, peer)
+		return true
 	}
+	return false
 }
 
 // register gives a link an ID; it returns 0 when the server is closing.
@@ -701,71 +714,11 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		delete(s.membersLim, id)
 		s.mu.Unlock()
 		s.router.NeighbourDown(id)
-		s.neighbourGone(id)
+		// Requests that went out on this link lose their replies.
+		s.dir.NeighbourDown(l.Peer)
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
 	})
 	return id, true
-}
-
-func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.links, id)
-		delete(s.pinging, id)
-		s.mu.Unlock()
-		onDown()
-	}()
-	for {
-		m, err := l.Recv()
-		if _, ok := m.(*protocol.Ping); ok && l.Role == protocol.RoleLeaf {
-			s.mu.Lock()
-			s.pinging[id] = true
-			s.mu.Unlock()
-		}
-		if err != nil {
-			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) {
-				l.Log().Warn().Err(err).Msg("bad message; closing link")
-			}
-			l.Close(err)
-			return
-		}
-		if r, ok := m.(*protocol.NATReport); ok {
-			if l.Role != protocol.RoleLeaf {
-				l.Send(protocol.ErrorMessage(fmt.Errorf("%w: nat_report from a %s", protocol.ErrForbidden, l.Role)))
-				continue
-			}
-			s.wg.Add(1)
-			go s.natReport(id, l, r)
-			continue
-		}
-		if ms, ok := m.(*protocol.Members); ok {
-			if !s.membersAllowed(id) {
-				continue
-			}
-			if err := s.takeMembers(l, ms); err != nil {
-				l.Log().Warn().Err(err).Msg("bad member list; closing link")
-				l.Close(err)
-				return
-			}
-			continue
-		}
-		if s.takeDirectory(id, l, m) || s.takeElection(id, l, m) {
-			continue
-		}
-		if _, ok := m.(*protocol.RelayAsk); ok {
-			if c := s.mintRelay(l.Peer, false); c != nil {
-				l.Send(&protocol.RelayOK{Relay: *c, Observed: l.RemoteAddr().String()})
-			} else {
-				l.Send(&protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay is known"})
-			}
-			continue
-		}
-		if err := s.router.Handle(id, m); err != nil {
-			l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("message refused")
-			l.Send(protocol.ErrorMessage(err))
-		}
-	}
 }
 
 // joinLoop keeps a link to one configured supernode, redialling with capped,

@@ -1,0 +1,168 @@
+package supernode
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// inbound is one message as a handler of the dispatch table gets it.
+type inbound struct {
+	id LinkID
+	l  *transport.Link
+}
+
+// route is how the server takes one message type off a leaf or supernode
+// link: who may send it, which part handles it, and what an error means.
+type route struct {
+	// roles may send it; from any other the message is answered forbidden,
+	// or with roleFatal the link closed. Empty: any role.
+	roles     []protocol.Role
+	roleFatal bool
+	// handle takes the message. Its error is answered on the link, or with
+	// fatal closes it: the sender is bad.
+	handle func(in inbound, m protocol.Message) error
+	fatal  bool
+}
+
+// routes builds the server's one table of message types.
+func (s *Server) routes() map[protocol.MsgType]route {
+	router := route{handle: func(in inbound, m protocol.Message) error { return s.router.Handle(in.id, m) }}
+	dir := route{fatal: true, handle: func(in inbound, m protocol.Message) error { return s.dir.Handle(in.l.Peer, in.l.Role, m) }}
+	sn := []protocol.Role{protocol.RoleSupernode}
+	leaf := []protocol.Role{protocol.RoleLeaf}
+	t := map[protocol.MsgType]route{
+		protocol.TypeNATReport: {roles: leaf, handle: func(in inbound, m protocol.Message) error {
+			s.wg.Add(1)
+			go s.natReport(in.id, in.l, m.(*protocol.NATReport))
+			return nil
+		}},
+		protocol.TypeMembers: {roles: sn, roleFatal: true, fatal: true, handle: func(in inbound, m protocol.Message) error {
+			if !s.membersAllowed(in.id) {
+				return nil
+			}
+			return s.takeMembers(in.l, m.(*protocol.Members))
+		}},
+		protocol.TypeUserPut:   dir,
+		protocol.TypeUserGet:   dir,
+		protocol.TypeUserReply: {roles: sn, handle: dir.handle},
+		protocol.TypeUserStore: {roles: sn, fatal: true, handle: dir.handle},
+		protocol.TypeCandidacy: {roles: leaf, handle: func(in inbound, m protocol.Message) error {
+			s.candidacy(in.id, in.l, m.(*protocol.Candidacy))
+			return nil
+		}},
+		protocol.TypePromoted: {roles: leaf, handle: func(in inbound, m protocol.Message) error {
+			s.promoted(in.id, in.l, m.(*protocol.Promoted))
+			return nil
+		}},
+		protocol.TypeRelayAsk: {handle: func(in inbound, _ protocol.Message) error {
+			if c := s.mintRelay(in.l.Peer, false); c != nil {
+				in.l.Send(&protocol.RelayOK{Relay: *c, Observed: in.l.RemoteAddr().String()})
+			} else {
+				in.l.Send(&protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay is known"})
+			}
+			return nil
+		}},
+	}
+	for _, mt := range []protocol.MsgType{protocol.TypePublish, protocol.TypeUnpublish, protocol.TypeQuery, protocol.TypeHits,
+		protocol.TypeQueryDone, protocol.TypeSummary, protocol.TypeSignal, protocol.TypePing, protocol.TypePong, protocol.TypeError} {
+		t[mt] = router
+	}
+	return t
+}
+
+// dispatch hands one message to its handler; false when the link is to close.
+func (s *Server) dispatch(in inbound, m protocol.Message) bool {
+	r, ok := s.table[m.Type()]
+	if !ok {
+		// The router answers what no part takes as unexpected.
+		r = route{handle: func(in inbound, m protocol.Message) error { return s.router.Handle(in.id, m) }}
+	}
+	if len(r.roles) > 0 && !slices.Contains(r.roles, in.l.Role) {
+		err := fmt.Errorf("%w: %s from a %s", protocol.ErrForbidden, m.Type(), in.l.Role)
+		if r.roleFatal {
+			in.l.Log().Warn().Err(err).Msg("message refused; closing link")
+			in.l.Close(err)
+			return false
+		}
+		in.l.Send(protocol.ErrorMessage(err))
+		return true
+	}
+	err := r.handle(in, m)
+	switch {
+	case err == nil:
+	case r.fatal:
+		in.l.Log().Warn().Err(err).Str("msg", m.Type().String()).Msg("bad message; closing link")
+		in.l.Close(err)
+		return false
+	default:
+		in.l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("message refused")
+		in.l.Send(protocol.ErrorMessage(err))
+	}
+	return true
+}
+
+func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.links, id)
+		delete(s.pinging, id)
+		s.mu.Unlock()
+		onDown()
+	}()
+	for {
+		m, err := l.Recv()
+		if _, ok := m.(*protocol.Ping); ok && l.Role == protocol.RoleLeaf {
+			s.mu.Lock()
+			s.pinging[id] = true
+			s.mu.Unlock()
+		}
+		if err != nil {
+			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) {
+				l.Log().Warn().Err(err).Msg("bad message; closing link")
+			}
+			l.Close(err)
+			return
+		}
+		if !s.dispatch(inbound{id, l}, m) {
+			return
+		}
+	}
+}
+
+// peers is the server as the cores see it: their messages go out on the
+// link to a peer ID, and they ask which peers are linked.
+type peers struct{ s *Server }
+
+func (p peers) Send(to protocol.PeerID, m protocol.Message) {
+	s := p.s
+	s.mu.Lock()
+	id, ok := s.byPeer[to]
+	if !ok {
+		id, ok = s.leafOf[to]
+	}
+	s.mu.Unlock()
+	if ok {
+		s.Send(id, m)
+	}
+}
+
+func (p peers) Neighbours(v uint16) []protocol.PeerID { return p.linked(p.s.byPeer, v) }
+func (p peers) Leaves(v uint16) []protocol.PeerID     { return p.linked(p.s.leafOf, v) }
+
+func (p peers) linked(m map[protocol.PeerID]LinkID, v uint16) []protocol.PeerID {
+	s := p.s
+	s.mu.Lock()
+	out := make([]protocol.PeerID, 0, len(m))
+	for peer, id := range m {
+		if l := s.links[id]; l != nil && l.Version >= v {
+			out = append(out, peer)
+		}
+	}
+	s.mu.Unlock()
+	return sortPeers(out)
+}
