@@ -45,9 +45,12 @@ type coreNode struct {
 	name    string
 	id      *protocol.Identity
 	members *Members
+	memb    *membership
+	chain   protocol.Chain // nil: not admitted
 	store   *dirStore
 	dir     *directory
 	dataDir string
+
 	// nbrs and leaves are the peers linked to the node, with the protocol
 	// version of each link.
 	nbrs   map[protocol.PeerID]uint16
@@ -103,6 +106,11 @@ func (net *coreNet) addNode(name, dataDir string) *coreNode {
 		nbrs: map[protocol.PeerID]uint16{}, leaves: map[protocol.PeerID]uint16{},
 		closed: map[protocol.PeerID]error{}, got: map[protocol.MsgType]int{}}
 	n.members = NewMembers(testNetwork, 4*time.Second, 4096)
+	n.chain = net.admit(n.id)
+	n.memb = newMembership(membershipConfig{Identity: n.id, Chain: func() protocol.Chain { return n.chain },
+		Advertise: []string{fmt.Sprintf("192.0.2.%d:6346", len(net.nodes)+1)}, Leaves: func() int { return len(n.Leaves(0)) },
+		Cap: 200, Incarnation: 1, GossipInterval: time.Second, MemberTimeout: 4 * time.Second,
+		Now: net.clock.Now, Rand: net.rand("members " + name), Log: net.log()}, n.members, n, nodeOut{n})
 	n.start()
 	net.nodes = append(net.nodes, n)
 	return n
@@ -192,6 +200,7 @@ func (net *coreNet) disconnect(a, b *coreNode) {
 
 func (n *coreNode) linkDown(p protocol.PeerID) {
 	n.dir.NeighbourDown(p)
+	n.memb.NeighbourDown(p)
 }
 
 // mesh links every pair of nodes.
@@ -203,9 +212,10 @@ func (net *coreNet) mesh() {
 	}
 }
 
-// admit is a chain for id, valid for a day from now on the net's clock.
+// admit is a chain for id that outlives every test. (protocol.Chain.Extend
+// checks the issuer's chain against the real clock, not the net's.)
 func (net *coreNet) admit(id *protocol.Identity) protocol.Chain {
-	return testAdmit(id, net.clock.Now().Add(24*time.Hour))
+	return testAdmit(id, time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // meet gives every node every node's signed member entry, as gossip would.
@@ -257,9 +267,12 @@ func (net *coreNet) roundTrip(m protocol.Message) protocol.Message {
 func (n *coreNode) handle(from protocol.PeerID, role protocol.Role, m protocol.Message) {
 	n.got[m.Type()]++
 	var err error
-	switch m.(type) {
+	switch m := m.(type) {
 	case *protocol.UserPut, *protocol.UserGet, *protocol.UserReply, *protocol.UserStore:
 		err = n.dir.Handle(from, role, m)
+	case *protocol.Members:
+		err = n.memb.Handle(from, m)
+
 	default:
 		n.net.t.Fatalf("%s: no core takes %s", n.name, m.Type())
 	}
@@ -368,6 +381,58 @@ func (net *coreNet) holders(name string) []string {
 	for _, n := range net.nodes {
 		if _, ok := n.store.get(name, net.clock.Now()); ok && !n.down {
 			out = append(out, n.name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// gossip runs a membership round on every live node at the net's clock and
+// delivers what it sends. It returns how many nodes died in the round, by
+// the nodes' own account.
+func (net *coreNet) gossip() int {
+	died := 0
+	for _, n := range net.nodes {
+		if !n.down {
+			died += len(n.memb.Round(net.clock.Now()).died)
+		}
+	}
+	net.run()
+	return died
+}
+
+// linkMore does for every live node what the server does after a round: it
+// links to the member the membership picks, while it has fewer than want
+// neighbours (its ring successor even beyond), and both sides swap lists.
+func (net *coreNet) linkMore(want int) {
+	for _, n := range net.nodes {
+		if n.down {
+			continue
+		}
+		m := n.memb.ToDial(n.members.Live(), len(n.Neighbours(0)) < want, net.clock.Now())
+		if m == nil {
+			continue
+		}
+		o := net.node(m.Peer())
+		if o == nil || o.down {
+			n.memb.DialFailed(m.Peer(), net.clock.Now())
+			continue
+		}
+		net.connect(n, o)
+		n.memb.Greet(o.peer())
+		o.memb.Greet(n.peer())
+		net.run()
+	}
+}
+
+// listed are the names of the supernodes n takes as live, sorted.
+func (net *coreNet) listed(n *coreNode) []string {
+	var out []string
+	for _, m := range n.members.Live() {
+		if o := net.node(m.Peer()); o != nil {
+			out = append(out, o.name)
+		} else {
+			out = append(out, m.Peer().Short())
 		}
 	}
 	slices.Sort(out)

@@ -41,10 +41,7 @@ func (s *Server) routes() map[protocol.MsgType]route {
 			return nil
 		}},
 		protocol.TypeMembers: {roles: sn, roleFatal: true, fatal: true, handle: func(in inbound, m protocol.Message) error {
-			if !s.membersAllowed(in.id) {
-				return nil
-			}
-			return s.takeMembers(in.l, m.(*protocol.Members))
+			return s.memb.Handle(in.l.Peer, m.(*protocol.Members))
 		}},
 		protocol.TypeUserPut:   dir,
 		protocol.TypeUserGet:   dir,
@@ -135,8 +132,13 @@ func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
 }
 
 // peers is the server as the cores see it: their messages go out on the
-// link to a peer ID, and they ask which peers are linked.
-type peers struct{ s *Server }
+// link to a peer ID, and they ask which peers are linked. With strict, a
+// link that cannot take a message (closed, or its queue full) is closed, as
+// for the router's messages; without, the message is dropped.
+type peers struct {
+	s      *Server
+	strict bool
+}
 
 func (p peers) Send(to protocol.PeerID, m protocol.Message) {
 	s := p.s
@@ -145,9 +147,14 @@ func (p peers) Send(to protocol.PeerID, m protocol.Message) {
 	if !ok {
 		id, ok = s.leafOf[to]
 	}
+	l := s.links[id]
 	s.mu.Unlock()
-	if ok {
+	switch {
+	case !ok || l == nil:
+	case p.strict:
 		s.Send(id, m)
+	default:
+		l.Send(m)
 	}
 }
 

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -156,6 +155,7 @@ type Server struct {
 	relays relayTable
 
 	members *Members
+	memb    *membership
 	adm     admission
 	// admittedUntil is when each linked supernode's admission runs out, as
 	// its hello or welcome, or a later member entry, showed.
@@ -165,8 +165,6 @@ type Server struct {
 	elect         *election
 	// table is how each message type from a link is handled (dispatch.go).
 	table    map[protocol.MsgType]route
-	beat     uint64      // the last beat of our own entry; gossip loop only
-	rounds   uint64      // gossip rounds so far; gossip loop only
 	dialling atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
@@ -175,15 +173,11 @@ type Server struct {
 	leafOf map[protocol.PeerID]LinkID // leaf links
 	// perAddr counts the leaves from each address block (see addrKey).
 	perAddr map[netip.Prefix]int
-	// membersLim keeps each supernode link to its member-list rate.
-	membersLim map[LinkID]*rate.Limiter
 	// pinging are the leaf links whose leaf pings us (every half second by
 	// default): one gone quiet has died, and is dropped long before the
 	// idle timeout.
 	pinging map[LinkID]bool
-	// dialFailed holds off redials to listed supernodes that did not answer.
-	dialFailed map[protocol.PeerID]time.Time
-	nextID     atomic.Uint64
+	nextID  atomic.Uint64
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -287,11 +281,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
-		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
+		leafOf:        make(map[protocol.PeerID]LinkID),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
-		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
-		pinging: make(map[LinkID]bool),
-		ctx:     ctx, cancel: cancel,
+		perAddr:       make(map[netip.Prefix]int),
+		pinging:       make(map[LinkID]bool),
+		ctx:           ctx, cancel: cancel,
 	}
 	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
 	if err == nil {
@@ -321,8 +315,11 @@ func New(cfg Config) (*Server, error) {
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
 	s.store = store
+	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
+		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
+		Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
-		Rand: crand.Reader, Log: log}, store, s.members, peers{s}, peers{s})
+		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
 	s.elect = newElection()
 	s.table = s.routes()
 	return s, nil
@@ -580,7 +577,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
 		if l.Version >= protocol.VersionMembers {
-			l.Send(membersMessage(s.members.Live(), s.ID()))
+			s.memb.Greet(in.Peer)
 		}
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
@@ -699,9 +696,7 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 	}
 	s.router.NeighbourUp(id, l.Peer)
 	if l.Version >= protocol.VersionMembers {
-		// At once rather than at the next round: until they swap lists,
-		// each takes itself for the whole ring of the directory.
-		l.Send(membersMessage(s.members.Live(), s.ID()))
+		s.memb.Greet(l.Peer)
 	}
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
@@ -711,8 +706,8 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		if _, linked := s.byPeer[l.Peer]; !linked {
 			delete(s.admittedUntil, l.Peer)
 		}
-		delete(s.membersLim, id)
 		s.mu.Unlock()
+		s.memb.NeighbourDown(l.Peer)
 		s.router.NeighbourDown(id)
 		// Requests that went out on this link lose their replies.
 		s.dir.NeighbourDown(l.Peer)
