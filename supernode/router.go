@@ -1,8 +1,11 @@
 package supernode
 
 import (
+	crand "crypto/rand"
+	"io"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +112,10 @@ type RouterConfig struct {
 	SlowAfter   int
 	SlowHoldoff time.Duration
 	Now         func() time.Time
-	Log         zerolog.Logger
+	// Rand is where the query IDs the router chooses come from (default
+	// crypto/rand): a seeded reader makes a simulation repeatable.
+	Rand io.Reader
+	Log  zerolog.Logger
 }
 
 func (c *RouterConfig) defaults() {
@@ -154,6 +160,9 @@ func (c *RouterConfig) defaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = crand.Reader
 	}
 	setRate(&c.NeighbourQueryRate, &c.NeighbourQueryBurst, 200, 400)
 	setRate(&c.NeighbourSummaryRate, &c.NeighbourSummaryBurst, 8, 32)
@@ -243,6 +252,7 @@ type Router struct {
 	cfg RouterConfig
 	out Outbox
 	log zerolog.Logger
+	rnd randSource
 
 	// tickMu serialises Tick from its computing to its sending. Tick runs on the
 	// ticker and inside NeighbourUp/NeighbourDown; two overlapping Ticks could
@@ -281,6 +291,7 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		cfg:        cfg,
 		out:        out,
 		log:        cfg.Log,
+		rnd:        randSource{r: cfg.Rand},
 		idx:        idx,
 		sources:    make(map[index.SourceID]*leaf),
 		blocks:     make(map[netip.Prefix]map[*leaf]struct{}),
@@ -383,6 +394,7 @@ func (r *Router) NeighbourDown(id LinkID) {
 			}
 		}
 	}
+	slices.SortFunc(done, cmpQueryID)
 	msgs := r.finishLocked(done)
 	r.mu.Unlock()
 	r.flush(msgs)
