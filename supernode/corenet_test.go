@@ -49,8 +49,12 @@ type coreNode struct {
 	chain   protocol.Chain // nil: not admitted
 	store   *dirStore
 	dir     *directory
+	elect   *election
 	dataDir string
-
+	// probeErr is what the probes of promoted supernodes find; stopped is
+	// set when the election stopped the node.
+	probeErr error
+	stopped  bool
 	// nbrs and leaves are the peers linked to the node, with the protocol
 	// version of each link.
 	nbrs   map[protocol.PeerID]uint16
@@ -111,6 +115,7 @@ func (net *coreNet) addNode(name, dataDir string) *coreNode {
 		Advertise: []string{fmt.Sprintf("192.0.2.%d:6346", len(net.nodes)+1)}, Leaves: func() int { return len(n.Leaves(0)) },
 		Cap: 200, Incarnation: 1, GossipInterval: time.Second, MemberTimeout: 4 * time.Second,
 		Now: net.clock.Now, Rand: net.rand("members " + name), Log: net.log()}, n.members, n, nodeOut{n})
+	n.setElection(func(*electionConfig) {})
 	n.start()
 	net.nodes = append(net.nodes, n)
 	return n
@@ -140,6 +145,21 @@ func (n *coreNode) restart() {
 }
 
 func (n *coreNode) peer() protocol.PeerID { return n.id.ID }
+
+// setElection makes the node's election, with the settings of a supernode
+// that never promotes, as changed by set.
+func (n *coreNode) setElection(set func(*electionConfig)) {
+	net := n.net
+	cfg := electionConfig{Identity: n.id, Network: testNetwork, Chain: func() protocol.Chain { return n.chain },
+		LeafLimit: -1, PromoteEvery: time.Minute, StepDownBelow: 1, StepDownAfter: 10 * time.Minute,
+		GossipInterval: time.Second, MemberTimeout: 4 * time.Second, PromotedCertTTL: DefaultPromotedCertTTL,
+		Leaves: func() int { return len(n.Leaves(0)) },
+		Probe:  func(_ protocol.PeerID, _ string, done func(error)) { done(n.probeErr) },
+		Stop:   func() { n.stopped = true },
+		Now:    net.clock.Now, Rand: net.rand("election " + n.name), Log: net.log()}
+	set(&cfg)
+	n.elect = newElection(cfg, n.members, n, nodeOut{n})
+}
 
 // Neighbours and Leaves make the node the directory's linkView.
 func (n *coreNode) Neighbours(v uint16) []protocol.PeerID { return n.net.linked(n.nbrs, v) }
@@ -272,7 +292,10 @@ func (n *coreNode) handle(from protocol.PeerID, role protocol.Role, m protocol.M
 		err = n.dir.Handle(from, role, m)
 	case *protocol.Members:
 		err = n.memb.Handle(from, m)
-
+	case *protocol.Candidacy:
+		n.elect.Candidacy(from, m)
+	case *protocol.Promoted:
+		n.elect.Promoted(from, m)
 	default:
 		n.net.t.Fatalf("%s: no core takes %s", n.name, m.Type())
 	}

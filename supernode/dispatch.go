@@ -48,11 +48,11 @@ func (s *Server) routes() map[protocol.MsgType]route {
 		protocol.TypeUserReply: {roles: sn, handle: dir.handle},
 		protocol.TypeUserStore: {roles: sn, fatal: true, handle: dir.handle},
 		protocol.TypeCandidacy: {roles: leaf, handle: func(in inbound, m protocol.Message) error {
-			s.candidacy(in.id, in.l, m.(*protocol.Candidacy))
+			s.elect.Candidacy(in.l.Peer, m.(*protocol.Candidacy))
 			return nil
 		}},
 		protocol.TypePromoted: {roles: leaf, handle: func(in inbound, m protocol.Message) error {
-			s.promoted(in.id, in.l, m.(*protocol.Promoted))
+			s.elect.Promoted(in.l.Peer, m.(*protocol.Promoted))
 			return nil
 		}},
 		protocol.TypeRelayAsk: {handle: func(in inbound, _ protocol.Message) error {

@@ -251,7 +251,7 @@ func (s *Server) gossip(now time.Time) {
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.
 	s.dir.Sweep(now, r.rounds%dirSweepEvery == 0)
-	s.electRound(now)
+	s.elect.Round(now)
 	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); r.rounds%every == 0 {
 		s.logStatus(len(r.live), neighbours)
 	}

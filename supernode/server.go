@@ -320,7 +320,11 @@ func New(cfg Config) (*Server, error) {
 		Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
 		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
-	s.elect = newElection()
+	s.elect = newElection(electionConfig{Identity: id, Network: s.cfg.Network, Chain: s.Chain,
+		LeafLimit: cfg.LeafLimit, PromoteEvery: cfg.PromoteEvery, Promoted: cfg.Promoted, Parent: cfg.Parent,
+		StepDownBelow: cfg.StepDownBelow, StepDownAfter: cfg.StepDownAfter, GossipInterval: cfg.GossipInterval,
+		MemberTimeout: cfg.MemberTimeout, PromotedCertTTL: cfg.PromotedCertTTL, Leaves: s.router.Leaves,
+		Probe: s.probe, Stop: s.stop, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.table = s.routes()
 	return s, nil
 }
@@ -588,8 +592,8 @@ func (s *Server) accept(in *transport.Incoming) {
 			if gone {
 				// Not when a new link of the same leaf replaced this one.
 				s.dir.LeafDown(in.Peer)
+				s.elect.LeafDown(in.Peer)
 			}
-			s.elect.leafGone(id)
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
