@@ -2,6 +2,7 @@ package compare
 
 import (
 	"crypto/sha256"
+	"maps"
 	"slices"
 	"time"
 
@@ -186,6 +187,7 @@ func (d *dht) up(p int) {
 				give = append(give, w)
 			}
 		}
+		slices.Sort(give) // sends in an order that does not hang on the map's
 		for _, w := range give {
 			d.sendPostings(s, p, tagUpkeep, w, d.store[s][w])
 		}
@@ -196,8 +198,8 @@ func (d *dht) up(p int) {
 			byWord[int32(w)] = append(byWord[int32(w)], posting{f, int32(p)})
 		}
 	}
-	for w, ps := range byWord {
-		d.route(p, d.key(w), tagUpkeep, d.postingsMsg(w, ps, putMark))
+	for _, w := range slices.Sorted(maps.Keys(byWord)) {
+		d.route(p, d.key(w), tagUpkeep, d.postingsMsg(w, byWord[w], putMark))
 	}
 }
 
@@ -219,7 +221,7 @@ func (d *dht) down(p int) {
 	e.net.kill(d.nodes[p])
 	held := d.store[p]
 	d.store[p] = map[int32][]posting{}
-	for w := range held {
+	for _, w := range slices.Sorted(maps.Keys(held)) {
 		reps := d.replicas(d.key(w))
 		var from = -1
 		for _, r := range reps {

@@ -1,6 +1,9 @@
 package compare
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -65,6 +68,7 @@ func (o *overlay) build(e *env) {
 		s.r = supernode.NewRouter(supernode.RouterConfig{
 			SummaryBits: o.SummaryBits, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
 			ID: snID(i), Now: func() time.Time { return epoch.Add(e.net.Now()) }, Log: zerolog.Nop(),
+			Rand: routerRand(e.wd.w.Seed, i),
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
@@ -96,6 +100,13 @@ func (o *overlay) build(e *env) {
 	for i := range o.sns {
 		o.tick(i, time.Duration(i)*snTick/time.Duration(ns))
 	}
+}
+
+// routerRand is supernode i's source of query IDs: the same for a seed, so a
+// run is repeatable, and apart from the network's, so drawing IDs does not
+// shift the rest of the run.
+func routerRand(seed uint64, i int) *rand.ChaCha8 {
+	return rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "compare router %d %d", seed, i)))
 }
 
 func snID(i int) protocol.PeerID {

@@ -190,8 +190,10 @@ func run(d design, wd *world, o Options) (Result, error) {
 		centralDies:   time.Duration(w.CentralDiesAt * float64(w.Duration)),
 		supernodesDie: time.Duration(w.SupernodesDieAt * float64(w.Duration)),
 	}
-	for f, t := range at {
-		e.net.after(t, func() { d.fail(f) })
+	// In a fixed order: two failures at one instant happen in the order
+	// they were scheduled.
+	for _, f := range []failure{centralDies, supernodesDie} {
+		e.net.after(at[f], func() { d.fail(f) })
 	}
 	if err := e.net.run(w.Duration); err != nil {
 		return Result{}, err

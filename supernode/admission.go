@@ -122,7 +122,7 @@ func (s *Server) checkAdmission(now time.Time) {
 			}
 		case left <= 0:
 			if s.cfg.Promoted {
-				s.certLapsed(now)
+				s.elect.CertLapsed(now)
 			} else if now.Sub(s.adm.warned) > time.Hour {
 				s.adm.warned = now
 				s.log.Error().Time("expired", ch.Expires()).Msg("our certificate has expired: other supernodes and leaves refuse us until it is renewed")
@@ -149,21 +149,6 @@ func (s *Server) checkAdmission(now time.Time) {
 		l.Log().Warn().Msg("neighbour's certificate expired; closing the link")
 		l.Close(fmt.Errorf("%w: your certificate expired", protocol.ErrCertExpired))
 	}
-}
-
-// certLapsed stops a promoted supernode whose certificate was not renewed
-// (its promoter is gone): nobody takes it as a supernode any more, so it
-// hands its leaves on and stops, as when stepping down.
-func (s *Server) certLapsed(now time.Time) {
-	e := s.elect
-	e.mu.Lock()
-	stopping := !e.stopAt.IsZero()
-	e.mu.Unlock()
-	if stopping {
-		return
-	}
-	s.log.Warn().Msg("our certificate was not renewed in time: stepping down")
-	s.stepDown(now, "certificate not renewed")
 }
 
 // checkHello checks a dialler's claim to the supernode or relay role.

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"cmp"
+	crand "crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -128,6 +129,9 @@ func (c *RouterConfig) defaults() {
 	setDefault(&c.LeafQueryBurst, d.LeafQueryBurst)
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = crand.Reader
 	}
 	setDefault(&c.NeighbourQueryRate, d.NeighbourQueryRate)
 	setDefault(&c.NeighbourQueryBurst, d.NeighbourQueryBurst)

@@ -55,10 +55,10 @@ func TestConfigKeepsWhatIsSet(t *testing.T) {
 func TestRouterConfigDefaults(t *testing.T) {
 	var got RouterConfig
 	got.defaults()
-	if got.Now == nil {
-		t.Fatal("no clock")
+	if got.Now == nil || got.Rand == nil {
+		t.Fatal("no clock or no random source")
 	}
-	got.Now = nil
+	got.Now, got.Rand = nil, nil
 	if want := DefaultRouterConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("zero router config completed to\n%+v\nwant\n%+v", got, want)
 	}

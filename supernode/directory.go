@@ -1,20 +1,20 @@
 package supernode
 
 import (
-	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
-	"github.com/supernet-p2p/supernet/transport"
 )
 
 // Bounds of the directory's bookkeeping.
@@ -24,17 +24,52 @@ const (
 	dirRequestTTL  = 10 * time.Second
 )
 
+// dirRecords is what the directory needs of the store that keeps its share
+// of the records (dirStore): reads of what is held, and changes answered
+// from the store's writer once they are on disk.
+type dirRecords interface {
+	get(name string, now time.Time) (*protocol.UserRecord, bool)
+	holds(rec *protocol.UserRecord) bool
+	records(now time.Time) []*protocol.UserRecord
+	put(rec *protocol.UserRecord, claim bool, done func(changed bool, err error))
+	copies(recs []*protocol.UserRecord, done func(fresh []*protocol.UserRecord)) error
+	drop(name string, cond func() bool)
+	prune()
+	onRing()
+	aloneMayClaim(joins bool) bool
+}
+
+// directoryConfig configures the directory core.
+type directoryConfig struct {
+	ID protocol.PeerID
+	// Joins: the supernode is configured to join others, so alone it may
+	// not yet know the supernodes that hold the records it lacks.
+	Joins bool
+	// LeafRate and LeafBurst bound the requests one leaf may send.
+	LeafRate  float64
+	LeafBurst int
+	Now       func() time.Time
+	Rand      io.Reader
+	Log       zerolog.Logger
+}
+
 // directory is this supernode's part of the username directory: its share of
-// the records, and the requests in flight through it.
+// the records, and the requests in flight through it. It speaks only in
+// messages to and from peer IDs; the ring is that of the live members.
 type directory struct {
-	store *dirStore
-	users *index.Users // the store's records in memory: what lookups read
+	cfg     directoryConfig
+	store   dirRecords
+	members *Members
+	links   linkView
+	out     peerOutbox
+	rnd     randSource
+	log     zerolog.Logger
 
 	mu      sync.Mutex
 	pending map[protocol.QueryID]*dirRequest
-	limits  map[LinkID]*rate.Limiter // per leaf
-	ring    []ring.ID                // the ring at the last sweep
-	cur     *ring.Ring               // the ring now, as of members generation curGen
+	limits  map[protocol.PeerID]*rate.Limiter // per leaf
+	ring    []ring.ID                         // the ring at the last sweep
+	cur     *ring.Ring                        // the ring now, as of members generation curGen
 	curGen  uint64
 	incs    map[ring.ID]uint64 // incarnations of the ring's supernodes at the last sweep
 
@@ -49,9 +84,9 @@ type DirStats struct {
 }
 
 type dirRequest struct {
-	from     LinkID           // 0: our own handover of name
+	from     protocol.PeerID  // zero: our own handover of name
 	replyAs  protocol.QueryID // the ID the reply goes back under
-	via      LinkID           // where it went on
+	via      protocol.PeerID  // where it went on
 	hops     uint8
 	name     string
 	deadline time.Time
@@ -60,21 +95,23 @@ type dirRequest struct {
 	claim *protocol.UserRecord
 }
 
-func newDirectory(store *dirStore) *directory {
+func newDirectory(cfg directoryConfig, store dirRecords, members *Members, links linkView, out peerOutbox) *directory {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &directory{
-		store:   store,
-		users:   store.users,
+		cfg: cfg, store: store, members: members, links: links, out: out,
+		rnd: randSource{r: cfg.Rand}, log: cfg.Log,
 		pending: make(map[protocol.QueryID]*dirRequest),
-		limits:  make(map[LinkID]*rate.Limiter),
+		limits:  make(map[protocol.PeerID]*rate.Limiter),
 	}
 }
 
 // dirRing is the ring of the live supernodes, ourselves included. Every
 // directory message needs it; it is built again only when the set of live
 // supernodes has changed.
-func (s *Server) dirRing() *ring.Ring {
-	d := s.dir
-	gen := s.members.Gen() // before Live: a change in between rebuilds next time
+func (d *directory) dirRing() *ring.Ring {
+	gen := d.members.Gen() // before Live: a change in between rebuilds next time
 	d.mu.Lock()
 	r := d.cur
 	ok := r != nil && d.curGen == gen
@@ -82,9 +119,9 @@ func (s *Server) dirRing() *ring.Ring {
 	if ok {
 		return r
 	}
-	live := s.members.Live()
+	live := d.members.Live()
 	ids := make([]ring.ID, 0, len(live)+1)
-	ids = append(ids, ring.ID(s.ID()))
+	ids = append(ids, ring.ID(d.cfg.ID))
 	for _, m := range live {
 		ids = append(ids, ring.ID(m.Peer()))
 	}
@@ -95,115 +132,111 @@ func (s *Server) dirRing() *ring.Ring {
 	return r
 }
 
-// linkedUsers are the supernode links that speak the directory.
-func (s *Server) linkedUsers() map[ring.ID]LinkID {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[ring.ID]LinkID, len(s.byPeer))
-	for p, id := range s.byPeer {
-		if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeUserPut) {
-			out[ring.ID(p)] = id
-		}
+// linked are the supernodes linked to us that speak the directory.
+func (d *directory) linked() []ring.ID {
+	ps := d.links.Neighbours(protocol.TypeUserPut)
+	out := make([]ring.ID, len(ps))
+	for i, p := range ps {
+		out[i] = ring.ID(p)
 	}
 	return out
 }
 
-// nextHop is the link toward target: target itself when linked, else the
-// linked supernode farthest round the ring before it.
-func (s *Server) nextHop(target ring.ID) (LinkID, bool) {
-	linked := s.linkedUsers()
-	if id, ok := linked[target]; ok {
-		return id, true
+// nextHop is the supernode toward target: target itself when linked, else
+// the linked supernode farthest round the ring before it.
+func (d *directory) nextHop(target ring.ID) (protocol.PeerID, bool) {
+	linked := d.linked()
+	if slices.Contains(linked, target) {
+		return protocol.PeerID(target), true
 	}
-	ids := make([]ring.ID, 0, len(linked))
-	for p := range linked {
-		ids = append(ids, p)
-	}
-	p, ok := ring.Toward(ring.ID(s.ID()), ids, target)
-	if !ok {
-		return 0, false
-	}
-	return linked[p], true
+	p, ok := ring.Toward(ring.ID(d.cfg.ID), linked, target)
+	return protocol.PeerID(p), ok
 }
 
-// takeDirectory handles the directory's messages; false when m is not one.
-func (s *Server) takeDirectory(id LinkID, l *transport.Link, m protocol.Message) bool {
+// Handle takes one directory message from peer from, linked to us as role.
+// An error means the sender is bad: its link is to be closed.
+func (d *directory) Handle(from protocol.PeerID, role protocol.Role, m protocol.Message) error {
 	switch m := m.(type) {
 	case *protocol.UserPut:
-		if s.dirAllowed(id, l, m.ID) {
-			s.userPut(id, m)
+		if d.allowed(from, role, m.ID) {
+			d.userPut(from, m)
 		}
 	case *protocol.UserGet:
-		if s.dirAllowed(id, l, m.ID) {
-			s.userGet(id, m)
+		if d.allowed(from, role, m.ID) {
+			d.userGet(from, m)
 		}
 	case *protocol.UserReply:
-		s.userReply(m)
+		d.userReply(m)
 	case *protocol.UserStore:
-		s.userStore(l, m)
+		return d.userStore(m)
 	default:
-		return false
+		return unexpected(m)
 	}
-	return true
+	return nil
 }
 
-// dirAllowed keeps leaves to their rate and refuses request IDs in use.
-func (s *Server) dirAllowed(id LinkID, l *transport.Link, req protocol.QueryID) bool {
-	d := s.dir
+// allowed keeps leaves to their rate and refuses request IDs in use.
+func (d *directory) allowed(from protocol.PeerID, role protocol.Role, req protocol.QueryID) bool {
 	d.mu.Lock()
 	_, dup := d.pending[req]
 	var over bool
-	if l.Role == protocol.RoleLeaf {
-		lim := d.limits[id]
+	if role == protocol.RoleLeaf {
+		lim := d.limits[from]
 		if lim == nil {
-			lim = rate.NewLimiter(rate.Limit(s.cfg.LeafDirRate), s.cfg.LeafDirBurst)
-			d.limits[id] = lim
+			lim = rate.NewLimiter(rate.Limit(d.cfg.LeafRate), d.cfg.LeafBurst)
+			d.limits[from] = lim
 		}
-		over = !lim.Allow()
+		over = !lim.AllowN(d.cfg.Now(), 1)
 	}
 	d.mu.Unlock()
 	switch {
 	case over:
-		s.replyErr(id, req, 0, fmt.Errorf("%w: more than %g directory requests a second", protocol.ErrOverloaded, s.cfg.LeafDirRate))
+		d.replyErr(from, req, 0, fmt.Errorf("%w: more than %g directory requests a second", protocol.ErrOverloaded, d.cfg.LeafRate))
 	case dup:
 		// A loop (views of the ring that disagree) or a reused ID: either
 		// way the first copy gets the answer.
-		s.replyErr(id, req, 0, fmt.Errorf("%w: request %s is already in flight here", protocol.ErrBadRequest, req))
+		d.replyErr(from, req, 0, fmt.Errorf("%w: request %s is already in flight here", protocol.ErrBadRequest, req))
 	default:
 		return true
 	}
 	return false
 }
 
-func (s *Server) replyErr(to LinkID, req protocol.QueryID, hops uint8, err error) {
-	s.Send(to, &protocol.UserReply{ID: req, Code: protocol.StatusOf(err), Message: err.Error(), Hops: hops})
+// send sends m to peer to; our own requests (the zero ID) get no answer.
+func (d *directory) send(to protocol.PeerID, m protocol.Message) {
+	if !to.IsZero() {
+		d.out.Send(to, m)
+	}
+}
+
+func (d *directory) replyErr(to protocol.PeerID, req protocol.QueryID, hops uint8, err error) {
+	d.send(to, &protocol.UserReply{ID: req, Code: protocol.StatusOf(err), Message: err.Error(), Hops: hops})
 }
 
 // forward passes a request on toward target, remembering where the reply goes.
-func (s *Server) forward(from LinkID, req protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
-	s.forwardAs(from, req, req, name, hops, target, m)
+func (d *directory) forward(from protocol.PeerID, req protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
+	d.forwardAs(from, req, req, name, hops, target, m)
 }
 
 // forwardAs is forward for a request that goes on under the ID next (which m
 // carries) and is answered under req.
-func (s *Server) forwardAs(from LinkID, req, next protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
-	s.forwardReq(&dirRequest{from: from, replyAs: req, hops: hops, name: name}, next, target, m)
+func (d *directory) forwardAs(from protocol.PeerID, req, next protocol.QueryID, name string, hops uint8, target ring.ID, m protocol.Message) {
+	d.forwardReq(&dirRequest{from: from, replyAs: req, hops: hops, name: name}, next, target, m)
 }
 
 // forwardReq sends m, a request under the ID next, toward target, and keeps
 // p to take the reply.
-func (s *Server) forwardReq(p *dirRequest, next protocol.QueryID, target ring.ID, m protocol.Message) {
+func (d *directory) forwardReq(p *dirRequest, next protocol.QueryID, target ring.ID, m protocol.Message) {
 	if p.hops >= protocol.MaxUserHops {
-		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, p.name, p.hops))
+		d.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no owner of %q within %d hops", protocol.ErrUnavailable, p.name, p.hops))
 		return
 	}
-	link, ok := s.nextHop(target)
+	via, ok := d.nextHop(target)
 	if !ok {
-		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, p.name))
+		d.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, p.name))
 		return
 	}
-	p.via, p.deadline = link, time.Now().Add(dirRequestTTL)
-	d := s.dir
+	p.via, p.deadline = via, d.cfg.Now().Add(dirRequestTTL)
 	d.mu.Lock()
 	full := len(d.pending) >= maxDirPending
 	if !full {
@@ -212,78 +245,78 @@ func (s *Server) forwardReq(p *dirRequest, next protocol.QueryID, target ring.ID
 	}
 	d.mu.Unlock()
 	if full {
-		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
+		d.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxDirPending))
 		return
 	}
-	s.Send(link, m)
+	d.out.Send(via, m)
 }
 
-func (s *Server) userPut(from LinkID, m *protocol.UserPut) {
-	s.dir.Stats.Puts.Add(1)
+func (d *directory) userPut(from protocol.PeerID, m *protocol.UserPut) {
+	d.Stats.Puts.Add(1)
 	k := ring.KeyOf(m.Rec.Name)
-	r := s.dirRing()
-	if owner := r.Successor(k); owner != ring.ID(s.ID()) {
+	r := d.dirRing()
+	if owner := r.Successor(k); owner != ring.ID(d.cfg.ID) {
 		// Junk goes no further than here; the owner's Put checks again.
 		if err := m.Rec.Verify(); err != nil {
-			s.replyErr(from, m.ID, m.Hops, dirError(err))
+			d.replyErr(from, m.ID, m.Hops, dirError(err))
 			return
 		}
 		fwd := *m
 		fwd.Hops++
-		s.forward(from, m.ID, m.Rec.Name, m.Hops, owner, &fwd)
+		d.forward(from, m.ID, m.Rec.Name, m.Hops, owner, &fwd)
 		return
 	}
-	rec, now := &m.Rec, time.Now()
-	if s.dir.users.Holds(rec) {
+	rec, now := &m.Rec, d.cfg.Now()
+	if d.store.holds(rec) {
 		// Replicas pass every record on again when the ring changes:
 		// spare the signature check for the copy already held.
-		s.Send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
+		d.send(from, &protocol.UserReply{ID: m.ID, Hops: m.Hops})
 		return
 	}
 	if err := index.CheckRecord(rec, now); err != nil {
-		s.putRefused(from, m.ID, m.Hops, rec.Name, err)
+		d.putRefused(from, m.ID, m.Hops, rec.Name, err)
 		return
 	}
-	_, held := s.dir.users.Get(rec.Name, now)
+	_, held := d.store.get(rec.Name, now)
 	replicas := r.Replicas(k, ring.Copies)
 	switch {
 	case held:
 	case len(replicas) > 1:
-		s.confirmClaim(from, m, replicas[1])
+		d.confirmClaim(from, m, replicas[1])
 		return
-	case !s.dir.store.aloneMayClaim(len(s.cfg.Join) > 0):
-		s.putRefused(from, m.ID, m.Hops, rec.Name, fmt.Errorf("%w: this supernode knows no other supernode yet, and another may hold %q; ask again",
+	case !d.store.aloneMayClaim(d.cfg.Joins):
+		d.putRefused(from, m.ID, m.Hops, rec.Name, fmt.Errorf("%w: this supernode knows no other supernode yet, and another may hold %q; ask again",
 			protocol.ErrUnavailable, rec.Name))
 		return
 	}
 	// A name held here is decided here; so is a free one on a ring of one.
-	s.storePut(from, m.ID, m.Hops, rec, !held)
+	d.storePut(from, m.ID, m.Hops, rec, !held)
 }
 
 // storePut stores rec, and answers the put once it is on disk. With claim
 // false, a name free by then is not taken: the put is answered unavailable,
 // and asked again it is confirmed with the other replicas first.
-func (s *Server) storePut(from LinkID, req protocol.QueryID, hops uint8, rec *protocol.UserRecord, claim bool) {
-	s.dir.store.put(rec, claim, func(changed bool, err error) {
+func (d *directory) storePut(from protocol.PeerID, req protocol.QueryID, hops uint8, rec *protocol.UserRecord, claim bool) {
+	d.store.put(rec, claim, func(changed bool, err error) {
 		if errors.Is(err, index.ErrNoClaim) {
 			err = fmt.Errorf("%w: %v; ask again", protocol.ErrUnavailable, err)
 		}
 		if err != nil {
-			s.putRefused(from, req, hops, rec.Name, err)
+			d.putRefused(from, req, hops, rec.Name, err)
 			return
 		}
 		if changed {
-			s.dir.Stats.Stored.Add(1)
-			s.copyToReplicas(s.dirRing(), []*protocol.UserRecord{rec})
+			d.Stats.Stored.Add(1)
+			d.copyToReplicas(d.dirRing(), []*protocol.UserRecord{rec})
 		}
-		s.Send(from, &protocol.UserReply{ID: req, Hops: hops})
+		d.send(from, &protocol.UserReply{ID: req, Hops: hops})
 	})
 }
 
-func (s *Server) putRefused(from LinkID, req protocol.QueryID, hops uint8, name string, err error) {
-	s.dir.Stats.Refused.Add(1)
-	s.log.Info().Err(err).Str("user", name).Msg("username record refused")
-	s.replyErr(from, req, hops, dirError(err))
+func (d *directory) putRefused(from protocol.PeerID, req protocol.QueryID, hops uint8, name string, err error) {
+	d.Stats.Refused.Add(1)
+	d.log.Info().Err(err).Str("user", name).Msg("username record refused")
+	d.replyErr(from, req, hops, dirError(err))
 }
 
 // confirmClaim asks the other replicas of a name this owner holds no record
@@ -293,12 +326,11 @@ func (s *Server) putRefused(from LinkID, req protocol.QueryID, hops uint8, name 
 // another key could claim the name in that window and first-key-wins would
 // end up with two owners. The get goes to the second replica, which passes it
 // to the third if it lacks the record.
-func (s *Server) confirmClaim(from LinkID, m *protocol.UserPut, next ring.ID) {
-	var id protocol.QueryID
-	crand.Read(id[:])
+func (d *directory) confirmClaim(from protocol.PeerID, m *protocol.UserPut, next ring.ID) {
+	id := d.rnd.queryID()
 	rec := m.Rec
-	s.dir.Stats.Confirms.Add(1)
-	s.forwardReq(&dirRequest{from: from, replyAs: m.ID, hops: m.Hops, name: rec.Name, claim: &rec}, id, next,
+	d.Stats.Confirms.Add(1)
+	d.forwardReq(&dirRequest{from: from, replyAs: m.ID, hops: m.Hops, name: rec.Name, claim: &rec}, id, next,
 		&protocol.UserGet{ID: id, Name: rec.Name, Hops: m.Hops + 1, Down: 1})
 }
 
@@ -306,28 +338,28 @@ func (s *Server) confirmClaim(from LinkID, m *protocol.UserPut, next ring.ID) {
 // the record one of them holds stored first, so that the claim is decided
 // against it; as a claim of a free name when none holds one; and not at all
 // when they could not be asked.
-func (s *Server) claimAnswered(p *dirRequest, m *protocol.UserReply) {
-	now := time.Now()
+func (d *directory) claimAnswered(p *dirRequest, m *protocol.UserReply) {
+	now := d.cfg.Now()
 	switch {
 	case m.Code == protocol.StatusOK && m.Rec != nil && m.Rec.Name == p.name && index.CheckRecord(m.Rec, now) == nil:
 		held := m.Rec.Clone()
-		err := s.dir.store.copies([]*protocol.UserRecord{held}, func(fresh []*protocol.UserRecord) {
-			s.dir.Stats.Stored.Add(uint64(len(fresh)))
-			s.copyToReplicas(s.dirRing(), fresh)
+		err := d.store.copies([]*protocol.UserRecord{held}, func(fresh []*protocol.UserRecord) {
+			d.Stats.Stored.Add(uint64(len(fresh)))
+			d.copyToReplicas(d.dirRing(), fresh)
 		})
 		if err != nil {
-			s.replyErr(p.from, p.replyAs, p.hops, err)
+			d.replyErr(p.from, p.replyAs, p.hops, err)
 			return
 		}
-		s.storePut(p.from, p.replyAs, p.hops, p.claim, false)
+		d.storePut(p.from, p.replyAs, p.hops, p.claim, false)
 	case m.Code == protocol.StatusNotFound:
-		s.storePut(p.from, p.replyAs, p.hops, p.claim, true)
+		d.storePut(p.from, p.replyAs, p.hops, p.claim, true)
 	default:
 		why := m.Message
 		if m.Code == protocol.StatusOK {
 			why = "the answer held no valid record"
 		}
-		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: cannot confirm with the other replicas that %q is free: %s",
+		d.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: cannot confirm with the other replicas that %q is free: %s",
 			protocol.ErrUnavailable, p.name, why))
 	}
 }
@@ -347,17 +379,17 @@ func dirError(err error) error {
 	return err
 }
 
-func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
-	s.dir.Stats.Gets.Add(1)
+func (d *directory) userGet(from protocol.PeerID, m *protocol.UserGet) {
+	d.Stats.Gets.Add(1)
 	k := ring.KeyOf(m.Name)
-	r := s.dirRing()
+	r := d.dirRing()
 	replicas := r.Replicas(k, ring.Copies)
-	at := slices.Index(replicas, ring.ID(s.ID()))
+	at := slices.Index(replicas, ring.ID(d.cfg.ID))
 	// Only a replica answers: a supernode that held the record before the
 	// ring changed may hold an old one.
 	if at >= 0 {
-		if rec, ok := s.dir.users.Get(m.Name, time.Now()); ok {
-			s.Send(from, &protocol.UserReply{ID: m.ID, Rec: rec, Hops: m.Hops})
+		if rec, ok := d.store.get(m.Name, d.cfg.Now()); ok {
+			d.send(from, &protocol.UserReply{ID: m.ID, Rec: rec, Hops: m.Hops})
 			return
 		}
 	}
@@ -365,23 +397,22 @@ func (s *Server) userGet(from LinkID, m *protocol.UserGet) {
 	fwd := *m
 	fwd.Hops++
 	if at != want {
-		s.forward(from, m.ID, m.Name, m.Hops, replicas[want], &fwd)
+		d.forward(from, m.ID, m.Name, m.Hops, replicas[want], &fwd)
 		return
 	}
 	// The replica asked lacks the record (a copy may not have reached it
 	// yet after a change of the ring): it asks the next, under a new ID so
 	// that the request may pass supernodes it passed before.
 	if want == len(replicas)-1 {
-		s.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: no user %q", protocol.ErrNotFound, m.Name))
+		d.replyErr(from, m.ID, m.Hops, fmt.Errorf("%w: no user %q", protocol.ErrNotFound, m.Name))
 		return
 	}
 	fwd.Down = uint8(want + 1)
-	crand.Read(fwd.ID[:])
-	s.forwardAs(from, m.ID, fwd.ID, m.Name, m.Hops, replicas[want+1], &fwd)
+	fwd.ID = d.rnd.queryID()
+	d.forwardAs(from, m.ID, fwd.ID, m.Name, m.Hops, replicas[want+1], &fwd)
 }
 
-func (s *Server) userReply(m *protocol.UserReply) {
-	d := s.dir
+func (d *directory) userReply(m *protocol.UserReply) {
 	d.mu.Lock()
 	p := d.pending[m.ID]
 	delete(d.pending, m.ID)
@@ -390,15 +421,15 @@ func (s *Server) userReply(m *protocol.UserReply) {
 	case p == nil:
 		// Late, or not ours.
 	case p.claim != nil:
-		s.claimAnswered(p, m)
-	case p.from != 0:
+		d.claimAnswered(p, m)
+	case !p.from.IsZero():
 		r := *m
 		r.ID = p.replyAs
-		s.Send(p.from, &r)
+		d.out.Send(p.from, &r)
 	case m.Code == protocol.StatusOK || m.Code == protocol.StatusForbidden || m.Code == protocol.StatusBadRequest:
 		// Our handover reached the owner, which has this record or a
 		// better claim: ours is no longer needed.
-		s.dropMoved(p.name)
+		d.dropMoved(p.name)
 	}
 }
 
@@ -406,37 +437,36 @@ func (s *Server) userReply(m *protocol.UserReply) {
 // replica of. A record that does not verify means a bad supernode; a claim
 // that loses to the one held (another key, an older sequence) is only news
 // that did not reach the sender yet.
-func (s *Server) userStore(l *transport.Link, m *protocol.UserStore) {
-	r := s.dirRing()
-	self := ring.ID(s.ID())
-	now := time.Now()
+func (d *directory) userStore(m *protocol.UserStore) error {
+	r := d.dirRing()
+	self := ring.ID(d.cfg.ID)
+	now := d.cfg.Now()
 	var recs []*protocol.UserRecord
 	for i := range m.Recs {
 		rec := &m.Recs[i]
-		if !holds(r, self, rec.Name) || s.dir.users.Holds(rec) {
+		if !holds(r, self, rec.Name) || d.store.holds(rec) {
 			continue
 		}
 		err := index.CheckRecord(rec, now)
 		switch {
 		case errors.Is(err, protocol.ErrBadSignature) || errors.Is(err, protocol.ErrMalformed):
-			l.Log().Warn().Err(err).Msg("user_store with a bad record; closing link")
-			l.Close(fmt.Errorf("%w: %v", protocol.ErrForbidden, err))
-			return
+			return fmt.Errorf("%w: user_store with a bad record: %v", protocol.ErrForbidden, err)
 		case err != nil:
-			s.log.Debug().Err(err).Str("user", rec.Name).Msg("replica copy refused")
+			d.log.Debug().Err(err).Str("user", rec.Name).Msg("replica copy refused")
 		default:
 			recs = append(recs, rec)
 		}
 	}
 	// Copies are written in batches, one fsync for many; they pass on once
 	// written, so a copy is on disk at each replica that passed it on.
-	err := s.dir.store.copies(recs, func(fresh []*protocol.UserRecord) {
-		s.dir.Stats.Stored.Add(uint64(len(fresh)))
-		s.copyToReplicas(s.dirRing(), fresh)
+	err := d.store.copies(recs, func(fresh []*protocol.UserRecord) {
+		d.Stats.Stored.Add(uint64(len(fresh)))
+		d.copyToReplicas(d.dirRing(), fresh)
 	})
 	if err != nil {
-		s.log.Debug().Err(err).Int("records", len(recs)).Msg("replica copies dropped")
+		d.log.Debug().Err(err).Int("records", len(recs)).Msg("replica copies dropped")
 	}
+	return nil
 }
 
 // holds reports whether self is one of the replicas of name on r.
@@ -448,43 +478,44 @@ func holds(r *ring.Ring, self ring.ID, name string) bool {
 // each replica that took a new record hands it on the same way, so the copies
 // spread even when a replica lacks the link to its successor, and stop where
 // they are no news.
-func (s *Server) copyToReplicas(r *ring.Ring, recs []*protocol.UserRecord) {
-	self := ring.ID(s.ID())
-	linked := s.linkedUsers()
+func (d *directory) copyToReplicas(r *ring.Ring, recs []*protocol.UserRecord) {
+	self := ring.ID(d.cfg.ID)
+	linked := d.linked()
 	out := make(map[ring.ID][]protocol.UserRecord)
 	for _, rec := range recs {
 		for _, p := range r.Replicas(ring.KeyOf(rec.Name), ring.Copies) {
-			if _, ok := linked[p]; ok && p != self {
+			if p != self && slices.Contains(linked, p) {
 				out[p] = append(out[p], *rec)
 			}
 		}
 	}
 	// A replica not linked yet gets them from a later sweep.
-	for p, rs := range out {
-		s.sendStore(linked[p], rs)
+	for _, p := range linked {
+		if rs := out[p]; len(rs) > 0 {
+			d.sendStore(protocol.PeerID(p), rs)
+		}
 	}
 }
 
-// sendStore sends recs over a supernode link, in frames of the most allowed.
-func (s *Server) sendStore(id LinkID, recs []protocol.UserRecord) {
+// sendStore sends recs to a supernode, in frames of the most allowed.
+func (d *directory) sendStore(to protocol.PeerID, recs []protocol.UserRecord) {
 	for len(recs) > 0 {
 		n := min(len(recs), protocol.MaxUserRecords)
-		s.Send(id, &protocol.UserStore{Recs: recs[:n]})
+		d.out.Send(to, &protocol.UserStore{Recs: recs[:n]})
 		recs = recs[n:]
 	}
 }
 
-// sweepDirectory runs every gossip round: it forgets expired requests and
-// records, and when the ring has changed it copies each record it holds to
-// the other replicas, and hands the records it should no
-// longer hold to their owner, dropping them once the owner has them. With
-// force (every few rounds) it does the same with the ring unchanged: a
-// replica may have taken itself for none when the copy came, because
-// it learnt of the change later, and a copy or handover may have found no
-// link. A copy the receiver holds already costs it no signature check.
-func (s *Server) sweepDirectory(now time.Time, force bool) {
-	d := s.dir
-	r := s.dirRing()
+// Sweep runs every gossip round: it forgets expired requests and records,
+// and when the ring has changed it copies each record it holds to the other
+// replicas, and hands the records it should no longer hold to their owner,
+// dropping them once the owner has them. With force (every few rounds) it
+// does the same with the ring unchanged: a replica may have taken itself for
+// none when the copy came, because it learnt of the change later, and a copy
+// or handover may have found no link. A copy the receiver holds already costs
+// it no signature check.
+func (d *directory) Sweep(now time.Time, force bool) {
+	r := d.dirRing()
 	ids := r.IDs()
 	d.mu.Lock()
 	for id, p := range d.pending {
@@ -499,27 +530,26 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 	if len(ids) > 1 {
 		d.store.onRing()
 	}
-	self := ring.ID(s.ID())
-	restarted := s.ringRestarted(ids, self)
+	self := ring.ID(d.cfg.ID)
+	restarted := d.ringRestarted(ids, self)
 	if !changed && !force && !restarted {
 		return
 	}
 	var mine []*protocol.UserRecord
 	var moved []*protocol.UserRecord
-	for _, rec := range d.users.Records(now, nil) {
+	for _, rec := range d.store.records(now) {
 		if holds(r, self, rec.Name) {
 			mine = append(mine, rec)
 		} else {
 			moved = append(moved, rec)
 		}
 	}
-	s.copyToReplicas(r, mine)
+	d.copyToReplicas(r, mine)
 	// Records we should no longer hold are kept until their owner confirms
 	// it has them (or they expire), and offered again every few rounds.
 	for _, rec := range moved {
-		var req protocol.QueryID
-		crand.Read(req[:])
-		s.forward(0, req, rec.Name, 0, r.Successor(ring.KeyOf(rec.Name)), &protocol.UserPut{ID: req, Rec: *rec})
+		req := d.rnd.queryID()
+		d.forward(protocol.PeerID{}, req, rec.Name, 0, r.Successor(ring.KeyOf(rec.Name)), &protocol.UserPut{ID: req, Rec: *rec})
 	}
 	d.Stats.Moved.Add(uint64(len(moved)))
 }
@@ -527,55 +557,55 @@ func (s *Server) sweepDirectory(now time.Time, force bool) {
 // ringRestarted reports whether a supernode of the ring has restarted since
 // the last sweep (its incarnation rose): it may lack the records put while it
 // was down, and gets copies at once rather than at the next forced sweep.
-func (s *Server) ringRestarted(ids []ring.ID, self ring.ID) bool {
+func (d *directory) ringRestarted(ids []ring.ID, self ring.ID) bool {
 	incs := make(map[ring.ID]uint64, len(ids))
 	for _, id := range ids {
 		if id != self {
-			incs[id] = s.members.Incarnation(protocol.PeerID(id))
+			incs[id] = d.members.Incarnation(protocol.PeerID(id))
 		}
 	}
-	d := s.dir
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	restarted := false
-	for id, inc := range incs {
-		if old, ok := d.incs[id]; ok && inc > old {
+	for _, id := range ids {
+		inc, ok := incs[id]
+		if old, had := d.incs[id]; ok && had && inc > old {
 			restarted = true
-			s.log.Info().Str("peer_id", protocol.PeerID(id).Short()).Uint64("incarnation", inc).Msg("supernode of the ring restarted; copying records to it")
+			d.log.Info().Str("peer_id", protocol.PeerID(id).Short()).Uint64("incarnation", inc).Msg("supernode of the ring restarted; copying records to it")
 		}
 	}
 	d.incs = incs
 	return restarted
 }
 
-func (s *Server) dropMoved(name string) {
-	self := ring.ID(s.ID())
-	s.dir.store.drop(name, func() bool { return !holds(s.dirRing(), self, name) })
+func (d *directory) dropMoved(name string) {
+	self := ring.ID(d.cfg.ID)
+	d.store.drop(name, func() bool { return !holds(d.dirRing(), self, name) })
 }
 
-// neighbourGone answers the requests that went on over a supernode link that
+// NeighbourDown answers the requests that went on to supernode p, whose link
 // closed: their replies are lost, and the asker can try again at once rather
 // than wait for its timeout.
-func (s *Server) neighbourGone(id LinkID) {
-	d := s.dir
+func (d *directory) NeighbourDown(p protocol.PeerID) {
 	d.mu.Lock()
 	var lost []*dirRequest
-	for req, p := range d.pending {
-		if p.via == id {
-			lost = append(lost, p)
+	for req, q := range d.pending {
+		if q.via == p {
+			lost = append(lost, q)
 			delete(d.pending, req)
 		}
 	}
 	d.mu.Unlock()
-	for _, p := range lost {
-		s.replyErr(p.from, p.replyAs, p.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, p.name))
+	slices.SortFunc(lost, func(a, b *dirRequest) int { return cmpQueryID(a.replyAs, b.replyAs) })
+	for _, q := range lost {
+		d.replyErr(q.from, q.replyAs, q.hops, fmt.Errorf("%w: the link toward the owner of %q closed", protocol.ErrUnavailable, q.name))
 	}
 }
 
-// leafGone forgets a leaf's rate limiter.
-func (d *directory) leafGone(id LinkID) {
+// LeafDown forgets a leaf's rate limiter.
+func (d *directory) LeafDown(p protocol.PeerID) {
 	d.mu.Lock()
-	delete(d.limits, id)
+	delete(d.limits, p)
 	d.mu.Unlock()
 }
 
@@ -584,15 +614,15 @@ func (s *Server) DirectoryStats() *DirStats { return &s.dir.Stats }
 
 // DirectoryStore are the counts of the store that keeps the directory's
 // records on disk.
-func (s *Server) DirectoryStore() *DirStoreStats { return &s.dir.store.Stats }
+func (s *Server) DirectoryStore() *DirStoreStats { return &s.store.Stats }
 
 // Incarnation is this start's incarnation, as the member entry carries it.
 func (s *Server) Incarnation() uint64 { return s.cfg.Incarnation }
 
 // UserRecords is how many username records this supernode holds.
-func (s *Server) UserRecords() int { return s.dir.users.Len() }
+func (s *Server) UserRecords() int { return s.store.users.Len() }
 
 // UserRecord is the record this supernode holds for name, if any.
 func (s *Server) UserRecord(name string) (*protocol.UserRecord, bool) {
-	return s.dir.users.Get(name, time.Now())
+	return s.store.users.Get(name, time.Now())
 }

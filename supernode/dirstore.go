@@ -278,6 +278,15 @@ func decodeStored(k, v []byte) (*protocol.UserRecord, error) {
 	return r, nil
 }
 
+// get, holds and records read the share in memory, as it is on disk.
+func (st *dirStore) get(name string, now time.Time) (*protocol.UserRecord, bool) {
+	return st.users.Get(name, now)
+}
+
+func (st *dirStore) holds(rec *protocol.UserRecord) bool { return st.users.Holds(rec) }
+
+func (st *dirStore) records(now time.Time) []*protocol.UserRecord { return st.users.Records(now, nil) }
+
 // errDirClosed answers what comes in while the supernode stops.
 var errDirClosed = fmt.Errorf("%w: the supernode is stopping", protocol.ErrUnavailable)
 

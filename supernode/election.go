@@ -1,13 +1,16 @@
 package supernode
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
@@ -55,9 +58,50 @@ type ElectionStatus struct {
 	StepDownWhy  string `json:"step_down_why,omitempty"`
 }
 
+// electionConfig configures the election core: the Config fields of the
+// same names, and what it needs of the server.
+type electionConfig struct {
+	// Identity and Chain sign the certificates of the supernodes we
+	// promote, in Network.
+	Identity *protocol.Identity
+	Network  protocol.NetworkID
+	Chain    func() protocol.Chain
+
+	LeafLimit                     int
+	PromoteEvery                  time.Duration
+	Promoted                      bool
+	Parent                        string
+	StepDownBelow                 int
+	StepDownAfter                 time.Duration
+	GossipInterval, MemberTimeout time.Duration
+	PromotedCertTTL               time.Duration
+
+	// Leaves counts our leaves now.
+	Leaves func() int
+	// Probe checks that a promoted leaf's supernode answers at addr under
+	// the ID sn, and calls done with what it found, later and from another
+	// goroutine if it likes (not at all when the server is closing).
+	Probe func(sn protocol.PeerID, addr string, done func(error))
+	// Stop ends a promoted supernode that stepped down; it is called with
+	// the election's lock held, and must not call back into it.
+	Stop func()
+	Now  func() time.Time
+	Rand io.Reader
+	Log  zerolog.Logger
+}
+
+// election promotes leaves and, on a promoted supernode, steps down. It
+// speaks to leaves by peer ID; the server probes the new supernodes.
 type election struct {
+	cfg     electionConfig
+	members *Members
+	links   linkView
+	out     peerOutbox
+	rnd     randSource
+	log     zerolog.Logger
+
 	mu         sync.Mutex
-	cands      map[LinkID]*candidate
+	cands      map[protocol.PeerID]*candidate // by leaf
 	pending    *promotion
 	last       time.Time // the last promote sent
 	promotions []Promotion
@@ -83,7 +127,6 @@ type certified struct {
 }
 
 type candidate struct {
-	peer    protocol.PeerID
 	claim   bool          // the leaf says it would lead
 	public  bool          // our dial-back reached it
 	uptime  time.Duration // as the leaf said, at
@@ -92,28 +135,43 @@ type candidate struct {
 }
 
 type promotion struct {
-	leaf LinkID
-	peer protocol.PeerID
+	leaf protocol.PeerID
 	sent time.Time
 }
 
-func newElection() *election {
-	return &election{cands: make(map[LinkID]*candidate), started: time.Now(), certified: make(map[protocol.PeerID]*certified)}
+func newElection(cfg electionConfig, members *Members, links linkView, out peerOutbox) *election {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &election{cfg: cfg, members: members, links: links, out: out, rnd: randSource{r: cfg.Rand}, log: cfg.Log,
+		cands: make(map[protocol.PeerID]*candidate), started: cfg.Now(), certified: make(map[protocol.PeerID]*certified)}
 }
 
-func (e *election) candLocked(id LinkID, peer protocol.PeerID) *candidate {
-	c := e.cands[id]
+func (e *election) candLocked(leaf protocol.PeerID) *candidate {
+	c := e.cands[leaf]
 	if c == nil {
-		c = &candidate{peer: peer}
-		e.cands[id] = c
+		c = &candidate{}
+		e.cands[leaf] = c
 	}
 	return c
 }
 
-// setPublic records what our dial-back found of a leaf.
-func (e *election) setPublic(id LinkID, peer protocol.PeerID, public bool) {
+// Candidacy takes a leaf's word on whether it would lead.
+func (e *election) Candidacy(leaf protocol.PeerID, m *protocol.Candidacy) {
 	e.mu.Lock()
-	e.candLocked(id, peer).public = public
+	c := e.candLocked(leaf)
+	changed := c.claim != m.Eligible
+	c.claim, c.uptime, c.at = m.Eligible, time.Duration(m.Uptime)*time.Second, e.cfg.Now()
+	e.mu.Unlock()
+	if changed {
+		e.log.Debug().Str("leaf", leaf.Short()).Bool("eligible", m.Eligible).Str("why_not", m.Why).Msg("leaf candidacy")
+	}
+}
+
+// SetPublic records what our dial-back found of a leaf.
+func (e *election) SetPublic(leaf protocol.PeerID, public bool) {
+	e.mu.Lock()
+	e.candLocked(leaf).public = public
 	e.mu.Unlock()
 }
 
@@ -126,57 +184,39 @@ func (e *election) failedLocked(now time.Time) {
 	e.pending = nil
 }
 
-func (e *election) leafGone(id LinkID) {
+// LeafDown forgets a leaf that detached, and a promotion asked of it.
+func (e *election) LeafDown(leaf protocol.PeerID) {
 	e.mu.Lock()
-	delete(e.cands, id)
-	if e.pending != nil && e.pending.leaf == id {
+	delete(e.cands, leaf)
+	if e.pending != nil && e.pending.leaf == leaf {
 		e.pending = nil
 	}
 	e.mu.Unlock()
 }
 
-// takeElection handles the election messages; it reports whether m was one.
-func (s *Server) takeElection(id LinkID, l *transport.Link, m protocol.Message) bool {
-	switch m := m.(type) {
-	case *protocol.Candidacy:
-		e := s.elect
-		e.mu.Lock()
-		c := e.candLocked(id, l.Peer)
-		changed := c.claim != m.Eligible
-		c.claim, c.uptime, c.at = m.Eligible, time.Duration(m.Uptime)*time.Second, time.Now()
-		e.mu.Unlock()
-		if changed {
-			l.Log().Debug().Bool("eligible", m.Eligible).Str("why_not", m.Why).Msg("leaf candidacy")
-		}
-	case *protocol.Promoted:
-		s.promoted(id, l, m)
-	default:
-		return false
+// Round runs once per gossip round: a promoted supernode's step down, the
+// renewal of the certificates we issued, and a promotion when we are over
+// the leaf limit.
+func (e *election) Round(now time.Time) {
+	cfg := &e.cfg
+	if cfg.Promoted {
+		e.stepDownRound(now)
 	}
-	return true
-}
-
-// electRound runs once per gossip round.
-func (s *Server) electRound(now time.Time) {
-	if s.cfg.Promoted {
-		s.stepDownRound(now)
-	}
-	s.renewCertificates(now)
-	if s.cfg.LeafLimit < 0 {
+	e.renewCertificates(now)
+	if cfg.LeafLimit < 0 {
 		return
 	}
-	e := s.elect
-	leaves := s.router.Leaves()
+	leaves := cfg.Leaves()
 	e.mu.Lock()
-	if leaves <= s.cfg.LeafLimit || !e.stopAt.IsZero() {
+	if leaves <= cfg.LeafLimit || !e.stopAt.IsZero() {
 		e.noneLogged = false
 		e.mu.Unlock()
 		return
 	}
-	if ch := s.Chain(); len(ch) == 0 || ch.Leaf().Roles&protocol.CertAdmit == 0 || len(ch) >= protocol.MaxChain {
+	if ch := cfg.Chain(); len(ch) == 0 || ch.Leaf().Roles&protocol.CertAdmit == 0 || len(ch) >= protocol.MaxChain {
 		if !e.noAdmit {
 			e.noAdmit = true
-			s.log.Warn().Int("leaves", leaves).Int("leaf_limit", s.cfg.LeafLimit).
+			e.log.Warn().Int("leaves", leaves).Int("leaf_limit", cfg.LeafLimit).
 				Msg("over the leaf limit, but our certificate does not let us admit a promoted supernode")
 		}
 		e.mu.Unlock()
@@ -184,133 +224,115 @@ func (s *Server) electRound(now time.Time) {
 	}
 	if p := e.pending; p != nil {
 		if now.Sub(p.sent) > promoteTimeout {
-			s.log.Warn().Str("leaf", p.peer.Short()).Msg("promoted leaf did not answer in time; asking another")
+			e.log.Warn().Str("leaf", p.leaf.Short()).Msg("promoted leaf did not answer in time; asking another")
 			e.failedLocked(now)
 		}
 		e.mu.Unlock()
 		return
 	}
-	if !e.last.IsZero() && now.Sub(e.last) < s.cfg.PromoteEvery {
+	if !e.last.IsZero() && now.Sub(e.last) < cfg.PromoteEvery {
 		e.mu.Unlock()
 		return
 	}
-	var best LinkID
+	var best protocol.PeerID
 	var bestUp time.Duration
-	for id, c := range e.cands {
+	found := false
+	for leaf, c := range e.cands {
 		if !c.claim || !c.public || now.Sub(c.refused) < refusedHoldoff {
 			continue
 		}
-		if up := c.uptime + now.Sub(c.at); best == 0 || up > bestUp || (up == bestUp && id < best) {
-			best, bestUp = id, up
+		if up := c.uptime + now.Sub(c.at); !found || up > bestUp || (up == bestUp && bytes.Compare(leaf[:], best[:]) < 0) {
+			best, bestUp, found = leaf, up, true
 		}
 	}
-	if best == 0 {
+	if !found {
 		if !e.noneLogged {
 			e.noneLogged = true
-			s.log.Info().Int("leaves", leaves).Int("leaf_limit", s.cfg.LeafLimit).Msg("over the leaf limit, but no leaf is eligible to lead")
+			e.log.Info().Int("leaves", leaves).Int("leaf_limit", cfg.LeafLimit).Msg("over the leaf limit, but no leaf is eligible to lead")
 		}
 		e.mu.Unlock()
 		return
 	}
-	c := e.cands[best]
-	e.pending = &promotion{leaf: best, peer: c.peer, sent: now}
+	e.pending = &promotion{leaf: best, sent: now}
 	e.last = now
 	e.mu.Unlock()
-	s.mu.Lock()
-	l := s.links[best]
-	s.mu.Unlock()
-	if l == nil {
-		return // gone since; leafGone clears the promotion
-	}
-	s.log.Info().Str("leaf", c.peer.Short()).Int("leaves", leaves).Int("leaf_limit", s.cfg.LeafLimit).
+	e.log.Info().Str("leaf", best.Short()).Int("leaves", leaves).Int("leaf_limit", cfg.LeafLimit).
 		Dur("up", bestUp.Round(time.Second)).Msg("over the leaf limit: promoting a leaf")
-	l.Send(&protocol.Promote{LeafLimit: uint32(min(s.cfg.LeafLimit, protocol.MaxLeadLeaves)),
-		GossipMS: uint32(s.cfg.GossipInterval.Milliseconds()), TimeoutMS: uint32(s.cfg.MemberTimeout.Milliseconds())})
+	// A leaf gone since gets nothing; LeafDown clears the promotion.
+	e.out.Send(best, &protocol.Promote{LeafLimit: uint32(min(cfg.LeafLimit, protocol.MaxLeadLeaves)),
+		GossipMS: uint32(cfg.GossipInterval.Milliseconds()), TimeoutMS: uint32(cfg.MemberTimeout.Milliseconds())})
 }
 
-// promoted takes a leaf's answer to promote: it checks that the new
-// supernode answers at the address given, under the ID given, and then
-// redirects leaves to it. The link between the two is the new one's: it
-// joins us.
-func (s *Server) promoted(id LinkID, l *transport.Link, m *protocol.Promoted) {
-	e := s.elect
+// Promoted takes a leaf's answer to promote: it certifies the new
+// supernode, has the server check that it answers at the address given,
+// under the ID given, and then redirects leaves to it. The link between the
+// two is the new one's: it joins us.
+func (e *election) Promoted(leaf protocol.PeerID, m *protocol.Promoted) {
+	now := e.cfg.Now()
 	e.mu.Lock()
 	p := e.pending
-	if p == nil || p.leaf != id {
+	if p == nil || p.leaf != leaf {
 		e.mu.Unlock()
-		l.Send(protocol.ErrorMessage(fmt.Errorf("%w: promoted, but no promotion was asked of this leaf", protocol.ErrForbidden)))
+		e.out.Send(leaf, protocol.ErrorMessage(fmt.Errorf("%w: promoted, but no promotion was asked of this leaf", protocol.ErrForbidden)))
 		return
 	}
 	if m.Refused != "" {
-		e.failedLocked(time.Now())
+		e.failedLocked(now)
 		e.mu.Unlock()
-		l.Log().Info().Str("why", m.Refused).Msg("leaf refused promotion")
+		e.log.Info().Str("leaf", leaf.Short()).Str("why", m.Refused).Msg("leaf refused promotion")
 		return
 	}
 	e.mu.Unlock()
-	target := m.Peer.String() + "@" + m.Addrs[0]
+	addr := m.Addrs[0]
+	target := m.Peer.String() + "@" + addr
 	// It cannot join the overlay before it is admitted: certify it first.
-	if err := s.certify(l, m.Peer, m.Key, time.Now()); err != nil {
+	if err := e.certify(leaf, m.Peer, m.Key, now); err != nil {
 		e.mu.Lock()
 		if e.pending == p {
-			e.failedLocked(time.Now())
+			e.failedLocked(now)
 		}
 		e.mu.Unlock()
-		l.Log().Warn().Err(err).Msg("cannot certify the promoted leaf's supernode")
-		l.Send(protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)))
+		e.log.Warn().Err(err).Str("leaf", leaf.Short()).Msg("cannot certify the promoted leaf's supernode")
+		e.out.Send(leaf, protocol.ErrorMessage(fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)))
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, max(s.cfg.MemberTimeout, 5*time.Second))
-		probe, _, err := s.node.Dial(ctx, m.Addrs[0], m.Peer, &protocol.Hello{Role: protocol.RoleProbe})
-		cancel()
-		if err == nil {
-			probe.Close(nil)
-		}
+	e.cfg.Probe(m.Peer, addr, func(err error) {
+		now := e.cfg.Now()
 		e.mu.Lock()
 		still := e.pending == p
 		if err != nil || !still {
 			if still {
-				e.failedLocked(time.Now())
+				e.failedLocked(now)
 			}
 			e.mu.Unlock()
-			if err != nil && s.ctx.Err() == nil {
-				l.Log().Warn().Err(err).Str("supernode", target).Msg("cannot reach the promoted leaf's supernode; no leaves go to it")
+			if err != nil {
+				e.log.Warn().Err(err).Str("leaf", leaf.Short()).Str("supernode", target).Msg("cannot reach the promoted leaf's supernode; no leaves go to it")
 			}
 			return
 		}
 		e.pending = nil
 		e.mu.Unlock()
-		moved := s.redirectLeaves(target, "a promoted supernode takes over some leaves", id, (s.router.Leaves()-1)/2)
+		moved := e.redirectLeaves(target, "a promoted supernode takes over some leaves", leaf, (e.cfg.Leaves()-1)/2)
 		e.mu.Lock()
-		e.promotions = append(e.promotions, Promotion{Leaf: l.Peer, Supernode: m.Peer, Addr: m.Addrs[0], At: time.Now(), Redirected: moved})
+		e.promotions = append(e.promotions, Promotion{Leaf: leaf, Supernode: m.Peer, Addr: addr, At: now, Redirected: moved})
 		if len(e.promotions) > maxPromotions {
 			e.promotions = slices.Delete(e.promotions, 0, len(e.promotions)-maxPromotions)
 		}
 		e.mu.Unlock()
-		l.Log().Info().Str("supernode", target).Int("redirected", moved).Msg("leaf promoted to supernode")
-	}()
+		e.log.Info().Str("leaf", leaf.Short()).Str("supernode", target).Int("redirected", moved).Msg("leaf promoted to supernode")
+	})
 }
 
 // redirectLeaves sends up to n leaves (all when n < 0), chosen at random and
 // never skip, a redirect to target. It returns how many it sent.
-func (s *Server) redirectLeaves(target, why string, skip LinkID, n int) int {
-	s.mu.Lock()
-	var ls []*transport.Link
-	for _, id := range s.leafOf {
-		if l := s.links[id]; l != nil && id != skip && protocol.Supports(l.Version, protocol.TypeRedirect) {
-			ls = append(ls, l)
-		}
-	}
-	s.mu.Unlock()
-	rand.Shuffle(len(ls), func(i, j int) { ls[i], ls[j] = ls[j], ls[i] })
+func (e *election) redirectLeaves(target, why string, skip protocol.PeerID, n int) int {
+	ls := slices.DeleteFunc(e.links.Leaves(protocol.TypeRedirect), func(p protocol.PeerID) bool { return p == skip })
+	shuffle(&e.rnd, ls)
 	if n >= 0 && n < len(ls) {
 		ls = ls[:n]
 	}
 	for _, l := range ls {
-		l.Send(&protocol.Redirect{Target: target, Why: why})
+		e.out.Send(l, &protocol.Redirect{Target: target, Why: why})
 	}
 	return len(ls)
 }
@@ -318,72 +340,72 @@ func (s *Server) redirectLeaves(target, why string, skip LinkID, n int) int {
 // stepDownRound hands a promoted supernode's leaves to a supernode with room
 // once it has kept fewer than StepDownBelow for StepDownAfter, and stops it a
 // round later, when the redirects are out.
-func (s *Server) stepDownRound(now time.Time) {
-	e := s.elect
-	leaves := s.router.Leaves()
+func (e *election) stepDownRound(now time.Time) {
+	cfg := &e.cfg
+	leaves := cfg.Leaves()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
 	case !e.stopAt.IsZero():
 		if now.After(e.stopAt) {
-			s.log.Info().Str("leaves", e.stepTarget).Msg("stepped down: supernode stops")
-			s.steppedDown.Store(true)
-			s.cancel()
+			e.log.Info().Str("leaves", e.stepTarget).Msg("stepped down: supernode stops")
+			cfg.Stop()
 		}
 		return
-	case leaves >= s.cfg.StepDownBelow:
+	case leaves >= cfg.StepDownBelow:
 		e.lowSince, e.filled = time.Time{}, true
 		return
-	case !e.filled && now.Sub(e.started) < 2*s.cfg.StepDownAfter:
+	case !e.filled && now.Sub(e.started) < 2*cfg.StepDownAfter:
 		// Newly promoted: the leaves redirected to us are still on their way.
 		return
 	case e.lowSince.IsZero():
 		e.lowSince = now
 		return
-	case now.Sub(e.lowSince) < s.cfg.StepDownAfter:
+	case now.Sub(e.lowSince) < cfg.StepDownAfter:
 		return
 	}
-	if !s.stepDownLocked(now, leaves, "underused", false) {
-		s.log.Info().Int("leaves", leaves).Msg("underused, but no supernode has room for our leaves; staying up")
+	if !e.stepDownLocked(now, leaves, "underused", false) {
+		e.log.Info().Int("leaves", leaves).Msg("underused, but no supernode has room for our leaves; staying up")
 		e.lowSince = now
 		return
 	}
-	s.log.Info().Int("leaves", leaves).Str("to", e.stepTarget).
+	e.log.Info().Int("leaves", leaves).Str("to", e.stepTarget).
 		Dur("underused_for", now.Sub(e.lowSince).Round(time.Second)).Msg("underused promoted supernode stepping down")
 }
 
-// stepDown hands our leaves to a supernode with room and stops a round
-// later: a promoted supernode whose certificate lapsed, which nobody takes as
-// a supernode any more, whether or not another has room.
-func (s *Server) stepDown(now time.Time, why string) {
-	e := s.elect
+// CertLapsed stops a promoted supernode whose certificate was not renewed
+// (its promoter is gone): nobody takes it as a supernode any more, so it
+// hands its leaves to a supernode with room, whether or not one has room,
+// and stops a round later, as when stepping down.
+func (e *election) CertLapsed(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.stopAt.IsZero() {
 		return
 	}
-	s.stepDownLocked(now, s.router.Leaves(), why, true)
-	s.log.Info().Str("why", why).Str("leaves", e.stepTarget).Msg("promoted supernode stepping down")
+	e.log.Warn().Msg("our certificate was not renewed in time: stepping down")
+	why := "certificate not renewed"
+	e.stepDownLocked(now, e.cfg.Leaves(), why, true)
+	e.log.Info().Str("why", why).Str("leaves", e.stepTarget).Msg("promoted supernode stepping down")
 }
 
 // stepDownLocked redirects the leaves to the supernode stepDownTarget picks
 // and sets the stop a round later. Without force it does nothing, and
 // reports false, when no supernode has room for them.
-func (s *Server) stepDownLocked(now time.Time, leaves int, why string, force bool) bool {
-	e := s.elect
-	target := s.stepDownTarget(leaves)
+func (e *election) stepDownLocked(now time.Time, leaves int, why string, force bool) bool {
+	target := e.stepDownTarget(leaves)
 	if target == "" && leaves > 0 && !force {
 		return false
 	}
 	e.stepWhy = why
-	e.stopAt = now.Add(max(s.cfg.GossipInterval, 500*time.Millisecond))
+	e.stopAt = now.Add(max(e.cfg.GossipInterval, 500*time.Millisecond))
 	e.stepTarget = "no leaves to hand over"
 	if target == "" && leaves > 0 {
 		e.stepTarget = fmt.Sprintf("%d leaves left to find another supernode", leaves)
 	}
 	if target != "" {
 		e.mu.Unlock()
-		n := s.redirectLeaves(target, "supernode stepping down", 0, -1)
+		n := e.redirectLeaves(target, "supernode stepping down", protocol.PeerID{}, -1)
 		e.mu.Lock()
 		e.stepTarget = fmt.Sprintf("%d leaves redirected to %s", n, target)
 	}
@@ -392,16 +414,17 @@ func (s *Server) stepDownLocked(now time.Time, leaves int, why string, force boo
 
 // stepDownTarget is the supernode our leaves go to: the one that promoted
 // us if it has room, else the least loaded live one that has.
-func (s *Server) stepDownTarget(leaves int) string {
-	parent, _, _ := transport.ParseTarget(s.cfg.Parent)
+func (e *election) stepDownTarget(leaves int) string {
+	parent, _, _ := transport.ParseTarget(e.cfg.Parent)
+	self := e.cfg.Identity.ID
 	var best string
 	bestLoad := -1
-	for _, m := range s.members.Live() {
-		if m.Peer() == s.ID() || !transport.Dialable(m.Addrs[0]) {
+	for _, m := range e.members.Live() {
+		if m.Peer() == self || !transport.Dialable(m.Addrs[0]) {
 			continue
 		}
 		after := int(m.Leaves) + leaves
-		if after > s.cfg.LeafLimit || (m.Cap > 0 && after > int(m.Cap)) {
+		if after > e.cfg.LeafLimit || (m.Cap > 0 && after > int(m.Cap)) {
 			continue
 		}
 		t := m.Peer().String() + "@" + m.Addrs[0]
@@ -415,82 +438,107 @@ func (s *Server) stepDownTarget(leaves int) string {
 	return best
 }
 
-// Election reports the election state.
-func (s *Server) Election() ElectionStatus {
-	e := s.elect
+// Status reports the election state.
+func (e *election) Status() ElectionStatus {
+	cfg := &e.cfg
+	leaves := cfg.Leaves()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := ElectionStatus{LeafLimit: s.cfg.LeafLimit, Leaves: s.router.Leaves(), Promoted: s.cfg.Promoted,
-		Parent: s.cfg.Parent, SteppingDown: e.stepTarget, StepDownWhy: e.stepWhy, Promotions: slices.Clone(e.promotions)}
+	st := ElectionStatus{LeafLimit: cfg.LeafLimit, Leaves: leaves, Promoted: cfg.Promoted,
+		Parent: cfg.Parent, SteppingDown: e.stepTarget, StepDownWhy: e.stepWhy, Promotions: slices.Clone(e.promotions)}
 	for _, c := range e.cands {
 		if c.claim && c.public {
 			st.Candidates++
 		}
 	}
 	if e.pending != nil {
-		st.Promoting = e.pending.peer.String()
+		st.Promoting = e.pending.leaf.String()
 	}
 	return st
 }
 
-// SteppedDown reports whether a promoted supernode stopped because it was underused.
-func (s *Server) SteppedDown() bool { return s.steppedDown.Load() }
-
 // certify issues the supernode a leaf of ours runs since we promoted it a
-// certificate under our own chain and sends it on the leaf's link; the
-// gossip rounds renew it (renewCertificates).
-func (s *Server) certify(l *transport.Link, sn protocol.PeerID, key []byte, now time.Time) error {
+// certificate under our own chain and sends it to the leaf; the rounds
+// renew it (renewCertificates).
+func (e *election) certify(leaf, sn protocol.PeerID, key []byte, now time.Time) error {
 	if len(key) == 0 {
-		return fmt.Errorf("%w: the promoted supernode's key is missing (the leaf speaks protocol v%d)", protocol.ErrNotAdmitted, l.Version)
+		return fmt.Errorf("%w: the promoted supernode's key is missing (the leaf speaks an older protocol)", protocol.ErrNotAdmitted)
 	}
-	ch, err := s.Chain().Extend(s.cfg.Network, s.node.Identity(), ed25519.PublicKey(key),
-		protocol.CertSupernode|protocol.CertAdmit, now.Add(s.cfg.PromotedCertTTL))
+	ch, err := e.cfg.Chain().Extend(e.cfg.Network, e.cfg.Identity, ed25519.PublicKey(key),
+		protocol.CertSupernode|protocol.CertAdmit, now.Add(e.cfg.PromotedCertTTL))
 	if err != nil {
 		return err
 	}
-	if err := l.Send(&protocol.Certificate{Chain: ch}); err != nil {
-		return err
-	}
-	e := s.elect
+	e.out.Send(leaf, &protocol.Certificate{Chain: ch})
 	e.mu.Lock()
-	e.certified[l.Peer] = &certified{sn: sn, key: key, next: now.Add(s.cfg.PromotedCertTTL / 3)}
+	e.certified[leaf] = &certified{sn: sn, key: key, next: now.Add(e.cfg.PromotedCertTTL / 3)}
 	e.mu.Unlock()
 	return nil
 }
 
-// renewCertificates runs every gossip round: it renews the certificates of
-// the supernodes we promoted while their leaves stay attached to us and they
-// are live (or newly promoted), and forgets the others, whose certificates
-// then run out.
-func (s *Server) renewCertificates(now time.Time) {
-	e := s.elect
-	e.mu.Lock()
+// renewCertificates renews the certificates of the supernodes we promoted
+// while their leaves stay attached to us and they are live (or newly
+// promoted), and forgets the others, whose certificates then run out.
+func (e *election) renewCertificates(now time.Time) {
 	type due struct {
 		leaf protocol.PeerID
 		c    certified
 	}
 	var renew []due
+	e.mu.Lock()
 	for leaf, c := range e.certified {
-		if now.Before(c.next) {
-			continue
+		if !now.Before(c.next) {
+			renew = append(renew, due{leaf, *c})
 		}
-		renew = append(renew, due{leaf, *c})
 	}
 	e.mu.Unlock()
+	if len(renew) == 0 {
+		return
+	}
+	slices.SortFunc(renew, func(a, b due) int { return bytes.Compare(a.leaf[:], b.leaf[:]) })
+	attached := e.links.Leaves(0)
 	for _, r := range renew {
-		s.mu.Lock()
-		l := s.links[s.leafOf[r.leaf]]
-		s.mu.Unlock()
-		if l == nil || !s.members.Alive(r.c.sn) {
+		on := slices.Contains(attached, r.leaf)
+		if !on || !e.members.Alive(r.c.sn) {
 			e.mu.Lock()
 			delete(e.certified, r.leaf)
 			e.mu.Unlock()
-			s.log.Info().Str("leaf", r.leaf.Short()).Str("supernode", r.c.sn.Short()).Bool("leaf_attached", l != nil).
+			e.log.Info().Str("leaf", r.leaf.Short()).Str("supernode", r.c.sn.Short()).Bool("leaf_attached", on).
 				Msg("no longer certifying a promoted supernode: its certificate runs out")
 			continue
 		}
-		if err := s.certify(l, r.c.sn, r.c.key, now); err != nil {
-			l.Log().Warn().Err(err).Msg("cannot renew the promoted supernode's certificate")
+		if err := e.certify(r.leaf, r.c.sn, r.c.key, now); err != nil {
+			e.log.Warn().Err(err).Str("leaf", r.leaf.Short()).Msg("cannot renew the promoted supernode's certificate")
 		}
 	}
 }
+
+// probe checks that a promoted leaf's supernode answers at addr.
+func (s *Server) probe(sn protocol.PeerID, addr string, done func(error)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, max(s.cfg.MemberTimeout, 5*time.Second))
+		probe, _, err := s.node.Dial(ctx, addr, sn, &protocol.Hello{Role: protocol.RoleProbe})
+		cancel()
+		if err == nil {
+			probe.Close(nil)
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		done(err)
+	}()
+}
+
+// stop ends a promoted supernode that stepped down.
+func (s *Server) stop() {
+	s.steppedDown.Store(true)
+	s.cancel()
+}
+
+// Election reports the election state.
+func (s *Server) Election() ElectionStatus { return s.elect.Status() }
+
+// SteppedDown reports whether a promoted supernode stopped because it was underused.
+func (s *Server) SteppedDown() bool { return s.steppedDown.Load() }

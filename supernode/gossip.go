@@ -3,18 +3,229 @@ package supernode
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"slices"
+	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// gossipLoop issues our member entry every GossipInterval, sends the live
-// list to the supernode neighbours, and links to more supernodes while we
-// have fewer neighbours than Config.Neighbours.
+// leafMembersEvery is how many gossip rounds pass between member lists to
+// leaves, and dirSweepEvery between sweeps of the directory with the ring
+// unchanged.
+const leafMembersEvery, dirSweepEvery = 10, 10
+
+// membershipConfig configures the membership core.
+type membershipConfig struct {
+	// Identity signs our own entry; Chain is our certificate chain now
+	// (nil until we have one: until then others would refuse our entry).
+	Identity *protocol.Identity
+	Chain    func() protocol.Chain
+	// Advertise are the addresses in our entry; Leaves counts our leaves
+	// now, Cap is how many we take.
+	Advertise   []string
+	Leaves      func() int
+	Cap         uint32
+	Incarnation uint64
+	// GossipInterval is the time between rounds: a supernode may send us
+	// its list about twice a round. MemberTimeout is how long a listed
+	// supernode that did not answer a dial is left alone, halved.
+	GossipInterval, MemberTimeout time.Duration
+	Now                           func() time.Time
+	Rand                          io.Reader
+	Log                           zerolog.Logger
+}
+
+// membership keeps the member list by gossip: every round it signs our
+// entry with a higher beat, marks the silent as dead, and sends the live
+// list to the supernodes linked to us, and now and then to the leaves. It
+// also picks which listed supernode to link to next. Dialling is the
+// server's.
+type membership struct {
+	cfg     membershipConfig
+	members *Members
+	links   linkView
+	out     peerOutbox
+	rnd     randSource
+	log     zerolog.Logger
+
+	mu         sync.Mutex
+	beat       uint64 // the last beat of our own entry
+	rounds     uint64 // gossip rounds so far
+	limits     map[protocol.PeerID]*rate.Limiter
+	dialFailed map[protocol.PeerID]time.Time // listed supernodes not redialled until then
+}
+
+func newMembership(cfg membershipConfig, members *Members, links linkView, out peerOutbox) *membership {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &membership{cfg: cfg, members: members, links: links, out: out, rnd: randSource{r: cfg.Rand}, log: cfg.Log,
+		limits: make(map[protocol.PeerID]*rate.Limiter), dialFailed: make(map[protocol.PeerID]time.Time)}
+}
+
+// gossipRound is what one round found.
+type gossipRound struct {
+	live   []*protocol.MemberRecord
+	died   []protocol.PeerID
+	rounds uint64 // this round's number, from 1
+}
+
+// Round issues our entry, expires the silent and sends the live list.
+func (g *membership) Round(now time.Time) gossipRound {
+	g.mu.Lock()
+	// The clock in milliseconds keeps beats rising across restarts.
+	g.beat = max(g.beat+1, uint64(now.UnixMilli()))
+	g.rounds++
+	beat, rounds := g.beat, g.rounds
+	g.mu.Unlock()
+	if ch := g.cfg.Chain(); len(ch) > 0 {
+		self := &protocol.MemberRecord{Addrs: g.cfg.Advertise, Beat: beat,
+			Leaves: uint32(g.cfg.Leaves()), Cap: g.cfg.Cap, Incarnation: g.cfg.Incarnation, Chain: ch}
+		self.Sign(g.cfg.Identity)
+		g.members.Merge([]*protocol.MemberRecord{self}, now)
+	}
+	died := g.members.Expire(now)
+	slices.SortFunc(died, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
+	for _, id := range died {
+		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
+	}
+	live := g.members.Live()
+	msg := g.message(live)
+	to := g.links.Neighbours(protocol.TypeMembers)
+	// Leaves get the list less often: they need it only to find a
+	// supernode when theirs are gone, and keep it on disk for that. When a
+	// supernode has died they get it at once, since they may be about to
+	// look for another.
+	if rounds%leafMembersEvery == 0 || len(died) > 0 {
+		to = append(to, g.links.Leaves(protocol.TypeMembers)...)
+	}
+	for _, p := range to {
+		g.out.Send(p, msg)
+	}
+	return gossipRound{live: live, died: died, rounds: rounds}
+}
+
+// Greet sends a newly linked supernode or leaf the list at once rather than
+// at the next round: until two supernodes swap lists, each takes itself for
+// the whole ring of the directory.
+func (g *membership) Greet(p protocol.PeerID) {
+	g.out.Send(p, g.message(g.members.Live()))
+}
+
+func (g *membership) message(live []*protocol.MemberRecord) *protocol.Members {
+	return membersMessage(live, g.cfg.Identity.ID, &g.rnd)
+}
+
+// membersMessage lists live in one message. With more than fit, it carries
+// our own entry and a random sample of the others, so that over the rounds
+// every entry travels.
+func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID, rnd *randSource) *protocol.Members {
+	if len(live) > protocol.MaxMembers {
+		live = slices.Clone(live)
+		shuffle(rnd, live)
+		if i := slices.IndexFunc(live, func(m *protocol.MemberRecord) bool { return m.Peer() == self }); i >= 0 {
+			live[0], live[i] = live[i], live[0]
+		}
+		live = live[:protocol.MaxMembers]
+	}
+	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, len(live))}
+	for _, m := range live {
+		msg.Members = append(msg.Members, *m)
+	}
+	return msg
+}
+
+// Handle merges a member list from supernode from. Only supernodes send one,
+// and only entries they checked, so a bad entry means a bad sender: the
+// error closes its link. A supernode is kept to a list every half round or
+// so, since each entry in one costs a signature check.
+func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	lim := g.limits[from]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4)
+		g.limits[from] = lim
+	}
+	ok := lim.AllowN(now, 1)
+	g.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	recs := make([]*protocol.MemberRecord, len(m.Members))
+	for i := range m.Members {
+		recs[i] = &m.Members[i]
+	}
+	if _, bad := g.members.Merge(recs, now); bad > 0 {
+		return fmt.Errorf("%w: %d member entries with bad signatures or no valid certificate", protocol.ErrForbidden, bad)
+	}
+	return nil
+}
+
+// NeighbourDown forgets a supernode's rate.
+func (g *membership) NeighbourDown(p protocol.PeerID) {
+	g.mu.Lock()
+	delete(g.limits, p)
+	g.mu.Unlock()
+}
+
+// ToDial picks the live supernode to link to next, or nil: our successor on
+// the ring of supernode IDs first, then (with more) our other fingers from
+// the farthest in, so that the links are the shortcuts a lookup on the ring
+// takes, and with all of those linked any listed supernode at random. It
+// skips those linked, those without a dialable address and those that did
+// not answer lately.
+func (g *membership) ToDial(live []*protocol.MemberRecord, more bool, now time.Time) *protocol.MemberRecord {
+	self := g.cfg.Identity.ID
+	byID := make(map[ring.ID]*protocol.MemberRecord, len(live))
+	ids := make([]ring.ID, 0, len(live))
+	for _, m := range live {
+		byID[ring.ID(m.Peer())] = m
+		ids = append(ids, ring.ID(m.Peer()))
+	}
+	fingers := ring.New(ids).Fingers(ring.ID(self))
+	order := make([]ring.ID, 0, len(ids))
+	if len(fingers) > 0 {
+		order = append(order, fingers[0])
+		for i := len(fingers) - 1; i > 0; i-- {
+			order = append(order, fingers[i])
+		}
+	}
+	if !more {
+		order = order[:min(len(order), 1)]
+	} else {
+		shuffle(&g.rnd, ids)
+		order = append(order, ids...)
+	}
+	linked := g.links.Neighbours(0)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range order {
+		c := byID[id]
+		p := protocol.PeerID(id)
+		if p == self || slices.Contains(linked, p) || !transport.Dialable(c.Addrs[0]) || now.Before(g.dialFailed[p]) {
+			continue
+		}
+		return c
+	}
+	return nil
+}
+
+// DialFailed holds off redials to a listed supernode that did not answer.
+func (g *membership) DialFailed(p protocol.PeerID, now time.Time) {
+	g.mu.Lock()
+	g.dialFailed[p] = now.Add(2 * g.cfg.MemberTimeout)
+	g.mu.Unlock()
+}
+
+// gossipLoop runs a gossip round every GossipInterval.
 func (s *Server) gossipLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.GossipInterval)
@@ -29,65 +240,25 @@ func (s *Server) gossipLoop() {
 	}
 }
 
-// leafMembersEvery is how many gossip rounds pass between member lists to
-// leaves, and dirSweepEvery between sweeps of the directory with the ring
-// unchanged.
-const leafMembersEvery, dirSweepEvery = 10, 10
-
+// gossip is one round: our admission, the member list, the directory's
+// sweep, the election, and links to more supernodes while we have fewer
+// neighbours than Config.Neighbours.
 func (s *Server) gossip(now time.Time) {
-	// The clock in milliseconds keeps beats rising across restarts.
-	s.beat = max(s.beat+1, uint64(now.UnixMilli()))
 	s.checkAdmission(now)
-	if ch := s.Chain(); len(ch) > 0 {
-		// Until a promoted supernode has its certificate, others would refuse its entry.
-		self := &protocol.MemberRecord{Addrs: s.advertised(), Beat: s.beat,
-			Leaves: uint32(s.router.Leaves()), Cap: uint32(s.cfg.MaxLeaves),
-			Incarnation: s.cfg.Incarnation, Chain: ch}
-		self.Sign(s.node.Identity())
-		s.members.Merge([]*protocol.MemberRecord{self}, now)
-	}
-	died := s.members.Expire(now)
-	for _, id := range died {
-		s.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
-	}
-	live := s.members.Live()
-	msg := membersMessage(live, s.ID())
-	s.rounds++
+	r := s.memb.Round(now)
 	s.dropSilentLeaves()
-	s.mu.Lock()
-	var links []*transport.Link
-	for _, id := range s.byPeer {
-		if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeMembers) {
-			links = append(links, l)
-		}
-	}
-	// Leaves get the list less often: they need it only to find a
-	// supernode when theirs are gone, and keep it on disk for that. When a
-	// supernode has died they get it at once, since they may be about to
-	// look for another.
-	if s.rounds%leafMembersEvery == 0 || len(died) > 0 {
-		for _, id := range s.leafOf {
-			if l := s.links[id]; l != nil && protocol.Supports(l.Version, protocol.TypeMembers) {
-				links = append(links, l)
-			}
-		}
-	}
-	neighbours := len(s.byPeer)
-	s.mu.Unlock()
-	for _, l := range links {
-		l.Send(msg)
-	}
+	neighbours := len(peers{s: s}.Neighbours(0))
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.
-	s.sweepDirectory(now, s.rounds%dirSweepEvery == 0)
-	s.electRound(now)
-	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); s.rounds%every == 0 {
-		s.logStatus(len(live), neighbours)
+	s.dir.Sweep(now, r.rounds%dirSweepEvery == 0)
+	s.elect.Round(now)
+	if every := max(1, uint64(statusLogEvery/s.cfg.GossipInterval)); r.rounds%every == 0 {
+		s.logStatus(len(r.live), neighbours)
 	}
 	if s.cfg.Neighbours >= 0 && len(s.Chain()) > 0 {
 		// The ring successor is linked even beyond the count: a lookup on
 		// the ring ends through it.
-		s.linkMore(live, neighbours < s.cfg.Neighbours)
+		s.linkMore(s.memb.ToDial(r.live, neighbours < s.cfg.Neighbours, now))
 	}
 }
 
@@ -98,7 +269,7 @@ func (s *Server) logStatus(live, neighbours int) {
 	el := s.Election()
 	ev := s.log.Info().Int("leaves", el.Leaves).Int("leaf_limit", el.LeafLimit).Int("candidates", el.Candidates).
 		Int("promoted_leaves", len(el.Promotions)).Int("supernodes_live", live).Int("neighbours", neighbours).
-		Int("user_records", s.dir.users.Len())
+		Int("user_records", s.store.users.Len())
 	if el.Promoted {
 		ev = ev.Str("promoted_by", el.Parent)
 	}
@@ -113,60 +284,9 @@ func (s *Server) advertised() []string {
 	return []string{s.Addr().String()}
 }
 
-// takeMembers merges a member list from a link. Only supernodes send one (the
-// link refuses it from others), and only entries they checked, so a bad entry
-// means a bad sender.
-func (s *Server) takeMembers(m *protocol.Members) error {
-	recs := make([]*protocol.MemberRecord, len(m.Members))
-	for i := range m.Members {
-		recs[i] = &m.Members[i]
-	}
-	if _, bad := s.members.Merge(recs, time.Now()); bad > 0 {
-		return fmt.Errorf("%w: %d member entries with bad signatures or no valid certificate", protocol.ErrForbidden, bad)
-	}
-	return nil
-}
-
-// linkMore dials one live supernode we have no link to, unless a dial is
-// under way: our successor on the ring of supernode IDs first, then (if more
-// links are wanted) our other fingers from the farthest in, so that the links
-// are the shortcuts a lookup on the ring takes, and with all of those linked
-// any listed supernode. The link then runs like a configured one, without
-// redials.
-func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
-	now := time.Now()
-	byID := make(map[ring.ID]*protocol.MemberRecord, len(live))
-	ids := make([]ring.ID, 0, len(live))
-	for _, m := range live {
-		byID[ring.ID(m.Peer())] = m
-		ids = append(ids, ring.ID(m.Peer()))
-	}
-	fingers := ring.New(ids).Fingers(ring.ID(s.ID()))
-	order := make([]ring.ID, 0, len(ids))
-	if len(fingers) > 0 {
-		order = append(order, fingers[0])
-		for i := len(fingers) - 1; i > 0; i-- {
-			order = append(order, fingers[i])
-		}
-	}
-	if !more {
-		order = order[:min(len(order), 1)]
-	} else {
-		rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-		order = append(order, ids...)
-	}
-	s.mu.Lock()
-	var m *protocol.MemberRecord
-	for _, id := range order {
-		c := byID[id]
-		p := protocol.PeerID(id)
-		if _, linked := s.byPeer[p]; linked || p == s.ID() || !transport.Dialable(c.Addrs[0]) || now.Before(s.dialFailed[p]) {
-			continue
-		}
-		m = c
-		break
-	}
-	s.mu.Unlock()
+// linkMore dials m, the member the membership picked, unless a dial is under
+// way. The link then runs like a configured one, without redials.
+func (s *Server) linkMore(m *protocol.MemberRecord) {
 	if m == nil || !s.dialling.CompareAndSwap(false, true) {
 		return
 	}
@@ -187,9 +307,7 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 		}
 		if err != nil {
 			s.log.Debug().Err(err).Str("peer_id", m.Peer().Short()).Msg("cannot link to a listed supernode")
-			s.mu.Lock()
-			s.dialFailed[m.Peer()] = time.Now().Add(2 * s.cfg.MemberTimeout)
-			s.mu.Unlock()
+			s.memb.DialFailed(m.Peer(), time.Now())
 			return
 		}
 		if _, ok := s.neighbourUp(l, true, w.Chain.Expires()); ok {
@@ -200,25 +318,6 @@ func (s *Server) linkMore(live []*protocol.MemberRecord, more bool) {
 
 // Members returns the live supernodes this one knows of, its own entry included.
 func (s *Server) Members() []*protocol.MemberRecord { return s.members.Live() }
-
-// membersMessage lists live in one message. With more than fit, it carries
-// our own entry and a random sample of the others, so that over the rounds
-// every entry travels.
-func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID) *protocol.Members {
-	if len(live) > protocol.MaxMembers {
-		live = slices.Clone(live)
-		rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
-		if i := slices.IndexFunc(live, func(m *protocol.MemberRecord) bool { return m.Peer() == self }); i >= 0 {
-			live[0], live[i] = live[i], live[0]
-		}
-		live = live[:protocol.MaxMembers]
-	}
-	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, len(live))}
-	for _, m := range live {
-		msg.Members = append(msg.Members, *m)
-	}
-	return msg
-}
 
 // Linked are the supernodes this one has a link to.
 func (s *Server) Linked() []protocol.PeerID {

@@ -6,14 +6,12 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// Per-source limits of the server: leaves per address block and member
-// lists per supernode link. The router keeps the per-link message rates.
+// Per-source limits of the server: leaves per address block. The router
+// and the cores keep the per-link message rates.
 
 // addrKey is the block one source is counted in: an IPv4 address, or the /64
 // of an IPv6 one (a host is given a /64, and can pick any address in it).
@@ -60,20 +58,6 @@ func (s *Server) releaseAddrSlot(k netip.Prefix) {
 	if s.perAddr[k]--; s.perAddr[k] <= 0 {
 		delete(s.perAddr, k)
 	}
-}
-
-// membersAllowed keeps a supernode link to a member list every half gossip
-// round or so: each entry in one costs a signature check.
-func (s *Server) membersAllowed(id LinkID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lim := s.membersLim[id]
-	if lim == nil {
-		every := rate.Every(s.cfg.GossipInterval / 2)
-		lim = rate.NewLimiter(every, 4)
-		s.membersLim[id] = lim
-	}
-	return lim.Allow()
 }
 
 // sameHost reports whether a and b are host:port with the same host.

@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -109,8 +110,9 @@ func TestMembersMessageSamples(t *testing.T) {
 	}
 	self := live[len(live)-1].Peer()
 	seen := map[protocol.PeerID]bool{}
+	rnd := &randSource{r: rand.NewChaCha8([32]byte{7})}
 	for range 50 {
-		msg := membersMessage(live, self)
+		msg := membersMessage(live, self, rnd)
 		if len(msg.Members) != protocol.MaxMembers || msg.Members[0].Peer() != self {
 			t.Fatalf("%d members, first %s; want %d with our own first", len(msg.Members), msg.Members[0].Peer().Short(), protocol.MaxMembers)
 		}

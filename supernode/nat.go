@@ -52,7 +52,7 @@ func (s *Server) natReport(id LinkID, l *transport.Link, m *protocol.NATReport) 
 		return
 	}
 	s.router.SetLeafNAT(id, nat, m.Reflexive)
-	s.elect.setPublic(id, l.Peer, public)
+	s.elect.SetPublic(l.Peer, public)
 	l.Log().Info().Str("nat", nat.String()).Bool("public", public).Msg("leaf NAT established")
 	l.Send(&protocol.NATStatus{NAT: nat, Public: public, Observed: l.RemoteAddr().String()})
 }

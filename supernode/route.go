@@ -1,10 +1,10 @@
 package supernode
 
 import (
-	"crypto/rand"
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/supernet-p2p/supernet/index"
@@ -85,12 +85,6 @@ func (r *Router) unpublish(from LinkID, m *protocol.Unpublish) error {
 	return nil
 }
 
-func newQueryID() protocol.QueryID {
-	var q protocol.QueryID
-	rand.Read(q[:])
-	return q
-}
-
 // query runs a search: locally, then through the neighbours whose summaries may
 // match within the hops left. A leaf's query gets a fresh overlay-wide ID, so
 // leaves cannot collide or replay IDs in the overlay.
@@ -117,7 +111,7 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 			r.out.Send(from, &protocol.Error{Code: protocol.StatusOverloaded, Message: "too many queries; slow down", Ref: originID})
 			return nil
 		}
-		id = newQueryID()
+		id = r.rnd.queryID()
 		if hops == 0 || hops > r.cfg.HopLimit {
 			hops = r.cfg.HopLimit
 		}
@@ -177,6 +171,7 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	if len(fwd) > 0 {
 		r.queries[id] = p
 	}
+	slices.Sort(fwd) // the order of sends does not hang on the map's
 	r.mu.Unlock()
 
 	if len(fwd) == 0 {

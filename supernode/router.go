@@ -1,8 +1,10 @@
 package supernode
 
 import (
+	"io"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +111,10 @@ type RouterConfig struct {
 	SlowAfter   int
 	SlowHoldoff time.Duration
 	Now         func() time.Time
-	Log         zerolog.Logger
+	// Rand is where the query IDs the router chooses come from (default
+	// crypto/rand): a seeded reader makes a simulation repeatable.
+	Rand io.Reader
+	Log  zerolog.Logger
 }
 
 // Counters are cumulative message counts, for status and for tests that check
@@ -179,6 +184,7 @@ type Router struct {
 	cfg RouterConfig
 	out Outbox
 	log zerolog.Logger
+	rnd randSource
 
 	// tickMu serialises Tick from its computing to its sending. Tick runs on the
 	// ticker and inside NeighbourUp/NeighbourDown; two overlapping Ticks could
@@ -217,6 +223,7 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		cfg:        cfg,
 		out:        out,
 		log:        cfg.Log,
+		rnd:        randSource{r: cfg.Rand},
 		idx:        idx,
 		sources:    make(map[index.SourceID]*leaf),
 		blocks:     make(map[netip.Prefix]map[*leaf]struct{}),
@@ -319,6 +326,7 @@ func (r *Router) NeighbourDown(id LinkID) {
 			}
 		}
 	}
+	slices.SortFunc(done, cmpQueryID)
 	msgs := r.finishLocked(done)
 	r.mu.Unlock()
 	r.flush(msgs)

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,7 +22,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -150,15 +150,17 @@ type Server struct {
 	relays relayTable
 
 	members *Members
+	memb    *membership
 	adm     admission
 	// admittedUntil is when each linked supernode's admission runs out, as
 	// its hello or welcome, or a later member entry, showed.
 	admittedUntil map[protocol.PeerID]time.Time
+	store         *dirStore
 	dir           *directory
 	elect         *election
-	beat          uint64      // the last beat of our own entry; gossip loop only
-	rounds        uint64      // gossip rounds so far; gossip loop only
-	dialling      atomic.Bool // a link to a member is being set up
+	// table is how each message type from a link is handled (dispatch.go).
+	table    map[protocol.MsgType]route
+	dialling atomic.Bool // a link to a member is being set up
 
 	mu     sync.Mutex
 	links  map[LinkID]*transport.Link
@@ -166,15 +168,11 @@ type Server struct {
 	leafOf map[protocol.PeerID]LinkID // leaf links
 	// perAddr counts the leaves from each address block (see addrKey).
 	perAddr map[netip.Prefix]int
-	// membersLim keeps each supernode link to its member-list rate.
-	membersLim map[LinkID]*rate.Limiter
 	// pinging are the leaf links whose leaf pings us (every half second by
 	// default): one gone quiet has died, and is dropped long before the
 	// idle timeout.
 	pinging map[LinkID]bool
-	// dialFailed holds off redials to listed supernodes that did not answer.
-	dialFailed map[protocol.PeerID]time.Time
-	nextID     atomic.Uint64
+	nextID  atomic.Uint64
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -225,11 +223,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
-		leafOf: make(map[protocol.PeerID]LinkID), dialFailed: make(map[protocol.PeerID]time.Time),
+		leafOf:        make(map[protocol.PeerID]LinkID),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
-		perAddr:       make(map[netip.Prefix]int), membersLim: make(map[LinkID]*rate.Limiter),
-		pinging: make(map[LinkID]bool),
-		ctx:     ctx, cancel: cancel,
+		perAddr:       make(map[netip.Prefix]int),
+		pinging:       make(map[LinkID]bool),
+		ctx:           ctx, cancel: cancel,
 	}
 	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
 	if err == nil {
@@ -258,8 +256,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
-	s.dir = newDirectory(store)
-	s.elect = newElection()
+	s.store = store
+	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
+		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
+		Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
+	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
+		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
+	s.elect = newElection(electionConfig{Identity: id, Network: s.cfg.Network, Chain: s.Chain,
+		LeafLimit: cfg.LeafLimit, PromoteEvery: cfg.PromoteEvery, Promoted: cfg.Promoted, Parent: cfg.Parent,
+		StepDownBelow: cfg.StepDownBelow, StepDownAfter: cfg.StepDownAfter, GossipInterval: cfg.GossipInterval,
+		MemberTimeout: cfg.MemberTimeout, PromotedCertTTL: cfg.PromotedCertTTL, Leaves: s.router.Leaves,
+		Probe: s.probe, Stop: s.stop, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
+	s.table = s.routes()
 	return s, nil
 }
 
@@ -435,7 +443,7 @@ func (s *Server) Close() error {
 	})
 	s.wg.Wait()
 	// After every goroutine that hands it records: what they queued is written.
-	return s.dir.store.close()
+	return s.store.close()
 }
 
 func (s *Server) tickLoop() {
@@ -514,15 +522,20 @@ func (s *Server) accept(in *transport.Incoming) {
 			old.Close(fmt.Errorf("%w: replaced by a new connection", protocol.ErrForbidden))
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
-		l.Send(membersMessage(s.members.Live(), s.ID()))
+		if protocol.Supports(l.Version, protocol.TypeMembers) {
+			s.memb.Greet(in.Peer)
+		}
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)
 		go s.readLoop(id, l, func() {
-			s.forget(s.leafOf, in.Peer, id)
+			gone := s.forget(s.leafOf, in.Peer, id)
 			s.releaseAddrSlot(block)
 			s.router.LeafDown(id)
-			s.dir.leafGone(id)
-			s.elect.leafGone(id)
+			if gone {
+				// Not when a new link of the same leaf replaced this one.
+				s.dir.LeafDown(in.Peer)
+				s.elect.LeafDown(in.Peer)
+			}
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
@@ -564,13 +577,16 @@ func (s *Server) accept(in *transport.Incoming) {
 	}
 }
 
-// forget drops peer from m unless a newer link has replaced id there.
-func (s *Server) forget(m map[protocol.PeerID]LinkID, peer protocol.PeerID, id LinkID) {
+// forget drops peer from m unless a newer link has replaced id there, and
+// reports whether it did.
+func (s *Server) forget(m map[protocol.PeerID]LinkID, peer protocol.PeerID, id LinkID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m[peer] == id {
 		delete(m, peer)
+		return true
 	}
+	return false
 }
 
 // register gives a link an ID; it returns 0 when the server is closing.
@@ -625,9 +641,9 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		old.Close(fmt.Errorf("%w: replaced by the link the smaller ID dialled", protocol.ErrForbidden))
 	}
 	s.router.NeighbourUp(id, l.Peer)
-	// At once rather than at the next round: until they swap lists, each
-	// takes itself for the whole ring of the directory.
-	l.Send(membersMessage(s.members.Live(), s.ID()))
+	if protocol.Supports(l.Version, protocol.TypeMembers) {
+		s.memb.Greet(l.Peer)
+	}
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
@@ -636,70 +652,14 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		if _, linked := s.byPeer[l.Peer]; !linked {
 			delete(s.admittedUntil, l.Peer)
 		}
-		delete(s.membersLim, id)
 		s.mu.Unlock()
+		s.memb.NeighbourDown(l.Peer)
 		s.router.NeighbourDown(id)
-		s.neighbourGone(id)
+		// Requests that went out on this link lose their replies.
+		s.dir.NeighbourDown(l.Peer)
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
 	})
 	return id, true
-}
-
-func (s *Server) readLoop(id LinkID, l *transport.Link, onDown func()) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.links, id)
-		delete(s.pinging, id)
-		s.mu.Unlock()
-		onDown()
-	}()
-	for {
-		m, err := l.Recv()
-		if _, ok := m.(*protocol.Ping); ok && l.Role == protocol.RoleLeaf {
-			s.mu.Lock()
-			s.pinging[id] = true
-			s.mu.Unlock()
-		}
-		if err != nil {
-			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrUnknownType) || errors.Is(err, protocol.ErrFrameTooLarge) {
-				l.Log().Warn().Err(err).Msg("bad message; closing link")
-			}
-			l.Close(err)
-			return
-		}
-		if r, ok := m.(*protocol.NATReport); ok {
-			s.wg.Add(1)
-			go s.natReport(id, l, r)
-			continue
-		}
-		if ms, ok := m.(*protocol.Members); ok {
-			if !s.membersAllowed(id) {
-				continue
-			}
-			if err := s.takeMembers(ms); err != nil {
-				l.Log().Warn().Err(err).Msg("bad member list; closing link")
-				l.Close(err)
-				return
-			}
-			continue
-		}
-		if s.takeDirectory(id, l, m) || s.takeElection(id, l, m) {
-			continue
-		}
-		if _, ok := m.(*protocol.RelayAsk); ok {
-			if c := s.mintRelay(l.Peer, false); c != nil {
-				l.Send(&protocol.RelayOK{Relay: *c, Observed: l.RemoteAddr().String()})
-			} else {
-				l.Send(&protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay is known"})
-			}
-			continue
-		}
-		if err := s.router.Handle(id, m); err != nil {
-			l.Log().Debug().Err(err).Str("msg", m.Type().String()).Msg("message refused")
-			l.Send(protocol.ErrorMessage(err))
-		}
-	}
 }
 
 // joinLoop keeps a link to one configured supernode, redialling with capped,

@@ -162,6 +162,7 @@ func (r *Router) signal(from LinkID, m *protocol.Signal) error {
 				sends = append(sends, id)
 			}
 		}
+		slices.Sort(sends)
 	}
 	r.mu.Unlock()
 	if len(sends) == 0 && m.Kind == protocol.SignalRequest && (!m.ToSN.IsZero() || fromLeaf) {

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/supernet-p2p/supernet/index"
@@ -107,6 +108,7 @@ func (r *Router) Tick() {
 			r.missedLocked(p, now)
 		}
 	}
+	slices.SortFunc(late, cmpQueryID)
 	r.Stats.QueryTimeouts.Add(uint64(len(late)))
 	msgs = append(msgs, r.finishLocked(late)...)
 	r.expireSeenLocked(now)
@@ -125,8 +127,12 @@ func (r *Router) summariesLocked() []outMsg {
 	var msgs []outMsg
 	ids := make([]LinkID, 0, len(r.neighbours))
 	from := make([]index.Summary, 0, len(r.neighbours))
-	for nid, n := range r.neighbours {
+	for nid := range r.neighbours {
 		ids = append(ids, nid)
+	}
+	slices.Sort(ids) // the order of sends does not hang on the map's
+	for _, nid := range ids {
+		n := r.neighbours[nid]
 		var got index.Summary
 		if n.received {
 			got = n.summary

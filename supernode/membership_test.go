@@ -1,0 +1,261 @@
+package supernode
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// chainNet makes n supernodes named A, B, ... each linked to the one before,
+// as supernodes that join the previous one are, with lists swapped.
+func chainNet(t *testing.T, n int, seed uint64) *coreNet {
+	t.Helper()
+	net := newCoreNet(t, seed)
+	for i := range n {
+		net.addNode(string(rune('A'+i)), "")
+	}
+	for i := 1; i < n; i++ {
+		a, b := net.nodes[i-1], net.nodes[i]
+		net.connect(a, b)
+		a.memb.Greet(b.peer())
+		b.memb.Greet(a.peer())
+	}
+	net.run()
+	return net
+}
+
+// rounds runs gossip rounds a second apart, each followed by the links the
+// nodes make, until done holds; it fails the test after max rounds. It
+// returns the rounds it took.
+func (net *coreNet) rounds(max, want int, what string, done func() bool) int {
+	net.t.Helper()
+	for r := 1; r <= max; r++ {
+		net.clock.Advance(time.Second)
+		net.gossip()
+		net.linkMore(want)
+		if done() {
+			return r
+		}
+	}
+	net.t.Fatalf("%s: not within %d rounds", what, max)
+	return 0
+}
+
+// alive are the nodes not down.
+func (net *coreNet) alive() []*coreNode {
+	var out []*coreNode
+	for _, n := range net.nodes {
+		if !n.down {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (net *coreNet) names(ns []*coreNode) []string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// links describes every node's neighbours, to compare runs.
+func (net *coreNet) links() string {
+	var b strings.Builder
+	for _, n := range net.nodes {
+		var ns []string
+		for _, p := range n.Neighbours(0) {
+			ns = append(ns, net.node(p).name)
+		}
+		slices.Sort(ns)
+		fmt.Fprintf(&b, "%s:%s ", n.name, strings.Join(ns, ","))
+	}
+	return b.String()
+}
+
+// relinkScenario joins eight supernodes in a chain, lets them learn of each
+// other and link to three or more each, then kills three and lets the
+// survivors drop them and link to each other again. It returns the links
+// after each phase and the rounds each took.
+func relinkScenario(t *testing.T, seed uint64) (trace string) {
+	net := chainNet(t, 8, seed)
+	all := net.names(net.nodes)
+	r := net.rounds(20, 3, "every supernode to list all 8 and have 3 neighbours", func() bool {
+		for _, n := range net.nodes {
+			if !slices.Equal(net.listed(n), all) || len(n.Neighbours(0)) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	trace = fmt.Sprintf("joined in %d rounds: %s\n", r, net.links())
+
+	for _, i := range []int{1, 4, 6} {
+		dead := net.nodes[i]
+		dead.down = true
+		for _, n := range net.nodes {
+			net.disconnect(n, dead)
+		}
+	}
+	survivors := net.names(net.alive())
+	// A supernode is taken as dead once its beat has not risen for the
+	// member timeout (4 s), not before.
+	for range 3 {
+		net.clock.Advance(time.Second)
+		if died := net.gossip(); died > 0 {
+			t.Fatalf("%d deaths seen within 3 s of the kill; the timeout is 4 s", died)
+		}
+	}
+	r = net.rounds(10, 3, "the survivors to list exactly the 5 alive and have 3 neighbours again", func() bool {
+		for _, n := range net.alive() {
+			if !slices.Equal(net.listed(n), survivors) || len(n.Neighbours(0)) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	return trace + fmt.Sprintf("relinked in %d more rounds: %s\n", r, net.links())
+}
+
+// Supernodes joined in a chain learn of each other by gossip and link to
+// more of each other from the list; when some die the survivors drop them
+// from the list and link to others. The same seed gives the same links.
+func TestMembershipGossipAndRelinkCore(t *testing.T) {
+	first := relinkScenario(t, 3)
+	t.Log(first)
+	if again := relinkScenario(t, 3); again != first {
+		t.Fatalf("the same seed gave other links:\n%s\nthen\n%s", first, again)
+	}
+}
+
+// Every member entry is signed by its supernode and carries a chain to the
+// network key. A list with an entry that fails either comes from a bad
+// supernode: its link is closed and the entry is not listed. An entry whose
+// chain has only expired is skipped without blame.
+func TestMembershipRefusesEntriesWithoutChain(t *testing.T) {
+	otherNet := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	cases := []struct {
+		name  string
+		entry func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord
+		bad   bool
+	}{
+		{"no chain", func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord {
+			return signedEntry(x, nil)
+		}, true},
+		{"chain from another network", func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord {
+			return signedEntry(x, protocol.Admit(otherNet, x.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, net.clock.Now().Add(time.Hour)))
+		}, true},
+		{"chain for another key", func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord {
+			return signedEntry(x, net.admit(seededIdentity(t, "someone else")))
+		}, true},
+		{"altered after signing", func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord {
+			r := signedEntry(x, net.admit(x))
+			r.Leaves++
+			return r
+		}, true},
+		{"expired chain", func(net *coreNet, x *protocol.Identity) *protocol.MemberRecord {
+			return signedEntry(x, testAdmit(x, net.clock.Now().Add(-time.Hour)))
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			net := chainNet(t, 2, 1)
+			a, b := net.nodes[0], net.nodes[1]
+			net.gossip()
+			x := seededIdentity(t, "x")
+			nodeOut{a}.Send(b.peer(), &protocol.Members{Members: []protocol.MemberRecord{*c.entry(net, x)}})
+			net.run()
+			if b.members.Alive(x.ID) {
+				t.Fatal("the entry is listed")
+			}
+			err := b.closed[a.peer()]
+			if c.bad != (err != nil) || c.bad && !errors.Is(err, protocol.ErrForbidden) {
+				t.Fatalf("B closed the link with %v; want it closed: %v", err, c.bad)
+			}
+		})
+	}
+	// The same entry with a valid chain is taken.
+	net := chainNet(t, 2, 1)
+	a, b := net.nodes[0], net.nodes[1]
+	x := seededIdentity(t, "x")
+	nodeOut{a}.Send(b.peer(), &protocol.Members{Members: []protocol.MemberRecord{*signedEntry(x, net.admit(x))}})
+	net.run()
+	if !b.members.Alive(x.ID) || len(b.closed) > 0 {
+		t.Fatalf("a valid entry: listed %v, closed %v", b.members.Alive(x.ID), b.closed)
+	}
+}
+
+func signedEntry(id *protocol.Identity, ch protocol.Chain) *protocol.MemberRecord {
+	r := &protocol.MemberRecord{Addrs: []string{"192.0.2.99:6346"}, Beat: 1, Incarnation: 1, Chain: ch}
+	r.Sign(id)
+	return r
+}
+
+// A supernode not admitted yet (a promoted one waiting for its certificate)
+// issues no entry: the others would refuse it.
+func TestMembershipNoEntryWithoutChain(t *testing.T) {
+	net := chainNet(t, 2, 1)
+	a, b := net.nodes[0], net.nodes[1]
+	b.chain = nil
+	net.clock.Advance(time.Second)
+	net.gossip()
+	if !a.members.Alive(a.peer()) || a.members.Alive(b.peer()) || b.members.Alive(b.peer()) {
+		t.Fatalf("A lists %v, B lists %v; want only A", net.listed(a), net.listed(b))
+	}
+	if len(a.closed)+len(b.closed) > 0 {
+		t.Fatal("a link was closed")
+	}
+}
+
+// Leaves get the list every tenth round, and at once in a round that saw a
+// supernode die.
+func TestMembershipListsToLeaves(t *testing.T) {
+	net := chainNet(t, 3, 1)
+	a := net.nodes[0]
+	l := net.addLeaf(a, "l")
+	lists := func() int {
+		n := 0
+		for _, m := range l.inbox {
+			if _, ok := m.(*protocol.Members); ok {
+				n++
+			}
+		}
+		return n
+	}
+	for r := 1; r <= 20; r++ {
+		net.clock.Advance(time.Second)
+		net.gossip()
+		if want := r / leafMembersEvery; lists() != want {
+			t.Fatalf("after %d rounds the leaf got %d lists, want %d", r, lists(), want)
+		}
+	}
+	dead := net.nodes[2]
+	dead.down = true
+	net.disconnect(net.nodes[1], dead)
+	before := lists()
+	for r := 1; ; r++ {
+		net.clock.Advance(time.Second)
+		died := net.gossip()
+		if died > 0 && a.members.Alive(dead.peer()) == false {
+			if lists() != before+1 {
+				t.Fatalf("the round A saw C die sent the leaf %d lists, want 1", lists()-before)
+			}
+			if last := l.inbox[len(l.inbox)-1].(*protocol.Members); len(last.Members) != 2 {
+				t.Fatalf("the list after the death has %d entries, want 2", len(last.Members))
+			}
+			return
+		}
+		if r == 8 {
+			t.Fatal("A did not see C die within 8 rounds")
+		}
+		before = lists()
+	}
+}
