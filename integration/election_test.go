@@ -156,7 +156,7 @@ func TestPromotionNeedsDialBack(t *testing.T) {
 	}
 	optOut := startPeer(t, parent, "optout", nil, func(c *peer.Config) { c.LeadAfter, c.NoLead = time.Millisecond, true })
 	eventually(t, raceSlowdown*10*time.Second, "the opted-out peer confirmed public", func() bool { return optOut.Status().Supernode.Public })
-	time.Sleep(raceSlowdown * time.Second) // ten rounds over the limit
+	gossipRounds(t, parent, 10) // ten election rounds over the limit
 	if el := parent.Election(); len(el.Promotions) > 0 || el.Promoting != "" || el.Candidates != 0 {
 		t.Fatalf("with no confirmed eligible leaf: %+v", el)
 	}
@@ -168,4 +168,27 @@ func TestPromotionNeedsDialBack(t *testing.T) {
 	if st := optOut.Status().Lead; st.Leading != nil {
 		t.Errorf("opted-out peer leads: %+v", st.Leading)
 	}
+}
+
+// gossipRounds waits until s has run at least n more gossip rounds, each of
+// which runs the election after it beats: its own member entry shows a new
+// beat each round.
+func gossipRounds(t *testing.T, s *supernode.Server, n int) {
+	t.Helper()
+	beat := func() uint64 {
+		for _, m := range s.Members() {
+			if m.Peer() == s.ID() {
+				return m.Beat
+			}
+		}
+		return 0
+	}
+	last, seen := beat(), 0
+	eventually(t, raceSlowdown*time.Duration(n)*time.Second, fmt.Sprintf("%d gossip rounds", n), func() bool {
+		if b := beat(); b != last {
+			last, seen = b, seen+1
+		}
+		// The first beat seen may be of a round still running.
+		return seen > n
+	})
 }
