@@ -17,12 +17,14 @@ import (
 )
 
 // gossipingSupernode runs a supernode that keeps `neighbours` links from the
-// member list, with gossip in test time.
+// member list, with gossip in test time. Six rounds of silence make a
+// supernode dead; under the race detector on a busy machine a live one can
+// miss that many, so there it takes four times as long.
 func gossipingSupernode(t *testing.T, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
 	t.Helper()
 	return runSupernode(t, func(c *supernode.Config) {
 		c.AltListen, c.ListenTCP = "-", "-"
-		c.GossipInterval, c.MemberTimeout, c.Neighbours = 100*time.Millisecond, 600*time.Millisecond, neighbours
+		c.GossipInterval, c.MemberTimeout, c.Neighbours = 100*time.Millisecond, raceSlowdown*600*time.Millisecond, neighbours
 	}, join...)
 }
 
@@ -49,7 +51,7 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 		s, stop := gossipingSupernode(t, 3, join...)
 		sns, stops = append(sns, s), append(stops, stop)
 	}
-	eventually(t, 10*time.Second, "every supernode to list all 8", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "every supernode to list all 8", func() bool {
 		for _, s := range sns {
 			if len(memberIDs(s)) != n {
 				return false
@@ -57,7 +59,7 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 		}
 		return true
 	})
-	eventually(t, 10*time.Second, "every supernode to have 3 neighbours or more", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "every supernode to have 3 neighbours or more", func() bool {
 		for _, s := range sns {
 			if s.Router().Neighbours() < 3 {
 				return false
@@ -78,7 +80,7 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	eventually(t, 10*time.Second, "the survivors to list exactly the 5 alive", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "the survivors to list exactly the 5 alive", func() bool {
 		for _, s := range alive {
 			ids := memberIDs(s)
 			if len(ids) != len(alive) {
@@ -93,7 +95,7 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 		return true
 	})
 	t.Logf("the dead left every survivor's list after %v", time.Since(start).Round(10*time.Millisecond))
-	eventually(t, 10*time.Second, "every survivor to have 3 live neighbours again", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "every survivor to have 3 live neighbours again", func() bool {
 		for _, s := range alive {
 			if s.Router().Neighbours() < 3 {
 				return false
@@ -125,7 +127,7 @@ func TestSupernodesLinkTheirRingSuccessor(t *testing.T) {
 		ids[i] = ring.ID(s.ID())
 	}
 	r := ring.New(ids)
-	eventually(t, 15*time.Second, "every supernode to be linked to its successor on the ring", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "every supernode to be linked to its successor on the ring", func() bool {
 		for _, s := range sns {
 			succ := r.Fingers(ring.ID(s.ID()))[0]
 			if !slices.Contains(s.Linked(), protocol.PeerID(succ)) {
@@ -172,13 +174,13 @@ func TestForgedMemberEntryClosesLink(t *testing.T) {
 func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 	a, stopA := gossipingSupernode(t, -1)
 	b, _ := gossipingSupernode(t, -1, a)
-	eventually(t, 10*time.Second, "both supernodes to list each other", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "both supernodes to list each other", func() bool {
 		return len(memberIDs(a)) == 2 && len(memberIDs(b)) == 2
 	})
 	dataDir := filepath.Join(t.TempDir(), "data")
 	p := startPeer(t, a, "p", nil, func(c *peer.Config) { c.DataDir = dataDir })
 	cache := filepath.Join(dataDir, "supernodes.cache")
-	eventually(t, 10*time.Second, "the leaf to cache the member list", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "the leaf to cache the member list", func() bool {
 		got, err := os.ReadFile(cache)
 		return err == nil && strings.Contains(string(got), b.ID().String()+"@"+b.Addr().String())
 	})
@@ -187,7 +189,7 @@ func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 	}
 	stopA()
 	start := time.Now()
-	eventually(t, 15*time.Second, "the leaf to attach to the other supernode", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "the leaf to attach to the other supernode", func() bool {
 		st := p.Status().Supernode
 		return st.Connected && st.PeerID == b.ID().String()
 	})
@@ -199,7 +201,7 @@ func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	eventually(t, 15*time.Second, "a new daemon to attach through the cached list", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "a new daemon to attach through the cached list", func() bool {
 		st := q.Status().Supernode
 		return st.Connected && st.PeerID == b.ID().String()
 	})
