@@ -327,6 +327,9 @@ func TestUsernameHijackRefusedEverywhere(t *testing.T) {
 // When supernodes join, records move to the names' new replicas; when some
 // die, the survivors copy them on, so every name still resolves.
 func TestUserRecordsMoveOnJoinAndLeave(t *testing.T) {
+	// Mostly waiting on gossip rounds: it shares the machine with another
+	// such test.
+	t.Parallel()
 	const names = 40
 	sns, stops := dirCluster(t, 6, 4, 100*time.Millisecond)
 	c := dialRawLeaf(t, sns[0])

@@ -17,6 +17,9 @@ import (
 // between the two. Once most of the new supernode's leaves have gone, it
 // must hand the rest back and step down, and they stay searchable.
 func TestPromotionAndStepDown(t *testing.T) {
+	// Mostly waiting on the step-down timer: it shares the machine with
+	// another such test.
+	t.Parallel()
 	const limit, leaves = 20, 24
 	parent, _ := runSupernode(t, func(c *supernode.Config) {
 		c.LeafLimit, c.PromoteEvery = limit, time.Hour // one promotion
