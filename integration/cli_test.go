@@ -261,13 +261,16 @@ func freeUDPAddr(t *testing.T) string {
 	return c.LocalAddr().String()
 }
 
-// pollUntil calls cond every 50 ms, at most 600 times, until it returns true or
-// within has passed; state describes the last attempt for the failure message.
+// pollUntil calls cond every 50 ms, at most 2400 times, until it returns true
+// or within has passed; state describes the last attempt for the failure
+// message. The CLI tests stretch their waits by raceSlowdown too: the
+// binaries are built without the race detector, but they share the machine
+// with the tests that run under it.
 func pollUntil(t *testing.T, within time.Duration, what string, cond func() (ok bool, state string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	state := ""
-	for i := 0; i < 600; i++ {
+	for i := 0; i < 2400; i++ {
 		var ok bool
 		if ok, state = cond(); ok {
 			return
@@ -328,7 +331,7 @@ func (l *lab) supernodeWith(name string, extra []string, join ...string) (target
 		}
 		p := startProcess(t, name, l.supernodeBin, args...)
 		var m []string
-		pollUntil(t, 10*time.Second, name+" to listen", func() (bool, string) {
+		pollUntil(t, raceSlowdown*10*time.Second, name+" to listen", func() (bool, string) {
 			m = listeningRE.FindStringSubmatch(p.stderr.String())
 			return m != nil || p.exited(), p.stderr.String()
 		})
@@ -365,7 +368,7 @@ func (l *lab) daemon(name, share, supernode string, extra ...string) daemon {
 	}
 	args = append(args, extra...)
 	d.proc = startProcess(t, "peer "+name, l.peerBin, args...)
-	pollUntil(t, 15*time.Second, name+"'s control socket", func() (bool, string) {
+	pollUntil(t, raceSlowdown*15*time.Second, name+"'s control socket", func() (bool, string) {
 		if d.proc.exited() {
 			t.Fatalf("peer %s exited at start: %s", name, d.proc.stderr.String())
 		}
@@ -425,7 +428,7 @@ func (l *lab) waitAttached(d daemon) statusJSON {
 	t := l.t
 	t.Helper()
 	var st statusJSON
-	pollUntil(t, 15*time.Second, d.name+" to attach to its supernode", func() (bool, string) {
+	pollUntil(t, raceSlowdown*15*time.Second, d.name+" to attach to its supernode", func() (bool, string) {
 		if d.proc.exited() {
 			t.Fatalf("peer %s exited: %s", d.name, d.proc.stderr.String())
 		}
@@ -503,7 +506,7 @@ func TestCLISearchAndGet(t *testing.T) {
 	// both songs, and both supernodes search (the second only once the first
 	// holds its summary: a supernode asks no neighbour that has sent none).
 	var sr searchJSON
-	pollUntil(t, 15*time.Second, "bob to find both songs through both supernodes", func() (bool, string) {
+	pollUntil(t, raceSlowdown*15*time.Second, "bob to find both songs through both supernodes", func() (bool, string) {
 		r := l.peer(bob.dataDir, "search", "--json", "hey jude")
 		if r.code != 0 {
 			return false, r.String()
@@ -761,7 +764,7 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	bob := l.daemon("bob", "", sn2, "--user", "bob")
 	carol := l.daemon("carol", "", sn2, "--user", "carol")
 	for _, d := range []daemon{alice, bob, carol} {
-		pollUntil(t, 20*time.Second, d.name+" registered", func() (bool, string) {
+		pollUntil(t, raceSlowdown*20*time.Second, d.name+" registered", func() (bool, string) {
 			r := l.peer(d.dataDir, "status")
 			return strings.Contains(r.stdout, "Username:") && strings.Contains(r.stdout, "registered (record"), r.String()
 		})
@@ -774,7 +777,7 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	// The directory is eventually consistent: a record put while the two
 	// supernodes were still swapping member lists reaches its second
 	// replica with the next round.
-	pollUntil(t, 10*time.Second, "bob finding alice", func() (bool, string) {
+	pollUntil(t, raceSlowdown*10*time.Second, "bob finding alice", func() (bool, string) {
 		r := l.peer(bob.dataDir, "lookup", "alice")
 		return r.code == 0 && strings.Contains(r.stdout, aliceSt.PeerID) && strings.Contains(r.stdout, "Supernode:"), r.String()
 	})
@@ -816,7 +819,7 @@ func TestCLIPromotion(t *testing.T) {
 	}
 	var leader daemon
 	var line string
-	pollUntil(t, 30*time.Second, "a peer leading a supernode", func() (bool, string) {
+	pollUntil(t, raceSlowdown*30*time.Second, "a peer leading a supernode", func() (bool, string) {
 		for _, d := range ds {
 			r := l.peer(d.dataDir, "status")
 			for _, ln := range strings.Split(r.stdout, "\n") {
@@ -829,13 +832,13 @@ func TestCLIPromotion(t *testing.T) {
 		return false, snProc.stderr.String()
 	})
 	t.Logf("%s: %s", leader.name, strings.Join(strings.Fields(line), " "))
-	pollUntil(t, 10*time.Second, "the supernode logging the promotion", func() (bool, string) {
+	pollUntil(t, raceSlowdown*10*time.Second, "the supernode logging the promotion", func() (bool, string) {
 		log := snProc.stderr.String()
 		return strings.Contains(log, "promoting a leaf") && strings.Contains(log, "leaf promoted to supernode"), log
 	})
 	// One of the other two was redirected to the new supernode.
 	var moved daemon
-	pollUntil(t, 15*time.Second, "a peer on the new supernode", func() (bool, string) {
+	pollUntil(t, raceSlowdown*15*time.Second, "a peer on the new supernode", func() (bool, string) {
 		for _, d := range ds {
 			if d.name == leader.name {
 				continue
@@ -848,7 +851,7 @@ func TestCLIPromotion(t *testing.T) {
 		return false, ""
 	})
 	moved.proc.stop(t)
-	pollUntil(t, 30*time.Second, "the promoted supernode stepping down", func() (bool, string) {
+	pollUntil(t, raceSlowdown*30*time.Second, "the promoted supernode stepping down", func() (bool, string) {
 		r := l.peer(leader.dataDir, "status")
 		if i := strings.Index(r.stdout, "Led:"); i >= 0 && strings.Contains(r.stdout, "stepped down") {
 			line = strings.SplitN(r.stdout[i:], "\n", 2)[0]

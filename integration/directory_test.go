@@ -211,7 +211,7 @@ func TestUsernameRegisterAndLookup(t *testing.T) {
 	alice := startPeer(t, sns[0], "alice", nil, func(c *peer.Config) { c.Username = "alice" })
 	bob := startPeer(t, sns[5], "bob", nil, func(c *peer.Config) { c.Username = "bob" })
 	for _, d := range []*peer.Daemon{alice, bob} {
-		eventually(t, 10*time.Second, "both usernames registered", func() bool {
+		eventually(t, raceSlowdown*10*time.Second, "both usernames registered", func() bool {
 			u := d.Status().User
 			return u != nil && u.Registered
 		})
@@ -238,7 +238,7 @@ func TestUsernameRegisterAndLookup(t *testing.T) {
 		t.Fatalf("looking up a name nobody holds: %v, want ErrNoSuchUser", err)
 	}
 	want := replicasOf(sns, "alice")
-	eventually(t, 5*time.Second, "alice's record on exactly its 3 replicas", func() bool {
+	eventually(t, raceSlowdown*5*time.Second, "alice's record on exactly its 3 replicas", func() bool {
 		h := holders(sns, "alice")
 		if len(h) != ring.Copies {
 			return false
@@ -258,13 +258,13 @@ func TestUsernameRegisterAndLookup(t *testing.T) {
 func TestUsernameHijackRefusedEverywhere(t *testing.T) {
 	sns, _ := dirCluster(t, 8, 4, 100*time.Millisecond)
 	alice := startPeer(t, sns[1], "alice", nil, func(c *peer.Config) { c.Username = "alice" })
-	eventually(t, 10*time.Second, "alice registered", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "alice registered", func() bool {
 		u := alice.Status().User
 		return u != nil && u.Registered
 	})
 	// A daemon with another key asks for the same name.
 	mallory := startPeer(t, sns[6], "mallory", nil, func(c *peer.Config) { c.Username = "alice" })
-	eventually(t, 10*time.Second, "mallory's claim refused", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "mallory's claim refused", func() bool {
 		u := mallory.Status().User
 		return u != nil && !u.Registered && strings.Contains(u.LastError, "forbidden")
 	})
@@ -327,6 +327,9 @@ func TestUsernameHijackRefusedEverywhere(t *testing.T) {
 // When supernodes join, records move to the names' new replicas; when some
 // die, the survivors copy them on, so every name still resolves.
 func TestUserRecordsMoveOnJoinAndLeave(t *testing.T) {
+	// Mostly waiting on gossip rounds: it shares the machine with another
+	// such test.
+	t.Parallel()
 	const names = 40
 	sns, stops := dirCluster(t, 6, 4, 100*time.Millisecond)
 	c := dialRawLeaf(t, sns[0])
@@ -363,7 +366,7 @@ func TestUserRecordsMoveOnJoinAndLeave(t *testing.T) {
 			return true
 		}
 	}
-	eventually(t, 5*time.Second, "every record on exactly its replicas", onReplicas(sns))
+	eventually(t, raceSlowdown*5*time.Second, "every record on exactly its replicas", onReplicas(sns))
 	for range 4 {
 		s, stop := runSupernode(t, func(c *supernode.Config) {
 			c.AltListen, c.ListenTCP = "-", "-"

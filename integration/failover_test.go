@@ -42,10 +42,18 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 	for lvl := range uint8(4) {
 		ml.Send(&protocol.Summary{Level: lvl, Depth: 4, Filter: append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)})
 	}
+	asked := make(chan struct{}, 1) // the mute neighbour got a query
 	go func() {
 		for {
-			if _, err := ml.Recv(); err != nil {
+			m, err := ml.Recv()
+			if err != nil {
 				return
+			}
+			if _, ok := m.(*protocol.Query); ok {
+				select {
+				case asked <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()
@@ -80,11 +88,13 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 		defer mu.Unlock()
 		done <- result{hits, res, err, time.Since(start)}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Once A has passed the query to the mute neighbour, it waits for it.
 	select {
+	case <-asked:
 	case r := <-done:
 		t.Fatalf("the search finished before A died (%v, %v): the mute neighbour did not hold it up", r.res, r.err)
-	default:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A never passed the query to its mute neighbour")
 	}
 	stopA()
 	var r result
@@ -110,8 +120,18 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 // again within 5 s (the goal: at least 99%) and the p50 and p99 of the time
 // it took, but checks only that all were, within a minute: a timing goal in
 // a test would fail on a loaded machine, not on slow code.
+//
+// Under the race detector every daemon costs several times the CPU, and 110
+// of them on two cores miss their own deadlines: there it runs 40 peers with
+// the leaf limit scaled with them, which keeps the pressure on the survivors
+// (attachments to place per free slot) the same. The full size runs without it.
 func TestKillThirtyPercentOfSupernodes(t *testing.T) {
-	const nSN, nPeers, kill, maxLeaves = 10, 100, 3, 60
+	const nSN, kill = 10, 3
+	nPeers := 100
+	if raceSlowdown > 1 {
+		nPeers = 40
+	}
+	maxLeaves := 60 * nPeers / 100
 	var sns []*supernode.Server
 	var stops []func()
 	for i := range nSN {
@@ -248,14 +268,15 @@ func TestKillThirtyPercentOfSupernodes(t *testing.T) {
 		return true
 	})
 	// Every peer's file is found again.
-	for _, i := range rand.Perm(nPeers)[:20] {
+	sampled := min(20, nPeers)
+	for _, i := range rand.Perm(nPeers)[:sampled] {
 		q := fmt.Sprintf("tune%03d", i)
 		hit := findOne(t, peers[(i+1)%nPeers], q, raceSlowdown*10*time.Second)
 		if hit.Sources[0].Peer != peers[i].ID() {
 			t.Errorf("%s found at %s, want %s", q, hit.Sources[0].Peer.Short(), peers[i].ID().Short())
 		}
 	}
-	t.Logf("after the deaths: every username resolves and 20 of 20 sampled files are found")
+	t.Logf("after the deaths: every username resolves and the %d sampled files are found", sampled)
 }
 
 // A peer may lead only when a supernode's dial-back confirmed it public, it
@@ -285,8 +306,11 @@ func TestLeadEligibility(t *testing.T) {
 	// is not eligible there, whatever it claims.
 	blind, _ := runSupernode(t, func(c *supernode.Config) { c.AltListen = "-" })
 	d := startPeer(t, blind, "unconfirmed", nil, func(c *peer.Config) { c.LeadAfter = time.Millisecond })
-	eventually(t, 10*time.Second, "attached", func() bool { return d.Status().Supernode.Connected })
-	time.Sleep(500 * time.Millisecond) // its NAT measurement done
+	// The supernode answers the peer's NAT report without a dial-back.
+	eventually(t, 10*time.Second, "attached and the supernode's NAT answer in", func() bool {
+		st := d.Status().Supernode
+		return st.Connected && st.NAT != ""
+	})
 	if st := d.Status().Lead; st.Eligible || !strings.Contains(strings.Join(st.Why, ";"), "dial-back") {
 		t.Errorf("unconfirmed peer: %+v, want ineligible for want of a dial-back", st)
 	}

@@ -255,7 +255,12 @@ func TestHostilePublishFlood(t *testing.T) {
 	a := newArena(t)
 	ip := a.attackerAddr()
 	var published, refused atomic.Int64
-	a.during(20*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+	// The attack ends once every leaf has sent its records and the
+	// supernode has refused some, or after a minute: on a loaded machine
+	// the leaves take long to get past the handshake caps.
+	overloaded := make(chan struct{})
+	var once sync.Once
+	a.during(time.Minute, []*process{a.sn1}, func(ctx context.Context) {
 		var wg sync.WaitGroup
 		for i := range 32 {
 			wg.Add(1)
@@ -273,7 +278,11 @@ func TestHostilePublishFlood(t *testing.T) {
 							t.Errorf("leaf %d: %v", i, err)
 							return
 						}
-						time.Sleep(50 * time.Millisecond)
+						select {
+						case <-overloaded:
+							return // the others reached the limits
+						case <-time.After(50 * time.Millisecond):
+						}
 					}
 				}
 				if l == nil {
@@ -287,6 +296,7 @@ func TestHostilePublishFlood(t *testing.T) {
 						}
 						if e, ok := m.(*protocol.Error); ok && e.Code == protocol.StatusOverloaded {
 							refused.Add(1)
+							once.Do(func() { close(overloaded) })
 						}
 					}
 				}()
@@ -305,7 +315,10 @@ func TestHostilePublishFlood(t *testing.T) {
 					}
 					published.Add(int64(len(fs)))
 				}
-				<-ctx.Done()
+				select {
+				case <-ctx.Done():
+				case <-overloaded:
+				}
 			}()
 		}
 		wg.Wait()

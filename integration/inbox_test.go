@@ -26,7 +26,7 @@ func TestSendToUserByName(t *testing.T) {
 	bob := startPeer(t, sns[2], "bob", nil, func(c *peer.Config) { c.Username = "bob" })
 	carol := startPeer(t, sns[3], "carol", nil, func(c *peer.Config) { c.Username = "carol" })
 	for _, d := range []*peer.Daemon{alice, bob, carol} {
-		eventually(t, 10*time.Second, "usernames registered", func() bool {
+		eventually(t, raceSlowdown*10*time.Second, "usernames registered", func() bool {
 			u := d.Status().User
 			return u != nil && u.Registered
 		})

@@ -17,19 +17,21 @@ import (
 )
 
 // gossipingSupernode runs a supernode that keeps `neighbours` links from the
-// member list, with gossip in test time.
+// member list, with gossip in test time. Six rounds of silence make a
+// supernode dead; under the race detector on a busy machine a live one can
+// miss that many, so there it takes four times as long.
 func gossipingSupernode(t *testing.T, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
 	t.Helper()
-	return gossipingEvery(t, 100*time.Millisecond, neighbours, join...)
+	return gossipingEvery(t, 100*time.Millisecond, raceSlowdown*600*time.Millisecond, neighbours, join...)
 }
 
-// gossipingEvery is gossipingSupernode with gossip every round, and a member
-// timeout of six rounds.
-func gossipingEvery(t *testing.T, round time.Duration, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
+// gossipingEvery is gossipingSupernode with gossip every round and the given
+// member timeout.
+func gossipingEvery(t *testing.T, round, timeout time.Duration, neighbours int, join ...*supernode.Server) (*supernode.Server, func()) {
 	t.Helper()
 	return runSupernode(t, func(c *supernode.Config) {
 		c.AltListen, c.ListenTCP = "-", "-"
-		c.GossipInterval, c.MemberTimeout, c.Neighbours = round, 6*round, neighbours
+		c.GossipInterval, c.MemberTimeout, c.Neighbours = round, timeout, neighbours
 	}, join...)
 }
 
@@ -58,7 +60,7 @@ func TestMembershipGossipAndRelink(t *testing.T) {
 		if i > 0 {
 			join = append(join, sns[i-1])
 		}
-		s, stop := gossipingEvery(t, round, 3, join...)
+		s, stop := gossipingEvery(t, round, 6*round, 3, join...)
 		sns, stops = append(sns, s), append(stops, stop)
 	}
 	eventually(t, wait, "every supernode to list all 8", func() bool {
@@ -137,7 +139,7 @@ func TestSupernodesLinkTheirRingSuccessor(t *testing.T) {
 		ids[i] = ring.ID(s.ID())
 	}
 	r := ring.New(ids)
-	eventually(t, 15*time.Second, "every supernode to be linked to its successor on the ring", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "every supernode to be linked to its successor on the ring", func() bool {
 		for _, s := range sns {
 			succ := r.Fingers(ring.ID(s.ID()))[0]
 			if !slices.Contains(s.Linked(), protocol.PeerID(succ)) {
@@ -184,13 +186,13 @@ func TestForgedMemberEntryClosesLink(t *testing.T) {
 func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 	a, stopA := gossipingSupernode(t, -1)
 	b, _ := gossipingSupernode(t, -1, a)
-	eventually(t, 10*time.Second, "both supernodes to list each other", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "both supernodes to list each other", func() bool {
 		return len(memberIDs(a)) == 2 && len(memberIDs(b)) == 2
 	})
 	dataDir := filepath.Join(t.TempDir(), "data")
 	p := startPeer(t, a, "p", nil, func(c *peer.Config) { c.DataDir = dataDir })
 	cache := filepath.Join(dataDir, "supernodes.cache")
-	eventually(t, 10*time.Second, "the leaf to cache the member list", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "the leaf to cache the member list", func() bool {
 		got, err := os.ReadFile(cache)
 		return err == nil && strings.Contains(string(got), b.ID().String()+"@"+b.Addr().String())
 	})
@@ -199,7 +201,7 @@ func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 	}
 	stopA()
 	start := time.Now()
-	eventually(t, 15*time.Second, "the leaf to attach to the other supernode", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "the leaf to attach to the other supernode", func() bool {
 		st := p.Status().Supernode
 		return st.Connected && st.PeerID == b.ID().String()
 	})
@@ -211,7 +213,7 @@ func TestLeafUsesMemberListWhenItsSupernodeDies(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	eventually(t, 15*time.Second, "a new daemon to attach through the cached list", func() bool {
+	eventually(t, raceSlowdown*15*time.Second, "a new daemon to attach through the cached list", func() bool {
 		st := q.Status().Supernode
 		return st.Connected && st.PeerID == b.ID().String()
 	})

@@ -20,7 +20,7 @@ func TestLineOverlay(t *testing.T) {
 	a := startSupernode(t)
 	b := startSupernode(t, a)
 	c := startSupernode(t, b)
-	eventually(t, 10*time.Second, "supernode links", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "supernode links", func() bool {
 		return a.Router().Neighbours() == 1 && b.Router().Neighbours() == 2 && c.Router().Neighbours() == 1
 	})
 
@@ -49,7 +49,7 @@ func TestLineOverlay(t *testing.T) {
 	}
 	// Distinct content: everything is unique except the one file shared twice.
 	wantIndexed := map[*supernode.Server]int{a: 10*2 + 1 + 1, b: 10 * 2, c: 10*2 + 1 + 1}
-	eventually(t, 20*time.Second, "all peers published", func() bool {
+	eventually(t, raceSlowdown*20*time.Second, "all peers published", func() bool {
 		for s, n := range wantIndexed {
 			if s.Router().IndexedFiles() != n || s.Router().Leaves() != 10 {
 				return false
@@ -115,11 +115,11 @@ func TestSummariesPruneQueries(t *testing.T) {
 	pb := startPeer(t, b, "pb", map[string][]byte{"Middle Ground.mp3": randomBytes(2, 5000)})
 	pc := startPeer(t, c, "pc", map[string][]byte{"Quokka Lullaby.ogg": randomBytes(3, 5000)})
 	_ = pb
-	eventually(t, 10*time.Second, "overlay up", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "overlay up", func() bool {
 		return a.Router().IndexedFiles() == 1 && b.Router().IndexedFiles() == 1 && c.Router().IndexedFiles() == 1 &&
 			b.Router().Neighbours() == 2
 	})
-	eventually(t, 10*time.Second, "summaries to reach the ends", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "summaries to reach the ends", func() bool {
 		h1, _ := search(t, pc, "zebracorn")
 		h2, _ := search(t, pa, "quokka")
 		return len(h1) == 1 && len(h2) == 1
@@ -169,7 +169,7 @@ func TestCorruptSourceIsBanned(t *testing.T) {
 	startPeer(t, sn, "good", map[string][]byte{"Big Song.mp3": data})
 	bad := startPeer(t, sn, "bad", map[string][]byte{"Big Song.mp3": data})
 	getter := startPeer(t, sn, "getter", nil, func(c *peer.Config) { c.Pipeline = 2 })
-	eventually(t, 10*time.Second, "both sources published", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "both sources published", func() bool {
 		h, _ := search(t, getter, "big song")
 		return len(h) == 1 && len(h[0].Sources) == 2
 	})

@@ -97,7 +97,7 @@ func TestFinishedDownloadStopsServingWhenFileGoes(t *testing.T) {
 	if _, err := b.Get(ctx, id, outB, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b to show as a second source", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "b to show as a second source", func() bool {
 		hits, _ := search(t, c, "x")
 		return len(hits) == 1 && len(hits[0].Sources) == 2
 	})
@@ -113,7 +113,7 @@ func TestFinishedDownloadStopsServingWhenFileGoes(t *testing.T) {
 		t.Fatalf("file differs (%v)", err)
 	}
 	// b found out when c asked it, and withdrew the file from the index.
-	eventually(t, 10*time.Second, "b to withdraw the file it no longer has", func() bool {
+	eventually(t, raceSlowdown*10*time.Second, "b to withdraw the file it no longer has", func() bool {
 		hits, _ := search(t, a, "x")
 		if len(hits) != 1 {
 			return false

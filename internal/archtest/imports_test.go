@@ -1,0 +1,148 @@
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/supernet-p2p/supernet"
+
+// rule forbids an import (or anything under it) to the files it covers.
+type rule struct {
+	name      string
+	forbidden string
+	// applies says whether the rule covers a file, by its slash path from
+	// the module root.
+	applies func(file string) bool
+}
+
+func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+
+var rules = []rule{
+	{
+		// A leaf does not run supernode code: what the two share lives in
+		// protocol, index or transport.
+		name:      "peer does not import supernode",
+		forbidden: module + "/supernode",
+		applies:   func(f string) bool { return under(path.Dir(f), "peer") },
+	},
+	{
+		// QUIC is transport's business; the binaries may set it up, and
+		// the comparison's QUIC mode measures it bare.
+		name:      "only transport imports quic-go",
+		forbidden: "github.com/quic-go/quic-go",
+		applies: func(f string) bool {
+			d := path.Dir(f)
+			return !under(d, "transport") && !under(d, "cmd") && !strings.HasPrefix(f, "compare/quic")
+		},
+	},
+}
+
+// known are the violations the tree still has, as "file imports path". The
+// list may only shrink: an entry that no longer occurs fails the test, so it
+// is struck off when its violation goes (or renamed when its file moves).
+var known = []string{
+	"peer/inbox.go imports github.com/quic-go/quic-go",
+	"peer/lead.go imports github.com/supernet-p2p/supernet/supernode",
+	"peer/serve.go imports github.com/quic-go/quic-go",
+	"peer/session.go imports github.com/quic-go/quic-go",
+	"peer/udpblocked.go imports github.com/supernet-p2p/supernet/supernode",
+}
+
+// TestImportRules parses every non-test Go file of the module and checks
+// its imports against the rules. Test files may import what they need to
+// stand up the other side.
+func TestImportRules(t *testing.T) {
+	root := moduleRoot(t)
+	var found []string
+	files := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); p != root && (n == "testdata" || n == "vendor" || strings.HasPrefix(n, ".") || strings.HasPrefix(n, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, imp := range f.Imports {
+			ip, err := strconv.Unquote(imp.Path.Value)
+			if err != nil {
+				return err
+			}
+			for _, r := range rules {
+				if under(ip, r.forbidden) && r.applies(rel) {
+					found = append(found, rel+" imports "+ip)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 50 {
+		t.Fatalf("only %d Go files under %s: not the module's tree", files, root)
+	}
+	slices.Sort(found)
+	found = slices.Compact(found)
+	for _, v := range found {
+		if slices.Contains(known, v) {
+			t.Logf("known violation, still allowed: %s", v)
+			continue
+		}
+		t.Errorf("%s: breaks %q", v, ruleOf(v))
+	}
+	for _, v := range known {
+		if !slices.Contains(found, v) {
+			t.Errorf("%q is listed as a known violation but no longer occurs: strike it off the list", v)
+		}
+	}
+}
+
+func ruleOf(v string) string {
+	for _, r := range rules {
+		if under(v[strings.LastIndex(v, " ")+1:], r.forbidden) {
+			return r.name
+		}
+	}
+	return ""
+}
+
+// moduleRoot is the directory of the go.mod above the test's directory.
+func moduleRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module "+module+"\n") {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+	t.Fatal("no go.mod of " + module + " above the test")
+	return ""
+}

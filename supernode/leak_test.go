@@ -1,0 +1,115 @@
+package supernode
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/relay"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// TestCloseLeavesNoGoroutines: two linked supernodes, one with a relay, that
+// routed a search between their leaves and granted relay credentials over
+// TCP leave nothing running once closed, though their leaves' links are
+// still open.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	secret := []byte("a secret of at least sixteen bytes")
+	r, err := relay.New(relay.Config{Secret: secret, ListenUDP: "127.0.0.1:0", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(cfg Config) (*Server, chan error) {
+		cfg.Listen, cfg.DataDir, cfg.NetworkKey, cfg.Log = "127.0.0.1:0", t.TempDir(), testNetKey, log
+		cfg.TickInterval, cfg.Neighbours = 20*time.Millisecond, -1
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(context.Background()) }()
+		return s, done
+	}
+	a, aDone := serve(Config{RelaySecret: secret, Relay: r})
+	b, bDone := serve(Config{Join: []string{a.ID().String() + "@" + a.Addr().String()}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	leaf := func(sn *Server) (*transport.Node, *transport.Link) {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, _, err := n.Dial(ctx, sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleLeaf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, l
+	}
+	srcNode, src := leaf(a)
+	askNode, ask := leaf(b)
+	var cid protocol.ContentID
+	rand.Read(cid[:])
+	if err := src.Send(&protocol.Publish{Reset: true, Files: []protocol.FileRecord{{ID: cid, Name: "Leak Check.mp3", Size: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The hit comes once b has a's summary; until then each query ends empty.
+	found := false
+	for try := 0; !found; try++ {
+		if ctx.Err() != nil {
+			t.Fatalf("no hit through the other supernode after %d queries", try)
+		}
+		var q protocol.QueryID
+		rand.Read(q[:])
+		if err := ask.Send(&protocol.Query{ID: q, Text: "leak check", Hops: 2}); err != nil {
+			t.Fatal(err)
+		}
+		for done := false; !done; {
+			m, err := ask.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *protocol.Hits:
+				found = found || (m.ID == q && len(m.Hits) > 0 && m.Hits[0].ID == cid)
+			case *protocol.QueryDone:
+				done = m.ID == q
+			}
+		}
+	}
+	peer, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AskRelayTCP(ctx, peer, a.TCPAddr().String(), a.ID()); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, s := range []*Server{b, a} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, done := range []chan error{aDone, bDone} {
+		<-done
+	}
+	r.Close()
+	srcNode.Close()
+	askNode.Close()
+}
