@@ -18,6 +18,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -25,10 +27,11 @@ import (
 
 // Errors the CLI and tests match.
 var (
-	ErrNoSupernode    = errors.New("not attached to any supernode")
-	ErrNothingFound   = errors.New("no source found for that content")
-	ErrDaemonClosed   = errors.New("peer daemon closed")
-	ErrAlreadyRunning = errors.New("a peer daemon is already running for this data directory")
+	ErrNoSupernode    = apitype.ErrNoSupernode
+	ErrNothingFound   = apitype.ErrNothingFound
+	ErrDaemonClosed   = apitype.ErrDaemonClosed
+	ErrNoSuchUser     = apitype.ErrNoSuchUser
+	ErrAlreadyRunning = localapi.ErrAlreadyRunning
 )
 
 // Config configures a Daemon.
@@ -72,6 +75,9 @@ type Config struct {
 	// stops (default 10 min).
 	LeadListen   string
 	LeadStepDown time.Duration
+	// StartLead starts the supernode a promotion asks for; nil: this peer
+	// never leads.
+	StartLead func(LeadConfig) (LeadServer, error)
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -156,7 +162,7 @@ type Daemon struct {
 	fatal    error  // why the daemon stopped by itself; under mu
 
 	mu        sync.Mutex
-	downloads map[protocol.ContentID]*Progress
+	downloads map[protocol.ContentID]*apitype.Progress
 	transfers map[*transport.Link]struct{}
 	swarms    map[protocol.ContentID]*swarm
 	seeding   map[protocol.ContentID]seedRecord
@@ -169,7 +175,7 @@ type Daemon struct {
 	uploaded   atomic.Int64
 	downloaded atomic.Int64
 
-	ctl       *controlServer
+	ctl       *localapi.Server
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -190,7 +196,7 @@ func DefaultDataDir() string {
 }
 
 // SocketPath is the control socket of a data directory.
-func SocketPath(dataDir string) string { return filepath.Join(dataDir, "peer.sock") }
+func SocketPath(dataDir string) string { return localapi.SocketPath(dataDir) }
 
 // New loads the identity, opens the share (hashing what changed) and the socket.
 func New(cfg Config) (*Daemon, error) {
@@ -296,7 +302,7 @@ func New(cfg Config) (*Daemon, error) {
 		trust: tr,
 		cfg:   cfg, log: log, id: id,
 		srcs:      newSourceCache(4096),
-		downloads: make(map[protocol.ContentID]*Progress),
+		downloads: make(map[protocol.ContentID]*apitype.Progress),
 		transfers: make(map[*transport.Link]struct{}),
 		swarms:    make(map[protocol.ContentID]*swarm),
 		seeding:   make(map[protocol.ContentID]seedRecord),
@@ -307,7 +313,7 @@ func New(cfg Config) (*Daemon, error) {
 		bufs:      make(chan []byte, 64),
 	}
 	if cfg.ControlSocket != "-" {
-		ctl, err := listenControl(cfg.ControlSocket, d)
+		ctl, err := localapi.Listen(cfg.ControlSocket, backend{d})
 		if err != nil {
 			return nil, err
 		}
@@ -315,7 +321,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	fail := func(err error) (*Daemon, error) {
 		if d.ctl != nil {
-			d.ctl.close()
+			d.ctl.Close()
 		}
 		return nil, err
 	}
@@ -398,7 +404,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if d.ctl != nil {
 		d.wg.Add(1)
-		go func() { defer d.wg.Done(); d.ctl.serve() }()
+		go func() { defer d.wg.Done(); d.ctl.Serve() }()
 	}
 	if d.cfg.Username != "" {
 		d.wg.Add(1)
@@ -435,7 +441,7 @@ func (d *Daemon) Close() error {
 		}
 		d.startMu.Unlock()
 		if d.ctl != nil {
-			d.ctl.close()
+			d.ctl.Close()
 		}
 		d.mu.Lock()
 		for l := range d.transfers {

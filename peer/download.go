@@ -10,28 +10,9 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
-
-// Progress is the state of one download, sent to the CLI as it changes.
-type Progress struct {
-	ContentID string  `json:"content_id"`
-	Name      string  `json:"name,omitempty"`
-	Path      string  `json:"path,omitempty"`
-	State     string  `json:"state"` // locating, connecting, downloading, done, failed
-	Size      int64   `json:"size"`
-	Verified  int64   `json:"verified_bytes"`
-	Pieces    int     `json:"pieces"`
-	Have      int     `json:"pieces_verified"`
-	Resumed   int     `json:"pieces_resumed,omitempty"`
-	Sources   int     `json:"sources"`        // peers known to have some of it
-	Active    int     `json:"active_sources"` // peers exchanging it with us now
-	BadPieces int     `json:"bad_pieces,omitempty"`
-	Banned    int     `json:"banned_sources,omitempty"`
-	Rate      float64 `json:"rate_bytes_per_sec"`
-	Uploaded  int64   `json:"uploaded_bytes,omitempty"` // sent to other downloaders meanwhile
-	Error     string  `json:"error,omitempty"`
-}
 
 // seedRecord is a finished download this daemon keeps serving.
 type seedRecord struct {
@@ -75,7 +56,7 @@ func (d *Daemon) recycle(b []byte) {
 // called about five times a second and once at the end. While it runs the
 // daemon uploads the pieces it has to the other peers of the swarm, and after it
 // returns it keeps serving the file.
-func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(Progress)) (string, error) {
+func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error) {
 	d.wg.Add(1)
 	defer d.wg.Done()
 	if cid.IsZero() { // on the wire the zero ID means "no content ID"
@@ -85,9 +66,22 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 	if err != nil {
 		return "", err
 	}
-	var last Progress
-	report := func(p Progress) {
+	// The swarm refuses a second download of cid while this one runs; status
+	// lists this one's progress meanwhile.
+	d.mu.Lock()
+	d.downloads[cid] = &apitype.Progress{ContentID: cid.String(), State: "locating"}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.downloads, cid)
+		d.mu.Unlock()
+	}()
+	var last apitype.Progress
+	report := func(p apitype.Progress) {
 		last = p
+		d.mu.Lock()
+		d.downloads[cid] = &p
+		d.mu.Unlock()
 		if onProgress != nil {
 			onProgress(p)
 		}
@@ -144,7 +138,7 @@ func (d *Daemon) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 	return sw, nil
 }
 
-func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, error) {
+func (sw *swarm) download(ctx context.Context, report func(apitype.Progress)) (string, error) {
 	d := sw.d
 	stop := context.AfterFunc(ctx, func() { sw.abort(context.Cause(ctx)) })
 	defer stop()

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
@@ -62,7 +60,7 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 	}()
 	slots := make(chan struct{}, maxServedStreams)
 	for {
-		s, err := l.Conn().AcceptStream(d.ctx)
+		s, err := l.AcceptStream(d.ctx)
 		if err != nil {
 			return
 		}
@@ -84,14 +82,14 @@ func (d *Daemon) serveTransfer(l *transport.Link) {
 }
 
 // refuseStream answers a stream with an Error and resets it, reading none of it.
-func refuseStream(s *quic.Stream, err error) {
+func refuseStream(s transport.LinkStream, err error) {
 	s.CancelRead(1)
 	s.SetWriteDeadline(time.Now().Add(time.Second))
 	protocol.WriteMessage(s, protocol.ErrorMessage(err))
 	s.Close()
 }
 
-func (d *Daemon) serveStream(l *transport.Link, s *quic.Stream) error {
+func (d *Daemon) serveStream(l *transport.Link, s transport.LinkStream) error {
 	defer s.Close()
 	fr := transport.NewFrameReader(s, 16<<10, d.node.FrameTimeouts())
 	fr.ExpectFirst()
@@ -141,7 +139,7 @@ const prefetch = 4
 
 // serveBlocks answers block requests: one goroutine reads requests and the file,
 // the caller's goroutine writes frames to the stream.
-func (d *Daemon) serveBlocks(s *quic.Stream, fr *transport.FrameReader, id protocol.ContentID, f content.File) error {
+func (d *Daemon) serveBlocks(s transport.LinkStream, fr *transport.FrameReader, id protocol.ContentID, f content.File) error {
 	ready := make(chan servedBlock, prefetch)
 	free := make(chan []byte, prefetch+1)
 	for i := 0; i < prefetch+1; i++ {
@@ -180,7 +178,7 @@ func (d *Daemon) serveBlocks(s *quic.Stream, fr *transport.FrameReader, id proto
 	return err
 }
 
-func (d *Daemon) readBlocks(s *quic.Stream, fr *transport.FrameReader, id protocol.ContentID, f content.File, ready chan<- servedBlock, free chan []byte, stop <-chan struct{}) error {
+func (d *Daemon) readBlocks(s transport.LinkStream, fr *transport.FrameReader, id protocol.ContentID, f content.File, ready chan<- servedBlock, free chan []byte, stop <-chan struct{}) error {
 	rbuf := make([]byte, 256)
 	for {
 		m, err := fr.ReadMessage(rbuf)

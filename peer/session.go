@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
@@ -20,7 +18,7 @@ import (
 type session struct {
 	sw       *swarm
 	peer     protocol.PeerID
-	st       *quic.Stream
+	st       transport.LinkStream
 	fr       *transport.FrameReader
 	outgoing bool
 	src      protocol.Source // how to reach the peer, for peer exchange
@@ -55,7 +53,7 @@ type session struct {
 	done           chan struct{}
 }
 
-func newSession(sw *swarm, peer protocol.PeerID, st *quic.Stream, fr *transport.FrameReader, outgoing bool) *session {
+func newSession(sw *swarm, peer protocol.PeerID, st transport.LinkStream, fr *transport.FrameReader, outgoing bool) *session {
 	return &session{sw: sw, peer: peer, st: st, fr: fr, outgoing: outgoing,
 		notify: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -85,7 +83,7 @@ func (s *session) closeLocked(err error) {
 	if s.sw.d != nil {
 		s.sw.d.upTurns.done(s)
 	}
-	code := quic.StreamErrorCode(0)
+	code := uint64(0)
 	if err != nil {
 		code = 1
 	}
@@ -489,7 +487,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	if pl.link.Version < protocol.VersionSwarm {
 		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.link.Version, protocol.VersionSwarm)
 	}
-	st, err := pl.link.Conn().OpenStreamSync(sw.ctx)
+	st, err := pl.link.OpenStream(sw.ctx)
 	if err != nil {
 		return false, err
 	}
@@ -590,7 +588,7 @@ func (sw *swarm) takeMeta(from protocol.PeerID, m protocol.Message) error {
 }
 
 // serveJoin answers a peer's Join: the metadata, then a session like ours.
-func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, fr *transport.FrameReader, j *protocol.Join) error {
+func (d *Daemon) serveJoin(l *transport.Link, st transport.LinkStream, fr *transport.FrameReader, j *protocol.Join) error {
 	sw := d.swarmFor(j.ID)
 	if sw == nil {
 		protocol.WriteMessage(st, &protocol.Error{Code: protocol.StatusNotFound, Message: "not shared here: " + j.ID.Short()})

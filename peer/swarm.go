@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -118,7 +119,7 @@ type swarm struct {
 	lastOptim  time.Time
 	pexSeq     uint64 // sessions added so far
 
-	prog      Progress
+	prog      apitype.Progress
 	verified  int64 // bytes verified during this run, for the rate
 	published bool
 }
@@ -148,7 +149,7 @@ func (d *Daemon) newSwarm(id protocol.ContentID) *swarm {
 		fail:       make(chan struct{}),
 		rechoke:    make(chan struct{}, 1),
 		lastChange: time.Now(),
-		prog:       Progress{ContentID: id.String(), State: "locating"},
+		prog:       apitype.Progress{ContentID: id.String(), State: "locating"},
 	}
 }
 
@@ -1128,32 +1129,18 @@ func (sw *swarm) onSentLocked(s *session, n int) {
 	sw.prog.Uploaded += int64(n)
 }
 
-// SwarmStatus is one file this peer exchanges with others, as status lists it.
-type SwarmStatus struct {
-	ContentID string `json:"content_id"`
-	Name      string `json:"name,omitempty"`
-	// Role is "downloading", "seeding" (a finished download) or "first source"
-	// (a file of the share folder).
-	Role     string `json:"role"`
-	Pieces   int    `json:"pieces"`
-	Have     int    `json:"pieces_verified"`
-	Peers    int    `json:"peers"`
-	Unchoked int    `json:"unchoked"` // peers we upload to now
-	Uploaded int64  `json:"uploaded_bytes"`
-}
-
 // swarmStatus lists the swarms that have peers or are downloading.
-func (d *Daemon) swarmStatus() []SwarmStatus {
+func (d *Daemon) swarmStatus() []apitype.SwarmStatus {
 	d.mu.Lock()
 	swarms := make([]*swarm, 0, len(d.swarms))
 	for _, sw := range d.swarms {
 		swarms = append(swarms, sw)
 	}
 	d.mu.Unlock()
-	var out []SwarmStatus
+	var out []apitype.SwarmStatus
 	for _, sw := range swarms {
 		sw.mu.Lock()
-		st := SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
+		st := apitype.SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
 			Peers: len(sw.sessions), Uploaded: sw.prog.Uploaded}
 		for _, s := range sw.sessions {
 			if !s.amChoking {
@@ -1174,6 +1161,6 @@ func (d *Daemon) swarmStatus() []SwarmStatus {
 			out = append(out, st)
 		}
 	}
-	slices.SortFunc(out, func(a, b SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b apitype.SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 )
@@ -64,7 +65,7 @@ func upCmd(g *globals) *cobra.Command {
 			d, err := peer.New(peer.Config{
 				DataDir: g.dataDir, ShareDir: share, Name: name, Username: user, Supernodes: sns, Attach: attach, Network: network,
 				InboxDir: inboxDir, InboxPolicy: inboxFrom, AcceptFrom: accept, NoLead: noLead,
-				LeadAfter: leadAfter, LeadListen: leadListen, LeadStepDown: leadStepDown,
+				LeadAfter: leadAfter, LeadListen: leadListen, LeadStepDown: leadStepDown, StartLead: peerlead.Start,
 				Listen: listen, RescanInterval: rescan, Log: log,
 				UpgradeInterval: upgrade, PunchTimeout: punch,
 				UploadRate: int64(upRate * 1e6), DownloadRate: int64(downRate * 1e6),
