@@ -14,7 +14,7 @@ func (d *Daemon) Status() apitype.Status {
 		PeerID: d.ID().String(), Name: d.cfg.Name, DataDir: d.cfg.DataDir, ShareDir: d.cfg.ShareDir,
 		LocalAddr: d.Addr().String(), Supernode: d.attach.snapshot(), Supernodes: d.attach.all(), User: d.user.snapshot(),
 		Lead:     d.leadStatus(time.Now()),
-		Uploaded: d.uploaded.Load(), Downloaded: d.downloaded.Load(),
+		Uploaded: d.swarms.Uploaded(), Downloaded: d.swarms.Downloaded(),
 	}
 	if d.share != nil {
 		for _, f := range d.share.Files() {
@@ -27,12 +27,8 @@ func (d *Daemon) Status() apitype.Status {
 			st.SharedSize += f.Meta.Size
 		}
 	}
-	d.mu.Lock()
-	for _, p := range d.downloads {
-		st.Downloads = append(st.Downloads, *p)
-	}
-	d.mu.Unlock()
-	st.Swarms = d.swarmStatus()
+	st.Downloads = d.swarms.Downloads()
+	st.Swarms = d.swarms.Status()
 	st.Links = d.conns.Links()
 	st.Attempts = d.conns.Attempts()
 	return st
@@ -58,4 +54,13 @@ func (b backend) Inbox() (apitype.InboxList, error) {
 
 func (b backend) Search(ctx context.Context, text string, cid protocol.ContentID, limit int, onHits func([]protocol.Hit)) (apitype.SearchResult, error) {
 	return b.Daemon.Search(ctx, text, cid, limit, onHits)
+}
+
+// Get downloads a content ID to out (a file path, an existing directory, or ""
+// for the current directory) and returns the final path. onProgress, if set, is
+// called about five times a second and once at the end. While it runs the
+// daemon uploads the pieces it has to the other peers of the swarm, and after it
+// returns it keeps serving the file.
+func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error) {
+	return d.swarms.Get(ctx, cid, out, onProgress)
 }

@@ -703,7 +703,7 @@ func (a *attachment) republish() {
 			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
 		}
 	}
-	recs = append(recs, d.swarmFiles()...)
+	recs = append(recs, d.swarms.Files()...)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.slots {

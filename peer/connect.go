@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -666,4 +667,23 @@ func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
 			return
 		}
 	}
+}
+
+// lease is a link held by a swarm session.
+type lease struct {
+	c  *connector
+	pl *peerLink
+}
+
+func (l lease) Link() *transport.Link   { return l.pl.link }
+func (l lease) Better() <-chan struct{} { return l.pl.better }
+func (l lease) Release()                { l.c.release(l.pl) }
+
+// lease is acquire for the swarms.
+func (c *connector) lease(ctx context.Context, src protocol.Source) (swarm.Lease, error) {
+	pl, err := c.acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return lease{c, pl}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
+	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -161,19 +162,10 @@ type Daemon struct {
 	relayTCP string // the relay's TURN/TCP address, with onRelay
 	fatal    error  // why the daemon stopped by itself; under mu
 
+	swarms *swarm.Swarms
+
 	mu        sync.Mutex
-	downloads map[protocol.ContentID]*apitype.Progress
 	transfers map[*transport.Link]struct{}
-	swarms    map[protocol.ContentID]*swarm
-	seeding   map[protocol.ContentID]seedRecord
-	seedFiles map[string]*os.File
-
-	upLimit, downLimit limiter
-	upTurns            *uploadTurns
-	bufs               chan []byte // piece buffers, recycled once a piece is written
-
-	uploaded   atomic.Int64
-	downloaded atomic.Int64
 
 	ctl       *localapi.Server
 	ctx       context.Context
@@ -302,15 +294,7 @@ func New(cfg Config) (*Daemon, error) {
 		trust: tr,
 		cfg:   cfg, log: log, id: id,
 		srcs:      newSourceCache(4096),
-		downloads: make(map[protocol.ContentID]*apitype.Progress),
 		transfers: make(map[*transport.Link]struct{}),
-		swarms:    make(map[protocol.ContentID]*swarm),
-		seeding:   make(map[protocol.ContentID]seedRecord),
-		seedFiles: make(map[string]*os.File),
-		upLimit:   newLimiter(cfg.UploadRate),
-		upTurns:   newUploadTurns(cfg.UploadRate),
-		downLimit: newLimiter(cfg.DownloadRate),
-		bufs:      make(chan []byte, 64),
 	}
 	if cfg.ControlSocket != "-" {
 		ctl, err := localapi.Listen(cfg.ControlSocket, backend{d})
@@ -363,6 +347,15 @@ func New(cfg Config) (*Daemon, error) {
 	d.inbox = newInbox(d)
 	d.started = time.Now()
 	d.conns = newConnector(d)
+	d.swarms = swarm.New(d.ctx, &d.wg, swarm.Config{
+		Self: id.ID, Log: log, Share: d.share,
+		Pipeline: cfg.Pipeline, MaxSwarmPeers: cfg.MaxSwarmPeers, UnchokeSlots: cfg.UnchokeSlots, OptimisticSlots: cfg.OptimisticSlots,
+		UnchokeInterval: cfg.UnchokeInterval, OptimisticInterval: cfg.OptimisticInterval,
+		TrackerInterval: cfg.TrackerInterval, StallTimeout: cfg.StallTimeout, ProgressInterval: cfg.ProgressInterval,
+		UploadRate: cfg.UploadRate, DownloadRate: cfg.DownloadRate,
+		FrameTimeouts: node.FrameTimeouts(),
+		Dial:          d.conns.lease, Reach: d.attach.self, Locate: d.locate, Republish: d.attach.republish,
+	})
 	return d, nil
 }
 
@@ -462,18 +455,9 @@ func (d *Daemon) Close() error {
 		}
 	})
 	d.wg.Wait()
-	d.mu.Lock()
-	for _, sw := range d.swarms {
-		sw.ioMu.Lock()
-		if sw.part != nil {
-			sw.part.Close()
-		}
-		sw.ioMu.Unlock()
+	if d.swarms != nil {
+		d.swarms.Close()
 	}
-	for _, f := range d.seedFiles {
-		f.Close()
-	}
-	d.mu.Unlock()
 	if d.share != nil {
 		d.share.Close()
 	}
@@ -499,7 +483,7 @@ func (d *Daemon) rescanLoop() {
 // Rescan rescans the share folder and the finished downloads still served,
 // and republishes what changed.
 func (d *Daemon) Rescan(ctx context.Context) error {
-	if d.pruneSeeding() {
+	if d.swarms.Prune() {
 		d.attach.republish()
 	}
 	if d.share == nil {

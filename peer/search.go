@@ -414,3 +414,11 @@ func (d *Daemon) deliver(h []protocol.Hit, onHits func([]protocol.Hit)) {
 		onHits(h)
 	}
 }
+
+// locate asks the overlay for the sources of id and returns what is known of
+// it now, from this lookup and earlier searches; ok is false when nothing is.
+func (d *Daemon) locate(ctx context.Context, id protocol.ContentID) (protocol.Hit, bool, error) {
+	_, err := d.Search(ctx, "", id, 0, nil)
+	hit, ok := d.srcs.get(id)
+	return hit, ok, err
+}
