@@ -15,7 +15,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
@@ -120,7 +122,8 @@ func startPeer(t testing.TB, sn *supernode.Server, name string, files map[string
 		Conn:       peerConn(t), ControlSocket: "-", Log: testLog(t), Network: testNetwork,
 		// One attachment, so a test's topology is the one it built; the
 		// failover tests ask for more.
-		Attach: 1,
+		Attach:    1,
+		StartLead: peerlead.Start,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -174,7 +177,7 @@ func findOne(t testing.TB, d *peer.Daemon, q string, within time.Duration) proto
 }
 
 // search runs a query from d and returns the hits grouped by content ID.
-func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, peer.SearchResult) {
+func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, apitype.SearchResult) {
 	t.Helper()
 	var hits []protocol.Hit
 	res, err := d.Search(context.Background(), q, protocol.ContentID{}, 0, func(h []protocol.Hit) { hits = append(hits, h...) })

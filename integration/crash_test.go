@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 )
 
 // crashLab sizes: six supernodes, 24 peers attached to three each, and a
@@ -157,7 +158,7 @@ func pct(d []time.Duration, p float64) time.Duration {
 // crashPeer is one `peer up` of a round.
 type crashPeer struct {
 	d      daemon
-	c      *peer.Client
+	c      *localapi.Client
 	id     string
 	file   string // the one file it shares
 	orphan bool
@@ -190,9 +191,9 @@ func crashRound(t *testing.T, seed uint64) crashSample {
 		// Each peer on a loopback address of its own, as on its own host;
 		// each knows one supernode, and the member list gives it the rest.
 		d := l.daemon(name, share, targets[i%crashSupernodes], "--listen", fmt.Sprintf("127.3.%d.%d:0", seed%250, i+1))
-		peers[i] = &crashPeer{d: d, c: peer.NewClient(d.dataDir), file: file}
+		peers[i] = &crashPeer{d: d, c: localapi.NewClient(d.dataDir), file: file}
 	}
-	status := func(p *crashPeer) (peer.Status, error) {
+	status := func(p *crashPeer) (apitype.Status, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return p.c.Status(ctx)
@@ -214,8 +215,8 @@ func crashRound(t *testing.T, seed uint64) crashSample {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		start := time.Now()
-		var hits []peer.HitJSON
-		res, err := from.c.Search(ctx, peer.SearchRequest{Query: strings.TrimSuffix(holder.file, ".mp3")}, func(h []peer.HitJSON) {
+		var hits []apitype.HitJSON
+		res, err := from.c.Search(ctx, apitype.SearchRequest{Query: strings.TrimSuffix(holder.file, ".mp3")}, func(h []apitype.HitJSON) {
 			hits = append(hits, h...)
 		})
 		s := crashSearch{took: time.Since(start), partial: res.Partial, queries: res.Queries}

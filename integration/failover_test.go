@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -70,7 +71,7 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 	})
 	type result struct {
 		hits []protocol.Hit
-		res  peer.SearchResult
+		res  apitype.SearchResult
 		err  error
 		took time.Duration
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -95,7 +96,7 @@ func TestDownloadResumes(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "mix.flac")
 	ctx, cancel := context.WithCancel(context.Background())
 	var stoppedAt int
-	_, err := getter.Get(ctx, id, out, func(p peer.Progress) {
+	_, err := getter.Get(ctx, id, out, func(p apitype.Progress) {
 		if p.Pieces > 0 && p.Have >= p.Pieces/4 && stoppedAt == 0 {
 			stoppedAt = p.Have
 			cancel()
@@ -108,8 +109,8 @@ func TestDownloadResumes(t *testing.T) {
 	if _, err := os.Stat(out + ".part"); err != nil {
 		t.Fatalf("no partial file after the stop: %v", err)
 	}
-	var last peer.Progress
-	if _, err := getter.Get(context.Background(), id, out, func(p peer.Progress) { last = p }); err != nil {
+	var last apitype.Progress
+	if _, err := getter.Get(context.Background(), id, out, func(p apitype.Progress) { last = p }); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
 	got, err := os.ReadFile(out)

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/index/indextest"
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -364,12 +365,12 @@ func TestHostileClaimedAddresses(t *testing.T) {
 		l.Send(&protocol.Publish{Files: []protocol.FileRecord{{ID: protocol.ContentID{0x42}, Name: "claimed addresses file.mp3", Size: 1}}})
 		<-ctx.Done()
 	})
-	var sources []peer.SourceJSON
+	var sources []apitype.SourceJSON
 	pollUntil(t, 10*time.Second, "the claimer's file found", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		sources = nil
-		peer.NewClient(a.asker.dataDir).Search(ctx, peer.SearchRequest{Query: "claimed addresses"}, func(h []peer.HitJSON) {
+		localapi.NewClient(a.asker.dataDir).Search(ctx, apitype.SearchRequest{Query: "claimed addresses"}, func(h []apitype.HitJSON) {
 			for _, x := range h {
 				sources = append(sources, x.Sources...)
 			}
@@ -432,7 +433,7 @@ func TestHostileForgedHits(t *testing.T) {
 	}
 	forgedSeen := 0
 	for _, hits := range a.searches.hits {
-		var best peer.HitJSON
+		var best apitype.HitJSON
 		for _, h := range hits {
 			if strings.Contains(h.Name, "different") {
 				t.Fatalf("a hit that does not match the query reached the asker: %+v", h)

@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -97,17 +98,17 @@ func newArena(t *testing.T) *arena {
 
 // search runs an honest search from the asker and returns the files found
 // and how long it took.
-func (a *arena) search() ([]peer.HitJSON, time.Duration, error) {
+func (a *arena) search() ([]apitype.HitJSON, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	start := time.Now()
-	var hits []peer.HitJSON
-	_, err := peer.NewClient(a.asker.dataDir).Search(ctx, peer.SearchRequest{Query: "hostile test"}, func(h []peer.HitJSON) { hits = append(hits, h...) })
+	var hits []apitype.HitJSON
+	_, err := localapi.NewClient(a.asker.dataDir).Search(ctx, apitype.SearchRequest{Query: "hostile test"}, func(h []apitype.HitJSON) { hits = append(hits, h...) })
 	return hits, time.Since(start), err
 }
 
 // foundBoth reports whether hits hold the two honest files.
-func foundBoth(hits []peer.HitJSON) bool {
+func foundBoth(hits []apitype.HitJSON) bool {
 	one, two := false, false
 	for _, h := range hits {
 		one = one || h.Name == "hostile test one.mp3"
@@ -126,7 +127,7 @@ func (a *arena) attackerAddr() string {
 type searchStats struct {
 	took  []time.Duration
 	found []bool
-	hits  [][]peer.HitJSON
+	hits  [][]apitype.HitJSON
 	errs  []error
 }
 
@@ -283,10 +284,10 @@ func (a *arena) attackerNodeWith(ip string, id *protocol.Identity) (*transport.N
 }
 
 // status is a daemon's status, from its control socket.
-func (a *arena) status(d daemon) peer.Status {
+func (a *arena) status(d daemon) apitype.Status {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := peer.NewClient(d.dataDir).Status(ctx)
+	st, err := localapi.NewClient(d.dataDir).Status(ctx)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
@@ -190,9 +191,9 @@ func TestCorruptSourceIsBanned(t *testing.T) {
 	if err := os.Chtimes(f.Path, st.ModTime(), st.ModTime()); err != nil {
 		t.Fatal(err)
 	}
-	var last peer.Progress
+	var last apitype.Progress
 	out := filepath.Join(t.TempDir(), "big.mp3")
-	_, err = getter.Get(context.Background(), f.ID, out, func(p peer.Progress) { last = p })
+	_, err = getter.Get(context.Background(), f.ID, out, func(p apitype.Progress) { last = p })
 	if err != nil {
 		t.Fatalf("get: %v", err)
 	}

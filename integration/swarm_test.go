@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -49,10 +50,10 @@ func TestSwarmEightDownloaders(t *testing.T) {
 	dir := t.TempDir()
 	var wg sync.WaitGroup
 	errs := make([]error, len(getters))
-	last := make([]peer.Progress, len(getters))
+	last := make([]apitype.Progress, len(getters))
 	for i, g := range getters {
 		wg.Go(func() {
-			_, errs[i] = g.Get(ctx, id, filepath.Join(dir, fmt.Sprint(i)), func(p peer.Progress) { last[i] = p })
+			_, errs[i] = g.Get(ctx, id, filepath.Join(dir, fmt.Sprint(i)), func(p apitype.Progress) { last[i] = p })
 		})
 	}
 	wg.Wait()

@@ -11,29 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// SupernodeStatus describes the attachment.
-type SupernodeStatus struct {
-	Addr      string    `json:"addr"`
-	PeerID    string    `json:"peer_id,omitempty"`
-	Connected bool      `json:"connected"`
-	Since     time.Time `json:"since,omitempty"`
-	Observed  string    `json:"observed_addr,omitempty"`
-	Reflexive string    `json:"reflexive_addr,omitempty"`
-	// Mapping is what two STUN answers showed of our NAT; NAT is what the
-	// supernode established, with Public set when its dial back reached us.
-	Mapping   string `json:"mapping,omitempty"`
-	NAT       string `json:"nat,omitempty"`
-	Public    bool   `json:"public"`
-	Relay     string `json:"relay,omitempty"` // the relay we live on, when UDP is blocked
-	LastError string `json:"last_error,omitempty"`
-	// Listed is how many supernodes the member list (or its cache) names,
-	// ours included: where we attach when the configured ones are gone.
-	Listed int `json:"supernodes_listed"`
-}
 
 // attachment keeps the peer attached to up to Config.Attach supernodes at once,
 // each in its own slot: a slot whose supernode dies attaches to another from the
@@ -49,7 +30,7 @@ type attachment struct {
 	aliases  map[string]protocol.PeerID // the supernode each address led to
 	searches map[protocol.QueryID]leg   // every query in flight, by its ID
 	attached chan struct{}              // closed while some slot is attached; replaced when none is
-	lastErr  SupernodeStatus
+	lastErr  apitype.SupernodeStatus
 	listed   []listedSN // supernodes from the member list (and its cache)
 	// prefer is where a supernode redirected us, tried first until preferUntil.
 	prefer      string
@@ -73,7 +54,7 @@ type attachment struct {
 // slot is one of the peer's supernode attachments.
 type slot struct {
 	link      *transport.Link
-	status    SupernodeStatus
+	status    apitype.SupernodeStatus
 	published map[protocol.ContentID]bool
 	nat       protocol.NATType
 	// rx is the count of packets received on the link when heard was last
@@ -114,7 +95,7 @@ func (a *attachment) primaryLocked() *slot {
 }
 
 // snapshot is the primary attachment's status, or the last failure.
-func (a *attachment) snapshot() SupernodeStatus {
+func (a *attachment) snapshot() apitype.SupernodeStatus {
 	a.mu.Lock()
 	st := a.lastErr
 	if p := a.primaryLocked(); p != nil {
@@ -144,10 +125,10 @@ func (a *attachment) attachedLocked() []*slot {
 }
 
 // all are the statuses of the attached slots, primary first.
-func (a *attachment) all() []SupernodeStatus {
+func (a *attachment) all() []apitype.SupernodeStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var out []SupernodeStatus
+	var out []apitype.SupernodeStatus
 	for _, s := range a.attachedLocked() {
 		out = append(out, s.status)
 	}
@@ -298,7 +279,7 @@ func (a *attachment) runSlot(s *slot) {
 				return
 			}
 			a.mu.Lock()
-			a.lastErr = SupernodeStatus{Addr: strings.Join(tried, ", "), LastError: err.Error()}
+			a.lastErr = apitype.SupernodeStatus{Addr: strings.Join(tried, ", "), LastError: err.Error()}
 			a.mu.Unlock()
 			d.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
 			select {
@@ -495,9 +476,9 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	first := a.primaryLocked() == nil
 	s.link = l
 	s.nat = protocol.NATUnknown
-	s.status = SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
+	s.status = apitype.SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
 	s.published = make(map[protocol.ContentID]bool)
-	s.rx, s.heard, s.pongs = l.Conn().ConnectionStats().PacketsReceived, time.Now(), [pongHistory]pongAt{}
+	s.rx, s.heard, s.pongs = l.PacketsReceived(), time.Now(), [pongHistory]pongAt{}
 	s.srtt, s.rttvar = 0, 0
 	if first {
 		close(a.attached)
@@ -720,7 +701,7 @@ func (a *attachment) republish() {
 			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
 		}
 	}
-	recs = append(recs, d.swarmFiles()...)
+	recs = append(recs, d.swarms.Files()...)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.slots {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -24,25 +26,8 @@ import (
 // when a later punch works; users of the old link are told, finish what they
 // have in flight, and move.
 
-// Path names how a link runs.
-const (
-	PathDirect  = "direct"
-	PathRelayed = "relayed"
-)
-
 // ErrConnect wraps every failure to reach a peer.
 var ErrConnect = errors.New("cannot connect to peer")
-
-// Attempt is one connection setup, as `peer status` shows it.
-type Attempt struct {
-	Peer    string        `json:"peer_id"`
-	Plan    string        `json:"plan"`
-	Path    string        `json:"path,omitempty"`
-	Took    time.Duration `json:"took_ns"`
-	Upgrade bool          `json:"upgrade,omitempty"`
-	Err     string        `json:"error,omitempty"`
-	At      time.Time     `json:"at"`
-}
 
 // maxAttempts bounds the attempts kept for status.
 const maxAttempts = 64
@@ -59,7 +44,7 @@ type peerLink struct {
 	dialed bool // we dialled the QUIC connection (the other side accepted it)
 	idle   *time.Timer
 	since  time.Time
-	setup  Attempt // how we set it up; zero for a link the peer made
+	setup  apitype.Attempt // how we set it up; zero for a link the peer made
 }
 
 type connector struct {
@@ -70,7 +55,7 @@ type connector struct {
 	waits    map[protocol.PeerID][]chan *transport.Link // incoming links awaited
 	setups   map[uint64]chan *protocol.Signal           // our requests, by setup ID
 	inflight map[protocol.PeerID]chan struct{}          // setups in progress, one per peer
-	attempts []Attempt
+	attempts []apitype.Attempt
 }
 
 func newConnector(d *Daemon) *connector {
@@ -84,13 +69,13 @@ func newConnector(d *Daemon) *connector {
 }
 
 // Attempts returns the recent connection setups, oldest first.
-func (c *connector) Attempts() []Attempt {
+func (c *connector) Attempts() []apitype.Attempt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]Attempt(nil), c.attempts...)
+	return append([]apitype.Attempt(nil), c.attempts...)
 }
 
-func (c *connector) record(a Attempt) {
+func (c *connector) record(a apitype.Attempt) {
 	c.mu.Lock()
 	c.attempts = append(c.attempts, a)
 	if len(c.attempts) > maxAttempts {
@@ -105,29 +90,19 @@ func (c *connector) record(a Attempt) {
 		Dur("took", a.Took).Msg("connection attempt")
 }
 
-// LinkStatus is one open link to another peer, as `peer status` shows it.
-type LinkStatus struct {
-	Peer   string    `json:"peer_id"`
-	Path   string    `json:"path"`
-	Plan   string    `json:"plan,omitempty"`
-	Remote string    `json:"remote_addr"`
-	Users  int       `json:"users"`
-	Since  time.Time `json:"since"`
-}
-
 // Links returns the open links to other peers.
-func (c *connector) Links() []LinkStatus {
+func (c *connector) Links() []apitype.LinkStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]LinkStatus, 0, len(c.links))
+	out := make([]apitype.LinkStatus, 0, len(c.links))
 	for p, pl := range c.links {
-		ls := LinkStatus{Peer: p.String(), Path: pl.path, Remote: pl.link.RemoteAddr().String(), Users: pl.users, Since: pl.since}
+		ls := apitype.LinkStatus{Peer: p.String(), Path: pl.path, Remote: pl.link.RemoteAddr().String(), Users: pl.users, Since: pl.since}
 		if pl.plan != 0 {
 			ls.Plan = pl.plan.String()
 		}
 		out = append(out, ls)
 	}
-	slices.SortFunc(out, func(a, b LinkStatus) int { return a.Since.Compare(b.Since) })
+	slices.SortFunc(out, func(a, b apitype.LinkStatus) int { return a.Since.Compare(b.Since) })
 	return out
 }
 
@@ -233,7 +208,7 @@ func (c *connector) register(l *transport.Link, path string, plan protocol.Plan,
 	case old == nil:
 	case old.link == l:
 		return old
-	case old.path == PathRelayed && path == PathDirect:
+	case old.path == apitype.PathRelayed && path == apitype.PathDirect:
 		close(old.better)
 		if old.users == 0 && dialed {
 			old.link.Close(nil)
@@ -315,11 +290,11 @@ func (c *connector) awaitIncoming(ctx context.Context, p protocol.PeerID, since 
 
 // Connect sets up (or reuses) a link to peer and reports how. sn is the peer's
 // supernode, if known; without it the request is flooded among supernodes.
-func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (Attempt, error) {
+func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error) {
 	start := time.Now()
 	pl, err := d.conns.acquire(ctx, protocol.Source{Peer: peer, SN: sn})
 	if err != nil {
-		return Attempt{}, err
+		return apitype.Attempt{}, err
 	}
 	defer d.conns.release(pl)
 	d.conns.mu.Lock()
@@ -328,14 +303,14 @@ func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol
 	if !att.At.Before(start) {
 		return att, nil
 	}
-	return Attempt{Peer: peer.String(), Path: pl.path, Plan: "reuse", At: start}, nil
+	return apitype.Attempt{Peer: peer.String(), Path: pl.path, Plan: "reuse", At: start}, nil
 }
 
 // setup gets a new link to src through the supernodes (or a plain dial where
 // no signalling is possible) and records the attempt.
 func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool) (*peerLink, error) {
 	start := time.Now()
-	att := Attempt{Peer: src.Peer.String(), Upgrade: upgrade, At: start}
+	att := apitype.Attempt{Peer: src.Peer.String(), Upgrade: upgrade, At: start}
 	l, path, plan, err := c.establish(ctx, src, upgrade)
 	att.Took = time.Since(start)
 	att.Plan = plan.String()
@@ -347,7 +322,7 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		c.record(att)
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
-	if path == PathDirect {
+	if path == apitype.PathDirect {
 		path = c.d.pathOf(l) // relayed after all when we live on a relay
 	}
 	att.Path = path
@@ -365,7 +340,7 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		pl.setup = att
 		c.mu.Unlock()
 	}
-	if !upgrade && pl.path == PathRelayed && plan == protocol.PlanPunch {
+	if !upgrade && pl.path == apitype.PathRelayed && plan == protocol.PlanPunch {
 		c.d.wg.Add(1)
 		go c.upgradeLoop(pl, src)
 	}
@@ -379,7 +354,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	if sl == nil || !protocol.Supports(sl.Version, protocol.TypeSignal) || (src.SN == nil && len(src.Addrs) > 0) {
 		// No signalling (or a source from a supernode that predates it): dial.
 		l, err := d.dialAny(ctx, src.Peer, src.Addrs)
-		return l, PathDirect, 0, err
+		return l, apitype.PathDirect, 0, err
 	}
 	var toSN protocol.PeerID // zero: the supernodes flood the request
 	if src.SN != nil {
@@ -417,7 +392,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	switch plan {
 	case protocol.PlanDirect:
 		l, err := d.dialAny(ctx, src.Peer, ans.Addrs)
-		return l, PathDirect, plan, err
+		return l, apitype.PathDirect, plan, err
 	case protocol.PlanReverse:
 		if d.onRelay != nil {
 			// We live on a relay: let the peer in.
@@ -439,7 +414,7 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		if err == nil {
 			l, _, err := d.node.DialAddr(ctx, addr, src.Peer, &protocol.Hello{Role: protocol.RoleTransfer})
 			if err == nil {
-				return l, PathDirect, plan, nil
+				return l, apitype.PathDirect, plan, nil
 			}
 			d.log.Debug().Err(err).Msg("dial after punch failed")
 		}
@@ -458,16 +433,16 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		return nil, "", plan, fmt.Errorf("waiting for the relayed address: %w", err)
 	}
 	l, err := d.dialAny(ctx, src.Peer, rel.Addrs)
-	return l, PathRelayed, plan, err
+	return l, apitype.PathRelayed, plan, err
 }
 
 // pathOf says how l runs: relayed when it came in on a relay allocation, or
 // when this peer lives on one because its network blocks UDP.
 func (d *Daemon) pathOf(l *transport.Link) string {
 	if l.Relayed || d.onRelay != nil {
-		return PathRelayed
+		return apitype.PathRelayed
 	}
-	return PathDirect
+	return apitype.PathDirect
 }
 
 // punchInterval is how often punch packets go out: short, so the moment both
@@ -552,7 +527,7 @@ func (c *connector) answerOffer(m *protocol.Signal) {
 	d := c.d
 	defer d.wg.Done()
 	start := time.Now()
-	att := Attempt{Peer: m.From.String(), Plan: m.Plan.String(), Upgrade: m.Upgrade, At: start}
+	att := apitype.Attempt{Peer: m.From.String(), Plan: m.Plan.String(), Upgrade: m.Upgrade, At: start}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.PunchTimeout+d.cfg.SignalTimeout+d.node.HandshakeTimeout())
 	defer cancel()
 	if m.Delay > 0 {
@@ -570,7 +545,7 @@ func (c *connector) answerOffer(m *protocol.Signal) {
 	case protocol.PlanReverse:
 		l, err = d.dialAny(ctx, m.From, m.Addrs)
 		if err == nil {
-			c.register(l, PathDirect, m.Plan, false, true)
+			c.register(l, apitype.PathDirect, m.Plan, false, true)
 			d.wg.Add(1)
 			go d.serveTransfer(l)
 		}
@@ -688,8 +663,27 @@ func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
 		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SignalTimeout+d.cfg.PunchTimeout+d.node.HandshakeTimeout())
 		np, err := c.setup(ctx, src, true)
 		cancel()
-		if err == nil && np.path == PathDirect {
+		if err == nil && np.path == apitype.PathDirect {
 			return
 		}
 	}
+}
+
+// lease is a link held by a swarm session.
+type lease struct {
+	c  *connector
+	pl *peerLink
+}
+
+func (l lease) Link() *transport.Link   { return l.pl.link }
+func (l lease) Better() <-chan struct{} { return l.pl.better }
+func (l lease) Release()                { l.c.release(l.pl) }
+
+// lease is acquire for the swarms.
+func (c *connector) lease(ctx context.Context, src protocol.Source) (swarm.Lease, error) {
+	pl, err := c.acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return lease{c, pl}, nil
 }

@@ -18,6 +18,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
+	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -25,10 +28,11 @@ import (
 
 // Errors the CLI and tests match.
 var (
-	ErrNoSupernode    = errors.New("not attached to any supernode")
-	ErrNothingFound   = errors.New("no source found for that content")
-	ErrDaemonClosed   = errors.New("peer daemon closed")
-	ErrAlreadyRunning = errors.New("a peer daemon is already running for this data directory")
+	ErrNoSupernode    = apitype.ErrNoSupernode
+	ErrNothingFound   = apitype.ErrNothingFound
+	ErrDaemonClosed   = apitype.ErrDaemonClosed
+	ErrNoSuchUser     = apitype.ErrNoSuchUser
+	ErrAlreadyRunning = localapi.ErrAlreadyRunning
 )
 
 // Config configures a Daemon.
@@ -72,6 +76,9 @@ type Config struct {
 	// stops (default 10 min).
 	LeadListen   string
 	LeadStepDown time.Duration
+	// StartLead starts the supernode a promotion asks for; nil: this peer
+	// never leads.
+	StartLead func(LeadConfig) (LeadServer, error)
 	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
@@ -155,21 +162,12 @@ type Daemon struct {
 	relayTCP string // the relay's TURN/TCP address, with onRelay
 	fatal    error  // why the daemon stopped by itself; under mu
 
+	swarms *swarm.Swarms
+
 	mu        sync.Mutex
-	downloads map[protocol.ContentID]*Progress
 	transfers map[*transport.Link]struct{}
-	swarms    map[protocol.ContentID]*swarm
-	seeding   map[protocol.ContentID]seedRecord
-	seedFiles map[string]*os.File
 
-	upLimit, downLimit limiter
-	upTurns            *uploadTurns
-	bufs               chan []byte // piece buffers, recycled once a piece is written
-
-	uploaded   atomic.Int64
-	downloaded atomic.Int64
-
-	ctl       *controlServer
+	ctl       *localapi.Server
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -179,7 +177,7 @@ type Daemon struct {
 }
 
 // SocketPath is the control socket of a data directory.
-func SocketPath(dataDir string) string { return filepath.Join(dataDir, "peer.sock") }
+func SocketPath(dataDir string) string { return localapi.SocketPath(dataDir) }
 
 // New loads the identity, opens the share (hashing what changed) and the socket.
 func New(cfg Config) (*Daemon, error) {
@@ -218,18 +216,10 @@ func New(cfg Config) (*Daemon, error) {
 		trust: tr,
 		cfg:   cfg, log: log, id: id,
 		srcs:      newSourceCache(4096),
-		downloads: make(map[protocol.ContentID]*Progress),
 		transfers: make(map[*transport.Link]struct{}),
-		swarms:    make(map[protocol.ContentID]*swarm),
-		seeding:   make(map[protocol.ContentID]seedRecord),
-		seedFiles: make(map[string]*os.File),
-		upLimit:   newLimiter(cfg.UploadRate),
-		upTurns:   newUploadTurns(cfg.UploadRate),
-		downLimit: newLimiter(cfg.DownloadRate),
-		bufs:      make(chan []byte, 64),
 	}
 	if cfg.ControlSocket != "-" {
-		ctl, err := listenControl(cfg.ControlSocket, d)
+		ctl, err := localapi.Listen(cfg.ControlSocket, backend{d})
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +227,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	fail := func(err error) (*Daemon, error) {
 		if d.ctl != nil {
-			d.ctl.close()
+			d.ctl.Close()
 		}
 		return nil, err
 	}
@@ -279,6 +269,15 @@ func New(cfg Config) (*Daemon, error) {
 	d.inbox = newInbox(d)
 	d.started = time.Now()
 	d.conns = newConnector(d)
+	d.swarms = swarm.New(d.ctx, &d.wg, swarm.Config{
+		Self: id.ID, Log: log, Share: d.share,
+		Pipeline: cfg.Pipeline, MaxSwarmPeers: cfg.MaxSwarmPeers, UnchokeSlots: cfg.UnchokeSlots, OptimisticSlots: cfg.OptimisticSlots,
+		UnchokeInterval: cfg.UnchokeInterval, OptimisticInterval: cfg.OptimisticInterval,
+		TrackerInterval: cfg.TrackerInterval, StallTimeout: cfg.StallTimeout, ProgressInterval: cfg.ProgressInterval,
+		UploadRate: cfg.UploadRate, DownloadRate: cfg.DownloadRate,
+		FrameTimeouts: node.FrameTimeouts(),
+		Dial:          d.conns.lease, Reach: d.attach.self, Locate: d.locate, Republish: d.attach.republish,
+	})
 	return d, nil
 }
 
@@ -320,7 +319,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if d.ctl != nil {
 		d.wg.Add(1)
-		go func() { defer d.wg.Done(); d.ctl.serve() }()
+		go func() { defer d.wg.Done(); d.ctl.Serve() }()
 	}
 	if d.cfg.Username != "" {
 		d.wg.Add(1)
@@ -357,7 +356,7 @@ func (d *Daemon) Close() error {
 		}
 		d.startMu.Unlock()
 		if d.ctl != nil {
-			d.ctl.close()
+			d.ctl.Close()
 		}
 		d.mu.Lock()
 		for l := range d.transfers {
@@ -378,18 +377,9 @@ func (d *Daemon) Close() error {
 		}
 	})
 	d.wg.Wait()
-	d.mu.Lock()
-	for _, sw := range d.swarms {
-		sw.ioMu.Lock()
-		if sw.part != nil {
-			sw.part.Close()
-		}
-		sw.ioMu.Unlock()
+	if d.swarms != nil {
+		d.swarms.Close()
 	}
-	for _, f := range d.seedFiles {
-		f.Close()
-	}
-	d.mu.Unlock()
 	if d.share != nil {
 		d.share.Close()
 	}
@@ -415,7 +405,7 @@ func (d *Daemon) rescanLoop() {
 // Rescan rescans the share folder and the finished downloads still served,
 // and republishes what changed.
 func (d *Daemon) Rescan(ctx context.Context) error {
-	if d.pruneSeeding() {
+	if d.swarms.Prune() {
 		d.attach.republish()
 	}
 	if d.share == nil {

@@ -16,10 +16,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -33,26 +33,6 @@ const (
 
 // inboxIndex lists what arrived, in the inbox folder.
 const inboxIndex = ".inbox.json"
-
-// InboxEntry is one file that arrived.
-type InboxEntry struct {
-	Name     string    `json:"name"` // as stored in the inbox folder
-	Size     int64     `json:"size"`
-	SHA256   string    `json:"sha256"`
-	FromPeer string    `json:"from_peer"`
-	FromUser string    `json:"from_user,omitempty"` // as the sender named itself; checked when the policy needed it
-	At       time.Time `json:"at"`
-}
-
-// SendResult is a finished delivery.
-type SendResult struct {
-	User     string  `json:"user"`
-	PeerID   string  `json:"peer_id"`
-	StoredAs string  `json:"stored_as"`
-	Size     int64   `json:"size"`
-	Path     string  `json:"path"`    // direct or relayed
-	Seconds  float64 `json:"seconds"` // from lookup to stored
-}
 
 // InboxLimits bound what deliveries in progress may hold, so that senders who
 // announce large files and then stall cannot keep the disk, or the inbox,
@@ -174,13 +154,13 @@ func (d *Daemon) inboxDir() string {
 }
 
 // Inbox lists the files that arrived, oldest first.
-func (d *Daemon) Inbox() ([]InboxEntry, error) {
+func (d *Daemon) Inbox() ([]apitype.InboxEntry, error) {
 	d.inbox.mu.Lock()
 	defer d.inbox.mu.Unlock()
 	return d.inbox.readIndex()
 }
 
-func (ib *inbox) readIndex() ([]InboxEntry, error) {
+func (ib *inbox) readIndex() ([]apitype.InboxEntry, error) {
 	b, err := os.ReadFile(filepath.Join(ib.dir, inboxIndex))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -188,7 +168,7 @@ func (ib *inbox) readIndex() ([]InboxEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []InboxEntry
+	var out []apitype.InboxEntry
 	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("inbox index %s: %w", filepath.Join(ib.dir, inboxIndex), err)
 	}
@@ -221,7 +201,7 @@ func (d *Daemon) allowed(ctx context.Context, from protocol.PeerID, user string)
 // made; the disk is then reserved a step ahead of the bytes, and a sender
 // that stalls is cut off at its deadline. Whatever ends a delivery early
 // removes its file and gives its claim back.
-func (d *Daemon) serveDeliver(l *transport.Link, s *quic.Stream, br *bufio.Reader, m *protocol.Deliver) error {
+func (d *Daemon) serveDeliver(l *transport.Link, s transport.LinkStream, br *bufio.Reader, m *protocol.Deliver) error {
 	ib := d.inbox
 	refuse := func(err error) error {
 		s.SetWriteDeadline(time.Now().Add(refuseWriteTimeout))
@@ -291,7 +271,7 @@ func (d *Daemon) serveDeliver(l *transport.Link, s *quic.Stream, br *bufio.Reade
 	if err != nil {
 		return refuse(err)
 	}
-	name, err := ib.store(tmp.Name(), InboxEntry{Size: m.Size, SHA256: fmt.Sprintf("%x", m.SHA256),
+	name, err := ib.store(tmp.Name(), apitype.InboxEntry{Size: m.Size, SHA256: fmt.Sprintf("%x", m.SHA256),
 		FromPeer: l.Peer.String(), FromUser: m.From, At: time.Now().UTC()}, m.Name)
 	if err != nil {
 		return refuse(&localError{public: errInboxInternal, detail: err})
@@ -357,7 +337,7 @@ func (w *inboxWriter) Write(b []byte) (int, error) {
 // sender stalls: nothing for stall, or fewer than minRate bytes a second on
 // average over a window of at least stall.
 type paceReader struct {
-	s       *quic.Stream
+	s       transport.LinkStream
 	r       io.Reader
 	stall   time.Duration
 	minRate int64
@@ -384,7 +364,7 @@ func (p *paceReader) Read(b []byte) (int, error) {
 
 // store moves the finished file in under a name no other file has, and
 // records it in the index.
-func (ib *inbox) store(tmp string, e InboxEntry, want string) (string, error) {
+func (ib *inbox) store(tmp string, e apitype.InboxEntry, want string) (string, error) {
 	ib.mu.Lock()
 	defer ib.mu.Unlock()
 	ext := filepath.Ext(want)
@@ -424,20 +404,19 @@ func (ib *inbox) store(tmp string, e InboxEntry, want string) (string, error) {
 // connects to the user's peer (directly or through a relay, as the
 // supernodes plan it) and streams the file, checked against its SHA-256 at
 // the other end.
-func (d *Daemon) Send(ctx context.Context, user, path string) (SendResult, error) {
+func (d *Daemon) Send(ctx context.Context, user, path string) (apitype.SendResult, error) {
 	start := time.Now()
 	f, name, size, sum, err := openForSend(path)
 	if err != nil {
-		return SendResult{}, err
+		return apitype.SendResult{}, err
 	}
 	defer f.Close()
-	who, err := d.Lookup(ctx, user)
+	_, rec, err := d.lookup(ctx, user)
 	if err != nil {
-		return SendResult{}, err
+		return apitype.SendResult{}, err
 	}
-	rec := who.rec
 	if rec.Peer() == d.ID() {
-		return SendResult{}, fmt.Errorf("%w: %s is this peer", protocol.ErrBadRequest, user)
+		return apitype.SendResult{}, fmt.Errorf("%w: %s is this peer", protocol.ErrBadRequest, user)
 	}
 	src := protocol.Source{Peer: rec.Peer(), Addrs: rec.Addrs, NAT: rec.NAT}
 	if len(rec.Supernodes) > 0 {
@@ -446,9 +425,9 @@ func (d *Daemon) Send(ctx context.Context, user, path string) (SendResult, error
 	}
 	stored, via, err := d.deliverFile(ctx, src, user, f, name, size, sum)
 	if err != nil {
-		return SendResult{}, err
+		return apitype.SendResult{}, err
 	}
-	return SendResult{User: user, PeerID: rec.Peer().String(), StoredAs: stored, Size: size,
+	return apitype.SendResult{User: user, PeerID: rec.Peer().String(), StoredAs: stored, Size: size,
 		Path: via, Seconds: time.Since(start).Seconds()}, nil
 }
 
@@ -497,7 +476,7 @@ func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user stri
 		return "", "", fmt.Errorf("%w: %s's peer speaks protocol v%d, deliveries need v%d",
 			protocol.ErrUnsupportedVersion, user, pl.link.Version, protocol.VersionUsers)
 	}
-	s, err := pl.link.Conn().OpenStreamSync(ctx)
+	s, err := pl.link.OpenStream(ctx)
 	if err != nil {
 		return "", "", err
 	}

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -8,33 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
-	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// LeadStatus says whether this peer could serve as a supernode, as its
-// supernodes learn from its candidacy.
-type LeadStatus struct {
-	Eligible bool     `json:"eligible"`
-	Why      []string `json:"why_not,omitempty"`
-	// Leading is the supernode this peer runs or ran since a supernode
-	// promoted it; nil when never promoted.
-	Leading *LeadingStatus `json:"leading,omitempty"`
-}
-
-// LeadingStatus is the supernode a promoted peer runs in its process.
-type LeadingStatus struct {
-	Active     bool      `json:"active"`
-	PeerID     string    `json:"peer_id"`
-	Addr       string    `json:"addr"`
-	PromotedBy string    `json:"promoted_by"`
-	Since      time.Time `json:"since"`
-	Leaves     int       `json:"leaves"`
-	LeafLimit  int       `json:"leaf_limit"`
-	Ended      time.Time `json:"ended,omitempty"`
-	EndedWhy   string    `json:"ended_why,omitempty"`
-}
 
 // minLeadRate is the least upload capacity (bytes/s) a supernode needs: its
 // leaves' queries, hits and member lists, and signalling.
@@ -46,10 +26,13 @@ const candidacyEvery = 2 * time.Second
 // leadStatus checks the conditions to lead: reachable from outside as the
 // supernodes' dial-back confirmed (not as the peer claims), up for long
 // enough, with upload to spare, not opted out, and not leading already.
-func (d *Daemon) leadStatus(now time.Time) LeadStatus {
+func (d *Daemon) leadStatus(now time.Time) apitype.LeadStatus {
 	var why []string
 	if d.cfg.NoLead {
 		why = append(why, "opted out (--no-lead)")
+	}
+	if d.cfg.StartLead == nil {
+		why = append(why, "this program cannot run a supernode")
 	}
 	public := false
 	for _, st := range d.attach.all() {
@@ -64,12 +47,46 @@ func (d *Daemon) leadStatus(now time.Time) LeadStatus {
 	if d.cfg.UploadRate > 0 && d.cfg.UploadRate < minLeadRate {
 		why = append(why, fmt.Sprintf("upload capped at %d B/s, under the %d B/s a supernode needs", d.cfg.UploadRate, minLeadRate))
 	}
-	st := LeadStatus{Leading: d.lead.snapshot()}
+	st := apitype.LeadStatus{Leading: d.lead.snapshot()}
 	if st.Leading != nil && st.Leading.Active {
 		why = append(why, "already leading a supernode")
 	}
 	st.Eligible, st.Why = len(why) == 0, why
 	return st
+}
+
+// LeadServer is the supernode a promoted peer runs in its process. The peer
+// does not build one itself: Config.StartLead does, so that a peer program
+// without a supernode in it stays as small as a leaf.
+type LeadServer interface {
+	ID() protocol.PeerID
+	PublicKey() []byte
+	// Leaves is how many leaves are attached to it.
+	Leaves() int
+	// SetChain takes the certificate chain its promoter issued, or a renewal.
+	SetChain(protocol.Chain) error
+	Serve(ctx context.Context) error
+	Close() error
+	// SteppedDown says why it stepped down, "" when it did not.
+	SteppedDown() string
+}
+
+// LeadConfig is the supernode a promotion asks for.
+type LeadConfig struct {
+	Listen, AltListen string
+	Conn              net.PacketConn
+	// Join are the supernodes to join through, the promoting one (Parent) first.
+	Join      []string
+	Parent    string
+	Identity  *protocol.Identity
+	Advertise []string
+	Network   protocol.NetworkID
+	LeafLimit int
+	// GossipInterval and MemberTimeout are the promoter's.
+	GossipInterval, MemberTimeout time.Duration
+	StepDownAfter                 time.Duration
+	IdleTimeout                   time.Duration
+	Log                           zerolog.Logger
 }
 
 // leader tells the supernodes whether this peer would lead, and runs the
@@ -78,9 +95,9 @@ type leader struct {
 	d *Daemon
 
 	mu       sync.Mutex
-	srv      *supernode.Server
+	srv      LeadServer
 	starting bool
-	st       *LeadingStatus
+	st       *apitype.LeadingStatus
 	sent     map[*transport.Link]bool // the candidacy each supernode has
 	kick     chan struct{}
 }
@@ -149,7 +166,7 @@ func clip(s string, n int) string {
 	return s
 }
 
-func (ld *leader) snapshot() *LeadingStatus {
+func (ld *leader) snapshot() *apitype.LeadingStatus {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	if ld.st == nil {
@@ -157,13 +174,13 @@ func (ld *leader) snapshot() *LeadingStatus {
 	}
 	st := *ld.st
 	if ld.srv != nil {
-		st.Leaves = ld.srv.Router().Leaves()
+		st.Leaves = ld.srv.Leaves()
 	}
 	return &st
 }
 
 // server is the supernode this peer runs, or nil.
-func (ld *leader) server() *supernode.Server {
+func (ld *leader) server() LeadServer {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	return ld.srv
@@ -203,7 +220,7 @@ func (ld *leader) promote(l *transport.Link, m *protocol.Promote) {
 	ld.starting = false
 	if err == nil {
 		ld.srv = srv
-		ld.st = &LeadingStatus{Active: true, PeerID: srv.ID().String(), Addr: addr, PromotedBy: l.Peer.String(),
+		ld.st = &apitype.LeadingStatus{Active: true, PeerID: srv.ID().String(), Addr: addr, PromotedBy: l.Peer.String(),
 			Since: time.Now(), LeafLimit: int(m.LeafLimit)}
 	}
 	ld.mu.Unlock()
@@ -234,7 +251,7 @@ func (ld *leader) certificate(l *transport.Link, m *protocol.Certificate) {
 
 // start opens the supernode on its own port, on the host our supernodes see
 // us at, with its own identity kept in DataDir/lead.
-func (ld *leader) start(l *transport.Link, m *protocol.Promote) (*supernode.Server, string, error) {
+func (ld *leader) start(l *transport.Link, m *protocol.Promote) (LeadServer, string, error) {
 	d := ld.d
 	host := ""
 	for _, st := range d.attach.all() {
@@ -272,11 +289,11 @@ func (ld *leader) start(l *transport.Link, m *protocol.Promote) (*supernode.Serv
 		}
 	}
 	lhost, _, _ := net.SplitHostPort(listen)
-	srv, err := supernode.New(supernode.Config{
-		Listen: listen, Conn: pc, AltListen: net.JoinHostPort(lhost, "0"), ListenTCP: "-",
+	srv, err := d.cfg.StartLead(LeadConfig{
+		Listen: listen, Conn: pc, AltListen: net.JoinHostPort(lhost, "0"),
 		Join: join, Identity: id, Advertise: []string{addr}, Network: d.Network(),
 		LeafLimit: int(m.LeafLimit), GossipInterval: m.Gossip(), MemberTimeout: m.Timeout(),
-		Promoted: true, Parent: parent, StepDownAfter: d.cfg.LeadStepDown,
+		Parent: parent, StepDownAfter: d.cfg.LeadStepDown,
 		IdleTimeout: d.cfg.IdleTimeout,
 		Log:         d.log.With().Str("part", "lead").Logger(),
 	})
@@ -288,16 +305,15 @@ func (ld *leader) start(l *transport.Link, m *protocol.Promote) (*supernode.Serv
 }
 
 // serve runs the promoted supernode until it steps down or the daemon stops.
-func (ld *leader) serve(srv *supernode.Server) {
+func (ld *leader) serve(srv LeadServer) {
 	d := ld.d
 	defer d.wg.Done()
 	err := srv.Serve(d.ctx)
 	srv.Close()
 	why := "the peer stopped"
 	switch {
-	case srv.SteppedDown():
-		el := srv.Election()
-		why = "stepped down, " + el.StepDownWhy + ": " + el.SteppingDown
+	case srv.SteppedDown() != "":
+		why = "stepped down, " + srv.SteppedDown()
 	case d.ctx.Err() == nil && err != nil:
 		why = err.Error()
 	}

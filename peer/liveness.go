@@ -189,7 +189,7 @@ func (a *attachment) check(now time.Time) (dead []silentLink, ask bool) {
 
 // hear notes a packet from the slot's supernode since the last look.
 func (s *slot) hear(now time.Time) {
-	if n := s.link.Conn().ConnectionStats().PacketsReceived; n != s.rx {
+	if n := s.link.PacketsReceived(); n != s.rx {
 		s.rx, s.heard = n, now
 	}
 }

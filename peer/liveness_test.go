@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -500,7 +501,7 @@ func TestSearchHedgedPastSilentSupernode(t *testing.T) {
 	waitFor(t, 20*time.Second, "both leaves on 3 supernodes", func() bool {
 		return len(attachedLinks(d)) == 3 && len(attachedLinks(holder)) == 3
 	})
-	find := func() (SearchResult, time.Duration, bool) {
+	find := func() (apitype.SearchResult, time.Duration, bool) {
 		t.Helper()
 		found := false
 		start := time.Now()

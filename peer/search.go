@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -187,19 +188,9 @@ func (s *search) take() state {
 	return st
 }
 
-// SearchResult summarises a finished search.
-type SearchResult struct {
-	Supernodes int             `json:"supernodes"`
-	Status     protocol.Status `json:"-"`
-	Partial    bool            `json:"partial"`
-	// Queries is how many of our supernodes the search went to: more than one
-	// when it was hedged or sent again after a supernode was lost.
-	Queries int `json:"queries"`
-}
-
 // Search sends a query to the supernode and calls onHits as hits stream in. A
 // query by content ID sets cid and leaves text empty.
-func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID, limit int, onHits func([]protocol.Hit)) (SearchResult, error) {
+func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID, limit int, onHits func([]protocol.Hit)) (apitype.SearchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.SearchTimeout)
 	defer cancel()
 	q := &search{
@@ -207,10 +198,10 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		text:  text, cid: cid, note: make(chan struct{}, 1),
 	}
 	if text == "" && cid.IsZero() {
-		return SearchResult{}, fmt.Errorf("%w: empty query", protocol.ErrBadRequest)
+		return apitype.SearchResult{}, fmt.Errorf("%w: empty query", protocol.ErrBadRequest)
 	}
 	if len(text) > protocol.MaxQueryLen {
-		return SearchResult{}, fmt.Errorf("%w: query longer than %d bytes", protocol.ErrBadRequest, protocol.MaxQueryLen)
+		return apitype.SearchResult{}, fmt.Errorf("%w: query longer than %d bytes", protocol.ErrBadRequest, protocol.MaxQueryLen)
 	}
 	// A peer that has just started may still be attaching: give it a moment.
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
@@ -219,13 +210,13 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 	if err != nil {
 		st := d.attach.snapshot()
 		if st.LastError != "" {
-			return SearchResult{}, fmt.Errorf("%w: %s", ErrNoSupernode, st.LastError)
+			return apitype.SearchResult{}, fmt.Errorf("%w: %s", ErrNoSupernode, st.LastError)
 		}
-		return SearchResult{}, ErrNoSupernode
+		return apitype.SearchResult{}, ErrNoSupernode
 	}
 	defer d.attach.forget(q)
 	if err := d.attach.send(q, false); err != nil {
-		return SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
+		return apitype.SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}
 	tick := time.NewTicker(hedgeCheck)
 	defer tick.Stop()
@@ -237,7 +228,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		case <-ctx.Done():
 			st := q.take()
 			d.deliver(st.hits, onHits)
-			return SearchResult{Partial: true, Status: protocol.StatusTimeout, Queries: st.queries}, nil
+			return apitype.SearchResult{Partial: true, Status: protocol.StatusTimeout, Queries: st.queries}, nil
 		}
 		st := q.take()
 		d.deliver(st.hits, onHits)
@@ -251,18 +242,18 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 // final unless a query sent before it is alive; a partial one once no other
 // query is on time or alive. Without any answer, an overdue query may still
 // bring one.
-func (st state) result() (SearchResult, bool, error) {
+func (st state) result() (apitype.SearchResult, bool, error) {
 	switch {
 	case st.done != nil && st.done.Status == protocol.StatusOK && st.before == 0,
 		st.done != nil && st.done.Status != protocol.StatusOK && st.live == 0:
-		return SearchResult{Supernodes: int(st.done.Supernodes), Status: st.done.Status,
+		return apitype.SearchResult{Supernodes: int(st.done.Supernodes), Status: st.done.Status,
 			Partial: st.done.Status != protocol.StatusOK, Queries: st.queries}, true, nil
 	case st.inFlight == 0 && st.err != nil:
-		return SearchResult{Queries: st.queries}, true, st.err
+		return apitype.SearchResult{Queries: st.queries}, true, st.err
 	case st.inFlight == 0:
-		return SearchResult{Queries: st.queries}, true, ErrNoSupernode
+		return apitype.SearchResult{Queries: st.queries}, true, ErrNoSupernode
 	}
-	return SearchResult{}, false, nil
+	return apitype.SearchResult{}, false, nil
 }
 
 // send sends the search's query, under a new ID, to an attached supernode
@@ -288,7 +279,7 @@ func (a *attachment) send(q *search, hedge bool) error {
 	m := q.query
 	crand.Read(m.ID[:])
 	now := time.Now()
-	g := &sentQuery{id: m.ID, via: l, at: now, wait: wait, rx: l.Conn().ConnectionStats().PacketsReceived, heard: now}
+	g := &sentQuery{id: m.ID, via: l, at: now, wait: wait, rx: l.PacketsReceived(), heard: now}
 	a.mu.Lock()
 	a.searches[m.ID] = leg{q, l}
 	a.mu.Unlock()
@@ -353,7 +344,7 @@ func (a *attachment) hedge(q *search, now time.Time) {
 			continue
 		}
 		inFlight++
-		if n := g.via.Conn().ConnectionStats().PacketsReceived; n != g.rx {
+		if n := g.via.PacketsReceived(); n != g.rx {
 			g.rx, g.heard, g.acked = n, now, true
 		}
 		wait := min(max(ackWait(g.via), g.wait), maxAckWait)
@@ -374,8 +365,8 @@ func (a *attachment) hedge(q *search, now time.Time) {
 // ackWait is how long a supernode may take to acknowledge a packet: about one
 // QUIC probe timeout on its connection.
 func ackWait(l *transport.Link) time.Duration {
-	st := l.Conn().ConnectionStats()
-	pto := st.SmoothedRTT + max(4*st.MeanDeviation, time.Millisecond) + 25*time.Millisecond
+	srtt, dev := l.RTT()
+	pto := srtt + max(4*dev, time.Millisecond) + 25*time.Millisecond
 	return min(max(pto, minAckWait), maxAckWait)
 }
 
@@ -422,4 +413,12 @@ func (d *Daemon) deliver(h []protocol.Hit, onHits func([]protocol.Hit)) {
 	if onHits != nil {
 		onHits(h)
 	}
+}
+
+// locate asks the overlay for the sources of id and returns what is known of
+// it now, from this lookup and earlier searches; ok is false when nothing is.
+func (d *Daemon) locate(ctx context.Context, id protocol.ContentID) (protocol.Hit, bool, error) {
+	_, err := d.Search(ctx, "", id, 0, nil)
+	hit, ok := d.srcs.get(id)
+	return hit, ok, err
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
-	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -75,7 +74,7 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 	var errs []error
 	for _, s := range sns {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := supernode.AskRelayTCP(actx, d.id, s.addr, s.expect)
+		ok, err := relay.AskTCP(actx, d.id, s.addr, s.expect)
 		if err != nil {
 			cancel()
 			errs = append(errs, err)

@@ -9,36 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// ErrNoSuchUser is a username nobody holds.
-var ErrNoSuchUser = fmt.Errorf("no such user (%w)", protocol.ErrNotFound)
-
-// UserStatus is the peer's own username record in the directory.
-type UserStatus struct {
-	Name       string    `json:"name"`
-	Registered bool      `json:"registered"`
-	Seq        uint64    `json:"seq,omitempty"`
-	Expires    time.Time `json:"expires,omitempty"`
-	Supernodes []string  `json:"supernodes,omitempty"`
-	LastError  string    `json:"last_error,omitempty"`
-}
-
-// LookupResult is a username resolved through the directory.
-type LookupResult struct {
-	Name       string    `json:"name"`
-	PeerID     string    `json:"peer_id"`
-	Addrs      []string  `json:"addrs"`
-	NAT        string    `json:"nat"`
-	Supernodes []string  `json:"supernodes"`
-	Expires    time.Time `json:"expires"`
-	Hops       int       `json:"hops"`    // supernode hops to the replica that answered
-	Elapsed    float64   `json:"elapsed"` // seconds
-	rec        *protocol.UserRecord
-}
 
 // userDir keeps the peer's username registered: it puts a fresh record
 // whenever the attachments or the NAT change, and again before it expires.
@@ -47,7 +22,7 @@ type userDir struct {
 
 	mu     sync.Mutex
 	waits  map[protocol.QueryID]chan *protocol.UserReply
-	status UserStatus
+	status apitype.UserStatus
 	sent   *protocol.UserRecord // the last record put, to spot changes
 	kick   chan struct{}
 	// replicas are the supernodes that hold our record, as the member list
@@ -92,10 +67,10 @@ func (u *userDir) membersChanged(ids []ring.ID, incs map[ring.ID]uint64) {
 
 func newUserDir(d *Daemon) *userDir {
 	return &userDir{d: d, waits: make(map[protocol.QueryID]chan *protocol.UserReply),
-		status: UserStatus{Name: d.cfg.Username}, kick: make(chan struct{}, 1)}
+		status: apitype.UserStatus{Name: d.cfg.Username}, kick: make(chan struct{}, 1)}
 }
 
-func (u *userDir) snapshot() *UserStatus {
+func (u *userDir) snapshot() *apitype.UserStatus {
 	if u.d.cfg.Username == "" {
 		return nil
 	}
@@ -200,9 +175,15 @@ func (u *userDir) askOnce(ctx context.Context, l *transport.Link, build func(pro
 }
 
 // Lookup resolves a username through the directory.
-func (d *Daemon) Lookup(ctx context.Context, name string) (*LookupResult, error) {
+func (d *Daemon) Lookup(ctx context.Context, name string) (*apitype.LookupResult, error) {
+	res, _, err := d.lookup(ctx, name)
+	return res, err
+}
+
+// lookup resolves a username, and returns the signed record too.
+func (d *Daemon) lookup(ctx context.Context, name string) (*apitype.LookupResult, *protocol.UserRecord, error) {
 	if err := protocol.CheckUsername(name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.SearchTimeout)
 	defer cancel()
@@ -210,24 +191,24 @@ func (d *Daemon) Lookup(ctx context.Context, name string) (*LookupResult, error)
 	r, err := d.user.ask(ctx, func(id protocol.QueryID) protocol.Message { return &protocol.UserGet{ID: id, Name: name} })
 	if err != nil {
 		if errors.Is(err, protocol.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %q", ErrNoSuchUser, name)
+			return nil, nil, fmt.Errorf("%w: %q", ErrNoSuchUser, name)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	rec := r.Rec
 	if rec == nil || rec.Name != name {
-		return nil, fmt.Errorf("%w: the directory answered without the record", protocol.ErrInternal)
+		return nil, nil, fmt.Errorf("%w: the directory answered without the record", protocol.ErrInternal)
 	}
 	// The supernodes checked it; the owner's signature is what counts.
 	if err := rec.Verify(); err != nil {
-		return nil, fmt.Errorf("record for %q: %w", name, err)
+		return nil, nil, fmt.Errorf("record for %q: %w", name, err)
 	}
-	out := &LookupResult{Name: name, PeerID: rec.Peer().String(), Addrs: rec.Addrs, NAT: rec.NAT.String(),
-		Expires: time.Unix(rec.Expires, 0), Hops: int(r.Hops), Elapsed: time.Since(start).Seconds(), rec: rec}
+	out := &apitype.LookupResult{Name: name, PeerID: rec.Peer().String(), Addrs: rec.Addrs, NAT: rec.NAT.String(),
+		Expires: time.Unix(rec.Expires, 0), Hops: int(r.Hops), Elapsed: time.Since(start).Seconds()}
 	for _, sn := range rec.Supernodes {
 		out.Supernodes = append(out.Supernodes, sn.String())
 	}
-	return out, nil
+	return out, rec, nil
 }
 
 // userTTL is how long a record lives; it is put again at a third of that.
@@ -313,7 +294,7 @@ func (u *userDir) register() error {
 		return err
 	}
 	u.sent = rec
-	u.status = UserStatus{Name: rec.Name, Registered: true, Seq: rec.Seq, Expires: time.Unix(rec.Expires, 0)}
+	u.status = apitype.UserStatus{Name: rec.Name, Registered: true, Seq: rec.Seq, Expires: time.Unix(rec.Expires, 0)}
 	for _, sn := range rec.Supernodes {
 		u.status.Supernodes = append(u.status.Supernodes, sn.String())
 	}

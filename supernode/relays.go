@@ -208,37 +208,6 @@ func (s *Server) answerTCP(c net.Conn) error {
 	return protocol.WriteMessage(tc, &protocol.RelayOK{Relay: *creds, Observed: c.RemoteAddr().String()})
 }
 
-// AskRelayTCP asks the supernode at addr, over TLS on TCP, for relay
-// credentials. expect pins the supernode's identity unless zero.
-func AskRelayTCP(ctx context.Context, id *protocol.Identity, addr string, expect protocol.PeerID) (*protocol.RelayOK, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("tcp to supernode %s: %w", addr, err)
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	tc := tls.Client(c, id.ClientTLS(expect))
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return nil, fmt.Errorf("tls to supernode %s: %w", addr, err)
-	}
-	if err := protocol.WriteMessage(tc, &protocol.RelayAsk{}); err != nil {
-		return nil, err
-	}
-	m, err := protocol.ReadMessage(tc, nil)
-	if err != nil {
-		return nil, fmt.Errorf("relay ask to %s: %w", addr, err)
-	}
-	switch m := m.(type) {
-	case *protocol.RelayOK:
-		return m, nil
-	case *protocol.Error:
-		return nil, fmt.Errorf("relay ask to %s: %w", addr, m.AsError())
-	}
-	return nil, fmt.Errorf("%w: %s in answer to relay_ask", protocol.ErrBadRequest, m.Type())
-}
-
 // checkTURNServers keeps the stock TURN servers in the relay table while they
 // answer STUN, with the round trip measured.
 func (s *Server) checkTURNServers() {

@@ -37,7 +37,7 @@ func TestRelayAskOverTCP(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ok, err := AskRelayTCP(ctx, peer, s.TCPAddr().String(), s.ID())
+	ok, err := relay.AskTCP(ctx, peer, s.TCPAddr().String(), s.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestRelayAskOverTCP(t *testing.T) {
 
 	// Pinning: a dial that expects another supernode's key fails.
 	other, _ := protocol.GenerateIdentity()
-	if _, err := AskRelayTCP(ctx, peer, s.TCPAddr().String(), other.ID); err == nil {
+	if _, err := relay.AskTCP(ctx, peer, s.TCPAddr().String(), other.ID); err == nil {
 		t.Error("relay ask succeeded against the wrong supernode key")
 	}
 }
@@ -71,7 +71,7 @@ func TestRelayAskWithoutRelay(t *testing.T) {
 	peer, _ := protocol.GenerateIdentity()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := AskRelayTCP(ctx, peer, s.TCPAddr().String(), s.ID()); !errors.Is(err, protocol.ErrUnavailable) {
+	if _, err := relay.AskTCP(ctx, peer, s.TCPAddr().String(), s.ID()); !errors.Is(err, protocol.ErrUnavailable) {
 		t.Errorf("ask with no relay: %v, want unavailable", err)
 	}
 }

@@ -23,7 +23,10 @@ import (
 
 	"github.com/supernet-p2p/supernet/content/contenttest"
 	"github.com/supernet-p2p/supernet/internal/peercli"
+	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
@@ -175,8 +178,9 @@ func run(opts options) error {
 			Supernodes: []string{sns[u.sn].ID().String() + "@" + sns[u.sn].Addr().String()},
 			// One supernode each, so the search below takes the line; a
 			// real peer stays attached to three.
-			Attach: 1,
-			Log:    log.With().Str("role", u.name).Logger(),
+			Attach:    1,
+			StartLead: peerlead.Start,
+			Log:       log.With().Str("role", u.name).Logger(),
 		})
 		if err != nil {
 			return err
@@ -199,8 +203,8 @@ func run(opts options) error {
 	if err := cmd(fatou, "search", "Hey Jude"); err != nil {
 		return err
 	}
-	var hits []peer.HitJSON
-	if _, err := peer.NewClient(fatou).Search(ctx, peer.SearchRequest{Query: "hey jude beatles"}, func(h []peer.HitJSON) { hits = append(hits, h...) }); err != nil {
+	var hits []apitype.HitJSON
+	if _, err := localapi.NewClient(fatou).Search(ctx, apitype.SearchRequest{Query: "hey jude beatles"}, func(h []apitype.HitJSON) { hits = append(hits, h...) }); err != nil {
 		return err
 	}
 	if len(hits) == 0 {
@@ -236,7 +240,7 @@ func run(opts options) error {
 	// Records reach their replicas within a gossip round of the ring settling.
 	var found error
 	for i := 0; i < 50; i++ {
-		if _, found = peer.NewClient(fatou).Lookup(ctx, "alice"); found == nil {
+		if _, found = localapi.NewClient(fatou).Lookup(ctx, "alice"); found == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -293,7 +297,7 @@ func waitReady(ctx context.Context, dataDirs map[string]string, from, q string) 
 	for {
 		ready := true
 		for _, dd := range dataDirs {
-			st, err := peer.NewClient(dd).Status(ctx)
+			st, err := localapi.NewClient(dd).Status(ctx)
 			if err != nil || !st.Supernode.Connected {
 				ready = false
 				break
@@ -301,7 +305,7 @@ func waitReady(ctx context.Context, dataDirs map[string]string, from, q string) 
 		}
 		if ready {
 			n := 0
-			peer.NewClient(dataDirs[from]).Search(ctx, peer.SearchRequest{Query: q}, func(h []peer.HitJSON) { n += len(h) })
+			localapi.NewClient(dataDirs[from]).Search(ctx, apitype.SearchRequest{Query: q}, func(h []apitype.HitJSON) { n += len(h) })
 			if n > 0 {
 				return nil
 			}

@@ -49,13 +49,7 @@ var rules = []rule{
 // known are the violations the tree still has, as "file imports path". The
 // list may only shrink: an entry that no longer occurs fails the test, so it
 // is struck off when its violation goes (or renamed when its file moves).
-var known = []string{
-	"peer/inbox.go imports github.com/quic-go/quic-go",
-	"peer/lead.go imports github.com/supernet-p2p/supernet/supernode",
-	"peer/serve.go imports github.com/quic-go/quic-go",
-	"peer/session.go imports github.com/quic-go/quic-go",
-	"peer/udpblocked.go imports github.com/supernet-p2p/supernet/supernode",
-}
+var known = []string{}
 
 // TestImportRules parses every non-test Go file of the module and checks
 // its imports against the rules. Test files may import what they need to
@@ -64,6 +58,9 @@ func TestImportRules(t *testing.T) {
 	root := moduleRoot(t)
 	var found []string
 	files := 0
+	// deps are the module's own imports of each package, by package path
+	// relative to the module root.
+	deps := make(map[string][]string)
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -97,6 +94,10 @@ func TestImportRules(t *testing.T) {
 					found = append(found, rel+" imports "+ip)
 				}
 			}
+			if strings.HasPrefix(ip, module+"/") {
+				pkg := path.Dir(rel)
+				deps[pkg] = append(deps[pkg], strings.TrimPrefix(ip, module+"/"))
+			}
 		}
 		return nil
 	})
@@ -120,6 +121,43 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("%q is listed as a known violation but no longer occurs: strike it off the list", v)
 		}
 	}
+	// Nor through another package: a peer package must not reach supernode
+	// by any chain of the module's imports (the promoted supernode is
+	// wired in by the binary).
+	for pkg := range deps {
+		if !under(pkg, "peer") {
+			continue
+		}
+		if via := reach(deps, pkg, "supernode"); via != nil {
+			t.Errorf("%s reaches supernode through %s: breaks %q", pkg, strings.Join(via, " -> "), rules[0].name)
+		}
+	}
+}
+
+// reach is a chain of imports from pkg to target (or a package under it), or
+// nil when there is none.
+func reach(deps map[string][]string, pkg, target string) []string {
+	prev := map[string]string{pkg: ""}
+	queue := []string{pkg}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if under(p, target) {
+			var chain []string
+			for ; p != ""; p = prev[p] {
+				chain = append(chain, p)
+			}
+			slices.Reverse(chain)
+			return chain
+		}
+		for _, d := range deps[p] {
+			if _, seen := prev[d]; !seen {
+				prev[d] = p
+				queue = append(queue, d)
+			}
+		}
+	}
+	return nil
 }
 
 func ruleOf(v string) string {

@@ -9,7 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -35,7 +36,7 @@ func connectCmd(g *globals) *cobra.Command {
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			a, err := peer.NewClient(g.dataDir).Connect(ctx, peer.ConnectRequest{PeerID: args[0], Supernode: sn})
+			a, err := localapi.NewClient(g.dataDir).Connect(ctx, apitype.ConnectRequest{PeerID: args[0], Supernode: sn})
 			if err != nil {
 				return explain(err)
 			}

@@ -11,7 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -42,7 +43,7 @@ func getCmd(g *globals) *cobra.Command {
 			enc := json.NewEncoder(os.Stdout)
 			lastState := ""
 			var lastLine time.Time
-			onProgress := func(p peer.Progress) {
+			onProgress := func(p apitype.Progress) {
 				name := p.Name
 				if name == "" {
 					name = p.ContentID
@@ -72,7 +73,7 @@ func getCmd(g *globals) *cobra.Command {
 				}
 				lastState = p.State
 			}
-			p, err := peer.NewClient(g.dataDir).Get(ctx, peer.GetRequest{ContentID: args[0], Output: abs}, onProgress)
+			p, err := localapi.NewClient(g.dataDir).Get(ctx, apitype.GetRequest{ContentID: args[0], Output: abs}, onProgress)
 			if bar != nil {
 				bar.Finish()
 			}
@@ -98,7 +99,7 @@ func getCmd(g *globals) *cobra.Command {
 }
 
 // peersLine says whom a download exchanges with.
-func peersLine(p peer.Progress) string {
+func peersLine(p apitype.Progress) string {
 	s := fmt.Sprintf("%d of %d peers", p.Active, p.Sources)
 	if p.Uploaded > 0 {
 		s += fmt.Sprintf(", %s uploaded", humanBytes(p.Uploaded))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -30,7 +30,7 @@ func lookupCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			res, err := peer.NewClient(g.dataDir).Lookup(ctx, args[0])
+			res, err := localapi.NewClient(g.dataDir).Lookup(ctx, args[0])
 			if err != nil {
 				return explain(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -64,7 +65,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 // explain prints a one-line reason for the common failures and picks an exit code.
 func explain(err error) error {
 	switch {
-	case errors.Is(err, peer.ErrNoDaemon):
+	case errors.Is(err, localapi.ErrNoDaemon):
 		fmt.Fprintln(os.Stderr, "peer:", err)
 		return exitError{3}
 	case errors.Is(err, peer.ErrNoSupernode):

@@ -12,7 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 )
 
 func searchCmd(g *globals) *cobra.Command {
@@ -28,7 +29,7 @@ func searchCmd(g *globals) *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			q := strings.Join(args, " ")
-			hits, res, err := runSearch(ctx, g, peer.SearchRequest{Query: q, Limit: limit})
+			hits, res, err := runSearch(ctx, g, apitype.SearchRequest{Query: q, Limit: limit})
 			if err != nil {
 				return explain(err)
 			}
@@ -36,10 +37,10 @@ func searchCmd(g *globals) *cobra.Command {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
-					Query      string         `json:"query"`
-					Supernodes int            `json:"supernodes_searched"`
-					Partial    bool           `json:"partial"`
-					Results    []peer.HitJSON `json:"results"`
+					Query      string            `json:"query"`
+					Supernodes int               `json:"supernodes_searched"`
+					Partial    bool              `json:"partial"`
+					Results    []apitype.HitJSON `json:"results"`
 				}{q, res.Supernodes, res.Partial, hits})
 			}
 			if len(hits) == 0 {
@@ -70,19 +71,19 @@ func searchCmd(g *globals) *cobra.Command {
 }
 
 // runSearch collects a search's hits grouped by content ID, best first.
-func runSearch(ctx context.Context, g *globals, req peer.SearchRequest) ([]peer.HitJSON, peer.SearchResult, error) {
-	c := peer.NewClient(g.dataDir)
-	var all []peer.HitJSON
-	res, err := c.Search(ctx, req, func(h []peer.HitJSON) { all = append(all, h...) })
+func runSearch(ctx context.Context, g *globals, req apitype.SearchRequest) ([]apitype.HitJSON, apitype.SearchResult, error) {
+	c := localapi.NewClient(g.dataDir)
+	var all []apitype.HitJSON
+	res, err := c.Search(ctx, req, func(h []apitype.HitJSON) { all = append(all, h...) })
 	if err != nil {
 		return nil, res, err
 	}
 	return groupHits(all), res, nil
 }
 
-func groupHits(hits []peer.HitJSON) []peer.HitJSON {
+func groupHits(hits []apitype.HitJSON) []apitype.HitJSON {
 	at := map[string]int{}
-	var out []peer.HitJSON
+	var out []apitype.HitJSON
 	for _, h := range hits {
 		i, ok := at[h.ContentID]
 		if !ok {
@@ -93,12 +94,12 @@ func groupHits(hits []peer.HitJSON) []peer.HitJSON {
 		o := &out[i]
 		o.Score = max(o.Score, h.Score)
 		for _, s := range h.Sources {
-			if !slices.ContainsFunc(o.Sources, func(x peer.SourceJSON) bool { return x.PeerID == s.PeerID }) {
+			if !slices.ContainsFunc(o.Sources, func(x apitype.SourceJSON) bool { return x.PeerID == s.PeerID }) {
 				o.Sources = append(o.Sources, s)
 			}
 		}
 	}
-	slices.SortStableFunc(out, func(a, b peer.HitJSON) int {
+	slices.SortStableFunc(out, func(a, b apitype.HitJSON) int {
 		if c := cmp.Compare(b.Score, a.Score); c != 0 {
 			return c
 		}

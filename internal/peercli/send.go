@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -40,7 +40,7 @@ func sendCmd(g *globals) *cobra.Command {
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			res, err := peer.NewClient(g.dataDir).Send(ctx, args[0], path)
+			res, err := localapi.NewClient(g.dataDir).Send(ctx, args[0], path)
 			if err != nil {
 				return explain(err)
 			}
@@ -66,7 +66,7 @@ func inboxCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			list, err := peer.NewClient(g.dataDir).Inbox(ctx)
+			list, err := localapi.NewClient(g.dataDir).Inbox(ctx)
 			if err != nil {
 				return explain(err)
 			}

@@ -12,7 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 )
 
 func statusCmd(g *globals) *cobra.Command {
@@ -24,7 +25,7 @@ func statusCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			st, err := peer.NewClient(g.dataDir).Status(ctx)
+			st, err := localapi.NewClient(g.dataDir).Status(ctx)
 			if err != nil {
 				return explain(err)
 			}
@@ -168,7 +169,7 @@ func rescanCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
-			if err := peer.NewClient(g.dataDir).Rescan(ctx); err != nil {
+			if err := localapi.NewClient(g.dataDir).Rescan(ctx); err != nil {
 				return explain(err)
 			}
 			fmt.Fprintln(os.Stderr, "rescanned")
@@ -178,7 +179,7 @@ func rescanCmd(g *globals) *cobra.Command {
 }
 
 // natLine says what the daemon learnt of its network.
-func natLine(sn peer.SupernodeStatus) string {
+func natLine(sn apitype.SupernodeStatus) string {
 	switch {
 	case sn.Public:
 		return "none: publicly reachable (the supernode dialled back)"

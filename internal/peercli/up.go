@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
 )
 
@@ -29,7 +30,7 @@ func upCmd(g *globals) *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			cfg := st.cfg
-			cfg.Log = log
+			cfg.Log, cfg.StartLead = log, peerlead.Start
 			d, err := peer.New(cfg)
 			if err != nil {
 				return err

@@ -1,8 +1,7 @@
-package peer
+package swarm
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -50,31 +50,9 @@ const pexInterval = 500 * time.Millisecond
 // what it still needs.
 var ErrStalled = errors.New("download stalled")
 
-type bitset []byte
-
-func newBitset(n int) bitset        { return make(bitset, (n+7)/8) }
-func (b bitset) has(i int) bool     { return b[i/8]&(0x80>>(i%8)) != 0 }
-func (b bitset) set(i int)          { b[i/8] |= 0x80 >> (i % 8) }
-func (b bitset) unset(i int)        { b[i/8] &^= 0x80 >> (i % 8) }
-func (b bitset) clone() bitset      { return slices.Clone(b) }
-func blockKey(piece, off int) int64 { return int64(piece)<<32 | int64(off) }
-
-// pieceDl is a piece being downloaded: its blocks arrive into buf.
-type pieceDl struct {
-	idx       int
-	buf       []byte
-	reqs      []uint8 // per block: how many sessions have it requested
-	got       []bool
-	received  int
-	free      int // blocks neither received nor requested
-	owner     *session
-	from      []protocol.PeerID // peers that sent blocks of it
-	verifying bool
-}
-
 // swarm is one file's exchange state in this daemon.
 type swarm struct {
-	d   *Daemon
+	m   *Swarms
 	id  protocol.ContentID
 	log zerolog.Logger
 
@@ -95,11 +73,9 @@ type swarm struct {
 	path     string           // final path of a download
 	fromFile string           // completed download being seeded
 	shared   bool             // seeding from the share folder: a first source
-	have     bitset
-	nhave    int
 	complete bool
-	avail    []int32
-	pieces   map[int]*pieceDl
+	// what is verified, how many peers have each piece, the pieces under way
+	pieceState
 	sessions map[protocol.PeerID]*session
 	known    map[protocol.PeerID]*knownPeer
 	banned   map[protocol.PeerID]bool
@@ -114,11 +90,10 @@ type swarm struct {
 	fail       chan struct{} // closed with failErr set
 	rechoke    chan struct{}
 	lastChange time.Time // last verified piece or session change
-	optimistic *session
-	lastOptim  time.Time
+	choke      choker[*session]
 	pexSeq     uint64 // sessions added so far
 
-	prog      Progress
+	prog      apitype.Progress
 	verified  int64 // bytes verified during this run, for the rate
 	published bool
 }
@@ -132,13 +107,15 @@ type knownPeer struct {
 	retryAt  time.Time
 }
 
-func (d *Daemon) newSwarm(id protocol.ContentID) *swarm {
-	ctx, cancel := context.WithCancel(d.ctx)
+func (m *Swarms) newSwarm(id protocol.ContentID) *swarm {
+	ctx, cancel := context.WithCancel(m.ctx)
 	return &swarm{
-		d: d, id: id, ctx: ctx, cancel: cancel,
-		log:        d.log.With().Str("content_id", id.Short()).Logger(),
+		m: m, id: id, ctx: ctx, cancel: cancel,
+		log:        m.log.With().Str("content_id", id.Short()).Logger(),
 		metaSet:    make(chan struct{}),
-		pieces:     make(map[int]*pieceDl),
+		pieceState: pieceState{pieces: make(map[int]*pieceDl)},
+		choke: choker[*session]{slots: m.cfg.UnchokeSlots, optimistic: m.cfg.OptimisticSlots > 0,
+			interval: m.cfg.OptimisticInterval},
 		sessions:   make(map[protocol.PeerID]*session),
 		known:      make(map[protocol.PeerID]*knownPeer),
 		banned:     make(map[protocol.PeerID]bool),
@@ -148,45 +125,45 @@ func (d *Daemon) newSwarm(id protocol.ContentID) *swarm {
 		fail:       make(chan struct{}),
 		rechoke:    make(chan struct{}, 1),
 		lastChange: time.Now(),
-		prog:       Progress{ContentID: id.String(), State: "locating"},
+		prog:       apitype.Progress{ContentID: id.String(), State: "locating"},
 	}
 }
 
 // swarmFor returns the running swarm for id, or starts a seeding one when the
 // file is shared here or was downloaded here. It returns nil when this peer has
 // nothing of id.
-func (d *Daemon) swarmFor(id protocol.ContentID) *swarm {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if sw := d.swarms[id]; sw != nil {
-		rec, seeded := d.seeding[id]
+func (m *Swarms) swarmFor(id protocol.ContentID) *swarm {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sw := m.swarms[id]; sw != nil {
+		rec, seeded := m.seeding[id]
 		switch {
 		case sw.ctx.Err() != nil:
-			delete(d.swarms, id)
+			delete(m.swarms, id)
 		case seeded && sw.seedPath() != "" && !rec.unchanged():
-			d.mu.Unlock()
-			d.stopSeeding(sw, errors.New("the file changed or is gone"))
-			d.mu.Lock()
+			m.mu.Unlock()
+			m.stopSeeding(sw, errors.New("the file changed or is gone"))
+			m.mu.Lock()
 			return nil
 		default:
 			return sw
 		}
 	}
-	if d.ctx.Err() != nil {
+	if m.ctx.Err() != nil {
 		return nil
 	}
 	var sw *swarm
-	if d.share != nil {
-		if f, ok := d.share.Get(id); ok {
-			sw = d.newSwarm(id)
+	if m.share != nil {
+		if f, ok := m.share.Get(id); ok {
+			sw = m.newSwarm(id)
 			sw.shared, sw.superSeed = true, true
 			sw.name = f.Name
 			sw.adoptComplete(f.Meta)
 		}
 	}
 	if sw == nil {
-		if s, ok := d.seeding[id]; ok && s.unchanged() {
-			sw = d.newSwarm(id)
+		if s, ok := m.seeding[id]; ok && s.unchanged() {
+			sw = m.newSwarm(id)
 			sw.name, sw.fromFile = s.name, s.path
 			sw.adoptComplete(s.meta)
 		}
@@ -194,8 +171,8 @@ func (d *Daemon) swarmFor(id protocol.ContentID) *swarm {
 	if sw == nil {
 		return nil
 	}
-	d.swarms[id] = sw
-	d.wg.Add(1)
+	m.swarms[id] = sw
+	m.wg.Add(1)
 	go sw.chokeLoop()
 	return sw
 }
@@ -222,12 +199,12 @@ func (sw *swarm) readBlock(piece int, off int64, buf []byte) error {
 	sw.mu.Unlock()
 	switch {
 	case sw.shared:
-		_, err := sw.d.share.ReadAt(sw.id, buf, int64(piece)*meta.PieceSize+off)
+		_, err := sw.m.share.ReadAt(sw.id, buf, int64(piece)*meta.PieceSize+off)
 		return err
 	case file != "":
-		err := sw.d.readSeeded(file, buf, int64(piece)*meta.PieceSize+off)
+		err := sw.m.readSeeded(file, buf, int64(piece)*meta.PieceSize+off)
 		if err != nil {
-			sw.d.stopSeeding(sw, err)
+			sw.m.stopSeeding(sw, err)
 		}
 		return err
 	case part != nil:
@@ -244,58 +221,58 @@ func (sw *swarm) seedPath() string {
 }
 
 // stopSeeding ends a finished download's swarm whose file is gone or changed.
-func (d *Daemon) stopSeeding(sw *swarm, why error) {
-	d.mu.Lock()
-	_, was := d.dropSeedLocked(sw.id)
-	if d.swarms[sw.id] == sw {
-		delete(d.swarms, sw.id)
+func (m *Swarms) stopSeeding(sw *swarm, why error) {
+	m.mu.Lock()
+	_, was := m.dropSeedLocked(sw.id)
+	if m.swarms[sw.id] == sw {
+		delete(m.swarms, sw.id)
 	}
-	d.mu.Unlock()
+	m.mu.Unlock()
 	sw.cancel()
 	if was {
 		sw.log.Info().Err(why).Msg("no longer serving a finished download")
-		go d.attach.republish()
+		go m.republish()
 	}
 }
 
 // dropSeedLocked forgets the finished download id: its record, its open file,
 // and the swarm serving that file, which it returns for the caller to cancel
-// once d.mu is released. It reports whether there was a record.
-func (d *Daemon) dropSeedLocked(id protocol.ContentID) (*swarm, bool) {
-	rec, ok := d.seeding[id]
+// once m.mu is released. It reports whether there was a record.
+func (m *Swarms) dropSeedLocked(id protocol.ContentID) (*swarm, bool) {
+	rec, ok := m.seeding[id]
 	if !ok {
 		return nil, false
 	}
-	delete(d.seeding, id)
-	if f := d.seedFiles[rec.path]; f != nil {
+	delete(m.seeding, id)
+	if f := m.seedFiles[rec.path]; f != nil {
 		f.Close()
-		delete(d.seedFiles, rec.path)
+		delete(m.seedFiles, rec.path)
 	}
-	sw := d.swarms[id]
+	sw := m.swarms[id]
 	if sw == nil || sw.seedPath() != rec.path {
 		return nil, true
 	}
-	delete(d.swarms, id)
+	delete(m.swarms, id)
 	return sw, true
 }
 
 // readSeeded reads from a finished download, keeping its file open while seeded.
-func (d *Daemon) readSeeded(path string, buf []byte, off int64) error {
-	d.mu.Lock()
-	f := d.seedFiles[path]
-	d.mu.Unlock()
+func (m *Swarms) readSeeded(path string, buf []byte, off int64) error {
+	m.mu.Lock()
+	f := m.seedFiles[path]
+	m.mu.Unlock()
 	if f == nil {
 		nf, err := os.Open(path)
 		if err != nil {
 			return err
 		}
-		d.mu.Lock()
-		if f = d.seedFiles[path]; f == nil {
-			d.seedFiles[path], f = nf, nf
+		m.mu.Lock()
+		if f = m.seedFiles[path]; f == nil {
+			m.seedFiles[path], f = nf, nf
 		} else {
 			nf.Close()
 		}
-		d.mu.Unlock()
+		m.mu.Unlock()
 	}
 	_, err := f.ReadAt(buf, off)
 	return err
@@ -352,17 +329,17 @@ func (sw *swarm) addSession(s *session) error {
 		return fmt.Errorf("%w: peer banned for this content after bad data", protocol.ErrForbidden)
 	}
 	if sw.ctx.Err() != nil {
-		return ErrDaemonClosed
+		return errClosed
 	}
 	if old := sw.sessions[s.peer]; old != nil {
-		me := sw.d.ID()
+		me := sw.m.ID()
 		keepOld := old.outgoing == (bytes.Compare(me[:], s.peer[:]) < 0)
 		if old.outgoing != s.outgoing && keepOld {
 			return fmt.Errorf("%w: already exchanging this content", protocol.ErrBadRequest)
 		}
 		old.closeLocked(errors.New("replaced by a new stream with the same peer"))
 	}
-	if len(sw.sessions) >= sw.d.cfg.MaxSwarmPeers {
+	if len(sw.sessions) >= sw.m.cfg.MaxSwarmPeers {
 		return fmt.Errorf("%w: swarm full", protocol.ErrOverloaded)
 	}
 	n := sw.meta.NumPieces()
@@ -371,8 +348,8 @@ func (sw *swarm) addSession(s *session) error {
 	s.amChoking, s.peerChoking = true, true
 	s.reqs = make(map[int64]struct{})
 	s.offered = make(map[int]*offer)
-	s.down = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
-	s.up = newRateMeter(2*sw.d.cfg.UnchokeInterval, now)
+	s.down = newRateMeter(2*sw.m.cfg.UnchokeInterval, now)
+	s.up = newRateMeter(2*sw.m.cfg.UnchokeInterval, now)
 	s.since = now
 	sw.sessions[s.peer] = s
 	sw.pexSeq++
@@ -414,7 +391,7 @@ func (sw *swarm) pexLocked(s *session) {
 // their supernode, never by dialling the addresses a peer gave: else one peer
 // could point a whole swarm at any host.
 func (sw *swarm) learnLocked(from *session, peers []protocol.Source) {
-	me := sw.d.ID()
+	me := sw.m.ID()
 	for _, p := range peers {
 		if p.Peer == me || p.Peer == from.peer || p.Peer.IsZero() || p.SN == nil || p.SN.IsZero() {
 			continue
@@ -451,9 +428,7 @@ func (sw *swarm) removeLocked(s *session) {
 	}
 	sw.dropRequestsLocked(s)
 	sw.returnOffersLocked(s)
-	if sw.optimistic == s {
-		sw.optimistic = nil
-	}
+	sw.choke.forget(s)
 	sw.kick()
 	sw.fillAllLocked()
 	// Pieces only s had come back into reach of a first source's offers.
@@ -508,7 +483,7 @@ func (sw *swarm) offerAllLocked() {
 // quarter second at its recent rate, and never less than the configured pipeline.
 func (sw *swarm) depth(s *session, now time.Time) int {
 	n := int(s.down.rate(now) / 4 / swarmBlock)
-	return min(max(n, sw.d.cfg.Pipeline), 256)
+	return min(max(n, sw.m.cfg.Pipeline), 256)
 }
 
 // fillLocked keeps s's request pipeline full and our interest in s honest:
@@ -540,7 +515,7 @@ func (sw *swarm) fillLocked(s *session) {
 			s.queueLocked(&protocol.Request{Piece: uint32(pd.idx), Offset: uint32(off), Length: uint32(n)})
 		}
 	}
-	sw.setInterestLocked(s, len(s.reqs) > 0 || (!s.moving && sw.canUseLocked(s)))
+	sw.setInterestLocked(s, len(s.reqs) > 0 || (!s.moving && sw.canUse(&s.peerPieces)))
 }
 
 func (sw *swarm) setInterestLocked(s *session, want bool) {
@@ -555,124 +530,19 @@ func (sw *swarm) setInterestLocked(s *session, want bool) {
 	}
 }
 
-// canUseLocked reports whether s has a block we could ask it for now.
-func (sw *swarm) canUseLocked(s *session) bool {
-	endgame := sw.endgameLocked()
-	for i := range sw.avail {
-		if sw.have.has(i) || !s.has.has(i) {
-			continue
-		}
-		pd := sw.pieces[i]
-		if pd == nil || (pd.free > 0 && !pd.verifying) {
-			return true
-		}
-		if endgame && sw.endgameBlockLocked(s, pd) >= 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// endgameLocked reports whether every missing piece is started: from then on
-// a block may be asked of a second peer.
-func (sw *swarm) endgameLocked() bool {
-	return len(sw.pieces)+sw.nhave >= len(sw.avail)
-}
-
-// endgameBlockLocked is a block of pd that s could be asked for in the
-// endgame: missing, asked of fewer than maxBlockDupes peers, none of them s.
-// It is -1 when there is none.
-func (sw *swarm) endgameBlockLocked(s *session, pd *pieceDl) int {
-	if pd.verifying {
-		return -1
-	}
-	for b := range pd.reqs {
-		if pd.got[b] || pd.reqs[b] >= maxBlockDupes {
-			continue
-		}
-		if _, mine := s.reqs[blockKey(pd.idx, b*swarmBlock)]; !mine {
-			return b
-		}
-	}
-	return -1
-}
-
-// pickLocked chooses the next block to ask s for: first the free blocks of
-// pieces already started (s's own first), then a new piece, rarest first, and
-// at the very end blocks others are fetching too (endgame).
+// pickLocked chooses the next block to ask s for (see pieceState.pick),
+// starting a new piece when that is the choice.
 func (sw *swarm) pickLocked(s *session) (*pieceDl, int, bool) {
-	var best *pieceDl
-	for _, pd := range sw.pieces {
-		if pd.free == 0 || pd.verifying || !s.has.has(pd.idx) {
-			continue
-		}
-		if pd.owner == s {
-			best = pd
-			break
-		}
-		if best == nil || pd.idx < best.idx {
-			best = pd
-		}
+	pd, b, start := sw.pick(&s.peerPieces, rand.IntN)
+	if start >= 0 {
+		return sw.startPieceLocked(start, s), 0, true
 	}
-	if best != nil {
-		for b := range best.reqs {
-			if best.reqs[b] == 0 && !best.got[b] {
-				if best.owner == nil || best.owner.closed {
-					best.owner = s
-				}
-				return best, b, true
-			}
-		}
-	}
-	if i := sw.newPieceLocked(s); i >= 0 {
-		pd := sw.startPieceLocked(i, s)
-		return pd, 0, true
-	}
-	if !sw.endgameLocked() {
-		return nil, 0, false // pieces remain that s does not have; not endgame yet
-	}
-	for _, pd := range sw.pieces {
-		if !s.has.has(pd.idx) {
-			continue
-		}
-		if b := sw.endgameBlockLocked(s, pd); b >= 0 {
-			return pd, b, true
-		}
-	}
-	return nil, 0, false
-}
-
-// newPieceLocked picks a piece nobody here has started: at random for the
-// first few (so a newcomer soon has something to trade), then the rarest among
-// those s has, at random among equals.
-func (sw *swarm) newPieceLocked(s *session) int {
-	random := sw.nhave+len(sw.pieces) < randomFirstPieces
-	pick, seen := -1, 0
-	var best int32
-	for i := range sw.avail {
-		if sw.have.has(i) || sw.pieces[i] != nil || !s.has.has(i) {
-			continue
-		}
-		a := sw.avail[i]
-		if random {
-			a = 0
-		}
-		switch {
-		case pick < 0 || a < best:
-			pick, best, seen = i, a, 1
-		case a == best:
-			seen++
-			if rand.IntN(seen) == 0 {
-				pick = i
-			}
-		}
-	}
-	return pick
+	return pd, b, pd != nil
 }
 
 func (sw *swarm) startPieceLocked(i int, s *session) *pieceDl {
 	n := int((sw.meta.PieceLen(i) + swarmBlock - 1) / swarmBlock)
-	pd := &pieceDl{idx: i, buf: sw.d.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: s}
+	pd := &pieceDl{idx: i, buf: sw.m.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: &s.peerPieces}
 	sw.pieces[i] = pd
 	return pd
 }
@@ -741,7 +611,7 @@ func (sw *swarm) verify(pd *pieceDl) {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	delete(sw.pieces, pd.idx)
-	sw.d.recycle(pd.buf)
+	sw.m.recycle(pd.buf)
 	switch {
 	case errors.Is(err, os.ErrClosed):
 		return // the download ended (aborted or finished) meanwhile
@@ -768,7 +638,7 @@ func (sw *swarm) verify(pd *pieceDl) {
 	sw.verified += n
 	sw.prog.Have, sw.prog.Verified = sw.nhave, sw.prog.Verified+n
 	sw.lastChange = time.Now()
-	sw.d.downloaded.Add(n)
+	sw.m.downloaded.Add(n)
 	// Every peer hears of it, those that have it too: a first source learns
 	// from it that the piece it revealed arrived.
 	for _, o := range sw.sessions {
@@ -779,7 +649,7 @@ func (sw *swarm) verify(pd *pieceDl) {
 	}
 	if !sw.published {
 		sw.published = true
-		go sw.d.attach.republish() // we are a source now, for the pieces we have
+		go sw.m.republish() // we are a source now, for the pieces we have
 	}
 	if sw.nhave == len(sw.avail) {
 		sw.finishLocked()
@@ -824,8 +694,8 @@ func (sw *swarm) failLocked(err error) {
 // chokeLoop reruns the choice of who to upload to: on a timer, and at once
 // when an unchoked peer leaves or loses interest or a slot is free.
 func (sw *swarm) chokeLoop() {
-	defer sw.d.wg.Done()
-	cfg := &sw.d.cfg
+	defer sw.m.wg.Done()
+	cfg := &sw.m.cfg
 	t := time.NewTicker(cfg.UnchokeInterval)
 	defer t.Stop()
 	pex := time.NewTicker(pexInterval)
@@ -849,75 +719,29 @@ func (sw *swarm) chokeLoop() {
 	}
 }
 
-// rechokeNow unchokes the UnchokeSlots interested peers that upload to us
-// fastest (a complete peer: that we upload to fastest) and an optimistic one,
-// rotated every OptimisticInterval and drawn with new peers three times as
-// likely. A periodic run may replace regular slots; a kicked one only fills
-// slots that are free or held by peers that no longer want anything.
+// rechokeNow hands the peers that want something to the choker (see
+// choker.choose): by how fast they upload to us, or when we are complete how
+// fast we upload to them. It then sends the chokes and unchokes it chose.
 func (sw *swarm) rechokeNow(periodic bool) {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	cfg := &sw.d.cfg
 	now := time.Now()
-	var cands []*session
+	var cands []chokePeer[*session]
 	for _, s := range sw.sessions {
 		// A first source shows an empty have-map, so a peer cannot say it is
 		// interested until it is unchoked and told of a piece: any peer that
 		// still lacks pieces is a candidate.
 		wants := s.peerInterested || (sw.superSeed && s.gotBitfield && s.nhas < len(sw.avail))
-		if wants && !s.closed {
-			cands = append(cands, s)
+		if !wants || s.closed {
+			continue
 		}
-	}
-	score := make(map[*session]float64, len(cands))
-	for _, s := range cands {
+		rate := s.down.rate(now)
 		if sw.complete {
-			score[s] = s.up.rate(now)
-		} else {
-			score[s] = s.down.rate(now)
+			rate = s.up.rate(now)
 		}
+		cands = append(cands, chokePeer[*session]{key: s, rate: rate, unchoked: !s.amChoking, since: s.since})
 	}
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	unchoke := make(map[*session]bool)
-	if !periodic {
-		// Keep the regular peers unchoked now that still want something.
-		for _, s := range cands {
-			if !s.amChoking && s != sw.optimistic && len(unchoke) < cfg.UnchokeSlots {
-				unchoke[s] = true
-			}
-		}
-	}
-	slices.SortStableFunc(cands, func(a, b *session) int { return cmp.Compare(score[b], score[a]) })
-	for _, s := range cands {
-		if len(unchoke) >= cfg.UnchokeSlots {
-			break
-		}
-		unchoke[s] = true
-	}
-	opt := sw.optimistic
-	if opt != nil && (opt.closed || !slices.Contains(cands, opt) || unchoke[opt]) {
-		opt = nil
-	}
-	if opt == nil || now.Sub(sw.lastOptim) >= cfg.OptimisticInterval {
-		var pool []*session
-		for _, s := range cands {
-			if unchoke[s] {
-				continue
-			}
-			pool = append(pool, s)
-			if now.Sub(s.since) < cfg.OptimisticInterval {
-				pool = append(pool, s, s)
-			}
-		}
-		if len(pool) > 0 {
-			opt = pool[rand.IntN(len(pool))]
-			sw.lastOptim = now
-		}
-	}
-	sw.optimistic = opt
-	if opt != nil && cfg.OptimisticSlots > 0 {
-		unchoke[opt] = true
-	}
+	unchoke := sw.choke.choose(cands, periodic, now, rand.IntN)
 	for _, s := range sw.sessions {
 		switch {
 		case unchoke[s] && s.draining:
@@ -1128,32 +952,18 @@ func (sw *swarm) onSentLocked(s *session, n int) {
 	sw.prog.Uploaded += int64(n)
 }
 
-// SwarmStatus is one file this peer exchanges with others, as status lists it.
-type SwarmStatus struct {
-	ContentID string `json:"content_id"`
-	Name      string `json:"name,omitempty"`
-	// Role is "downloading", "seeding" (a finished download) or "first source"
-	// (a file of the share folder).
-	Role     string `json:"role"`
-	Pieces   int    `json:"pieces"`
-	Have     int    `json:"pieces_verified"`
-	Peers    int    `json:"peers"`
-	Unchoked int    `json:"unchoked"` // peers we upload to now
-	Uploaded int64  `json:"uploaded_bytes"`
-}
-
-// swarmStatus lists the swarms that have peers or are downloading.
-func (d *Daemon) swarmStatus() []SwarmStatus {
-	d.mu.Lock()
-	swarms := make([]*swarm, 0, len(d.swarms))
-	for _, sw := range d.swarms {
+// Status lists the swarms that have peers or are downloading.
+func (m *Swarms) Status() []apitype.SwarmStatus {
+	m.mu.Lock()
+	swarms := make([]*swarm, 0, len(m.swarms))
+	for _, sw := range m.swarms {
 		swarms = append(swarms, sw)
 	}
-	d.mu.Unlock()
-	var out []SwarmStatus
+	m.mu.Unlock()
+	var out []apitype.SwarmStatus
 	for _, sw := range swarms {
 		sw.mu.Lock()
-		st := SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
+		st := apitype.SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
 			Peers: len(sw.sessions), Uploaded: sw.prog.Uploaded}
 		for _, s := range sw.sessions {
 			if !s.amChoking {
@@ -1174,6 +984,6 @@ func (d *Daemon) swarmStatus() []SwarmStatus {
 			out = append(out, st)
 		}
 	}
-	slices.SortFunc(out, func(a, b SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b apitype.SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -1,4 +1,4 @@
-package peer
+package swarm
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"io"
 	"slices"
 	"time"
-
-	"github.com/quic-go/quic-go"
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -20,7 +18,7 @@ import (
 type session struct {
 	sw       *swarm
 	peer     protocol.PeerID
-	st       *quic.Stream
+	st       transport.LinkStream
 	fr       *transport.FrameReader
 	outgoing bool
 	src      protocol.Source // how to reach the peer, for peer exchange
@@ -28,7 +26,7 @@ type session struct {
 	pexSent  uint64          // the last seq this peer was told of
 
 	since          time.Time
-	has            bitset
+	peerPieces     // what it has, what we asked of it, whether the session ended
 	gotBitfield    bool
 	useful         int // pieces it has that we lack
 	nhas           int // pieces it has
@@ -36,7 +34,6 @@ type session struct {
 	amInterested   bool
 	peerChoking    bool
 	peerInterested bool
-	reqs           map[int64]struct{} // blocks we asked it for
 	queue          []protocol.Request // blocks it asked us for
 	ctrl           []protocol.Message // frames waiting for the writer
 	offered        map[int]*offer     // first source: pieces revealed, not yet held
@@ -48,14 +45,13 @@ type session struct {
 	upRun          uint64 // rank of the piece run we upload to it; under the daemon's upTurns
 	moving         bool   // its link is being replaced: ask nothing more here
 	moved          bool   // ended to move to the better link
-	closed         bool
-	failing        bool // a protocol error: the writer sends the Error queued and stops
+	failing        bool   // a protocol error: the writer sends the Error queued and stops
 	err            error
 	notify         chan struct{}
 	done           chan struct{}
 }
 
-func newSession(sw *swarm, peer protocol.PeerID, st *quic.Stream, fr *transport.FrameReader, outgoing bool) *session {
+func newSession(sw *swarm, peer protocol.PeerID, st transport.LinkStream, fr *transport.FrameReader, outgoing bool) *session {
 	return &session{sw: sw, peer: peer, st: st, fr: fr, outgoing: outgoing,
 		notify: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -82,10 +78,10 @@ func (s *session) closeLocked(err error) {
 	}
 	s.closed, s.err = true, err
 	close(s.done)
-	if s.sw.d != nil {
-		s.sw.d.upTurns.done(s)
+	if s.sw.m != nil {
+		s.sw.m.upTurns.done(s)
 	}
-	code := quic.StreamErrorCode(0)
+	code := uint64(0)
 	if err != nil {
 		code = 1
 	}
@@ -190,16 +186,16 @@ func (s *session) writeLoop() error {
 		var total int
 		var runEnds bool
 		if !s.amChoking && len(s.queue) > 0 {
-			if sw.d.upTurns.take(s) {
-				batch, total, runEnds = s.takeBatchLocked(batch[:0], sw.d.upLimit.burst(maxBatch))
+			if sw.m.upTurns.take(s) {
+				batch, total, runEnds = s.takeBatchLocked(batch[:0], sw.m.upLimit.burst(maxBatch))
 			}
 		} else {
-			sw.d.upTurns.done(s)
+			sw.m.upTurns.done(s)
 		}
 		sw.mu.Unlock()
 		if total > 0 {
-			err := sw.d.upLimit.wait(sw.ctx, total)
-			sw.d.upTurns.waited(s, runEnds)
+			err := sw.m.upLimit.wait(sw.ctx, total)
+			sw.m.upTurns.waited(s, runEnds)
 			if err != nil {
 				return err
 			}
@@ -236,7 +232,7 @@ func (s *session) writeLoop() error {
 			sw.mu.Lock()
 			sw.onSentLocked(s, total)
 			sw.mu.Unlock()
-			sw.d.uploaded.Add(int64(total))
+			sw.m.uploaded.Add(int64(total))
 		}
 	}
 }
@@ -293,7 +289,7 @@ func (s *session) readLoop() error {
 			if _, err := io.ReadFull(br, data[:size]); err != nil {
 				return err
 			}
-			if err := sw.d.downLimit.wait(sw.ctx, size); err != nil {
+			if err := sw.m.downLimit.wait(sw.ctx, size); err != nil {
 				return err
 			}
 			sw.mu.Lock()
@@ -309,9 +305,9 @@ func (s *session) readLoop() error {
 			}
 			if pd != nil {
 				// Hash and write on another goroutine, so the stream keeps moving.
-				sw.d.wg.Add(1)
+				sw.m.wg.Add(1)
 				go func() {
-					defer sw.d.wg.Done()
+					defer sw.m.wg.Done()
 					sw.verify(pd)
 				}()
 			}
@@ -480,21 +476,20 @@ func (sw *swarm) peerLacksLocked(s *session, i int) {
 // joinPeer opens a swarm stream to src over a link from the connector and runs
 // it until it ends. It returns whether the session got under way.
 func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
-	d := sw.d
-	pl, err := d.conns.acquire(sw.ctx, src)
+	pl, err := sw.m.cfg.Dial(sw.ctx, src)
 	if err != nil {
 		return false, err
 	}
-	defer d.conns.release(pl)
-	if !protocol.Supports(pl.link.Version, protocol.TypeJoin) {
-		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.link.Version, protocol.VersionSwarm)
+	defer pl.Release()
+	if !protocol.Supports(pl.Link().Version, protocol.TypeJoin) {
+		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.Link().Version, protocol.VersionSwarm)
 	}
-	st, err := pl.link.Conn().OpenStreamSync(sw.ctx)
+	st, err := pl.Link().OpenStream(sw.ctx)
 	if err != nil {
 		return false, err
 	}
-	fr := transport.NewFrameReader(st, 32<<10, d.node.FrameTimeouts())
-	sn, nat := d.attach.self()
+	fr := transport.NewFrameReader(st, 32<<10, sw.m.cfg.FrameTimeouts)
+	sn, nat := sw.m.cfg.Reach()
 	if err := protocol.WriteMessage(st, &protocol.Join{ID: sw.id, SN: sn, NAT: nat}); err != nil {
 		st.CancelRead(0)
 		return false, err
@@ -512,7 +507,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		st.CancelWrite(1)
 		return false, err
 	}
-	fr.SetMax(maxSwarmFrame)
+	fr.SetMax(MaxFrame)
 	s := newSession(sw, src.Peer, st, fr, true)
 	s.src = src
 	if err := sw.addSession(s); err != nil {
@@ -525,11 +520,11 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 		k.joined = true
 	}
 	sw.mu.Unlock()
-	d.wg.Add(1)
+	sw.m.wg.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer sw.m.wg.Done()
 		select {
-		case <-pl.better:
+		case <-pl.Better():
 			// Ask nothing more here; what is in flight still arrives.
 			sw.mu.Lock()
 			s.moving = true
@@ -543,15 +538,11 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	moved := s.moved
 	sw.mu.Unlock()
 	if moved {
-		pl.link.Log().Info().Str("content_id", sw.id.Short()).Msg("swarm stream moving to a direct link")
+		pl.Link().Log().Info().Str("content_id", sw.id.Short()).Msg("swarm stream moving to a direct link")
 		return true, errPathChanged
 	}
 	return true, err
 }
-
-// errPathChanged ends a session whose link was replaced by a better one, once
-// everything requested on it has arrived.
-var errPathChanged = errors.New("moving to a better path")
 
 // checkMoveLocked ends a moving session once nothing is in flight on it.
 func (sw *swarm) checkMoveLocked(s *session) {
@@ -589,9 +580,9 @@ func (sw *swarm) takeMeta(from protocol.PeerID, m protocol.Message) error {
 	return nil
 }
 
-// serveJoin answers a peer's Join: the metadata, then a session like ours.
-func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, fr *transport.FrameReader, j *protocol.Join) error {
-	sw := d.swarmFor(j.ID)
+// ServeJoin answers a peer's Join: the metadata, then a session like ours.
+func (m *Swarms) ServeJoin(l *transport.Link, st transport.LinkStream, fr *transport.FrameReader, j *protocol.Join) error {
+	sw := m.swarmFor(j.ID)
 	if sw == nil {
 		protocol.WriteMessage(st, &protocol.Error{Code: protocol.StatusNotFound, Message: "not shared here: " + j.ID.Short()})
 		st.Close()
@@ -605,9 +596,9 @@ func (d *Daemon) serveJoin(l *transport.Link, st *quic.Stream, fr *transport.Fra
 		return nil
 	}
 	sw.mu.Lock()
-	m := &protocol.Meta{ID: j.ID, Name: sw.name, Size: sw.meta.Size, PieceSize: sw.meta.PieceSize, Hashes: sw.meta.Hashes}
+	meta := &protocol.Meta{ID: j.ID, Name: sw.name, Size: sw.meta.Size, PieceSize: sw.meta.PieceSize, Hashes: sw.meta.Hashes}
 	sw.mu.Unlock()
-	if err := protocol.WriteMessage(st, m); err != nil {
+	if err := protocol.WriteMessage(st, meta); err != nil {
 		return err
 	}
 	s := newSession(sw, l.Peer, st, fr, false)

@@ -1,9 +1,10 @@
-package peer
+package swarm
 
 import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,10 +30,11 @@ func testSwarm(t *testing.T, firstSource bool) *swarm {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := &Daemon{id: id, log: zerolog.Nop(), ctx: ctx, bufs: make(chan []byte, 4),
-		cfg: Config{Pipeline: 4, UnchokeSlots: 2, OptimisticSlots: 1, MaxSwarmPeers: 50,
-			UnchokeInterval: time.Second, OptimisticInterval: 3 * time.Second}}
-	sw := d.newSwarm(protocol.ContentID{1})
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	sws := New(ctx, &wg, Config{Self: id.ID, Log: zerolog.Nop(), Pipeline: 4, UnchokeSlots: 2, OptimisticSlots: 1, MaxSwarmPeers: 50,
+		UnchokeInterval: time.Second, OptimisticInterval: 3 * time.Second})
+	sw := sws.newSwarm(protocol.ContentID{1})
 	m := content.Meta{Size: testPieces * 2 * swarmBlock, PieceSize: 2 * swarmBlock, Hashes: make([]byte, 32*testPieces)}
 	if firstSource {
 		sw.shared, sw.superSeed = true, true
@@ -210,8 +212,9 @@ func TestRechokeByRate(t *testing.T) {
 			}
 		}
 	}
-	if unchoked != 3 || sw.optimistic == nil || sw.optimistic.amChoking || sw.optimistic == ss[5] || sw.optimistic == ss[4] {
-		t.Fatalf("%d unchoked, optimistic %v; want the 2 fastest and one other", unchoked, sw.optimistic)
+	opt := sw.choke.opt
+	if unchoked != 3 || !sw.choke.hasOpt || opt.amChoking || opt == ss[5] || opt == ss[4] {
+		t.Fatalf("%d unchoked, optimistic %v; want the 2 fastest and one other", unchoked, opt)
 	}
 	// An unchoked peer that loses interest gives its slot to a waiting one at once.
 	ss[5].peerInterested = false

@@ -1,4 +1,4 @@
-package peer
+package swarm
 
 import (
 	"context"
@@ -10,28 +10,9 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/content"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
-
-// Progress is the state of one download, sent to the CLI as it changes.
-type Progress struct {
-	ContentID string  `json:"content_id"`
-	Name      string  `json:"name,omitempty"`
-	Path      string  `json:"path,omitempty"`
-	State     string  `json:"state"` // locating, connecting, downloading, done, failed
-	Size      int64   `json:"size"`
-	Verified  int64   `json:"verified_bytes"`
-	Pieces    int     `json:"pieces"`
-	Have      int     `json:"pieces_verified"`
-	Resumed   int     `json:"pieces_resumed,omitempty"`
-	Sources   int     `json:"sources"`        // peers known to have some of it
-	Active    int     `json:"active_sources"` // peers exchanging it with us now
-	BadPieces int     `json:"bad_pieces,omitempty"`
-	Banned    int     `json:"banned_sources,omitempty"`
-	Rate      float64 `json:"rate_bytes_per_sec"`
-	Uploaded  int64   `json:"uploaded_bytes,omitempty"` // sent to other downloaders meanwhile
-	Error     string  `json:"error,omitempty"`
-}
 
 // seedRecord is a finished download this daemon keeps serving.
 type seedRecord struct {
@@ -52,9 +33,9 @@ func (r seedRecord) unchanged() bool {
 // pieceBuf hands out a buffer for a piece being downloaded. A free list rather
 // than a sync.Pool: the pool is emptied at every GC, and a fresh 256 KiB buffer
 // costs a zeroing pass over memory.
-func (d *Daemon) pieceBuf(n int64) []byte {
+func (m *Swarms) pieceBuf(n int64) []byte {
 	select {
-	case b := <-d.bufs:
+	case b := <-m.bufs:
 		if int64(cap(b)) >= n {
 			return b[:n]
 		}
@@ -63,9 +44,9 @@ func (d *Daemon) pieceBuf(n int64) []byte {
 	return make([]byte, n)
 }
 
-func (d *Daemon) recycle(b []byte) {
+func (m *Swarms) recycle(b []byte) {
 	select {
-	case d.bufs <- b:
+	case m.bufs <- b:
 	default:
 	}
 }
@@ -75,19 +56,32 @@ func (d *Daemon) recycle(b []byte) {
 // called about five times a second and once at the end. While it runs the
 // daemon uploads the pieces it has to the other peers of the swarm, and after it
 // returns it keeps serving the file.
-func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(Progress)) (string, error) {
-	d.wg.Add(1)
-	defer d.wg.Done()
+func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error) {
+	m.wg.Add(1)
+	defer m.wg.Done()
 	if cid.IsZero() { // on the wire the zero ID means "no content ID"
-		return "", fmt.Errorf("%w: %s", ErrNothingFound, cid)
+		return "", fmt.Errorf("%w: %s", errNothingFound, cid)
 	}
-	sw, err := d.startDownload(cid, out)
+	sw, err := m.startDownload(cid, out)
 	if err != nil {
 		return "", err
 	}
-	var last Progress
-	report := func(p Progress) {
+	// The swarm refuses a second download of cid while this one runs; status
+	// lists this one's progress meanwhile.
+	m.mu.Lock()
+	m.downloads[cid] = &apitype.Progress{ContentID: cid.String(), State: "locating"}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.downloads, cid)
+		m.mu.Unlock()
+	}()
+	var last apitype.Progress
+	report := func(p apitype.Progress) {
 		last = p
+		m.mu.Lock()
+		m.downloads[cid] = &p
+		m.mu.Unlock()
 		if onProgress != nil {
 			onProgress(p)
 		}
@@ -107,13 +101,13 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 }
 
 // startDownload registers a new downloading swarm for cid.
-func (d *Daemon) startDownload(cid protocol.ContentID, out string) (*swarm, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.ctx.Err() != nil {
-		return nil, ErrDaemonClosed
+func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return nil, errClosed
 	}
-	if old := d.swarms[cid]; old != nil && old.ctx.Err() == nil {
+	if old := m.swarms[cid]; old != nil && old.ctx.Err() == nil {
 		old.mu.Lock()
 		shared, complete, path := old.shared, old.complete, old.path
 		old.mu.Unlock()
@@ -131,21 +125,21 @@ func (d *Daemon) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 		}
 		old.cancel()
 	}
-	if d.share != nil {
-		if _, ok := d.share.Get(cid); ok {
+	if m.share != nil {
+		if _, ok := m.share.Get(cid); ok {
 			return nil, fmt.Errorf("%w: %s is in this peer's share folder", protocol.ErrBadRequest, cid.Short())
 		}
 	}
-	sw := d.newSwarm(cid)
+	sw := m.newSwarm(cid)
 	sw.out = out
-	d.swarms[cid] = sw
-	d.wg.Add(1)
+	m.swarms[cid] = sw
+	m.wg.Add(1)
 	go sw.chokeLoop()
 	return sw, nil
 }
 
-func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, error) {
-	d := sw.d
+func (sw *swarm) download(ctx context.Context, report func(apitype.Progress)) (string, error) {
+	m := sw.m
 	stop := context.AfterFunc(ctx, func() { sw.abort(context.Cause(ctx)) })
 	defer stop()
 	// Ask the overlay for the current sources even after a search: a keyword
@@ -159,16 +153,16 @@ func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, e
 	n := sw.addKnown(hit.Sources)
 	if n == 0 {
 		sw.abort(nil)
-		return "", fmt.Errorf("%w: %s", ErrNothingFound, sw.id)
+		return "", fmt.Errorf("%w: %s", errNothingFound, sw.id)
 	}
 	sw.mu.Lock()
 	sw.name = hit.Name
 	sw.prog.Name, sw.prog.Size, sw.prog.State = hit.Name, hit.Size, "connecting"
 	sw.mu.Unlock()
 
-	d.wg.Add(1)
+	m.wg.Add(1)
 	go sw.track()
-	tick := time.NewTicker(d.cfg.ProgressInterval)
+	tick := time.NewTicker(m.cfg.ProgressInterval)
 	defer tick.Stop()
 	var lastBytes int64
 	var rate float64
@@ -218,15 +212,15 @@ func (sw *swarm) moveIntoPlace() (string, error) {
 	sw.mu.Lock()
 	sw.fromFile, sw.part = path, nil
 	sw.mu.Unlock()
-	d := sw.d
-	d.mu.Lock()
+	m := sw.m
+	m.mu.Lock()
 	rec := seedRecord{path: path, name: name, meta: meta}
 	if fi, err := os.Stat(path); err == nil {
 		rec.mtime = fi.ModTime()
 	}
-	d.seeding[sw.id] = rec
-	d.mu.Unlock()
-	d.log.Info().Str("content_id", sw.id.Short()).Str("path", path).Msg("download complete")
+	m.seeding[sw.id] = rec
+	m.mu.Unlock()
+	m.log.Info().Str("content_id", sw.id.Short()).Str("path", path).Msg("download complete")
 	return path, nil
 }
 
@@ -252,23 +246,21 @@ func (sw *swarm) abort(cause error) {
 		part.Close()
 	}
 	sw.ioMu.Unlock()
-	d := sw.d
-	d.mu.Lock()
-	if d.swarms[sw.id] == sw {
-		delete(d.swarms, sw.id)
+	m := sw.m
+	m.mu.Lock()
+	if m.swarms[sw.id] == sw {
+		delete(m.swarms, sw.id)
 	}
-	d.mu.Unlock()
+	m.mu.Unlock()
 	if sw.published {
-		d.attach.republish()
+		m.republish()
 	}
 }
 
 // askTracker looks the content ID up in the overlay and returns what is known
 // of it now, from this lookup and earlier searches; ok is false when nothing is.
 func (sw *swarm) askTracker() (protocol.Hit, bool, error) {
-	_, err := sw.d.Search(sw.ctx, "", sw.id, 0, nil)
-	hit, ok := sw.d.srcs.get(sw.id)
-	return hit, ok, err
+	return sw.m.cfg.Locate(sw.ctx, sw.id)
 }
 
 // addKnown adds sources to try and returns how many are known.
@@ -276,7 +268,7 @@ func (sw *swarm) addKnown(srcs []protocol.Source) int {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	for _, s := range srcs {
-		if s.Peer == sw.d.ID() {
+		if s.Peer == sw.m.ID() {
 			continue
 		}
 		if k := sw.known[s.Peer]; k != nil {
@@ -294,8 +286,8 @@ func (sw *swarm) addKnown(srcs []protocol.Source) int {
 // TrackerInterval, and fails the download when no peer is left to ask or
 // nothing has moved for StallTimeout.
 func (sw *swarm) track() {
-	d := sw.d
-	defer d.wg.Done()
+	m := sw.m
+	defer m.wg.Done()
 	interval := 250 * time.Millisecond
 	nextLookup := time.Now().Add(interval)
 	t := time.NewTicker(100 * time.Millisecond)
@@ -314,7 +306,7 @@ func (sw *swarm) track() {
 			if hit, ok, err := sw.askTracker(); ok && err == nil {
 				sw.addKnown(hit.Sources)
 			}
-			interval = min(2*interval, d.cfg.TrackerInterval)
+			interval = min(2*interval, m.cfg.TrackerInterval)
 			nextLookup = time.Now().Add(interval)
 		}
 		sw.mu.Lock()
@@ -339,9 +331,9 @@ func (sw *swarm) deadLocked(now time.Time) error {
 		return fmt.Errorf("%d of %d pieces verified; no source could supply the rest (%d sources, %d banned for bad data); run the same command again to resume",
 			sw.nhave, len(sw.avail), len(sw.known), len(sw.banned))
 	}
-	if now.Sub(sw.lastChange) > sw.d.cfg.StallTimeout {
+	if now.Sub(sw.lastChange) > sw.m.cfg.StallTimeout {
 		return fmt.Errorf("%w: %d of %d pieces verified and nothing new for %v from %d peers; run the same command again to resume",
-			ErrStalled, sw.nhave, len(sw.avail), sw.d.cfg.StallTimeout, len(sw.sessions))
+			ErrStalled, sw.nhave, len(sw.avail), sw.m.cfg.StallTimeout, len(sw.sessions))
 	}
 	return nil
 }
@@ -367,7 +359,7 @@ func (sw *swarm) connectKnown() {
 		}
 	}
 	for p, k := range sw.known {
-		if len(sw.sessions)+dialing >= sw.d.cfg.MaxSwarmPeers || dialing >= maxDialing || sw.complete {
+		if len(sw.sessions)+dialing >= sw.m.cfg.MaxSwarmPeers || dialing >= maxDialing || sw.complete {
 			return
 		}
 		if k.busy || sw.sessions[p] != nil || sw.banned[p] || k.failures >= maxJoinFailures || now.Before(k.retryAt) {
@@ -375,9 +367,9 @@ func (sw *swarm) connectKnown() {
 		}
 		k.busy = true
 		dialing++
-		sw.d.wg.Add(1)
+		sw.m.wg.Add(1)
 		go func() {
-			defer sw.d.wg.Done()
+			defer sw.m.wg.Done()
 			ok, err := sw.joinPeer(k.src)
 			sw.mu.Lock()
 			defer sw.mu.Unlock()
@@ -428,14 +420,14 @@ func outputPath(out, name string, cid protocol.ContentID) (string, error) {
 	return abs, nil
 }
 
-// swarmFiles lists what this peer offers beyond its share folder: downloads
+// Files lists what this peer offers beyond its share folder: downloads
 // with verified pieces, and finished downloads.
-func (d *Daemon) swarmFiles() []protocol.FileRecord {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (m *Swarms) Files() []protocol.FileRecord {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out []protocol.FileRecord
 	seen := make(map[protocol.ContentID]bool)
-	for id, sw := range d.swarms {
+	for id, sw := range m.swarms {
 		sw.mu.Lock()
 		if !sw.shared && sw.hasMeta && sw.nhave > 0 && sw.ctx.Err() == nil {
 			out = append(out, protocol.FileRecord{ID: id, Name: publishName(sw.name, id), Size: sw.meta.Size})
@@ -443,7 +435,7 @@ func (d *Daemon) swarmFiles() []protocol.FileRecord {
 		}
 		sw.mu.Unlock()
 	}
-	for id, s := range d.seeding {
+	for id, s := range m.seeding {
 		if !seen[id] && s.unchanged() {
 			out = append(out, protocol.FileRecord{ID: id, Name: publishName(s.name, id), Size: s.meta.Size})
 		}
@@ -451,22 +443,22 @@ func (d *Daemon) swarmFiles() []protocol.FileRecord {
 	return out
 }
 
-// pruneSeeding stops serving finished downloads whose files were moved,
+// Prune stops serving finished downloads whose files were moved,
 // changed or deleted since, and reports whether there were any.
-func (d *Daemon) pruneSeeding() bool {
-	d.mu.Lock()
+func (m *Swarms) Prune() bool {
+	m.mu.Lock()
 	var gone []*swarm
 	pruned := false
-	for id, s := range d.seeding {
+	for id, s := range m.seeding {
 		if s.unchanged() {
 			continue
 		}
 		pruned = true
-		if sw, _ := d.dropSeedLocked(id); sw != nil {
+		if sw, _ := m.dropSeedLocked(id); sw != nil {
 			gone = append(gone, sw)
 		}
 	}
-	d.mu.Unlock()
+	m.mu.Unlock()
 	for _, sw := range gone {
 		sw.log.Info().Msg("no longer serving a finished download: its file changed or is gone")
 		sw.cancel()

@@ -1,4 +1,4 @@
-package peer
+package localapi
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -77,13 +78,13 @@ func fromCode(e errorJSON) error {
 	var base error
 	switch e.Code {
 	case "no_supernode":
-		base = ErrNoSupernode
+		base = apitype.ErrNoSupernode
 	case "not_found":
-		base = ErrNothingFound
+		base = apitype.ErrNothingFound
 	case "bad_request":
 		base = protocol.ErrBadRequest
 	case "closing":
-		base = ErrDaemonClosed
+		base = apitype.ErrDaemonClosed
 	case "forbidden":
 		base = protocol.ErrForbidden
 	default:
@@ -101,8 +102,8 @@ func (e *codedError) Error() string { return e.msg }
 func (e *codedError) Unwrap() error { return e.base }
 
 // Status fetches the daemon's status.
-func (c *Client) Status(ctx context.Context) (Status, error) {
-	var st Status
+func (c *Client) Status(ctx context.Context) (apitype.Status, error) {
+	var st apitype.Status
 	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
 	if err != nil {
 		return st, err
@@ -155,8 +156,8 @@ func (c *Client) stream(ctx context.Context, path string, body any, on func(even
 var errEndOfStream = errors.New("the daemon stopped answering (did it stop?); a download resumes when run again")
 
 // Search runs a search; onHits gets hits as they stream in.
-func (c *Client) Search(ctx context.Context, req SearchRequest, onHits func([]HitJSON)) (SearchResult, error) {
-	var res SearchResult
+func (c *Client) Search(ctx context.Context, req apitype.SearchRequest, onHits func([]apitype.HitJSON)) (apitype.SearchResult, error) {
+	var res apitype.SearchResult
 	err := c.stream(ctx, "/v1/search", req, func(ev event) error {
 		if len(ev.Hits) > 0 && onHits != nil {
 			onHits(ev.Hits)
@@ -176,8 +177,8 @@ func (c *Client) Search(ctx context.Context, req SearchRequest, onHits func([]Hi
 var errDone = errors.New("done")
 
 // Get downloads a content ID; onProgress gets progress as it changes.
-func (c *Client) Get(ctx context.Context, req GetRequest, onProgress func(Progress)) (Progress, error) {
-	var last Progress
+func (c *Client) Get(ctx context.Context, req apitype.GetRequest, onProgress func(apitype.Progress)) (apitype.Progress, error) {
+	var last apitype.Progress
 	err := c.stream(ctx, "/v1/get", req, func(ev event) error {
 		if ev.Progress != nil {
 			last = *ev.Progress
@@ -197,8 +198,8 @@ func (c *Client) Get(ctx context.Context, req GetRequest, onProgress func(Progre
 }
 
 // Connect asks the daemon to set up a link to a peer and reports how it went.
-func (c *Client) Connect(ctx context.Context, req ConnectRequest) (Attempt, error) {
-	var a Attempt
+func (c *Client) Connect(ctx context.Context, req apitype.ConnectRequest) (apitype.Attempt, error) {
+	var a apitype.Attempt
 	resp, err := c.do(ctx, http.MethodPost, "/v1/connect", req)
 	if err != nil {
 		return a, err
@@ -209,9 +210,9 @@ func (c *Client) Connect(ctx context.Context, req ConnectRequest) (Attempt, erro
 }
 
 // Lookup resolves a username through the daemon's supernodes.
-func (c *Client) Lookup(ctx context.Context, name string) (LookupResult, error) {
-	var res LookupResult
-	resp, err := c.do(ctx, http.MethodPost, "/v1/lookup", LookupRequest{Name: name})
+func (c *Client) Lookup(ctx context.Context, name string) (apitype.LookupResult, error) {
+	var res apitype.LookupResult
+	resp, err := c.do(ctx, http.MethodPost, "/v1/lookup", apitype.LookupRequest{Name: name})
 	if err != nil {
 		return res, err
 	}
@@ -221,9 +222,9 @@ func (c *Client) Lookup(ctx context.Context, name string) (LookupResult, error) 
 }
 
 // Send asks the daemon to deliver the file at path (absolute) to user.
-func (c *Client) Send(ctx context.Context, user, path string) (SendResult, error) {
-	var res SendResult
-	resp, err := c.do(ctx, http.MethodPost, "/v1/send", SendRequest{User: user, Path: path})
+func (c *Client) Send(ctx context.Context, user, path string) (apitype.SendResult, error) {
+	var res apitype.SendResult
+	resp, err := c.do(ctx, http.MethodPost, "/v1/send", apitype.SendRequest{User: user, Path: path})
 	if err != nil {
 		return res, err
 	}
@@ -233,8 +234,8 @@ func (c *Client) Send(ctx context.Context, user, path string) (SendResult, error
 }
 
 // Inbox lists what other peers delivered.
-func (c *Client) Inbox(ctx context.Context) (InboxList, error) {
-	var list InboxList
+func (c *Client) Inbox(ctx context.Context) (apitype.InboxList, error) {
+	var list apitype.InboxList
 	resp, err := c.do(ctx, http.MethodGet, "/v1/inbox", nil)
 	if err != nil {
 		return list, err

@@ -1,0 +1,36 @@
+// Package peerlead runs a supernode inside a peer daemon that a supernode
+// promoted: it is the peer.Config.StartLead of programs that can lead. It
+// lives apart from both so that package peer does not import supernode.
+package peerlead
+
+import (
+	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/supernode"
+)
+
+// Start starts the supernode a promotion asks for.
+func Start(c peer.LeadConfig) (peer.LeadServer, error) {
+	srv, err := supernode.New(supernode.Config{
+		Listen: c.Listen, Conn: c.Conn, AltListen: c.AltListen, ListenTCP: "-",
+		Join: c.Join, Identity: c.Identity, Advertise: c.Advertise, Network: c.Network,
+		LeafLimit: c.LeafLimit, GossipInterval: c.GossipInterval, MemberTimeout: c.MemberTimeout,
+		Promoted: true, Parent: c.Parent, StepDownAfter: c.StepDownAfter,
+		IdleTimeout: c.IdleTimeout, Log: c.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return server{srv}, nil
+}
+
+type server struct{ *supernode.Server }
+
+func (s server) Leaves() int { return s.Router().Leaves() }
+
+func (s server) SteppedDown() string {
+	if !s.Server.SteppedDown() {
+		return ""
+	}
+	el := s.Election()
+	return el.StepDownWhy + ": " + el.SteppingDown
+}
