@@ -891,7 +891,13 @@ func TestOneAddressAllAttacksAtOnce(t *testing.T) {
 	if rss := vmHWM(); rss > 256<<20 && !raceOn {
 		t.Errorf("process peak RSS %s", mib(rss))
 	}
-	if p := pings[len(pings)-1]; p > 2*time.Second {
-		t.Errorf("an honest dial and ping took %v", p)
+	// The race detector slows the node several times over, and on a busy
+	// machine one of the 25 can wait that much longer for a core.
+	bound := 2 * time.Second
+	if raceOn {
+		bound *= 4
+	}
+	if p := pings[len(pings)-1]; p > bound {
+		t.Errorf("an honest dial and ping took %v (bound %v)", p, bound)
 	}
 }
