@@ -626,7 +626,7 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 		case *protocol.Pong:
 			a.ponged(s, l, m.Seq)
 		case *protocol.Signal:
-			a.d.conns.onSignal(m)
+			a.d.conns.OnSignal(m)
 		case *protocol.Members:
 			a.takeMembers(m)
 		case *protocol.NATStatus:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/dial"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -33,6 +34,8 @@ var (
 	ErrDaemonClosed   = apitype.ErrDaemonClosed
 	ErrNoSuchUser     = apitype.ErrNoSuchUser
 	ErrAlreadyRunning = localapi.ErrAlreadyRunning
+	// ErrConnect wraps every failure to reach a peer.
+	ErrConnect = dial.ErrConnect
 )
 
 // Config configures a Daemon.
@@ -156,7 +159,7 @@ type Daemon struct {
 	inbox   *inbox
 	started time.Time
 	srcs    *sourceCache
-	conns   *connector
+	conns   *dial.Connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
 	onRelay  *relay.Allocation
 	relayTCP string // the relay's TURN/TCP address, with onRelay
@@ -268,7 +271,15 @@ func New(cfg Config) (*Daemon, error) {
 	d.lead = newLeader(d)
 	d.inbox = newInbox(d)
 	d.started = time.Now()
-	d.conns = newConnector(d)
+	d.conns = dial.New(d.ctx, &d.wg, dial.Config{
+		Self: id.ID, Log: log,
+		Node:         func() *transport.Node { return d.node },
+		OnRelay:      func() *relay.Allocation { return d.onRelay },
+		Supernode:    d.attach.current,
+		Serve:        func(l *transport.Link) { d.wg.Add(1); go d.serveTransfer(l) },
+		PunchTimeout: cfg.PunchTimeout, SignalTimeout: cfg.SignalTimeout,
+		UpgradeInterval: cfg.UpgradeInterval, LinkLinger: cfg.LinkLinger,
+	})
 	d.swarms = swarm.New(d.ctx, &d.wg, swarm.Config{
 		Self: id.ID, Log: log, Share: d.share,
 		Pipeline: cfg.Pipeline, MaxSwarmPeers: cfg.MaxSwarmPeers, UnchokeSlots: cfg.UnchokeSlots, OptimisticSlots: cfg.OptimisticSlots,
@@ -276,7 +287,7 @@ func New(cfg Config) (*Daemon, error) {
 		TrackerInterval: cfg.TrackerInterval, StallTimeout: cfg.StallTimeout, ProgressInterval: cfg.ProgressInterval,
 		UploadRate: cfg.UploadRate, DownloadRate: cfg.DownloadRate,
 		FrameTimeouts: node.FrameTimeouts(),
-		Dial:          d.conns.lease, Reach: d.attach.self, Locate: d.locate, Republish: d.attach.republish,
+		Dial:          d.lease, Reach: d.attach.self, Locate: d.locate, Republish: d.attach.republish,
 	})
 	return d, nil
 }
@@ -302,8 +313,18 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.log.Error().Err(err).Msg("scanning share folder")
 		}
 	}
-	if err := d.checkUDP(d.ctx); err != nil && d.ctx.Err() == nil {
-		d.log.Error().Err(err).Msg("checking the UDP path")
+	if d.cfg.Conn == nil { // a caller-supplied socket is the caller's business
+		r, err := dial.CheckUDP(d.ctx, dial.UDPCheck{
+			Identity: d.id, Supernodes: d.cfg.Supernodes, Node: d.node, Log: d.log,
+			IdleTimeout: d.cfg.IdleTimeout, LimitLoopback: d.cfg.LimitLoopback,
+		})
+		switch {
+		case err != nil && d.ctx.Err() == nil:
+			d.log.Error().Err(err).Msg("checking the UDP path")
+		case r != nil:
+			d.node.Close()
+			d.node, d.onRelay, d.relayTCP = r.Node, r.Alloc, r.TCP
+		}
 	}
 	// Close may already be waiting for the goroutines: starting them is
 	// done under startMu, which Close takes before it waits, so none starts
@@ -449,6 +470,21 @@ func (d *Daemon) acceptLoop() {
 		}
 		d.wg.Add(1)
 		go d.serveTransfer(l)
-		d.conns.incoming(l)
+		d.conns.Incoming(l)
 	}
+}
+
+// Connect sets up (or reuses) a link to peer and reports how. sn is the peer's
+// supernode, if known; without it the request is flooded among supernodes.
+func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error) {
+	return d.conns.Connect(ctx, peer, sn)
+}
+
+// lease is the connector's Acquire for the swarms.
+func (d *Daemon) lease(ctx context.Context, src protocol.Source) (swarm.Lease, error) {
+	l, err := d.conns.Acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
