@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -25,11 +26,9 @@ type attachment struct {
 
 	mu       sync.Mutex
 	slots    []*slot
-	claimed  map[string]bool            // target addresses a slot is dialling or attached to
-	down     map[string]time.Time       // target addresses that failed or dropped us lately, until when
-	aliases  map[string]protocol.PeerID // the supernode each address led to
-	searches map[protocol.QueryID]leg   // every query in flight, by its ID
-	attached chan struct{}              // closed while some slot is attached; replaced when none is
+	claims   *attach.Claims
+	searches map[protocol.QueryID]leg // every query in flight, by its ID
+	attached chan struct{}            // closed while some slot is attached; replaced when none is
 	lastErr  apitype.SupernodeStatus
 	listed   []listedSN // supernodes from the member list (and its cache)
 	// prefer is where a supernode redirected us, tried first until preferUntil.
@@ -38,17 +37,8 @@ type attachment struct {
 	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
 	// chains are the member entries' chains already checked, by supernode.
 	chains map[protocol.PeerID]protocol.Chain
-	// The liveness rounds (see watch): the last ping round and when each
-	// recent one went; when the last STUN request answered by a supernode
-	// we are not attached to went and came back, and whether one is out.
-	pingSeq          uint64
-	pingSent         [pingRounds]time.Time
-	stunSent, stunAt time.Time
-	asking           bool
-	// wary doublings of the wait before a silent supernode is left, since
-	// waryAt: one for each left that turned out to be alive.
-	wary   int
-	waryAt time.Time
+	// rounds are the liveness rounds (see watch).
+	rounds *attach.Watch
 }
 
 // slot is one of the peer's supernode attachments.
@@ -57,21 +47,14 @@ type slot struct {
 	status    apitype.SupernodeStatus
 	published map[protocol.ContentID]bool
 	nat       protocol.NATType
-	// rx is the count of packets received on the link when heard was last
-	// moved on: heard is when the supernode last showed a sign of life.
-	rx    uint64
-	heard time.Time
-	pongs [pongHistory]pongAt // the ping rounds it answered last, latest first
-	// srtt and rttvar estimate how long its supernode takes to answer a ping.
-	srtt, rttvar time.Duration
+	live      attach.Liveness
 }
 
 func newAttachment(d *Daemon) *attachment {
 	a := &attachment{
 		d:        d,
-		claimed:  make(map[string]bool),
-		down:     make(map[string]time.Time),
-		aliases:  make(map[string]protocol.PeerID),
+		claims:   attach.NewClaims(),
+		rounds:   attach.NewWatch(d.cfg.ProbeInterval),
 		searches: make(map[protocol.QueryID]leg),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
@@ -252,9 +235,6 @@ const (
 	raceDials      = 4
 	raceStagger    = 200 * time.Millisecond
 	maxRaceTargets = 16
-	// downHoldoff keeps a slot from redialling a supernode that failed or
-	// dropped us while others are to be had.
-	downHoldoff = 10 * time.Second
 )
 
 // runSlot keeps one slot attached, trying the targets no other slot holds.
@@ -296,12 +276,6 @@ func (a *attachment) runSlot(s *slot) {
 	}
 }
 
-// claimed is a target a slot dials or is attached to.
-type claimed struct {
-	target, addr string
-	expect       protocol.PeerID // zero when the target names none
-}
-
 // freed is closed when a slot next lets a target go.
 func (a *attachment) freed() <-chan struct{} {
 	a.mu.Lock()
@@ -309,9 +283,8 @@ func (a *attachment) freed() <-chan struct{} {
 	return a.changed
 }
 
-// claimOne picks the first target no slot holds or dials, those that failed
-// lately after the others, and marks it held.
-func (a *attachment) claimOne() (claimed, bool) {
+// claimOne claims the first target free for a slot (see attach.Claims).
+func (a *attachment) claimOne() (attach.Claim, bool) {
 	targets := a.targets()
 	now := time.Now()
 	a.mu.Lock()
@@ -322,36 +295,12 @@ func (a *attachment) claimOne() (claimed, bool) {
 			held[s.link.Peer] = true
 		}
 	}
-	var stale *claimed
-	for _, t := range targets {
-		expect, ad, err := transport.ParseTarget(t)
-		known := expect
-		if known.IsZero() {
-			known = a.aliases[ad]
-		}
-		if err != nil || a.claimed[ad] || (!known.IsZero() && held[known]) {
-			continue
-		}
-		c := claimed{t, ad, expect}
-		if now.Before(a.down[ad]) {
-			if stale == nil {
-				stale = &c
-			}
-			continue
-		}
-		a.claimed[ad] = true
-		return c, true
-	}
-	if stale == nil {
-		return claimed{}, false
-	}
-	a.claimed[stale.addr] = true
-	return *stale, true
+	return a.claims.ClaimOne(now, targets, held)
 }
 
 func (a *attachment) release(addr string) {
 	a.mu.Lock()
-	delete(a.claimed, addr)
+	a.claims.Release(addr)
 	close(a.changed)
 	a.changed = make(chan struct{})
 	a.mu.Unlock()
@@ -361,12 +310,7 @@ func (a *attachment) release(addr string) {
 func (a *attachment) markDown(addr string) {
 	now := time.Now()
 	a.mu.Lock()
-	for k, until := range a.down {
-		if now.After(until) {
-			delete(a.down, k)
-		}
-	}
-	a.down[addr] = now.Add(downHoldoff)
+	a.claims.MarkDown(now, addr)
 	a.mu.Unlock()
 }
 
@@ -409,12 +353,12 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 				exhausted = true
 				continue
 			}
-			tried = append(tried, t.addr)
+			tried = append(tried, t.Addr)
 			running++
 			go func() {
 				h := *hello // the dial fills in the versions
-				l, w, err := d.node.Dial(ctx, t.addr, t.expect, &h)
-				results <- result{l, w, t.addr, err}
+				l, w, err := d.node.Dial(ctx, t.Addr, t.Expect, &h)
+				results <- result{l, w, t.Addr, err}
 			}()
 			continue
 		}
@@ -464,7 +408,7 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
 	d := a.d
 	a.mu.Lock()
-	a.aliases[addr] = l.Peer
+	a.claims.LedTo(addr, l.Peer)
 	for _, o := range a.slots {
 		if o.link != nil && o.link.Peer == l.Peer {
 			// The same supernode under another address.
@@ -478,8 +422,7 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	s.nat = protocol.NATUnknown
 	s.status = apitype.SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
 	s.published = make(map[protocol.ContentID]bool)
-	s.rx, s.heard, s.pongs = l.PacketsReceived(), time.Now(), [pongHistory]pongAt{}
-	s.srtt, s.rttvar = 0, 0
+	s.live = attach.Attached(time.Now(), l.PacketsReceived())
 	if first {
 		close(a.attached)
 	}
@@ -677,6 +620,52 @@ var errRedirected = fmt.Errorf("%w: redirected", transport.ErrClosed)
 
 // preferFor is how long a redirect target is tried first.
 const preferFor = 30 * time.Second
+
+// The searches' side of the attachment: a link to send a query through,
+// and the table that routes the answers to a query's ID back to its search.
+
+// pick is the attached supernode to send a query to, of those not in avoid:
+// the first, primary first, heard from within two probe intervals, or else
+// (or when freshest is set) the one heard from last; and its usual time to
+// answer a ping.
+func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var last *slot
+	for _, s := range a.attachedLocked() {
+		if avoid[s.link] {
+			continue
+		}
+		s.hear(now)
+		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.d.cfg.ProbeInterval) {
+			return s.link, s.live.AnswerTime()
+		}
+		if last == nil || s.live.Heard().After(last.live.Heard()) {
+			last = s
+		}
+	}
+	if last == nil {
+		return nil, 0
+	}
+	return last.link, last.live.AnswerTime()
+}
+
+// addLeg routes the answers to query id, sent through l, to q.
+func (a *attachment) addLeg(id protocol.QueryID, q *search, l *transport.Link) {
+	a.mu.Lock()
+	a.searches[id] = leg{q, l}
+	a.mu.Unlock()
+}
+
+// forgetLegs drops the routes of the queries ids.
+func (a *attachment) forgetLegs(ids []protocol.QueryID) {
+	a.mu.Lock()
+	for _, id := range ids {
+		delete(a.searches, id)
+	}
+	a.mu.Unlock()
+}
 
 // takeQuery removes and returns the search whose query id went through l.
 func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {

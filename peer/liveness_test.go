@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -209,10 +210,10 @@ func testLogger(t testing.TB) zerolog.Logger {
 
 // leafOn runs a peer daemon on conn, attached to up to attach of sns (it
 // knows the first and learns the others from the member list).
-func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns []*supernode.Server, attach int, opts ...func(*Config)) *Daemon {
+func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns []*supernode.Server, slots int, opts ...func(*Config)) *Daemon {
 	t.Helper()
 	cfg := Config{
-		DataDir: t.TempDir(), Conn: conn, ControlSocket: "-", Network: network, Attach: attach,
+		DataDir: t.TempDir(), Conn: conn, ControlSocket: "-", Network: network, Attach: slots,
 		Supernodes: []string{sns[0].ID().String() + "@" + sns[0].Addr().String()},
 		Log:        testLogger(t),
 	}
@@ -283,7 +284,7 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	// does not grow wary.
 	time.Sleep(time.Until(cut.Add(took + checkLeftFor + time.Second)))
 	d.attach.mu.Lock()
-	wary := d.attach.wary
+	wary := d.attach.rounds.Wary()
 	d.attach.mu.Unlock()
 	if wary != 0 {
 		t.Fatalf("the leaf grew wary (%d) after leaving a supernode that is gone", wary)
@@ -358,13 +359,13 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 	wary := func() int {
 		d.attach.mu.Lock()
 		defer d.attach.mu.Unlock()
-		return d.attach.wary
+		return d.attach.rounds.Wary()
 	}
 	waitFor(t, checkLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
 	fc.setStall(victim.Addr(), false)
 	var s slot
 	probe := d.cfg.ProbeInterval
-	if got, want := s.silentAfter(probe, wary()), 2*silentProbes*probe; got != want {
+	if got, want := s.live.SilentAfter(probe, wary()), 2*attach.SilentProbes*probe; got != want {
 		t.Fatalf("a wary leaf waits %v for a silent supernode, want %v", got, want)
 	}
 }
@@ -397,7 +398,7 @@ func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 			d.attach.mu.Lock()
 			for _, s := range d.attach.slots {
 				if s.link != nil {
-					longest = max(longest, time.Since(s.heard))
+					longest = max(longest, time.Since(s.live.Heard()))
 				}
 			}
 			d.attach.mu.Unlock()
@@ -406,7 +407,7 @@ func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 		return longest
 	}
 	// Several silent probe intervals each; the queue holds 1.5 s of packets.
-	silent := silentProbes * d.cfg.ProbeInterval
+	silent := attach.SilentProbes * d.cfg.ProbeInterval
 	fc.setDelay(1500 * time.Millisecond)
 	queued := steady("a 1.5 s uplink queue", 5*time.Second)
 	fc.setDelay(0)

@@ -280,9 +280,7 @@ func (a *attachment) send(q *search, hedge bool) error {
 	crand.Read(m.ID[:])
 	now := time.Now()
 	g := &sentQuery{id: m.ID, via: l, at: now, wait: wait, rx: l.PacketsReceived(), heard: now}
-	a.mu.Lock()
-	a.searches[m.ID] = leg{q, l}
-	a.mu.Unlock()
+	a.addLeg(m.ID, q, l)
 	q.mu.Lock()
 	closed := q.closed
 	if !closed {
@@ -303,33 +301,6 @@ func (a *attachment) send(q *search, hedge bool) error {
 		l.Log().Debug().Str("query", m.Text).Bool("hedge", hedge).Msg("search sent through another supernode")
 	}
 	return nil
-}
-
-// pick is the attached supernode to send a query to, of those not in avoid:
-// the first, primary first, heard from within two probe intervals, or else
-// (or when freshest is set) the one heard from last; and its usual time to
-// answer a ping.
-func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
-	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var last *slot
-	for _, s := range a.attachedLocked() {
-		if avoid[s.link] {
-			continue
-		}
-		s.hear(now)
-		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.heard) < 2*a.d.cfg.ProbeInterval) {
-			return s.link, s.answerTime()
-		}
-		if last == nil || s.heard.After(last.heard) {
-			last = s
-		}
-	}
-	if last == nil {
-		return nil, 0
-	}
-	return last.link, last.answerTime()
 }
 
 // hedge marks queries in flight late when they are overdue and alive while
@@ -398,11 +369,7 @@ func (a *attachment) forget(q *search) {
 		ids = append(ids, g.id)
 	}
 	q.mu.Unlock()
-	a.mu.Lock()
-	for _, id := range ids {
-		delete(a.searches, id)
-	}
-	a.mu.Unlock()
+	a.forgetLegs(ids)
 }
 
 func (d *Daemon) deliver(h []protocol.Hit, onHits func([]protocol.Hit)) {
