@@ -236,7 +236,7 @@ func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns [
 // attachedLinks are the daemon's supernode links, by supernode.
 func attachedLinks(d *Daemon) map[protocol.PeerID]*transport.Link {
 	out := make(map[protocol.PeerID]*transport.Link)
-	for _, l := range d.attach.links() {
+	for _, l := range d.attach.Links() {
 		out[l.Peer] = l
 	}
 	return out
@@ -270,7 +270,7 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 		t.Fatal("the silent supernode was never left")
 	}
 	took := time.Since(cut)
-	if !errors.Is(l.Err(), errSilent) {
+	if !errors.Is(l.Err(), attach.ErrSilent) {
 		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
 	}
 	t.Logf("a supernode cut off without a word was left %v after its packets stopped (goal: within 2 s; QUIC's idle timeout: %v)",
@@ -282,10 +282,8 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	})
 	// A supernode that is gone does not answer the check after: the leaf
 	// does not grow wary.
-	time.Sleep(time.Until(cut.Add(took + checkLeftFor + time.Second)))
-	d.attach.mu.Lock()
-	wary := d.attach.rounds.Wary()
-	d.attach.mu.Unlock()
+	time.Sleep(time.Until(cut.Add(took + attach.CheckLeftFor + time.Second)))
+	wary := d.attach.Wary()
 	if wary != 0 {
 		t.Fatalf("the leaf grew wary (%d) after leaving a supernode that is gone", wary)
 	}
@@ -320,7 +318,7 @@ func TestAllAttachedSilentIsCheckedElsewhere(t *testing.T) {
 		case <-time.After(quicIdle + 5*time.Second):
 			t.Fatalf("supernode %s never left", id.Short())
 		}
-		if !errors.Is(l.Err(), errSilent) {
+		if !errors.Is(l.Err(), attach.ErrSilent) {
 			t.Fatalf("the link to %s closed with %v, want the leaf to leave it as silent", id.Short(), l.Err())
 		}
 	}
@@ -353,19 +351,15 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 	case <-time.After(quicIdle + 5*time.Second):
 		t.Fatal("the stalled supernode was never left")
 	}
-	if !errors.Is(l.Err(), errSilent) {
+	if !errors.Is(l.Err(), attach.ErrSilent) {
 		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
 	}
-	wary := func() int {
-		d.attach.mu.Lock()
-		defer d.attach.mu.Unlock()
-		return d.attach.rounds.Wary()
-	}
-	waitFor(t, checkLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
+	wary := d.attach.Wary
+	waitFor(t, attach.CheckLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
 	fc.setStall(victim.Addr(), false)
-	var s slot
+	var live attach.Liveness
 	probe := d.cfg.ProbeInterval
-	if got, want := s.live.SilentAfter(probe, wary()), 2*attach.SilentProbes*probe; got != want {
+	if got, want := live.SilentAfter(probe, wary()), 2*attach.SilentProbes*probe; got != want {
 		t.Fatalf("a wary leaf waits %v for a silent supernode, want %v", got, want)
 	}
 }
@@ -395,13 +389,9 @@ func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 				default:
 				}
 			}
-			d.attach.mu.Lock()
-			for _, s := range d.attach.slots {
-				if s.link != nil {
-					longest = max(longest, time.Since(s.live.Heard()))
-				}
+			for _, s := range d.attach.Silences(time.Now()) {
+				longest = max(longest, s)
 			}
-			d.attach.mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 		}
 		return longest
@@ -520,7 +510,7 @@ func TestSearchHedgedPastSilentSupernode(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the file found", func() bool { _, _, ok := find(); return ok })
 	quiet, _, _ := find()
-	primary := d.attach.current()
+	primary := d.attach.Current()
 	fc.cutOff(primary.RemoteAddr())
 	res, took, found := find()
 	if !found || res.Partial {

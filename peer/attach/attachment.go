@@ -1,4 +1,4 @@
-package peer
+package attach
 
 import (
 	"context"
@@ -11,22 +11,86 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/supernet-p2p/supernet/peer/apitype"
-	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// attachment keeps the peer attached to up to Config.Attach supernodes at once,
+// Config is what the attachment needs of the daemon.
+type Config struct {
+	Self protocol.PeerID
+	// Name is the name shown to the supernodes.
+	Name string
+	// Supernodes are the configured targets, as host:port or peerid@host:port.
+	Supernodes []string
+	// DataDir keeps the supernode list between runs ("": not kept).
+	DataDir string
+	// Slots is how many supernodes the peer attaches to at once.
+	Slots int
+	// ProbeInterval is how often each supernode is pinged (<= 0: never).
+	ProbeInterval time.Duration
+	Log           zerolog.Logger
+	// Node is the node the links run on, read on each use.
+	Node func() *transport.Node
+	// OnRelay says whether the peer lives on a relay because UDP is blocked.
+	OnRelay func() bool
+	// CheckSupernode refuses a supernode not admitted to the overlay.
+	CheckSupernode func(*transport.Link, *protocol.Welcome) error
+	// Network is the overlay's network ID, for checking member lists.
+	Network func() protocol.NetworkID
+	// IsOurs says whether a supernode is the one this peer runs.
+	IsOurs func(protocol.PeerID) bool
+	// Records are what the peer offers, published to every supernode.
+	Records func() []protocol.FileRecord
+	// Changed is called when a supernode is attached or lost, or measured
+	// our NAT.
+	Changed func(Change)
+	// MembersChanged gets the supernodes of a member list just taken.
+	MembersChanged func(ids []ring.ID, incs map[ring.ID]uint64)
+	// Handle takes the messages from a supernode for the daemon's other
+	// parts: user replies, signals, promotions and certificates. It must not
+	// block: the link's reads wait for it.
+	Handle func(*transport.Link, protocol.Message)
+}
+
+// Change is what Config.Changed is told of.
+type Change int
+
+const (
+	// ChangeAttached: a slot attached to a supernode.
+	ChangeAttached Change = iota + 1
+	// ChangeDetached: a slot lost its supernode.
+	ChangeDetached
+	// ChangeNAT: a supernode established our NAT.
+	ChangeNAT
+)
+
+// Query is a search's side of its queries in flight: the attachment routes
+// each answer that comes through the link a query went through to it.
+type Query interface {
+	Hits(id protocol.QueryID, hits []protocol.Hit)
+	// Over ends the query id with its QueryDone or an error.
+	Over(id protocol.QueryID, m *protocol.QueryDone, err error)
+	// Lost ends the query id whose link l was lost.
+	Lost(id protocol.QueryID, l *transport.Link)
+}
+
+// Attachment keeps the peer attached to up to Config.Slots supernodes at once,
 // each in its own slot: a slot whose supernode dies attaches to another from the
 // list while the others carry on, so searches, signalling and the index stay up
 // through the failover. Each slot publishes the share to its supernode.
-type attachment struct {
-	d *Daemon
+type Attachment struct {
+	cfg Config
+	log zerolog.Logger
+	ctx context.Context
+	wg  *sync.WaitGroup
 
 	mu       sync.Mutex
 	slots    []*slot
-	claims   *attach.Claims
+	claims   *Claims
 	searches map[protocol.QueryID]leg // every query in flight, by its ID
 	attached chan struct{}            // closed while some slot is attached; replaced when none is
 	lastErr  apitype.SupernodeStatus
@@ -38,7 +102,7 @@ type attachment struct {
 	// chains are the member entries' chains already checked, by supernode.
 	chains map[protocol.PeerID]protocol.Chain
 	// rounds are the liveness rounds (see watch).
-	rounds *attach.Watch
+	rounds *Watch
 }
 
 // slot is one of the peer's supernode attachments.
@@ -47,27 +111,38 @@ type slot struct {
 	status    apitype.SupernodeStatus
 	published map[protocol.ContentID]bool
 	nat       protocol.NATType
-	live      attach.Liveness
+	live      Liveness
 }
 
-func newAttachment(d *Daemon) *attachment {
-	a := &attachment{
-		d:        d,
-		claims:   attach.NewClaims(),
-		rounds:   attach.NewWatch(d.cfg.ProbeInterval),
+// leg routes a query ID to its search and the link it went through.
+type leg struct {
+	q   Query
+	via *transport.Link
+}
+
+// New returns an attachment whose goroutines (started by Run) live until ctx
+// ends, counted in wg.
+func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Attachment {
+	a := &Attachment{
+		cfg:      cfg,
+		log:      cfg.Log,
+		ctx:      ctx,
+		wg:       wg,
+		claims:   NewClaims(),
+		rounds:   NewWatch(cfg.ProbeInterval),
 		searches: make(map[protocol.QueryID]leg),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
 		chains:   make(map[protocol.PeerID]protocol.Chain),
 	}
-	for range d.cfg.Attach {
+	for range cfg.Slots {
 		a.slots = append(a.slots, &slot{})
 	}
 	return a
 }
 
 // primaryLocked is the slot attached longest, or nil.
-func (a *attachment) primaryLocked() *slot {
+func (a *Attachment) primaryLocked() *slot {
 	var p *slot
 	for _, s := range a.slots {
 		if s.link != nil && (p == nil || s.status.Since.Before(p.status.Since)) {
@@ -77,8 +152,8 @@ func (a *attachment) primaryLocked() *slot {
 	return p
 }
 
-// snapshot is the primary attachment's status, or the last failure.
-func (a *attachment) snapshot() apitype.SupernodeStatus {
+// Snapshot is the primary attachment's status, or the last failure.
+func (a *Attachment) Snapshot() apitype.SupernodeStatus {
 	a.mu.Lock()
 	st := a.lastErr
 	if p := a.primaryLocked(); p != nil {
@@ -86,14 +161,11 @@ func (a *attachment) snapshot() apitype.SupernodeStatus {
 	}
 	st.Listed = len(a.listed)
 	a.mu.Unlock()
-	if a.d.onRelay != nil {
-		st.Relay = a.d.relayTCP + " (tcp), relayed address " + a.d.onRelay.RelayedAddr().String()
-	}
 	return st
 }
 
 // attachedLocked are the attached slots, primary first.
-func (a *attachment) attachedLocked() []*slot {
+func (a *Attachment) attachedLocked() []*slot {
 	p := a.primaryLocked()
 	if p == nil {
 		return nil
@@ -107,8 +179,8 @@ func (a *attachment) attachedLocked() []*slot {
 	return out
 }
 
-// all are the statuses of the attached slots, primary first.
-func (a *attachment) all() []apitype.SupernodeStatus {
+// All are the statuses of the attached slots, primary first.
+func (a *Attachment) All() []apitype.SupernodeStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []apitype.SupernodeStatus
@@ -118,9 +190,9 @@ func (a *attachment) all() []apitype.SupernodeStatus {
 	return out
 }
 
-// self is how other peers reach us through the overlay: our primary
+// Self is how other peers reach us through the overlay: our primary
 // supernode and NAT.
-func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
+func (a *Attachment) Self() (*protocol.PeerID, protocol.NATType) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.primaryLocked()
@@ -132,7 +204,7 @@ func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
 }
 
 // natLocked is the NAT type a supernode established, the primary's first.
-func (a *attachment) natLocked() protocol.NATType {
+func (a *Attachment) natLocked() protocol.NATType {
 	if p := a.primaryLocked(); p != nil && p.nat != protocol.NATUnknown {
 		return p.nat
 	}
@@ -144,17 +216,17 @@ func (a *attachment) natLocked() protocol.NATType {
 	return protocol.NATUnknown
 }
 
-// supernodes are the peer IDs of the attached supernodes, primary first.
-func (a *attachment) supernodes() []protocol.PeerID {
+// Supernodes are the peer IDs of the attached supernodes, primary first.
+func (a *Attachment) Supernodes() []protocol.PeerID {
 	var out []protocol.PeerID
-	for _, l := range a.links() {
+	for _, l := range a.Links() {
 		out = append(out, l.Peer)
 	}
 	return out
 }
 
-// links are the attached supernodes' links, primary first.
-func (a *attachment) links() []*transport.Link {
+// Links are the attached supernodes' links, primary first.
+func (a *Attachment) Links() []*transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []*transport.Link
@@ -164,7 +236,7 @@ func (a *attachment) links() []*transport.Link {
 	return out
 }
 
-func (a *attachment) current() *transport.Link {
+func (a *Attachment) Current() *transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if p := a.primaryLocked(); p != nil {
@@ -173,8 +245,8 @@ func (a *attachment) current() *transport.Link {
 	return nil
 }
 
-// waitAttached blocks until attached or ctx ends.
-func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) {
+// WaitAttached blocks until attached or ctx ends.
+func (a *Attachment) WaitAttached(ctx context.Context) (*transport.Link, error) {
 	for {
 		a.mu.Lock()
 		ch := a.attached
@@ -194,31 +266,30 @@ func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) 
 	}
 }
 
-func (a *attachment) run() {
-	d := a.d
-	defer d.wg.Done()
-	if d.cfg.DataDir != "" {
+func (a *Attachment) Run() {
+	defer a.wg.Done()
+	if a.cfg.DataDir != "" {
 		a.mu.Lock()
-		a.listed = loadMembers(d.cfg.DataDir)
+		a.listed = loadMembers(a.cfg.DataDir)
 		a.mu.Unlock()
 	}
 	if len(a.targets()) == 0 {
-		d.log.Warn().Msg("no supernode configured: search and publish are off")
+		a.log.Warn().Msg("no supernode configured: search and publish are off")
 		return
 	}
-	if d.cfg.ProbeInterval > 0 {
-		d.wg.Add(1)
+	if a.cfg.ProbeInterval > 0 {
+		a.wg.Add(1)
 		go a.watch()
 	}
 	for i, s := range a.slots[1:] {
-		d.wg.Add(1)
+		a.wg.Add(1)
 		go func() {
-			defer d.wg.Done()
+			defer a.wg.Done()
 			// The first slot attaches first, so the supernode list arrives
 			// before the others choose.
 			select {
 			case <-time.After(time.Duration(i+1) * 100 * time.Millisecond):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			a.runSlot(s)
@@ -238,10 +309,9 @@ const (
 )
 
 // runSlot keeps one slot attached, trying the targets no other slot holds.
-func (a *attachment) runSlot(s *slot) {
-	d := a.d
+func (a *Attachment) runSlot(s *slot) {
 	backoff := 250 * time.Millisecond
-	for d.ctx.Err() == nil {
+	for a.ctx.Err() == nil {
 		wait := a.freed() // taken before the race, so no release is missed
 		l, w, addr, tried, err := a.dialFirst()
 		if len(tried) == 0 {
@@ -249,22 +319,22 @@ func (a *attachment) runSlot(s *slot) {
 			select {
 			case <-wait:
 			case <-time.After(2*time.Second + rand.N(time.Second)):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			continue
 		}
 		if err != nil {
-			if d.ctx.Err() != nil {
+			if a.ctx.Err() != nil {
 				return
 			}
 			a.mu.Lock()
 			a.lastErr = apitype.SupernodeStatus{Addr: strings.Join(tried, ", "), LastError: err.Error()}
 			a.mu.Unlock()
-			d.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
+			a.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			backoff = min(backoff*2, 15*time.Second)
@@ -277,14 +347,14 @@ func (a *attachment) runSlot(s *slot) {
 }
 
 // freed is closed when a slot next lets a target go.
-func (a *attachment) freed() <-chan struct{} {
+func (a *Attachment) freed() <-chan struct{} {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.changed
 }
 
-// claimOne claims the first target free for a slot (see attach.Claims).
-func (a *attachment) claimOne() (attach.Claim, bool) {
+// claimOne claims the first target free for a slot (see Claims).
+func (a *Attachment) claimOne() (Claim, bool) {
 	targets := a.targets()
 	now := time.Now()
 	a.mu.Lock()
@@ -298,7 +368,7 @@ func (a *attachment) claimOne() (attach.Claim, bool) {
 	return a.claims.ClaimOne(now, targets, held)
 }
 
-func (a *attachment) release(addr string) {
+func (a *Attachment) release(addr string) {
 	a.mu.Lock()
 	a.claims.Release(addr)
 	close(a.changed)
@@ -307,7 +377,7 @@ func (a *attachment) release(addr string) {
 }
 
 // markDown holds off redials of addr.
-func (a *attachment) markDown(addr string) {
+func (a *Attachment) markDown(addr string) {
 	now := time.Now()
 	a.mu.Lock()
 	a.claims.MarkDown(now, addr)
@@ -319,13 +389,12 @@ func (a *attachment) markDown(addr string) {
 // before or as soon as one fails, with at most raceDials under way. It
 // returns the first link made (the others are closed and every other claim
 // released) and the targets it tried.
-func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []string, error) {
-	d := a.d
-	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: d.cfg.Name}
-	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
+func (a *Attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []string, error) {
+	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: a.cfg.Name}
+	if la := a.cfg.Node().Addr(); la != nil && !la.IP.IsUnspecified() {
 		hello.Addrs = []string{la.String()}
 	}
-	ctx, cancel := context.WithCancel(d.ctx)
+	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()
 	type result struct {
 		l    *transport.Link
@@ -357,7 +426,7 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 			running++
 			go func() {
 				h := *hello // the dial fills in the versions
-				l, w, err := d.node.Dial(ctx, t.Addr, t.Expect, &h)
+				l, w, err := a.cfg.Node().Dial(ctx, t.Addr, t.Expect, &h)
 				results <- result{l, w, t.Addr, err}
 			}()
 			continue
@@ -373,11 +442,11 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 					now = true
 				}
 			case win.l == nil:
-				if err := d.checkSupernode(r.l, r.w); err != nil {
+				if err := a.cfg.CheckSupernode(r.l, r.w); err != nil {
 					r.l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
 					a.markDown(r.addr)
 					errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
-					d.log.Warn().Err(err).Str("supernode", r.addr).Msg("supernode refused: not admitted to the overlay")
+					a.log.Warn().Err(err).Str("supernode", r.addr).Msg("supernode refused: not admitted to the overlay")
 					now = true
 					continue
 				}
@@ -397,7 +466,7 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 	}
 	if win.l == nil {
 		if len(tried) > 0 && len(errs) == 0 {
-			return nil, nil, "", tried, ErrDaemonClosed // every dial was cancelled: we are closing
+			return nil, nil, "", tried, apitype.ErrDaemonClosed // every dial was cancelled: we are closing
 		}
 		return nil, nil, "", tried, errors.Join(errs...)
 	}
@@ -405,8 +474,7 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 }
 
 // attached1 runs one slot's attachment to l until it drops.
-func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
-	d := a.d
+func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
 	a.mu.Lock()
 	a.claims.LedTo(addr, l.Peer)
 	for _, o := range a.slots {
@@ -422,7 +490,7 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	s.nat = protocol.NATUnknown
 	s.status = apitype.SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
 	s.published = make(map[protocol.ContentID]bool)
-	s.live = attach.Attached(time.Now(), l.PacketsReceived())
+	s.live = Attached(time.Now(), l.PacketsReceived())
 	if first {
 		close(a.attached)
 	}
@@ -431,10 +499,9 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	}
 	a.mu.Unlock()
 	l.Log().Info().Str("observed_addr", w.Observed).Msg("attached to supernode")
-	a.republish()
-	d.user.attachmentsChanged()
-	d.lead.changed()
-	d.wg.Add(1)
+	a.Republish()
+	a.cfg.Changed(ChangeAttached)
+	a.wg.Add(1)
 	go a.discoverNAT(s, l, w.STUNAlt)
 	a.readLoop(s, l)
 
@@ -450,7 +517,7 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	}
 	type lost struct {
 		id protocol.QueryID
-		q  *search
+		q  Query
 	}
 	var moved []lost
 	for id, g := range a.searches {
@@ -460,12 +527,12 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 		}
 	}
 	a.mu.Unlock()
-	d.user.attachmentsChanged()
+	a.cfg.Changed(ChangeDetached)
 	// A search with nothing else in flight goes on through another supernode.
 	for _, m := range moved {
-		a.legLost(m.q, m.id, l)
+		m.q.Lost(m.id, l)
 	}
-	if d.ctx.Err() == nil {
+	if a.ctx.Err() == nil {
 		a.markDown(addr)
 		if errors.Is(l.Err(), errRedirected) {
 			l.Log().Info().Err(l.Err()).Msg("left the supernode as it asked")
@@ -479,32 +546,32 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 // which address the world sees. The same answer from both means the NAT maps
 // independently of the destination; different ones mean a symmetric NAT. The
 // supernode then checks by dialling back and answers with NATStatus.
-func (a *attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
-	defer a.d.wg.Done()
+func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
+	defer a.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.d.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()
-	r1, err := a.d.node.Reflexive(ctx, ua)
+	r1, err := a.cfg.Node().Reflexive(ctx, ua)
 	if err != nil {
 		l.Log().Debug().Err(err).Msg("stun")
 		return
 	}
 	mapping := protocol.NATUnknown
 	reflexive := []string{r1.String()}
-	if a.d.onRelay != nil {
+	if a.cfg.OnRelay() {
 		mapping = protocol.NATUDPBlocked
 	} else if altAddr := altSTUN(alt, ua); altAddr != nil {
-		r2, err := a.d.node.Reflexive(ctx, altAddr)
+		r2, err := a.cfg.Node().Reflexive(ctx, altAddr)
 		switch {
 		case err != nil:
 			l.Log().Debug().Err(err).Msg("stun on the second port")
 		case r1.String() != r2.String():
 			mapping = protocol.NATEndpointDependent
 			reflexive = append(reflexive, r2.String())
-		case r1.String() == a.d.Addr().String():
+		case r1.String() == a.cfg.Node().Addr().String():
 			mapping = protocol.NATNone
 		default:
 			mapping = protocol.NATEndpointIndependent
@@ -536,7 +603,7 @@ func altSTUN(alt string, dialled *net.UDPAddr) *net.UDPAddr {
 	return ua
 }
 
-func (a *attachment) readLoop(s *slot, l *transport.Link) {
+func (a *Attachment) readLoop(s *slot, l *transport.Link) {
 	for {
 		m, err := l.Recv()
 		if err != nil {
@@ -549,18 +616,16 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 			g := a.searches[m.ID]
 			a.mu.Unlock()
 			if g.via == l {
-				g.q.add(m.Hits)
+				g.q.Hits(m.ID, m.Hits)
 			}
 		case *protocol.QueryDone:
-			if q := a.takeQuery(m.ID, l); q != nil {
-				q.legOver(m.ID, m, nil)
+			if q := a.TakeLeg(m.ID, l); q != nil {
+				q.Over(m.ID, m, nil)
 			}
-		case *protocol.UserReply:
-			a.d.user.reply(m)
 		case *protocol.Error:
 			err := m.AsError()
-			if q := a.takeQuery(m.Ref, l); q != nil {
-				q.legOver(m.Ref, nil, err)
+			if q := a.TakeLeg(m.Ref, l); q != nil {
+				q.Over(m.Ref, nil, err)
 				continue
 			}
 			l.Log().Warn().Err(err).Msg("supernode reported an error")
@@ -568,8 +633,6 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 			l.Send(&protocol.Pong{Seq: m.Seq})
 		case *protocol.Pong:
 			a.ponged(s, l, m.Seq)
-		case *protocol.Signal:
-			a.d.conns.OnSignal(m)
 		case *protocol.Members:
 			a.takeMembers(m)
 		case *protocol.NATStatus:
@@ -579,14 +642,10 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 				s.nat = m.NAT
 			}
 			a.mu.Unlock()
-			a.d.user.attachmentsChanged()
-			a.d.lead.changed()
+			a.cfg.Changed(ChangeNAT)
 			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
-		case *protocol.Promote:
-			a.d.wg.Add(1)
-			go a.d.lead.promote(l, m)
-		case *protocol.Certificate:
-			a.d.lead.certificate(l, m)
+		case *protocol.UserReply, *protocol.Signal, *protocol.Promote, *protocol.Certificate:
+			a.cfg.Handle(l, m)
 		case *protocol.Redirect:
 			a.redirected(l, m)
 			return
@@ -598,7 +657,7 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 
 // redirected leaves a supernode that asked us to attach to another: the
 // slot attaches there next, unless another slot is attached there already.
-func (a *attachment) redirected(l *transport.Link, m *protocol.Redirect) {
+func (a *Attachment) redirected(l *transport.Link, m *protocol.Redirect) {
 	to, _, err := transport.ParseTarget(m.Target)
 	if err != nil || to == l.Peer {
 		l.Log().Warn().Str("target", m.Target).Msg("ignoring a redirect to nowhere new")
@@ -624,11 +683,11 @@ const preferFor = 30 * time.Second
 // The searches' side of the attachment: a link to send a query through,
 // and the table that routes the answers to a query's ID back to its search.
 
-// pick is the attached supernode to send a query to, of those not in avoid:
+// Pick is the attached supernode to send a query to, of those not in avoid:
 // the first, primary first, heard from within two probe intervals, or else
 // (or when freshest is set) the one heard from last; and its usual time to
 // answer a ping.
-func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
+func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -638,7 +697,7 @@ func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*trans
 			continue
 		}
 		s.hear(now)
-		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.d.cfg.ProbeInterval) {
+		if !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.cfg.ProbeInterval) {
 			return s.link, s.live.AnswerTime()
 		}
 		if last == nil || s.live.Heard().After(last.live.Heard()) {
@@ -651,15 +710,15 @@ func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*trans
 	return last.link, last.live.AnswerTime()
 }
 
-// addLeg routes the answers to query id, sent through l, to q.
-func (a *attachment) addLeg(id protocol.QueryID, q *search, l *transport.Link) {
+// AddLeg routes the answers to query id, sent through l, to q.
+func (a *Attachment) AddLeg(id protocol.QueryID, q Query, l *transport.Link) {
 	a.mu.Lock()
 	a.searches[id] = leg{q, l}
 	a.mu.Unlock()
 }
 
-// forgetLegs drops the routes of the queries ids.
-func (a *attachment) forgetLegs(ids []protocol.QueryID) {
+// ForgetLegs drops the routes of the queries ids.
+func (a *Attachment) ForgetLegs(ids []protocol.QueryID) {
 	a.mu.Lock()
 	for _, id := range ids {
 		delete(a.searches, id)
@@ -667,8 +726,8 @@ func (a *attachment) forgetLegs(ids []protocol.QueryID) {
 	a.mu.Unlock()
 }
 
-// takeQuery removes and returns the search whose query id went through l.
-func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {
+// TakeLeg removes and returns the search whose query id went through l.
+func (a *Attachment) TakeLeg(id protocol.QueryID, l *transport.Link) Query {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g, ok := a.searches[id]
@@ -679,18 +738,11 @@ func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {
 	return g.q
 }
 
-// republish brings each supernode's view of what we offer up to date: the
+// Republish brings each supernode's view of what we offer up to date: the
 // share folder and the files we download or downloaded. New ones are
 // published, vanished ones unpublished.
-func (a *attachment) republish() {
-	d := a.d
-	var recs []protocol.FileRecord
-	if d.share != nil {
-		for _, f := range d.share.Files() {
-			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
-		}
-	}
-	recs = append(recs, d.swarms.Files()...)
+func (a *Attachment) Republish() {
+	recs := a.cfg.Records()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.slots {

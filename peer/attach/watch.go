@@ -1,4 +1,4 @@
-package peer
+package attach
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -15,39 +14,38 @@ import (
 // The rules of when a silent supernode is left are attach.Watch's; here
 // are the pings, the STUN requests and the closing.
 
-// checkLeftFor bounds the STUN request to a supernode just left as silent.
-const checkLeftFor = 10 * time.Second
+// CheckLeftFor bounds the STUN request to a supernode just left as silent.
+const CheckLeftFor = 10 * time.Second
 
-// errSilent closes the link to a supernode that stopped answering.
-var errSilent = errors.New("supernode stopped answering")
+// ErrSilent closes the link to a supernode that stopped answering.
+var ErrSilent = errors.New("supernode stopped answering")
 
 // watch pings the attached supernodes and leaves those that went silent.
-func (a *attachment) watch() {
-	d := a.d
-	defer d.wg.Done()
-	every := d.cfg.ProbeInterval
-	t := time.NewTicker(every / attach.ChecksPerProbe)
+func (a *Attachment) watch() {
+	defer a.wg.Done()
+	every := a.cfg.ProbeInterval
+	t := time.NewTicker(every / ChecksPerProbe)
 	defer t.Stop()
 	for n := 0; ; n++ {
 		select {
 		case <-t.C:
-		case <-d.ctx.Done():
+		case <-a.ctx.Done():
 			return
 		}
 		now := time.Now()
-		if n%attach.ChecksPerProbe == 0 {
+		if n%ChecksPerProbe == 0 {
 			a.mu.Lock()
 			seq := a.rounds.Round(now)
 			a.mu.Unlock()
-			for _, l := range a.links() {
+			for _, l := range a.Links() {
 				l.Send(&protocol.Ping{Seq: seq})
 			}
 		}
 		dead, ask := a.check(now)
 		for _, c := range dead {
 			c.l.Log().Warn().Dur("silent", c.silent).Msg("supernode stopped answering while others answer; leaving it")
-			c.l.Close(fmt.Errorf("%w for %v", errSilent, c.silent.Round(time.Millisecond)))
-			d.wg.Add(1)
+			c.l.Close(fmt.Errorf("%w for %v", ErrSilent, c.silent.Round(time.Millisecond)))
+			a.wg.Add(1)
 			go a.checkLeft(c.l)
 		}
 		if ask {
@@ -57,7 +55,7 @@ func (a *attachment) watch() {
 }
 
 // ponged notes the supernode of s answering ping round seq.
-func (a *attachment) ponged(s *slot, l *transport.Link, seq uint64) {
+func (a *Attachment) ponged(s *slot, l *transport.Link, seq uint64) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -74,11 +72,11 @@ type silentLink struct {
 // check notes which links heard from their supernode since the last check,
 // and returns those silent too long while our network was shown to work,
 // and whether a STUN answer from elsewhere is wanted to tell.
-func (a *attachment) check(now time.Time) (dead []silentLink, ask bool) {
+func (a *Attachment) check(now time.Time) (dead []silentLink, ask bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var attached []*slot
-	var lives []*attach.Liveness
+	var lives []*Liveness
 	for _, s := range a.slots {
 		if s.link != nil {
 			s.hear(now)
@@ -99,7 +97,7 @@ func (s *slot) hear(now time.Time) { s.live.Hear(now, s.link.PacketsReceived()) 
 // askOthers sends STUN Binding requests to two supernodes we are not attached
 // to, and notes when one answers: our network works, so supernodes silent
 // since before the request went are gone.
-func (a *attachment) askOthers() {
+func (a *Attachment) askOthers() {
 	var cands []string
 	now := time.Now()
 	targets := a.targets()
@@ -125,12 +123,11 @@ func (a *attachment) askOthers() {
 	}
 	a.rounds.Asking()
 	a.mu.Unlock()
-	d := a.d
-	d.wg.Add(1)
+	a.wg.Add(1)
 	go func() {
-		defer d.wg.Done()
-		every := d.cfg.ProbeInterval
-		ctx, cancel := context.WithTimeout(d.ctx, 2*every)
+		defer a.wg.Done()
+		every := a.cfg.ProbeInterval
+		ctx, cancel := context.WithTimeout(a.ctx, 2*every)
 		defer cancel()
 		var uas []*net.UDPAddr
 		for _, c := range cands {
@@ -138,7 +135,7 @@ func (a *attachment) askOthers() {
 				uas = append(uas, ua)
 			}
 		}
-		_, err := d.node.Punch(ctx, uas, every)
+		_, err := a.cfg.Node().Punch(ctx, uas, every)
 		a.mu.Lock()
 		a.rounds.Asked(err == nil, now, time.Now())
 		a.mu.Unlock()
@@ -147,20 +144,41 @@ func (a *attachment) askOthers() {
 
 // checkLeft asks a supernode just left as silent whether it is still there,
 // and makes the leaf wary of leaving the next if it is.
-func (a *attachment) checkLeft(l *transport.Link) {
-	d := a.d
-	defer d.wg.Done()
+func (a *Attachment) checkLeft(l *transport.Link) {
+	defer a.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, checkLeftFor)
+	ctx, cancel := context.WithTimeout(a.ctx, CheckLeftFor)
 	defer cancel()
-	if _, err := d.node.Reflexive(ctx, ua); err != nil {
+	if _, err := a.cfg.Node().Reflexive(ctx, ua); err != nil {
 		return // gone, as we thought
 	}
 	a.mu.Lock()
 	wary := a.rounds.Stalled(time.Now())
 	a.mu.Unlock()
 	l.Log().Warn().Int("wary", wary).Msg("a supernode left as silent still answers: it was stalled, not gone; waiting longer before leaving one")
+}
+
+// Wary is how many doublings of the wait before a silent supernode is left
+// are in force.
+func (a *Attachment) Wary() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rounds.Wary()
+}
+
+// Silences are how long each attached supernode has sent nothing, as of the
+// last look at its link.
+func (a *Attachment) Silences(now time.Time) []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []time.Duration
+	for _, s := range a.slots {
+		if s.link != nil {
+			out = append(out, now.Sub(s.live.Heard()))
+		}
+	}
+	return out
 }
