@@ -236,6 +236,7 @@ func (a *Attachment) Links() []*transport.Link {
 	return out
 }
 
+// Current is the primary supernode's link, or nil.
 func (a *Attachment) Current() *transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -266,6 +267,8 @@ func (a *Attachment) WaitAttached(ctx context.Context) (*transport.Link, error) 
 	}
 }
 
+// Run keeps the slots attached until the context ends; the caller counted
+// it in the WaitGroup.
 func (a *Attachment) Run() {
 	defer a.wg.Done()
 	if a.cfg.DataDir != "" {

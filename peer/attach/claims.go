@@ -1,9 +1,13 @@
-// Package attach holds the decisions of a leaf's attachment to its
-// supernodes, apart from sockets and clocks: which supernode a slot claims
-// next, which are held off after failing, when a silent supernode is left,
-// and how wary the leaf is after leaving one that was only stalled. The
-// daemon keeps the links, calls these under its own lock and passes the time
-// in, so every rule here is tested without a socket or a real clock.
+// Package attach keeps a leaf attached to its supernodes: the slots, the
+// dials, the failover, the liveness pings, the member list, and the table
+// that routes the answers to a search's queries. It reaches the daemon only
+// through Config.
+//
+// The decisions (which supernode a slot claims next, which are held off
+// after failing, when a silent supernode is left, and how wary the leaf is
+// after leaving one that was only stalled) are pure code in Claims, Liveness
+// and Watch: the Attachment calls them under its lock and passes the time
+// in, so each rule is tested without a socket or a real clock.
 package attach
 
 import (
