@@ -12,7 +12,7 @@ import (
 func (d *Daemon) Status() apitype.Status {
 	st := apitype.Status{
 		PeerID: d.ID().String(), Name: d.cfg.Name, DataDir: d.cfg.DataDir, ShareDir: d.cfg.ShareDir,
-		LocalAddr: d.Addr().String(), Supernode: d.attach.snapshot(), Supernodes: d.attach.all(), User: d.user.snapshot(),
+		LocalAddr: d.Addr().String(), Supernode: d.supernodeStatus(), Supernodes: d.attach.All(), User: d.user.snapshot(),
 		Lead:     d.leadStatus(time.Now()),
 		Uploaded: d.swarms.Uploaded(), Downloaded: d.swarms.Downloaded(),
 	}
@@ -63,4 +63,14 @@ func (b backend) Search(ctx context.Context, text string, cid protocol.ContentID
 // returns it keeps serving the file.
 func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error) {
 	return d.swarms.Get(ctx, cid, out, onProgress)
+}
+
+// supernodeStatus is the primary attachment's status, with the relay this
+// peer lives on when UDP is blocked.
+func (d *Daemon) supernodeStatus() apitype.SupernodeStatus {
+	st := d.attach.Snapshot()
+	if d.onRelay != nil {
+		st.Relay = d.relayTCP + " (tcp), relayed address " + d.onRelay.RelayedAddr().String()
+	}
+	return st
 }

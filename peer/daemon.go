@@ -19,10 +19,13 @@ import (
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/attach"
+	"github.com/supernet-p2p/supernet/peer/dial"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -33,6 +36,8 @@ var (
 	ErrDaemonClosed   = apitype.ErrDaemonClosed
 	ErrNoSuchUser     = apitype.ErrNoSuchUser
 	ErrAlreadyRunning = localapi.ErrAlreadyRunning
+	// ErrConnect wraps every failure to reach a peer.
+	ErrConnect = dial.ErrConnect
 )
 
 // Config configures a Daemon.
@@ -149,14 +154,14 @@ type Daemon struct {
 	node  *transport.Node
 	share *content.Share
 
-	attach  *attachment
+	attach  *attach.Attachment
 	trust   *trust
 	user    *userDir
 	lead    *leader
 	inbox   *inbox
 	started time.Time
 	srcs    *sourceCache
-	conns   *connector
+	conns   *dial.Connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
 	onRelay  *relay.Allocation
 	relayTCP string // the relay's TURN/TCP address, with onRelay
@@ -263,12 +268,32 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.node = node
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.attach = newAttachment(d)
+	d.attach = attach.New(d.ctx, &d.wg, attach.Config{
+		Self: id.ID, Name: cfg.Name, Supernodes: cfg.Supernodes, DataDir: cfg.DataDir,
+		Slots: cfg.Attach, ProbeInterval: cfg.ProbeInterval, Log: log,
+		Node:           func() *transport.Node { return d.node },
+		OnRelay:        func() bool { return d.onRelay != nil },
+		CheckSupernode: d.checkSupernode,
+		Network:        d.Network,
+		IsOurs:         func(p protocol.PeerID) bool { return d.lead.isOurs(p) },
+		Records:        d.records,
+		Changed:        d.attachmentChanged,
+		MembersChanged: func(ids []ring.ID, incs map[ring.ID]uint64) { d.user.membersChanged(ids, incs) },
+		Handle:         d.fromSupernode,
+	})
 	d.user = newUserDir(d)
 	d.lead = newLeader(d)
 	d.inbox = newInbox(d)
 	d.started = time.Now()
-	d.conns = newConnector(d)
+	d.conns = dial.New(d.ctx, &d.wg, dial.Config{
+		Self: id.ID, Log: log,
+		Node:         func() *transport.Node { return d.node },
+		OnRelay:      func() *relay.Allocation { return d.onRelay },
+		Supernode:    d.attach.Current,
+		Serve:        func(l *transport.Link) { d.wg.Add(1); go d.serveTransfer(l) },
+		PunchTimeout: cfg.PunchTimeout, SignalTimeout: cfg.SignalTimeout,
+		UpgradeInterval: cfg.UpgradeInterval, LinkLinger: cfg.LinkLinger,
+	})
 	d.swarms = swarm.New(d.ctx, &d.wg, swarm.Config{
 		Self: id.ID, Log: log, Share: d.share,
 		Pipeline: cfg.Pipeline, MaxSwarmPeers: cfg.MaxSwarmPeers, UnchokeSlots: cfg.UnchokeSlots, OptimisticSlots: cfg.OptimisticSlots,
@@ -276,7 +301,7 @@ func New(cfg Config) (*Daemon, error) {
 		TrackerInterval: cfg.TrackerInterval, StallTimeout: cfg.StallTimeout, ProgressInterval: cfg.ProgressInterval,
 		UploadRate: cfg.UploadRate, DownloadRate: cfg.DownloadRate,
 		FrameTimeouts: node.FrameTimeouts(),
-		Dial:          d.conns.lease, Reach: d.attach.self, Locate: d.locate, Republish: d.attach.republish,
+		Dial:          d.lease, Reach: d.attach.Self, Locate: d.locate, Republish: d.attach.Republish,
 	})
 	return d, nil
 }
@@ -302,8 +327,18 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.log.Error().Err(err).Msg("scanning share folder")
 		}
 	}
-	if err := d.checkUDP(d.ctx); err != nil && d.ctx.Err() == nil {
-		d.log.Error().Err(err).Msg("checking the UDP path")
+	if d.cfg.Conn == nil { // a caller-supplied socket is the caller's business
+		r, err := dial.CheckUDP(d.ctx, dial.UDPCheck{
+			Identity: d.id, Supernodes: d.cfg.Supernodes, Node: d.node, Log: d.log,
+			IdleTimeout: d.cfg.IdleTimeout, LimitLoopback: d.cfg.LimitLoopback,
+		})
+		switch {
+		case err != nil && d.ctx.Err() == nil:
+			d.log.Error().Err(err).Msg("checking the UDP path")
+		case r != nil:
+			d.node.Close()
+			d.node, d.onRelay, d.relayTCP = r.Node, r.Alloc, r.TCP
+		}
 	}
 	// Close may already be waiting for the goroutines: starting them is
 	// done under startMu, which Close takes before it waits, so none starts
@@ -326,7 +361,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		go d.user.run()
 	}
 	d.wg.Add(4)
-	go d.attach.run()
+	go d.attach.Run()
 	go d.lead.run()
 	go d.rescanLoop()
 	go d.acceptLoop()
@@ -365,7 +400,7 @@ func (d *Daemon) Close() error {
 		d.mu.Unlock()
 		if d.attach != nil {
 			// Said, so the supernodes drop us now rather than at their idle timeout.
-			for _, l := range d.attach.links() {
+			for _, l := range d.attach.Links() {
 				l.Close(nil)
 			}
 		}
@@ -406,7 +441,7 @@ func (d *Daemon) rescanLoop() {
 // and republishes what changed.
 func (d *Daemon) Rescan(ctx context.Context) error {
 	if d.swarms.Prune() {
-		d.attach.republish()
+		d.attach.Republish()
 	}
 	if d.share == nil {
 		return nil
@@ -417,7 +452,7 @@ func (d *Daemon) Rescan(ctx context.Context) error {
 	}
 	if added+removed > 0 {
 		d.log.Info().Int("added", added).Int("removed", removed).Msg("share changed")
-		d.attach.republish()
+		d.attach.Republish()
 	}
 	return nil
 }
@@ -449,6 +484,58 @@ func (d *Daemon) acceptLoop() {
 		}
 		d.wg.Add(1)
 		go d.serveTransfer(l)
-		d.conns.incoming(l)
+		d.conns.Incoming(l)
+	}
+}
+
+// Connect sets up (or reuses) a link to peer and reports how. sn is the peer's
+// supernode, if known; without it the request is flooded among supernodes.
+func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error) {
+	return d.conns.Connect(ctx, peer, sn)
+}
+
+// lease is the connector's Acquire for the swarms.
+func (d *Daemon) lease(ctx context.Context, src protocol.Source) (swarm.Lease, error) {
+	l, err := d.conns.Acquire(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// records are what the peer offers: the share folder and the files it
+// downloads or downloaded.
+func (d *Daemon) records() []protocol.FileRecord {
+	var recs []protocol.FileRecord
+	if d.share != nil {
+		for _, f := range d.share.Files() {
+			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
+		}
+	}
+	return append(recs, d.swarms.Files()...)
+}
+
+// attachmentChanged asks for a new user record, and tells the leader, which
+// weighs our NAT and supernodes to offer to lead.
+func (d *Daemon) attachmentChanged(c attach.Change) {
+	d.user.attachmentsChanged()
+	if c != attach.ChangeDetached {
+		d.lead.changed()
+	}
+}
+
+// fromSupernode hands a supernode's message to the part it is for; it runs
+// on the link's read loop, so nothing here blocks.
+func (d *Daemon) fromSupernode(l *transport.Link, m protocol.Message) {
+	switch m := m.(type) {
+	case *protocol.UserReply:
+		d.user.reply(m)
+	case *protocol.Signal:
+		d.conns.OnSignal(m)
+	case *protocol.Promote:
+		d.wg.Add(1)
+		go d.lead.promote(l, m)
+	case *protocol.Certificate:
+		d.lead.certificate(l, m)
 	}
 }

@@ -467,16 +467,17 @@ func openForSend(path string) (f *os.File, name string, size int64, sum []byte, 
 // (user names it in errors), and returns the name the file was stored under
 // and the path it took.
 func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user string, f *os.File, name string, size int64, sum []byte) (stored, path string, err error) {
-	pl, err := d.conns.acquire(ctx, src)
+	lease, err := d.conns.Acquire(ctx, src)
 	if err != nil {
 		return "", "", fmt.Errorf("connecting to %s: %w", user, err)
 	}
-	defer d.conns.release(pl)
-	if !protocol.Supports(pl.link.Version, protocol.TypeDeliver) {
+	defer lease.Release()
+	link := lease.Link()
+	if !protocol.Supports(link.Version, protocol.TypeDeliver) {
 		return "", "", fmt.Errorf("%w: %s's peer speaks protocol v%d, deliveries need v%d",
-			protocol.ErrUnsupportedVersion, user, pl.link.Version, protocol.VersionUsers)
+			protocol.ErrUnsupportedVersion, user, link.Version, protocol.VersionUsers)
 	}
-	s, err := pl.link.OpenStream(ctx)
+	s, err := link.OpenStream(ctx)
 	if err != nil {
 		return "", "", err
 	}
@@ -536,5 +537,5 @@ func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user stri
 	if werr != nil {
 		return "", "", werr
 	}
-	return r.name, pl.path, nil
+	return r.name, lease.Path(), nil
 }

@@ -35,7 +35,7 @@ func (d *Daemon) leadStatus(now time.Time) apitype.LeadStatus {
 		why = append(why, "this program cannot run a supernode")
 	}
 	public := false
-	for _, st := range d.attach.all() {
+	for _, st := range d.attach.All() {
 		public = public || st.Public
 	}
 	if !public {
@@ -139,7 +139,7 @@ func (ld *leader) sendCandidacy() {
 	if d.cfg.UploadRate > 0 {
 		m.Upload = uint64(d.cfg.UploadRate)
 	}
-	links := d.attach.links()
+	links := d.attach.Links()
 	ld.mu.Lock()
 	now := make(map[*transport.Link]bool, len(links))
 	var to []*transport.Link
@@ -254,7 +254,7 @@ func (ld *leader) certificate(l *transport.Link, m *protocol.Certificate) {
 func (ld *leader) start(l *transport.Link, m *protocol.Promote) (LeadServer, string, error) {
 	d := ld.d
 	host := ""
-	for _, st := range d.attach.all() {
+	for _, st := range d.attach.All() {
 		if st.PeerID == l.Peer.String() && st.Observed != "" {
 			host, _, _ = net.SplitHostPort(st.Observed)
 		}
@@ -283,7 +283,7 @@ func (ld *leader) start(l *transport.Link, m *protocol.Promote) (LeadServer, str
 	addr := net.JoinHostPort(host, fmt.Sprint(port))
 	parent := l.Peer.String() + "@" + l.RemoteAddr().String()
 	join := []string{parent}
-	for _, o := range d.attach.links() {
+	for _, o := range d.attach.Links() {
 		if o != l && len(join) < 3 {
 			join = append(join, o.Peer.String()+"@"+o.RemoteAddr().String())
 		}

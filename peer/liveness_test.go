@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -209,10 +210,10 @@ func testLogger(t testing.TB) zerolog.Logger {
 
 // leafOn runs a peer daemon on conn, attached to up to attach of sns (it
 // knows the first and learns the others from the member list).
-func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns []*supernode.Server, attach int, opts ...func(*Config)) *Daemon {
+func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns []*supernode.Server, slots int, opts ...func(*Config)) *Daemon {
 	t.Helper()
 	cfg := Config{
-		DataDir: t.TempDir(), Conn: conn, ControlSocket: "-", Network: network, Attach: attach,
+		DataDir: t.TempDir(), Conn: conn, ControlSocket: "-", Network: network, Attach: slots,
 		Supernodes: []string{sns[0].ID().String() + "@" + sns[0].Addr().String()},
 		Log:        testLogger(t),
 	}
@@ -235,7 +236,7 @@ func leafOn(t *testing.T, conn net.PacketConn, network protocol.NetworkID, sns [
 // attachedLinks are the daemon's supernode links, by supernode.
 func attachedLinks(d *Daemon) map[protocol.PeerID]*transport.Link {
 	out := make(map[protocol.PeerID]*transport.Link)
-	for _, l := range d.attach.links() {
+	for _, l := range d.attach.Links() {
 		out[l.Peer] = l
 	}
 	return out
@@ -269,7 +270,7 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 		t.Fatal("the silent supernode was never left")
 	}
 	took := time.Since(cut)
-	if !errors.Is(l.Err(), errSilent) {
+	if !errors.Is(l.Err(), attach.ErrSilent) {
 		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
 	}
 	t.Logf("a supernode cut off without a word was left %v after its packets stopped (goal: within 2 s; QUIC's idle timeout: %v)",
@@ -281,10 +282,8 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	})
 	// A supernode that is gone does not answer the check after: the leaf
 	// does not grow wary.
-	time.Sleep(time.Until(cut.Add(took + checkLeftFor + time.Second)))
-	d.attach.mu.Lock()
-	wary := d.attach.wary
-	d.attach.mu.Unlock()
+	time.Sleep(time.Until(cut.Add(took + attach.CheckLeftFor + time.Second)))
+	wary := d.attach.Wary()
 	if wary != 0 {
 		t.Fatalf("the leaf grew wary (%d) after leaving a supernode that is gone", wary)
 	}
@@ -319,7 +318,7 @@ func TestAllAttachedSilentIsCheckedElsewhere(t *testing.T) {
 		case <-time.After(quicIdle + 5*time.Second):
 			t.Fatalf("supernode %s never left", id.Short())
 		}
-		if !errors.Is(l.Err(), errSilent) {
+		if !errors.Is(l.Err(), attach.ErrSilent) {
 			t.Fatalf("the link to %s closed with %v, want the leaf to leave it as silent", id.Short(), l.Err())
 		}
 	}
@@ -352,19 +351,15 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 	case <-time.After(quicIdle + 5*time.Second):
 		t.Fatal("the stalled supernode was never left")
 	}
-	if !errors.Is(l.Err(), errSilent) {
+	if !errors.Is(l.Err(), attach.ErrSilent) {
 		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
 	}
-	wary := func() int {
-		d.attach.mu.Lock()
-		defer d.attach.mu.Unlock()
-		return d.attach.wary
-	}
-	waitFor(t, checkLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
+	wary := d.attach.Wary
+	waitFor(t, attach.CheckLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
 	fc.setStall(victim.Addr(), false)
-	var s slot
+	var live attach.Liveness
 	probe := d.cfg.ProbeInterval
-	if got, want := s.silentAfter(probe, wary()), 2*silentProbes*probe; got != want {
+	if got, want := live.SilentAfter(probe, wary()), 2*attach.SilentProbes*probe; got != want {
 		t.Fatalf("a wary leaf waits %v for a silent supernode, want %v", got, want)
 	}
 }
@@ -394,19 +389,15 @@ func TestOwnNetworkTroubleLeavesNone(t *testing.T) {
 				default:
 				}
 			}
-			d.attach.mu.Lock()
-			for _, s := range d.attach.slots {
-				if s.link != nil {
-					longest = max(longest, time.Since(s.heard))
-				}
+			for _, s := range d.attach.Silences(time.Now()) {
+				longest = max(longest, s)
 			}
-			d.attach.mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 		}
 		return longest
 	}
 	// Several silent probe intervals each; the queue holds 1.5 s of packets.
-	silent := silentProbes * d.cfg.ProbeInterval
+	silent := attach.SilentProbes * d.cfg.ProbeInterval
 	fc.setDelay(1500 * time.Millisecond)
 	queued := steady("a 1.5 s uplink queue", 5*time.Second)
 	fc.setDelay(0)
@@ -519,7 +510,7 @@ func TestSearchHedgedPastSilentSupernode(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the file found", func() bool { _, _, ok := find(); return ok })
 	quiet, _, _ := find()
-	primary := d.attach.current()
+	primary := d.attach.Current()
 	fc.cutOff(primary.RemoteAddr())
 	res, took, found := find()
 	if !found || res.Partial {

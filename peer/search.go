@@ -9,6 +9,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -44,12 +45,6 @@ const (
 	hedgeCheck    = 25 * time.Millisecond
 )
 
-// leg routes a query ID to its search and the link it went through.
-type leg struct {
-	q   *search
-	via *transport.Link
-}
-
 // sentQuery is one query of a search, to one supernode.
 type sentQuery struct {
 	id    protocol.QueryID
@@ -80,6 +75,10 @@ type search struct {
 	doneBy int // the index in sent of the query done answers
 	err    error
 	note   chan struct{}
+
+	// att carries the queries; probe is its ping interval.
+	att   *attach.Attachment
+	probe time.Duration
 }
 
 type sourceKey struct {
@@ -150,6 +149,12 @@ func (s *search) legOver(id protocol.QueryID, m *protocol.QueryDone, err error) 
 	s.signal()
 }
 
+// Hits takes hits to the query id.
+func (s *search) Hits(_ protocol.QueryID, hits []protocol.Hit) { s.add(hits) }
+
+// Over ends the query id (see legOver).
+func (s *search) Over(id protocol.QueryID, m *protocol.QueryDone, err error) { s.legOver(id, m, err) }
+
 func (s *search) signal() {
 	select {
 	case s.note <- struct{}{}:
@@ -196,6 +201,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 	q := &search{
 		query: protocol.Query{Text: text, CID: cid, Limit: uint16(min(max(limit, 0), 65535))},
 		text:  text, cid: cid, note: make(chan struct{}, 1),
+		att: d.attach, probe: d.cfg.ProbeInterval,
 	}
 	if text == "" && cid.IsZero() {
 		return apitype.SearchResult{}, fmt.Errorf("%w: empty query", protocol.ErrBadRequest)
@@ -205,17 +211,17 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 	}
 	// A peer that has just started may still be attaching: give it a moment.
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err := d.attach.waitAttached(wctx)
+	_, err := d.attach.WaitAttached(wctx)
 	wcancel()
 	if err != nil {
-		st := d.attach.snapshot()
+		st := d.attach.Snapshot()
 		if st.LastError != "" {
 			return apitype.SearchResult{}, fmt.Errorf("%w: %s", ErrNoSupernode, st.LastError)
 		}
 		return apitype.SearchResult{}, ErrNoSupernode
 	}
-	defer d.attach.forget(q)
-	if err := d.attach.send(q, false); err != nil {
+	defer q.forget()
+	if err := q.send(false); err != nil {
 		return apitype.SearchResult{}, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}
 	tick := time.NewTicker(hedgeCheck)
@@ -224,7 +230,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 		select {
 		case <-q.note:
 		case <-tick.C:
-			d.attach.hedge(q, time.Now())
+			q.hedge(time.Now())
 		case <-ctx.Done():
 			st := q.take()
 			d.deliver(st.hits, onHits)
@@ -262,16 +268,17 @@ func (st state) result() (apitype.SearchResult, bool, error) {
 // a while; a hedge, to the one heard from last: supernodes often fail
 // together, and one that died a moment ago has been silent since. Each query
 // gets its own ID: a supernode drops an ID it has seen.
-func (a *attachment) send(q *search, hedge bool) error {
+func (q *search) send(hedge bool) error {
+	a := q.att
 	q.mu.Lock()
 	used := make(map[*transport.Link]bool, len(q.sent))
 	for _, g := range q.sent {
 		used[g.via] = true
 	}
 	q.mu.Unlock()
-	l, wait := a.pick(used, hedge)
+	l, wait := a.Pick(used, hedge)
 	if l == nil && !hedge {
-		l, wait = a.pick(nil, false)
+		l, wait = a.Pick(nil, false)
 	}
 	if l == nil {
 		return ErrNoSupernode
@@ -280,9 +287,7 @@ func (a *attachment) send(q *search, hedge bool) error {
 	crand.Read(m.ID[:])
 	now := time.Now()
 	g := &sentQuery{id: m.ID, via: l, at: now, wait: wait, rx: l.PacketsReceived(), heard: now}
-	a.mu.Lock()
-	a.searches[m.ID] = leg{q, l}
-	a.mu.Unlock()
+	a.AddLeg(m.ID, q, l)
 	q.mu.Lock()
 	closed := q.closed
 	if !closed {
@@ -291,11 +296,11 @@ func (a *attachment) send(q *search, hedge bool) error {
 	n := len(q.sent)
 	q.mu.Unlock()
 	if closed {
-		a.takeQuery(m.ID, l)
+		a.TakeLeg(m.ID, l)
 		return ErrNoSupernode
 	}
 	if err := l.Send(&m); err != nil {
-		a.takeQuery(m.ID, l)
+		a.TakeLeg(m.ID, l)
 		q.legOver(m.ID, nil, err)
 		return err
 	}
@@ -305,38 +310,11 @@ func (a *attachment) send(q *search, hedge bool) error {
 	return nil
 }
 
-// pick is the attached supernode to send a query to, of those not in avoid:
-// the first, primary first, heard from within two probe intervals, or else
-// (or when freshest is set) the one heard from last; and its usual time to
-// answer a ping.
-func (a *attachment) pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
-	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var last *slot
-	for _, s := range a.attachedLocked() {
-		if avoid[s.link] {
-			continue
-		}
-		s.hear(now)
-		if !freshest && (a.d.cfg.ProbeInterval <= 0 || now.Sub(s.heard) < 2*a.d.cfg.ProbeInterval) {
-			return s.link, s.answerTime()
-		}
-		if last == nil || s.heard.After(last.heard) {
-			last = s
-		}
-	}
-	if last == nil {
-		return nil, 0
-	}
-	return last.link, last.answerTime()
-}
-
 // hedge marks queries in flight late when they are overdue and alive while
 // acknowledged and neither silent nor stuck (see the rules above), and sends
 // the search to another supernode when none is on time.
-func (a *attachment) hedge(q *search, now time.Time) {
-	probe := a.d.cfg.ProbeInterval
+func (q *search) hedge(now time.Time) {
+	probe := q.probe
 	q.mu.Lock()
 	onTime, inFlight := 0, 0
 	for _, g := range q.sent {
@@ -358,7 +336,7 @@ func (a *attachment) hedge(q *search, now time.Time) {
 	}
 	q.mu.Unlock()
 	if onTime == 0 && inFlight > 0 {
-		a.send(q, true) // none when every attached supernode has had it
+		q.send(true) // none when every attached supernode has had it
 	}
 }
 
@@ -370,9 +348,9 @@ func ackWait(l *transport.Link) time.Duration {
 	return min(max(pto, minAckWait), maxAckWait)
 }
 
-// legLost ends the query id, whose link l was lost; a search with nothing
+// Lost ends the query id, whose link l was lost; a search with nothing
 // else in flight goes on through another supernode.
-func (a *attachment) legLost(q *search, id protocol.QueryID, l *transport.Link) {
+func (q *search) Lost(id protocol.QueryID, l *transport.Link) {
 	q.mu.Lock()
 	others := 0
 	for _, g := range q.sent {
@@ -381,7 +359,7 @@ func (a *attachment) legLost(q *search, id protocol.QueryID, l *transport.Link) 
 		}
 	}
 	q.mu.Unlock()
-	if others == 0 && a.send(q, false) == nil {
+	if others == 0 && q.send(false) == nil {
 		l.Log().Info().Str("query", q.query.Text).Msg("search sent again through another supernode")
 		q.legOver(id, nil, nil)
 		return
@@ -390,7 +368,7 @@ func (a *attachment) legLost(q *search, id protocol.QueryID, l *transport.Link) 
 }
 
 // forget drops the search's queries from the table of those in flight.
-func (a *attachment) forget(q *search) {
+func (q *search) forget() {
 	q.mu.Lock()
 	q.closed = true
 	ids := make([]protocol.QueryID, 0, len(q.sent))
@@ -398,11 +376,7 @@ func (a *attachment) forget(q *search) {
 		ids = append(ids, g.id)
 	}
 	q.mu.Unlock()
-	a.mu.Lock()
-	for _, id := range ids {
-		delete(a.searches, id)
-	}
-	a.mu.Unlock()
+	q.att.ForgetLegs(ids)
 }
 
 func (d *Daemon) deliver(h []protocol.Hit, onHits func([]protocol.Hit)) {

@@ -114,14 +114,14 @@ const (
 // a lost link or an unavailable ring is tried again.
 func (u *userDir) ask(ctx context.Context, build func(protocol.QueryID) protocol.Message) (*protocol.UserReply, error) {
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err := u.d.attach.waitAttached(wctx)
+	_, err := u.d.attach.WaitAttached(wctx)
 	wcancel()
 	if err != nil {
 		return nil, ErrNoSupernode
 	}
 	var last error
 	for try := 0; try < askAttempts && ctx.Err() == nil; try++ {
-		links := u.d.attach.links()
+		links := u.d.attach.Links()
 		if len(links) == 0 {
 			return nil, ErrNoSupernode
 		}
@@ -254,13 +254,11 @@ func (u *userDir) run() {
 // register puts our record, if it changed or is due.
 func (u *userDir) register() error {
 	d := u.d
-	sns := d.attach.supernodes()
+	sns := d.attach.Supernodes()
 	if len(sns) == 0 {
 		return ErrNoSupernode
 	}
-	d.attach.mu.Lock()
-	nat := d.attach.natLocked()
-	d.attach.mu.Unlock()
+	_, nat := d.attach.Self()
 	rec := &protocol.UserRecord{Name: d.cfg.Username, Supernodes: sns[:min(len(sns), protocol.MaxUserSNs)],
 		Addrs: d.advertisedAddrs(), NAT: nat}
 	now := time.Now()
@@ -314,7 +312,7 @@ func (d *Daemon) advertisedAddrs() []string {
 	if d.onRelay != nil {
 		add(d.onRelay.RelayedAddr().String())
 	}
-	for _, st := range d.attach.all() {
+	for _, st := range d.attach.All() {
 		add(st.Observed)
 		add(st.Reflexive)
 	}

@@ -46,6 +46,22 @@ var rules = []rule{
 	},
 }
 
+// The parts of peer reach each other only through the daemon's wiring in
+// peer itself (callbacks in each part's Config), so each can be read and
+// tested alone; apitype, the shared vocabulary, is open to all.
+func init() {
+	for _, part := range []string{"dial", "attach", "swarm", "localapi"} {
+		rules = append(rules, rule{
+			name:      "no part of peer imports peer/" + part + " but peer itself",
+			forbidden: module + "/peer/" + part,
+			applies: func(f string) bool {
+				d := path.Dir(f)
+				return under(d, "peer") && d != "peer" && !under(d, "peer/"+part)
+			},
+		})
+	}
+}
+
 // known are the violations the tree still has, as "file imports path". The
 // list may only shrink: an entry that no longer occurs fails the test, so it
 // is struck off when its violation goes (or renamed when its file moves).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,9 @@ type fakeBackend struct {
 	id       protocol.PeerID
 	hits     [][]protocol.Hit
 	searched string
+	// mu guards getErr and progress: the client has its answer from the
+	// stream before the handler's Get has returned.
+	mu       sync.Mutex
 	getErr   error
 	progress []apitype.Progress
 	connects int
@@ -42,6 +46,8 @@ func (f *fakeBackend) Search(_ context.Context, text string, _ protocol.ContentI
 	return apitype.SearchResult{Supernodes: 2, Queries: 1}, nil
 }
 func (f *fakeBackend) Get(_ context.Context, cid protocol.ContentID, _ string, onProgress func(apitype.Progress)) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, p := range f.progress {
 		onProgress(p)
 	}
@@ -132,7 +138,9 @@ func TestGetStreamsProgressAndErrors(t *testing.T) {
 	}
 	// A refusal from the backend (already downloading) reaches the CLI as
 	// the sentinel it wraps.
+	b.mu.Lock()
 	b.progress, b.getErr = nil, fmt.Errorf("%w: %s is already downloading", protocol.ErrBadRequest, cid.Short())
+	b.mu.Unlock()
 	if _, err := c.Get(ctx, apitype.GetRequest{ContentID: cid.String()}, nil); !errors.Is(err, protocol.ErrBadRequest) {
 		t.Fatalf("second get: %v, want bad request", err)
 	}

@@ -1,7 +1,12 @@
-package peer
+// Package dial sets up links to other peers: it reuses a link it has, or sets
+// one up through the supernodes (a plain dial, a reversed dial, a hole punch
+// or a relay, as the target's supernode planned it), and moves a peer whose
+// network drops UDP onto a relay. A relayed link is replaced by a direct one
+// when a later punch works; users of the old link are told, finish what they
+// have in flight, and move. It reaches the daemon only through Config.
+package dial
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -12,19 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/supernet-p2p/supernet/peer/apitype"
-	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// Connections to other peers. A download asks the connector for a link to a
-// source; the connector reuses one it has, or sets one up through the
-// supernodes: a plain dial, a reversed dial, a hole punch, or a relay, as the
-// target's supernode planned it. A relayed link is replaced by a direct one
-// when a later punch works; users of the old link are told, finish what they
-// have in flight, and move.
 
 // ErrConnect wraps every failure to reach a peer.
 var ErrConnect = errors.New("cannot connect to peer")
@@ -47,8 +46,31 @@ type peerLink struct {
 	setup  apitype.Attempt // how we set it up; zero for a link the peer made
 }
 
-type connector struct {
-	d *Daemon
+// Config is what the connector needs of the daemon.
+type Config struct {
+	Self protocol.PeerID
+	Log  zerolog.Logger
+	// Node is the node links run on. It is read on each use: a peer whose
+	// network drops UDP moves to a node on a relay before it starts serving.
+	Node func() *transport.Node
+	// OnRelay is the allocation this peer lives on, or nil.
+	OnRelay func() *relay.Allocation
+	// Supernode is the link to the supernode signals go through, or nil.
+	Supernode func() *transport.Link
+	// Serve starts serving what the other side asks for on a link we
+	// dialled, and returns at once.
+	Serve func(*transport.Link)
+
+	PunchTimeout, SignalTimeout, UpgradeInterval, LinkLinger time.Duration
+}
+
+// Connector keeps the links to other peers. Its goroutines are counted in the
+// WaitGroup given to New and stop when its context ends.
+type Connector struct {
+	cfg Config
+	log zerolog.Logger
+	ctx context.Context
+	wg  *sync.WaitGroup
 
 	mu       sync.Mutex
 	links    map[protocol.PeerID]*peerLink
@@ -58,9 +80,13 @@ type connector struct {
 	attempts []apitype.Attempt
 }
 
-func newConnector(d *Daemon) *connector {
-	return &connector{
-		d:        d,
+// New returns a connector whose goroutines live until ctx ends, counted in wg.
+func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Connector {
+	return &Connector{
+		cfg:      cfg,
+		log:      cfg.Log,
+		ctx:      ctx,
+		wg:       wg,
 		links:    make(map[protocol.PeerID]*peerLink),
 		waits:    make(map[protocol.PeerID][]chan *transport.Link),
 		setups:   make(map[uint64]chan *protocol.Signal),
@@ -69,29 +95,29 @@ func newConnector(d *Daemon) *connector {
 }
 
 // Attempts returns the recent connection setups, oldest first.
-func (c *connector) Attempts() []apitype.Attempt {
+func (c *Connector) Attempts() []apitype.Attempt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]apitype.Attempt(nil), c.attempts...)
 }
 
-func (c *connector) record(a apitype.Attempt) {
+func (c *Connector) record(a apitype.Attempt) {
 	c.mu.Lock()
 	c.attempts = append(c.attempts, a)
 	if len(c.attempts) > maxAttempts {
 		c.attempts = c.attempts[len(c.attempts)-maxAttempts:]
 	}
 	c.mu.Unlock()
-	ev := c.d.log.Info()
+	ev := c.log.Info()
 	if a.Err != "" {
-		ev = c.d.log.Warn().Str("error", a.Err)
+		ev = c.log.Warn().Str("error", a.Err)
 	}
 	ev.Str("peer_id", a.Peer[:10]).Str("plan", a.Plan).Str("path", a.Path).Bool("upgrade", a.Upgrade).
 		Dur("took", a.Took).Msg("connection attempt")
 }
 
 // Links returns the open links to other peers.
-func (c *connector) Links() []apitype.LinkStatus {
+func (c *Connector) Links() []apitype.LinkStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]apitype.LinkStatus, 0, len(c.links))
@@ -107,7 +133,7 @@ func (c *connector) Links() []apitype.LinkStatus {
 }
 
 // liveLocked returns the usable link to p, if any.
-func (c *connector) liveLocked(p protocol.PeerID) *peerLink {
+func (c *Connector) liveLocked(p protocol.PeerID) *peerLink {
 	pl := c.links[p]
 	if pl == nil {
 		return nil
@@ -122,7 +148,7 @@ func (c *connector) liveLocked(p protocol.PeerID) *peerLink {
 }
 
 // acquire returns a link to src, setting one up if needed. Call release when done.
-func (c *connector) acquire(ctx context.Context, src protocol.Source) (*peerLink, error) {
+func (c *Connector) acquire(ctx context.Context, src protocol.Source) (*peerLink, error) {
 	for {
 		c.mu.Lock()
 		if pl := c.liveLocked(src.Peer); pl != nil {
@@ -162,7 +188,7 @@ func (c *connector) acquire(ctx context.Context, src protocol.Source) (*peerLink
 }
 
 // release gives a link back; an unused link we set up closes after a while.
-func (c *connector) release(pl *peerLink) {
+func (c *Connector) release(pl *peerLink) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pl.users--
@@ -175,7 +201,7 @@ func (c *connector) release(pl *peerLink) {
 		return
 	}
 	if pl.owned && pl.idle == nil {
-		pl.idle = time.AfterFunc(c.d.cfg.LinkLinger, func() {
+		pl.idle = time.AfterFunc(c.cfg.LinkLinger, func() {
 			c.mu.Lock()
 			idle := pl.users == 0
 			if idle && c.links[pl.peer] == pl {
@@ -198,36 +224,31 @@ func (c *connector) release(pl *peerLink) {
 // Two peers that dial each other at once end up with two links of the same
 // kind; both keep the one the peer with the smaller ID dialled, and the other
 // side's dialler closes its own, so they never both close the one the other kept.
-func (c *connector) register(l *transport.Link, path string, plan protocol.Plan, owned, dialed bool) *peerLink {
+func (c *Connector) register(l *transport.Link, path string, plan protocol.Plan, owned, dialed bool) *peerLink {
 	pl := &peerLink{peer: l.Peer, link: l, path: path, plan: plan, owned: owned, dialed: dialed, better: make(chan struct{}), since: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.liveLocked(l.Peer)
-	me := c.d.ID()
-	switch {
-	case old == nil:
-	case old.link == l:
-		return old
-	case old.path == apitype.PathRelayed && path == apitype.PathDirect:
+	if old != nil {
+		if old.link == l {
+			return old
+		}
+		replace, closeOld := replaces(linkKind{old.path, old.dialed, old.users}, linkKind{path, dialed, 0}, dialsFirst(c.cfg.Self, l.Peer))
+		if !replace {
+			return old // keep the one in use; the new one serves the other side only
+		}
 		close(old.better)
-		if old.users == 0 && dialed {
+		if closeOld {
 			old.link.Close(nil)
 		}
-	case old.path == path && old.dialed != dialed && dialed == (bytes.Compare(me[:], l.Peer[:]) < 0):
-		close(old.better)
-		if old.users == 0 && old.dialed {
-			old.link.Close(nil)
-		}
-	default:
-		return old // keep the one in use; the new one serves the other side only
 	}
 	c.links[l.Peer] = pl
-	c.d.wg.Add(1)
+	c.wg.Add(1)
 	go func() {
-		defer c.d.wg.Done()
+		defer c.wg.Done()
 		select {
 		case <-l.Done():
-		case <-c.d.ctx.Done():
+		case <-c.ctx.Done():
 			return
 		}
 		c.mu.Lock()
@@ -239,14 +260,14 @@ func (c *connector) register(l *transport.Link, path string, plan protocol.Plan,
 	return pl
 }
 
-// incoming hands a newly accepted peer link to whoever waits for it, and
+// Incoming hands a newly accepted peer link to whoever waits for it, and
 // registers it.
-func (c *connector) incoming(l *transport.Link) {
+func (c *Connector) Incoming(l *transport.Link) {
 	c.mu.Lock()
 	ws := c.waits[l.Peer]
 	delete(c.waits, l.Peer)
 	c.mu.Unlock()
-	c.register(l, c.d.pathOf(l), 0, len(ws) > 0, false)
+	c.register(l, c.pathOf(l), 0, len(ws) > 0, false)
 	for _, w := range ws {
 		select {
 		case w <- l:
@@ -257,7 +278,7 @@ func (c *connector) incoming(l *transport.Link) {
 
 // awaitIncoming waits for the peer to connect to us, or returns the link it
 // made since the given time.
-func (c *connector) awaitIncoming(ctx context.Context, p protocol.PeerID, since time.Time) (*transport.Link, error) {
+func (c *Connector) awaitIncoming(ctx context.Context, p protocol.PeerID, since time.Time) (*transport.Link, error) {
 	ch := make(chan *transport.Link, 1)
 	c.mu.Lock()
 	if pl := c.liveLocked(p); pl != nil && !pl.since.Before(since) {
@@ -290,16 +311,16 @@ func (c *connector) awaitIncoming(ctx context.Context, p protocol.PeerID, since 
 
 // Connect sets up (or reuses) a link to peer and reports how. sn is the peer's
 // supernode, if known; without it the request is flooded among supernodes.
-func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error) {
+func (c *Connector) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error) {
 	start := time.Now()
-	pl, err := d.conns.acquire(ctx, protocol.Source{Peer: peer, SN: sn})
+	pl, err := c.acquire(ctx, protocol.Source{Peer: peer, SN: sn})
 	if err != nil {
 		return apitype.Attempt{}, err
 	}
-	defer d.conns.release(pl)
-	d.conns.mu.Lock()
+	defer c.release(pl)
+	c.mu.Lock()
 	att := pl.setup
-	d.conns.mu.Unlock()
+	c.mu.Unlock()
 	if !att.At.Before(start) {
 		return att, nil
 	}
@@ -308,7 +329,7 @@ func (d *Daemon) Connect(ctx context.Context, peer protocol.PeerID, sn *protocol
 
 // setup gets a new link to src through the supernodes (or a plain dial where
 // no signalling is possible) and records the attempt.
-func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool) (*peerLink, error) {
+func (c *Connector) setup(ctx context.Context, src protocol.Source, upgrade bool) (*peerLink, error) {
 	start := time.Now()
 	att := apitype.Attempt{Peer: src.Peer.String(), Upgrade: upgrade, At: start}
 	l, path, plan, err := c.establish(ctx, src, upgrade)
@@ -323,14 +344,13 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
 	if path == apitype.PathDirect {
-		path = c.d.pathOf(l) // relayed after all when we live on a relay
+		path = c.pathOf(l) // relayed after all when we live on a relay
 	}
 	att.Path = path
 	c.record(att)
 	if plan != protocol.PlanReverse {
 		// We dialled it; the other side may open streams on it too.
-		c.d.wg.Add(1)
-		go c.d.serveTransfer(l)
+		c.cfg.Serve(l)
 	}
 	pl := c.register(l, path, plan, true, plan != protocol.PlanReverse)
 	if pl.link != l {
@@ -340,20 +360,18 @@ func (c *connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		pl.setup = att
 		c.mu.Unlock()
 	}
-	if !upgrade && pl.path == apitype.PathRelayed && plan == protocol.PlanPunch {
-		c.d.wg.Add(1)
+	if wantsUpgrade(upgrade, pl.path, plan) {
+		c.wg.Add(1)
 		go c.upgradeLoop(pl, src)
 	}
 	return pl, nil
 }
 
-func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade bool) (*transport.Link, string, protocol.Plan, error) {
-	d := c.d
+func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade bool) (*transport.Link, string, protocol.Plan, error) {
 	start := time.Now()
-	sl := d.attach.current()
-	if sl == nil || !protocol.Supports(sl.Version, protocol.TypeSignal) || (src.SN == nil && len(src.Addrs) > 0) {
-		// No signalling (or a source from a supernode that predates it): dial.
-		l, err := d.dialAny(ctx, src.Peer, src.Addrs)
+	sl := c.cfg.Supernode()
+	if !signalled(sl != nil, sl != nil && protocol.Supports(sl.Version, protocol.TypeSignal), src.SN != nil, len(src.Addrs)) {
+		l, err := c.dialAny(ctx, src.Peer, src.Addrs)
 		return l, apitype.PathDirect, 0, err
 	}
 	var toSN protocol.PeerID // zero: the supernodes flood the request
@@ -374,72 +392,89 @@ func (c *connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	}()
 	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, ToSN: toSN, Upgrade: upgrade}
 	if err := sl.Send(req); err != nil {
-		return nil, "", 0, fmt.Errorf("%w: %v", ErrNoSupernode, err)
+		return nil, "", 0, fmt.Errorf("%w: %v", apitype.ErrNoSupernode, err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, d.cfg.SignalTimeout)
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
 	defer cancel()
 	ans, err := waitSignal(sctx, ch, protocol.SignalAnswer)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && src.SN == nil {
-			err = fmt.Errorf("%w: no supernode within reach knows peer %s", ErrNothingFound, src.Peer.Short())
+			err = fmt.Errorf("%w: no supernode within reach knows peer %s", apitype.ErrNothingFound, src.Peer.Short())
 		}
 		return nil, "", 0, fmt.Errorf("waiting for the supernodes: %w", err)
 	}
 	plan := ans.Plan
-	if ans.Delay > 0 {
-		sleepCtx(ctx, time.Duration(ans.Delay)*time.Millisecond)
-	}
-	switch plan {
-	case protocol.PlanDirect:
-		l, err := d.dialAny(ctx, src.Peer, ans.Addrs)
-		return l, apitype.PathDirect, plan, err
-	case protocol.PlanReverse:
-		if d.onRelay != nil {
-			// We live on a relay: let the peer in.
-			if err := d.onRelay.Permit(udpAddrs(ans.Addrs)...); err != nil {
-				return nil, "", plan, fmt.Errorf("relay permission: %w", err)
-			}
-		}
-		wctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout+d.node.HandshakeTimeout())
-		defer cancel()
-		l, err := c.awaitIncoming(wctx, src.Peer, start)
-		if err != nil {
-			return nil, "", plan, fmt.Errorf("waiting for the peer to dial us: %w", err)
-		}
-		return l, d.pathOf(l), plan, nil
-	case protocol.PlanPunch:
-		pctx, cancel := context.WithTimeout(ctx, d.cfg.PunchTimeout)
-		addr, err := d.node.Punch(pctx, resolveAll(ans.Addrs), punchInterval)
-		cancel()
-		if err == nil {
-			l, _, err := d.node.DialAddr(ctx, addr, src.Peer, &protocol.Hello{Role: protocol.RoleTransfer})
-			if err == nil {
-				return l, apitype.PathDirect, plan, nil
-			}
-			d.log.Debug().Err(err).Msg("dial after punch failed")
-		}
-		if upgrade {
-			return nil, "", plan, err
-		}
-	case protocol.PlanRelay:
-	default:
-		return nil, "", plan, fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, plan)
-	}
-	// The target allocates a relay and tells us where.
-	rctx, cancel2 := context.WithTimeout(ctx, d.cfg.SignalTimeout)
-	defer cancel2()
-	rel, err := waitSignal(rctx, ch, protocol.SignalRelayed)
+	r, err := initiatorRoute(plan, ans.Delay, upgrade)
 	if err != nil {
-		return nil, "", plan, fmt.Errorf("waiting for the relayed address: %w", err)
+		return nil, "", plan, err
 	}
-	l, err := d.dialAny(ctx, src.Peer, rel.Addrs)
-	return l, apitype.PathRelayed, plan, err
+	if r.wait > 0 {
+		sleepCtx(ctx, r.wait)
+	}
+	for _, s := range r.steps {
+		var l *transport.Link
+		l, err = c.initiatorStep(ctx, s, src.Peer, ans.Addrs, ch, start)
+		if err == nil {
+			path, ok := stepPath(s)
+			if !ok {
+				path = c.pathOf(l)
+			}
+			return l, path, plan, nil
+		}
+	}
+	return nil, "", plan, err
+}
+
+// initiatorStep takes one step of the initiator's route; ch carries the
+// setup's later signals.
+func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.PeerID, addrs []string, ch <-chan *protocol.Signal, start time.Time) (*transport.Link, error) {
+	node := c.cfg.Node()
+	switch s {
+	case stepDial:
+		return c.dialAny(ctx, peer, addrs)
+	case stepAwait:
+		if a := c.cfg.OnRelay(); a != nil {
+			// We live on a relay: let the peer in.
+			if err := a.Permit(udpAddrs(addrs)...); err != nil {
+				return nil, fmt.Errorf("relay permission: %w", err)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.PunchTimeout+node.HandshakeTimeout())
+		defer cancel()
+		l, err := c.awaitIncoming(wctx, peer, start)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the peer to dial us: %w", err)
+		}
+		return l, nil
+	case stepPunch:
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.PunchTimeout)
+		addr, err := node.Punch(pctx, resolveAll(addrs), punchInterval)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		l, _, err := node.DialAddr(ctx, addr, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+		if err != nil {
+			c.log.Debug().Err(err).Msg("dial after punch failed")
+		}
+		return l, err
+	case stepRelayed:
+		// The target allocates a relay and tells us where.
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
+		defer cancel()
+		rel, err := waitSignal(rctx, ch, protocol.SignalRelayed)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
+		}
+		return c.dialAny(ctx, peer, rel.Addrs)
+	}
+	return nil, fmt.Errorf("%w: the initiator cannot %s", protocol.ErrBadRequest, s)
 }
 
 // pathOf says how l runs: relayed when it came in on a relay allocation, or
 // when this peer lives on one because its network blocks UDP.
-func (d *Daemon) pathOf(l *transport.Link) string {
-	if l.Relayed || d.onRelay != nil {
+func (c *Connector) pathOf(l *transport.Link) string {
+	if l.Relayed || c.cfg.OnRelay() != nil {
 		return apitype.PathRelayed
 	}
 	return apitype.PathDirect
@@ -485,10 +520,11 @@ func resolveAll(addrs []string) []*net.UDPAddr {
 }
 
 // dialAny dials the peer's addresses in turn until one answers.
-func (d *Daemon) dialAny(ctx context.Context, peer protocol.PeerID, addrs []string) (*transport.Link, error) {
+func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []string) (*transport.Link, error) {
+	node := c.cfg.Node()
 	var errs []error
 	for _, a := range addrs {
-		l, _, err := d.node.Dial(ctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+		l, _, err := node.Dial(ctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
 		if err == nil {
 			return l, nil
 		}
@@ -503,11 +539,11 @@ func (d *Daemon) dialAny(ctx context.Context, peer protocol.PeerID, addrs []stri
 	return nil, errors.Join(errs...)
 }
 
-// onSignal handles a signal from our supernode.
-func (c *connector) onSignal(m *protocol.Signal) {
+// OnSignal handles a signal from our supernode.
+func (c *Connector) OnSignal(m *protocol.Signal) {
 	switch m.Kind {
 	case protocol.SignalOffer:
-		c.d.wg.Add(1)
+		c.wg.Add(1)
 		go c.answerOffer(m)
 	default:
 		c.mu.Lock()
@@ -523,68 +559,76 @@ func (c *connector) onSignal(m *protocol.Signal) {
 }
 
 // answerOffer is the target's side of a setup.
-func (c *connector) answerOffer(m *protocol.Signal) {
-	d := c.d
-	defer d.wg.Done()
+func (c *Connector) answerOffer(m *protocol.Signal) {
+	defer c.wg.Done()
+	node := c.cfg.Node()
 	start := time.Now()
 	att := apitype.Attempt{Peer: m.From.String(), Plan: m.Plan.String(), Upgrade: m.Upgrade, At: start}
-	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.PunchTimeout+d.cfg.SignalTimeout+d.node.HandshakeTimeout())
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PunchTimeout+c.cfg.SignalTimeout+node.HandshakeTimeout())
 	defer cancel()
-	if m.Delay > 0 {
-		sleepCtx(ctx, time.Duration(m.Delay)*time.Millisecond)
+	r, err := targetRoute(m.Plan, m.Delay, m.Upgrade, m.Relay != nil)
+	if err == nil && r.wait > 0 {
+		sleepCtx(ctx, r.wait)
 	}
 	var l *transport.Link
-	var err error
-	switch m.Plan {
-	case protocol.PlanDirect:
-		// The initiator dials us; if we live on a relay, let it in.
-		if d.onRelay != nil {
-			d.onRelay.Permit(udpAddrs(m.Addrs)...)
+	if err == nil {
+		for _, s := range r.steps {
+			if s == stepPermit {
+				// The initiator dials us; if we live on a relay, let it in.
+				if a := c.cfg.OnRelay(); a != nil {
+					a.Permit(udpAddrs(m.Addrs)...)
+				}
+				return
+			}
+			if l, err = c.targetStep(ctx, s, m, start); err == nil {
+				break
+			}
 		}
-		return
-	case protocol.PlanReverse:
-		l, err = d.dialAny(ctx, m.From, m.Addrs)
-		if err == nil {
-			c.register(l, apitype.PathDirect, m.Plan, false, true)
-			d.wg.Add(1)
-			go d.serveTransfer(l)
-		}
-	case protocol.PlanPunch:
-		pctx, pcancel := context.WithTimeout(ctx, d.cfg.PunchTimeout)
-		d.wg.Add(1)
-		go func() {
-			// Opens our NAT towards the initiator, whose answer comes as a dial.
-			defer d.wg.Done()
-			d.node.Punch(pctx, resolveAll(m.Addrs), punchInterval)
-		}()
-		l, err = c.awaitIncoming(pctx, m.From, start)
-		pcancel()
-		if err != nil && !m.Upgrade && m.Relay != nil {
-			l, err = c.relayFor(ctx, m)
-		}
-	case protocol.PlanRelay:
-		l, err = c.relayFor(ctx, m)
-	default:
-		err = fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, m.Plan)
 	}
 	att.Took = time.Since(start)
 	if err != nil {
 		att.Err = err.Error()
 	} else {
-		att.Path = d.pathOf(l)
+		att.Path = c.pathOf(l)
 	}
 	c.record(att)
+}
+
+// targetStep takes one step of the target's route.
+func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, start time.Time) (*transport.Link, error) {
+	switch s {
+	case stepDial:
+		l, err := c.dialAny(ctx, m.From, m.Addrs)
+		if err == nil {
+			c.register(l, apitype.PathDirect, m.Plan, false, true)
+			c.cfg.Serve(l)
+		}
+		return l, err
+	case stepPunchAwait:
+		pctx, pcancel := context.WithTimeout(ctx, c.cfg.PunchTimeout)
+		defer pcancel()
+		node := c.cfg.Node()
+		c.wg.Add(1)
+		go func() {
+			// Opens our NAT towards the initiator, whose answer comes as a dial.
+			defer c.wg.Done()
+			node.Punch(pctx, resolveAll(m.Addrs), punchInterval)
+		}()
+		return c.awaitIncoming(pctx, m.From, start)
+	case stepAllocate:
+		return c.relayFor(ctx, m)
+	}
+	return nil, fmt.Errorf("%w: the target cannot %s", protocol.ErrBadRequest, s)
 }
 
 // relayFor allocates on the relay the supernode chose, lets the initiator in,
 // tells it the relayed address, and waits for it to connect. The allocation
 // lives as long as the link.
-func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transport.Link, error) {
-	d := c.d
+func (c *Connector) relayFor(ctx context.Context, m *protocol.Signal) (*transport.Link, error) {
 	if m.Relay == nil {
 		return nil, errors.New("the supernode gave no relay")
 	}
-	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: d.log, Creds: credsOf(m.Relay)}
+	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: c.log, Creds: credsOf(m.Relay)}
 	alloc, err := relay.Allocate(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", m.Relay.UDP, err)
@@ -593,16 +637,16 @@ func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 		alloc.Close()
 		return nil, fmt.Errorf("relay permission: %w", err)
 	}
-	stop, err := d.node.ListenOn(alloc)
+	stop, err := c.cfg.Node().ListenOn(alloc)
 	if err != nil {
 		alloc.Close()
 		return nil, err
 	}
 	cleanup := func() { stop(); alloc.Close() }
-	sl := d.attach.current()
+	sl := c.cfg.Supernode()
 	if sl == nil {
 		cleanup()
-		return nil, ErrNoSupernode
+		return nil, apitype.ErrNoSupernode
 	}
 	sent := time.Now()
 	sl.Send(&protocol.Signal{ID: m.ID, Kind: protocol.SignalRelayed, To: m.From, ToSN: m.FromSN,
@@ -612,12 +656,12 @@ func (c *connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 		cleanup()
 		return nil, fmt.Errorf("waiting for the peer on the relay: %w", err)
 	}
-	d.wg.Add(1)
+	c.wg.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer c.wg.Done()
 		select {
 		case <-l.Done():
-		case <-d.ctx.Done():
+		case <-c.ctx.Done():
 		}
 		cleanup()
 	}()
@@ -639,10 +683,9 @@ func udpAddrs(addrs []string) []net.Addr {
 
 // upgradeLoop retries a punch now and then while a relayed link is in use; when
 // one works, the direct link replaces the relayed one.
-func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
-	d := c.d
-	defer d.wg.Done()
-	t := time.NewTicker(d.cfg.UpgradeInterval)
+func (c *Connector) upgradeLoop(pl *peerLink, src protocol.Source) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.UpgradeInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -651,7 +694,7 @@ func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
 			return
 		case <-pl.better:
 			return
-		case <-d.ctx.Done():
+		case <-c.ctx.Done():
 			return
 		}
 		c.mu.Lock()
@@ -660,7 +703,7 @@ func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
 		if !current {
 			return
 		}
-		ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SignalTimeout+d.cfg.PunchTimeout+d.node.HandshakeTimeout())
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.SignalTimeout+c.cfg.PunchTimeout+c.cfg.Node().HandshakeTimeout())
 		np, err := c.setup(ctx, src, true)
 		cancel()
 		if err == nil && np.path == apitype.PathDirect {
@@ -669,21 +712,30 @@ func (c *connector) upgradeLoop(pl *peerLink, src protocol.Source) {
 	}
 }
 
-// lease is a link held by a swarm session.
-type lease struct {
-	c  *connector
+// Lease is a link held by one user: a download, a delivery. Release gives it
+// back.
+type Lease struct {
+	c  *Connector
 	pl *peerLink
 }
 
-func (l lease) Link() *transport.Link   { return l.pl.link }
-func (l lease) Better() <-chan struct{} { return l.pl.better }
-func (l lease) Release()                { l.c.release(l.pl) }
+// Link is the link to the peer.
+func (l *Lease) Link() *transport.Link { return l.pl.link }
 
-// lease is acquire for the swarms.
-func (c *connector) lease(ctx context.Context, src protocol.Source) (swarm.Lease, error) {
+// Better is closed when a direct link to the same peer replaces this one.
+func (l *Lease) Better() <-chan struct{} { return l.pl.better }
+
+// Path is how the link runs: apitype.PathDirect or PathRelayed.
+func (l *Lease) Path() string { return l.pl.path }
+
+// Release gives the link back; an unused link we set up closes after a while.
+func (l *Lease) Release() { l.c.release(l.pl) }
+
+// Acquire returns a link to src, setting one up if needed.
+func (c *Connector) Acquire(ctx context.Context, src protocol.Source) (*Lease, error) {
 	pl, err := c.acquire(ctx, src)
 	if err != nil {
 		return nil, err
 	}
-	return lease{c, pl}, nil
+	return &Lease{c, pl}, nil
 }

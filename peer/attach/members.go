@@ -1,4 +1,4 @@
-package peer
+package attach
 
 import (
 	"math/rand/v2"
@@ -33,11 +33,11 @@ type listedSN struct {
 // as attach targets, and writes them to the cache. A bad entry is skipped:
 // the supernode checked it, so it is the supernode's fault, not the entry's
 // owner's, and the rest of the list is still good.
-func (a *attachment) takeMembers(m *protocol.Members) {
+func (a *Attachment) takeMembers(m *protocol.Members) {
 	var listed []listedSN
 	var ids []ring.ID
 	incs := make(map[ring.ID]uint64)
-	network, now := a.d.Network(), time.Now()
+	network, now := a.cfg.Network(), time.Now()
 	for i := range m.Members {
 		r := &m.Members[i]
 		if r.Verify() != nil || !a.admitted(network, r, now) {
@@ -46,7 +46,7 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 		ids = append(ids, ring.ID(r.Peer()))
 		incs[ring.ID(r.Peer())] = r.Incarnation
 		// Every entry counts for the ring; only so many are kept as targets.
-		if len(listed) == maxCachedSupernodes || r.Peer() == a.d.ID() || a.d.lead.isOurs(r.Peer()) || !transport.Dialable(r.Addrs[0]) {
+		if len(listed) == maxCachedSupernodes || r.Peer() == a.cfg.Self || a.cfg.IsOurs(r.Peer()) || !transport.Dialable(r.Addrs[0]) {
 			continue
 		}
 		load := 1.0
@@ -58,21 +58,21 @@ func (a *attachment) takeMembers(m *protocol.Members) {
 	if len(listed) == 0 {
 		return
 	}
-	a.d.user.membersChanged(ids, incs)
+	a.cfg.MembersChanged(ids, incs)
 	slices.SortFunc(listed, func(x, y listedSN) int { return strings.Compare(x.target, y.target) })
 	a.mu.Lock()
 	same := slices.EqualFunc(listed, a.listed, func(x, y listedSN) bool { return x.target == y.target })
 	a.listed = listed
 	a.mu.Unlock()
-	if same || a.d.cfg.DataDir == "" {
+	if same || a.cfg.DataDir == "" {
 		return
 	}
 	var lines []string
 	for _, l := range listed {
 		lines = append(lines, l.target)
 	}
-	if err := content.WriteFileAtomic(filepath.Join(a.d.cfg.DataDir, membersFile), []byte(strings.Join(lines, "\n")+"\n"), 0o600, false); err != nil {
-		a.d.log.Warn().Err(err).Msg("cannot cache the supernode list")
+	if err := content.WriteFileAtomic(filepath.Join(a.cfg.DataDir, membersFile), []byte(strings.Join(lines, "\n")+"\n"), 0o600, false); err != nil {
+		a.log.Warn().Err(err).Msg("cannot cache the supernode list")
 	}
 }
 
@@ -101,7 +101,7 @@ func loadMembers(dir string) []listedSN {
 // then those the overlay listed, the least loaded first (in random order
 // among equals, so orphaned leaves spread out), and last the configured ones
 // the list no longer names, which are likely dead.
-func (a *attachment) targets() []string {
+func (a *Attachment) targets() []string {
 	a.mu.Lock()
 	listed := slices.Clone(a.listed)
 	var out []string
@@ -113,7 +113,7 @@ func (a *attachment) targets() []string {
 	// Tenths of capacity: finer differences are noise between gossip rounds.
 	slices.SortStableFunc(listed, func(x, y listedSN) int { return int(x.load*10) - int(y.load*10) })
 	var gone []string
-	for _, c := range a.d.cfg.Supernodes {
+	for _, c := range a.cfg.Supernodes {
 		if len(listed) > 0 && !slices.ContainsFunc(listed, func(l listedSN) bool { return sameTarget(c, l.target) }) {
 			gone = append(gone, c)
 			continue
@@ -121,7 +121,7 @@ func (a *attachment) targets() []string {
 		out = append(out, c)
 	}
 	for _, l := range listed {
-		if !slices.ContainsFunc(a.d.cfg.Supernodes, func(c string) bool { return sameTarget(c, l.target) }) {
+		if !slices.ContainsFunc(a.cfg.Supernodes, func(c string) bool { return sameTarget(c, l.target) }) {
 			out = append(out, l.target)
 		}
 	}
@@ -141,7 +141,7 @@ const maxKnownChains = 1024
 // chain checked before for the same supernode is not checked again: the
 // lists repeat every entry each time, and only the entry's own signature
 // changes.
-func (a *attachment) admitted(network protocol.NetworkID, r *protocol.MemberRecord, now time.Time) bool {
+func (a *Attachment) admitted(network protocol.NetworkID, r *protocol.MemberRecord, now time.Time) bool {
 	id := r.Peer()
 	a.mu.Lock()
 	known, ok := a.chains[id]

@@ -1,4 +1,4 @@
-package peer
+package dial
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -28,12 +30,31 @@ const udpProbeTimeout = 700 * time.Millisecond
 // taken as blocked: a lost packet must not put a peer on a relay.
 const udpProbeRounds = 2
 
-// checkUDP moves the node onto a relay when UDP is blocked. It returns nil when
+// UDPCheck is what CheckUDP needs: the node to probe from and the settings
+// of a node to build on a relay.
+type UDPCheck struct {
+	Identity      *protocol.Identity
+	Supernodes    []string
+	Node          *transport.Node
+	Log           zerolog.Logger
+	IdleTimeout   time.Duration
+	LimitLoopback bool
+}
+
+// OnRelay is a node that lives on a relay allocation reached over TURN/TCP.
+type OnRelay struct {
+	Node  *transport.Node
+	Alloc *relay.Allocation
+	TCP   string // the relay's TURN/TCP address
+}
+
+// CheckUDP finds whether UDP is blocked, and if so builds a node on a relay;
+// the caller closes its old node and moves to it. It returns nil, nil when
 // UDP works or nothing could be learnt (every supernode down), and an error
 // only when UDP is blocked and no relay could be had.
-func (d *Daemon) checkUDP(ctx context.Context) error {
-	if d.cfg.Conn != nil || len(d.cfg.Supernodes) == 0 {
-		return nil // a caller-supplied socket is the caller's business
+func CheckUDP(ctx context.Context, c UDPCheck) (*OnRelay, error) {
+	if len(c.Supernodes) == 0 {
+		return nil, nil
 	}
 	type sn struct {
 		expect protocol.PeerID
@@ -41,7 +62,7 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 		udp    *net.UDPAddr
 	}
 	var sns []sn
-	for _, t := range d.cfg.Supernodes {
+	for _, t := range c.Supernodes {
 		expect, addr, err := transport.ParseTarget(t)
 		if err != nil {
 			continue
@@ -56,25 +77,25 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 		}
 	}
 	if len(sns) == 0 {
-		return nil
+		return nil, nil
 	}
 	for round := 0; round < udpProbeRounds; round++ {
 		for _, s := range sns {
 			pctx, cancel := context.WithTimeout(ctx, udpProbeTimeout)
-			_, err := d.node.Reflexive(pctx, s.udp)
+			_, err := c.Node.Reflexive(pctx, s.udp)
 			cancel()
 			if err == nil {
-				return nil
+				return nil, nil
 			}
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 		}
 	}
 	var errs []error
 	for _, s := range sns {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := relay.AskTCP(actx, d.id, s.addr, s.expect)
+		ok, err := relay.AskTCP(actx, c.Identity, s.addr, s.expect)
 		if err != nil {
 			cancel()
 			errs = append(errs, err)
@@ -86,31 +107,29 @@ func (d *Daemon) checkUDP(ctx context.Context) error {
 			continue
 		}
 		// The supernode answers over TCP but never over UDP: UDP is blocked.
-		alloc, err := relay.Allocate(actx, relay.ClientConfig{Server: ok.Relay.TCP, TCP: true, Log: d.log, Creds: credsOf(&ok.Relay)})
+		alloc, err := relay.Allocate(actx, relay.ClientConfig{Server: ok.Relay.TCP, TCP: true, Log: c.Log, Creds: credsOf(&ok.Relay)})
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("relay %s over tcp: %w", ok.Relay.TCP, err))
 			continue
 		}
 		node, err := transport.New(transport.Config{
-			Identity: d.id, Conn: alloc, Log: d.log, Listen: true, Transfers: true,
-			IdleTimeout: d.cfg.IdleTimeout, Agent: "supernet-peer", LimitLoopback: d.cfg.LimitLoopback,
+			Identity: c.Identity, Conn: alloc, Log: c.Log, Listen: true, Transfers: true,
+			IdleTimeout: c.IdleTimeout, Agent: "supernet-peer", LimitLoopback: c.LimitLoopback,
 		})
 		if err != nil {
 			alloc.Close()
-			return err
+			return nil, err
 		}
-		d.node.Close()
-		d.node, d.onRelay, d.relayTCP = node, alloc, ok.Relay.TCP
-		d.log.Warn().Str("relay", ok.Relay.TCP).Str("relayed_addr", alloc.RelayedAddr().String()).
+		c.Log.Warn().Str("relay", ok.Relay.TCP).Str("relayed_addr", alloc.RelayedAddr().String()).
 			Msg("no supernode answers over UDP but one does over TCP: UDP looks blocked; living on a relay over TURN/TCP")
-		return nil
+		return &OnRelay{Node: node, Alloc: alloc, TCP: ok.Relay.TCP}, nil
 	}
 	if len(errs) == len(sns) && allDialFailures(errs) {
 		// Nothing answers at all: the supernodes are down, not UDP.
-		return nil
+		return nil, nil
 	}
-	return fmt.Errorf("UDP looks blocked and no relay could be had: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("UDP looks blocked and no relay could be had: %w", errors.Join(errs...))
 }
 
 // allDialFailures reports whether every error is a failed TCP connect.
@@ -122,24 +141,4 @@ func allDialFailures(errs []error) bool {
 		}
 	}
 	return true
-}
-
-// ErrRelayLost ends a daemon that lived on a relay allocation and lost it.
-var ErrRelayLost = errors.New("the relay this peer lived on is gone")
-
-// watchRelay stops the daemon when its allocation is lost: everything it does
-// runs through it, so carrying on would leave a deaf daemon. Started again, it
-// gets a new allocation.
-func (d *Daemon) watchRelay() {
-	defer d.wg.Done()
-	select {
-	case <-d.onRelay.Lost():
-		err := fmt.Errorf("%w (%v); start the daemon again to get another", ErrRelayLost, d.onRelay.Err())
-		d.log.Error().Err(err).Msg("stopping")
-		d.mu.Lock()
-		d.fatal = err
-		d.mu.Unlock()
-		d.cancel()
-	case <-d.ctx.Done():
-	}
 }

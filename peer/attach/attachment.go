@@ -1,4 +1,4 @@
-package peer
+package attach
 
 import (
 	"context"
@@ -11,25 +11,88 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// attachment keeps the peer attached to up to Config.Attach supernodes at once,
+// Config is what the attachment needs of the daemon.
+type Config struct {
+	Self protocol.PeerID
+	// Name is the name shown to the supernodes.
+	Name string
+	// Supernodes are the configured targets, as host:port or peerid@host:port.
+	Supernodes []string
+	// DataDir keeps the supernode list between runs ("": not kept).
+	DataDir string
+	// Slots is how many supernodes the peer attaches to at once.
+	Slots int
+	// ProbeInterval is how often each supernode is pinged (<= 0: never).
+	ProbeInterval time.Duration
+	Log           zerolog.Logger
+	// Node is the node the links run on, read on each use.
+	Node func() *transport.Node
+	// OnRelay says whether the peer lives on a relay because UDP is blocked.
+	OnRelay func() bool
+	// CheckSupernode refuses a supernode not admitted to the overlay.
+	CheckSupernode func(*transport.Link, *protocol.Welcome) error
+	// Network is the overlay's network ID, for checking member lists.
+	Network func() protocol.NetworkID
+	// IsOurs says whether a supernode is the one this peer runs.
+	IsOurs func(protocol.PeerID) bool
+	// Records are what the peer offers, published to every supernode.
+	Records func() []protocol.FileRecord
+	// Changed is called when a supernode is attached or lost, or measured
+	// our NAT.
+	Changed func(Change)
+	// MembersChanged gets the supernodes of a member list just taken.
+	MembersChanged func(ids []ring.ID, incs map[ring.ID]uint64)
+	// Handle takes the messages from a supernode for the daemon's other
+	// parts: user replies, signals, promotions and certificates. It must not
+	// block: the link's reads wait for it.
+	Handle func(*transport.Link, protocol.Message)
+}
+
+// Change is what Config.Changed is told of.
+type Change int
+
+const (
+	// ChangeAttached: a slot attached to a supernode.
+	ChangeAttached Change = iota + 1
+	// ChangeDetached: a slot lost its supernode.
+	ChangeDetached
+	// ChangeNAT: a supernode established our NAT.
+	ChangeNAT
+)
+
+// Query is a search's side of its queries in flight: the attachment routes
+// each answer that comes through the link a query went through to it.
+type Query interface {
+	Hits(id protocol.QueryID, hits []protocol.Hit)
+	// Over ends the query id with its QueryDone or an error.
+	Over(id protocol.QueryID, m *protocol.QueryDone, err error)
+	// Lost ends the query id whose link l was lost.
+	Lost(id protocol.QueryID, l *transport.Link)
+}
+
+// Attachment keeps the peer attached to up to Config.Slots supernodes at once,
 // each in its own slot: a slot whose supernode dies attaches to another from the
 // list while the others carry on, so searches, signalling and the index stay up
 // through the failover. Each slot publishes the share to its supernode.
-type attachment struct {
-	d *Daemon
+type Attachment struct {
+	cfg Config
+	log zerolog.Logger
+	ctx context.Context
+	wg  *sync.WaitGroup
 
 	mu       sync.Mutex
 	slots    []*slot
-	claimed  map[string]bool            // target addresses a slot is dialling or attached to
-	down     map[string]time.Time       // target addresses that failed or dropped us lately, until when
-	aliases  map[string]protocol.PeerID // the supernode each address led to
-	searches map[protocol.QueryID]leg   // every query in flight, by its ID
-	attached chan struct{}              // closed while some slot is attached; replaced when none is
+	claims   *Claims
+	searches map[protocol.QueryID]leg // every query in flight, by its ID
+	attached chan struct{}            // closed while some slot is attached; replaced when none is
 	lastErr  apitype.SupernodeStatus
 	listed   []listedSN // supernodes from the member list (and its cache)
 	// prefer is where a supernode redirected us, tried first until preferUntil.
@@ -38,17 +101,8 @@ type attachment struct {
 	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
 	// chains are the member entries' chains already checked, by supernode.
 	chains map[protocol.PeerID]protocol.Chain
-	// The liveness rounds (see watch): the last ping round and when each
-	// recent one went; when the last STUN request answered by a supernode
-	// we are not attached to went and came back, and whether one is out.
-	pingSeq          uint64
-	pingSent         [pingRounds]time.Time
-	stunSent, stunAt time.Time
-	asking           bool
-	// wary doublings of the wait before a silent supernode is left, since
-	// waryAt: one for each left that turned out to be alive.
-	wary   int
-	waryAt time.Time
+	// rounds are the liveness rounds (see watch).
+	rounds *Watch
 }
 
 // slot is one of the peer's supernode attachments.
@@ -57,34 +111,38 @@ type slot struct {
 	status    apitype.SupernodeStatus
 	published map[protocol.ContentID]bool
 	nat       protocol.NATType
-	// rx is the count of packets received on the link when heard was last
-	// moved on: heard is when the supernode last showed a sign of life.
-	rx    uint64
-	heard time.Time
-	pongs [pongHistory]pongAt // the ping rounds it answered last, latest first
-	// srtt and rttvar estimate how long its supernode takes to answer a ping.
-	srtt, rttvar time.Duration
+	live      Liveness
 }
 
-func newAttachment(d *Daemon) *attachment {
-	a := &attachment{
-		d:        d,
-		claimed:  make(map[string]bool),
-		down:     make(map[string]time.Time),
-		aliases:  make(map[string]protocol.PeerID),
+// leg routes a query ID to its search and the link it went through.
+type leg struct {
+	q   Query
+	via *transport.Link
+}
+
+// New returns an attachment whose goroutines (started by Run) live until ctx
+// ends, counted in wg.
+func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Attachment {
+	a := &Attachment{
+		cfg:      cfg,
+		log:      cfg.Log,
+		ctx:      ctx,
+		wg:       wg,
+		claims:   NewClaims(),
+		rounds:   NewWatch(cfg.ProbeInterval),
 		searches: make(map[protocol.QueryID]leg),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
 		chains:   make(map[protocol.PeerID]protocol.Chain),
 	}
-	for range d.cfg.Attach {
+	for range cfg.Slots {
 		a.slots = append(a.slots, &slot{})
 	}
 	return a
 }
 
 // primaryLocked is the slot attached longest, or nil.
-func (a *attachment) primaryLocked() *slot {
+func (a *Attachment) primaryLocked() *slot {
 	var p *slot
 	for _, s := range a.slots {
 		if s.link != nil && (p == nil || s.status.Since.Before(p.status.Since)) {
@@ -94,8 +152,8 @@ func (a *attachment) primaryLocked() *slot {
 	return p
 }
 
-// snapshot is the primary attachment's status, or the last failure.
-func (a *attachment) snapshot() apitype.SupernodeStatus {
+// Snapshot is the primary attachment's status, or the last failure.
+func (a *Attachment) Snapshot() apitype.SupernodeStatus {
 	a.mu.Lock()
 	st := a.lastErr
 	if p := a.primaryLocked(); p != nil {
@@ -103,14 +161,11 @@ func (a *attachment) snapshot() apitype.SupernodeStatus {
 	}
 	st.Listed = len(a.listed)
 	a.mu.Unlock()
-	if a.d.onRelay != nil {
-		st.Relay = a.d.relayTCP + " (tcp), relayed address " + a.d.onRelay.RelayedAddr().String()
-	}
 	return st
 }
 
 // attachedLocked are the attached slots, primary first.
-func (a *attachment) attachedLocked() []*slot {
+func (a *Attachment) attachedLocked() []*slot {
 	p := a.primaryLocked()
 	if p == nil {
 		return nil
@@ -124,8 +179,8 @@ func (a *attachment) attachedLocked() []*slot {
 	return out
 }
 
-// all are the statuses of the attached slots, primary first.
-func (a *attachment) all() []apitype.SupernodeStatus {
+// All are the statuses of the attached slots, primary first.
+func (a *Attachment) All() []apitype.SupernodeStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []apitype.SupernodeStatus
@@ -135,9 +190,9 @@ func (a *attachment) all() []apitype.SupernodeStatus {
 	return out
 }
 
-// self is how other peers reach us through the overlay: our primary
+// Self is how other peers reach us through the overlay: our primary
 // supernode and NAT.
-func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
+func (a *Attachment) Self() (*protocol.PeerID, protocol.NATType) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.primaryLocked()
@@ -149,7 +204,7 @@ func (a *attachment) self() (*protocol.PeerID, protocol.NATType) {
 }
 
 // natLocked is the NAT type a supernode established, the primary's first.
-func (a *attachment) natLocked() protocol.NATType {
+func (a *Attachment) natLocked() protocol.NATType {
 	if p := a.primaryLocked(); p != nil && p.nat != protocol.NATUnknown {
 		return p.nat
 	}
@@ -161,17 +216,17 @@ func (a *attachment) natLocked() protocol.NATType {
 	return protocol.NATUnknown
 }
 
-// supernodes are the peer IDs of the attached supernodes, primary first.
-func (a *attachment) supernodes() []protocol.PeerID {
+// Supernodes are the peer IDs of the attached supernodes, primary first.
+func (a *Attachment) Supernodes() []protocol.PeerID {
 	var out []protocol.PeerID
-	for _, l := range a.links() {
+	for _, l := range a.Links() {
 		out = append(out, l.Peer)
 	}
 	return out
 }
 
-// links are the attached supernodes' links, primary first.
-func (a *attachment) links() []*transport.Link {
+// Links are the attached supernodes' links, primary first.
+func (a *Attachment) Links() []*transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []*transport.Link
@@ -181,7 +236,8 @@ func (a *attachment) links() []*transport.Link {
 	return out
 }
 
-func (a *attachment) current() *transport.Link {
+// Current is the primary supernode's link, or nil.
+func (a *Attachment) Current() *transport.Link {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if p := a.primaryLocked(); p != nil {
@@ -190,8 +246,8 @@ func (a *attachment) current() *transport.Link {
 	return nil
 }
 
-// waitAttached blocks until attached or ctx ends.
-func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) {
+// WaitAttached blocks until attached or ctx ends.
+func (a *Attachment) WaitAttached(ctx context.Context) (*transport.Link, error) {
 	for {
 		a.mu.Lock()
 		ch := a.attached
@@ -211,31 +267,32 @@ func (a *attachment) waitAttached(ctx context.Context) (*transport.Link, error) 
 	}
 }
 
-func (a *attachment) run() {
-	d := a.d
-	defer d.wg.Done()
-	if d.cfg.DataDir != "" {
+// Run keeps the slots attached until the context ends; the caller counted
+// it in the WaitGroup.
+func (a *Attachment) Run() {
+	defer a.wg.Done()
+	if a.cfg.DataDir != "" {
 		a.mu.Lock()
-		a.listed = loadMembers(d.cfg.DataDir)
+		a.listed = loadMembers(a.cfg.DataDir)
 		a.mu.Unlock()
 	}
 	if len(a.targets()) == 0 {
-		d.log.Warn().Msg("no supernode configured: search and publish are off")
+		a.log.Warn().Msg("no supernode configured: search and publish are off")
 		return
 	}
-	if d.cfg.ProbeInterval > 0 {
-		d.wg.Add(1)
+	if a.cfg.ProbeInterval > 0 {
+		a.wg.Add(1)
 		go a.watch()
 	}
 	for i, s := range a.slots[1:] {
-		d.wg.Add(1)
+		a.wg.Add(1)
 		go func() {
-			defer d.wg.Done()
+			defer a.wg.Done()
 			// The first slot attaches first, so the supernode list arrives
 			// before the others choose.
 			select {
 			case <-time.After(time.Duration(i+1) * 100 * time.Millisecond):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			a.runSlot(s)
@@ -252,16 +309,12 @@ const (
 	raceDials      = 4
 	raceStagger    = 200 * time.Millisecond
 	maxRaceTargets = 16
-	// downHoldoff keeps a slot from redialling a supernode that failed or
-	// dropped us while others are to be had.
-	downHoldoff = 10 * time.Second
 )
 
 // runSlot keeps one slot attached, trying the targets no other slot holds.
-func (a *attachment) runSlot(s *slot) {
-	d := a.d
+func (a *Attachment) runSlot(s *slot) {
 	backoff := 250 * time.Millisecond
-	for d.ctx.Err() == nil {
+	for a.ctx.Err() == nil {
 		wait := a.freed() // taken before the race, so no release is missed
 		l, w, addr, tried, err := a.dialFirst()
 		if len(tried) == 0 {
@@ -269,22 +322,22 @@ func (a *attachment) runSlot(s *slot) {
 			select {
 			case <-wait:
 			case <-time.After(2*time.Second + rand.N(time.Second)):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			continue
 		}
 		if err != nil {
-			if d.ctx.Err() != nil {
+			if a.ctx.Err() != nil {
 				return
 			}
 			a.mu.Lock()
 			a.lastErr = apitype.SupernodeStatus{Addr: strings.Join(tried, ", "), LastError: err.Error()}
 			a.mu.Unlock()
-			d.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
+			a.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
 			select {
 			case <-time.After(backoff/2 + rand.N(backoff)):
-			case <-d.ctx.Done():
+			case <-a.ctx.Done():
 				return
 			}
 			backoff = min(backoff*2, 15*time.Second)
@@ -296,22 +349,15 @@ func (a *attachment) runSlot(s *slot) {
 	}
 }
 
-// claimed is a target a slot dials or is attached to.
-type claimed struct {
-	target, addr string
-	expect       protocol.PeerID // zero when the target names none
-}
-
 // freed is closed when a slot next lets a target go.
-func (a *attachment) freed() <-chan struct{} {
+func (a *Attachment) freed() <-chan struct{} {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.changed
 }
 
-// claimOne picks the first target no slot holds or dials, those that failed
-// lately after the others, and marks it held.
-func (a *attachment) claimOne() (claimed, bool) {
+// claimOne claims the first target free for a slot (see Claims).
+func (a *Attachment) claimOne() (Claim, bool) {
 	targets := a.targets()
 	now := time.Now()
 	a.mu.Lock()
@@ -322,51 +368,22 @@ func (a *attachment) claimOne() (claimed, bool) {
 			held[s.link.Peer] = true
 		}
 	}
-	var stale *claimed
-	for _, t := range targets {
-		expect, ad, err := transport.ParseTarget(t)
-		known := expect
-		if known.IsZero() {
-			known = a.aliases[ad]
-		}
-		if err != nil || a.claimed[ad] || (!known.IsZero() && held[known]) {
-			continue
-		}
-		c := claimed{t, ad, expect}
-		if now.Before(a.down[ad]) {
-			if stale == nil {
-				stale = &c
-			}
-			continue
-		}
-		a.claimed[ad] = true
-		return c, true
-	}
-	if stale == nil {
-		return claimed{}, false
-	}
-	a.claimed[stale.addr] = true
-	return *stale, true
+	return a.claims.ClaimOne(now, targets, held)
 }
 
-func (a *attachment) release(addr string) {
+func (a *Attachment) release(addr string) {
 	a.mu.Lock()
-	delete(a.claimed, addr)
+	a.claims.Release(addr)
 	close(a.changed)
 	a.changed = make(chan struct{})
 	a.mu.Unlock()
 }
 
 // markDown holds off redials of addr.
-func (a *attachment) markDown(addr string) {
+func (a *Attachment) markDown(addr string) {
 	now := time.Now()
 	a.mu.Lock()
-	for k, until := range a.down {
-		if now.After(until) {
-			delete(a.down, k)
-		}
-	}
-	a.down[addr] = now.Add(downHoldoff)
+	a.claims.MarkDown(now, addr)
 	a.mu.Unlock()
 }
 
@@ -375,13 +392,12 @@ func (a *attachment) markDown(addr string) {
 // before or as soon as one fails, with at most raceDials under way. It
 // returns the first link made (the others are closed and every other claim
 // released) and the targets it tried.
-func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []string, error) {
-	d := a.d
-	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: d.cfg.Name}
-	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
+func (a *Attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []string, error) {
+	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: a.cfg.Name}
+	if la := a.cfg.Node().Addr(); la != nil && !la.IP.IsUnspecified() {
 		hello.Addrs = []string{la.String()}
 	}
-	ctx, cancel := context.WithCancel(d.ctx)
+	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()
 	type result struct {
 		l    *transport.Link
@@ -409,12 +425,12 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 				exhausted = true
 				continue
 			}
-			tried = append(tried, t.addr)
+			tried = append(tried, t.Addr)
 			running++
 			go func() {
 				h := *hello // the dial fills in the versions
-				l, w, err := d.node.Dial(ctx, t.addr, t.expect, &h)
-				results <- result{l, w, t.addr, err}
+				l, w, err := a.cfg.Node().Dial(ctx, t.Addr, t.Expect, &h)
+				results <- result{l, w, t.Addr, err}
 			}()
 			continue
 		}
@@ -429,11 +445,11 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 					now = true
 				}
 			case win.l == nil:
-				if err := d.checkSupernode(r.l, r.w); err != nil {
+				if err := a.cfg.CheckSupernode(r.l, r.w); err != nil {
 					r.l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
 					a.markDown(r.addr)
 					errs = append(errs, fmt.Errorf("%s: %w", r.addr, err))
-					d.log.Warn().Err(err).Str("supernode", r.addr).Msg("supernode refused: not admitted to the overlay")
+					a.log.Warn().Err(err).Str("supernode", r.addr).Msg("supernode refused: not admitted to the overlay")
 					now = true
 					continue
 				}
@@ -453,7 +469,7 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 	}
 	if win.l == nil {
 		if len(tried) > 0 && len(errs) == 0 {
-			return nil, nil, "", tried, ErrDaemonClosed // every dial was cancelled: we are closing
+			return nil, nil, "", tried, apitype.ErrDaemonClosed // every dial was cancelled: we are closing
 		}
 		return nil, nil, "", tried, errors.Join(errs...)
 	}
@@ -461,10 +477,9 @@ func (a *attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 }
 
 // attached1 runs one slot's attachment to l until it drops.
-func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
-	d := a.d
+func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, addr string) {
 	a.mu.Lock()
-	a.aliases[addr] = l.Peer
+	a.claims.LedTo(addr, l.Peer)
 	for _, o := range a.slots {
 		if o.link != nil && o.link.Peer == l.Peer {
 			// The same supernode under another address.
@@ -478,8 +493,7 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	s.nat = protocol.NATUnknown
 	s.status = apitype.SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
 	s.published = make(map[protocol.ContentID]bool)
-	s.rx, s.heard, s.pongs = l.PacketsReceived(), time.Now(), [pongHistory]pongAt{}
-	s.srtt, s.rttvar = 0, 0
+	s.live = Attached(time.Now(), l.PacketsReceived())
 	if first {
 		close(a.attached)
 	}
@@ -488,10 +502,9 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	}
 	a.mu.Unlock()
 	l.Log().Info().Str("observed_addr", w.Observed).Msg("attached to supernode")
-	a.republish()
-	d.user.attachmentsChanged()
-	d.lead.changed()
-	d.wg.Add(1)
+	a.Republish()
+	a.cfg.Changed(ChangeAttached)
+	a.wg.Add(1)
 	go a.discoverNAT(s, l, w.STUNAlt)
 	a.readLoop(s, l)
 
@@ -507,7 +520,7 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	}
 	type lost struct {
 		id protocol.QueryID
-		q  *search
+		q  Query
 	}
 	var moved []lost
 	for id, g := range a.searches {
@@ -517,12 +530,12 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 		}
 	}
 	a.mu.Unlock()
-	d.user.attachmentsChanged()
+	a.cfg.Changed(ChangeDetached)
 	// A search with nothing else in flight goes on through another supernode.
 	for _, m := range moved {
-		a.legLost(m.q, m.id, l)
+		m.q.Lost(m.id, l)
 	}
-	if d.ctx.Err() == nil {
+	if a.ctx.Err() == nil {
 		a.markDown(addr)
 		if errors.Is(l.Err(), errRedirected) {
 			l.Log().Info().Err(l.Err()).Msg("left the supernode as it asked")
@@ -536,32 +549,32 @@ func (a *attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 // which address the world sees. The same answer from both means the NAT maps
 // independently of the destination; different ones mean a symmetric NAT. The
 // supernode then checks by dialling back and answers with NATStatus.
-func (a *attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
-	defer a.d.wg.Done()
+func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
+	defer a.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.d.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()
-	r1, err := a.d.node.Reflexive(ctx, ua)
+	r1, err := a.cfg.Node().Reflexive(ctx, ua)
 	if err != nil {
 		l.Log().Debug().Err(err).Msg("stun")
 		return
 	}
 	mapping := protocol.NATUnknown
 	reflexive := []string{r1.String()}
-	if a.d.onRelay != nil {
+	if a.cfg.OnRelay() {
 		mapping = protocol.NATUDPBlocked
 	} else if altAddr := altSTUN(alt, ua); altAddr != nil {
-		r2, err := a.d.node.Reflexive(ctx, altAddr)
+		r2, err := a.cfg.Node().Reflexive(ctx, altAddr)
 		switch {
 		case err != nil:
 			l.Log().Debug().Err(err).Msg("stun on the second port")
 		case r1.String() != r2.String():
 			mapping = protocol.NATEndpointDependent
 			reflexive = append(reflexive, r2.String())
-		case r1.String() == a.d.Addr().String():
+		case r1.String() == a.cfg.Node().Addr().String():
 			mapping = protocol.NATNone
 		default:
 			mapping = protocol.NATEndpointIndependent
@@ -593,7 +606,7 @@ func altSTUN(alt string, dialled *net.UDPAddr) *net.UDPAddr {
 	return ua
 }
 
-func (a *attachment) readLoop(s *slot, l *transport.Link) {
+func (a *Attachment) readLoop(s *slot, l *transport.Link) {
 	for {
 		m, err := l.Recv()
 		if err != nil {
@@ -606,18 +619,16 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 			g := a.searches[m.ID]
 			a.mu.Unlock()
 			if g.via == l {
-				g.q.add(m.Hits)
+				g.q.Hits(m.ID, m.Hits)
 			}
 		case *protocol.QueryDone:
-			if q := a.takeQuery(m.ID, l); q != nil {
-				q.legOver(m.ID, m, nil)
+			if q := a.TakeLeg(m.ID, l); q != nil {
+				q.Over(m.ID, m, nil)
 			}
-		case *protocol.UserReply:
-			a.d.user.reply(m)
 		case *protocol.Error:
 			err := m.AsError()
-			if q := a.takeQuery(m.Ref, l); q != nil {
-				q.legOver(m.Ref, nil, err)
+			if q := a.TakeLeg(m.Ref, l); q != nil {
+				q.Over(m.Ref, nil, err)
 				continue
 			}
 			l.Log().Warn().Err(err).Msg("supernode reported an error")
@@ -625,8 +636,6 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 			l.Send(&protocol.Pong{Seq: m.Seq})
 		case *protocol.Pong:
 			a.ponged(s, l, m.Seq)
-		case *protocol.Signal:
-			a.d.conns.onSignal(m)
 		case *protocol.Members:
 			a.takeMembers(m)
 		case *protocol.NATStatus:
@@ -636,14 +645,10 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 				s.nat = m.NAT
 			}
 			a.mu.Unlock()
-			a.d.user.attachmentsChanged()
-			a.d.lead.changed()
+			a.cfg.Changed(ChangeNAT)
 			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
-		case *protocol.Promote:
-			a.d.wg.Add(1)
-			go a.d.lead.promote(l, m)
-		case *protocol.Certificate:
-			a.d.lead.certificate(l, m)
+		case *protocol.UserReply, *protocol.Signal, *protocol.Promote, *protocol.Certificate:
+			a.cfg.Handle(l, m)
 		case *protocol.Redirect:
 			a.redirected(l, m)
 			return
@@ -655,7 +660,7 @@ func (a *attachment) readLoop(s *slot, l *transport.Link) {
 
 // redirected leaves a supernode that asked us to attach to another: the
 // slot attaches there next, unless another slot is attached there already.
-func (a *attachment) redirected(l *transport.Link, m *protocol.Redirect) {
+func (a *Attachment) redirected(l *transport.Link, m *protocol.Redirect) {
 	to, _, err := transport.ParseTarget(m.Target)
 	if err != nil || to == l.Peer {
 		l.Log().Warn().Str("target", m.Target).Msg("ignoring a redirect to nowhere new")
@@ -678,8 +683,54 @@ var errRedirected = fmt.Errorf("%w: redirected", transport.ErrClosed)
 // preferFor is how long a redirect target is tried first.
 const preferFor = 30 * time.Second
 
-// takeQuery removes and returns the search whose query id went through l.
-func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {
+// The searches' side of the attachment: a link to send a query through,
+// and the table that routes the answers to a query's ID back to its search.
+
+// Pick is the attached supernode to send a query to, of those not in avoid:
+// the first, primary first, heard from within two probe intervals, or else
+// (or when freshest is set) the one heard from last; and its usual time to
+// answer a ping.
+func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var last *slot
+	for _, s := range a.attachedLocked() {
+		if avoid[s.link] {
+			continue
+		}
+		s.hear(now)
+		if !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.cfg.ProbeInterval) {
+			return s.link, s.live.AnswerTime()
+		}
+		if last == nil || s.live.Heard().After(last.live.Heard()) {
+			last = s
+		}
+	}
+	if last == nil {
+		return nil, 0
+	}
+	return last.link, last.live.AnswerTime()
+}
+
+// AddLeg routes the answers to query id, sent through l, to q.
+func (a *Attachment) AddLeg(id protocol.QueryID, q Query, l *transport.Link) {
+	a.mu.Lock()
+	a.searches[id] = leg{q, l}
+	a.mu.Unlock()
+}
+
+// ForgetLegs drops the routes of the queries ids.
+func (a *Attachment) ForgetLegs(ids []protocol.QueryID) {
+	a.mu.Lock()
+	for _, id := range ids {
+		delete(a.searches, id)
+	}
+	a.mu.Unlock()
+}
+
+// TakeLeg removes and returns the search whose query id went through l.
+func (a *Attachment) TakeLeg(id protocol.QueryID, l *transport.Link) Query {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g, ok := a.searches[id]
@@ -690,18 +741,11 @@ func (a *attachment) takeQuery(id protocol.QueryID, l *transport.Link) *search {
 	return g.q
 }
 
-// republish brings each supernode's view of what we offer up to date: the
+// Republish brings each supernode's view of what we offer up to date: the
 // share folder and the files we download or downloaded. New ones are
 // published, vanished ones unpublished.
-func (a *attachment) republish() {
-	d := a.d
-	var recs []protocol.FileRecord
-	if d.share != nil {
-		for _, f := range d.share.Files() {
-			recs = append(recs, protocol.FileRecord{ID: f.ID, Name: f.Name, Size: f.Meta.Size, Tags: f.Tags})
-		}
-	}
-	recs = append(recs, d.swarms.Files()...)
+func (a *Attachment) Republish() {
+	recs := a.cfg.Records()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, s := range a.slots {
