@@ -123,7 +123,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := AskRelayTCP(ctx, peer, a.TCPAddr().String(), a.ID()); err != nil {
+	if _, err := relay.AskTCP(ctx, peer, a.TCPAddr().String(), a.ID()); err != nil {
 		t.Fatal(err)
 	}
 
