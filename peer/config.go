@@ -1,10 +1,10 @@
 package peer
 
 import (
-	"cmp"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/supernet-p2p/supernet/internal/defaults"
 )
 
 // DataDirEnv names the environment variable that overrides DefaultDataDir.
@@ -54,44 +54,36 @@ func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = d.Listen
 	}
-	setDefault(&c.SearchTimeout, d.SearchTimeout)
-	setDefault(&c.RescanInterval, d.RescanInterval)
-	setDefault(&c.ProgressInterval, d.ProgressInterval)
-	setDefault(&c.Pipeline, d.Pipeline)
-	setDefault(&c.UnchokeInterval, d.UnchokeInterval)
-	setDefault(&c.OptimisticInterval, d.OptimisticInterval)
-	setDefault(&c.UnchokeSlots, d.UnchokeSlots)
+	defaults.Set(&c.SearchTimeout, d.SearchTimeout)
+	defaults.Set(&c.RescanInterval, d.RescanInterval)
+	defaults.Set(&c.ProgressInterval, d.ProgressInterval)
+	defaults.Set(&c.Pipeline, d.Pipeline)
+	defaults.Set(&c.UnchokeInterval, d.UnchokeInterval)
+	defaults.Set(&c.OptimisticInterval, d.OptimisticInterval)
+	defaults.Set(&c.UnchokeSlots, d.UnchokeSlots)
 	if c.OptimisticSlots == 0 {
 		c.OptimisticSlots = d.OptimisticSlots
 	}
-	setDefault(&c.MaxSwarmPeers, d.MaxSwarmPeers)
-	setDefault(&c.TrackerInterval, d.TrackerInterval)
-	setDefault(&c.StallTimeout, d.StallTimeout)
-	setDefault(&c.PunchTimeout, d.PunchTimeout)
-	setDefault(&c.SignalTimeout, d.SignalTimeout)
-	setDefault(&c.UpgradeInterval, d.UpgradeInterval)
-	setDefault(&c.LinkLinger, d.LinkLinger)
-	setDefault(&c.Attach, d.Attach)
+	defaults.Set(&c.MaxSwarmPeers, d.MaxSwarmPeers)
+	defaults.Set(&c.TrackerInterval, d.TrackerInterval)
+	defaults.Set(&c.StallTimeout, d.StallTimeout)
+	defaults.Set(&c.PunchTimeout, d.PunchTimeout)
+	defaults.Set(&c.SignalTimeout, d.SignalTimeout)
+	defaults.Set(&c.UpgradeInterval, d.UpgradeInterval)
+	defaults.Set(&c.LinkLinger, d.LinkLinger)
+	defaults.Set(&c.Attach, d.Attach)
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = d.ProbeInterval
 	}
 	if c.InboxPolicy == "" {
 		c.InboxPolicy = d.InboxPolicy
 	}
-	setDefault(&c.LeadAfter, d.LeadAfter)
-	setDefault(&c.InboxMaxBytes, d.InboxMaxBytes)
+	defaults.Set(&c.LeadAfter, d.LeadAfter)
+	defaults.Set(&c.InboxMaxBytes, d.InboxMaxBytes)
 	if c.ControlSocket == "" {
 		c.ControlSocket = SocketPath(c.DataDir)
 	}
 	return c
-}
-
-// setDefault sets *v to def unless *v is positive.
-func setDefault[T cmp.Ordered](v *T, def T) {
-	var zero T
-	if *v <= zero {
-		*v = def
-	}
 }
 
 // DefaultDataDir is the per-user data directory, or $PEER_DATA_DIR.
@@ -99,11 +91,5 @@ func DefaultDataDir() string { return DataDirFrom(os.Getenv) }
 
 // DataDirFrom is DefaultDataDir with $PEER_DATA_DIR read through getenv.
 func DataDirFrom(getenv func(string) string) string {
-	if d := getenv(DataDirEnv); d != "" {
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "peer")
-	}
-	return ".peer"
+	return defaults.DataDir(getenv, DataDirEnv, "peer")
 }

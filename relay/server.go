@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/supernet-p2p/supernet/internal/defaults"
+
 	"github.com/pion/turn/v4"
 	"github.com/rs/zerolog"
 )
@@ -184,16 +186,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Realm == "" {
 		cfg.Realm = DefaultRealm
 	}
-	setDefault(&cfg.MaxBytes, DefaultMaxBytes)
-	setDefault(&cfg.MaxDuration, DefaultMaxDuration)
-	setDefault(&cfg.MaxAllocations, DefaultMaxAllocations)
-	setDefault(&cfg.MaxPerPeer, DefaultMaxPerPeer)
-	setDefault(&cfg.CredTTL, DefaultCredTTL)
-	setDefault(&cfg.ClockSkew, DefaultClockSkew)
-	setDefault(&cfg.MaxPermissions, DefaultMaxPermissions)
-	setDefault(&cfg.MaxChannels, DefaultMaxChannels)
-	setDefault(&cfg.MaxPendingTCP, DefaultMaxPendingTCP)
-	setDefault(&cfg.MaxTCPPerIP, DefaultMaxTCPPerIP)
+	defaults.Set(&cfg.MaxBytes, DefaultMaxBytes)
+	defaults.Set(&cfg.MaxDuration, DefaultMaxDuration)
+	defaults.Set(&cfg.MaxAllocations, DefaultMaxAllocations)
+	defaults.Set(&cfg.MaxPerPeer, DefaultMaxPerPeer)
+	defaults.Set(&cfg.CredTTL, DefaultCredTTL)
+	defaults.Set(&cfg.ClockSkew, DefaultClockSkew)
+	defaults.Set(&cfg.MaxPermissions, DefaultMaxPermissions)
+	defaults.Set(&cfg.MaxChannels, DefaultMaxChannels)
+	defaults.Set(&cfg.MaxPendingTCP, DefaultMaxPendingTCP)
+	defaults.Set(&cfg.MaxTCPPerIP, DefaultMaxTCPPerIP)
 	if (cfg.MinPort == 0) != (cfg.MaxPort == 0) || cfg.MinPort > cfg.MaxPort {
 		return nil, fmt.Errorf("relay: port range %d-%d: give both ends, low first", cfg.MinPort, cfg.MaxPort)
 	}
@@ -266,12 +268,6 @@ func New(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.sampleLoop()
 	return s, nil
-}
-
-func setDefault[T int | int64 | time.Duration](v *T, def T) {
-	if *v <= 0 {
-		*v = def
-	}
 }
 
 // listen opens (or adopts) the UDP socket and the TCP listener.

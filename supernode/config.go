@@ -1,12 +1,12 @@
 package supernode
 
 import (
-	"cmp"
 	crand "crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/supernet-p2p/supernet/internal/defaults"
 
 	"github.com/supernet-p2p/supernet/protocol"
 )
@@ -82,27 +82,27 @@ func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = d.Listen
 	}
-	setDefault(&c.TickInterval, d.TickInterval)
-	setDefault(&c.MaxLeaves, d.MaxLeaves)
-	setDefault(&c.MaxLeavesPerAddr, d.MaxLeavesPerAddr)
-	setDefault(&c.MaxNeighbours, d.MaxNeighbours)
+	defaults.Set(&c.TickInterval, d.TickInterval)
+	defaults.Set(&c.MaxLeaves, d.MaxLeaves)
+	defaults.Set(&c.MaxLeavesPerAddr, d.MaxLeavesPerAddr)
+	defaults.Set(&c.MaxNeighbours, d.MaxNeighbours)
 	if c.LeafLimit == 0 {
 		c.LeafLimit = d.LeafLimit
 	}
-	setDefault(&c.PromoteEvery, d.PromoteEvery)
+	defaults.Set(&c.PromoteEvery, d.PromoteEvery)
 	// Underused is a tenth of what the supernode takes before it promotes.
-	setDefault(&c.StepDownBelow, max(1, c.LeafLimit/10))
-	setDefault(&c.StepDownAfter, d.StepDownAfter)
-	setDefault(&c.TURNCheckInterval, d.TURNCheckInterval)
-	setDefault(&c.RelayCredTTL, d.RelayCredTTL)
-	setDefault(&c.GossipInterval, d.GossipInterval)
-	setDefault(&c.MemberTimeout, d.MemberTimeout)
-	setDefault(&c.LeafDirRate, d.LeafDirRate)
-	setDefault(&c.LeafDirBurst, d.LeafDirBurst)
+	defaults.Set(&c.StepDownBelow, max(1, c.LeafLimit/10))
+	defaults.Set(&c.StepDownAfter, d.StepDownAfter)
+	defaults.Set(&c.TURNCheckInterval, d.TURNCheckInterval)
+	defaults.Set(&c.RelayCredTTL, d.RelayCredTTL)
+	defaults.Set(&c.GossipInterval, d.GossipInterval)
+	defaults.Set(&c.MemberTimeout, d.MemberTimeout)
+	defaults.Set(&c.LeafDirRate, d.LeafDirRate)
+	defaults.Set(&c.LeafDirBurst, d.LeafDirBurst)
 	if c.Neighbours == 0 {
 		c.Neighbours = d.Neighbours
 	}
-	setDefault(&c.PromotedCertTTL, d.PromotedCertTTL)
+	defaults.Set(&c.PromotedCertTTL, d.PromotedCertTTL)
 	if c.Incarnation == 0 {
 		c.Incarnation = uint64(time.Now().UnixMilli())
 	}
@@ -116,41 +116,33 @@ func (c *RouterConfig) defaults() {
 		c.HopLimit = d.HopLimit
 	}
 	c.HopLimit = min(c.HopLimit, protocol.MaxHops)
-	setDefault(&c.QueryTimeout, d.QueryTimeout)
-	setDefault(&c.MaxResults, d.MaxResults)
-	setDefault(&c.SummaryBits, d.SummaryBits)
-	setDefault(&c.MaxFilesPerLeaf, d.MaxFilesPerLeaf)
-	setDefault(&c.MaxIndexBytesPerLeaf, d.MaxIndexBytesPerLeaf)
-	setDefault(&c.MaxIndexBytes, d.MaxIndexBytes)
-	setDefault(&c.MaxIndexBytesPerAddr, d.MaxIndexBytesPerAddr)
-	setDefault(&c.LeafPublishRate, d.LeafPublishRate)
-	setDefault(&c.SeenTTL, d.SeenTTL)
-	setDefault(&c.LeafQueryRate, d.LeafQueryRate)
-	setDefault(&c.LeafQueryBurst, d.LeafQueryBurst)
+	defaults.Set(&c.QueryTimeout, d.QueryTimeout)
+	defaults.Set(&c.MaxResults, d.MaxResults)
+	defaults.Set(&c.SummaryBits, d.SummaryBits)
+	defaults.Set(&c.MaxFilesPerLeaf, d.MaxFilesPerLeaf)
+	defaults.Set(&c.MaxIndexBytesPerLeaf, d.MaxIndexBytesPerLeaf)
+	defaults.Set(&c.MaxIndexBytes, d.MaxIndexBytes)
+	defaults.Set(&c.MaxIndexBytesPerAddr, d.MaxIndexBytesPerAddr)
+	defaults.Set(&c.LeafPublishRate, d.LeafPublishRate)
+	defaults.Set(&c.SeenTTL, d.SeenTTL)
+	defaults.Set(&c.LeafQueryRate, d.LeafQueryRate)
+	defaults.Set(&c.LeafQueryBurst, d.LeafQueryBurst)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	if c.Rand == nil {
 		c.Rand = crand.Reader
 	}
-	setDefault(&c.NeighbourQueryRate, d.NeighbourQueryRate)
-	setDefault(&c.NeighbourQueryBurst, d.NeighbourQueryBurst)
-	setDefault(&c.NeighbourSummaryRate, d.NeighbourSummaryRate)
-	setDefault(&c.NeighbourSummaryBurst, d.NeighbourSummaryBurst)
-	setDefault(&c.NeighbourSignalRate, d.NeighbourSignalRate)
-	setDefault(&c.NeighbourSignalBurst, d.NeighbourSignalBurst)
-	setDefault(&c.LeafSignalRate, d.LeafSignalRate)
-	setDefault(&c.LeafSignalBurst, d.LeafSignalBurst)
-	setDefault(&c.SlowAfter, d.SlowAfter)
-	setDefault(&c.SlowHoldoff, d.SlowHoldoff)
-}
-
-// setDefault sets *v to def unless *v is positive.
-func setDefault[T cmp.Ordered](v *T, def T) {
-	var zero T
-	if *v <= zero {
-		*v = def
-	}
+	defaults.Set(&c.NeighbourQueryRate, d.NeighbourQueryRate)
+	defaults.Set(&c.NeighbourQueryBurst, d.NeighbourQueryBurst)
+	defaults.Set(&c.NeighbourSummaryRate, d.NeighbourSummaryRate)
+	defaults.Set(&c.NeighbourSummaryBurst, d.NeighbourSummaryBurst)
+	defaults.Set(&c.NeighbourSignalRate, d.NeighbourSignalRate)
+	defaults.Set(&c.NeighbourSignalBurst, d.NeighbourSignalBurst)
+	defaults.Set(&c.LeafSignalRate, d.LeafSignalRate)
+	defaults.Set(&c.LeafSignalBurst, d.LeafSignalBurst)
+	defaults.Set(&c.SlowAfter, d.SlowAfter)
+	defaults.Set(&c.SlowHoldoff, d.SlowHoldoff)
 }
 
 // DefaultDataDir is where a supernode keeps its key when --data-dir is not given.
@@ -158,11 +150,5 @@ func DefaultDataDir() string { return DataDirFrom(os.Getenv) }
 
 // DataDirFrom is DefaultDataDir with $SUPERNODE_DATA_DIR read through getenv.
 func DataDirFrom(getenv func(string) string) string {
-	if d := getenv(DataDirEnv); d != "" {
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "supernode")
-	}
-	return ".supernode"
+	return defaults.DataDir(getenv, DataDirEnv, "supernode")
 }

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/supernet-p2p/supernet/internal/defaults"
 
 	"github.com/spf13/pflag"
 
@@ -126,9 +127,4 @@ func configFromArgs(args []string, env func(string) string) (settings, error) {
 	return fl.settings(env)
 }
 
-func defaultDataDir() string {
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "supernet", "relay")
-	}
-	return ".relay"
-}
+func defaultDataDir() string { return defaults.DataDir(os.Getenv, "", "relay") }
