@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -51,11 +50,7 @@ func closeRaw(c *quic.Conn, tr *quic.Transport) {
 }
 
 // header is a frame header claiming n bytes of type ty.
-func header(ty protocol.MsgType, n int) []byte {
-	h := []byte{byte(ty), 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(h[1:], uint32(n))
-	return h
-}
+func header(ty protocol.MsgType, n int) []byte { return protocol.AppendHeader(nil, ty, uint32(n)) }
 
 // Memory amplification: before any hello, connections send a 1 MiB
 // user_store frame of records whose supernode lists are nils, which once

@@ -3,7 +3,6 @@ package peer
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -127,11 +126,7 @@ func honestFetch(t *testing.T, d *Daemon, id protocol.ContentID) time.Duration {
 	return time.Since(t0)
 }
 
-func frameHeader(t protocol.MsgType, n int) []byte {
-	h := []byte{byte(t), 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(h[1:], uint32(n))
-	return h
-}
+func frameHeader(t protocol.MsgType, n int) []byte { return protocol.AppendHeader(nil, t, uint32(n)) }
 
 func heapNow() uint64 {
 	runtime.GC()

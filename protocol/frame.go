@@ -104,10 +104,16 @@ func ReadMessage(r io.Reader, buf []byte) (Message, error) {
 	return Decode(t, body)
 }
 
+// AppendHeader appends a frame header announcing n body bytes of type t.
+// It checks nothing: the length is the sender's claim.
+func AppendHeader(dst []byte, t MsgType, n uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(dst, byte(t)), n)
+}
+
 // AppendFrame appends m as a whole frame to dst.
 func AppendFrame(dst []byte, m Message) ([]byte, error) {
 	start := len(dst)
-	dst = append(dst, byte(m.Type()), 0, 0, 0, 0)
+	dst = AppendHeader(dst, m.Type(), 0)
 	dst, err := appendBody(dst, m)
 	if err != nil {
 		return dst[:start], err
@@ -135,7 +141,7 @@ func WriteMessage(w io.Writer, m Message) error {
 // Uploaders read file data straight into the frame this way, with no copy.
 func AppendBlockHeader(dst []byte, piece, offset uint32, n int) []byte {
 	start := len(dst)
-	dst = append(dst, byte(TypeBlock), 0, 0, 0, 0, 0x92)
+	dst = append(AppendHeader(dst, TypeBlock, 0), 0x92)
 	dst = appendUint(dst, piece)
 	dst = appendUint(dst, offset)
 	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-HeaderSize+n))

@@ -13,11 +13,7 @@ import (
 	"testing/iotest"
 )
 
-func frameHeader(t MsgType, n int) []byte {
-	h := []byte{byte(t), 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(h[1:], uint32(n))
-	return h
-}
+func frameHeader(t MsgType, n int) []byte { return AppendHeader(nil, t, uint32(n)) }
 
 // A header that claims the largest body costs nothing until the bytes come:
 // the buffer grows with what arrived, a chunk at a time.

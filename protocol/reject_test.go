@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -201,11 +200,7 @@ func (r *failAfter) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func header(ty MsgType, n uint32) []byte {
-	h := []byte{byte(ty), 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(h[1:], n)
-	return h
-}
+func header(ty MsgType, n uint32) []byte { return AppendHeader(nil, ty, n) }
 
 func TestReadFrameRefusesOversizeBeforeBody(t *testing.T) {
 	for _, n := range []uint32{MaxFrameSize + 1, 1 << 24, 0xffffffff} {

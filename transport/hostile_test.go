@@ -179,12 +179,7 @@ func hello(ctx context.Context, c *quic.Conn, role protocol.Role) (*quic.Stream,
 }
 
 // header is a frame header claiming n body bytes.
-func header(t protocol.MsgType, n int) []byte {
-	h := make([]byte, protocol.HeaderSize)
-	h[0] = byte(t)
-	binary.BigEndian.PutUint32(h[1:], uint32(n))
-	return h
-}
+func header(t protocol.MsgType, n int) []byte { return protocol.AppendHeader(nil, t, uint32(n)) }
 
 // heap is the live heap after a collection.
 func heap() uint64 {
