@@ -25,20 +25,19 @@ type settings struct {
 	// advertise is the host the supernodes give peers (--advertise, or else --relay-ip).
 	advertise                     string
 	secretFile, dataDir, certFile string
-	logLevel                      string
-	jsonLogs                      bool
+	log                           cli.LogFlags
 }
 
 // flags are the relay's flags as given.
 type flags struct {
-	listen, tcp, relayIP, secretFile, dataDir, logLevel, advertise string
-	certFile                                                       string
-	supernodes, allowPeers                                         []string
-	maxBytes                                                       int64
-	maxDuration, credTTL                                           time.Duration
-	maxAllocs, maxPerPeer                                          int
-	minPort, maxPort                                               uint16
-	jsonLogs                                                       bool
+	listen, tcp, relayIP, secretFile, dataDir, advertise string
+	log                                                  cli.LogFlags
+	certFile                                             string
+	supernodes, allowPeers                               []string
+	maxBytes                                             int64
+	maxDuration, credTTL                                 time.Duration
+	maxAllocs, maxPerPeer                                int
+	minPort, maxPort                                     uint16
 }
 
 // bind defines the flags on f, their defaults taken from relay.DefaultConfig.
@@ -60,8 +59,7 @@ func (fl *flags) bind(f *pflag.FlagSet) {
 	f.StringArrayVar(&fl.allowPeers, "allow-peer", nil, "private or reserved range (CIDR or address) clients may relay to anyway; repeatable")
 	f.Uint16Var(&fl.minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
 	f.Uint16Var(&fl.maxPort, "max-port", 0, "highest relay port (with --min-port)")
-	f.StringVar(&fl.logLevel, "log-level", cli.DefaultLogLevel, "debug, info, warn or error")
-	f.BoolVar(&fl.jsonLogs, "log-json", false, "log JSON lines even on a terminal")
+	fl.log.Bind(f)
 }
 
 // errNoSecret: a relay serves only the supernodes it shares a secret with.
@@ -71,7 +69,7 @@ var errNoSecret = errors.New("a secret is required: --secret-file or $" + cli.Se
 // is given is read from the flags and env, not from the file.
 func (fl *flags) settings(env func(string) string) (settings, error) {
 	err := errors.Join(
-		cli.CheckLogLevel(fl.logLevel),
+		fl.log.Check(),
 		cli.CheckHostPort("listen", fl.listen),
 		cli.CheckIP("relay-ip", fl.relayIP),
 		cli.NotNegative("max-bytes", fl.maxBytes),
@@ -96,7 +94,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		supernodes: cli.SplitList(fl.supernodes),
 		advertise:  fl.advertise,
 		secretFile: fl.secretFile, dataDir: fl.dataDir, certFile: fl.certFile,
-		logLevel: fl.logLevel, jsonLogs: fl.jsonLogs,
+		log: fl.log,
 	}
 	if s.advertise == "" {
 		s.advertise = fl.relayIP

@@ -23,8 +23,8 @@ func defaultSettings() settings {
 	return settings{
 		cfg: relay.Config{ListenUDP: def.ListenUDP, MaxBytes: def.MaxBytes, MaxDuration: def.MaxDuration,
 			MaxAllocations: def.MaxAllocations, MaxPerPeer: def.MaxPerPeer, CredTTL: def.CredTTL},
-		dataDir:  defaultDataDir(),
-		logLevel: cli.DefaultLogLevel,
+		dataDir: defaultDataDir(),
+		log:     cli.DefaultLogFlags(),
 	}
 }
 
@@ -57,8 +57,8 @@ func TestConfigFromArgs(t *testing.T) {
 			s.cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::1/128")}
 		}},
 		{"port range", []string{"--min-port", "50000", "--max-port", "50100"}, func(s *settings) { s.cfg.MinPort, s.cfg.MaxPort = 50000, 50100 }},
-		{"log level", []string{"--log-level", "warn"}, func(s *settings) { s.logLevel = "warn" }},
-		{"log json", []string{"--log-json"}, func(s *settings) { s.jsonLogs = true }},
+		{"log level", []string{"--log-level", "warn"}, func(s *settings) { s.log.Level = "warn" }},
+		{"log json", []string{"--log-json"}, func(s *settings) { s.log.JSON = true }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

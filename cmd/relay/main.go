@@ -57,7 +57,7 @@ allowed with --allow-peer), and reports its load to the supernodes given with
 // run reads the secret, serves, and reports the load to the supernodes until
 // a signal comes.
 func run(st settings) error {
-	log, err := cli.Logger(os.Stderr, st.logLevel, st.jsonLogs)
+	log, err := st.log.Logger(os.Stderr)
 	if err != nil {
 		return fail(err)
 	}

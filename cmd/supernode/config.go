@@ -26,28 +26,27 @@ type settings struct {
 	secretFile     string
 	certFile       string
 	networkKeyFile string
-	logLevel       string
-	jsonLogs       bool
+	log            cli.LogFlags
 	memLimit       int64
 }
 
 // flags are the supernode's flags as given.
 type flags struct {
-	listen, dataDir, logLevel string
-	altListen, tcpListen      string
-	relayListen, relayIP      string
-	secretFile                string
-	certFile, networkKeyFile  string
-	join, turnServers         []string
-	relayAllow                []string
-	advertise                 []string
-	neighbours                int
-	jsonLogs                  bool
-	maxLeaves, leafLimit      int
-	promoteEvery              time.Duration
-	hops                      uint8
-	memLimit                  int64
-	limitLoopback             bool
+	listen, dataDir          string
+	log                      cli.LogFlags
+	altListen, tcpListen     string
+	relayListen, relayIP     string
+	secretFile               string
+	certFile, networkKeyFile string
+	join, turnServers        []string
+	relayAllow               []string
+	advertise                []string
+	neighbours               int
+	maxLeaves, leafLimit     int
+	promoteEvery             time.Duration
+	hops                     uint8
+	memLimit                 int64
+	limitLoopback            bool
 }
 
 // bind defines the flags on f, their defaults taken from
@@ -57,8 +56,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.listen, "listen", def.Listen, "UDP address to listen on")
 	f.StringSliceVar(&fl.join, "join", nil, "supernodes to link to: host:port or peerid@host:port, comma-separated")
 	f.StringVar(&fl.dataDir, "data-dir", supernode.DataDirFrom(env), "directory for the identity key ($"+supernode.DataDirEnv+")")
-	f.StringVar(&fl.logLevel, "log-level", cli.DefaultLogLevel, "debug, info, warn or error")
-	f.BoolVar(&fl.jsonLogs, "log-json", false, "log JSON lines even on a terminal")
+	fl.log.Bind(f)
 	f.IntVar(&fl.maxLeaves, "max-leaves", def.MaxLeaves, "most peers attached at once")
 	f.IntVar(&fl.leafLimit, "leaf-limit", def.LeafLimit, "peers kept before an eligible one is promoted to supernode and takes some over (-1: never promote)")
 	f.DurationVar(&fl.promoteEvery, "promote-every", def.PromoteEvery, "least time between two promotions")
@@ -82,7 +80,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 // secret is given is read from the flags and env, not from the file.
 func (fl *flags) settings(env func(string) string) (settings, error) {
 	err := errors.Join(
-		cli.CheckLogLevel(fl.logLevel),
+		fl.log.Check(),
 		cli.CheckHostPort("listen", fl.listen),
 		optionalAddr("alt-listen", fl.altListen),
 		optionalAddr("tcp-listen", fl.tcpListen),
@@ -113,7 +111,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 			Router: supernode.RouterConfig{HopLimit: fl.hops},
 		},
 		secretFile: fl.secretFile, certFile: fl.certFile, networkKeyFile: fl.networkKeyFile,
-		logLevel: fl.logLevel, jsonLogs: fl.jsonLogs, memLimit: fl.memLimit,
+		log: fl.log, memLimit: fl.memLimit,
 	}
 	for _, ts := range fl.turnServers {
 		if _, _, err := net.SplitHostPort(ts); err != nil {

@@ -27,7 +27,7 @@ func defaultSettings(dataDir string) settings {
 			PromoteEvery: def.PromoteEvery, Neighbours: def.Neighbours,
 			Router: supernode.RouterConfig{HopLimit: def.Router.HopLimit},
 		},
-		logLevel: cli.DefaultLogLevel, memLimit: cli.DefaultMemoryLimit,
+		log: cli.DefaultLogFlags(), memLimit: cli.DefaultMemoryLimit,
 	}
 }
 
@@ -45,8 +45,8 @@ func TestConfigFromArgs(t *testing.T) {
 		{"join, repeated and comma-separated", []string{"--join", "a:1, b:2", "--join", id + "@c:3"}, nil,
 			func(s *settings) { s.cfg.Join = []string{"a:1", "b:2", id + "@c:3"} }},
 		{"data dir flag over the environment", []string{"--data-dir", "/elsewhere"}, nil, func(s *settings) { s.cfg.DataDir = "/elsewhere" }},
-		{"log level", []string{"--log-level", "debug"}, nil, func(s *settings) { s.logLevel = "debug" }},
-		{"log json", []string{"--log-json"}, nil, func(s *settings) { s.jsonLogs = true }},
+		{"log level", []string{"--log-level", "debug"}, nil, func(s *settings) { s.log.Level = "debug" }},
+		{"log json", []string{"--log-json"}, nil, func(s *settings) { s.log.JSON = true }},
 		{"max leaves", []string{"--max-leaves", "50"}, nil, func(s *settings) { s.cfg.MaxLeaves = 50 }},
 		{"leaf limit -1: never promote", []string{"--leaf-limit", "-1"}, nil, func(s *settings) { s.cfg.LeafLimit = -1 }},
 		{"promote every", []string{"--promote-every", "1h"}, nil, func(s *settings) { s.cfg.PromoteEvery = time.Hour }},

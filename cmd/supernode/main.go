@@ -51,7 +51,7 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 // run reads the secret and the admission, opens the sockets and serves until
 // a signal comes.
 func run(st settings) error {
-	log, err := cli.Logger(os.Stderr, st.logLevel, st.jsonLogs)
+	log, err := st.log.Logger(os.Stderr)
 	if err != nil {
 		return usageErr(err)
 	}

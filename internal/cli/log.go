@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
 
@@ -48,3 +49,24 @@ func SetMemoryLimit(limit int64) {
 	}
 	debug.SetMemoryLimit(limit)
 }
+
+// LogFlags are the daemons' logging flags, --log-level and --log-json.
+type LogFlags struct {
+	Level string
+	JSON  bool
+}
+
+// DefaultLogFlags are the logging flags' defaults.
+func DefaultLogFlags() LogFlags { return LogFlags{Level: DefaultLogLevel} }
+
+// Bind defines the flags on f.
+func (l *LogFlags) Bind(f *pflag.FlagSet) {
+	f.StringVar(&l.Level, "log-level", DefaultLogLevel, "debug, info, warn or error")
+	f.BoolVar(&l.JSON, "log-json", false, "log JSON lines even on a terminal")
+}
+
+// Check checks the level.
+func (l LogFlags) Check() error { return CheckLogLevel(l.Level) }
+
+// Logger is Logger with these flags.
+func (l LogFlags) Logger(w io.Writer) (zerolog.Logger, error) { return Logger(w, l.Level, l.JSON) }

@@ -22,7 +22,7 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := cli.Logger(os.Stderr, st.logLevel, st.jsonLogs)
+			log, err := st.log.Logger(os.Stderr)
 			if err != nil {
 				return err
 			}

@@ -16,26 +16,26 @@ import (
 // upSettings is what `peer up` is asked for, before anything is opened.
 type upSettings struct {
 	cfg      peer.Config // without Log
-	logLevel string
-	jsonLogs bool
+	log      cli.LogFlags
 	memLimit int64
 }
 
 // upFlags are the flags of `peer up` as given.
 type upFlags struct {
-	share, name, user, listen, logLevel string
-	inboxDir, inboxFrom, leadListen     string
-	networkID                           string
-	accept                              []string
-	supernodes                          []string
-	jsonLogs, noLead                    bool
-	rescan, upgrade, punch              time.Duration
-	upRate, downRate                    float64
-	unchoke, optimistic                 time.Duration
-	leadAfter, leadStepDown             time.Duration
-	slots, attach                       int
-	memLimit                            int64
-	limitLoopback                       bool
+	share, name, user, listen       string
+	log                             cli.LogFlags
+	inboxDir, inboxFrom, leadListen string
+	networkID                       string
+	accept                          []string
+	supernodes                      []string
+	noLead                          bool
+	rescan, upgrade, punch          time.Duration
+	upRate, downRate                float64
+	unchoke, optimistic             time.Duration
+	leadAfter, leadStepDown         time.Duration
+	slots, attach                   int
+	memLimit                        int64
+	limitLoopback                   bool
 }
 
 // bind defines the flags on f, their defaults taken from peer.DefaultConfig
@@ -57,8 +57,7 @@ func (fl *upFlags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.IntVar(&fl.attach, "attach", def.Attach, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&fl.supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&fl.listen, "listen", def.Listen, "UDP address of the peer's socket")
-	f.StringVar(&fl.logLevel, "log-level", cli.DefaultLogLevel, "debug, info, warn or error")
-	f.BoolVar(&fl.jsonLogs, "log-json", false, "log JSON lines even on a terminal")
+	fl.log.Bind(f)
 	f.DurationVar(&fl.rescan, "rescan", def.RescanInterval, "how often to rescan the share folder")
 	f.DurationVar(&fl.upgrade, "upgrade-interval", def.UpgradeInterval, "how often a relayed link tries for a direct path again")
 	f.DurationVar(&fl.punch, "punch-timeout", def.PunchTimeout, "how long a hole punch may take before a relay is used")
@@ -74,7 +73,7 @@ func (fl *upFlags) bind(f *pflag.FlagSet, env func(string) string) {
 // settings checks the flags and turns them into the daemon's settings, for
 // the data directory given to `peer`.
 func (fl *upFlags) settings(dataDir string) (upSettings, error) {
-	if err := cli.CheckLogLevel(fl.logLevel); err != nil {
+	if err := fl.log.Check(); err != nil {
 		return upSettings{}, err
 	}
 	sns := cli.SplitList(fl.supernodes)
@@ -122,7 +121,7 @@ func (fl *upFlags) settings(dataDir string) (upSettings, error) {
 			UploadRate: int64(fl.upRate * 1e6), DownloadRate: int64(fl.downRate * 1e6),
 			UnchokeInterval: fl.unchoke, OptimisticInterval: fl.optimistic, UnchokeSlots: fl.slots, LimitLoopback: fl.limitLoopback,
 		},
-		logLevel: fl.logLevel, jsonLogs: fl.jsonLogs, memLimit: fl.memLimit,
+		log: fl.log, memLimit: fl.memLimit,
 	}, nil
 }
 

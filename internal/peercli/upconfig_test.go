@@ -27,7 +27,7 @@ func defaultUp() upSettings {
 			RescanInterval: def.RescanInterval, UpgradeInterval: def.UpgradeInterval, PunchTimeout: def.PunchTimeout,
 			UnchokeInterval: def.UnchokeInterval, OptimisticInterval: def.OptimisticInterval, UnchokeSlots: def.UnchokeSlots,
 		},
-		logLevel: cli.DefaultLogLevel, memLimit: cli.DefaultMemoryLimit,
+		log: cli.DefaultLogFlags(), memLimit: cli.DefaultMemoryLimit,
 	}
 }
 
@@ -55,8 +55,8 @@ func TestUpConfig(t *testing.T) {
 		{"supernodes, repeated and comma-separated", []string{"--supernode", "a:1, " + id + "@b:2"},
 			func(s *upSettings) { s.cfg.Supernodes = []string{"sn:1", "a:1", id + "@b:2"} }},
 		{"listen", []string{"--listen", "127.0.0.1:0"}, func(s *upSettings) { s.cfg.Listen = "127.0.0.1:0" }},
-		{"log level", []string{"--log-level", "error"}, func(s *upSettings) { s.logLevel = "error" }},
-		{"log json", []string{"--log-json"}, func(s *upSettings) { s.jsonLogs = true }},
+		{"log level", []string{"--log-level", "error"}, func(s *upSettings) { s.log.Level = "error" }},
+		{"log json", []string{"--log-json"}, func(s *upSettings) { s.log.JSON = true }},
 		{"rescan", []string{"--rescan", "5m"}, func(s *upSettings) { s.cfg.RescanInterval = 5 * time.Minute }},
 		{"upgrade interval", []string{"--upgrade-interval", "1m"}, func(s *upSettings) { s.cfg.UpgradeInterval = time.Minute }},
 		{"punch timeout", []string{"--punch-timeout", "2s"}, func(s *upSettings) { s.cfg.PunchTimeout = 2 * time.Second }},
