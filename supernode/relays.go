@@ -140,8 +140,8 @@ func (s *Server) relayLink(l *transport.Link) {
 		}
 		switch m := m.(type) {
 		case *protocol.RelayLoad:
-			e := &relayEntry{udp: m.UDP, tcp: m.TCP, load: *m, link: l, seen: time.Now(),
-				rtt: l.Conn().ConnectionStats().SmoothedRTT}
+			rtt, _ := l.RTT()
+			e := &relayEntry{udp: m.UDP, tcp: m.TCP, load: *m, link: l, seen: time.Now(), rtt: rtt}
 			if e.udp == "" && e.tcp == "" {
 				l.Close(fmt.Errorf("%w: relay load without an address", protocol.ErrBadRequest))
 				return

@@ -346,7 +346,8 @@ func (s *Server) linkRTT(id LinkID) time.Duration {
 	if l == nil {
 		return 0
 	}
-	return l.Conn().ConnectionStats().SmoothedRTT
+	rtt, _ := l.RTT()
+	return rtt
 }
 
 // Addr is the UDP address the supernode serves on.

@@ -68,7 +68,7 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 		Peer:      peer,
 		conn:      c,
 		stream:    s,
-		fr:        NewFrameReader(s, 64<<10, n.cfg.Frames),
+		fr:        NewFrameReader(s, keepBuf, n.cfg.Frames),
 		log:       log,
 		srcMax:    int64(n.cfg.MaxQueuedPerIP),
 		anySender: n.cfg.AnySender,
