@@ -198,7 +198,6 @@ func (c *relayConn) stop(reason string) {
 	if !c.shut(reason) {
 		return
 	}
-	c.s.quotaStops.Add(1)
 	c.mu.Lock()
 	client := c.client
 	c.mu.Unlock()
@@ -242,6 +241,11 @@ func (c *relayConn) shut(reason string) bool {
 		}
 		ev.Str("peer_id", c.peer).Str("relay_addr", c.key).Int64("bytes", c.used.Load()).
 			Dur("age", time.Since(c.created)).Str("reason", reason).Err(err).Msg("relay allocation ended")
+	}
+	if reason != "closed" {
+		// Counted before the allocation leaves the count, so that Load
+		// never shows it gone without its stop.
+		s.quotaStops.Add(1)
 	}
 	s.forget(c)
 	return true
