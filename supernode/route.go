@@ -40,6 +40,9 @@ func (r *Router) publish(from LinkID, m *protocol.Publish) error {
 		return fmt.Errorf("%w: this leaf's share is over the supernode's limits; publish with reset, or unpublish first", protocol.ErrOverloaded)
 	}
 	now := r.cfg.Now()
+	// What the leaves of l's address hold: summed once, since within the
+	// frame only l's own share changes.
+	block := r.blockUsageLocked(l)
 	for i := range m.Files {
 		f := &m.Files[i]
 		// A file is taken while the leaf's publishing bucket is not empty, and
@@ -50,7 +53,6 @@ func (r *Router) publish(from LinkID, m *protocol.Publish) error {
 			err = fmt.Errorf("publishing faster than %.0f bytes a second", r.cfg.LeafPublishRate)
 		} else {
 			before := r.idx.SourceUsage(l.src).Bytes
-			block := r.blockUsageLocked(l)
 			err = r.idx.Add(l.src, index.Entry{ContentID: f.ID, Name: f.Name, Size: f.Size, Tags: f.Tags})
 			c := r.idx.SourceUsage(l.src).Bytes - before
 			switch {
@@ -59,6 +61,9 @@ func (r *Router) publish(from LinkID, m *protocol.Publish) error {
 				err = fmt.Errorf("the leaves of your address have %d bytes of index (at most %d)", block, r.cfg.MaxIndexBytesPerAddr)
 			case c > 0:
 				l.publishes.ReserveN(now, int(c))
+			}
+			if err == nil {
+				block += c
 			}
 		}
 		if err != nil {
