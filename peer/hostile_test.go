@@ -155,12 +155,16 @@ func TestTransferStreamFlood(t *testing.T) {
 			}
 			continue
 		}
-		// A get_meta that claims 8 KiB and sends 10 bytes of it.
-		s.Write(append(frameHeader(protocol.TypeGetMeta, 8<<10), make([]byte, 10)...))
 		streams = append(streams, s)
 	}
+	// Nothing is written while opening, so the daemon has seen no stream and
+	// returned no credit: the count is the grant alone.
 	if len(streams) > transport.TransferStreams-1 {
 		t.Fatalf("%d streams opened besides the message stream, cap %d", len(streams), transport.TransferStreams-1)
+	}
+	for _, s := range streams {
+		// A get_meta that claims 8 KiB and sends 10 bytes of it.
+		s.Write(append(frameHeader(protocol.TypeGetMeta, 8<<10), make([]byte, 10)...))
 	}
 	// Each stream ends: refused at once when the daemon serves its cap already,
 	// or cut when its frame's deadline passes.

@@ -30,6 +30,15 @@ type pieceDl struct {
 	owner     *peerPieces
 	from      []protocol.PeerID // peers that sent blocks of it
 	verifying bool
+	// solo: the piece failed before with blocks from several peers, so
+	// this time its owner alone sends them, and alone answers for them.
+	solo bool
+}
+
+// takes reports whether p may be asked for blocks of pd: any peer, but only
+// the owner for a solo piece while the owner is connected.
+func (pd *pieceDl) takes(p *peerPieces) bool {
+	return !pd.solo || pd.owner == p || pd.owner == nil || pd.owner.closed
 }
 
 // pieceState is what the download has: the pieces verified, how many
@@ -39,6 +48,18 @@ type pieceState struct {
 	nhave  int
 	avail  []int32
 	pieces map[int]*pieceDl
+	// solo are the pieces that failed verification with blocks from
+	// several peers: which of them sent the bad block is unknown, so the
+	// piece comes from one peer next time (see pieceDl.solo).
+	solo map[int]bool
+}
+
+// failedMixed records that piece i failed with blocks from several peers.
+func (ps *pieceState) failedMixed(i int) {
+	if ps.solo == nil {
+		ps.solo = make(map[int]bool)
+	}
+	ps.solo[i] = true
 }
 
 // peerPieces is what the picker knows of one peer: the pieces it has, the
@@ -58,7 +79,7 @@ type peerPieces struct {
 func (ps *pieceState) pick(p *peerPieces, intn func(int) int) (pd *pieceDl, block, start int) {
 	var best *pieceDl
 	for _, pd := range ps.pieces {
-		if pd.free == 0 || pd.verifying || !p.has.has(pd.idx) {
+		if pd.free == 0 || pd.verifying || !p.has.has(pd.idx) || !pd.takes(p) {
 			continue
 		}
 		if pd.owner == p {
@@ -132,7 +153,7 @@ func (ps *pieceState) canUse(p *peerPieces) bool {
 			continue
 		}
 		pd := ps.pieces[i]
-		if pd == nil || (pd.free > 0 && !pd.verifying) {
+		if pd == nil || (pd.free > 0 && !pd.verifying && pd.takes(p)) {
 			return true
 		}
 		if endgame && ps.endgameBlock(p, pd) >= 0 {
@@ -152,7 +173,7 @@ func (ps *pieceState) endgame() bool {
 // missing, asked of fewer than maxBlockDupes peers, none of them p. It is -1
 // when there is none.
 func (ps *pieceState) endgameBlock(p *peerPieces, pd *pieceDl) int {
-	if pd.verifying {
+	if pd.verifying || !pd.takes(p) {
 		return -1
 	}
 	for b := range pd.reqs {

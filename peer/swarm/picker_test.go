@@ -173,3 +173,34 @@ func TestPickerCanUse(t *testing.T) {
 		t.Error("a piece being verified is of use")
 	}
 }
+
+// A piece that failed with blocks from several peers comes from its owner
+// alone the next time: another peer gets none of its blocks, not even in
+// the endgame, until the owner's session ends.
+func TestPickerSoloPiece(t *testing.T) {
+	const n = 4
+	ps := state(n, make([]int32, n), 0, 1, 2)
+	a, b := peerWith(n, 3), peerWith(n, 3)
+	ps.failedMixed(3)
+	pd := started(ps, 3, a, 0)
+	pd.solo = ps.solo[3]
+	if !pd.solo {
+		t.Fatal("the piece that failed mixed is not solo")
+	}
+	if got, blk, start := ps.pick(b, never); got != nil || start != -1 {
+		t.Errorf("another peer got block %d of a solo piece (start %d)", blk, start)
+	}
+	if !ps.endgame() || ps.endgameBlock(b, pd) != -1 {
+		t.Error("another peer may fetch a solo piece in the endgame")
+	}
+	if ps.canUse(b) {
+		t.Error("a peer with only another's solo piece is of use")
+	}
+	if got, blk, _ := ps.pick(a, never); got != pd || blk != 1 {
+		t.Errorf("the owner got %v block %d, want its solo piece, block 1", got, blk)
+	}
+	a.closed = true
+	if got, _, _ := ps.pick(b, never); got != pd || pd.owner != b {
+		t.Error("a solo piece whose owner left did not pass to the next peer")
+	}
+}

@@ -37,7 +37,6 @@ const (
 	maxBlockDupes     = 2    // copies of one block requested at once in endgame
 	randomFirstPieces = 4    // pieces picked at random before rarest-first starts
 	superSeedOffers   = 4    // unsent pieces a first source reveals to one peer at a time
-	banStrikes        = 2    // bad pieces shared with others before a peer is banned
 	maxKnownPeers     = 1000 // peers of one swarm remembered, from the tracker and peer exchange
 	firstSourceExtra  = 0.05 // of the file a first source sends beyond one copy, to speed the rarest pieces
 )
@@ -79,7 +78,6 @@ type swarm struct {
 	sessions map[protocol.PeerID]*session
 	known    map[protocol.PeerID]*knownPeer
 	banned   map[protocol.PeerID]bool
-	strikes  map[protocol.PeerID]int
 
 	// A first source's record of what it has revealed.
 	superSeed bool
@@ -119,7 +117,6 @@ func (m *Swarms) newSwarm(id protocol.ContentID) *swarm {
 		sessions:   make(map[protocol.PeerID]*session),
 		known:      make(map[protocol.PeerID]*knownPeer),
 		banned:     make(map[protocol.PeerID]bool),
-		strikes:    make(map[protocol.PeerID]int),
 		offeredTo:  make(map[int]*session),
 		finished:   make(chan struct{}),
 		fail:       make(chan struct{}),
@@ -542,7 +539,7 @@ func (sw *swarm) pickLocked(s *session) (*pieceDl, int, bool) {
 
 func (sw *swarm) startPieceLocked(i int, s *session) *pieceDl {
 	n := int((sw.meta.PieceLen(i) + swarmBlock - 1) / swarmBlock)
-	pd := &pieceDl{idx: i, buf: sw.m.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: &s.peerPieces}
+	pd := &pieceDl{idx: i, buf: sw.m.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: &s.peerPieces, solo: sw.solo[i]}
 	sw.pieces[i] = pd
 	return pd
 }
@@ -617,11 +614,13 @@ func (sw *swarm) verify(pd *pieceDl) {
 		return // the download ended (aborted or finished) meanwhile
 	case errors.Is(err, content.ErrBadPiece):
 		sw.prog.BadPieces++
-		for _, p := range pd.from {
-			sw.strikes[p]++
-			if len(pd.from) == 1 || sw.strikes[p] >= banStrikes {
-				sw.banLocked(p, fmt.Sprintf("piece %d failed verification", pd.idx))
-			}
+		if len(pd.from) == 1 {
+			sw.banLocked(pd.from[0], fmt.Sprintf("piece %d failed verification", pd.idx))
+		} else {
+			// Striking every sender would ban an honest peer that shared
+			// pieces with a bad one; fetched from one peer, the piece
+			// shows who sends bad data.
+			sw.failedMixed(pd.idx)
 		}
 		sw.fillAllLocked()
 		return
