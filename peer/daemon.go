@@ -22,10 +22,10 @@ import (
 	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/peer/dial"
 	"github.com/supernet-p2p/supernet/peer/localapi"
-	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/ring"
+	"github.com/supernet-p2p/supernet/swarm"
 	"github.com/supernet-p2p/supernet/transport"
 )
 

@@ -6,8 +6,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/supernet-p2p/supernet/peer/swarm"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/swarm"
 	"github.com/supernet-p2p/supernet/transport"
 )
 

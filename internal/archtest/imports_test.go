@@ -35,6 +35,18 @@ var rules = []rule{
 		applies:   func(f string) bool { return under(path.Dir(f), "peer") },
 	},
 	{
+		// The transfer engine knows files, blocks and links, not the
+		// overlay: the daemon hands it links and sources through its Config.
+		name:      "swarm does not import peer",
+		forbidden: module + "/peer",
+		applies:   func(f string) bool { return under(path.Dir(f), "swarm") },
+	},
+	{
+		name:      "swarm does not import supernode",
+		forbidden: module + "/supernode",
+		applies:   func(f string) bool { return under(path.Dir(f), "swarm") },
+	},
+	{
 		// QUIC is transport's business; the binaries may set it up, and
 		// the comparison's QUIC mode measures it bare.
 		name:      "only transport imports quic-go",
@@ -50,7 +62,7 @@ var rules = []rule{
 // peer itself (callbacks in each part's Config), so each can be read and
 // tested alone; apitype, the shared vocabulary, is open to all.
 func init() {
-	for _, part := range []string{"dial", "attach", "swarm", "localapi"} {
+	for _, part := range []string{"dial", "attach", "localapi"} {
 		rules = append(rules, rule{
 			name:      "no part of peer imports peer/" + part + " but peer itself",
 			forbidden: module + "/peer/" + part,
@@ -137,15 +149,17 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("%q is listed as a known violation but no longer occurs: strike it off the list", v)
 		}
 	}
-	// Nor through another package: a peer package must not reach supernode
-	// by any chain of the module's imports (the promoted supernode is
-	// wired in by the binary).
-	for pkg := range deps {
-		if !under(pkg, "peer") {
-			continue
-		}
-		if via := reach(deps, pkg, "supernode"); via != nil {
-			t.Errorf("%s reaches supernode through %s: breaks %q", pkg, strings.Join(via, " -> "), rules[0].name)
+	// Nor through another package: no chain of the module's imports may
+	// lead from a leaf's code to supernode (the promoted supernode is wired
+	// in by the binary), or from the transfer engine to the daemon.
+	for _, c := range []struct{ from, to string }{{"peer", "supernode"}, {"swarm", "supernode"}, {"swarm", "peer"}} {
+		for pkg := range deps {
+			if !under(pkg, c.from) {
+				continue
+			}
+			if via := reach(deps, pkg, c.to); via != nil {
+				t.Errorf("%s reaches %s through %s", pkg, c.to, strings.Join(via, " -> "))
+			}
 		}
 	}
 }
@@ -199,4 +213,47 @@ func moduleRoot(t *testing.T) string {
 	}
 	t.Fatal("no go.mod of " + module + " above the test")
 	return ""
+}
+
+// TestRulesCatch feeds the rules imports they must refuse and allow, so a
+// rule that no longer matches anything fails here rather than passing
+// silently above.
+func TestRulesCatch(t *testing.T) {
+	broken := func(file, imp string) bool {
+		for _, r := range rules {
+			if under(imp, r.forbidden) && r.applies(file) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		file, imp string
+		want      bool
+	}{
+		{"peer/daemon.go", module + "/supernode", true},
+		{"peer/attach/attachment.go", module + "/supernode", true},
+		{"peer/attach/attachment.go", module + "/peer/dial", true},
+		{"peer/daemon.go", module + "/peer/dial", false},
+		{"peer/localapi/server.go", module + "/peer/apitype", false},
+		{"swarm/swarm.go", module + "/peer/apitype", true},
+		{"swarm/swarm.go", module + "/supernode", true},
+		{"swarm/swarm.go", "github.com/quic-go/quic-go", true},
+		{"transport/link.go", "github.com/quic-go/quic-go", false},
+		{"cmd/supernode/main.go", "github.com/quic-go/quic-go", false},
+		{"compare/quicnet.go", "github.com/quic-go/quic-go", false},
+		{"compare/overlay.go", "github.com/quic-go/quic-go", true},
+		{"internal/peerlead/peerlead.go", module + "/supernode", false},
+	} {
+		if got := broken(c.file, c.imp); got != c.want {
+			t.Errorf("%s importing %s: broken %v, want %v", c.file, c.imp, got, c.want)
+		}
+	}
+	deps := map[string][]string{"swarm": {"content"}, "content": {"peer/apitype"}}
+	if via := reach(deps, "swarm", "peer"); strings.Join(via, " ") != "swarm content peer/apitype" {
+		t.Errorf("reach through content: %v", via)
+	}
+	if via := reach(deps, "content", "supernode"); via != nil {
+		t.Errorf("reach found a chain that is not there: %v", via)
+	}
 }

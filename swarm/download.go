@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/content"
-	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -56,11 +55,11 @@ func (m *Swarms) recycle(b []byte) {
 // called about five times a second and once at the end. While it runs the
 // daemon uploads the pieces it has to the other peers of the swarm, and after it
 // returns it keeps serving the file.
-func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error) {
+func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(Progress)) (string, error) {
 	m.wg.Add(1)
 	defer m.wg.Done()
 	if cid.IsZero() { // on the wire the zero ID means "no content ID"
-		return "", fmt.Errorf("%w: %s", errNothingFound, cid)
+		return "", fmt.Errorf("%w: %s", ErrNothingFound, cid)
 	}
 	sw, err := m.startDownload(cid, out)
 	if err != nil {
@@ -69,15 +68,15 @@ func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, on
 	// The swarm refuses a second download of cid while this one runs; status
 	// lists this one's progress meanwhile.
 	m.mu.Lock()
-	m.downloads[cid] = &apitype.Progress{ContentID: cid.String(), State: "locating"}
+	m.downloads[cid] = &Progress{ContentID: cid.String(), State: "locating"}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
 		delete(m.downloads, cid)
 		m.mu.Unlock()
 	}()
-	var last apitype.Progress
-	report := func(p apitype.Progress) {
+	var last Progress
+	report := func(p Progress) {
 		last = p
 		m.mu.Lock()
 		m.downloads[cid] = &p
@@ -105,7 +104,7 @@ func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.ctx.Err() != nil {
-		return nil, errClosed
+		return nil, ErrClosed
 	}
 	if old := m.swarms[cid]; old != nil && old.ctx.Err() == nil {
 		old.mu.Lock()
@@ -138,7 +137,7 @@ func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 	return sw, nil
 }
 
-func (sw *swarm) download(ctx context.Context, report func(apitype.Progress)) (string, error) {
+func (sw *swarm) download(ctx context.Context, report func(Progress)) (string, error) {
 	m := sw.m
 	stop := context.AfterFunc(ctx, func() { sw.abort(context.Cause(ctx)) })
 	defer stop()
@@ -153,7 +152,7 @@ func (sw *swarm) download(ctx context.Context, report func(apitype.Progress)) (s
 	n := sw.addKnown(hit.Sources)
 	if n == 0 {
 		sw.abort(nil)
-		return "", fmt.Errorf("%w: %s", errNothingFound, sw.id)
+		return "", fmt.Errorf("%w: %s", ErrNothingFound, sw.id)
 	}
 	sw.mu.Lock()
 	sw.name = hit.Name

@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
-	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -91,7 +90,7 @@ type swarm struct {
 	choke      choker[*session]
 	pexSeq     uint64 // sessions added so far
 
-	prog      apitype.Progress
+	prog      Progress
 	verified  int64 // bytes verified during this run, for the rate
 	published bool
 }
@@ -122,7 +121,7 @@ func (m *Swarms) newSwarm(id protocol.ContentID) *swarm {
 		fail:       make(chan struct{}),
 		rechoke:    make(chan struct{}, 1),
 		lastChange: time.Now(),
-		prog:       apitype.Progress{ContentID: id.String(), State: "locating"},
+		prog:       Progress{ContentID: id.String(), State: "locating"},
 	}
 }
 
@@ -326,7 +325,7 @@ func (sw *swarm) addSession(s *session) error {
 		return fmt.Errorf("%w: peer banned for this content after bad data", protocol.ErrForbidden)
 	}
 	if sw.ctx.Err() != nil {
-		return errClosed
+		return ErrClosed
 	}
 	if old := sw.sessions[s.peer]; old != nil {
 		me := sw.m.ID()
@@ -952,17 +951,17 @@ func (sw *swarm) onSentLocked(s *session, n int) {
 }
 
 // Status lists the swarms that have peers or are downloading.
-func (m *Swarms) Status() []apitype.SwarmStatus {
+func (m *Swarms) Status() []Status {
 	m.mu.Lock()
 	swarms := make([]*swarm, 0, len(m.swarms))
 	for _, sw := range m.swarms {
 		swarms = append(swarms, sw)
 	}
 	m.mu.Unlock()
-	var out []apitype.SwarmStatus
+	var out []Status
 	for _, sw := range swarms {
 		sw.mu.Lock()
-		st := apitype.SwarmStatus{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
+		st := Status{ContentID: sw.id.String(), Name: sw.name, Pieces: len(sw.avail), Have: sw.nhave,
 			Peers: len(sw.sessions), Uploaded: sw.prog.Uploaded}
 		for _, s := range sw.sessions {
 			if !s.amChoking {
@@ -983,6 +982,6 @@ func (m *Swarms) Status() []apitype.SwarmStatus {
 			out = append(out, st)
 		}
 	}
-	slices.SortFunc(out, func(a, b apitype.SwarmStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

@@ -20,14 +20,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
-	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
-)
-
-var (
-	errNothingFound = apitype.ErrNothingFound
-	errClosed       = apitype.ErrDaemonClosed
 )
 
 // Lease is a link to another peer, held while a session uses it.
@@ -72,7 +66,7 @@ type Swarms struct {
 	wg    *sync.WaitGroup
 
 	mu        sync.Mutex
-	downloads map[protocol.ContentID]*apitype.Progress
+	downloads map[protocol.ContentID]*Progress
 	swarms    map[protocol.ContentID]*swarm
 	seeding   map[protocol.ContentID]seedRecord
 	seedFiles map[string]*os.File
@@ -90,7 +84,7 @@ type Swarms struct {
 func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Swarms {
 	return &Swarms{
 		cfg: cfg, log: cfg.Log, share: cfg.Share, ctx: ctx, wg: wg,
-		downloads: make(map[protocol.ContentID]*apitype.Progress),
+		downloads: make(map[protocol.ContentID]*Progress),
 		swarms:    make(map[protocol.ContentID]*swarm),
 		seeding:   make(map[protocol.ContentID]seedRecord),
 		seedFiles: make(map[string]*os.File),
@@ -109,10 +103,10 @@ func (m *Swarms) Uploaded() int64   { return m.uploaded.Load() }
 func (m *Swarms) Downloaded() int64 { return m.downloaded.Load() }
 
 // Downloads are the downloads in progress.
-func (m *Swarms) Downloads() []apitype.Progress {
+func (m *Swarms) Downloads() []Progress {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []apitype.Progress
+	var out []Progress
 	for _, p := range m.downloads {
 		out = append(out, *p)
 	}
