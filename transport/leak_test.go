@@ -52,7 +52,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 				accepted <- nil
 				return
 			}
-			l, err := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode})
+			l, err := in.Accept(&protocol.Welcome{Role: in.Hello.Role.Listener()})
 			if err != nil {
 				l = nil
 			}

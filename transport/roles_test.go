@@ -349,3 +349,41 @@ func TestLinkAnySender(t *testing.T) {
 		}
 	}
 }
+
+// A listener whose welcome declares another role than the one dialled is
+// refused: the role decides which messages the link takes from it, so a
+// transfer peer answering a leaf's dial as a supernode gets no link.
+func TestDialRefusesWelcomeOfAnotherRole(t *testing.T) {
+	for _, c := range []struct {
+		hello, welcome protocol.Role
+		ok             bool
+	}{
+		{protocol.RoleLeaf, protocol.RoleSupernode, true},
+		{protocol.RoleTransfer, protocol.RoleTransfer, true},
+		{protocol.RoleLeaf, protocol.RoleTransfer, false},
+		{protocol.RoleLeaf, protocol.RoleLeaf, false},
+		{protocol.RoleTransfer, protocol.RoleSupernode, false},
+		{protocol.RoleSupernode, 0, false},
+	} {
+		srv, cli := newNode(t, true), newNode(t, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		go func() {
+			if in, err := srv.Accept(ctx); err == nil {
+				in.Accept(&protocol.Welcome{Role: c.welcome})
+			}
+		}()
+		l, _, err := cli.Dial(ctx, srv.Addr().String(), srv.Identity().ID, &protocol.Hello{Role: c.hello})
+		cancel()
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("hello %s, welcome %s: %v", c.hello, c.welcome, err)
+		case !c.ok && err == nil:
+			t.Errorf("hello %s, welcome %s: a link was made", c.hello, c.welcome)
+		case !c.ok && !errors.Is(err, protocol.ErrForbidden):
+			t.Errorf("hello %s, welcome %s: %v, want ErrForbidden", c.hello, c.welcome, err)
+		}
+		if l != nil {
+			l.Close(nil)
+		}
+	}
+}

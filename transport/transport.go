@@ -545,6 +545,13 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 			closeConn(c, err)
 			return nil, nil, err
 		}
+		if want := hello.Role.Listener(); m.Role != want {
+			// The role decides which messages the link takes from the other
+			// side: one that answers as something else is not the node dialled.
+			err := fmt.Errorf("dial %s: %w: welcome declares role %s, not %s", addr, protocol.ErrForbidden, m.Role, want)
+			closeConn(c, err)
+			return nil, nil, err
+		}
 		log := n.log.With().Str("remote_addr", addr.String()).Str("peer_id", peer.Short()).Logger()
 		l := n.newLink(c, s, peer, log, nil)
 		l.negotiated(m.Version, hello.Role, true)
