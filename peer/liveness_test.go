@@ -282,9 +282,14 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	})
 	// A supernode that is gone does not answer the check after: the leaf
 	// does not grow wary.
-	time.Sleep(time.Until(cut.Add(took + attach.CheckLeftFor + time.Second)))
-	wary := d.attach.Wary()
-	if wary != 0 {
+	waitFor(t, attach.CheckLeftFor+10*time.Second, "the check of the supernode left to end", func() bool {
+		checked, _ := d.attach.LeftChecks()
+		return checked >= 1
+	})
+	if _, stalled := d.attach.LeftChecks(); stalled != 0 {
+		t.Fatalf("the supernode cut off answered the check after it was left (%d)", stalled)
+	}
+	if wary := d.attach.Wary(); wary != 0 {
 		t.Fatalf("the leaf grew wary (%d) after leaving a supernode that is gone", wary)
 	}
 }
@@ -356,6 +361,9 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 	}
 	wary := d.attach.Wary
 	waitFor(t, attach.CheckLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
+	if checked, stalled := d.attach.LeftChecks(); checked != 1 || stalled != 1 {
+		t.Fatalf("checks of supernodes left: %d ended, %d still answered; want 1 and 1", checked, stalled)
+	}
 	fc.setStall(victim.Addr(), false)
 	var live attach.Liveness
 	probe := d.cfg.ProbeInterval

@@ -103,6 +103,9 @@ type Attachment struct {
 	chains map[protocol.PeerID]protocol.Chain
 	// rounds are the liveness rounds (see watch).
 	rounds *Watch
+	// leftChecked and leftStalled count the supernodes left as silent whose
+	// check has ended, and those of them that still answered.
+	leftChecked, leftStalled int
 }
 
 // slot is one of the peer's supernode attachments.

@@ -152,13 +152,28 @@ func (a *Attachment) checkLeft(l *transport.Link) {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, CheckLeftFor)
 	defer cancel()
-	if _, err := a.cfg.Node().Reflexive(ctx, ua); err != nil {
-		return // gone, as we thought
+	_, err := a.cfg.Node().Reflexive(ctx, ua)
+	if a.ctx.Err() != nil {
+		return // closing: the check did not end
 	}
 	a.mu.Lock()
+	a.leftChecked++
+	if err != nil {
+		a.mu.Unlock()
+		return // gone, as we thought
+	}
+	a.leftStalled++
 	wary := a.rounds.Stalled(time.Now())
 	a.mu.Unlock()
 	l.Log().Warn().Int("wary", wary).Msg("a supernode left as silent still answers: it was stalled, not gone; waiting longer before leaving one")
+}
+
+// LeftChecks counts the supernodes left as silent whose check has ended,
+// and those of them that still answered: were stalled, not gone.
+func (a *Attachment) LeftChecks() (checked, stalled int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leftChecked, a.leftStalled
 }
 
 // Wary is how many doublings of the wait before a silent supernode is left
