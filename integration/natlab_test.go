@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,8 +478,8 @@ const routerRules = `table ip natlab {
 	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		ip saddr @blocked meta l4proto udp drop
-		ip daddr @blocked meta l4proto udp drop
+		ip saddr @blocked meta l4proto udp counter drop
+		ip daddr @blocked meta l4proto udp counter drop
 		%s
 		iifname "wan" ct state established,related accept
 		iifname "wan" drop
@@ -495,14 +496,42 @@ const publicRules = `table ip natlab {
 	set blocked { type ipv4_addr; }
 	chain input {
 		type filter hook input priority filter; policy accept;
-		ip saddr @blocked meta l4proto udp drop
+		ip saddr @blocked meta l4proto udp counter drop
 	}
 	chain output {
 		type filter hook output priority filter; policy accept;
-		ip daddr @blocked meta l4proto udp drop
+		ip daddr @blocked meta l4proto udp counter drop
 	}
 }
 `
+
+// Dropped counts the UDP packets Block has dropped at h's gateway so far,
+// those from a blocked address and those to one: a test waits on it to know
+// a blocked path was tried, rather than sleeping.
+func (l *Lab) Dropped(h *Host) (from, to int, err error) {
+	out, err := labRun("", "ip", "netns", "exec", h.gatewayNS(), "nft", "list", "table", "ip", "natlab")
+	if err != nil {
+		return 0, 0, fmt.Errorf("NAT lab: count drops in %s: %v: %s", h.gatewayNS(), err, out)
+	}
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		i := slices.Index(f, "packets")
+		if i < 1 || f[i-1] != "counter" || i+1 >= len(f) {
+			continue
+		}
+		c, err := strconv.Atoi(f[i+1])
+		if err != nil {
+			return 0, 0, fmt.Errorf("NAT lab: count drops in %s: %q: %v", h.gatewayNS(), line, err)
+		}
+		switch {
+		case strings.Contains(line, "saddr @blocked"):
+			from += c
+		case strings.Contains(line, "daddr @blocked"):
+			to += c
+		}
+	}
+	return from, to, nil
+}
 
 // Block drops UDP both ways between h's home (or h itself, if public) and the
 // public address peer, until Unblock. TCP is untouched. Both are idempotent
