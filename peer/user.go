@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/internal/waiters"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
@@ -18,10 +19,10 @@ import (
 // userDir keeps the peer's username registered: it puts a fresh record
 // whenever the attachments or the NAT change, and again before it expires.
 type userDir struct {
-	d *Daemon
+	d     *Daemon
+	waits *waiters.Set[protocol.QueryID, *protocol.UserReply] // our requests, by ID
 
 	mu     sync.Mutex
-	waits  map[protocol.QueryID]chan *protocol.UserReply
 	status apitype.UserStatus
 	sent   *protocol.UserRecord // the last record put, to spot changes
 	kick   chan struct{}
@@ -66,7 +67,7 @@ func (u *userDir) membersChanged(ids []ring.ID, incs map[ring.ID]uint64) {
 }
 
 func newUserDir(d *Daemon) *userDir {
-	return &userDir{d: d, waits: make(map[protocol.QueryID]chan *protocol.UserReply),
+	return &userDir{d: d, waits: waiters.New[protocol.QueryID, *protocol.UserReply](maxUserWaits),
 		status: apitype.UserStatus{Name: d.cfg.Username}, kick: make(chan struct{}, 1)}
 }
 
@@ -90,15 +91,7 @@ func (u *userDir) attachmentsChanged() {
 }
 
 func (u *userDir) reply(m *protocol.UserReply) {
-	u.mu.Lock()
-	ch := u.waits[m.ID]
-	u.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- m:
-		default:
-		}
-	}
+	u.waits.Deliver(m.ID, m)
 }
 
 // Directory requests are tried again, through the next attached supernode
@@ -108,6 +101,10 @@ const (
 	askTimeout  = 2 * time.Second
 	askAttempts = 4
 )
+
+// maxUserWaits bounds the directory requests awaiting replies; each has a
+// goroutine waiting on it.
+const maxUserWaits = 1024
 
 // ask sends the request build makes, under a fresh ID each try, and waits for
 // its reply. A reply that refuses (not found, taken) is an answer; a timeout,
@@ -145,15 +142,11 @@ func (u *userDir) askOnce(ctx context.Context, l *transport.Link, build func(pro
 	}
 	var id protocol.QueryID
 	crand.Read(id[:])
-	ch := make(chan *protocol.UserReply, 1)
-	u.mu.Lock()
-	u.waits[id] = ch
-	u.mu.Unlock()
-	defer func() {
-		u.mu.Lock()
-		delete(u.waits, id)
-		u.mu.Unlock()
-	}()
+	ch, forget, ok := u.waits.Add(id, 1)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d directory requests in flight", protocol.ErrOverloaded, maxUserWaits)
+	}
+	defer forget()
 	if err := l.Send(build(id)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoSupernode, err)
 	}

@@ -1,6 +1,9 @@
 package peer
 
 import (
+	"context"
+	"encoding/binary"
+	"errors"
 	"slices"
 	"testing"
 
@@ -8,6 +11,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // kicked reports whether the user directory was asked to put the record
@@ -95,5 +99,41 @@ func TestUserRePutOnRestartOrRingChange(t *testing.T) {
 	u.membersChanged(ids, with(reps[0], 999))
 	if !kicked(u) {
 		t.Fatal("the owner came back and the record was not put again")
+	}
+}
+
+// TestUserWaitsBounded: replies to requests we never sent leave nothing
+// behind, and a request past the bound is refused before anything is sent.
+func TestUserWaitsBounded(t *testing.T) {
+	u := newUserDir(&Daemon{cfg: Config{Username: "bob"}, log: zerolog.New(zerolog.NewTestWriter(t))})
+	for i := range 10000 {
+		var id protocol.QueryID
+		binary.BigEndian.PutUint64(id[:], uint64(i))
+		u.reply(&protocol.UserReply{ID: id})
+	}
+	if n := u.waits.Len(); n != 0 {
+		t.Fatalf("%d waits kept after replies for nobody, want 0", n)
+	}
+	var removes []func()
+	for i := range maxUserWaits {
+		var id protocol.QueryID
+		binary.BigEndian.PutUint64(id[8:], uint64(i))
+		_, remove, ok := u.waits.Add(id, 1)
+		if !ok {
+			t.Fatalf("wait %d refused under the bound", i)
+		}
+		removes = append(removes, remove)
+	}
+	// The link is never used: a full table refuses before sending.
+	l := &transport.Link{Version: protocol.VersionUsers}
+	build := func(id protocol.QueryID) protocol.Message { return &protocol.UserGet{ID: id, Name: "alice"} }
+	if _, err := u.askOnce(context.Background(), l, build); !errors.Is(err, protocol.ErrOverloaded) {
+		t.Fatalf("askOnce with the table full: %v, want ErrOverloaded", err)
+	}
+	if n := u.waits.Len(); n != maxUserWaits {
+		t.Fatalf("%d waits, want the bound %d", n, maxUserWaits)
+	}
+	for _, r := range removes {
+		r()
 	}
 }

@@ -10,7 +10,15 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/supernet-p2p/supernet/protocol"
 )
+
+// maxSTUNWaits bounds the transaction IDs of our STUN requests awaiting
+// answers. A punch registers one per candidate, and peers we do not know can
+// start punches (their offers), so the table is bounded rather than left to
+// grow with them.
+const maxSTUNWaits = 4096
 
 // nonQUICLoop answers STUN Binding requests and delivers Binding responses to
 // waiting Reflexive calls. quic-go hands over every packet whose first two bits
@@ -51,16 +59,8 @@ func (n *Node) handleNonQUIC(pkt []byte, from net.Addr, m *stun.Message) {
 			return
 		}
 		ua, _ := from.(*net.UDPAddr)
-		n.stunMu.Lock()
-		ch := n.stunWait[m.TransactionID]
-		n.stunMu.Unlock()
-		if ch != nil {
-			mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
-			select {
-			case ch <- stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID}:
-			default:
-			}
-		}
+		mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
+		n.stunWait.Deliver(m.TransactionID, stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID})
 	}
 }
 
@@ -109,15 +109,11 @@ func (n *Node) Reflexive(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan stunAnswer, 1)
-	n.stunMu.Lock()
-	n.stunWait[req.TransactionID] = ch
-	n.stunMu.Unlock()
-	defer func() {
-		n.stunMu.Lock()
-		delete(n.stunWait, req.TransactionID)
-		n.stunMu.Unlock()
-	}()
+	ch, forget, ok := n.stunWait.Add(req.TransactionID, 1)
+	if !ok {
+		return nil, fmt.Errorf("stun to %s: %w: %d STUN requests in flight", server, protocol.ErrOverloaded, maxSTUNWaits)
+	}
+	defer forget()
 	rto := 500 * time.Millisecond
 	for try := 0; try < 7; try++ {
 		if _, err := n.tr.WriteTo(req.Raw, server); err != nil {
@@ -158,28 +154,22 @@ func (n *Node) Punch(ctx context.Context, cands []*net.UDPAddr, interval time.Du
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("%w: no candidates", ErrPunchFailed)
 	}
-	ch := make(chan stunAnswer, len(cands))
 	reqs := make([]*stun.Message, len(cands))
+	txs := make([][12]byte, len(cands))
 	byTx := make(map[[12]byte]*net.UDPAddr, len(cands))
-	n.stunMu.Lock()
 	for i, c := range cands {
 		m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stunSoftware, stun.Fingerprint)
 		if err != nil {
-			n.stunMu.Unlock()
 			return nil, err
 		}
-		reqs[i] = m
+		reqs[i], txs[i] = m, m.TransactionID
 		byTx[m.TransactionID] = c
-		n.stunWait[m.TransactionID] = ch
 	}
-	n.stunMu.Unlock()
-	defer func() {
-		n.stunMu.Lock()
-		for tx := range byTx {
-			delete(n.stunWait, tx)
-		}
-		n.stunMu.Unlock()
-	}()
+	ch, forget, ok := n.stunWait.AddAll(txs, len(cands))
+	if !ok {
+		return nil, fmt.Errorf("%w: %w: %d STUN requests in flight", ErrPunchFailed, protocol.ErrOverloaded, maxSTUNWaits)
+	}
+	defer forget()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -35,6 +35,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
+	"github.com/supernet-p2p/supernet/internal/waiters"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -117,8 +118,7 @@ type Node struct {
 	incoming chan *Incoming
 	slow     atomic.Uint64
 
-	stunMu      sync.Mutex
-	stunWait    map[[12]byte]chan stunAnswer
+	stunWait    *waiters.Set[[12]byte, stunAnswer] // our STUN requests, by transaction ID
 	stunLim     *rate.Limiter
 	stunSrc     *sourceLimiter
 	stunDropped atomic.Uint64
@@ -182,7 +182,7 @@ func New(cfg Config) (*Node, error) {
 		lqc:      profileConfig(lp, true, cfg),
 		adm:      newAdmission(cfg),
 		incoming: make(chan *Incoming),
-		stunWait: make(map[[12]byte]chan stunAnswer),
+		stunWait: waiters.New[[12]byte, stunAnswer](maxSTUNWaits),
 		stunLim:  rate.NewLimiter(rate.Limit(cfg.STUNRate), int(cfg.STUNRate/10)+1),
 		stunSrc:  newSourceLimiter(cfg.STUNRatePerIP, cfg.STUNBurstPerIP),
 		ctx:      ctx,

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"testing"
@@ -218,5 +219,55 @@ func TestListenOn(t *testing.T) {
 	defer l.Close(nil)
 	if !<-relayed {
 		t.Error("link accepted on the second socket is not marked relayed")
+	}
+}
+
+// TestSTUNWaitsBounded: answers to requests we never sent leave nothing
+// behind, a finished request leaves nothing behind, and requests past the
+// bound are refused at once rather than kept.
+func TestSTUNWaitsBounded(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	raw, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	for range 200 {
+		m, err := stun.Build(stun.TransactionID, stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 1}, stun.Fingerprint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.WriteTo(m.Raw, cli.Addr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Reflexive(ctx, srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if n := cli.stunWait.Len(); n != 0 {
+		t.Fatalf("%d STUN waits left after the request ended, want 0", n)
+	}
+
+	keys := make([][12]byte, maxSTUNWaits)
+	for i := range keys {
+		binary.BigEndian.PutUint32(keys[i][:], uint32(i))
+	}
+	_, release, ok := cli.stunWait.AddAll(keys, 1)
+	if !ok {
+		t.Fatal("could not fill the STUN table")
+	}
+	if _, err := cli.Reflexive(ctx, srv.Addr()); !errors.Is(err, protocol.ErrOverloaded) {
+		t.Fatalf("Reflexive with the table full: %v, want ErrOverloaded", err)
+	}
+	if _, err := cli.Punch(ctx, []*net.UDPAddr{srv.Addr()}, 20*time.Millisecond); !errors.Is(err, ErrPunchFailed) || !errors.Is(err, protocol.ErrOverloaded) {
+		t.Fatalf("Punch with the table full: %v, want ErrPunchFailed and ErrOverloaded", err)
+	}
+	if n := cli.stunWait.Len(); n != maxSTUNWaits {
+		t.Fatalf("%d STUN waits, want the bound %d", n, maxSTUNWaits)
+	}
+	release()
+	if _, err := cli.Reflexive(ctx, srv.Addr()); err != nil {
+		t.Fatalf("Reflexive once the table has room: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/waiters"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -30,6 +31,10 @@ var ErrConnect = errors.New("cannot connect to peer")
 
 // maxAttempts bounds the attempts kept for status.
 const maxAttempts = 64
+
+// maxSetups bounds our setups awaiting signals; each has a goroutine waiting
+// on it, and the downloads dial only a few peers each at once.
+const maxSetups = 1024
 
 // peerLink is a connection to one peer shared by whoever needs it.
 type peerLink struct {
@@ -75,9 +80,10 @@ type Connector struct {
 	mu       sync.Mutex
 	links    map[protocol.PeerID]*peerLink
 	waits    map[protocol.PeerID][]chan *transport.Link // incoming links awaited
-	setups   map[uint64]chan *protocol.Signal           // our requests, by setup ID
 	inflight map[protocol.PeerID]chan struct{}          // setups in progress, one per peer
 	attempts []apitype.Attempt
+
+	setups *waiters.Set[uint64, *protocol.Signal] // our requests, by setup ID
 }
 
 // New returns a connector whose goroutines live until ctx ends, counted in wg.
@@ -89,7 +95,7 @@ func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Connector {
 		wg:       wg,
 		links:    make(map[protocol.PeerID]*peerLink),
 		waits:    make(map[protocol.PeerID][]chan *transport.Link),
-		setups:   make(map[uint64]chan *protocol.Signal),
+		setups:   waiters.New[uint64, *protocol.Signal](maxSetups),
 		inflight: make(map[protocol.PeerID]chan struct{}),
 	}
 }
@@ -381,15 +387,11 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	var idb [8]byte
 	crand.Read(idb[:])
 	id := binary.BigEndian.Uint64(idb[:])
-	ch := make(chan *protocol.Signal, 8)
-	c.mu.Lock()
-	c.setups[id] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.setups, id)
-		c.mu.Unlock()
-	}()
+	ch, forget, ok := c.setups.Add(id, 8)
+	if !ok {
+		return nil, "", 0, fmt.Errorf("%w: %d connection setups in flight", protocol.ErrOverloaded, maxSetups)
+	}
+	defer forget()
 	req := &protocol.Signal{ID: id, Kind: protocol.SignalRequest, To: src.Peer, ToSN: toSN, Upgrade: upgrade}
 	if err := sl.Send(req); err != nil {
 		return nil, "", 0, fmt.Errorf("%w: %v", apitype.ErrNoSupernode, err)
@@ -546,15 +548,7 @@ func (c *Connector) OnSignal(m *protocol.Signal) {
 		c.wg.Add(1)
 		go c.answerOffer(m)
 	default:
-		c.mu.Lock()
-		ch := c.setups[m.ID]
-		c.mu.Unlock()
-		if ch != nil {
-			select {
-			case ch <- m:
-			default:
-			}
-		}
+		c.setups.Deliver(m.ID, m)
 	}
 }
 
