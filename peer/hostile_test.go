@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,6 +62,12 @@ func sharingDaemon(t *testing.T, size int) (*Daemon, protocol.ContentID) {
 // socket of its own, with the hello exchanged.
 func transferConn(t *testing.T, d *Daemon, ip string) *quic.Conn {
 	t.Helper()
+	return transferConnV(t, d, ip, protocol.MaxVersion)
+}
+
+// transferConnV is transferConn from a peer that speaks at most version max.
+func transferConnV(t *testing.T, d *Daemon, ip string, max uint16) *quic.Conn {
+	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Fatal(err)
@@ -82,10 +89,10 @@ func transferConn(t *testing.T, d *Daemon, ip string) *quic.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := protocol.WriteMessage(s, &protocol.Hello{Role: protocol.RoleTransfer, MinVersion: protocol.MinVersion, MaxVersion: protocol.MaxVersion}); err != nil {
+	if err := protocol.WriteMessage(s, &protocol.Hello{Role: protocol.RoleTransfer, MinVersion: protocol.MinVersion, MaxVersion: max}); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := protocol.ReadMessage(s, nil); err != nil || m.Type() != protocol.TypeWelcome {
+	if m, err := protocol.ReadMessage(s, nil); err != nil || m.Type() != protocol.TypeWelcome || m.(*protocol.Welcome).Version != max {
 		t.Fatalf("hello: %#v, %v", m, err)
 	}
 	return c
@@ -265,6 +272,85 @@ func TestTransferFrameCaps(t *testing.T) {
 	}
 	s.Write(frameHeader(protocol.TypeBitfield, protocol.MaxFrameSize))
 	ended("1 MiB have-map header on a swarm stream", s)
+	honestFetch(t, d, id)
+}
+
+// A frame whose type no transfer stream takes (a message-stream or handshake
+// type, or one newer than the connection's version) is refused from its
+// header wherever it comes on a transfer stream: the daemon answers a bad
+// request and ends that stream at once, without waiting for the body it
+// claims, while another stream of the same connection and an honest download
+// go on.
+func TestTransferStreamWrongType(t *testing.T) {
+	d, id := sharingDaemon(t, 64<<10)
+	c := transferConn(t, d, "127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func(c *quic.Conn) *quic.Stream {
+		s, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return s
+	}
+	// expect reads m's answer on s: a frame of type want.
+	expect := func(s *quic.Stream, m protocol.Message, want protocol.MsgType) {
+		t.Helper()
+		if err := protocol.WriteMessage(s, m); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := protocol.ReadMessage(s, nil); err != nil || got.Type() != want {
+			t.Fatalf("%s: %#v, %v; want a %s", m.Type(), got, err, want)
+		}
+	}
+	// refused sends a header of type ty claiming 32 KiB, and no body: the
+	// stream must end at once with a bad request that says why.
+	refused := func(what string, s *quic.Stream, ty protocol.MsgType, why string) {
+		t.Helper()
+		t0 := time.Now()
+		if _, err := s.Write(frameHeader(ty, 32<<10)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(s)
+		took := time.Since(t0)
+		if err != nil {
+			t.Errorf("%s: the stream was not ended: %v", what, err)
+			return
+		}
+		var last protocol.Message
+		for r := bytes.NewReader(b); r.Len() > 0; {
+			if last, err = protocol.ReadMessage(r, nil); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+		e, ok := last.(*protocol.Error)
+		if !ok || e.Code != protocol.StatusBadRequest || !strings.Contains(e.Message, why) {
+			t.Errorf("%s: ended with %#v, want a bad request saying %q", what, last, why)
+		}
+		if took > 3*time.Second {
+			t.Errorf("%s: ended after %v", what, took)
+		}
+		t.Logf("%s: ended after %v with %q", what, took.Round(time.Millisecond), e.Message)
+	}
+	// An honest download on the same connection, under way throughout.
+	hs := open(c)
+	expect(hs, &protocol.GetMeta{ID: id}, protocol.TypeMeta)
+
+	refused("ping opening a stream", open(c), protocol.TypePing, "ping belongs on the message stream, not a transfer stream")
+	s := open(c)
+	expect(s, &protocol.GetMeta{ID: id}, protocol.TypeMeta)
+	refused("hello in a download", s, protocol.TypeHello, "hello belongs on the handshake, not a transfer stream")
+	s = open(c)
+	expect(s, &protocol.Join{ID: id}, protocol.TypeMeta)
+	refused("summary in a swarm", s, protocol.TypeSummary, "summary belongs on the message stream, not a transfer stream")
+	// A v3 peer's connection: a delivery (v5) is not on it.
+	v3 := transferConnV(t, d, "127.0.0.1", protocol.VersionSwarm)
+	refused("deliver on a v3 connection", open(v3), protocol.TypeDeliver, "deliver is a v5 message, the connection speaks v3")
+
+	expect(hs, &protocol.Request{Piece: 0, Length: 16 << 10}, protocol.TypeBlock)
+	s = open(v3)
+	expect(s, &protocol.GetMeta{ID: id}, protocol.TypeMeta)
 	honestFetch(t, d, id)
 }
 

@@ -492,7 +492,7 @@ func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user stri
 	answer := make(chan reply, 1)
 	go func() {
 		var r reply
-		m, err := protocol.ReadMessage(bufio.NewReader(s), nil)
+		m, err := link.NewStreamReader(s, 4096).ReadMessage(nil)
 		switch m := m.(type) {
 		case *protocol.Delivered:
 			r.name = m.Name

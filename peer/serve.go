@@ -86,10 +86,15 @@ func refuseStream(s transport.LinkStream, err error) {
 
 func (d *Daemon) serveStream(l *transport.Link, s transport.LinkStream) error {
 	defer s.Close()
-	fr := transport.NewFrameReader(s, 16<<10, d.node.FrameTimeouts())
+	fr := l.NewStreamReader(s, 16<<10)
 	fr.ExpectFirst()
 	fr.SetMax(maxOpenFrame)
 	m, err := fr.ReadMessage(nil)
+	if errors.Is(err, protocol.ErrBadRequest) {
+		// A type no transfer stream takes: say so, as for a wrong first message.
+		refuseStream(s, err)
+		return err
+	}
 	if err != nil {
 		s.CancelRead(1)
 		return err

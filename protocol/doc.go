@@ -169,7 +169,11 @@
 // malformed frame, and from the header alone (CheckIncoming): a type newer than
 // the negotiated version (ErrUnsupportedVersion), a hello or welcome, a type of
 // transfer streams (ErrBadRequest), and a type the sender's role does not send
-// (ErrForbidden).
+// (ErrForbidden). On a transfer stream it refuses, from the header alone
+// (CheckTransfer), a type newer than the negotiated version and a type of the
+// handshake or the message stream, and ends that stream, answering error{c: 1}
+// where it would answer any other bad request; the connection's other streams
+// go on.
 //
 //	type  name        version  stream     direction
 //	0x01  hello       v1       message    dialler -> listener, first frame

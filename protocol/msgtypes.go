@@ -301,3 +301,22 @@ func CheckIncoming(t MsgType, version uint16, from Roles) error {
 	}
 	return nil
 }
+
+// CheckTransfer decides from a frame's header whether a transfer stream (a
+// download, swarm or delivery stream) takes it: the type exists in the
+// version the connection negotiated and travels on transfer streams. Which
+// of those a stream takes at which point is its handler's to decide.
+func CheckTransfer(t MsgType, version uint16) error {
+	if err := CheckVersion(t, version); err != nil {
+		return err
+	}
+	i := byType[t]
+	if i.Streams&StreamTransfer == 0 {
+		where := "the message stream"
+		if i.Streams&StreamMessage == 0 {
+			where = "the handshake"
+		}
+		return fmt.Errorf("%w: %s belongs on %s, not a transfer stream", ErrBadRequest, t, where)
+	}
+	return nil
+}

@@ -245,6 +245,61 @@ func TestCheckIncomingEverySender(t *testing.T) {
 	}
 }
 
+func TestCheckTransfer(t *testing.T) {
+	tests := []struct {
+		t       MsgType
+		version uint16
+		want    error
+		reads   string // the error's text, when set
+	}{
+		{TypeGetMeta, 1, nil, ""},
+		{TypeBlock, 1, nil, ""},
+		{TypeError, 1, nil, ""},
+		{TypeJoin, VersionSwarm, nil, ""},
+		{TypeReject, MaxVersion, nil, ""},
+		{TypeDeliver, VersionUsers, nil, ""},
+		{TypeDelivered, MaxVersion, nil, ""},
+		{TypeJoin, VersionSwarm - 1, ErrUnsupportedVersion, "no common protocol version: join is a v3 message, the connection speaks v2"},
+		{TypeDeliver, VersionUsers - 1, ErrUnsupportedVersion, ""},
+		{TypePing, MaxVersion, ErrBadRequest, "bad request: ping belongs on the message stream, not a transfer stream"},
+		{TypeHello, MaxVersion, ErrBadRequest, "bad request: hello belongs on the handshake, not a transfer stream"},
+		{TypeWelcome, 1, ErrBadRequest, ""},
+		{TypeMembers, MaxVersion, ErrBadRequest, ""},
+		{TypeUserStore, MaxVersion, ErrBadRequest, ""},
+		{TypeCertificate, VersionAdmission - 1, ErrUnsupportedVersion, ""},
+		{0, MaxVersion, ErrUnknownType, "unknown message type: 0x00"},
+		{TypeCertificate + 1, MaxVersion, ErrUnknownType, ""},
+	}
+	for _, tt := range tests {
+		err := CheckTransfer(tt.t, tt.version)
+		if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+			t.Errorf("%s at v%d: %v, want %v", tt.t, tt.version, err, tt.want)
+		}
+		if tt.reads != "" && (err == nil || err.Error() != tt.reads) {
+			t.Errorf("%s at v%d: error reads %q, want %q", tt.t, tt.version, err, tt.reads)
+		}
+	}
+}
+
+// TestTransferTypes: the types the swarm, downloads and deliveries send on
+// transfer streams are exactly those the table puts there.
+func TestTransferTypes(t *testing.T) {
+	want := map[MsgType]bool{TypeError: true, TypeGetMeta: true, TypeMeta: true, TypeRequest: true, TypeBlock: true,
+		TypeJoin: true, TypeBitfield: true, TypeHave: true, TypeInterest: true, TypeNoInterest: true, TypeChoke: true,
+		TypeUnchoke: true, TypeCancel: true, TypePeers: true, TypeReject: true, TypeDeliver: true, TypeDelivered: true}
+	for _, i := range messageTypes {
+		if on := i.Streams&StreamTransfer != 0; on != want[i.Type] {
+			t.Errorf("%s: on transfer streams %v, want %v", i.Name, on, want[i.Type])
+		}
+		for v := MinVersion; v <= MaxVersion; v++ {
+			err := CheckTransfer(i.Type, v)
+			if ok := want[i.Type] && v >= i.Since; ok != (err == nil) {
+				t.Errorf("%s at v%d: %v", i.Name, v, err)
+			}
+		}
+	}
+}
+
 func TestSupports(t *testing.T) {
 	for _, tt := range []struct {
 		v    uint16

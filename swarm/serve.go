@@ -18,6 +18,8 @@ const MaxFrame = 256 << 10
 
 // ServeGetMeta answers a plain download (GetMeta, as v1 and v2 peers fetch)
 // of a file of the share on stream s: the metadata, then the blocks asked for.
+// fr reads s; made by the link's NewStreamReader, it refuses types no
+// transfer stream takes.
 func (m *Swarms) ServeGetMeta(s transport.LinkStream, fr *transport.FrameReader, gm *protocol.GetMeta) error {
 	var f content.File
 	shared := false
@@ -81,6 +83,9 @@ func (m *Swarms) serveBlocks(s transport.LinkStream, fr *transport.FrameReader, 
 	err := <-errc
 	if errors.Is(err, protocol.ErrBadRequest) || errors.Is(err, protocol.ErrUnavailable) {
 		protocol.WriteMessage(s, protocol.ErrorMessage(err))
+	}
+	if errors.Is(err, protocol.ErrBadRequest) {
+		s.CancelRead(1) // nothing more of it is read: the frame's body, if any, stays unread
 	}
 	return err
 }

@@ -488,7 +488,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fr := transport.NewFrameReader(st, 32<<10, sw.m.cfg.FrameTimeouts)
+	fr := pl.Link().NewStreamReader(st, 32<<10)
 	sn, nat := sw.m.cfg.Reach()
 	if err := protocol.WriteMessage(st, &protocol.Join{ID: sw.id, SN: sn, NAT: nat}); err != nil {
 		st.CancelRead(0)
@@ -581,6 +581,7 @@ func (sw *swarm) takeMeta(from protocol.PeerID, m protocol.Message) error {
 }
 
 // ServeJoin answers a peer's Join: the metadata, then a session like ours.
+// fr reads st, as made by l.NewStreamReader.
 func (m *Swarms) ServeJoin(l *transport.Link, st transport.LinkStream, fr *transport.FrameReader, j *protocol.Join) error {
 	sw := m.swarmFor(j.ID)
 	if sw == nil {

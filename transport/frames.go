@@ -101,6 +101,9 @@ type FrameReader struct {
 	br    *bufio.Reader
 	max   int
 	begin time.Time // when the next frame must have begun; zero: no bound
+	// check, when set, refuses a frame's type from its header (see
+	// Link.NewStreamReader).
+	check func(protocol.MsgType) error
 }
 
 // NewFrameReader reads s through a buffer of size bytes. Frames may be up to
@@ -131,8 +134,8 @@ func (r *FrameReader) Raw() {
 }
 
 // ReadHeader waits for the next frame and reads its header; the frame's
-// deadline then runs until the next ReadHeader. A body over the cap is refused
-// before any of it is read.
+// deadline then runs until the next ReadHeader. A body over the cap, or a type
+// the reader's check refuses, is refused before any of the body is read.
 func (r *FrameReader) ReadHeader() (protocol.MsgType, int, error) {
 	r.d.set(r.begin)
 	first := !r.begin.IsZero()
@@ -150,6 +153,11 @@ func (r *FrameReader) ReadHeader() (protocol.MsgType, int, error) {
 	t, n, err := protocol.ReadHeader(r.br)
 	if err != nil {
 		return t, n, slow(err, "frame header")
+	}
+	if r.check != nil {
+		if err := r.check(t); err != nil {
+			return t, n, err
+		}
 	}
 	if n > r.max {
 		return t, n, fmt.Errorf("%w: %s frame of %d bytes (at most %d here)", protocol.ErrFrameTooLarge, t, n, r.max)

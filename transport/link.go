@@ -45,6 +45,7 @@ type Link struct {
 	conn   *quic.Conn
 	stream *quic.Stream
 	fr     *FrameReader
+	frames FrameTimeouts // for the link's other streams
 	rbuf   []byte
 	log    zerolog.Logger
 	src    *source // the source of an incoming link, charged for its queue
@@ -69,6 +70,7 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 		conn:      c,
 		stream:    s,
 		fr:        NewFrameReader(s, keepBuf, n.cfg.Frames),
+		frames:    n.cfg.Frames,
 		log:       log,
 		srcMax:    int64(n.cfg.MaxQueuedPerIP),
 		anySender: n.cfg.AnySender,

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 // LinkStream is a stream of a link's connection, besides the one that carries
@@ -28,6 +30,33 @@ type quicStream struct{ *quic.Stream }
 
 func (s quicStream) CancelRead(code uint64)  { s.Stream.CancelRead(quic.StreamErrorCode(code)) }
 func (s quicStream) CancelWrite(code uint64) { s.Stream.CancelWrite(quic.StreamErrorCode(code)) }
+
+// NewStreamReader reads a stream of the link other than the message stream,
+// through a buffer of size bytes, under the node's FrameTimeouts (see
+// NewFrameReader). A frame whose type the protocol does not carry on transfer
+// streams at the link's version (protocol.CheckTransfer) is refused from its
+// header, as the message stream refuses what it does not take: a peer cannot
+// reach a decoder with a hello, a supernode's message or a type newer than
+// the link.
+func (l *Link) NewStreamReader(s Stream, size int) *FrameReader {
+	r := NewFrameReader(s, size, l.frames)
+	v := l.Version
+	r.check = func(t protocol.MsgType) error {
+		if err := protocol.CheckTransfer(t, v); err != nil {
+			return &refusedType{err}
+		}
+		return nil
+	}
+	return r
+}
+
+// refusedType is a frame whose type a transfer stream does not take. Whatever
+// the protocol's reason, it is a bad request on the stream: the handler
+// answers it as it answers any other (StatusBadRequest) and ends the stream.
+type refusedType struct{ err error }
+
+func (e *refusedType) Error() string   { return e.err.Error() }
+func (e *refusedType) Unwrap() []error { return []error{protocol.ErrBadRequest, e.err} }
 
 // OpenStream opens a new stream to the peer, waiting while the peer's stream
 // limit is reached.
