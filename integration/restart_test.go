@@ -233,8 +233,11 @@ func TestCLINamesSurviveRestart(t *testing.T) {
 		refused := tryName(s)
 		t.Logf("a fresh key through %s: refused %v after its start", s.name, refused.Round(time.Millisecond))
 		// Bob learns of the restart from the member list his supernode
-		// sends every 10 gossip rounds, and puts his record again.
-		pollUntil(t, 25*time.Second, "bob to put his record again after the restart of "+s.name, func() (bool, string) {
+		// sends every 10 gossip rounds, and puts his record again; a put
+		// made before his supernode has linked to the restarted one again
+		// fails and is retried with a doubling backoff, which under -race
+		// on a busy machine runs past 25 s.
+		pollUntil(t, raceSlowdown*25*time.Second, "bob to put his record again after the restart of "+s.name, func() (bool, string) {
 			st, raw := l.userStatus(bob)
 			return st.User != nil && st.User.Registered && st.User.Seq > seqBefore, raw
 		})
