@@ -643,8 +643,11 @@ func (c *Connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 		return nil, apitype.ErrNoSupernode
 	}
 	sent := time.Now()
-	sl.Send(&protocol.Signal{ID: m.ID, Kind: protocol.SignalRelayed, To: m.From, ToSN: m.FromSN,
-		Addrs: []string{alloc.RelayedAddr().String()}})
+	if err := sl.Send(&protocol.Signal{ID: m.ID, Kind: protocol.SignalRelayed, To: m.From, ToSN: m.FromSN,
+		Addrs: []string{alloc.RelayedAddr().String()}}); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("telling the peer the relayed address: %w", err)
+	}
 	l, err := c.awaitIncoming(ctx, m.From, sent)
 	if err != nil {
 		cleanup()
