@@ -398,7 +398,8 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
 	defer cancel()
-	ans, err := waitSignal(sctx, ch, protocol.SignalAnswer)
+	sigs := &setupSignals{ch: ch}
+	ans, err := sigs.wait(sctx, protocol.SignalAnswer)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && src.SN == nil {
 			err = fmt.Errorf("%w: no supernode within reach knows peer %s", apitype.ErrNothingFound, src.Peer.Short())
@@ -415,7 +416,7 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	}
 	for _, s := range r.steps {
 		var l *transport.Link
-		l, err = c.initiatorStep(ctx, s, src.Peer, ans.Addrs, ch, start)
+		l, err = c.initiatorStep(ctx, s, src.Peer, ans.Addrs, sigs, start)
 		if err == nil {
 			path, ok := stepPath(s)
 			if !ok {
@@ -427,9 +428,9 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	return nil, "", plan, err
 }
 
-// initiatorStep takes one step of the initiator's route; ch carries the
+// initiatorStep takes one step of the initiator's route; sigs carries the
 // setup's later signals.
-func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.PeerID, addrs []string, ch <-chan *protocol.Signal, start time.Time) (*transport.Link, error) {
+func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.PeerID, addrs []string, sigs *setupSignals, start time.Time) (*transport.Link, error) {
 	node := c.cfg.Node()
 	switch s {
 	case stepDial:
@@ -464,7 +465,7 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 		// The target allocates a relay and tells us where.
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
 		defer cancel()
-		rel, err := waitSignal(rctx, ch, protocol.SignalRelayed)
+		rel, err := sigs.wait(rctx, protocol.SignalRelayed)
 		if err != nil {
 			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
 		}
@@ -486,15 +487,35 @@ func (c *Connector) pathOf(l *transport.Link) string {
 // NATs are open is found within a few milliseconds.
 const punchInterval = 20 * time.Millisecond
 
-func waitSignal(ctx context.Context, ch <-chan *protocol.Signal, kind protocol.SignalKind) (*protocol.Signal, error) {
+// setupSignals are the signals of one of our setups, in arrival order. They
+// travel different paths through the supernodes, so one can overtake
+// another: the target's relayed address may arrive before the plan that
+// says to wait for it. A signal that comes before it is awaited is kept.
+type setupSignals struct {
+	ch    <-chan *protocol.Signal
+	early []*protocol.Signal
+}
+
+// wait returns the first signal of kind, or the error a Fail carries.
+func (ss *setupSignals) wait(ctx context.Context, kind protocol.SignalKind) (*protocol.Signal, error) {
+	for i, m := range ss.early {
+		if m.Kind == kind {
+			ss.early = slices.Delete(ss.early, i, i+1)
+			return m, nil
+		}
+	}
 	for {
 		select {
-		case m := <-ch:
-			if m.Kind == protocol.SignalFail {
+		case m := <-ss.ch:
+			switch {
+			case m.Kind == protocol.SignalFail:
 				return nil, (&protocol.Error{Code: m.Code, Message: m.Message}).AsError()
-			}
-			if m.Kind == kind {
+			case m.Kind == kind:
 				return m, nil
+			case len(ss.early) < cap(ss.ch):
+				// Bounded like the channel: the supernodes deliver each
+				// kind once, so more are duplicates or noise.
+				ss.early = append(ss.early, m)
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
