@@ -9,6 +9,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,15 +253,30 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// freeUDPAddr is a loopback UDP address nothing listened on a moment ago.
+// freeUDPAddr is a loopback address whose port nothing held a moment ago, for
+// UDP and for TCP (a supernode listens on both). It lies below the kernel's
+// ephemeral range (32768 up), so no socket another test opens without a port
+// is given it meanwhile, also between a supernode's kill and its restart.
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var b [2]byte
+	for range 200 {
+		rand.Read(b[:])
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+int(binary.BigEndian.Uint16(b[:]))%12000))
+		u, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			continue
+		}
+		l, err := net.Listen("tcp4", addr)
+		u.Close()
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return addr
 	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	t.Fatal("no loopback port free for UDP and TCP in 200 tries")
+	return ""
 }
 
 // pollUntil calls cond every 50 ms, at most 2400 times, until it returns true
