@@ -376,5 +376,12 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprint(w, " (near the limit: the times measure this machine, not the swarm)")
 		}
 		fmt.Fprintln(w)
+		fmt.Fprintf(w, "%-34s %8.2f s/GB (target <= 6.5)\n", "CPU per GB delivered (N*F)", r.CPUPerGB())
 	}
+}
+
+// CPUPerGB is the CPU all the peers used per 10^9 bytes delivered to the
+// downloaders (N*F): what moving the file cost, uploads and hashing included.
+func (r *Result) CPUPerGB() float64 {
+	return r.CPU.Seconds() / (float64(r.Downloaders) * float64(r.FileSize) / 1e9)
 }

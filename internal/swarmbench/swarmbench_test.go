@@ -54,7 +54,13 @@ func TestRunSmall(t *testing.T) {
 	if res.Copies < 0.99 {
 		t.Fatalf("the first source sent %.2f copies; someone must have sent the rest first", res.Copies)
 	}
-	for _, want := range []string{"ratio to the bound", "copies sent by the first source", "client-server time"} {
+	if res.CPU <= 0 {
+		t.Fatal("no CPU time measured")
+	}
+	if got, want := res.CPUPerGB(), res.CPU.Seconds()/(3*float64(4<<20)/1e9); math.Abs(got-want) > 1e-9 {
+		t.Errorf("CPU per GB %.3f, want %.3f", got, want)
+	}
+	for _, want := range []string{"ratio to the bound", "copies sent by the first source", "client-server time", "CPU per GB delivered"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
 		}
