@@ -677,8 +677,12 @@ func (s *Server) joinLoop(target string) {
 	if !s.waitAdmitted() {
 		return
 	}
+	// seen is the supernode last found at addr when the target names none:
+	// a link to it that replaced ours, or that it dialled, serves as well,
+	// and redialling would only be refused as already linked.
+	seen := expect
 	for s.ctx.Err() == nil {
-		if l := s.linkTo(expect); l != nil {
+		if l := s.linkTo(seen); l != nil {
 			// It dialled us first: that link serves; redial only when it drops.
 			select {
 			case <-l.Done():
@@ -694,6 +698,9 @@ func (s *Server) joinLoop(target string) {
 			}
 		}
 		if err == nil {
+			if expect.IsZero() {
+				seen = l.Peer
+			}
 			if _, ok := s.neighbourUp(l, true, w.Chain.Expires()); ok {
 				backoff = 200 * time.Millisecond
 				select {
