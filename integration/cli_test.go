@@ -9,8 +9,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/content/contenttest"
+	"github.com/supernet-p2p/supernet/internal/freeport"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -253,30 +252,10 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// freeUDPAddr is a loopback address whose port nothing held a moment ago, for
-// UDP and for TCP (a supernode listens on both). It lies below the kernel's
-// ephemeral range (32768 up), so no socket another test opens without a port
-// is given it meanwhile, also between a supernode's kill and its restart.
+// freeUDPAddr is a loopback address free for a supernode to bind, also
+// between its kill and its restart (see freeport.Loopback).
 func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	var b [2]byte
-	for range 200 {
-		rand.Read(b[:])
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+int(binary.BigEndian.Uint16(b[:]))%12000))
-		u, err := net.ListenPacket("udp4", addr)
-		if err != nil {
-			continue
-		}
-		l, err := net.Listen("tcp4", addr)
-		u.Close()
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return addr
-	}
-	t.Fatal("no loopback port free for UDP and TCP in 200 tries")
-	return ""
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freeport.Loopback(t)))
 }
 
 // pollUntil calls cond every 50 ms, at most 2400 times, until it returns true

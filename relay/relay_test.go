@@ -24,6 +24,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/freeport"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -631,30 +632,6 @@ func TestHostilePackets(t *testing.T) {
 	})
 }
 
-// freeTURNPort finds a loopback port free for both UDP and TCP, below the
-// kernel's ephemeral range (32768 up), so that no socket another test opens
-// meanwhile is given it before turnserver binds it.
-func freeTURNPort(t *testing.T) int {
-	t.Helper()
-	for range 200 {
-		port := 20000 + int(randByte())<<5 + int(randByte()&31)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		u, err := net.ListenPacket("udp4", addr)
-		if err != nil {
-			continue
-		}
-		l, err := net.Listen("tcp4", addr)
-		u.Close()
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port
-	}
-	t.Fatal("no loopback port free for UDP and TCP in 200 tries")
-	return 0
-}
-
 func randByte() byte {
 	var b [1]byte
 	rand.Read(b[:])
@@ -668,7 +645,7 @@ func TestStockTURNServer(t *testing.T) {
 	if err != nil {
 		t.Skip("coturn's turnserver is not on PATH; install it (apt-get install coturn) to run this test")
 	}
-	port := freeTURNPort(t)
+	port := freeport.Loopback(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "-n",
