@@ -59,8 +59,10 @@ func (n *Node) handleNonQUIC(pkt []byte, from net.Addr, m *stun.Message) {
 			return
 		}
 		ua, _ := from.(*net.UDPAddr)
-		mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
-		n.stunWait.Deliver(m.TransactionID, stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID})
+		if n.stunWait.Waiting(m.TransactionID) {
+			mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
+			n.stunWait.Deliver(m.TransactionID, stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID})
+		}
 	}
 }
 

@@ -84,6 +84,15 @@ func (s *Set[K, V]) Deliver(k K, v V) bool {
 	}
 }
 
+// Waiting reports whether a waiter is registered under k: a reader checks it
+// before it builds a reply, so that replies nobody asked for cost nothing.
+func (s *Set[K, V]) Waiting(k K) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[k]
+	return ok
+}
+
 // Len is the number of keys registered.
 func (s *Set[K, V]) Len() int {
 	s.mu.Lock()

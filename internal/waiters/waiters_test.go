@@ -184,3 +184,18 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("Len %d after every waiter left, want 0", n)
 	}
 }
+
+func TestWaiting(t *testing.T) {
+	s := New[uint64, int](4)
+	if s.Waiting(1) {
+		t.Fatal("Waiting on an empty set")
+	}
+	_, remove, _ := s.Add(1, 1)
+	if !s.Waiting(1) || s.Waiting(2) {
+		t.Fatal("Waiting does not match the registrations")
+	}
+	remove()
+	if s.Waiting(1) {
+		t.Fatal("Waiting after remove")
+	}
+}
