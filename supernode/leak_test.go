@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,12 +22,21 @@ import (
 // still open.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// Whatever was opened is closed before the check, also when the test
+	// fails halfway.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	secret := []byte("a secret of at least sixteen bytes")
 	r, err := relay.New(relay.Config{Secret: secret, ListenUDP: "127.0.0.1:0", Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
+	closers = append(closers, func() { r.Close() })
 	serve := func(cfg Config) (*Server, chan error) {
 		cfg.Listen, cfg.DataDir, cfg.NetworkKey, cfg.Log = "127.0.0.1:0", t.TempDir(), testNetKey, log
 		cfg.TickInterval, cfg.Neighbours = 20*time.Millisecond, -1
@@ -35,7 +45,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
-		go func() { done <- s.Serve(context.Background()) }()
+		go func() { done <- s.Serve(context.Background()); close(done) }()
+		closers = append(closers, func() { s.Close(); <-done })
 		return s, done
 	}
 	a, aDone := serve(Config{RelaySecret: secret, Relay: r})
@@ -56,6 +67,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		closers = append(closers, func() { n.Close() })
 		l, _, err := n.Dial(ctx, sn.Addr().String(), sn.ID(), &protocol.Hello{Role: protocol.RoleLeaf})
 		if err != nil {
 			t.Fatal(err)
@@ -73,6 +85,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Every read is bounded by ctx: a query may also end in an error (the
 	// leaf's query rate), and then the next try waits a moment.
 	msgs, stop := make(chan protocol.Message, 16), make(chan struct{})
+	var stopOnce sync.Once
+	closers = append(closers, func() { stopOnce.Do(func() { close(stop) }) })
 	go func() {
 		for {
 			m, err := ask.Recv()
@@ -118,7 +132,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			}
 		}
 	}
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	peer, err := protocol.GenerateIdentity()
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +149,6 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	for _, done := range []chan error{aDone, bDone} {
 		<-done
 	}
-	r.Close()
 	srcNode.Close()
 	askNode.Close()
 }

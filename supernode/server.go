@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -197,26 +198,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	pc := cfg.Conn
-	if pc == nil {
-		c, err := transport.ListenUDP(cfg.Listen)
-		if err != nil {
-			return nil, err
-		}
-		pc = c
-	}
 	log := cfg.Log.With().Str("node", id.ID.Short()).Logger()
-	node, err := transport.New(transport.Config{
-		Identity: id, Conn: pc, Log: log, Listen: true,
-		IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode", LimitLoopback: cfg.LimitLoopback,
-	})
+	node, alt, tcpLn, err := openSockets(cfg, id, log)
 	if err != nil {
-		pc.Close()
-		return nil, err
-	}
-	alt, tcpLn, err := openExtras(cfg, id, node.Addr(), log)
-	if err != nil {
-		node.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -269,6 +253,49 @@ func New(cfg Config) (*Server, error) {
 		Probe: s.probe, Stop: s.stop, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.table = s.routes()
 	return s, nil
+}
+
+// openSockets opens the main UDP socket and then the extras. The TCP
+// listener takes the UDP socket's port number; when the system picked that
+// port (port 0), the same number may already be taken for TCP, so a few
+// other ports are tried before giving up.
+func openSockets(cfg Config, id *protocol.Identity, log zerolog.Logger) (*transport.Node, *transport.Node, net.Listener, error) {
+	const tries = 8
+	for try := 1; ; try++ {
+		pc := cfg.Conn
+		if pc == nil {
+			c, err := transport.ListenUDP(cfg.Listen)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			pc = c
+		}
+		node, err := transport.New(transport.Config{
+			Identity: id, Conn: pc, Log: log, Listen: true,
+			IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode", LimitLoopback: cfg.LimitLoopback,
+		})
+		if err != nil {
+			pc.Close()
+			return nil, nil, nil, err
+		}
+		alt, tcpLn, err := openExtras(cfg, id, node.Addr(), log)
+		if err == nil {
+			return node, alt, tcpLn, nil
+		}
+		node.Close()
+		picked := cfg.Conn == nil && portOf(cfg.Listen) == "0"
+		if !picked || !errors.Is(err, syscall.EADDRINUSE) || try == tries {
+			return nil, nil, nil, err
+		}
+	}
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return p
 }
 
 // openExtras opens the second UDP socket and the TCP listener.
