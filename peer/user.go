@@ -255,12 +255,8 @@ func (u *userDir) register() error {
 	rec := &protocol.UserRecord{Name: d.cfg.Username, Supernodes: sns[:min(len(sns), protocol.MaxUserSNs)],
 		Addrs: d.advertisedAddrs(), NAT: nat}
 	now := time.Now()
-	u.mu.Lock()
-	prev, force := u.sent, u.force
-	u.force = false
-	u.mu.Unlock()
-	if !force && prev != nil && slices.Equal(prev.Supernodes, rec.Supernodes) && slices.Equal(prev.Addrs, rec.Addrs) &&
-		prev.NAT == rec.NAT && time.Unix(prev.Expires, 0).Sub(now) > 2*userTTL/3 && u.snapshot().Registered {
+	prev, force, put := u.due(rec, now)
+	if !put {
 		return nil
 	}
 	// Nanoseconds keep the sequence rising across restarts.
@@ -273,24 +269,48 @@ func (u *userDir) register() error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.SearchTimeout)
 	defer cancel()
 	_, err := u.ask(ctx, func(id protocol.QueryID) protocol.Message { return &protocol.UserPut{ID: id, Rec: *rec} })
+	u.done(rec, prev, force, err)
+	if err != nil {
+		d.log.Warn().Err(err).Str("user", rec.Name).Msg("username not registered")
+		return err
+	}
+	d.log.Info().Str("user", rec.Name).Int("supernodes", len(sns)).Msg("username registered")
+	return nil
+}
+
+// done records how the put of rec went; prev and force are what due gave.
+func (u *userDir) done(rec, prev *protocol.UserRecord, force bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {
+		// A put asked for by a restart or a ring change stays owed until it
+		// lands: the record from before may be missing where it belongs.
+		u.force = u.force || force
 		// A refresh that failed leaves the record put before live until it
 		// expires: the name is still ours unless another key holds it.
 		u.status.Registered = prev != nil && u.status.Registered && time.Now().Unix() < prev.Expires &&
 			!errors.Is(err, protocol.ErrForbidden)
 		u.status.LastError = err.Error()
-		d.log.Warn().Err(err).Str("user", rec.Name).Msg("username not registered")
-		return err
+		return
 	}
 	u.sent = rec
 	u.status = apitype.UserStatus{Name: rec.Name, Registered: true, Seq: rec.Seq, Expires: time.Unix(rec.Expires, 0)}
 	for _, sn := range rec.Supernodes {
 		u.status.Supernodes = append(u.status.Supernodes, sn.String())
 	}
-	d.log.Info().Str("user", rec.Name).Int("supernodes", len(sns)).Msg("username registered")
-	return nil
+}
+
+// due takes the pending request to put the record again and says whether
+// rec must be put: when asked to, when it differs from the last record put,
+// when that one is a third through its life, or when it never landed.
+func (u *userDir) due(rec *protocol.UserRecord, now time.Time) (prev *protocol.UserRecord, force, put bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	prev, force = u.sent, u.force
+	u.force = false
+	same := prev != nil && slices.Equal(prev.Supernodes, rec.Supernodes) && slices.Equal(prev.Addrs, rec.Addrs) &&
+		prev.NAT == rec.NAT && time.Unix(prev.Expires, 0).Sub(now) > 2*userTTL/3
+	return prev, force, force || !same || !u.status.Registered
 }
 
 // advertisedAddrs are where other peers may dial us: what the supernodes

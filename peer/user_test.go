@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -135,5 +137,45 @@ func TestUserWaitsBounded(t *testing.T) {
 	}
 	for _, r := range removes {
 		r()
+	}
+}
+
+// TestUserForcedPutOwedUntilItLands: a put asked for by a replica's restart
+// that fails (the ring has no link to the restarted owner yet) is made again
+// on the next try, though the record from before is still live and nothing
+// else about it changed; once it lands, nothing more is owed.
+func TestUserForcedPutOwedUntilItLands(t *testing.T) {
+	u := newUserDir(&Daemon{cfg: Config{Username: "bob"}, log: zerolog.New(zerolog.NewTestWriter(t))})
+	now := time.Now()
+	rec := func() *protocol.UserRecord {
+		return &protocol.UserRecord{Name: "bob", Addrs: []string{"192.0.2.1:4000"}, Expires: now.Add(userTTL).Unix()}
+	}
+	prev, force, put := u.due(rec(), now)
+	if !put {
+		t.Fatal("the first record was not due")
+	}
+	u.done(rec(), prev, force, nil)
+	if _, _, put := u.due(rec(), now); put {
+		t.Fatal("the same live record was due again")
+	}
+	u.mu.Lock()
+	u.force = true // as membersChanged sets it
+	u.mu.Unlock()
+	prev, force, put = u.due(rec(), now)
+	if !put || !force {
+		t.Fatalf("a forced put: due %v, force %v", put, force)
+	}
+	lost := fmt.Errorf("%w: no link toward the owner of %q", protocol.ErrUnavailable, "bob")
+	u.done(rec(), prev, force, lost)
+	if st := u.snapshot(); !st.Registered {
+		t.Fatal("a failed refresh of a live record dropped the registration")
+	}
+	prev, force, put = u.due(rec(), now)
+	if !put || !force {
+		t.Fatalf("after the forced put failed: due %v, force %v; the put is still owed", put, force)
+	}
+	u.done(rec(), prev, force, nil)
+	if _, _, put := u.due(rec(), now); put {
+		t.Fatal("a put was still owed after the forced one landed")
 	}
 }
