@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/supernet-p2p/supernet/internal/leafload"
+)
+
+func leavesCmd() *cobra.Command {
+	var (
+		leaves, files, queries int
+		rate, queryRate        float64
+		bin, keep              string
+		settle, idle, storm    time.Duration
+		seed                   uint64
+		ping                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "leaves",
+		Short: "Attach thousands of light leaves to one supernode process and measure what it holds",
+		Long: `Start a supernode as its own process on loopback, attach --leaves light leaves
+to it from this process (each with its own key, UDP socket and loopback address, a
+real QUIC connection and hello, --files published files), and measure the
+supernode's memory per leaf, its CPU while the leaves idle, and search latency
+under that load. Then kill it (SIGKILL), start it again on the same address
+and data directory, and time how long until every leaf is attached again (the
+attach storm), with the supernode's peak memory during it.
+
+Each leaf pings its supernode every --ping (a peer's probe interval), and, as
+a peer does, drops a link that stayed silent for three of them and dials
+again with a peer's backoff.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if leaves < 1 {
+				return fmt.Errorf("--leaves: %d is too few", leaves)
+			}
+			if queries < 0 || queryRate <= 0 {
+				return fmt.Errorf("--queries must not be negative and --query-rate must be above 0")
+			}
+			return runLeaves(cmd.Context(), leavesRun{leaves: leaves, files: files, rate: rate, queries: queries,
+				queryRate: queryRate, bin: bin, keep: keep, settle: settle, idle: idle, storm: storm, seed: seed, ping: ping})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&leaves, "leaves", 10000, "leaves to attach")
+	f.IntVar(&files, "files", 10, "files each leaf publishes")
+	f.Float64Var(&rate, "rate", 500, "first attachments started per second (0: all at once)")
+	f.IntVar(&queries, "queries", 2000, "searches to time while the leaves are attached")
+	f.Float64Var(&queryRate, "query-rate", 100, "searches per second, each from another leaf")
+	f.StringVar(&bin, "supernode-bin", "", "supernode binary (default: build ./cmd/supernode with go build)")
+	f.StringVar(&keep, "keep-logs", "", "copy the supernode's log to this file")
+	f.DurationVar(&settle, "settle", 10*time.Second, "wait after the last attach before measuring memory")
+	f.DurationVar(&idle, "idle", 30*time.Second, "how long to measure the supernode's CPU while the leaves idle")
+	f.DurationVar(&storm, "storm-timeout", 2*time.Minute, "longest wait for every leaf to attach again after the restart")
+	f.Uint64Var(&seed, "seed", 1, "seed of the file names and the search words")
+	f.DurationVar(&ping, "ping", leafload.DefaultPingInterval, "how often each leaf pings its supernode, as a peer does (-1s: never; then a dead supernode shows by QUIC's 15 s idle timeout)")
+	return cmd
+}
+
+type leavesRun struct {
+	leaves, files, queries int
+	rate, queryRate        float64
+	bin, keep              string
+	settle, idle, storm    time.Duration
+	seed                   uint64
+	ping                   time.Duration
+}
+
+// snProcess is the supernode under load.
+type snProcess struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	id   string
+}
+
+var listeningRE = regexp.MustCompile(`supernode (\S+) listening on udp (\S+)`)
+
+// startSupernode starts bin and waits for it to say where it listens.
+func startSupernode(bin string, args []string, log io.Writer) (*snProcess, error) {
+	cmd := exec.Command(bin, args...)
+	pr, pw := io.Pipe()
+	cmd.Stderr, cmd.Stdout = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &snProcess{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(log, line)
+			if m := listeningRE.FindStringSubmatch(line); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case p.id = <-found:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("supernode exited at start: %v", cmd.ProcessState)
+	case <-time.After(30 * time.Second):
+		p.kill()
+		return nil, errors.New("supernode did not say it was listening within 30 s")
+	}
+}
+
+func (p *snProcess) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *snProcess) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+// procMem is VmRSS and VmHWM (peak) of pid, in bytes.
+func procMem(pid int) (rss, peak int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	return rss, peak, nil
+}
+
+// procCPU is the user and system time pid has used. Linux counts it in
+// ticks of 1/100 s on every platform Go runs on.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	// The command name, in parentheses, may hold spaces: fields count from after it.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// freeLoopbackPort is a UDP port free on 127.0.0.1 now.
+func freeLoopbackPort() (int, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+func buildSupernode(dir string) (string, error) {
+	out := filepath.Join(dir, "supernode")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/supernode")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/supernode (run from the repository, or pass --supernode-bin): %w", err)
+	}
+	return out, nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func runLeaves(ctx context.Context, r leavesRun) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	dir, err := os.MkdirTemp("", "p2pbench-leaves-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := r.bin
+	if bin == "" {
+		fmt.Println("building the supernode...")
+		if bin, err = buildSupernode(dir); err != nil {
+			return err
+		}
+	}
+	logPath := filepath.Join(dir, "supernode.log")
+	if r.keep != "" {
+		logPath = r.keep
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := []string{"--listen", addr, "--data-dir", filepath.Join(dir, "sn"), "--alt-listen", "127.0.0.1:0",
+		"--max-leaves", strconv.Itoa(r.leaves + r.leaves/10 + 10), "--leaf-limit", "-1"}
+	sn, err := startSupernode(bin, args, logFile)
+	if err != nil {
+		return err
+	}
+	defer func() { sn.stop() }()
+	pid := sn.cmd.Process.Pid
+	time.Sleep(2 * time.Second) // its start-up work done
+	rss0, _, err := procMem(pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("supernode %s on %s (pid %d): %s RSS with no leaves\n", sn.id[:10], addr, pid, mib(rss0))
+
+	fleet, err := leafload.Start(leafload.Config{Target: sn.id + "@" + addr, Leaves: r.leaves, Files: r.files,
+		Seed: r.seed, PingInterval: r.ping, Log: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)}, r.rate)
+	if err != nil {
+		return err
+	}
+	defer fleet.Close()
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	err = fleet.WaitAttached(wctx, r.leaves)
+	cancel()
+	if err != nil {
+		return err
+	}
+	made, failed := fleet.Attaches()
+	fmt.Printf("%d leaves attached in %v (%d attachments, %d failed dials)\n", r.leaves, time.Since(start).Round(time.Millisecond), made, failed)
+
+	time.Sleep(r.settle)
+	rss, peak, err := procMem(pid)
+	if err != nil {
+		return err
+	}
+	perLeaf := float64(rss-rss0) / float64(r.leaves)
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	time.Sleep(r.idle)
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	idleShare := (cpu1 - cpu0).Seconds() / r.idle.Seconds()
+
+	// Searches, each from another leaf, for one of the words in the names.
+	rnd := rand.New(rand.NewPCG(r.seed, 0x5ea4c))
+	var lat []time.Duration
+	var searchErrs int
+	var firstErr error
+	tick := time.NewTicker(time.Duration(float64(time.Second) / r.queryRate))
+	for q := range r.queries {
+		<-tick.C
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		d, err := fleet.Search(sctx, q*7919, leafload.Words[rnd.IntN(len(leafload.Words))])
+		cancel()
+		if err != nil {
+			searchErrs++
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		lat = append(lat, d)
+	}
+	tick.Stop()
+	leafload.SortDurations(lat)
+
+	// The storm: SIGKILL, start again at once on the same address and data.
+	attachedBefore := fleet.Attached()
+	madeBefore, _ := fleet.Attaches()
+	killed := time.Now()
+	sn.kill()
+	sn, err = startSupernode(bin, args, logFile)
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	restarted := time.Now()
+	pid = sn.cmd.Process.Pid
+	// Every leaf notices the dead link, then attaches again.
+	var stormPeak int64
+	var firstBack time.Time
+	sctx, cancel := context.WithTimeout(ctx, r.storm)
+	stormErr := func() error {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if _, p, err := procMem(pid); err == nil {
+				stormPeak = max(stormPeak, p)
+			}
+			made, _ := fleet.Attaches()
+			if made > madeBefore && firstBack.IsZero() {
+				firstBack = time.Now()
+			}
+			if made-madeBefore >= int64(attachedBefore) && fleet.Attached() >= r.leaves {
+				return nil
+			}
+			select {
+			case <-t.C:
+			case <-sctx.Done():
+				return fmt.Errorf("%d of %d leaves attached again: %w", made-madeBefore, attachedBefore, sctx.Err())
+			}
+		}
+	}()
+	cancel()
+	stormDone := time.Now()
+	_, failedAfter := fleet.Attaches()
+	if _, p, err := procMem(pid); err == nil {
+		stormPeak = max(stormPeak, p)
+	}
+
+	fmt.Printf("\n%d leaves, %d files each, pinging every %v, on one supernode process (shipped defaults but --max-leaves and --leaf-limit -1)\n\n",
+		r.leaves, r.files, r.ping)
+	fmt.Printf("%-44s %12s   %s\n", "figure", "measured", "target")
+	fmt.Printf("%-44s %12s   %s\n", "supernode RSS, no leaves", mib(rss0), "")
+	fmt.Printf("%-44s %12s   %s\n", "supernode RSS, all attached", mib(rss), fmt.Sprintf("(peak %s)", mib(peak)))
+	fmt.Printf("%-44s %9.1f KiB   <= 50 KiB\n", "RSS per idle leaf", perLeaf/1024)
+	fmt.Printf("%-44s %11.1f%%   <= 10%% of one core\n", fmt.Sprintf("CPU while idle (over %v)", r.idle), 100*idleShare)
+	if len(lat) > 0 {
+		fmt.Printf("%-44s %12s   %s\n", fmt.Sprintf("search p50 (%d of %d answered)", len(lat), r.queries),
+			lat[len(lat)/2].Round(10*time.Microsecond), "")
+		fmt.Printf("%-44s %12s   <= 5 ms\n", "search p99", leafload.Percentile(lat, 99).Round(10*time.Microsecond))
+		fmt.Printf("%-44s %12s   %s\n", "search max", lat[len(lat)-1].Round(10*time.Microsecond), "")
+	}
+	if searchErrs > 0 {
+		fmt.Printf("%-44s %12d   (first: %v)\n", "searches failed", searchErrs, firstErr)
+	}
+	fmt.Printf("%-44s %12s   %s\n", "restart: kill to listening again", restarted.Sub(killed).Round(time.Millisecond), "")
+	if stormErr != nil {
+		fmt.Printf("%-44s %12s   %v\n", "restart: all attached again", "not reached", stormErr)
+	} else {
+		fmt.Printf("%-44s %12s   <= 20 s\n", "restart: all attached again (from the start)", stormDone.Sub(restarted).Round(time.Millisecond))
+		fmt.Printf("%-44s %12s   %s\n", "  of which: until the first is back", firstBack.Sub(restarted).Round(time.Millisecond), "")
+		fmt.Printf("%-44s %12s   %s\n", "  of which: first to last attach", stormDone.Sub(firstBack).Round(time.Millisecond), "")
+	}
+	fmt.Printf("%-44s %12s   < 1 GiB\n", "restart: supernode peak RSS", mib(stormPeak))
+	fmt.Printf("%-44s %12d   %s\n", "restart: failed dials", failedAfter-failed, "")
+	return stormErr
+}

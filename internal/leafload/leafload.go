@@ -1,0 +1,412 @@
+// Package leafload runs many light leaves in one process against one
+// supernode, to measure what a supernode holds: each leaf has its own key
+// and UDP socket on its own loopback address, makes a real QUIC connection,
+// says hello, publishes its files and stays attached, reading what the
+// supernode sends. A leaf whose link drops dials again with the backoff a
+// peer uses.
+package leafload
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Config sets up a fleet.
+type Config struct {
+	// Target is the supernode, as peerid@host:port.
+	Target string
+	// Leaves is how many leaves to run; Files how many files each publishes.
+	Leaves, Files int
+	// Seed picks the file names (the same seed, the same names).
+	Seed uint64
+	// Hosts is the loopback block the leaves bind in: leaf i takes the i-th
+	// address of 127.<Hosts>.0.0/16 (default 10), one address per leaf, as
+	// if each were its own host. At most 65,000 leaves.
+	Hosts byte
+	// PingInterval is how often each leaf pings its supernode, as a peer
+	// does to find a dead supernode fast (default: the peer's 500 ms). A leaf
+	// that hears nothing for SilentPings intervals drops the link and dials
+	// again. Below zero, leaves do not ping and find a dead supernode by
+	// QUIC's idle timeout.
+	PingInterval time.Duration
+	// Log gets the fleet's own warnings.
+	Log zerolog.Logger
+}
+
+// SilentPings is how many ping intervals of silence make a leaf give up on
+// its link, as a peer does (attach.SilentProbes).
+const SilentPings = 3
+
+// DefaultPingInterval is the peer's default probe interval.
+const DefaultPingInterval = 500 * time.Millisecond
+
+// Words make the file names: a search for one finds the files named with it.
+var Words = []string{
+	"blue", "river", "night", "summer", "train", "garden", "silver", "morning", "ocean", "fire",
+	"window", "street", "dream", "winter", "heart", "moon", "paper", "desert", "golden", "rain",
+	"mountain", "city", "shadow", "island", "thunder", "velvet", "highway", "harbor", "crystal", "forest",
+}
+
+// maxLeaves bounds a fleet: one loopback /16 less its first and last blocks.
+const maxLeaves = 65000
+
+// Fleet is a running set of leaves.
+type Fleet struct {
+	cfg    Config
+	expect protocol.PeerID
+	addr   *net.UDPAddr
+	leaves []*leaf
+
+	attached atomic.Int64 // leaves with a live link
+	attaches atomic.Int64 // attachments made, first ones and again
+	refused  atomic.Int64 // dials that failed
+	changed  chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type leaf struct {
+	f     *Fleet
+	name  string
+	node  *transport.Node
+	files []protocol.FileRecord
+
+	mu   sync.Mutex
+	link *transport.Link
+	// waits are this leaf's searches in flight, by query ID.
+	waits map[protocol.QueryID]chan struct{}
+}
+
+// Start opens every leaf's socket and starts each attaching, at most rate a
+// second (0: all at once). It returns once the sockets are open; see
+// WaitAttached.
+func Start(cfg Config, rate float64) (*Fleet, error) {
+	if cfg.Leaves < 1 || cfg.Leaves > maxLeaves {
+		return nil, fmt.Errorf("leaves: %d is not between 1 and %d", cfg.Leaves, maxLeaves)
+	}
+	if cfg.Files < 0 || cfg.Files > protocol.MaxFilesPerFrame {
+		return nil, fmt.Errorf("files: %d is not between 0 and %d", cfg.Files, protocol.MaxFilesPerFrame)
+	}
+	if cfg.Hosts == 0 {
+		cfg.Hosts = 10
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	expect, addr, err := transport.ParseTarget(cfg.Target)
+	if err != nil {
+		return nil, err
+	}
+	if expect.IsZero() {
+		return nil, fmt.Errorf("target %q: name the supernode as peerid@host:port", cfg.Target)
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Fleet{cfg: cfg, expect: expect, addr: ua, changed: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	rnd := rand.New(rand.NewPCG(cfg.Seed, 0x1eaf))
+	for i := range cfg.Leaves {
+		l, err := f.newLeaf(i, rnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("leaf %d: %w", i, err)
+		}
+		f.leaves = append(f.leaves, l)
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		var tick <-chan time.Time
+		if rate > 0 {
+			t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+			defer t.Stop()
+			tick = t.C
+		}
+		for _, l := range f.leaves {
+			if tick != nil {
+				select {
+				case <-tick:
+				case <-ctx.Done():
+					return
+				}
+			}
+			f.wg.Add(1)
+			go l.run()
+		}
+	}()
+	return f, nil
+}
+
+// LeafAddr is the loopback address leaf i binds.
+func LeafAddr(hosts byte, i int) net.IP {
+	n := i + 256 // skip 127.h.0.x
+	return net.IPv4(127, hosts, byte(n>>8), byte(n))
+}
+
+func (f *Fleet) newLeaf(i int, rnd *rand.Rand) (*leaf, error) {
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: LeafAddr(f.cfg.Hosts, i)})
+	if err != nil {
+		return nil, err
+	}
+	node, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: f.cfg.Log.Level(zerolog.Disabled), Agent: "supernet-leafload"})
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	l := &leaf{f: f, name: fmt.Sprintf("leaf%05d", i), node: node, waits: make(map[protocol.QueryID]chan struct{})}
+	for k := range f.cfg.Files {
+		var cid protocol.ContentID
+		crand.Read(cid[:])
+		name := fmt.Sprintf("%s %s %s %d-%d.mp3", Words[rnd.IntN(len(Words))], Words[rnd.IntN(len(Words))],
+			Words[rnd.IntN(len(Words))], i, k)
+		l.files = append(l.files, protocol.FileRecord{ID: cid, Name: name, Size: 1 << 20})
+	}
+	return l, nil
+}
+
+func (f *Fleet) note() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Attached is how many leaves have a live link now.
+func (f *Fleet) Attached() int { return int(f.attached.Load()) }
+
+// Attaches is how many attachments were made, and how many dials failed.
+func (f *Fleet) Attaches() (made, failed int64) { return f.attaches.Load(), f.refused.Load() }
+
+// WaitAttached waits until at least n leaves are attached.
+func (f *Fleet) WaitAttached(ctx context.Context, n int) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for f.Attached() < n {
+		select {
+		case <-f.changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d leaves attached: %w", f.Attached(), n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// WaitDetached waits until at most n leaves are attached.
+func (f *Fleet) WaitDetached(ctx context.Context, n int) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for f.Attached() > n {
+		select {
+		case <-f.changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%d leaves still attached, waiting for %d: %w", f.Attached(), n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Close detaches every leaf and closes its socket.
+func (f *Fleet) Close() {
+	f.cancel()
+	for _, l := range f.leaves {
+		l.node.Close()
+	}
+	f.wg.Wait()
+}
+
+// run keeps the leaf attached until the fleet closes, dialling again with
+// the peer's backoff (250 ms doubling to 15 s, jittered) after a failure.
+func (l *leaf) run() {
+	f := l.f
+	defer f.wg.Done()
+	backoff := 250 * time.Millisecond
+	for f.ctx.Err() == nil {
+		err := l.attachOnce()
+		if f.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			backoff = 250 * time.Millisecond
+			continue // the link dropped after it served: dial again at once
+		}
+		f.refused.Add(1)
+		select {
+		case <-time.After(backoff/2 + rand.N(backoff)):
+		case <-f.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+// attachOnce dials, publishes and reads until the link drops. A nil error
+// means the leaf was attached.
+func (l *leaf) attachOnce() error {
+	f := l.f
+	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: l.name, Addrs: []string{l.node.Addr().String()}}
+	link, _, err := l.node.DialAddr(f.ctx, f.addr, f.expect, hello)
+	if err != nil {
+		return err
+	}
+	if len(l.files) > 0 {
+		if err := link.Send(&protocol.Publish{Reset: true, Files: l.files}); err != nil {
+			link.Close(nil)
+			return err
+		}
+	}
+	l.mu.Lock()
+	l.link = link
+	l.mu.Unlock()
+	f.attaches.Add(1)
+	f.attached.Add(1)
+	f.note()
+	var heard atomic.Int64 // unix nanoseconds of the last message received
+	heard.Store(time.Now().UnixNano())
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		l.ping(link, &heard)
+	}()
+	defer func() {
+		link.Close(nil)
+		<-pinged
+		l.mu.Lock()
+		l.link = nil
+		for _, w := range l.waits {
+			close(w)
+		}
+		clear(l.waits)
+		l.mu.Unlock()
+		f.attached.Add(-1)
+		f.note()
+	}()
+	for {
+		m, err := link.Recv()
+		if err != nil {
+			return nil
+		}
+		heard.Store(time.Now().UnixNano())
+		if d, ok := m.(*protocol.QueryDone); ok {
+			l.mu.Lock()
+			if w := l.waits[d.ID]; w != nil {
+				delete(l.waits, d.ID)
+				close(w)
+			}
+			l.mu.Unlock()
+		}
+	}
+}
+
+// errSilent closes a link that went quiet.
+var errSilent = errors.New("supernode silent")
+
+// ping sends a Ping every interval, starting at a random phase, until the
+// link closes; it closes the link when nothing came for SilentPings
+// intervals.
+func (l *leaf) ping(link *transport.Link, heard *atomic.Int64) {
+	every := l.f.cfg.PingInterval
+	if every < 0 {
+		<-link.Done()
+		return
+	}
+	select {
+	case <-time.After(rand.N(every)):
+	case <-link.Done():
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for seq := uint64(1); ; seq++ {
+		if time.Since(time.Unix(0, heard.Load())) > SilentPings*every {
+			link.Close(errSilent)
+			return
+		}
+		if link.Send(&protocol.Ping{Seq: seq}) != nil {
+			return
+		}
+		select {
+		case <-t.C:
+		case <-link.Done():
+			return
+		}
+	}
+}
+
+// ErrNotAttached is a search from a leaf without a link.
+var ErrNotAttached = errors.New("leaf not attached")
+
+// Search sends one keyword query from leaf i and waits for the supernode to
+// say it is done; it returns how long that took.
+func (f *Fleet) Search(ctx context.Context, i int, text string) (time.Duration, error) {
+	l := f.leaves[i%len(f.leaves)]
+	var q protocol.QueryID
+	crand.Read(q[:])
+	w := make(chan struct{})
+	l.mu.Lock()
+	link := l.link
+	if link != nil {
+		l.waits[q] = w
+	}
+	l.mu.Unlock()
+	if link == nil {
+		return 0, ErrNotAttached
+	}
+	forget := func() {
+		l.mu.Lock()
+		delete(l.waits, q)
+		l.mu.Unlock()
+	}
+	start := time.Now()
+	if err := link.Send(&protocol.Query{ID: q, Text: text, Hops: 1}); err != nil {
+		forget()
+		return 0, err
+	}
+	select {
+	case <-w:
+		if link.Err() != nil {
+			return 0, fmt.Errorf("link lost during the search: %w", link.Err())
+		}
+		return time.Since(start), nil
+	case <-ctx.Done():
+		forget()
+		return 0, ctx.Err()
+	}
+}
+
+// Percentile is the p-th percentile (0..100) of sorted durations.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// SortDurations sorts d in place and returns it.
+func SortDurations(d []time.Duration) []time.Duration {
+	slices.Sort(d)
+	return d
+}
