@@ -97,9 +97,17 @@ func (f *flood) ask(qi int, q *protocol.Query, from int) {
 	}
 }
 
-// forget drops a query's reverse path once no hit can still need it.
+// seenFor is how long a servent remembers a query it forwarded. Past the
+// asker's timeout no hit needs the reverse path, but a copy still on its way
+// (a loaded host, a slow link) must not be flooded again as new: each
+// such copy would start the flood over, and the extra load delays more
+// copies past the next forgetting.
+const seenFor = 30 * time.Second
+
+// forget drops a query's reverse path once no hit can still need it and no
+// copy can still be on its way.
 func (f *flood) forget(p int, id protocol.QueryID) {
-	f.e.net.after(f.e.wd.w.QueryTimeout+time.Second, func() { delete(f.seen[p], id) })
+	f.e.net.after(max(f.e.wd.w.QueryTimeout+time.Second, seenFor), func() { delete(f.seen[p], id) })
 }
 
 func (*flood) fail(failure)     {}
