@@ -36,6 +36,8 @@ var goldens = []golden{
 		81a17307`},
 	{"pong", &Pong{Seq: 1 << 40}, `050000000c
 		81a173cf0000010000000000`},
+	{"pong_paced", &Pong{Seq: 3, Every: 5000}, `0500000009
+		82a17303a165cd1388`},
 	{"publish", &Publish{Reset: true, Files: []FileRecord{{ID: exCID, Name: "hey jude.mp3", Size: 4000000,
 		Tags: Tags{Title: "Hey Jude", Artist: "The Beatles", Year: 1968}}}}, `0600000063
 		82a172c3a1669184a169c4201111111111111111111111111111111111111111

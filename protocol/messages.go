@@ -126,9 +126,12 @@ type Ping struct {
 	Seq uint64 `msgpack:"s"`
 }
 
-// Pong answers a Ping.
+// Pong answers a Ping. Every, from a supernode to its leaf, is the least
+// time in milliseconds the leaf should leave between its pings (0: no wish):
+// a supernode with many leaves spreads their pings out this way.
 type Pong struct {
-	Seq uint64 `msgpack:"s"`
+	Seq   uint64 `msgpack:"s"`
+	Every uint32 `msgpack:"e,omitempty"`
 }
 
 // FileRecord describes one shared file.

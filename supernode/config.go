@@ -60,6 +60,8 @@ func DefaultRouterConfig() RouterConfig {
 		LeafPublishRate:       256 << 10,
 		SeenTTL:               60 * time.Second,
 		LeafQueryRate:         20,
+		LeafPings:             2000,
+		MaxPingEvery:          5 * time.Second,
 		LeafQueryBurst:        50,
 		NeighbourQueryRate:    200,
 		NeighbourQueryBurst:   400,
@@ -126,6 +128,8 @@ func (c *RouterConfig) defaults() {
 	defaults.Set(&c.LeafPublishRate, d.LeafPublishRate)
 	defaults.Set(&c.SeenTTL, d.SeenTTL)
 	defaults.Set(&c.LeafQueryRate, d.LeafQueryRate)
+	defaults.Set(&c.LeafPings, d.LeafPings)
+	defaults.Set(&c.MaxPingEvery, d.MaxPingEvery)
 	defaults.Set(&c.LeafQueryBurst, d.LeafQueryBurst)
 	if c.Now == nil {
 		c.Now = time.Now

@@ -246,7 +246,7 @@ func (s *Server) gossipLoop() {
 func (s *Server) gossip(now time.Time) {
 	s.checkAdmission(now)
 	r := s.memb.Round(now)
-	s.dropSilentLeaves()
+	s.dropSilentLeaves(now)
 	neighbours := len(peers{s: s}.Neighbours(0))
 	// Every few rounds, even with the ring unchanged: copies and handovers
 	// that found no link at the change go out then.

@@ -90,22 +90,37 @@ func (s *Server) isRelayAddr(addr string) bool {
 
 // SilentLeaf is how long a leaf that pings may go without a frame before it
 // is taken as dead: ten of its pings (every 500 ms by default) lost in a row.
-const SilentLeaf = 5 * time.Second
+// Leaves asked to ping less often get SilentPings of the longest interval
+// asked of them lately, if that is longer.
+const (
+	SilentLeaf  = 5 * time.Second
+	SilentPings = 3
+)
+
+// askPeriod is how often the longest ping interval asked is forgotten: a
+// period after the supernode asks for less, every leaf has pinged and heard
+// the new interval (MaxPingEvery is far shorter).
+const askPeriod = time.Minute
 
 // dropSilentLeaves closes the links of pinging leaves that went quiet: a leaf
 // that died without a goodbye, whose files would otherwise be offered as
 // sources until QUIC's idle timeout.
-func (s *Server) dropSilentLeaves() {
+func (s *Server) dropSilentLeaves(now time.Time) {
+	if now.Sub(s.askPeriodAt) >= askPeriod {
+		s.askPeriodAt = now
+		s.router.NextAskPeriod()
+	}
+	after := max(SilentLeaf, SilentPings*s.router.AskedEvery())
 	s.mu.Lock()
 	var quiet []*transport.Link
 	for id := range s.pinging {
-		if l := s.links[id]; l != nil && l.Quiet() > SilentLeaf {
+		if l := s.links[id]; l != nil && l.Quiet() > after {
 			quiet = append(quiet, l)
 		}
 	}
 	s.mu.Unlock()
 	for _, l := range quiet {
 		l.Log().Info().Dur("quiet", l.Quiet().Round(time.Millisecond)).Msg("leaf stopped pinging; dropping it")
-		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, SilentLeaf))
+		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, after))
 	}
 }

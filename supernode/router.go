@@ -74,6 +74,13 @@ type RouterConfig struct {
 	MaxIndexBytesPerAddr int64
 	// SeenTTL is how long a query ID is remembered for duplicate suppression (default 60 s).
 	SeenTTL time.Duration
+	// LeafPings is the rate of pings all the leaves together are asked to keep
+	// under: each Pong to a leaf names the interval that spreads them to it,
+	// at most MaxPingEvery (default 2,000 a second, so leaves ping at their
+	// own pace up to 1,000 of them; MaxPingEvery defaults to a third of the
+	// idle timeout, which keeps their links alive).
+	LeafPings    float64
+	MaxPingEvery time.Duration
 	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a
 	// single leaf cannot flood the overlay (defaults 20/s, burst 50).
 	LeafQueryRate  float64
@@ -212,6 +219,10 @@ type Router struct {
 	dirty      bool // neighbours' summaries changed since the last Tick
 
 	Stats Counters
+
+	// asked and askedBefore are the longest ping interval asked of a leaf
+	// in this period of QuietWindow and in the one before (nanoseconds).
+	asked, askedBefore atomic.Int64
 }
 
 // NewRouter makes a router that sends through out.
@@ -333,6 +344,35 @@ func (r *Router) NeighbourDown(id LinkID) {
 	r.Tick()
 }
 
+// PingEvery is the interval that keeps the leaves' pings together under
+// LeafPings a second, at most MaxPingEvery.
+func (r *Router) PingEvery() time.Duration {
+	every := time.Duration(float64(r.Leaves()) / r.cfg.LeafPings * float64(time.Second))
+	return min(every, r.cfg.MaxPingEvery)
+}
+
+// askPing is the interval to ask of a pinging leaf now; it is remembered
+// for AskedEvery.
+func (r *Router) askPing() time.Duration {
+	every := r.PingEvery()
+	for {
+		cur := r.asked.Load()
+		if int64(every) <= cur || r.asked.CompareAndSwap(cur, int64(every)) {
+			return every
+		}
+	}
+}
+
+// AskedEvery is the longest ping interval asked of a leaf lately (over one
+// to two calls of NextAskPeriod): a leaf may still keep it until its next
+// ping brings a shorter one.
+func (r *Router) AskedEvery() time.Duration {
+	return time.Duration(max(r.asked.Load(), r.askedBefore.Load()))
+}
+
+// NextAskPeriod starts a new period for AskedEvery.
+func (r *Router) NextAskPeriod() { r.askedBefore.Store(r.asked.Swap(0)) }
+
 // Leaves and Neighbours count the links of each kind.
 func (r *Router) Leaves() int {
 	r.mu.Lock()
@@ -383,7 +423,7 @@ func (r *Router) Handle(from LinkID, m protocol.Message) error {
 	case *protocol.Signal:
 		return r.signal(from, m)
 	case *protocol.Ping:
-		r.out.Send(from, &protocol.Pong{Seq: m.Seq})
+		r.out.Send(from, &protocol.Pong{Seq: m.Seq, Every: uint32(r.askPing().Milliseconds())})
 	case *protocol.Pong, *protocol.Error:
 	default:
 		return unexpected(m)

@@ -1041,3 +1041,62 @@ func TestLeafQueryRate(t *testing.T) {
 		t.Fatalf("QueriesRefused = %d", r.Stats.QueriesRefused.Load())
 	}
 }
+
+// TestPongPacesLeaves: a supernode answers a leaf's ping with the interval
+// that keeps all its leaves' pings under LeafPings a second: none asked of
+// a few leaves, more as they grow, never past MaxPingEvery.
+func TestPongPacesLeaves(t *testing.T) {
+	o := newRecOutbox()
+	r := NewRouter(RouterConfig{LeafPings: 100, MaxPingEvery: 2 * time.Second}, o)
+	pong := func(leaf LinkID) time.Duration {
+		t.Helper()
+		o.mu.Lock()
+		o.got[leaf] = nil
+		o.mu.Unlock()
+		if err := r.Handle(leaf, &protocol.Ping{Seq: 9}); err != nil {
+			t.Fatal(err)
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.got[leaf]) != 1 {
+			t.Fatalf("%d answers to a ping", len(o.got[leaf]))
+		}
+		p, ok := o.got[leaf][0].(*protocol.Pong)
+		if !ok || p.Seq != 9 {
+			t.Fatalf("answer %#v, want Pong 9", o.got[leaf][0])
+		}
+		return time.Duration(p.Every) * time.Millisecond
+	}
+	up := func(from, to int) {
+		for l := from; l < to; l++ {
+			r.LeafUp(LinkID(l+1), LeafInfo{Peer: protocol.PeerID{byte(l), byte(l >> 8)}, Addrs: []string{"192.0.2.1:4000"}})
+		}
+	}
+	up(0, 1)
+	if got := pong(1); got != 10*time.Millisecond {
+		t.Fatalf("1 leaf of 100 pings a second: asked every %v, want 10ms", got)
+	}
+	up(1, 50)
+	if got := pong(1); got != 500*time.Millisecond {
+		t.Fatalf("50 leaves: asked every %v, want 500ms", got)
+	}
+	up(50, 1000)
+	if got := pong(7); got != 2*time.Second {
+		t.Fatalf("1000 leaves: asked every %v, want the cap of 2s", got)
+	}
+	// The supernode allows silence by the longest interval it asked lately:
+	// after the leaves go, for a period and the next.
+	for l := 1; l < 1000; l++ {
+		r.LeafDown(LinkID(l + 1))
+	}
+	if got := pong(1); got != 10*time.Millisecond {
+		t.Fatalf("1 leaf again: asked every %v", got)
+	}
+	for i, want := range []time.Duration{2 * time.Second, 2 * time.Second, 10 * time.Millisecond} {
+		if got := r.AskedEvery(); got != want {
+			t.Fatalf("period %d after the leaves went: AskedEvery %v, want %v", i, got, want)
+		}
+		r.NextAskPeriod()
+		pong(1)
+	}
+}

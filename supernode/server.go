@@ -9,6 +9,7 @@ package supernode
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
@@ -182,6 +183,9 @@ type Server struct {
 	startMu sync.Mutex // Serve starts its goroutines under it; Close cancels under it
 	// steppedDown: a promoted supernode stopped, underused.
 	steppedDown atomic.Bool
+	// askPeriodAt is when the gossip round last started a period of the
+	// router's AskedEvery.
+	askPeriodAt time.Time
 	closeOnce   sync.Once
 }
 
@@ -237,6 +241,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.RelayAddr = s.isRelayAddr
 	if len(cfg.RelaySecret) > 0 {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
+	}
+	if cfg.IdleTimeout > 0 {
+		// Pings are what keep an idle leaf's link open.
+		cfg.Router.MaxPingEvery = min(cmp.Or(cfg.Router.MaxPingEvery, DefaultRouterConfig().MaxPingEvery), cfg.IdleTimeout/3)
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)

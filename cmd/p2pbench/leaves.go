@@ -31,6 +31,7 @@ func leavesCmd() *cobra.Command {
 		settle, idle, storm    time.Duration
 		seed                   uint64
 		ping                   time.Duration
+		snArgs                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "leaves",
@@ -55,7 +56,7 @@ again with a peer's backoff.`,
 				return fmt.Errorf("--queries must not be negative and --query-rate must be above 0")
 			}
 			return runLeaves(cmd.Context(), leavesRun{leaves: leaves, files: files, rate: rate, queries: queries,
-				queryRate: queryRate, bin: bin, keep: keep, settle: settle, idle: idle, storm: storm, seed: seed, ping: ping})
+				queryRate: queryRate, bin: bin, keep: keep, settle: settle, idle: idle, storm: storm, seed: seed, ping: ping, snArgs: snArgs})
 		},
 	}
 	f := cmd.Flags()
@@ -70,6 +71,7 @@ again with a peer's backoff.`,
 	f.DurationVar(&idle, "idle", 30*time.Second, "how long to measure the supernode's CPU while the leaves idle")
 	f.DurationVar(&storm, "storm-timeout", 2*time.Minute, "longest wait for every leaf to attach again after the restart")
 	f.Uint64Var(&seed, "seed", 1, "seed of the file names and the search words")
+	f.StringArrayVar(&snArgs, "supernode-arg", nil, "one more argument for the supernode, e.g. --supernode-arg=--leaf-pings=1e9 (repeatable)")
 	f.DurationVar(&ping, "ping", leafload.DefaultPingInterval, "how often each leaf pings its supernode, as a peer does (-1s: never; then a dead supernode shows by QUIC's 15 s idle timeout)")
 	return cmd
 }
@@ -81,6 +83,7 @@ type leavesRun struct {
 	settle, idle, storm    time.Duration
 	seed                   uint64
 	ping                   time.Duration
+	snArgs                 []string
 }
 
 // snProcess is the supernode under load.
@@ -245,6 +248,7 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	args := []string{"--listen", addr, "--data-dir", filepath.Join(dir, "sn"), "--alt-listen", "127.0.0.1:0",
 		"--max-leaves", strconv.Itoa(r.leaves + r.leaves/10 + 10), "--leaf-limit", "-1"}
+	args = append(args, r.snArgs...)
 	sn, err := startSupernode(bin, args, logFile)
 	if err != nil {
 		return err
@@ -357,8 +361,8 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 		stormPeak = max(stormPeak, p)
 	}
 
-	fmt.Printf("\n%d leaves, %d files each, pinging every %v, on one supernode process (shipped defaults but --max-leaves and --leaf-limit -1)\n\n",
-		r.leaves, r.files, r.ping)
+	fmt.Printf("\n%d leaves, %d files each, pinging every %v or as the supernode asks, on one supernode process\n", r.leaves, r.files, r.ping)
+	fmt.Printf("supernode %s\n\n", strings.Join(args[4:], " "))
 	fmt.Printf("%-44s %12s   %s\n", "figure", "measured", "target")
 	fmt.Printf("%-44s %12s   %s\n", "supernode RSS, no leaves", mib(rss0), "")
 	fmt.Printf("%-44s %12s   %s\n", "supernode RSS, all attached", mib(rss), fmt.Sprintf("(peak %s)", mib(peak)))

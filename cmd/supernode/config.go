@@ -45,6 +45,7 @@ type flags struct {
 	maxLeaves, leafLimit     int
 	promoteEvery             time.Duration
 	hops                     uint8
+	leafPings                float64
 	memLimit                 int64
 	limitLoopback            bool
 }
@@ -61,6 +62,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.IntVar(&fl.leafLimit, "leaf-limit", def.LeafLimit, "peers kept before an eligible one is promoted to supernode and takes some over (-1: never promote)")
 	f.DurationVar(&fl.promoteEvery, "promote-every", def.PromoteEvery, "least time between two promotions")
 	f.Uint8Var(&fl.hops, "hops", def.Router.HopLimit, "hop limit for queries between supernodes")
+	f.Float64Var(&fl.leafPings, "leaf-pings", def.Router.LeafPings, "pings a second all the leaves together are asked to stay under; each pings at its own pace (500 ms) until there are too many")
 	f.StringVar(&fl.altListen, "alt-listen", "", "second UDP address for NAT tests and dial-backs (default: port+1; - for none)")
 	f.StringVar(&fl.tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")
 	f.StringVar(&fl.relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. "+relay.DefaultListen)
@@ -87,6 +89,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		cli.NotNegative("max-leaves", fl.maxLeaves),
 		cli.NotNegative("promote-every", fl.promoteEvery),
 		cli.NotNegative("memory-limit", fl.memLimit),
+		cli.NotNegative("leaf-pings", fl.leafPings),
 	)
 	if err != nil {
 		return settings{}, err
@@ -108,7 +111,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 			LeafLimit: fl.leafLimit, PromoteEvery: fl.promoteEvery,
 			AltListen: fl.altListen, ListenTCP: fl.tcpListen,
 			Advertise: fl.advertise, Neighbours: fl.neighbours, LimitLoopback: fl.limitLoopback,
-			Router: supernode.RouterConfig{HopLimit: fl.hops},
+			Router: supernode.RouterConfig{HopLimit: fl.hops, LeafPings: fl.leafPings},
 		},
 		secretFile: fl.secretFile, certFile: fl.certFile, networkKeyFile: fl.networkKeyFile,
 		log: fl.log, memLimit: fl.memLimit,

@@ -25,7 +25,7 @@ func defaultSettings(dataDir string) settings {
 		cfg: supernode.Config{
 			Listen: def.Listen, DataDir: dataDir, MaxLeaves: def.MaxLeaves, LeafLimit: def.LeafLimit,
 			PromoteEvery: def.PromoteEvery, Neighbours: def.Neighbours,
-			Router: supernode.RouterConfig{HopLimit: def.Router.HopLimit},
+			Router: supernode.RouterConfig{HopLimit: def.Router.HopLimit, LeafPings: def.Router.LeafPings},
 		},
 		log: cli.DefaultLogFlags(), memLimit: cli.DefaultMemoryLimit,
 	}
@@ -51,6 +51,7 @@ func TestConfigFromArgs(t *testing.T) {
 		{"leaf limit -1: never promote", []string{"--leaf-limit", "-1"}, nil, func(s *settings) { s.cfg.LeafLimit = -1 }},
 		{"promote every", []string{"--promote-every", "1h"}, nil, func(s *settings) { s.cfg.PromoteEvery = time.Hour }},
 		{"hops", []string{"--hops", "2"}, nil, func(s *settings) { s.cfg.Router.HopLimit = 2 }},
+		{"leaf pings", []string{"--leaf-pings", "500"}, nil, func(s *settings) { s.cfg.Router.LeafPings = 500 }},
 		{"alt listen", []string{"--alt-listen", "127.0.0.1:7001"}, nil, func(s *settings) { s.cfg.AltListen = "127.0.0.1:7001" }},
 		{"alt listen none", []string{"--alt-listen", "-"}, nil, func(s *settings) { s.cfg.AltListen = "-" }},
 		{"tcp listen", []string{"--tcp-listen", ":7002"}, nil, func(s *settings) { s.cfg.ListenTCP = ":7002" }},
@@ -121,6 +122,7 @@ func TestConfigFromArgsRefuses(t *testing.T) {
 		{"bad peer ID in join", []string{"--join", "nobody@a:1"}, `--join "nobody@a:1"`},
 		{"bad advertise", []string{"--advertise", "sn.example"}, `--advertise "sn.example"`},
 		{"negative max leaves", []string{"--max-leaves", "-5"}, "--max-leaves -5: must not be negative"},
+		{"negative leaf pings", []string{"--leaf-pings", "-1"}, "--leaf-pings -1: must not be negative"},
 		{"negative memory limit", []string{"--memory-limit", "-1"}, "--memory-limit -1: must not be negative"},
 		{"hops beyond a byte", []string{"--hops", "300"}, `invalid argument "300" for "--hops"`},
 		{"bad log level", []string{"--log-level", "loud"}, `log level "loud"`},

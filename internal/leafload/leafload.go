@@ -20,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -37,18 +38,14 @@ type Config struct {
 	// if each were its own host. At most 65,000 leaves.
 	Hosts byte
 	// PingInterval is how often each leaf pings its supernode, as a peer
-	// does to find a dead supernode fast (default: the peer's 500 ms). A leaf
-	// that hears nothing for SilentPings intervals drops the link and dials
-	// again. Below zero, leaves do not ping and find a dead supernode by
-	// QUIC's idle timeout.
+	// does to find a dead supernode fast (default: the peer's 500 ms), or
+	// as seldom as the supernode asks. A leaf that hears nothing for as long
+	// as a peer allows drops the link and dials again. Below zero, leaves
+	// do not ping and find a dead supernode by QUIC's idle timeout.
 	PingInterval time.Duration
 	// Log gets the fleet's own warnings.
 	Log zerolog.Logger
 }
-
-// SilentPings is how many ping intervals of silence make a leaf give up on
-// its link, as a peer does (attach.SilentProbes).
-const SilentPings = 3
 
 // DefaultPingInterval is the peer's default probe interval.
 const DefaultPingInterval = 500 * time.Millisecond
@@ -283,12 +280,12 @@ func (l *leaf) attachOnce() error {
 	f.attaches.Add(1)
 	f.attached.Add(1)
 	f.note()
-	var heard atomic.Int64 // unix nanoseconds of the last message received
-	heard.Store(time.Now().UnixNano())
+	lv := &liveness{w: attach.NewWatch(f.cfg.PingInterval)}
+	lv.live = attach.Attached(time.Now(), 0)
 	pinged := make(chan struct{})
 	go func() {
 		defer close(pinged)
-		l.ping(link, &heard)
+		l.ping(link, lv)
 	}()
 	defer func() {
 		link.Close(nil)
@@ -308,7 +305,7 @@ func (l *leaf) attachOnce() error {
 		if err != nil {
 			return nil
 		}
-		heard.Store(time.Now().UnixNano())
+		lv.heard(m)
 		if d, ok := m.(*protocol.QueryDone); ok {
 			l.mu.Lock()
 			if w := l.waits[d.ID]; w != nil {
@@ -323,24 +320,60 @@ func (l *leaf) attachOnce() error {
 // errSilent closes a link that went quiet.
 var errSilent = errors.New("supernode silent")
 
-// ping sends a Ping every interval, starting at a random phase, until the
-// link closes; it closes the link when nothing came for SilentPings
-// intervals.
-func (l *leaf) ping(link *transport.Link, heard *atomic.Int64) {
-	every := l.f.cfg.PingInterval
-	if every < 0 {
+// liveness is what a leaf knows of its supernode's life, kept by the
+// peer's own rules (attach.Watch and attach.Liveness).
+type liveness struct {
+	mu   sync.Mutex
+	w    *attach.Watch
+	live attach.Liveness
+	rx   uint64 // messages received, for Hear
+}
+
+func (v *liveness) heard(m protocol.Message) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rx++
+	v.live.Hear(now, v.rx)
+	if p, ok := m.(*protocol.Pong); ok {
+		v.w.Ponged(&v.live, p.Seq, now)
+		v.live.Paced(time.Duration(p.Every) * time.Millisecond)
+	}
+}
+
+// round starts a ping round and returns its number, the interval until the
+// next, and whether the supernode has been silent too long: as long as a
+// peer allows it (attach.Liveness.SilentAfter, which gives a slow
+// supernode its usual answer time) when its own network is shown to work,
+// as it is on loopback.
+func (v *liveness) round(ours time.Duration) (seq uint64, every time.Duration, silent bool) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	every = v.w.Pace(ours, []*attach.Liveness{&v.live})
+	if now.Sub(v.live.Heard()) >= v.live.SilentAfter(every, 0) {
+		return 0, every, true
+	}
+	return v.w.Round(now), every, false
+}
+
+// ping sends a Ping each interval (ours, or as seldom as the supernode
+// asks), starting at a random phase, until the link closes; it closes the
+// link when the supernode stays silent too long.
+func (l *leaf) ping(link *transport.Link, lv *liveness) {
+	ours := l.f.cfg.PingInterval
+	if ours < 0 {
 		<-link.Done()
 		return
 	}
 	select {
-	case <-time.After(rand.N(every)):
+	case <-time.After(rand.N(ours)):
 	case <-link.Done():
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for seq := uint64(1); ; seq++ {
-		if time.Since(time.Unix(0, heard.Load())) > SilentPings*every {
+	for {
+		seq, every, silent := lv.round(ours)
+		if silent {
 			link.Close(errSilent)
 			return
 		}
@@ -348,7 +381,7 @@ func (l *leaf) ping(link *transport.Link, heard *atomic.Int64) {
 			return
 		}
 		select {
-		case <-t.C:
+		case <-time.After(every):
 		case <-link.Done():
 			return
 		}

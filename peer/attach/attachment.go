@@ -638,7 +638,7 @@ func (a *Attachment) readLoop(s *slot, l *transport.Link) {
 		case *protocol.Ping:
 			l.Send(&protocol.Pong{Seq: m.Seq})
 		case *protocol.Pong:
-			a.ponged(s, l, m.Seq)
+			a.ponged(s, l, m.Seq, time.Duration(m.Every)*time.Millisecond)
 		case *protocol.Members:
 			a.takeMembers(m)
 		case *protocol.NATStatus:

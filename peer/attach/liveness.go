@@ -59,7 +59,16 @@ type Liveness struct {
 	pongs [pongHistory]pongAt // the ping rounds it answered last, latest first
 	// srtt and rttvar estimate how long its supernode takes to answer a ping.
 	srtt, rttvar time.Duration
+	// pace is the least interval between pings the supernode asked for.
+	pace time.Duration
 }
+
+// MaxPace bounds the interval a supernode may ask pings to keep: past a
+// third of QUIC's idle timeout the link would drop.
+const MaxPace = 5 * time.Second
+
+// Paced notes the interval between pings the supernode asked for.
+func (v *Liveness) Paced(every time.Duration) { v.pace = min(max(every, 0), MaxPace) }
 
 // Attached starts the liveness of a supernode just attached, whose link has
 // received rx packets.
@@ -117,6 +126,20 @@ type Watch struct {
 
 // NewWatch returns the rounds of a leaf that pings every probe interval.
 func NewWatch(every time.Duration) *Watch { return &Watch{every: every} }
+
+// Every is the probe interval the rounds go at now.
+func (w *Watch) Every() time.Duration { return w.every }
+
+// Pace sets the probe interval to the least of ours and what the busiest
+// of the attached supernodes asked for (a round pings them all), and
+// returns it.
+func (w *Watch) Pace(ours time.Duration, slots []*Liveness) time.Duration {
+	w.every = ours
+	for _, s := range slots {
+		w.every = max(w.every, s.pace)
+	}
+	return w.every
+}
 
 // Round starts a ping round at now and returns its sequence number.
 func (w *Watch) Round(now time.Time) uint64 {

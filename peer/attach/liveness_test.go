@@ -181,3 +181,47 @@ func TestWaryGrowsAndDecays(t *testing.T) {
 		}
 	}
 }
+
+// TestPaceFollowsTheBusiestSupernode: the rounds go at our interval unless
+// an attached supernode asked for a longer one, and none may ask for more
+// than MaxPace; the silence allowed grows with the interval.
+func TestPaceFollowsTheBusiestSupernode(t *testing.T) {
+	f := newFleet(2)
+	if got := f.w.Pace(probe, f.lives); got != probe {
+		t.Fatalf("nothing asked: every %v, want %v", got, probe)
+	}
+	f.lives[0].Paced(100 * time.Millisecond)
+	if got := f.w.Pace(probe, f.lives); got != probe {
+		t.Fatalf("a shorter interval asked: every %v, want ours, %v", got, probe)
+	}
+	f.lives[1].Paced(2 * time.Second)
+	if got := f.w.Pace(probe, f.lives); got != 2*time.Second {
+		t.Fatalf("one asked for 2s: every %v", got)
+	}
+	// Both answer a round, then supernode 0 goes silent: it is not left
+	// before three of the longer intervals.
+	seq := f.w.Round(f.now)
+	for i, v := range f.lives {
+		f.rx[i]++
+		v.Hear(f.now, f.rx[i])
+		f.w.Ponged(v, seq, f.now)
+	}
+	for k := 1; k <= 3; k++ {
+		f.now = f.now.Add(2 * time.Second)
+		seq := f.w.Round(f.now)
+		f.rx[1]++
+		f.lives[1].Hear(f.now, f.rx[1])
+		f.w.Ponged(f.lives[1], seq, f.now)
+		dead, _ := f.check()
+		if k < 3 && len(dead) > 0 {
+			t.Fatalf("left after %v of silence at a 2s pace", f.now.Sub(t0))
+		}
+		if k == 3 && (len(dead) != 1 || dead[0].Index != 0) {
+			t.Fatalf("after three silent 2s intervals: left %v, want supernode 0", dead)
+		}
+	}
+	f.lives[1].Paced(time.Hour)
+	if got := f.w.Pace(probe, f.lives); got != MaxPace {
+		t.Fatalf("an hour asked: every %v, want the cap %v", got, MaxPace)
+	}
+}

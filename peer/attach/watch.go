@@ -23,7 +23,7 @@ var ErrSilent = errors.New("supernode stopped answering")
 // watch pings the attached supernodes and leaves those that went silent.
 func (a *Attachment) watch() {
 	defer a.wg.Done()
-	every := a.cfg.ProbeInterval
+	every := a.pace()
 	t := time.NewTicker(every / ChecksPerProbe)
 	defer t.Stop()
 	for n := 0; ; n++ {
@@ -34,6 +34,11 @@ func (a *Attachment) watch() {
 		}
 		now := time.Now()
 		if n%ChecksPerProbe == 0 {
+			// A busy supernode asks its leaves to ping less often.
+			if e := a.pace(); e != every {
+				every = e
+				t.Reset(every / ChecksPerProbe)
+			}
 			a.mu.Lock()
 			seq := a.rounds.Round(now)
 			a.mu.Unlock()
@@ -54,14 +59,29 @@ func (a *Attachment) watch() {
 	}
 }
 
-// ponged notes the supernode of s answering ping round seq.
-func (a *Attachment) ponged(s *slot, l *transport.Link, seq uint64) {
+// ponged notes the supernode of s answering ping round seq, and asking for
+// pings no more often than every.
+func (a *Attachment) ponged(s *slot, l *transport.Link, seq uint64, every time.Duration) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s.link == l {
 		a.rounds.Ponged(&s.live, seq, now)
+		s.live.Paced(every)
 	}
+}
+
+// pace sets the probe interval from what the attached supernodes asked for.
+func (a *Attachment) pace() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var lives []*Liveness
+	for _, s := range a.slots {
+		if s.link != nil {
+			lives = append(lives, &s.live)
+		}
+	}
+	return a.rounds.Pace(a.cfg.ProbeInterval, lives)
 }
 
 type silentLink struct {
