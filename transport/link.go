@@ -24,10 +24,16 @@ const (
 	CodeProtocol quic.ApplicationErrorCode = 1
 )
 
-// keepBuf is the largest read buffer a link keeps between frames (and a
-// quarter of the largest write buffer); a larger frame gets a buffer of its
-// own that goes once it is used.
-const keepBuf = 64 << 10
+// A supernode holds thousands of idle links, so what a link keeps between
+// frames is small: readAhead is the buffer in front of its message stream
+// (a body longer than that is read straight into place), keepBuf the
+// largest body buffer it keeps, and keepWrite the largest write buffer.
+// Larger frames get buffers of their own that go once they are used.
+const (
+	readAhead = 4 << 10
+	keepBuf   = 16 << 10
+	keepWrite = 64 << 10
+)
 
 // Link is an accepted or dialled connection with a message stream.
 type Link struct {
@@ -62,6 +68,9 @@ type Link struct {
 	wake    chan struct{}
 	done    chan struct{}
 	wdone   chan struct{}
+	// unwatch stops the wait for the connection's end, which closes the link
+	// (under mu).
+	unwatch func() bool
 }
 
 func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log zerolog.Logger, tk *ticket) *Link {
@@ -69,7 +78,7 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 		Peer:      peer,
 		conn:      c,
 		stream:    s,
-		fr:        NewFrameReader(s, keepBuf, n.cfg.Frames),
+		fr:        NewFrameReader(s, readAhead, n.cfg.Frames),
 		frames:    n.cfg.Frames,
 		log:       log,
 		srcMax:    int64(n.cfg.MaxQueuedPerIP),
@@ -84,13 +93,9 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
 	go l.writeLoop()
-	go func() {
-		select {
-		case <-c.Context().Done():
-			l.Close(context.Cause(c.Context()))
-		case <-l.done:
-		}
-	}()
+	l.mu.Lock() // the func may run at once, and Close reads unwatch
+	l.unwatch = context.AfterFunc(c.Context(), func() { l.Close(context.Cause(c.Context())) })
+	l.mu.Unlock()
 	return l
 }
 
@@ -189,7 +194,7 @@ func (l *Link) writeLoop() {
 			return
 		}
 		l.mu.Lock()
-		if cap(buf) <= keepBuf<<2 { // keep a modest buffer for reuse, let big ones go
+		if cap(buf) <= keepWrite { // keep a modest buffer for reuse, let big ones go
 			l.spare = buf[:0]
 		}
 		l.mu.Unlock()
@@ -265,8 +270,12 @@ func (l *Link) Close(err error) {
 		l.src.queued.Add(-int64(len(l.pending)))
 	}
 	l.pending = nil
+	unwatch := l.unwatch
 	l.mu.Unlock()
 	close(l.done)
+	if unwatch != nil {
+		unwatch()
+	}
 	closeConn(l.conn, err)
 }
 
