@@ -156,3 +156,18 @@ func DefaultDataDir() string { return DataDirFrom(os.Getenv) }
 func DataDirFrom(getenv func(string) string) string {
 	return defaults.DataDir(getenv, DataDirEnv, "supernode")
 }
+
+// LeafMemory is what one attached leaf costs a supernode, the QUIC
+// connection and its goroutines included (p2pbench leaves measures it), and
+// BaseMemory what a supernode holds with none.
+const (
+	LeafMemory = 96 << 10
+	BaseMemory = 128 << 20
+)
+
+// MemoryFor is the soft memory limit a supernode taking maxLeaves leaves
+// needs: below it, the collector would run without pause once they are all
+// attached.
+func MemoryFor(maxLeaves int) int64 {
+	return BaseMemory + int64(max(maxLeaves, 0))*LeafMemory
+}

@@ -63,11 +63,12 @@ type Link struct {
 	mu      sync.Mutex
 	pending []byte
 	spare   []byte
+	// writing is set while a goroutine writes pending out: one runs only
+	// while there is something to write, so an idle link has none.
+	writing bool
 	closed  bool
 	err     error
-	wake    chan struct{}
 	done    chan struct{}
-	wdone   chan struct{}
 	// unwatch stops the wait for the connection's end, which closes the link
 	// (under mu).
 	unwatch func() bool
@@ -84,15 +85,12 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 		srcMax:    int64(n.cfg.MaxQueuedPerIP),
 		anySender: n.cfg.AnySender,
 		slow:      &n.slow,
-		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
-		wdone:     make(chan struct{}),
 	}
 	if tk != nil {
 		l.src = tk.src
 	}
 	l.lastRecv.Store(time.Now().UnixNano())
-	go l.writeLoop()
 	l.mu.Lock() // the func may run at once, and Close reads unwatch
 	l.unwatch = context.AfterFunc(c.Context(), func() { l.Close(context.Cause(c.Context())) })
 	l.mu.Unlock()
@@ -159,38 +157,38 @@ func (l *Link) Send(m protocol.Message) error {
 	if l.src != nil {
 		l.src.queued.Add(int64(len(l.pending) - before))
 	}
+	start := err == nil && !l.writing && len(l.pending) > 0
+	if start {
+		l.writing = true
+	}
 	l.mu.Unlock()
-	if err != nil {
-		return err
+	if start {
+		go l.writeOut()
 	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	return nil
+	return err
 }
 
-func (l *Link) writeLoop() {
-	defer close(l.wdone)
+// writeOut writes what is pending until nothing is, then ends.
+func (l *Link) writeOut() {
 	for {
-		select {
-		case <-l.wake:
-		case <-l.done:
+		l.mu.Lock()
+		if len(l.pending) == 0 || l.closed {
+			l.writing = false
+			l.mu.Unlock()
 			return
 		}
-		l.mu.Lock()
 		buf := l.pending
 		l.pending, l.spare = l.spare[:0], nil
 		l.mu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
 		_, err := l.stream.Write(buf)
 		if l.src != nil {
 			l.src.queued.Add(-int64(len(buf)))
 		}
 		if err != nil {
 			l.Close(err)
+			l.mu.Lock()
+			l.writing = false
+			l.mu.Unlock()
 			return
 		}
 		l.mu.Lock()

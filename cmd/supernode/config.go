@@ -74,7 +74,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.secretFile, "relay-secret-file", "", "file with the secret shared with relays (mode 600), or $"+cli.SecretEnv)
 	f.StringVar(&fl.certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
 	f.StringVar(&fl.networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
-	f.Int64Var(&fl.memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
+	f.Int64Var(&fl.memLimit, "memory-limit", autoMemory, "soft limit of the Go heap in bytes, which makes the collector work harder near it (-1: what --max-leaves needs, see supernode.MemoryFor; 0: none; $GOMEMLIMIT wins)")
 	f.BoolVar(&fl.limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so a local overlay can share 127.0.0.1)")
 }
 
@@ -88,7 +88,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		optionalAddr("tcp-listen", fl.tcpListen),
 		cli.NotNegative("max-leaves", fl.maxLeaves),
 		cli.NotNegative("promote-every", fl.promoteEvery),
-		cli.NotNegative("memory-limit", fl.memLimit),
+		atLeast("memory-limit", fl.memLimit, autoMemory),
 		cli.NotNegative("leaf-pings", fl.leafPings),
 	)
 	if err != nil {
@@ -115,6 +115,9 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		},
 		secretFile: fl.secretFile, certFile: fl.certFile, networkKeyFile: fl.networkKeyFile,
 		log: fl.log, memLimit: fl.memLimit,
+	}
+	if s.memLimit == autoMemory {
+		s.memLimit = supernode.MemoryFor(s.cfg.MaxLeaves)
 	}
 	for _, ts := range fl.turnServers {
 		if _, _, err := net.SplitHostPort(ts); err != nil {
@@ -165,4 +168,14 @@ func configFromArgs(args []string, env func(string) string) (settings, error) {
 		return settings{}, err
 	}
 	return fl.settings(env)
+}
+
+// autoMemory asks for the memory limit that fits --max-leaves.
+const autoMemory = -1
+
+func atLeast(flag string, v, least int64) error {
+	if v < least {
+		return fmt.Errorf("--%s %d: must be at least %d", flag, v, least)
+	}
+	return nil
 }

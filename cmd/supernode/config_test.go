@@ -27,7 +27,7 @@ func defaultSettings(dataDir string) settings {
 			PromoteEvery: def.PromoteEvery, Neighbours: def.Neighbours,
 			Router: supernode.RouterConfig{HopLimit: def.Router.HopLimit, LeafPings: def.Router.LeafPings},
 		},
-		log: cli.DefaultLogFlags(), memLimit: cli.DefaultMemoryLimit,
+		log: cli.DefaultLogFlags(), memLimit: supernode.MemoryFor(def.MaxLeaves),
 	}
 }
 
@@ -47,7 +47,7 @@ func TestConfigFromArgs(t *testing.T) {
 		{"data dir flag over the environment", []string{"--data-dir", "/elsewhere"}, nil, func(s *settings) { s.cfg.DataDir = "/elsewhere" }},
 		{"log level", []string{"--log-level", "debug"}, nil, func(s *settings) { s.log.Level = "debug" }},
 		{"log json", []string{"--log-json"}, nil, func(s *settings) { s.log.JSON = true }},
-		{"max leaves", []string{"--max-leaves", "50"}, nil, func(s *settings) { s.cfg.MaxLeaves = 50 }},
+		{"max leaves", []string{"--max-leaves", "50"}, nil, func(s *settings) { s.cfg.MaxLeaves, s.memLimit = 50, supernode.MemoryFor(50) }},
 		{"leaf limit -1: never promote", []string{"--leaf-limit", "-1"}, nil, func(s *settings) { s.cfg.LeafLimit = -1 }},
 		{"promote every", []string{"--promote-every", "1h"}, nil, func(s *settings) { s.cfg.PromoteEvery = time.Hour }},
 		{"hops", []string{"--hops", "2"}, nil, func(s *settings) { s.cfg.Router.HopLimit = 2 }},
@@ -63,6 +63,10 @@ func TestConfigFromArgs(t *testing.T) {
 		{"cert", []string{"--cert", "/c"}, nil, func(s *settings) { s.certFile = "/c" }},
 		{"network key", []string{"--network-key", "/k"}, nil, func(s *settings) { s.networkKeyFile = "/k" }},
 		{"memory limit off", []string{"--memory-limit", "0"}, nil, func(s *settings) { s.memLimit = 0 }},
+		{"memory limit set", []string{"--memory-limit", "1000000000"}, nil, func(s *settings) { s.memLimit = 1e9 }},
+		{"memory limit follows max leaves", []string{"--max-leaves", "10000"}, nil, func(s *settings) {
+			s.cfg.MaxLeaves, s.memLimit = 10000, supernode.MemoryFor(10000)
+		}},
 		{"limit loopback", []string{"--limit-loopback"}, nil, func(s *settings) { s.cfg.LimitLoopback = true }},
 		{"turn servers with the secret in a file", []string{"--turn-server", "t1:3478,t2:3478", "--relay-secret-file", "/s"}, nil,
 			func(s *settings) { s.cfg.TURNServers, s.secretFile = []string{"t1:3478", "t2:3478"}, "/s" }},
@@ -123,7 +127,7 @@ func TestConfigFromArgsRefuses(t *testing.T) {
 		{"bad advertise", []string{"--advertise", "sn.example"}, `--advertise "sn.example"`},
 		{"negative max leaves", []string{"--max-leaves", "-5"}, "--max-leaves -5: must not be negative"},
 		{"negative leaf pings", []string{"--leaf-pings", "-1"}, "--leaf-pings -1: must not be negative"},
-		{"negative memory limit", []string{"--memory-limit", "-1"}, "--memory-limit -1: must not be negative"},
+		{"negative memory limit", []string{"--memory-limit", "-2"}, "--memory-limit -2: must be at least -1"},
 		{"hops beyond a byte", []string{"--hops", "300"}, `invalid argument "300" for "--hops"`},
 		{"bad log level", []string{"--log-level", "loud"}, `log level "loud"`},
 		{"bad turn server", []string{"--turn-server", "turn.example", "--relay-secret-file", "/s"}, `--turn-server "turn.example": want host:port`},
