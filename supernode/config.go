@@ -108,6 +108,9 @@ func (c Config) withDefaults() Config {
 	if c.Incarnation == 0 {
 		c.Incarnation = uint64(time.Now().UnixMilli())
 	}
+	if c.Memory == nil {
+		c.Memory = runtimeMemory
+	}
 	return c
 }
 

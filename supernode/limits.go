@@ -2,8 +2,12 @@ package supernode
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -123,4 +127,48 @@ func (s *Server) dropSilentLeaves(now time.Time) {
 		l.Log().Info().Dur("quiet", l.Quiet().Round(time.Millisecond)).Msg("leaf stopped pinging; dropping it")
 		l.Close(fmt.Errorf("%w: no word from the leaf for %v", protocol.ErrTimeout, after))
 	}
+}
+
+// MemoryFull is the share of the soft memory limit past which a supernode
+// takes no new leaves: the collector runs without pause near the limit, and
+// every leaf already attached would pay for one more.
+const MemoryFull = 0.85
+
+// memCheckEvery is how long one reading of the memory in use serves.
+const memCheckEvery = 100 * time.Millisecond
+
+// memCheck caches whether memory is short, read at most every memCheckEvery.
+type memCheck struct {
+	mu   sync.Mutex
+	at   time.Time
+	full bool
+}
+
+// memoryFull reports whether the memory in use is past MemoryFull of the
+// soft limit.
+func (s *Server) memoryFull() bool {
+	c := &s.memCheck
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.at) >= memCheckEvery {
+		c.at = now
+		used, limit := s.cfg.Memory()
+		c.full = limit > 0 && float64(used) > MemoryFull*float64(limit)
+	}
+	return c.full
+}
+
+// MemoryRefused counts the leaves refused for want of memory.
+func (s *Server) MemoryRefused() uint64 { return s.memRefused.Load() }
+
+// runtimeMemory is the Go runtime's memory in use, as the soft limit counts
+// it (all it mapped less what it returned), and the limit (0: none).
+func runtimeMemory() (used, limit uint64) {
+	l := debug.SetMemoryLimit(-1)
+	if l == math.MaxInt64 {
+		return 0, 0
+	}
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(sample)
+	return sample[0].Value.Uint64() - sample[1].Value.Uint64(), uint64(l)
 }

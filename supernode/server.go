@@ -139,6 +139,10 @@ type Config struct {
 	LeafDirBurst int
 	Router       RouterConfig
 	Log          zerolog.Logger
+	// Memory reports the runtime's memory in use and its soft limit (0:
+	// none); past MemoryFull of the limit, new leaves are refused as
+	// overloaded. Default: the Go runtime's own figures.
+	Memory func() (used, limit uint64)
 }
 
 // Server is a supernode on a QUIC socket.
@@ -186,6 +190,8 @@ type Server struct {
 	// askPeriodAt is when the gossip round last started a period of the
 	// router's AskedEvery.
 	askPeriodAt time.Time
+	memCheck    memCheck
+	memRefused  atomic.Uint64
 	closeOnce   sync.Once
 }
 
@@ -513,6 +519,11 @@ func (s *Server) accept(in *transport.Incoming) {
 	case protocol.RoleLeaf:
 		if s.router.Leaves() >= s.cfg.MaxLeaves {
 			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
+			return
+		}
+		if s.memoryFull() {
+			s.memRefused.Add(1)
+			in.Reject(fmt.Errorf("%w: supernode is short of memory", protocol.ErrOverloaded))
 			return
 		}
 		block, ok := s.takeAddrSlot(in.RemoteAddr())
