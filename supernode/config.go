@@ -21,7 +21,8 @@ const DataDirEnv = "SUPERNODE_DATA_DIR"
 // field takes the value here. Left zero are the fields without a value of
 // their own: DataDir (see DefaultDataDir), StepDownBelow (a tenth of
 // LeafLimit), AltListen and ListenTCP (next to Listen), Incarnation (the start
-// time), IdleTimeout (the transport's), and the Router's hooks and clock.
+// time), IdleTimeout (the transport's), Memory (the runtime's figures), and
+// the Router's hooks and clock.
 func DefaultConfig() Config {
 	return Config{
 		Listen:            fmt.Sprintf(":%d", DefaultPort),

@@ -19,12 +19,16 @@ func TestConfigDefaults(t *testing.T) {
 		t.Error("no incarnation")
 	}
 	want.Incarnation = got.Incarnation
+	if got.Memory == nil {
+		t.Error("no memory reading")
+	}
+	got.Memory = nil // funcs do not compare
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("zero config completed to\n%+v\nwant\n%+v", got, want)
 	}
 	def := DefaultConfig()
 	again := def.withDefaults()
-	again.StepDownBelow, again.Incarnation = 0, 0
+	again.StepDownBelow, again.Incarnation, again.Memory = 0, 0, nil
 	if !reflect.DeepEqual(again, def) {
 		t.Errorf("DefaultConfig is not complete: completed to\n%+v", again)
 	}
