@@ -62,7 +62,7 @@ func DefaultRouterConfig() RouterConfig {
 		SeenTTL:               60 * time.Second,
 		LeafQueryRate:         20,
 		LeafPings:             2000,
-		MaxPingEvery:          5 * time.Second,
+		MaxPingEvery:          15 * time.Second,
 		LeafQueryBurst:        50,
 		NeighbourQueryRate:    200,
 		NeighbourQueryBurst:   400,
@@ -165,7 +165,7 @@ func DataDirFrom(getenv func(string) string) string {
 // connection and its goroutines included (p2pbench leaves measures it), and
 // BaseMemory what a supernode holds with none.
 const (
-	LeafMemory = 96 << 10
+	LeafMemory = 128 << 10
 	BaseMemory = 128 << 20
 )
 

@@ -3,8 +3,10 @@ package supernode
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,9 +19,10 @@ import (
 )
 
 // leafMembersEvery is how many gossip rounds pass between member lists to
-// leaves, and dirSweepEvery between sweeps of the directory with the ring
+// leaves while the supernodes they list stay the same (a change goes out
+// at once), and dirSweepEvery between sweeps of the directory with the ring
 // unchanged.
-const leafMembersEvery, dirSweepEvery = 10, 10
+const leafMembersEvery, dirSweepEvery = 60, 10
 
 // membershipConfig configures the membership core.
 type membershipConfig struct {
@@ -60,6 +63,32 @@ type membership struct {
 	rounds     uint64 // gossip rounds so far
 	limits     map[protocol.PeerID]*rate.Limiter
 	dialFailed map[protocol.PeerID]time.Time // listed supernodes not redialled until then
+	// leafPrint is what the leaves were last sent (leafView), leafAt the
+	// round it went.
+	leafPrint uint64
+	leafAt    uint64
+}
+
+// leafView is a fingerprint of what leaves use of the list: which
+// supernodes live, where, and since which start. Beats and loads change
+// every round and do not count.
+func leafView(live []*protocol.MemberRecord) uint64 {
+	keys := make([]string, 0, len(live))
+	for _, m := range live {
+		p := m.Peer()
+		k := string(p[:]) + strconv.FormatUint(m.Incarnation, 10)
+		for _, a := range m.Addrs {
+			k += "|" + a
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	h := fnv.New64a()
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
 }
 
 func newMembership(cfg membershipConfig, members *Members, links linkView, out peerOutbox) *membership {
@@ -99,11 +128,20 @@ func (g *membership) Round(now time.Time) gossipRound {
 	live := g.members.Live()
 	msg := g.message(live)
 	to := g.links.Neighbours(protocol.TypeMembers)
-	// Leaves get the list less often: they need it only to find a
-	// supernode when theirs are gone, and keep it on disk for that. When a
-	// supernode has died they get it at once, since they may be about to
-	// look for another.
-	if rounds%leafMembersEvery == 0 || len(died) > 0 {
+	// Leaves get the list when what they use of it changed: they need it
+	// to find a supernode when theirs are gone (they keep it on disk for
+	// that) and to see the supernodes holding their username record
+	// restart. Otherwise it goes seldom, for the entries a sampled list
+	// leaves out: a supernode with thousands of leaves would else send
+	// thousands of lists every few seconds.
+	view := leafView(live)
+	g.mu.Lock()
+	toLeaves := view != g.leafPrint || len(died) > 0 || rounds-g.leafAt >= leafMembersEvery
+	if toLeaves {
+		g.leafPrint, g.leafAt = view, rounds
+	}
+	g.mu.Unlock()
+	if toLeaves {
 		to = append(to, g.links.Leaves(protocol.TypeMembers)...)
 	}
 	for _, p := range to {

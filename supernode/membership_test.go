@@ -215,8 +215,9 @@ func TestMembershipNoEntryWithoutChain(t *testing.T) {
 	}
 }
 
-// Leaves get the list every tenth round, and at once in a round that saw a
-// supernode die.
+// Leaves get the list when the supernodes it names change, at once in a
+// round that saw a supernode die, and otherwise every leafMembersEvery
+// rounds: not every round, though every round changes the beats.
 func TestMembershipListsToLeaves(t *testing.T) {
 	net := chainNet(t, 3, 1)
 	a := net.nodes[0]
@@ -230,12 +231,37 @@ func TestMembershipListsToLeaves(t *testing.T) {
 		}
 		return n
 	}
-	for r := 1; r <= 20; r++ {
+	// Until A lists all three, each change reaches the leaf.
+	for r := 1; len(net.listed(a)) < 3; r++ {
+		net.clock.Advance(time.Second)
+		before := lists()
+		net.gossip()
+		if r == 1 && lists() != before+1 {
+			t.Fatalf("the first round sent the leaf %d lists, want 1", lists()-before)
+		}
+		if r == 10 {
+			t.Fatalf("A lists %v after 10 rounds", net.listed(a))
+		}
+	}
+	// A learned the last entry from a neighbour's list: its next round
+	// passes it on.
+	net.clock.Advance(time.Second)
+	net.gossip()
+	if last := l.inbox[len(l.inbox)-1].(*protocol.Members); len(last.Members) != 3 {
+		t.Fatalf("the leaf's last list has %d entries, want 3", len(last.Members))
+	}
+	// With the ring settled, the next list waits leafMembersEvery rounds.
+	settled := lists()
+	quiet := 0
+	for lists() == settled {
 		net.clock.Advance(time.Second)
 		net.gossip()
-		if want := r / leafMembersEvery; lists() != want {
-			t.Fatalf("after %d rounds the leaf got %d lists, want %d", r, lists(), want)
+		if quiet++; quiet > leafMembersEvery {
+			t.Fatalf("no list to the leaf in %d settled rounds", quiet)
 		}
+	}
+	if quiet < leafMembersEvery-1 || lists() != settled+1 {
+		t.Fatalf("a list to the leaf after %d settled rounds (%d lists), want one after about %d", quiet, lists()-settled, leafMembersEvery)
 	}
 	dead := net.nodes[2]
 	dead.down = true

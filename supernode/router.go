@@ -77,8 +77,8 @@ type RouterConfig struct {
 	// LeafPings is the rate of pings all the leaves together are asked to keep
 	// under: each Pong to a leaf names the interval that spreads them to it,
 	// at most MaxPingEvery (default 2,000 a second, so leaves ping at their
-	// own pace up to 1,000 of them; MaxPingEvery defaults to a third of the
-	// idle timeout, which keeps their links alive).
+	// own pace up to 1,000 of them; MaxPingEvery defaults to 15 s, the idle
+	// timeout, a quarter of a leaf link's, which keeps their links alive).
 	LeafPings    float64
 	MaxPingEvery time.Duration
 	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a

@@ -64,7 +64,8 @@ type Config struct {
 	// DataDir it is kept there and raised above the last start's, so it
 	// rises even if the clock stepped back.
 	Incarnation uint64
-	// IdleTimeout drops a leaf or supernode that has been silent this long (default 15 s).
+	// IdleTimeout drops a supernode link that has been silent this long, and a
+	// leaf link four times as long (default 15 s; see transport.LeafIdleFactor).
 	IdleTimeout time.Duration
 	// TickInterval is how often summaries and query timeouts are processed (default 250 ms).
 	TickInterval time.Duration
@@ -249,8 +250,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
 	if cfg.IdleTimeout > 0 {
-		// Pings are what keep an idle leaf's link open.
-		cfg.Router.MaxPingEvery = min(cmp.Or(cfg.Router.MaxPingEvery, DefaultRouterConfig().MaxPingEvery), cfg.IdleTimeout/3)
+		// Pings are what keep an idle leaf's link open: a quarter of its
+		// idle timeout (transport.LeafIdleFactor) leaves room for lost ones.
+		cfg.Router.MaxPingEvery = min(cmp.Or(cfg.Router.MaxPingEvery, DefaultRouterConfig().MaxPingEvery), cfg.IdleTimeout)
 	}
 	s.router = NewRouter(cfg.Router, s)
 	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)

@@ -214,6 +214,12 @@ func (n *Node) quicTransport(pc net.PacketConn) *quic.Transport {
 	}
 }
 
+// LeafIdleFactor times IdleTimeout is the idle timeout of a leaf's link to
+// its supernode (60 s at the default): thousands of idle leaves each send a
+// packet as seldom as the supernode asks (at most every IdleTimeout), and a
+// lost ping or two must not drop the link.
+const LeafIdleFactor = 4
+
 // Profile is what a connection carries, which sizes its QUIC buffers.
 type Profile int
 
@@ -254,6 +260,14 @@ func profileConfig(p Profile, listener bool, cfg Config) *quic.Config {
 		MaxIdleTimeout:        cfg.IdleTimeout,
 		KeepAlivePeriod:       cfg.KeepAlive,
 		MaxIncomingUniStreams: -1,
+	}
+	if listener {
+		// The dialler keeps the connection alive (its keep-alives, or its
+		// pings, also hold its NAT open); a listener that pinged too would
+		// double what thousands of idle leaves cost a supernode. It allows
+		// the longer idle timeout a leaf asks for.
+		qc.KeepAlivePeriod = 0
+		qc.MaxIdleTimeout = LeafIdleFactor * cfg.IdleTimeout
 	}
 	switch p {
 	case Transfer:
@@ -487,7 +501,15 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 	if role == protocol.RoleTransfer {
 		p = Transfer
 	}
-	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), profileConfig(p, false, n.cfg))
+	qc := profileConfig(p, false, n.cfg)
+	if role == protocol.RoleLeaf {
+		// A leaf's pings keep its link and its NAT alive, as seldom as every
+		// IdleTimeout when a busy supernode asks; QUIC's own keep-alive
+		// then stays quiet, and only steps in for a leaf that does not ping.
+		qc.MaxIdleTimeout = LeafIdleFactor * n.cfg.IdleTimeout
+		qc.KeepAlivePeriod = LeafIdleFactor / 2 * n.cfg.IdleTimeout
+	}
+	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), qc)
 	if err != nil {
 		if n.ctx.Err() != nil {
 			return nil, nil, ErrClosed

@@ -39,7 +39,7 @@ type Config struct {
 	Hosts byte
 	// PingInterval is how often each leaf pings its supernode, as a peer
 	// does to find a dead supernode fast (default: the peer's 500 ms), or
-	// as seldom as the supernode asks. A leaf that hears nothing for as long
+	// as seldom as the supernode asks (at most attach.MaxPace). A leaf that hears nothing for as long
 	// as a peer allows drops the link and dials again. Below zero, leaves
 	// do not ping and find a dead supernode by QUIC's idle timeout.
 	PingInterval time.Duration

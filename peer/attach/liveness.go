@@ -63,9 +63,10 @@ type Liveness struct {
 	pace time.Duration
 }
 
-// MaxPace bounds the interval a supernode may ask pings to keep: past a
-// third of QUIC's idle timeout the link would drop.
-const MaxPace = 5 * time.Second
+// MaxPace bounds the interval a supernode may ask pings to keep: a quarter
+// of a leaf link's idle timeout (transport.LeafIdleFactor), so that a lost
+// ping or two does not drop the link.
+const MaxPace = 15 * time.Second
 
 // Paced notes the interval between pings the supernode asked for.
 func (v *Liveness) Paced(every time.Duration) { v.pace = min(max(every, 0), MaxPace) }
