@@ -24,15 +24,7 @@ import (
 )
 
 func leavesCmd() *cobra.Command {
-	var (
-		leaves, files, queries int
-		rate, queryRate        float64
-		bin, keep              string
-		settle, idle, storm    time.Duration
-		seed                   uint64
-		ping                   time.Duration
-		snArgs                 []string
-	)
+	var r leavesRun
 	cmd := &cobra.Command{
 		Use:   "leaves",
 		Short: "Attach thousands of light leaves to one supernode process and measure what it holds",
@@ -44,38 +36,38 @@ under that load. Then kill it (SIGKILL), start it again on the same address
 and data directory, and time how long until every leaf is attached again (the
 attach storm), with the supernode's peak memory during it.
 
-Each leaf pings its supernode every --ping (a peer's probe interval), and, as
-a peer does, drops a link that stayed silent for three of them and dials
-again with a peer's backoff.`,
+Each leaf pings its supernode every --ping (a peer's probe interval), or as
+seldom as the supernode asks, and, by a peer's own rules, drops a link that
+stayed silent too long and dials again with a peer's backoff.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if leaves < 1 {
-				return fmt.Errorf("--leaves: %d is too few", leaves)
+			if r.leaves < 1 {
+				return fmt.Errorf("--leaves: %d is too few", r.leaves)
 			}
-			if queries < 0 || queryRate <= 0 {
+			if r.queries < 0 || r.queryRate <= 0 {
 				return fmt.Errorf("--queries must not be negative and --query-rate must be above 0")
 			}
-			return runLeaves(cmd.Context(), leavesRun{leaves: leaves, files: files, rate: rate, queries: queries,
-				queryRate: queryRate, bin: bin, keep: keep, settle: settle, idle: idle, storm: storm, seed: seed, ping: ping, snArgs: snArgs})
+			return runLeaves(cmd.Context(), r)
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&leaves, "leaves", 10000, "leaves to attach")
-	f.IntVar(&files, "files", 10, "files each leaf publishes")
-	f.Float64Var(&rate, "rate", 500, "first attachments started per second (0: all at once)")
-	f.IntVar(&queries, "queries", 2000, "searches to time while the leaves are attached")
-	f.Float64Var(&queryRate, "query-rate", 100, "searches per second, each from another leaf")
-	f.StringVar(&bin, "supernode-bin", "", "supernode binary (default: build ./cmd/supernode with go build)")
-	f.StringVar(&keep, "keep-logs", "", "copy the supernode's log to this file")
-	f.DurationVar(&settle, "settle", 10*time.Second, "wait after the last attach before measuring memory")
-	f.DurationVar(&idle, "idle", 30*time.Second, "how long to measure the supernode's CPU while the leaves idle")
-	f.DurationVar(&storm, "storm-timeout", 2*time.Minute, "longest wait for every leaf to attach again after the restart")
-	f.Uint64Var(&seed, "seed", 1, "seed of the file names and the search words")
-	f.StringArrayVar(&snArgs, "supernode-arg", nil, "one more argument for the supernode, e.g. --supernode-arg=--leaf-pings=1e9 (repeatable)")
-	f.DurationVar(&ping, "ping", leafload.DefaultPingInterval, "how often each leaf pings its supernode, as a peer does (-1s: never; then a dead supernode shows by QUIC's 15 s idle timeout)")
+	f.IntVar(&r.leaves, "leaves", 10000, "leaves to attach")
+	f.IntVar(&r.files, "files", 10, "files each leaf publishes")
+	f.Float64Var(&r.rate, "rate", 500, "first attachments started per second (0: all at once)")
+	f.IntVar(&r.queries, "queries", 2000, "searches to time while the leaves are attached")
+	f.Float64Var(&r.queryRate, "query-rate", 100, "searches per second, each from another leaf")
+	f.StringVar(&r.bin, "supernode-bin", "", "supernode binary (default: build ./cmd/supernode with go build)")
+	f.StringVar(&r.keep, "keep-logs", "", "copy the supernode's log to this file")
+	f.DurationVar(&r.settle, "settle", 10*time.Second, "wait after the last attach before measuring memory")
+	f.DurationVar(&r.idle, "idle", 30*time.Second, "how long to measure the supernode's CPU while the leaves idle")
+	f.DurationVar(&r.storm, "storm-timeout", 2*time.Minute, "longest wait for every leaf to attach again after the restart")
+	f.Uint64Var(&r.seed, "seed", 1, "seed of the file names and the search words")
+	f.StringArrayVar(&r.snArgs, "supernode-arg", nil, "one more argument for the supernode, e.g. --supernode-arg=--leaf-pings=1e9 (repeatable)")
+	f.DurationVar(&r.ping, "ping", leafload.DefaultPingInterval, "how often each leaf pings its supernode, as a peer does (-1s: never; then only QUIC's keep-alives hold the link, and a dead supernode shows by its idle timeout, 60 s on a leaf's link)")
 	return cmd
 }
 
+// leavesRun is one run of the leaves command, from its flags.
 type leavesRun struct {
 	leaves, files, queries int
 	rate, queryRate        float64
