@@ -3,6 +3,7 @@ package supernode
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -151,4 +152,92 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	srcNode.Close()
 	askNode.Close()
+}
+
+// dialLeaf attaches a leaf with a node of its own on 127.0.0.1 to s. The
+// node is returned also when the dial fails, for the caller to close.
+func dialLeaf(ctx context.Context, s *Server, log zerolog.Logger) (*transport.Node, *transport.Link, error) {
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log})
+	if err != nil {
+		pc.Close()
+		return nil, nil, err
+	}
+	l, _, err := n.Dial(ctx, s.Addr().String(), s.ID(), &protocol.Hello{Role: protocol.RoleLeaf})
+	return n, l, err
+}
+
+// TestCloseWhileLeavesAttach: leaves whose handshakes are under way as the
+// supernode closes start nothing that outlives Close, and the links it took
+// are closed.
+func TestCloseWhileLeavesAttach(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)
+	const rounds, leaves = 8, 12
+	for round := range rounds {
+		s, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), NetworkKey: testNetKey, Log: log,
+			Neighbours: -1, AltListen: "-", ListenTCP: "-"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(context.Background()) }()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var nodes []*transport.Node
+		var links []*transport.Link
+		attached := make(chan struct{}, leaves)
+		for range leaves {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, l, err := dialLeaf(ctx, s, log)
+				mu.Lock()
+				defer mu.Unlock()
+				if n != nil {
+					nodes = append(nodes, n)
+				}
+				if err == nil {
+					links = append(links, l)
+					attached <- struct{}{}
+				}
+			}()
+		}
+		// Close once a leaf is in, while the others are arriving.
+		select {
+		case <-attached:
+		case <-ctx.Done():
+		}
+		closeErr := s.Close()
+		serveErr := <-done
+		cancel() // the dials still under way would wait for their timeout
+		wg.Wait()
+		if closeErr != nil {
+			t.Errorf("round %d: Close: %v", round, closeErr)
+		}
+		if !errors.Is(serveErr, ErrServerClosed) {
+			t.Errorf("round %d: Serve: %v", round, serveErr)
+		}
+		for _, l := range links {
+			select {
+			case <-l.Done():
+			case <-time.After(10 * time.Second):
+				t.Errorf("round %d: a leaf's link stayed open after Close", round)
+			}
+		}
+		for _, n := range nodes {
+			n.Close()
+		}
+		if len(links) == 0 {
+			t.Fatalf("round %d: no leaf attached", round)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package supernode
 import (
 	"context"
 	"errors"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,19 +32,10 @@ func TestLeavesRefusedWhenMemoryShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	dial := func() (*transport.Node, error) {
-		id, err := protocol.GenerateIdentity()
-		if err != nil {
+		n, _, err := dialLeaf(ctx, s, log)
+		if n == nil {
 			t.Fatal(err)
 		}
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _, err = n.Dial(ctx, s.Addr().String(), s.ID(), &protocol.Hello{Role: protocol.RoleLeaf})
 		return n, err
 	}
 	first, err := dial()

@@ -446,6 +446,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.serveTCP(s.tcpLn)
 	}
+	// The accept loop below counts too: the link goroutines it starts join
+	// s.wg while it does, never after Close's wait has begun at zero.
+	s.wg.Add(1)
+	defer s.wg.Done()
 	s.startMu.Unlock()
 	go func() {
 		select {

@@ -548,6 +548,14 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 		c.CloseWithError(CodeProtocol, "")
 		return nil, nil, fmt.Errorf("dial %s: open stream: %w", addr, err)
 	}
+	// A dial given up ends at once, not at the deadline (which the read
+	// and write below keep): a listener that closed mid-handshake sends
+	// no welcome and no close.
+	giveUp := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.CloseWithError(CodeNormal, "")
+		}
+	})
 	dl, _ := ctx.Deadline()
 	s.SetWriteDeadline(dl)
 	_, err = s.Write(hb)
@@ -555,6 +563,9 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 	var m protocol.Message
 	if err == nil {
 		m, err = readFirst(s, dl, protocol.MaxWelcomeSize, protocol.TypeWelcome, protocol.TypeError)
+	}
+	if !giveUp() && errors.Is(ctx.Err(), context.Canceled) {
+		err = context.Cause(ctx) // the connection is closed under the welcome
 	}
 	if err != nil {
 		closeConn(c, err)

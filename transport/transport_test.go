@@ -118,6 +118,29 @@ func TestDialUnsupportedVersion(t *testing.T) {
 	}
 }
 
+// A dial whose context is cancelled while it waits for the welcome returns at
+// once with the cancellation, though the listener never answers.
+func TestDialCancelledAwaitingWelcome(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dctx, stop := context.WithCancel(ctx)
+	go func() {
+		// The hello has arrived: the dial now waits for a welcome.
+		if _, err := srv.Accept(ctx); err == nil {
+			stop()
+		}
+	}()
+	start := time.Now()
+	_, _, err := cli.Dial(dctx, srv.Addr().String(), srv.Identity().ID, &protocol.Hello{Role: protocol.RoleLeaf})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("dial: %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took >= srv.cfg.HandshakeTimeout {
+		t.Fatalf("the cancelled dial took %v, the handshake timeout", took)
+	}
+}
+
 // A stock STUN client (pion's) gets our socket's reflexive address from a node.
 func TestSTUNResponderStockClient(t *testing.T) {
 	srv := newNode(t, true)
