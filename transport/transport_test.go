@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"github.com/quic-go/quic-go"
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -292,5 +293,59 @@ func TestSTUNWaitsBounded(t *testing.T) {
 	release()
 	if _, err := cli.Reflexive(ctx, srv.Addr()); err != nil {
 		t.Fatalf("Reflexive once the table has room: %v", err)
+	}
+}
+
+// A node that crashed and came back on the same address with the same
+// identity answers the first packet of a connection it lost with a stateless
+// reset: the other side's link ends at once, not at its idle timeout.
+func TestRestartedNodeResetsLostConnections(t *testing.T) {
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	start := func(addr *net.UDPAddr) *Node {
+		pc, err := net.ListenUDP("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{Identity: id, Conn: pc, Listen: true, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	srv := start(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	cli := newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		if in, err := srv.Accept(ctx); err == nil {
+			in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode})
+		}
+	}()
+	l, _, err := cli.Dial(ctx, srv.Addr().String(), id.ID, &protocol.Hello{Role: protocol.RoleSupernode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(nil)
+	// Closing the node drops its connections without a CONNECTION_CLOSE, as
+	// a crash does.
+	addr := srv.Addr()
+	srv.Close()
+	start(addr)
+	if err := l.Send(&protocol.Ping{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the link to the restarted node is still open (idle timeout %v)", cli.cfg.IdleTimeout)
+	}
+	var reset *quic.StatelessResetError
+	if !errors.As(l.Err(), &reset) {
+		t.Fatalf("link ended with %v, want a stateless reset", l.Err())
 	}
 }

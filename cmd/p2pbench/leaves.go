@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -280,12 +282,15 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	if err != nil {
 		return err
 	}
+	own0, _ := procCPU(os.Getpid())
 	time.Sleep(r.idle)
 	cpu1, err := procCPU(pid)
 	if err != nil {
 		return err
 	}
+	own1, _ := procCPU(os.Getpid())
 	idleShare := (cpu1 - cpu0).Seconds() / r.idle.Seconds()
+	ownIdleShare := (own1 - own0).Seconds() / r.idle.Seconds()
 
 	// Searches, each from another leaf, for one of the words in the names.
 	rnd := rand.New(rand.NewPCG(r.seed, 0x5ea4c))
@@ -321,6 +326,7 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	}
 	restarted := time.Now()
 	pid = sn.cmd.Process.Pid
+	ownStorm0, _ := procCPU(os.Getpid())
 	// Every leaf notices the dead link, then attaches again.
 	var stormPeak int64
 	var firstBack time.Time
@@ -349,6 +355,11 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	cancel()
 	stormDone := time.Now()
 	_, failedAfter := fleet.Attaches()
+	// Where the storm's time went: the new supernode's CPU and this
+	// process's (the leaves'), which share the machine's cores.
+	stormCPU, _ := procCPU(pid)
+	ownStorm1, _ := procCPU(os.Getpid())
+	stormSecs := stormDone.Sub(restarted).Seconds()
 	if _, p, err := procMem(pid); err == nil {
 		stormPeak = max(stormPeak, p)
 	}
@@ -360,6 +371,7 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	fmt.Printf("%-44s %12s   %s\n", "supernode RSS, all attached", mib(rss), fmt.Sprintf("(peak %s)", mib(peak)))
 	fmt.Printf("%-44s %9.1f KiB   <= 50 KiB\n", "RSS per idle leaf", perLeaf/1024)
 	fmt.Printf("%-44s %11.1f%%   <= 10%% of one core\n", fmt.Sprintf("CPU while idle (over %v)", r.idle), 100*idleShare)
+	fmt.Printf("%-44s %11.1f%%   %s\n", "  the leaves' process meanwhile", 100*ownIdleShare, "")
 	if len(lat) > 0 {
 		fmt.Printf("%-44s %12s   %s\n", fmt.Sprintf("search p50 (%d of %d answered)", len(lat), r.queries),
 			lat[len(lat)/2].Round(10*time.Microsecond), "")
@@ -377,7 +389,16 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 		fmt.Printf("%-44s %12s   %s\n", "  of which: until the first is back", firstBack.Sub(restarted).Round(time.Millisecond), "")
 		fmt.Printf("%-44s %12s   %s\n", "  of which: first to last attach", stormDone.Sub(firstBack).Round(time.Millisecond), "")
 	}
+	fmt.Printf("%-44s %11.1f%%   %s\n", "restart: supernode CPU until all were back", 100*stormCPU.Seconds()/stormSecs, "of one core")
+	fmt.Printf("%-44s %11.1f%%   %s\n", "  the leaves' process meanwhile", 100*(ownStorm1-ownStorm0).Seconds()/stormSecs, "")
 	fmt.Printf("%-44s %12s   < 1 GiB\n", "restart: supernode peak RSS", mib(stormPeak))
 	fmt.Printf("%-44s %12d   %s\n", "restart: failed dials", failedAfter-failed, "")
+	kinds := fleet.Failures()
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		fmt.Printf("  %-42s %12d   %s\n", k, kinds[k], "(all phases)")
+	}
+	if err := fleet.FirstOther(); err != nil {
+		fmt.Printf("  %-42s %12s   %v\n", "first of the others", "", err)
+	}
 	return stormErr
 }

@@ -11,6 +11,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -67,10 +68,13 @@ type Fleet struct {
 	addr   *net.UDPAddr
 	leaves []*leaf
 
-	attached atomic.Int64 // leaves with a live link
-	attaches atomic.Int64 // attachments made, first ones and again
-	refused  atomic.Int64 // dials that failed
-	changed  chan struct{}
+	attached   atomic.Int64 // leaves with a live link
+	attaches   atomic.Int64 // attachments made, first ones and again
+	refused    atomic.Int64 // dials that failed
+	failMu     sync.Mutex
+	failures   map[string]int64 // failed dials by kind
+	firstOther error
+	changed    chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -85,8 +89,9 @@ type leaf struct {
 
 	mu   sync.Mutex
 	link *transport.Link
-	// waits are this leaf's searches in flight, by query ID.
-	waits map[protocol.QueryID]chan struct{}
+	// waits are this leaf's searches in flight, by query ID: each gets
+	// nil when the supernode is done with it, or the error it answered.
+	waits map[protocol.QueryID]chan error
 }
 
 // Start opens every leaf's socket and starts each attaching, at most rate a
@@ -171,7 +176,7 @@ func (f *Fleet) newLeaf(i int, rnd *rand.Rand) (*leaf, error) {
 		pc.Close()
 		return nil, err
 	}
-	l := &leaf{f: f, name: fmt.Sprintf("leaf%05d", i), node: node, waits: make(map[protocol.QueryID]chan struct{})}
+	l := &leaf{f: f, name: fmt.Sprintf("leaf%05d", i), node: node, waits: make(map[protocol.QueryID]chan error)}
 	for k := range f.cfg.Files {
 		var cid protocol.ContentID
 		crand.Read(cid[:])
@@ -194,6 +199,49 @@ func (f *Fleet) Attached() int { return int(f.attached.Load()) }
 
 // Attaches is how many attachments were made, and how many dials failed.
 func (f *Fleet) Attaches() (made, failed int64) { return f.attaches.Load(), f.refused.Load() }
+
+// Failures counts the failed dials by kind, since the fleet started.
+func (f *Fleet) Failures() map[string]int64 {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	return maps.Clone(f.failures)
+}
+
+// noteFailure counts err by its kind.
+func (f *Fleet) noteFailure(err error) {
+	kind := "other"
+	switch {
+	case errors.Is(err, transport.ErrRefused):
+		kind = "refused before the handshake (a limit)"
+	case errors.Is(err, protocol.ErrOverloaded):
+		kind = "refused as overloaded"
+	case errors.Is(err, transport.ErrSlowFrame):
+		kind = "timed out waiting for the welcome"
+	case errors.Is(err, context.DeadlineExceeded):
+		kind = "timed out in the QUIC handshake"
+	default:
+		// QUIC's handshake and idle timeouts are net.Errors that say so.
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			kind = "timed out in the QUIC handshake"
+		}
+	}
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	if f.failures == nil {
+		f.failures = make(map[string]int64)
+	}
+	if f.failures[kind]++; kind == "other" && f.failures[kind] == 1 {
+		f.firstOther = err
+	}
+}
+
+// FirstOther is the first failed dial of kind "other".
+func (f *Fleet) FirstOther() error {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	return f.firstOther
+}
 
 // WaitAttached waits until at least n leaves are attached.
 func (f *Fleet) WaitAttached(ctx context.Context, n int) error {
@@ -250,6 +298,7 @@ func (l *leaf) run() {
 			continue // the link dropped after it served: dial again at once
 		}
 		f.refused.Add(1)
+		f.noteFailure(err)
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff)):
 		case <-f.ctx.Done():
@@ -306,14 +355,24 @@ func (l *leaf) attachOnce() error {
 			return nil
 		}
 		lv.heard(m)
-		if d, ok := m.(*protocol.QueryDone); ok {
-			l.mu.Lock()
-			if w := l.waits[d.ID]; w != nil {
-				delete(l.waits, d.ID)
-				close(w)
+		switch m := m.(type) {
+		case *protocol.QueryDone:
+			l.answer(m.ID, nil)
+		case *protocol.Error:
+			if m.Ref != (protocol.QueryID{}) {
+				l.answer(m.Ref, m.AsError())
 			}
-			l.mu.Unlock()
 		}
+	}
+}
+
+// answer ends the search q with err (nil: done).
+func (l *leaf) answer(q protocol.QueryID, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.waits[q]; w != nil {
+		delete(l.waits, q)
+		w <- err
 	}
 }
 
@@ -397,7 +456,7 @@ func (f *Fleet) Search(ctx context.Context, i int, text string) (time.Duration, 
 	l := f.leaves[i%len(f.leaves)]
 	var q protocol.QueryID
 	crand.Read(q[:])
-	w := make(chan struct{})
+	w := make(chan error, 1)
 	l.mu.Lock()
 	link := l.link
 	if link != nil {
@@ -418,8 +477,11 @@ func (f *Fleet) Search(ctx context.Context, i int, text string) (time.Duration, 
 		return 0, err
 	}
 	select {
-	case <-w:
-		if link.Err() != nil {
+	case err, ok := <-w:
+		if ok && err != nil {
+			return 0, fmt.Errorf("the supernode refused the search: %w", err)
+		}
+		if !ok {
 			return 0, fmt.Errorf("link lost during the search: %w", link.Err())
 		}
 		return time.Since(start), nil
