@@ -69,7 +69,7 @@ type Config struct {
 	IdleTimeout time.Duration
 	// TickInterval is how often summaries and query timeouts are processed (default 250 ms).
 	TickInterval time.Duration
-	// MaxLeaves caps attached leaves (default 1000), MaxLeavesPerAddr those
+	// MaxLeaves caps attached leaves (default 4000), MaxLeavesPerAddr those
 	// from one IPv4 address or IPv6 /64 (default 32: one host cannot take
 	// the slots with fresh keys, while the households behind one carrier-grade
 	// NAT address still fit), and MaxNeighbours the supernode links (default
