@@ -8,6 +8,9 @@ import (
 	"github.com/supernet-p2p/supernet/supernode"
 )
 
+// leadMaxLeaves caps the leaves of a supernode a peer runs when promoted.
+const leadMaxLeaves = 1000
+
 // Start starts the supernode a promotion asks for.
 func Start(c peer.LeadConfig) (peer.LeadServer, error) {
 	srv, err := supernode.New(supernode.Config{
@@ -16,6 +19,9 @@ func Start(c peer.LeadConfig) (peer.LeadServer, error) {
 		LeafLimit: c.LeafLimit, GossipInterval: c.GossipInterval, MemberTimeout: c.MemberTimeout,
 		Promoted: true, Parent: c.Parent, StepDownAfter: c.StepDownAfter,
 		IdleTimeout: c.IdleTimeout, Log: c.Log,
+		// It runs inside a peer, on a home machine: a quarter of a public
+		// supernode's cap, and its leaf limit promotes others long before.
+		MaxLeaves: leadMaxLeaves,
 	})
 	if err != nil {
 		return nil, err
