@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -20,10 +24,14 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve runs a supernode on conn until the returned stop is called.
-func serve(t *testing.T, conn net.PacketConn, dir string, key ed25519.PrivateKey) (*supernode.Server, func()) {
+func serve(t *testing.T, conn net.PacketConn, dir string, key ed25519.PrivateKey, tune ...func(*supernode.Config)) (*supernode.Server, func()) {
 	t.Helper()
-	s, err := supernode.New(supernode.Config{Conn: conn, DataDir: dir, NetworkKey: key, AltListen: "-",
-		Neighbours: -1, LeafLimit: -1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	cfg := supernode.Config{Conn: conn, DataDir: dir, NetworkKey: key, AltListen: "-",
+		Neighbours: -1, LeafLimit: -1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	s, err := supernode.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,5 +239,63 @@ func TestStartRefusesBadConfig(t *testing.T) {
 			f.Close()
 			t.Fatalf("Start(%+v) took it", c)
 		}
+	}
+}
+
+// A search the supernode refuses (here: over the leaf's query rate) ends at
+// once with the refusal, not at the caller's deadline.
+func TestSearchRefusedEndsAtOnce(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := transport.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, stop := serve(t, pc, t.TempDir(), key, func(c *supernode.Config) {
+		c.Router.LeafQueryRate, c.Router.LeafQueryBurst = 0.01, 1
+	})
+	defer stop()
+	f, err := Start(Config{Target: s.ID().String() + "@" + pc.LocalAddr().String(), Leaves: 1, Seed: 5,
+		Log: zerolog.New(zerolog.NewTestWriter(t))}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := f.WaitAttached(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Search(ctx, 0, Words[0]); err != nil {
+		t.Fatalf("the first search, within the burst: %v", err)
+	}
+	_, err = f.Search(ctx, 0, Words[1])
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("a search over the rate: %v (context: %v), want the refusal at once", err, ctx.Err())
+	}
+}
+
+// Failed dials are counted by kind.
+func TestFailuresByKind(t *testing.T) {
+	f := &Fleet{}
+	f.noteFailure(fmt.Errorf("dial: %w", transport.ErrRefused))
+	f.noteFailure(fmt.Errorf("dial: %w", protocol.ErrOverloaded))
+	f.noteFailure(fmt.Errorf("dial: %w", transport.ErrSlowFrame))
+	f.noteFailure(fmt.Errorf("dial: %w", context.DeadlineExceeded))
+	odd := errors.New("something else")
+	f.noteFailure(odd)
+	f.noteFailure(errors.New("and another"))
+	got := f.Failures()
+	want := map[string]int64{
+		"refused before the handshake (a limit)": 1, "refused as overloaded": 1,
+		"timed out waiting for the welcome": 1, "timed out in the QUIC handshake": 1, "other": 2,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("failures %v, want %v", got, want)
+	}
+	if f.FirstOther() != odd {
+		t.Fatalf("first other %v, want %v", f.FirstOther(), odd)
 	}
 }
