@@ -36,7 +36,7 @@ func started(ps *pieceState, i int, owner *peerPieces, asked ...int) *pieceDl {
 		pd.free--
 		owner.reqs[blockKey(i, b*swarmBlock)] = struct{}{}
 	}
-	ps.pieces[i] = pd
+	ps.addPiece(pd)
 	return pd
 }
 

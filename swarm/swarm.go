@@ -539,7 +539,7 @@ func (sw *swarm) pickLocked(s *session) (*pieceDl, int, bool) {
 func (sw *swarm) startPieceLocked(i int, s *session) *pieceDl {
 	n := int((sw.meta.PieceLen(i) + swarmBlock - 1) / swarmBlock)
 	pd := &pieceDl{idx: i, buf: sw.m.pieceBuf(sw.meta.PieceLen(i)), reqs: make([]uint8, n), got: make([]bool, n), free: n, owner: &s.peerPieces, solo: sw.solo[i]}
-	sw.pieces[i] = pd
+	sw.addPiece(pd)
 	return pd
 }
 
@@ -606,7 +606,7 @@ func (sw *swarm) verify(pd *pieceDl) {
 	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	delete(sw.pieces, pd.idx)
+	sw.dropPiece(pd.idx)
 	sw.m.recycle(pd.buf)
 	switch {
 	case errors.Is(err, os.ErrClosed):
