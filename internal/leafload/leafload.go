@@ -70,7 +70,6 @@ type Fleet struct {
 
 	attached   atomic.Int64 // leaves with a live link
 	attaches   atomic.Int64 // attachments made, first ones and again
-	refused    atomic.Int64 // dials that failed
 	failMu     sync.Mutex
 	failures   map[string]int64 // failed dials by kind
 	firstOther error
@@ -198,7 +197,14 @@ func (f *Fleet) note() {
 func (f *Fleet) Attached() int { return int(f.attached.Load()) }
 
 // Attaches is how many attachments were made, and how many dials failed.
-func (f *Fleet) Attaches() (made, failed int64) { return f.attaches.Load(), f.refused.Load() }
+func (f *Fleet) Attaches() (made, failed int64) {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	for _, n := range f.failures {
+		failed += n
+	}
+	return f.attaches.Load(), failed
+}
 
 // Failures counts the failed dials by kind, since the fleet started.
 func (f *Fleet) Failures() map[string]int64 {
@@ -297,7 +303,6 @@ func (l *leaf) run() {
 			backoff = 250 * time.Millisecond
 			continue // the link dropped after it served: dial again at once
 		}
-		f.refused.Add(1)
 		f.noteFailure(err)
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff)):
@@ -478,11 +483,11 @@ func (f *Fleet) Search(ctx context.Context, i int, text string) (time.Duration, 
 	}
 	select {
 	case err, ok := <-w:
-		if ok && err != nil {
-			return 0, fmt.Errorf("the supernode refused the search: %w", err)
-		}
 		if !ok {
 			return 0, fmt.Errorf("link lost during the search: %w", link.Err())
+		}
+		if err != nil {
+			return 0, fmt.Errorf("the supernode refused the search: %w", err)
 		}
 		return time.Since(start), nil
 	case <-ctx.Done():

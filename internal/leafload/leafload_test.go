@@ -40,6 +40,20 @@ func serve(t *testing.T, conn net.PacketConn, dir string, key ed25519.PrivateKey
 	return s, func() { s.Close(); <-done }
 }
 
+// serveNew runs a supernode of a new overlay on a socket of its own.
+func serveNew(t *testing.T, tune ...func(*supernode.Config)) (*supernode.Server, func()) {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := transport.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serve(t, pc, t.TempDir(), key, tune...)
+}
+
 // TestFleetAttachesSearchesAndComesBack: a fleet of leaves attaches to a
 // supernode, publishes, searches with answers, finds the supernode gone when
 // it stops answering (by its pings, well before QUIC's idle timeout), and
@@ -185,15 +199,7 @@ func (b *blackhole) close() {
 // intervals, well before QUIC's 15 s idle timeout, and attach again once
 // packets pass.
 func TestFleetFindsSilentSupernode(t *testing.T) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := transport.ListenUDP("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, stop := serve(t, pc, t.TempDir(), key)
+	s, stop := serveNew(t)
 	defer stop()
 	b := newBlackhole(t, s.Addr())
 	defer b.close()
@@ -245,19 +251,11 @@ func TestStartRefusesBadConfig(t *testing.T) {
 // A search the supernode refuses (here: over the leaf's query rate) ends at
 // once with the refusal, not at the caller's deadline.
 func TestSearchRefusedEndsAtOnce(t *testing.T) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := transport.ListenUDP("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, stop := serve(t, pc, t.TempDir(), key, func(c *supernode.Config) {
+	s, stop := serveNew(t, func(c *supernode.Config) {
 		c.Router.LeafQueryRate, c.Router.LeafQueryBurst = 0.01, 1
 	})
 	defer stop()
-	f, err := Start(Config{Target: s.ID().String() + "@" + pc.LocalAddr().String(), Leaves: 1, Seed: 5,
+	f, err := Start(Config{Target: s.ID().String() + "@" + s.Addr().String(), Leaves: 1, Seed: 5,
 		Log: zerolog.New(zerolog.NewTestWriter(t))}, 0)
 	if err != nil {
 		t.Fatal(err)
