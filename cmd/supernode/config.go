@@ -88,7 +88,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		optionalAddr("tcp-listen", fl.tcpListen),
 		cli.NotNegative("max-leaves", fl.maxLeaves),
 		cli.NotNegative("promote-every", fl.promoteEvery),
-		atLeast("memory-limit", fl.memLimit, autoMemory),
+		cli.AtLeast("memory-limit", fl.memLimit, autoMemory),
 		cli.NotNegative("leaf-pings", fl.leafPings),
 	)
 	if err != nil {
@@ -172,10 +172,3 @@ func configFromArgs(args []string, env func(string) string) (settings, error) {
 
 // autoMemory asks for the memory limit that fits --max-leaves.
 const autoMemory = -1
-
-func atLeast(flag string, v, least int64) error {
-	if v < least {
-		return fmt.Errorf("--%s %d: must be at least %d", flag, v, least)
-	}
-	return nil
-}

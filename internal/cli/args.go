@@ -83,6 +83,14 @@ func CheckIP(flag, s string) error {
 	return nil
 }
 
+// AtLeast checks a flag's value that has no meaning below least.
+func AtLeast[T ~int | ~int64 | ~float64](flag string, v, least T) error {
+	if v < least {
+		return fmt.Errorf("--%s %v: must be at least %v", flag, v, least)
+	}
+	return nil
+}
+
 // NotNegative checks a flag's value that has no meaning below zero.
 func NotNegative[T ~int | ~int64 | ~float64](flag string, v T) error {
 	if v < 0 {
