@@ -160,3 +160,24 @@ func TestWriteFrameFuzzCorpus(t *testing.T) {
 	write("valid_empty_body", frameHeader(TypePing, 0), 0)
 	write("valid_body_over_a_chunk", append(frameHeader(TypeBlock, readChunk+10), make([]byte, readChunk+10)...), 1000)
 }
+
+// The smallest QUIC packet that carries a ping alone must be longer than
+// the 42 bytes quic-go needs before it answers with a stateless reset: its
+// short header (1 byte, an empty connection ID, a 1-byte packet number),
+// a STREAM frame's type and stream ID, and the 16-byte AEAD tag.
+func TestPingLongEnoughForReset(t *testing.T) {
+	const overhead, resetAbove = 1 + 0 + 1 + 1 + 1 + 16, 42
+	for _, seq := range []uint64{0, 1, 1 << 40} {
+		b, err := AppendFrame(nil, NewPing(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := overhead + len(b); n <= resetAbove {
+			t.Errorf("ping %d: smallest packet %d bytes, not over %d", seq, n, resetAbove)
+		}
+		m, err := Decode(TypePing, b[HeaderSize:])
+		if err != nil || m.(*Ping).Seq != seq {
+			t.Errorf("ping %d decodes as %v, %v", seq, m, err)
+		}
+	}
+}

@@ -121,10 +121,24 @@ type Error struct {
 	Ref     QueryID `msgpack:"q,omitempty"`
 }
 
-// Ping asks for a Pong with the same Seq; either side may send it.
+// Ping asks for a Pong with the same Seq; either side may send it. Pad is
+// there to be long: a node that lost the connection, a restarted supernode,
+// answers a packet with a QUIC stateless reset only when the packet is
+// longer than the reset it would send (42 bytes in quic-go), and a lone
+// small ping is not. NewPing pads, so a leaf learns at its next ping that
+// its supernode restarted, not when the silence timeout runs out.
 type Ping struct {
 	Seq uint64 `msgpack:"s"`
+	Pad []byte `msgpack:"p,omitempty"`
 }
+
+// PingPad is how many bytes NewPing pads a ping with.
+const PingPad = 16
+
+var pingPad = make([]byte, PingPad) // only ever read
+
+// NewPing is ping seq, padded as Ping says.
+func NewPing(seq uint64) *Ping { return &Ping{Seq: seq, Pad: pingPad} }
 
 // Pong answers a Ping. Every, from a supernode to its leaf, is the least
 // time in milliseconds the leaf should leave between its pings (0: no wish):

@@ -336,7 +336,7 @@ func TestRestartedNodeResetsLostConnections(t *testing.T) {
 	addr := srv.Addr()
 	srv.Close()
 	start(addr)
-	if err := l.Send(&protocol.Ping{Seq: 1}); err != nil {
+	if err := l.Send(protocol.NewPing(1)); err != nil {
 		t.Fatal(err)
 	}
 	select {

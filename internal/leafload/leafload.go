@@ -441,7 +441,7 @@ func (l *leaf) ping(link *transport.Link, lv *liveness) {
 			link.Close(errSilent)
 			return
 		}
-		if link.Send(&protocol.Ping{Seq: seq}) != nil {
+		if link.Send(protocol.NewPing(seq)) != nil {
 			return
 		}
 		select {

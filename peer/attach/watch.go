@@ -43,7 +43,7 @@ func (a *Attachment) watch() {
 			seq := a.rounds.Round(now)
 			a.mu.Unlock()
 			for _, l := range a.Links() {
-				l.Send(&protocol.Ping{Seq: seq})
+				l.Send(protocol.NewPing(seq))
 			}
 		}
 		dead, ask := a.check(now)
