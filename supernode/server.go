@@ -512,8 +512,10 @@ func (s *Server) knownSupernodes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for _, l := range s.links {
-		if l.Role == protocol.RoleSupernode && len(out) < 16 {
+	// byPeer holds the supernode links only: the leaves, thousands of them,
+	// are not walked on every attach.
+	for _, id := range s.byPeer {
+		if l := s.links[id]; l != nil && len(out) < 16 {
 			out = append(out, l.Peer.String()+"@"+l.RemoteAddr().String())
 		}
 	}
