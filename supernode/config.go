@@ -64,7 +64,7 @@ func DefaultRouterConfig() RouterConfig {
 		LeafPublishRate:       256 << 10,
 		SeenTTL:               60 * time.Second,
 		LeafQueryRate:         20,
-		LeafPings:             2000,
+		LeafPings:             700,
 		MaxPingEvery:          15 * time.Second,
 		LeafQueryBurst:        50,
 		NeighbourQueryRate:    200,

@@ -76,9 +76,12 @@ type RouterConfig struct {
 	SeenTTL time.Duration
 	// LeafPings is the rate of pings all the leaves together are asked to keep
 	// under: each Pong to a leaf names the interval that spreads them to it,
-	// at most MaxPingEvery (default 2,000 a second, so leaves ping at their
-	// own pace up to 1,000 of them; MaxPingEvery defaults to 15 s, the idle
+	// at most MaxPingEvery (default 700 a second, so leaves ping at their
+	// own pace up to 350 of them; MaxPingEvery defaults to 15 s, the idle
 	// timeout, a quarter of a leaf link's, which keeps their links alive).
+	// Each ping costs the supernode a packet in and one out, and after a
+	// restart the leaves come back as their pings meet its stateless
+	// resets: a slower pace spreads that storm over one interval.
 	LeafPings    float64
 	MaxPingEvery time.Duration
 	// LeafQueryRate and LeafQueryBurst bound the queries one leaf may send, so a
