@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	sn, snDone, err := startSupernode(cfg.Log)
+	sn, snDone, err := startSupernode(cfg.Log, cfg.Downloaders+1)
 	if err != nil {
 		return nil, err
 	}
@@ -170,9 +170,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		getters = append(getters, d)
 	}
-	for _, d := range getters {
-		if err := poll(ctx, func() bool { return d.Status().Supernode.Connected }); err != nil {
-			return nil, fmt.Errorf("a downloader did not attach: %w", err)
+	// They attach in a second or two; a minute means the supernode refuses.
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, d := range getters {
+		if err := poll(actx, func() bool { return d.Status().Supernode.Connected }); err != nil {
+			return nil, fmt.Errorf("downloader peer%02d did not attach: %w", i+1, err)
 		}
 	}
 	res := &Result{Config: cfg}
@@ -270,7 +273,9 @@ func trace(cfg Config, src *peer.Daemon, getters []*peer.Daemon, t0 time.Time, s
 	}
 }
 
-func startSupernode(log zerolog.Logger) (*supernode.Server, chan error, error) {
+// startSupernode starts the swarm's supernode, which takes all its leaves
+// from one loopback address.
+func startSupernode(log zerolog.Logger, leaves int) (*supernode.Server, chan error, error) {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, nil, err
@@ -286,6 +291,7 @@ func startSupernode(log zerolog.Logger) (*supernode.Server, chan error, error) {
 		return nil, nil, err
 	}
 	s, err := supernode.New(supernode.Config{Conn: conn, Identity: id, Log: log, NetworkKey: netKey,
+		MaxLeaves: max(leaves, supernode.DefaultConfig().MaxLeaves), MaxLeavesPerAddr: leaves,
 		Router: supernode.RouterConfig{LeafQueryRate: 1e6, LeafQueryBurst: 1e6}})
 	if err != nil {
 		conn.Close()

@@ -66,3 +66,23 @@ func TestRunSmall(t *testing.T) {
 		}
 	}
 }
+
+// Every peer of the swarm dials the supernode from 127.0.0.1: a swarm of
+// more than the supernode's default 32 leaves from one address still runs.
+func TestRunMorePeersThanOneAddressHolds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("40 peers")
+	}
+	const n = 40
+	res, err := Run(context.Background(), Config{
+		Downloaders: n, FileSize: 1 << 20, SourceUp: 50e6, PeerUp: 20e6,
+		UnchokeInterval: 200 * time.Millisecond, OptimisticInterval: 600 * time.Millisecond, UnchokeSlots: 4,
+		Timeout: 2 * time.Minute, Dir: t.TempDir(), Seed: 1, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Identical != n || len(res.Done) != n {
+		t.Fatalf("%d of %d downloads identical, %d finished", res.Identical, n, len(res.Done))
+	}
+}
