@@ -30,7 +30,7 @@ import (
 
 var testSecret = []byte("relay test secret, shared with the supernodes")
 
-func testLog(t *testing.T) zerolog.Logger {
+func testLog(t testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 }
 
@@ -44,7 +44,7 @@ func startRelay(t *testing.T, cfg Config) *Server {
 
 // newRelay runs a relay on loopback with cfg's destination policy, logging at
 // level.
-func newRelay(t *testing.T, cfg Config, level zerolog.Level) *Server {
+func newRelay(t testing.TB, cfg Config, level zerolog.Level) *Server {
 	t.Helper()
 	cfg.Secret = testSecret
 	cfg.ListenUDP = "127.0.0.1:0"
@@ -75,7 +75,7 @@ func signed(username string) Credentials {
 	return Credentials{Username: username, Password: base64.StdEncoding.EncodeToString(mac.Sum(nil))}
 }
 
-func tryAllocate(t *testing.T, server string, tcp bool, creds Credentials) (*Allocation, error) {
+func tryAllocate(t testing.TB, server string, tcp bool, creds Credentials) (*Allocation, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -86,7 +86,7 @@ func tryAllocate(t *testing.T, server string, tcp bool, creds Credentials) (*All
 	return a, err
 }
 
-func mustAllocate(t *testing.T, s *Server, tcp bool, peer string) *Allocation {
+func mustAllocate(t testing.TB, s *Server, tcp bool, peer string) *Allocation {
 	t.Helper()
 	a, err := tryAllocate(t, serverAddr(s, tcp), tcp, mint(peer))
 	if err != nil {
@@ -113,7 +113,7 @@ func transports(t *testing.T, f func(t *testing.T, tcp bool)) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -124,7 +124,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func loopbackUDP(t *testing.T) *net.UDPConn {
+func loopbackUDP(t testing.TB) *net.UDPConn {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -136,7 +136,24 @@ func loopbackUDP(t *testing.T) *net.UDPConn {
 
 // quicThrough runs QUIC from a plain UDP socket to a listener on alloc, moves
 // size random bytes over one stream and checks they arrive intact.
-func quicThrough(t *testing.T, alloc *Allocation, size int) {
+func quicThrough(t testing.TB, alloc *Allocation, size int) {
+	t.Helper()
+	pc := loopbackUDP(t)
+	if err := alloc.Permit(pc.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, size)
+	rand.Read(data)
+	got, _ := quicMove(t, alloc, pc, alloc.RelayedAddr(), data)
+	if !bytes.Equal(got, data) {
+		t.Fatalf("relayed %d bytes, want the %d sent", len(got), len(data))
+	}
+}
+
+// quicMove dials from pc to a QUIC listener on lpc, which pc reaches at to,
+// sends data over one stream and returns what the listener read, and the
+// time from the first byte written to the listener's answer after the last.
+func quicMove(t testing.TB, lpc, pc net.PacketConn, to net.Addr, data []byte) ([]byte, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -148,23 +165,16 @@ func quicThrough(t *testing.T, alloc *Allocation, size int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	str := &quic.Transport{Conn: alloc}
+	str := &quic.Transport{Conn: lpc}
 	defer str.Close()
 	ln, err := str.Listen(srvID.ServerTLS(), &quic.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-
-	pc := loopbackUDP(t)
-	if err := alloc.Permit(pc.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
 	ctr := &quic.Transport{Conn: pc}
 	defer ctr.Close()
 
-	data := make([]byte, size)
-	rand.Read(data)
 	type result struct {
 		got []byte
 		err error
@@ -189,15 +199,16 @@ func quicThrough(t *testing.T, alloc *Allocation, size int) {
 		done <- result{got, err}
 	}()
 
-	conn, err := ctr.Dial(ctx, alloc.RelayedAddr(), cliID.ClientTLS(srvID.ID), &quic.Config{})
+	conn, err := ctr.Dial(ctx, to, cliID.ClientTLS(srvID.ID), &quic.Config{})
 	if err != nil {
-		t.Fatal("dial through the relay:", err)
+		t.Fatal("dial:", err)
 	}
 	defer conn.CloseWithError(0, "")
 	st, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	if _, err := st.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -206,16 +217,15 @@ func quicThrough(t *testing.T, alloc *Allocation, size int) {
 	if err != nil {
 		t.Fatal("read ack:", err)
 	}
+	took := time.Since(start)
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if !bytes.Equal(r.got, data) {
-		t.Fatalf("relayed %d bytes, want the %d sent", len(r.got), len(data))
-	}
 	if string(ack) != "ok" {
 		t.Fatalf("ack %q", ack)
 	}
+	return r.got, took
 }
 
 func TestQUICThroughRelay(t *testing.T) {
@@ -641,6 +651,27 @@ func randByte() byte {
 // TestStockTURNServer checks that a coturn set up with the same secret takes
 // minted credentials, and that the client and QUIC work through it.
 func TestStockTURNServer(t *testing.T) {
+	server, alloc := startCoturn(t)
+	quicThrough(t, alloc, 4<<20)
+
+	for _, tcp := range []bool{false, true} {
+		bad := Mint(testSecret, "peer-a", time.Minute, time.Now().Add(-time.Hour))
+		if _, err := tryAllocate(t, server, tcp, bad); !errors.Is(err, ErrUnauthorized) {
+			t.Fatalf("coturn with expired credentials (tcp %v): %v, want ErrUnauthorized", tcp, err)
+		}
+	}
+	tcpAlloc, err := tryAllocate(t, server, true, mint("peer-b"))
+	if err != nil {
+		t.Fatal("coturn over TCP:", err)
+	}
+	quicThrough(t, tcpAlloc, 1<<20)
+}
+
+// startCoturn runs coturn's turnserver on a loopback port with the relay's
+// shared secret and returns its address and an allocation on it; it skips
+// the test when turnserver is not installed.
+func startCoturn(t testing.TB) (string, *Allocation) {
+	t.Helper()
 	bin, err := exec.LookPath("turnserver")
 	if err != nil {
 		t.Skip("coturn's turnserver is not on PATH; install it (apt-get install coturn) to run this test")
@@ -675,7 +706,7 @@ func TestStockTURNServer(t *testing.T) {
 	waitFor(t, "turnserver to allocate", func() bool {
 		actx, acancel := context.WithTimeout(ctx, time.Second)
 		defer acancel()
-		a, err := Allocate(actx, ClientConfig{Server: server, Creds: mint("peer-a"), Log: testLog(t)})
+		a, err := Allocate(actx, ClientConfig{Server: server, Creds: mint("peer-a"), Log: testLog(t).Level(zerolog.WarnLevel)})
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatal("coturn refused minted credentials:", err)
 		}
@@ -683,19 +714,7 @@ func TestStockTURNServer(t *testing.T) {
 		return err == nil
 	})
 	t.Cleanup(func() { alloc.Close() })
-	quicThrough(t, alloc, 4<<20)
-
-	for _, tcp := range []bool{false, true} {
-		bad := Mint(testSecret, "peer-a", time.Minute, time.Now().Add(-time.Hour))
-		if _, err := tryAllocate(t, server, tcp, bad); !errors.Is(err, ErrUnauthorized) {
-			t.Fatalf("coturn with expired credentials (tcp %v): %v, want ErrUnauthorized", tcp, err)
-		}
-	}
-	tcpAlloc, err := tryAllocate(t, server, true, mint("peer-b"))
-	if err != nil {
-		t.Fatal("coturn over TCP:", err)
-	}
-	quicThrough(t, tcpAlloc, 1<<20)
+	return server, alloc
 }
 
 // TestPortRange: relayed addresses come from the configured range, and a
