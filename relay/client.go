@@ -87,6 +87,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("relay socket: %w", err)
 		}
+		growBuffers(pc)
 		a.conn = pc
 		if uc, ok := pc.(*net.UDPConn); ok {
 			a.under = uc

@@ -51,7 +51,7 @@ func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn,
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &relayConn{PacketConn: pc, s: s, key: addr.String(), created: time.Now()}
+	c := &relayConn{PacketConn: growBuffers(pc), s: s, key: addr.String(), created: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.mu.Lock()

@@ -252,7 +252,7 @@ func New(cfg Config) (*Server, error) {
 			OnChannelDeleted:    s.onChannelDeleted,
 		},
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			PacketConn: growBuffers(s.udp), RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		}},
 	}
 	if s.tcp != nil {

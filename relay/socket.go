@@ -1,0 +1,20 @@
+package relay
+
+import "net"
+
+// socketBuffer is what a relay socket, and a client's socket to its relay,
+// ask of the kernel each way. A fast QUIC flow's bursts overflow the usual
+// 208 KiB (quic-go asks 7 MiB for its own sockets), and each datagram lost
+// there costs the flow its congestion window. The kernel caps it at
+// net.core.rmem_max and wmem_max.
+const socketBuffer = 4 << 20
+
+// growBuffers asks for socketBuffer on pc, if it is a UDP socket, and
+// returns pc.
+func growBuffers(pc net.PacketConn) net.PacketConn {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		uc.SetReadBuffer(socketBuffer)
+		uc.SetWriteBuffer(socketBuffer)
+	}
+	return pc
+}
