@@ -1,0 +1,7 @@
+//go:build !linux
+
+package relay
+
+import "net"
+
+func forceBuffers(*net.UDPConn, int) {}
