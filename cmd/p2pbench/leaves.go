@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -34,7 +35,8 @@ func leavesCmd() *cobra.Command {
 to it from this process (each with its own key, UDP socket and loopback address, a
 real QUIC connection and hello, --files published files), and measure the
 supernode's memory per leaf, its CPU while the leaves idle, and search latency
-under that load. Then kill it (SIGKILL), start it again on the same address
+under that load: from the leaves, and from a few more leaves in a process of
+their own, which the fleet's own scheduling does not slow. Then kill it (SIGKILL), start it again on the same address
 and data directory, and time how long until every leaf is attached again (the
 attach storm), with the supernode's peak memory during it.
 
@@ -292,28 +294,17 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	idleShare := (cpu1 - cpu0).Seconds() / r.idle.Seconds()
 	ownIdleShare := (own1 - own0).Seconds() / r.idle.Seconds()
 
-	// Searches, each from another leaf, for one of the words in the names.
-	rnd := rand.New(rand.NewPCG(r.seed, 0x5ea4c))
-	var lat []time.Duration
-	var searchErrs int
-	var firstErr error
-	tick := time.NewTicker(time.Duration(float64(time.Second) / r.queryRate))
-	for q := range r.queries {
-		<-tick.C
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := fleet.Search(sctx, q*7919, leafload.Words[rnd.IntN(len(leafload.Words))])
-		cancel()
+	// Searches, each from another leaf, for one of the words in the names;
+	// then as many from one leaf in a process of its own, which does not
+	// share the fleet's scheduler and collector.
+	fleetSearch := timeSearches(ctx, fleet, r.queries, r.queryRate, r.seed, func(q int) int { return q * 7919 })
+	var probe searchTimes
+	if r.queries > 0 {
+		probe, err = runProbe(ctx, sn.id+"@"+addr, r)
 		if err != nil {
-			searchErrs++
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+			probe.firstErr, probe.failed = err, r.queries
 		}
-		lat = append(lat, d)
 	}
-	tick.Stop()
-	leafload.SortDurations(lat)
 
 	// The storm: SIGKILL, start again at once on the same address and data.
 	attachedBefore := fleet.Attached()
@@ -372,15 +363,8 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	fmt.Printf("%-44s %9.1f KiB   <= 50 KiB\n", "RSS per idle leaf", perLeaf/1024)
 	fmt.Printf("%-44s %11.1f%%   <= 10%% of one core\n", fmt.Sprintf("CPU while idle (over %v)", r.idle), 100*idleShare)
 	fmt.Printf("%-44s %11.1f%%   %s\n", "  the leaves' process meanwhile", 100*ownIdleShare, "")
-	if len(lat) > 0 {
-		fmt.Printf("%-44s %12s   %s\n", fmt.Sprintf("search p50 (%d of %d answered)", len(lat), r.queries),
-			lat[len(lat)/2].Round(10*time.Microsecond), "")
-		fmt.Printf("%-44s %12s   <= 5 ms\n", "search p99", leafload.Percentile(lat, 99).Round(10*time.Microsecond))
-		fmt.Printf("%-44s %12s   %s\n", "search max", lat[len(lat)-1].Round(10*time.Microsecond), "")
-	}
-	if searchErrs > 0 {
-		fmt.Printf("%-44s %12d   (first: %v)\n", "searches failed", searchErrs, firstErr)
-	}
+	fleetSearch.print("search", r.queries)
+	probe.print("search from its own process", r.queries)
 	fmt.Printf("%-44s %12s   %s\n", "restart: kill to listening again", restarted.Sub(killed).Round(time.Millisecond), "")
 	if stormErr != nil {
 		fmt.Printf("%-44s %12s   %v\n", "restart: all attached again", "not reached", stormErr)
@@ -401,4 +385,133 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 		fmt.Printf("  %-42s %12s   %v\n", "first of the others", "", err)
 	}
 	return stormErr
+}
+
+// searchTimes are the latencies of timed searches, sorted, and the failures.
+type searchTimes struct {
+	lat      []time.Duration
+	failed   int
+	firstErr error
+}
+
+// timeSearches sends queries searches at rate a second, the q-th from leaf
+// leaf(q), each for one of the words in the file names.
+func timeSearches(ctx context.Context, fleet *leafload.Fleet, queries int, rate float64, seed uint64, leaf func(q int) int) searchTimes {
+	rnd := rand.New(rand.NewPCG(seed, 0x5ea4c))
+	var st searchTimes
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for q := range queries {
+		<-tick.C
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		d, err := fleet.Search(sctx, leaf(q), leafload.Words[rnd.IntN(len(leafload.Words))])
+		cancel()
+		if err != nil {
+			if st.failed++; st.firstErr == nil {
+				st.firstErr = err
+			}
+			continue
+		}
+		st.lat = append(st.lat, d)
+	}
+	leafload.SortDurations(st.lat)
+	return st
+}
+
+func (st searchTimes) print(what string, queries int) {
+	if len(st.lat) > 0 {
+		lat := st.lat
+		fmt.Printf("%-44s %12s   %s\n", fmt.Sprintf("%s p50 (%d of %d answered)", what, len(lat), queries),
+			lat[len(lat)/2].Round(10*time.Microsecond), "")
+		fmt.Printf("%-44s %12s   <= 5 ms\n", what+" p99", leafload.Percentile(lat, 99).Round(10*time.Microsecond))
+		fmt.Printf("%-44s %12s   %s\n", what+" max", lat[len(lat)-1].Round(10*time.Microsecond), "")
+	}
+	if st.failed > 0 {
+		fmt.Printf("%-44s %12d   (first: %v)\n", what+": failed", st.failed, st.firstErr)
+	}
+}
+
+// runProbe runs this program's leaves-probe against target and reads the
+// latencies it prints, one a line in nanoseconds.
+func runProbe(ctx context.Context, target string, r leavesRun) (searchTimes, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return searchTimes{}, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "leaves-probe", "--target", target, "--queries", strconv.Itoa(r.queries),
+		"--query-rate", strconv.FormatFloat(r.queryRate, 'g', -1, 64), "--seed", strconv.FormatUint(r.seed, 10))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return searchTimes{}, fmt.Errorf("leaves-probe: %w", err)
+	}
+	var st searchTimes
+	for line := range strings.Lines(string(out)) {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "failed "); ok {
+			n, _ := strconv.Atoi(strings.Fields(rest)[0])
+			st.failed = n
+			if _, msg, ok := strings.Cut(rest, " "); ok {
+				st.firstErr = errors.New(msg)
+			}
+			continue
+		}
+		ns, err := strconv.ParseInt(line, 10, 64)
+		if err != nil {
+			return searchTimes{}, fmt.Errorf("leaves-probe printed %q", line)
+		}
+		st.lat = append(st.lat, time.Duration(ns))
+	}
+	leafload.SortDurations(st.lat)
+	return st, nil
+}
+
+// probeCmd is a few leaves in a process of their own that time searches, so
+// the figure is the supernode's and the network's, not the fleet's own
+// scheduling: `leaves` runs it. Each leaf searches 10 times a second at
+// most, under the rate a supernode allows one leaf (20 a second).
+func probeCmd() *cobra.Command {
+	var target string
+	var queries int
+	var rate float64
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:    "leaves-probe",
+		Short:  "One leaf that times searches (run by leaves)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if queries < 1 || rate <= 0 {
+				return fmt.Errorf("--queries must be at least 1 and --query-rate above 0")
+			}
+			// 127.11.0.0/16: the fleet's leaves are in 127.10.0.0/16.
+			leaves := int(math.Ceil(rate / 10))
+			fleet, err := leafload.Start(leafload.Config{Target: target, Leaves: leaves, Hosts: 11, Seed: seed,
+				PingInterval: leafload.DefaultPingInterval, Log: zerolog.New(os.Stderr).Level(zerolog.WarnLevel)}, 0)
+			if err != nil {
+				return err
+			}
+			defer fleet.Close()
+			wctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			err = fleet.WaitAttached(wctx, leaves)
+			cancel()
+			if err != nil {
+				return err
+			}
+			st := timeSearches(cmd.Context(), fleet, queries, rate, seed, func(q int) int { return q })
+			for _, d := range st.lat {
+				fmt.Println(int64(d))
+			}
+			if st.failed > 0 {
+				fmt.Printf("failed %d %v\n", st.failed, st.firstErr)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&target, "target", "", "the supernode, as peerid@host:port")
+	f.IntVar(&queries, "queries", 2000, "searches to time")
+	f.Float64Var(&rate, "query-rate", 100, "searches a second")
+	f.Uint64Var(&seed, "seed", 1, "seed of the search words")
+	return cmd
 }

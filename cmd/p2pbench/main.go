@@ -18,7 +18,7 @@ import (
 
 func main() {
 	root := &cobra.Command{Use: "p2pbench", Short: "Measure overlay designs", SilenceUsage: true}
-	root.AddCommand(compareCmd(), leavesCmd())
+	root.AddCommand(compareCmd(), leavesCmd(), probeCmd())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
