@@ -161,14 +161,28 @@ func (s *Server) memoryFull() bool {
 // MemoryRefused counts the leaves refused for want of memory.
 func (s *Server) MemoryRefused() uint64 { return s.memRefused.Load() }
 
-// runtimeMemory is the Go runtime's memory in use, as the soft limit counts
-// it (all it mapped less what it returned), and the limit (0: none).
+// runtimeMemory is the memory the collector cannot give back, and the soft
+// limit (0: none). That is the heap live at the last collection and all
+// the runtime holds outside heap objects: goroutine stacks, metadata,
+// buffers. It leaves out the garbage and free space the limit lets the
+// heap gather between collections, which the next one reclaims: counted,
+// that made a supernode at 10,000 leaves refuse new ones as short of
+// memory while its live memory was half the limit.
 func runtimeMemory() (used, limit uint64) {
 	l := debug.SetMemoryLimit(-1)
 	if l == math.MaxInt64 {
 		return 0, 0
 	}
-	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	sample := []metrics.Sample{
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
 	metrics.Read(sample)
-	return sample[0].Value.Uint64() - sample[1].Value.Uint64(), uint64(l)
+	v := func(i int) uint64 { return sample[i].Value.Uint64() }
+	outside := v(0) - v(1) - v(2) - v(3) - v(4)
+	return v(5) + outside, uint64(l)
 }

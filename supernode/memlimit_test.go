@@ -3,6 +3,8 @@ package supernode
 import (
 	"context"
 	"errors"
+	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,4 +82,38 @@ func TestLeavesRefusedWhenMemoryShort(t *testing.T) {
 			t.Fatalf("dial with memory back: %v", err)
 		}
 	}
+}
+
+// The memory a supernode counts against its limit is what the collector
+// cannot give back: memory held live counts, garbage the heap gathered
+// since the last collection does not.
+func TestRuntimeMemoryCountsLiveNotGarbage(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 40))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no collection but ours
+	runtime.GC()
+	base, limit := runtimeMemory()
+	if limit != 1<<40 {
+		t.Fatalf("limit %d, want %d", limit, uint64(1<<40))
+	}
+	const chunk, total = 1 << 20, 64 << 20
+	var sink []byte
+	for range total / chunk {
+		sink = make([]byte, chunk)
+		sink[0] = 1
+	}
+	_ = sink
+	if used, _ := runtimeMemory(); used > base+total/4 {
+		t.Errorf("64 MiB of garbage counted: %d MiB in use, %d before", used>>20, base>>20)
+	}
+	held := make([][]byte, 0, total/chunk)
+	for range total / chunk {
+		b := make([]byte, chunk)
+		b[0] = 1
+		held = append(held, b)
+	}
+	runtime.GC()
+	if used, _ := runtimeMemory(); used < base+total*9/10 {
+		t.Errorf("64 MiB held live: %d MiB in use, %d before", used>>20, base>>20)
+	}
+	runtime.KeepAlive(held)
 }
