@@ -496,7 +496,7 @@ func probeCmd() *cobra.Command {
 			err = fleet.WaitAttached(wctx, leaves)
 			cancel()
 			if err != nil {
-				return err
+				return fmt.Errorf("%w; failed dials by kind %v, the first other: %v", err, fleet.Failures(), fleet.FirstOther())
 			}
 			st := timeSearches(cmd.Context(), fleet, queries, rate, seed, func(q int) int { return q })
 			for _, d := range st.lat {
