@@ -28,31 +28,31 @@ func BenchmarkRelayedVsDirect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	paths := []struct {
-		name string
-		lpc  func() (net.PacketConn, net.Addr) // the listener's socket and its address for the dialler
-	}{
-		{"direct", func() (net.PacketConn, net.Addr) { pc := loopbackUDP(b); return pc, pc.LocalAddr() }},
-		{"relay", func() (net.PacketConn, net.Addr) { return ours, ours.RelayedAddr() }},
+	type path struct {
+		name  string
+		alloc *Allocation // where the listener sits; nil: a UDP socket of its own
 	}
+	paths := []path{{"direct", nil}, {"relay", ours}}
 	if _, err := exec.LookPath("turnserver"); err == nil {
 		_, coturn := startCoturn(b)
-		paths = append(paths, struct {
-			name string
-			lpc  func() (net.PacketConn, net.Addr)
-		}{"coturn", func() (net.PacketConn, net.Addr) { return coturn, coturn.RelayedAddr() }})
+		paths = append(paths, path{"coturn", coturn})
 	}
 	took := make([]time.Duration, len(paths))
 	b.SetBytes(size * int64(len(paths)))
 	b.ResetTimer()
 	for range b.N {
 		for i, p := range paths {
-			lpc, to := p.lpc()
 			pc := loopbackUDP(b)
-			if a, ok := lpc.(*Allocation); ok {
-				if err := a.Permit(pc.LocalAddr()); err != nil {
+			var lpc net.PacketConn
+			var to net.Addr
+			if p.alloc == nil {
+				l := loopbackUDP(b)
+				lpc, to = l, l.LocalAddr()
+			} else {
+				if err := p.alloc.Permit(pc.LocalAddr()); err != nil {
 					b.Fatal(err)
 				}
+				lpc, to = p.alloc, p.alloc.RelayedAddr()
 			}
 			var got counter
 			d := quicMove(b, lpc, pc, to, data, &got)

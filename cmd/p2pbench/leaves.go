@@ -295,8 +295,8 @@ func runLeaves(ctx context.Context, r leavesRun) error {
 	ownIdleShare := (own1 - own0).Seconds() / r.idle.Seconds()
 
 	// Searches, each from another leaf, for one of the words in the names;
-	// then as many from one leaf in a process of its own, which does not
-	// share the fleet's scheduler and collector.
+	// then as many from a few leaves in a process of their own, which do
+	// not share the fleet's scheduler and collector.
 	fleetSearch := timeSearches(ctx, fleet, r.queries, r.queryRate, r.seed, func(q int) int { return q * 7919 })
 	var probe searchTimes
 	if r.queries > 0 {
@@ -477,7 +477,7 @@ func probeCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:    "leaves-probe",
-		Short:  "One leaf that times searches (run by leaves)",
+		Short:  "A few leaves that time searches (run by leaves)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
