@@ -226,7 +226,9 @@ func TestAdmissionKeepsTheRingToAdmittedSupernodes(t *testing.T) {
 // the supernode's relay table keeps only the honest relay.
 func TestAdmissionRelayRole(t *testing.T) {
 	secret := []byte("a secret the relays share, 32 b")
-	sn, _ := runSupernode(t, func(c *supernode.Config) { c.RelaySecret = secret })
+	// No TCP listener: it would need the UDP port's number on TCP, which
+	// another test's connection may hold.
+	sn, _ := runSupernode(t, func(c *supernode.Config) { c.RelaySecret, c.ListenTCP = secret, "-" })
 	report := func(n *transport.Node, mk func(tls.ConnectionState) (*protocol.Hello, error), udp string, allocs uint32) error {
 		l, _, err := n.DialHello(context.Background(), sn.Addr(), sn.ID(), protocol.RoleRelay, mk)
 		if err != nil {

@@ -96,7 +96,8 @@ type Config struct {
 	StepDownBelow int
 	StepDownAfter time.Duration
 	// AltListen is the second UDP socket, for STUN mapping tests (default: the
-	// Listen port + 1 on the same host; "-" for none, which also turns off the
+	// Listen port + 1 on the same host, or a free port on Conn's host when
+	// Conn is given; "-" for none, which also turns off the
 	// dial-back that confirms a leaf is public).
 	AltListen string
 	// AltConn, when set, is used instead of opening AltListen.
@@ -320,11 +321,16 @@ func openExtras(cfg Config, id *protocol.Identity, main *net.UDPAddr, log zerolo
 	pc := cfg.AltConn
 	if pc == nil && cfg.AltListen != "-" {
 		addr := cfg.AltListen
-		if addr == "" {
+		switch {
+		case addr != "":
+		case cfg.Conn != nil:
+			// The caller chose the main socket; port+1 may belong to anyone
+			// there, and leaves learn the second port from the welcome.
+			addr = net.JoinHostPort(main.IP.String(), "0")
+		case main.Port == 0:
+			addr = net.JoinHostPort(hostOf(cfg.Listen), "0")
+		default:
 			addr = net.JoinHostPort(hostOf(cfg.Listen), fmt.Sprint(main.Port+1))
-			if main.Port == 0 {
-				addr = net.JoinHostPort(hostOf(cfg.Listen), "0")
-			}
 		}
 		c, err := transport.ListenUDP(addr)
 		if err != nil {
