@@ -229,3 +229,71 @@ func (b *Bloom) UnmarshalBinary(p []byte) error {
 	b.words = words
 	return nil
 }
+
+// Hash is the hash a filter keeps of key: Has(key) is HasHash(Hash(key)).
+// A query probing many filters hashes its keys once.
+func Hash(key []byte) uint64 { return xxhash.Sum64(key) }
+
+// HasAllHashes reports whether every key whose Hash is in hs may have been added.
+func (b *Bloom) HasAllHashes(hs []uint64) bool {
+	for _, h := range hs {
+		if !b.hasHash(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxDiffBits bounds the bit positions one diff may name.
+const MaxDiffBits = MaxBloomBits
+
+// Diff encodes the bit positions where b and o differ, for ApplyDiff: the
+// gaps between the sorted positions as unsigned varints. A few changed keys
+// cost a few bytes each, where the whole filter costs a bit per bit. b and o
+// must have the same size.
+func (b *Bloom) Diff(o *Bloom) ([]byte, error) {
+	if len(b.words) != len(o.words) {
+		return nil, fmt.Errorf("%w: diff of filters of %d and %d bits", ErrBadBloom, b.Bits(), o.Bits())
+	}
+	var out []byte
+	last := -1
+	for i, w := range b.words {
+		for x := w ^ o.words[i]; x != 0; x &= x - 1 {
+			pos := i*64 + bits.TrailingZeros64(x)
+			out = binary.AppendUvarint(out, uint64(pos-last-1))
+			last = pos
+		}
+	}
+	return out, nil
+}
+
+// ApplyDiff flips the bits a Diff names, so that b turns into the filter the
+// diff was taken against. A diff that names a position twice, past the
+// filter's end, or ends inside a varint is refused, and b is left as it was.
+func (b *Bloom) ApplyDiff(d []byte) error {
+	if err := b.walkDiff(d, nil); err != nil {
+		return err
+	}
+	return b.walkDiff(d, func(p int) { b.words[p>>6] ^= 1 << (p & 63) })
+}
+
+// walkDiff checks d and calls fn, if set, with each position it names.
+func (b *Bloom) walkDiff(d []byte, fn func(int)) error {
+	m := b.Bits()
+	last := -1
+	for len(d) > 0 {
+		gap, n := binary.Uvarint(d)
+		if n <= 0 {
+			return fmt.Errorf("%w: diff ends inside a number", ErrBadBloom)
+		}
+		d = d[n:]
+		if gap >= uint64(m) || last+1+int(gap) >= m {
+			return fmt.Errorf("%w: diff names a bit past the filter's %d", ErrBadBloom, m)
+		}
+		last += 1 + int(gap)
+		if fn != nil {
+			fn(last)
+		}
+	}
+	return nil
+}
