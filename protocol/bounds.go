@@ -177,6 +177,8 @@ func init() {
 	registerCapped[[]PeerID](MaxUserSNs)
 	registerCapped[AddrList](MaxAddrs)
 	registerCapped[SupernodeList](MaxWelcomeAddrs)
+	registerCapped[[]SummaryUpdate](MaxSummaryUpdates)
+	registerCapped[PeerList](MaxSummaryWants)
 }
 
 // wireChecker is an element of a capped list that can tell, right after it

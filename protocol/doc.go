@@ -219,6 +219,8 @@
 //	0x29  promoted    v6       message    leaf -> supernode
 //	0x2a  redirect    v6       message    supernode -> leaf
 //	0x2b  certificate v7       message    supernode -> leaf
+//	0x2c  summaries   v8       message    supernode -> supernode
+//	0x2d  summary_want v8      message    supernode -> supernode
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -286,6 +288,8 @@
 //	  h    uint8    hop limit: supernode-to-supernode steps the query may still take; <= 8;
 //	                from a leaf, 0 means the supernode's default
 //	  l?   uint16   most hits wanted; 0: the supernode's default
+//	  o?   bool     v8: direct, sent one hop by a supernode that chose this one from
+//	                its summary (see One-hop summaries)
 //	  At least one of t and c is set.
 //
 //	hits (Hits)
@@ -303,11 +307,28 @@
 //	  q    bin 16   query ID
 //	  s?   uint16   status: 0 ok, 5 timeout (part of the overlay did not answer in time)
 //	  n?   uint32   supernodes that searched their index for this query on this branch
+//	  h?   [hit]    v8: the last hits, in the answer to a direct query; <= 256
 //
 //	summary (Summary)
 //	  l    uint8    level carried, < d
 //	  d    uint8    depth: the number of levels the sender keeps, 1 to 8
 //	  f    bin      the level's Bloom filter (see Summaries)
+//
+//	summaries (Summaries), v8
+//	  u    [update] <= 4096 updates
+//	update (SummaryUpdate): one version of one supernode's one-hop summary
+//	  o    bin 32   origin: the supernode whose summary it is
+//	  i?   uint64   the origin's incarnation
+//	  v    uint64   version, > 0
+//	  b?   uint64   the version d applies to; with d only, and below v
+//	  f?   bin      the whole filter (see Summaries); <= 2^20 + 3 bytes
+//	  d?   bin      the bits that changed since b, as uvarint gaps; <= 2^20 + 3 bytes
+//	  l?   uint32   the origin's leaves when it issued the version
+//	  s?   bin 64   the origin's signature; set exactly when f or d is
+//	  At most one of f and d; neither is an announcement.
+//
+//	summary_want (SummaryWant), v8
+//	  o    [bin 32] origins whose whole current summary is wanted; <= 4096
 //
 //	get_meta (GetMeta)
 //	  i    bin 32   content ID
@@ -578,6 +599,36 @@
 // 0) sets the bits (h + i*(rotl64(h, 32) | 1)) mod m for i = 0..6. Filters of different
 // sizes are combined by folding the larger (OR-ing its halves) to the smaller. The
 // frame limit caps a filter in practice at 2^22 bits (512 KiB).
+//
+// # One-hop summaries
+//
+// From v8 every supernode keeps the one-hop summary of every other live supernode:
+// one Bloom filter (the format of Summaries) of the keys of its own leaves' files,
+// sized for its key count at about 1% false positives. Its origin issues a new
+// version when its index changed, at most every few seconds, and signs it: ed25519
+// over "supernet one-hop summary v1\x00", the origin's peer ID, the incarnation and
+// the version as big-endian uint64s, and the SHA-256 of the filter's encoding. The
+// key is the one in the origin's member entry (see Members); a receiver takes
+// updates only of live members.
+//
+// An update travels to every supernode over the links between neighbours: a
+// receiver that takes a version newer than its own passes it on to its other
+// neighbours, batched in one summaries frame per link and tick. A version whose
+// diff applies to the version held, or that carries the whole filter, and whose
+// signature checks, is taken; an older or equal one is dropped. A diff that does
+// not apply (the base is not the version held) or does not check is answered with
+// a summary_want for the origin, and the neighbour sends the whole filter of its
+// current version. A supernode sends a new neighbour announcements of every version
+// it holds, and the neighbour wants those it lacks; the same announcements go to
+// one neighbour every few ticks, so a version missed for any reason is repaired.
+//
+// A supernode answers a query from a leaf from its own index, then picks the
+// supernodes whose summaries hold every key of the query and sends each, in small
+// rounds (the nearest and least loaded first), the query with o: true and h: 0. It
+// stops once the hit limit, or enough sources of every file found, is reached, or
+// every candidate has answered or timed out. A supernode answers a direct query
+// from its own index alone, with its hits in the QueryDone where they fit. A query
+// whose keys no summary holds costs nothing beyond the leaf's own supernode.
 //
 // # Transfers
 //

@@ -18,16 +18,18 @@ const (
 // listCaps are the decode-time caps of the lists in messages (see init in
 // bounds.go); a list type missing here has no cap, which the test reports.
 var listCaps = map[reflect.Type]int{
-	reflect.TypeOf([]Hit(nil)):          MaxHitsPerFrame,
-	reflect.TypeOf([]Source(nil)):       MaxSourcesPerHit,
-	reflect.TypeOf([]FileRecord(nil)):   MaxFilesPerFrame,
-	reflect.TypeOf([]ContentID(nil)):    MaxIDsPerFrame,
-	reflect.TypeOf([]MemberRecord(nil)): MaxMembers,
-	reflect.TypeOf([]UserRecord(nil)):   MaxUserRecords,
-	reflect.TypeOf(Chain(nil)):          MaxChain,
-	reflect.TypeOf([]PeerID(nil)):       MaxUserSNs,
-	reflect.TypeOf(AddrList(nil)):       MaxAddrs,
-	reflect.TypeOf(SupernodeList(nil)):  MaxWelcomeAddrs,
+	reflect.TypeOf([]Hit(nil)):           MaxHitsPerFrame,
+	reflect.TypeOf([]Source(nil)):        MaxSourcesPerHit,
+	reflect.TypeOf([]FileRecord(nil)):    MaxFilesPerFrame,
+	reflect.TypeOf([]ContentID(nil)):     MaxIDsPerFrame,
+	reflect.TypeOf([]MemberRecord(nil)):  MaxMembers,
+	reflect.TypeOf([]UserRecord(nil)):    MaxUserRecords,
+	reflect.TypeOf(Chain(nil)):           MaxChain,
+	reflect.TypeOf([]PeerID(nil)):        MaxUserSNs,
+	reflect.TypeOf(AddrList(nil)):        MaxAddrs,
+	reflect.TypeOf(SupernodeList(nil)):   MaxWelcomeAddrs,
+	reflect.TypeOf([]SummaryUpdate(nil)): MaxSummaryUpdates,
+	reflect.TypeOf(PeerList(nil)):        MaxSummaryWants,
 }
 
 // worst builds msgpack bodies that fill every list to its cap with the

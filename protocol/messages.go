@@ -177,6 +177,10 @@ type Query struct {
 	CID   ContentID `msgpack:"c,omitempty"`
 	Hops  uint8     `msgpack:"h"`
 	Limit uint16    `msgpack:"l,omitempty"`
+	// Direct marks a query sent one hop by a supernode that chose this one
+	// from its summary (v8): it is answered from this index alone, and the
+	// hits come in the QueryDone when they fit.
+	Direct bool `msgpack:"o,omitempty"`
 }
 
 // Source is a peer that has a file.
@@ -209,6 +213,9 @@ type QueryDone struct {
 	ID         QueryID `msgpack:"q"`
 	Status     Status  `msgpack:"s,omitempty"`
 	Supernodes uint32  `msgpack:"n,omitempty"`
+	// Hits are the last hits for ID, sent with the end (v8, to a Direct
+	// query only: an older supernode would not read them).
+	Hits []Hit `msgpack:"h,omitempty"`
 }
 
 // Summary carries one level of a supernode's attenuated Bloom filter: the keys
@@ -588,12 +595,14 @@ func (m *Query) validate() error {
 	return checkStr("query", m.Text, MaxQueryLen)
 }
 
-func (m *Hits) validate() error {
-	if len(m.Hits) > MaxHitsPerFrame {
-		return invalid("%d hits in one frame (max %d)", len(m.Hits), MaxHitsPerFrame)
+func (m *Hits) validate() error { return validHits(m.Hits) }
+
+func validHits(hits []Hit) error {
+	if len(hits) > MaxHitsPerFrame {
+		return invalid("%d hits in one frame (max %d)", len(hits), MaxHitsPerFrame)
 	}
-	for i := range m.Hits {
-		h := &m.Hits[i]
+	for i := range hits {
+		h := &hits[i]
 		if err := h.FileRecord.validate(); err != nil {
 			return err
 		}
@@ -628,7 +637,7 @@ func checkSources(srcs []Source) error {
 	return nil
 }
 
-func (m *QueryDone) validate() error { return nil }
+func (m *QueryDone) validate() error { return validHits(m.Hits) }
 
 func (m *Summary) validate() error {
 	if m.Depth == 0 || m.Depth > MaxSummaryLevels || m.Level >= m.Depth {

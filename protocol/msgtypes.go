@@ -54,13 +54,15 @@ const (
 	TypePromoted    MsgType = 0x29
 	TypeRedirect    MsgType = 0x2a
 	TypeCertificate MsgType = 0x2b
+	TypeSummaries   MsgType = 0x2c
+	TypeSummaryWant MsgType = 0x2d
 )
 
 // Protocol versions this build speaks. A hello carries a range; the answer picks
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 7
+	MaxVersion uint16 = 8
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -222,6 +224,8 @@ var messageTypes = [...]MsgInfo{
 	info[Promoted]("promoted", VersionElection, StreamMessage, fromLeaf),
 	info[Redirect]("redirect", VersionElection, StreamMessage, fromSupernode),
 	info[Certificate]("certificate", VersionAdmission, StreamMessage, fromSupernode),
+	info[Summaries]("summaries", VersionOneHop, StreamMessage, fromSupernode),
+	info[SummaryWant]("summary_want", VersionOneHop, StreamMessage, fromSupernode),
 }
 
 var byType = indexTypes()

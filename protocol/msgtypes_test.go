@@ -134,7 +134,7 @@ func TestMessageTableAppendOnly(t *testing.T) {
 		}
 	}
 	for v, ty := range map[uint16]MsgType{VersionSignal: TypeNATReport, VersionSwarm: TypeJoin, VersionMembers: TypeMembers,
-		VersionUsers: TypeUserPut, VersionElection: TypeCandidacy, VersionAdmission: TypeCertificate} {
+		VersionUsers: TypeUserPut, VersionElection: TypeCandidacy, VersionAdmission: TypeCertificate, VersionOneHop: TypeSummaries} {
 		if first[v] != ty {
 			t.Errorf("v%d begins with %s, want %s", v, first[v], ty)
 		}
@@ -207,7 +207,7 @@ func TestCheckIncoming(t *testing.T) {
 		{TypePublish, 1, AnyRole, nil},
 		{TypeMembers, VersionMembers - 1, AnyRole, ErrUnsupportedVersion},
 		{0, MaxVersion, AnyRole, ErrUnknownType},
-		{TypeCertificate + 1, MaxVersion, AnyRole, ErrUnknownType},
+		{TypeSummaryWant + 1, MaxVersion, AnyRole, ErrUnknownType},
 	}
 	for _, tt := range tests {
 		err := CheckIncoming(tt.t, tt.version, tt.from)
@@ -268,7 +268,7 @@ func TestCheckTransfer(t *testing.T) {
 		{TypeUserStore, MaxVersion, ErrBadRequest, ""},
 		{TypeCertificate, VersionAdmission - 1, ErrUnsupportedVersion, ""},
 		{0, MaxVersion, ErrUnknownType, "unknown message type: 0x00"},
-		{TypeCertificate + 1, MaxVersion, ErrUnknownType, ""},
+		{TypeSummaryWant + 1, MaxVersion, ErrUnknownType, ""},
 	}
 	for _, tt := range tests {
 		err := CheckTransfer(tt.t, tt.version)
@@ -312,7 +312,7 @@ func TestSupports(t *testing.T) {
 		{VersionUsers - 1, TypeUserGet, false},
 		{VersionUsers, TypeDeliver, true},
 		{MaxVersion, TypeCertificate, true},
-		{MaxVersion, TypeCertificate + 1, false},
+		{MaxVersion, TypeSummaryWant + 1, false},
 		{MaxVersion, 0, false},
 	} {
 		if got := Supports(tt.v, tt.t); got != tt.want {
