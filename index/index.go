@@ -458,6 +458,10 @@ func (ix *Index) Lookup(cid protocol.ContentID) (Result, bool) {
 	return out[0], true
 }
 
+// Keys bounds the keys AddTo adds: the terms the index holds, live or not,
+// and the live content IDs. It sizes a filter for them.
+func (ix *Index) Keys() int { return len(ix.terms) + ix.live }
+
 // AddTo adds every term of a live file and every live content ID (its 32 raw bytes) to b,
 // which is what a neighbour tests a query against.
 func (ix *Index) AddTo(b *Bloom) {

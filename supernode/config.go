@@ -77,6 +77,12 @@ func DefaultRouterConfig() RouterConfig {
 		LeafSignalBurst:       20,
 		SlowAfter:             4,
 		SlowHoldoff:           30 * time.Second,
+		SummaryEvery:          5 * time.Second,
+		SummaryFP:             0.01,
+		DirectFirstRound:      1,
+		RoundTimeout:          400 * time.Millisecond,
+		DirectTimeout:         3 * time.Second,
+		EnoughSources:         20,
 	}
 }
 
@@ -154,6 +160,15 @@ func (c *RouterConfig) defaults() {
 	defaults.Set(&c.LeafSignalBurst, d.LeafSignalBurst)
 	defaults.Set(&c.SlowAfter, d.SlowAfter)
 	defaults.Set(&c.SlowHoldoff, d.SlowHoldoff)
+	defaults.Set(&c.SummaryEvery, d.SummaryEvery)
+	defaults.Set(&c.SummaryFP, d.SummaryFP)
+	defaults.Set(&c.DirectFirstRound, d.DirectFirstRound)
+	defaults.Set(&c.RoundTimeout, d.RoundTimeout)
+	defaults.Set(&c.DirectTimeout, d.DirectTimeout)
+	defaults.Set(&c.EnoughSources, d.EnoughSources)
+	if c.Incarnation == 0 {
+		c.Incarnation = uint64(c.Now().UnixMilli())
+	}
 }
 
 // DefaultDataDir is where a supernode keeps its key when --data-dir is not given.

@@ -59,10 +59,10 @@ func TestConfigKeepsWhatIsSet(t *testing.T) {
 func TestRouterConfigDefaults(t *testing.T) {
 	var got RouterConfig
 	got.defaults()
-	if got.Now == nil || got.Rand == nil {
-		t.Fatal("no clock or no random source")
+	if got.Now == nil || got.Rand == nil || got.Incarnation == 0 {
+		t.Fatal("no clock, random source or incarnation")
 	}
-	got.Now, got.Rand = nil, nil
+	got.Now, got.Rand, got.Incarnation = nil, nil, 0
 	if want := DefaultRouterConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("zero router config completed to\n%+v\nwant\n%+v", got, want)
 	}

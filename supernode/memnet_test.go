@@ -1,8 +1,10 @@
 package supernode
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +35,9 @@ type memNet struct {
 
 	nextQuery int // leaves' query IDs
 
+	// drop, when set, loses the messages it returns true for.
+	drop func(from, to *memNode, m protocol.Message) bool
+
 	delivered int // messages delivered so far, for the bound and for settle
 }
 
@@ -52,8 +57,11 @@ type memNode struct {
 	errs []error
 	// queries are the Query messages delivered to the node, in order.
 	queries []protocol.Query
-	// links maps a neighbour's index to this node's link ID for the link.
-	links map[int]LinkID
+	// links maps a neighbour's index to this node's link ID for the link;
+	// contacts the same for links opened for direct queries.
+	links, contacts map[int]LinkID
+	// key signs the node's one-hop summaries (newOneHopNet).
+	key ed25519.PrivateKey
 }
 
 // linkEnd is where a message sent on a link end arrives.
@@ -100,6 +108,62 @@ func (o memOutbox) Send(to LinkID, m protocol.Message) {
 	o.n.net.queue = append(o.n.net.queue, envelope{from: o.n, to: to, m: m})
 }
 
+// memDirectOutbox also reaches any supernode of the net, over its
+// neighbour link or a contact link opened on first use.
+type memDirectOutbox struct{ memOutbox }
+
+func (o memDirectOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
+	net, a := o.n.net, o.n
+	for b, nd := range net.nodes {
+		if nd.peer != to {
+			continue
+		}
+		id, ok := a.links[b]
+		if !ok {
+			id, ok = a.contacts[b]
+		}
+		if !ok {
+			ai := slices.Index(net.nodes, a)
+			ia, ib := net.newID(), net.newID()
+			net.ends[ia] = linkEnd{node: nd, id: ib}
+			net.ends[ib] = linkEnd{node: a, id: ia}
+			a.contacts[b], nd.contacts[ai] = ia, ib
+			a.r.ContactUp(ia, nd.peer)
+			nd.r.ContactUp(ib, a.peer)
+			id = ia
+		}
+		o.Send(id, m)
+		return
+	}
+}
+
+// newOneHopNet is newMemNet with one-hop routing: every supernode has a
+// key, signs its summaries, and checks the others' against the net's keys.
+func newOneHopNet(t testing.TB, n int, cfg RouterConfig) *memNet {
+	t.Helper()
+	net := newMemNet(t, n, cfg)
+	keys := map[protocol.PeerID]ed25519.PublicKey{}
+	for _, nd := range net.nodes {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.peer, nd.key = id.ID, id.Key
+		keys[nd.peer] = id.Key.Public().(ed25519.PublicKey)
+	}
+	for _, nd := range net.nodes {
+		c := cfg
+		c.Now = net.clock.Now
+		c.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+		c.ID = nd.peer
+		key := nd.key
+		c.Sign = func(b []byte) []byte { return ed25519.Sign(key, b) }
+		c.MemberKey = func(p protocol.PeerID) ed25519.PublicKey { return keys[p] }
+		nd.r = NewRouter(c, memDirectOutbox{memOutbox{nd}})
+	}
+	return net
+}
+
 // testRouterConfig is the configuration tests start from: small summaries, so
 // encoding them on every delivery stays cheap.
 func testRouterConfig() RouterConfig {
@@ -123,11 +187,12 @@ func newMemNet(t testing.TB, n int, cfg RouterConfig) *memNet {
 	for i := range n {
 		name := string(rune('A' + i))
 		nd := &memNode{
-			net:   net,
-			name:  name,
-			peer:  protocol.PeerID(sha256.Sum256([]byte("supernode " + name))),
-			got:   make(map[protocol.MsgType]int),
-			links: make(map[int]LinkID),
+			net:      net,
+			name:     name,
+			peer:     protocol.PeerID(sha256.Sum256([]byte("supernode " + name))),
+			got:      make(map[protocol.MsgType]int),
+			links:    make(map[int]LinkID),
+			contacts: make(map[int]LinkID),
 		}
 		c := cfg
 		c.ID = nd.peer
@@ -266,6 +331,9 @@ func (net *memNet) run() int {
 		leaf := net.leaves[e.to]
 		if !ok && leaf == nil {
 			continue // the link is gone
+		}
+		if dst.node != nil && net.drop != nil && net.drop(e.from, dst.node, e.m) {
+			continue
 		}
 		n++
 		net.delivered++

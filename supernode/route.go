@@ -103,9 +103,17 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	r.mu.Lock()
 	_, fromLeaf := r.leaves[from]
 	_, fromNeighbour := r.neighbours[from]
-	if !fromLeaf && !fromNeighbour {
+	_, fromContact := r.oh.contacts[from]
+	switch {
+	case !fromLeaf && !fromNeighbour && !fromContact:
 		r.mu.Unlock()
 		return fmt.Errorf("%w: query from an unknown link", protocol.ErrForbidden)
+	case fromContact && !fromNeighbour && !q.Direct:
+		r.mu.Unlock()
+		return fmt.Errorf("%w: a query over a direct link must be direct", protocol.ErrForbidden)
+	case !fromLeaf && q.Direct:
+		r.mu.Unlock()
+		return r.directQuery(from, q, now)
 	}
 	originID, id, hops := q.ID, q.ID, q.Hops
 	if fromLeaf {
@@ -139,12 +147,12 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	r.markSeenLocked(id, now)
 	r.mu.Unlock()
 
-	limit := r.cfg.MaxResults
-	if q.Limit > 0 && int(q.Limit) < limit {
-		limit = int(q.Limit)
-	}
+	limit := r.limitOf(q)
 	keys := r.routingKeys(q)
 	n := r.searchLocal(from, originID, q, limit)
+	if fromLeaf && r.oneHopOn() {
+		return r.queryOneHop(from, originID, id, q, keys, n, limit, now)
+	}
 
 	// Supernodes further out wait less, so their partial answers still reach
 	// the origin before it gives up.
@@ -190,6 +198,57 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	return nil
 }
 
+func (r *Router) limitOf(q *protocol.Query) int {
+	if q.Limit > 0 && int(q.Limit) < r.cfg.MaxResults {
+		return int(q.Limit)
+	}
+	return r.cfg.MaxResults
+}
+
+// queryOneHop routes a leaf's query, already answered from the local index
+// with n hits, to the supernodes whose one-hop summaries hold its keys.
+func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, n, limit int, now time.Time) error {
+	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
+		hits: n, limit: limit}
+	var msgs []outMsg
+	started := false
+	r.mu.Lock()
+	if _, still := r.leaves[from]; still && len(keys) > 0 && (!q.CID.IsZero() || n < limit) {
+		msgs, started = r.startDirectLocked(id, p, keys, now)
+	}
+	r.mu.Unlock()
+	if !started {
+		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
+		return nil
+	}
+	r.flush(msgs)
+	return nil
+}
+
+// directQuery answers a direct query from another supernode: from this
+// index alone, within that supernode's query rate.
+func (r *Router) directQuery(from LinkID, q *protocol.Query, now time.Time) error {
+	r.mu.Lock()
+	lim := r.queryLimiterLocked(from)
+	if !lim.AllowN(now, 1) {
+		r.mu.Unlock()
+		r.Stats.NeighbourQueriesRefused.Add(1)
+		r.out.Send(from, &protocol.QueryDone{ID: q.ID, Status: protocol.StatusOverloaded})
+		return nil
+	}
+	r.Stats.QueriesFromNeighbors.Add(1)
+	if _, dup := r.seen[q.ID]; dup {
+		r.mu.Unlock()
+		r.Stats.DuplicateQueries.Add(1)
+		r.out.Send(from, &protocol.QueryDone{ID: q.ID})
+		return nil
+	}
+	r.markSeenLocked(q.ID, now)
+	r.mu.Unlock()
+	r.answerDirect(from, q, r.limitOf(q))
+	return nil
+}
+
 // routingKeys are the summary keys a query needs: its terms, or its content ID.
 func (r *Router) routingKeys(q *protocol.Query) [][]byte {
 	if !q.CID.IsZero() {
@@ -205,6 +264,13 @@ func (r *Router) routingKeys(q *protocol.Query) [][]byte {
 
 // searchLocal answers from the local index and returns how many hits it sent.
 func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query, limit int) int {
+	hits := r.localHits(q, limit)
+	r.sendHits(to, qid, hits)
+	return len(hits)
+}
+
+// localHits are the hits of the local index for q.
+func (r *Router) localHits(q *protocol.Query, limit int) []protocol.Hit {
 	r.ixMu.RLock()
 	var res []index.Result
 	if !q.CID.IsZero() {
@@ -234,8 +300,7 @@ func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query,
 		}
 	}
 	r.ixMu.RUnlock()
-	r.sendHits(to, qid, hits)
-	return len(hits)
+	return hits
 }
 
 func (r *Router) sendHits(to LinkID, qid protocol.QueryID, hits []protocol.Hit) {
@@ -248,25 +313,44 @@ func (r *Router) sendHits(to LinkID, qid protocol.QueryID, hits []protocol.Hit) 
 }
 
 func (r *Router) hits(from LinkID, m *protocol.Hits) {
+	r.relayHits(from, m.ID, m.Hits)
+}
+
+// expectsLocked reports whether query p waits for answers on link from.
+func (r *Router) expectsLocked(p *pending, from LinkID) bool {
+	if p.direct == nil {
+		return p.waiting[from]
+	}
+	peer, ok := r.peerOfLocked(from)
+	return ok && p.direct.asked[peer]
+}
+
+// relayHits checks hits that came back for query id on link from and
+// passes them to where the query came from, up to its limit.
+func (r *Router) relayHits(from LinkID, id protocol.QueryID, in []protocol.Hit) {
+	if len(in) == 0 {
+		return
+	}
 	r.mu.Lock()
-	p := r.queries[m.ID]
-	if p == nil || !p.waiting[from] || p.hits >= p.limit {
+	p := r.queries[id]
+	if p == nil || !r.expectsLocked(p, from) || p.hits >= p.limit {
 		r.mu.Unlock()
 		return
 	}
 	text, cid := p.text, p.cid
 	r.mu.Unlock()
-	hits := checkHits(m.Hits, text, cid)
-	if d := len(m.Hits) - len(hits); d > 0 {
+	hits := checkHits(in, text, cid)
+	if d := len(in) - len(hits); d > 0 {
 		r.Stats.HitsDropped.Add(uint64(d))
 	}
 	r.mu.Lock()
-	if r.queries[m.ID] != p {
+	if r.queries[id] != p {
 		r.mu.Unlock()
 		return
 	}
 	n := min(len(hits), p.limit-p.hits)
 	p.hits += n
+	p.countSources(hits[:n])
 	to, oid := p.origin, p.originID
 	r.mu.Unlock()
 	r.sendHits(to, oid, hits[:n])
@@ -296,8 +380,18 @@ func checkHits(hits []protocol.Hit, text string, cid protocol.ContentID) []proto
 }
 
 func (r *Router) queryDone(from LinkID, m *protocol.QueryDone) {
+	r.relayHits(from, m.ID, m.Hits)
 	r.mu.Lock()
 	p := r.queries[m.ID]
+	if p != nil && p.direct != nil {
+		var msgs []outMsg
+		if peer, ok := r.peerOfLocked(from); ok {
+			msgs = r.directDoneLocked(m.ID, p, peer, m, r.cfg.Now())
+		}
+		r.mu.Unlock()
+		r.flush(msgs)
+		return
+	}
 	if p == nil || !p.waiting[from] {
 		r.mu.Unlock()
 		return
@@ -327,7 +421,7 @@ func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
 			continue
 		}
 		delete(r.queries, id)
-		msgs = append(msgs, outMsg{p.origin, &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
+		msgs = append(msgs, outMsg{to: p.origin, m: &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
 	}
 	return msgs
 }

@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"crypto/ed25519"
 	"io"
 	"math"
 	"net/netip"
@@ -49,8 +50,42 @@ type RouterConfig struct {
 	// MaxResults caps the hits one supernode returns for one query (default 200).
 	MaxResults int
 	// SummaryBits is the size of every summary level; all supernodes of an overlay
-	// should use the same (default 1<<20 bits, 128 KiB).
+	// should use the same (default 1<<20 bits, 128 KiB). Only multi-hop
+	// routing uses these levels.
 	SummaryBits int
+	// MultiHop routes queries the older way, hop by hop through the
+	// neighbours whose attenuated summaries may match, instead of in one hop
+	// (which needs an Outbox that is a DirectOutbox).
+	MultiHop bool
+	// SummaryEvery is the least time between two versions of our one-hop
+	// summary (default 5 s): changes in between go out together.
+	SummaryEvery time.Duration
+	// SummaryFP is the false positive rate one-hop summaries are sized for
+	// (default 0.01).
+	SummaryFP float64
+	// DirectFirstRound is how many supernodes a query is sent to first
+	// (default 1); each round after asks twice as many as the one before.
+	// RoundTimeout is how long a round waits for its answers (default
+	// 400 ms: a round trip across a continent and back twice), and
+	// DirectTimeout how long the whole query may take (default 3 s).
+	DirectFirstRound int
+	RoundTimeout     time.Duration
+	DirectTimeout    time.Duration
+	// EnoughSources ends a query once every file it found has this many
+	// sources (default 20), short of its hit limit.
+	EnoughSources int
+	// Incarnation numbers this start of the supernode; one-hop summary
+	// versions restart with it (default: the clock in milliseconds).
+	Incarnation uint64
+	// Sign signs our one-hop summaries with our identity; MemberKey is the
+	// key of a live member supernode, or nil. Without MemberKey updates
+	// are taken unchecked and from any origin, which only a simulation may
+	// do; without Sign they carry a blank signature.
+	Sign      func([]byte) []byte
+	MemberKey func(protocol.PeerID) ed25519.PublicKey
+	// PeerRTT estimates the round-trip time to a supernode, 0 if unknown:
+	// the nearest candidates are asked first (optional).
+	PeerRTT func(protocol.PeerID) time.Duration
 	// MaxFilesPerLeaf caps the files one leaf may publish (default 5,000: users of
 	// file-sharing networks share from none to a few thousand files).
 	MaxFilesPerLeaf int
@@ -146,6 +181,11 @@ type Counters struct {
 	SignalsDropped          atomic.Uint64
 	HitsDropped             atomic.Uint64
 	SlowNeighbours          atomic.Uint64 // times a neighbour was held off for not answering
+	// One-hop summaries: our versions issued, frames of updates sent, and
+	// other supernodes' versions taken.
+	SummaryVersions atomic.Uint64
+	SummaryFrames   atomic.Uint64
+	SummariesTaken  atomic.Uint64
 }
 
 type leaf struct {
@@ -186,6 +226,7 @@ type pending struct {
 	limit    int
 	deadline time.Time
 	status   protocol.Status
+	direct   *direct // one-hop routing state; nil for a query routed hop by hop
 }
 
 // Router is a supernode's brain: the index of its leaves' content, the summaries
@@ -220,6 +261,7 @@ type Router struct {
 	signals    map[signalKey]time.Time
 	own        *index.Bloom
 	dirty      bool // neighbours' summaries changed since the last Tick
+	oh         oneHop
 
 	Stats Counters
 
@@ -249,6 +291,7 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		nbrByPeer:  make(map[protocol.PeerID]LinkID),
 		signals:    make(map[signalKey]time.Time),
 		ownGen:     ^uint64(0),
+		oh:         newOneHop(cfg.Incarnation),
 	}
 }
 
@@ -319,6 +362,9 @@ func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 		signals:   rate.NewLimiter(rate.Limit(c.NeighbourSignalRate), c.NeighbourSignalBurst)}
 	r.nbrByPeer[peer] = id
 	r.dirty = true
+	if r.oneHopOn() {
+		r.announceLocked(id)
+	}
 	r.mu.Unlock()
 	r.Tick()
 }
@@ -326,10 +372,16 @@ func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 // NeighbourDown forgets a supernode link; queries waiting on it finish without it.
 func (r *Router) NeighbourDown(id LinkID) {
 	r.mu.Lock()
+	var msgs []outMsg
 	if n := r.neighbours[id]; n != nil && r.nbrByPeer[n.peer] == id {
 		delete(r.nbrByPeer, n.peer)
 	}
+	if n := r.neighbours[id]; n != nil {
+		msgs = r.directGoneLocked(n.peer)
+	}
 	delete(r.neighbours, id)
+	delete(r.oh.queued, id)
+	delete(r.oh.wants, id)
 	r.dirty = true
 	var done []protocol.QueryID
 	for qid, p := range r.queries {
@@ -341,7 +393,7 @@ func (r *Router) NeighbourDown(id LinkID) {
 		}
 	}
 	slices.SortFunc(done, cmpQueryID)
-	msgs := r.finishLocked(done)
+	msgs = append(msgs, r.finishLocked(done)...)
 	r.mu.Unlock()
 	r.flush(msgs)
 	r.Tick()
@@ -396,13 +448,20 @@ func (r *Router) IndexedFiles() int {
 	return r.idx.Len()
 }
 
+// outMsg is a message for link to, or, with peer set, for that supernode
+// directly.
 type outMsg struct {
-	to LinkID
-	m  protocol.Message
+	to   LinkID
+	peer protocol.PeerID
+	m    protocol.Message
 }
 
 func (r *Router) flush(msgs []outMsg) {
 	for _, o := range msgs {
+		if !o.peer.IsZero() {
+			r.out.(DirectOutbox).SendDirect(o.peer, o.m)
+			continue
+		}
 		r.out.Send(o.to, o.m)
 	}
 }
@@ -423,6 +482,10 @@ func (r *Router) Handle(from LinkID, m protocol.Message) error {
 		r.queryDone(from, m)
 	case *protocol.Summary:
 		return r.summary(from, m)
+	case *protocol.Summaries:
+		return r.summaries(from, m)
+	case *protocol.SummaryWant:
+		return r.summaryWant(from, m)
 	case *protocol.Signal:
 		return r.signal(from, m)
 	case *protocol.Ping:

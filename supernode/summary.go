@@ -81,14 +81,23 @@ func (r *Router) Tick() {
 	r.tickMu.Lock()
 	defer r.tickMu.Unlock()
 	now := r.cfg.Now()
+	oneHop := r.oneHopOn()
 	r.ixMu.RLock()
 	gen := r.idx.Generation()
-	var own *index.Bloom
-	if gen != r.ownGen {
+	var own, hop *index.Bloom
+	if !oneHop && gen != r.ownGen {
 		own = index.NewBloomBits(r.cfg.SummaryBits)
 		r.idx.AddTo(own)
 	}
 	r.ixMu.RUnlock()
+	if oneHop {
+		if due, prev := r.ownSummaryDue(gen, now); due {
+			r.ixMu.RLock()
+			gen = r.idx.Generation()
+			hop = r.summaryFilter(prev)
+			r.ixMu.RUnlock()
+		}
+	}
 
 	r.mu.Lock()
 	if own != nil {
@@ -96,9 +105,17 @@ func (r *Router) Tick() {
 		r.ownGen = gen
 	}
 	var msgs []outMsg
-	if r.dirty {
+	if r.dirty && !oneHop {
 		r.dirty = false
 		msgs = r.summariesLocked()
+	}
+	if oneHop {
+		if hop != nil {
+			r.ownSummaryLocked(now, hop, gen)
+		}
+		r.oneHopTickLocked()
+		msgs = append(msgs, r.directTickLocked(now)...)
+		msgs = append(msgs, r.flushSummariesLocked()...)
 	}
 	var late []protocol.QueryID
 	for id, p := range r.queries {
@@ -164,7 +181,7 @@ func (r *Router) summariesLocked() []outMsg {
 				r.log.Error().Err(err).Msg("encode summary")
 				continue
 			}
-			msgs = append(msgs, outMsg{nid, &protocol.Summary{Level: uint8(lvl), Depth: uint8(depth), Filter: raw}})
+			msgs = append(msgs, outMsg{to: nid, m: &protocol.Summary{Level: uint8(lvl), Depth: uint8(depth), Filter: raw}})
 			r.Stats.SummariesSent.Add(1)
 		}
 		n.sent = s.Levels

@@ -1,0 +1,637 @@
+package supernode
+
+import (
+	"cmp"
+	"crypto/ed25519"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// One-hop routing: every supernode keeps a Bloom filter of every other's
+// index (its one-hop summary), passed on between neighbours as signed
+// versions, mostly as diffs. A leaf's query goes straight to the supernodes
+// whose filters hold all its keys, a few at a time, nearest first, until
+// enough is found. See the protocol's "One-hop summaries".
+
+// DirectOutbox is an Outbox that also reaches supernodes the router is not
+// linked to, over a link it opens on demand. The answers come back on that
+// link, which the owner of the outbox registers with ContactUp.
+type DirectOutbox interface {
+	Outbox
+	SendDirect(to protocol.PeerID, m protocol.Message)
+}
+
+// Limits of the one-hop state.
+const (
+	// maxRemotes bounds the summaries held; an overlay has far fewer
+	// supernodes (members are capped too).
+	maxRemotes = 1 << 16
+	// maxQueued bounds the updates waiting for one neighbour; past it the
+	// oldest go, and the neighbour repairs from announcements.
+	maxQueued = 1 << 14
+	// flushBytes is about what one neighbour is sent per tick, in two
+	// frames at most, within its summary rate: a neighbour that asks for
+	// every whole filter at once is served over several ticks.
+	flushBytes = 1 << 20
+	// announceEvery is how many ticks pass between the announcements that
+	// repair versions lost on the way, each to the next neighbour in turn.
+	announceEvery = 240
+)
+
+type remoteSummary struct {
+	inc, ver uint64
+	filter   *index.Bloom
+	sig      []byte
+	leaves   uint32
+	enc      []byte // the filter's encoding, once asked for whole
+}
+
+// oneHop is the router's one-hop state, under Router.mu.
+type oneHop struct {
+	remotes  map[protocol.PeerID]*remoteSummary
+	contacts map[LinkID]*contact // links opened for direct queries
+	queued   map[LinkID][]*protocol.SummaryUpdate
+	wants    map[LinkID][]protocol.PeerID
+	wanted   map[protocol.PeerID]time.Time // asked for whole until then
+
+	own    *index.Bloom // our current version
+	ownEnc []byte
+	ownVer uint64
+	ownInc uint64
+	ownSig []byte
+	ownAt  time.Time
+	ownGen uint64 // index generation own was built from
+	ticks  uint64
+}
+
+func newOneHop(inc uint64) oneHop {
+	return oneHop{remotes: map[protocol.PeerID]*remoteSummary{}, contacts: map[LinkID]*contact{},
+		queued: map[LinkID][]*protocol.SummaryUpdate{}, wants: map[LinkID][]protocol.PeerID{},
+		wanted: map[protocol.PeerID]time.Time{}, ownInc: inc, ownGen: ^uint64(0)}
+}
+
+// oneHopOn reports whether this router routes in one hop.
+func (r *Router) oneHopOn() bool {
+	_, ok := r.out.(DirectOutbox)
+	return ok && !r.cfg.MultiHop
+}
+
+// ContactUp registers a link to a supernode that is not a neighbour: one
+// opened for direct queries, by us or by it.
+func (r *Router) ContactUp(id LinkID, peer protocol.PeerID) {
+	r.mu.Lock()
+	r.oh.contacts[id] = &contact{peer: peer,
+		queries: rate.NewLimiter(rate.Limit(r.cfg.NeighbourQueryRate), r.cfg.NeighbourQueryBurst)}
+	r.mu.Unlock()
+}
+
+// contact is a supernode linked for direct queries only.
+type contact struct {
+	peer    protocol.PeerID
+	queries *rate.Limiter
+}
+
+// queryLimiterLocked is the query rate of the supernode on link id,
+// neighbour or contact.
+func (r *Router) queryLimiterLocked(id LinkID) *rate.Limiter {
+	if n := r.neighbours[id]; n != nil {
+		return n.queries
+	}
+	return r.oh.contacts[id].queries
+}
+
+// ContactDown forgets such a link; direct queries waiting on it go on
+// without it.
+func (r *Router) ContactDown(id LinkID) {
+	r.mu.Lock()
+	c := r.oh.contacts[id]
+	delete(r.oh.contacts, id)
+	var msgs []outMsg
+	if c != nil {
+		msgs = r.directGoneLocked(c.peer)
+	}
+	r.mu.Unlock()
+	r.flush(msgs)
+}
+
+// SupernodeGone drops the summary of a supernode taken as dead.
+func (r *Router) SupernodeGone(peer protocol.PeerID) {
+	r.mu.Lock()
+	delete(r.oh.remotes, peer)
+	delete(r.oh.wanted, peer)
+	r.mu.Unlock()
+}
+
+// Summaries is how many other supernodes' one-hop summaries the router holds.
+func (r *Router) Summaries() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.oh.remotes)
+}
+
+// peerOfLocked is the supernode at the other end of link id, neighbour or
+// contact.
+func (r *Router) peerOfLocked(id LinkID) (protocol.PeerID, bool) {
+	if n := r.neighbours[id]; n != nil {
+		return n.peer, true
+	}
+	if c := r.oh.contacts[id]; c != nil {
+		return c.peer, true
+	}
+	return protocol.PeerID{}, false
+}
+
+// ownSummaryLocked issues f as the next version of our summary, unless it
+// is what the last version holds, and queues it for every neighbour.
+func (r *Router) ownSummaryLocked(now time.Time, f *index.Bloom, gen uint64) {
+	oh := &r.oh
+	oh.ownGen = gen
+	if oh.own != nil && f.Equal(oh.own) {
+		return
+	}
+	enc, err := f.MarshalBinary()
+	if err != nil {
+		r.log.Error().Err(err).Msg("encode one-hop summary")
+		return
+	}
+	u := &protocol.SummaryUpdate{Origin: r.cfg.ID, Inc: oh.ownInc, Ver: oh.ownVer + 1, Leaves: uint32(len(r.leaves))}
+	if oh.own != nil && oh.own.Bits() == f.Bits() {
+		if d, err := oh.own.Diff(f); err == nil && len(d) < len(enc) {
+			u.Base, u.Diff = oh.ownVer, d
+		}
+	}
+	if u.Diff == nil {
+		u.Filter = enc
+	}
+	u.Sig = r.sign(protocol.SummarySigned(u.Origin, u.Inc, u.Ver, enc))
+	oh.own, oh.ownEnc, oh.ownVer, oh.ownSig, oh.ownAt = f, enc, u.Ver, u.Sig, now
+	for nid := range r.neighbours {
+		r.queueLocked(nid, u)
+	}
+	r.Stats.SummaryVersions.Add(1)
+}
+
+// ownSummaryDue reports whether Tick should build a new version of our
+// summary, and the last one, whose size the new one keeps if it can.
+func (r *Router) ownSummaryDue(gen uint64, now time.Time) (bool, *index.Bloom) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	oh := &r.oh
+	return gen != oh.ownGen && (oh.ownVer == 0 || now.Sub(oh.ownAt) >= r.cfg.SummaryEvery), oh.own
+}
+
+func (r *Router) sign(b []byte) []byte {
+	if r.cfg.Sign == nil {
+		return make([]byte, ed25519.SignatureSize)
+	}
+	return r.cfg.Sign(b)
+}
+
+// summaryFilter builds the filter of the index for the one-hop summary,
+// sized for its keys at about SummaryFP false positives; the size changes
+// only when the keys outgrow it or fit in a quarter of it, so most versions
+// go as diffs.
+func (r *Router) summaryFilter(prev *index.Bloom) *index.Bloom {
+	want := index.NewBloom(r.idx.Keys(), r.cfg.SummaryFP).Bits()
+	bits := want
+	if prev != nil && prev.Bits() >= want && prev.Bits() < 4*want {
+		bits = prev.Bits()
+	}
+	f := index.NewBloomBits(bits)
+	r.idx.AddTo(f)
+	return f
+}
+
+func (r *Router) queueLocked(nid LinkID, u *protocol.SummaryUpdate) {
+	q := append(r.oh.queued[nid], u)
+	if len(q) > maxQueued {
+		q = q[len(q)-maxQueued:]
+	}
+	r.oh.queued[nid] = q
+}
+
+// announceLocked queues, for neighbour nid, the version of every summary
+// we hold, ours included.
+func (r *Router) announceLocked(nid LinkID) {
+	if r.oh.ownVer > 0 {
+		r.queueLocked(nid, &protocol.SummaryUpdate{Origin: r.cfg.ID, Inc: r.oh.ownInc, Ver: r.oh.ownVer})
+	}
+	peers := make([]protocol.PeerID, 0, len(r.oh.remotes))
+	for p := range r.oh.remotes {
+		peers = append(peers, p)
+	}
+	slices.SortFunc(peers, cmpPeer)
+	for _, p := range peers {
+		s := r.oh.remotes[p]
+		r.queueLocked(nid, &protocol.SummaryUpdate{Origin: p, Inc: s.inc, Ver: s.ver})
+	}
+}
+
+func cmpPeer(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) }
+
+// oneHopTickLocked does the one-hop upkeep of a tick: every announceEvery
+// ticks it announces every version held to the next neighbour in turn, and
+// drops the summaries of supernodes no longer members.
+func (r *Router) oneHopTickLocked() {
+	oh := &r.oh
+	oh.ticks++
+	if oh.ticks%announceEvery != 0 {
+		return
+	}
+	if r.cfg.MemberKey != nil {
+		for p := range oh.remotes {
+			if r.cfg.MemberKey(p) == nil {
+				delete(oh.remotes, p)
+			}
+		}
+	}
+	if len(r.neighbours) == 0 {
+		return
+	}
+	ids := make([]LinkID, 0, len(r.neighbours))
+	for nid := range r.neighbours {
+		ids = append(ids, nid)
+	}
+	slices.Sort(ids)
+	r.announceLocked(ids[int(oh.ticks/announceEvery)%len(ids)])
+}
+
+// flushSummariesLocked turns the queued updates and wants into frames.
+func (r *Router) flushSummariesLocked() []outMsg {
+	var msgs []outMsg
+	ids := make([]LinkID, 0, len(r.oh.queued)+len(r.oh.wants))
+	for nid := range r.oh.queued {
+		ids = append(ids, nid)
+	}
+	for nid := range r.oh.wants {
+		if _, ok := r.oh.queued[nid]; !ok {
+			ids = append(ids, nid)
+		}
+	}
+	slices.Sort(ids)
+	for _, nid := range ids {
+		if r.neighbours[nid] == nil {
+			delete(r.oh.queued, nid)
+			delete(r.oh.wants, nid)
+			continue
+		}
+		if w := r.oh.wants[nid]; len(w) > 0 {
+			for len(w) > 0 {
+				n := min(len(w), protocol.MaxSummaryWants)
+				msgs = append(msgs, outMsg{to: nid, m: &protocol.SummaryWant{Origins: protocol.PeerList(w[:n])}})
+				w = w[n:]
+			}
+			delete(r.oh.wants, nid)
+		}
+		q := r.oh.queued[nid]
+		budget := flushBytes
+		for len(q) > 0 && budget > 0 {
+			m := &protocol.Summaries{}
+			size := 0
+			for len(q) > 0 && len(m.Updates) < protocol.MaxSummaryUpdates {
+				u := q[0]
+				sz := 64 + len(u.Filter) + len(u.Diff) + len(u.Sig)
+				if len(m.Updates) > 0 && size+sz > protocol.MaxFrameSize/2 {
+					break
+				}
+				m.Updates = append(m.Updates, *u)
+				size += sz
+				q = q[1:]
+			}
+			budget -= size
+			msgs = append(msgs, outMsg{to: nid, m: m})
+			r.Stats.SummaryFrames.Add(1)
+		}
+		if len(q) == 0 {
+			delete(r.oh.queued, nid)
+		} else {
+			r.oh.queued[nid] = q
+		}
+	}
+	return msgs
+}
+
+// summaries takes a neighbour's one-hop summary updates.
+func (r *Router) summaries(from LinkID, m *protocol.Summaries) error {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.neighbours[from]
+	if n == nil {
+		return fmt.Errorf("%w: summaries from a link that is not a neighbour supernode", protocol.ErrForbidden)
+	}
+	if !n.summaries.AllowN(now, 1) {
+		r.Stats.SummariesDropped.Add(1)
+		return nil
+	}
+	for i := range m.Updates {
+		if err := r.takeLocked(from, &m.Updates[i], now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeLocked takes one update from neighbour from: a newer version is
+// kept and passed on; one that cannot be applied is asked for whole.
+func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Time) error {
+	oh := &r.oh
+	if u.Origin == r.cfg.ID {
+		return nil
+	}
+	var key ed25519.PublicKey
+	if r.cfg.MemberKey != nil {
+		if key = r.cfg.MemberKey(u.Origin); key == nil {
+			return nil // not a live member: nothing to route to
+		}
+	}
+	held := oh.remotes[u.Origin]
+	if held != nil && (u.Inc < held.inc || u.Inc == held.inc && u.Ver <= held.ver) {
+		return nil
+	}
+	if held == nil && len(oh.remotes) >= maxRemotes {
+		return nil
+	}
+	var f *index.Bloom
+	switch {
+	case u.Announce():
+	case u.Diff != nil:
+		if held != nil && held.inc == u.Inc && held.ver == u.Base {
+			f = held.filter.Clone()
+			if f.ApplyDiff(u.Diff) != nil {
+				f = nil
+			}
+		}
+	default:
+		f = new(index.Bloom)
+		if err := f.UnmarshalBinary(u.Filter); err != nil {
+			return fmt.Errorf("%w: one-hop summary of %s: %v", protocol.ErrBadRequest, u.Origin.Short(), err)
+		}
+	}
+	if f == nil {
+		if now.After(oh.wanted[u.Origin]) {
+			oh.wanted[u.Origin] = now.Add(r.cfg.QueryTimeout * 4)
+			oh.wants[from] = append(oh.wants[from], u.Origin)
+		}
+		return nil
+	}
+	var enc []byte
+	if key != nil {
+		var err error
+		if enc, err = f.MarshalBinary(); err != nil {
+			return err
+		}
+		if err := protocol.VerifySummary(key, u.Origin, u.Inc, u.Ver, enc, u.Sig); err != nil {
+			// Neighbours pass updates on unchanged: the signature was bad
+			// when it left the sender.
+			return err
+		}
+	}
+	oh.remotes[u.Origin] = &remoteSummary{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	delete(oh.wanted, u.Origin)
+	r.Stats.SummariesTaken.Add(1)
+	for nid := range r.neighbours {
+		if nid != from {
+			r.queueLocked(nid, u)
+		}
+	}
+	return nil
+}
+
+// summaryWant answers a neighbour's wants with whole filters.
+func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.neighbours[from]
+	if n == nil {
+		return fmt.Errorf("%w: summary_want from a link that is not a neighbour supernode", protocol.ErrForbidden)
+	}
+	if !n.summaries.AllowN(now, 1) {
+		r.Stats.SummariesDropped.Add(1)
+		return nil
+	}
+	for _, p := range m.Origins {
+		if p == r.cfg.ID {
+			if r.oh.ownVer > 0 {
+				r.queueLocked(from, &protocol.SummaryUpdate{Origin: p, Inc: r.oh.ownInc, Ver: r.oh.ownVer,
+					Filter: r.oh.ownEnc, Sig: r.oh.ownSig, Leaves: uint32(len(r.leaves))})
+			}
+			continue
+		}
+		s := r.oh.remotes[p]
+		if s == nil {
+			continue
+		}
+		if s.enc == nil {
+			enc, err := s.filter.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			s.enc = enc
+		}
+		r.queueLocked(from, &protocol.SummaryUpdate{Origin: p, Inc: s.inc, Ver: s.ver, Filter: s.enc, Sig: s.sig, Leaves: s.leaves})
+	}
+	return nil
+}
+
+// direct is the one-hop state of a query from a leaf.
+type direct struct {
+	keys    []uint64          // the query's keys, hashed
+	cands   []protocol.PeerID // supernodes to ask, best first
+	next    int               // cands[:next] have been asked
+	round   int               // the size of the last round
+	asked   map[protocol.PeerID]bool
+	waiting map[protocol.PeerID]bool // asked in this round and not done
+	ends    time.Time                // when this round times out
+	sources map[protocol.ContentID]int
+}
+
+// candidatesLocked are the supernodes whose summaries hold every key, the
+// nearest first, then the least loaded.
+func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
+	type cand struct {
+		p      protocol.PeerID
+		rtt    time.Duration
+		leaves uint32
+		tie    uint64
+	}
+	var cs []cand
+	for p, s := range r.oh.remotes {
+		if s.filter.HasAllHashes(hashes) {
+			c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves, tie: r.rnd.Uint64()}
+			if r.cfg.PeerRTT != nil {
+				if d := r.cfg.PeerRTT(p); d > 0 {
+					c.rtt = d
+				}
+			}
+			cs = append(cs, c)
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int {
+		return cmp.Or(cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.leaves, b.leaves), cmp.Compare(a.tie, b.tie))
+	})
+	out := make([]protocol.PeerID, len(cs))
+	for i, c := range cs {
+		out[i] = c.p
+	}
+	return out
+}
+
+// keyHashes hashes a query's routing keys once for every filter probed.
+func keyHashes(keys [][]byte) []uint64 {
+	out := make([]uint64, len(keys))
+	for i, k := range keys {
+		out[i] = index.Hash(k)
+	}
+	return out
+}
+
+// startDirect registers a leaf's query for one-hop routing and sends its
+// first round; it reports false when no summary may match.
+func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byte, now time.Time) ([]outMsg, bool) {
+	hs := keyHashes(keys)
+	cands := r.candidatesLocked(hs)
+	if len(cands) == 0 {
+		return nil, false
+	}
+	p.direct = &direct{keys: hs, cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
+		sources: map[protocol.ContentID]int{}}
+	p.deadline = now.Add(r.cfg.DirectTimeout)
+	r.queries[id] = p
+	return r.nextRoundLocked(id, p, now), true
+}
+
+// nextRoundLocked asks the next candidates: one at first, then twice as
+// many each round. With none left, or enough found, the query ends.
+func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
+	d := p.direct
+	if r.enoughLocked(p) || d.next >= len(d.cands) {
+		return r.finishLocked([]protocol.QueryID{id})
+	}
+	d.round = max(r.cfg.DirectFirstRound, 2*d.round)
+	end := min(len(d.cands), d.next+d.round)
+	var msgs []outMsg
+	for _, c := range d.cands[d.next:end] {
+		d.asked[c] = true
+		d.waiting[c] = true
+		r.Stats.QueriesForwarded.Add(1)
+		msgs = append(msgs, outMsg{peer: c, m: &protocol.Query{ID: id, Text: p.text, CID: p.cid, Direct: true,
+			Limit: uint16(min(p.limit-p.hits, math.MaxUint16))}})
+	}
+	d.next = end
+	d.ends = now.Add(r.cfg.RoundTimeout)
+	return msgs
+}
+
+// enoughLocked reports whether a direct query has found what it needs:
+// its hit limit, or EnoughSources sources of every file found.
+func (r *Router) enoughLocked(p *pending) bool {
+	if p.hits >= p.limit {
+		return true
+	}
+	if len(p.direct.sources) == 0 {
+		return false
+	}
+	for _, n := range p.direct.sources {
+		if n < r.cfg.EnoughSources {
+			return false
+		}
+	}
+	return true
+}
+
+// directGoneLocked ends the waits of direct queries on a supernode whose
+// link went down.
+func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
+	now := r.cfg.Now()
+	var msgs []outMsg
+	ids := make([]protocol.QueryID, 0)
+	for qid, p := range r.queries {
+		if p.direct != nil && p.direct.waiting[peer] {
+			ids = append(ids, qid)
+		}
+	}
+	slices.SortFunc(ids, cmpQueryID)
+	for _, qid := range ids {
+		p := r.queries[qid]
+		delete(p.direct.waiting, peer)
+		if len(p.direct.waiting) == 0 {
+			msgs = append(msgs, r.nextRoundLocked(qid, p, now)...)
+		}
+	}
+	return msgs
+}
+
+// directTickLocked moves on the direct queries whose round timed out.
+func (r *Router) directTickLocked(now time.Time) []outMsg {
+	var ids []protocol.QueryID
+	for qid, p := range r.queries {
+		if p.direct != nil && now.After(p.direct.ends) && !now.After(p.deadline) {
+			ids = append(ids, qid)
+		}
+	}
+	slices.SortFunc(ids, cmpQueryID)
+	var msgs []outMsg
+	for _, qid := range ids {
+		p := r.queries[qid]
+		if len(p.direct.waiting) > 0 {
+			p.status = protocol.StatusTimeout
+			r.Stats.QueryTimeouts.Add(1)
+			clear(p.direct.waiting) // late answers are still taken: asked holds them
+		}
+		msgs = append(msgs, r.nextRoundLocked(qid, p, now)...)
+	}
+	return msgs
+}
+
+// directHitsLocked counts the sources of hits for a direct query.
+func (p *pending) countSources(hits []protocol.Hit) {
+	if p.direct == nil {
+		return
+	}
+	for _, h := range hits {
+		p.direct.sources[h.ID] += len(h.Sources)
+	}
+}
+
+// answerDirect answers a direct query from the local index alone, with the
+// last hits in the QueryDone.
+func (r *Router) answerDirect(from LinkID, q *protocol.Query, limit int) {
+	hits := r.localHits(q, limit)
+	for len(hits) > 64 {
+		r.sendHits(from, q.ID, hits[:64])
+		hits = hits[64:]
+	}
+	r.Stats.HitsSent.Add(uint64(len(hits)))
+	r.out.Send(from, &protocol.QueryDone{ID: q.ID, Supernodes: 1, Hits: hits})
+}
+
+// directReplyLocked takes a direct query's QueryDone from peer: its hits,
+// then the round moves on when it was the last one waited for.
+func (r *Router) directDoneLocked(id protocol.QueryID, p *pending, peer protocol.PeerID, m *protocol.QueryDone, now time.Time) []outMsg {
+	d := p.direct
+	if !d.asked[peer] {
+		return nil
+	}
+	delete(d.asked, peer)
+	p.searched += m.Supernodes
+	if m.Status != protocol.StatusOK {
+		p.status = m.Status
+	}
+	if !d.waiting[peer] {
+		return nil // a late answer: its round moved on already
+	}
+	delete(d.waiting, peer)
+	if len(d.waiting) > 0 {
+		return nil // the round's other answers are on their way: take them too
+	}
+	return r.nextRoundLocked(id, p, now)
+}

@@ -1,0 +1,316 @@
+package supernode
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+)
+
+// superMsgs counts the query messages between supernodes: queries and
+// their QueryDones, received anywhere in the net.
+func (net *memNet) superMsgs() int {
+	n := 0
+	for _, nd := range net.nodes {
+		n += nd.got[protocol.TypeQuery] + nd.got[protocol.TypeQueryDone] + nd.got[protocol.TypeHits]
+	}
+	return n
+}
+
+// oneHopRing is n supernodes in a ring, one-hop routing, with every
+// summary spread.
+func oneHopRing(t *testing.T, n int) *memNet {
+	t.Helper()
+	net := newOneHopNet(t, n, testRouterConfig())
+	net.ring()
+	return net
+}
+
+// settleOneHop ticks, with the clock past SummaryEvery each time, until a
+// tick sends nothing.
+func (net *memNet) settleOneHop() {
+	net.t.Helper()
+	for range 100 {
+		net.clock.Advance(6 * time.Second)
+		if net.tick() == 0 {
+			return
+		}
+	}
+	net.t.Fatal("one-hop summaries did not settle in 100 ticks")
+}
+
+// A term that exactly k supernodes hold costs a query and a QueryDone to
+// each of them, and nothing to the others; a term that no supernode holds
+// costs nothing past the asker's own.
+func TestOneHopCostsTwoMessagesPerHolder(t *testing.T) {
+	const n = 16
+	net := oneHopRing(t, n)
+	for i := range n {
+		net.addLeaf(i, fmt.Sprint("leaf", i)).publish(fmt.Sprintf("common tune %d.mp3", i), fmt.Sprintf("b-side %d.ogg", i))
+	}
+	var holders []int
+	for k := 1; k <= 5; k++ {
+		holders = append(holders, 3*k-1)
+		l := net.addLeaf(3*k-1, fmt.Sprint("holder", k))
+		if err := l.publish(fmt.Sprintf("zebra crossing %d.mp3", k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net.settleOneHop()
+	net.noErrors()
+	for _, nd := range net.nodes {
+		if got := nd.r.Summaries(); got != n-1 {
+			t.Fatalf("%s holds %d summaries, want %d", nd.name, got, n-1)
+		}
+	}
+	asker := net.addLeaf(0, "asker")
+	for name, tc := range map[string]struct {
+		text  string
+		found int
+		msgs  int
+	}{
+		"held by five": {"zebra", 5, 2 * 5},
+		"held by one":  {"zebra 3", 1, 2 * 1},
+		"held nowhere": {"quagga", 0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := net.superMsgs()
+			r := asker.search(tc.text)
+			if len(r.hits) != tc.found {
+				t.Errorf("%d hits %v, want %d", len(r.hits), r.names(), tc.found)
+			}
+			if got := net.superMsgs() - before; got != tc.msgs {
+				t.Errorf("%d messages between supernodes, want %d", got, tc.msgs)
+			}
+			if r.done.Status != protocol.StatusOK || int(r.done.Supernodes) != 1+tc.found {
+				t.Errorf("done %+v, want ok from %d supernodes", r.done, 1+tc.found)
+			}
+		})
+	}
+	net.noErrors()
+}
+
+// A new file is found from anywhere once its supernode's next version has
+// gone round, as a diff of a few bytes.
+func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
+	net := oneHopRing(t, 6)
+	leaves := make([]*memLeaf, 6)
+	for i := range leaves {
+		leaves[i] = net.addLeaf(i, fmt.Sprint("leaf", i))
+		leaves[i].publish(fmt.Sprintf("song %d.mp3", i))
+	}
+	net.settleOneHop()
+	asker := net.addLeaf(0, "asker")
+	if r := asker.search("walrus"); len(r.hits) != 0 {
+		t.Fatalf("found %v before it was shared", r.names())
+	}
+	var diffs, whole int
+	net.drop = func(_, _ *memNode, m protocol.Message) bool {
+		if s, ok := m.(*protocol.Summaries); ok {
+			for _, u := range s.Updates {
+				if u.Diff != nil {
+					diffs++
+					if len(u.Diff) > 64 {
+						t.Errorf("a diff of %d bytes for one file", len(u.Diff))
+					}
+				}
+				if u.Filter != nil {
+					whole++
+				}
+			}
+		}
+		return false
+	}
+	leaves[3].publish("walrus song.mp3")
+	net.settleOneHop()
+	if diffs == 0 || whole != 0 {
+		t.Errorf("%d diffs and %d whole filters sent for one new file", diffs, whole)
+	}
+	if r := asker.search("walrus"); len(r.hits) != 1 {
+		t.Fatalf("found %v, want the walrus song", r.names())
+	}
+	// Gone again: once the diff has gone round, nobody asks supernode 3.
+	leaves[3].send(&protocol.Unpublish{IDs: []protocol.ContentID{cidOf("walrus song.mp3")}})
+	net.settleOneHop()
+	before := net.superMsgs()
+	if r := asker.search("walrus"); len(r.hits) != 0 || net.superMsgs() != before {
+		t.Fatalf("found %v with %d messages after it was unshared", r.names(), net.superMsgs()-before)
+	}
+	net.noErrors()
+}
+
+// A supernode that lost a version notices at the next diff, whose base it
+// does not hold, and gets the whole filter from the neighbour that sent it.
+func TestOneHopMissedDiffIsRepaired(t *testing.T) {
+	net := oneHopRing(t, 5)
+	leaves := make([]*memLeaf, 5)
+	for i := range leaves {
+		leaves[i] = net.addLeaf(i, fmt.Sprint("leaf", i))
+		leaves[i].publish(fmt.Sprintf("song %d.mp3", i))
+	}
+	net.settleOneHop()
+	far := net.nodes[2]
+	net.drop = func(_, to *memNode, m protocol.Message) bool {
+		_, ok := m.(*protocol.Summaries)
+		return ok && to == far
+	}
+	leaves[0].publish("first new.mp3")
+	net.settleOneHop()
+	net.drop = nil
+	asker := net.addLeaf(2, "asker")
+	if r := asker.search("first new"); len(r.hits) != 0 {
+		t.Fatalf("found %v through a summary it never got", r.names())
+	}
+	wants := far.r.Stats.SummariesTaken.Load()
+	leaves[0].publish("second new.mp3")
+	net.settleOneHop()
+	if far.r.Stats.SummariesTaken.Load() == wants {
+		t.Fatal("no version taken after the gap")
+	}
+	for _, text := range []string{"first new", "second new"} {
+		if r := asker.search(text); len(r.hits) != 1 {
+			t.Errorf("%q: found %v after the repair", text, r.names())
+		}
+	}
+	net.noErrors()
+}
+
+// A joining supernode gets every summary from its first neighbour: the
+// neighbour announces each version, and it asks for the whole filters.
+func TestOneHopNewNeighbourCatchesUp(t *testing.T) {
+	net := newOneHopNet(t, 6, testRouterConfig())
+	for i := 1; i < 5; i++ {
+		net.connect(i, i+1)
+	}
+	for i := range 6 {
+		net.addLeaf(i, fmt.Sprint("leaf", i)).publish(fmt.Sprintf("song %d.mp3", i))
+	}
+	net.settleOneHop()
+	if got := net.nodes[0].r.Summaries(); got != 0 {
+		t.Fatalf("an unlinked supernode holds %d summaries", got)
+	}
+	net.connect(0, 1)
+	net.settleOneHop()
+	for _, nd := range net.nodes {
+		if got := nd.r.Summaries(); got != 5 {
+			t.Errorf("%s holds %d summaries, want 5", nd.name, got)
+		}
+	}
+	r := net.addLeaf(0, "asker").search("song 4")
+	if !slices.Equal(r.names(), []string{"song 4.mp3"}) {
+		t.Errorf("found %v", r.names())
+	}
+	net.noErrors()
+}
+
+// Summaries with a bad signature close the link they came on; those of
+// supernodes that are not members are dropped.
+func TestOneHopRefusesForgedSummaries(t *testing.T) {
+	net := oneHopRing(t, 3)
+	net.addLeaf(1, "leaf").publish("song.mp3")
+	net.settleOneHop()
+	a, b := net.nodes[0], net.nodes[1]
+	from := a.links[1]
+	held := a.r.Summaries()
+	stranger := protocol.PeerID{0x77}
+	forged := &protocol.Summaries{Updates: []protocol.SummaryUpdate{
+		{Origin: stranger, Ver: 1, Filter: mustFilter(t), Sig: make([]byte, 64)},
+	}}
+	if err := a.r.Handle(from, net.roundTrip(forged)); err != nil {
+		t.Fatalf("a non-member's summary: %v, want it dropped quietly", err)
+	}
+	bad := &protocol.Summaries{Updates: []protocol.SummaryUpdate{
+		{Origin: b.peer, Inc: 1 << 62, Ver: 1, Filter: mustFilter(t), Sig: make([]byte, 64)},
+	}}
+	if err := a.r.Handle(from, net.roundTrip(bad)); err == nil {
+		t.Fatal("a summary with a forged signature taken")
+	}
+	if a.r.Summaries() != held {
+		t.Fatalf("%d summaries held after the forgeries, was %d", a.r.Summaries(), held)
+	}
+	if r := net.addLeaf(0, "asker").search("song"); len(r.hits) != 1 {
+		t.Fatalf("found %v after the forgeries", r.names())
+	}
+}
+
+func mustFilter(t *testing.T) []byte {
+	t.Helper()
+	f := index.NewBloomBits(index.MinBloomBits)
+	f.AddString("song")
+	b, err := f.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Rounds stop once every file found has EnoughSources sources: a file on
+// every supernode costs a few of them, not all.
+func TestOneHopStopsWhenEnoughIsFound(t *testing.T) {
+	cfg := testRouterConfig()
+	cfg.EnoughSources = 5
+	net := newOneHopNet(t, 12, cfg)
+	net.ring()
+	for i := 1; i < 12; i++ {
+		for j := range 3 {
+			net.addLeaf(i, fmt.Sprint("leaf", i, "-", j)).publish("hit single.mp3")
+		}
+	}
+	net.settleOneHop()
+	before := net.superMsgs()
+	r := net.addLeaf(0, "asker").search("hit single")
+	var sources int
+	for _, h := range r.hits {
+		sources += len(h.Sources)
+	}
+	// One supernode, then two: 9 sources, and 3 of the 11 asked.
+	if got := net.superMsgs() - before; got != 2*3 || sources != 9 {
+		t.Errorf("%d messages between supernodes for %d sources, want 6 for 9", got, sources)
+	}
+	net.noErrors()
+}
+
+// A candidate that does not answer holds its round up to RoundTimeout; the
+// next round goes on without it, and its late answer is still taken.
+func TestOneHopSilentCandidateTimesOut(t *testing.T) {
+	cfg := testRouterConfig()
+	net := newOneHopNet(t, 4, cfg)
+	net.ring()
+	for i := 1; i < 4; i++ {
+		net.addLeaf(i, fmt.Sprint("leaf", i)).publish(fmt.Sprintf("tune %d.mp3", i))
+	}
+	net.settleOneHop()
+	for _, nd := range net.nodes[1:] {
+		nd.mute = true
+	}
+	asker := net.addLeaf(0, "asker")
+	id := asker.start(protocol.Query{Text: "tune"})
+	if r := asker.collect(id); r.done != nil {
+		t.Fatalf("done before any candidate answered: %+v", r.done)
+	}
+	for _, nd := range net.nodes[1:] {
+		nd.mute = false
+	}
+	asked := func() int {
+		n := 0
+		for _, nd := range net.nodes[1:] {
+			n += nd.got[protocol.TypeQuery]
+		}
+		return n
+	}
+	if got := asked(); got != 1 {
+		t.Fatalf("%d asked in the first round, want 1", got)
+	}
+	net.clock.Advance(DefaultRouterConfig().RoundTimeout + time.Millisecond)
+	net.tick()
+	r := asker.collect(id)
+	if got := asked(); got != 3 || r.done == nil || len(r.hits) != 2 {
+		t.Fatalf("after the timeout %d asked, %d hits, done %v; want all 3 asked, 2 hits, done", got, len(r.hits), r.done)
+	}
+	if r.done.Status != protocol.StatusTimeout {
+		t.Errorf("status %v, want a timeout: one supernode did not answer", r.done.Status)
+	}
+}
