@@ -9,19 +9,23 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
 
 // overlay is the hierarchical supernode overlay: supernodes on hosted
 // machines run the project's supernode.Router, peers attach to one each and
-// publish to it, and queries go from a peer to its supernode and on to the
-// neighbours whose Bloom summaries may match, within the hop limit.
+// publish to it, and queries go from a peer to its supernode and from there
+// in one hop to the supernodes whose summaries may match (or, with
+// MultiHop, on to the neighbours whose attenuated summaries may match,
+// within the hop limit).
 type overlay struct {
 	// PerSupernode is how many peers there are per supernode; Neighbours
 	// how many supernode links each keeps; SummaryBits the size of every
-	// summary level.
+	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
+	MultiHop                              bool
 
 	e     *env
 	sns   []*snode
@@ -33,6 +37,8 @@ type overlay struct {
 	tags     map[protocol.QueryID]int
 	building bool
 	free     []freeMsg // messages of the steady state, delivered at no cost
+	filters  filterCache
+	settled  time.Duration // the routers' clock is this far ahead of the run's: the time building took
 }
 
 type snode struct {
@@ -41,6 +47,9 @@ type snode struct {
 	nbrs   []int // supernode indexes
 	alive  bool
 	leaves int
+	// contacts are the supernodes linked for direct queries, least
+	// recently used first; at most maxContacts, as in a real supernode.
+	contacts []int
 }
 
 type freeMsg struct {
@@ -49,10 +58,26 @@ type freeMsg struct {
 }
 
 const (
-	leafLinks    = 1 << 32         // LinkIDs below are leaves (peer + 1); above, supernodes
-	snTick       = 5 * time.Second // summaries batched: the supernodes tick every 250 ms, a cost the run does not need to pay
-	failoverWait = time.Second     // a leaf notices its supernode died
+	leafLinks = 1 << 32 // LinkIDs below are leaves (peer + 1); above, supernodes
+	// snTickMulti batches multi-hop summaries: the supernodes tick every
+	// 250 ms, a cost those runs do not pay. One-hop runs tick as the
+	// supernode does, since the ticks also time query rounds out.
+	snTickMulti  = 5 * time.Second
+	failoverWait = time.Second // a leaf notices its supernode died
+	// memberTimeout is when the others take a dead supernode's summary
+	// off, as its member entry stops (supernode.DefaultConfig).
+	memberTimeout = 4 * time.Second
+	// maxContacts is how many direct links a supernode keeps open.
+	maxContacts = supernode.MaxContacts
 )
+
+// snTick is how often a supernode ticks.
+func (o *overlay) snTick() time.Duration {
+	if o.MultiHop {
+		return snTickMulti
+	}
+	return supernode.DefaultConfig().TickInterval
+}
 
 func (*overlay) Name() string { return "supernode" }
 
@@ -67,8 +92,13 @@ func (o *overlay) build(e *env) {
 		s.node = e.net.add(snNode{o, i}, serverUplink)
 		s.r = supernode.NewRouter(supernode.RouterConfig{
 			SummaryBits: o.SummaryBits, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
-			ID: snID(i), Now: func() time.Time { return epoch.Add(e.net.Now()) }, Log: zerolog.Nop(),
-			Rand: routerRand(e.wd.w.Seed, i),
+			ID: snID(i), Now: func() time.Time { return epoch.Add(o.settled + e.net.Now()) }, Log: zerolog.Nop(),
+			Rand: routerRand(e.wd.w.Seed, i), MultiHop: o.MultiHop, Incarnation: 1,
+			// Summaries are signed at their real size but not checked: no
+			// one lies here, and a check per copy would cost the run hours.
+			Sign:    func([]byte) []byte { return blankSig },
+			PeerRTT: o.rttFrom(i),
+			Intern:  o.filters.intern,
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
@@ -83,10 +113,17 @@ func (o *overlay) build(e *env) {
 		o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
 		o.attach(p, rng.IntN(ns))
 	}
-	// Summaries spread a level a round: settle them as if long running.
-	for round := 0; round < 8; round++ {
+	// Summaries spread a hop a round: settle them as if long running,
+	// with the routers' clock moving on a round at a time.
+	// Until a round sends nothing: a thousand whole filters take a few
+	// rounds to cross one link.
+	for round := 0; round < 256; round++ {
+		o.settled += 2 * time.Second
 		for _, s := range o.sns {
 			s.r.Tick()
+		}
+		if round >= 8 && len(o.free) == 0 {
+			break
 		}
 		for len(o.free) > 0 {
 			batch := o.free
@@ -98,7 +135,7 @@ func (o *overlay) build(e *env) {
 	}
 	o.building = false
 	for i := range o.sns {
-		o.tick(i, time.Duration(i)*snTick/time.Duration(ns))
+		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
 	}
 }
 
@@ -209,6 +246,17 @@ func (o *overlay) fail(f failure) {
 			o.linkSN(i, e.net.random().IntN(len(o.sns)))
 		}
 	}
+	// The others take the dead off as their member entries stop, within
+	// a gossip round or two of the timeout.
+	for _, i := range dead {
+		e.net.after(memberTimeout+time.Duration(e.net.random().Int64N(int64(2*time.Second))), func() {
+			for _, s := range o.sns {
+				if s.alive {
+					s.r.SupernodeGone(snID(i))
+				}
+			}
+		})
+	}
 	for p, s := range o.of {
 		if s < 0 || o.sns[s].alive {
 			continue
@@ -232,7 +280,7 @@ func (o *overlay) tick(i int, d time.Duration) {
 			o.cur = tagUpkeep
 			s.r.Tick()
 		}
-		o.tick(i, snTick)
+		o.tick(i, o.snTick())
 	})
 }
 
@@ -291,6 +339,122 @@ func (b snOutbox) Send(to supernode.LinkID, m protocol.Message) {
 	if !o.building {
 		o.e.net.send(o.sns[b.i].node, o.peers[int(to)-1], tag, m)
 	}
+}
+
+var blankSig = make([]byte, 64)
+
+// rttFrom is what supernode i knows of the round trip to another: measured
+// on a link it has, unknown otherwise.
+func (o *overlay) rttFrom(i int) func(protocol.PeerID) time.Duration {
+	return func(p protocol.PeerID) time.Duration {
+		j := snIndex(p)
+		s := o.sns[i]
+		if j < 0 || !slices.Contains(s.nbrs, j) && !slices.Contains(s.contacts, j) {
+			return 0
+		}
+		if l, ok := o.e.net.(interface {
+			latency(a, b NodeID) time.Duration
+		}); ok {
+			return 2 * l.latency(s.node, o.sns[j].node)
+		}
+		return 0
+	}
+}
+
+func snIndex(p protocol.PeerID) int {
+	if p[31] != 0x5b {
+		return -1
+	}
+	return peerOf(p)
+}
+
+// SendDirect sends m to supernode `to` over a direct link, opened first
+// when there is none: the opening costs a QUIC handshake, two packets of
+// 1,200 bytes and a round trip before m leaves. At most maxContacts stay
+// open; the least recently used closes.
+func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
+	o := b.o
+	j := snIndex(to)
+	if j < 0 || j == b.i {
+		return
+	}
+	s := o.sns[b.i]
+	if slices.Contains(s.nbrs, j) {
+		b.Send(snLink(j), m)
+		return
+	}
+	if k := slices.Index(s.contacts, j); k >= 0 {
+		s.contacts = append(slices.Delete(s.contacts, k, k+1), j)
+		b.Send(snLink(j), m)
+		return
+	}
+	if len(s.contacts) >= maxContacts {
+		o.closeContact(b.i, s.contacts[0])
+	}
+	s.contacts = append(s.contacts, j)
+	t := o.sns[j]
+	t.contacts = append(t.contacts, b.i)
+	if len(t.contacts) > maxContacts {
+		o.closeContact(j, t.contacts[0])
+	}
+	s.r.ContactUp(snLink(j), snID(j))
+	t.r.ContactUp(snLink(b.i), snID(b.i))
+	net := o.e.net
+	net.send(s.node, t.node, tagUpkeep, handshakePing)
+	net.send(t.node, s.node, tagUpkeep, handshakePing)
+	tag := o.cur
+	rtt := time.Duration(0)
+	if l, ok := net.(interface {
+		latency(a, b NodeID) time.Duration
+	}); ok {
+		rtt = 2 * l.latency(s.node, t.node)
+	}
+	net.after(rtt, func() {
+		cur := o.cur
+		o.cur = tag
+		b.Send(snLink(j), m)
+		o.cur = cur
+	})
+}
+
+// handshakePing weighs what a QUIC handshake packet does.
+var handshakePing = &protocol.Ping{Pad: make([]byte, 1180)}
+
+// closeContact closes the direct link between supernodes i and j.
+func (o *overlay) closeContact(i, j int) {
+	a, b := o.sns[i], o.sns[j]
+	a.contacts = slices.DeleteFunc(a.contacts, func(x int) bool { return x == j })
+	b.contacts = slices.DeleteFunc(b.contacts, func(x int) bool { return x == i })
+	if !slices.Contains(a.nbrs, j) {
+		a.r.ContactDown(snLink(j))
+		b.r.ContactDown(snLink(i))
+	}
+}
+
+// filterCache shares one copy of each supernode's current summary among
+// all the simulated routers, which would otherwise each hold their own:
+// a thousand supernodes would need gigabytes for the same filters.
+type filterCache struct {
+	m map[protocol.PeerID]cachedFilter
+}
+
+type cachedFilter struct {
+	inc, ver uint64
+	f        *index.Bloom
+}
+
+func (c *filterCache) intern(origin protocol.PeerID, inc, ver uint64, build func() *index.Bloom) *index.Bloom {
+	if c.m == nil {
+		c.m = map[protocol.PeerID]cachedFilter{}
+	}
+	if x, ok := c.m[origin]; ok && x.inc == inc && x.ver == ver {
+		return x.f
+	}
+	f := build()
+	if x, ok := c.m[origin]; f != nil && (!ok || inc > x.inc || inc == x.inc && ver > x.ver) {
+		c.m[origin] = cachedFilter{inc, ver, f}
+	}
+	return f
 }
 
 type snNode struct {

@@ -220,6 +220,8 @@ type Options struct {
 	// PerSupernode (default 100) peers per supernode, Neighbours (8) links
 	// per supernode, SummaryBits (2^16) per summary level.
 	PerSupernode, Neighbours, SummaryBits int
+	// MultiHop routes the overlay's queries hop by hop, the older way.
+	MultiHop bool
 	// QUIC runs the designs over real QUIC links on loopback, in real time,
 	// instead of the simulated network: for small N (each node has its own
 	// socket).
@@ -236,7 +238,8 @@ func newDesign(name string, o Options) (design, error) {
 	case "dht":
 		return &dht{Copies: 3}, nil
 	case "supernode":
-		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16)}, nil
+		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16),
+			MultiHop: o.MultiHop}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)
 }

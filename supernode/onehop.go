@@ -40,6 +40,9 @@ const (
 	// frames at most, within its summary rate: a neighbour that asks for
 	// every whole filter at once is served over several ticks.
 	flushBytes = 1 << 20
+	// MaxContacts is how many links for direct queries a supernode keeps
+	// open at once; the least recently used closes first.
+	MaxContacts = 256
 	// announceEvery is how many ticks pass between the announcements that
 	// repair versions lost on the way, each to the next neighbour in turn.
 	announceEvery = 240
@@ -61,14 +64,15 @@ type oneHop struct {
 	wants    map[LinkID][]protocol.PeerID
 	wanted   map[protocol.PeerID]time.Time // asked for whole until then
 
-	own    *index.Bloom // our current version
-	ownEnc []byte
-	ownVer uint64
-	ownInc uint64
-	ownSig []byte
-	ownAt  time.Time
-	ownGen uint64 // index generation own was built from
-	ticks  uint64
+	own     *index.Bloom // our current version
+	ownEnc  []byte
+	ownVer  uint64
+	ownInc  uint64
+	ownSig  []byte
+	ownAt   time.Time
+	ownGen  uint64    // index generation own was built from
+	flushed time.Time // when the queues last went out
+	ticks   uint64
 }
 
 func newOneHop(inc uint64) oneHop {
@@ -263,8 +267,19 @@ func (r *Router) oneHopTickLocked() {
 	r.announceLocked(ids[int(oh.ticks/announceEvery)%len(ids)])
 }
 
-// flushSummariesLocked turns the queued updates and wants into frames.
-func (r *Router) flushSummariesLocked() []outMsg {
+// summaryFlush is how often the queued updates and wants go out: batched
+// over a second, a supernode sends each neighbour one frame where it would
+// send four at the tick's pace, and an update crosses the overlay in a few
+// seconds.
+const summaryFlush = time.Second
+
+// flushSummariesLocked turns the queued updates and wants into frames, at
+// most once every summaryFlush.
+func (r *Router) flushSummariesLocked(now time.Time) []outMsg {
+	if now.Sub(r.oh.flushed) < summaryFlush {
+		return nil
+	}
+	r.oh.flushed = now
 	var msgs []outMsg
 	ids := make([]LinkID, 0, len(r.oh.queued)+len(r.oh.wants))
 	for nid := range r.oh.queued {
@@ -360,20 +375,36 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 		return nil
 	}
 	var f *index.Bloom
-	switch {
-	case u.Announce():
-	case u.Diff != nil:
-		if held != nil && held.inc == u.Inc && held.ver == u.Base {
-			f = held.filter.Clone()
-			if f.ApplyDiff(u.Diff) != nil {
-				f = nil
+	var bad error
+	build := func() *index.Bloom {
+		switch {
+		case u.Diff != nil:
+			if held == nil || held.inc != u.Inc || held.ver != u.Base {
+				return nil
 			}
+			f := held.filter.Clone()
+			if f.ApplyDiff(u.Diff) != nil {
+				return nil
+			}
+			return f
+		default:
+			f := new(index.Bloom)
+			if err := f.UnmarshalBinary(u.Filter); err != nil {
+				bad = fmt.Errorf("%w: one-hop summary of %s: %v", protocol.ErrBadRequest, u.Origin.Short(), err)
+				return nil
+			}
+			return f
 		}
-	default:
-		f = new(index.Bloom)
-		if err := f.UnmarshalBinary(u.Filter); err != nil {
-			return fmt.Errorf("%w: one-hop summary of %s: %v", protocol.ErrBadRequest, u.Origin.Short(), err)
+	}
+	if !u.Announce() {
+		if r.cfg.Intern != nil {
+			f = r.cfg.Intern(u.Origin, u.Inc, u.Ver, build)
+		} else {
+			f = build()
 		}
+	}
+	if bad != nil {
+		return bad
 	}
 	if f == nil {
 		if now.After(oh.wanted[u.Origin]) {
@@ -452,6 +483,7 @@ type direct struct {
 	waiting map[protocol.PeerID]bool // asked in this round and not done
 	ends    time.Time                // when this round times out
 	sources map[protocol.ContentID]int
+	held    []protocol.Hit // for the leaf at the end of the round
 }
 
 // candidatesLocked are the supernodes whose summaries hold every key, the
@@ -494,9 +526,10 @@ func keyHashes(keys [][]byte) []uint64 {
 	return out
 }
 
-// startDirect registers a leaf's query for one-hop routing and sends its
-// first round; it reports false when no summary may match.
-func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byte, now time.Time) ([]outMsg, bool) {
+// startDirectLocked registers a leaf's query for one-hop routing and sends
+// its first round; it reports false when no summary may match. The local
+// hits count towards enough.
+func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byte, local []protocol.Hit, now time.Time) ([]outMsg, bool) {
 	hs := keyHashes(keys)
 	cands := r.candidatesLocked(hs)
 	if len(cands) == 0 {
@@ -504,6 +537,7 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 	}
 	p.direct = &direct{keys: hs, cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
 		sources: map[protocol.ContentID]int{}}
+	p.countSources(local)
 	p.deadline = now.Add(r.cfg.DirectTimeout)
 	r.queries[id] = p
 	return r.nextRoundLocked(id, p, now), true
@@ -513,12 +547,12 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 // many each round. With none left, or enough found, the query ends.
 func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
 	d := p.direct
+	msgs := r.releaseLocked(p)
 	if r.enoughLocked(p) || d.next >= len(d.cands) {
-		return r.finishLocked([]protocol.QueryID{id})
+		return append(msgs, r.finishLocked([]protocol.QueryID{id})...)
 	}
 	d.round = max(r.cfg.DirectFirstRound, 2*d.round)
 	end := min(len(d.cands), d.next+d.round)
-	var msgs []outMsg
 	for _, c := range d.cands[d.next:end] {
 		d.asked[c] = true
 		d.waiting[c] = true
@@ -528,6 +562,22 @@ func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time)
 	}
 	d.next = end
 	d.ends = now.Add(r.cfg.RoundTimeout)
+	return msgs
+}
+
+// releaseLocked sends the leaf the hits held for the end of the round.
+func (r *Router) releaseLocked(p *pending) []outMsg {
+	if p.direct == nil {
+		return nil
+	}
+	var msgs []outMsg
+	for held := p.direct.held; len(held) > 0; {
+		n := min(len(held), 64)
+		msgs = append(msgs, outMsg{to: p.origin, m: &protocol.Hits{ID: p.originID, Hits: held[:n]}})
+		r.Stats.HitsSent.Add(uint64(n))
+		held = held[n:]
+	}
+	p.direct.held = nil
 	return msgs
 }
 

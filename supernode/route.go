@@ -149,9 +149,10 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 
 	limit := r.limitOf(q)
 	keys := r.routingKeys(q)
-	n := r.searchLocal(from, originID, q, limit)
+	local := r.searchLocal(from, originID, q, limit)
+	n := len(local)
 	if fromLeaf && r.oneHopOn() {
-		return r.queryOneHop(from, originID, id, q, keys, n, limit, now)
+		return r.queryOneHop(from, originID, id, q, keys, local, limit, now)
 	}
 
 	// Supernodes further out wait less, so their partial answers still reach
@@ -206,15 +207,17 @@ func (r *Router) limitOf(q *protocol.Query) int {
 }
 
 // queryOneHop routes a leaf's query, already answered from the local index
-// with n hits, to the supernodes whose one-hop summaries hold its keys.
-func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, n, limit int, now time.Time) error {
+// with the hits local, to the supernodes whose one-hop summaries hold its
+// keys.
+func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, local []protocol.Hit, limit int, now time.Time) error {
+	n := len(local)
 	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
 		hits: n, limit: limit}
 	var msgs []outMsg
 	started := false
 	r.mu.Lock()
 	if _, still := r.leaves[from]; still && len(keys) > 0 && (!q.CID.IsZero() || n < limit) {
-		msgs, started = r.startDirectLocked(id, p, keys, now)
+		msgs, started = r.startDirectLocked(id, p, keys, local, now)
 	}
 	r.mu.Unlock()
 	if !started {
@@ -262,11 +265,11 @@ func (r *Router) routingKeys(q *protocol.Query) [][]byte {
 	return keys
 }
 
-// searchLocal answers from the local index and returns how many hits it sent.
-func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query, limit int) int {
+// searchLocal answers from the local index and returns the hits it sent.
+func (r *Router) searchLocal(to LinkID, qid protocol.QueryID, q *protocol.Query, limit int) []protocol.Hit {
 	hits := r.localHits(q, limit)
 	r.sendHits(to, qid, hits)
-	return len(hits)
+	return hits
 }
 
 // localHits are the hits of the local index for q.
@@ -349,8 +352,16 @@ func (r *Router) relayHits(from LinkID, id protocol.QueryID, in []protocol.Hit) 
 		return
 	}
 	n := min(len(hits), p.limit-p.hits)
+	first := p.hits == 0
 	p.hits += n
 	p.countSources(hits[:n])
+	if p.direct != nil && !first {
+		// The leaf has hits to show: the rest of the round goes in one
+		// frame when it ends.
+		p.direct.held = append(p.direct.held, hits[:n]...)
+		r.mu.Unlock()
+		return
+	}
 	to, oid := p.origin, p.originID
 	r.mu.Unlock()
 	r.sendHits(to, oid, hits[:n])
@@ -421,6 +432,7 @@ func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
 			continue
 		}
 		delete(r.queries, id)
+		msgs = append(msgs, r.releaseLocked(p)...)
 		msgs = append(msgs, outMsg{to: p.origin, m: &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
 	}
 	return msgs

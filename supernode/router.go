@@ -86,6 +86,10 @@ type RouterConfig struct {
 	// PeerRTT estimates the round-trip time to a supernode, 0 if unknown:
 	// the nearest candidates are asked first (optional).
 	PeerRTT func(protocol.PeerID) time.Duration
+	// Intern, when set, is asked for the filter of each version taken, and
+	// may return one that build made before, for another router of the
+	// same process: a simulation of many routers keeps one copy.
+	Intern func(origin protocol.PeerID, inc, ver uint64, build func() *index.Bloom) *index.Bloom
 	// MaxFilesPerLeaf caps the files one leaf may publish (default 5,000: users of
 	// file-sharing networks share from none to a few thousand files).
 	MaxFilesPerLeaf int

@@ -115,7 +115,7 @@ func (r *Router) Tick() {
 		}
 		r.oneHopTickLocked()
 		msgs = append(msgs, r.directTickLocked(now)...)
-		msgs = append(msgs, r.flushSummariesLocked()...)
+		msgs = append(msgs, r.flushSummariesLocked(now)...)
 	}
 	var late []protocol.QueryID
 	for id, p := range r.queries {

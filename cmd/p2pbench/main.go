@@ -116,6 +116,7 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.IntVar(&opts.FloodTTL, "flood-ttl", 7, "TTL of a flooded query")
 	f.IntVar(&perSN, "per-supernode", 100, "peers per supernode")
 	f.IntVar(&nbr, "neighbours", 8, "links per supernode")
+	f.BoolVar(&opts.MultiHop, "multi-hop", false, "route the overlay's queries hop by hop through attenuated summaries, the older way, instead of in one hop")
 	f.BoolVar(&opts.QUIC, "quic", false, "run over real QUIC links on loopback, in real time, instead of the simulated network (a few hundred peers at most; set --duration)")
 	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
 	f.StringVar(&plotDir, "plots", "", "also draw messages, recall and success plots into this folder")
