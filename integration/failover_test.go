@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -25,6 +24,7 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 	a, stopA := runSupernode(t, func(c *supernode.Config) {
 		c.AltListen, c.ListenTCP = "-", "-"
 		c.Router.QueryTimeout = 20 * time.Second
+		c.Router.RoundTimeout, c.Router.DirectTimeout = 20*time.Second, 20*time.Second
 	})
 	b := startSupernode(t, a)
 	// The neighbour that takes A's queries and never answers.
@@ -39,10 +39,10 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ml.Close(nil)
-	// It claims to reach everything, so A sends it every query.
-	for lvl := range uint8(4) {
-		ml.Send(&protocol.Summary{Level: lvl, Depth: 4, Filter: append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)})
-	}
+	// It claims to hold everything, so A sends it every query.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go claimEverything(ctx, ml, id, testAdmit(id), mute.Addr().String())
 	asked := make(chan struct{}, 1) // the mute neighbour got a query
 	go func() {
 		for {

@@ -17,14 +17,9 @@ import (
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
-
-// matchAllSummary is a summary level that matches every query: what a
-// neighbour that wants every query claims.
-func matchAllSummary(lvl uint8) *protocol.Summary {
-	return &protocol.Summary{Level: lvl, Depth: 4, Filter: append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)}
-}
 
 // Any key claims the supernode role: fresh keys with no chain, another
 // network's chain or an expired one dial the supernode as supernodes, from
@@ -69,10 +64,11 @@ func TestHostileUnadmittedSupernodes(t *testing.T) {
 	}
 }
 
-// A neighbour the operator admitted turns hostile: it claims to reach every
-// file, never answers a query, and floods summary levels and member lists.
-// Searches are held to the 1 s query timeout until the supernode stops
-// asking it, then answer at once; its floods are dropped at their rates.
+// A neighbour the operator admitted turns hostile: it claims to hold every
+// file, never answers a query, and floods versions of its summary, many to
+// a frame. Searches are held to the round timeout until the supernode
+// stops asking it; its floods are dropped at their rates, and only one
+// version a frame is checked.
 func TestHostileSilentNeighbour(t *testing.T) {
 	a := newArena(t)
 	id, chain := a.rogueSupernode("silent")
@@ -96,30 +92,37 @@ func TestHostileSilentNeighbour(t *testing.T) {
 				}
 			}
 		}()
-		for lvl := range uint8(4) {
-			l.Send(matchAllSummary(lvl))
-		}
-		// Flood: levels that change every time, and member lists, as fast as
-		// the link takes them.
-		f := matchAllSummary(0)
-		for i := 0; ctx.Err() == nil; i++ {
-			f.Filter[3+i%128] ^= 1
-			if l.Send(f) != nil {
+		go claimEverything(ctx, l, id, chain, n.Addr().String())
+		time.Sleep(time.Second)
+		// Flood: frames of 64 versions of its summary, each signed, as fast
+		// as the link takes them.
+		inc := uint64(time.Now().UnixMilli()) + 1
+		filter := append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)
+		for i := uint64(0); ctx.Err() == nil; i++ {
+			m := &protocol.Summaries{}
+			for v := range uint64(64) {
+				ver := 64*i + v + 1
+				filter[3+ver%128] ^= 1
+				sig := ed25519.Sign(id.Key, protocol.SummarySigned(id.ID, inc, ver, filter))
+				m.Updates = append(m.Updates, protocol.SummaryUpdate{Origin: id.ID, Inc: inc, Ver: ver, Filter: bytes.Clone(filter), Sig: sig})
+			}
+			if l.Send(m) != nil {
 				break
 			}
-			if i%64 == 0 {
-				time.Sleep(time.Millisecond) // let the queue drain: a full one closes the link
-			}
+			time.Sleep(time.Millisecond) // let the queue drain: a full one closes the link
 		}
 	})
 	st := a.searches
 	slow := 0
 	for _, d := range st.took {
-		if d > 900*time.Millisecond {
+		if d > supernode.DefaultRouterConfig().RoundTimeout*9/10 {
 			slow++
 		}
 	}
-	t.Logf("the silent neighbour got %d queries; %d of %d searches waited for the timeout, the rest did not", queries.Load(), slow, len(st.took))
+	t.Logf("the silent neighbour got %d queries; %d of %d searches waited for its round to time out, the rest did not", queries.Load(), slow, len(st.took))
+	if q := queries.Load(); q > int64(supernode.DefaultRouterConfig().SlowAfter) {
+		t.Errorf("the silent neighbour got %d queries: it was not held off after %d", q, supernode.DefaultRouterConfig().SlowAfter)
+	}
 	if queries.Load() == 0 {
 		t.Fatal("the rogue got no query: it was not tested")
 	}
@@ -404,9 +407,7 @@ func TestHostileForgedHits(t *testing.T) {
 			return
 		}
 		defer l.Close(nil)
-		for lvl := range uint8(4) {
-			l.Send(matchAllSummary(lvl))
-		}
+		go claimEverything(ctx, l, id, chain, n.Addr().String())
 		src := []protocol.Source{{Peer: protocol.PeerID{0x66}, Addrs: []string{"127.66.0.1:1"}}}
 		go func() {
 			for {

@@ -240,6 +240,8 @@
 //	  ch?  [cert]   v7: the chain admitting the sender to the role r claims (2 supernode,
 //	                5 relay); <= 4 certificates (see Admission)
 //	  rp?  bin 32   v7: a relay's proof of the secret it shares (see Admission)
+//	  o?   bool     v8: with r = 2, a link for direct queries only, not a neighbour's (see
+//	                One-hop summaries)
 //
 //	welcome (Welcome)
 //	  v    uint16   the version chosen (see Versions), >= 1

@@ -96,6 +96,9 @@ type Hello struct {
 	// RelayProof is a relay's proof of the secret it shares with the
 	// supernodes, bound to this connection (v7; see RelayProof).
 	RelayProof []byte `msgpack:"rp,omitempty"`
+	// Direct asks a supernode for a link that carries direct queries only,
+	// not a neighbour's (v8; see One-hop summaries).
+	Direct bool `msgpack:"o,omitempty"`
 }
 
 // Welcome accepts a Hello.

@@ -59,7 +59,7 @@ func (s *Server) routes() map[protocol.MsgType]route {
 		}},
 	}
 	for _, mt := range []protocol.MsgType{protocol.TypePublish, protocol.TypeUnpublish, protocol.TypeQuery, protocol.TypeHits,
-		protocol.TypeQueryDone, protocol.TypeSummary, protocol.TypeSignal, protocol.TypePing, protocol.TypePong, protocol.TypeError} {
+		protocol.TypeQueryDone, protocol.TypeSummary, protocol.TypeSummaries, protocol.TypeSummaryWant, protocol.TypeSignal, protocol.TypePing, protocol.TypePong, protocol.TypeError} {
 		t[mt] = router
 	}
 	return t

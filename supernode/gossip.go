@@ -40,9 +40,11 @@ type membershipConfig struct {
 	// its list about twice a round. MemberTimeout is how long a listed
 	// supernode that did not answer a dial is left alone, halved.
 	GossipInterval, MemberTimeout time.Duration
-	Now                           func() time.Time
-	Rand                          io.Reader
-	Log                           zerolog.Logger
+	// Gone is told of each supernode taken as dead.
+	Gone func(protocol.PeerID)
+	Now  func() time.Time
+	Rand io.Reader
+	Log  zerolog.Logger
 }
 
 // membership keeps the member list by gossip: every round it signs our
@@ -124,6 +126,9 @@ func (g *membership) Round(now time.Time) gossipRound {
 	slices.SortFunc(died, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
 	for _, id := range died {
 		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
+		if g.cfg.Gone != nil {
+			g.cfg.Gone(id)
+		}
 	}
 	live := g.members.Live()
 	msg := g.message(live)

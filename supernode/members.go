@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"slices"
 	"sync"
@@ -149,6 +150,17 @@ func (ms *Members) AdmittedUntil(id protocol.PeerID) time.Time {
 		return m.until
 	}
 	return time.Time{}
+}
+
+// Key is the public key of the live entry for id, and its first address
+// (nil and "" when there is none).
+func (ms *Members) Key(id protocol.PeerID) (ed25519.PublicKey, string) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && !m.dead {
+		return ed25519.PublicKey(m.rec.Key), m.rec.Addrs[0]
+	}
+	return nil, ""
 }
 
 // Incarnation is the incarnation of the live entry for id (zero when none).

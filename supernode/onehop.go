@@ -54,6 +54,10 @@ type remoteSummary struct {
 	sig      []byte
 	leaves   uint32
 	enc      []byte // the filter's encoding, once asked for whole
+	// missed counts the direct queries in a row it left to the round's
+	// timeout; past SlowAfter it is asked nothing until heldUntil.
+	missed    int
+	heldUntil time.Time
 }
 
 // oneHop is the router's one-hop state, under Router.mu.
@@ -121,6 +125,15 @@ func (r *Router) ContactDown(id LinkID) {
 	if c != nil {
 		msgs = r.directGoneLocked(c.peer)
 	}
+	r.mu.Unlock()
+	r.flush(msgs)
+}
+
+// DirectFailed tells the router that no link to supernode peer could be
+// opened: its queries' rounds go on without it.
+func (r *Router) DirectFailed(peer protocol.PeerID) {
+	r.mu.Lock()
+	msgs := r.directGoneLocked(peer)
 	r.mu.Unlock()
 	r.flush(msgs)
 }
@@ -346,12 +359,30 @@ func (r *Router) summaries(from LinkID, m *protocol.Summaries) error {
 		r.Stats.SummariesDropped.Add(1)
 		return nil
 	}
+	// Of each origin only the newest update of the frame is taken: a
+	// signature is checked at most once per origin and frame, so a
+	// neighbour cannot make us check thousands of versions of its own.
+	last := make(map[protocol.PeerID]int, len(m.Updates))
 	for i := range m.Updates {
+		u := &m.Updates[i]
+		if j, ok := last[u.Origin]; !ok || newer(u, &m.Updates[j]) {
+			last[u.Origin] = i
+		}
+	}
+	for i := range m.Updates {
+		if last[m.Updates[i].Origin] != i {
+			continue
+		}
 		if err := r.takeLocked(from, &m.Updates[i], now); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// newer reports whether a is a later version than b of the same origin.
+func newer(a, b *protocol.SummaryUpdate) bool {
+	return a.Inc > b.Inc || a.Inc == b.Inc && a.Ver > b.Ver
 }
 
 // takeLocked takes one update from neighbour from: a newer version is
@@ -425,7 +456,11 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 			return err
 		}
 	}
-	oh.remotes[u.Origin] = &remoteSummary{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	rs := &remoteSummary{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	if held != nil {
+		rs.missed, rs.heldUntil = held.missed, held.heldUntil
+	}
+	oh.remotes[u.Origin] = rs
 	delete(oh.wanted, u.Origin)
 	r.Stats.SummariesTaken.Add(1)
 	for nid := range r.neighbours {
@@ -496,16 +531,22 @@ func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 		tie    uint64
 	}
 	var cs []cand
+	now := r.cfg.Now()
 	for p, s := range r.oh.remotes {
-		if s.filter.HasAllHashes(hashes) {
-			c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves, tie: r.rnd.Uint64()}
-			if r.cfg.PeerRTT != nil {
-				if d := r.cfg.PeerRTT(p); d > 0 {
-					c.rtt = d
-				}
-			}
-			cs = append(cs, c)
+		if now.Before(s.heldUntil) {
+			continue
 		}
+		if !s.filter.HasAllHashes(hashes) {
+			r.Stats.QueriesPruned.Add(1) // a supernode the summary spares the query
+			continue
+		}
+		c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves, tie: r.rnd.Uint64()}
+		if r.cfg.PeerRTT != nil {
+			if d := r.cfg.PeerRTT(p); d > 0 {
+				c.rtt = d
+			}
+		}
+		cs = append(cs, c)
 	}
 	slices.SortFunc(cs, func(a, b cand) int {
 		return cmp.Or(cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.leaves, b.leaves), cmp.Compare(a.tie, b.tie))
@@ -620,6 +661,22 @@ func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
 	return msgs
 }
 
+// directMissedLocked counts a direct query peer left to the round's
+// timeout; one that leaves SlowAfter in a row is asked nothing for
+// SlowHoldoff, so it cannot hold every search up.
+func (r *Router) directMissedLocked(peer protocol.PeerID, now time.Time) {
+	s := r.oh.remotes[peer]
+	if s == nil {
+		return
+	}
+	if s.missed++; s.missed >= r.cfg.SlowAfter {
+		s.missed, s.heldUntil = 0, now.Add(r.cfg.SlowHoldoff)
+		r.Stats.SlowNeighbours.Add(1)
+		r.log.Warn().Str("peer_id", peer.Short()).Int("missed", r.cfg.SlowAfter).Dur("holdoff", r.cfg.SlowHoldoff).
+			Msg("supernode leaves direct queries unanswered; asking it none for a while")
+	}
+}
+
 // directTickLocked moves on the direct queries whose round timed out.
 func (r *Router) directTickLocked(now time.Time) []outMsg {
 	var ids []protocol.QueryID
@@ -635,6 +692,9 @@ func (r *Router) directTickLocked(now time.Time) []outMsg {
 		if len(p.direct.waiting) > 0 {
 			p.status = protocol.StatusTimeout
 			r.Stats.QueryTimeouts.Add(1)
+			for peer := range p.direct.waiting {
+				r.directMissedLocked(peer, now)
+			}
 			clear(p.direct.waiting) // late answers are still taken: asked holds them
 		}
 		msgs = append(msgs, r.nextRoundLocked(qid, p, now)...)
@@ -672,6 +732,9 @@ func (r *Router) directDoneLocked(id protocol.QueryID, p *pending, peer protocol
 		return nil
 	}
 	delete(d.asked, peer)
+	if s := r.oh.remotes[peer]; s != nil {
+		s.missed = 0
+	}
 	p.searched += m.Supernodes
 	if m.Status != protocol.StatusOK {
 		p.status = m.Status

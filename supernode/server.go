@@ -174,6 +174,10 @@ type Server struct {
 	links  map[LinkID]*transport.Link
 	byPeer map[protocol.PeerID]LinkID // supernode links
 	leafOf map[protocol.PeerID]LinkID // leaf links
+	// contacts are the direct links (direct.go), and opening the ones
+	// being dialled, with the messages waiting for them.
+	contacts map[protocol.PeerID]*directLink
+	opening  map[protocol.PeerID][]protocol.Message
 	// perAddr counts the leaves from each address block (see addrKey).
 	perAddr map[netip.Prefix]int
 	// pinging are the leaf links whose leaf pings us (every half second by
@@ -220,6 +224,8 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf:        make(map[protocol.PeerID]LinkID),
+		contacts:      make(map[protocol.PeerID]*directLink),
+		opening:       make(map[protocol.PeerID][]protocol.Message),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int),
 		pinging:       make(map[LinkID]bool),
@@ -247,6 +253,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.ID = id.ID
 	cfg.Router.RTT = s.linkRTT
 	cfg.Router.RelayAddr = s.isRelayAddr
+	cfg.Router.Incarnation = s.cfg.Incarnation
+	cfg.Router.Sign = func(b []byte) []byte { return ed25519.Sign(id.Key, b) }
+	cfg.Router.MemberKey = s.memberKey
+	cfg.Router.PeerRTT = s.peerRTT
 	if len(cfg.RelaySecret) > 0 {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
@@ -260,7 +270,7 @@ func New(cfg Config) (*Server, error) {
 	s.store = store
 	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
 		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
-		Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
+		Gone: s.router.SupernodeGone, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
 		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
 	s.elect = newElection(electionConfig{Identity: id, Network: s.cfg.Network, Chain: s.Chain,
@@ -600,7 +610,7 @@ func (s *Server) accept(in *transport.Incoming) {
 			l.Log().Info().Err(l.Err()).Msg("leaf detached")
 		})
 	case protocol.RoleSupernode:
-		if n := len(s.Linked()); n >= s.cfg.MaxNeighbours {
+		if n := len(s.Linked()); n >= s.cfg.MaxNeighbours && !in.Hello.Direct {
 			in.Reject(fmt.Errorf("%w: supernode has %d neighbours", protocol.ErrOverloaded, n))
 			return
 		}
@@ -611,6 +621,10 @@ func (s *Server) accept(in *transport.Incoming) {
 		}
 		l, err := in.Accept(s.welcome(protocol.RoleSupernode))
 		if err != nil {
+			return
+		}
+		if in.Hello.Direct {
+			s.directUp(l)
 			return
 		}
 		s.neighbourUp(l, false, in.Hello.Chain.Expires())

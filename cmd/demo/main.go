@@ -192,14 +192,14 @@ func run(opts options) error {
 		_ = ui
 	}
 
-	// Wait until every peer is attached and the summaries have carried sn0's
-	// content to sn2 (each hop takes a supernode tick).
+	// Wait until every peer is attached and sn0's summary has reached sn2
+	// through sn1.
 	if err := waitReady(ctx, dataDirs, "fatou", "let it be"); err != nil {
 		return err
 	}
 
 	fatou := dataDirs["fatou"]
-	step(`fatou (on sn2) searches for "Hey Jude": her query travels sn2 -> sn1 -> sn0`)
+	step(`fatou (on sn2) searches for "Hey Jude": sn2 answers from its own index and sends the query straight to sn0, whose summary holds both words; sn1 is not asked`)
 	if err := cmd(fatou, "search", "Hey Jude"); err != nil {
 		return err
 	}

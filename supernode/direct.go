@@ -1,0 +1,176 @@
+package supernode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"time"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
+)
+
+// Direct links carry one-hop queries to supernodes that are not
+// neighbours. They open on the first query for one, stay open while used
+// (the transport's idle timeout ends a quiet one) and, past MaxContacts,
+// the least recently used closes.
+
+// Bounds of the direct links.
+const (
+	// maxDirectDials is how many direct links may be opening at once; a
+	// query for another supernode meanwhile goes without it.
+	maxDirectDials = 32
+	// maxDirectQueued bounds the messages waiting for a link to open.
+	maxDirectQueued = 64
+	// directDialTimeout bounds an opening: the query's round is over by then.
+	directDialTimeout = 2 * time.Second
+)
+
+type directLink struct {
+	id   LinkID
+	used time.Time
+}
+
+// SendDirect implements DirectOutbox: over a neighbour link, a direct link,
+// or one opened now to the supernode's address in its member entry.
+func (s *Server) SendDirect(to protocol.PeerID, m protocol.Message) {
+	s.mu.Lock()
+	if id, ok := s.byPeer[to]; ok {
+		s.mu.Unlock()
+		s.Send(id, m)
+		return
+	}
+	if c := s.contacts[to]; c != nil {
+		c.used = time.Now()
+		s.mu.Unlock()
+		s.Send(c.id, m)
+		return
+	}
+	if q, ok := s.opening[to]; ok {
+		if len(q) < maxDirectQueued {
+			s.opening[to] = append(q, m)
+		}
+		s.mu.Unlock()
+		return
+	}
+	_, addr := s.members.Key(to)
+	if addr == "" || len(s.opening) >= maxDirectDials || s.ctx.Err() != nil || !transport.Dialable(addr) {
+		s.mu.Unlock()
+		s.directFailed(to)
+		return
+	}
+	s.opening[to] = []protocol.Message{m}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.dialDirect(to, addr)
+}
+
+// directFailed tells the router, from another goroutine: the router may be
+// sending when it calls SendDirect.
+func (s *Server) directFailed(to protocol.PeerID) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.router.DirectFailed(to)
+	}()
+}
+
+func (s *Server) dialDirect(to protocol.PeerID, addr string) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(s.ctx, directDialTimeout)
+	defer cancel()
+	h := s.supernodeHello()
+	h.Direct = true
+	l, w, err := s.node.Dial(ctx, addr, to, h)
+	if err == nil {
+		if err = s.checkWelcome(l, w); err != nil {
+			l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
+		}
+	}
+	var id LinkID
+	if err == nil {
+		if id = s.directUp(l); id == 0 {
+			err = fmt.Errorf("closing")
+		}
+	}
+	s.mu.Lock()
+	q := s.opening[to]
+	delete(s.opening, to)
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Debug().Err(err).Str("peer_id", to.Short()).Msg("cannot open a direct link")
+		s.router.DirectFailed(to)
+		return
+	}
+	for _, m := range q {
+		s.Send(id, m)
+	}
+}
+
+// directUp registers a direct link, dialled or accepted, closing the least
+// recently used one past MaxContacts, and reads it; 0 when the server is
+// closing.
+func (s *Server) directUp(l *transport.Link) LinkID {
+	id := s.register(l)
+	if id == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	old := s.contacts[l.Peer]
+	s.contacts[l.Peer] = &directLink{id: id, used: time.Now()}
+	var lru *transport.Link
+	if len(s.contacts) > MaxContacts {
+		var oldest protocol.PeerID
+		var at time.Time
+		for p, c := range s.contacts {
+			if p != l.Peer && (at.IsZero() || c.used.Before(at)) {
+				oldest, at = p, c.used
+			}
+		}
+		lru = s.links[s.contacts[oldest].id]
+		delete(s.contacts, oldest)
+	}
+	var oldLink *transport.Link
+	if old != nil {
+		oldLink = s.links[old.id]
+	}
+	s.mu.Unlock()
+	for _, c := range []*transport.Link{oldLink, lru} {
+		if c != nil {
+			c.Close(nil)
+		}
+	}
+	s.router.ContactUp(id, l.Peer)
+	s.wg.Add(1)
+	go s.readLoop(id, l, func() {
+		s.mu.Lock()
+		if c := s.contacts[l.Peer]; c != nil && c.id == id {
+			delete(s.contacts, l.Peer)
+		}
+		s.mu.Unlock()
+		s.router.ContactDown(id)
+	})
+	return id
+}
+
+// peerRTT is the round trip to supernode p over a link we have, or 0.
+func (s *Server) peerRTT(p protocol.PeerID) time.Duration {
+	s.mu.Lock()
+	id, ok := s.byPeer[p]
+	if !ok {
+		if c := s.contacts[p]; c != nil {
+			id, ok = c.id, true
+		}
+	}
+	s.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return s.linkRTT(id)
+}
+
+// memberKey is the key of a live member supernode, for its summaries.
+func (s *Server) memberKey(p protocol.PeerID) ed25519.PublicKey {
+	k, _ := s.members.Key(p)
+	return k
+}
