@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"testing"
@@ -312,5 +313,36 @@ func TestOneHopSilentCandidateTimesOut(t *testing.T) {
 	}
 	if r.done.Status != protocol.StatusTimeout {
 		t.Errorf("status %v, want a timeout: one supernode did not answer", r.done.Status)
+	}
+}
+
+// A neighbour that packs a frame with a thousand signed versions of its own
+// summary gets one of them checked and taken, not a thousand.
+func TestOneHopFrameOfVersionsChecksOne(t *testing.T) {
+	net := oneHopRing(t, 3)
+	net.settleOneHop()
+	a, b := net.nodes[0], net.nodes[1]
+	f := index.NewBloomBits(index.MinBloomBits)
+	m := &protocol.Summaries{}
+	for v := range uint64(1000) {
+		f.AddString(fmt.Sprint("word", v))
+		enc, err := f.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ver := 1000 + v
+		sig := ed25519.Sign(b.key, protocol.SummarySigned(b.peer, 1<<62, ver, enc))
+		m.Updates = append(m.Updates, protocol.SummaryUpdate{Origin: b.peer, Inc: 1 << 62, Ver: ver, Filter: enc, Sig: sig})
+	}
+	before := a.r.Stats.SummariesTaken.Load()
+	if err := a.r.Handle(a.links[1], net.roundTrip(m)); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.r.Stats.SummariesTaken.Load() - before; got != 1 {
+		t.Fatalf("%d versions taken from one frame, want 1", got)
+	}
+	if r := net.addLeaf(0, "asker").search("word999"); len(r.done.Hits)+len(r.hits) != 0 || r.done.Supernodes != 2 {
+		// B's newest version names word999, so B is asked; it holds no file.
+		t.Fatalf("search for the last version's word: %+v", r.done)
 	}
 }
