@@ -82,7 +82,8 @@ func DefaultRouterConfig() RouterConfig {
 		DirectFirstRound:      1,
 		RoundTimeout:          400 * time.Millisecond,
 		DirectTimeout:         3 * time.Second,
-		EnoughSources:         20,
+		EnoughSources:         5,
+		EnoughSourcesByID:     50,
 	}
 }
 
@@ -166,6 +167,7 @@ func (c *RouterConfig) defaults() {
 	defaults.Set(&c.RoundTimeout, d.RoundTimeout)
 	defaults.Set(&c.DirectTimeout, d.DirectTimeout)
 	defaults.Set(&c.EnoughSources, d.EnoughSources)
+	defaults.Set(&c.EnoughSourcesByID, d.EnoughSourcesByID)
 	if c.Incarnation == 0 {
 		c.Incarnation = uint64(c.Now().UnixMilli())
 	}

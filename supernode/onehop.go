@@ -518,7 +518,8 @@ type direct struct {
 	waiting map[protocol.PeerID]bool // asked in this round and not done
 	ends    time.Time                // when this round times out
 	sources map[protocol.ContentID]int
-	held    []protocol.Hit // for the leaf at the end of the round
+	hashes  map[protocol.ContentID]uint64 // of the content IDs found
+	held    []protocol.Hit                // for the leaf at the end of the round
 }
 
 // candidatesLocked are the supernodes whose summaries hold every key, the
@@ -577,7 +578,7 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 		return nil, false
 	}
 	p.direct = &direct{keys: hs, cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
-		sources: map[protocol.ContentID]int{}}
+		sources: map[protocol.ContentID]int{}, hashes: map[protocol.ContentID]uint64{}}
 	p.countSources(local)
 	p.deadline = now.Add(r.cfg.DirectTimeout)
 	r.queries[id] = p
@@ -589,21 +590,54 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
 	d := p.direct
 	msgs := r.releaseLocked(p)
-	if r.enoughLocked(p) || d.next >= len(d.cands) {
+	d.round = max(r.cfg.DirectFirstRound, 2*d.round)
+	var round []protocol.PeerID
+	if p.hits < p.limit {
+		for ; d.next < len(d.cands) && len(round) < d.round; d.next++ {
+			if c := d.cands[d.next]; r.worthAskingLocked(p, c) {
+				round = append(round, c)
+			}
+		}
+	}
+	if len(round) == 0 {
 		return append(msgs, r.finishLocked([]protocol.QueryID{id})...)
 	}
-	d.round = max(r.cfg.DirectFirstRound, 2*d.round)
-	end := min(len(d.cands), d.next+d.round)
-	for _, c := range d.cands[d.next:end] {
+	for _, c := range round {
 		d.asked[c] = true
 		d.waiting[c] = true
 		r.Stats.QueriesForwarded.Add(1)
 		msgs = append(msgs, outMsg{peer: c, m: &protocol.Query{ID: id, Text: p.text, CID: p.cid, Direct: true,
 			Limit: uint16(min(p.limit-p.hits, math.MaxUint16))}})
 	}
-	d.next = end
 	d.ends = now.Add(r.cfg.RoundTimeout)
 	return msgs
+}
+
+// worthAskingLocked reports whether candidate c may add to what a direct
+// query found. Its summary holds the query's keys; when it also holds the
+// content ID of a file found, that file is likely why, and c is worth
+// asking only while some file it holds has fewer than enough sources
+// (EnoughSources, or EnoughSourcesByID for a lookup by content ID). One
+// that holds none of the files found may hold another.
+func (r *Router) worthAskingLocked(p *pending, c protocol.PeerID) bool {
+	s := r.oh.remotes[c]
+	if s == nil {
+		return false // gone since the query started
+	}
+	enough := r.cfg.EnoughSources
+	if !p.cid.IsZero() {
+		enough = r.cfg.EnoughSourcesByID
+	}
+	known := false
+	for cid, n := range p.direct.sources {
+		if s.filter.HasAllHashes([]uint64{p.direct.cidHash(cid)}) {
+			if n < enough {
+				return true
+			}
+			known = true
+		}
+	}
+	return !known
 }
 
 // releaseLocked sends the leaf the hits held for the end of the round.
@@ -620,23 +654,6 @@ func (r *Router) releaseLocked(p *pending) []outMsg {
 	}
 	p.direct.held = nil
 	return msgs
-}
-
-// enoughLocked reports whether a direct query has found what it needs:
-// its hit limit, or EnoughSources sources of every file found.
-func (r *Router) enoughLocked(p *pending) bool {
-	if p.hits >= p.limit {
-		return true
-	}
-	if len(p.direct.sources) == 0 {
-		return false
-	}
-	for _, n := range p.direct.sources {
-		if n < r.cfg.EnoughSources {
-			return false
-		}
-	}
-	return true
 }
 
 // directGoneLocked ends the waits of direct queries on a supernode whose
@@ -710,6 +727,16 @@ func (p *pending) countSources(hits []protocol.Hit) {
 	for _, h := range hits {
 		p.direct.sources[h.ID] += len(h.Sources)
 	}
+}
+
+// cidHash is the summary hash of a content ID found, computed once.
+func (d *direct) cidHash(cid protocol.ContentID) uint64 {
+	h, ok := d.hashes[cid]
+	if !ok {
+		h = index.Hash(cid[:])
+		d.hashes[cid] = h
+	}
+	return h
 }
 
 // answerDirect answers a direct query from the local index alone, with the

@@ -346,3 +346,34 @@ func TestOneHopFrameOfVersionsChecksOne(t *testing.T) {
 		t.Fatalf("search for the last version's word: %+v", r.done)
 	}
 }
+
+// Once the files found have enough sources, a candidate whose summary holds
+// one of their content IDs is not asked: that file is likely why it
+// matched. One that holds none of them is, since it may hold another file:
+// a rare match is still found beside a popular one.
+func TestOneHopRareFileBesidePopularOne(t *testing.T) {
+	cfg := testRouterConfig()
+	cfg.EnoughSources = 3
+	net := newOneHopNet(t, 10, cfg)
+	net.ring()
+	for i := 1; i < 9; i++ {
+		for j := range 2 {
+			net.addLeaf(i, fmt.Sprint("fan", i, "-", j)).publish("moonlight sonata.mp3")
+		}
+	}
+	net.addLeaf(9, "collector").publish("moonlight sonata live bootleg.flac")
+	net.settleOneHop()
+	before := net.superMsgs()
+	r := net.addLeaf(0, "asker").search("moonlight sonata")
+	names := r.names()
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"moonlight sonata live bootleg.flac", "moonlight sonata.mp3", "moonlight sonata.mp3"}) {
+		t.Errorf("found %v, want the popular file from two supernodes and the bootleg", names)
+	}
+	// Two holders of the popular file (4 sources, enough at 3), and the
+	// bootleg's supernode, whose summary lacks the popular file's ID.
+	if got := net.superMsgs() - before; got != 2*3 {
+		t.Errorf("%d messages between supernodes, want %d", got, 2*3)
+	}
+	net.noErrors()
+}

@@ -71,9 +71,12 @@ type RouterConfig struct {
 	DirectFirstRound int
 	RoundTimeout     time.Duration
 	DirectTimeout    time.Duration
-	// EnoughSources ends a query once every file it found has this many
-	// sources (default 20), short of its hit limit.
-	EnoughSources int
+	// EnoughSources ends a keyword query once every file it found has this
+	// many sources (default 5: the search shows what there is, and a
+	// download looks its sources up by content ID), EnoughSourcesByID a
+	// lookup by content ID (default 50, what a swarm starts with).
+	EnoughSources     int
+	EnoughSourcesByID int
 	// Incarnation numbers this start of the supernode; one-hop summary
 	// versions restart with it (default: the clock in milliseconds).
 	Incarnation uint64
