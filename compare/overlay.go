@@ -288,7 +288,7 @@ func (o *overlay) state() []int {
 	var out []int
 	for _, s := range o.sns {
 		if s.alive {
-			out = append(out, s.r.IndexedFiles()+len(s.nbrs))
+			out = append(out, s.r.IndexedFiles()+len(s.nbrs)+s.r.Summaries()+len(s.contacts))
 		}
 	}
 	for range o.peers {

@@ -613,9 +613,10 @@
 // key is the one in the origin's member entry (see Members); a receiver takes
 // updates only of live members.
 //
-// An update travels to every supernode over the links between neighbours: a
-// receiver that takes a version newer than its own passes it on to its other
-// neighbours, batched in one summaries frame per link and tick. A version whose
+// An update travels to every supernode over the links between neighbours: the
+// origin sends it to all its neighbours, and a receiver that takes a version
+// newer than its own passes it on to a few of its other neighbours (three in this
+// implementation), batched in one summaries frame per link and second. A version whose
 // diff applies to the version held, or that carries the whole filter, and whose
 // signature checks, is taken; an older or equal one is dropped. A diff that does
 // not apply (the base is not the version held) or does not check is answered with

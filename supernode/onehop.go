@@ -44,8 +44,10 @@ const (
 	// open at once; the least recently used closes first.
 	MaxContacts = 256
 	// announceEvery is how many ticks pass between the announcements that
-	// repair versions lost on the way, each to the next neighbour in turn.
-	announceEvery = 240
+	// repair versions lost on the way, each to the next neighbour in turn
+	// (40 ticks of the supernode's 250 ms: a supernode hears one every 10 s
+	// or so, from one neighbour or another).
+	announceEvery = 40
 )
 
 type remoteSummary struct {
@@ -463,13 +465,29 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	oh.remotes[u.Origin] = rs
 	delete(oh.wanted, u.Origin)
 	r.Stats.SummariesTaken.Add(1)
+	ids := make([]LinkID, 0, len(r.neighbours))
 	for nid := range r.neighbours {
 		if nid != from {
-			r.queueLocked(nid, u)
+			ids = append(ids, nid)
 		}
+	}
+	slices.Sort(ids) // then shuffled: the order does not hang on the map's
+	shuffle(&r.rnd, ids)
+	for _, nid := range ids[:min(len(ids), summaryFanout)] {
+		r.queueLocked(nid, u)
 	}
 	return nil
 }
+
+// summaryFanout is how many neighbours a supernode passes a version it took
+// on to, chosen at random: every neighbour would have each supernode get
+// each version once per link it has. Most get it still, and one that did
+// not asks for the whole filter when the next diff does not apply, or
+// learns of it from an announcement. At 10,000 peers in p2pbench compare
+// (with announcements every minute), fanouts of 2, 3, 4 and 6 cost 0.38,
+// 0.42, 0.52 and 0.76 GB of upkeep where passing to all cost 1.10 GB, and
+// recall stayed 1.000.
+const summaryFanout = 3
 
 // summaryWant answers a neighbour's wants with whole filters.
 func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {

@@ -377,3 +377,45 @@ func TestOneHopRareFileBesidePopularOne(t *testing.T) {
 	}
 	net.noErrors()
 }
+
+// Versions passed on to a few neighbours each still reach every supernode
+// of a mesh: those the gossip missed repair from the next diff or from an
+// announcement.
+func TestOneHopVersionsReachTheWholeMesh(t *testing.T) {
+	const n = 24
+	net := newOneHopNet(t, n, testRouterConfig())
+	for i := range n {
+		for _, d := range []int{1, 2, 5} {
+			net.connect(i, (i+d)%n)
+		}
+	}
+	origin := net.addLeaf(0, "origin")
+	origin.publish("first.mp3")
+	net.settleOneHop()
+	askers := make([]*memLeaf, n)
+	for i := range askers {
+		askers[i] = net.addLeaf(i, fmt.Sprint("asker", i))
+	}
+	for v := range 5 {
+		name := fmt.Sprintf("version%d.mp3", v)
+		origin.publish(name)
+		var missing []string
+		for range 600 {
+			net.clock.Advance(6 * time.Second)
+			net.tick()
+			missing = missing[:0]
+			for i, a := range askers[1:] {
+				if len(a.search(fmt.Sprint("version", v)).hits) != 1 {
+					missing = append(missing, net.nodes[i+1].name)
+				}
+			}
+			if len(missing) == 0 {
+				break
+			}
+		}
+		if len(missing) > 0 {
+			t.Fatalf("%s is not found from %v", name, missing)
+		}
+	}
+	net.noErrors()
+}
