@@ -123,11 +123,8 @@ func (o memDirectOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 			id, ok = a.contacts[b]
 		}
 		if !ok {
-			ai := slices.Index(net.nodes, a)
-			ia, ib := net.newID(), net.newID()
-			net.ends[ia] = linkEnd{node: nd, id: ib}
-			net.ends[ib] = linkEnd{node: a, id: ia}
-			a.contacts[b], nd.contacts[ai] = ia, ib
+			ia, ib := net.pair(a, nd)
+			a.contacts[b], nd.contacts[slices.Index(net.nodes, a)] = ia, ib
 			a.r.ContactUp(ia, nd.peer)
 			nd.r.ContactUp(ib, a.peer)
 			id = ia
@@ -207,6 +204,14 @@ func (net *memNet) newID() LinkID {
 	return net.nextID
 }
 
+// pair makes the two ends of a link between a and b: a's ID for it, and b's.
+func (net *memNet) pair(a, b *memNode) (LinkID, LinkID) {
+	ia, ib := net.newID(), net.newID()
+	net.ends[ia] = linkEnd{node: b, id: ib}
+	net.ends[ib] = linkEnd{node: a, id: ia}
+	return ia, ib
+}
+
 // connect links supernodes a and b (NeighbourUp on both sides) and delivers what
 // that sends.
 func (net *memNet) connect(a, b int) {
@@ -215,9 +220,7 @@ func (net *memNet) connect(a, b int) {
 	if _, ok := na.links[b]; ok {
 		net.t.Fatalf("%s and %s are already linked", na.name, nb.name)
 	}
-	ia, ib := net.newID(), net.newID()
-	net.ends[ia] = linkEnd{node: nb, id: ib}
-	net.ends[ib] = linkEnd{node: na, id: ia}
+	ia, ib := net.pair(na, nb)
 	na.links[b], nb.links[a] = ia, ib
 	na.r.NeighbourUp(ia, nb.peer)
 	nb.r.NeighbourUp(ib, na.peer)

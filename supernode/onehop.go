@@ -348,18 +348,28 @@ func (r *Router) flushSummariesLocked(now time.Time) []outMsg {
 	return msgs
 }
 
+// summaryFrameLocked reports whether a summaries or summary_want frame
+// from link from is to be taken: only neighbours send them, each within
+// its summary rate (frames over it are dropped without an error).
+func (r *Router) summaryFrameLocked(from LinkID, m protocol.Message, now time.Time) (bool, error) {
+	n := r.neighbours[from]
+	if n == nil {
+		return false, fmt.Errorf("%w: %s from a link that is not a neighbour supernode", protocol.ErrForbidden, m.Type())
+	}
+	if !n.summaries.AllowN(now, 1) {
+		r.Stats.SummariesDropped.Add(1)
+		return false, nil
+	}
+	return true, nil
+}
+
 // summaries takes a neighbour's one-hop summary updates.
 func (r *Router) summaries(from LinkID, m *protocol.Summaries) error {
 	now := r.cfg.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := r.neighbours[from]
-	if n == nil {
-		return fmt.Errorf("%w: summaries from a link that is not a neighbour supernode", protocol.ErrForbidden)
-	}
-	if !n.summaries.AllowN(now, 1) {
-		r.Stats.SummariesDropped.Add(1)
-		return nil
+	if ok, err := r.summaryFrameLocked(from, m, now); !ok {
+		return err
 	}
 	// Of each origin only the newest update of the frame is taken: a
 	// signature is checked at most once per origin and frame, so a
@@ -494,13 +504,8 @@ func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {
 	now := r.cfg.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := r.neighbours[from]
-	if n == nil {
-		return fmt.Errorf("%w: summary_want from a link that is not a neighbour supernode", protocol.ErrForbidden)
-	}
-	if !n.summaries.AllowN(now, 1) {
-		r.Stats.SummariesDropped.Add(1)
-		return nil
+	if ok, err := r.summaryFrameLocked(from, m, now); !ok {
+		return err
 	}
 	for _, p := range m.Origins {
 		if p == r.cfg.ID {

@@ -30,6 +30,20 @@ func oneHopRing(t *testing.T, n int) *memNet {
 	return net
 }
 
+// oneHopSongs is oneHopRing with a leaf on each supernode sharing a song
+// of its own, and every summary spread.
+func oneHopSongs(t *testing.T, n int) (*memNet, []*memLeaf) {
+	t.Helper()
+	net := oneHopRing(t, n)
+	leaves := make([]*memLeaf, n)
+	for i := range leaves {
+		leaves[i] = net.addLeaf(i, fmt.Sprint("leaf", i))
+		leaves[i].publish(fmt.Sprintf("song %d.mp3", i))
+	}
+	net.settleOneHop()
+	return net, leaves
+}
+
 // settleOneHop ticks, with the clock past SummaryEvery each time, until a
 // tick sends nothing.
 func (net *memNet) settleOneHop() {
@@ -97,13 +111,7 @@ func TestOneHopCostsTwoMessagesPerHolder(t *testing.T) {
 // A new file is found from anywhere once its supernode's next version has
 // gone round, as a diff of a few bytes.
 func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
-	net := oneHopRing(t, 6)
-	leaves := make([]*memLeaf, 6)
-	for i := range leaves {
-		leaves[i] = net.addLeaf(i, fmt.Sprint("leaf", i))
-		leaves[i].publish(fmt.Sprintf("song %d.mp3", i))
-	}
-	net.settleOneHop()
+	net, leaves := oneHopSongs(t, 6)
 	asker := net.addLeaf(0, "asker")
 	if r := asker.search("walrus"); len(r.hits) != 0 {
 		t.Fatalf("found %v before it was shared", r.names())
@@ -146,13 +154,7 @@ func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
 // A supernode that lost a version notices at the next diff, whose base it
 // does not hold, and gets the whole filter from the neighbour that sent it.
 func TestOneHopMissedDiffIsRepaired(t *testing.T) {
-	net := oneHopRing(t, 5)
-	leaves := make([]*memLeaf, 5)
-	for i := range leaves {
-		leaves[i] = net.addLeaf(i, fmt.Sprint("leaf", i))
-		leaves[i].publish(fmt.Sprintf("song %d.mp3", i))
-	}
-	net.settleOneHop()
+	net, leaves := oneHopSongs(t, 5)
 	far := net.nodes[2]
 	net.drop = func(_, to *memNode, m protocol.Message) bool {
 		_, ok := m.(*protocol.Summaries)
