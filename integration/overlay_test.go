@@ -124,10 +124,13 @@ func TestSummariesPruneQueries(t *testing.T) {
 		return a.Router().IndexedFiles() == 1 && b.Router().IndexedFiles() == 1 && c.Router().IndexedFiles() == 1 &&
 			b.Router().Neighbours() == 2
 	})
-	eventually(t, raceSlowdown*10*time.Second, "summaries to reach the ends", func() bool {
+	// A supernode issues a version of its summary at most every 5 s: the
+	// one it issued before its leaf published may be the one out there.
+	eventually(t, raceSlowdown*15*time.Second, "every summary to name its supernode's file", func() bool {
 		h1, _ := search(t, pc, "zebracorn")
 		h2, _ := search(t, pa, "quokka")
-		return len(h1) == 1 && len(h2) == 1
+		h3, _ := search(t, pa, "middle")
+		return len(h1) == 1 && len(h2) == 1 && len(h3) == 1
 	})
 	settled(t, a, b, c)
 	type counts struct{ a, b, c uint64 }
