@@ -31,6 +31,7 @@ func compareCmd() *cobra.Command {
 		queries    int
 		duration   time.Duration
 		seed       uint64
+		seeds      int
 		csvPath    string
 		plotDir    string
 		plotFormat string
@@ -55,6 +56,9 @@ network with modelled latency and bandwidth, and print what each cost and found.
 			if plotFormat != "svg" && plotFormat != "png" {
 				return fmt.Errorf("--plot-format: %q is neither svg nor png", plotFormat)
 			}
+			if seeds < 1 {
+				return fmt.Errorf("--seeds: %d; at least 1", seeds)
+			}
 			opts.PerSupernode, opts.Neighbours = perSN, nbr
 			var all []compare.Result
 			for _, n := range peers {
@@ -64,19 +68,27 @@ network with modelled latency and bandwidth, and print what each cost and found.
 				if opts.QUIC && n > 1000 {
 					return fmt.Errorf("--peers: %d over QUIC is a socket per node; at most 1000", n)
 				}
-				w := compare.Workload{Peers: n, Queries: queries, Duration: duration, Seed: seed, AbsentShare: absent}
-				start := time.Now()
-				res, err := compare.Run(w, opts, designs...)
-				if err != nil {
-					return err
-				}
 				mode := "simulated"
 				if opts.QUIC {
 					mode = "real time over QUIC on loopback"
 				}
-				fmt.Printf("\n%d peers, %d queries over %v (%s), took %v\n\n", n, queries, duration, mode, time.Since(start).Round(time.Second))
-				printTable(os.Stdout, res)
-				all = append(all, res...)
+				var runs [][]compare.Result
+				for k := range uint64(seeds) {
+					w := compare.Workload{Peers: n, Queries: queries, Duration: duration, Seed: seed + k, AbsentShare: absent}
+					start := time.Now()
+					res, err := compare.Run(w, opts, designs...)
+					if err != nil {
+						return err
+					}
+					fmt.Printf("\n%d peers, %d queries over %v (%s), seed %d, took %v\n\n", n, queries, duration, mode, w.Seed, time.Since(start).Round(time.Second))
+					printTable(os.Stdout, res)
+					all = append(all, res...)
+					runs = append(runs, res)
+				}
+				if seeds > 1 {
+					fmt.Printf("\n%d peers, ", n)
+					printIntervals(os.Stdout, runs)
+				}
 			}
 			if csvPath != "" {
 				f, err := os.Create(csvPath)
@@ -111,6 +123,7 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.IntVar(&queries, "queries", 500, "queries per run")
 	f.DurationVar(&duration, "duration", 20*time.Minute, "simulated length of each run")
 	f.Uint64Var(&seed, "seed", 1, "seed of the workload and the network")
+	f.IntVar(&seeds, "seeds", 1, "runs per number of peers, with seeds from --seed up; over more than one, means with 95% intervals follow")
 	f.Float64Var(&absent, "absent", 0.2, "share of queries for files that exist nowhere")
 	f.IntVar(&opts.FloodDegree, "flood-degree", 4, "neighbours of a flooding peer")
 	f.IntVar(&opts.FloodTTL, "flood-ttl", 7, "TTL of a flooded query")
