@@ -50,41 +50,57 @@ const (
 	announceEvery = 40
 )
 
-type remoteSummary struct {
+// summaryVersion is one version of a supernode's one-hop summary: ours,
+// or another's as taken from a neighbour.
+type summaryVersion struct {
 	inc, ver uint64
 	filter   *index.Bloom
 	sig      []byte
-	leaves   uint32
-	enc      []byte // the filter's encoding, once asked for whole
-	// missed counts the direct queries in a row it left to the round's
-	// timeout; past SlowAfter it is asked nothing until heldUntil.
+	leaves   uint32 // the origin's leaves when it issued the version
+	enc      []byte // the filter's encoding, made when first needed
+	// missed counts the direct queries in a row the origin left to the
+	// round's timeout; past SlowAfter it is asked nothing until heldUntil.
 	missed    int
 	heldUntil time.Time
 }
 
+// whole is the version as an update that carries the whole filter.
+func (s *summaryVersion) whole(origin protocol.PeerID) (*protocol.SummaryUpdate, error) {
+	if s.enc == nil {
+		enc, err := s.filter.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		s.enc = enc
+	}
+	return &protocol.SummaryUpdate{Origin: origin, Inc: s.inc, Ver: s.ver, Filter: s.enc, Sig: s.sig, Leaves: s.leaves}, nil
+}
+
+// announce is the version as an update that carries no filter.
+func (s *summaryVersion) announce(origin protocol.PeerID) *protocol.SummaryUpdate {
+	return &protocol.SummaryUpdate{Origin: origin, Inc: s.inc, Ver: s.ver}
+}
+
 // oneHop is the router's one-hop state, under Router.mu.
 type oneHop struct {
-	remotes  map[protocol.PeerID]*remoteSummary
+	remotes  map[protocol.PeerID]*summaryVersion
 	contacts map[LinkID]*contact // links opened for direct queries
 	queued   map[LinkID][]*protocol.SummaryUpdate
 	wants    map[LinkID][]protocol.PeerID
 	wanted   map[protocol.PeerID]time.Time // asked for whole until then
 
-	own     *index.Bloom // our current version
-	ownEnc  []byte
-	ownVer  uint64
-	ownInc  uint64
-	ownSig  []byte
-	ownAt   time.Time
-	ownGen  uint64    // index generation own was built from
-	flushed time.Time // when the queues last went out
+	self    *summaryVersion // our current version; nil before the first
+	inc     uint64          // our incarnation, which our versions carry
+	ownAt   time.Time       // when self was issued
+	ownGen  uint64          // index generation self was built from
+	flushed time.Time       // when the queues last went out
 	ticks   uint64
 }
 
 func newOneHop(inc uint64) oneHop {
-	return oneHop{remotes: map[protocol.PeerID]*remoteSummary{}, contacts: map[LinkID]*contact{},
+	return oneHop{remotes: map[protocol.PeerID]*summaryVersion{}, contacts: map[LinkID]*contact{},
 		queued: map[LinkID][]*protocol.SummaryUpdate{}, wants: map[LinkID][]protocol.PeerID{},
-		wanted: map[protocol.PeerID]time.Time{}, ownInc: inc, ownGen: ^uint64(0)}
+		wanted: map[protocol.PeerID]time.Time{}, inc: inc, ownGen: ^uint64(0)}
 }
 
 // oneHopOn reports whether this router routes in one hop.
@@ -172,7 +188,8 @@ func (r *Router) peerOfLocked(id LinkID) (protocol.PeerID, bool) {
 func (r *Router) ownSummaryLocked(now time.Time, f *index.Bloom, gen uint64) {
 	oh := &r.oh
 	oh.ownGen = gen
-	if oh.own != nil && f.Equal(oh.own) {
+	prev := oh.self
+	if prev != nil && f.Equal(prev.filter) {
 		return
 	}
 	enc, err := f.MarshalBinary()
@@ -180,17 +197,21 @@ func (r *Router) ownSummaryLocked(now time.Time, f *index.Bloom, gen uint64) {
 		r.log.Error().Err(err).Msg("encode one-hop summary")
 		return
 	}
-	u := &protocol.SummaryUpdate{Origin: r.cfg.ID, Inc: oh.ownInc, Ver: oh.ownVer + 1, Leaves: uint32(len(r.leaves))}
-	if oh.own != nil && oh.own.Bits() == f.Bits() {
-		if d, err := oh.own.Diff(f); err == nil && len(d) < len(enc) {
-			u.Base, u.Diff = oh.ownVer, d
+	u := &protocol.SummaryUpdate{Origin: r.cfg.ID, Inc: oh.inc, Ver: 1, Leaves: uint32(len(r.leaves))}
+	if prev != nil {
+		u.Ver = prev.ver + 1
+		if prev.filter.Bits() == f.Bits() {
+			if d, err := prev.filter.Diff(f); err == nil && len(d) < len(enc) {
+				u.Base, u.Diff = prev.ver, d
+			}
 		}
 	}
 	if u.Diff == nil {
 		u.Filter = enc
 	}
 	u.Sig = r.sign(protocol.SummarySigned(u.Origin, u.Inc, u.Ver, enc))
-	oh.own, oh.ownEnc, oh.ownVer, oh.ownSig, oh.ownAt = f, enc, u.Ver, u.Sig, now
+	oh.self = &summaryVersion{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	oh.ownAt = now
 	for nid := range r.neighbours {
 		r.queueLocked(nid, u)
 	}
@@ -203,7 +224,10 @@ func (r *Router) ownSummaryDue(gen uint64, now time.Time) (bool, *index.Bloom) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	oh := &r.oh
-	return gen != oh.ownGen && (oh.ownVer == 0 || now.Sub(oh.ownAt) >= r.cfg.SummaryEvery), oh.own
+	if oh.self == nil {
+		return gen != oh.ownGen, nil
+	}
+	return gen != oh.ownGen && now.Sub(oh.ownAt) >= r.cfg.SummaryEvery, oh.self.filter
 }
 
 func (r *Router) sign(b []byte) []byte {
@@ -239,8 +263,8 @@ func (r *Router) queueLocked(nid LinkID, u *protocol.SummaryUpdate) {
 // announceLocked queues, for neighbour nid, the version of every summary
 // we hold, ours included.
 func (r *Router) announceLocked(nid LinkID) {
-	if r.oh.ownVer > 0 {
-		r.queueLocked(nid, &protocol.SummaryUpdate{Origin: r.cfg.ID, Inc: r.oh.ownInc, Ver: r.oh.ownVer})
+	if s := r.oh.self; s != nil {
+		r.queueLocked(nid, s.announce(r.cfg.ID))
 	}
 	peers := make([]protocol.PeerID, 0, len(r.oh.remotes))
 	for p := range r.oh.remotes {
@@ -248,28 +272,19 @@ func (r *Router) announceLocked(nid LinkID) {
 	}
 	slices.SortFunc(peers, cmpPeer)
 	for _, p := range peers {
-		s := r.oh.remotes[p]
-		r.queueLocked(nid, &protocol.SummaryUpdate{Origin: p, Inc: s.inc, Ver: s.ver})
+		r.queueLocked(nid, r.oh.remotes[p].announce(p))
 	}
 }
 
 func cmpPeer(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) }
 
 // oneHopTickLocked does the one-hop upkeep of a tick: every announceEvery
-// ticks it announces every version held to the next neighbour in turn, and
-// drops the summaries of supernodes no longer members.
+// ticks it announces every version held to the next neighbour in turn.
 func (r *Router) oneHopTickLocked() {
 	oh := &r.oh
 	oh.ticks++
 	if oh.ticks%announceEvery != 0 {
 		return
-	}
-	if r.cfg.MemberKey != nil {
-		for p := range oh.remotes {
-			if r.cfg.MemberKey(p) == nil {
-				delete(oh.remotes, p)
-			}
-		}
 	}
 	if len(r.neighbours) == 0 {
 		return
@@ -285,8 +300,12 @@ func (r *Router) oneHopTickLocked() {
 // summaryFlush is how often the queued updates and wants go out: batched
 // over a second, a supernode sends each neighbour one frame where it would
 // send four at the tick's pace, and an update crosses the overlay in a few
-// seconds.
-const summaryFlush = time.Second
+// seconds. A whole filter asked for is not asked again for wantAgainAfter:
+// the want leaves at our next flush and the answer at the neighbour's.
+const (
+	summaryFlush   = time.Second
+	wantAgainAfter = 3 * summaryFlush
+)
 
 // flushSummariesLocked turns the queued updates and wants into frames, at
 // most once every summaryFlush.
@@ -393,9 +412,11 @@ func (r *Router) summaries(from LinkID, m *protocol.Summaries) error {
 }
 
 // newer reports whether a is a later version than b of the same origin.
-func newer(a, b *protocol.SummaryUpdate) bool {
-	return a.Inc > b.Inc || a.Inc == b.Inc && a.Ver > b.Ver
-}
+func newer(a, b *protocol.SummaryUpdate) bool { return later(a.Inc, a.Ver, b.Inc, b.Ver) }
+
+// later reports whether version ver of incarnation inc comes after version
+// ver2 of inc2: a later incarnation does, whatever its version.
+func later(inc, ver, inc2, ver2 uint64) bool { return inc > inc2 || inc == inc2 && ver > ver2 }
 
 // takeLocked takes one update from neighbour from: a newer version is
 // kept and passed on; one that cannot be applied is asked for whole.
@@ -411,7 +432,7 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 		}
 	}
 	held := oh.remotes[u.Origin]
-	if held != nil && (u.Inc < held.inc || u.Inc == held.inc && u.Ver <= held.ver) {
+	if held != nil && !later(u.Inc, u.Ver, held.inc, held.ver) {
 		return nil
 	}
 	if held == nil && len(oh.remotes) >= maxRemotes {
@@ -451,7 +472,7 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	}
 	if f == nil {
 		if now.After(oh.wanted[u.Origin]) {
-			oh.wanted[u.Origin] = now.Add(r.cfg.QueryTimeout * 4)
+			oh.wanted[u.Origin] = now.Add(wantAgainAfter)
 			oh.wants[from] = append(oh.wants[from], u.Origin)
 		}
 		return nil
@@ -468,7 +489,7 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 			return err
 		}
 	}
-	rs := &remoteSummary{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	rs := &summaryVersion{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
 	if held != nil {
 		rs.missed, rs.heldUntil = held.missed, held.heldUntil
 	}
@@ -508,41 +529,39 @@ func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {
 		return err
 	}
 	for _, p := range m.Origins {
-		if p == r.cfg.ID {
-			if r.oh.ownVer > 0 {
-				r.queueLocked(from, &protocol.SummaryUpdate{Origin: p, Inc: r.oh.ownInc, Ver: r.oh.ownVer,
-					Filter: r.oh.ownEnc, Sig: r.oh.ownSig, Leaves: uint32(len(r.leaves))})
-			}
-			continue
-		}
 		s := r.oh.remotes[p]
+		if p == r.cfg.ID {
+			s = r.oh.self
+		}
 		if s == nil {
 			continue
 		}
-		if s.enc == nil {
-			enc, err := s.filter.MarshalBinary()
-			if err != nil {
-				return err
-			}
-			s.enc = enc
+		u, err := s.whole(p)
+		if err != nil {
+			return err
 		}
-		r.queueLocked(from, &protocol.SummaryUpdate{Origin: p, Inc: s.inc, Ver: s.ver, Filter: s.enc, Sig: s.sig, Leaves: s.leaves})
+		r.queueLocked(from, u)
 	}
 	return nil
 }
 
 // direct is the one-hop state of a query from a leaf.
 type direct struct {
-	keys    []uint64          // the query's keys, hashed
 	cands   []protocol.PeerID // supernodes to ask, best first
 	next    int               // cands[:next] have been asked
 	round   int               // the size of the last round
 	asked   map[protocol.PeerID]bool
 	waiting map[protocol.PeerID]bool // asked in this round and not done
 	ends    time.Time                // when this round times out
-	sources map[protocol.ContentID]int
-	hashes  map[protocol.ContentID]uint64 // of the content IDs found
-	held    []protocol.Hit                // for the leaf at the end of the round
+	found   map[protocol.ContentID]*foundFile
+	held    []protocol.Hit // for the leaf at the end of the round
+}
+
+// foundFile is a file a direct query found: its sources so far, and the
+// summary hash of its content ID.
+type foundFile struct {
+	sources int
+	hash    uint64
 }
 
 // candidatesLocked are the supernodes whose summaries hold every key, the
@@ -600,8 +619,8 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 	if len(cands) == 0 {
 		return nil, false
 	}
-	p.direct = &direct{keys: hs, cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
-		sources: map[protocol.ContentID]int{}, hashes: map[protocol.ContentID]uint64{}}
+	p.direct = &direct{cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
+		found: map[protocol.ContentID]*foundFile{}}
 	p.countSources(local)
 	p.deadline = now.Add(r.cfg.DirectTimeout)
 	r.queries[id] = p
@@ -652,9 +671,9 @@ func (r *Router) worthAskingLocked(p *pending, c protocol.PeerID) bool {
 		enough = r.cfg.EnoughSourcesByID
 	}
 	known := false
-	for cid, n := range p.direct.sources {
-		if s.filter.HasAllHashes([]uint64{p.direct.cidHash(cid)}) {
-			if n < enough {
+	for _, f := range p.direct.found {
+		if s.filter.HasAllHashes([]uint64{f.hash}) {
+			if f.sources < enough {
 				return true
 			}
 			known = true
@@ -668,13 +687,7 @@ func (r *Router) releaseLocked(p *pending) []outMsg {
 	if p.direct == nil {
 		return nil
 	}
-	var msgs []outMsg
-	for held := p.direct.held; len(held) > 0; {
-		n := min(len(held), 64)
-		msgs = append(msgs, outMsg{to: p.origin, m: &protocol.Hits{ID: p.originID, Hits: held[:n]}})
-		r.Stats.HitsSent.Add(uint64(n))
-		held = held[n:]
-	}
+	msgs := r.hitFrames(p.origin, p.originID, p.direct.held)
 	p.direct.held = nil
 	return msgs
 }
@@ -742,39 +755,34 @@ func (r *Router) directTickLocked(now time.Time) []outMsg {
 	return msgs
 }
 
-// directHitsLocked counts the sources of hits for a direct query.
+// countSources counts the sources of hits for a direct query.
 func (p *pending) countSources(hits []protocol.Hit) {
 	if p.direct == nil {
 		return
 	}
 	for _, h := range hits {
-		p.direct.sources[h.ID] += len(h.Sources)
+		f := p.direct.found[h.ID]
+		if f == nil {
+			f = &foundFile{hash: index.Hash(h.ID[:])}
+			p.direct.found[h.ID] = f
+		}
+		f.sources += len(h.Sources)
 	}
-}
-
-// cidHash is the summary hash of a content ID found, computed once.
-func (d *direct) cidHash(cid protocol.ContentID) uint64 {
-	h, ok := d.hashes[cid]
-	if !ok {
-		h = index.Hash(cid[:])
-		d.hashes[cid] = h
-	}
-	return h
 }
 
 // answerDirect answers a direct query from the local index alone, with the
 // last hits in the QueryDone.
 func (r *Router) answerDirect(from LinkID, q *protocol.Query, limit int) {
 	hits := r.localHits(q, limit)
-	for len(hits) > 64 {
-		r.sendHits(from, q.ID, hits[:64])
-		hits = hits[64:]
+	for len(hits) > hitsPerFrame {
+		r.sendHits(from, q.ID, hits[:hitsPerFrame])
+		hits = hits[hitsPerFrame:]
 	}
 	r.Stats.HitsSent.Add(uint64(len(hits)))
 	r.out.Send(from, &protocol.QueryDone{ID: q.ID, Supernodes: 1, Hits: hits})
 }
 
-// directReplyLocked takes a direct query's QueryDone from peer: its hits,
+// directDoneLocked takes a direct query's QueryDone from peer: its hits,
 // then the round moves on when it was the last one waited for.
 func (r *Router) directDoneLocked(id protocol.QueryID, p *pending, peer protocol.PeerID, m *protocol.QueryDone, now time.Time) []outMsg {
 	d := p.direct

@@ -129,17 +129,9 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 			hops = r.cfg.HopLimit
 		}
 	} else {
-		r.Stats.QueriesFromNeighbors.Add(1)
-		if !r.neighbours[from].queries.AllowN(now, 1) {
+		if done := r.refuseLocked(from, id, now); done != nil {
 			r.mu.Unlock()
-			r.Stats.NeighbourQueriesRefused.Add(1)
-			r.out.Send(from, &protocol.QueryDone{ID: originID, Status: protocol.StatusOverloaded})
-			return nil
-		}
-		if _, dup := r.seen[id]; dup {
-			r.mu.Unlock()
-			r.Stats.DuplicateQueries.Add(1)
-			r.out.Send(from, &protocol.QueryDone{ID: originID})
+			r.out.Send(from, done)
 			return nil
 		}
 		hops = min(hops, r.cfg.HopLimit)
@@ -232,23 +224,31 @@ func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *prot
 // index alone, within that supernode's query rate.
 func (r *Router) directQuery(from LinkID, q *protocol.Query, now time.Time) error {
 	r.mu.Lock()
-	lim := r.queryLimiterLocked(from)
-	if !lim.AllowN(now, 1) {
+	if done := r.refuseLocked(from, q.ID, now); done != nil {
 		r.mu.Unlock()
-		r.Stats.NeighbourQueriesRefused.Add(1)
-		r.out.Send(from, &protocol.QueryDone{ID: q.ID, Status: protocol.StatusOverloaded})
-		return nil
-	}
-	r.Stats.QueriesFromNeighbors.Add(1)
-	if _, dup := r.seen[q.ID]; dup {
-		r.mu.Unlock()
-		r.Stats.DuplicateQueries.Add(1)
-		r.out.Send(from, &protocol.QueryDone{ID: q.ID})
+		r.out.Send(from, done)
 		return nil
 	}
 	r.markSeenLocked(q.ID, now)
 	r.mu.Unlock()
 	r.answerDirect(from, q, r.limitOf(q))
+	return nil
+}
+
+// refuseLocked counts a query from the supernode on link from, neighbour or
+// contact, and returns the QueryDone that answers it without a search: over
+// that supernode's query rate, or a duplicate. It returns nil for a query
+// to take.
+func (r *Router) refuseLocked(from LinkID, id protocol.QueryID, now time.Time) *protocol.QueryDone {
+	r.Stats.QueriesFromNeighbors.Add(1)
+	if !r.queryLimiterLocked(from).AllowN(now, 1) {
+		r.Stats.NeighbourQueriesRefused.Add(1)
+		return &protocol.QueryDone{ID: id, Status: protocol.StatusOverloaded}
+	}
+	if _, dup := r.seen[id]; dup {
+		r.Stats.DuplicateQueries.Add(1)
+		return &protocol.QueryDone{ID: id}
+	}
 	return nil
 }
 
@@ -306,13 +306,23 @@ func (r *Router) localHits(q *protocol.Query, limit int) []protocol.Hit {
 	return hits
 }
 
+// hitsPerFrame is how many hits a supernode puts in one frame.
+const hitsPerFrame = 64
+
 func (r *Router) sendHits(to LinkID, qid protocol.QueryID, hits []protocol.Hit) {
+	r.flush(r.hitFrames(to, qid, hits))
+}
+
+// hitFrames are the frames that carry hits for query qid to link to.
+func (r *Router) hitFrames(to LinkID, qid protocol.QueryID, hits []protocol.Hit) []outMsg {
+	var msgs []outMsg
 	for len(hits) > 0 {
-		n := min(len(hits), 64)
-		r.out.Send(to, &protocol.Hits{ID: qid, Hits: hits[:n]})
+		n := min(len(hits), hitsPerFrame)
+		msgs = append(msgs, outMsg{to: to, m: &protocol.Hits{ID: qid, Hits: hits[:n]}})
 		r.Stats.HitsSent.Add(uint64(n))
 		hits = hits[n:]
 	}
+	return msgs
 }
 
 func (r *Router) hits(from LinkID, m *protocol.Hits) {

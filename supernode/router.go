@@ -81,7 +81,8 @@ type RouterConfig struct {
 	// versions restart with it (default: the clock in milliseconds).
 	Incarnation uint64
 	// Sign signs our one-hop summaries with our identity; MemberKey is the
-	// key of a live member supernode, or nil. Without MemberKey updates
+	// key of a live member supernode, or nil, and the owner calls
+	// SupernodeGone when a member dies. Without MemberKey updates
 	// are taken unchecked and from any origin, which only a simulation may
 	// do; without Sign they carry a blank signature.
 	Sign      func([]byte) []byte
