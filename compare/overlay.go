@@ -48,7 +48,8 @@ type snode struct {
 	alive  bool
 	leaves int
 	// contacts are the supernodes linked for direct queries, least
-	// recently used first; at most maxContacts, as in a real supernode.
+	// recently used first; at most supernode.MaxContacts, as in a real
+	// supernode.
 	contacts []int
 }
 
@@ -64,11 +65,6 @@ const (
 	// supernode does, since the ticks also time query rounds out.
 	snTickMulti  = 5 * time.Second
 	failoverWait = time.Second // a leaf notices its supernode died
-	// memberTimeout is when the others take a dead supernode's summary
-	// off, as its member entry stops (supernode.DefaultConfig).
-	memberTimeout = 4 * time.Second
-	// maxContacts is how many direct links a supernode keeps open.
-	maxContacts = supernode.MaxContacts
 )
 
 // snTick is how often a supernode ticks.
@@ -246,10 +242,10 @@ func (o *overlay) fail(f failure) {
 			o.linkSN(i, e.net.random().IntN(len(o.sns)))
 		}
 	}
-	// The others take the dead off as their member entries stop, within
-	// a gossip round or two of the timeout.
+	// The others take the dead off as their member entries stop: at the
+	// supernode's member timeout, within a gossip round or two.
 	for _, i := range dead {
-		e.net.after(memberTimeout+time.Duration(e.net.random().Int64N(int64(2*time.Second))), func() {
+		e.net.after(supernode.DefaultConfig().MemberTimeout+time.Duration(e.net.random().Int64N(int64(2*time.Second))), func() {
 			for _, s := range o.sns {
 				if s.alive {
 					s.r.SupernodeGone(snID(i))
@@ -352,13 +348,19 @@ func (o *overlay) rttFrom(i int) func(protocol.PeerID) time.Duration {
 		if j < 0 || !slices.Contains(s.nbrs, j) && !slices.Contains(s.contacts, j) {
 			return 0
 		}
-		if l, ok := o.e.net.(interface {
-			latency(a, b NodeID) time.Duration
-		}); ok {
-			return 2 * l.latency(s.node, o.sns[j].node)
-		}
-		return 0
+		return o.rtt(s.node, o.sns[j].node)
 	}
+}
+
+// rtt is the modelled round trip between two nodes, 0 on a network without
+// a model (real QUIC).
+func (o *overlay) rtt(a, b NodeID) time.Duration {
+	if l, ok := o.e.net.(interface {
+		latency(a, b NodeID) time.Duration
+	}); ok {
+		return 2 * l.latency(a, b)
+	}
+	return 0
 }
 
 func snIndex(p protocol.PeerID) int {
@@ -370,8 +372,8 @@ func snIndex(p protocol.PeerID) int {
 
 // SendDirect sends m to supernode `to` over a direct link, opened first
 // when there is none: the opening costs a QUIC handshake, two packets of
-// 1,200 bytes and a round trip before m leaves. At most maxContacts stay
-// open; the least recently used closes.
+// 1,200 bytes and a round trip before m leaves. At most
+// supernode.MaxContacts stay open; the least recently used closes.
 func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	o := b.o
 	j := snIndex(to)
@@ -388,13 +390,13 @@ func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 		b.Send(snLink(j), m)
 		return
 	}
-	if len(s.contacts) >= maxContacts {
+	if len(s.contacts) >= supernode.MaxContacts {
 		o.closeContact(b.i, s.contacts[0])
 	}
 	s.contacts = append(s.contacts, j)
 	t := o.sns[j]
 	t.contacts = append(t.contacts, b.i)
-	if len(t.contacts) > maxContacts {
+	if len(t.contacts) > supernode.MaxContacts {
 		o.closeContact(j, t.contacts[0])
 	}
 	s.r.ContactUp(snLink(j), snID(j))
@@ -403,13 +405,7 @@ func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	net.send(s.node, t.node, tagUpkeep, handshakePing)
 	net.send(t.node, s.node, tagUpkeep, handshakePing)
 	tag := o.cur
-	rtt := time.Duration(0)
-	if l, ok := net.(interface {
-		latency(a, b NodeID) time.Duration
-	}); ok {
-		rtt = 2 * l.latency(s.node, t.node)
-	}
-	net.after(rtt, func() {
+	net.after(o.rtt(s.node, t.node), func() {
 		cur := o.cur
 		o.cur = tag
 		b.Send(snLink(j), m)
