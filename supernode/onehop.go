@@ -88,20 +88,43 @@ type oneHop struct {
 	queued   map[LinkID][]*protocol.SummaryUpdate
 	wants    map[LinkID][]protocol.PeerID
 	wanted   map[protocol.PeerID]time.Time // asked for whole until then
+	behind   map[protocol.PeerID]*behind   // origins a newer version of which is on its way
 
 	self    *summaryVersion // our current version; nil before the first
 	inc     uint64          // our incarnation, which our versions carry
 	ownAt   time.Time       // when self was issued
 	ownGen  uint64          // index generation self was built from
 	flushed time.Time       // when the queues last went out
+	// cleanAt is when self last held exactly the index's keys; since then
+	// versions only add bits (stale is set once one kept a bit the index
+	// no longer has).
+	cleanAt time.Time
+	stale   bool
 	ticks   uint64
 }
 
 func newOneHop(inc uint64) oneHop {
 	return oneHop{remotes: map[protocol.PeerID]*summaryVersion{}, contacts: map[LinkID]*contact{},
 		queued: map[LinkID][]*protocol.SummaryUpdate{}, wants: map[LinkID][]protocol.PeerID{},
-		wanted: map[protocol.PeerID]time.Time{}, inc: inc, ownGen: ^uint64(0)}
+		wanted: map[protocol.PeerID]time.Time{}, behind: map[protocol.PeerID]*behind{}, inc: inc, ownGen: ^uint64(0)}
 }
+
+// behind is an origin of which we heard of a version we could not build:
+// announced before its diff reached us, or a diff whose base has not.
+// Versions travel on several paths, so the missing one usually arrives
+// within catchUpWait; only then is the whole filter asked for.
+type behind struct {
+	since   time.Time
+	from    LinkID                    // the neighbour to ask
+	pending []*protocol.SummaryUpdate // diffs waiting for their base, oldest first
+}
+
+// catchUpWait is how long a version heard of may take to arrive before the
+// whole filter is asked for; maxPending bounds the diffs held per origin.
+const (
+	catchUpWait = 3 * time.Second
+	maxPending  = 8
+)
 
 // oneHopOn reports whether this router routes in one hop.
 func (r *Router) oneHopOn() bool {
@@ -161,6 +184,7 @@ func (r *Router) SupernodeGone(peer protocol.PeerID) {
 	r.mu.Lock()
 	delete(r.oh.remotes, peer)
 	delete(r.oh.wanted, peer)
+	delete(r.oh.behind, peer)
 	r.mu.Unlock()
 }
 
@@ -189,6 +213,14 @@ func (r *Router) ownSummaryLocked(now time.Time, f *index.Bloom, gen uint64) {
 	oh := &r.oh
 	oh.ownGen = gen
 	prev := oh.self
+	if prev != nil && prev.filter.Bits() == f.Bits() && now.Sub(oh.cleanAt) < summaryCleanEvery {
+		keep := f.Clone()
+		keep.Union(prev.filter)
+		oh.stale = oh.stale || !keep.Equal(f)
+		f = keep
+	} else {
+		oh.cleanAt, oh.stale = now, false
+	}
 	if prev != nil && f.Equal(prev.filter) {
 		return
 	}
@@ -227,8 +259,21 @@ func (r *Router) ownSummaryDue(gen uint64, now time.Time) (bool, *index.Bloom) {
 	if oh.self == nil {
 		return gen != oh.ownGen, nil
 	}
-	return gen != oh.ownGen && now.Sub(oh.ownAt) >= r.cfg.SummaryEvery, oh.self.filter
+	changed := gen != oh.ownGen && now.Sub(oh.ownAt) >= r.cfg.SummaryEvery
+	clean := oh.stale && now.Sub(oh.cleanAt) >= summaryCleanEvery
+	return changed || clean, oh.self.filter
 }
+
+// Our summary's versions keep the bits of keys that left for up to
+// summaryCleanEvery, so most diffs only add and a leaf that leaves costs
+// no version at once: a stale bit costs a query at most a wasted direct
+// message. The filter keeps its size until its false positives would pass
+// summaryFPSlack times SummaryFP, so a few leaves more do not resend it
+// whole.
+const (
+	summaryCleanEvery = 5 * time.Minute
+	summaryFPSlack    = 3
+)
 
 func (r *Router) sign(b []byte) []byte {
 	if r.cfg.Sign == nil {
@@ -239,12 +284,13 @@ func (r *Router) sign(b []byte) []byte {
 
 // summaryFilter builds the filter of the index for the one-hop summary,
 // sized for its keys at about SummaryFP false positives; the size changes
-// only when the keys outgrow it or fit in a quarter of it, so most versions
-// go as diffs.
+// only when the keys outgrow it (past summaryFPSlack) or fit in a quarter
+// of it, so most versions go as diffs.
 func (r *Router) summaryFilter(prev *index.Bloom) *index.Bloom {
-	want := index.NewBloom(r.idx.Keys(), r.cfg.SummaryFP).Bits()
+	keys := r.idx.Keys()
+	want := index.NewBloom(keys, r.cfg.SummaryFP).Bits()
 	bits := want
-	if prev != nil && prev.Bits() >= want && prev.Bits() < 4*want {
+	if prev != nil && prev.Bits() >= index.NewBloom(keys, summaryFPSlack*r.cfg.SummaryFP).Bits() && prev.Bits() < 4*want {
 		bits = prev.Bits()
 	}
 	f := index.NewBloomBits(bits)
@@ -280,8 +326,9 @@ func cmpPeer(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) }
 
 // oneHopTickLocked does the one-hop upkeep of a tick: every announceEvery
 // ticks it announces every version held to the next neighbour in turn.
-func (r *Router) oneHopTickLocked() {
+func (r *Router) oneHopTickLocked(now time.Time) {
 	oh := &r.oh
+	r.catchUpTickLocked(now)
 	oh.ticks++
 	if oh.ticks%announceEvery != 0 {
 		return
@@ -438,14 +485,15 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	if held == nil && len(oh.remotes) >= maxRemotes {
 		return nil
 	}
+	if u.Announce() || u.Diff != nil && (held == nil || held.inc != u.Inc || held.ver != u.Base) {
+		r.behindLocked(from, u, held, now)
+		return nil
+	}
 	var f *index.Bloom
 	var bad error
 	build := func() *index.Bloom {
 		switch {
 		case u.Diff != nil:
-			if held == nil || held.inc != u.Inc || held.ver != u.Base {
-				return nil
-			}
 			f := held.filter.Clone()
 			if f.ApplyDiff(u.Diff) != nil {
 				return nil
@@ -460,21 +508,16 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 			return f
 		}
 	}
-	if !u.Announce() {
-		if r.cfg.Intern != nil {
-			f = r.cfg.Intern(u.Origin, u.Inc, u.Ver, build)
-		} else {
-			f = build()
-		}
+	if r.cfg.Intern != nil {
+		f = r.cfg.Intern(u.Origin, u.Inc, u.Ver, build)
+	} else {
+		f = build()
 	}
 	if bad != nil {
 		return bad
 	}
 	if f == nil {
-		if now.After(oh.wanted[u.Origin]) {
-			oh.wanted[u.Origin] = now.Add(wantAgainAfter)
-			oh.wants[from] = append(oh.wants[from], u.Origin)
-		}
+		r.wantLocked(from, u.Origin, now)
 		return nil
 	}
 	var enc []byte
@@ -507,7 +550,86 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	for _, nid := range ids[:min(len(ids), summaryFanout)] {
 		r.queueLocked(nid, u)
 	}
+	return r.caughtUpLocked(u.Origin, rs, now)
+}
+
+// wantLocked asks neighbour from for origin's whole filter, unless it was
+// asked for lately.
+func (r *Router) wantLocked(from LinkID, origin protocol.PeerID, now time.Time) {
+	oh := &r.oh
+	delete(oh.behind, origin)
+	if now.After(oh.wanted[origin]) {
+		oh.wanted[origin] = now.Add(wantAgainAfter)
+		oh.wants[from] = append(oh.wants[from], origin)
+	}
+}
+
+// behindLocked notes that neighbour from told of a version of u.Origin
+// newer than the one we hold, which we cannot build from what we hold. Of
+// an origin we hold nothing of, or of a new incarnation, only the whole
+// filter will do, and is asked for at once; otherwise the version is given
+// catchUpWait to arrive by another path.
+func (r *Router) behindLocked(from LinkID, u *protocol.SummaryUpdate, held *summaryVersion, now time.Time) {
+	if held == nil || held.inc != u.Inc {
+		r.wantLocked(from, u.Origin, now)
+		return
+	}
+	oh := &r.oh
+	b := oh.behind[u.Origin]
+	if b == nil {
+		b = &behind{since: now}
+		oh.behind[u.Origin] = b
+	}
+	b.from = from
+	if u.Diff != nil {
+		c := *u
+		b.pending = append(b.pending, &c)
+		slices.SortFunc(b.pending, func(x, y *protocol.SummaryUpdate) int { return cmp.Compare(x.Ver, y.Ver) })
+		if len(b.pending) > maxPending {
+			b.pending = b.pending[len(b.pending)-maxPending:]
+		}
+	}
+}
+
+// caughtUpLocked applies the diffs that waited for version rs of origin,
+// and forgets that we were behind once nothing newer is pending.
+func (r *Router) caughtUpLocked(origin protocol.PeerID, rs *summaryVersion, now time.Time) error {
+	b := r.oh.behind[origin]
+	if b == nil {
+		return nil
+	}
+	for len(b.pending) > 0 && (b.pending[0].Inc != rs.inc || b.pending[0].Ver <= rs.ver) {
+		b.pending = b.pending[1:]
+	}
+	if len(b.pending) == 0 {
+		delete(r.oh.behind, origin)
+		return nil
+	}
+	if u := b.pending[0]; u.Base == rs.ver {
+		b.pending = b.pending[1:]
+		return r.takeLocked(b.from, u, now)
+	}
 	return nil
+}
+
+// catchUpTickLocked asks for the whole filters of the origins whose missing
+// versions did not arrive within catchUpWait.
+func (r *Router) catchUpTickLocked(now time.Time) {
+	var late []protocol.PeerID
+	for p, b := range r.oh.behind {
+		if now.Sub(b.since) >= catchUpWait {
+			late = append(late, p)
+		}
+	}
+	slices.SortFunc(late, cmpPeer)
+	for _, p := range late {
+		b := r.oh.behind[p]
+		if r.neighbours[b.from] == nil {
+			delete(r.oh.behind, p)
+			continue
+		}
+		r.wantLocked(b.from, p, now)
+	}
 }
 
 // summaryFanout is how many neighbours a supernode passes a version it took

@@ -109,7 +109,8 @@ func TestOneHopCostsTwoMessagesPerHolder(t *testing.T) {
 }
 
 // A new file is found from anywhere once its supernode's next version has
-// gone round, as a diff of a few bytes.
+// gone round, as a diff of a few bytes; a file gone leaves its bits until
+// the next clean version.
 func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
 	net, leaves := oneHopSongs(t, 6)
 	asker := net.addLeaf(0, "asker")
@@ -141,10 +142,25 @@ func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
 	if r := asker.search("walrus"); len(r.hits) != 1 {
 		t.Fatalf("found %v, want the walrus song", r.names())
 	}
-	// Gone again: once the diff has gone round, nobody asks supernode 3.
+	// Gone again: supernode 3's versions keep the song's bits for a while,
+	// so it is asked and answers nothing; once the clean version has gone
+	// round, nobody asks it.
+	diffs, whole = 0, 0
 	leaves[3].send(&protocol.Unpublish{IDs: []protocol.ContentID{cidOf("walrus song.mp3")}})
 	net.settleOneHop()
+	if diffs != 0 || whole != 0 {
+		t.Errorf("%d diffs and %d whole filters sent at once for one file gone", diffs, whole)
+	}
 	before := net.superMsgs()
+	if r := asker.search("walrus"); len(r.hits) != 0 || net.superMsgs()-before != 2 {
+		t.Fatalf("found %v with %d messages while supernode 3's summary was stale, want none with 2", r.names(), net.superMsgs()-before)
+	}
+	net.clock.Advance(summaryCleanEvery)
+	net.settleOneHop()
+	if diffs == 0 || whole != 0 {
+		t.Errorf("%d diffs and %d whole filters sent for the clean version", diffs, whole)
+	}
+	before = net.superMsgs()
 	if r := asker.search("walrus"); len(r.hits) != 0 || net.superMsgs() != before {
 		t.Fatalf("found %v with %d messages after it was unshared", r.names(), net.superMsgs()-before)
 	}
@@ -177,6 +193,59 @@ func TestOneHopMissedDiffIsRepaired(t *testing.T) {
 		if r := asker.search(text); len(r.hits) != 1 {
 			t.Errorf("%q: found %v after the repair", text, r.names())
 		}
+	}
+	net.noErrors()
+}
+
+// Versions that arrive out of order, as they do over several paths, are
+// applied once the missing one arrives, without asking for a whole filter.
+func TestOneHopLateVersionIsWaitedFor(t *testing.T) {
+	net := newOneHopNet(t, 3, testRouterConfig())
+	net.connect(0, 1)
+	net.connect(1, 2)
+	src := net.addLeaf(0, "source")
+	src.publish("song 0.mp3")
+	net.settleOneHop()
+	far, via := net.nodes[2], net.nodes[1]
+	var held []protocol.Message
+	net.drop = func(_, to *memNode, m protocol.Message) bool {
+		if s, ok := m.(*protocol.Summaries); ok && to == far {
+			held = append(held, s)
+			return true
+		}
+		return false
+	}
+	src.publish("first late.mp3")
+	net.settleOneHop()
+	src.publish("second late.mp3")
+	net.settleOneHop()
+	net.drop = nil
+	if len(held) != 2 {
+		t.Fatalf("%d frames held back, want 2", len(held))
+	}
+	wants := via.got[protocol.TypeSummaryWant]
+	// The second version first: it waits for its base.
+	if err := far.r.Handle(far.links[1], held[1]); err != nil {
+		t.Fatal(err)
+	}
+	net.clock.Advance(catchUpWait / 2)
+	net.tick()
+	asker := net.addLeaf(2, "asker")
+	if r := asker.search("second late"); len(r.hits) != 0 {
+		t.Fatalf("found %v before the version it builds on", r.names())
+	}
+	if err := far.r.Handle(far.links[1], held[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"first late", "second late"} {
+		if r := asker.search(text); len(r.hits) != 1 {
+			t.Errorf("%q: found %v once both versions were in", text, r.names())
+		}
+	}
+	net.clock.Advance(2 * catchUpWait)
+	net.settleOneHop()
+	if got := via.got[protocol.TypeSummaryWant] - wants; got != 0 {
+		t.Errorf("%d whole filters asked for", got)
 	}
 	net.noErrors()
 }

@@ -113,7 +113,7 @@ func (r *Router) Tick() {
 		if hop != nil {
 			r.ownSummaryLocked(now, hop, gen)
 		}
-		r.oneHopTickLocked()
+		r.oneHopTickLocked(now)
 		msgs = append(msgs, r.directTickLocked(now)...)
 		msgs = append(msgs, r.flushSummariesLocked(now)...)
 	}
