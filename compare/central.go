@@ -1,6 +1,8 @@
 package compare
 
 import (
+	"time"
+
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 )
@@ -27,7 +29,11 @@ func (c *central) build(e *env) {
 	c.server = e.net.add(serverNode{c}, serverUplink)
 	for p := range e.wd.holds {
 		c.peers = append(c.peers, e.net.add(centralPeer{c, p}, peerUplink))
-		c.index(p)
+		if e.online[p] {
+			c.index(p)
+		} else {
+			e.net.kill(c.peers[p])
+		}
 	}
 }
 
@@ -56,10 +62,35 @@ func (c *central) ask(qi int, q *protocol.Query, from int) {
 	c.e.net.send(c.peers[from], c.server, qi, q)
 }
 
+// centralFailover is how long a standby server takes to take over the
+// address of one that died, and centralReconnect the spread of the peers'
+// reconnections to it.
+const (
+	centralFailover  = 30 * time.Second
+	centralReconnect = 5 * time.Second
+)
+
+// fail kills the server; a standby with an empty index takes over after
+// centralFailover, and every online peer reconnects and publishes again.
 func (c *central) fail(f failure) {
-	if f == centralDies {
-		c.e.net.kill(c.server)
+	if f != centralDies {
+		return
 	}
+	e := c.e
+	e.net.kill(c.server)
+	e.net.after(centralFailover, func() {
+		c.ix = index.New()
+		e.net.revive(c.server)
+		for p := range c.peers {
+			e.net.after(time.Duration(e.net.random().Int64N(int64(centralReconnect))), func() {
+				if e.online[p] {
+					for _, m := range e.publishes(p) {
+						e.net.send(c.peers[p], c.server, tagUpkeep, m)
+					}
+				}
+			})
+		}
+	})
 }
 
 func (*central) has(f failure) bool { return f == centralDies }

@@ -17,6 +17,13 @@ import (
 // postings (file, source). A query goes to the owner of its first word in
 // O(log N) hops over finger tables, and the owner answers with the files
 // whose names have every word.
+//
+// Upkeep is Chord's: every stabilizeEvery each peer stabilises with its
+// successor, checks its predecessor and fixes one finger by a lookup. A
+// finger that left stays in the table until fixed or found dead: a message
+// to it is lost, and the sender tries the next best finger after a timeout.
+// Successor pointers are taken as right (a peer's successor list covers
+// the departures within a stabilisation round).
 type dht struct {
 	Copies int
 
@@ -26,17 +33,33 @@ type dht struct {
 	at     []int                 // ids[i] belongs to peer at[i]
 	pos    []int                 // peer -> its index in ids
 	store  []map[int32][]posting // peer -> word -> postings
-	fing   [][]int               // peer -> fingers (peers), refreshed every fingerEvery
-	fingAt []time.Duration
+	fing   [][]finger            // peer -> its distinct fingers
+	fixAt  []int                 // peer -> the finger it fixes next
 	wordID map[string]int32
 	asker  map[protocol.QueryID]int // where a query's answer goes: the address a lookup carries
 }
 
 type posting struct{ file, src int32 }
 
-// fingerEvery is how often a peer rebuilds its finger table, as Chord's
-// periodic fix-fingers does; between rebuilds it skips fingers that left.
-const fingerEvery = time.Minute
+// finger is a shortcut: peer, believed the first at or after self + 2^bit.
+type finger struct {
+	peer int
+	bit  uint8
+}
+
+// Chord's upkeep: stabilize, check_predecessor and one fix_fingers every
+// 30 s per peer, the mean period of the Chord paper's experiments. A
+// lookup waits rpcTimeouts round trips for a finger that left before it
+// tries another: the timeout of an implementation that tracks each
+// finger's round trip.
+const (
+	stabilizeEvery = 30 * time.Second
+	rpcTimeouts    = 3
+)
+
+// chordRPC weighs what one Chord request or reply does: a ring ID, an
+// address and a header.
+var chordRPC = &protocol.Ping{Pad: make([]byte, 48)}
 
 func (*dht) Name() string { return "dht" }
 
@@ -60,18 +83,30 @@ func (d *dht) build(e *env) {
 		d.pos[x.p] = i
 	}
 	d.store = make([]map[int32][]posting, n)
-	d.fing = make([][]int, n)
-	d.fingAt = make([]time.Duration, n)
+	d.fing = make([][]finger, n)
+	d.fixAt = make([]int, n)
 	for p := 0; p < n; p++ {
 		d.nodes = append(d.nodes, e.net.add(dhtPeer{d, p}, peerUplink))
 		d.store[p] = map[int32][]posting{}
+		if !e.online[p] {
+			e.net.kill(d.nodes[p])
+		}
 	}
 	d.asker = map[protocol.QueryID]int{}
 	d.wordID = make(map[string]int32, len(e.wd.byWord))
 	for w := range e.wd.byWord {
 		d.wordID[word(w)] = int32(w)
 	}
+	for p := range d.fing {
+		if e.online[p] {
+			d.fing[p] = d.liveFingers(p)
+		}
+	}
+	e.everyPeer(stabilizeEvery, d.stabilize)
 	for p, files := range e.wd.holds {
+		if !e.online[p] {
+			continue
+		}
 		for _, f := range files {
 			for _, w := range e.wd.words[f] {
 				for _, r := range d.replicas(d.key(int32(w))) {
@@ -112,23 +147,84 @@ func (d *dht) onlineFrom(out []int, k ring.ID, n int) []int {
 	return out
 }
 
-// fingers are the peer's shortcuts: the first online peer at or after
-// self + 2^i, as of the last rebuild.
-func (d *dht) fingers(p int) []int {
-	now := d.e.net.Now()
-	if d.fing[p] != nil && now-d.fingAt[p] < fingerEvery {
-		return d.fing[p]
-	}
+// liveFingers are the peer's shortcuts as a fresh table has them: the
+// first online peer at or after self + 2^i, each peer once.
+func (d *dht) liveFingers(p int) []finger {
 	self := d.ids[d.pos[p]]
-	var out []int
+	var out []finger
 	for i := range 256 {
 		f := d.succ(addBit(self, i))
-		if f >= 0 && f != p && (len(out) == 0 || out[len(out)-1] != f) {
-			out = append(out, f)
+		if f >= 0 && f != p && (len(out) == 0 || out[len(out)-1].peer != f) {
+			out = append(out, finger{f, uint8(i)})
 		}
 	}
-	d.fing[p], d.fingAt[p] = out, now
 	return out
+}
+
+// stabilize is Chord's periodic upkeep of peer p.
+func (d *dht) stabilize(p int) {
+	e := d.e
+	// stabilize: ask the successor for its predecessor, then notify it;
+	// check_predecessor: a ping and its answer.
+	if s := d.replicasAfter(p); len(s) > 0 {
+		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[s[0]], d.nodes[p], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
+	}
+	if pr := d.predecessor(p); pr >= 0 {
+		e.net.charge(d.nodes[p], d.nodes[pr], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[pr], d.nodes[p], tagUpkeep, chordRPC)
+	}
+	// fix_fingers: one finger, by an iterative lookup of its target.
+	if fs := d.fing[p]; len(fs) > 0 {
+		i := d.fixAt[p] % len(fs)
+		d.fixAt[p]++
+		target := addBit(d.ids[d.pos[p]], int(fs[i].bit))
+		d.lookupCost(p, target)
+		if f := d.succ(target); f >= 0 && f != p {
+			fs[i].peer = f
+		}
+	}
+}
+
+// predecessor is the first online peer before p, or -1.
+func (d *dht) predecessor(p int) int {
+	for j := 1; j < len(d.ids); j++ {
+		if q := d.at[(d.pos[p]-j+len(d.ids))%len(d.ids)]; d.e.online[q] {
+			return q
+		}
+	}
+	return -1
+}
+
+// lookupCost charges an iterative lookup of k from p: a request and a reply
+// per hop over the current fingers, and a lost request for each finger that
+// left, which the asked node then drops.
+func (d *dht) lookupCost(p int, k ring.ID) {
+	e := d.e
+	at := p
+	for hops := 0; hops < 64; hops++ {
+		next, owner := d.next(at, k)
+		if next == at {
+			return
+		}
+		if !e.online[next] {
+			e.net.charge(d.nodes[p], d.nodes[next], tagUpkeep, chordRPC)
+			d.dropFinger(at, next)
+			continue
+		}
+		e.net.charge(d.nodes[p], d.nodes[next], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[next], d.nodes[p], tagUpkeep, chordRPC)
+		if owner {
+			return
+		}
+		at = next
+	}
+}
+
+// dropFinger takes a finger found dead out of p's table.
+func (d *dht) dropFinger(p, f int) {
+	d.fing[p] = slices.DeleteFunc(d.fing[p], func(x finger) bool { return x.peer == f })
 }
 
 // addBit is id + 2^bit, modulo 2^256.
@@ -155,22 +251,27 @@ func between(a, x, b ring.ID) bool {
 }
 
 // next is where p passes a message for k: the owner when its successor owns
-// k, else the online finger closest before k. Fingers that left are skipped,
-// as a timed-out finger would be, but at no cost in time.
+// k, else the finger closest before k, which may have left since p last
+// fixed it.
 func (d *dht) next(p int, k ring.ID) (int, bool) {
-	fs := d.fingers(p)
 	self := d.ids[d.pos[p]]
 	owner := d.succ(k)
 	if owner == p {
 		return p, true
 	}
-	for i := len(fs) - 1; i >= 0; i-- {
-		f := fs[i]
-		if d.e.online[f] && f != owner && between(self, d.ids[d.pos[f]], k) {
-			return f, false
+	best := -1
+	for _, f := range d.fing[p] {
+		if f.peer == owner || !between(self, d.ids[d.pos[f.peer]], k) {
+			continue
+		}
+		if best < 0 || between(d.ids[d.pos[best]], d.ids[d.pos[f.peer]], k) {
+			best = f.peer
 		}
 	}
-	return owner, true
+	if best < 0 {
+		return owner, true
+	}
+	return best, false
 }
 
 // up: the peer takes over the keys it now holds a copy of from the peers
@@ -178,7 +279,15 @@ func (d *dht) next(p int, k ring.ID) (int, bool) {
 func (d *dht) up(p int) {
 	e := d.e
 	e.net.revive(d.nodes[p])
-	d.fing[p] = nil
+	// Join: a lookup of its own ID through a peer it knows, then the
+	// successor's table copied as its first fingers.
+	if s := d.replicasAfter(p); len(s) > 0 {
+		d.lookupCost(s[0], d.ids[d.pos[p]])
+		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[s[0]], d.nodes[p], tagUpkeep, &protocol.Ping{Pad: make([]byte, 48*len(d.fing[s[0]]))})
+	}
+	d.fing[p] = d.liveFingers(p)
+	d.fixAt[p] = 0
 	// Its successors hand over the words whose replicas now include p.
 	for _, s := range d.replicasAfter(p) {
 		var give []int32
@@ -219,6 +328,7 @@ func (d *dht) replicasAfter(p int) []int {
 func (d *dht) down(p int) {
 	e := d.e
 	e.net.kill(d.nodes[p])
+	d.fing[p] = nil
 	held := d.store[p]
 	d.store[p] = map[int32][]posting{}
 	for _, w := range slices.Sorted(maps.Keys(held)) {
@@ -274,14 +384,33 @@ func (d *dht) sendPostings(from, to, tag int, w int32, ps []posting) {
 }
 
 // route passes m one hop toward the owner of k, or handles it at p when p
-// owns k.
+// owns k. A finger that left is found dead when the send times out; p drops
+// it and tries again.
 func (d *dht) route(p int, k ring.ID, tag int, m protocol.Message) {
 	next, _ := d.next(p, k)
 	if next == p {
 		d.handle(p, tag, m)
 		return
 	}
-	d.e.net.send(d.nodes[p], d.nodes[next], tag, m)
+	e := d.e
+	e.net.send(d.nodes[p], d.nodes[next], tag, m)
+	if !e.online[next] {
+		d.dropFinger(p, next)
+		e.net.after(rpcTimeouts*d.rtt(p, next), func() {
+			if e.online[p] {
+				d.route(p, k, tag, m)
+			}
+		})
+	}
+}
+
+// rtt is the modelled round trip between two peers, a second on a network
+// without a model.
+func (d *dht) rtt(a, b int) time.Duration {
+	if r := modelRTT(d.e.net, d.nodes[a], d.nodes[b]); r > 0 {
+		return r
+	}
+	return time.Second
 }
 
 func (d *dht) ask(qi int, q *protocol.Query, from int) {
@@ -350,8 +479,13 @@ func (d *dht) handle(p, tag int, m protocol.Message) {
 	}
 }
 
-func (*dht) fail(failure)     {}
-func (*dht) has(failure) bool { return false }
+func (d *dht) fail(f failure) {
+	if f == supernodesDie {
+		d.e.killShare(d)
+	}
+}
+
+func (*dht) has(f failure) bool { return f == supernodesDie }
 
 func (d *dht) state() []int {
 	out := make([]int, len(d.store))

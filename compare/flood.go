@@ -30,12 +30,40 @@ func (f *flood) build(e *env) {
 	for p := 0; p < n; p++ {
 		f.nodes = append(f.nodes, e.net.add(floodPeer{f, p}, peerUplink))
 		f.seen[p] = map[protocol.QueryID]int{}
+		if !e.online[p] {
+			e.net.kill(f.nodes[p])
+		}
 	}
+	e.everyPeer(pingEvery, f.ping)
 	rng := e.net.random()
 	for p := 0; p < n; p++ {
-		for tries := 0; len(f.nbrs[p]) < f.Degree && tries < 4*f.Degree; tries++ {
-			f.link(p, rng.IntN(n))
+		for tries := 0; e.online[p] && len(f.nbrs[p]) < f.Degree && tries < 4*f.Degree; tries++ {
+			if q := rng.IntN(n); e.online[q] {
+				f.link(p, q)
+			}
 		}
+	}
+}
+
+// Gnutella 0.6's ping/pong with pong caching: a peer pings each neighbour
+// every pingEvery and is answered from the neighbour's cache with
+// cachedPongs pongs of 37 bytes each (a 23-byte descriptor header, a port,
+// an IPv4 address, a file count and a size).
+const (
+	pingEvery   = 30 * time.Second
+	cachedPongs = 10
+)
+
+var (
+	gnutellaPing  = &protocol.Ping{Pad: make([]byte, 23)}
+	gnutellaPongs = &protocol.Ping{Pad: make([]byte, 37*cachedPongs)}
+)
+
+// ping is peer p's keepalive and host discovery round.
+func (f *flood) ping(p int) {
+	for _, q := range f.nbrs[p] {
+		f.e.net.charge(f.nodes[p], f.nodes[q], tagUpkeep, gnutellaPing)
+		f.e.net.charge(f.nodes[q], f.nodes[p], tagUpkeep, gnutellaPongs)
 	}
 }
 
@@ -110,8 +138,13 @@ func (f *flood) forget(p int, id protocol.QueryID) {
 	f.e.net.after(max(f.e.wd.w.QueryTimeout+time.Second, seenFor), func() { delete(f.seen[p], id) })
 }
 
-func (*flood) fail(failure)     {}
-func (*flood) has(failure) bool { return false }
+func (f *flood) fail(x failure) {
+	if x == supernodesDie {
+		f.e.killShare(f)
+	}
+}
+
+func (*flood) has(f failure) bool { return f == supernodesDie }
 
 func (f *flood) state() []int {
 	out := make([]int, len(f.nbrs))

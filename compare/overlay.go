@@ -107,7 +107,12 @@ func (o *overlay) build(e *env) {
 	o.of = make([]int, n)
 	for p := 0; p < n; p++ {
 		o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
-		o.attach(p, rng.IntN(ns))
+		if e.online[p] {
+			o.attach(p, rng.IntN(ns))
+		} else {
+			o.of[p] = -1
+			e.net.kill(o.peers[p])
+		}
 	}
 	// Summaries spread a hop a round: settle them as if long running,
 	// with the routers' clock moving on a round at a time.
@@ -354,14 +359,7 @@ func (o *overlay) rttFrom(i int) func(protocol.PeerID) time.Duration {
 
 // rtt is the modelled round trip between two nodes, 0 on a network without
 // a model (real QUIC).
-func (o *overlay) rtt(a, b NodeID) time.Duration {
-	if l, ok := o.e.net.(interface {
-		latency(a, b NodeID) time.Duration
-	}); ok {
-		return 2 * l.latency(a, b)
-	}
-	return 0
-}
+func (o *overlay) rtt(a, b NodeID) time.Duration { return modelRTT(o.e.net, a, b) }
 
 func snIndex(p protocol.PeerID) int {
 	if p[31] != 0x5b {

@@ -23,12 +23,15 @@ type Result struct {
 	// repairs.
 	UpkeepMsgs, UpkeepBytes uint64
 	// The node that sent and received the most messages, and its share of
-	// all messages delivered or sent.
-	BusiestMsgs  uint64
-	BusiestShare float64
-	StateMean    float64
-	StateMax     int
-	Failures     []FailureResult
+	// all messages delivered or sent; BusiestMsgsPerSec is its mean rate over
+	// the run, and BusiestBytesPerSec the highest mean rate of bytes sent
+	// and received of any node.
+	BusiestMsgs                           uint64
+	BusiestShare                          float64
+	BusiestMsgsPerSec, BusiestBytesPerSec float64
+	StateMean                             float64
+	StateMax                              int
+	Failures                              []FailureResult
 	// Timeline is the success rate in consecutive windows of the run.
 	Timeline []Point
 	// Window is the span "during" a failure covers and the timeline's step:
@@ -94,6 +97,9 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	if all > 0 {
 		r.BusiestShare = float64(r.BusiestMsgs) / float64(all)
 	}
+	secs := e.wd.w.Duration.Seconds()
+	r.BusiestMsgsPerSec = float64(r.BusiestMsgs) / secs
+	r.BusiestBytesPerSec = float64(slices.Max(append(net.stats().Bytes, 0))) / secs
 	st := d.state()
 	for _, s := range st {
 		r.StateMean += float64(s)

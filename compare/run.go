@@ -15,8 +15,9 @@ import (
 type design interface {
 	Name() string
 	// build makes the nodes in the steady state of a network that has been
-	// running: every peer online, attached and published, at no cost; the run
-	// then charges everything that happens.
+	// running: the peers online at the start (env.online) attached and
+	// published, the others down, at no cost; the run then charges
+	// everything that happens.
 	build(e *env)
 	up(p int)
 	down(p int)
@@ -38,7 +39,7 @@ const (
 )
 
 func (f failure) String() string {
-	return [...]string{"central server dies", "30% of supernodes die"}[f]
+	return [...]string{"central server dies (a standby takes over)", "30% of supernodes die (flooding, DHT: 30% of peers)"}[f]
 }
 
 // env is what a design is built in: the world, the network, which peers are
@@ -144,9 +145,7 @@ func run(d design, wd *world, o Options) (Result, error) {
 		net = newQuicNet(w.Seed+1, o.Log)
 	}
 	e := &env{wd: wd, net: net, online: make([]bool, w.Peers), byCID: make(map[protocol.ContentID]int32, len(wd.cids))}
-	for i := range e.online {
-		e.online[i] = true
-	}
+	copy(e.online, wd.startsOnline)
 	for f, c := range wd.cids {
 		e.byCID[c] = int32(f)
 	}
@@ -199,6 +198,38 @@ func run(d design, wd *world, o Options) (Result, error) {
 		return Result{}, err
 	}
 	return summarise(d, e, at), nil
+}
+
+// everyPeer calls fn for each online peer once every period (whole
+// seconds), the peers' turns spread over the period, from a second on.
+func (e *env) everyPeer(period time.Duration, fn func(p int)) {
+	n := max(1, int(period/time.Second))
+	var tick func(i int)
+	tick = func(i int) {
+		for p := i % n; p < len(e.online); p += n {
+			if e.online[p] {
+				fn(p)
+			}
+		}
+		e.net.after(time.Second, func() { tick(i + 1) })
+	}
+	e.net.after(time.Second, func() { tick(0) })
+}
+
+// killShare takes 30% of the online peers down at once, as a design's
+// failure where every peer serves: they leave as churn's departures do, and
+// come back at their next scheduled join.
+func (e *env) killShare(d design) {
+	var on []int
+	for p, up := range e.online {
+		if up {
+			on = append(on, p)
+		}
+	}
+	for _, i := range sample(e.net.random(), len(on), len(on)*3/10) {
+		e.online[on[i]] = false
+		d.down(on[i])
+	}
 }
 
 // liveHolder reports whether a peer other than asker holding f is online.

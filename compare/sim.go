@@ -30,6 +30,10 @@ type network interface {
 	// add makes a node with the given uplink (bytes/s).
 	add(h handler, upBW float64) NodeID
 	send(from, to NodeID, tag int, m protocol.Message)
+	// charge counts m as sent, and as received if to is alive, without
+	// delivering it: for a model's messages whose effect the model applies
+	// itself.
+	charge(from, to NodeID, tag int, m protocol.Message)
 	after(d time.Duration, fn func())
 	Now() time.Duration
 	// kill and revive change whether a node takes part: what is sent to or
@@ -42,8 +46,8 @@ type network interface {
 }
 
 // counters are what a network counts: per node, messages sent and received
-// and bytes sent; per tag (a query's index, or tagUpkeep), messages and
-// bytes sent.
+// (Msgs) and bytes sent and received (Bytes); per tag (a query's index, or
+// tagUpkeep), messages and bytes sent.
 type counters struct {
 	Msgs, Bytes       []uint64
 	tagMsgs, tagBytes map[int]uint64
@@ -63,6 +67,11 @@ func (c *counters) sent(from NodeID, tag int, size uint64) {
 	c.Bytes[from] += size
 	c.tagMsgs[tag]++
 	c.tagBytes[tag] += size
+}
+
+func (c *counters) received(to NodeID, size uint64) {
+	c.Msgs[to]++
+	c.Bytes[to] += size
 }
 
 // handler receives the messages sent to a node.
@@ -108,6 +117,7 @@ type event struct {
 	from NodeID
 	to   NodeID
 	tag  int
+	size uint64
 	m    protocol.Message
 	fn   func()
 }
@@ -161,8 +171,16 @@ func (n *Net) send(from, to NodeID, tag int, m protocol.Message) {
 	if !n.alive[from] {
 		return
 	}
-	// A message sent on to several neighbours is encoded once: designs do
-	// not change a message once sent.
+	size := n.size(m)
+	start := max(n.now, n.upAt[from])
+	n.upAt[from] = start + time.Duration(float64(size)/n.upBW[from]*float64(time.Second))
+	n.sent(from, tag, size)
+	n.push(event{at: n.upAt[from] + n.latency(from, to), from: from, to: to, tag: tag, size: size, m: m})
+}
+
+// size is m's encoded size. A message sent on to several neighbours is
+// encoded once: designs do not change a message once sent.
+func (n *Net) size(m protocol.Message) uint64 {
 	if m != n.lastMsg {
 		var err error
 		n.frame, err = protocol.AppendFrame(n.frame[:0], m)
@@ -171,11 +189,27 @@ func (n *Net) send(from, to NodeID, tag int, m protocol.Message) {
 		}
 		n.lastMsg, n.lastSize = m, uint64(len(n.frame))
 	}
-	size := n.lastSize
-	start := max(n.now, n.upAt[from])
-	n.upAt[from] = start + time.Duration(float64(size)/n.upBW[from]*float64(time.Second))
+	return n.lastSize
+}
+
+func (n *Net) charge(from, to NodeID, tag int, m protocol.Message) {
+	if !n.alive[from] {
+		return
+	}
+	size := n.size(m)
 	n.sent(from, tag, size)
-	n.push(event{at: n.upAt[from] + n.latency(from, to), from: from, to: to, tag: tag, m: m})
+	if n.alive[to] {
+		n.received(to, size)
+	}
+}
+
+// modelRTT is the modelled round trip between two nodes, 0 on a network
+// without a model (real QUIC).
+func modelRTT(n network, a, b NodeID) time.Duration {
+	if l, ok := n.(*Net); ok {
+		return 2 * l.latency(a, b)
+	}
+	return 0
 }
 
 // after runs fn d from now.
@@ -205,7 +239,7 @@ func (n *Net) run(until time.Duration) error {
 		if !n.alive[e.to] {
 			continue
 		}
-		n.Msgs[e.to]++
+		n.received(e.to, e.size)
 		n.nodes[e.to].receive(e.from, e.tag, e.m)
 	}
 	n.now = max(n.now, until)

@@ -101,6 +101,9 @@ type world struct {
 	holders [][]int32 // file -> peers
 	queries []query
 	churn   []churnEvent
+	// startsOnline is each peer's state when the run starts: churn in its
+	// steady state, where as many peers join as leave.
+	startsOnline []bool
 }
 
 type query struct {
@@ -197,7 +200,7 @@ func newWorld(w Workload) *world {
 		}
 		wd.queries = append(wd.queries, q)
 	}
-	wd.churn = churnSchedule(rng, w)
+	wd.churn, wd.startsOnline = churnSchedule(rng, w)
 	return wd
 }
 
@@ -255,26 +258,39 @@ func intersect(a, b []int32) []int32 {
 	return out
 }
 
-// churnSchedule: every peer starts online, part way through a session, and
-// then alternates sessions and gaps until the run ends.
-func churnSchedule(rng *rand.Rand, w Workload) []churnEvent {
+// churnSchedule gives each peer alternating sessions and gaps from long
+// before the run, so the run starts in churn's steady state: about
+// SessionMedian/(SessionMedian+OffMedian) of the peers online, each part way
+// through its session or gap, and as many joining as leaving. It returns
+// the events within the run and who is online at its start.
+func churnSchedule(rng *rand.Rand, w Workload) ([]churnEvent, []bool) {
 	logNormal := func(median time.Duration) time.Duration {
 		return time.Duration(float64(median) * math.Exp(rng.NormFloat64()))
 	}
+	// Ten mean cycles back: far enough that where a peer started is
+	// forgotten.
+	from := -10 * time.Duration(math.Exp(0.5)*float64(w.SessionMedian+w.OffMedian))
 	var out []churnEvent
+	online := make([]bool, w.Peers)
 	for p := 0; p < w.Peers; p++ {
-		t := time.Duration(rng.Float64() * float64(logNormal(w.SessionMedian)))
-		up := true
+		t := from
+		up := rng.IntN(2) == 0
 		for t < w.Duration {
-			out = append(out, churnEvent{at: t, peer: p, up: !up})
-			up = !up
+			var next time.Duration
 			if up {
-				t += logNormal(w.SessionMedian)
+				next = t + logNormal(w.SessionMedian)
 			} else {
-				t += logNormal(w.OffMedian)
+				next = t + logNormal(w.OffMedian)
 			}
+			if t <= 0 && next > 0 {
+				online[p] = up
+			}
+			if next > 0 && next < w.Duration {
+				out = append(out, churnEvent{at: next, peer: p, up: !up})
+			}
+			t, up = next, !up
 		}
 	}
 	slices.SortFunc(out, func(a, b churnEvent) int { return int(a.at - b.at) })
-	return out
+	return out, online
 }

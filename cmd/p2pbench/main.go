@@ -148,11 +148,11 @@ func contains(xs []string, x string) bool {
 
 func printTable(w io.Writer, res []compare.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "design\tmsgs/query\tp99\tbytes/query\tp99\trecall\tsuccess\tfirst hit p50\tp99\tlast hit p50\tbusiest node\tshare\tstate mean\tmax\tupkeep msgs\t")
+	fmt.Fprintln(tw, "design\tmsgs/query\tp99\tbytes/query\tp99\trecall\tsuccess\tfirst hit p50\tp99\tlast hit p50\tbusiest msgs/s\tB/s\tshare\tstate mean\tmax\tupkeep msgs\t")
 	for _, r := range res {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%v\t%v\t%v\t%d\t%.2f%%\t%.1f\t%d\t%d\t\n",
+		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%v\t%v\t%v\t%.1f\t%.0f\t%.2f%%\t%.1f\t%d\t%d\t\n",
 			r.Design, r.MsgsMean, r.MsgsP99, r.BytesMean, r.BytesP99, r.Recall, r.Success,
-			ms(r.FirstP50), ms(r.FirstP99), ms(r.LastP50), r.BusiestMsgs, 100*r.BusiestShare, r.StateMean, r.StateMax, r.UpkeepMsgs)
+			ms(r.FirstP50), ms(r.FirstP99), ms(r.LastP50), r.BusiestMsgsPerSec, r.BusiestBytesPerSec, 100*r.BusiestShare, r.StateMean, r.StateMax, r.UpkeepMsgs)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -187,7 +187,7 @@ func writeCSV(w io.Writer, res []compare.Result) error {
 	c := csv.NewWriter(w)
 	c.Write([]string{"design", "peers", "queries", "answerable", "msgs_mean", "msgs_p99", "bytes_mean", "bytes_p99",
 		"recall", "success", "first_hit_p50_ms", "first_hit_p99_ms", "last_hit_p50_ms", "busiest_msgs", "busiest_share",
-		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes",
+		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes", "busiest_msgs_per_s", "busiest_bytes_per_s",
 		// Success rates around the failures, empty when no query fell in the window.
 		"central_dies_before", "central_dies_during", "central_dies_after",
 		"supernodes_die_before", "supernodes_die_during", "supernodes_die_after"})
@@ -207,7 +207,8 @@ func writeCSV(w io.Writer, res []compare.Result) error {
 		c.Write(append([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
 			f(r.MsgsMean), f(r.MsgsP99), f(r.BytesMean), f(r.BytesP99), f(r.Recall), f(r.Success),
 			d(r.FirstP50), d(r.FirstP99), d(r.LastP50), strconv.FormatUint(r.BusiestMsgs, 10), f(r.BusiestShare),
-			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10)}, fails...))
+			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10),
+			f(r.BusiestMsgsPerSec), f(r.BusiestBytesPerSec)}, fails...))
 	}
 	c.Flush()
 	return c.Error()

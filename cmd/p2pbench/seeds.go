@@ -34,7 +34,8 @@ var seedMeasures = []struct {
 	{"msgs p99", func(r compare.Result) float64 { return r.MsgsP99 }, "%.0f"},
 	{"recall", func(r compare.Result) float64 { return r.Recall }, "%.3f"},
 	{"first hit p50 ms", func(r compare.Result) float64 { return float64(r.FirstP50) / float64(time.Millisecond) }, "%.0f"},
-	{"busiest msgs", func(r compare.Result) float64 { return float64(r.BusiestMsgs) }, "%.0f"},
+	{"busiest msgs/s", func(r compare.Result) float64 { return r.BusiestMsgsPerSec }, "%.1f"},
+	{"busiest B/s", func(r compare.Result) float64 { return r.BusiestBytesPerSec }, "%.0f"},
 	{"upkeep msgs", func(r compare.Result) float64 { return float64(r.UpkeepMsgs) }, "%.0f"},
 	{"success after SNs die", func(r compare.Result) float64 { return r.Failures[1].During }, "%.3f"},
 }
