@@ -143,9 +143,13 @@ func (s *Server) directUp(l *transport.Link) LinkID {
 	s.router.ContactUp(id, l.Peer)
 	s.wg.Add(1)
 	go s.readLoop(id, l, func() {
+		rtt, _ := l.RTT()
 		s.mu.Lock()
 		if c := s.contacts[l.Peer]; c != nil && c.id == id {
 			delete(s.contacts, l.Peer)
+		}
+		if rtt > 0 {
+			s.rememberRTTLocked(l.Peer, rtt)
 		}
 		s.mu.Unlock()
 		s.router.ContactDown(id)
@@ -153,7 +157,24 @@ func (s *Server) directUp(l *transport.Link) LinkID {
 	return id
 }
 
-// peerRTT is the round trip to supernode p over a link we have, or 0.
+// maxPastRTTs bounds the round trips remembered of closed direct links:
+// more than an overlay has supernodes.
+const maxPastRTTs = 1 << 14
+
+// rememberRTTLocked keeps the round trip last measured to supernode p; when
+// full, another entry goes, whichever the map gives first.
+func (s *Server) rememberRTTLocked(p protocol.PeerID, rtt time.Duration) {
+	if _, ok := s.pastRTT[p]; !ok && len(s.pastRTT) >= maxPastRTTs {
+		for q := range s.pastRTT {
+			delete(s.pastRTT, q)
+			break
+		}
+	}
+	s.pastRTT[p] = rtt
+}
+
+// peerRTT is the round trip to supernode p over a link we have, else the
+// last one measured on a direct link to it, or 0.
 func (s *Server) peerRTT(p protocol.PeerID) time.Duration {
 	s.mu.Lock()
 	id, ok := s.byPeer[p]
@@ -162,9 +183,10 @@ func (s *Server) peerRTT(p protocol.PeerID) time.Duration {
 			id, ok = c.id, true
 		}
 	}
+	past := s.pastRTT[p]
 	s.mu.Unlock()
 	if !ok {
-		return 0
+		return past
 	}
 	return s.linkRTT(id)
 }

@@ -178,6 +178,9 @@ type Server struct {
 	// being dialled, with the messages waiting for them.
 	contacts map[protocol.PeerID]*directLink
 	opening  map[protocol.PeerID][]protocol.Message
+	// pastRTT is the last round trip measured on a direct link since
+	// closed, by supernode: it ranks candidates we are not linked to.
+	pastRTT map[protocol.PeerID]time.Duration
 	// perAddr counts the leaves from each address block (see addrKey).
 	perAddr map[netip.Prefix]int
 	// pinging are the leaf links whose leaf pings us (every half second by
@@ -225,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 		links: make(map[LinkID]*transport.Link), byPeer: make(map[protocol.PeerID]LinkID),
 		leafOf:        make(map[protocol.PeerID]LinkID),
 		contacts:      make(map[protocol.PeerID]*directLink),
+		pastRTT:       make(map[protocol.PeerID]time.Duration),
 		opening:       make(map[protocol.PeerID][]protocol.Message),
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int),

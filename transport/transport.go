@@ -137,7 +137,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("transport: Identity and Conn are required")
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 15 * time.Second
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = cfg.IdleTimeout / 3
@@ -231,6 +231,9 @@ func resetKey(id *protocol.Identity) *quic.StatelessResetKey {
 	copy(k[:], b)
 	return &k
 }
+
+// DefaultIdleTimeout is Config.IdleTimeout's default.
+const DefaultIdleTimeout = 15 * time.Second
 
 // LeafIdleFactor times IdleTimeout is the idle timeout of a leaf's link to
 // its supernode (60 s at the default): thousands of idle leaves each send a
@@ -503,15 +506,23 @@ func (n *Node) Dial(ctx context.Context, addr string, expect protocol.PeerID, he
 	return n.DialAddr(ctx, ua, expect, hello)
 }
 
-// DialAddr is Dial for a resolved address.
+// DialAddr is Dial for a resolved address. A hello that asks for a direct
+// link (Hello.Direct) gets a quiet connection: no keep-alives, and closed
+// after LeafIdleFactor times IdleTimeout without traffic (what a listener
+// allows), so an idle direct link costs neither side anything.
 func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, hello *protocol.Hello) (*Link, *protocol.Welcome, error) {
-	return n.DialHello(ctx, addr, expect, hello.Role, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
+	return n.dialHello(ctx, addr, expect, hello.Role, hello.Direct, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
 }
 
 // DialHello is DialAddr with the hello made once the TLS handshake is done,
 // from its state: a relay binds its proof to the session this way. role is
 // the role the hello will claim, which sizes the connection.
 func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, role protocol.Role,
+	mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
+	return n.dialHello(ctx, addr, expect, role, false, mk)
+}
+
+func (n *Node) dialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, role protocol.Role, quiet bool,
 	mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
@@ -526,6 +537,9 @@ func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 		// then stays quiet, and only steps in for a leaf that does not ping.
 		qc.MaxIdleTimeout = LeafIdleFactor * n.cfg.IdleTimeout
 		qc.KeepAlivePeriod = LeafIdleFactor / 2 * n.cfg.IdleTimeout
+	}
+	if quiet {
+		qc.MaxIdleTimeout, qc.KeepAlivePeriod = LeafIdleFactor*n.cfg.IdleTimeout, 0
 	}
 	c, err := n.tr.Dial(ctx, addr, n.cfg.Identity.ClientTLS(expect), qc)
 	if err != nil {

@@ -349,3 +349,38 @@ func TestRestartedNodeResetsLostConnections(t *testing.T) {
 		t.Fatalf("link ended with %v, want a stateless reset", l.Err())
 	}
 }
+
+// A direct link sends no keep-alives: left idle, it closes after what the
+// listener allows, while a supernode link kept alive stays open.
+func TestDirectLinkClosesWhenIdle(t *testing.T) {
+	mk := func(listen bool) *Node {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{Identity: id, Conn: pc, Listen: listen, IdleTimeout: 100 * time.Millisecond,
+			Log: zerolog.New(zerolog.NewTestWriter(t))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	srv, cli := mk(true), mk(false)
+	kept := linkPair(t, cli, srv, &protocol.Hello{Role: protocol.RoleSupernode})
+	direct := linkPair(t, cli, srv, &protocol.Hello{Role: protocol.RoleSupernode, Direct: true})
+	select {
+	case <-direct.dialler.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle direct link stayed open 10 s")
+	}
+	select {
+	case <-kept.dialler.Done():
+		t.Fatal("a supernode link closed while its keep-alives ran")
+	default:
+	}
+}
