@@ -12,6 +12,7 @@ import (
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // overlay is the hierarchical supernode overlay: supernodes on hosted
@@ -48,9 +49,12 @@ type snode struct {
 	alive  bool
 	leaves int
 	// contacts are the supernodes linked for direct queries, least
-	// recently used first; at most supernode.MaxContacts, as in a real
-	// supernode.
+	// recently used first, and when each was last used; at most
+	// supernode.MaxContacts, as in a real supernode. met are those it has
+	// had a link with, whose round trip it remembers.
 	contacts []int
+	usedAt   []time.Duration
+	met      map[int]bool
 }
 
 type freeMsg struct {
@@ -287,7 +291,8 @@ func (o *overlay) tick(i int, d time.Duration) {
 
 func (o *overlay) state() []int {
 	var out []int
-	for _, s := range o.sns {
+	for i, s := range o.sns {
+		o.closeIdle(i)
 		if s.alive {
 			out = append(out, s.r.IndexedFiles()+len(s.nbrs)+s.r.Summaries()+len(s.contacts))
 		}
@@ -345,12 +350,12 @@ func (b snOutbox) Send(to supernode.LinkID, m protocol.Message) {
 var blankSig = make([]byte, 64)
 
 // rttFrom is what supernode i knows of the round trip to another: measured
-// on a link it has, unknown otherwise.
+// on a link it has or had, unknown otherwise.
 func (o *overlay) rttFrom(i int) func(protocol.PeerID) time.Duration {
 	return func(p protocol.PeerID) time.Duration {
 		j := snIndex(p)
 		s := o.sns[i]
-		if j < 0 || !slices.Contains(s.nbrs, j) && !slices.Contains(s.contacts, j) {
+		if j < 0 || !slices.Contains(s.nbrs, j) && !s.met[j] {
 			return 0
 		}
 		return o.rtt(s.node, o.sns[j].node)
@@ -378,25 +383,27 @@ func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	if j < 0 || j == b.i {
 		return
 	}
-	s := o.sns[b.i]
+	s, t := o.sns[b.i], o.sns[j]
 	if slices.Contains(s.nbrs, j) {
 		b.Send(snLink(j), m)
 		return
 	}
-	if k := slices.Index(s.contacts, j); k >= 0 {
-		s.contacts = append(slices.Delete(s.contacts, k, k+1), j)
+	o.closeIdle(b.i)
+	o.closeIdle(j)
+	if slices.Contains(s.contacts, j) {
+		o.used(b.i, j)
+		o.used(j, b.i)
 		b.Send(snLink(j), m)
 		return
 	}
 	if len(s.contacts) >= supernode.MaxContacts {
 		o.closeContact(b.i, s.contacts[0])
 	}
-	s.contacts = append(s.contacts, j)
-	t := o.sns[j]
-	t.contacts = append(t.contacts, b.i)
-	if len(t.contacts) > supernode.MaxContacts {
+	if len(t.contacts) >= supernode.MaxContacts {
 		o.closeContact(j, t.contacts[0])
 	}
+	o.used(b.i, j)
+	o.used(j, b.i)
 	s.r.ContactUp(snLink(j), snID(j))
 	t.r.ContactUp(snLink(b.i), snID(b.i))
 	net := o.e.net
@@ -411,14 +418,47 @@ func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	})
 }
 
+// directIdle is how long a direct link lasts without traffic: it sends no
+// keep-alives, and closes at the idle timeout a listener allows.
+const directIdle = transport.LeafIdleFactor * transport.DefaultIdleTimeout
+
+// forget takes supernode j out of s's contacts.
+func (s *snode) forget(j int) {
+	if k := slices.Index(s.contacts, j); k >= 0 {
+		s.contacts = slices.Delete(s.contacts, k, k+1)
+		s.usedAt = slices.Delete(s.usedAt, k, k+1)
+	}
+}
+
+// used moves j to the most recently used end of i's contacts, adding it.
+func (o *overlay) used(i, j int) {
+	s := o.sns[i]
+	s.forget(j)
+	s.contacts = append(s.contacts, j)
+	if s.met == nil {
+		s.met = map[int]bool{}
+	}
+	s.met[j] = true
+	s.usedAt = append(s.usedAt, o.e.net.Now())
+}
+
+// closeIdle closes supernode i's direct links that have been idle past
+// directIdle.
+func (o *overlay) closeIdle(i int) {
+	s := o.sns[i]
+	for len(s.contacts) > 0 && o.e.net.Now()-s.usedAt[0] >= directIdle {
+		o.closeContact(i, s.contacts[0])
+	}
+}
+
 // handshakePing weighs what a QUIC handshake packet does.
 var handshakePing = &protocol.Ping{Pad: make([]byte, 1180)}
 
 // closeContact closes the direct link between supernodes i and j.
 func (o *overlay) closeContact(i, j int) {
 	a, b := o.sns[i], o.sns[j]
-	a.contacts = slices.DeleteFunc(a.contacts, func(x int) bool { return x == j })
-	b.contacts = slices.DeleteFunc(b.contacts, func(x int) bool { return x == i })
+	a.forget(j)
+	b.forget(i)
 	if !slices.Contains(a.nbrs, j) {
 		a.r.ContactDown(snLink(j))
 		b.r.ContactDown(snLink(i))
