@@ -93,6 +93,8 @@ func (c *central) fail(f failure) {
 	})
 }
 
+func (*central) servingNodes() int { return 1 }
+
 func (*central) has(f failure) bool { return f == centralDies }
 
 func (c *central) state() []int {

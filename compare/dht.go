@@ -18,7 +18,7 @@ import (
 // O(log N) hops over finger tables, and the owner answers with the files
 // whose names have every word.
 //
-// Upkeep is Chord's: every stabilizeEvery each peer stabilises with its
+// Upkeep is Chord's: every Stabilize each peer stabilises with its
 // successor, checks its predecessor and fixes one finger by a lookup. A
 // finger that left stays in the table until fixed or found dead: a message
 // to it is lost, and the sender tries the next best finger after a timeout.
@@ -26,6 +26,8 @@ import (
 // the departures within a stabilisation round).
 type dht struct {
 	Copies int
+	// Stabilize is how often each peer runs Chord's upkeep.
+	Stabilize time.Duration
 
 	e      *env
 	nodes  []NodeID
@@ -47,15 +49,11 @@ type finger struct {
 	bit  uint8
 }
 
-// Chord's upkeep: stabilize, check_predecessor and one fix_fingers every
-// 30 s per peer, the mean period of the Chord paper's experiments. A
-// lookup waits rpcTimeouts round trips for a finger that left before it
+// A lookup waits rpcTimeouts round trips for a finger that left before it
 // tries another: the timeout of an implementation that tracks each
-// finger's round trip.
-const (
-	stabilizeEvery = 30 * time.Second
-	rpcTimeouts    = 3
-)
+// finger's round trip. (Stabilize defaults to 30 s, the mean period of the
+// Chord paper's experiments.)
+const rpcTimeouts = 3
 
 // chordRPC weighs what one Chord request or reply does: a ring ID, an
 // address and a header.
@@ -102,7 +100,7 @@ func (d *dht) build(e *env) {
 			d.fing[p] = d.liveFingers(p)
 		}
 	}
-	e.everyPeer(stabilizeEvery, d.stabilize)
+	e.everyPeer(d.Stabilize, d.stabilize)
 	for p, files := range e.wd.holds {
 		if !e.online[p] {
 			continue
@@ -167,20 +165,20 @@ func (d *dht) stabilize(p int) {
 	// stabilize: ask the successor for its predecessor, then notify it;
 	// check_predecessor: a ping and its answer.
 	if s := d.replicasAfter(p); len(s) > 0 {
-		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
-		e.net.charge(d.nodes[s[0]], d.nodes[p], tagUpkeep, chordRPC)
-		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[p], d.nodes[s[0]], tagLiveness, chordRPC)
+		e.net.charge(d.nodes[s[0]], d.nodes[p], tagLiveness, chordRPC)
+		e.net.charge(d.nodes[p], d.nodes[s[0]], tagLiveness, chordRPC)
 	}
 	if pr := d.predecessor(p); pr >= 0 {
-		e.net.charge(d.nodes[p], d.nodes[pr], tagUpkeep, chordRPC)
-		e.net.charge(d.nodes[pr], d.nodes[p], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[p], d.nodes[pr], tagLiveness, chordRPC)
+		e.net.charge(d.nodes[pr], d.nodes[p], tagLiveness, chordRPC)
 	}
 	// fix_fingers: one finger, by an iterative lookup of its target.
 	if fs := d.fing[p]; len(fs) > 0 {
 		i := d.fixAt[p] % len(fs)
 		d.fixAt[p]++
 		target := addBit(d.ids[d.pos[p]], int(fs[i].bit))
-		d.lookupCost(p, target)
+		d.lookupCost(p, target, tagLiveness)
 		if f := d.succ(target); f >= 0 && f != p {
 			fs[i].peer = f
 		}
@@ -200,7 +198,7 @@ func (d *dht) predecessor(p int) int {
 // lookupCost charges an iterative lookup of k from p: a request and a reply
 // per hop over the current fingers, and a lost request for each finger that
 // left, which the asked node then drops.
-func (d *dht) lookupCost(p int, k ring.ID) {
+func (d *dht) lookupCost(p int, k ring.ID, tag int) {
 	e := d.e
 	at := p
 	for hops := 0; hops < 64; hops++ {
@@ -209,12 +207,12 @@ func (d *dht) lookupCost(p int, k ring.ID) {
 			return
 		}
 		if !e.online[next] {
-			e.net.charge(d.nodes[p], d.nodes[next], tagUpkeep, chordRPC)
+			e.net.charge(d.nodes[p], d.nodes[next], tag, chordRPC)
 			d.dropFinger(at, next)
 			continue
 		}
-		e.net.charge(d.nodes[p], d.nodes[next], tagUpkeep, chordRPC)
-		e.net.charge(d.nodes[next], d.nodes[p], tagUpkeep, chordRPC)
+		e.net.charge(d.nodes[p], d.nodes[next], tag, chordRPC)
+		e.net.charge(d.nodes[next], d.nodes[p], tag, chordRPC)
 		if owner {
 			return
 		}
@@ -282,7 +280,7 @@ func (d *dht) up(p int) {
 	// Join: a lookup of its own ID through a peer it knows, then the
 	// successor's table copied as its first fingers.
 	if s := d.replicasAfter(p); len(s) > 0 {
-		d.lookupCost(s[0], d.ids[d.pos[p]])
+		d.lookupCost(s[0], d.ids[d.pos[p]], tagUpkeep)
 		e.net.charge(d.nodes[p], d.nodes[s[0]], tagUpkeep, chordRPC)
 		e.net.charge(d.nodes[s[0]], d.nodes[p], tagUpkeep, &protocol.Ping{Pad: make([]byte, 48*len(d.fing[s[0]]))})
 	}

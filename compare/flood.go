@@ -62,8 +62,8 @@ var (
 // ping is peer p's keepalive and host discovery round.
 func (f *flood) ping(p int) {
 	for _, q := range f.nbrs[p] {
-		f.e.net.charge(f.nodes[p], f.nodes[q], tagUpkeep, gnutellaPing)
-		f.e.net.charge(f.nodes[q], f.nodes[p], tagUpkeep, gnutellaPongs)
+		f.e.net.charge(f.nodes[p], f.nodes[q], tagLiveness, gnutellaPing)
+		f.e.net.charge(f.nodes[q], f.nodes[p], tagLiveness, gnutellaPongs)
 	}
 }
 

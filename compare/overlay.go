@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -27,11 +29,16 @@ type overlay struct {
 	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
 	MultiHop                              bool
+	// Probe is how often a leaf pings each of its supernodes.
+	Probe time.Duration
 
 	e     *env
 	sns   []*snode
 	peers []NodeID
-	of    []int // peer -> its supernode, -1 while it has none
+	// of are each peer's supernodes, primary first (up to peer's Attach),
+	// and pingAcc the pings owed to each, kept as fractions.
+	of      [][]int32
+	pingAcc [][]float32
 	// cur is the tag of the message a router is handling, for what it sends
 	// meanwhile; tags maps the query IDs routers chose to their query.
 	cur      int
@@ -39,6 +46,8 @@ type overlay struct {
 	building bool
 	free     []freeMsg // messages of the steady state, delivered at no cost
 	filters  filterCache
+	members  memberLists
+	liveSNs  int
 	settled  time.Duration // the routers' clock is this far ahead of the run's: the time building took
 }
 
@@ -55,6 +64,11 @@ type snode struct {
 	contacts []int
 	usedAt   []time.Duration
 	met      map[int]bool
+	// pingEvery is what the router asked its leaves for at pingAt.
+	pingEvery, pingAt time.Duration
+	// leafSet are its leaves, and rounds its member gossip rounds so far.
+	leafSet map[int]struct{}
+	rounds  int
 }
 
 type freeMsg struct {
@@ -67,8 +81,7 @@ const (
 	// snTickMulti batches multi-hop summaries: the supernodes tick every
 	// 250 ms, a cost those runs do not pay. One-hop runs tick as the
 	// supernode does, since the ticks also time query rounds out.
-	snTickMulti  = 5 * time.Second
-	failoverWait = time.Second // a leaf notices its supernode died
+	snTickMulti = 5 * time.Second
 )
 
 // snTick is how often a supernode ticks.
@@ -88,7 +101,7 @@ func (o *overlay) build(e *env) {
 	n := len(e.wd.holds)
 	ns := max(2, (n+o.PerSupernode-1)/o.PerSupernode)
 	for i := 0; i < ns; i++ {
-		s := &snode{alive: true}
+		s := &snode{alive: true, leafSet: map[int]struct{}{}}
 		s.node = e.net.add(snNode{o, i}, serverUplink)
 		s.r = supernode.NewRouter(supernode.RouterConfig{
 			SummaryBits: o.SummaryBits, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
@@ -102,22 +115,23 @@ func (o *overlay) build(e *env) {
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
+	o.liveSNs = ns
 	rng := e.net.random()
 	for i := range o.sns {
 		for tries := 0; len(o.sns[i].nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
 			o.linkSN(i, rng.IntN(ns))
 		}
 	}
-	o.of = make([]int, n)
+	o.of, o.pingAcc = make([][]int32, n), make([][]float32, n)
 	for p := 0; p < n; p++ {
 		o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
 		if e.online[p] {
-			o.attach(p, rng.IntN(ns))
+			o.fillSlots(p)
 		} else {
-			o.of[p] = -1
 			e.net.kill(o.peers[p])
 		}
 	}
+	e.everyPeer(time.Second, o.ping)
 	// Summaries spread a hop a round: settle them as if long running,
 	// with the routers' clock moving on a round at a time.
 	// Until a round sends nothing: a thousand whole filters take a few
@@ -141,6 +155,7 @@ func (o *overlay) build(e *env) {
 	o.building = false
 	for i := range o.sns {
 		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
+		o.gossip(i, time.Duration(i)*gossipEvery/time.Duration(ns))
 	}
 }
 
@@ -168,14 +183,23 @@ func (o *overlay) linkSN(i, j int) {
 	a.nbrs, b.nbrs = append(a.nbrs, j), append(b.nbrs, i)
 	a.r.NeighbourUp(snLink(j), snID(j))
 	b.r.NeighbourUp(snLink(i), snID(i))
+	if !o.building {
+		o.greet(i, b.node)
+		o.greet(j, a.node)
+	}
 }
 
 // attach makes peer p a leaf of supernode s and publishes its files: at no
 // cost while building, over the network after.
 func (o *overlay) attach(p, s int) {
 	e, sn := o.e, o.sns[s]
-	o.of[p] = s
+	o.of[p] = append(o.of[p], int32(s))
+	o.pingAcc[p] = append(o.pingAcc[p], 0)
 	sn.leaves++
+	sn.leafSet[p] = struct{}{}
+	if !o.building {
+		o.greet(s, o.peers[p]) // the member list, at once
+	}
 	sn.r.LeafUp(leafLink(p), supernode.LeafInfo{Peer: peerID(p), Addrs: []string{addr(p)}})
 	for _, m := range e.publishes(p) {
 		if o.building {
@@ -186,12 +210,129 @@ func (o *overlay) attach(p, s int) {
 	}
 }
 
-func (o *overlay) detach(p int) {
-	if s := o.of[p]; s >= 0 {
-		o.sns[s].leaves--
-		o.sns[s].r.LeafDown(leafLink(p))
-		o.of[p] = -1
+// fillSlots attaches peer p to live supernodes it is not attached to, up to
+// the peer's Attach, each picked at random as a leaf picks from its list.
+func (o *overlay) fillSlots(p int) {
+	for tries := 0; len(o.of[p]) < leafSlots && tries < 4*leafSlots; tries++ {
+		if s := o.liveSN(); s >= 0 && !slices.Contains(o.of[p], int32(s)) {
+			o.attach(p, s)
+		}
 	}
+}
+
+// leafSlots is how many supernodes a peer attaches to at once.
+var leafSlots = peer.DefaultConfig().Attach
+
+// detachFrom ends peer p's attachment to supernode s.
+func (o *overlay) detachFrom(p, s int) {
+	k := slices.Index(o.of[p], int32(s))
+	if k < 0 {
+		return
+	}
+	o.of[p] = slices.Delete(o.of[p], k, k+1)
+	o.pingAcc[p] = slices.Delete(o.pingAcc[p], k, k+1)
+	sn := o.sns[s]
+	sn.leaves--
+	delete(sn.leafSet, p)
+	sn.r.LeafDown(leafLink(p))
+}
+
+// Leaf pings, as the peer's liveness does them: to each supernode every
+// ProbeInterval, or as seldom as the supernode asks (Router.PingEvery),
+// with the pong naming the interval.
+var (
+	leafPing = &protocol.Ping{Seq: 1 << 20, Pad: make([]byte, protocol.PingPad)}
+	leafPong = &protocol.Pong{Seq: 1 << 20, Every: 15000}
+)
+
+// ping charges a second of peer p's pings to its supernodes.
+func (o *overlay) ping(p int) {
+	for k, s := range o.of[p] {
+		sn := o.sns[s]
+		if !sn.alive {
+			continue
+		}
+		if now := o.e.net.Now(); sn.pingAt != now || now == 0 {
+			sn.pingEvery, sn.pingAt = sn.r.PingEvery(), now
+		}
+		every := max(o.Probe, sn.pingEvery)
+		o.pingAcc[p][k] += float32(time.Second) / float32(every)
+		for ; o.pingAcc[p][k] >= 1; o.pingAcc[p][k]-- {
+			o.e.net.charge(o.peers[p], sn.node, tagLiveness, leafPing)
+			o.e.net.charge(sn.node, o.peers[p], tagLiveness, leafPong)
+		}
+	}
+}
+
+// Member gossip, as supernode.membership does it: every gossipEvery a
+// supernode sends its live list (at most protocol.MaxMembers entries) to
+// each supernode neighbour, and to its leaves every LeafMembersEvery
+// rounds or when a supernode died; a new neighbour or leaf gets it at
+// once.
+var gossipEvery = supernode.DefaultConfig().GossipInterval
+
+func (o *overlay) gossip(i int, d time.Duration) {
+	o.e.net.after(d, func() {
+		s := o.sns[i]
+		if !s.alive {
+			return
+		}
+		s.rounds++
+		m := o.members.list(o.liveSNs)
+		for _, j := range s.nbrs {
+			o.e.net.charge(s.node, o.sns[j].node, tagMembers, m)
+		}
+		if s.rounds%supernode.LeafMembersEvery == 0 {
+			o.toLeaves(i)
+		}
+		o.gossip(i, gossipEvery)
+	})
+}
+
+// toLeaves charges supernode i's member list to each of its leaves.
+func (o *overlay) toLeaves(i int) {
+	s := o.sns[i]
+	m := o.members.list(o.liveSNs)
+	for p := range s.leafSet {
+		o.e.net.charge(s.node, o.peers[p], tagMembers, m)
+	}
+}
+
+// greet charges supernode i's member list to a node just linked.
+func (o *overlay) greet(i int, to NodeID) {
+	o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.list(o.liveSNs))
+}
+
+// memberLists are members messages of real entries, one per length: what
+// is charged is their encoded size.
+type memberLists struct {
+	by    map[int]*protocol.Members
+	entry protocol.MemberRecord
+}
+
+func (ml *memberLists) list(live int) *protocol.Members {
+	n := min(live, protocol.MaxMembers)
+	if m := ml.by[n]; m != nil {
+		return m
+	}
+	if ml.by == nil {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			panic(err)
+		}
+		_, network, _ := ed25519.GenerateKey(nil)
+		ml.entry = protocol.MemberRecord{Addrs: []string{"203.0.113.70:6346"}, Beat: uint64(epoch.UnixMilli()),
+			Leaves: 150, Cap: 4000, Incarnation: uint64(epoch.UnixNano()),
+			Chain: protocol.Admit(network, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, epoch.AddDate(1, 0, 0))}
+		ml.entry.Sign(id)
+		ml.by = map[int]*protocol.Members{}
+	}
+	m := &protocol.Members{Members: make([]protocol.MemberRecord, n)}
+	for k := range m.Members {
+		m.Members[k] = ml.entry
+	}
+	ml.by[n] = m
+	return m
 }
 
 // liveSN picks a live supernode at random, as a leaf picks from its list.
@@ -211,19 +352,20 @@ func (o *overlay) liveSN() int {
 
 func (o *overlay) up(p int) {
 	o.e.net.revive(o.peers[p])
-	if s := o.liveSN(); s >= 0 {
-		o.attach(p, s)
-	}
+	o.fillSlots(p)
 }
 
 func (o *overlay) down(p int) {
 	o.e.net.kill(o.peers[p])
-	o.detach(p)
+	for len(o.of[p]) > 0 {
+		o.detachFrom(p, int(o.of[p][0]))
+	}
 }
 
+// ask sends the query to the peer's primary supernode.
 func (o *overlay) ask(qi int, q *protocol.Query, from int) {
-	if s := o.of[from]; s >= 0 {
-		o.e.net.send(o.peers[from], o.sns[s].node, qi, q)
+	if len(o.of[from]) > 0 {
+		o.e.net.send(o.peers[from], o.sns[o.of[from][0]].node, qi, q)
 	}
 }
 
@@ -235,6 +377,7 @@ func (o *overlay) fail(f failure) {
 	}
 	e := o.e
 	dead := sample(e.net.random(), len(o.sns), len(o.sns)*3/10)
+	o.liveSNs -= len(dead)
 	for _, i := range dead {
 		s := o.sns[i]
 		s.alive = false
@@ -252,7 +395,15 @@ func (o *overlay) fail(f failure) {
 		}
 	}
 	// The others take the dead off as their member entries stop: at the
-	// supernode's member timeout, within a gossip round or two.
+	// supernode's member timeout, within a gossip round or two, and
+	// send their leaves the changed list.
+	e.net.after(supernode.DefaultConfig().MemberTimeout, func() {
+		for i, s := range o.sns {
+			if s.alive {
+				o.toLeaves(i)
+			}
+		}
+	})
 	for _, i := range dead {
 		e.net.after(supernode.DefaultConfig().MemberTimeout+time.Duration(e.net.random().Int64N(int64(2*time.Second))), func() {
 			for _, s := range o.sns {
@@ -262,20 +413,28 @@ func (o *overlay) fail(f failure) {
 			}
 		})
 	}
-	for p, s := range o.of {
-		if s < 0 || o.sns[s].alive {
+	// A leaf notices that a supernode died after two of its pings go
+	// unanswered, drops it (the next slot becomes its primary) and
+	// attaches to another.
+	failoverWait := 2 * o.Probe
+	for p, ss := range o.of {
+		if !slices.ContainsFunc(ss, func(s int32) bool { return !o.sns[s].alive }) {
 			continue
 		}
-		o.of[p] = -1
 		e.net.after(failoverWait+time.Duration(e.net.random().Int64N(int64(failoverWait))), func() {
-			if e.online[p] && o.of[p] < 0 {
-				if s := o.liveSN(); s >= 0 {
-					o.attach(p, s)
+			for _, s := range slices.Clone(o.of[p]) {
+				if !o.sns[s].alive {
+					o.detachFrom(p, int(s))
 				}
+			}
+			if e.online[p] {
+				o.fillSlots(p)
 			}
 		})
 	}
 }
+
+func (o *overlay) servingNodes() int { return len(o.sns) }
 
 func (*overlay) has(f failure) bool { return f == supernodesDie }
 
@@ -332,6 +491,8 @@ func (b snOutbox) Send(to supernode.LinkID, m protocol.Message) {
 		tag = o.tagFor(m.ID)
 	case *protocol.QueryDone:
 		tag = o.tagFor(m.ID)
+	case *protocol.Summaries, *protocol.SummaryWant:
+		tag = tagSummaries
 	}
 	if to >= leafLinks {
 		j := int(to - leafLinks)
@@ -375,7 +536,8 @@ func snIndex(p protocol.PeerID) int {
 
 // SendDirect sends m to supernode `to` over a direct link, opened first
 // when there is none: the opening costs a QUIC handshake, two packets of
-// 1,200 bytes and a round trip before m leaves. At most
+// 1,200 bytes and a round trip before m leaves right behind the hello
+// (transport.DialEarly), and a hello and a welcome. At most
 // supernode.MaxContacts stay open; the least recently used closes.
 func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	o := b.o
@@ -407,8 +569,10 @@ func (b snOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
 	s.r.ContactUp(snLink(j), snID(j))
 	t.r.ContactUp(snLink(b.i), snID(b.i))
 	net := o.e.net
-	net.send(s.node, t.node, tagUpkeep, handshakePing)
-	net.send(t.node, s.node, tagUpkeep, handshakePing)
+	net.send(s.node, t.node, tagLinks, handshakePing)
+	net.send(t.node, s.node, tagLinks, handshakePing)
+	net.send(s.node, t.node, tagLinks, helloWeight)
+	net.send(t.node, s.node, tagLinks, helloWeight)
 	tag := o.cur
 	net.after(o.rtt(s.node, t.node), func() {
 		cur := o.cur
@@ -451,8 +615,12 @@ func (o *overlay) closeIdle(i int) {
 	}
 }
 
-// handshakePing weighs what a QUIC handshake packet does.
-var handshakePing = &protocol.Ping{Pad: make([]byte, 1180)}
+// handshakePing weighs what a QUIC handshake packet does, and helloWeight
+// what a supernode's hello or welcome with its membership chain does.
+var (
+	handshakePing = &protocol.Ping{Pad: make([]byte, 1180)}
+	helloWeight   = &protocol.Ping{Pad: make([]byte, 400)}
+)
 
 // closeContact closes the direct link between supernodes i and j.
 func (o *overlay) closeContact(i, j int) {

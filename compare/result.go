@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// UpkeepKinds are the kinds of upkeep a Result counts apart.
+var UpkeepKinds = upkeepKinds[:]
+
 // Result is what one design did with one workload.
 type Result struct {
 	Design string
@@ -20,8 +23,14 @@ type Result struct {
 	// Time to the first and the last useful hit, over the queries that had one.
 	FirstP50, FirstP99, LastP50 time.Duration
 	// Upkeep is what no query asked for: publishing, summaries, joins,
-	// repairs.
+	// repairs, pings, member gossip; Upkeep by kind (UpkeepKinds) too.
 	UpkeepMsgs, UpkeepBytes uint64
+	UpkeepKindMsgs          map[string]uint64
+	UpkeepKindBytes         map[string]uint64
+	// ServingNodes are the nodes that serve the others, which upkeep is
+	// shared by: the supernodes, the central server, or every online peer
+	// (at the end of the run) where all serve.
+	ServingNodes int
 	// The node that sent and received the most messages, and its share of
 	// all messages delivered or sent; BusiestMsgsPerSec is its mean rate over
 	// the run, and BusiestBytesPerSec the highest mean rate of bytes sent
@@ -35,8 +44,8 @@ type Result struct {
 	// Timeline is the success rate in consecutive windows of the run.
 	Timeline []Point
 	// Window is the span "during" a failure covers and the timeline's step:
-	// a minute, or a twentieth of a shorter run.
-	Window time.Duration
+	// a minute, or a twentieth of a shorter run. Duration is the run's.
+	Window, Duration time.Duration
 }
 
 // FailureResult is the success rate around one scheduled failure: in the
@@ -62,7 +71,7 @@ func window(run time.Duration) time.Duration { return min(time.Minute, run/20) }
 
 func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	rec, net := e.rec, e.net
-	r := Result{Design: d.Name(), Peers: len(e.online), Queries: len(rec.start)}
+	r := Result{Design: d.Name(), Peers: len(e.online), Queries: len(rec.start), Duration: e.wd.w.Duration}
 	var msgs, bytes []float64
 	var first, last []time.Duration
 	var recall float64
@@ -88,7 +97,22 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 	r.BytesMean, r.BytesP99 = meanP99(bytes)
 	r.FirstP50, r.FirstP99 = quantile(first, 0.5), quantile(first, 0.99)
 	r.LastP50 = quantile(last, 0.5)
-	r.UpkeepMsgs, r.UpkeepBytes = net.stats().tagMsgs[tagUpkeep], net.stats().tagBytes[tagUpkeep]
+	if sv, ok := d.(interface{ servingNodes() int }); ok {
+		r.ServingNodes = sv.servingNodes()
+	} else {
+		for _, on := range e.online {
+			if on {
+				r.ServingNodes++
+			}
+		}
+	}
+	r.UpkeepKindMsgs, r.UpkeepKindBytes = map[string]uint64{}, map[string]uint64{}
+	for i, kind := range upkeepKinds {
+		m, b := net.stats().tagMsgs[-1-i], net.stats().tagBytes[-1-i]
+		r.UpkeepMsgs += m
+		r.UpkeepBytes += b
+		r.UpkeepKindMsgs[kind], r.UpkeepKindBytes[kind] = m, b
+	}
 	var all uint64
 	for _, m := range net.stats().Msgs {
 		all += m
@@ -139,6 +163,12 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 		}
 	}
 	return r
+}
+
+// UpkeepPerNode is the upkeep per serving node per second of the run.
+func (r Result) UpkeepPerNode() (msgs, bytes float64) {
+	n := float64(max(r.ServingNodes, 1)) * max(r.Duration.Seconds(), 1)
+	return float64(r.UpkeepMsgs) / n, float64(r.UpkeepBytes) / n
 }
 
 func meanP99(xs []float64) (mean, p99 float64) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
@@ -200,10 +201,12 @@ func run(d design, wd *world, o Options) (Result, error) {
 	return summarise(d, e, at), nil
 }
 
-// everyPeer calls fn for each online peer once every period (whole
-// seconds), the peers' turns spread over the period, from a second on.
+// everyPeer calls fn for each online peer once every period, the peers'
+// turns spread over it a second at a time (a shorter period has them all
+// at once), from one step on.
 func (e *env) everyPeer(period time.Duration, fn func(p int)) {
-	n := max(1, int(period/time.Second))
+	step := min(period, time.Second)
+	n := max(1, int(period/step))
 	var tick func(i int)
 	tick = func(i int) {
 		for p := i % n; p < len(e.online); p += n {
@@ -211,9 +214,9 @@ func (e *env) everyPeer(period time.Duration, fn func(p int)) {
 				fn(p)
 			}
 		}
-		e.net.after(time.Second, func() { tick(i + 1) })
+		e.net.after(step, func() { tick(i + 1) })
 	}
-	e.net.after(time.Second, func() { tick(0) })
+	e.net.after(step, func() { tick(0) })
 }
 
 // killShare takes 30% of the online peers down at once, as a design's
@@ -253,6 +256,10 @@ type Options struct {
 	PerSupernode, Neighbours, SummaryBits int
 	// MultiHop routes the overlay's queries hop by hop, the older way.
 	MultiHop bool
+	// Probe is how often a leaf pings each of its supernodes (default the
+	// peer's ProbeInterval); a leaf notices a dead one after two. Stabilize
+	// is how often a DHT peer runs Chord's upkeep (default 30 s).
+	Probe, Stabilize time.Duration
 	// QUIC runs the designs over real QUIC links on loopback, in real time,
 	// instead of the simulated network: for small N (each node has its own
 	// socket).
@@ -267,10 +274,10 @@ func newDesign(name string, o Options) (design, error) {
 	case "central":
 		return &central{}, nil
 	case "dht":
-		return &dht{Copies: 3}, nil
+		return &dht{Copies: 3, Stabilize: cmp.Or(o.Stabilize, 30*time.Second)}, nil
 	case "supernode":
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16),
-			MultiHop: o.MultiHop}, nil
+			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval)}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)
 }

@@ -101,9 +101,22 @@ type Net struct {
 	counters
 }
 
-// tagUpkeep marks messages that serve no one query: publishing, summaries,
-// membership, repairs.
-const tagUpkeep = -1
+// Tags below zero mark messages that serve no one query, by kind:
+// tagUpkeep publishing, repairs and the rest; tagLiveness pings that
+// detect failures (a leaf's, Chord's stabilisation, Gnutella's ping/pong);
+// tagMembers the supernodes' member gossip; tagSummaries one-hop
+// summaries; tagLinks opening direct links.
+const (
+	tagUpkeep = -1 - iota
+	tagLiveness
+	tagMembers
+	tagSummaries
+	tagLinks
+	nUpkeepTags = iota
+)
+
+// upkeepKinds name the upkeep tags, by -1-tag.
+var upkeepKinds = [nUpkeepTags]string{"other", "liveness", "members", "summaries", "links"}
 
 // Link model.
 const (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -81,7 +82,18 @@ func (s *Server) dialDirect(to protocol.PeerID, addr string) {
 	defer cancel()
 	h := s.supernodeHello()
 	h.Direct = true
-	l, w, err := s.node.Dial(ctx, addr, to, h)
+	// What is queued now goes right behind the hello; what comes while the
+	// link opens, once it is up.
+	s.mu.Lock()
+	early := s.opening[to]
+	s.opening[to] = nil
+	s.mu.Unlock()
+	var l *transport.Link
+	var w *protocol.Welcome
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err == nil {
+		l, w, err = s.node.DialEarly(ctx, ua, to, h, early)
+	}
 	if err == nil {
 		if err = s.checkWelcome(l, w); err != nil {
 			l.Close(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))

@@ -18,11 +18,11 @@ import (
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// leafMembersEvery is how many gossip rounds pass between member lists to
+// LeafMembersEvery is how many gossip rounds pass between member lists to
 // leaves while the supernodes they list stay the same (a change goes out
 // at once), and dirSweepEvery between sweeps of the directory with the ring
 // unchanged.
-const leafMembersEvery, dirSweepEvery = 60, 10
+const LeafMembersEvery, dirSweepEvery = 60, 10
 
 // membershipConfig configures the membership core.
 type membershipConfig struct {
@@ -141,7 +141,7 @@ func (g *membership) Round(now time.Time) gossipRound {
 	// thousands of lists every few seconds.
 	view := leafView(live)
 	g.mu.Lock()
-	toLeaves := view != g.leafPrint || len(died) > 0 || rounds-g.leafAt >= leafMembersEvery
+	toLeaves := view != g.leafPrint || len(died) > 0 || rounds-g.leafAt >= LeafMembersEvery
 	if toLeaves {
 		g.leafPrint, g.leafAt = view, rounds
 	}

@@ -216,7 +216,7 @@ func TestMembershipNoEntryWithoutChain(t *testing.T) {
 }
 
 // Leaves get the list when the supernodes it names change, at once in a
-// round that saw a supernode die, and otherwise every leafMembersEvery
+// round that saw a supernode die, and otherwise every LeafMembersEvery
 // rounds: not every round, though every round changes the beats.
 func TestMembershipListsToLeaves(t *testing.T) {
 	net := chainNet(t, 3, 1)
@@ -250,18 +250,18 @@ func TestMembershipListsToLeaves(t *testing.T) {
 	if last := l.inbox[len(l.inbox)-1].(*protocol.Members); len(last.Members) != 3 {
 		t.Fatalf("the leaf's last list has %d entries, want 3", len(last.Members))
 	}
-	// With the ring settled, the next list waits leafMembersEvery rounds.
+	// With the ring settled, the next list waits LeafMembersEvery rounds.
 	settled := lists()
 	quiet := 0
 	for lists() == settled {
 		net.clock.Advance(time.Second)
 		net.gossip()
-		if quiet++; quiet > leafMembersEvery {
+		if quiet++; quiet > LeafMembersEvery {
 			t.Fatalf("no list to the leaf in %d settled rounds", quiet)
 		}
 	}
-	if quiet < leafMembersEvery-1 || lists() != settled+1 {
-		t.Fatalf("a list to the leaf after %d settled rounds (%d lists), want one after about %d", quiet, lists()-settled, leafMembersEvery)
+	if quiet < LeafMembersEvery-1 || lists() != settled+1 {
+		t.Fatalf("a list to the leaf after %d settled rounds (%d lists), want one after about %d", quiet, lists()-settled, LeafMembersEvery)
 	}
 	dead := net.nodes[2]
 	dead.down = true

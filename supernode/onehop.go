@@ -682,9 +682,15 @@ type direct struct {
 // foundFile is a file a direct query found: its sources so far, and the
 // summary hash of its content ID.
 type foundFile struct {
-	sources int
+	sources int // distinct, up to maxCounted
+	seen    map[protocol.PeerID]struct{}
 	hash    uint64
 }
+
+// maxCounted bounds the sources counted per file found: past any enough
+// the configuration may set, more tell nothing. A leaf attached to several
+// supernodes is found through each, and counts once.
+func (r *Router) maxCounted() int { return max(r.cfg.EnoughSources, r.cfg.EnoughSourcesByID) }
 
 // candidatesLocked are the supernodes whose summaries hold every key, the
 // nearest first, then the least loaded.
@@ -743,7 +749,7 @@ func (r *Router) startDirectLocked(id protocol.QueryID, p *pending, keys [][]byt
 	}
 	p.direct = &direct{cands: cands, asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
 		found: map[protocol.ContentID]*foundFile{}}
-	p.countSources(local)
+	p.countSources(local, r.maxCounted())
 	p.deadline = now.Add(r.cfg.DirectTimeout)
 	r.queries[id] = p
 	return r.nextRoundLocked(id, p, now), true
@@ -877,18 +883,25 @@ func (r *Router) directTickLocked(now time.Time) []outMsg {
 	return msgs
 }
 
-// countSources counts the sources of hits for a direct query.
-func (p *pending) countSources(hits []protocol.Hit) {
+// countSources counts the distinct sources of hits for a direct query, up
+// to limit per file.
+func (p *pending) countSources(hits []protocol.Hit, limit int) {
 	if p.direct == nil {
 		return
 	}
 	for _, h := range hits {
 		f := p.direct.found[h.ID]
 		if f == nil {
-			f = &foundFile{hash: index.Hash(h.ID[:])}
+			f = &foundFile{hash: index.Hash(h.ID[:]), seen: map[protocol.PeerID]struct{}{}}
 			p.direct.found[h.ID] = f
 		}
-		f.sources += len(h.Sources)
+		for _, s := range h.Sources {
+			if len(f.seen) >= limit {
+				break
+			}
+			f.seen[s.Peer] = struct{}{}
+		}
+		f.sources = len(f.seen)
 	}
 }
 

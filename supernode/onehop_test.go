@@ -345,6 +345,32 @@ func TestOneHopStopsWhenEnoughIsFound(t *testing.T) {
 	net.noErrors()
 }
 
+// A leaf attached to several supernodes is found through each, and counts
+// as one source: the query goes on until enough distinct ones are in.
+func TestOneHopCountsEachSourceOnce(t *testing.T) {
+	cfg := testRouterConfig()
+	cfg.EnoughSources = 2
+	net := newOneHopNet(t, 12, cfg)
+	net.ring()
+	// The same peer on supernodes 1 to 11, and a second holder on 11 only.
+	for i := 1; i < 12; i++ {
+		net.addLeaf(i, "everywhere").publish("hit single.mp3")
+	}
+	net.addLeaf(11, "second").publish("hit single.mp3")
+	net.settleOneHop()
+	r := net.addLeaf(0, "asker").search("hit single")
+	peers := map[protocol.PeerID]bool{}
+	for _, h := range r.hits {
+		for _, s := range h.Sources {
+			peers[s.Peer] = true
+		}
+	}
+	if len(peers) != 2 {
+		t.Errorf("found %d distinct sources, want both holders", len(peers))
+	}
+	net.noErrors()
+}
+
 // A candidate that does not answer holds its round up to RoundTimeout; the
 // next round goes on without it, and its late answer is still taken.
 func TestOneHopSilentCandidateTimesOut(t *testing.T) {

@@ -364,7 +364,7 @@ func (r *Router) relayHits(from LinkID, id protocol.QueryID, in []protocol.Hit) 
 	n := min(len(hits), p.limit-p.hits)
 	first := p.hits == 0
 	p.hits += n
-	p.countSources(hits[:n])
+	p.countSources(hits[:n], r.maxCounted())
 	if p.direct != nil && !first {
 		// The leaf has hits to show: the rest of the round goes in one
 		// frame when it ends.

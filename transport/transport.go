@@ -511,7 +511,15 @@ func (n *Node) Dial(ctx context.Context, addr string, expect protocol.PeerID, he
 // after LeafIdleFactor times IdleTimeout without traffic (what a listener
 // allows), so an idle direct link costs neither side anything.
 func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, hello *protocol.Hello) (*Link, *protocol.Welcome, error) {
-	return n.dialHello(ctx, addr, expect, hello.Role, hello.Direct, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
+	return n.DialEarly(ctx, addr, expect, hello, nil)
+}
+
+// DialEarly is DialAddr that sends early right behind the hello, before the
+// welcome is in: a round trip sooner than sending on the link Dial
+// returns. Should the listener refuse the hello, they are lost. Each must
+// be a message of the lowest version the hello offers.
+func (n *Node) DialEarly(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, hello *protocol.Hello, early []protocol.Message) (*Link, *protocol.Welcome, error) {
+	return n.dialHello(ctx, addr, expect, hello.Role, hello.Direct, early, func(tls.ConnectionState) (*protocol.Hello, error) { return hello, nil })
 }
 
 // DialHello is DialAddr with the hello made once the TLS handshake is done,
@@ -519,11 +527,11 @@ func (n *Node) DialAddr(ctx context.Context, addr *net.UDPAddr, expect protocol.
 // the role the hello will claim, which sizes the connection.
 func (n *Node) DialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, role protocol.Role,
 	mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
-	return n.dialHello(ctx, addr, expect, role, false, mk)
+	return n.dialHello(ctx, addr, expect, role, false, nil, mk)
 }
 
 func (n *Node) dialHello(ctx context.Context, addr *net.UDPAddr, expect protocol.PeerID, role protocol.Role, quiet bool,
-	mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
+	early []protocol.Message, mk func(tls.ConnectionState) (*protocol.Hello, error)) (*Link, *protocol.Welcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
 	defer cancel()
 	p := Control
@@ -570,6 +578,14 @@ func (n *Node) dialHello(ctx context.Context, addr *net.UDPAddr, expect protocol
 	hb, err := protocol.AppendFrame(nil, hello)
 	if err == nil && len(hb)-protocol.HeaderSize > protocol.MaxHelloSize {
 		err = fmt.Errorf("%w: hello of %d bytes (at most %d)", protocol.ErrFrameTooLarge, len(hb)-protocol.HeaderSize, protocol.MaxHelloSize)
+	}
+	for _, m := range early {
+		if err == nil {
+			err = protocol.CheckVersion(m.Type(), hello.MinVersion)
+		}
+		if err == nil {
+			hb, err = protocol.AppendFrame(hb, m)
+		}
 	}
 	if err != nil {
 		c.CloseWithError(CodeProtocol, "")

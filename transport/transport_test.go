@@ -384,3 +384,44 @@ func TestDirectLinkClosesWhenIdle(t *testing.T) {
 	default:
 	}
 }
+
+// Messages given to DialEarly reach the listener's link behind the hello,
+// in order, before anything sent on the returned link.
+func TestDialEarlySendsBehindHello(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan *Link, 1)
+	go func() {
+		in, err := srv.Accept(ctx)
+		if err != nil {
+			got <- nil
+			return
+		}
+		l, _ := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode})
+		got <- l
+	}()
+	early := []protocol.Message{&protocol.Ping{Seq: 1}, &protocol.Ping{Seq: 2}}
+	dl, _, err := cli.DialEarly(ctx, srv.Addr(), srv.Identity().ID, &protocol.Hello{Role: protocol.RoleSupernode}, early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close(nil)
+	if err := dl.Send(&protocol.Ping{Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	ll := <-got
+	if ll == nil {
+		t.Fatal("not accepted")
+	}
+	defer ll.Close(nil)
+	for want := uint64(1); want <= 3; want++ {
+		m, err := recvOne(t, ll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := m.(*protocol.Ping); !ok || p.Seq != want {
+			t.Fatalf("got %T %+v, want ping %d", m, m, want)
+		}
+	}
+}

@@ -129,6 +129,8 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.IntVar(&opts.FloodTTL, "flood-ttl", 7, "TTL of a flooded query")
 	f.IntVar(&perSN, "per-supernode", 100, "peers per supernode")
 	f.IntVar(&nbr, "neighbours", 8, "links per supernode")
+	f.DurationVar(&opts.Probe, "probe", 0, "how often a leaf pings each of its supernodes (default the peer's, 500ms)")
+	f.DurationVar(&opts.Stabilize, "dht-stabilize", 0, "how often a DHT peer runs Chord's stabilisation (default 30s)")
 	f.BoolVar(&opts.MultiHop, "multi-hop", false, "route the overlay's queries hop by hop through attenuated summaries, the older way, instead of in one hop")
 	f.BoolVar(&opts.QUIC, "quic", false, "run over real QUIC links on loopback, in real time, instead of the simulated network (a few hundred peers at most; set --duration)")
 	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
@@ -148,11 +150,28 @@ func contains(xs []string, x string) bool {
 
 func printTable(w io.Writer, res []compare.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "design\tmsgs/query\tp99\tbytes/query\tp99\trecall\tsuccess\tfirst hit p50\tp99\tlast hit p50\tbusiest msgs/s\tB/s\tshare\tstate mean\tmax\tupkeep msgs\t")
+	fmt.Fprintln(tw, "design\tmsgs/query\tp99\tbytes/query\tp99\trecall\tsuccess\tfirst hit p50\tp99\tlast hit p50\tbusiest msgs/s\tB/s\tshare\tstate mean\tmax\tupkeep/node msgs/s\tB/s\t")
 	for _, r := range res {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%v\t%v\t%v\t%.1f\t%.0f\t%.2f%%\t%.1f\t%d\t%d\t\n",
+		um, ub := r.UpkeepPerNode()
+		fmt.Fprintf(tw, "%s\t%.1f\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%v\t%v\t%v\t%.1f\t%.0f\t%.2f%%\t%.1f\t%d\t%.2f\t%.0f\t\n",
 			r.Design, r.MsgsMean, r.MsgsP99, r.BytesMean, r.BytesP99, r.Recall, r.Success,
-			ms(r.FirstP50), ms(r.FirstP99), ms(r.LastP50), r.BusiestMsgsPerSec, r.BusiestBytesPerSec, 100*r.BusiestShare, r.StateMean, r.StateMax, r.UpkeepMsgs)
+			ms(r.FirstP50), ms(r.FirstP99), ms(r.LastP50), r.BusiestMsgsPerSec, r.BusiestBytesPerSec, 100*r.BusiestShare, r.StateMean, r.StateMax, um, ub)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "upkeep B/s per serving node\tnodes\t")
+	for _, k := range compare.UpkeepKinds {
+		fmt.Fprintf(tw, "%s\t", k)
+	}
+	fmt.Fprintln(tw)
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%d\t", r.Design, r.ServingNodes)
+		n := float64(max(r.ServingNodes, 1)) * r.Duration.Seconds()
+		for _, k := range compare.UpkeepKinds {
+			fmt.Fprintf(tw, "%.0f\t", float64(r.UpkeepKindBytes[k])/n)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -188,6 +207,8 @@ func writeCSV(w io.Writer, res []compare.Result) error {
 	c.Write([]string{"design", "peers", "queries", "answerable", "msgs_mean", "msgs_p99", "bytes_mean", "bytes_p99",
 		"recall", "success", "first_hit_p50_ms", "first_hit_p99_ms", "last_hit_p50_ms", "busiest_msgs", "busiest_share",
 		"state_mean", "state_max", "upkeep_msgs", "upkeep_bytes", "busiest_msgs_per_s", "busiest_bytes_per_s",
+		"serving_nodes", "upkeep_msgs_per_node_s", "upkeep_bytes_per_node_s",
+		"upkeep_bytes_other", "upkeep_bytes_liveness", "upkeep_bytes_members", "upkeep_bytes_summaries", "upkeep_bytes_links",
 		// Success rates around the failures, empty when no query fell in the window.
 		"central_dies_before", "central_dies_during", "central_dies_after",
 		"supernodes_die_before", "supernodes_die_during", "supernodes_die_after"})
@@ -199,16 +220,24 @@ func writeCSV(w io.Writer, res []compare.Result) error {
 		}
 		return f(x)
 	}
+	kinds := func(r compare.Result) []string {
+		var out []string
+		for _, k := range compare.UpkeepKinds {
+			out = append(out, strconv.FormatUint(r.UpkeepKindBytes[k], 10))
+		}
+		return out
+	}
 	for _, r := range res {
+		um, ub := r.UpkeepPerNode()
 		var fails []string
 		for _, fr := range r.Failures {
 			fails = append(fails, rate(fr.Before), rate(fr.During), rate(fr.After))
 		}
-		c.Write(append([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
+		c.Write(append(append([]string{r.Design, strconv.Itoa(r.Peers), strconv.Itoa(r.Queries), strconv.Itoa(r.Answerable),
 			f(r.MsgsMean), f(r.MsgsP99), f(r.BytesMean), f(r.BytesP99), f(r.Recall), f(r.Success),
 			d(r.FirstP50), d(r.FirstP99), d(r.LastP50), strconv.FormatUint(r.BusiestMsgs, 10), f(r.BusiestShare),
 			f(r.StateMean), strconv.Itoa(r.StateMax), strconv.FormatUint(r.UpkeepMsgs, 10), strconv.FormatUint(r.UpkeepBytes, 10),
-			f(r.BusiestMsgsPerSec), f(r.BusiestBytesPerSec)}, fails...))
+			f(r.BusiestMsgsPerSec), f(r.BusiestBytesPerSec), strconv.Itoa(r.ServingNodes), f(um), f(ub)}, kinds(r)...), fails...))
 	}
 	c.Flush()
 	return c.Error()
