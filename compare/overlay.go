@@ -29,8 +29,9 @@ type overlay struct {
 	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
 	MultiHop                              bool
-	// Probe is how often a leaf pings each of its supernodes.
-	Probe time.Duration
+	// Probe is how often a leaf pings each of its supernodes; Gossip the
+	// supernodes' gossip interval, and MemberTimeout their member timeout.
+	Probe, Gossip, MemberTimeout time.Duration
 
 	e     *env
 	sns   []*snode
@@ -155,7 +156,7 @@ func (o *overlay) build(e *env) {
 	o.building = false
 	for i := range o.sns {
 		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
-		o.gossip(i, time.Duration(i)*gossipEvery/time.Duration(ns))
+		o.gossip(i, time.Duration(i)*o.Gossip/time.Duration(ns))
 	}
 }
 
@@ -264,13 +265,11 @@ func (o *overlay) ping(p int) {
 	}
 }
 
-// Member gossip, as supernode.membership does it: every gossipEvery a
+// Member gossip, as supernode.membership does it: every Gossip a
 // supernode sends its live list (at most protocol.MaxMembers entries) to
 // each supernode neighbour, and to its leaves every LeafMembersEvery
 // rounds or when a supernode died; a new neighbour or leaf gets it at
 // once.
-var gossipEvery = supernode.DefaultConfig().GossipInterval
-
 func (o *overlay) gossip(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		s := o.sns[i]
@@ -285,7 +284,7 @@ func (o *overlay) gossip(i int, d time.Duration) {
 		if s.rounds%supernode.LeafMembersEvery == 0 {
 			o.toLeaves(i)
 		}
-		o.gossip(i, gossipEvery)
+		o.gossip(i, o.Gossip)
 	})
 }
 
@@ -397,7 +396,7 @@ func (o *overlay) fail(f failure) {
 	// The others take the dead off as their member entries stop: at the
 	// supernode's member timeout, within a gossip round or two, and
 	// send their leaves the changed list.
-	e.net.after(supernode.DefaultConfig().MemberTimeout, func() {
+	e.net.after(o.MemberTimeout, func() {
 		for i, s := range o.sns {
 			if s.alive {
 				o.toLeaves(i)
@@ -405,7 +404,7 @@ func (o *overlay) fail(f failure) {
 		}
 	})
 	for _, i := range dead {
-		e.net.after(supernode.DefaultConfig().MemberTimeout+time.Duration(e.net.random().Int64N(int64(2*time.Second))), func() {
+		e.net.after(o.MemberTimeout+time.Duration(e.net.random().Int64N(int64(2*o.Gossip))), func() {
 			for _, s := range o.sns {
 				if s.alive {
 					s.r.SupernodeGone(snID(i))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/supernode"
 )
 
 // design is one architecture's node logic over the simulated network.
@@ -257,9 +258,11 @@ type Options struct {
 	// MultiHop routes the overlay's queries hop by hop, the older way.
 	MultiHop bool
 	// Probe is how often a leaf pings each of its supernodes (default the
-	// peer's ProbeInterval); a leaf notices a dead one after two. Stabilize
-	// is how often a DHT peer runs Chord's upkeep (default 30 s).
-	Probe, Stabilize time.Duration
+	// peer's ProbeInterval); a leaf notices a dead one after two. Gossip is
+	// the supernodes' gossip interval (default theirs), and their member
+	// timeout keeps its default ratio to it. Stabilize is how often a DHT
+	// peer runs Chord's upkeep (default 30 s).
+	Probe, Gossip, Stabilize time.Duration
 	// QUIC runs the designs over real QUIC links on loopback, in real time,
 	// instead of the simulated network: for small N (each node has its own
 	// socket).
@@ -276,8 +279,11 @@ func newDesign(name string, o Options) (design, error) {
 	case "dht":
 		return &dht{Copies: 3, Stabilize: cmp.Or(o.Stabilize, 30*time.Second)}, nil
 	case "supernode":
+		snc := supernode.DefaultConfig()
+		gossip := cmp.Or(o.Gossip, snc.GossipInterval)
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16),
-			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval)}, nil
+			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval),
+			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)
 }
