@@ -606,7 +606,10 @@
 //
 // From v8 every supernode keeps the one-hop summary of every other live supernode:
 // one Bloom filter (the format of Summaries) of the keys of its own leaves' files,
-// sized for its key count at about 1% false positives. Its origin issues a new
+// sized for its key count at about 1% false positives. A version may keep the bits
+// of keys that left for a few minutes (five in this implementation), so most diffs
+// only set bits; a receiver asks such a supernode a query it cannot answer, nothing
+// worse. Its origin issues a new
 // version when its index changed, at most every few seconds, and signs it: ed25519
 // over "supernet one-hop summary v1\x00", the origin's peer ID, the incarnation and
 // the version as big-endian uint64s, and the SHA-256 of the filter's encoding. The
@@ -618,10 +621,13 @@
 // newer than its own passes it on to a few of its other neighbours (three in this
 // implementation), batched in one summaries frame per link and second. A version whose
 // diff applies to the version held, or that carries the whole filter, and whose
-// signature checks, is taken; an older or equal one is dropped. A diff that does
-// not apply (the base is not the version held) or does not check is answered with
-// a summary_want for the origin, and the neighbour sends the whole filter of its
-// current version. A supernode sends a new neighbour announcements of every version
+// signature checks, is taken; an older or equal one is dropped. A diff whose base
+// is newer than the version held, or an announcement of a newer version, may be
+// held for a few seconds (three here) while the missing version comes by another
+// path; a diff that still does not apply, or does not check, is answered with a
+// summary_want for the origin, and the neighbour sends the whole filter of its
+// current version. A direct query may travel right behind the hello of the link
+// opened for it, before the welcome. A supernode sends a new neighbour announcements of every version
 // it holds, and the neighbour wants those it lacks; the same announcements go to
 // one neighbour every few ticks, so a version missed for any reason is repaired.
 //

@@ -22,6 +22,14 @@ type pair struct {
 // linkPair dials srv from cli with hello and returns both ends.
 func linkPair(t *testing.T, cli, srv *Node, hello *protocol.Hello) pair {
 	t.Helper()
+	return linkPairWith(t, srv, hello, func(ctx context.Context) (*Link, *protocol.Welcome, error) {
+		return cli.Dial(ctx, srv.Addr().String(), srv.Identity().ID, hello)
+	})
+}
+
+// linkPairWith is linkPair with the dial done by dial.
+func linkPairWith(t *testing.T, srv *Node, hello *protocol.Hello, dial func(context.Context) (*Link, *protocol.Welcome, error)) pair {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := make(chan *Link, 1)
@@ -34,7 +42,7 @@ func linkPair(t *testing.T, cli, srv *Node, hello *protocol.Hello) pair {
 		l, _ := in.Accept(&protocol.Welcome{Role: hello.Role.Listener()})
 		got <- l
 	}()
-	dl, _, err := cli.Dial(ctx, srv.Addr().String(), srv.Identity().ID, hello)
+	dl, _, err := dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

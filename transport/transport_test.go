@@ -15,7 +15,10 @@ import (
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
-func newNode(t *testing.T, listen bool) *Node {
+func newNode(t *testing.T, listen bool) *Node { return newNodeWith(t, Config{Listen: listen}) }
+
+// newNodeWith is a node on loopback made from cfg, with a fresh identity.
+func newNodeWith(t *testing.T, cfg Config) *Node {
 	t.Helper()
 	id, err := protocol.GenerateIdentity()
 	if err != nil {
@@ -25,7 +28,8 @@ func newNode(t *testing.T, listen bool) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(Config{Identity: id, Conn: pc, Listen: listen, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	cfg.Identity, cfg.Conn, cfg.Log = id, pc, zerolog.New(zerolog.NewTestWriter(t))
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,24 +357,8 @@ func TestRestartedNodeResetsLostConnections(t *testing.T) {
 // A direct link sends no keep-alives: left idle, it closes after what the
 // listener allows, while a supernode link kept alive stays open.
 func TestDirectLinkClosesWhenIdle(t *testing.T) {
-	mk := func(listen bool) *Node {
-		id, err := protocol.GenerateIdentity()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := New(Config{Identity: id, Conn: pc, Listen: listen, IdleTimeout: 100 * time.Millisecond,
-			Log: zerolog.New(zerolog.NewTestWriter(t))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	srv, cli := mk(true), mk(false)
+	srv := newNodeWith(t, Config{Listen: true, IdleTimeout: 100 * time.Millisecond})
+	cli := newNodeWith(t, Config{IdleTimeout: 100 * time.Millisecond})
 	kept := linkPair(t, cli, srv, &protocol.Hello{Role: protocol.RoleSupernode})
 	direct := linkPair(t, cli, srv, &protocol.Hello{Role: protocol.RoleSupernode, Direct: true})
 	select {
@@ -389,38 +377,20 @@ func TestDirectLinkClosesWhenIdle(t *testing.T) {
 // in order, before anything sent on the returned link.
 func TestDialEarlySendsBehindHello(t *testing.T) {
 	srv, cli := newNode(t, true), newNode(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got := make(chan *Link, 1)
-	go func() {
-		in, err := srv.Accept(ctx)
-		if err != nil {
-			got <- nil
-			return
-		}
-		l, _ := in.Accept(&protocol.Welcome{Role: protocol.RoleSupernode})
-		got <- l
-	}()
+	hello := &protocol.Hello{Role: protocol.RoleSupernode}
 	early := []protocol.Message{&protocol.Ping{Seq: 1}, &protocol.Ping{Seq: 2}}
-	dl, _, err := cli.DialEarly(ctx, srv.Addr(), srv.Identity().ID, &protocol.Hello{Role: protocol.RoleSupernode}, early)
-	if err != nil {
+	p := linkPairWith(t, srv, hello, func(ctx context.Context) (*Link, *protocol.Welcome, error) {
+		return cli.DialEarly(ctx, srv.Addr(), srv.Identity().ID, hello, early)
+	})
+	if err := p.dialler.Send(&protocol.Ping{Seq: 3}); err != nil {
 		t.Fatal(err)
 	}
-	defer dl.Close(nil)
-	if err := dl.Send(&protocol.Ping{Seq: 3}); err != nil {
-		t.Fatal(err)
-	}
-	ll := <-got
-	if ll == nil {
-		t.Fatal("not accepted")
-	}
-	defer ll.Close(nil)
 	for want := uint64(1); want <= 3; want++ {
-		m, err := recvOne(t, ll)
+		m, err := recvOne(t, p.listener)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p, ok := m.(*protocol.Ping); !ok || p.Seq != want {
+		if ping, ok := m.(*protocol.Ping); !ok || ping.Seq != want {
 			t.Fatalf("got %T %+v, want ping %d", m, m, want)
 		}
 	}
