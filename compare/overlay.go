@@ -28,6 +28,7 @@ type overlay struct {
 	// how many supernode links each keeps; SummaryBits the size of every
 	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
+	SummaryFP                             float64
 	MultiHop                              bool
 	// Probe is how often a leaf pings each of its supernodes; Gossip the
 	// supernodes' gossip interval, and MemberTimeout their member timeout.
@@ -105,7 +106,7 @@ func (o *overlay) build(e *env) {
 		s := &snode{alive: true, leafSet: map[int]struct{}{}}
 		s.node = e.net.add(snNode{o, i}, serverUplink)
 		s.r = supernode.NewRouter(supernode.RouterConfig{
-			SummaryBits: o.SummaryBits, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
+			SummaryBits: o.SummaryBits, SummaryFP: o.SummaryFP, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
 			ID: snID(i), Now: func() time.Time { return epoch.Add(o.settled + e.net.Now()) }, Log: zerolog.Nop(),
 			Rand: routerRand(e.wd.w.Seed, i), MultiHop: o.MultiHop, Incarnation: 1,
 			// Summaries are signed at their real size but not checked: no

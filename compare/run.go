@@ -253,8 +253,11 @@ var Designs = []string{"supernode", "flooding", "central", "dht"}
 type Options struct {
 	FloodDegree, FloodTTL int // default 4 and 7, Gnutella 0.4's
 	// PerSupernode (default 100) peers per supernode, Neighbours (8) links
-	// per supernode, SummaryBits (2^16) per summary level.
+	// per supernode, SummaryBits (2^16) per multi-hop summary level;
+	// SummaryFP the false positive rate one-hop summaries are sized for
+	// (default the router's).
 	PerSupernode, Neighbours, SummaryBits int
+	SummaryFP                             float64
 	// MultiHop routes the overlay's queries hop by hop, the older way.
 	MultiHop bool
 	// Probe is how often a leaf pings each of its supernodes (default the
@@ -281,7 +284,7 @@ func newDesign(name string, o Options) (design, error) {
 	case "supernode":
 		snc := supernode.DefaultConfig()
 		gossip := cmp.Or(o.Gossip, snc.GossipInterval)
-		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16),
+		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16), SummaryFP: o.SummaryFP,
 			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval),
 			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval}, nil
 	}
