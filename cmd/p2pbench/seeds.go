@@ -36,7 +36,8 @@ var seedMeasures = []struct {
 	{"first hit p50 ms", func(r compare.Result) float64 { return float64(r.FirstP50) / float64(time.Millisecond) }, "%.0f"},
 	{"busiest msgs/s", func(r compare.Result) float64 { return r.BusiestMsgsPerSec }, "%.1f"},
 	{"busiest B/s", func(r compare.Result) float64 { return r.BusiestBytesPerSec }, "%.0f"},
-	{"upkeep msgs", func(r compare.Result) float64 { return float64(r.UpkeepMsgs) }, "%.0f"},
+	{"upkeep/node msgs/s", func(r compare.Result) float64 { m, _ := r.UpkeepPerNode(); return m }, "%.2f"},
+	{"upkeep/node B/s", func(r compare.Result) float64 { _, b := r.UpkeepPerNode(); return b }, "%.0f"},
 	{"success after SNs die", func(r compare.Result) float64 { return r.Failures[1].During }, "%.3f"},
 }
 
