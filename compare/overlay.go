@@ -362,10 +362,17 @@ func (o *overlay) down(p int) {
 	}
 }
 
-// ask sends the query to the peer's primary supernode.
+// ask sends the query to the nearest of the peer's supernodes, as the
+// peer's search picks one.
 func (o *overlay) ask(qi int, q *protocol.Query, from int) {
-	if len(o.of[from]) > 0 {
-		o.e.net.send(o.peers[from], o.sns[o.of[from][0]].node, qi, q)
+	best := -1
+	for _, s := range o.of[from] {
+		if best < 0 || o.rtt(o.peers[from], o.sns[s].node) < o.rtt(o.peers[from], o.sns[best].node) {
+			best = int(s)
+		}
+	}
+	if best >= 0 {
+		o.e.net.send(o.peers[from], o.sns[best].node, qi, q)
 	}
 }
 

@@ -264,8 +264,8 @@ func (st state) result() (apitype.SearchResult, bool, error) {
 
 // send sends the search's query, under a new ID, to an attached supernode
 // it has not gone to yet (any attached one when that finds none and hedge
-// is false). A first query goes to the primary unless it has been silent for
-// a while; a hedge, to the one heard from last: supernodes often fail
+// is false). A first query goes to the nearest supernode not silent for a
+// while; a hedge, to the one heard from last: supernodes often fail
 // together, and one that died a moment ago has been silent since. Each query
 // gets its own ID: a supernode drops an ID it has seen.
 func (q *search) send(hedge bool) error {

@@ -690,30 +690,56 @@ const preferFor = 30 * time.Second
 // and the table that routes the answers to a query's ID back to its search.
 
 // Pick is the attached supernode to send a query to, of those not in avoid:
-// the first, primary first, heard from within two probe intervals, or else
-// (or when freshest is set) the one heard from last; and its usual time to
-// answer a ping.
+// the nearest (by the link's round trip) of those heard from within two
+// probe intervals, or else (or when freshest is set) the one heard from last;
+// and its usual time to answer a ping.
 func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var last *slot
+	var slots []*slot
+	var cands []pickCand
 	for _, s := range a.attachedLocked() {
 		if avoid[s.link] {
 			continue
 		}
 		s.hear(now)
-		if !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.cfg.ProbeInterval) {
-			return s.link, s.live.AnswerTime()
-		}
-		if last == nil || s.live.Heard().After(last.live.Heard()) {
-			last = s
-		}
+		rtt, _ := s.link.RTT()
+		live := !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.cfg.ProbeInterval)
+		slots = append(slots, s)
+		cands = append(cands, pickCand{live: live, rtt: rtt, heard: s.live.Heard()})
 	}
-	if last == nil {
+	i := pick(cands)
+	if i < 0 {
 		return nil, 0
 	}
-	return last.link, last.live.AnswerTime()
+	return slots[i].link, slots[i].live.AnswerTime()
+}
+
+// pickCand is an attached supernode as Pick weighs it.
+type pickCand struct {
+	live  bool // heard from lately
+	rtt   time.Duration
+	heard time.Time
+}
+
+// pick is the index of the nearest live candidate: its answers come
+// soonest. With none live, the one heard from last; -1 with none.
+func pick(cands []pickCand) int {
+	best := -1
+	for i, c := range cands {
+		switch {
+		case best < 0:
+			best = i
+		case c.live != cands[best].live:
+			if c.live {
+				best = i
+			}
+		case c.live && c.rtt < cands[best].rtt, !c.live && c.heard.After(cands[best].heard):
+			best = i
+		}
+	}
+	return best
 }
 
 // AddLeg routes the answers to query id, sent through l, to q.

@@ -75,3 +75,22 @@ func TestClaimOneSkipsSupernodesAttachedUnderAnotherAddress(t *testing.T) {
 		t.Fatal("claimed an unparsable target or a held supernode")
 	}
 }
+
+// A query goes to the nearest supernode heard from lately, whichever slot
+// is the primary; with none heard from lately, to the one heard from last.
+func TestPickNearestLive(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cands []pickCand
+		want  int
+	}{
+		{"none", nil, -1},
+		{"nearer backup", []pickCand{{true, 80 * time.Millisecond, t0}, {true, 20 * time.Millisecond, t0}, {true, 50 * time.Millisecond, t0}}, 1},
+		{"nearer backup silent", []pickCand{{true, 80 * time.Millisecond, t0}, {false, 20 * time.Millisecond, t0}}, 0},
+		{"all silent", []pickCand{{false, time.Millisecond, t0}, {false, time.Second, t0.Add(time.Second)}}, 1},
+	} {
+		if got := pick(tc.cands); got != tc.want {
+			t.Errorf("%s: picked %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
