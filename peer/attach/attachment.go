@@ -716,6 +716,10 @@ func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*trans
 	return slots[i].link, slots[i].live.AnswerTime()
 }
 
+// nearMargin is how much nearer a supernode must be to take queries from
+// one listed before it.
+const nearMargin = 5 * time.Millisecond
+
 // pickCand is an attached supernode as Pick weighs it.
 type pickCand struct {
 	live  bool // heard from lately
@@ -724,7 +728,9 @@ type pickCand struct {
 }
 
 // pick is the index of the nearest live candidate: its answers come
-// soonest. With none live, the one heard from last; -1 with none.
+// soonest. One must be nearer by nearMargin to beat one before it (the
+// primary comes first), so noise in the round trips does not move queries
+// about. With none live, the one heard from last; -1 with none.
 func pick(cands []pickCand) int {
 	best := -1
 	for i, c := range cands {
@@ -735,7 +741,7 @@ func pick(cands []pickCand) int {
 			if c.live {
 				best = i
 			}
-		case c.live && c.rtt < cands[best].rtt, !c.live && c.heard.After(cands[best].heard):
+		case c.live && c.rtt+nearMargin < cands[best].rtt, !c.live && c.heard.After(cands[best].heard):
 			best = i
 		}
 	}

@@ -77,7 +77,8 @@ func TestClaimOneSkipsSupernodesAttachedUnderAnotherAddress(t *testing.T) {
 }
 
 // A query goes to the nearest supernode heard from lately, whichever slot
-// is the primary; with none heard from lately, to the one heard from last.
+// is the primary, unless the primary is about as near; with none heard
+// from lately, to the one heard from last.
 func TestPickNearestLive(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -86,6 +87,7 @@ func TestPickNearestLive(t *testing.T) {
 	}{
 		{"none", nil, -1},
 		{"nearer backup", []pickCand{{true, 80 * time.Millisecond, t0}, {true, 20 * time.Millisecond, t0}, {true, 50 * time.Millisecond, t0}}, 1},
+		{"backup nearer by less than the margin", []pickCand{{true, 10 * time.Millisecond, t0}, {true, 6 * time.Millisecond, t0}}, 0},
 		{"nearer backup silent", []pickCand{{true, 80 * time.Millisecond, t0}, {false, 20 * time.Millisecond, t0}}, 0},
 		{"all silent", []pickCand{{false, time.Millisecond, t0}, {false, time.Second, t0.Add(time.Second)}}, 1},
 	} {
