@@ -693,7 +693,9 @@ type foundFile struct {
 func (r *Router) maxCounted() int { return max(r.cfg.EnoughSources, r.cfg.EnoughSourcesByID) }
 
 // candidatesLocked are the supernodes whose summaries hold every key, the
-// nearest first, then the least loaded.
+// nearest first, then the least loaded. Those held off as slow are left out
+// unless there are no others: a search they alone may answer waits a round
+// for them rather than finding nothing.
 func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 	type cand struct {
 		p      protocol.PeerID
@@ -701,12 +703,9 @@ func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 		leaves uint32
 		tie    uint64
 	}
-	var cs []cand
+	var cs, held []cand
 	now := r.cfg.Now()
 	for p, s := range r.oh.remotes {
-		if now.Before(s.heldUntil) {
-			continue
-		}
 		if !s.filter.HasAllHashes(hashes) {
 			r.Stats.QueriesPruned.Add(1) // a supernode the summary spares the query
 			continue
@@ -717,7 +716,14 @@ func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 				c.rtt = d
 			}
 		}
+		if now.Before(s.heldUntil) {
+			held = append(held, c)
+			continue
+		}
 		cs = append(cs, c)
+	}
+	if len(cs) == 0 {
+		cs = held
 	}
 	slices.SortFunc(cs, func(a, b cand) int {
 		return cmp.Or(cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.leaves, b.leaves), cmp.Compare(a.tie, b.tie))

@@ -345,6 +345,38 @@ func TestOneHopStopsWhenEnoughIsFound(t *testing.T) {
 	net.noErrors()
 }
 
+// A candidate that left SlowAfter queries in a row to the round timeout is
+// asked nothing while others may answer, but still when it alone may.
+func TestOneHopHeldOffCandidateAskedWhenAlone(t *testing.T) {
+	cfg := testRouterConfig()
+	net := newOneHopNet(t, 3, cfg)
+	net.ring()
+	net.addLeaf(1, "slow").publish("only here.mp3", "both places.mp3")
+	net.addLeaf(2, "quick").publish("both places.mp3")
+	net.settleOneHop()
+	slow := net.nodes[1]
+	asker := net.addLeaf(0, "asker")
+	queries := func() int { return slow.got[protocol.TypeQuery] }
+	// Make supernode 1 slow: it leaves SlowAfter queries for "only here" to
+	// the timeout.
+	for range DefaultRouterConfig().SlowAfter {
+		slow.mute = true
+		id := asker.start(protocol.Query{Text: "only here"})
+		net.clock.Advance(DefaultRouterConfig().RoundTimeout + time.Millisecond)
+		net.tick()
+		slow.mute = false
+		asker.collect(id)
+	}
+	before := queries()
+	if r := asker.search("both places"); len(r.hits) != 1 || queries() != before {
+		t.Fatalf("found %v with %d queries to the held-off supernode, want the quick one's answer alone", r.names(), queries()-before)
+	}
+	if r := asker.search("only here"); len(r.hits) != 1 || queries() != before+1 {
+		t.Fatalf("found %v with %d queries to the held-off supernode, want it asked as the only candidate", r.names(), queries()-before)
+	}
+	net.noErrors()
+}
+
 // A leaf attached to several supernodes is found through each, and counts
 // as one source: the query goes on until enough distinct ones are in.
 func TestOneHopCountsEachSourceOnce(t *testing.T) {
