@@ -18,9 +18,9 @@ import (
 )
 
 // overlay is the hierarchical supernode overlay: supernodes on hosted
-// machines run the project's supernode.Router, peers attach to one each and
-// publish to it, and queries go from a peer to its supernode and from there
-// in one hop to the supernodes whose summaries may match (or, with
+// machines run the project's supernode.Router, peers attach to three each
+// and publish to them, and queries go from a peer to its nearest supernode
+// and from there in one hop to the supernodes whose summaries may match (or, with
 // MultiHop, on to the neighbours whose attenuated summaries may match,
 // within the hop limit).
 type overlay struct {
