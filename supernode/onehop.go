@@ -89,6 +89,7 @@ type oneHop struct {
 	wants    map[LinkID][]protocol.PeerID
 	wanted   map[protocol.PeerID]time.Time // asked for whole until then
 	behind   map[protocol.PeerID]*behind   // origins a newer version of which is on its way
+	pendingB int                           // bytes of the diffs held in behind
 
 	self    *summaryVersion // our current version; nil before the first
 	inc     uint64          // our incarnation, which our versions carry
@@ -120,11 +121,33 @@ type behind struct {
 }
 
 // catchUpWait is how long a version heard of may take to arrive before the
-// whole filter is asked for; maxPending bounds the diffs held per origin.
+// whole filter is asked for; maxPending bounds the diffs held per origin,
+// and maxPendingBytes all of them (diffs are a few hundred bytes; a
+// neighbour that sends large ones ahead of their base only gets the whole
+// filters asked for sooner).
 const (
-	catchUpWait = 3 * time.Second
-	maxPending  = 8
+	catchUpWait     = 3 * time.Second
+	maxPending      = 8
+	maxPendingBytes = 1 << 20
 )
+
+// dropBehindLocked forgets that we were behind origin, with its held diffs.
+func (r *Router) dropBehindLocked(origin protocol.PeerID) {
+	if b := r.oh.behind[origin]; b != nil {
+		for _, u := range b.pending {
+			r.oh.pendingB -= len(u.Diff)
+		}
+		delete(r.oh.behind, origin)
+	}
+}
+
+// popPendingLocked takes b's oldest held diff off.
+func (r *Router) popPendingLocked(b *behind) *protocol.SummaryUpdate {
+	u := b.pending[0]
+	b.pending = b.pending[1:]
+	r.oh.pendingB -= len(u.Diff)
+	return u
+}
 
 // oneHopOn reports whether this router routes in one hop.
 func (r *Router) oneHopOn() bool {
@@ -184,7 +207,7 @@ func (r *Router) SupernodeGone(peer protocol.PeerID) {
 	r.mu.Lock()
 	delete(r.oh.remotes, peer)
 	delete(r.oh.wanted, peer)
-	delete(r.oh.behind, peer)
+	r.dropBehindLocked(peer)
 	r.mu.Unlock()
 }
 
@@ -557,7 +580,7 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 // asked for lately.
 func (r *Router) wantLocked(from LinkID, origin protocol.PeerID, now time.Time) {
 	oh := &r.oh
-	delete(oh.behind, origin)
+	r.dropBehindLocked(origin)
 	if now.After(oh.wanted[origin]) {
 		oh.wanted[origin] = now.Add(wantAgainAfter)
 		oh.wants[from] = append(oh.wants[from], origin)
@@ -581,12 +604,13 @@ func (r *Router) behindLocked(from LinkID, u *protocol.SummaryUpdate, held *summ
 		oh.behind[u.Origin] = b
 	}
 	b.from = from
-	if u.Diff != nil {
+	if u.Diff != nil && oh.pendingB+len(u.Diff) <= maxPendingBytes {
 		c := *u
 		b.pending = append(b.pending, &c)
+		oh.pendingB += len(c.Diff)
 		slices.SortFunc(b.pending, func(x, y *protocol.SummaryUpdate) int { return cmp.Compare(x.Ver, y.Ver) })
-		if len(b.pending) > maxPending {
-			b.pending = b.pending[len(b.pending)-maxPending:]
+		for len(b.pending) > maxPending {
+			r.popPendingLocked(b)
 		}
 	}
 }
@@ -599,15 +623,14 @@ func (r *Router) caughtUpLocked(origin protocol.PeerID, rs *summaryVersion, now 
 		return nil
 	}
 	for len(b.pending) > 0 && (b.pending[0].Inc != rs.inc || b.pending[0].Ver <= rs.ver) {
-		b.pending = b.pending[1:]
+		r.popPendingLocked(b)
 	}
 	if len(b.pending) == 0 {
-		delete(r.oh.behind, origin)
+		r.dropBehindLocked(origin)
 		return nil
 	}
-	if u := b.pending[0]; u.Base == rs.ver {
-		b.pending = b.pending[1:]
-		return r.takeLocked(b.from, u, now)
+	if b.pending[0].Base == rs.ver {
+		return r.takeLocked(b.from, r.popPendingLocked(b), now)
 	}
 	return nil
 }
@@ -625,7 +648,7 @@ func (r *Router) catchUpTickLocked(now time.Time) {
 	for _, p := range late {
 		b := r.oh.behind[p]
 		if r.neighbours[b.from] == nil {
-			delete(r.oh.behind, p)
+			r.dropBehindLocked(p)
 			continue
 		}
 		r.wantLocked(b.from, p, now)

@@ -250,6 +250,45 @@ func TestOneHopLateVersionIsWaitedFor(t *testing.T) {
 	net.noErrors()
 }
 
+// A neighbour that sends diffs far ahead of their base, large ones, many
+// frames of them, gets no more than maxPendingBytes held; the whole filter
+// is then asked for, and new versions still come through.
+func TestOneHopDiffsAheadAreBounded(t *testing.T) {
+	net := newOneHopNet(t, 3, testRouterConfig())
+	net.connect(0, 1)
+	net.connect(1, 2)
+	src := net.addLeaf(0, "source")
+	src.publish("song 0.mp3")
+	net.settleOneHop()
+	origin, far := net.nodes[0], net.nodes[2]
+	held := far.r.oh.remotes[origin.peer]
+	if held == nil {
+		t.Fatal("no summary of the origin to be ahead of")
+	}
+	most := 0
+	for i := range uint64(200) {
+		u := protocol.SummaryUpdate{Origin: origin.peer, Inc: held.inc, Base: held.ver + 1 + i, Ver: held.ver + 2 + i,
+			Diff: make([]byte, 300<<10), Sig: make([]byte, ed25519.SignatureSize)}
+		if err := far.r.Handle(far.links[1], &protocol.Summaries{Updates: []protocol.SummaryUpdate{u}}); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, far.r.oh.pendingB)
+	}
+	if most > maxPendingBytes || most == 0 {
+		t.Fatalf("at most %d bytes of diffs held, want some and no more than %d", most, maxPendingBytes)
+	}
+	net.clock.Advance(catchUpWait)
+	net.settleOneHop()
+	if far.r.oh.pendingB != 0 || len(far.r.oh.behind) != 0 {
+		t.Errorf("%d bytes of diffs still held for %d origins", far.r.oh.pendingB, len(far.r.oh.behind))
+	}
+	src.publish("song 1.mp3")
+	net.settleOneHop()
+	if r := net.addLeaf(2, "asker").search("song 1"); len(r.hits) != 1 {
+		t.Errorf("found %v after the flood", r.names())
+	}
+}
+
 // A joining supernode gets every summary from its first neighbour: the
 // neighbour announces each version, and it asks for the whole filters.
 func TestOneHopNewNeighbourCatchesUp(t *testing.T) {
