@@ -702,12 +702,11 @@ type direct struct {
 	held    []protocol.Hit // for the leaf at the end of the round
 }
 
-// foundFile is a file a direct query found: its sources so far, and the
-// summary hash of its content ID.
+// foundFile is a file a direct query found: its distinct sources so far
+// (up to maxCounted), and the summary hash of its content ID.
 type foundFile struct {
-	sources int // distinct, up to maxCounted
-	seen    map[protocol.PeerID]struct{}
-	hash    uint64
+	seen map[protocol.PeerID]struct{}
+	hash uint64
 }
 
 // maxCounted bounds the sources counted per file found: past any enough
@@ -830,7 +829,7 @@ func (r *Router) worthAskingLocked(p *pending, c protocol.PeerID) bool {
 	known := false
 	for _, f := range p.direct.found {
 		if s.filter.HasAllHashes([]uint64{f.hash}) {
-			if f.sources < enough {
+			if len(f.seen) < enough {
 				return true
 			}
 			known = true
@@ -930,7 +929,6 @@ func (p *pending) countSources(hits []protocol.Hit, limit int) {
 			}
 			f.seen[s.Peer] = struct{}{}
 		}
-		f.sources = len(f.seen)
 	}
 }
 

@@ -197,15 +197,23 @@ func TestOneHopMissedDiffIsRepaired(t *testing.T) {
 	net.noErrors()
 }
 
-// Versions that arrive out of order, as they do over several paths, are
-// applied once the missing one arrives, without asking for a whole filter.
-func TestOneHopLateVersionIsWaitedFor(t *testing.T) {
+// oneHopLine is three supernodes in a line, 0-1-2, with a leaf on 0 sharing
+// a song, and every summary spread.
+func oneHopLine(t *testing.T) (*memNet, *memLeaf) {
+	t.Helper()
 	net := newOneHopNet(t, 3, testRouterConfig())
 	net.connect(0, 1)
 	net.connect(1, 2)
 	src := net.addLeaf(0, "source")
 	src.publish("song 0.mp3")
 	net.settleOneHop()
+	return net, src
+}
+
+// Versions that arrive out of order, as they do over several paths, are
+// applied once the missing one arrives, without asking for a whole filter.
+func TestOneHopLateVersionIsWaitedFor(t *testing.T) {
+	net, src := oneHopLine(t)
 	far, via := net.nodes[2], net.nodes[1]
 	var held []protocol.Message
 	net.drop = func(_, to *memNode, m protocol.Message) bool {
@@ -254,12 +262,7 @@ func TestOneHopLateVersionIsWaitedFor(t *testing.T) {
 // frames of them, gets no more than maxPendingBytes held; the whole filter
 // is then asked for, and new versions still come through.
 func TestOneHopDiffsAheadAreBounded(t *testing.T) {
-	net := newOneHopNet(t, 3, testRouterConfig())
-	net.connect(0, 1)
-	net.connect(1, 2)
-	src := net.addLeaf(0, "source")
-	src.publish("song 0.mp3")
-	net.settleOneHop()
+	net, src := oneHopLine(t)
 	origin, far := net.nodes[0], net.nodes[2]
 	held := far.r.oh.remotes[origin.peer]
 	if held == nil {
