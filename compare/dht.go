@@ -178,8 +178,7 @@ func (d *dht) stabilize(p int) {
 		i := d.fixAt[p] % len(fs)
 		d.fixAt[p]++
 		target := addBit(d.ids[d.pos[p]], int(fs[i].bit))
-		d.lookupCost(p, target, tagLiveness)
-		if f := d.succ(target); f >= 0 && f != p {
+		if f := d.lookupCost(p, target, tagLiveness); f >= 0 && f != p {
 			fs[i].peer = f
 		}
 	}
@@ -197,14 +196,16 @@ func (d *dht) predecessor(p int) int {
 
 // lookupCost charges an iterative lookup of k from p: a request and a reply
 // per hop over the current fingers, and a lost request for each finger that
-// left, which the asked node then drops.
-func (d *dht) lookupCost(p int, k ring.ID, tag int) {
+// left, which the asked node then drops. It returns k's owner (-1: none
+// online).
+func (d *dht) lookupCost(p int, k ring.ID, tag int) int {
 	e := d.e
+	owner := d.succ(k)
 	at := p
 	for hops := 0; hops < 64; hops++ {
-		next, owner := d.next(at, k)
+		next, last := d.next(at, k, owner)
 		if next == at {
-			return
+			return owner
 		}
 		if !e.online[next] {
 			e.net.charge(d.nodes[p], d.nodes[next], tag, chordRPC)
@@ -213,11 +214,12 @@ func (d *dht) lookupCost(p int, k ring.ID, tag int) {
 		}
 		e.net.charge(d.nodes[p], d.nodes[next], tag, chordRPC)
 		e.net.charge(d.nodes[next], d.nodes[p], tag, chordRPC)
-		if owner {
-			return
+		if last {
+			return owner
 		}
 		at = next
 	}
+	return owner
 }
 
 // dropFinger takes a finger found dead out of p's table.
@@ -248,12 +250,11 @@ func between(a, x, b ring.ID) bool {
 	return true
 }
 
-// next is where p passes a message for k: the owner when its successor owns
-// k, else the finger closest before k, which may have left since p last
-// fixed it.
-func (d *dht) next(p int, k ring.ID) (int, bool) {
+// next is where p passes a message for k, whose owner is owner: the owner
+// when its successor owns k, else the finger closest before k, which may
+// have left since p last fixed it.
+func (d *dht) next(p int, k ring.ID, owner int) (int, bool) {
 	self := d.ids[d.pos[p]]
-	owner := d.succ(k)
 	if owner == p {
 		return p, true
 	}
@@ -385,7 +386,7 @@ func (d *dht) sendPostings(from, to, tag int, w int32, ps []posting) {
 // owns k. A finger that left is found dead when the send times out; p drops
 // it and tries again.
 func (d *dht) route(p int, k ring.ID, tag int, m protocol.Message) {
-	next, _ := d.next(p, k)
+	next, _ := d.next(p, k, d.succ(k))
 	if next == p {
 		d.handle(p, tag, m)
 		return

@@ -167,8 +167,13 @@ func summarise(d design, e *env, failAt map[failure]time.Duration) Result {
 
 // UpkeepPerNode is the upkeep per serving node per second of the run.
 func (r Result) UpkeepPerNode() (msgs, bytes float64) {
-	n := float64(max(r.ServingNodes, 1)) * max(r.Duration.Seconds(), 1)
-	return float64(r.UpkeepMsgs) / n, float64(r.UpkeepBytes) / n
+	return r.PerNodePerSec(r.UpkeepMsgs), r.PerNodePerSec(r.UpkeepBytes)
+}
+
+// PerNodePerSec is a count over the run (messages, bytes) per serving node
+// and second.
+func (r Result) PerNodePerSec(x uint64) float64 {
+	return float64(x) / (float64(max(r.ServingNodes, 1)) * max(r.Duration.Seconds(), 1))
 }
 
 func meanP99(xs []float64) (mean, p99 float64) {

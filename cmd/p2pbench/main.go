@@ -169,9 +169,8 @@ func printTable(w io.Writer, res []compare.Result) {
 	fmt.Fprintln(tw)
 	for _, r := range res {
 		fmt.Fprintf(tw, "%s\t%d\t", r.Design, r.ServingNodes)
-		n := float64(max(r.ServingNodes, 1)) * r.Duration.Seconds()
 		for _, k := range compare.UpkeepKinds {
-			fmt.Fprintf(tw, "%.0f\t", float64(r.UpkeepKindBytes[k])/n)
+			fmt.Fprintf(tw, "%.0f\t", r.PerNodePerSec(r.UpkeepKindBytes[k]))
 		}
 		fmt.Fprintln(tw)
 	}
