@@ -518,7 +518,8 @@ func TestSearchHedgedPastSilentSupernode(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the file found", func() bool { _, _, ok := find(); return ok })
 	quiet, _, _ := find()
-	primary := d.attach.Current()
+	// The supernode a search goes to first: the nearest live one.
+	primary, _ := d.attach.Pick(nil, false)
 	fc.cutOff(primary.RemoteAddr())
 	res, took, found := find()
 	if !found || res.Partial {
