@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -31,8 +32,9 @@ type overlay struct {
 	SummaryFP                             float64
 	MultiHop                              bool
 	// Probe is how often a leaf pings each of its supernodes; Gossip the
-	// supernodes' gossip interval, and MemberTimeout their member timeout.
-	Probe, Gossip, MemberTimeout time.Duration
+	// supernodes' gossip interval, MemberTimeout their member timeout and
+	// Refresh how often each issues its entry unchanged.
+	Probe, Gossip, MemberTimeout, Refresh time.Duration
 
 	e     *env
 	sns   []*snode
@@ -71,6 +73,9 @@ type snode struct {
 	// leafSet are its leaves, and rounds its member gossip rounds so far.
 	leafSet map[int]struct{}
 	rounds  int
+	// newsRecs and newsGone are the member entries and gone reports it
+	// passes on in its next round.
+	newsRecs, newsGone int
 }
 
 type freeMsg struct {
@@ -103,7 +108,8 @@ func (o *overlay) build(e *env) {
 	n := len(e.wd.holds)
 	ns := max(2, (n+o.PerSupernode-1)/o.PerSupernode)
 	for i := 0; i < ns; i++ {
-		s := &snode{alive: true, leafSet: map[int]struct{}{}}
+		// Supernodes started at different times: their rounds are out of step.
+		s := &snode{alive: true, leafSet: map[int]struct{}{}, rounds: e.net.random().IntN(supernode.LeafMembersEvery)}
 		s.node = e.net.add(snNode{o, i}, serverUplink)
 		s.r = supernode.NewRouter(supernode.RouterConfig{
 			SummaryBits: o.SummaryBits, SummaryFP: o.SummaryFP, LeafQueryRate: 1e9, LeafQueryBurst: 1 << 30,
@@ -158,6 +164,7 @@ func (o *overlay) build(e *env) {
 	for i := range o.sns {
 		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
 		o.gossip(i, time.Duration(i)*o.Gossip/time.Duration(ns))
+		o.refresh(i, time.Duration(e.net.random().Int64N(int64(o.Refresh))))
 	}
 }
 
@@ -186,8 +193,8 @@ func (o *overlay) linkSN(i, j int) {
 	a.r.NeighbourUp(snLink(j), snID(j))
 	b.r.NeighbourUp(snLink(i), snID(i))
 	if !o.building {
-		o.greet(i, b.node)
-		o.greet(j, a.node)
+		o.greetSN(i, b.node)
+		o.greetSN(j, a.node)
 	}
 }
 
@@ -266,11 +273,14 @@ func (o *overlay) ping(p int) {
 	}
 }
 
-// Member gossip, as supernode.membership does it: every Gossip a
-// supernode sends its live list (at most protocol.MaxMembers entries) to
-// each supernode neighbour, and to its leaves every LeafMembersEvery
-// rounds or when a supernode died; a new neighbour or leaf gets it at
-// once.
+// Member upkeep, as supernode.membership does it: every Gossip a
+// supernode sends each supernode neighbour one members message, empty
+// unless news came since its last round: entries issued (each supernode's
+// every Refresh) and reports of supernodes gone. A flood passes each on
+// every link, once each way at most; it is charged both ways, the most it
+// costs. Leaves get the list every LeafMembersEvery rounds or when a
+// supernode died; a new neighbour gets every entry at once, a new leaf a
+// list.
 func (o *overlay) gossip(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		s := o.sns[i]
@@ -278,15 +288,37 @@ func (o *overlay) gossip(i int, d time.Duration) {
 			return
 		}
 		s.rounds++
-		m := o.members.list(o.liveSNs)
-		for _, j := range s.nbrs {
-			o.e.net.charge(s.node, o.sns[j].node, tagMembers, m)
+		for _, m := range o.members.news(s.newsRecs, s.newsGone) {
+			for _, j := range s.nbrs {
+				o.e.net.charge(s.node, o.sns[j].node, tagMembers, m)
+			}
 		}
+		s.newsRecs, s.newsGone = 0, 0
 		if s.rounds%supernode.LeafMembersEvery == 0 {
 			o.toLeaves(i)
 		}
 		o.gossip(i, o.Gossip)
 	})
+}
+
+// refresh issues supernode i's entry again every Refresh.
+func (o *overlay) refresh(i int, d time.Duration) {
+	o.e.net.after(d, func() {
+		if o.sns[i].alive {
+			o.news(1, 0)
+			o.refresh(i, o.Refresh)
+		}
+	})
+}
+
+// news gives every live supernode entries and gone reports to pass on.
+func (o *overlay) news(recs, gone int) {
+	for _, s := range o.sns {
+		if s.alive {
+			s.newsRecs += recs
+			s.newsGone += gone
+		}
+	}
 }
 
 // toLeaves charges supernode i's member list to each of its leaves.
@@ -298,16 +330,47 @@ func (o *overlay) toLeaves(i int) {
 	}
 }
 
-// greet charges supernode i's member list to a node just linked.
+// greet charges supernode i's member list to a leaf just attached.
 func (o *overlay) greet(i int, to NodeID) {
 	o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.list(o.liveSNs))
+}
+
+// greetSN charges every live entry, in full lists, from supernode i to a
+// supernode just linked.
+func (o *overlay) greetSN(i int, to NodeID) {
+	for n := o.liveSNs; n > 0; n -= protocol.MaxMembers {
+		o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.list(n))
+	}
 }
 
 // memberLists are members messages of real entries, one per length: what
 // is charged is their encoded size.
 type memberLists struct {
-	by    map[int]*protocol.Members
-	entry protocol.MemberRecord
+	by     map[int]*protocol.Members
+	newsBy map[[2]int]*protocol.Members
+	entry  protocol.MemberRecord
+	gone   protocol.MemberGone
+}
+
+// news are the messages that carry recs entries and gone reports: one, empty
+// when there are none.
+func (ml *memberLists) news(recs, gone int) []*protocol.Members {
+	var out []*protocol.Members
+	for first := true; first || recs > 0 || gone > 0; first = false {
+		r, g := min(recs, protocol.MaxMembers), min(gone, protocol.MaxMembers)
+		k := [2]int{r, g}
+		m := ml.newsBy[k]
+		if m == nil {
+			m = &protocol.Members{Members: slices.Clone(ml.list(r).Members)}
+			for range g {
+				m.Gone = append(m.Gone, ml.gone)
+			}
+			ml.newsBy[k] = m
+		}
+		out = append(out, m)
+		recs, gone = recs-r, gone-g
+	}
+	return out
 }
 
 func (ml *memberLists) list(live int) *protocol.Members {
@@ -325,7 +388,9 @@ func (ml *memberLists) list(live int) *protocol.Members {
 			Leaves: 150, Cap: 4000, Incarnation: uint64(epoch.UnixNano()),
 			Chain: protocol.Admit(network, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, epoch.AddDate(1, 0, 0))}
 		ml.entry.Sign(id)
-		ml.by = map[int]*protocol.Members{}
+		ml.gone = protocol.MemberGone{Peer: peerID(0), Incarnation: ml.entry.Incarnation, Beat: ml.entry.Beat}
+		ml.gone.Sign(id)
+		ml.by, ml.newsBy = map[int]*protocol.Members{}, map[[2]int]*protocol.Members{}
 	}
 	m := &protocol.Members{Members: make([]protocol.MemberRecord, n)}
 	for k := range m.Members {
@@ -401,10 +466,13 @@ func (o *overlay) fail(f failure) {
 			o.linkSN(i, e.net.random().IntN(len(o.sns)))
 		}
 	}
-	// The others take the dead off as their member entries stop: at the
-	// supernode's member timeout, within a gossip round or two, and
-	// send their leaves the changed list.
+	// The dead supernodes' neighbours hear nothing from them for the
+	// member timeout and report them gone; the reports flood the overlay,
+	// a gossip round or less per hop, and every supernode sends its
+	// leaves the changed list.
+	hops := int(math.Ceil(math.Log(float64(max(2, o.liveSNs))) / math.Log(float64(max(2, o.Neighbours)))))
 	e.net.after(o.MemberTimeout, func() {
+		o.news(0, len(dead))
 		for i, s := range o.sns {
 			if s.alive {
 				o.toLeaves(i)
@@ -412,7 +480,11 @@ func (o *overlay) fail(f failure) {
 		}
 	})
 	for _, i := range dead {
-		e.net.after(o.MemberTimeout+time.Duration(e.net.random().Int64N(int64(2*o.Gossip))), func() {
+		wait := o.MemberTimeout
+		for range hops {
+			wait += time.Duration(e.net.random().Int64N(int64(o.Gossip)))
+		}
+		e.net.after(wait, func() {
 			for _, s := range o.sns {
 				if s.alive {
 					s.r.SupernodeGone(snID(i))

@@ -286,7 +286,7 @@ func newDesign(name string, o Options) (design, error) {
 		gossip := cmp.Or(o.Gossip, snc.GossipInterval)
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16), SummaryFP: o.SummaryFP,
 			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval),
-			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval}, nil
+			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval, Refresh: snc.MemberRefresh}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)
 }

@@ -201,25 +201,13 @@ func TestPromotionNeedsDialBack(t *testing.T) {
 	}
 }
 
-// gossipRounds waits until s has run at least n more gossip rounds, each of
-// which runs the election after it beats: its own member entry shows a new
-// beat each round.
+// gossipRounds waits until s has run at least n more whole gossip rounds,
+// each of which runs the election.
 func gossipRounds(t *testing.T, s *supernode.Server, n int) {
 	t.Helper()
-	beat := func() uint64 {
-		for _, m := range s.Members() {
-			if m.Peer() == s.ID() {
-				return m.Beat
-			}
-		}
-		return 0
-	}
-	last, seen := beat(), 0
+	// The round under way when we start may be past its election.
+	until := s.GossipRounds() + uint64(n) + 1
 	eventually(t, raceSlowdown*time.Duration(n)*time.Second, fmt.Sprintf("%d gossip rounds", n), func() bool {
-		if b := beat(); b != last {
-			last, seen = b, seen+1
-		}
-		// The first beat seen may be of a round still running.
-		return seen > n
+		return s.GossipRounds() >= until
 	})
 }

@@ -172,6 +172,7 @@ func init() {
 	registerCapped[[]FileRecord](MaxFilesPerFrame)
 	registerCapped[[]ContentID](MaxIDsPerFrame)
 	registerCapped[[]MemberRecord](MaxMembers)
+	registerCapped[[]MemberGone](MaxMembers)
 	registerCapped[[]UserRecord](MaxUserRecords)
 	registerCapped[Chain](MaxChain)
 	registerCapped[[]PeerID](MaxUserSNs)

@@ -371,6 +371,7 @@
 //
 //	members (Members), v4
 //	  m    [member] live supernodes; <= 256
+//	  g?   [gone]   v9: reports of supernodes gone; <= 256 (see Membership)
 //	member (MemberRecord): one supernode's entry, signed by it
 //	  k    bin 32   its ed25519 public key (its peer ID is the SHA-256 of it)
 //	  a    [str]    where it listens; 1 to 8 of <= 128 bytes
@@ -706,20 +707,49 @@
 //
 // # Membership
 //
-// Every supernode issues its own member entry once a second (v4), with a beat higher
-// than any before (its clock in milliseconds serves), signed over
+// Every supernode issues its own member entry (v4) with a beat higher than any
+// before (its clock in milliseconds serves), signed over
 // "supernet member record v1" 0x00, then k, each address, b, l and c: byte strings
 // with a 2-byte big-endian length before them, the address count as one byte, b as
 // 8 bytes and l and c as 4 bytes, big-endian; an entry with an incarnation (v7)
 // is signed over "supernet member record v2" 0x00 and the same fields, then in
-// as 8 bytes. It sends members, with its own entry
-// and the freshest entry it holds of every other live supernode, to each supernode
-// neighbour. A receiver keeps an entry only if its beat is higher than the one it
-// holds and the signature checks; one whose beat has not risen for a few seconds is
-// taken as dead, and is remembered with its beat for a minute at least (ten
-// timeouts) so that older copies still going round do not revive it. From v7 a
-// receiver keeps only entries whose chain admits them as supernodes (see
-// Admission), and a leaf trusts nothing else in a member list.
+// as 8 bytes. A receiver keeps an entry only if it is later than the one it
+// holds (a higher incarnation, or the same and a higher beat) and the signature
+// checks. From v7 a receiver keeps only entries whose chain admits them as
+// supernodes (see Admission), and a leaf trusts nothing else in a member list.
+//
+// Up to v8 a supernode issued its entry every round and sent every neighbour
+// the freshest entry it held of every live supernode; an entry whose beat had
+// not risen for a few seconds was taken as dead.
+//
+// From v9 a supernode issues its entry when it starts, when the entry's
+// addresses, capacity or chain change, when it hears a report of itself gone,
+// and every refresh interval (30 minutes by default). Every gossip round (a
+// second) it sends each supernode neighbour one members message with what was
+// news to it since the last round, each item except to the neighbour it came
+// from, or an empty one: entries that were later than those held, in m, and
+// gone reports it took, in g. A neighbour gets every live entry, in as many
+// messages as it takes, when the link opens.
+//
+//	gone (MemberGone): a report of a supernode gone, v9
+//	  p    bin 32   the supernode gone
+//	  in?  uint64   the incarnation of its entry the reporter held
+//	  b    uint64   the beat of that entry
+//	  y    bin 32   the reporter, a live supernode
+//	  s    bin 64   the reporter's ed25519 signature over "supernet member gone v1"
+//	                0x00, then p, in and b as 8 bytes big-endian, and y
+//
+// A supernode reports a neighbour gone when it heard nothing from it for the
+// member timeout (4 s by default), linked or not. A receiver takes a report
+// only from a reporter it holds as live, whose signature checks, and of an entry
+// at least as late as the one it holds; it then takes that supernode as dead
+// and passes the report on. A supernode takes about 32 reports from one
+// reporter, then one every 15 s. A supernode that hears a report of itself
+// issues a later entry, which brings it back everywhere; one that hears from a
+// neighbour it holds as dead sends it the report. An entry not issued again for
+// two refresh intervals is taken as dead too, in case its report was lost. A dead
+// entry is remembered with its beat for two such lifetimes, so that older copies
+// do not revive it.
 //
 // # Username directory
 //
@@ -859,6 +889,12 @@
 //	v6  Election: types 0x27 to 0x2a.
 //	v7  Admission: type 0x2b; optional keys ch and rp in hello, nw and ch in
 //	    welcome, in and ch in member entries.
+//	v8  One-hop summaries: types 0x2c and 0x2d; optional keys o in hello and
+//	    query, h in query_done.
+//	v9  Membership by changes: optional key g (gone reports) in members;
+//	    entries issued on change and refresh, not every round. Supernodes of
+//	    v8 and older take a v9 supernode's entry as dead after their member
+//	    timeout, so an overlay's supernodes upgrade together.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -105,3 +105,49 @@ func (m *MemberRecord) signedBytes() []byte {
 	}
 	return b
 }
+
+// MemberGone reports a supernode as gone (v9): By, a live supernode, lost
+// its link to it, or heard nothing on it for the member timeout. It names
+// the entry of the supernode it held, so a later entry, which the supernode
+// issues when it hears of the report while alive, outranks it.
+type MemberGone struct {
+	Peer        PeerID `msgpack:"p"`
+	Incarnation uint64 `msgpack:"in,omitempty"`
+	Beat        uint64 `msgpack:"b"`
+	By          PeerID `msgpack:"y"`
+	Sig         []byte `msgpack:"s"`
+}
+
+// Check bounds the report, without checking the signature.
+func (g *MemberGone) Check() error {
+	if len(g.Sig) != ed25519.SignatureSize {
+		return invalid("gone report signature of %d bytes (want %d)", len(g.Sig), ed25519.SignatureSize)
+	}
+	return nil
+}
+
+// Sign makes id the reporter and signs the report.
+func (g *MemberGone) Sign(id *Identity) {
+	g.By = id.ID
+	g.Sig = ed25519.Sign(id.Key, g.signedBytes())
+}
+
+// VerifyBy checks the report's bounds and that key, the reporter's, signed it.
+func (g *MemberGone) VerifyBy(key ed25519.PublicKey) error {
+	if err := g.Check(); err != nil {
+		return err
+	}
+	if PeerIDFromPublicKey(key) != g.By || !ed25519.Verify(key, g.signedBytes(), g.Sig) {
+		return fmt.Errorf("%w: report of %s gone by %s", ErrBadSignature, g.Peer.Short(), g.By.Short())
+	}
+	return nil
+}
+
+const memberGoneDomain = "supernet member gone v1\x00"
+
+func (g *MemberGone) signedBytes() []byte {
+	b := append([]byte(memberGoneDomain), g.Peer[:]...)
+	b = binary.BigEndian.AppendUint64(b, g.Incarnation)
+	b = binary.BigEndian.AppendUint64(b, g.Beat)
+	return append(b, g.By[:]...)
+}

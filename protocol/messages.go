@@ -303,6 +303,8 @@ type Reject struct {
 // its supernode: what supernodes gossip to each other and hand to their leaves.
 type Members struct {
 	Members []MemberRecord `msgpack:"m"`
+	// Gone are reports of supernodes gone (v9), passed on like entries.
+	Gone []MemberGone `msgpack:"g,omitempty"`
 }
 
 // UserPut stores a username record in the directory: from a leaf to its
@@ -708,6 +710,14 @@ func (m *Members) validate() error {
 	}
 	for i := range m.Members {
 		if err := m.Members[i].Check(); err != nil {
+			return err
+		}
+	}
+	if len(m.Gone) > MaxMembers {
+		return invalid("%d gone reports (max %d)", len(m.Gone), MaxMembers)
+	}
+	for i := range m.Gone {
+		if err := m.Gone[i].Check(); err != nil {
 			return err
 		}
 	}

@@ -62,7 +62,7 @@ const (
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 8
+	MaxVersion uint16 = 9
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -88,6 +88,11 @@ const VersionElection uint16 = 6
 // in hellos, welcomes and member entries, and certificates for promoted
 // supernodes.
 const VersionAdmission uint16 = 7
+
+// VersionMemberNews is the first version whose supernodes pass on changes to
+// the member list, with reports of supernodes gone, instead of issuing their
+// entries every round.
+const VersionMemberNews uint16 = 9
 
 // Streams is a set of the places a message travels.
 type Streams uint8

@@ -417,6 +417,8 @@ func TestValidate(t *testing.T) {
 		{"reject too long", &Reject{Length: MaxBlockLen + 1}},
 		{"members 257", &Members{Members: make([]MemberRecord, MaxMembers+1)}},
 		{"member without address", &Members{Members: []MemberRecord{{Key: make([]byte, 32), Sig: make([]byte, 64)}}}},
+		{"gone 257", &Members{Gone: make([]MemberGone, MaxMembers+1)}},
+		{"gone signature 63", &Members{Gone: []MemberGone{{Sig: make([]byte, 63)}}}},
 		{"user_put bad name", &UserPut{Rec: func() UserRecord { r := exUser; r.Name = "Alice"; return r }()}},
 		{"user_put short key", &UserPut{Rec: func() UserRecord { r := exUser; r.Key = r.Key[:31]; return r }()}},
 		{"user_put 4 supernodes", &UserPut{Rec: func() UserRecord { r := exUser; r.Supernodes = make([]PeerID, 4); return r }()}},

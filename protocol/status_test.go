@@ -14,7 +14,7 @@ func TestNegotiateVersion(t *testing.T) {
 		want   uint16 // 0: no common version
 	}{
 		{1, 1, 1},
-		{1, 8, MaxVersion},                   // a newer peer that still speaks v1
+		{1, MaxVersion + 3, MaxVersion},      // a newer peer that still speaks v1
 		{MinVersion, MaxVersion, MaxVersion}, // ourselves
 		{MaxVersion + 1, MaxVersion + 5, 0},  // a peer that dropped every version we speak
 		{0, 0, 0},

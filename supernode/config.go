@@ -40,6 +40,7 @@ func DefaultConfig() Config {
 		RelayCredTTL:      time.Hour,
 		GossipInterval:    time.Second,
 		MemberTimeout:     4 * time.Second,
+		MemberRefresh:     30 * time.Minute,
 		LeafDirRate:       10,
 		LeafDirBurst:      20,
 		Neighbours:        8,
@@ -110,6 +111,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.RelayCredTTL, d.RelayCredTTL)
 	defaults.Set(&c.GossipInterval, d.GossipInterval)
 	defaults.Set(&c.MemberTimeout, d.MemberTimeout)
+	defaults.Set(&c.MemberRefresh, d.MemberRefresh)
 	defaults.Set(&c.LeafDirRate, d.LeafDirRate)
 	defaults.Set(&c.LeafDirBurst, d.LeafDirBurst)
 	if c.Neighbours == 0 {

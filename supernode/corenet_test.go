@@ -33,6 +33,9 @@ type coreNet struct {
 	leaves    map[protocol.PeerID]*coreLeaf
 	delivered int
 	nextReq   int // leaves' request IDs
+	// entries counts the member entries and gone reports delivered between
+	// supernodes.
+	entries int
 }
 
 type coreMsg struct {
@@ -109,11 +112,11 @@ func (net *coreNet) addNode(name, dataDir string) *coreNode {
 	n := &coreNode{net: net, name: name, id: seededIdentity(net.t, name), dataDir: dataDir,
 		nbrs: map[protocol.PeerID]uint16{}, leaves: map[protocol.PeerID]uint16{},
 		closed: map[protocol.PeerID]error{}, got: map[protocol.MsgType]int{}}
-	n.members = NewMembers(testNetwork, 4*time.Second, 4096)
+	n.members = NewMembers(testNetwork, memberExpiry(30*time.Minute, 4*time.Second), maxMembersHeld)
 	n.chain = net.admit(n.id)
 	n.memb = newMembership(membershipConfig{Identity: n.id, Chain: func() protocol.Chain { return n.chain },
 		Advertise: []string{fmt.Sprintf("192.0.2.%d:6346", len(net.nodes)+1)}, Leaves: func() int { return len(n.Leaves(0)) },
-		Cap: 200, Incarnation: 1, GossipInterval: time.Second, MemberTimeout: 4 * time.Second,
+		Cap: 200, Incarnation: 1, GossipInterval: time.Second, MemberTimeout: 4 * time.Second, RefreshInterval: 30 * time.Minute,
 		Now: net.clock.Now, Rand: net.rand("members " + name), Log: net.log()}, n.members, n, nodeOut{n})
 	n.setElection(func(*electionConfig) {})
 	n.start()
@@ -342,6 +345,9 @@ func (net *coreNet) run() int {
 		case linked && dst != nil && !dst.down:
 			n++
 			net.delivered++
+			if m, ok := e.m.(*protocol.Members); ok {
+				net.entries += len(m.Members) + len(m.Gone)
+			}
 			dst.handle(e.from, protocol.RoleSupernode, net.roundTrip(e.m))
 		case isLeaf && leaf != nil:
 			n++
@@ -442,8 +448,8 @@ func (net *coreNet) linkMore(want int) {
 			continue
 		}
 		net.connect(n, o)
-		n.memb.Greet(o.peer())
-		o.memb.Greet(n.peer())
+		n.memb.NeighbourUp(o.peer())
+		o.memb.NeighbourUp(n.peer())
 		net.run()
 	}
 }

@@ -176,7 +176,9 @@ func TestDirectoryHandover(t *testing.T) {
 	}
 	check("three joined")
 
-	// C dies: the others see its entry stop, and copy what it held.
+	// C dies: its neighbours, all the others, hear nothing from it for the
+	// member timeout, report it gone, and copy what it held.
+	net.gossip()
 	dead := net.nodes[2]
 	dead.down = true
 	for _, n := range net.nodes {
@@ -184,11 +186,16 @@ func TestDirectoryHandover(t *testing.T) {
 			net.disconnect(n, dead)
 		}
 	}
-	net.clock.Advance(5 * time.Second)
-	net.meet()
+	for range 5 {
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
 	for _, n := range net.nodes {
-		if n != dead {
-			n.members.Expire(net.clock.Now())
+		if n != dead && !slices.Equal(net.listed(n), []string{"A", "B", "D", "E", "F"}) {
+			t.Fatalf("%s lists %v", n.name, net.listed(n))
+		}
+		if n != dead && n.members.Alive(dead.peer()) {
+			t.Fatalf("%s still takes C as live", n.name)
 		}
 	}
 	net.sweep(false)

@@ -155,8 +155,8 @@ func TestElectionRefusalHoldsOff(t *testing.T) {
 }
 
 // The promoter renews the certificate at a third of its life while the
-// promoted supernode is live and its leaf attached; once the supernode dies
-// it stops, and the certificate runs out.
+// promoted supernode is live and its leaf attached; once the supernode is
+// reported gone it stops, and the certificate runs out.
 func TestElectionRenewsCertificates(t *testing.T) {
 	net, a, ls := electNet(t)
 	candidates(a, ls, []uint32{100, 0, 0, 0, 0}, []bool{true, false, false, false, false})
@@ -197,6 +197,13 @@ func TestElectionRenewsCertificates(t *testing.T) {
 		t.Fatalf("%d certificates in an hour, want the first and 6 renewals", n)
 	}
 	alive = false
+	// A, linked to it, hears nothing more and reports it gone.
+	inc, b, _ := a.members.Held(sn.ID)
+	gone := &protocol.MemberGone{Peer: sn.ID, Incarnation: inc, Beat: b}
+	gone.Sign(a.id)
+	if ok, err := a.members.Gone(gone, nil); !ok || err != nil {
+		t.Fatalf("A's report of the promoted supernode gone was not taken: %v", err)
+	}
 	lapsed := false
 	for m := 1; m <= 40 && !lapsed; m++ {
 		round()

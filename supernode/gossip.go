@@ -20,9 +20,14 @@ import (
 
 // LeafMembersEvery is how many gossip rounds pass between member lists to
 // leaves while the supernodes they list stay the same (a change goes out
-// at once), and dirSweepEvery between sweeps of the directory with the ring
-// unchanged.
-const LeafMembersEvery, dirSweepEvery = 60, 10
+// at once): half an hour at the default round, about as stale as the loads
+// in the entries get. dirSweepEvery is how many pass between sweeps of the
+// directory with the ring unchanged.
+const LeafMembersEvery, dirSweepEvery = 1800, 10
+
+// maxNews bounds the entries and reports waiting for the next round; past it
+// the oldest go, and the refresh repairs what they carried.
+const maxNews = 4 * protocol.MaxMembers
 
 // membershipConfig configures the membership core.
 type membershipConfig struct {
@@ -37,21 +42,28 @@ type membershipConfig struct {
 	Cap         uint32
 	Incarnation uint64
 	// GossipInterval is the time between rounds: a supernode may send us
-	// its list about twice a round. MemberTimeout is how long a listed
-	// supernode that did not answer a dial is left alone, halved.
-	GossipInterval, MemberTimeout time.Duration
-	// Gone is told of each supernode taken as dead.
-	Gone func(protocol.PeerID)
-	Now  func() time.Time
-	Rand io.Reader
-	Log  zerolog.Logger
+	// a list about twice a round. MemberTimeout is how long a neighbour may
+	// stay silent (or unlinked) before we report it gone, and how long a
+	// listed supernode that did not answer a dial is left alone, halved.
+	// RefreshInterval is how often we issue our entry unchanged.
+	GossipInterval, MemberTimeout, RefreshInterval time.Duration
+	// Gone is told of each supernode taken as dead; Silent of each
+	// neighbour reported gone while still linked, to close its link.
+	Gone   func(protocol.PeerID)
+	Silent func(protocol.PeerID)
+	Now    func() time.Time
+	Rand   io.Reader
+	Log    zerolog.Logger
 }
 
-// membership keeps the member list by gossip: every round it signs our
-// entry with a higher beat, marks the silent as dead, and sends the live
-// list to the supernodes linked to us, and now and then to the leaves. It
-// also picks which listed supernode to link to next. Dialling is the
-// server's.
+// membership keeps the member list by passing on changes: our entry when it
+// changes and every refresh interval, the entries and gone reports that are
+// news to us, each once to every neighbour, in the next round. A neighbour
+// that is silent for the member timeout (every round sends it something),
+// or whose link went and did not come back by then, is reported gone. A
+// supernode reported gone while alive hears of it and issues a later entry.
+// Now and then the list goes to the leaves. The membership also picks which
+// listed supernode to link to next; dialling is the server's.
 type membership struct {
 	cfg     membershipConfig
 	members *Members
@@ -64,16 +76,32 @@ type membership struct {
 	beat       uint64 // the last beat of our own entry
 	rounds     uint64 // gossip rounds so far
 	limits     map[protocol.PeerID]*rate.Limiter
-	dialFailed map[protocol.PeerID]time.Time // listed supernodes not redialled until then
+	reporters  map[protocol.PeerID]*rate.Limiter // gone reports taken, by reporter
+	dialFailed map[protocol.PeerID]time.Time     // listed supernodes not redialled until then
+	heard      map[protocol.PeerID]time.Time     // neighbours, linked or lately lost: when last heard
+	told       map[protocol.PeerID]time.Time     // neighbours sent the report of their death, when
+	news       []news                            // for the next round
+	died       []protocol.PeerID                 // by reports, for the next round
+	issued     *protocol.MemberRecord            // our last entry
+	issuedAt   time.Time
+	refute     bool // a report of us gone came: issue our entry again
 	// leafPrint is what the leaves were last sent (leafView), leafAt the
 	// round it went.
 	leafPrint uint64
 	leafAt    uint64
 }
 
+// news is an entry or a gone report to pass on, and the neighbour it came
+// from, which does not get it back.
+type news struct {
+	rec  *protocol.MemberRecord
+	gone *protocol.MemberGone
+	from protocol.PeerID
+}
+
 // leafView is a fingerprint of what leaves use of the list: which
 // supernodes live, where, and since which start. Beats and loads change
-// every round and do not count.
+// and do not count.
 func leafView(live []*protocol.MemberRecord) uint64 {
 	keys := make([]string, 0, len(live))
 	for _, m := range live {
@@ -98,7 +126,9 @@ func newMembership(cfg membershipConfig, members *Members, links linkView, out p
 		cfg.Now = time.Now
 	}
 	return &membership{cfg: cfg, members: members, links: links, out: out, rnd: randSource{r: cfg.Rand}, log: cfg.Log,
-		limits: make(map[protocol.PeerID]*rate.Limiter), dialFailed: make(map[protocol.PeerID]time.Time)}
+		limits: make(map[protocol.PeerID]*rate.Limiter), reporters: make(map[protocol.PeerID]*rate.Limiter),
+		dialFailed: make(map[protocol.PeerID]time.Time), heard: make(map[protocol.PeerID]time.Time),
+		told: make(map[protocol.PeerID]time.Time)}
 }
 
 // gossipRound is what one round found.
@@ -108,31 +138,34 @@ type gossipRound struct {
 	rounds uint64 // this round's number, from 1
 }
 
-// Round issues our entry, expires the silent and sends the live list.
+// Round issues our entry when due, reports silent neighbours gone, expires
+// what was not issued again in time and passes on the news.
 func (g *membership) Round(now time.Time) gossipRound {
 	g.mu.Lock()
-	// The clock in milliseconds keeps beats rising across restarts.
-	g.beat = max(g.beat+1, uint64(now.UnixMilli()))
 	g.rounds++
-	beat, rounds := g.beat, g.rounds
+	rounds := g.rounds
 	g.mu.Unlock()
-	if ch := g.cfg.Chain(); len(ch) > 0 {
-		self := &protocol.MemberRecord{Addrs: g.cfg.Advertise, Beat: beat,
-			Leaves: uint32(g.cfg.Leaves()), Cap: g.cfg.Cap, Incarnation: g.cfg.Incarnation, Chain: ch}
-		self.Sign(g.cfg.Identity)
-		g.members.Merge([]*protocol.MemberRecord{self}, now)
-	}
+	g.issue(now)
+	silent := g.detect(now)
 	died := g.members.Expire(now)
+	g.mu.Lock()
+	died = append(died, g.died...)
+	g.died = nil
+	g.mu.Unlock()
 	slices.SortFunc(died, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
 	for _, id := range died {
-		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead: its member entry stopped")
+		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead")
 		if g.cfg.Gone != nil {
 			g.cfg.Gone(id)
 		}
 	}
+	if g.cfg.Silent != nil {
+		for _, p := range silent {
+			g.cfg.Silent(p)
+		}
+	}
+	g.spread()
 	live := g.members.Live()
-	msg := g.message(live)
-	to := g.links.Neighbours(protocol.TypeMembers)
 	// Leaves get the list when what they use of it changed: they need it
 	// to find a supernode when theirs are gone (they keep it on disk for
 	// that) and to see the supernodes holding their username record
@@ -147,17 +180,141 @@ func (g *membership) Round(now time.Time) gossipRound {
 	}
 	g.mu.Unlock()
 	if toLeaves {
-		to = append(to, g.links.Leaves(protocol.TypeMembers)...)
-	}
-	for _, p := range to {
-		g.out.Send(p, msg)
+		msg := g.message(live)
+		for _, p := range g.links.Leaves(protocol.TypeMembers) {
+			g.out.Send(p, msg)
+		}
 	}
 	return gossipRound{live: live, died: died, rounds: rounds}
 }
 
-// Greet sends a newly linked supernode or leaf the list at once rather than
-// at the next round: until two supernodes swap lists, each takes itself for
-// the whole ring of the directory.
+// issue signs our entry again when it is due: the first once we have a
+// chain, a new chain, a report of us gone, or the refresh interval passed.
+func (g *membership) issue(now time.Time) {
+	ch := g.cfg.Chain()
+	if len(ch) == 0 {
+		return
+	}
+	g.mu.Lock()
+	due := g.issued == nil || g.refute || !g.issued.Chain.Equal(ch) || now.Sub(g.issuedAt) >= g.cfg.RefreshInterval
+	if !due {
+		g.mu.Unlock()
+		return
+	}
+	// The clock in milliseconds keeps beats rising across restarts.
+	g.beat = max(g.beat+1, uint64(now.UnixMilli()))
+	self := &protocol.MemberRecord{Addrs: g.cfg.Advertise, Beat: g.beat,
+		Leaves: uint32(g.cfg.Leaves()), Cap: g.cfg.Cap, Incarnation: g.cfg.Incarnation, Chain: ch}
+	self.Sign(g.cfg.Identity)
+	g.issued, g.issuedAt, g.refute = self, now, false
+	g.mu.Unlock()
+	if fresh, _ := g.members.MergeNews([]*protocol.MemberRecord{self}, now); len(fresh) > 0 {
+		g.queue(news{rec: fresh[0], from: g.cfg.Identity.ID})
+	}
+}
+
+// detect reports gone the neighbours not heard from for the member timeout,
+// linked or not, and returns those still linked.
+func (g *membership) detect(now time.Time) (silent []protocol.PeerID) {
+	linked := g.links.Neighbours(protocol.TypeMembers)
+	var lost []protocol.PeerID
+	g.mu.Lock()
+	for _, p := range linked {
+		if _, ok := g.heard[p]; !ok {
+			g.heard[p] = now
+		}
+	}
+	for p, at := range g.heard {
+		if now.Sub(at) < g.cfg.MemberTimeout {
+			continue
+		}
+		delete(g.heard, p)
+		lost = append(lost, p)
+		if slices.Contains(linked, p) {
+			silent = append(silent, p)
+		}
+	}
+	g.mu.Unlock()
+	slices.SortFunc(lost, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
+	for _, p := range lost {
+		inc, beat, ok := g.members.Held(p)
+		if !ok {
+			continue
+		}
+		r := &protocol.MemberGone{Peer: p, Incarnation: inc, Beat: beat}
+		r.Sign(g.cfg.Identity)
+		if ok, err := g.members.Gone(r, nil); ok && err == nil {
+			g.log.Info().Str("peer_id", p.Short()).Dur("silent", g.cfg.MemberTimeout).Msg("reporting a neighbour gone")
+			g.mu.Lock()
+			g.died = append(g.died, p)
+			g.mu.Unlock()
+			g.queue(news{gone: r, from: g.cfg.Identity.ID})
+		}
+	}
+	return silent
+}
+
+// queue keeps n for the next round, dropping the oldest past maxNews.
+func (g *membership) queue(n news) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.news) >= maxNews {
+		g.news = slices.Delete(g.news, 0, len(g.news)-maxNews+1)
+	}
+	g.news = append(g.news, n)
+}
+
+// spread sends each neighbour the news it did not bring, or an empty list
+// so that it hears from us every round.
+func (g *membership) spread() {
+	g.mu.Lock()
+	batch := g.news
+	g.news = nil
+	g.mu.Unlock()
+	for _, p := range g.links.Neighbours(protocol.TypeMembers) {
+		var msgs []*protocol.Members
+		cur := &protocol.Members{}
+		for _, n := range batch {
+			if n.from == p {
+				continue
+			}
+			if len(cur.Members) == protocol.MaxMembers || len(cur.Gone) == protocol.MaxMembers {
+				msgs = append(msgs, cur)
+				cur = &protocol.Members{}
+			}
+			if n.rec != nil {
+				cur.Members = append(cur.Members, *n.rec)
+			} else {
+				cur.Gone = append(cur.Gone, *n.gone)
+			}
+		}
+		for _, m := range append(msgs, cur) {
+			g.out.Send(p, m)
+		}
+	}
+}
+
+// NeighbourUp sends a newly linked supernode every live entry at once rather
+// than as they change: until two supernodes swap lists, each takes itself
+// for the whole ring of the directory.
+func (g *membership) NeighbourUp(p protocol.PeerID) {
+	g.mu.Lock()
+	g.heard[p] = g.cfg.Now()
+	delete(g.told, p)
+	g.mu.Unlock()
+	live := g.members.Live()
+	for len(live) > 0 {
+		n := min(len(live), protocol.MaxMembers)
+		msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, n)}
+		for _, m := range live[:n] {
+			msg.Members = append(msg.Members, *m)
+		}
+		g.out.Send(p, msg)
+		live = live[n:]
+	}
+}
+
+// Greet sends a newly attached leaf the list at once.
 func (g *membership) Greet(p protocol.PeerID) {
 	g.out.Send(p, g.message(g.members.Live()))
 }
@@ -186,15 +343,19 @@ func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID, rnd *ra
 }
 
 // Handle merges a member list from supernode from. Only supernodes send one,
-// and only entries they checked, so a bad entry means a bad sender: the
-// error closes its link. A supernode is kept to a list every half round or
-// so, since each entry in one costs a signature check.
+// and only entries and reports they checked, so a bad one means a bad
+// sender: the error closes its link. A supernode is kept to a list every
+// half round or so, beyond the lists of a greeting, since each entry in one
+// costs a signature check.
 func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	now := g.cfg.Now()
 	g.mu.Lock()
+	if _, ok := g.heard[from]; ok {
+		g.heard[from] = now
+	}
 	lim := g.limits[from]
 	if lim == nil {
-		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4)
+		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4+maxMembersHeld/protocol.MaxMembers)
 		g.limits[from] = lim
 	}
 	ok := lim.AllowN(now, 1)
@@ -206,16 +367,87 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	for i := range m.Members {
 		recs[i] = &m.Members[i]
 	}
-	if _, bad := g.members.Merge(recs, now); bad > 0 {
+	fresh, bad := g.members.MergeNews(recs, now)
+	if bad > 0 {
 		return fmt.Errorf("%w: %d member entries with bad signatures or no valid certificate", protocol.ErrForbidden, bad)
+	}
+	for _, r := range fresh {
+		g.queue(news{rec: r, from: from})
+	}
+	for i := range m.Gone {
+		if err := g.takeGone(from, &m.Gone[i]); err != nil {
+			return fmt.Errorf("%w: %w", protocol.ErrForbidden, err)
+		}
+	}
+	// A neighbour we hold as dead is alive after all: it is told why, and
+	// answers with a later entry.
+	if r := g.members.GoneReport(from); r != nil {
+		g.mu.Lock()
+		tell := now.Sub(g.told[from]) >= g.cfg.MemberTimeout
+		if tell {
+			g.told[from] = now
+		}
+		g.mu.Unlock()
+		if tell {
+			g.out.Send(from, &protocol.Members{Gone: []protocol.MemberGone{*r}})
+		}
 	}
 	return nil
 }
 
-// NeighbourDown forgets a supernode's rate.
+// maxMembersHeld bounds the supernodes a view holds.
+const maxMembersHeld = 4096
+
+// A reporter may report reportBurst supernodes gone at once, about as many
+// as it has links, then one every reportEvery: more would be a liar's.
+const (
+	reportEvery = 15 * time.Second
+	reportBurst = 32
+)
+
+// takeGone takes a gone report r that came from neighbour from.
+func (g *membership) takeGone(from protocol.PeerID, r *protocol.MemberGone) error {
+	self := g.cfg.Identity.ID
+	if r.Peer == self {
+		if r.Incarnation == g.cfg.Incarnation {
+			g.mu.Lock()
+			if g.issued != nil && r.Beat >= g.issued.Beat {
+				g.refute = true
+			}
+			g.mu.Unlock()
+		}
+		return nil
+	}
+	now := g.cfg.Now()
+	ok, err := g.members.Gone(r, func(by protocol.PeerID) bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		lim := g.reporters[by]
+		if lim == nil {
+			if len(g.reporters) >= maxMembersHeld {
+				clear(g.reporters)
+			}
+			lim = rate.NewLimiter(rate.Every(reportEvery), reportBurst)
+			g.reporters[by] = lim
+		}
+		return lim.AllowN(now, 1)
+	})
+	if err != nil || !ok {
+		return err
+	}
+	g.mu.Lock()
+	g.died = append(g.died, r.Peer)
+	g.mu.Unlock()
+	g.queue(news{gone: r, from: from})
+	return nil
+}
+
+// NeighbourDown forgets a supernode's rate. It stays among those heard
+// from: not linked again within the member timeout, it is reported gone.
 func (g *membership) NeighbourDown(p protocol.PeerID) {
 	g.mu.Lock()
 	delete(g.limits, p)
+	delete(g.told, p)
 	g.mu.Unlock()
 }
 
@@ -357,6 +589,13 @@ func (s *Server) linkMore(m *protocol.MemberRecord) {
 			l.Log().Info().Msg("linked to a supernode from the member list")
 		}
 	}()
+}
+
+// GossipRounds is how many gossip rounds the supernode has run.
+func (s *Server) GossipRounds() uint64 {
+	s.memb.mu.Lock()
+	defer s.memb.mu.Unlock()
+	return s.memb.rounds
 }
 
 // Members returns the live supernodes this one knows of, its own entry included.

@@ -11,23 +11,21 @@ import (
 	"github.com/supernet-p2p/supernet/protocol"
 )
 
-// Members is a supernode's view of the live supernodes, kept by heartbeat
-// gossip: every round each supernode signs its own entry with a higher beat and
-// passes on the freshest entry it holds of every other. An entry whose beat
-// has not risen for failAfter is taken as dead. A dead entry is remembered,
-// with its beat, until forgetAfter, so that an older copy still going round
-// does not bring it back; a higher beat does (it restarted, or was only cut
-// off). Remembering it only as long again as failAfter was not enough: a
-// supernode that learnt of the death late still held the entry live when
-// another had forgotten it, passed it back as news, and the dead supernode
-// went round as live for minutes.
+// Members is a supernode's view of the live supernodes. A supernode issues
+// its signed entry when it starts, when the entry changes, to answer a report
+// of it gone, and every refresh interval; the others pass on what is news to
+// them. An entry leaves the view when a gone report for it (or a later one)
+// arrives, or when it was not issued again for expireAfter: the net under
+// reports lost on the way. A dead entry is remembered, with its beat, until
+// forgetAfter, so that an older copy still going round does not bring it
+// back; a higher beat does (it restarted, or was only cut off).
 type Members struct {
-	mu        sync.Mutex
-	network   protocol.NetworkID
-	failAfter time.Duration
-	max       int
-	m         map[protocol.PeerID]*member
-	gen       uint64 // raised when a supernode joins, dies or comes back
+	mu          sync.Mutex
+	network     protocol.NetworkID
+	expireAfter time.Duration
+	max         int
+	m           map[protocol.PeerID]*member
+	gen         uint64 // raised when a supernode joins, dies or comes back
 }
 
 type member struct {
@@ -35,12 +33,14 @@ type member struct {
 	seen  time.Time // when its beat last rose
 	until time.Time // when its certificate chain runs out
 	dead  bool
+	gone  *protocol.MemberGone // the report it died of, if one
 }
 
 // NewMembers makes an empty view of the supernodes admitted to network,
-// holding at most max of them.
-func NewMembers(network protocol.NetworkID, failAfter time.Duration, max int) *Members {
-	return &Members{network: network, failAfter: failAfter, max: max, m: make(map[protocol.PeerID]*member)}
+// holding at most max of them; an entry not issued again for expireAfter is
+// taken as dead.
+func NewMembers(network protocol.NetworkID, expireAfter time.Duration, max int) *Members {
+	return &Members{network: network, expireAfter: expireAfter, max: max, m: make(map[protocol.PeerID]*member)}
 }
 
 // Merge takes entries gossiped by a neighbour (or our own). It returns how
@@ -49,6 +49,12 @@ func NewMembers(network protocol.NetworkID, failAfter time.Duration, max int) *M
 // whose chain has only expired is skipped without blame: the sender may not
 // have seen the clock pass it yet.
 func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, bad int) {
+	news, bad := ms.MergeNews(recs, now)
+	return len(news), bad
+}
+
+// MergeNews is Merge returning the entries that were news, to pass on.
+func (ms *Members) MergeNews(recs []*protocol.MemberRecord, now time.Time) (news []*protocol.MemberRecord, bad int) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	for _, r := range recs {
@@ -75,20 +81,83 @@ func (ms *Members) Merge(recs []*protocol.MemberRecord, now time.Time) (fresh, b
 		} else if now.After(old.until.Add(protocol.CertSkew)) {
 			continue
 		}
-		if old == nil && len(ms.m) >= ms.max {
+		if old == nil && len(ms.m) >= ms.max && !ms.evictDeadLocked() {
 			continue
 		}
 		if old == nil || old.dead {
 			ms.gen++
 		}
-		ms.m[id] = &member{rec: r.Clone(), seen: now, until: r.Chain.Expires()}
-		fresh++
+		c := r.Clone()
+		ms.m[id] = &member{rec: c, seen: now, until: r.Chain.Expires()}
+		news = append(news, c)
 	}
-	return fresh, bad
+	return news, bad
 }
 
-// Expire marks the supernodes whose beat stopped as dead, forgets those dead
-// for long, and returns the ones that died now.
+// evictDeadLocked forgets the dead entry heard of longest ago, to make room
+// for a live one; it reports whether there was one.
+func (ms *Members) evictDeadLocked() bool {
+	var oldest protocol.PeerID
+	var at time.Time
+	for id, m := range ms.m {
+		if m.dead && (at.IsZero() || m.seen.Before(at)) {
+			oldest, at = id, m.seen
+		}
+	}
+	if at.IsZero() {
+		return false
+	}
+	delete(ms.m, oldest)
+	return true
+}
+
+// Gone takes a report of a supernode gone. It returns whether the report
+// was news: it ended an entry held live. A report of an entry older than the
+// one held, of an unknown supernode or by a reporter not taken as alive is
+// skipped; one that fails its reporter's signature is an error. allow, asked
+// only for a report that would be news, may refuse it (a reporter over its
+// rate).
+func (ms *Members) Gone(g *protocol.MemberGone, allow func(by protocol.PeerID) bool) (bool, error) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	m, by := ms.m[g.Peer], ms.m[g.By]
+	if m == nil || m.dead || by == nil || by.dead ||
+		g.Incarnation < m.rec.Incarnation || g.Incarnation == m.rec.Incarnation && g.Beat < m.rec.Beat {
+		return false, nil
+	}
+	if err := g.VerifyBy(ed25519.PublicKey(by.rec.Key)); err != nil {
+		return false, err
+	}
+	if allow != nil && !allow(g.By) {
+		return false, nil
+	}
+	m.dead, m.gone = true, g
+	ms.gen++
+	return true, nil
+}
+
+// GoneReport is the report a dead supernode's entry ended by, or nil.
+func (ms *Members) GoneReport(id protocol.PeerID) *protocol.MemberGone {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && m.dead {
+		return m.gone
+	}
+	return nil
+}
+
+// Held is the incarnation and beat of the live entry for id.
+func (ms *Members) Held(id protocol.PeerID) (inc, beat uint64, ok bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && !m.dead {
+		return m.rec.Incarnation, m.rec.Beat, true
+	}
+	return 0, 0, false
+}
+
+// Expire marks the supernodes whose entries were not issued again in time
+// as dead, forgets those dead for long, and returns the ones that died now.
 func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -98,7 +167,7 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 		switch {
 		case age >= ms.forgetAfter():
 			delete(ms.m, id)
-		case (age >= ms.failAfter || now.After(m.until.Add(protocol.CertSkew))) && !m.dead:
+		case (age >= ms.expireAfter || now.After(m.until.Add(protocol.CertSkew))) && !m.dead:
 			// A lapsed certificate ends a member like silence does; a
 			// renewed one comes with a higher beat and brings it back.
 			m.dead = true
@@ -109,10 +178,11 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 	return died
 }
 
-// forgetAfter is how long an entry is kept after its beat last rose: far
-// longer than a dead entry can still be going round as live.
+// forgetAfter is how long an entry is kept after its beat last rose: longer
+// than a dead entry can still be going round as live, which it is at most
+// until every holder has expired it.
 func (ms *Members) forgetAfter() time.Duration {
-	return max(10*ms.failAfter, time.Minute)
+	return max(2*ms.expireAfter, time.Minute)
 }
 
 // Live are the entries of the supernodes taken as alive, by peer ID: what a

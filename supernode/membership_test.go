@@ -23,8 +23,8 @@ func chainNet(t *testing.T, n int, seed uint64) *coreNet {
 	for i := 1; i < n; i++ {
 		a, b := net.nodes[i-1], net.nodes[i]
 		net.connect(a, b)
-		a.memb.Greet(b.peer())
-		b.memb.Greet(a.peer())
+		a.memb.NeighbourUp(b.peer())
+		b.memb.NeighbourUp(a.peer())
 	}
 	net.run()
 	return net
@@ -266,11 +266,14 @@ func TestMembershipListsToLeaves(t *testing.T) {
 	dead := net.nodes[2]
 	dead.down = true
 	net.disconnect(net.nodes[1], dead)
-	before := lists()
 	for r := 1; ; r++ {
 		net.clock.Advance(time.Second)
-		died := net.gossip()
-		if died > 0 && a.members.Alive(dead.peer()) == false {
+		// A report of C gone reached A in the last round: A's round now
+		// takes it as dead, and tells the leaf.
+		knew := !a.members.Alive(dead.peer())
+		before := lists()
+		net.gossip()
+		if knew {
 			if lists() != before+1 {
 				t.Fatalf("the round A saw C die sent the leaf %d lists, want 1", lists()-before)
 			}
@@ -282,6 +285,182 @@ func TestMembershipListsToLeaves(t *testing.T) {
 		if r == 8 {
 			t.Fatal("A did not see C die within 8 rounds")
 		}
-		before = lists()
+	}
+}
+
+// settledNet is n supernodes joined in a chain that have listed each other
+// and linked to three or more each.
+func settledNet(t *testing.T, n int) *coreNet {
+	t.Helper()
+	net := chainNet(t, n, 1)
+	net.rounds(30, 3, "the supernodes to list each other", func() bool {
+		for _, x := range net.nodes {
+			if len(net.listed(x)) < n || len(x.Neighbours(0)) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	return net
+}
+
+// With nothing changing, supernodes pass on no entries, only a word to each
+// neighbour a round; each entry goes again at the refresh interval, over
+// each link once or twice.
+func TestMembershipPassesOnChangesOnly(t *testing.T) {
+	net := settledNet(t, 8)
+	steps := func(n int, d time.Duration) {
+		for range n {
+			net.clock.Advance(d)
+			net.gossip()
+		}
+	}
+	steps(10, time.Second)
+	links := 0
+	for _, n := range net.nodes {
+		links += len(n.Neighbours(0))
+	}
+	links /= 2
+	before, sent := net.entries, net.delivered
+	steps(120, time.Second)
+	if got := net.entries - before; got != 0 {
+		t.Fatalf("%d entries passed on in 120 quiet rounds, want none", got)
+	}
+	if got, want := net.delivered-sent, 120*2*links; got != want {
+		t.Fatalf("%d messages in 120 quiet rounds, want %d: one per link each way", got, want)
+	}
+	// Past the refresh interval every supernode issues its entry again.
+	before = net.entries
+	steps(30*60-120+30, time.Second)
+	if got := net.entries - before; got < len(net.nodes)*(len(net.nodes)-1) || got > 8*2*links {
+		t.Fatalf("%d entries for the refresh of %d supernodes over %d links", got, len(net.nodes), links)
+	}
+	for _, n := range net.nodes {
+		if len(net.listed(n)) != 8 {
+			t.Fatalf("%s lists %v after the refresh", n.name, net.listed(n))
+		}
+	}
+}
+
+// goneReport is by's signed report of x gone, naming the entry of x that n
+// holds.
+func goneReport(t *testing.T, n *coreNode, x protocol.PeerID, by *protocol.Identity) *protocol.MemberGone {
+	t.Helper()
+	inc, beat, ok := n.members.Held(x)
+	if !ok {
+		t.Fatalf("%s holds no live entry for %s", n.name, x.Short())
+	}
+	r := &protocol.MemberGone{Peer: x, Incarnation: inc, Beat: beat}
+	r.Sign(by)
+	return r
+}
+
+// A supernode reported gone while alive hears of the report and issues a
+// later entry, which brings it back everywhere.
+func TestMembershipAliveSupernodeAnswersReport(t *testing.T) {
+	net := settledNet(t, 6)
+	a, b := net.nodes[0], net.nodes[3]
+	nodeOut{a}.Send(a.Neighbours(0)[0], &protocol.Members{Gone: []protocol.MemberGone{*goneReport(t, a, b.peer(), a.id)}})
+	net.run()
+	net.rounds(10, 3, "every supernode to list B again after the false report", func() bool {
+		for _, n := range net.nodes {
+			if len(net.listed(n)) != 6 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range net.nodes {
+		if len(n.closed) > 0 {
+			t.Fatalf("%s closed links: %v", n.name, n.closed)
+		}
+	}
+}
+
+// A supernode whose link to a neighbour drops and comes back within the
+// member timeout reports nothing; one that stays away is reported by its
+// neighbours, and every supernode drops it within a few rounds more.
+func TestMembershipReportsLostNeighbour(t *testing.T) {
+	net := settledNet(t, 8)
+	a := net.nodes[0]
+	b := net.node(a.Neighbours(0)[0])
+	net.disconnect(a, b)
+	for range 2 {
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
+	net.connect(a, b)
+	a.memb.NeighbourUp(b.peer())
+	b.memb.NeighbourUp(a.peer())
+	net.run()
+	before := net.entries
+	for range 10 {
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
+	if got := net.entries - before; got != 0 {
+		t.Fatalf("%d entries or reports after a link came back in 2 s, want none", got)
+	}
+	dead := net.nodes[5]
+	dead.down = true
+	for _, n := range net.nodes {
+		net.disconnect(n, dead)
+	}
+	r := 0
+	for ; r < 10; r++ {
+		net.clock.Advance(time.Second)
+		net.gossip()
+		if !slices.ContainsFunc(net.alive(), func(n *coreNode) bool { return n.members.Alive(dead.peer()) }) {
+			break
+		}
+	}
+	// 4 s of silence, then a round per hop.
+	if r < 3 || r > 6 {
+		t.Fatalf("the dead supernode was dropped everywhere after %d rounds, want 4 to 7", r+1)
+	}
+}
+
+// A supernode that reports many others gone is taken at its word for about
+// as many as it could have links, then ignored; the others answer the
+// reports and stay listed, and a report with a bad signature closes the
+// link it came on.
+func TestMembershipLyingReporterIsBounded(t *testing.T) {
+	const n = 48
+	net := chainNet(t, n, 1)
+	net.rounds(60, 3, "the supernodes to list each other", func() bool {
+		for _, x := range net.nodes {
+			if len(net.listed(x)) < n {
+				return false
+			}
+		}
+		return true
+	})
+	liar, victim := net.nodes[0], net.nodes[1]
+	var lies []protocol.MemberGone
+	for _, x := range net.nodes[2:] {
+		lies = append(lies, *goneReport(t, victim, x.peer(), liar.id))
+	}
+	nodeOut{liar}.Send(victim.peer(), &protocol.Members{Gone: lies})
+	net.run()
+	if got := n - len(net.listed(victim)); got != reportBurst {
+		t.Fatalf("the victim dropped %d supernodes on one reporter's word, want %d", got, reportBurst)
+	}
+	net.rounds(10, 3, "every supernode to list all again", func() bool {
+		for _, x := range net.nodes {
+			if len(net.listed(x)) != n {
+				return false
+			}
+		}
+		return true
+	})
+	forged := *goneReport(t, victim, net.nodes[2].peer(), liar.id)
+	forged.Beat++
+	nodeOut{liar}.Send(victim.peer(), &protocol.Members{Gone: []protocol.MemberGone{forged}})
+	net.run()
+	if err := victim.closed[liar.peer()]; !errors.Is(err, protocol.ErrForbidden) {
+		t.Fatalf("a forged report: the link closed with %v, want forbidden", err)
+	}
+	if !victim.members.Alive(net.nodes[2].peer()) {
+		t.Fatal("a forged report was taken")
 	}
 }

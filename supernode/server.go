@@ -126,10 +126,12 @@ type Config struct {
 	// supernode on all interfaces that advertises nothing is listed but never
 	// dialled by the supernodes that learn of it second-hand).
 	Advertise []string
-	// GossipInterval is how often the member list goes to the neighbours
-	// (default 1 s); a supernode silent for MemberTimeout is taken as dead
-	// (default 4 s).
-	GossipInterval, MemberTimeout time.Duration
+	// GossipInterval is how often changes to the member list go to the
+	// neighbours, and at least a word to each (default 1 s); a neighbour
+	// silent or unlinked for MemberTimeout is reported gone (default 4 s).
+	// MemberRefresh is how often a supernode issues its entry unchanged
+	// (default 30 min); an entry not issued again for twice that is dropped.
+	GossipInterval, MemberTimeout, MemberRefresh time.Duration
 	// Neighbours is how many supernode links this one keeps: with fewer, it
 	// links to live supernodes from the member list, its ring fingers first
 	// (default 8, enough fingers for lookups in about log2 N hops up to a few
@@ -270,11 +272,11 @@ func New(cfg Config) (*Server, error) {
 		cfg.Router.MaxPingEvery = min(cmp.Or(cfg.Router.MaxPingEvery, DefaultRouterConfig().MaxPingEvery), cfg.IdleTimeout)
 	}
 	s.router = NewRouter(cfg.Router, s)
-	s.members = NewMembers(s.cfg.Network, cfg.MemberTimeout, 4096)
+	s.members = NewMembers(s.cfg.Network, memberExpiry(cfg.MemberRefresh, cfg.MemberTimeout), maxMembersHeld)
 	s.store = store
 	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
 		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
-		Gone: s.router.SupernodeGone, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
+		RefreshInterval: cfg.MemberRefresh, Gone: s.router.SupernodeGone, Silent: s.neighbourSilent, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
 		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
 	s.elect = newElection(electionConfig{Identity: id, Network: s.cfg.Network, Chain: s.Chain,
@@ -721,7 +723,7 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 	}
 	s.router.NeighbourUp(id, l.Peer)
 	if protocol.Supports(l.Version, protocol.TypeMembers) {
-		s.memb.Greet(l.Peer)
+		s.memb.NeighbourUp(l.Peer)
 	}
 	l.Log().Info().Msg("supernode linked")
 	s.wg.Add(1)
@@ -739,6 +741,23 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 		l.Log().Info().Err(l.Err()).Msg("supernode unlinked")
 	})
 	return id, true
+}
+
+// memberExpiry is how long an entry lasts without being issued again: two
+// refreshes and the time to hear of one.
+func memberExpiry(refresh, timeout time.Duration) time.Duration {
+	return 2*refresh + timeout
+}
+
+// neighbourSilent closes the link to a neighbour reported gone for silence:
+// if it lives, it dials again.
+func (s *Server) neighbourSilent(p protocol.PeerID) {
+	s.mu.Lock()
+	l := s.links[s.byPeer[p]]
+	s.mu.Unlock()
+	if l != nil {
+		l.Close(fmt.Errorf("%w: silent for %v", protocol.ErrTimeout, s.cfg.MemberTimeout))
+	}
 }
 
 // joinLoop keeps a link to one configured supernode, redialling with capped,
