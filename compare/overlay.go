@@ -468,11 +468,13 @@ func (o *overlay) fail(f failure) {
 	}
 	// The dead supernodes' neighbours hear nothing from them for the
 	// member timeout and report them gone; the reports flood the overlay,
-	// a gossip round or less per hop, and every supernode sends its
-	// leaves the changed list.
+	// a gossip round or less per hop. Unanswered for SuspectFor, they make
+	// every supernode take the dead as dead and send its leaves the
+	// changed list.
 	hops := int(math.Ceil(math.Log(float64(max(2, o.liveSNs))) / math.Log(float64(max(2, o.Neighbours)))))
-	e.net.after(o.MemberTimeout, func() {
-		o.news(0, len(dead))
+	suspect := supernode.SuspectFor(o.MemberTimeout)
+	e.net.after(o.MemberTimeout, func() { o.news(0, len(dead)) })
+	e.net.after(o.MemberTimeout+suspect, func() {
 		for i, s := range o.sns {
 			if s.alive {
 				o.toLeaves(i)
@@ -480,7 +482,7 @@ func (o *overlay) fail(f failure) {
 		}
 	})
 	for _, i := range dead {
-		wait := o.MemberTimeout
+		wait := o.MemberTimeout + suspect
 		for range hops {
 			wait += time.Duration(e.net.random().Int64N(int64(o.Gossip)))
 		}

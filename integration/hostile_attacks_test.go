@@ -173,6 +173,87 @@ func TestHostileRingInjection(t *testing.T) {
 	}
 }
 
+// An admitted neighbour reports every supernode it hears of gone, at once
+// and over and over, and now and then sends a forged report. The supernode
+// takes a few of its reports, the reported answer them in time, and searches
+// through sn1 keep finding the file behind sn2; each forged report closes
+// the rogue's link.
+func TestHostileLyingReports(t *testing.T) {
+	a := newArena(t)
+	id, chain := a.rogueSupernode("liar")
+	n, _ := a.attackerNodeWith(a.attackerAddr(), id)
+	var reports, closed atomic.Int64
+	a.during(20*time.Second, []*process{a.sn1}, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			l, _, err := n.Dial(ctx, a.sn1Addr, a.sn1ID, &protocol.Hello{Role: protocol.RoleSupernode, Chain: chain})
+			if err != nil {
+				continue
+			}
+			// Its own entry first: reports count only from a live supernode.
+			self := protocol.MemberRecord{Addrs: []string{n.Addr().String()}, Beat: uint64(time.Now().UnixMilli()), Incarnation: 1, Chain: chain}
+			self.Sign(id)
+			l.Send(&protocol.Members{Members: []protocol.MemberRecord{self}})
+			var mu sync.Mutex
+			heard := map[protocol.PeerID]protocol.MemberRecord{}
+			go func() {
+				for {
+					m, err := l.Recv()
+					if err != nil {
+						return
+					}
+					if ms, ok := m.(*protocol.Members); ok {
+						mu.Lock()
+						for _, r := range ms.Members {
+							if r.Peer() != id.ID {
+								heard[r.Peer()] = r // the latest: a report must name it
+							}
+						}
+						mu.Unlock()
+					}
+				}
+			}()
+			for i := 0; ctx.Err() == nil; i++ {
+				lies := &protocol.Members{}
+				mu.Lock()
+				for p, r := range heard {
+					g := protocol.MemberGone{Peer: p, Incarnation: r.Incarnation, Beat: r.Beat}
+					g.Sign(id)
+					if i%50 == 49 {
+						g.Beat++ // no longer what it signed
+					}
+					lies.Gone = append(lies.Gone, g)
+				}
+				mu.Unlock()
+				if len(lies.Gone) > 0 {
+					reports.Add(int64(len(lies.Gone)))
+					if l.Send(lies) != nil {
+						break
+					}
+				}
+				if i%50 == 49 {
+					select {
+					case <-l.Done():
+						closed.Add(1)
+					case <-ctx.Done():
+					case <-time.After(5 * time.Second):
+						t.Error("the link that sent a forged report stayed open")
+					}
+					break
+				}
+				select {
+				case <-time.After(20 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+			l.Close(nil)
+		}
+	})
+	t.Logf("%d reports of supernodes gone sent; the link was closed %d times for a forged one", reports.Load(), closed.Load())
+	if reports.Load() == 0 || closed.Load() == 0 {
+		t.Fatal("the rogue sent no report, or no forged one closed its link: it was not tested")
+	}
+}
+
 // A link claims the relay role without the relay secret or a certificate,
 // to report relays of its own choosing. It is refused every time.
 func TestHostileRelayHijack(t *testing.T) {

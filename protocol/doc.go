@@ -742,14 +742,15 @@
 // A supernode reports a neighbour gone when it heard nothing from it for the
 // member timeout (4 s by default), linked or not. A receiver takes a report
 // only from a reporter it holds as live, whose signature checks, and of an entry
-// at least as late as the one it holds; it then takes that supernode as dead
-// and passes the report on. A supernode takes about 32 reports from one
-// reporter, then one every 15 s. A supernode that hears a report of itself
-// issues a later entry, which brings it back everywhere; one that hears from a
-// neighbour it holds as dead sends it the report. An entry not issued again for
-// two refresh intervals is taken as dead too, in case its report was lost. A dead
-// entry is remembered with its beat for two such lifetimes, so that older copies
-// do not revive it.
+// at least as late as the one it holds, which is not suspected yet; it then
+// suspects that supernode and passes the report on. A supernode takes about 32
+// reports from one reporter, then one every 15 s. A supernode that hears a
+// report of itself issues a later entry, which ends the suspicion everywhere;
+// one that hears from a neighbour it suspects sends it the report. A supernode
+// still suspected after three member timeouts (12 s) is taken as dead, as is an
+// entry not issued again for two refresh intervals, in case its report was lost.
+// A dead entry is remembered with its beat for two such lifetimes, so that older
+// copies do not revive it.
 //
 // # Username directory
 //

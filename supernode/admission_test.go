@@ -32,7 +32,7 @@ func testAdmit(id *protocol.Identity, exp time.Time) protocol.Chain {
 // held entry whose chain runs out dies like a silent one.
 func TestMembersAdmission(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(testNetwork, 3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 3*time.Second, 10)
 	a, b, c, d := newIdentity(t), newIdentity(t), newIdentity(t), newIdentity(t)
 	sign := func(id *protocol.Identity, beat uint64, ch protocol.Chain) *protocol.MemberRecord {
 		r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Chain: ch}

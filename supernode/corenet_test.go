@@ -112,7 +112,7 @@ func (net *coreNet) addNode(name, dataDir string) *coreNode {
 	n := &coreNode{net: net, name: name, id: seededIdentity(net.t, name), dataDir: dataDir,
 		nbrs: map[protocol.PeerID]uint16{}, leaves: map[protocol.PeerID]uint16{},
 		closed: map[protocol.PeerID]error{}, got: map[protocol.MsgType]int{}}
-	n.members = NewMembers(testNetwork, memberExpiry(30*time.Minute, 4*time.Second), maxMembersHeld)
+	n.members = NewMembers(testNetwork, memberExpiry(30*time.Minute, 4*time.Second), SuspectFor(4*time.Second), maxMembersHeld)
 	n.chain = net.admit(n.id)
 	n.memb = newMembership(membershipConfig{Identity: n.id, Chain: func() protocol.Chain { return n.chain },
 		Advertise: []string{fmt.Sprintf("192.0.2.%d:6346", len(net.nodes)+1)}, Leaves: func() int { return len(n.Leaves(0)) },

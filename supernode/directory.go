@@ -107,9 +107,9 @@ func newDirectory(cfg directoryConfig, store dirRecords, members *Members, links
 	}
 }
 
-// dirRing is the ring of the live supernodes, ourselves included. Every
-// directory message needs it; it is built again only when the set of live
-// supernodes has changed.
+// dirRing is the ring of the live supernodes not reported gone, ourselves
+// included. Every directory message needs it; it is built again only when
+// that set has changed.
 func (d *directory) dirRing() *ring.Ring {
 	gen := d.members.Gen() // before Live: a change in between rebuilds next time
 	d.mu.Lock()
@@ -119,7 +119,7 @@ func (d *directory) dirRing() *ring.Ring {
 	if ok {
 		return r
 	}
-	live := d.members.Live()
+	live := d.members.Unsuspected()
 	ids := make([]ring.ID, 0, len(live)+1)
 	ids = append(ids, ring.ID(d.cfg.ID))
 	for _, m := range live {

@@ -177,7 +177,8 @@ func TestDirectoryHandover(t *testing.T) {
 	check("three joined")
 
 	// C dies: its neighbours, all the others, hear nothing from it for the
-	// member timeout, report it gone, and copy what it held.
+	// member timeout and report it; it does not answer, so they take it as
+	// dead, and copy what it held.
 	net.gossip()
 	dead := net.nodes[2]
 	dead.down = true
@@ -186,7 +187,7 @@ func TestDirectoryHandover(t *testing.T) {
 			net.disconnect(n, dead)
 		}
 	}
-	for range 5 {
+	for range 4 + SuspectFor(4*time.Second)/time.Second {
 		net.clock.Advance(time.Second)
 		net.gossip()
 	}

@@ -201,7 +201,7 @@ func TestElectionRenewsCertificates(t *testing.T) {
 	inc, b, _ := a.members.Held(sn.ID)
 	gone := &protocol.MemberGone{Peer: sn.ID, Incarnation: inc, Beat: b}
 	gone.Sign(a.id)
-	if ok, err := a.members.Gone(gone, nil); !ok || err != nil {
+	if ok, err := a.members.Gone(gone, net.clock.Now(), nil); !ok || err != nil {
 		t.Fatalf("A's report of the promoted supernode gone was not taken: %v", err)
 	}
 	lapsed := false

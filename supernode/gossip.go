@@ -148,10 +148,6 @@ func (g *membership) Round(now time.Time) gossipRound {
 	g.issue(now)
 	silent := g.detect(now)
 	died := g.members.Expire(now)
-	g.mu.Lock()
-	died = append(died, g.died...)
-	g.died = nil
-	g.mu.Unlock()
 	slices.SortFunc(died, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
 	for _, id := range died {
 		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead")
@@ -243,11 +239,8 @@ func (g *membership) detect(now time.Time) (silent []protocol.PeerID) {
 		}
 		r := &protocol.MemberGone{Peer: p, Incarnation: inc, Beat: beat}
 		r.Sign(g.cfg.Identity)
-		if ok, err := g.members.Gone(r, nil); ok && err == nil {
+		if ok, err := g.members.Gone(r, now, nil); ok && err == nil {
 			g.log.Info().Str("peer_id", p.Short()).Dur("silent", g.cfg.MemberTimeout).Msg("reporting a neighbour gone")
-			g.mu.Lock()
-			g.died = append(g.died, p)
-			g.mu.Unlock()
 			g.queue(news{gone: r, from: g.cfg.Identity.ID})
 		}
 	}
@@ -379,8 +372,8 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 			return fmt.Errorf("%w: %w", protocol.ErrForbidden, err)
 		}
 	}
-	// A neighbour we hold as dead is alive after all: it is told why, and
-	// answers with a later entry.
+	// A neighbour we hold as suspected or dead is alive after all: it is
+	// told why, and answers with a later entry.
 	if r := g.members.GoneReport(from); r != nil {
 		g.mu.Lock()
 		tell := now.Sub(g.told[from]) >= g.cfg.MemberTimeout
@@ -419,7 +412,7 @@ func (g *membership) takeGone(from protocol.PeerID, r *protocol.MemberGone) erro
 		return nil
 	}
 	now := g.cfg.Now()
-	ok, err := g.members.Gone(r, func(by protocol.PeerID) bool {
+	ok, err := g.members.Gone(r, now, func(by protocol.PeerID) bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		lim := g.reporters[by]
@@ -435,9 +428,6 @@ func (g *membership) takeGone(from protocol.PeerID, r *protocol.MemberGone) erro
 	if err != nil || !ok {
 		return err
 	}
-	g.mu.Lock()
-	g.died = append(g.died, r.Peer)
-	g.mu.Unlock()
 	g.queue(news{gone: r, from: from})
 	return nil
 }

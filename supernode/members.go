@@ -14,15 +14,18 @@ import (
 // Members is a supernode's view of the live supernodes. A supernode issues
 // its signed entry when it starts, when the entry changes, to answer a report
 // of it gone, and every refresh interval; the others pass on what is news to
-// them. An entry leaves the view when a gone report for it (or a later one)
-// arrives, or when it was not issued again for expireAfter: the net under
-// reports lost on the way. A dead entry is remembered, with its beat, until
+// them. A gone report for an entry (or a later one) makes it suspected: still
+// live, while the report reaches the supernode, which answers with a later
+// entry if it is alive. One still suspected after suspectFor is dead, as is
+// one not issued again for expireAfter: the net under reports lost on the
+// way. A dead entry is remembered, with its beat, until
 // forgetAfter, so that an older copy still going round does not bring it
 // back; a higher beat does (it restarted, or was only cut off).
 type Members struct {
 	mu          sync.Mutex
 	network     protocol.NetworkID
 	expireAfter time.Duration
+	suspectFor  time.Duration
 	max         int
 	m           map[protocol.PeerID]*member
 	gen         uint64 // raised when a supernode joins, dies or comes back
@@ -33,14 +36,17 @@ type member struct {
 	seen  time.Time // when its beat last rose
 	until time.Time // when its certificate chain runs out
 	dead  bool
-	gone  *protocol.MemberGone // the report it died of, if one
+	// gone is the report it is suspected or died of, if one, and suspectAt
+	// when it came.
+	gone      *protocol.MemberGone
+	suspectAt time.Time
 }
 
 // NewMembers makes an empty view of the supernodes admitted to network,
-// holding at most max of them; an entry not issued again for expireAfter is
-// taken as dead.
-func NewMembers(network protocol.NetworkID, expireAfter time.Duration, max int) *Members {
-	return &Members{network: network, expireAfter: expireAfter, max: max, m: make(map[protocol.PeerID]*member)}
+// holding at most max of them; an entry not issued again for expireAfter, or
+// reported gone and not issued again within suspectFor, is taken as dead.
+func NewMembers(network protocol.NetworkID, expireAfter, suspectFor time.Duration, max int) *Members {
+	return &Members{network: network, expireAfter: expireAfter, suspectFor: suspectFor, max: max, m: make(map[protocol.PeerID]*member)}
 }
 
 // Merge takes entries gossiped by a neighbour (or our own). It returns how
@@ -84,7 +90,7 @@ func (ms *Members) MergeNews(recs []*protocol.MemberRecord, now time.Time) (news
 		if old == nil && len(ms.m) >= ms.max && !ms.evictDeadLocked() {
 			continue
 		}
-		if old == nil || old.dead {
+		if old == nil || old.dead || old.gone != nil {
 			ms.gen++
 		}
 		c := r.Clone()
@@ -111,17 +117,17 @@ func (ms *Members) evictDeadLocked() bool {
 	return true
 }
 
-// Gone takes a report of a supernode gone. It returns whether the report
-// was news: it ended an entry held live. A report of an entry older than the
-// one held, of an unknown supernode or by a reporter not taken as alive is
-// skipped; one that fails its reporter's signature is an error. allow, asked
-// only for a report that would be news, may refuse it (a reporter over its
-// rate).
-func (ms *Members) Gone(g *protocol.MemberGone, allow func(by protocol.PeerID) bool) (bool, error) {
+// Gone takes a report of a supernode gone, at now. It returns whether the
+// report was news: it made an entry held live suspected. A report of an
+// entry older than the one held, of an unknown or suspected supernode or by
+// a reporter not taken as alive is skipped; one that fails its reporter's
+// signature is an error. allow, asked only for a report that would be news,
+// may refuse it (a reporter over its rate).
+func (ms *Members) Gone(g *protocol.MemberGone, now time.Time, allow func(by protocol.PeerID) bool) (bool, error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	m, by := ms.m[g.Peer], ms.m[g.By]
-	if m == nil || m.dead || by == nil || by.dead ||
+	if m == nil || m.dead || m.gone != nil || by == nil || by.dead ||
 		g.Incarnation < m.rec.Incarnation || g.Incarnation == m.rec.Incarnation && g.Beat < m.rec.Beat {
 		return false, nil
 	}
@@ -131,16 +137,16 @@ func (ms *Members) Gone(g *protocol.MemberGone, allow func(by protocol.PeerID) b
 	if allow != nil && !allow(g.By) {
 		return false, nil
 	}
-	m.dead, m.gone = true, g
+	m.gone, m.suspectAt = g, now
 	ms.gen++
 	return true, nil
 }
 
-// GoneReport is the report a dead supernode's entry ended by, or nil.
+// GoneReport is the report a supernode is suspected or died of, or nil.
 func (ms *Members) GoneReport(id protocol.PeerID) *protocol.MemberGone {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	if m := ms.m[id]; m != nil && m.dead {
+	if m := ms.m[id]; m != nil {
 		return m.gone
 	}
 	return nil
@@ -156,8 +162,9 @@ func (ms *Members) Held(id protocol.PeerID) (inc, beat uint64, ok bool) {
 	return 0, 0, false
 }
 
-// Expire marks the supernodes whose entries were not issued again in time
-// as dead, forgets those dead for long, and returns the ones that died now.
+// Expire marks the supernodes whose entries were not issued again in time,
+// or that stayed suspected too long, as dead, forgets those dead for long,
+// and returns the ones that died now.
 func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -167,7 +174,7 @@ func (ms *Members) Expire(now time.Time) []protocol.PeerID {
 		switch {
 		case age >= ms.forgetAfter():
 			delete(ms.m, id)
-		case (age >= ms.expireAfter || now.After(m.until.Add(protocol.CertSkew))) && !m.dead:
+		case (age >= ms.expireAfter || m.gone != nil && now.Sub(m.suspectAt) >= ms.suspectFor || now.After(m.until.Add(protocol.CertSkew))) && !m.dead:
 			// A lapsed certificate ends a member like silence does; a
 			// renewed one comes with a higher beat and brings it back.
 			m.dead = true
@@ -186,7 +193,7 @@ func (ms *Members) forgetAfter() time.Duration {
 }
 
 // Live are the entries of the supernodes taken as alive, by peer ID: what a
-// supernode gossips and hands to its leaves, and the ring of the directory.
+// supernode gossips and hands to its leaves.
 func (ms *Members) Live() []*protocol.MemberRecord {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -203,8 +210,27 @@ func (ms *Members) Live() []*protocol.MemberRecord {
 	return out
 }
 
-// Gen changes whenever the set of live supernodes does (not with their beats),
-// so a view derived from Live can be kept until it changes.
+// Unsuspected are the live entries of supernodes not reported gone: the ring
+// of the directory, which should not wait on a supernode that is likely dead.
+func (ms *Members) Unsuspected() []*protocol.MemberRecord {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	out := make([]*protocol.MemberRecord, 0, len(ms.m))
+	for _, m := range ms.m {
+		if !m.dead && m.gone == nil {
+			out = append(out, m.rec.Clone())
+		}
+	}
+	slices.SortFunc(out, func(a, b *protocol.MemberRecord) int {
+		x, y := a.Peer(), b.Peer()
+		return bytes.Compare(x[:], y[:])
+	})
+	return out
+}
+
+// Gen changes whenever the set of live or of unsuspected supernodes does
+// (not with their beats), so a view derived from Live or Unsuspected can be
+// kept until it changes.
 func (ms *Members) Gen() uint64 {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()

@@ -27,7 +27,7 @@ func newIdentity(t *testing.T) *protocol.Identity {
 
 func TestMembersHeartbeats(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(testNetwork, 3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 3*time.Second, 10)
 	a, b := newIdentity(t), newIdentity(t)
 	if fresh, bad := ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 5), memberRec(t, b, 7, 9)}, now); fresh != 2 || bad != 0 {
 		t.Fatalf("first gossip: %d fresh, %d bad", fresh, bad)
@@ -84,7 +84,7 @@ func TestMembersHeartbeats(t *testing.T) {
 
 func TestMembersBounded(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(testNetwork, time.Second, 2)
+	ms := NewMembers(testNetwork, time.Second, time.Second, 2)
 	ids := []*protocol.Identity{newIdentity(t), newIdentity(t), newIdentity(t)}
 	var recs []*protocol.MemberRecord
 	for _, id := range ids {
@@ -128,7 +128,7 @@ func TestMembersMessageSamples(t *testing.T) {
 // Gen moves with the set of live supernodes, not with their beats.
 func TestMembersGen(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(testNetwork, 3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 3*time.Second, 10)
 	a := newIdentity(t)
 	g0 := ms.Gen()
 	ms.Merge([]*protocol.MemberRecord{memberRec(t, a, 1, 0)}, now)
@@ -150,7 +150,7 @@ func TestMembersGen(t *testing.T) {
 // earlier life no longer are.
 func TestMembersIncarnationWins(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	ms := NewMembers(testNetwork, 3*time.Second, 10)
+	ms := NewMembers(testNetwork, 3*time.Second, 3*time.Second, 10)
 	a := newIdentity(t)
 	entry := func(beat, inc uint64) *protocol.MemberRecord {
 		r := &protocol.MemberRecord{Addrs: []string{"192.0.2.1:4000"}, Beat: beat, Incarnation: inc,

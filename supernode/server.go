@@ -272,7 +272,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Router.MaxPingEvery = min(cmp.Or(cfg.Router.MaxPingEvery, DefaultRouterConfig().MaxPingEvery), cfg.IdleTimeout)
 	}
 	s.router = NewRouter(cfg.Router, s)
-	s.members = NewMembers(s.cfg.Network, memberExpiry(cfg.MemberRefresh, cfg.MemberTimeout), maxMembersHeld)
+	s.members = NewMembers(s.cfg.Network, memberExpiry(cfg.MemberRefresh, cfg.MemberTimeout), SuspectFor(cfg.MemberTimeout), maxMembersHeld)
 	s.store = store
 	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
 		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
@@ -748,6 +748,11 @@ func (s *Server) neighbourUp(l *transport.Link, outgoing bool, admittedUntil tim
 func memberExpiry(refresh, timeout time.Duration) time.Duration {
 	return 2*refresh + timeout
 }
+
+// SuspectFor is how long a supernode reported gone stays suspected before
+// it is taken as dead: time for the report to reach it across the overlay
+// and for its answer to come back, a few gossip rounds each way.
+func SuspectFor(memberTimeout time.Duration) time.Duration { return 3 * memberTimeout }
 
 // neighbourSilent closes the link to a neighbour reported gone for silence:
 // if it lives, it dials again.
