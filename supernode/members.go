@@ -195,29 +195,22 @@ func (ms *Members) forgetAfter() time.Duration {
 // Live are the entries of the supernodes taken as alive, by peer ID: what a
 // supernode gossips and hands to its leaves.
 func (ms *Members) Live() []*protocol.MemberRecord {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	out := make([]*protocol.MemberRecord, 0, len(ms.m))
-	for _, m := range ms.m {
-		if !m.dead {
-			out = append(out, m.rec.Clone())
-		}
-	}
-	slices.SortFunc(out, func(a, b *protocol.MemberRecord) int {
-		x, y := a.Peer(), b.Peer()
-		return bytes.Compare(x[:], y[:])
-	})
-	return out
+	return ms.entries(func(m *member) bool { return !m.dead })
 }
 
 // Unsuspected are the live entries of supernodes not reported gone: the ring
 // of the directory, which should not wait on a supernode that is likely dead.
 func (ms *Members) Unsuspected() []*protocol.MemberRecord {
+	return ms.entries(func(m *member) bool { return !m.dead && m.gone == nil })
+}
+
+// entries are copies of the entries keep takes, by peer ID.
+func (ms *Members) entries(keep func(*member) bool) []*protocol.MemberRecord {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	out := make([]*protocol.MemberRecord, 0, len(ms.m))
 	for _, m := range ms.m {
-		if !m.dead && m.gone == nil {
+		if keep(m) {
 			out = append(out, m.rec.Clone())
 		}
 	}
