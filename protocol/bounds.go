@@ -180,6 +180,7 @@ func init() {
 	registerCapped[SupernodeList](MaxWelcomeAddrs)
 	registerCapped[[]SummaryUpdate](MaxSummaryUpdates)
 	registerCapped[PeerList](MaxSummaryWants)
+	registerCapped[VersionList](MaxSummaryWants)
 }
 
 // wireChecker is an element of a capped list that can tell, right after it

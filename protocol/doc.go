@@ -330,7 +330,9 @@
 //	  At most one of f and d; neither is an announcement.
 //
 //	summary_want (SummaryWant), v8
-//	  o    [bin 32] origins whose whole current summary is wanted; <= 4096
+//	  o    [bin 32] origins whose current summary is wanted; <= 4096
+//	  h?   [uint64] v9: the version of each origin in o the sender holds, 0 for none;
+//	                as many as o
 //
 //	get_meta (GetMeta)
 //	  i    bin 32   content ID
@@ -626,8 +628,12 @@
 // is newer than the version held, or an announcement of a newer version, may be
 // held for a few seconds (three here) while the missing version comes by another
 // path; a diff that still does not apply, or does not check, is answered with a
-// summary_want for the origin, and the neighbour sends the whole filter of its
-// current version. A direct query may travel right behind the hello of the link
+// summary_want for the origin, and the neighbour sends its current version: from
+// v9, when the want names a version held (h) and the neighbour still has every
+// diff since, as one diff from it (this implementation keeps the last four, up to
+// 16 KiB); else the whole filter. Diffs flip bits, so the neighbour flips its kept
+// diffs back to get the filter at the version held; the signature covers the whole
+// filter, so it holds for that diff too. A direct query may travel right behind the hello of the link
 // opened for it, before the welcome. A supernode sends a new neighbour announcements of every version
 // it holds, and the neighbour wants those it lacks; the same announcements go to
 // one neighbour every few ticks, so a version missed for any reason is repaired.

@@ -31,6 +31,7 @@ var listCaps = map[reflect.Type]int{
 	reflect.TypeOf(SupernodeList(nil)):   MaxWelcomeAddrs,
 	reflect.TypeOf([]SummaryUpdate(nil)): MaxSummaryUpdates,
 	reflect.TypeOf(PeerList(nil)):        MaxSummaryWants,
+	reflect.TypeOf(VersionList(nil)):     MaxSummaryWants,
 }
 
 // worst builds msgpack bodies that fill every list to its cap with the

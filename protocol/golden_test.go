@@ -254,6 +254,8 @@ var goldens = []golden{
 		82a16fc4205555555555555555555555555555555555555555555555555555555555555555 a17602`},
 	{"summary_want", &SummaryWant{Origins: PeerList{exSN}}, `2d00000026
 		81a16f91c4202222222222222222222222222222222222222222222222222222222222222222`},
+	{"summary_want_have", &SummaryWant{Origins: PeerList{exSN}, Have: VersionList{7}}, `2d0000002a
+		82a16f91c4202222222222222222222222222222222222222222222222222222222222222222 a1689107`},
 	{"query_direct", &Query{ID: exQID, Text: "hey jude", Limit: 100, Direct: true}, `0800000029
 		85a171c4100102030405060708090a0b0c0d0e0f10a174a8686579206a756465a16800a16c64 a16fc3`},
 	{"query_done_hits", &QueryDone{ID: exQID, Supernodes: 1, Hits: []Hit{{FileRecord: FileRecord{ID: exCID, Name: "a.mp3", Size: 1},

@@ -102,15 +102,21 @@ type Summaries struct {
 	Updates []SummaryUpdate `msgpack:"u"`
 }
 
-// SummaryWant asks a linked supernode for the whole current summary of
-// each origin (v8): one it announced newer than ours, or one whose diff we
-// could not apply.
+// SummaryWant asks a linked supernode for the current summary of each
+// origin (v8): one it announced newer than ours, or one whose diff we could
+// not apply. Have (v9) is the version of each origin the asker holds, 0 for
+// none: the diffs from it are enough when the answerer still has them.
 type SummaryWant struct {
-	Origins PeerList `msgpack:"o"`
+	Origins PeerList    `msgpack:"o"`
+	Have    VersionList `msgpack:"h,omitempty"`
 }
 
 // PeerList is a list of peer IDs, capped at MaxSummaryWants when decoded.
 type PeerList []PeerID
+
+// VersionList is a list of summary versions, capped at MaxSummaryWants when
+// decoded.
+type VersionList []uint64
 
 func (*Summaries) Type() MsgType   { return TypeSummaries }
 func (*SummaryWant) Type() MsgType { return TypeSummaryWant }
@@ -130,6 +136,9 @@ func (m *Summaries) validate() error {
 func (m *SummaryWant) validate() error {
 	if len(m.Origins) > MaxSummaryWants {
 		return invalid("%d summaries wanted (max %d)", len(m.Origins), MaxSummaryWants)
+	}
+	if len(m.Have) != 0 && len(m.Have) != len(m.Origins) {
+		return invalid("%d versions held for %d summaries wanted", len(m.Have), len(m.Origins))
 	}
 	for _, p := range m.Origins {
 		if p.IsZero() {

@@ -404,6 +404,7 @@ func TestValidate(t *testing.T) {
 		{"summary depth 0", &Summary{Level: 0, Depth: 0}},
 		{"summary level = depth", &Summary{Level: 2, Depth: 2}},
 		{"summary depth 9", &Summary{Level: 0, Depth: MaxSummaryLevels + 1}},
+		{"summary_want with 2 versions for 1 origin", &SummaryWant{Origins: PeerList{{1}}, Have: VersionList{1, 2}}},
 		{"meta negative size", &Meta{Size: -1, PieceSize: 1}},
 		{"meta piece size 0", &Meta{Size: 1}},
 		{"meta hashes 33 bytes", &Meta{Size: 1, PieceSize: 1, Hashes: make([]byte, 33)}},

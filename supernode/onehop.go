@@ -62,6 +62,51 @@ type summaryVersion struct {
 	// round's timeout; past SlowAfter it is asked nothing until heldUntil.
 	missed    int
 	heldUntil time.Time
+	// diffs are the updates that led to this version from the ones before,
+	// oldest first: a neighbour that missed some is sent one diff built
+	// from them, not the whole filter.
+	diffs []*protocol.SummaryUpdate
+}
+
+// Bounds of the diffs kept per version.
+const (
+	maxDiffChain = 4
+	maxChainSize = 16 << 10
+)
+
+// chain is diffs with u after it, the oldest dropped past the bounds.
+func chain(diffs []*protocol.SummaryUpdate, u *protocol.SummaryUpdate) []*protocol.SummaryUpdate {
+	out := append(slices.Clone(diffs), u)
+	size := 0
+	for i := len(out) - 1; i >= 0; i-- {
+		size += len(out[i].Diff)
+		if len(out)-i > maxDiffChain || size > maxChainSize {
+			return out[i+1:]
+		}
+	}
+	return out
+}
+
+// since is the version as one diff from version have, or nil when the
+// diffs from it are not all kept. Diffs flip bits, so those kept, flipped
+// back, give the filter at have. The signature covers the whole filter, so
+// it holds for any diff that builds it.
+func (s *summaryVersion) since(origin protocol.PeerID, have uint64) *protocol.SummaryUpdate {
+	i := slices.IndexFunc(s.diffs, func(d *protocol.SummaryUpdate) bool { return d.Base == have })
+	if i < 0 {
+		return nil
+	}
+	old := s.filter.Clone()
+	for j := len(s.diffs) - 1; j >= i; j-- {
+		if old.ApplyDiff(s.diffs[j].Diff) != nil {
+			return nil
+		}
+	}
+	d, err := old.Diff(s.filter)
+	if err != nil {
+		return nil
+	}
+	return &protocol.SummaryUpdate{Origin: origin, Inc: s.inc, Ver: s.ver, Base: have, Diff: d, Sig: s.sig, Leaves: s.leaves}
 }
 
 // whole is the version as an update that carries the whole filter.
@@ -86,7 +131,7 @@ type oneHop struct {
 	remotes  map[protocol.PeerID]*summaryVersion
 	contacts map[LinkID]*contact // links opened for direct queries
 	queued   map[LinkID][]*protocol.SummaryUpdate
-	wants    map[LinkID][]protocol.PeerID
+	wants    map[LinkID][]want
 	wanted   map[protocol.PeerID]time.Time // asked for whole until then
 	behind   map[protocol.PeerID]*behind   // origins a newer version of which is on its way
 	pendingB int                           // bytes of the diffs held in behind
@@ -106,7 +151,7 @@ type oneHop struct {
 
 func newOneHop(inc uint64) oneHop {
 	return oneHop{remotes: map[protocol.PeerID]*summaryVersion{}, contacts: map[LinkID]*contact{},
-		queued: map[LinkID][]*protocol.SummaryUpdate{}, wants: map[LinkID][]protocol.PeerID{},
+		queued: map[LinkID][]*protocol.SummaryUpdate{}, wants: map[LinkID][]want{},
 		wanted: map[protocol.PeerID]time.Time{}, behind: map[protocol.PeerID]*behind{}, inc: inc, ownGen: ^uint64(0)}
 }
 
@@ -266,6 +311,9 @@ func (r *Router) ownSummaryLocked(now time.Time, f *index.Bloom, gen uint64) {
 	}
 	u.Sig = r.sign(protocol.SummarySigned(u.Origin, u.Inc, u.Ver, enc))
 	oh.self = &summaryVersion{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
+	if u.Diff != nil {
+		oh.self.diffs = chain(prev.diffs, u)
+	}
 	oh.ownAt = now
 	for nid := range r.neighbours {
 		r.queueLocked(nid, u)
@@ -404,7 +452,17 @@ func (r *Router) flushSummariesLocked(now time.Time) []outMsg {
 		if w := r.oh.wants[nid]; len(w) > 0 {
 			for len(w) > 0 {
 				n := min(len(w), protocol.MaxSummaryWants)
-				msgs = append(msgs, outMsg{to: nid, m: &protocol.SummaryWant{Origins: protocol.PeerList(w[:n])}})
+				m := &protocol.SummaryWant{}
+				held := false
+				for _, x := range w[:n] {
+					m.Origins = append(m.Origins, x.origin)
+					m.Have = append(m.Have, x.have)
+					held = held || x.have != 0
+				}
+				if !held {
+					m.Have = nil
+				}
+				msgs = append(msgs, outMsg{to: nid, m: m})
 				w = w[n:]
 			}
 			delete(r.oh.wants, nid)
@@ -540,7 +598,7 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 		return bad
 	}
 	if f == nil {
-		r.wantLocked(from, u.Origin, now)
+		r.wantLocked(from, u.Origin, 0, now)
 		return nil
 	}
 	var enc []byte
@@ -558,6 +616,9 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	rs := &summaryVersion{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
 	if held != nil {
 		rs.missed, rs.heldUntil = held.missed, held.heldUntil
+		if u.Diff != nil {
+			rs.diffs = chain(held.diffs, u)
+		}
 	}
 	oh.remotes[u.Origin] = rs
 	delete(oh.wanted, u.Origin)
@@ -576,14 +637,21 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	return r.caughtUpLocked(u.Origin, rs, now)
 }
 
-// wantLocked asks neighbour from for origin's whole filter, unless it was
-// asked for lately.
-func (r *Router) wantLocked(from LinkID, origin protocol.PeerID, now time.Time) {
+// want is an origin whose summary we ask a neighbour for, and the version
+// of it we hold (0: none that the answer can build on).
+type want struct {
+	origin protocol.PeerID
+	have   uint64
+}
+
+// wantLocked asks neighbour from for origin's current summary, unless it was
+// asked for lately: the diffs from version have, or the whole filter.
+func (r *Router) wantLocked(from LinkID, origin protocol.PeerID, have uint64, now time.Time) {
 	oh := &r.oh
 	r.dropBehindLocked(origin)
 	if now.After(oh.wanted[origin]) {
 		oh.wanted[origin] = now.Add(wantAgainAfter)
-		oh.wants[from] = append(oh.wants[from], origin)
+		oh.wants[from] = append(oh.wants[from], want{origin: origin, have: have})
 	}
 }
 
@@ -594,7 +662,7 @@ func (r *Router) wantLocked(from LinkID, origin protocol.PeerID, now time.Time) 
 // catchUpWait to arrive by another path.
 func (r *Router) behindLocked(from LinkID, u *protocol.SummaryUpdate, held *summaryVersion, now time.Time) {
 	if held == nil || held.inc != u.Inc {
-		r.wantLocked(from, u.Origin, now)
+		r.wantLocked(from, u.Origin, 0, now)
 		return
 	}
 	oh := &r.oh
@@ -651,7 +719,11 @@ func (r *Router) catchUpTickLocked(now time.Time) {
 			r.dropBehindLocked(p)
 			continue
 		}
-		r.wantLocked(b.from, p, now)
+		var have uint64
+		if held := r.oh.remotes[p]; held != nil {
+			have = held.ver
+		}
+		r.wantLocked(b.from, p, have, now)
 	}
 }
 
@@ -665,7 +737,8 @@ func (r *Router) catchUpTickLocked(now time.Time) {
 // recall stayed 1.000.
 const summaryFanout = 3
 
-// summaryWant answers a neighbour's wants with whole filters.
+// summaryWant answers a neighbour's wants: with the diffs from the version it
+// holds when we still have them all, else with the whole filter.
 func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {
 	now := r.cfg.Now()
 	r.mu.Lock()
@@ -673,13 +746,20 @@ func (r *Router) summaryWant(from LinkID, m *protocol.SummaryWant) error {
 	if ok, err := r.summaryFrameLocked(from, m, now); !ok {
 		return err
 	}
-	for _, p := range m.Origins {
+	for i, p := range m.Origins {
 		s := r.oh.remotes[p]
 		if p == r.cfg.ID {
 			s = r.oh.self
 		}
 		if s == nil {
 			continue
+		}
+		if len(m.Have) > 0 && m.Have[i] != 0 {
+			if u := s.since(p, m.Have[i]); u != nil {
+				r.queueLocked(from, u)
+				r.Stats.SummaryRepairs.Add(1)
+				continue
+			}
 		}
 		u, err := s.whole(p)
 		if err != nil {

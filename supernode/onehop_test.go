@@ -168,7 +168,8 @@ func TestOneHopSummaryChangesTravelAsDiffs(t *testing.T) {
 }
 
 // A supernode that lost a version notices at the next diff, whose base it
-// does not hold, and gets the whole filter from the neighbour that sent it.
+// does not hold, and gets one diff from the version it holds from the
+// neighbour that sent it, not the whole filter.
 func TestOneHopMissedDiffIsRepaired(t *testing.T) {
 	net, leaves := oneHopSongs(t, 5)
 	far := net.nodes[2]
@@ -184,10 +185,28 @@ func TestOneHopMissedDiffIsRepaired(t *testing.T) {
 		t.Fatalf("found %v through a summary it never got", r.names())
 	}
 	wants := far.r.Stats.SummariesTaken.Load()
+	wholes := 0
+	net.drop = func(_, to *memNode, m protocol.Message) bool {
+		if s, ok := m.(*protocol.Summaries); ok && to == far {
+			for _, u := range s.Updates {
+				if u.Filter != nil {
+					wholes++
+				}
+			}
+		}
+		return false
+	}
 	leaves[0].publish("second new.mp3")
 	net.settleOneHop()
 	if far.r.Stats.SummariesTaken.Load() == wants {
 		t.Fatal("no version taken after the gap")
+	}
+	repairs := uint64(0)
+	for _, n := range net.nodes {
+		repairs += n.r.Stats.SummaryRepairs.Load()
+	}
+	if wholes != 0 || repairs == 0 {
+		t.Errorf("the gap was repaired with %d whole filters and %d diffs, want diffs only", wholes, repairs)
 	}
 	for _, text := range []string{"first new", "second new"} {
 		if r := asker.search(text); len(r.hits) != 1 {

@@ -189,11 +189,13 @@ type Counters struct {
 	SignalsDropped          atomic.Uint64
 	HitsDropped             atomic.Uint64
 	SlowNeighbours          atomic.Uint64 // times a neighbour was held off for not answering
-	// One-hop summaries: our versions issued, frames of updates sent, and
-	// other supernodes' versions taken.
+	// One-hop summaries: our versions issued, frames of updates sent, other
+	// supernodes' versions taken, and wants answered with diffs rather than
+	// the whole filter.
 	SummaryVersions atomic.Uint64
 	SummaryFrames   atomic.Uint64
 	SummariesTaken  atomic.Uint64
+	SummaryRepairs  atomic.Uint64
 }
 
 type leaf struct {
