@@ -62,10 +62,17 @@ type summaryVersion struct {
 	// round's timeout; past SlowAfter it is asked nothing until heldUntil.
 	missed    int
 	heldUntil time.Time
-	// diffs are the updates that led to this version from the ones before,
+	// diffs are the diffs that led to this version from the ones before,
 	// oldest first: a neighbour that missed some is sent one diff built
 	// from them, not the whole filter.
-	diffs []*protocol.SummaryUpdate
+	diffs []keptDiff
+}
+
+// keptDiff is a diff from version base to the next. Only the diff's bytes
+// are kept, not the frame it came in.
+type keptDiff struct {
+	base uint64
+	diff []byte
 }
 
 // Bounds of the diffs kept per version.
@@ -74,12 +81,12 @@ const (
 	maxChainSize = 16 << 10
 )
 
-// chain is diffs with u after it, the oldest dropped past the bounds.
-func chain(diffs []*protocol.SummaryUpdate, u *protocol.SummaryUpdate) []*protocol.SummaryUpdate {
-	out := append(slices.Clone(diffs), u)
+// chain is diffs with u's after it, the oldest dropped past the bounds.
+func chain(diffs []keptDiff, u *protocol.SummaryUpdate) []keptDiff {
+	out := append(slices.Clone(diffs), keptDiff{base: u.Base, diff: u.Diff})
 	size := 0
 	for i := len(out) - 1; i >= 0; i-- {
-		size += len(out[i].Diff)
+		size += len(out[i].diff)
 		if len(out)-i > maxDiffChain || size > maxChainSize {
 			return out[i+1:]
 		}
@@ -92,13 +99,13 @@ func chain(diffs []*protocol.SummaryUpdate, u *protocol.SummaryUpdate) []*protoc
 // back, give the filter at have. The signature covers the whole filter, so
 // it holds for any diff that builds it.
 func (s *summaryVersion) since(origin protocol.PeerID, have uint64) *protocol.SummaryUpdate {
-	i := slices.IndexFunc(s.diffs, func(d *protocol.SummaryUpdate) bool { return d.Base == have })
+	i := slices.IndexFunc(s.diffs, func(d keptDiff) bool { return d.base == have })
 	if i < 0 {
 		return nil
 	}
 	old := s.filter.Clone()
 	for j := len(s.diffs) - 1; j >= i; j-- {
-		if old.ApplyDiff(s.diffs[j].Diff) != nil {
+		if old.ApplyDiff(s.diffs[j].diff) != nil {
 			return nil
 		}
 	}
