@@ -322,6 +322,13 @@ func TestLeafChecksItsSupernodesNetwork(t *testing.T) {
 	if first.Network() != testNetwork {
 		t.Fatalf("trusted %s, want %s", first.Network(), testNetwork)
 	}
+	// The list that names home may come after the attach (a supernode that
+	// has just started issues its entry at its first round): the restart
+	// below needs it kept, in the peer's supernodes.cache.
+	eventually(t, raceSlowdown*10*time.Second, "the peer to keep the list that names home", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "supernodes.cache"))
+		return strings.Contains(string(b), home.ID().String())
+	})
 	first.Close()
 	// Restarted with only the foreign supernode configured, it refuses that
 	// one and attaches to the supernode its list kept.
