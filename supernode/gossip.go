@@ -148,7 +148,7 @@ func (g *membership) Round(now time.Time) gossipRound {
 	g.issue(now)
 	silent := g.detect(now)
 	died := g.members.Expire(now)
-	slices.SortFunc(died, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(died, cmpPeer)
 	for _, id := range died {
 		g.log.Info().Str("peer_id", id.Short()).Msg("supernode taken as dead")
 		if g.cfg.Gone != nil {
@@ -231,7 +231,7 @@ func (g *membership) detect(now time.Time) (silent []protocol.PeerID) {
 		}
 	}
 	g.mu.Unlock()
-	slices.SortFunc(lost, func(a, b protocol.PeerID) int { return slices.Compare(a[:], b[:]) })
+	slices.SortFunc(lost, cmpPeer)
 	for _, p := range lost {
 		inc, beat, ok := g.members.Held(p)
 		if !ok {
@@ -298,11 +298,7 @@ func (g *membership) NeighbourUp(p protocol.PeerID) {
 	live := g.members.Live()
 	for len(live) > 0 {
 		n := min(len(live), protocol.MaxMembers)
-		msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, n)}
-		for _, m := range live[:n] {
-			msg.Members = append(msg.Members, *m)
-		}
-		g.out.Send(p, msg)
+		g.out.Send(p, listMessage(live[:n]))
 		live = live[n:]
 	}
 }
@@ -328,6 +324,11 @@ func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID, rnd *ra
 		}
 		live = live[:protocol.MaxMembers]
 	}
+	return listMessage(live)
+}
+
+// listMessage is a members message carrying live, at most MaxMembers.
+func listMessage(live []*protocol.MemberRecord) *protocol.Members {
 	msg := &protocol.Members{Members: make([]protocol.MemberRecord, 0, len(live))}
 	for _, m := range live {
 		msg.Members = append(msg.Members, *m)
