@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
@@ -35,6 +36,9 @@ type overlay struct {
 	// supernodes' gossip interval, MemberTimeout their member timeout and
 	// Refresh how often each issues its entry unchanged.
 	Probe, Gossip, MemberTimeout, Refresh time.Duration
+	// LeafPings is what each supernode asks its leaves' pings to stay
+	// under, a second (0: the router's default).
+	LeafPings float64
 
 	e     *env
 	sns   []*snode
@@ -117,9 +121,10 @@ func (o *overlay) build(e *env) {
 			Rand: routerRand(e.wd.w.Seed, i), MultiHop: o.MultiHop, Incarnation: 1,
 			// Summaries are signed at their real size but not checked: no
 			// one lies here, and a check per copy would cost the run hours.
-			Sign:    func([]byte) []byte { return blankSig },
-			PeerRTT: o.rttFrom(i),
-			Intern:  o.filters.intern,
+			Sign:      func([]byte) []byte { return blankSig },
+			PeerRTT:   o.rttFrom(i),
+			LeafPings: o.LeafPings,
+			Intern:    o.filters.intern,
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
@@ -278,9 +283,10 @@ func (o *overlay) ping(p int) {
 // unless news came since its last round: entries issued (each supernode's
 // every Refresh) and reports of supernodes gone. A flood passes each on
 // every link, once each way at most; it is charged both ways, the most it
-// costs. Leaves get the list every LeafMembersEvery rounds or when a
-// supernode died; a new neighbour gets every entry at once, a new leaf a
-// list.
+// costs. Leaves get their list (a sample in a large overlay) every
+// LeafMembersEvery rounds or when a supernode in it died, which is
+// charged as if every sample held one; a new neighbour gets every entry at
+// once, a new leaf its list.
 func (o *overlay) gossip(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		s := o.sns[i]
@@ -324,7 +330,7 @@ func (o *overlay) news(recs, gone int) {
 // toLeaves charges supernode i's member list to each of its leaves.
 func (o *overlay) toLeaves(i int) {
 	s := o.sns[i]
-	m := o.members.list(o.liveSNs)
+	m := o.members.leafList(o.liveSNs)
 	for p := range s.leafSet {
 		o.e.net.charge(s.node, o.peers[p], tagMembers, m)
 	}
@@ -332,7 +338,7 @@ func (o *overlay) toLeaves(i int) {
 
 // greet charges supernode i's member list to a leaf just attached.
 func (o *overlay) greet(i int, to NodeID) {
-	o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.list(o.liveSNs))
+	o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.leafList(o.liveSNs))
 }
 
 // greetSN charges every live entry, in full lists, from supernode i to a
@@ -371,6 +377,15 @@ func (ml *memberLists) news(recs, gone int) []*protocol.Members {
 		recs, gone = recs-r, gone-g
 	}
 	return out
+}
+
+// leafList is a leaf's list when live supernodes are: all of them, or a
+// sample of supernode.LeafList.
+func (ml *memberLists) leafList(live int) *protocol.Members {
+	if live <= supernode.LeafList {
+		return ml.list(live)
+	}
+	return &protocol.Members{Members: ml.list(supernode.LeafList).Members, Of: uint32(live)}
 }
 
 func (ml *memberLists) list(live int) *protocol.Members {
@@ -428,17 +443,29 @@ func (o *overlay) down(p int) {
 }
 
 // ask sends the query to the nearest of the peer's supernodes, as the
-// peer's search picks one.
+// peer's search picks one, and hedges it as the search does: one that does
+// not acknowledge it (it died, and the leaf has not noticed yet) is given
+// about a probe timeout, and the query goes to the next nearest.
 func (o *overlay) ask(qi int, q *protocol.Query, from int) {
-	best := -1
-	for _, s := range o.of[from] {
-		if best < 0 || o.rtt(o.peers[from], o.sns[s].node) < o.rtt(o.peers[from], o.sns[best].node) {
-			best = int(s)
-		}
+	ss := slices.Clone(o.of[from])
+	slices.SortStableFunc(ss, func(a, b int32) int {
+		return cmp.Compare(o.rtt(o.peers[from], o.sns[a].node), o.rtt(o.peers[from], o.sns[b].node))
+	})
+	o.askVia(qi, q, from, ss)
+}
+
+func (o *overlay) askVia(qi int, q *protocol.Query, from int, ss []int32) {
+	if len(ss) == 0 {
+		return
 	}
-	if best >= 0 {
-		o.e.net.send(o.peers[from], o.sns[best].node, qi, q)
+	sn := o.sns[ss[0]]
+	o.e.net.send(o.peers[from], sn.node, qi, q)
+	if sn.alive {
+		return
 	}
+	rtt := o.rtt(o.peers[from], sn.node)
+	wait := min(max(2*rtt+25*time.Millisecond, 150*time.Millisecond), time.Second)
+	o.e.net.after(wait, func() { o.askVia(qi, q, from, ss[1:]) })
 }
 
 // fail kills 30% of the supernodes at once: their neighbours link to others,
@@ -494,15 +521,20 @@ func (o *overlay) fail(f failure) {
 			}
 		})
 	}
-	// A leaf notices that a supernode died after two of its pings go
-	// unanswered, drops it (the next slot becomes its primary) and
-	// attaches to another.
-	failoverWait := 2 * o.Probe
+	// A leaf notices that a supernode died two to three of the ping
+	// intervals it asked for after its last pong, drops it (the next slot
+	// becomes its primary) and attaches to another.
 	for p, ss := range o.of {
-		if !slices.ContainsFunc(ss, func(s int32) bool { return !o.sns[s].alive }) {
+		var every time.Duration
+		for _, s := range ss {
+			if sn := o.sns[s]; !sn.alive {
+				every = max(every, o.Probe, sn.pingEvery)
+			}
+		}
+		if every == 0 {
 			continue
 		}
-		e.net.after(failoverWait+time.Duration(e.net.random().Int64N(int64(failoverWait))), func() {
+		e.net.after(2*every+time.Duration(e.net.random().Int64N(int64(every))), func() {
 			for _, s := range slices.Clone(o.of[p]) {
 				if !o.sns[s].alive {
 					o.detachFrom(p, int(s))

@@ -261,11 +261,15 @@ type Options struct {
 	// MultiHop routes the overlay's queries hop by hop, the older way.
 	MultiHop bool
 	// Probe is how often a leaf pings each of its supernodes (default the
-	// peer's ProbeInterval); a leaf notices a dead one after two. Gossip is
+	// peer's ProbeInterval), or as seldom as its supernode asks; a leaf
+	// notices a dead one after two to three. Gossip is
 	// the supernodes' gossip interval (default theirs), and their member
 	// timeout keeps its default ratio to it. Stabilize is how often a DHT
 	// peer runs Chord's upkeep (default 30 s).
 	Probe, Gossip, Stabilize time.Duration
+	// LeafPings is the pings a second a supernode asks all its leaves
+	// together to keep under (default the router's).
+	LeafPings float64
 	// QUIC runs the designs over real QUIC links on loopback, in real time,
 	// instead of the simulated network: for small N (each node has its own
 	// socket).
@@ -285,7 +289,7 @@ func newDesign(name string, o Options) (design, error) {
 		snc := supernode.DefaultConfig()
 		gossip := cmp.Or(o.Gossip, snc.GossipInterval)
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16), SummaryFP: o.SummaryFP,
-			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval),
+			MultiHop: o.MultiHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval), LeafPings: o.LeafPings,
 			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval, Refresh: snc.MemberRefresh}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)

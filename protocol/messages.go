@@ -305,6 +305,9 @@ type Members struct {
 	Members []MemberRecord `msgpack:"m"`
 	// Gone are reports of supernodes gone (v9), passed on like entries.
 	Gone []MemberGone `msgpack:"g,omitempty"`
+	// Of, in a list to a leaf that samples the overlay, is how many
+	// supernodes the sender knows to be live; 0 when the list has them all.
+	Of uint32 `msgpack:"n,omitempty"`
 }
 
 // UserPut stores a username record in the directory: from a leaf to its

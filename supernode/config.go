@@ -65,7 +65,7 @@ func DefaultRouterConfig() RouterConfig {
 		LeafPublishRate:       256 << 10,
 		SeenTTL:               60 * time.Second,
 		LeafQueryRate:         20,
-		LeafPings:             700,
+		LeafPings:             30,
 		MaxPingEvery:          15 * time.Second,
 		LeafQueryBurst:        50,
 		NeighbourQueryRate:    200,

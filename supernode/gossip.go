@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
@@ -102,9 +103,10 @@ type news struct {
 // leafView is a fingerprint of what leaves use of the list: which
 // supernodes live, where, and since which start. Beats and loads change
 // and do not count.
-func leafView(live []*protocol.MemberRecord) uint64 {
+func leafView(live []protocol.MemberRecord) uint64 {
 	keys := make([]string, 0, len(live))
-	for _, m := range live {
+	for i := range live {
+		m := &live[i]
 		p := m.Peer()
 		k := string(p[:]) + strconv.FormatUint(m.Incarnation, 10)
 		for _, a := range m.Addrs {
@@ -162,23 +164,23 @@ func (g *membership) Round(now time.Time) gossipRound {
 	}
 	g.spread()
 	live := g.members.Live()
-	// Leaves get the list when what they use of it changed: they need it
+	// Leaves get their list when what they use of it changed: they need it
 	// to find a supernode when theirs are gone (they keep it on disk for
-	// that) and to see the supernodes holding their username record
-	// restart. Otherwise it goes seldom, for the entries a sampled list
-	// leaves out: a supernode with thousands of leaves would else send
-	// thousands of lists every few seconds.
-	view := leafView(live)
+	// that) and, in a small overlay, to see the supernodes holding their
+	// username record restart. Otherwise it goes seldom, for the loads: a
+	// supernode with thousands of leaves would else send thousands of lists
+	// whenever a supernode anywhere came or went.
+	leafMsg := g.message(live)
+	view := leafView(leafMsg.Members)
 	g.mu.Lock()
-	toLeaves := view != g.leafPrint || len(died) > 0 || rounds-g.leafAt >= LeafMembersEvery
+	toLeaves := view != g.leafPrint || rounds-g.leafAt >= LeafMembersEvery
 	if toLeaves {
 		g.leafPrint, g.leafAt = view, rounds
 	}
 	g.mu.Unlock()
 	if toLeaves {
-		msg := g.message(live)
 		for _, p := range g.links.Leaves(protocol.TypeMembers) {
-			g.out.Send(p, msg)
+			g.out.Send(p, leafMsg)
 		}
 	}
 	return gossipRound{live: live, died: died, rounds: rounds}
@@ -309,22 +311,50 @@ func (g *membership) Greet(p protocol.PeerID) {
 }
 
 func (g *membership) message(live []*protocol.MemberRecord) *protocol.Members {
-	return membersMessage(live, g.cfg.Identity.ID, &g.rnd)
+	return leafList(live, g.cfg.Identity.ID)
 }
 
-// membersMessage lists live in one message. With more than fit, it carries
-// our own entry and a random sample of the others, so that over the rounds
-// every entry travels.
-func membersMessage(live []*protocol.MemberRecord, self protocol.PeerID, rnd *randSource) *protocol.Members {
-	if len(live) > protocol.MaxMembers {
-		live = slices.Clone(live)
-		shuffle(rnd, live)
-		if i := slices.IndexFunc(live, func(m *protocol.MemberRecord) bool { return m.Peer() == self }); i >= 0 {
-			live[0], live[i] = live[i], live[0]
-		}
-		live = live[:protocol.MaxMembers]
+// LeafList is how many entries a leaf's member list carries at most. A leaf
+// needs a few supernodes to fail over to, not the whole overlay: it has
+// three supernodes' lists, and each entry is a few hundred bytes, which a
+// supernode with thousands of leaves would otherwise send to each of them.
+const LeafList = 16
+
+// leafList is the list for our leaves: every live entry, or with more than
+// LeafList our own and those that rank first by a hash of their ID and ours.
+// The rank keeps the sample the same from round to round, so it changes, and
+// goes out again, only when a supernode in it does; each supernode samples
+// others, so orphaned leaves spread over the overlay.
+func leafList(live []*protocol.MemberRecord, self protocol.PeerID) *protocol.Members {
+	if len(live) <= LeafList {
+		return listMessage(live)
 	}
-	return listMessage(live)
+	rank := func(m *protocol.MemberRecord) uint64 {
+		p := m.Peer()
+		if p == self {
+			return 0
+		}
+		h := fnv.New64a()
+		h.Write(self[:])
+		h.Write(p[:])
+		return h.Sum64() | 1
+	}
+	type ranked struct {
+		m *protocol.MemberRecord
+		r uint64
+	}
+	rs := make([]ranked, len(live))
+	for i, m := range live {
+		rs[i] = ranked{m, rank(m)}
+	}
+	slices.SortFunc(rs, func(a, b ranked) int { return cmp.Compare(a.r, b.r) })
+	out := make([]*protocol.MemberRecord, LeafList)
+	for i := range out {
+		out[i] = rs[i].m
+	}
+	msg := listMessage(out)
+	msg.Of = uint32(len(live))
+	return msg
 }
 
 // listMessage is a members message carrying live, at most MaxMembers.

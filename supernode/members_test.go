@@ -1,7 +1,7 @@
 package supernode
 
 import (
-	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -99,29 +99,51 @@ func TestMembersBounded(t *testing.T) {
 	}
 }
 
-// A list too long for one message carries our own entry and, over rounds,
-// every other.
-func TestMembersMessageSamples(t *testing.T) {
+// A leaf's list of a larger overlay is a sample: our own entry first, the
+// same others every time, and when one of them dies only it is replaced.
+func TestLeafListSamples(t *testing.T) {
 	var live []*protocol.MemberRecord
-	for i := range protocol.MaxMembers + 20 {
+	for i := range LeafList + 20 {
 		r := &protocol.MemberRecord{Key: make([]byte, 32), Addrs: []string{"192.0.2.1:1"}}
 		r.Key[0], r.Key[1] = byte(i), byte(i>>8)
 		live = append(live, r)
 	}
 	self := live[len(live)-1].Peer()
-	seen := map[protocol.PeerID]bool{}
-	rnd := &randSource{r: rand.NewChaCha8([32]byte{7})}
-	for range 50 {
-		msg := membersMessage(live, self, rnd)
-		if len(msg.Members) != protocol.MaxMembers || msg.Members[0].Peer() != self {
-			t.Fatalf("%d members, first %s; want %d with our own first", len(msg.Members), msg.Members[0].Peer().Short(), protocol.MaxMembers)
+	if msg := leafList(live[len(live)-LeafList:], self); len(msg.Members) != LeafList || msg.Of != 0 {
+		t.Fatalf("%d live: %d entries, of %d; want all, of 0", LeafList, len(msg.Members), msg.Of)
+	}
+	peers := func(m *protocol.Members) []protocol.PeerID {
+		var out []protocol.PeerID
+		for i := range m.Members {
+			out = append(out, m.Members[i].Peer())
 		}
-		for i := range msg.Members {
-			seen[msg.Members[i].Peer()] = true
+		return out
+	}
+	first := leafList(live, self)
+	if len(first.Members) != LeafList || first.Members[0].Peer() != self || first.Of != uint32(len(live)) {
+		t.Fatalf("%d entries of %d, first %s; want %d of %d with our own first", len(first.Members), first.Of,
+			first.Members[0].Peer().Short(), LeafList, len(live))
+	}
+	shuffled := slices.Clone(live)
+	slices.Reverse(shuffled)
+	if got := peers(leafList(shuffled, self)); !slices.Equal(got, peers(first)) {
+		t.Fatal("the sample depends on the order of the live list")
+	}
+	gone := first.Members[3].Peer()
+	rest := slices.DeleteFunc(slices.Clone(live), func(m *protocol.MemberRecord) bool { return m.Peer() == gone })
+	after := peers(leafList(rest, self))
+	kept := 0
+	for _, p := range peers(first) {
+		if slices.Contains(after, p) {
+			kept++
 		}
 	}
-	if len(seen) != len(live) {
-		t.Fatalf("50 rounds carried %d of %d entries", len(seen), len(live))
+	if kept != LeafList-1 || slices.Contains(after, gone) {
+		t.Fatalf("after one sampled supernode died %d of the sample stayed; want all but it", kept)
+	}
+	// Another supernode's sample differs.
+	if other := peers(leafList(live, live[0].Peer())); slices.Equal(other[1:], peers(first)[1:]) {
+		t.Fatal("two supernodes sample the same others")
 	}
 }
 

@@ -47,7 +47,7 @@ const (
 	// repair versions lost on the way, each to the next neighbour in turn
 	// (40 ticks of the supernode's 250 ms: a supernode hears one every 10 s
 	// or so, from one neighbour or another).
-	announceEvery = 40
+	announceEvery = 120
 )
 
 // summaryVersion is one version of a supernode's one-hop summary: ours,

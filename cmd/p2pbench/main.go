@@ -130,6 +130,7 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.IntVar(&perSN, "per-supernode", 100, "peers per supernode")
 	f.IntVar(&nbr, "neighbours", 8, "links per supernode")
 	f.DurationVar(&opts.Probe, "probe", 0, "how often a leaf pings each of its supernodes (default the peer's, 500ms)")
+	f.Float64Var(&opts.LeafPings, "leaf-pings", 0, "pings a second a supernode asks all its leaves together to stay under (default the supernode's, 30)")
 	f.Float64Var(&opts.SummaryFP, "summary-fp", 0, "false positive rate one-hop summaries are sized for (default the supernode's, 0.01)")
 	f.DurationVar(&opts.Gossip, "gossip", 0, "the supernodes' gossip interval, with the member timeout in its default ratio (default theirs, 1s)")
 	f.DurationVar(&opts.Stabilize, "dht-stabilize", 0, "how often a DHT peer runs Chord's stabilisation (default 30s)")

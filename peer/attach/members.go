@@ -58,7 +58,11 @@ func (a *Attachment) takeMembers(m *protocol.Members) {
 	if len(listed) == 0 {
 		return
 	}
-	a.cfg.MembersChanged(ids, incs)
+	// A sample of a larger overlay is no ring: the username directory
+	// needs every supernode.
+	if m.Of == 0 {
+		a.cfg.MembersChanged(ids, incs)
+	}
 	slices.SortFunc(listed, func(x, y listedSN) int { return strings.Compare(x.target, y.target) })
 	a.mu.Lock()
 	same := slices.EqualFunc(listed, a.listed, func(x, y listedSN) bool { return x.target == y.target })

@@ -1,0 +1,55 @@
+package attach
+
+import (
+	"context"
+	"crypto/ed25519"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+)
+
+// A list of every supernode feeds the username ring; a sample of a larger
+// overlay gives attach targets only.
+func TestSampledMemberListIsNoRing(t *testing.T) {
+	_, netKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list protocol.Members
+	for i := range 3 {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := protocol.MemberRecord{Addrs: []string{"192.0.2.1:" + string(rune('1'+i))}, Beat: 1, Incarnation: 1,
+			Chain: protocol.Admit(netKey, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, time.Now().Add(time.Hour))}
+		r.Sign(id)
+		list.Members = append(list.Members, r)
+	}
+	rings := 0
+	var wg sync.WaitGroup
+	a := New(context.Background(), &wg, Config{Log: zerolog.Nop(),
+		Network: func() protocol.NetworkID { return protocol.NetworkIDOf(netKey) },
+		IsOurs:  func(protocol.PeerID) bool { return false },
+		MembersChanged: func(ids []ring.ID, _ map[ring.ID]uint64) {
+			if len(ids) != len(list.Members) {
+				t.Errorf("ring of %d supernodes, want %d", len(ids), len(list.Members))
+			}
+			rings++
+		}})
+	a.takeMembers(&list)
+	if rings != 1 || a.Snapshot().Listed != 3 {
+		t.Fatalf("whole list: %d rings, %d listed; want 1 and 3", rings, a.Snapshot().Listed)
+	}
+	sample := list
+	sample.Of = 50
+	a.takeMembers(&sample)
+	if rings != 1 || a.Snapshot().Listed != 3 {
+		t.Fatalf("sampled list: %d rings, %d listed; want still 1 and 3", rings, a.Snapshot().Listed)
+	}
+}
