@@ -14,6 +14,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
@@ -445,13 +446,30 @@ func (o *overlay) down(p int) {
 // ask sends the query to the nearest of the peer's supernodes, as the
 // peer's search picks one, and hedges it as the search does: one that does
 // not acknowledge it (it died, and the leaf has not noticed yet) is given
-// about a probe timeout, and the query goes to the next nearest.
+// about a probe timeout, and the query goes to the next nearest. A
+// supernode that did not acknowledge is suspected: the leaf pings at its
+// own interval and leaves the dead after SilentProbes of them, attaching
+// elsewhere; when all its supernodes were dead, the query goes on through
+// the nearest new one.
 func (o *overlay) ask(qi int, q *protocol.Query, from int) {
 	ss := slices.Clone(o.of[from])
 	slices.SortStableFunc(ss, func(a, b int32) int {
 		return cmp.Compare(o.rtt(o.peers[from], o.sns[a].node), o.rtt(o.peers[from], o.sns[b].node))
 	})
+	if len(ss) > 0 && !o.sns[ss[0]].alive {
+		// The first leg is not acknowledged: that urges the pings, and the
+		// suspicion ends SilentProbes intervals on, a round trip to spare.
+		allDead := !slices.ContainsFunc(ss, func(s int32) bool { return o.sns[s].alive })
+		rtt := o.rtt(o.peers[from], o.sns[ss[0]].node)
+		o.e.net.after(ackWait(rtt)+attach.SilentProbes*o.Probe+rtt, func() { o.suspected(qi, q, from, allDead) })
+	}
 	o.askVia(qi, q, from, ss)
+}
+
+// ackWait is how long the peer's search waits for a supernode to
+// acknowledge a query over a round trip of rtt.
+func ackWait(rtt time.Duration) time.Duration {
+	return min(max(2*rtt+25*time.Millisecond, 150*time.Millisecond), time.Second)
 }
 
 func (o *overlay) askVia(qi int, q *protocol.Query, from int, ss []int32) {
@@ -460,12 +478,42 @@ func (o *overlay) askVia(qi int, q *protocol.Query, from int, ss []int32) {
 	}
 	sn := o.sns[ss[0]]
 	o.e.net.send(o.peers[from], sn.node, qi, q)
-	if sn.alive {
+	if !sn.alive {
+		o.e.net.after(ackWait(o.rtt(o.peers[from], sn.node)), func() { o.askVia(qi, q, from, ss[1:]) })
+	}
+}
+
+// suspected leaves peer p's dead supernodes and fills the slots, and sends
+// the query on through the nearest new one when none of those it had was
+// alive.
+func (o *overlay) suspected(qi int, q *protocol.Query, p int, allDead bool) {
+	for _, s := range slices.Clone(o.of[p]) {
+		if !o.sns[s].alive {
+			o.detachFrom(p, int(s))
+			continue
+		}
+		// The pings at the probe interval, for the live.
+		for range attach.SilentProbes {
+			o.e.net.charge(o.peers[p], o.sns[s].node, tagLiveness, leafPing)
+			o.e.net.charge(o.sns[s].node, o.peers[p], tagLiveness, leafPong)
+		}
+	}
+	if !o.e.online[p] {
 		return
 	}
-	rtt := o.rtt(o.peers[from], sn.node)
-	wait := min(max(2*rtt+25*time.Millisecond, 150*time.Millisecond), time.Second)
-	o.e.net.after(wait, func() { o.askVia(qi, q, from, ss[1:]) })
+	o.fillSlots(p)
+	if !allDead {
+		return
+	}
+	best := -1
+	for _, s := range o.of[p] {
+		if best < 0 || o.rtt(o.peers[p], o.sns[s].node) < o.rtt(o.peers[p], o.sns[best].node) {
+			best = int(s)
+		}
+	}
+	if best >= 0 {
+		o.e.net.send(o.peers[p], o.sns[best].node, qi, q)
+	}
 }
 
 // fail kills 30% of the supernodes at once: their neighbours link to others,

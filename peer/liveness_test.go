@@ -156,6 +156,12 @@ func (f *faultConn) setDelay(d time.Duration) {
 // overlay is n admitted supernodes on loopback, each joined to the first.
 func overlay(t *testing.T, n int) ([]*supernode.Server, protocol.NetworkID) {
 	t.Helper()
+	return overlayWith(t, n, nil)
+}
+
+// overlayWith is overlay with each supernode's configuration changed by set.
+func overlayWith(t *testing.T, n int, set func(*supernode.Config)) ([]*supernode.Server, protocol.NetworkID) {
+	t.Helper()
 	_, key, err := ed25519.GenerateKey(crand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -175,12 +181,16 @@ func overlay(t *testing.T, n int) ([]*supernode.Server, protocol.NetworkID) {
 		if i > 0 {
 			join = []string{sns[0].ID().String() + "@" + sns[0].Addr().String()}
 		}
-		s, err := supernode.New(supernode.Config{
+		cfg := supernode.Config{
 			Conn: c, Identity: id, Join: join, Network: network,
 			Chain:     protocol.Admit(key, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, time.Now().Add(time.Hour)),
 			AltListen: "-", ListenTCP: "-", TickInterval: 50 * time.Millisecond,
 			Log: testLogger(t),
-		})
+		}
+		if set != nil {
+			set(&cfg)
+		}
+		s, err := supernode.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,6 +302,43 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	if wary := d.attach.Wary(); wary != 0 {
 		t.Fatalf("the leaf grew wary (%d) after leaving a supernode that is gone", wary)
 	}
+}
+
+// A supernode that asked for slow pings and dies is noticed late by the
+// pings alone (three of its 5 s intervals); a search it does not acknowledge
+// has the leaf ping at its own 500 ms for a while, and the leaf leaves it
+// within a few of those. The search is answered through another.
+func TestSearchSuspectsASlowPacedSupernode(t *testing.T) {
+	sns, network := overlayWith(t, 4, func(c *supernode.Config) { c.Router.LeafPings = 0.2 })
+	fc := newFaultConn(t)
+	d := leafOn(t, fc, network, sns, 3)
+	waitFor(t, 20*time.Second, "the leaf on 3 supernodes, pinging at their slow pace", func() bool {
+		return len(attachedLinks(d)) == 3 && d.attach.ProbeEvery() >= 4*time.Second
+	})
+	l, _ := d.attach.Pick(nil, false)
+	if l == nil {
+		t.Fatal("no supernode to search through")
+	}
+	fc.cutOff(l.RemoteAddr())
+	cut := time.Now()
+	if _, err := d.Search(context.Background(), "nothing anywhere", protocol.ContentID{}, 10, nil); err != nil {
+		t.Fatalf("the search through a dead supernode failed: %v", err)
+	}
+	select {
+	case <-l.Done():
+	case <-time.After(quicIdle + 5*time.Second):
+		t.Fatal("the dead supernode was never left")
+	}
+	took := time.Since(cut)
+	if !errors.Is(l.Err(), attach.ErrSilent) {
+		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
+	}
+	// Three of the slow intervals would be 15 s.
+	if took > 10*time.Second {
+		t.Fatalf("left %v after it died, want about three of our 500 ms intervals after the search", took)
+	}
+	t.Logf("a dead supernode that asked for pings every %v was left %v after a search it did not acknowledge",
+		5*time.Second, took.Round(time.Millisecond))
 }
 
 // When every supernode the leaf is attached to goes silent at once, a STUN

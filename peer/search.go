@@ -24,11 +24,17 @@ import (
 //     that is longer (a loaded supernode); at least minAckWait, at most
 //     maxAckWait. One that has not is dead or cut off, and the search is
 //     hedged then;
-//   - after that, the liveness pings draw an answer every ProbeInterval, so a
-//     supernode that dies with the query in hand is silent for longer than
-//     ProbeInterval plus that wait;
+//   - after that, the liveness pings draw an answer every ping interval (the
+//     ProbeInterval, or longer when a busy supernode asked), so a supernode
+//     that dies with the query in hand is silent for longer than that
+//     interval plus that wait;
 //   - and a supernode answers a query within its 1 s query timeout: one that
 //     has not after hedgeBackstop is taken as stuck.
+//
+// A supernode that does not acknowledge a query is suspected: the leaf pings
+// at its own interval for a while, so one that died is left in about
+// SilentProbes intervals even when it had asked for slow pings, and the
+// hedge sends the search on through the supernode attached in its place.
 //
 // When nothing fails, a search is hedged only when an acknowledgement takes
 // longer than the wait (a stall of the peer or a supernode) or a supernode
@@ -201,7 +207,7 @@ func (d *Daemon) Search(ctx context.Context, text string, cid protocol.ContentID
 	q := &search{
 		query: protocol.Query{Text: text, CID: cid, Limit: uint16(min(max(limit, 0), 65535))},
 		text:  text, cid: cid, note: make(chan struct{}, 1),
-		att: d.attach, probe: d.cfg.ProbeInterval,
+		att: d.attach, probe: d.attach.ProbeEvery(),
 	}
 	if text == "" && cid.IsZero() {
 		return apitype.SearchResult{}, fmt.Errorf("%w: empty query", protocol.ErrBadRequest)
@@ -317,6 +323,7 @@ func (q *search) hedge(now time.Time) {
 	probe := q.probe
 	q.mu.Lock()
 	onTime, inFlight := 0, 0
+	var unacked []*transport.Link
 	for _, g := range q.sent {
 		if g.over {
 			continue
@@ -328,6 +335,9 @@ func (q *search) hedge(now time.Time) {
 		wait := min(max(ackWait(g.via), g.wait), maxAckWait)
 		silent := probe > 0 && g.acked && now.Sub(g.heard) >= probe+wait
 		stuck := now.Sub(g.at) >= hedgeBackstop
+		if !g.late && !g.acked && now.Sub(g.at) >= wait {
+			unacked = append(unacked, g.via)
+		}
 		g.late = g.late || !g.acked && now.Sub(g.at) >= wait || silent || stuck
 		g.alive = g.acked && !silent && !stuck
 		if !g.late {
@@ -335,6 +345,9 @@ func (q *search) hedge(now time.Time) {
 		}
 	}
 	q.mu.Unlock()
+	for _, l := range unacked {
+		q.att.Suspect(l)
+	}
 	if onTime == 0 && inFlight > 0 {
 		q.send(true) // none when every attached supernode has had it
 	}

@@ -374,6 +374,8 @@
 //	members (Members), v4
 //	  m    [member] live supernodes; <= 256
 //	  g?   [gone]   v9: reports of supernodes gone; <= 256 (see Membership)
+//	  n?   uint32   in a list to a leaf that samples the overlay: how many
+//	                supernodes the sender knows live (absent: m is all of them)
 //	member (MemberRecord): one supernode's entry, signed by it
 //	  k    bin 32   its ed25519 public key (its peer ID is the SHA-256 of it)
 //	  a    [str]    where it listens; 1 to 8 of <= 128 bytes
@@ -901,7 +903,8 @@
 //	v9  Membership by changes: optional key g (gone reports) in members;
 //	    entries issued on change and refresh, not every round. Supernodes of
 //	    v8 and older take a v9 supernode's entry as dead after their member
-//	    timeout, so an overlay's supernodes upgrade together.
+//	    timeout, so an overlay's supernodes upgrade together. Optional key n
+//	    in members: a leaf's list of a larger overlay is a sample of 16.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -414,7 +414,7 @@ func (v *liveness) round(ours time.Duration) (seq uint64, every time.Duration, s
 	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	every = v.w.Pace(ours, []*attach.Liveness{&v.live})
+	every = v.w.Pace(now, ours, []*attach.Liveness{&v.live})
 	if now.Sub(v.live.Heard()) >= v.live.SilentAfter(every, 0) {
 		return 0, every, true
 	}

@@ -101,8 +101,10 @@ type Attachment struct {
 	changed     chan struct{} // closed when a slot detaches, for the slots waiting for a target
 	// chains are the member entries' chains already checked, by supernode.
 	chains map[protocol.PeerID]protocol.Chain
-	// rounds are the liveness rounds (see watch).
+	// rounds are the liveness rounds (see watch); urged wakes the watch
+	// when a supernode is suspected (see Suspect).
 	rounds *Watch
+	urged  chan struct{}
 	// leftChecked and leftStalled count the supernodes left as silent whose
 	// check has ended, and those of them that still answered.
 	leftChecked, leftStalled int
@@ -133,6 +135,7 @@ func New(ctx context.Context, wg *sync.WaitGroup, cfg Config) *Attachment {
 		wg:       wg,
 		claims:   NewClaims(),
 		rounds:   NewWatch(cfg.ProbeInterval),
+		urged:    make(chan struct{}, 1),
 		searches: make(map[protocol.QueryID]leg),
 		attached: make(chan struct{}),
 		changed:  make(chan struct{}),
@@ -689,9 +692,17 @@ const preferFor = 30 * time.Second
 // The searches' side of the attachment: a link to send a query through,
 // and the table that routes the answers to a query's ID back to its search.
 
+// ProbeEvery is the interval the liveness pings go at now: the probe
+// interval, or longer when a supernode asked for it (<= 0: no pings).
+func (a *Attachment) ProbeEvery() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rounds.Every()
+}
+
 // Pick is the attached supernode to send a query to, of those not in avoid:
 // the nearest (by the link's round trip) of those heard from within two
-// probe intervals, or else (or when freshest is set) the one heard from last;
+// ping intervals, or else (or when freshest is set) the one heard from last;
 // and its usual time to answer a ping.
 func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*transport.Link, time.Duration) {
 	now := time.Now()
@@ -705,7 +716,7 @@ func (a *Attachment) Pick(avoid map[*transport.Link]bool, freshest bool) (*trans
 		}
 		s.hear(now)
 		rtt, _ := s.link.RTT()
-		live := !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.cfg.ProbeInterval)
+		live := !freshest && (a.cfg.ProbeInterval <= 0 || now.Sub(s.live.Heard()) < 2*a.rounds.Every())
 		slots = append(slots, s)
 		cands = append(cands, pickCand{live: live, rtt: rtt, heard: s.live.Heard()})
 	}

@@ -123,6 +123,27 @@ type Watch struct {
 	// waryAt: one for each left that turned out to be alive.
 	wary   int
 	waryAt time.Time
+	// urgedAt is when a supernode was last suspected of dying (see Urge);
+	// until urgedUntil the rounds go at our own interval.
+	urgedAt, urgedUntil time.Time
+}
+
+// A busy supernode asks for pings seldom, so a crash is noticed late. A
+// search that a supernode does not acknowledge in time suspects it: for a
+// while the rounds go at our own interval again, whatever was asked, and
+// silence is judged by it, though no supernode is left before it has had
+// SilentProbes of those intervals since the suspicion to answer. urgeRounds
+// is how long that lasts, in our intervals.
+const urgeRounds = SilentProbes + 3
+
+// Urge starts such a while at now, when our interval is ours; it reports
+// whether the rounds go faster from now on (false while one is on).
+func (w *Watch) Urge(now time.Time, ours time.Duration) bool {
+	if ours <= 0 || now.Before(w.urgedUntil) {
+		return false
+	}
+	w.urgedAt, w.urgedUntil = now, now.Add(urgeRounds*ours)
+	return true
 }
 
 // NewWatch returns the rounds of a leaf that pings every probe interval.
@@ -132,10 +153,13 @@ func NewWatch(every time.Duration) *Watch { return &Watch{every: every} }
 func (w *Watch) Every() time.Duration { return w.every }
 
 // Pace sets the probe interval to the least of ours and what the busiest
-// of the attached supernodes asked for (a round pings them all), and
-// returns it.
-func (w *Watch) Pace(ours time.Duration, slots []*Liveness) time.Duration {
+// of the attached supernodes asked for (a round pings them all), or to ours
+// while urged, and returns it.
+func (w *Watch) Pace(now time.Time, ours time.Duration, slots []*Liveness) time.Duration {
 	w.every = ours
+	if now.Before(w.urgedUntil) {
+		return w.every
+	}
 	for _, s := range slots {
 		w.every = max(w.every, s.pace)
 	}
@@ -199,7 +223,7 @@ func (w *Watch) Check(now time.Time, slots []*Liveness) (dead []Silent, ask bool
 		case !shown.After(s.heard):
 			// Unless an answer is in, too fresh to go by yet.
 			ask = ask || !w.stunSent.After(s.heard)
-		case silent >= after:
+		case silent >= after && (now.Sub(w.urgedAt) >= SilentProbes*every || s.heard.After(w.urgedAt)):
 			dead = append(dead, Silent{i, silent})
 		}
 	}

@@ -187,15 +187,15 @@ func TestWaryGrowsAndDecays(t *testing.T) {
 // than MaxPace; the silence allowed grows with the interval.
 func TestPaceFollowsTheBusiestSupernode(t *testing.T) {
 	f := newFleet(2)
-	if got := f.w.Pace(probe, f.lives); got != probe {
+	if got := f.w.Pace(f.now, probe, f.lives); got != probe {
 		t.Fatalf("nothing asked: every %v, want %v", got, probe)
 	}
 	f.lives[0].Paced(100 * time.Millisecond)
-	if got := f.w.Pace(probe, f.lives); got != probe {
+	if got := f.w.Pace(f.now, probe, f.lives); got != probe {
 		t.Fatalf("a shorter interval asked: every %v, want ours, %v", got, probe)
 	}
 	f.lives[1].Paced(2 * time.Second)
-	if got := f.w.Pace(probe, f.lives); got != 2*time.Second {
+	if got := f.w.Pace(f.now, probe, f.lives); got != 2*time.Second {
 		t.Fatalf("one asked for 2s: every %v", got)
 	}
 	// Both answer a round, then supernode 0 goes silent: it is not left
@@ -221,7 +221,55 @@ func TestPaceFollowsTheBusiestSupernode(t *testing.T) {
 		}
 	}
 	f.lives[1].Paced(time.Hour)
-	if got := f.w.Pace(probe, f.lives); got != MaxPace {
+	if got := f.w.Pace(f.now, probe, f.lives); got != MaxPace {
 		t.Fatalf("an hour asked: every %v, want the cap %v", got, MaxPace)
+	}
+}
+
+// A supernode that asked for slow pings and is suspected (a query it did not
+// acknowledge) is left after SilentProbes of our own intervals from the
+// suspicion, not of its slow ones; and not sooner, though it has been
+// silent longer than that already.
+func TestUrgedLeavesASuspectAtOurPace(t *testing.T) {
+	f := newFleet(3)
+	const slow = 5 * time.Second
+	for _, v := range f.lives {
+		v.Paced(slow)
+	}
+	if got := f.w.Pace(f.now, probe, f.lives); got != slow {
+		t.Fatalf("every %v, want the asked %v", got, slow)
+	}
+	// A round at the slow pace answered by all; then 1 dies.
+	seq := f.w.Round(f.now)
+	for i, v := range f.lives {
+		f.rx[i]++
+		v.Hear(f.now.Add(10*time.Millisecond), f.rx[i])
+		f.w.Ponged(v, seq, f.now.Add(10*time.Millisecond))
+	}
+	f.now = f.now.Add(4 * time.Second)
+	urgedAt := f.now
+	if !f.w.Urge(f.now, probe) || f.w.Urge(f.now, probe) {
+		t.Fatal("want the first urge to start a while and the second, during it, not")
+	}
+	if got := f.w.Pace(f.now, probe, f.lives); got != probe {
+		t.Fatalf("urged: every %v, want ours, %v", got, probe)
+	}
+	var left time.Duration
+	for k := 0; k < 2*urgeRounds && left == 0; k++ {
+		f.round(10*time.Millisecond, 0, 2)
+		if dead, _ := f.check(); len(dead) > 0 {
+			if len(dead) != 1 || dead[0].Index != 1 {
+				t.Fatalf("left %+v, want only the dead one", dead)
+			}
+			left = f.now.Sub(urgedAt)
+		}
+	}
+	if left < SilentProbes*probe || left > (SilentProbes+2)*probe {
+		t.Fatalf("left %v after the suspicion, want %d to %d of our intervals (%v)", left, SilentProbes, SilentProbes+2, probe)
+	}
+	// The while ends: the asked pace again.
+	f.now = urgedAt.Add(urgeRounds * probe)
+	if got := f.w.Pace(f.now, probe, f.lives); got != slow {
+		t.Fatalf("after the while: every %v, want %v", got, slow)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -29,6 +30,11 @@ func (a *Attachment) watch() {
 	for n := 0; ; n++ {
 		select {
 		case <-t.C:
+		case <-a.urged:
+			// A round at once, and the rounds at our pace from it.
+			n = 0
+			every = a.pace()
+			t.Reset(every / ChecksPerProbe)
 		case <-a.ctx.Done():
 			return
 		}
@@ -81,7 +87,25 @@ func (a *Attachment) pace() time.Duration {
 			lives = append(lives, &s.live)
 		}
 	}
-	return a.rounds.Pace(a.cfg.ProbeInterval, lives)
+	return a.rounds.Pace(time.Now(), a.cfg.ProbeInterval, lives)
+}
+
+// Suspect tells the watch that the supernode on l did not acknowledge a
+// query in time: it may have died, which at a busy supernode's slow pace
+// would be noticed late. The rounds go at our own interval for a while, so
+// it is noticed as soon as at an idle one.
+func (a *Attachment) Suspect(l *transport.Link) {
+	a.mu.Lock()
+	attached := slices.ContainsFunc(a.slots, func(s *slot) bool { return s.link == l })
+	urged := attached && a.rounds.Urge(time.Now(), a.cfg.ProbeInterval)
+	a.mu.Unlock()
+	if urged {
+		l.Log().Info().Msg("supernode did not acknowledge a query in time; pinging at the probe interval")
+		select {
+		case a.urged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 type silentLink struct {
