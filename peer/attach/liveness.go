@@ -137,9 +137,11 @@ type Watch struct {
 const urgeRounds = SilentProbes + 3
 
 // Urge starts such a while at now, when our interval is ours; it reports
-// whether the rounds go faster from now on (false while one is on).
+// whether the rounds go faster from now on (false while one is on, or when
+// they go at ours already: then silence is judged by it anyway, and the
+// wait for SilentProbes intervals from the suspicion would only delay).
 func (w *Watch) Urge(now time.Time, ours time.Duration) bool {
-	if ours <= 0 || now.Before(w.urgedUntil) {
+	if ours <= 0 || now.Before(w.urgedUntil) || w.every <= ours {
 		return false
 	}
 	w.urgedAt, w.urgedUntil = now, now.Add(urgeRounds*ours)

@@ -236,6 +236,9 @@ func TestUrgedLeavesASuspectAtOurPace(t *testing.T) {
 	for _, v := range f.lives {
 		v.Paced(slow)
 	}
+	if f.w.Urge(f.now, probe) {
+		t.Fatal("urged at our own pace: want no change")
+	}
 	if got := f.w.Pace(f.now, probe, f.lives); got != slow {
 		t.Fatalf("every %v, want the asked %v", got, slow)
 	}
