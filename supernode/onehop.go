@@ -819,7 +819,7 @@ func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 			r.Stats.QueriesPruned.Add(1) // a supernode the summary spares the query
 			continue
 		}
-		c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves, tie: r.rnd.Uint64()}
+		c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves}
 		if r.cfg.PeerRTT != nil {
 			if d := r.cfg.PeerRTT(p); d > 0 {
 				c.rtt = d
@@ -833,6 +833,12 @@ func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
 	}
 	if len(cs) == 0 {
 		cs = held
+	}
+	// Ties are broken at random, drawn in the order of the IDs, not of the
+	// map: a run with one seed stays one run.
+	slices.SortFunc(cs, func(a, b cand) int { return cmpPeer(a.p, b.p) })
+	for i := range cs {
+		cs[i].tie = r.rnd.Uint64()
 	}
 	slices.SortFunc(cs, func(a, b cand) int {
 		return cmp.Or(cmp.Compare(a.rtt, b.rtt), cmp.Compare(a.leaves, b.leaves), cmp.Compare(a.tie, b.tie))
