@@ -452,10 +452,7 @@ func (o *overlay) down(p int) {
 // elsewhere; when all its supernodes were dead, the query goes on through
 // the nearest new one.
 func (o *overlay) ask(qi int, q *protocol.Query, from int) {
-	ss := slices.Clone(o.of[from])
-	slices.SortStableFunc(ss, func(a, b int32) int {
-		return cmp.Compare(o.rtt(o.peers[from], o.sns[a].node), o.rtt(o.peers[from], o.sns[b].node))
-	})
+	ss := o.nearestFirst(from)
 	if len(ss) > 0 && !o.sns[ss[0]].alive {
 		// The first leg is not acknowledged: that urges the pings, and the
 		// suspicion ends SilentProbes intervals on, a round trip to spare.
@@ -464,6 +461,15 @@ func (o *overlay) ask(qi int, q *protocol.Query, from int) {
 		o.e.net.after(ackWait(rtt)+attach.SilentProbes*o.Probe+rtt, func() { o.suspected(qi, q, from, allDead) })
 	}
 	o.askVia(qi, q, from, ss)
+}
+
+// nearestFirst are peer p's supernodes, the nearest first.
+func (o *overlay) nearestFirst(p int) []int32 {
+	ss := slices.Clone(o.of[p])
+	slices.SortStableFunc(ss, func(a, b int32) int {
+		return cmp.Compare(o.rtt(o.peers[p], o.sns[a].node), o.rtt(o.peers[p], o.sns[b].node))
+	})
+	return ss
 }
 
 // ackWait is how long the peer's search waits for a supernode to
@@ -487,32 +493,35 @@ func (o *overlay) askVia(qi int, q *protocol.Query, from int, ss []int32) {
 // the query on through the nearest new one when none of those it had was
 // alive.
 func (o *overlay) suspected(qi int, q *protocol.Query, p int, allDead bool) {
-	for _, s := range slices.Clone(o.of[p]) {
+	// The pings at the probe interval, for the live.
+	for _, s := range o.of[p] {
 		if !o.sns[s].alive {
-			o.detachFrom(p, int(s))
 			continue
 		}
-		// The pings at the probe interval, for the live.
 		for range attach.SilentProbes {
 			o.e.net.charge(o.peers[p], o.sns[s].node, tagLiveness, leafPing)
 			o.e.net.charge(o.sns[s].node, o.peers[p], tagLiveness, leafPong)
 		}
 	}
-	if !o.e.online[p] {
+	o.leaveDead(p)
+	if !o.e.online[p] || !allDead {
 		return
 	}
-	o.fillSlots(p)
-	if !allDead {
-		return
+	if ss := o.nearestFirst(p); len(ss) > 0 {
+		o.e.net.send(o.peers[p], o.sns[ss[0]].node, qi, q)
 	}
-	best := -1
-	for _, s := range o.of[p] {
-		if best < 0 || o.rtt(o.peers[p], o.sns[s].node) < o.rtt(o.peers[p], o.sns[best].node) {
-			best = int(s)
+}
+
+// leaveDead ends peer p's attachments to dead supernodes and, while it is
+// online, attaches it to others in their place.
+func (o *overlay) leaveDead(p int) {
+	for _, s := range slices.Clone(o.of[p]) {
+		if !o.sns[s].alive {
+			o.detachFrom(p, int(s))
 		}
 	}
-	if best >= 0 {
-		o.e.net.send(o.peers[p], o.sns[best].node, qi, q)
+	if o.e.online[p] {
+		o.fillSlots(p)
 	}
 }
 
@@ -582,16 +591,7 @@ func (o *overlay) fail(f failure) {
 		if every == 0 {
 			continue
 		}
-		e.net.after(2*every+time.Duration(e.net.random().Int64N(int64(every))), func() {
-			for _, s := range slices.Clone(o.of[p]) {
-				if !o.sns[s].alive {
-					o.detachFrom(p, int(s))
-				}
-			}
-			if e.online[p] {
-				o.fillSlots(p)
-			}
-		})
+		e.net.after(2*every+time.Duration(e.net.random().Int64N(int64(every))), func() { o.leaveDead(p) })
 	}
 }
 

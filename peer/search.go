@@ -335,10 +335,11 @@ func (q *search) hedge(now time.Time) {
 		wait := min(max(ackWait(g.via), g.wait), maxAckWait)
 		silent := probe > 0 && g.acked && now.Sub(g.heard) >= probe+wait
 		stuck := now.Sub(g.at) >= hedgeBackstop
-		if !g.late && !g.acked && now.Sub(g.at) >= wait {
+		noAck := !g.acked && now.Sub(g.at) >= wait
+		if noAck && !g.late {
 			unacked = append(unacked, g.via)
 		}
-		g.late = g.late || !g.acked && now.Sub(g.at) >= wait || silent || stuck
+		g.late = g.late || noAck || silent || stuck
 		g.alive = g.acked && !silent && !stuck
 		if !g.late {
 			onTime++

@@ -45,7 +45,7 @@ const (
 	MaxContacts = 256
 	// announceEvery is how many ticks pass between the announcements that
 	// repair versions lost on the way, each to the next neighbour in turn
-	// (40 ticks of the supernode's 250 ms: a supernode hears one every 10 s
+	// (120 ticks of the supernode's 250 ms: a supernode hears one every 30 s
 	// or so, from one neighbour or another).
 	announceEvery = 120
 )
