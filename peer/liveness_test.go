@@ -255,6 +255,21 @@ func attachedLinks(d *Daemon) map[protocol.PeerID]*transport.Link {
 // quicIdle is the idle timeout a peer's QUIC connections have by default.
 const quicIdle = 15 * time.Second
 
+// waitLeftAsSilent waits for the leaf to leave the supernode on l, what, as
+// silent: before QUIC's idle timeout would have closed the link, and with
+// ErrSilent.
+func waitLeftAsSilent(t *testing.T, l *transport.Link, what string) {
+	t.Helper()
+	select {
+	case <-l.Done():
+	case <-time.After(quicIdle + 5*time.Second):
+		t.Fatalf("%s was never left", what)
+	}
+	if !errors.Is(l.Err(), attach.ErrSilent) {
+		t.Fatalf("the link to %s closed with %v, want the leaf to leave it as silent", what, l.Err())
+	}
+}
+
 // A supernode whose packets stop, with no goodbye, is left because it is
 // silent while the others answer: not at QUIC's idle timeout, and without a
 // word from the supernode. The time it took is reported.
@@ -274,15 +289,8 @@ func TestSilentSupernodeIsLeft(t *testing.T) {
 	l := links[victim.ID()]
 	cut := time.Now()
 	fc.cutOff(victim.Addr())
-	select {
-	case <-l.Done():
-	case <-time.After(quicIdle + 5*time.Second):
-		t.Fatal("the silent supernode was never left")
-	}
+	waitLeftAsSilent(t, l, "the silent supernode")
 	took := time.Since(cut)
-	if !errors.Is(l.Err(), attach.ErrSilent) {
-		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
-	}
 	t.Logf("a supernode cut off without a word was left %v after its packets stopped (goal: within 2 s; QUIC's idle timeout: %v)",
 		took.Round(time.Millisecond), quicIdle)
 	// The freed slot goes to the fourth supernode.
@@ -324,15 +332,8 @@ func TestSearchSuspectsASlowPacedSupernode(t *testing.T) {
 	if _, err := d.Search(context.Background(), "nothing anywhere", protocol.ContentID{}, 10, nil); err != nil {
 		t.Fatalf("the search through a dead supernode failed: %v", err)
 	}
-	select {
-	case <-l.Done():
-	case <-time.After(quicIdle + 5*time.Second):
-		t.Fatal("the dead supernode was never left")
-	}
+	waitLeftAsSilent(t, l, "the dead supernode")
 	took := time.Since(cut)
-	if !errors.Is(l.Err(), attach.ErrSilent) {
-		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
-	}
 	// Three of the slow intervals would be 15 s.
 	if took > 10*time.Second {
 		t.Fatalf("left %v after it died, want about three of our 500 ms intervals after the search", took)
@@ -365,14 +366,7 @@ func TestAllAttachedSilentIsCheckedElsewhere(t *testing.T) {
 		}
 	}
 	for id, l := range links {
-		select {
-		case <-l.Done():
-		case <-time.After(quicIdle + 5*time.Second):
-			t.Fatalf("supernode %s never left", id.Short())
-		}
-		if !errors.Is(l.Err(), attach.ErrSilent) {
-			t.Fatalf("the link to %s closed with %v, want the leaf to leave it as silent", id.Short(), l.Err())
-		}
+		waitLeftAsSilent(t, l, "supernode "+id.Short())
 	}
 	t.Logf("three attached supernodes cut off at once were left %v after (goal: within 2 s)", time.Since(cut).Round(time.Millisecond))
 	waitFor(t, 20*time.Second, "the leaf on the supernode that answered", func() bool {
@@ -398,14 +392,7 @@ func TestStalledSupernodeMakesLeafWary(t *testing.T) {
 	}
 	l := links[victim.ID()]
 	fc.setStall(victim.Addr(), true)
-	select {
-	case <-l.Done():
-	case <-time.After(quicIdle + 5*time.Second):
-		t.Fatal("the stalled supernode was never left")
-	}
-	if !errors.Is(l.Err(), attach.ErrSilent) {
-		t.Fatalf("the link closed with %v, want the leaf to leave a silent supernode", l.Err())
-	}
+	waitLeftAsSilent(t, l, "the stalled supernode")
 	wary := d.attach.Wary
 	waitFor(t, attach.CheckLeftFor+5*time.Second, "the leaf wary after the stalled supernode answered STUN", func() bool { return wary() == 1 })
 	if checked, stalled := d.attach.LeftChecks(); checked != 1 || stalled != 1 {
