@@ -45,9 +45,9 @@ const (
 	MaxContacts = 256
 	// announceEvery is how many ticks pass between the announcements that
 	// repair versions lost on the way, each to the next neighbour in turn
-	// (120 ticks of the supernode's 250 ms: a supernode hears one every 30 s
+	// (40 ticks of the supernode's 250 ms: a supernode hears one every 10 s
 	// or so, from one neighbour or another).
-	announceEvery = 120
+	announceEvery = 40
 )
 
 // summaryVersion is one version of a supernode's one-hop summary: ours,
