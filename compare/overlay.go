@@ -16,6 +16,7 @@ import (
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 	"github.com/supernet-p2p/supernet/supernode"
 	"github.com/supernet-p2p/supernet/transport"
 )
@@ -32,7 +33,7 @@ type overlay struct {
 	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
 	SummaryFP                             float64
-	MultiHop                              bool
+	MultiHop, KeyRing                     bool
 	// Probe is how often a leaf pings each of its supernodes; Gossip the
 	// supernodes' gossip interval, MemberTimeout their member timeout and
 	// Refresh how often each issues its entry unchanged.
@@ -57,7 +58,8 @@ type overlay struct {
 	filters  filterCache
 	members  memberLists
 	liveSNs  int
-	settled  time.Duration // the routers' clock is this far ahead of the run's: the time building took
+	view     *supernode.RingView // the live supernodes, for the keyword ring
+	settled  time.Duration       // the routers' clock is this far ahead of the run's: the time building took
 }
 
 type snode struct {
@@ -81,6 +83,8 @@ type snode struct {
 	// newsRecs and newsGone are the member entries and gone reports it
 	// passes on in its next round.
 	newsRecs, newsGone int
+	// gone is set once the others have taken it as dead.
+	gone bool
 }
 
 type freeMsg struct {
@@ -126,15 +130,15 @@ func (o *overlay) build(e *env) {
 			PeerRTT:   o.rttFrom(i),
 			LeafPings: o.LeafPings,
 			Intern:    o.filters.intern,
+			KeyRing:   o.KeyRing,
+			Ring:      func() *supernode.RingView { return o.view },
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
 	o.liveSNs = ns
-	rng := e.net.random()
+	o.newView()
 	for i := range o.sns {
-		for tries := 0; len(o.sns[i].nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
-			o.linkSN(i, rng.IntN(ns))
-		}
+		o.linkMore(i)
 	}
 	o.of, o.pingAcc = make([][]int32, n), make([][]float32, n)
 	for p := 0; p < n; p++ {
@@ -189,6 +193,52 @@ func snID(i int) protocol.PeerID {
 
 func leafLink(p int) supernode.LinkID { return supernode.LinkID(p + 1) }
 func snLink(i int) supernode.LinkID   { return supernode.LinkID(leafLinks + i) }
+
+// newView makes the member list's view of the supernodes not yet taken as
+// dead, one shared by every router.
+func (o *overlay) newView() {
+	var gen uint64
+	if o.view != nil {
+		gen = o.view.Gen + 1
+	}
+	live := make([]supernode.RingMember, 0, len(o.sns))
+	for i, s := range o.sns {
+		if !s.gone {
+			live = append(live, supernode.RingMember{Peer: snID(i), Inc: 1, Leaves: uint32(o.PerSupernode)})
+		}
+	}
+	o.view = supernode.NewRingView(gen, live)
+}
+
+// linkMore links supernode i to others until it has Neighbours links: at
+// random, or with the keyword ring as a real supernode picks them
+// (membership.ToDial): its successor on the ring of live supernodes, then
+// its fingers from the farthest in.
+func (o *overlay) linkMore(i int) {
+	s := o.sns[i]
+	if o.KeyRing {
+		ids := make([]ring.ID, 0, o.liveSNs)
+		for j, t := range o.sns {
+			if t.alive {
+				ids = append(ids, ring.ID(snID(j)))
+			}
+		}
+		fs := ring.New(ids).Fingers(ring.ID(snID(i)))
+		order := fs[:min(len(fs), 1)]
+		for k := len(fs) - 1; k > 0; k-- {
+			order = append(order, fs[k])
+		}
+		for _, f := range order {
+			if len(s.nbrs) >= o.Neighbours {
+				return
+			}
+			o.linkSN(i, snIndex(protocol.PeerID(f)))
+		}
+	}
+	for tries := 0; len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
+		o.linkSN(i, o.e.net.random().IntN(len(o.sns)))
+	}
+}
 
 func (o *overlay) linkSN(i, j int) {
 	a, b := o.sns[i], o.sns[j]
@@ -546,8 +596,8 @@ func (o *overlay) fail(f failure) {
 		s.nbrs = nil
 	}
 	for i, s := range o.sns {
-		for tries := 0; s.alive && len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
-			o.linkSN(i, e.net.random().IntN(len(o.sns)))
+		if s.alive {
+			o.linkMore(i)
 		}
 	}
 	// The dead supernodes' neighbours hear nothing from them for the
@@ -571,6 +621,8 @@ func (o *overlay) fail(f failure) {
 			wait += time.Duration(e.net.random().Int64N(int64(o.Gossip)))
 		}
 		e.net.after(wait, func() {
+			o.sns[i].gone = true
+			o.newView()
 			for _, s := range o.sns {
 				if s.alive {
 					s.r.SupernodeGone(snID(i))
@@ -614,7 +666,7 @@ func (o *overlay) state() []int {
 	for i, s := range o.sns {
 		o.closeIdle(i)
 		if s.alive {
-			out = append(out, s.r.IndexedFiles()+len(s.nbrs)+s.r.Summaries()+len(s.contacts))
+			out = append(out, s.r.IndexedFiles()+len(s.nbrs)+s.r.Summaries()+s.r.KeptKeys()+len(s.contacts))
 		}
 	}
 	for range o.peers {
@@ -652,7 +704,13 @@ func (b snOutbox) Send(to supernode.LinkID, m protocol.Message) {
 		tag = o.tagFor(m.ID)
 	case *protocol.QueryDone:
 		tag = o.tagFor(m.ID)
-	case *protocol.Summaries, *protocol.SummaryWant:
+	case *protocol.TermLookup:
+		if tag != tagUpkeep {
+			o.tags[m.ID] = tag
+		}
+	case *protocol.TermHolders:
+		tag = o.tagFor(m.ID)
+	case *protocol.Summaries, *protocol.SummaryWant, *protocol.TermPuts:
 		tag = tagSummaries
 	}
 	if to >= leafLinks {

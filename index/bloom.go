@@ -297,3 +297,6 @@ func (b *Bloom) walkDiff(d []byte, fn func(int)) error {
 	}
 	return nil
 }
+
+// HashString is Hash of the bytes of s.
+func HashString(s string) uint64 { return xxhash.Sum64String(s) }

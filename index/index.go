@@ -477,6 +477,23 @@ func (ix *Index) AddTo(b *Bloom) {
 	}
 }
 
+// AppendKeyHashes appends the Hash of every key AddTo would add: the terms
+// of live files and the live content IDs. Each key comes once; the order is
+// the map's.
+func (ix *Index) AppendKeyHashes(dst []uint64) []uint64 {
+	for t, id := range ix.terms {
+		if ix.post[id].anyLive(ix.meta) {
+			dst = append(dst, HashString(t))
+		}
+	}
+	for i := range ix.docs {
+		if ix.docs[i].nsrc > 0 {
+			dst = append(dst, Hash(ix.cid(uint32(i))[:]))
+		}
+	}
+	return dst
+}
+
 // addSource adds src to live document d and reports whether it was new.
 func (ix *Index) addSource(d uint32, src SourceID) bool {
 	dc := &ix.docs[d]

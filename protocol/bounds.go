@@ -180,7 +180,10 @@ func init() {
 	registerCapped[SupernodeList](MaxWelcomeAddrs)
 	registerCapped[[]SummaryUpdate](MaxSummaryUpdates)
 	registerCapped[PeerList](MaxSummaryWants)
-	registerCapped[VersionList](MaxSummaryWants)
+	registerCappedUints[VersionList](MaxSummaryWants)
+	registerCapped[[]TermBatch](MaxTermBatches)
+	registerCappedUints[KeyList](MaxTermKeys)
+	registerCapped[[]HolderList](MaxLookupKeys)
 }
 
 // wireChecker is an element of a capped list that can tell, right after it
@@ -227,6 +230,40 @@ func registerCapped[S ~[]T, T any](limit int) {
 				return fmt.Errorf("element %d of %s: %w", i, v.Type(), invalid("empty address"))
 			}
 			s = append(s, x)
+		}
+		v.Set(reflect.ValueOf(s))
+		return nil
+	})
+}
+
+// registerCappedUints is registerCapped for lists of integers. An integer
+// takes one byte of the body and eight of the slice, so the generic decoder,
+// which grows the slice as elements come and passes each through reflection,
+// would allocate about 40 bytes for each byte of a list of small keys: over
+// the bound doc.go states. This one reads each element with DecodeUint64 into
+// a slice made once at its final size: at most 8 bytes for each byte of the
+// body (which checkBody has seen hold every element), and never over 8*limit.
+func registerCappedUints[S ~[]uint64](limit int) {
+	msgpack.Register(S(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
+		if !v.IsNil() {
+			return fmt.Errorf("%s set twice: a key is repeated", v.Type())
+		}
+		n, err := d.DecodeArrayLen()
+		if err != nil {
+			return err
+		}
+		if n > limit {
+			return fmt.Errorf("%d elements of %s (max %d)", n, v.Type(), limit)
+		}
+		if n < 0 {
+			v.SetZero()
+			return nil
+		}
+		s := make(S, n)
+		for i := range s {
+			if s[i], err = d.DecodeUint64(); err != nil {
+				return err
+			}
 		}
 		v.Set(reflect.ValueOf(s))
 		return nil

@@ -137,19 +137,21 @@
 // list is also refused by count before anything is allocated for it, at the
 // per-frame limits in the tables (512 files, 256 hits, 64 sources per hit, 4096 IDs,
 // 256 members, 64 user records, 4 certificates, 3 supernodes in a user record, 8
-// addresses, 64 supernodes in a welcome), and at its first element that cannot be
-// valid: a zero content or peer ID, a file without a name, a source without a peer,
-// a member, user record or certificate whose key or signature has the wrong size,
-// an empty address. So a body of 1-byte nil elements cannot become a slice of large
-// zero records. A list key that appears twice in one map is refused, so one body
-// cannot make the same list again and again.
+// addresses, 64 supernodes in a welcome, 1024 term batches, 4096 keys, 64 holder
+// lists), and at its first element that cannot be valid: a zero content or peer
+// ID, a file without a name, a source without a peer, a member, user record or
+// certificate whose key or signature has the wrong size, an empty address, a term
+// batch without a keeper or a publisher. So a body of 1-byte nil elements cannot
+// become a slice of large zero records. A list key that appears twice in one map
+// is refused, so one body cannot make the same list again and again.
 //
 // With these rules, decoding a body of n bytes allocates at most 16n + 8192 bytes,
 // whatever its type (the 8 KiB cover the fixed cost of a small message); the
 // test TestDecodeExpansion builds, for every type, bodies that fill every list to
 // its cap with the cheapest elements the decoder takes, and checks it. A frame of
 // 1 MiB therefore costs at most about 16 MiB while it is decoded; the worst
-// measured is about 5 bytes per byte (a hits frame).
+// measured is about 8 bytes per byte (a list of 1-byte keys, each 8 bytes once
+// decoded).
 //
 // After decoding, every message is checked against the limits in the tables (lengths,
 // counts, ranges). A message that fails is malformed too. A sender checks the same
@@ -221,6 +223,9 @@
 //	0x2b  certificate v7       message    supernode -> leaf
 //	0x2c  summaries   v8       message    supernode -> supernode
 //	0x2d  summary_want v8      message    supernode -> supernode
+//	0x2e  term_puts   v10      message    supernode -> supernode
+//	0x2f  term_lookup v10      message    supernode -> supernode
+//	0x30  term_holders v10     message    supernode -> supernode, answers term_lookup
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -333,6 +338,29 @@
 //	  o    [bin 32] origins whose current summary is wanted; <= 4096
 //	  h?   [uint64] v9: the version of each origin in o the sender holds, 0 for none;
 //	                as many as o
+//
+//	term_puts (TermPuts), v10
+//	  b    [batch]  <= 1024 batches
+//	batch (TermBatch): what one publisher changed in its keys, for one keeper
+//	  t    bin 32   the keeper it is for (see Keyword ring)
+//	  p    bin 32   the publisher: the supernode whose index keys they are
+//	  i    uint64   the publisher's incarnation
+//	  h    uint8    supernode hops it may still take, <= 32
+//	  a?   [uint64] keys added; <= 4096
+//	  d?   [uint64] keys removed; <= 4096
+//	  At least one of a and d is set.
+//
+//	term_lookup (TermLookup), v10
+//	  q    bin 16   query ID
+//	  k    [uint64] keys whose holders are wanted; 1 to 64
+//
+//	term_holders (TermHolders), v10: answers term_lookup
+//	  q    bin 16   the lookup's query ID
+//	  l    [list]   a list for each key asked; <= 64
+//	list (HolderList)
+//	  k    uint64   the key
+//	  h?   [bin 32] supernodes that hold it; <= 256, none all zeros
+//	  m?   bool     the keeper holds more than h names: h is a random sample
 //
 //	get_meta (GetMeta)
 //	  i    bin 32   content ID
@@ -648,6 +676,25 @@
 // from its own index alone, with its hits in the QueryDone where they fit. A query
 // whose keys no summary holds costs nothing beyond the leaf's own supernode.
 //
+// # Keyword ring
+//
+// From v10 the keys of every supernode's index are also kept on the ring of
+// supernode IDs (the ring of the username directory). A key is the XXH64 hash
+// (seed 0) of a search term (see Summaries), or of a content ID's 32 bytes. Key k sits at the position
+// whose first 8 bytes are k, big-endian, and the rest zero. The first three
+// live supernodes at or after that position (ring.Copies) keep it: its keepers.
+//
+// A supernode (the publisher) sends each keeper what changed in its keys: a
+// batch with the keys added (a) and removed (d), its incarnation (i), and the
+// keeper (t). Batches travel in term_puts frames, hop by hop over supernode
+// links toward t. Each hop lowers h, which starts at 32 or less. A keeper that
+// sees a later incarnation of a publisher drops what the earlier one put.
+//
+// The supernode of a query sends term_lookup straight to a keeper of its keys:
+// the query's ID and 1 to 64 keys. The keeper answers term_holders, with a
+// list for each key: the supernodes that hold it, at most 256. When it holds
+// more, it names a random sample of 256 and sets m.
+//
 // # Transfers
 //
 // A downloader dials a source found in a hit with Hello{r: 3}, pinning the source's
@@ -905,6 +952,7 @@
 //	    v8 and older take a v9 supernode's entry as dead after their member
 //	    timeout, so an overlay's supernodes upgrade together. Optional key n
 //	    in members: a leaf's list of a larger overlay is a sample of 16.
+//	v10 Keyword ring: types 0x2e to 0x30.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

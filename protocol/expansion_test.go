@@ -32,6 +32,9 @@ var listCaps = map[reflect.Type]int{
 	reflect.TypeOf([]SummaryUpdate(nil)): MaxSummaryUpdates,
 	reflect.TypeOf(PeerList(nil)):        MaxSummaryWants,
 	reflect.TypeOf(VersionList(nil)):     MaxSummaryWants,
+	reflect.TypeOf([]TermBatch(nil)):     MaxTermBatches,
+	reflect.TypeOf(KeyList(nil)):         MaxTermKeys,
+	reflect.TypeOf([]HolderList(nil)):    MaxLookupKeys,
 }
 
 // worst builds msgpack bodies that fill every list to its cap with the

@@ -56,13 +56,16 @@ const (
 	TypeCertificate MsgType = 0x2b
 	TypeSummaries   MsgType = 0x2c
 	TypeSummaryWant MsgType = 0x2d
+	TypeTermPuts    MsgType = 0x2e
+	TypeTermLookup  MsgType = 0x2f
+	TypeTermHolders MsgType = 0x30
 )
 
 // Protocol versions this build speaks. A hello carries a range; the answer picks
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 9
+	MaxVersion uint16 = 10
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -231,6 +234,9 @@ var messageTypes = [...]MsgInfo{
 	info[Certificate]("certificate", VersionAdmission, StreamMessage, fromSupernode),
 	info[Summaries]("summaries", VersionOneHop, StreamMessage, fromSupernode),
 	info[SummaryWant]("summary_want", VersionOneHop, StreamMessage, fromSupernode),
+	info[TermPuts]("term_puts", VersionKeyRing, StreamMessage, fromSupernode),
+	info[TermLookup]("term_lookup", VersionKeyRing, StreamMessage, fromSupernode),
+	info[TermHolders]("term_holders", VersionKeyRing, StreamMessage, fromSupernode),
 }
 
 var byType = indexTypes()

@@ -134,7 +134,8 @@ func TestMessageTableAppendOnly(t *testing.T) {
 		}
 	}
 	for v, ty := range map[uint16]MsgType{VersionSignal: TypeNATReport, VersionSwarm: TypeJoin, VersionMembers: TypeMembers,
-		VersionUsers: TypeUserPut, VersionElection: TypeCandidacy, VersionAdmission: TypeCertificate, VersionOneHop: TypeSummaries} {
+		VersionUsers: TypeUserPut, VersionElection: TypeCandidacy, VersionAdmission: TypeCertificate, VersionOneHop: TypeSummaries,
+		VersionKeyRing: TypeTermPuts} {
 		if first[v] != ty {
 			t.Errorf("v%d begins with %s, want %s", v, first[v], ty)
 		}
@@ -206,8 +207,11 @@ func TestCheckIncoming(t *testing.T) {
 		{TypeBlock, MaxVersion, RolesOf(RoleTransfer), ErrBadRequest},
 		{TypePublish, 1, AnyRole, nil},
 		{TypeMembers, VersionMembers - 1, AnyRole, ErrUnsupportedVersion},
+		{TypeTermLookup, VersionKeyRing, sn, nil},
+		{TypeTermHolders, VersionKeyRing - 1, sn, ErrUnsupportedVersion},
+		{TypeTermPuts, MaxVersion, leaf, ErrForbidden},
 		{0, MaxVersion, AnyRole, ErrUnknownType},
-		{TypeSummaryWant + 1, MaxVersion, AnyRole, ErrUnknownType},
+		{TypeTermHolders + 1, MaxVersion, AnyRole, ErrUnknownType},
 	}
 	for _, tt := range tests {
 		err := CheckIncoming(tt.t, tt.version, tt.from)
@@ -267,8 +271,10 @@ func TestCheckTransfer(t *testing.T) {
 		{TypeMembers, MaxVersion, ErrBadRequest, ""},
 		{TypeUserStore, MaxVersion, ErrBadRequest, ""},
 		{TypeCertificate, VersionAdmission - 1, ErrUnsupportedVersion, ""},
+		{TypeTermPuts, VersionKeyRing - 1, ErrUnsupportedVersion, ""},
+		{TypeTermLookup, MaxVersion, ErrBadRequest, "bad request: term_lookup belongs on the message stream, not a transfer stream"},
 		{0, MaxVersion, ErrUnknownType, "unknown message type: 0x00"},
-		{TypeSummaryWant + 1, MaxVersion, ErrUnknownType, ""},
+		{TypeTermHolders + 1, MaxVersion, ErrUnknownType, ""},
 	}
 	for _, tt := range tests {
 		err := CheckTransfer(tt.t, tt.version)
@@ -312,7 +318,9 @@ func TestSupports(t *testing.T) {
 		{VersionUsers - 1, TypeUserGet, false},
 		{VersionUsers, TypeDeliver, true},
 		{MaxVersion, TypeCertificate, true},
-		{MaxVersion, TypeSummaryWant + 1, false},
+		{VersionKeyRing - 1, TypeTermPuts, false},
+		{VersionKeyRing, TypeTermHolders, true},
+		{MaxVersion, TypeTermHolders + 1, false},
 		{MaxVersion, 0, false},
 	} {
 		if got := Supports(tt.v, tt.t); got != tt.want {

@@ -82,6 +82,9 @@ func hostileBodies(t testing.TB) []hostileBody {
 		only(TypeHits, "hits of 257 empty maps", "81 a1 68 dc 0101"+rep("80", MaxHitsPerFrame+1)),
 		only(TypeUserStore, "user_store of 65 nil records", "81 a1 72 dc 0041"+rep("c0", MaxUserRecords+1)),
 		only(TypeHits, "hit of 65 nil sources", "81 a1 68 91 81 a3 737263 dc 0041"+rep("c0", MaxSourcesPerHit+1)),
+		only(TypeTermPuts, "term_puts of 1025 nil batches", "81 a1 62 dc 0401"+rep("c0", MaxTermBatches+1)),
+		only(TypeTermLookup, "term_lookup of 4097 keys", "82 a1 71 c0 a1 6b dc 1001"+rep("01", MaxTermKeys+1)),
+		only(TypeTermHolders, "term_holders of 65 nil lists", "81 a1 6c dc 0041"+rep("c0", MaxLookupKeys+1)),
 	)
 	// Trailing bytes: a whole valid body and then more. For a Block that is data.
 	bodies = append(bodies,
@@ -405,6 +408,30 @@ func TestValidate(t *testing.T) {
 		{"summary level = depth", &Summary{Level: 2, Depth: 2}},
 		{"summary depth 9", &Summary{Level: 0, Depth: MaxSummaryLevels + 1}},
 		{"summary_want with 2 versions for 1 origin", &SummaryWant{Origins: PeerList{{1}}, Have: VersionList{1, 2}}},
+		{"term_puts empty batch", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead}}}},
+		{"term_puts batch without keeper", &TermPuts{Batches: []TermBatch{{Publisher: exLead, Add: KeyList{1}}}}},
+		{"term_puts batch without publisher", &TermPuts{Batches: []TermBatch{{To: exSN, Del: KeyList{1}}}}},
+		{"term_puts 33 hops", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Hops: MaxTermHops + 1, Add: KeyList{1}}}}},
+		{"term_puts 4097 keys added", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Add: make(KeyList, MaxTermKeys+1)}}}},
+		{"term_puts 4097 keys removed", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Del: make(KeyList, MaxTermKeys+1)}}}},
+		{"term_puts 1025 batches", &TermPuts{Batches: func() []TermBatch {
+			b := make([]TermBatch, MaxTermBatches+1)
+			for i := range b {
+				b[i] = TermBatch{To: exSN, Publisher: exLead, Add: KeyList{1}}
+			}
+			return b
+		}()}},
+		{"term_lookup no keys", &TermLookup{ID: exQID}},
+		{"term_lookup 65 keys", &TermLookup{ID: exQID, Keys: make(KeyList, MaxLookupKeys+1)}},
+		{"term_holders 65 lists", &TermHolders{ID: exQID, Lists: make([]HolderList, MaxLookupKeys+1)}},
+		{"term_holders 257 holders", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: func() PeerList {
+			p := make(PeerList, MaxTermHolders+1)
+			for i := range p {
+				p[i] = exSN
+			}
+			return p
+		}()}}}},
+		{"term_holders zero holder", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: PeerList{exSN, {}}}}}},
 		{"meta negative size", &Meta{Size: -1, PieceSize: 1}},
 		{"meta piece size 0", &Meta{Size: 1}},
 		{"meta hashes 33 bytes", &Meta{Size: 1, PieceSize: 1, Hashes: make([]byte, 33)}},

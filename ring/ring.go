@@ -9,6 +9,7 @@ package ring
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 )
 
@@ -138,4 +139,34 @@ func Toward(self ID, linked []ID, target ID) (ID, bool) {
 		}
 	}
 	return best, found
+}
+
+// KeyPos is the position of a 64-bit key (a term's or content ID's hash):
+// its bits lead, the rest are zero. Keys spread over the ring as evenly as
+// peer IDs do.
+func KeyPos(k uint64) ID {
+	var id ID
+	binary.BigEndian.PutUint64(id[:8], k)
+	return id
+}
+
+// Prefix is the first 64 bits of id. A key k lies in the arc (a, b] of the
+// ring exactly when k lies in (Prefix(a), Prefix(b)] going round 2^64: the
+// zero bits after a key's place it at or before any ID of its prefix.
+func Prefix(id ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+// Has reports whether id is on the ring.
+func (r *Ring) Has(id ID) bool {
+	_, ok := slices.BinarySearchFunc(r.ids, id, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	return ok
+}
+
+// Before is the supernode n places before id going back round the ring (id
+// itself for n = 0); id must be on it. The keys whose n copies include id
+// are those in the arc (Before(id, n), id], unless the ring has n
+// supernodes or fewer, when every key's copies include it.
+func (r *Ring) Before(id ID, n int) ID {
+	i, _ := slices.BinarySearchFunc(r.ids, id, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	l := len(r.ids)
+	return r.ids[((i-n)%l+l)%l]
 }

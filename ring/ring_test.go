@@ -179,3 +179,27 @@ func TestToward(t *testing.T) {
 		}
 	}
 }
+
+// TestArcsHoldTheKeysOfTheirCopies checks, on random rings, that a key's n
+// copies include a supernode exactly when the key's prefix lies in that
+// supernode's arc (Prefix(Before(id, n)), Prefix(id)].
+func TestArcsHoldTheKeysOfTheirCopies(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, size := range []int{1, 2, 3, 4, 50} {
+		r := New(randomIDs(rng, size))
+		for range 2000 {
+			k := rng.Uint64()
+			if rng.IntN(4) == 0 { // a key on a supernode's own prefix
+				k = Prefix(r.ids[rng.IntN(size)])
+			}
+			copies := r.Replicas(KeyPos(k), Copies)
+			for _, x := range r.ids {
+				from, to := Prefix(r.Before(x, Copies)), Prefix(x)
+				in := size <= Copies || (from < to && k > from && k <= to) || (from >= to && (k > from || k <= to))
+				if in != slices.Contains(copies, x) {
+					t.Fatalf("ring of %d: key %x in the arc of %x is %v, among its copies %v", size, k, to, in, !in)
+				}
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
 )
 
 // One-hop routing: every supernode keeps a Bloom filter of every other's
@@ -58,10 +59,6 @@ type summaryVersion struct {
 	sig      []byte
 	leaves   uint32 // the origin's leaves when it issued the version
 	enc      []byte // the filter's encoding, made when first needed
-	// missed counts the direct queries in a row the origin left to the
-	// round's timeout; past SlowAfter it is asked nothing until heldUntil.
-	missed    int
-	heldUntil time.Time
 	// diffs are the diffs that led to this version from the ones before,
 	// oldest first: a neighbour that missed some is sent one diff built
 	// from them, not the whole filter.
@@ -204,7 +201,7 @@ func (r *Router) popPendingLocked(b *behind) *protocol.SummaryUpdate {
 // oneHopOn reports whether this router routes in one hop.
 func (r *Router) oneHopOn() bool {
 	_, ok := r.out.(DirectOutbox)
-	return ok && !r.cfg.MultiHop
+	return ok && !r.cfg.MultiHop && !r.keyRingOn()
 }
 
 // ContactUp registers a link to a supernode that is not a neighbour: one
@@ -212,14 +209,15 @@ func (r *Router) oneHopOn() bool {
 func (r *Router) ContactUp(id LinkID, peer protocol.PeerID) {
 	r.mu.Lock()
 	r.oh.contacts[id] = &contact{peer: peer,
-		queries: rate.NewLimiter(rate.Limit(r.cfg.NeighbourQueryRate), r.cfg.NeighbourQueryBurst)}
+		queries: rate.NewLimiter(rate.Limit(r.cfg.NeighbourQueryRate), r.cfg.NeighbourQueryBurst),
+		puts:    rate.NewLimiter(rate.Limit(r.cfg.NeighbourSummaryRate), r.cfg.NeighbourSummaryBurst)}
 	r.mu.Unlock()
 }
 
 // contact is a supernode linked for direct queries only.
 type contact struct {
-	peer    protocol.PeerID
-	queries *rate.Limiter
+	peer          protocol.PeerID
+	queries, puts *rate.Limiter
 }
 
 // queryLimiterLocked is the query rate of the supernode on link id,
@@ -254,9 +252,12 @@ func (r *Router) DirectFailed(peer protocol.PeerID) {
 	r.flush(msgs)
 }
 
-// SupernodeGone drops the summary of a supernode taken as dead.
+// SupernodeGone drops the summary of a supernode taken as dead, and what
+// it put in the keyword ring.
 func (r *Router) SupernodeGone(peer protocol.PeerID) {
 	r.mu.Lock()
+	delete(r.slow, peer)
+	r.kr.store.gone(peer)
 	delete(r.oh.remotes, peer)
 	delete(r.oh.wanted, peer)
 	r.dropBehindLocked(peer)
@@ -622,7 +623,6 @@ func (r *Router) takeLocked(from LinkID, u *protocol.SummaryUpdate, now time.Tim
 	}
 	rs := &summaryVersion{inc: u.Inc, ver: u.Ver, filter: f, sig: u.Sig, leaves: u.Leaves, enc: enc}
 	if held != nil {
-		rs.missed, rs.heldUntil = held.missed, held.heldUntil
 		if u.Diff != nil {
 			rs.diffs = chain(held.diffs, u)
 		}
@@ -787,6 +787,7 @@ type direct struct {
 	ends    time.Time                // when this round times out
 	found   map[protocol.ContentID]*foundFile
 	held    []protocol.Hit // for the leaf at the end of the round
+	look    *lookup        // the keyword ring's lookup, until it ends
 }
 
 // foundFile is a file a direct query found: its distinct sources so far
@@ -801,31 +802,42 @@ type foundFile struct {
 // supernodes is found through each, and counts once.
 func (r *Router) maxCounted() int { return max(r.cfg.EnoughSources, r.cfg.EnoughSourcesByID) }
 
-// candidatesLocked are the supernodes whose summaries hold every key, the
-// nearest first, then the least loaded. Those held off as slow are left out
-// unless there are no others: a search they alone may answer waits a round
-// for them rather than finding nothing.
+// candidatesLocked are the supernodes whose summaries hold every key, in
+// the order orderLocked gives.
 func (r *Router) candidatesLocked(hashes []uint64) []protocol.PeerID {
-	type cand struct {
-		p      protocol.PeerID
-		rtt    time.Duration
-		leaves uint32
-		tie    uint64
-	}
-	var cs, held []cand
-	now := r.cfg.Now()
+	var cs []cand
 	for p, s := range r.oh.remotes {
 		if !s.filter.HasAllHashes(hashes) {
 			r.Stats.QueriesPruned.Add(1) // a supernode the summary spares the query
 			continue
 		}
-		c := cand{p: p, rtt: time.Duration(math.MaxInt64), leaves: s.leaves}
+		cs = append(cs, cand{p: p, leaves: s.leaves})
+	}
+	return r.orderLocked(cs)
+}
+
+// cand is a supernode a query may ask.
+type cand struct {
+	p      protocol.PeerID
+	rtt    time.Duration
+	leaves uint32
+	tie    uint64
+}
+
+// orderLocked puts candidates the nearest first, then the least loaded.
+// Those held off as slow are left out unless there are no others: a search
+// they alone may answer waits a round for them rather than finding nothing.
+func (r *Router) orderLocked(all []cand) []protocol.PeerID {
+	var cs, held []cand
+	now := r.cfg.Now()
+	for _, c := range all {
+		c.rtt = time.Duration(math.MaxInt64)
 		if r.cfg.PeerRTT != nil {
-			if d := r.cfg.PeerRTT(p); d > 0 {
+			if d := r.cfg.PeerRTT(c.p); d > 0 {
 				c.rtt = d
 			}
 		}
-		if now.Before(s.heldUntil) {
+		if r.heldOffLocked(c.p, now) {
 			held = append(held, c)
 			continue
 		}
@@ -911,13 +923,26 @@ func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time)
 // (EnoughSources, or EnoughSourcesByID for a lookup by content ID). One
 // that holds none of the files found may hold another.
 func (r *Router) worthAskingLocked(p *pending, c protocol.PeerID) bool {
-	s := r.oh.remotes[c]
-	if s == nil {
-		return false // gone since the query started
-	}
 	enough := r.cfg.EnoughSources
 	if !p.cid.IsZero() {
 		enough = r.cfg.EnoughSourcesByID
+	}
+	if r.keyRingOn() {
+		// Nothing tells which of the files found c holds: it is worth
+		// asking while any has fewer than enough sources.
+		if !r.kr.ring.Has(ring.ID(c)) {
+			return false // gone since the query started
+		}
+		for _, f := range p.direct.found {
+			if len(f.seen) < enough {
+				return true
+			}
+		}
+		return len(p.direct.found) == 0
+	}
+	s := r.oh.remotes[c]
+	if s == nil {
+		return false // gone since the query started
 	}
 	known := false
 	for _, f := range p.direct.found {
@@ -948,13 +973,17 @@ func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
 	var msgs []outMsg
 	ids := make([]protocol.QueryID, 0)
 	for qid, p := range r.queries {
-		if p.direct != nil && p.direct.waiting[peer] {
+		if p.direct != nil && (p.direct.waiting[peer] || p.direct.look != nil && slices.Contains(p.direct.look.asked, peer)) {
 			ids = append(ids, qid)
 		}
 	}
 	slices.SortFunc(ids, cmpQueryID)
 	for _, qid := range ids {
 		p := r.queries[qid]
+		if p.direct.look != nil {
+			msgs = append(msgs, r.lookupTickLocked(qid, p, peer, now)...)
+			continue
+		}
 		delete(p.direct.waiting, peer)
 		if len(p.direct.waiting) == 0 {
 			msgs = append(msgs, r.nextRoundLocked(qid, p, now)...)
@@ -963,13 +992,31 @@ func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
 	return msgs
 }
 
+// slowness is how a supernode asked direct queries has answered: missed
+// counts the queries in a row it left to the round's timeout; past
+// SlowAfter it is asked nothing until heldUntil.
+type slowness struct {
+	missed    int
+	heldUntil time.Time
+}
+
+// heldOffLocked reports whether peer is asked nothing for now.
+func (r *Router) heldOffLocked(peer protocol.PeerID, now time.Time) bool {
+	s := r.slow[peer]
+	return s != nil && now.Before(s.heldUntil)
+}
+
 // directMissedLocked counts a direct query peer left to the round's
 // timeout; one that leaves SlowAfter in a row is asked nothing for
 // SlowHoldoff, so it cannot hold every search up.
 func (r *Router) directMissedLocked(peer protocol.PeerID, now time.Time) {
-	s := r.oh.remotes[peer]
+	s := r.slow[peer]
 	if s == nil {
-		return
+		if len(r.slow) >= maxRemotes {
+			clear(r.slow)
+		}
+		s = &slowness{}
+		r.slow[peer] = s
 	}
 	if s.missed++; s.missed >= r.cfg.SlowAfter {
 		s.missed, s.heldUntil = 0, now.Add(r.cfg.SlowHoldoff)
@@ -983,7 +1030,14 @@ func (r *Router) directMissedLocked(peer protocol.PeerID, now time.Time) {
 func (r *Router) directTickLocked(now time.Time) []outMsg {
 	var ids []protocol.QueryID
 	for qid, p := range r.queries {
-		if p.direct != nil && now.After(p.direct.ends) && !now.After(p.deadline) {
+		if p.direct == nil {
+			continue
+		}
+		ends := p.direct.ends
+		if p.direct.look != nil {
+			ends = p.direct.look.ends
+		}
+		if now.After(ends) && !now.After(p.deadline) {
 			ids = append(ids, qid)
 		}
 	}
@@ -991,6 +1045,10 @@ func (r *Router) directTickLocked(now time.Time) []outMsg {
 	var msgs []outMsg
 	for _, qid := range ids {
 		p := r.queries[qid]
+		if p.direct.look != nil {
+			msgs = append(msgs, r.lookupTickLocked(qid, p, protocol.PeerID{}, now)...)
+			continue
+		}
 		if len(p.direct.waiting) > 0 {
 			p.status = protocol.StatusTimeout
 			r.Stats.QueryTimeouts.Add(1)
@@ -1045,7 +1103,7 @@ func (r *Router) directDoneLocked(id protocol.QueryID, p *pending, peer protocol
 		return nil
 	}
 	delete(d.asked, peer)
-	if s := r.oh.remotes[peer]; s != nil {
+	if s := r.slow[peer]; s != nil {
 		s.missed = 0
 	}
 	p.searched += m.Supernodes

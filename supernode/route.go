@@ -143,6 +143,9 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	keys := r.routingKeys(q)
 	local := r.searchLocal(from, originID, q, limit)
 	n := len(local)
+	if fromLeaf && r.keyRingOn() {
+		return r.queryKeyRing(from, originID, id, q, keys, local, limit, now)
+	}
 	if fromLeaf && r.oneHopOn() {
 		return r.queryOneHop(from, originID, id, q, keys, local, limit, now)
 	}

@@ -57,8 +57,17 @@ type RouterConfig struct {
 	// neighbours whose attenuated summaries may match, instead of in one hop
 	// (which needs an Outbox that is a DirectOutbox).
 	MultiHop bool
+	// KeyRing routes queries by the keyword ring instead of one-hop
+	// summaries: the keys of each supernode's index are kept by the
+	// supernodes that follow them on the ring, and a query asks those
+	// keepers which supernodes to ask (needs a DirectOutbox and Ring).
+	KeyRing bool
+	// Ring is the member list's view of the live supernodes, ourselves
+	// left out or not.
+	Ring func() *RingView
 	// SummaryEvery is the least time between two versions of our one-hop
-	// summary (default 5 s): changes in between go out together.
+	// summary, or two sendings of our changed keys to their keepers
+	// (default 5 s): changes in between go out together.
 	SummaryEvery time.Duration
 	// SummaryFP is the false positive rate one-hop summaries are sized for
 	// (default 0.01).
@@ -200,6 +209,9 @@ type Counters struct {
 	SummaryFrames   atomic.Uint64
 	SummariesTaken  atomic.Uint64
 	SummaryRepairs  atomic.Uint64
+	// Keyword ring: batches of keys sent or passed on, and lookups sent.
+	TermBatches atomic.Uint64
+	TermLookups atomic.Uint64
 }
 
 type leaf struct {
@@ -276,6 +288,8 @@ type Router struct {
 	own        *index.Bloom
 	dirty      bool // neighbours' summaries changed since the last Tick
 	oh         oneHop
+	kr         termRing
+	slow       map[protocol.PeerID]*slowness // supernodes asked direct queries
 
 	Stats Counters
 
@@ -306,6 +320,8 @@ func NewRouter(cfg RouterConfig, out Outbox) *Router {
 		signals:    make(map[signalKey]time.Time),
 		ownGen:     ^uint64(0),
 		oh:         newOneHop(cfg.Incarnation),
+		kr:         newTermRing(),
+		slow:       make(map[protocol.PeerID]*slowness),
 	}
 }
 
@@ -500,6 +516,12 @@ func (r *Router) Handle(from LinkID, m protocol.Message) error {
 		return r.summaries(from, m)
 	case *protocol.SummaryWant:
 		return r.summaryWant(from, m)
+	case *protocol.TermPuts:
+		return r.termPuts(from, m)
+	case *protocol.TermLookup:
+		return r.termLookup(from, m)
+	case *protocol.TermHolders:
+		r.termHolders(from, m)
 	case *protocol.Signal:
 		return r.signal(from, m)
 	case *protocol.Ping:

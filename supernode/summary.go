@@ -82,14 +82,26 @@ func (r *Router) Tick() {
 	defer r.tickMu.Unlock()
 	now := r.cfg.Now()
 	oneHop := r.oneHopOn()
+	keyRing := r.keyRingOn()
+	var view *RingView
+	if keyRing {
+		view = r.cfg.Ring()
+	}
 	r.ixMu.RLock()
 	gen := r.idx.Generation()
 	var own, hop *index.Bloom
-	if !oneHop && gen != r.ownGen {
+	if !oneHop && !keyRing && gen != r.ownGen {
 		own = index.NewBloomBits(r.cfg.SummaryBits)
 		r.idx.AddTo(own)
 	}
 	r.ixMu.RUnlock()
+	var keys []uint64
+	if keyRing && r.keysDue(gen, now) {
+		r.ixMu.RLock()
+		gen = r.idx.Generation()
+		keys = r.keyRingKeys()
+		r.ixMu.RUnlock()
+	}
 	if oneHop {
 		if due, prev := r.ownSummaryDue(gen, now); due {
 			r.ixMu.RLock()
@@ -105,7 +117,7 @@ func (r *Router) Tick() {
 		r.ownGen = gen
 	}
 	var msgs []outMsg
-	if r.dirty && !oneHop {
+	if r.dirty && !oneHop && !keyRing {
 		r.dirty = false
 		msgs = r.summariesLocked()
 	}
@@ -116,6 +128,11 @@ func (r *Router) Tick() {
 		r.oneHopTickLocked(now)
 		msgs = append(msgs, r.directTickLocked(now)...)
 		msgs = append(msgs, r.flushSummariesLocked(now)...)
+	}
+	if keyRing {
+		r.ringTickLocked(view, keys, gen, now)
+		msgs = append(msgs, r.directTickLocked(now)...)
+		msgs = append(msgs, r.flushTermsLocked(now)...)
 	}
 	var late []protocol.QueryID
 	for id, p := range r.queries {

@@ -135,6 +135,7 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.DurationVar(&opts.Gossip, "gossip", 0, "the supernodes' gossip interval, with the member timeout in its default ratio (default theirs, 1s)")
 	f.DurationVar(&opts.Stabilize, "dht-stabilize", 0, "how often a DHT peer runs Chord's stabilisation (default 30s)")
 	f.BoolVar(&opts.MultiHop, "multi-hop", false, "route the overlay's queries hop by hop through attenuated summaries, the older way, instead of in one hop")
+	f.BoolVar(&opts.KeyRing, "key-ring", false, "route the overlay's queries by the keyword ring (keys kept by their successors on the supernode ring) instead of one-hop summaries")
 	f.BoolVar(&opts.QUIC, "quic", false, "run over real QUIC links on loopback, in real time, instead of the simulated network (a few hundred peers at most; set --duration)")
 	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
 	f.StringVar(&plotDir, "plots", "", "also draw messages, recall and success plots into this folder")

@@ -1,0 +1,711 @@
+package supernode
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+)
+
+// The keyword ring: the keys of every supernode's index (the hashes of its
+// terms and content IDs) are kept by the ring.Copies supernodes that follow
+// each key on the ring of supernode IDs. A supernode sends the keepers only
+// what changed, hop by hop over its links; a query's supernode asks the
+// keepers of the query's keys which supernodes hold them all, then asks
+// those in rounds as one-hop routing does. What a supernode pays for this
+// grows with its own leaves' changes, not with the size of the overlay.
+// See the protocol's "Keyword ring".
+
+// RingMember is a live supernode as the member list has it.
+type RingMember struct {
+	Peer protocol.PeerID
+	// Inc is its incarnation: a keeper that restarted has lost what it kept.
+	Inc    uint64
+	Leaves uint32
+}
+
+// RingView is the live supernodes at one generation of the member list,
+// which changes whenever they or their incarnations do. It is not changed
+// once made, so routers of one process may share it.
+type RingView struct {
+	Gen     uint64
+	Ring    *ring.Ring
+	Members map[protocol.PeerID]RingMember
+}
+
+// NewRingView makes the view of live at generation gen.
+func NewRingView(gen uint64, live []RingMember) *RingView {
+	v := &RingView{Gen: gen, Members: make(map[protocol.PeerID]RingMember, len(live))}
+	ids := make([]ring.ID, 0, len(live))
+	for _, m := range live {
+		v.Members[m.Peer] = m
+		ids = append(ids, ring.ID(m.Peer))
+	}
+	v.Ring = ring.New(ids)
+	return v
+}
+
+// with is the view with m on it, a copy if it was not.
+func (v *RingView) with(m RingMember) *RingView {
+	if _, ok := v.Members[m.Peer]; ok {
+		return v
+	}
+	live := make([]RingMember, 0, len(v.Members)+1)
+	for _, x := range v.Members {
+		live = append(live, x)
+	}
+	return NewRingView(v.Gen, append(live, m))
+}
+
+// Limits of the keyword ring.
+const (
+	// maxTermPostings bounds the keys a keeper holds for all publishers,
+	// maxPublisherKeys those of one: a supernode with the largest index
+	// (MaxIndexBytes) has about 700,000 keys, a thousandth of which would
+	// come to one keeper in an overlay of a thousand supernodes.
+	maxTermPostings  = 1 << 22
+	maxPublisherKeys = 1 << 20
+	// maxForward bounds the batches of others held for the next flush.
+	maxForward = 1 << 14
+	// termFlushBytes bounds what one TermPuts frame carries.
+	termFlushBytes = protocol.MaxFrameSize / 2
+)
+
+// termRing is the router's keyword ring state, under Router.mu.
+type termRing struct {
+	view *RingView  // nil until the first Tick
+	ring *ring.Ring // view's
+	// pub are our keys as the keepers were last told, sorted; pubGen the
+	// index generation they were taken from, at pubAt.
+	pub    []uint64
+	pubGen uint64
+	pubAt  time.Time
+	// out are our changes for each keeper, true to add, false to remove,
+	// and fwd the batches of others passing through, for the next flush.
+	out     map[protocol.PeerID]map[uint64]bool
+	fwd     []protocol.TermBatch
+	flushed time.Time
+	store   termStore
+}
+
+func newTermRing() termRing {
+	return termRing{pubGen: ^uint64(0), out: map[protocol.PeerID]map[uint64]bool{}, store: newTermStore()}
+}
+
+// keyRingOn reports whether this router routes by the keyword ring.
+func (r *Router) keyRingOn() bool {
+	_, ok := r.out.(DirectOutbox)
+	return ok && r.cfg.KeyRing && r.cfg.Ring != nil && !r.cfg.MultiHop
+}
+
+// queueKeyLocked queues a change of key k for keeper to: a change that
+// undoes one not yet sent cancels it.
+func (r *Router) queueKeyLocked(to protocol.PeerID, k uint64, add bool) {
+	if to == r.cfg.ID {
+		if add {
+			r.kr.store.put(to, r.cfg.Incarnation, []uint64{k}, nil)
+		} else {
+			r.kr.store.put(to, r.cfg.Incarnation, nil, []uint64{k})
+		}
+		return
+	}
+	m := r.kr.out[to]
+	if m == nil {
+		m = map[uint64]bool{}
+		r.kr.out[to] = m
+	}
+	if was, ok := m[k]; ok && was != add {
+		delete(m, k)
+		return
+	}
+	m[k] = add
+}
+
+// ringTickLocked takes the member list's view when it changed, telling
+// the keepers that gained or lost keys of ours, then our index's changes
+// when keys (sorted) were taken from it at generation gen.
+func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now time.Time) {
+	kr := &r.kr
+	if kr.view == nil || v.Gen != kr.view.Gen {
+		v = v.with(RingMember{Peer: r.cfg.ID, Inc: r.cfg.Incarnation, Leaves: uint32(len(r.leaves))})
+		if kr.view != nil {
+			r.reassignLocked(kr.view, v)
+		}
+		kr.view, kr.ring = v, v.Ring
+	}
+	if keys == nil {
+		return
+	}
+	// Both sorted: one pass finds what came and what went.
+	i, j := 0, 0
+	for i < len(kr.pub) || j < len(keys) {
+		switch {
+		case j == len(keys) || i < len(kr.pub) && kr.pub[i] < keys[j]:
+			r.keepersLocked(kr.pub[i], false)
+			i++
+		case i == len(kr.pub) || keys[j] < kr.pub[i]:
+			r.keepersLocked(keys[j], true)
+			j++
+		default:
+			i, j = i+1, j+1
+		}
+	}
+	kr.pub, kr.pubGen, kr.pubAt = keys, keysGen, now
+}
+
+// keepersLocked queues a change of key k for each of its keepers.
+func (r *Router) keepersLocked(k uint64, add bool) {
+	for _, id := range r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies) {
+		r.queueKeyLocked(protocol.PeerID(id), k, add)
+	}
+}
+
+// reassignLocked tells keepers of the ring's change from old to next: those
+// that now keep keys of ours get them, those that no longer do (and live)
+// lose them. Only the keys near a supernode that came, went or restarted
+// change keepers: those in its arc.
+func (r *Router) reassignLocked(oldV, nextV *RingView) {
+	old, oldM, next, nextM := oldV.Ring, oldV.Members, nextV.Ring, nextV.Members
+	pub := r.kr.pub
+	if len(pub) == 0 {
+		return
+	}
+	var affected []uint64
+	restarted := map[protocol.PeerID]bool{}
+	arc := func(rg *ring.Ring, x ring.ID) {
+		if rg.Len() <= ring.Copies {
+			affected = append(affected, pub...)
+			return
+		}
+		from, to := ring.Prefix(rg.Before(x, ring.Copies)), ring.Prefix(x)
+		lo, _ := slices.BinarySearch(pub, from+1)
+		hi, _ := slices.BinarySearch(pub, to+1)
+		if from == math.MaxUint64 {
+			lo = len(pub)
+		}
+		if to == math.MaxUint64 {
+			hi = len(pub)
+		}
+		if from < to {
+			affected = append(affected, pub[lo:hi]...)
+			return
+		}
+		affected = append(affected, pub[lo:]...)
+		affected = append(affected, pub[:hi]...)
+	}
+	for p := range oldM {
+		if _, ok := nextM[p]; !ok {
+			arc(old, ring.ID(p))
+		}
+	}
+	for p, m := range nextM {
+		o, ok := oldM[p]
+		switch {
+		case !ok:
+			arc(next, ring.ID(p))
+		case o.Inc != m.Inc:
+			restarted[p] = true
+			arc(next, ring.ID(p))
+		}
+	}
+	slices.Sort(affected)
+	affected = slices.Compact(affected)
+	for _, k := range affected {
+		was := old.Replicas(ring.KeyPos(k), ring.Copies)
+		now := next.Replicas(ring.KeyPos(k), ring.Copies)
+		for _, id := range now {
+			if !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
+				r.queueKeyLocked(protocol.PeerID(id), k, true)
+			}
+		}
+		for _, id := range was {
+			if !slices.Contains(now, id) && next.Has(id) {
+				r.queueKeyLocked(protocol.PeerID(id), k, false)
+			}
+		}
+	}
+}
+
+// flushTermsLocked sends our queued changes and the batches passing
+// through, at most once every summaryFlush: each batch to its keeper if
+// linked, else to the link that gets farthest round the ring toward it,
+// else over a direct link.
+func (r *Router) flushTermsLocked(now time.Time) []outMsg {
+	kr := &r.kr
+	if now.Sub(kr.flushed) < summaryFlush || len(kr.out) == 0 && len(kr.fwd) == 0 {
+		return nil
+	}
+	kr.flushed = now
+	batches := kr.fwd
+	kr.fwd = nil
+	keepers := slices.SortedFunc(maps.Keys(kr.out), cmpPeer)
+	for _, to := range keepers {
+		var add, del []uint64
+		for k, a := range kr.out[to] {
+			if a {
+				add = append(add, k)
+			} else {
+				del = append(del, k)
+			}
+		}
+		slices.Sort(add)
+		slices.Sort(del)
+		for len(add) > 0 || len(del) > 0 {
+			na, nd := min(len(add), protocol.MaxTermKeys), min(len(del), protocol.MaxTermKeys)
+			batches = append(batches, protocol.TermBatch{To: to, Publisher: r.cfg.ID, Inc: r.cfg.Incarnation,
+				Hops: protocol.MaxTermHops, Add: add[:na:na], Del: del[:nd:nd]})
+			add, del = add[na:], del[nd:]
+		}
+	}
+	clear(kr.out)
+
+	linked := make(map[protocol.PeerID]LinkID, len(r.neighbours))
+	nbrs := make([]ring.ID, 0, len(r.neighbours))
+	for id, n := range r.neighbours {
+		linked[n.peer] = id
+		nbrs = append(nbrs, ring.ID(n.peer))
+	}
+	for id, c := range r.oh.contacts {
+		if _, ok := linked[c.peer]; !ok {
+			linked[c.peer] = id
+		}
+	}
+	type hop struct {
+		to   LinkID
+		peer protocol.PeerID // for a direct link
+	}
+	var order []hop
+	by := map[hop][]protocol.TermBatch{}
+	for _, b := range batches {
+		var h hop
+		if id, ok := linked[b.To]; ok {
+			h.to = id
+		} else if next, ok := ring.Toward(ring.ID(r.cfg.ID), nbrs, ring.ID(b.To)); ok {
+			h.to = linked[protocol.PeerID(next)]
+		} else {
+			h.peer = b.To
+		}
+		if _, ok := by[h]; !ok {
+			order = append(order, h)
+		}
+		by[h] = append(by[h], b)
+	}
+	var msgs []outMsg
+	for _, h := range order {
+		bs := by[h]
+		for len(bs) > 0 {
+			m := &protocol.TermPuts{}
+			size := 0
+			for len(bs) > 0 && len(m.Batches) < protocol.MaxTermBatches {
+				sz := 80 + 9*(len(bs[0].Add)+len(bs[0].Del))
+				if len(m.Batches) > 0 && size+sz > termFlushBytes {
+					break
+				}
+				m.Batches = append(m.Batches, bs[0])
+				size += sz
+				bs = bs[1:]
+			}
+			r.Stats.TermBatches.Add(uint64(len(m.Batches)))
+			msgs = append(msgs, outMsg{to: h.to, peer: h.peer, m: m})
+		}
+	}
+	return msgs
+}
+
+// termPuts takes term batches from a supernode link: ours to keep, the
+// others to pass on toward their keepers.
+func (r *Router) termPuts(from LinkID, m *protocol.TermPuts) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lim := r.putLimiterLocked(from)
+	if lim == nil {
+		return fmt.Errorf("%w: term_puts from a link that is not a supernode", protocol.ErrForbidden)
+	}
+	if !lim.AllowN(r.cfg.Now(), 1) {
+		r.Stats.SummariesDropped.Add(1)
+		return nil
+	}
+	for _, b := range m.Batches {
+		switch {
+		case b.To == r.cfg.ID:
+			r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
+		case b.Hops == 0 || len(r.kr.fwd) >= maxForward:
+			r.Stats.SummariesDropped.Add(1)
+		default:
+			b.Hops--
+			r.kr.fwd = append(r.kr.fwd, b)
+		}
+	}
+	return nil
+}
+
+// putLimiterLocked is the summary rate of the supernode on link id,
+// neighbour or contact, or nil for a link that is neither.
+func (r *Router) putLimiterLocked(id LinkID) *rate.Limiter {
+	if n := r.neighbours[id]; n != nil {
+		return n.summaries
+	}
+	if c := r.oh.contacts[id]; c != nil {
+		return c.puts
+	}
+	return nil
+}
+
+// termLookup answers a keeper's lookup from a supernode, within that
+// supernode's query rate.
+func (r *Router) termLookup(from LinkID, m *protocol.TermLookup) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.peerOfLocked(from); !ok {
+		return fmt.Errorf("%w: term_lookup from a link that is not a supernode", protocol.ErrForbidden)
+	}
+	r.Stats.QueriesFromNeighbors.Add(1)
+	if !r.queryLimiterLocked(from).AllowN(r.cfg.Now(), 1) {
+		r.Stats.NeighbourQueriesRefused.Add(1)
+		r.out.Send(from, &protocol.Error{Code: protocol.StatusOverloaded, Message: "too many lookups; slow down", Ref: m.ID})
+		return nil
+	}
+	ans := &protocol.TermHolders{ID: m.ID}
+	for _, k := range m.Keys {
+		hs, more := r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
+		ans.Lists = append(ans.Lists, protocol.HolderList{Key: k, Holders: hs, More: more})
+	}
+	r.out.Send(from, ans)
+	return nil
+}
+
+// lookup is the keyword ring phase of a leaf's query: the keepers of its
+// keys asked which supernodes hold them.
+type lookup struct {
+	keys  []uint64
+	tried []int // how many of each key's keepers were asked
+	asked []protocol.PeerID
+	done  []bool
+	lists [][]protocol.PeerID
+	more  []bool // the list is a sample, or no keeper answered
+	ends  time.Time
+}
+
+// queryKeyRing routes a leaf's query, already answered from the local
+// index with the hits local: the keepers of its keys first, then the
+// supernodes they name.
+func (r *Router) queryKeyRing(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, local []protocol.Hit, limit int, now time.Time) error {
+	n := len(local)
+	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
+		hits: n, limit: limit}
+	var msgs []outMsg
+	started := false
+	r.mu.Lock()
+	if _, still := r.leaves[from]; still && r.kr.ring != nil && len(keys) > 0 && (!q.CID.IsZero() || n < limit) {
+		hs := keyHashes(keys)
+		slices.Sort(hs)
+		hs = slices.Compact(hs)
+		hs = hs[:min(len(hs), protocol.MaxLookupKeys)]
+		p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
+			found: map[protocol.ContentID]*foundFile{},
+			look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([]protocol.PeerID, len(hs)),
+				done: make([]bool, len(hs)), lists: make([][]protocol.PeerID, len(hs)), more: make([]bool, len(hs))}}
+		p.countSources(local, r.maxCounted())
+		p.deadline = now.Add(r.cfg.DirectTimeout)
+		r.queries[id] = p
+		msgs, started = r.askKeepersLocked(id, p, now), true
+	}
+	r.mu.Unlock()
+	if !started {
+		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
+		return nil
+	}
+	r.flush(msgs)
+	return nil
+}
+
+// askKeepersLocked asks, for each key not yet answered, its next keeper:
+// ourselves at once when we are one, the others in one lookup each. With
+// every key answered, the rounds begin.
+func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
+	lk := p.direct.look
+	by := map[protocol.PeerID][]uint64{}
+	var order []protocol.PeerID
+	for i, k := range lk.keys {
+		if lk.done[i] || lk.asked[i] != (protocol.PeerID{}) {
+			continue
+		}
+		keepers := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
+		if slices.Contains(keepers, ring.ID(r.cfg.ID)) {
+			lk.lists[i], lk.more[i] = r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
+			lk.done[i] = true
+			continue
+		}
+		// Those held off as slow are passed over while another is left.
+		for lk.tried[i] < len(keepers)-1 && r.heldOffLocked(protocol.PeerID(keepers[lk.tried[i]]), now) {
+			lk.tried[i]++
+		}
+		if lk.tried[i] >= len(keepers) {
+			lk.done[i], lk.more[i] = true, true // no keeper answered: the key rules nothing out
+			continue
+		}
+		to := protocol.PeerID(keepers[lk.tried[i]])
+		lk.tried[i]++
+		lk.asked[i] = to
+		if _, ok := by[to]; !ok {
+			order = append(order, to)
+		}
+		by[to] = append(by[to], k)
+	}
+	if len(order) == 0 {
+		return r.candidatesFromLookupLocked(id, p, now)
+	}
+	var msgs []outMsg
+	for _, to := range order {
+		r.Stats.TermLookups.Add(1)
+		msgs = append(msgs, outMsg{peer: to, m: &protocol.TermLookup{ID: id, Keys: by[to]}})
+	}
+	lk.ends = now.Add(r.cfg.RoundTimeout)
+	return msgs
+}
+
+// termHolders takes a keeper's answer to a lookup of ours.
+func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	peer, ok := r.peerOfLocked(from)
+	p := r.queries[m.ID]
+	if !ok || p == nil || p.direct == nil || p.direct.look == nil {
+		r.mu.Unlock()
+		return
+	}
+	lk := p.direct.look
+	for _, l := range m.Lists {
+		for i, k := range lk.keys {
+			if k == l.Key && lk.asked[i] == peer && !lk.done[i] {
+				lk.lists[i], lk.more[i], lk.done[i] = slices.Clone(l.Holders), l.More, true
+			}
+		}
+	}
+	if s := r.slow[peer]; s != nil {
+		s.missed = 0
+	}
+	var msgs []outMsg
+	if !slices.Contains(lk.done, false) {
+		msgs = r.candidatesFromLookupLocked(m.ID, p, now)
+	}
+	r.mu.Unlock()
+	r.flush(msgs)
+}
+
+// lookupTickLocked asks the next keepers of the keys whose keeper did not
+// answer within the round's timeout, or that is gone (peer, if set).
+func (r *Router) lookupTickLocked(id protocol.QueryID, p *pending, gone protocol.PeerID, now time.Time) []outMsg {
+	lk := p.direct.look
+	for i := range lk.keys {
+		if lk.done[i] || lk.asked[i] == (protocol.PeerID{}) {
+			continue
+		}
+		if gone.IsZero() {
+			r.directMissedLocked(lk.asked[i], now)
+		} else if lk.asked[i] != gone {
+			continue
+		}
+		lk.asked[i] = protocol.PeerID{}
+	}
+	return r.askKeepersLocked(id, p, now)
+}
+
+// candidatesFromLookupLocked ends the lookup: the supernodes named for
+// every key (where a key's list is whole), ordered as orderLocked does,
+// are the candidates for the rounds.
+func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
+	lk := p.direct.look
+	p.direct.look = nil
+	// The shortest whole list, else the shortest sample, is where the
+	// candidates come from; the other whole lists rule some out.
+	base := -1
+	for i := range lk.keys {
+		if base < 0 || lk.more[base] && !lk.more[i] ||
+			lk.more[base] == lk.more[i] && len(lk.lists[i]) < len(lk.lists[base]) {
+			base = i
+		}
+	}
+	var cs []cand
+	for _, c := range lk.lists[base] {
+		if c == r.cfg.ID || !r.kr.ring.Has(ring.ID(c)) {
+			continue
+		}
+		in := true
+		for i := range lk.keys {
+			if i != base && !lk.more[i] && !slices.Contains(lk.lists[i], c) {
+				in = false
+				break
+			}
+		}
+		if in && !slices.ContainsFunc(cs, func(x cand) bool { return x.p == c }) {
+			cs = append(cs, cand{p: c, leaves: r.kr.view.Members[c].Leaves})
+		}
+	}
+	p.direct.cands = r.orderLocked(cs)
+	return r.nextRoundLocked(id, p, now)
+}
+
+// KeptKeys is how many keys of other supernodes (and ours) this one keeps
+// in the keyword ring.
+func (r *Router) KeptKeys() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.kr.store.held - r.kr.store.dead
+}
+
+// termStore is what a keeper holds: for each key, the publishers that hold
+// it, as slots of a table of publishers.
+type termStore struct {
+	keys map[uint64][]uint32
+	pubs []pubSlot
+	slot map[protocol.PeerID]uint32 // each publisher's live slot
+	held int                        // postings, dead slots' included
+	dead int                        // postings of dead slots, not yet swept
+	// Refused counts keys not taken for the limits.
+	refused int
+}
+
+type pubSlot struct {
+	peer protocol.PeerID
+	inc  uint64
+	n    int
+	dead bool
+}
+
+func newTermStore() termStore {
+	return termStore{keys: map[uint64][]uint32{}, slot: map[protocol.PeerID]uint32{}}
+}
+
+// put applies a publisher's batch: keys removed, then keys added, within
+// the limits. A batch of an earlier incarnation than the one held is
+// dropped; one of a later drops what the earlier put.
+func (s *termStore) put(pub protocol.PeerID, inc uint64, add, del []uint64) {
+	i, ok := s.slot[pub]
+	if ok && s.pubs[i].inc > inc {
+		return
+	}
+	if ok && s.pubs[i].inc < inc {
+		s.gone(pub)
+		ok = false
+	}
+	if !ok {
+		if len(add) == 0 {
+			return
+		}
+		i = uint32(len(s.pubs))
+		s.pubs = append(s.pubs, pubSlot{peer: pub, inc: inc})
+		s.slot[pub] = i
+	}
+	ps := &s.pubs[i]
+	for _, k := range del {
+		l := s.keys[k]
+		if j := slices.Index(l, i); j >= 0 {
+			l[j] = l[len(l)-1]
+			l = l[:len(l)-1]
+			if len(l) == 0 {
+				delete(s.keys, k)
+			} else {
+				s.keys[k] = l
+			}
+			ps.n--
+			s.held--
+		}
+	}
+	for _, k := range add {
+		l := s.keys[k]
+		if slices.Contains(l, i) {
+			continue
+		}
+		if s.held >= maxTermPostings || ps.n >= maxPublisherKeys {
+			s.refused++
+			continue
+		}
+		s.keys[k] = append(l, i)
+		ps.n++
+		s.held++
+	}
+}
+
+// gone drops what a publisher put: its slot is dead, and its postings go
+// at the next sweep.
+func (s *termStore) gone(pub protocol.PeerID) {
+	i, ok := s.slot[pub]
+	if !ok {
+		return
+	}
+	delete(s.slot, pub)
+	s.pubs[i].dead = true
+	s.dead += s.pubs[i].n
+	if s.dead > 1<<12 && 2*s.dead > s.held {
+		s.sweep()
+	}
+}
+
+// sweep drops the postings of dead slots and numbers the live slots anew.
+func (s *termStore) sweep() {
+	renum := make([]uint32, len(s.pubs))
+	var pubs []pubSlot
+	for i, p := range s.pubs {
+		if !p.dead {
+			renum[i] = uint32(len(pubs))
+			s.slot[p.peer] = uint32(len(pubs))
+			pubs = append(pubs, p)
+		}
+	}
+	for k, l := range s.keys {
+		out := l[:0]
+		for _, i := range l {
+			if !s.pubs[i].dead {
+				out = append(out, renum[i])
+			}
+		}
+		if len(out) == 0 {
+			delete(s.keys, k)
+		} else {
+			s.keys[k] = out
+		}
+	}
+	s.pubs, s.held, s.dead = pubs, s.held-s.dead, 0
+}
+
+// holders are the live publishers of key k: all, or a random sample of max
+// and true.
+func (s *termStore) holders(k uint64, max int, rnd *randSource) ([]protocol.PeerID, bool) {
+	var out []protocol.PeerID
+	for _, i := range s.keys[k] {
+		if !s.pubs[i].dead {
+			out = append(out, s.pubs[i].peer)
+		}
+	}
+	if len(out) <= max {
+		return out, false
+	}
+	for i := 0; i < max; i++ {
+		j := i + int(rnd.Uint64()%uint64(len(out)-i))
+		out[i], out[j] = out[j], out[i]
+	}
+	return out[:max], true
+}
+
+// keyRingKeys are the sorted, distinct hashes of our index's keys.
+func (r *Router) keyRingKeys() []uint64 {
+	ks := r.idx.AppendKeyHashes(make([]uint64, 0, r.idx.Keys()))
+	slices.Sort(ks)
+	return slices.Compact(ks)
+}
+
+// keysDue reports whether Tick should take our index's keys for the
+// keepers: the index changed since they were last taken, SummaryEvery ago
+// or more.
+func (r *Router) keysDue(gen uint64, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return gen != r.kr.pubGen && (r.kr.pubGen == ^uint64(0) || now.Sub(r.kr.pubAt) >= r.cfg.SummaryEvery)
+}

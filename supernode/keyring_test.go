@@ -1,0 +1,372 @@
+package supernode
+
+import (
+	crand "crypto/rand"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/supernet-p2p/supernet/index"
+	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/ring"
+)
+
+// ringView is the member list the supernodes of a keyword ring net see.
+type ringView struct {
+	gen  uint64
+	live []RingMember
+}
+
+func (v *ringView) get() *RingView { return NewRingView(v.gen, v.live) }
+
+// drop takes peer off the list, as the member list does once it is dead.
+func (v *ringView) drop(peer protocol.PeerID) {
+	v.live = slices.DeleteFunc(v.live, func(m RingMember) bool { return m.Peer == peer })
+	v.gen++
+}
+
+// newKeyRingNet is newMemNet with the keyword ring, the supernodes linked
+// in a ring of their indexes (not of their IDs: batches find their way
+// over whatever links there are).
+func newKeyRingNet(t *testing.T, n int) (*memNet, *ringView) {
+	t.Helper()
+	view := &ringView{gen: 1}
+	cfg := testRouterConfig()
+	cfg.KeyRing = true
+	cfg.Ring = view.get
+	cfg.Incarnation = 1
+	net := newMemNet(t, n, cfg)
+	for _, nd := range net.nodes {
+		nd.r.out = memDirectOutbox{memOutbox{nd}}
+		view.live = append(view.live, RingMember{Peer: nd.peer, Inc: 1})
+	}
+	net.ring()
+	return net, view
+}
+
+// settleKeys ticks, with the clock past SummaryEvery each time, until a
+// tick sends nothing.
+func (net *memNet) settleKeys() {
+	net.t.Helper()
+	for range 100 {
+		net.clock.Advance(6 * time.Second)
+		if net.tick() == 0 {
+			return
+		}
+	}
+	net.t.Fatal("the keyword ring did not settle in 100 ticks")
+}
+
+// lookupMsgs counts the keyword ring's lookups and their answers, received
+// anywhere in the net.
+func (net *memNet) lookupMsgs() int {
+	n := 0
+	for _, nd := range net.nodes {
+		n += nd.got[protocol.TypeTermLookup] + nd.got[protocol.TypeTermHolders]
+	}
+	return n
+}
+
+// keepersOf are the nodes that keep a term, by index in the net.
+func (net *memNet) keepersOf(term string, live []RingMember) []int {
+	ids := make([]ring.ID, len(live))
+	for i, m := range live {
+		ids[i] = ring.ID(m.Peer)
+	}
+	var out []int
+	for _, id := range ring.New(ids).Replicas(ring.KeyPos(index.HashString(term)), ring.Copies) {
+		out = append(out, slices.IndexFunc(net.nodes, func(nd *memNode) bool { return nd.peer == protocol.PeerID(id) }))
+	}
+	return out
+}
+
+// lookupCost is what looking terms up from node asker costs: nothing for a
+// term it keeps, else a lookup and its answer for each first keeper.
+func (net *memNet) lookupCost(asker int, live []RingMember, terms ...string) int {
+	firsts := map[int]bool{}
+	for _, t := range terms {
+		ks := net.keepersOf(t, live)
+		if !slices.Contains(ks, asker) {
+			firsts[ks[0]] = true
+		}
+	}
+	return 2 * len(firsts)
+}
+
+// A term that exactly k supernodes hold costs the lookup (a message and its
+// answer, nothing when the asker keeps the term) and a query and a
+// QueryDone to each holder; a term that no supernode holds costs the
+// lookup only.
+func TestKeyRingCostsTwoMessagesPerHolder(t *testing.T) {
+	const n = 16
+	net, view := newKeyRingNet(t, n)
+	for i := range n {
+		net.addLeaf(i, fmt.Sprint("leaf", i)).publish(fmt.Sprintf("common tune %d.mp3", i), fmt.Sprintf("b-side %d.ogg", i))
+	}
+	for k := 1; k <= 5; k++ {
+		l := net.addLeaf(3*k-1, fmt.Sprint("holder", k))
+		if err := l.publish(fmt.Sprintf("zebra crossing %d.mp3", k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	net.settleKeys()
+	net.noErrors()
+	for _, asker := range []int{0, 7} {
+		a := net.addLeaf(asker, fmt.Sprint("asker", asker))
+		for _, tc := range []struct {
+			text  string
+			terms []string
+			found int
+		}{
+			{"zebra", []string{"zebra"}, 5},
+			{"zebra 3", []string{"zebra", "3"}, 1},
+			{"quagga", []string{"quagga"}, 0},
+		} {
+			t.Run(fmt.Sprintf("%s from %d", tc.text, asker), func(t *testing.T) {
+				before, looks := net.superMsgs(), net.lookupMsgs()
+				r := a.search(tc.text)
+				if len(r.hits) != tc.found {
+					t.Errorf("%d hits %v, want %d", len(r.hits), r.names(), tc.found)
+				}
+				if got := net.superMsgs() - before; got != 2*tc.found {
+					t.Errorf("%d query messages between supernodes, want %d", got, 2*tc.found)
+				}
+				if got, want := net.lookupMsgs()-looks, net.lookupCost(asker, view.live, tc.terms...); got != want {
+					t.Errorf("%d lookup messages, want %d", got, want)
+				}
+				if r.done.Status != protocol.StatusOK || int(r.done.Supernodes) != 1+tc.found {
+					t.Errorf("done %+v, want ok from %d supernodes", r.done, 1+tc.found)
+				}
+			})
+		}
+	}
+	net.noErrors()
+	// Every key of every supernode is kept three times.
+	kept := 0
+	for _, nd := range net.nodes {
+		kept += nd.r.KeptKeys()
+	}
+	want := 0
+	for _, nd := range net.nodes {
+		want += ring.Copies * len(nd.r.keyRingKeys())
+	}
+	if kept != want {
+		t.Errorf("%d keys kept in all, want %d (each supernode's keys, three times)", kept, want)
+	}
+}
+
+// A file shared later is found once its changes reached the keepers; one
+// unshared is not asked for, and its keys leave the keepers.
+func TestKeyRingFollowsChanges(t *testing.T) {
+	net, _ := newKeyRingNet(t, 8)
+	asker := net.addLeaf(0, "asker")
+	net.settleKeys()
+	if r := asker.search("walrus"); len(r.hits) != 0 {
+		t.Fatalf("found %v before anyone shared it", r.names())
+	}
+	l := net.addLeaf(5, "sharer")
+	if err := l.publish("walrus song.mp3"); err != nil {
+		t.Fatal(err)
+	}
+	net.settleKeys()
+	if r := asker.search("walrus"); len(r.hits) != 1 {
+		t.Fatalf("%d hits for a shared file, want 1", len(r.hits))
+	}
+	kept := 0
+	for _, nd := range net.nodes {
+		kept += nd.r.KeptKeys()
+	}
+	if err := l.send(&protocol.Unpublish{IDs: []protocol.ContentID{cidOf("walrus song.mp3")}}); err != nil {
+		t.Fatal(err)
+	}
+	net.settleKeys()
+	before := net.superMsgs()
+	if r := asker.search("walrus"); len(r.hits) != 0 {
+		t.Fatalf("found %v after it was unshared", r.names())
+	}
+	if got := net.superMsgs() - before; got != 0 {
+		t.Errorf("%d query messages for a file no one shares, want 0", got)
+	}
+	after := 0
+	for _, nd := range net.nodes {
+		after += nd.r.KeptKeys()
+	}
+	// walrus, song, mp3 and the content ID, three copies each.
+	if kept-after != 4*ring.Copies {
+		t.Errorf("%d keys left the keepers, want %d", kept-after, 4*ring.Copies)
+	}
+	net.noErrors()
+}
+
+// When a keeper dies, the keys it kept move on to the next supernode on
+// the ring, and every file is still found, the lookups going to the
+// living.
+func TestKeyRingKeeperDies(t *testing.T) {
+	const n = 10
+	net, view := newKeyRingNet(t, n)
+	for i := range n {
+		net.addLeaf(i, fmt.Sprint("leaf", i)).publish(fmt.Sprintf("tune%d common.mp3", i))
+	}
+	net.settleKeys()
+	dead := net.keepersOf("tune4", view.live)[0]
+	if dead == 4 || dead == 0 {
+		dead = net.keepersOf("tune4", view.live)[1]
+	}
+	nd := net.nodes[dead]
+	nd.mute = true
+	for j := range net.nodes {
+		if _, ok := nd.links[j]; ok {
+			net.disconnect(dead, j)
+		}
+	}
+	for _, o := range net.nodes {
+		if o != nd {
+			o.r.SupernodeGone(nd.peer)
+		}
+	}
+	view.drop(nd.peer)
+	net.settleKeys()
+	asker := net.addLeaf(0, "asker")
+	for i := range n {
+		r := asker.search(fmt.Sprintf("tune%d", i))
+		want := 1
+		if i == dead {
+			want = 0
+		}
+		if len(r.hits) != want {
+			t.Errorf("tune%d: %d hits, want %d", i, len(r.hits), want)
+		}
+	}
+	if got := nd.got[protocol.TypeTermLookup]; got != 0 {
+		t.Errorf("the dead keeper was sent %d lookups", got)
+	}
+	// Its keys are kept three times again, by the living.
+	for _, k := range net.keepersOf("tune4", view.live) {
+		hs, _ := net.nodes[k].r.kr.store.holders(index.HashString("tune4"), 10, &net.nodes[k].r.rnd)
+		if len(hs) != 1 || hs[0] != net.nodes[4].peer {
+			t.Errorf("keeper %s of tune4 names %v", net.nodes[k].name, hs)
+		}
+	}
+	net.noErrors()
+}
+
+// A keeper that does not answer is given the round's timeout, and the key
+// is asked of its next keeper.
+func TestKeyRingSilentKeeper(t *testing.T) {
+	net, view := newKeyRingNet(t, 10)
+	net.addLeaf(6, "holder").publish("okapi.mp3")
+	net.settleKeys()
+	ks := net.keepersOf("okapi", view.live)
+	asker := 0
+	for slices.Contains(ks, asker) || asker == 6 {
+		asker++
+	}
+	net.nodes[ks[0]].mute = true
+	a := net.addLeaf(asker, "asker")
+	id := a.start(protocol.Query{Text: "okapi"})
+	if r := a.collect(id); r.done != nil || len(r.hits) != 0 {
+		t.Fatalf("the query ended before the timeout: %+v", r)
+	}
+	net.clock.Advance(testRouterConfig().RoundTimeout + 450*time.Millisecond)
+	net.tick()
+	r := a.collect(id)
+	if r.done == nil || len(r.hits) != 1 {
+		t.Fatalf("after the silent keeper's timeout: %d hits, done %v; want the file from the next keeper", len(r.hits), r.done)
+	}
+	if got := net.nodes[ks[1]].got[protocol.TypeTermLookup]; got != 1 {
+		t.Errorf("the next keeper got %d lookups, want 1", got)
+	}
+}
+
+// A keeper that restarts has lost what it kept; a new incarnation on the
+// member list makes the publishers send their keys again.
+func TestKeyRingRestartedKeeperIsRefilled(t *testing.T) {
+	net, view := newKeyRingNet(t, 8)
+	net.addLeaf(3, "holder").publish("narwhal.mp3")
+	net.settleKeys()
+	k := net.keepersOf("narwhal", view.live)[0]
+	nd := net.nodes[k]
+	cfg := nd.r.Config()
+	cfg.Incarnation = 2
+	nd.r = NewRouter(cfg, memDirectOutbox{memOutbox{nd}})
+	for j, id := range nd.links {
+		nd.r.NeighbourUp(id, net.nodes[j].peer)
+	}
+	for j, id := range nd.contacts {
+		nd.r.ContactUp(id, net.nodes[j].peer)
+	}
+	view.live[k].Inc = 2
+	view.gen++
+	net.settleKeys()
+	hs, _ := nd.r.kr.store.holders(index.HashString("narwhal"), 10, &nd.r.rnd)
+	if len(hs) != 1 || hs[0] != net.nodes[3].peer {
+		t.Fatalf("the restarted keeper names %v for narwhal, want the holder's supernode", hs)
+	}
+}
+
+// What a keeper holds is bounded whatever publishers send: past a
+// publisher's share, keys are refused, and the others' still go in.
+func TestTermStoreBounds(t *testing.T) {
+	s := newTermStore()
+	a, b := protocol.PeerID{1}, protocol.PeerID{2}
+	keys := make([]uint64, maxPublisherKeys+100)
+	for i := range keys {
+		keys[i] = uint64(i)
+	}
+	s.put(a, 1, keys, nil)
+	if s.held != maxPublisherKeys || s.refused != 100 {
+		t.Fatalf("held %d, refused %d; want %d and 100", s.held, s.refused, maxPublisherKeys)
+	}
+	s.put(b, 1, keys[:10], nil)
+	if hs, _ := s.holders(3, 10, &randSource{r: crand.Reader}); len(hs) != 2 {
+		t.Fatalf("key 3 held by %v, want both publishers", hs)
+	}
+	// An earlier incarnation is ignored; a later one replaces.
+	s.put(a, 0, nil, keys[:5])
+	if hs, _ := s.holders(3, 10, &randSource{r: crand.Reader}); len(hs) != 2 {
+		t.Fatalf("a stale removal took effect: %v", hs)
+	}
+	s.put(a, 2, keys[:1], nil)
+	if hs, _ := s.holders(3, 10, &randSource{r: crand.Reader}); len(hs) != 1 || hs[0] != b {
+		t.Fatalf("after a restart, key 3 held by %v, want only the other", hs)
+	}
+	if s.held-s.dead != 11 {
+		t.Fatalf("%d live postings, want 11", s.held-s.dead)
+	}
+	if s.dead != 0 || len(s.keys) != 10 {
+		t.Fatalf("the dead incarnation's keys were not swept: dead %d, %d keys", s.dead, len(s.keys))
+	}
+	// A sample when many hold a key.
+	for i := range 300 {
+		s.put(protocol.PeerID{3, byte(i), byte(i >> 8)}, 1, []uint64{7}, nil)
+	}
+	hs, more := s.holders(7, protocol.MaxTermHolders, &randSource{r: crand.Reader})
+	if len(hs) != protocol.MaxTermHolders || !more {
+		t.Fatalf("%d holders, more %v; want a sample of %d", len(hs), more, protocol.MaxTermHolders)
+	}
+}
+
+// Term messages come only from supernodes: a leaf's are refused, and a
+// batch whose hops ran out is dropped, not passed on.
+func TestKeyRingRefusesLeavesAndSpentBatches(t *testing.T) {
+	net, _ := newKeyRingNet(t, 4)
+	l := net.addLeaf(0, "leaf")
+	b := protocol.TermBatch{To: net.nodes[2].peer, Publisher: l.peer, Inc: 1, Hops: 3, Add: protocol.KeyList{1}}
+	if err := l.send(&protocol.TermPuts{Batches: []protocol.TermBatch{b}}); err == nil {
+		t.Error("a leaf's term_puts was taken")
+	}
+	if err := l.send(&protocol.TermLookup{ID: protocol.QueryID{1}, Keys: protocol.KeyList{1}}); err == nil {
+		t.Error("a leaf's term_lookup was taken")
+	}
+	b.Hops = 0
+	n0 := net.nodes[0]
+	if err := n0.r.Handle(n0.links[1], &protocol.TermPuts{Batches: []protocol.TermBatch{b}}); err != nil {
+		t.Fatal(err)
+	}
+	net.clock.Advance(2 * time.Second)
+	net.tick()
+	if got := net.nodes[2].r.KeptKeys(); got != 0 {
+		t.Errorf("a batch with no hops left reached its keeper (%d keys kept)", got)
+	}
+}
