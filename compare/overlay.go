@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -33,7 +34,7 @@ type overlay struct {
 	// multi-hop summary level.
 	PerSupernode, Neighbours, SummaryBits int
 	SummaryFP                             float64
-	MultiHop, KeyRing                     bool
+	MultiHop, OneHop                      bool
 	// Probe is how often a leaf pings each of its supernodes; Gossip the
 	// supernodes' gossip interval, MemberTimeout their member timeout and
 	// Refresh how often each issues its entry unchanged.
@@ -130,16 +131,14 @@ func (o *overlay) build(e *env) {
 			PeerRTT:   o.rttFrom(i),
 			LeafPings: o.LeafPings,
 			Intern:    o.filters.intern,
-			KeyRing:   o.KeyRing,
+			OneHop:    o.OneHop,
 			Ring:      func() *supernode.RingView { return o.view },
 		}, snOutbox{o, i})
 		o.sns = append(o.sns, s)
 	}
 	o.liveSNs = ns
 	o.newView()
-	for i := range o.sns {
-		o.linkMore(i)
-	}
+	o.linkAll()
 	o.of, o.pingAcc = make([][]int32, n), make([][]float32, n)
 	for p := 0; p < n; p++ {
 		o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
@@ -185,14 +184,22 @@ func routerRand(seed uint64, i int) *rand.ChaCha8 {
 	return rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "compare router %d %d", seed, i)))
 }
 
+// snID is supernode i's ID: spread over the ring as real IDs (hashes of
+// keys) are, its first eight bytes a hash of i, the next four i itself.
 func snID(i int) protocol.PeerID {
-	id := peerID(i)
+	var id protocol.PeerID
+	h := sha256.Sum256(fmt.Appendf(nil, "compare supernode %d", i))
+	copy(id[:8], h[:8])
+	binary.BigEndian.PutUint32(id[8:12], uint32(i))
 	id[31] = 0x5b
 	return id
 }
 
 func leafLink(p int) supernode.LinkID { return supernode.LinkID(p + 1) }
 func snLink(i int) supernode.LinkID   { return supernode.LinkID(leafLinks + i) }
+
+// keyRing reports whether the routers route by the keyword ring.
+func (o *overlay) keyRing() bool { return !o.OneHop && !o.MultiHop }
 
 // newView makes the member list's view of the supernodes not yet taken as
 // dead, one shared by every router.
@@ -210,34 +217,51 @@ func (o *overlay) newView() {
 	o.view = supernode.NewRingView(gen, live)
 }
 
-// linkMore links supernode i to others until it has Neighbours links: at
-// random, or with the keyword ring as a real supernode picks them
-// (membership.ToDial): its successor on the ring of live supernodes, then
-// its fingers from the farthest in.
-func (o *overlay) linkMore(i int) {
-	s := o.sns[i]
-	if o.KeyRing {
+// linkAll links every live supernode to others until it has Neighbours
+// links: at random, or with the keyword ring as a real supernode picks
+// them (membership.ToDial): its successor on the ring of live supernodes
+// first (all of them, before any takes the links a popular one has room
+// for), then its fingers from the farthest in.
+func (o *overlay) linkAll() {
+	var rg *ring.Ring
+	if o.keyRing() {
 		ids := make([]ring.ID, 0, o.liveSNs)
 		for j, t := range o.sns {
 			if t.alive {
 				ids = append(ids, ring.ID(snID(j)))
 			}
 		}
-		fs := ring.New(ids).Fingers(ring.ID(snID(i)))
-		order := fs[:min(len(fs), 1)]
-		for k := len(fs) - 1; k > 0; k-- {
-			order = append(order, fs[k])
-		}
-		for _, f := range order {
-			if len(s.nbrs) >= o.Neighbours {
-				return
+		rg = ring.New(ids)
+		for i, s := range o.sns {
+			if s.alive {
+				o.linkSN(i, snIndex(protocol.PeerID(rg.Successor(next(ring.ID(snID(i)))))))
 			}
-			o.linkSN(i, snIndex(protocol.PeerID(f)))
 		}
 	}
-	for tries := 0; len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
-		o.linkSN(i, o.e.net.random().IntN(len(o.sns)))
+	for i, s := range o.sns {
+		if !s.alive {
+			continue
+		}
+		if rg != nil {
+			fs := rg.Fingers(ring.ID(snID(i)))
+			for k := len(fs) - 1; k > 0 && len(s.nbrs) < o.Neighbours; k-- {
+				o.linkSN(i, snIndex(protocol.PeerID(fs[k])))
+			}
+		}
+		for tries := 0; len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {
+			o.linkSN(i, o.e.net.random().IntN(len(o.sns)))
+		}
 	}
+}
+
+// next is the ring position just after id.
+func next(id ring.ID) ring.ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i]++; id[i] != 0 {
+			break
+		}
+	}
+	return id
 }
 
 func (o *overlay) linkSN(i, j int) {
@@ -595,11 +619,7 @@ func (o *overlay) fail(f failure) {
 		}
 		s.nbrs = nil
 	}
-	for i, s := range o.sns {
-		if s.alive {
-			o.linkMore(i)
-		}
-	}
+	o.linkAll()
 	// The dead supernodes' neighbours hear nothing from them for the
 	// member timeout and report them gone; the reports flood the overlay,
 	// a gossip round or less per hop. Unanswered for SuspectFor, they make
@@ -750,7 +770,7 @@ func snIndex(p protocol.PeerID) int {
 	if p[31] != 0x5b {
 		return -1
 	}
-	return peerOf(p)
+	return int(binary.BigEndian.Uint32(p[8:12]))
 }
 
 // SendDirect sends m to supernode `to` over a direct link, opened first

@@ -258,9 +258,9 @@ type Options struct {
 	// (default the router's).
 	PerSupernode, Neighbours, SummaryBits int
 	SummaryFP                             float64
-	// MultiHop routes the overlay's queries hop by hop, the older way;
-	// KeyRing by the keyword ring instead of one-hop summaries.
-	MultiHop, KeyRing bool
+	// MultiHop routes the overlay's queries hop by hop, the oldest way;
+	// OneHop by one-hop summaries instead of the keyword ring.
+	MultiHop, OneHop bool
 	// Probe is how often a leaf pings each of its supernodes (default the
 	// peer's ProbeInterval), or as seldom as its supernode asks; a leaf
 	// notices a dead one after two to three. Gossip is
@@ -290,7 +290,7 @@ func newDesign(name string, o Options) (design, error) {
 		snc := supernode.DefaultConfig()
 		gossip := cmp.Or(o.Gossip, snc.GossipInterval)
 		return &overlay{PerSupernode: cmp.Or(o.PerSupernode, 100), Neighbours: cmp.Or(o.Neighbours, 8), SummaryBits: cmp.Or(o.SummaryBits, 1<<16), SummaryFP: o.SummaryFP,
-			MultiHop: o.MultiHop, KeyRing: o.KeyRing, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval), LeafPings: o.LeafPings,
+			MultiHop: o.MultiHop, OneHop: o.OneHop, Probe: cmp.Or(o.Probe, peer.DefaultConfig().ProbeInterval), LeafPings: o.LeafPings,
 			Gossip: gossip, MemberTimeout: gossip * snc.MemberTimeout / snc.GossipInterval, Refresh: snc.MemberRefresh}, nil
 	}
 	return nil, fmt.Errorf("compare: no design %q (have %v)", name, Designs)

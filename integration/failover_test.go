@@ -42,7 +42,7 @@ func TestSearchCompletesThroughSurvivingSupernode(t *testing.T) {
 	// It claims to hold everything, so A sends it every query.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go claimEverything(ctx, ml, id, testAdmit(id), mute.Addr().String())
+	go claimEverything(ctx, ml, a.ID(), id, testAdmit(id), mute.Addr().String(), "hey", "jude")
 	asked := make(chan struct{}, 1) // the mute neighbour got a query
 	go func() {
 		for {

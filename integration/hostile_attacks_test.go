@@ -92,7 +92,7 @@ func TestHostileSilentNeighbour(t *testing.T) {
 				}
 			}
 		}()
-		go claimEverything(ctx, l, id, chain, n.Addr().String())
+		go claimEverything(ctx, l, a.sn1ID, id, chain, n.Addr().String(), "hostile", "test")
 		time.Sleep(time.Second)
 		// Flood: frames of 64 versions of its summary, each signed, as fast
 		// as the link takes them.
@@ -488,7 +488,7 @@ func TestHostileForgedHits(t *testing.T) {
 			return
 		}
 		defer l.Close(nil)
-		go claimEverything(ctx, l, id, chain, n.Addr().String())
+		go claimEverything(ctx, l, a.sn1ID, id, chain, n.Addr().String(), "hostile", "test")
 		src := []protocol.Source{{Peer: protocol.PeerID{0x66}, Addrs: []string{"127.66.0.1:1"}}}
 		go func() {
 			for {

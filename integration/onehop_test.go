@@ -6,16 +6,18 @@ import (
 	"crypto/ed25519"
 	"time"
 
+	"github.com/supernet-p2p/supernet/index"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-// claimEverything makes the supernode on link l take ours as a live member
-// whose one-hop summary matches every query, as a supernode that wants every
-// query would: it sends our signed member entry every half second, and one
-// summary whose filter has every bit set. It stops when ctx ends or the
-// link closes.
-func claimEverything(ctx context.Context, l *transport.Link, id *protocol.Identity, chain protocol.Chain, addr string) {
+// claimEverything makes supernode sn, on link l, take ours as a live member
+// that holds every query's files, as a supernode that wants every query
+// would: it sends our signed member entry every half second, one one-hop
+// summary whose filter has every bit set, and, for the keyword ring, the
+// keys of words as ours (sn keeps every key in an overlay of three). It
+// stops when ctx ends or the link closes.
+func claimEverything(ctx context.Context, l *transport.Link, sn protocol.PeerID, id *protocol.Identity, chain protocol.Chain, addr string, words ...string) {
 	inc := uint64(time.Now().UnixMilli())
 	filter := append([]byte{1, 10, 7}, bytes.Repeat([]byte{0xff}, 128)...)
 	sig := ed25519.Sign(id.Key, protocol.SummarySigned(id.ID, inc, 1, filter))
@@ -31,6 +33,14 @@ func claimEverything(ctx context.Context, l *transport.Link, id *protocol.Identi
 			time.Sleep(100 * time.Millisecond)
 			if l.Send(&protocol.Summaries{Updates: []protocol.SummaryUpdate{
 				{Origin: id.ID, Inc: inc, Ver: 1, Filter: filter, Sig: sig}}}) != nil {
+				return
+			}
+			var keys protocol.KeyList
+			for _, w := range words {
+				keys = append(keys, index.HashString(w))
+			}
+			if l.Send(&protocol.TermPuts{Batches: []protocol.TermBatch{
+				{To: sn, Publisher: id.ID, Inc: inc, Hops: 1, Add: keys}}}) != nil {
 				return
 			}
 			sent = true

@@ -208,3 +208,26 @@ func (s *Server) memberKey(p protocol.PeerID) ed25519.PublicKey {
 	k, _ := s.members.Key(p)
 	return k
 }
+
+// ringView is the member list's view of the live supernodes not reported
+// gone, for the keyword ring: made again only when the list's generation
+// moved.
+func (s *Server) ringView() *RingView {
+	gen := s.members.Gen() // before Unsuspected: a change in between makes it again next time
+	s.mu.Lock()
+	v := s.view
+	s.mu.Unlock()
+	if v != nil && v.Gen == gen {
+		return v
+	}
+	recs := s.members.Unsuspected()
+	live := make([]RingMember, 0, len(recs))
+	for _, m := range recs {
+		live = append(live, RingMember{Peer: m.Peer(), Inc: m.Incarnation, Leaves: m.Leaves})
+	}
+	v = NewRingView(gen, live)
+	s.mu.Lock()
+	s.view = v
+	s.mu.Unlock()
+	return v
+}

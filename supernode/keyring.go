@@ -86,6 +86,10 @@ type termRing struct {
 	pub    []uint64
 	pubGen uint64
 	pubAt  time.Time
+	// cleanAt is when removed keys last went to their keepers; stale is
+	// set while pub holds some our index no longer has.
+	cleanAt time.Time
+	stale   bool
 	// out are our changes for each keeper, true to add, false to remove,
 	// and fwd the batches of others passing through, for the next flush.
 	out     map[protocol.PeerID]map[uint64]bool
@@ -98,10 +102,11 @@ func newTermRing() termRing {
 	return termRing{pubGen: ^uint64(0), out: map[protocol.PeerID]map[uint64]bool{}, store: newTermStore()}
 }
 
-// keyRingOn reports whether this router routes by the keyword ring.
+// keyRingOn reports whether this router routes by the keyword ring: the
+// default, given a DirectOutbox and the member list's ring.
 func (r *Router) keyRingOn() bool {
 	_, ok := r.out.(DirectOutbox)
-	return ok && r.cfg.KeyRing && r.cfg.Ring != nil && !r.cfg.MultiHop
+	return ok && r.cfg.Ring != nil && !r.cfg.OneHop && !r.cfg.MultiHop
 }
 
 // queueKeyLocked queues a change of key k for keeper to: a change that
@@ -142,22 +147,43 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 	if keys == nil {
 		return
 	}
-	// Both sorted: one pass finds what came and what went.
+	// Both sorted: one pass finds what came and what went. Keys that went
+	// stay with their keepers until the next clean-up, so that removals go
+	// out together.
+	clean := now.Sub(kr.cleanAt) >= keyCleanEvery
+	pub := make([]uint64, 0, len(keys))
+	stale := false
 	i, j := 0, 0
 	for i < len(kr.pub) || j < len(keys) {
 		switch {
 		case j == len(keys) || i < len(kr.pub) && kr.pub[i] < keys[j]:
-			r.keepersLocked(kr.pub[i], false)
+			if clean {
+				r.keepersLocked(kr.pub[i], false)
+			} else {
+				pub = append(pub, kr.pub[i])
+				stale = true
+			}
 			i++
 		case i == len(kr.pub) || keys[j] < kr.pub[i]:
 			r.keepersLocked(keys[j], true)
+			pub = append(pub, keys[j])
 			j++
 		default:
+			pub = append(pub, keys[j])
 			i, j = i+1, j+1
 		}
 	}
-	kr.pub, kr.pubGen, kr.pubAt = keys, keysGen, now
+	if clean {
+		kr.cleanAt = now
+	}
+	kr.pub, kr.pubGen, kr.pubAt, kr.stale = pub, keysGen, now, stale
 }
+
+// keyCleanEvery is how long a key our index no longer has may stay with
+// its keepers: a leaf that leaves costs no batch at once, and the
+// removals of a few minutes share their batches. A stale key costs a query
+// at most a wasted direct message.
+const keyCleanEvery = 5 * time.Minute
 
 // keepersLocked queues a change of key k for each of its keepers.
 func (r *Router) keepersLocked(k uint64, add bool) {
@@ -549,6 +575,8 @@ func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now
 		}
 	}
 	p.direct.cands = r.orderLocked(cs)
+	// The others are spared the query: what summaries did in one hop.
+	r.Stats.QueriesPruned.Add(uint64(max(0, r.kr.ring.Len()-1-len(p.direct.cands))))
 	return r.nextRoundLocked(id, p, now)
 }
 
@@ -703,9 +731,11 @@ func (r *Router) keyRingKeys() []uint64 {
 
 // keysDue reports whether Tick should take our index's keys for the
 // keepers: the index changed since they were last taken, SummaryEvery ago
-// or more.
+// or more, or keys it no longer has are due to go.
 func (r *Router) keysDue(gen uint64, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return gen != r.kr.pubGen && (r.kr.pubGen == ^uint64(0) || now.Sub(r.kr.pubAt) >= r.cfg.SummaryEvery)
+	kr := &r.kr
+	changed := gen != kr.pubGen && (kr.pubGen == ^uint64(0) || now.Sub(kr.pubAt) >= r.cfg.SummaryEvery)
+	return changed || kr.stale && now.Sub(kr.cleanAt) >= keyCleanEvery
 }

@@ -90,7 +90,8 @@ func (ms *Members) MergeNews(recs []*protocol.MemberRecord, now time.Time) (news
 		if old == nil && len(ms.m) >= ms.max && !ms.evictDeadLocked() {
 			continue
 		}
-		if old == nil || old.dead || old.gone != nil {
+		// A restart counts too: the keyword ring's keepers lost their keys.
+		if old == nil || old.dead || old.gone != nil || old.rec.Incarnation != r.Incarnation {
 			ms.gen++
 		}
 		c := r.Clone()

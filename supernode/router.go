@@ -57,14 +57,15 @@ type RouterConfig struct {
 	// neighbours whose attenuated summaries may match, instead of in one hop
 	// (which needs an Outbox that is a DirectOutbox).
 	MultiHop bool
-	// KeyRing routes queries by the keyword ring instead of one-hop
-	// summaries: the keys of each supernode's index are kept by the
-	// supernodes that follow them on the ring, and a query asks those
-	// keepers which supernodes to ask (needs a DirectOutbox and Ring).
-	KeyRing bool
 	// Ring is the member list's view of the live supernodes, ourselves
-	// left out or not.
-	Ring func() *RingView
+	// left out or not. With it, and an Outbox that is a DirectOutbox,
+	// queries go by the keyword ring: the keys of each supernode's index
+	// are kept by the supernodes that follow them on the ring, and a query
+	// asks those keepers which supernodes to ask. OneHop routes by one-hop
+	// summaries instead: every supernode holds a filter of every other's
+	// index.
+	Ring   func() *RingView
+	OneHop bool
 	// SummaryEvery is the least time between two versions of our one-hop
 	// summary, or two sendings of our changed keys to their keepers
 	// (default 5 s): changes in between go out together.

@@ -183,6 +183,8 @@ type Server struct {
 	// pastRTT is the last round trip measured on a direct link since
 	// closed, by supernode: it ranks candidates we are not linked to.
 	pastRTT map[protocol.PeerID]time.Duration
+	// view is the keyword ring's view of the members (ringView).
+	view *RingView
 	// perAddr counts the leaves from each address block (see addrKey).
 	perAddr map[netip.Prefix]int
 	// pinging are the leaf links whose leaf pings us (every half second by
@@ -263,6 +265,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.Sign = func(b []byte) []byte { return ed25519.Sign(id.Key, b) }
 	cfg.Router.MemberKey = s.memberKey
 	cfg.Router.PeerRTT = s.peerRTT
+	cfg.Router.Ring = s.ringView
 	if len(cfg.RelaySecret) > 0 {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
