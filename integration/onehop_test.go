@@ -40,7 +40,7 @@ func claimEverything(ctx context.Context, l *transport.Link, sn protocol.PeerID,
 				keys = append(keys, index.HashString(w))
 			}
 			if l.Send(&protocol.TermPuts{Batches: []protocol.TermBatch{
-				{To: sn, Publisher: id.ID, Inc: inc, Hops: 1, Add: keys}}}) != nil {
+				{To: protocol.IDPrefix(sn), Publisher: protocol.IDPrefix(id.ID), Inc: inc, Hops: 1, Add: keys}}}) != nil {
 				return
 			}
 			sent = true

@@ -342,8 +342,9 @@
 //	term_puts (TermPuts), v10
 //	  b    [batch]  <= 1024 batches
 //	batch (TermBatch): what one publisher changed in its keys, for one keeper
-//	  t    bin 32   the keeper it is for (see Keyword ring)
-//	  p    bin 32   the publisher: the supernode whose index keys they are
+//	  t    uint64   the keeper it is for, by ID prefix (see Keyword ring); not 0
+//	  p    uint64   the publisher, by ID prefix: the supernode whose index keys
+//	                they are; not 0
 //	  i    uint64   the publisher's incarnation
 //	  h    uint8    supernode hops it may still take, <= 32
 //	  a?   [uint64] keys added; <= 4096
@@ -359,7 +360,7 @@
 //	  l    [list]   a list for each key asked; <= 64
 //	list (HolderList)
 //	  k    uint64   the key
-//	  h?   [bin 32] supernodes that hold it; <= 256, none all zeros
+//	  h?   [uint64] the ID prefixes of the supernodes that hold it; <= 256, none 0
 //	  m?   bool     the keeper holds more than h names: h is a random sample
 //
 //	get_meta (GetMeta)
@@ -684,16 +685,24 @@
 // whose first 8 bytes are k, big-endian, and the rest zero. The first three
 // live supernodes at or after that position (ring.Copies) keep it: its keepers.
 //
+// Term messages name a supernode by its ID prefix: the first 8 bytes of its
+// peer ID, big-endian, as a uint64 (IDPrefix), which the member list resolves
+// to the supernode. A batch is mostly the names of its keeper and publisher,
+// and most carry a key or two; a prefix takes at most 9 bytes on the wire, a
+// peer ID 34. A prefix is never 0 in these messages: a batch whose t or p is 0
+// (no keeper or no publisher), and a holder list that names 0, are refused.
+//
 // A supernode (the publisher) sends each keeper what changed in its keys: a
-// batch with the keys added (a) and removed (d), its incarnation (i), and the
-// keeper (t). Batches travel in term_puts frames, hop by hop over supernode
-// links toward t. Each hop lowers h, which starts at 32 or less. A keeper that
-// sees a later incarnation of a publisher drops what the earlier one put.
+// batch with the keys added (a) and removed (d), its incarnation (i), the
+// keeper (t) and its own prefix (p). Batches travel in term_puts frames, hop by
+// hop over supernode links toward t. Each hop lowers h, which starts at 32 or
+// less. A keeper that sees a later incarnation of a publisher drops what the
+// earlier one put.
 //
 // The supernode of a query sends term_lookup straight to a keeper of its keys:
 // the query's ID and 1 to 64 keys. The keeper answers term_holders, with a
-// list for each key: the supernodes that hold it, at most 256. When it holds
-// more, it names a random sample of 256 and sets m.
+// list for each key: the ID prefixes of the supernodes that hold it, at most
+// 256. When it holds more, it names a random sample of 256 and sets m.
 //
 // # Transfers
 //

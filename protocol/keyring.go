@@ -1,5 +1,7 @@
 package protocol
 
+import "encoding/binary"
+
 // VersionKeyRing is the first version with the keyword ring: the keys of
 // every supernode's index (the 64-bit hashes of its terms and content IDs)
 // are kept by the supernodes that follow them on the ring of supernode IDs,
@@ -17,10 +19,12 @@ const (
 
 // TermBatch is what one supernode (the publisher) changed in the keys it
 // holds, for one of the supernodes that keep them (To). It travels hop by hop
-// over supernode links toward To, Hops counting down.
+// over supernode links toward To, Hops counting down. Supernodes are named
+// by their ID prefix, which the member list resolves: a batch is mostly its
+// names, and most carry a key or two.
 type TermBatch struct {
-	To        PeerID `msgpack:"t"`
-	Publisher PeerID `msgpack:"p"`
+	To        uint64 `msgpack:"t"`
+	Publisher uint64 `msgpack:"p"`
 	// Inc is the publisher's incarnation: a keeper that sees a later one
 	// drops what the earlier one put.
 	Inc  uint64  `msgpack:"i"`
@@ -30,7 +34,7 @@ type TermBatch struct {
 }
 
 func (b *TermBatch) wireCheck() error {
-	if b.To.IsZero() || b.Publisher.IsZero() {
+	if b.To == 0 || b.Publisher == 0 {
 		return invalid("term batch without a keeper or a publisher")
 	}
 	return nil
@@ -66,13 +70,18 @@ type TermLookup struct {
 	Keys KeyList `msgpack:"k"`
 }
 
-// HolderList is the supernodes a keeper knows to hold Key: all of them, or
-// with More a sample of MaxTermHolders.
+// HolderList is the supernodes a keeper knows to hold Key, by ID prefix:
+// all of them, or with More a sample of MaxTermHolders.
 type HolderList struct {
-	Key     uint64   `msgpack:"k"`
-	Holders PeerList `msgpack:"h,omitempty"`
-	More    bool     `msgpack:"m,omitempty"`
+	Key     uint64  `msgpack:"k"`
+	Holders KeyList `msgpack:"h,omitempty"`
+	More    bool    `msgpack:"m,omitempty"`
 }
+
+// IDPrefix is the first 8 bytes of a peer ID, which names a supernode in
+// term messages. Finding a key whose prefix is another's takes about 2^64
+// tries.
+func IDPrefix(p PeerID) uint64 { return binary.BigEndian.Uint64(p[:8]) }
 
 // TermHolders answers a TermLookup with a list for each key asked (v10).
 type TermHolders struct {
@@ -112,8 +121,8 @@ func (m *TermHolders) validate() error {
 			return invalid("%d holders of one key (max %d)", len(l.Holders), MaxTermHolders)
 		}
 		for _, p := range l.Holders {
-			if p.IsZero() {
-				return invalid("the zero peer as a holder")
+			if p == 0 {
+				return invalid("the zero prefix as a holder")
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"strings"
@@ -10,13 +11,13 @@ import (
 func TestTermBatchBounds(t *testing.T) {
 	keys := func(n int) KeyList { return make(KeyList, n) }
 	for name, b := range map[string]TermBatch{
-		"no keeper":         {Publisher: exLead, Add: KeyList{1}},
-		"no publisher":      {To: exSN, Add: KeyList{1}},
-		"no keys":           {To: exSN, Publisher: exLead},
-		"empty key lists":   {To: exSN, Publisher: exLead, Add: KeyList{}, Del: KeyList{}},
-		"33 hops":           {To: exSN, Publisher: exLead, Hops: MaxTermHops + 1, Add: KeyList{1}},
-		"4097 keys added":   {To: exSN, Publisher: exLead, Add: keys(MaxTermKeys + 1)},
-		"4097 keys removed": {To: exSN, Publisher: exLead, Del: keys(MaxTermKeys + 1)},
+		"no keeper":         {Publisher: IDPrefix(exLead), Add: KeyList{1}},
+		"no publisher":      {To: IDPrefix(exSN), Add: KeyList{1}},
+		"no keys":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead)},
+		"empty key lists":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: KeyList{}, Del: KeyList{}},
+		"33 hops":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: MaxTermHops + 1, Add: KeyList{1}},
+		"4097 keys added":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: keys(MaxTermKeys + 1)},
+		"4097 keys removed": {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Del: keys(MaxTermKeys + 1)},
 	} {
 		_, err := AppendFrame(nil, &TermPuts{Batches: []TermBatch{b}})
 		if !errors.Is(err, ErrMalformed) {
@@ -25,9 +26,9 @@ func TestTermBatchBounds(t *testing.T) {
 	}
 	// At the limits, and with only one of the key lists.
 	for name, b := range map[string]TermBatch{
-		"32 hops":                  {To: exSN, Publisher: exLead, Hops: MaxTermHops, Add: KeyList{1}},
-		"4096 keys each way":       {To: exSN, Publisher: exLead, Add: keys(MaxTermKeys), Del: keys(MaxTermKeys)},
-		"removals only, the key 0": {To: exSN, Publisher: exLead, Del: KeyList{0}},
+		"32 hops":                  {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: MaxTermHops, Add: KeyList{1}},
+		"4096 keys each way":       {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: keys(MaxTermKeys), Del: keys(MaxTermKeys)},
+		"removals only, the key 0": {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Del: KeyList{0}},
 	} {
 		if _, err := AppendFrame(nil, &TermPuts{Batches: []TermBatch{b}}); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -38,10 +39,10 @@ func TestTermBatchBounds(t *testing.T) {
 // TestTermBatchWireCheck: a batch without a keeper or a publisher is refused
 // as it is decoded, at the first such element, before validate sees the list.
 func TestTermBatchWireCheck(t *testing.T) {
-	ok := TermBatch{To: exSN, Publisher: exLead, Add: KeyList{1}}
+	ok := TermBatch{To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: KeyList{1}}
 	for name, b := range map[string]TermBatch{
-		"no keeper":    {Publisher: exLead, Add: KeyList{1}},
-		"no publisher": {To: exSN, Add: KeyList{1}},
+		"no keeper":    {Publisher: IDPrefix(exLead), Add: KeyList{1}},
+		"no publisher": {To: IDPrefix(exSN), Add: KeyList{1}},
 	} {
 		if err := b.wireCheck(); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: wireCheck: %v, want malformed", name, err)
@@ -52,7 +53,7 @@ func TestTermBatchWireCheck(t *testing.T) {
 		}
 	}
 	// Hops and empty lists are validate's: the wire check lets them by.
-	for _, b := range []TermBatch{{To: exSN, Publisher: exLead}, {To: exSN, Publisher: exLead, Hops: 255}} {
+	for _, b := range []TermBatch{{To: IDPrefix(exSN), Publisher: IDPrefix(exLead)}, {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: 255}} {
 		if err := b.wireCheck(); err != nil {
 			t.Errorf("%+v: wireCheck: %v", b, err)
 		}
@@ -60,19 +61,19 @@ func TestTermBatchWireCheck(t *testing.T) {
 }
 
 func TestTermLookupAndHoldersBounds(t *testing.T) {
-	holders := func(n int) PeerList {
-		p := make(PeerList, n)
+	holders := func(n int) KeyList {
+		p := make(KeyList, n)
 		for i := range p {
-			p[i] = exSN
+			p[i] = IDPrefix(exSN)
 		}
 		return p
 	}
 	for name, m := range map[string]Message{
-		"lookup of no keys":     &TermLookup{ID: exQID},
-		"lookup of 65 keys":     &TermLookup{ID: exQID, Keys: make(KeyList, MaxLookupKeys+1)},
-		"65 holder lists":       &TermHolders{ID: exQID, Lists: make([]HolderList, MaxLookupKeys+1)},
-		"257 holders of a key":  &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: holders(MaxTermHolders + 1), More: true}}},
-		"the zero peer holding": &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: PeerList{exSN, {}}}}},
+		"lookup of no keys":       &TermLookup{ID: exQID},
+		"lookup of 65 keys":       &TermLookup{ID: exQID, Keys: make(KeyList, MaxLookupKeys+1)},
+		"65 holder lists":         &TermHolders{ID: exQID, Lists: make([]HolderList, MaxLookupKeys+1)},
+		"257 holders of a key":    &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: holders(MaxTermHolders + 1), More: true}}},
+		"the zero prefix holding": &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: KeyList{IDPrefix(exSN), 0}}}},
 	} {
 		if _, err := AppendFrame(nil, m); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want malformed", name, err)
@@ -110,6 +111,49 @@ func TestKeyListDecode(t *testing.T) {
 	} {
 		if _, err := Decode(TypeTermLookup, unhex(t, body)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want malformed", name, err)
+		}
+	}
+}
+
+// TestIDPrefix: a supernode's name in term messages is the first 8 bytes of
+// its peer ID, big-endian; the other 24 bytes do not count.
+func TestIDPrefix(t *testing.T) {
+	p := PeerID{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xff}
+	if got := IDPrefix(p); got != 0x0123456789abcdef {
+		t.Errorf("IDPrefix(%s) = %#x, want 0x0123456789abcdef", p, got)
+	}
+	q := p
+	q[8], q[31] = 0, 0x42
+	if IDPrefix(q) != IDPrefix(p) {
+		t.Errorf("IDPrefix depends on bytes past the 8th")
+	}
+	for _, c := range []struct {
+		p    PeerID
+		want uint64
+	}{{PeerID{}, 0}, {exSN, 0x2222222222222222}, {exLead, 0x5555555555555555}, {exPeer, 0x3333333333333333}} {
+		if got := IDPrefix(c.p); got != c.want {
+			t.Errorf("IDPrefix(%s) = %#x, want %#x", c.p, got, c.want)
+		}
+	}
+}
+
+// TestTermPrefixesRoundTrip: ID prefixes are plain uint64s on the wire, in
+// their shortest form, from 1 to 2^64-1.
+func TestTermPrefixesRoundTrip(t *testing.T) {
+	for m, want := range map[Message]string{
+		&TermPuts{Batches: []TermBatch{{To: 1, Publisher: 1<<64 - 1, Add: KeyList{5}}}}:              "a174 01 a170 cf ffffffffffffffff",
+		&TermHolders{ID: exQID, Lists: []HolderList{{Key: 9, Holders: KeyList{1, 0x80, 1<<64 - 1}}}}: "a168 93 01 cc80 cf ffffffffffffffff",
+	} {
+		frame, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Type(), err)
+		}
+		if !bytes.Contains(frame, unhex(t, want)) {
+			t.Errorf("%s: %x does not hold %s", m.Type(), frame, want)
+		}
+		got, err := ReadMessage(bytes.NewReader(frame), nil)
+		if err != nil || !reflect.DeepEqual(got, m) {
+			t.Errorf("%s: round trip: %#v, %v", m.Type(), got, err)
 		}
 	}
 }

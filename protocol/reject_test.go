@@ -408,30 +408,30 @@ func TestValidate(t *testing.T) {
 		{"summary level = depth", &Summary{Level: 2, Depth: 2}},
 		{"summary depth 9", &Summary{Level: 0, Depth: MaxSummaryLevels + 1}},
 		{"summary_want with 2 versions for 1 origin", &SummaryWant{Origins: PeerList{{1}}, Have: VersionList{1, 2}}},
-		{"term_puts empty batch", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead}}}},
-		{"term_puts batch without keeper", &TermPuts{Batches: []TermBatch{{Publisher: exLead, Add: KeyList{1}}}}},
-		{"term_puts batch without publisher", &TermPuts{Batches: []TermBatch{{To: exSN, Del: KeyList{1}}}}},
-		{"term_puts 33 hops", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Hops: MaxTermHops + 1, Add: KeyList{1}}}}},
-		{"term_puts 4097 keys added", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Add: make(KeyList, MaxTermKeys+1)}}}},
-		{"term_puts 4097 keys removed", &TermPuts{Batches: []TermBatch{{To: exSN, Publisher: exLead, Del: make(KeyList, MaxTermKeys+1)}}}},
+		{"term_puts empty batch", &TermPuts{Batches: []TermBatch{{To: IDPrefix(exSN), Publisher: IDPrefix(exLead)}}}},
+		{"term_puts batch without keeper", &TermPuts{Batches: []TermBatch{{Publisher: IDPrefix(exLead), Add: KeyList{1}}}}},
+		{"term_puts batch without publisher", &TermPuts{Batches: []TermBatch{{To: IDPrefix(exSN), Del: KeyList{1}}}}},
+		{"term_puts 33 hops", &TermPuts{Batches: []TermBatch{{To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: MaxTermHops + 1, Add: KeyList{1}}}}},
+		{"term_puts 4097 keys added", &TermPuts{Batches: []TermBatch{{To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: make(KeyList, MaxTermKeys+1)}}}},
+		{"term_puts 4097 keys removed", &TermPuts{Batches: []TermBatch{{To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Del: make(KeyList, MaxTermKeys+1)}}}},
 		{"term_puts 1025 batches", &TermPuts{Batches: func() []TermBatch {
 			b := make([]TermBatch, MaxTermBatches+1)
 			for i := range b {
-				b[i] = TermBatch{To: exSN, Publisher: exLead, Add: KeyList{1}}
+				b[i] = TermBatch{To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: KeyList{1}}
 			}
 			return b
 		}()}},
 		{"term_lookup no keys", &TermLookup{ID: exQID}},
 		{"term_lookup 65 keys", &TermLookup{ID: exQID, Keys: make(KeyList, MaxLookupKeys+1)}},
 		{"term_holders 65 lists", &TermHolders{ID: exQID, Lists: make([]HolderList, MaxLookupKeys+1)}},
-		{"term_holders 257 holders", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: func() PeerList {
-			p := make(PeerList, MaxTermHolders+1)
+		{"term_holders 257 holders", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: func() KeyList {
+			p := make(KeyList, MaxTermHolders+1)
 			for i := range p {
-				p[i] = exSN
+				p[i] = IDPrefix(exSN)
 			}
 			return p
 		}()}}}},
-		{"term_holders zero holder", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: PeerList{exSN, {}}}}}},
+		{"term_holders zero holder", &TermHolders{ID: exQID, Lists: []HolderList{{Key: 1, Holders: KeyList{IDPrefix(exSN), 0}}}}},
 		{"meta negative size", &Meta{Size: -1, PieceSize: 1}},
 		{"meta piece size 0", &Meta{Size: 1}},
 		{"meta hashes 33 bytes", &Meta{Size: 1, PieceSize: 1, Hashes: make([]byte, 33)}},

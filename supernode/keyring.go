@@ -37,14 +37,19 @@ type RingView struct {
 	Gen     uint64
 	Ring    *ring.Ring
 	Members map[protocol.PeerID]RingMember
+	// ByPrefix resolves the ID prefixes that name supernodes in term
+	// messages.
+	ByPrefix map[uint64]protocol.PeerID
 }
 
 // NewRingView makes the view of live at generation gen.
 func NewRingView(gen uint64, live []RingMember) *RingView {
-	v := &RingView{Gen: gen, Members: make(map[protocol.PeerID]RingMember, len(live))}
+	v := &RingView{Gen: gen, Members: make(map[protocol.PeerID]RingMember, len(live)),
+		ByPrefix: make(map[uint64]protocol.PeerID, len(live))}
 	ids := make([]ring.ID, 0, len(live))
 	for _, m := range live {
 		v.Members[m.Peer] = m
+		v.ByPrefix[protocol.IDPrefix(m.Peer)] = m.Peer
 		ids = append(ids, ring.ID(m.Peer))
 	}
 	v.Ring = ring.New(ids)
@@ -113,10 +118,11 @@ func (r *Router) keyRingOn() bool {
 // undoes one not yet sent cancels it.
 func (r *Router) queueKeyLocked(to protocol.PeerID, k uint64, add bool) {
 	if to == r.cfg.ID {
+		self := protocol.IDPrefix(to)
 		if add {
-			r.kr.store.put(to, r.cfg.Incarnation, []uint64{k}, nil)
+			r.kr.store.put(self, r.cfg.Incarnation, []uint64{k}, nil)
 		} else {
-			r.kr.store.put(to, r.cfg.Incarnation, nil, []uint64{k})
+			r.kr.store.put(self, r.cfg.Incarnation, nil, []uint64{k})
 		}
 		return
 	}
@@ -184,6 +190,20 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 // removals of a few minutes share their batches. A stale key costs a query
 // at most a wasted direct message.
 const keyCleanEvery = 5 * time.Minute
+
+// prefixTarget is where on the ring a batch for the keeper of ID prefix x
+// heads: the keeper itself when known, else the last position of its
+// prefix, which no other supernode lies between it and.
+func prefixTarget(x uint64, id protocol.PeerID, known bool) ring.ID {
+	if known {
+		return ring.ID(id)
+	}
+	t := ring.KeyPos(x)
+	for i := 8; i < len(t); i++ {
+		t[i] = 0xff
+	}
+	return t
+}
 
 // keepersLocked queues a change of key k for each of its keepers.
 func (r *Router) keepersLocked(k uint64, add bool) {
@@ -284,22 +304,22 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 		slices.Sort(del)
 		for len(add) > 0 || len(del) > 0 {
 			na, nd := min(len(add), protocol.MaxTermKeys), min(len(del), protocol.MaxTermKeys)
-			batches = append(batches, protocol.TermBatch{To: to, Publisher: r.cfg.ID, Inc: r.cfg.Incarnation,
+			batches = append(batches, protocol.TermBatch{To: protocol.IDPrefix(to), Publisher: protocol.IDPrefix(r.cfg.ID), Inc: r.cfg.Incarnation,
 				Hops: protocol.MaxTermHops, Add: add[:na:na], Del: del[:nd:nd]})
 			add, del = add[na:], del[nd:]
 		}
 	}
 	clear(kr.out)
 
-	linked := make(map[protocol.PeerID]LinkID, len(r.neighbours))
+	linked := make(map[uint64]LinkID, len(r.neighbours))
 	nbrs := make([]ring.ID, 0, len(r.neighbours))
 	for id, n := range r.neighbours {
-		linked[n.peer] = id
+		linked[protocol.IDPrefix(n.peer)] = id
 		nbrs = append(nbrs, ring.ID(n.peer))
 	}
 	for id, c := range r.oh.contacts {
-		if _, ok := linked[c.peer]; !ok {
-			linked[c.peer] = id
+		if _, ok := linked[protocol.IDPrefix(c.peer)]; !ok {
+			linked[protocol.IDPrefix(c.peer)] = id
 		}
 	}
 	type hop struct {
@@ -310,12 +330,16 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 	by := map[hop][]protocol.TermBatch{}
 	for _, b := range batches {
 		var h hop
+		to, known := kr.view.ByPrefix[b.To]
 		if id, ok := linked[b.To]; ok {
 			h.to = id
-		} else if next, ok := ring.Toward(ring.ID(r.cfg.ID), nbrs, ring.ID(b.To)); ok {
-			h.to = linked[protocol.PeerID(next)]
+		} else if next, ok := ring.Toward(ring.ID(r.cfg.ID), nbrs, prefixTarget(b.To, to, known)); ok {
+			h.to = linked[protocol.IDPrefix(protocol.PeerID(next))]
+		} else if known {
+			h.peer = to
 		} else {
-			h.peer = b.To
+			r.Stats.SummariesDropped.Add(1) // a keeper we cannot name or reach
+			continue
 		}
 		if _, ok := by[h]; !ok {
 			order = append(order, h)
@@ -359,7 +383,7 @@ func (r *Router) termPuts(from LinkID, m *protocol.TermPuts) error {
 	}
 	for _, b := range m.Batches {
 		switch {
-		case b.To == r.cfg.ID:
+		case b.To == protocol.IDPrefix(r.cfg.ID):
 			r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
 		case b.Hops == 0 || len(r.kr.fwd) >= maxForward:
 			r.Stats.SummariesDropped.Add(1)
@@ -400,7 +424,7 @@ func (r *Router) termLookup(from LinkID, m *protocol.TermLookup) error {
 	ans := &protocol.TermHolders{ID: m.ID}
 	for _, k := range m.Keys {
 		hs, more := r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
-		ans.Lists = append(ans.Lists, protocol.HolderList{Key: k, Holders: hs, More: more})
+		ans.Lists = append(ans.Lists, protocol.HolderList{Key: k, Holders: protocol.KeyList(hs), More: more})
 	}
 	r.out.Send(from, ans)
 	return nil
@@ -413,8 +437,8 @@ type lookup struct {
 	tried []int // how many of each key's keepers were asked
 	asked []protocol.PeerID
 	done  []bool
-	lists [][]protocol.PeerID
-	more  []bool // the list is a sample, or no keeper answered
+	lists [][]uint64 // holders by ID prefix
+	more  []bool     // the list is a sample, or no keeper answered
 	ends  time.Time
 }
 
@@ -436,7 +460,7 @@ func (r *Router) queryKeyRing(from LinkID, originID, id protocol.QueryID, q *pro
 		p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
 			found: map[protocol.ContentID]*foundFile{},
 			look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([]protocol.PeerID, len(hs)),
-				done: make([]bool, len(hs)), lists: make([][]protocol.PeerID, len(hs)), more: make([]bool, len(hs))}}
+				done: make([]bool, len(hs)), lists: make([][]uint64, len(hs)), more: make([]bool, len(hs))}}
 		p.countSources(local, r.maxCounted())
 		p.deadline = now.Add(r.cfg.DirectTimeout)
 		r.queries[id] = p
@@ -559,13 +583,15 @@ func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now
 		}
 	}
 	var cs []cand
-	for _, c := range lk.lists[base] {
-		if c == r.cfg.ID || !r.kr.ring.Has(ring.ID(c)) {
+	self := protocol.IDPrefix(r.cfg.ID)
+	for _, x := range lk.lists[base] {
+		c, ok := r.kr.view.ByPrefix[x]
+		if x == self || !ok {
 			continue
 		}
 		in := true
 		for i := range lk.keys {
-			if i != base && !lk.more[i] && !slices.Contains(lk.lists[i], c) {
+			if i != base && !lk.more[i] && !slices.Contains(lk.lists[i], x) {
 				in = false
 				break
 			}
@@ -589,32 +615,83 @@ func (r *Router) KeptKeys() int {
 }
 
 // termStore is what a keeper holds: for each key, the publishers that hold
-// it, as slots of a table of publishers.
+// it, as slots of a table of publishers. Most keys have one publisher (a
+// content ID, a rare word), and take a map entry of 12 bytes, not a list.
 type termStore struct {
-	keys map[uint64][]uint32
+	one  map[uint64]uint32   // keys with one publisher
+	many map[uint64][]uint32 // keys with more
 	pubs []pubSlot
-	slot map[protocol.PeerID]uint32 // each publisher's live slot
-	held int                        // postings, dead slots' included
-	dead int                        // postings of dead slots, not yet swept
+	slot map[uint64]uint32 // each publisher's live slot, by ID prefix
+	held int               // postings, dead slots' included
+	dead int               // postings of dead slots, not yet swept
 	// Refused counts keys not taken for the limits.
 	refused int
 }
 
 type pubSlot struct {
-	peer protocol.PeerID
+	peer uint64 // ID prefix
 	inc  uint64
 	n    int
 	dead bool
 }
 
 func newTermStore() termStore {
-	return termStore{keys: map[uint64][]uint32{}, slot: map[protocol.PeerID]uint32{}}
+	return termStore{one: map[uint64]uint32{}, many: map[uint64][]uint32{}, slot: map[uint64]uint32{}}
+}
+
+// keys is how many keys the store holds.
+func (s *termStore) keys() int { return len(s.one) + len(s.many) }
+
+// add records slot i as holding k, reporting whether it was new.
+func (s *termStore) add(k uint64, i uint32) bool {
+	if l, ok := s.many[k]; ok {
+		if slices.Contains(l, i) {
+			return false
+		}
+		s.many[k] = append(l, i)
+		return true
+	}
+	if j, ok := s.one[k]; ok {
+		if j == i {
+			return false
+		}
+		delete(s.one, k)
+		s.many[k] = []uint32{j, i}
+		return true
+	}
+	s.one[k] = i
+	return true
+}
+
+// remove drops slot i from k, reporting whether it held it.
+func (s *termStore) remove(k uint64, i uint32) bool {
+	if j, ok := s.one[k]; ok {
+		if j != i {
+			return false
+		}
+		delete(s.one, k)
+		return true
+	}
+	l := s.many[k]
+	j := slices.Index(l, i)
+	if j < 0 {
+		return false
+	}
+	l[j] = l[len(l)-1]
+	l = l[:len(l)-1]
+	if len(l) == 1 {
+		delete(s.many, k)
+		s.one[k] = l[0]
+	} else {
+		s.many[k] = l
+	}
+	return true
 }
 
 // put applies a publisher's batch: keys removed, then keys added, within
 // the limits. A batch of an earlier incarnation than the one held is
 // dropped; one of a later drops what the earlier put.
-func (s *termStore) put(pub protocol.PeerID, inc uint64, add, del []uint64) {
+func (s *termStore) put(pub, inc uint64, add, del []uint64) {
 	i, ok := s.slot[pub]
 	if ok && s.pubs[i].inc > inc {
 		return
@@ -633,37 +710,36 @@ func (s *termStore) put(pub protocol.PeerID, inc uint64, add, del []uint64) {
 	}
 	ps := &s.pubs[i]
 	for _, k := range del {
-		l := s.keys[k]
-		if j := slices.Index(l, i); j >= 0 {
-			l[j] = l[len(l)-1]
-			l = l[:len(l)-1]
-			if len(l) == 0 {
-				delete(s.keys, k)
-			} else {
-				s.keys[k] = l
-			}
+		if s.remove(k, i) {
 			ps.n--
 			s.held--
 		}
 	}
 	for _, k := range add {
-		l := s.keys[k]
-		if slices.Contains(l, i) {
-			continue
-		}
 		if s.held >= maxTermPostings || ps.n >= maxPublisherKeys {
-			s.refused++
+			if !s.has(k, i) {
+				s.refused++
+			}
 			continue
 		}
-		s.keys[k] = append(l, i)
-		ps.n++
-		s.held++
+		if s.add(k, i) {
+			ps.n++
+			s.held++
+		}
 	}
+}
+
+// has reports whether slot i holds k.
+func (s *termStore) has(k uint64, i uint32) bool {
+	if j, ok := s.one[k]; ok {
+		return j == i
+	}
+	return slices.Contains(s.many[k], i)
 }
 
 // gone drops what a publisher put: its slot is dead, and its postings go
 // at the next sweep.
-func (s *termStore) gone(pub protocol.PeerID) {
+func (s *termStore) gone(pub uint64) {
 	i, ok := s.slot[pub]
 	if !ok {
 		return
@@ -687,17 +763,28 @@ func (s *termStore) sweep() {
 			pubs = append(pubs, p)
 		}
 	}
-	for k, l := range s.keys {
+	for k, i := range s.one {
+		if s.pubs[i].dead {
+			delete(s.one, k)
+		} else {
+			s.one[k] = renum[i]
+		}
+	}
+	for k, l := range s.many {
 		out := l[:0]
 		for _, i := range l {
 			if !s.pubs[i].dead {
 				out = append(out, renum[i])
 			}
 		}
-		if len(out) == 0 {
-			delete(s.keys, k)
-		} else {
-			s.keys[k] = out
+		switch len(out) {
+		case 0:
+			delete(s.many, k)
+		case 1:
+			delete(s.many, k)
+			s.one[k] = out[0]
+		default:
+			s.many[k] = out
 		}
 	}
 	s.pubs, s.held, s.dead = pubs, s.held-s.dead, 0
@@ -705,9 +792,12 @@ func (s *termStore) sweep() {
 
 // holders are the live publishers of key k: all, or a random sample of max
 // and true.
-func (s *termStore) holders(k uint64, max int, rnd *randSource) ([]protocol.PeerID, bool) {
-	var out []protocol.PeerID
-	for _, i := range s.keys[k] {
+func (s *termStore) holders(k uint64, max int, rnd *randSource) ([]uint64, bool) {
+	var out []uint64
+	if i, ok := s.one[k]; ok && !s.pubs[i].dead {
+		out = append(out, s.pubs[i].peer)
+	}
+	for _, i := range s.many[k] {
 		if !s.pubs[i].dead {
 			out = append(out, s.pubs[i].peer)
 		}

@@ -3,6 +3,7 @@ package supernode
 import (
 	crand "crypto/rand"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -254,7 +255,7 @@ func TestKeyRingKeeperDies(t *testing.T) {
 	// Its keys are kept three times again, by the living.
 	for _, k := range net.keepersOf("tune4", view.live) {
 		hs, _ := net.nodes[k].r.kr.store.holders(index.HashString("tune4"), 10, &net.nodes[k].r.rnd)
-		if len(hs) != 1 || hs[0] != net.nodes[4].peer {
+		if len(hs) != 1 || hs[0] != protocol.IDPrefix(net.nodes[4].peer) {
 			t.Errorf("keeper %s of tune4 names %v", net.nodes[k].name, hs)
 		}
 	}
@@ -310,7 +311,7 @@ func TestKeyRingRestartedKeeperIsRefilled(t *testing.T) {
 	view.gen++
 	net.settleKeys()
 	hs, _ := nd.r.kr.store.holders(index.HashString("narwhal"), 10, &nd.r.rnd)
-	if len(hs) != 1 || hs[0] != net.nodes[3].peer {
+	if len(hs) != 1 || hs[0] != protocol.IDPrefix(net.nodes[3].peer) {
 		t.Fatalf("the restarted keeper names %v for narwhal, want the holder's supernode", hs)
 	}
 }
@@ -319,7 +320,7 @@ func TestKeyRingRestartedKeeperIsRefilled(t *testing.T) {
 // publisher's share, keys are refused, and the others' still go in.
 func TestTermStoreBounds(t *testing.T) {
 	s := newTermStore()
-	a, b := protocol.PeerID{1}, protocol.PeerID{2}
+	a, b := uint64(1), uint64(2)
 	keys := make([]uint64, maxPublisherKeys+100)
 	for i := range keys {
 		keys[i] = uint64(i)
@@ -344,12 +345,12 @@ func TestTermStoreBounds(t *testing.T) {
 	if s.held-s.dead != 11 {
 		t.Fatalf("%d live postings, want 11", s.held-s.dead)
 	}
-	if s.dead != 0 || len(s.keys) != 10 {
-		t.Fatalf("the dead incarnation's keys were not swept: dead %d, %d keys", s.dead, len(s.keys))
+	if s.dead != 0 || s.keys() != 10 {
+		t.Fatalf("the dead incarnation's keys were not swept: dead %d, %d keys", s.dead, s.keys())
 	}
 	// A sample when many hold a key.
 	for i := range 300 {
-		s.put(protocol.PeerID{3, byte(i), byte(i >> 8)}, 1, []uint64{7}, nil)
+		s.put(uint64(3+i), 1, []uint64{7}, nil)
 	}
 	hs, more := s.holders(7, protocol.MaxTermHolders, &randSource{r: crand.Reader})
 	if len(hs) != protocol.MaxTermHolders || !more {
@@ -362,7 +363,7 @@ func TestTermStoreBounds(t *testing.T) {
 func TestKeyRingRefusesLeavesAndSpentBatches(t *testing.T) {
 	net, _ := newKeyRingNet(t, 4)
 	l := net.addLeaf(0, "leaf")
-	b := protocol.TermBatch{To: net.nodes[2].peer, Publisher: l.peer, Inc: 1, Hops: 3, Add: protocol.KeyList{1}}
+	b := protocol.TermBatch{To: protocol.IDPrefix(net.nodes[2].peer), Publisher: protocol.IDPrefix(l.peer), Inc: 1, Hops: 3, Add: protocol.KeyList{1}}
 	if err := l.send(&protocol.TermPuts{Batches: []protocol.TermBatch{b}}); err == nil {
 		t.Error("a leaf's term_puts was taken")
 	}
@@ -378,5 +379,53 @@ func TestKeyRingRefusesLeavesAndSpentBatches(t *testing.T) {
 	net.tick()
 	if got := net.nodes[2].r.KeptKeys(); got != 0 {
 		t.Errorf("a batch with no hops left reached its keeper (%d keys kept)", got)
+	}
+}
+
+// The store agrees with a plain model of it through random puts, removals,
+// restarts and publishers gone, across sweeps.
+func TestTermStoreMatchesModel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	s := newTermStore()
+	model := map[uint64]map[uint64]bool{} // publisher -> keys
+	incs := map[uint64]uint64{}
+	for step := range 200000 {
+		pub := 1 + rng.Uint64N(40)
+		k := rng.Uint64N(500)
+		switch op := rng.IntN(100); {
+		case op < 60:
+			s.put(pub, incs[pub], []uint64{k}, nil)
+			if model[pub] == nil {
+				model[pub] = map[uint64]bool{}
+			}
+			model[pub][k] = true
+		case op < 95:
+			s.put(pub, incs[pub], nil, []uint64{k})
+			delete(model[pub], k)
+		case op < 98:
+			s.gone(pub)
+			delete(model, pub)
+		default:
+			incs[pub]++ // a restart: the next put replaces all
+			s.put(pub, incs[pub], []uint64{k}, nil)
+			model[pub] = map[uint64]bool{k: true}
+		}
+		if step%997 != 0 {
+			continue
+		}
+		for key := range uint64(500) {
+			got, _ := s.holders(key, 1000, &randSource{r: crand.Reader})
+			var want []uint64
+			for p, ks := range model {
+				if ks[key] {
+					want = append(want, p)
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("step %d: key %d held by %v, want %v", step, key, got, want)
+			}
+		}
 	}
 }

@@ -257,7 +257,7 @@ func (r *Router) DirectFailed(peer protocol.PeerID) {
 func (r *Router) SupernodeGone(peer protocol.PeerID) {
 	r.mu.Lock()
 	delete(r.slow, peer)
-	r.kr.store.gone(peer)
+	r.kr.store.gone(protocol.IDPrefix(peer))
 	delete(r.oh.remotes, peer)
 	delete(r.oh.wanted, peer)
 	r.dropBehindLocked(peer)
