@@ -221,7 +221,7 @@ func (o *overlay) newView() {
 // links: at random, or with the keyword ring as a real supernode picks
 // them (membership.ToDial): its successor on the ring of live supernodes
 // first (all of them, before any takes the links a popular one has room
-// for), then its fingers from the farthest in.
+// for), then the fingers of ring.Links, then at random.
 func (o *overlay) linkAll() {
 	var rg *ring.Ring
 	if o.keyRing() {
@@ -243,9 +243,11 @@ func (o *overlay) linkAll() {
 			continue
 		}
 		if rg != nil {
-			fs := rg.Fingers(ring.ID(snID(i)))
-			for k := len(fs) - 1; k > 0 && len(s.nbrs) < o.Neighbours; k-- {
-				o.linkSN(i, snIndex(protocol.PeerID(fs[k])))
+			for _, f := range rg.Links(ring.ID(snID(i)), o.Neighbours)[1:] {
+				if len(s.nbrs) >= o.Neighbours {
+					break
+				}
+				o.linkSN(i, snIndex(protocol.PeerID(f)))
 			}
 		}
 		for tries := 0; len(s.nbrs) < o.Neighbours && tries < 4*o.Neighbours; tries++ {

@@ -170,3 +170,24 @@ func (r *Ring) Before(id ID, n int) ID {
 	l := len(r.ids)
 	return r.ids[((i-n)%l+l)%l]
 }
+
+// Links are the n supernodes self should link to so that routing round the
+// ring takes few hops: its successor, then fingers spread evenly over the
+// distances from the farthest in (every finger when there are no more than
+// n). Chord keeps every finger, about log2 N of them; fewer links spread
+// this way cost a hop or two more rather than a walk along successors.
+func (r *Ring) Links(self ID, n int) []ID {
+	fs := r.Fingers(self)
+	if n <= 0 || len(fs) == 0 {
+		return nil
+	}
+	out := []ID{fs[0]}
+	rest := fs[1:]
+	want := min(n-1, len(rest))
+	for i := range want {
+		// From the farthest in, at even steps over the rest.
+		j := len(rest) - 1 - i*len(rest)/want
+		out = append(out, rest[j])
+	}
+	return out
+}

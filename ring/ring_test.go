@@ -203,3 +203,42 @@ func TestArcsHoldTheKeysOfTheirCopies(t *testing.T) {
 		}
 	}
 }
+
+// Links spread over the distances, and greedy routing over them (and the
+// supernodes' successors) takes a few hops more than log2 N at most.
+func TestLinksRouteInFewHops(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, size := range []int{10, 1000, 10000} {
+		ids := randomIDs(rng, size)
+		r := New(ids)
+		links := map[ID][]ID{}
+		for _, id := range ids {
+			links[id] = r.Links(id, 8)
+			if got := len(links[id]); got > 8 || got == 0 {
+				t.Fatalf("%d links", got)
+			}
+			if links[id][0] != r.Fingers(id)[0] {
+				t.Fatal("the first link is not the successor")
+			}
+		}
+		worst, sum := 0, 0
+		const lookups = 2000
+		for range lookups {
+			from, to := ids[rng.IntN(size)], ids[rng.IntN(size)]
+			hops := 0
+			for at := from; at != to; hops++ {
+				next, ok := Toward(at, links[at], to)
+				if !ok || hops > 100 {
+					t.Fatalf("%d supernodes: no way on from %x to %x", size, at[:4], to[:4])
+				}
+				at = next
+			}
+			worst, sum = max(worst, hops), sum+hops
+		}
+		log2 := int(math.Ceil(math.Log2(float64(size))))
+		t.Logf("%d supernodes: %.1f hops on average, %d at worst (log2 N = %d)", size, float64(sum)/lookups, worst, log2)
+		if worst > 2*log2 {
+			t.Errorf("%d supernodes: a lookup took %d hops, over 2 log2 N", size, worst)
+		}
+	}
+}

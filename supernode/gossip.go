@@ -52,9 +52,12 @@ type membershipConfig struct {
 	// neighbour reported gone while still linked, to close its link.
 	Gone   func(protocol.PeerID)
 	Silent func(protocol.PeerID)
-	Now    func() time.Time
-	Rand   io.Reader
-	Log    zerolog.Logger
+	// Links is how many ring links ToDial picks before any at random
+	// (default 8).
+	Links int
+	Now   func() time.Time
+	Rand  io.Reader
+	Log   zerolog.Logger
 }
 
 // membership keeps the member list by passing on changes: our entry when it
@@ -473,11 +476,11 @@ func (g *membership) NeighbourDown(p protocol.PeerID) {
 }
 
 // ToDial picks the live supernode to link to next, or nil: our successor on
-// the ring of supernode IDs first, then (with more) our other fingers from
-// the farthest in, so that the links are the shortcuts a lookup on the ring
-// takes, and with all of those linked any listed supernode at random. It
-// skips those linked, those without a dialable address and those that did
-// not answer lately.
+// the ring of supernode IDs first, then (with more) the other links of
+// ring.Links, fingers spread over the distances, so that the links are the
+// shortcuts a lookup on the ring takes, and with all of those linked any
+// listed supernode at random. It skips those linked, those without a
+// dialable address and those that did not answer lately.
 func (g *membership) ToDial(live []*protocol.MemberRecord, more bool, now time.Time) *protocol.MemberRecord {
 	self := g.cfg.Identity.ID
 	byID := make(map[ring.ID]*protocol.MemberRecord, len(live))
@@ -486,14 +489,7 @@ func (g *membership) ToDial(live []*protocol.MemberRecord, more bool, now time.T
 		byID[ring.ID(m.Peer())] = m
 		ids = append(ids, ring.ID(m.Peer()))
 	}
-	fingers := ring.New(ids).Fingers(ring.ID(self))
-	order := make([]ring.ID, 0, len(ids))
-	if len(fingers) > 0 {
-		order = append(order, fingers[0])
-		for i := len(fingers) - 1; i > 0; i-- {
-			order = append(order, fingers[i])
-		}
-	}
+	order := ring.New(ids).Links(ring.ID(self), cmp.Or(g.cfg.Links, 8))
 	if !more {
 		order = order[:min(len(order), 1)]
 	} else {

@@ -76,8 +76,11 @@ const (
 	// come to one keeper in an overlay of a thousand supernodes.
 	maxTermPostings  = 1 << 22
 	maxPublisherKeys = 1 << 20
-	// maxForward bounds the batches of others held for the next flush.
-	maxForward = 1 << 14
+	// maxForward and maxForwardKeys bound the batches of others held for
+	// the next flush, and their keys: 8 MiB of keys whatever neighbours
+	// send.
+	maxForward     = 1 << 14
+	maxForwardKeys = 1 << 20
 	// termFlushBytes bounds what one TermPuts frame carries.
 	termFlushBytes = protocol.MaxFrameSize / 2
 )
@@ -99,6 +102,7 @@ type termRing struct {
 	// and fwd the batches of others passing through, for the next flush.
 	out     map[protocol.PeerID]map[uint64]bool
 	fwd     []protocol.TermBatch
+	fwdKeys int
 	flushed time.Time
 	store   termStore
 }
@@ -289,7 +293,7 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 	}
 	kr.flushed = now
 	batches := kr.fwd
-	kr.fwd = nil
+	kr.fwd, kr.fwdKeys = nil, 0
 	keepers := slices.SortedFunc(maps.Keys(kr.out), cmpPeer)
 	for _, to := range keepers {
 		var add, del []uint64
@@ -385,11 +389,12 @@ func (r *Router) termPuts(from LinkID, m *protocol.TermPuts) error {
 		switch {
 		case b.To == protocol.IDPrefix(r.cfg.ID):
 			r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
-		case b.Hops == 0 || len(r.kr.fwd) >= maxForward:
+		case b.Hops == 0 || len(r.kr.fwd) >= maxForward || r.kr.fwdKeys+len(b.Add)+len(b.Del) > maxForwardKeys:
 			r.Stats.SummariesDropped.Add(1)
 		default:
 			b.Hops--
 			r.kr.fwd = append(r.kr.fwd, b)
+			r.kr.fwdKeys += len(b.Add) + len(b.Del)
 		}
 	}
 	return nil

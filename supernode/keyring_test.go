@@ -429,3 +429,43 @@ func TestTermStoreMatchesModel(t *testing.T) {
 		}
 	}
 }
+
+// A neighbour that floods batches for others costs a bounded queue: past
+// maxForwardKeys they are dropped until the next flush.
+func TestKeyRingForwardQueueIsBounded(t *testing.T) {
+	net, _ := newKeyRingNet(t, 4)
+	n0 := net.nodes[0]
+	keys := make(protocol.KeyList, protocol.MaxTermKeys)
+	for i := range keys {
+		keys[i] = uint64(i + 1)
+	}
+	far := protocol.IDPrefix(net.nodes[2].peer)
+	// Within the neighbour's burst of frames, each about a frame's worth.
+	for range testRouterConfig().NeighbourSummaryBurst + 32 {
+		m := &protocol.TermPuts{}
+		for range 24 {
+			m.Batches = append(m.Batches, protocol.TermBatch{To: far, Publisher: 77, Inc: 1, Hops: 5, Add: keys})
+		}
+		if err := n0.r.Handle(n0.links[1], m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n0.r.mu.Lock()
+	held, batches := n0.r.kr.fwdKeys, len(n0.r.kr.fwd)
+	n0.r.mu.Unlock()
+	if held > maxForwardKeys || held != batches*protocol.MaxTermKeys {
+		t.Fatalf("%d keys held in %d batches; want at most %d", held, batches, maxForwardKeys)
+	}
+	if n0.r.Stats.SummariesDropped.Load() == 0 {
+		t.Fatal("nothing was dropped: the flood did not reach the bound")
+	}
+	// The flush passes them on and empties the queue.
+	net.clock.Advance(2 * time.Second)
+	n0.r.Tick()
+	n0.r.mu.Lock()
+	left := n0.r.kr.fwdKeys
+	n0.r.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d keys still held after the flush", left)
+	}
+}

@@ -279,7 +279,8 @@ func New(cfg Config) (*Server, error) {
 	s.store = store
 	s.memb = newMembership(membershipConfig{Identity: id, Chain: s.Chain, Advertise: s.advertised(), Leaves: s.router.Leaves,
 		Cap: uint32(cfg.MaxLeaves), Incarnation: s.cfg.Incarnation, GossipInterval: cfg.GossipInterval, MemberTimeout: cfg.MemberTimeout,
-		RefreshInterval: cfg.MemberRefresh, Gone: s.router.SupernodeGone, Silent: s.neighbourSilent, Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
+		RefreshInterval: cfg.MemberRefresh, Gone: s.router.SupernodeGone, Silent: s.neighbourSilent, Links: max(cfg.Neighbours, 1),
+		Rand: crand.Reader, Log: log}, s.members, peers{s: s}, peers{s: s})
 	s.dir = newDirectory(directoryConfig{ID: id.ID, Joins: len(cfg.Join) > 0, LeafRate: cfg.LeafDirRate, LeafBurst: cfg.LeafDirBurst,
 		Rand: crand.Reader, Log: log}, store, s.members, peers{s: s}, peers{s: s, strict: true})
 	s.elect = newElection(electionConfig{Identity: id, Network: s.cfg.Network, Chain: s.Chain,
