@@ -194,7 +194,7 @@ func settled(t testing.TB, sns ...*supernode.Server) {
 	sent := func() uint64 {
 		var n uint64
 		for _, s := range sns {
-			n += s.Router().Stats.SummariesSent.Load()
+			n += s.Router().Stats.SummariesSent.Load() + s.Router().Stats.TermBatches.Load()
 		}
 		return n
 	}

@@ -88,6 +88,13 @@ func (s *Server) dialDirect(to protocol.PeerID, addr string) {
 	early := s.opening[to]
 	s.opening[to] = nil
 	s.mu.Unlock()
+	// Early messages must be of the lowest version the hello offers: a
+	// keyword ring message asks for a supernode that speaks it.
+	for _, m := range early {
+		if i, ok := protocol.Lookup(m.Type()); ok && i.Since > h.MinVersion {
+			h.MinVersion, h.MaxVersion = i.Since, protocol.MaxVersion
+		}
+	}
 	var l *transport.Link
 	var w *protocol.Welcome
 	ua, err := net.ResolveUDPAddr("udp", addr)

@@ -831,6 +831,8 @@ func (r *Router) keysDue(gen uint64, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	kr := &r.kr
-	changed := gen != kr.pubGen && (kr.pubGen == ^uint64(0) || now.Sub(kr.pubAt) >= r.cfg.SummaryEvery)
+	// The first keys go at once: a supernode's files are findable as soon
+	// as it has any.
+	changed := gen != kr.pubGen && (len(kr.pub) == 0 || now.Sub(kr.pubAt) >= r.cfg.SummaryEvery)
 	return changed || kr.stale && now.Sub(kr.cleanAt) >= keyCleanEvery
 }
