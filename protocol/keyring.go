@@ -15,6 +15,7 @@ const (
 	MaxLookupKeys  = 64   // keys one term_lookup asks for
 	MaxTermHolders = 256  // holders one list names
 	MaxTermHops    = 32   // supernode hops a batch may take to its keeper
+	MaxTermCopies  = 7    // successors a keeper passes a batch on to
 )
 
 // TermBatch is what one supernode (the publisher) changed in the keys it
@@ -27,10 +28,14 @@ type TermBatch struct {
 	Publisher uint64 `msgpack:"p"`
 	// Inc is the publisher's incarnation: a keeper that sees a later one
 	// drops what the earlier one put.
-	Inc  uint64  `msgpack:"i"`
-	Hops uint8   `msgpack:"h"`
-	Add  KeyList `msgpack:"a,omitempty"`
-	Del  KeyList `msgpack:"d,omitempty"`
+	Inc  uint64 `msgpack:"i"`
+	Hops uint8  `msgpack:"h"`
+	// Copies is how many of its successors the keeper passes the batch on
+	// to, each the next: a change goes round the ring once, to the first
+	// of a key's keepers, and from there a step to each of the others.
+	Copies uint8   `msgpack:"c,omitempty"`
+	Add    KeyList `msgpack:"a,omitempty"`
+	Del    KeyList `msgpack:"d,omitempty"`
 }
 
 func (b *TermBatch) wireCheck() error {
@@ -47,6 +52,8 @@ func (b *TermBatch) check() error {
 	switch {
 	case b.Hops > MaxTermHops:
 		return invalid("term batch with %d hops left (max %d)", b.Hops, MaxTermHops)
+	case b.Copies > MaxTermCopies:
+		return invalid("term batch for %d copies (max %d)", b.Copies, MaxTermCopies)
 	case len(b.Add)+len(b.Del) == 0:
 		return invalid("empty term batch")
 	case len(b.Add) > MaxTermKeys || len(b.Del) > MaxTermKeys:

@@ -16,6 +16,7 @@ func TestTermBatchBounds(t *testing.T) {
 		"no keys":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead)},
 		"empty key lists":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: KeyList{}, Del: KeyList{}},
 		"33 hops":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: MaxTermHops + 1, Add: KeyList{1}},
+		"8 copies":          {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Copies: MaxTermCopies + 1, Add: KeyList{1}},
 		"4097 keys added":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: keys(MaxTermKeys + 1)},
 		"4097 keys removed": {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Del: keys(MaxTermKeys + 1)},
 	} {

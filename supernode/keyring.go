@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -100,7 +101,7 @@ type termRing struct {
 	stale   bool
 	// out are our changes for each keeper, true to add, false to remove,
 	// and fwd the batches of others passing through, for the next flush.
-	out     map[protocol.PeerID]map[uint64]bool
+	out     map[outKey]map[uint64]bool
 	fwd     []protocol.TermBatch
 	fwdKeys int
 	flushed time.Time
@@ -108,7 +109,7 @@ type termRing struct {
 }
 
 func newTermRing() termRing {
-	return termRing{pubGen: ^uint64(0), out: map[protocol.PeerID]map[uint64]bool{}, store: newTermStore()}
+	return termRing{pubGen: ^uint64(0), out: map[outKey]map[uint64]bool{}, store: newTermStore()}
 }
 
 // keyRingOn reports whether this router routes by the keyword ring: the
@@ -118,22 +119,32 @@ func (r *Router) keyRingOn() bool {
 	return ok && r.cfg.Ring != nil && !r.cfg.OneHop && !r.cfg.MultiHop
 }
 
-// queueKeyLocked queues a change of key k for keeper to: a change that
-// undoes one not yet sent cancels it.
-func (r *Router) queueKeyLocked(to protocol.PeerID, k uint64, add bool) {
+// outKey is where a queued change goes: a keeper, and how many of its
+// successors it passes the change on to.
+type outKey struct {
+	to     protocol.PeerID
+	copies uint8
+}
+
+// queueKeyLocked queues a change of key k for keeper to, to be passed on
+// to copies of its successors: a change that undoes one not yet sent
+// cancels it.
+func (r *Router) queueKeyLocked(to protocol.PeerID, copies uint8, k uint64, add bool) {
 	if to == r.cfg.ID {
-		self := protocol.IDPrefix(to)
+		var a, d []uint64
 		if add {
-			r.kr.store.put(self, r.cfg.Incarnation, []uint64{k}, nil)
+			a = []uint64{k}
 		} else {
-			r.kr.store.put(self, r.cfg.Incarnation, nil, []uint64{k})
+			d = []uint64{k}
 		}
+		r.keepLocked(protocol.TermBatch{To: protocol.IDPrefix(to), Publisher: protocol.IDPrefix(to), Inc: r.cfg.Incarnation,
+			Copies: copies, Add: a, Del: d})
 		return
 	}
-	m := r.kr.out[to]
+	m := r.kr.out[outKey{to, copies}]
 	if m == nil {
 		m = map[uint64]bool{}
-		r.kr.out[to] = m
+		r.kr.out[outKey{to, copies}] = m
 	}
 	if was, ok := m[k]; ok && was != add {
 		delete(m, k)
@@ -209,11 +220,48 @@ func prefixTarget(x uint64, id protocol.PeerID, known bool) ring.ID {
 	return t
 }
 
-// keepersLocked queues a change of key k for each of its keepers.
+// keepersLocked queues a change of key k for its keepers: for the first,
+// which passes it on down its successors. Sending it to each of them
+// would take the way round the ring three times, not once and two steps.
 func (r *Router) keepersLocked(k uint64, add bool) {
-	for _, id := range r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies) {
-		r.queueKeyLocked(protocol.PeerID(id), k, add)
+	ks := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
+	r.queueKeyLocked(protocol.PeerID(ks[0]), uint8(len(ks)-1), k, add)
+}
+
+// keepLocked takes a batch for us: we keep its keys, and pass it on to
+// our successor while it asks for copies.
+func (r *Router) keepLocked(b protocol.TermBatch) {
+	r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
+	if b.Copies == 0 || r.kr.ring == nil {
+		return
 	}
+	next := protocol.PeerID(r.kr.ring.Successor(ringNext(ring.ID(r.cfg.ID))))
+	if next == r.cfg.ID {
+		return
+	}
+	b.To, b.Copies, b.Hops = protocol.IDPrefix(next), b.Copies-1, protocol.MaxTermHops
+	r.forwardLocked(b)
+}
+
+// forwardLocked holds a batch for the next flush, within the bounds.
+func (r *Router) forwardLocked(b protocol.TermBatch) {
+	kr := &r.kr
+	if len(kr.fwd) >= maxForward || kr.fwdKeys+len(b.Add)+len(b.Del) > maxForwardKeys {
+		r.Stats.SummariesDropped.Add(1)
+		return
+	}
+	kr.fwd = append(kr.fwd, b)
+	kr.fwdKeys += len(b.Add) + len(b.Del)
+}
+
+// ringNext is the ring position just after id.
+func ringNext(id ring.ID) ring.ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i]++; id[i] != 0 {
+			break
+		}
+	}
+	return id
 }
 
 // reassignLocked tells keepers of the ring's change from old to next: those
@@ -271,12 +319,12 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 		now := next.Replicas(ring.KeyPos(k), ring.Copies)
 		for _, id := range now {
 			if !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
-				r.queueKeyLocked(protocol.PeerID(id), k, true)
+				r.queueKeyLocked(protocol.PeerID(id), 0, k, true)
 			}
 		}
 		for _, id := range was {
 			if !slices.Contains(now, id) && next.Has(id) {
-				r.queueKeyLocked(protocol.PeerID(id), k, false)
+				r.queueKeyLocked(protocol.PeerID(id), 0, k, false)
 			}
 		}
 	}
@@ -294,10 +342,12 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 	kr.flushed = now
 	batches := kr.fwd
 	kr.fwd, kr.fwdKeys = nil, 0
-	keepers := slices.SortedFunc(maps.Keys(kr.out), cmpPeer)
-	for _, to := range keepers {
+	keepers := slices.SortedFunc(maps.Keys(kr.out), func(a, b outKey) int {
+		return cmp.Or(cmpPeer(a.to, b.to), cmp.Compare(a.copies, b.copies))
+	})
+	for _, ok := range keepers {
 		var add, del []uint64
-		for k, a := range kr.out[to] {
+		for k, a := range kr.out[ok] {
 			if a {
 				add = append(add, k)
 			} else {
@@ -308,8 +358,8 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 		slices.Sort(del)
 		for len(add) > 0 || len(del) > 0 {
 			na, nd := min(len(add), protocol.MaxTermKeys), min(len(del), protocol.MaxTermKeys)
-			batches = append(batches, protocol.TermBatch{To: protocol.IDPrefix(to), Publisher: protocol.IDPrefix(r.cfg.ID), Inc: r.cfg.Incarnation,
-				Hops: protocol.MaxTermHops, Add: add[:na:na], Del: del[:nd:nd]})
+			batches = append(batches, protocol.TermBatch{To: protocol.IDPrefix(ok.to), Publisher: protocol.IDPrefix(r.cfg.ID), Inc: r.cfg.Incarnation,
+				Hops: protocol.MaxTermHops, Copies: ok.copies, Add: add[:na:na], Del: del[:nd:nd]})
 			add, del = add[na:], del[nd:]
 		}
 	}
@@ -388,13 +438,12 @@ func (r *Router) termPuts(from LinkID, m *protocol.TermPuts) error {
 	for _, b := range m.Batches {
 		switch {
 		case b.To == protocol.IDPrefix(r.cfg.ID):
-			r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
-		case b.Hops == 0 || len(r.kr.fwd) >= maxForward || r.kr.fwdKeys+len(b.Add)+len(b.Del) > maxForwardKeys:
+			r.keepLocked(b)
+		case b.Hops == 0:
 			r.Stats.SummariesDropped.Add(1)
 		default:
 			b.Hops--
-			r.kr.fwd = append(r.kr.fwd, b)
-			r.kr.fwdKeys += len(b.Add) + len(b.Del)
+			r.forwardLocked(b)
 		}
 	}
 	return nil
