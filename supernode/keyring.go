@@ -546,7 +546,11 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 			lk.done[i] = true
 			continue
 		}
-		// Those held off as slow are passed over while another is left.
+		// Those whose link went down lately are passed over, and those
+		// held off as slow while another is left.
+		for lk.tried[i] < len(keepers) && r.lostLocked(protocol.PeerID(keepers[lk.tried[i]]), now) {
+			lk.tried[i]++
+		}
 		for lk.tried[i] < len(keepers)-1 && r.heldOffLocked(protocol.PeerID(keepers[lk.tried[i]]), now) {
 			lk.tried[i]++
 		}

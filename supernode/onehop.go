@@ -208,6 +208,9 @@ func (r *Router) oneHopOn() bool {
 // opened for direct queries, by us or by it.
 func (r *Router) ContactUp(id LinkID, peer protocol.PeerID) {
 	r.mu.Lock()
+	if s := r.slow[peer]; s != nil {
+		s.lostUntil = time.Time{}
+	}
 	r.oh.contacts[id] = &contact{peer: peer,
 		queries: rate.NewLimiter(rate.Limit(r.cfg.NeighbourQueryRate), r.cfg.NeighbourQueryBurst),
 		puts:    rate.NewLimiter(rate.Limit(r.cfg.NeighbourSummaryRate), r.cfg.NeighbourSummaryBurst)}
@@ -831,6 +834,9 @@ func (r *Router) orderLocked(all []cand) []protocol.PeerID {
 	var cs, held []cand
 	now := r.cfg.Now()
 	for _, c := range all {
+		if r.lostLocked(c.p, now) {
+			continue
+		}
 		c.rtt = time.Duration(math.MaxInt64)
 		if r.cfg.PeerRTT != nil {
 			if d := r.cfg.PeerRTT(c.p); d > 0 {
@@ -994,10 +1000,35 @@ func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
 
 // slowness is how a supernode asked direct queries has answered: missed
 // counts the queries in a row it left to the round's timeout; past
-// SlowAfter it is asked nothing until heldUntil.
+// SlowAfter it is asked nothing until heldUntil. lostUntil is set when its
+// neighbour link went down: it is likely dead, and asked nothing at all
+// until then, or until a link to it comes up again.
 type slowness struct {
-	missed    int
-	heldUntil time.Time
+	missed               int
+	heldUntil, lostUntil time.Time
+}
+
+// lostFor is how long a supernode whose neighbour link went down is left
+// out of queries: about until the member list has taken it as dead.
+const lostFor = 30 * time.Second
+
+// lostLocked reports whether peer's link went down lately.
+func (r *Router) lostLocked(peer protocol.PeerID, now time.Time) bool {
+	s := r.slow[peer]
+	return s != nil && now.Before(s.lostUntil)
+}
+
+// slowOfLocked is peer's slowness, made when it has none.
+func (r *Router) slowOfLocked(peer protocol.PeerID) *slowness {
+	s := r.slow[peer]
+	if s == nil {
+		if len(r.slow) >= maxRemotes {
+			clear(r.slow)
+		}
+		s = &slowness{}
+		r.slow[peer] = s
+	}
+	return s
 }
 
 // heldOffLocked reports whether peer is asked nothing for now.
@@ -1010,14 +1041,7 @@ func (r *Router) heldOffLocked(peer protocol.PeerID, now time.Time) bool {
 // timeout; one that leaves SlowAfter in a row is asked nothing for
 // SlowHoldoff, so it cannot hold every search up.
 func (r *Router) directMissedLocked(peer protocol.PeerID, now time.Time) {
-	s := r.slow[peer]
-	if s == nil {
-		if len(r.slow) >= maxRemotes {
-			clear(r.slow)
-		}
-		s = &slowness{}
-		r.slow[peer] = s
-	}
+	s := r.slowOfLocked(peer)
 	if s.missed++; s.missed >= r.cfg.SlowAfter {
 		s.missed, s.heldUntil = 0, now.Add(r.cfg.SlowHoldoff)
 		r.Stats.SlowNeighbours.Add(1)

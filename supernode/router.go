@@ -392,6 +392,9 @@ func (r *Router) NeighbourUp(id LinkID, peer protocol.PeerID) {
 		summaries: rate.NewLimiter(rate.Limit(c.NeighbourSummaryRate), c.NeighbourSummaryBurst),
 		signals:   rate.NewLimiter(rate.Limit(c.NeighbourSignalRate), c.NeighbourSignalBurst)}
 	r.nbrByPeer[peer] = id
+	if s := r.slow[peer]; s != nil {
+		s.lostUntil = time.Time{}
+	}
 	r.dirty = true
 	if r.oneHopOn() {
 		r.announceLocked(id)
@@ -408,6 +411,9 @@ func (r *Router) NeighbourDown(id LinkID) {
 		delete(r.nbrByPeer, n.peer)
 	}
 	if n := r.neighbours[id]; n != nil {
+		if _, other := r.nbrByPeer[n.peer]; !other {
+			r.slowOfLocked(n.peer).lostUntil = r.cfg.Now().Add(lostFor)
+		}
 		msgs = r.directGoneLocked(n.peer)
 	}
 	delete(r.neighbours, id)
