@@ -183,8 +183,12 @@ func TestMembersIncarnationWins(t *testing.T) {
 	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(5000, 1)}, now); fresh != 1 {
 		t.Fatal("first entry not taken")
 	}
+	g := ms.Gen()
 	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(10, 2)}, now); fresh != 1 {
 		t.Fatal("the restarted supernode's entry, with a lower beat, was not taken")
+	}
+	if ms.Gen() == g {
+		t.Fatal("a restart left the generation as it was: the keyword ring would not refill the restarted keeper")
 	}
 	if fresh, _ := ms.Merge([]*protocol.MemberRecord{entry(6000, 1)}, now); fresh != 0 {
 		t.Fatal("an entry of the earlier life replaced the restarted one's")
