@@ -166,11 +166,15 @@ func randomBytes(seed uint64, n int) []byte {
 }
 
 // findOne waits until a query from d finds exactly one file and returns it.
+// It searches every 100 ms, within a leaf's query rate (20 a second).
 func findOne(t testing.TB, d *peer.Daemon, q string, within time.Duration) protocol.Hit {
 	t.Helper()
 	var hits []protocol.Hit
 	eventually(t, within, fmt.Sprintf("one result for %q", q), func() bool {
 		hits, _ = search(t, d, q)
+		if len(hits) != 1 {
+			time.Sleep(80 * time.Millisecond)
+		}
 		return len(hits) == 1
 	})
 	return hits[0]

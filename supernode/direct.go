@@ -216,18 +216,19 @@ func (s *Server) memberKey(p protocol.PeerID) ed25519.PublicKey {
 	return k
 }
 
-// ringView is the member list's view of the live supernodes not reported
-// gone, for the keyword ring: made again only when the list's generation
-// moved.
+// ringView is the member list's view of the live supernodes, for the
+// keyword ring: made again only when the list's generation moved. Those
+// reported gone are on it until taken as dead, so that a liar's reports
+// cannot move keys about or hide a supernode's files.
 func (s *Server) ringView() *RingView {
-	gen := s.members.Gen() // before Unsuspected: a change in between makes it again next time
+	gen := s.members.Gen() // before Live: a change in between makes it again next time
 	s.mu.Lock()
 	v := s.view
 	s.mu.Unlock()
 	if v != nil && v.Gen == gen {
 		return v
 	}
-	recs := s.members.Unsuspected()
+	recs := s.members.Live()
 	live := make([]RingMember, 0, len(recs))
 	for _, m := range recs {
 		live = append(live, RingMember{Peer: m.Peer(), Inc: m.Incarnation, Leaves: m.Leaves})

@@ -104,12 +104,17 @@ type termRing struct {
 	out     map[outKey]map[uint64]bool
 	fwd     []protocol.TermBatch
 	fwdKeys int
-	flushed time.Time
+	// direct are the batches sent over direct links that were opening:
+	// sent again should the link not open.
+	direct   map[protocol.PeerID][]protocol.TermBatch
+	directAt map[protocol.PeerID]time.Time
+	flushed  time.Time
 	store   termStore
 }
 
 func newTermRing() termRing {
-	return termRing{pubGen: ^uint64(0), out: map[outKey]map[uint64]bool{}, store: newTermStore()}
+	return termRing{pubGen: ^uint64(0), out: map[outKey]map[uint64]bool{}, store: newTermStore(),
+		direct: map[protocol.PeerID][]protocol.TermBatch{}, directAt: map[protocol.PeerID]time.Time{}}
 }
 
 // keyRingOn reports whether this router routes by the keyword ring: the
@@ -243,6 +248,50 @@ func (r *Router) keepLocked(b protocol.TermBatch) {
 	r.forwardLocked(b)
 }
 
+// heldDirectLocked keeps a batch sent to keeper to over a direct link that
+// may not be open yet, until it opens or fails to; within the bounds of
+// the batches held to pass on, which it counts against.
+func (r *Router) heldDirectLocked(to protocol.PeerID, b protocol.TermBatch) {
+	kr := &r.kr
+	n := len(b.Add) + len(b.Del)
+	if kr.fwdKeys+n > maxForwardKeys {
+		return
+	}
+	if len(kr.direct[to]) == 0 {
+		kr.directAt[to] = r.cfg.Now()
+	}
+	kr.direct[to] = append(kr.direct[to], b)
+	kr.fwdKeys += n
+}
+
+// directHeldFor is how long batches are held for a direct link: past the
+// time a dial takes to fail, they went.
+const directHeldFor = 3 * directDialTimeout
+
+// deliveredDirectLocked forgets the batches held for peer: a link to it
+// is up, and they went behind its hello.
+func (r *Router) deliveredDirectLocked(peer protocol.PeerID) {
+	for _, b := range r.kr.direct[peer] {
+		r.kr.fwdKeys -= len(b.Add) + len(b.Del)
+	}
+	delete(r.kr.direct, peer)
+	delete(r.kr.directAt, peer)
+}
+
+// retryDirectLocked queues again the batches held for peer, whose direct
+// link did not open, each a hop the poorer: a keeper that cannot be
+// reached loses them after MaxTermHops tries.
+func (r *Router) retryDirectLocked(peer protocol.PeerID) {
+	bs := r.kr.direct[peer]
+	r.deliveredDirectLocked(peer)
+	for _, b := range bs {
+		if b.Hops > 0 {
+			b.Hops--
+			r.forwardLocked(b)
+		}
+	}
+}
+
 // forwardLocked holds a batch for the next flush, within the bounds.
 func (r *Router) forwardLocked(b protocol.TermBatch) {
 	kr := &r.kr
@@ -340,8 +389,16 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 		return nil
 	}
 	kr.flushed = now
+	for p, at := range kr.directAt {
+		if now.Sub(at) > directHeldFor {
+			r.deliveredDirectLocked(p)
+		}
+	}
 	batches := kr.fwd
-	kr.fwd, kr.fwdKeys = nil, 0
+	for _, b := range batches {
+		kr.fwdKeys -= len(b.Add) + len(b.Del)
+	}
+	kr.fwd = nil
 	keepers := slices.SortedFunc(maps.Keys(kr.out), func(a, b outKey) int {
 		return cmp.Or(cmpPeer(a.to, b.to), cmp.Compare(a.copies, b.copies))
 	})
@@ -391,6 +448,7 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 			h.to = linked[protocol.IDPrefix(protocol.PeerID(next))]
 		} else if known {
 			h.peer = to
+			r.heldDirectLocked(to, b)
 		} else {
 			r.Stats.SummariesDropped.Add(1) // a keeper we cannot name or reach
 			continue

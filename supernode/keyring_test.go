@@ -32,6 +32,15 @@ func (v *ringView) drop(peer protocol.PeerID) {
 // over whatever links there are).
 func newKeyRingNet(t *testing.T, n int) (*memNet, *ringView) {
 	t.Helper()
+	net, view := newKeyRingNetUnlinked(t, n)
+	net.ring()
+	return net, view
+}
+
+// newKeyRingNetUnlinked is newKeyRingNet with no links between the
+// supernodes.
+func newKeyRingNetUnlinked(t *testing.T, n int) (*memNet, *ringView) {
+	t.Helper()
 	view := &ringView{gen: 1}
 	cfg := testRouterConfig()
 	cfg.Ring = view.get
@@ -41,7 +50,6 @@ func newKeyRingNet(t *testing.T, n int) (*memNet, *ringView) {
 		nd.r.out = memDirectOutbox{memOutbox{nd}}
 		view.live = append(view.live, RingMember{Peer: nd.peer, Inc: 1})
 	}
-	net.ring()
 	return net, view
 }
 
@@ -467,5 +475,47 @@ func TestKeyRingForwardQueueIsBounded(t *testing.T) {
 	n0.r.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d keys still held after the flush", left)
+	}
+}
+
+// failingOutbox fails the first direct link to each supernode, as a dial
+// that times out does: the router is told, and sends again.
+type failingOutbox struct {
+	memDirectOutbox
+	failed map[protocol.PeerID]bool
+}
+
+func (o failingOutbox) SendDirect(to protocol.PeerID, m protocol.Message) {
+	if _, ok := m.(*protocol.TermPuts); ok && !o.failed[to] {
+		o.failed[to] = true
+		o.n.r.DirectFailed(to)
+		return
+	}
+	o.memDirectOutbox.SendDirect(to, m)
+}
+
+// A batch sent over a direct link that did not open is sent again, and its
+// keeper keeps it.
+func TestKeyRingRetriesAFailedDirectLink(t *testing.T) {
+	// Supernodes not linked: batches can only go over direct links.
+	net, _ := newKeyRingNetUnlinked(t, 3)
+	for _, nd := range net.nodes {
+		nd.r.out = failingOutbox{memDirectOutbox{memOutbox{nd}}, map[protocol.PeerID]bool{}}
+	}
+	net.addLeaf(0, "holder").publish("okapi.mp3")
+	// A tick whose sends all failed delivers nothing, so settling would
+	// stop there: tick on past every retry instead.
+	for range 20 {
+		net.clock.Advance(2 * time.Second)
+		net.tick()
+	}
+	for _, nd := range net.nodes[1:] {
+		hs, _ := nd.r.kr.store.holders(index.HashString("okapi"), 10, &nd.r.rnd)
+		if len(hs) != 1 || hs[0] != protocol.IDPrefix(net.nodes[0].peer) {
+			t.Errorf("keeper %s names %v for okapi after a failed direct link", nd.name, hs)
+		}
+	}
+	if kept := net.nodes[0].r.kr.fwdKeys; kept != 0 {
+		t.Errorf("%d keys still held for passing on", kept)
 	}
 }

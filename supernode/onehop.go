@@ -211,6 +211,7 @@ func (r *Router) ContactUp(id LinkID, peer protocol.PeerID) {
 	if s := r.slow[peer]; s != nil {
 		s.lostUntil = time.Time{}
 	}
+	r.deliveredDirectLocked(peer)
 	r.oh.contacts[id] = &contact{peer: peer,
 		queries: rate.NewLimiter(rate.Limit(r.cfg.NeighbourQueryRate), r.cfg.NeighbourQueryBurst),
 		puts:    rate.NewLimiter(rate.Limit(r.cfg.NeighbourSummaryRate), r.cfg.NeighbourSummaryBurst)}
@@ -250,6 +251,7 @@ func (r *Router) ContactDown(id LinkID) {
 // opened: its queries' rounds go on without it.
 func (r *Router) DirectFailed(peer protocol.PeerID) {
 	r.mu.Lock()
+	r.retryDirectLocked(peer)
 	msgs := r.directGoneLocked(peer)
 	r.mu.Unlock()
 	r.flush(msgs)

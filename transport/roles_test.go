@@ -123,6 +123,8 @@ func sample(t *testing.T, ty protocol.MsgType) protocol.Message {
 		m = &protocol.Promoted{Peer: id.ID, Addrs: []string{"127.0.0.1:9"}}
 	case protocol.TypeRedirect:
 		m = &protocol.Redirect{Target: id.ID.String() + "@127.0.0.1:9"}
+	case protocol.TypeTermLookup:
+		m = &protocol.TermLookup{ID: protocol.QueryID{1}, Keys: protocol.KeyList{7}}
 	case protocol.TypeCertificate:
 		m = &protocol.Certificate{Chain: protocol.Admit(network, id.Key.Public().(ed25519.PublicKey), protocol.CertSupernode, time.Now().Add(time.Hour))}
 	default:
