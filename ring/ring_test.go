@@ -221,22 +221,38 @@ func TestLinksRouteInFewHops(t *testing.T) {
 				t.Fatal("the first link is not the successor")
 			}
 		}
-		worst, sum := 0, 0
+		// For comparison: the successor and the farthest fingers.
+		farthest := map[ID][]ID{}
+		for _, id := range ids {
+			fs := r.Fingers(id)
+			o := []ID{fs[0]}
+			for k := len(fs) - 1; k > 0 && len(o) < 8; k-- {
+				o = append(o, fs[k])
+			}
+			farthest[id] = o
+		}
 		const lookups = 2000
-		for range lookups {
-			from, to := ids[rng.IntN(size)], ids[rng.IntN(size)]
+		route := func(links map[ID][]ID, from, to ID) int {
 			hops := 0
 			for at := from; at != to; hops++ {
 				next, ok := Toward(at, links[at], to)
-				if !ok || hops > 100 {
+				if !ok || hops > 1000 {
 					t.Fatalf("%d supernodes: no way on from %x to %x", size, at[:4], to[:4])
 				}
 				at = next
 			}
+			return hops
+		}
+		worst, sum, sumFar := 0, 0, 0
+		for range lookups {
+			from, to := ids[rng.IntN(size)], ids[rng.IntN(size)]
+			hops := route(links, from, to)
 			worst, sum = max(worst, hops), sum+hops
+			sumFar += route(farthest, from, to)
 		}
 		log2 := int(math.Ceil(math.Log2(float64(size))))
-		t.Logf("%d supernodes: %.1f hops on average, %d at worst (log2 N = %d)", size, float64(sum)/lookups, worst, log2)
+		t.Logf("%d supernodes: %.1f hops on average, %d at worst (log2 N = %d); the successor and the 7 farthest fingers: %.1f",
+			size, float64(sum)/lookups, worst, log2, float64(sumFar)/lookups)
 		if worst > 2*log2 {
 			t.Errorf("%d supernodes: a lookup took %d hops, over 2 log2 N", size, worst)
 		}
