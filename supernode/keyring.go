@@ -109,7 +109,7 @@ type termRing struct {
 	direct   map[protocol.PeerID][]protocol.TermBatch
 	directAt map[protocol.PeerID]time.Time
 	flushed  time.Time
-	store   termStore
+	store    termStore
 }
 
 func newTermRing() termRing {
