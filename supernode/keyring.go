@@ -543,15 +543,30 @@ func (r *Router) termLookup(from LinkID, m *protocol.TermLookup) error {
 }
 
 // lookup is the keyword ring phase of a leaf's query: the keepers of its
-// keys asked which supernodes hold them.
+// keys asked which supernodes hold them. A keeper that does not answer
+// within the round's timeout is not waited for: the key's next keeper is
+// asked, and whichever answers first counts. The last is given two rounds.
 type lookup struct {
-	keys  []uint64
-	tried []int // how many of each key's keepers were asked
-	asked []protocol.PeerID
-	done  []bool
-	lists [][]uint64 // holders by ID prefix
-	more  []bool     // the list is a sample, or no keeper answered
-	ends  time.Time
+	keys    []uint64
+	tried   []int               // how many of each key's keepers were asked
+	asked   [][]protocol.PeerID // the keepers asked for each key
+	waiting []protocol.PeerID   // the keeper each key waits on now
+	grace   []bool              // the last keeper's second round began
+	done    []bool
+	lists   [][]uint64 // holders by ID prefix
+	more    []bool     // the list is a sample
+	unknown []bool     // no keeper answered
+	ends    time.Time
+}
+
+// waitsOn reports whether the lookup waits on keeper peer.
+func (lk *lookup) waitsOn(peer protocol.PeerID) bool {
+	for i := range lk.keys {
+		if !lk.done[i] && lk.waiting[i] == peer {
+			return true
+		}
+	}
+	return false
 }
 
 // queryKeyRing routes a leaf's query, already answered from the local
@@ -571,8 +586,9 @@ func (r *Router) queryKeyRing(from LinkID, originID, id protocol.QueryID, q *pro
 		hs = hs[:min(len(hs), protocol.MaxLookupKeys)]
 		p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
 			found: map[protocol.ContentID]*foundFile{},
-			look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([]protocol.PeerID, len(hs)),
-				done: make([]bool, len(hs)), lists: make([][]uint64, len(hs)), more: make([]bool, len(hs))}}
+			look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([][]protocol.PeerID, len(hs)),
+				waiting: make([]protocol.PeerID, len(hs)), grace: make([]bool, len(hs)), done: make([]bool, len(hs)),
+				lists: make([][]uint64, len(hs)), more: make([]bool, len(hs)), unknown: make([]bool, len(hs))}}
 		p.countSources(local, r.maxCounted())
 		p.deadline = now.Add(r.cfg.DirectTimeout)
 		r.queries[id] = p
@@ -587,15 +603,15 @@ func (r *Router) queryKeyRing(from LinkID, originID, id protocol.QueryID, q *pro
 	return nil
 }
 
-// askKeepersLocked asks, for each key not yet answered, its next keeper:
-// ourselves at once when we are one, the others in one lookup each. With
-// every key answered, the rounds begin.
+// askKeepersLocked asks, for each key not yet answered and waiting on
+// none, its next keeper: ourselves at once when we are one, the others in
+// one lookup each. With every key answered, or given up, the rounds begin.
 func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
 	lk := p.direct.look
 	by := map[protocol.PeerID][]uint64{}
 	var order []protocol.PeerID
 	for i, k := range lk.keys {
-		if lk.done[i] || lk.asked[i] != (protocol.PeerID{}) {
+		if lk.done[i] || !lk.waiting[i].IsZero() {
 			continue
 		}
 		keepers := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
@@ -613,18 +629,19 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 			lk.tried[i]++
 		}
 		if lk.tried[i] >= len(keepers) {
-			lk.done[i], lk.more[i] = true, true // no keeper answered: the key rules nothing out
+			lk.done[i], lk.unknown[i] = true, true // no keeper answered: the key rules nothing out
 			continue
 		}
 		to := protocol.PeerID(keepers[lk.tried[i]])
 		lk.tried[i]++
-		lk.asked[i] = to
+		lk.asked[i] = append(lk.asked[i], to)
+		lk.waiting[i] = to
 		if _, ok := by[to]; !ok {
 			order = append(order, to)
 		}
 		by[to] = append(by[to], k)
 	}
-	if len(order) == 0 {
+	if !slices.Contains(lk.done, false) {
 		return r.candidatesFromLookupLocked(id, p, now)
 	}
 	var msgs []outMsg
@@ -636,7 +653,8 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 	return msgs
 }
 
-// termHolders takes a keeper's answer to a lookup of ours.
+// termHolders takes a keeper's answer to a lookup of ours: from any of the
+// keepers asked for a key, late or not.
 func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 	now := r.cfg.Now()
 	r.mu.Lock()
@@ -649,7 +667,7 @@ func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 	lk := p.direct.look
 	for _, l := range m.Lists {
 		for i, k := range lk.keys {
-			if k == l.Key && lk.asked[i] == peer && !lk.done[i] {
+			if k == l.Key && !lk.done[i] && slices.Contains(lk.asked[i], peer) {
 				lk.lists[i], lk.more[i], lk.done[i] = slices.Clone(l.Holders), l.More, true
 			}
 		}
@@ -666,21 +684,32 @@ func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 }
 
 // lookupTickLocked asks the next keepers of the keys whose keeper did not
-// answer within the round's timeout, or that is gone (peer, if set).
+// answer within the round's timeout, or that is gone (gone, if set).
 func (r *Router) lookupTickLocked(id protocol.QueryID, p *pending, gone protocol.PeerID, now time.Time) []outMsg {
 	lk := p.direct.look
 	for i := range lk.keys {
-		if lk.done[i] || lk.asked[i] == (protocol.PeerID{}) {
+		w := lk.waiting[i]
+		switch {
+		case lk.done[i] || w.IsZero():
+			continue
+		case !gone.IsZero():
+			if w == gone {
+				lk.waiting[i] = protocol.PeerID{}
+			}
 			continue
 		}
-		if gone.IsZero() {
-			r.directMissedLocked(lk.asked[i], now)
-		} else if lk.asked[i] != gone {
+		r.directMissedLocked(w, now)
+		if lk.tried[i] >= min(ring.Copies, r.kr.ring.Len()) && !lk.grace[i] {
+			lk.grace[i] = true // the last keeper: a round more
 			continue
 		}
-		lk.asked[i] = protocol.PeerID{}
+		lk.waiting[i] = protocol.PeerID{}
 	}
-	return r.askKeepersLocked(id, p, now)
+	msgs := r.askKeepersLocked(id, p, now)
+	if p.direct.look != nil && now.After(lk.ends) {
+		lk.ends = now.Add(r.cfg.RoundTimeout)
+	}
+	return msgs
 }
 
 // candidatesFromLookupLocked ends the lookup: the supernodes named for
@@ -690,9 +719,13 @@ func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now
 	lk := p.direct.look
 	p.direct.look = nil
 	// The shortest whole list, else the shortest sample, is where the
-	// candidates come from; the other whole lists rule some out.
+	// candidates come from; the other whole lists rule some out. A key no
+	// keeper answered for rules nothing out and names no one.
 	base := -1
 	for i := range lk.keys {
+		if lk.unknown[i] {
+			continue
+		}
 		if base < 0 || lk.more[base] && !lk.more[i] ||
 			lk.more[base] == lk.more[i] && len(lk.lists[i]) < len(lk.lists[base]) {
 			base = i
@@ -700,20 +733,22 @@ func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now
 	}
 	var cs []cand
 	self := protocol.IDPrefix(r.cfg.ID)
-	for _, x := range lk.lists[base] {
-		c, ok := r.kr.view.ByPrefix[x]
-		if x == self || !ok {
-			continue
-		}
-		in := true
-		for i := range lk.keys {
-			if i != base && !lk.more[i] && !slices.Contains(lk.lists[i], x) {
-				in = false
-				break
+	if base >= 0 {
+		for _, x := range lk.lists[base] {
+			c, ok := r.kr.view.ByPrefix[x]
+			if x == self || !ok {
+				continue
 			}
-		}
-		if in && !slices.ContainsFunc(cs, func(x cand) bool { return x.p == c }) {
-			cs = append(cs, cand{p: c, leaves: r.kr.view.Members[c].Leaves})
+			in := true
+			for i := range lk.keys {
+				if i != base && !lk.unknown[i] && !lk.more[i] && !slices.Contains(lk.lists[i], x) {
+					in = false
+					break
+				}
+			}
+			if in && !slices.ContainsFunc(cs, func(x cand) bool { return x.p == c }) {
+				cs = append(cs, cand{p: c, leaves: r.kr.view.Members[c].Leaves})
+			}
 		}
 	}
 	p.direct.cands = r.orderLocked(cs)

@@ -519,3 +519,62 @@ func TestKeyRingRetriesAFailedDirectLink(t *testing.T) {
 		t.Errorf("%d keys still held for passing on", kept)
 	}
 }
+
+// When no keeper of one word answers, the search goes on with what the
+// keepers of the others named: that word rules nothing out.
+func TestKeyRingLookupGoesOnWithoutAWord(t *testing.T) {
+	const n = 12
+	net, view := newKeyRingNet(t, n)
+	walrus := net.keepersOf("walrus", view.live)
+	holder, asker := -1, -1
+	for i := range n {
+		if slices.Contains(walrus, i) || slices.Contains(net.keepersOf("okapi", view.live), i) {
+			continue
+		}
+		if holder < 0 {
+			holder = i
+		} else if asker < 0 {
+			asker = i
+		}
+	}
+	net.addLeaf(holder, "holder").publish("walrus okapi.mp3")
+	net.settleKeys()
+	for _, k := range walrus {
+		net.nodes[k].mute = true
+	}
+	a := net.addLeaf(asker, "asker")
+	id := a.start(protocol.Query{Text: "walrus okapi"})
+	for range 12 {
+		net.clock.Advance(testRouterConfig().RoundTimeout + 200*time.Millisecond)
+		net.tick()
+	}
+	r := a.collect(id)
+	if r.done == nil || len(r.hits) != 1 {
+		t.Fatalf("%d hits, done %v: want the file, found through the other word's keepers", len(r.hits), r.done)
+	}
+	for _, k := range walrus {
+		if got := net.nodes[k].got[protocol.TypeTermLookup]; got != 1 {
+			t.Errorf("keeper %s of walrus got %d lookups, want 1", net.nodes[k].name, got)
+		}
+	}
+}
+
+// A word whose keepers all failed names no one: the candidates come from a
+// word that was answered, even with a sample, not from the empty list.
+func TestKeyRingUnansweredWordNamesNoOne(t *testing.T) {
+	net, _ := newKeyRingNet(t, 6)
+	net.settleKeys()
+	r := net.nodes[0].r
+	named := []uint64{protocol.IDPrefix(net.nodes[2].peer), protocol.IDPrefix(net.nodes[3].peer)}
+	p := &pending{direct: &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
+		found: map[protocol.ContentID]*foundFile{}, look: &lookup{keys: []uint64{1, 2},
+			done: []bool{true, true}, lists: [][]uint64{nil, named}, more: []bool{false, true}, unknown: []bool{true, false}}},
+		limit: 10}
+	r.mu.Lock()
+	r.candidatesFromLookupLocked(protocol.QueryID{9}, p, net.clock.Now())
+	cands := p.direct.cands
+	r.mu.Unlock()
+	if len(cands) != 2 {
+		t.Fatalf("%d candidates, want the 2 the answered word named", len(cands))
+	}
+}

@@ -981,7 +981,7 @@ func (r *Router) directGoneLocked(peer protocol.PeerID) []outMsg {
 	var msgs []outMsg
 	ids := make([]protocol.QueryID, 0)
 	for qid, p := range r.queries {
-		if p.direct != nil && (p.direct.waiting[peer] || p.direct.look != nil && slices.Contains(p.direct.look.asked, peer)) {
+		if p.direct != nil && (p.direct.waiting[peer] || p.direct.look != nil && p.direct.look.waitsOn(peer)) {
 			ids = append(ids, qid)
 		}
 	}
