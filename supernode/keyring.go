@@ -230,7 +230,13 @@ func prefixTarget(x uint64, id protocol.PeerID, known bool) ring.ID {
 // would take the way round the ring three times, not once and two steps.
 func (r *Router) keepersLocked(k uint64, add bool) {
 	ks := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
-	r.queueKeyLocked(protocol.PeerID(ks[0]), uint8(len(ks)-1), k, add)
+	// A keeper whose link went down lately is likely dead, and would pass
+	// nothing on: the chain starts after it.
+	now, i := r.cfg.Now(), 0
+	for i < len(ks)-1 && r.lostLocked(protocol.PeerID(ks[i]), now) {
+		i++
+	}
+	r.queueKeyLocked(protocol.PeerID(ks[i]), uint8(len(ks)-1-i), k, add)
 }
 
 // keepLocked takes a batch for us: we keep its keys, and pass it on to
@@ -279,12 +285,25 @@ func (r *Router) deliveredDirectLocked(peer protocol.PeerID) {
 }
 
 // retryDirectLocked queues again the batches held for peer, whose direct
-// link did not open, each a hop the poorer: a keeper that cannot be
-// reached loses them after MaxTermHops tries.
+// link did not open: for it again, a hop the poorer, until MaxTermHops
+// tries, and no longer to be passed on; the passing on starts at its
+// successor instead (a key's keepers follow each other on the ring), in
+// case it died.
 func (r *Router) retryDirectLocked(peer protocol.PeerID) {
 	bs := r.kr.direct[peer]
 	r.deliveredDirectLocked(peer)
 	for _, b := range bs {
+		if b.Copies > 0 && r.kr.ring != nil {
+			c := b
+			next := protocol.PeerID(r.kr.ring.Successor(ringNext(ring.ID(peer))))
+			c.To, c.Copies, c.Hops = protocol.IDPrefix(next), b.Copies-1, protocol.MaxTermHops
+			if next == r.cfg.ID {
+				r.keepLocked(c)
+			} else {
+				r.forwardLocked(c)
+			}
+			b.Copies = 0
+		}
 		if b.Hops > 0 {
 			b.Hops--
 			r.forwardLocked(b)
