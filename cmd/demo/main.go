@@ -192,14 +192,14 @@ func run(opts options) error {
 		_ = ui
 	}
 
-	// Wait until every peer is attached and sn0's summary has reached sn2
-	// through sn1.
+	// Wait until every peer is attached and sn0's keys have reached the
+	// keyword ring's keepers (with three supernodes, each keeps them all).
 	if err := waitReady(ctx, dataDirs, "fatou", "let it be"); err != nil {
 		return err
 	}
 
 	fatou := dataDirs["fatou"]
-	step(`fatou (on sn2) searches for "Hey Jude": sn2 answers from its own index and sends the query straight to sn0, whose summary holds both words; sn1 is not asked`)
+	step(`fatou (on sn2) searches for "Hey Jude": sn2 answers from its own index, finds on the keyword ring (it keeps every word of an overlay of three) that sn0 holds both words, and sends the query straight there; sn1 is not asked`)
 	if err := cmd(fatou, "search", "Hey Jude"); err != nil {
 		return err
 	}
