@@ -180,9 +180,19 @@ func findOne(t testing.TB, d *peer.Daemon, q string, within time.Duration) proto
 	return hits[0]
 }
 
-// search runs a query from d and returns the hits grouped by content ID.
+// lastSearch is when each daemon last searched, for search's pacing.
+var lastSearch sync.Map // *peer.Daemon -> time.Time
+
+// search runs a query from d and returns the hits grouped by content ID. A
+// daemon searches at most every 60 ms, within a leaf's query rate (20 a
+// second): tests that poll a search would otherwise get most of theirs
+// refused.
 func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, apitype.SearchResult) {
 	t.Helper()
+	if at, ok := lastSearch.Load(d); ok {
+		time.Sleep(time.Until(at.(time.Time).Add(60 * time.Millisecond)))
+	}
+	defer lastSearch.Store(d, time.Now())
 	var hits []protocol.Hit
 	res, err := d.Search(context.Background(), q, protocol.ContentID{}, 0, func(h []protocol.Hit) { hits = append(hits, h...) })
 	if err != nil {
@@ -191,8 +201,9 @@ func search(t testing.TB, d *peer.Daemon, q string) ([]protocol.Hit, apitype.Sea
 	return peer.GroupHits(hits), res
 }
 
-// settled waits until no supernode has sent a summary for a quarter second
-// (five ticks): the attenuated filters have converged, and routing is stable.
+// settled waits until no supernode has sent a summary or a keyword ring
+// batch for a second and a half, longer than the second batches wait to be
+// passed on each hop: routing is stable.
 func settled(t testing.TB, sns ...*supernode.Server) {
 	t.Helper()
 	sent := func() uint64 {
@@ -203,8 +214,8 @@ func settled(t testing.TB, sns ...*supernode.Server) {
 		return n
 	}
 	last, since := sent(), time.Now()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Since(since) < 250*time.Millisecond {
+	deadline := time.Now().Add(raceSlowdown * 15 * time.Second)
+	for time.Since(since) < 1500*time.Millisecond {
 		if time.Now().After(deadline) {
 			t.Fatal("summaries still changing after 15 s")
 		}

@@ -65,8 +65,12 @@ func TestPeerFailsOverToNextSupernode(t *testing.T) {
 		func(c *peer.Config) {
 			c.Supernodes = append(c.Supernodes, b.ID().String()+"@"+b.Addr().String())
 		})
+	// Searches paced within a leaf's query rate (20 a second).
 	eventually(t, 10*time.Second, "the song findable from b", func() bool {
 		h, _ := search(t, searcher, "wandering")
+		if len(h) != 1 {
+			time.Sleep(60 * time.Millisecond)
+		}
 		return len(h) == 1
 	})
 	a.Close()
@@ -77,7 +81,11 @@ func TestPeerFailsOverToNextSupernode(t *testing.T) {
 	})
 	eventually(t, 5*time.Second, "the song findable again", func() bool {
 		h, _ := search(t, searcher, "wandering")
-		return len(h) == 1 && h[0].Sources[0].Peer == p.ID()
+		if len(h) == 1 && h[0].Sources[0].Peer == p.ID() {
+			return true
+		}
+		time.Sleep(60 * time.Millisecond)
+		return false
 	})
 	t.Logf("failover and republish took %v", time.Since(start).Round(10*time.Millisecond))
 }

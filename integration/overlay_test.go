@@ -124,13 +124,18 @@ func TestSummariesPruneQueries(t *testing.T) {
 		return a.Router().IndexedFiles() == 1 && b.Router().IndexedFiles() == 1 && c.Router().IndexedFiles() == 1 &&
 			b.Router().Neighbours() == 2
 	})
-	// A supernode issues a version of its summary at most every 5 s: the
-	// one it issued before its leaf published may be the one out there.
-	eventually(t, raceSlowdown*15*time.Second, "every summary to name its supernode's file", func() bool {
+	// A supernode's keys reach the keepers a second per hop after it took
+	// them, at most every 5 s. Three searches a round, paced within a leaf's query rate (20 a
+	// second): over it, most would be refused.
+	eventually(t, raceSlowdown*15*time.Second, "every supernode's file to be found", func() bool {
 		h1, _ := search(t, pc, "zebracorn")
 		h2, _ := search(t, pa, "quokka")
 		h3, _ := search(t, pa, "middle")
-		return len(h1) == 1 && len(h2) == 1 && len(h3) == 1
+		if len(h1) == 1 && len(h2) == 1 && len(h3) == 1 {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+		return false
 	})
 	settled(t, a, b, c)
 	type counts struct{ a, b, c uint64 }

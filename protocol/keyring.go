@@ -1,6 +1,9 @@
 package protocol
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // VersionKeyRing is the first version with the keyword ring: the keys of
 // every supernode's index (the 64-bit hashes of its terms and content IDs)
@@ -15,7 +18,7 @@ const (
 	MaxLookupKeys  = 64   // keys one term_lookup asks for
 	MaxTermHolders = 256  // holders one list names
 	MaxTermHops    = 32   // supernode hops a batch may take to its keeper
-	MaxTermCopies  = 7    // successors a keeper passes a batch on to
+	MaxTermThen    = 7    // keepers a batch is passed on to after To
 )
 
 // TermBatch is what one supernode (the publisher) changed in the keys it
@@ -30,12 +33,13 @@ type TermBatch struct {
 	// drops what the earlier one put.
 	Inc  uint64 `msgpack:"i"`
 	Hops uint8  `msgpack:"h"`
-	// Copies is how many of its successors the keeper passes the batch on
-	// to, each the next: a change goes round the ring once, to the first
-	// of a key's keepers, and from there a step to each of the others.
-	Copies uint8   `msgpack:"c,omitempty"`
-	Add    KeyList `msgpack:"a,omitempty"`
-	Del    KeyList `msgpack:"d,omitempty"`
+	// Then are the keepers, by ID prefix, that To passes the batch on to,
+	// each to the next, as the publisher sees them: a change goes round
+	// the ring once, to the first of a key's keepers, and from there a
+	// step to each of the others.
+	Then KeyList `msgpack:"n,omitempty"`
+	Add  KeyList `msgpack:"a,omitempty"`
+	Del  KeyList `msgpack:"d,omitempty"`
 }
 
 func (b *TermBatch) wireCheck() error {
@@ -52,8 +56,10 @@ func (b *TermBatch) check() error {
 	switch {
 	case b.Hops > MaxTermHops:
 		return invalid("term batch with %d hops left (max %d)", b.Hops, MaxTermHops)
-	case b.Copies > MaxTermCopies:
-		return invalid("term batch for %d copies (max %d)", b.Copies, MaxTermCopies)
+	case len(b.Then) > MaxTermThen:
+		return invalid("term batch passed on to %d keepers (max %d)", len(b.Then), MaxTermThen)
+	case slices.Contains(b.Then, 0):
+		return invalid("term batch passed on to the zero prefix")
 	case len(b.Add)+len(b.Del) == 0:
 		return invalid("empty term batch")
 	case len(b.Add) > MaxTermKeys || len(b.Del) > MaxTermKeys:

@@ -16,7 +16,8 @@ func TestTermBatchBounds(t *testing.T) {
 		"no keys":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead)},
 		"empty key lists":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: KeyList{}, Del: KeyList{}},
 		"33 hops":           {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Hops: MaxTermHops + 1, Add: KeyList{1}},
-		"8 copies":          {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Copies: MaxTermCopies + 1, Add: KeyList{1}},
+		"8 keepers after":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Then: make(KeyList, MaxTermThen+1), Add: KeyList{1}},
+		"zero keeper after": {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Then: KeyList{7, 0}, Add: KeyList{1}},
 		"4097 keys added":   {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Add: keys(MaxTermKeys + 1)},
 		"4097 keys removed": {To: IDPrefix(exSN), Publisher: IDPrefix(exLead), Del: keys(MaxTermKeys + 1)},
 	} {

@@ -124,17 +124,29 @@ func (r *Router) keyRingOn() bool {
 	return ok && r.cfg.Ring != nil && !r.cfg.OneHop && !r.cfg.MultiHop
 }
 
-// outKey is where a queued change goes: a keeper, and how many of its
-// successors it passes the change on to.
+// outKey is where a queued change goes: a keeper, and the keepers it
+// passes the change on to, by ID prefix.
 type outKey struct {
-	to     protocol.PeerID
-	copies uint8
+	to   protocol.PeerID
+	then [ring.Copies - 1]uint64
+	n    uint8
+}
+
+// thenOf is the list of keepers k names.
+func (k outKey) thenOf() protocol.KeyList {
+	if k.n == 0 {
+		return nil
+	}
+	return slices.Clone(protocol.KeyList(k.then[:k.n]))
 }
 
 // queueKeyLocked queues a change of key k for keeper to, to be passed on
-// to copies of its successors: a change that undoes one not yet sent
-// cancels it.
-func (r *Router) queueKeyLocked(to protocol.PeerID, copies uint8, k uint64, add bool) {
+// to the keepers then: a change that undoes one not yet sent cancels it.
+func (r *Router) queueKeyLocked(to protocol.PeerID, then []protocol.PeerID, k uint64, add bool) {
+	ok := outKey{to: to, n: uint8(len(then))}
+	for i, p := range then {
+		ok.then[i] = protocol.IDPrefix(p)
+	}
 	if to == r.cfg.ID {
 		var a, d []uint64
 		if add {
@@ -143,13 +155,13 @@ func (r *Router) queueKeyLocked(to protocol.PeerID, copies uint8, k uint64, add 
 			d = []uint64{k}
 		}
 		r.keepLocked(protocol.TermBatch{To: protocol.IDPrefix(to), Publisher: protocol.IDPrefix(to), Inc: r.cfg.Incarnation,
-			Copies: copies, Add: a, Del: d})
+			Then: ok.thenOf(), Add: a, Del: d})
 		return
 	}
-	m := r.kr.out[outKey{to, copies}]
+	m := r.kr.out[ok]
 	if m == nil {
 		m = map[uint64]bool{}
-		r.kr.out[outKey{to, copies}] = m
+		r.kr.out[ok] = m
 	}
 	if was, ok := m[k]; ok && was != add {
 		delete(m, k)
@@ -236,21 +248,28 @@ func (r *Router) keepersLocked(k uint64, add bool) {
 	for i < len(ks)-1 && r.lostLocked(protocol.PeerID(ks[i]), now) {
 		i++
 	}
-	r.queueKeyLocked(protocol.PeerID(ks[i]), uint8(len(ks)-1-i), k, add)
+	then := make([]protocol.PeerID, 0, len(ks)-1-i)
+	for _, id := range ks[i+1:] {
+		then = append(then, protocol.PeerID(id))
+	}
+	r.queueKeyLocked(protocol.PeerID(ks[i]), then, k, add)
 }
 
 // keepLocked takes a batch for us: we keep its keys, and pass it on to
-// our successor while it asks for copies.
+// the next keeper it names.
 func (r *Router) keepLocked(b protocol.TermBatch) {
 	r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
-	if b.Copies == 0 || r.kr.ring == nil {
+	if len(b.Then) == 0 {
 		return
 	}
-	next := protocol.PeerID(r.kr.ring.Successor(ringNext(ring.ID(r.cfg.ID))))
-	if next == r.cfg.ID {
+	b.To, b.Then, b.Hops = b.Then[0], b.Then[1:], protocol.MaxTermHops
+	if len(b.Then) == 0 {
+		b.Then = nil
+	}
+	if b.To == protocol.IDPrefix(r.cfg.ID) {
+		r.keepLocked(b)
 		return
 	}
-	b.To, b.Copies, b.Hops = protocol.IDPrefix(next), b.Copies-1, protocol.MaxTermHops
 	r.forwardLocked(b)
 }
 
@@ -293,16 +312,18 @@ func (r *Router) retryDirectLocked(peer protocol.PeerID) {
 	bs := r.kr.direct[peer]
 	r.deliveredDirectLocked(peer)
 	for _, b := range bs {
-		if b.Copies > 0 && r.kr.ring != nil {
+		if len(b.Then) > 0 {
 			c := b
-			next := protocol.PeerID(r.kr.ring.Successor(ringNext(ring.ID(peer))))
-			c.To, c.Copies, c.Hops = protocol.IDPrefix(next), b.Copies-1, protocol.MaxTermHops
-			if next == r.cfg.ID {
+			c.To, c.Then, c.Hops = b.Then[0], b.Then[1:], protocol.MaxTermHops
+			if len(c.Then) == 0 {
+				c.Then = nil
+			}
+			if c.To == protocol.IDPrefix(r.cfg.ID) {
 				r.keepLocked(c)
 			} else {
 				r.forwardLocked(c)
 			}
-			b.Copies = 0
+			b.Then = nil
 		}
 		if b.Hops > 0 {
 			b.Hops--
@@ -320,16 +341,6 @@ func (r *Router) forwardLocked(b protocol.TermBatch) {
 	}
 	kr.fwd = append(kr.fwd, b)
 	kr.fwdKeys += len(b.Add) + len(b.Del)
-}
-
-// ringNext is the ring position just after id.
-func ringNext(id ring.ID) ring.ID {
-	for i := len(id) - 1; i >= 0; i-- {
-		if id[i]++; id[i] != 0 {
-			break
-		}
-	}
-	return id
 }
 
 // reassignLocked tells keepers of the ring's change from old to next: those
@@ -387,12 +398,12 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 		now := next.Replicas(ring.KeyPos(k), ring.Copies)
 		for _, id := range now {
 			if !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
-				r.queueKeyLocked(protocol.PeerID(id), 0, k, true)
+				r.queueKeyLocked(protocol.PeerID(id), nil, k, true)
 			}
 		}
 		for _, id := range was {
 			if !slices.Contains(now, id) && next.Has(id) {
-				r.queueKeyLocked(protocol.PeerID(id), 0, k, false)
+				r.queueKeyLocked(protocol.PeerID(id), nil, k, false)
 			}
 		}
 	}
@@ -419,7 +430,7 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 	}
 	kr.fwd = nil
 	keepers := slices.SortedFunc(maps.Keys(kr.out), func(a, b outKey) int {
-		return cmp.Or(cmpPeer(a.to, b.to), cmp.Compare(a.copies, b.copies))
+		return cmp.Or(cmpPeer(a.to, b.to), cmp.Compare(a.n, b.n), slices.Compare(a.then[:], b.then[:]))
 	})
 	for _, ok := range keepers {
 		var add, del []uint64
@@ -435,7 +446,7 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 		for len(add) > 0 || len(del) > 0 {
 			na, nd := min(len(add), protocol.MaxTermKeys), min(len(del), protocol.MaxTermKeys)
 			batches = append(batches, protocol.TermBatch{To: protocol.IDPrefix(ok.to), Publisher: protocol.IDPrefix(r.cfg.ID), Inc: r.cfg.Incarnation,
-				Hops: protocol.MaxTermHops, Copies: ok.copies, Add: add[:na:na], Del: del[:nd:nd]})
+				Hops: protocol.MaxTermHops, Then: ok.thenOf(), Add: add[:na:na], Del: del[:nd:nd]})
 			add, del = add[na:], del[nd:]
 		}
 	}
