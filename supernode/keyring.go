@@ -599,38 +599,25 @@ func (lk *lookup) waitsOn(peer protocol.PeerID) bool {
 	return false
 }
 
-// queryKeyRing routes a leaf's query, already answered from the local
-// index with the hits local: the keepers of its keys first, then the
-// supernodes they name.
-func (r *Router) queryKeyRing(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, local []protocol.Hit, limit int, now time.Time) error {
-	n := len(local)
-	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
-		hits: n, limit: limit}
-	var msgs []outMsg
-	started := false
-	r.mu.Lock()
-	if _, still := r.leaves[from]; still && r.kr.ring != nil && len(keys) > 0 && (!q.CID.IsZero() || n < limit) {
-		hs := keyHashes(keys)
-		slices.Sort(hs)
-		hs = slices.Compact(hs)
-		hs = hs[:min(len(hs), protocol.MaxLookupKeys)]
-		p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
-			found: map[protocol.ContentID]*foundFile{},
-			look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([][]protocol.PeerID, len(hs)),
-				waiting: make([]protocol.PeerID, len(hs)), grace: make([]bool, len(hs)), done: make([]bool, len(hs)),
-				lists: make([][]uint64, len(hs)), more: make([]bool, len(hs)), unknown: make([]bool, len(hs))}}
-		p.countSources(local, r.maxCounted())
-		p.deadline = now.Add(r.cfg.DirectTimeout)
-		r.queries[id] = p
-		msgs, started = r.askKeepersLocked(id, p, now), true
+// startKeyRingLocked registers a leaf's query for the keyword ring and
+// asks the keepers of its keys; the local hits count towards enough.
+func (r *Router) startKeyRingLocked(id protocol.QueryID, p *pending, keys [][]byte, local []protocol.Hit, now time.Time) ([]outMsg, bool) {
+	if r.kr.ring == nil {
+		return nil, false
 	}
-	r.mu.Unlock()
-	if !started {
-		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
-		return nil
-	}
-	r.flush(msgs)
-	return nil
+	hs := keyHashes(keys)
+	slices.Sort(hs)
+	hs = slices.Compact(hs)
+	hs = hs[:min(len(hs), protocol.MaxLookupKeys)]
+	p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
+		found: map[protocol.ContentID]*foundFile{},
+		look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([][]protocol.PeerID, len(hs)),
+			waiting: make([]protocol.PeerID, len(hs)), grace: make([]bool, len(hs)), done: make([]bool, len(hs)),
+			lists: make([][]uint64, len(hs)), more: make([]bool, len(hs)), unknown: make([]bool, len(hs))}}
+	p.countSources(local, r.maxCounted())
+	p.deadline = now.Add(r.cfg.DirectTimeout)
+	r.queries[id] = p
+	return r.askKeepersLocked(id, p, now), true
 }
 
 // askKeepersLocked asks, for each key not yet answered and waiting on

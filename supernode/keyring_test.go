@@ -57,13 +57,7 @@ func newKeyRingNetUnlinked(t *testing.T, n int) (*memNet, *ringView) {
 // tick sends nothing.
 func (net *memNet) settleKeys() {
 	net.t.Helper()
-	for range 100 {
-		net.clock.Advance(6 * time.Second)
-		if net.tick() == 0 {
-			return
-		}
-	}
-	net.t.Fatal("the keyword ring did not settle in 100 ticks")
+	net.settleSlow("the keyword ring")
 }
 
 // lookupMsgs counts the keyword ring's lookups and their answers, received

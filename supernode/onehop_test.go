@@ -48,13 +48,20 @@ func oneHopSongs(t *testing.T, n int) (*memNet, []*memLeaf) {
 // tick sends nothing.
 func (net *memNet) settleOneHop() {
 	net.t.Helper()
+	net.settleSlow("one-hop summaries")
+}
+
+// settleSlow ticks, with the clock past SummaryEvery each time, until a
+// tick sends nothing; what names what failed to settle.
+func (net *memNet) settleSlow(what string) {
+	net.t.Helper()
 	for range 100 {
 		net.clock.Advance(6 * time.Second)
 		if net.tick() == 0 {
 			return
 		}
 	}
-	net.t.Fatal("one-hop summaries did not settle in 100 ticks")
+	net.t.Fatalf("%s did not settle in 100 ticks", what)
 }
 
 // A term that exactly k supernodes hold costs a query and a QueryDone to

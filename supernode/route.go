@@ -144,10 +144,10 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	local := r.searchLocal(from, originID, q, limit)
 	n := len(local)
 	if fromLeaf && r.keyRingOn() {
-		return r.queryKeyRing(from, originID, id, q, keys, local, limit, now)
+		return r.queryDirect(from, originID, id, q, keys, local, limit, now, r.startKeyRingLocked)
 	}
 	if fromLeaf && r.oneHopOn() {
-		return r.queryOneHop(from, originID, id, q, keys, local, limit, now)
+		return r.queryDirect(from, originID, id, q, keys, local, limit, now, r.startDirectLocked)
 	}
 
 	// Supernodes further out wait less, so their partial answers still reach
@@ -201,10 +201,12 @@ func (r *Router) limitOf(q *protocol.Query) int {
 	return r.cfg.MaxResults
 }
 
-// queryOneHop routes a leaf's query, already answered from the local index
-// with the hits local, to the supernodes whose one-hop summaries hold its
-// keys.
-func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, local []protocol.Hit, limit int, now time.Time) error {
+// queryDirect routes a leaf's query, already answered from the local index
+// with the hits local, straight to other supernodes: start registers it
+// and sends what goes first, by the keyword ring or the one-hop summaries,
+// or reports that nothing need be asked.
+func (r *Router) queryDirect(from LinkID, originID, id protocol.QueryID, q *protocol.Query, keys [][]byte, local []protocol.Hit, limit int, now time.Time,
+	start func(protocol.QueryID, *pending, [][]byte, []protocol.Hit, time.Time) ([]outMsg, bool)) error {
 	n := len(local)
 	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
 		hits: n, limit: limit}
@@ -212,7 +214,7 @@ func (r *Router) queryOneHop(from LinkID, originID, id protocol.QueryID, q *prot
 	started := false
 	r.mu.Lock()
 	if _, still := r.leaves[from]; still && len(keys) > 0 && (!q.CID.IsZero() || n < limit) {
-		msgs, started = r.startDirectLocked(id, p, keys, local, now)
+		msgs, started = start(id, p, keys, local, now)
 	}
 	r.mu.Unlock()
 	if !started {
