@@ -223,7 +223,7 @@ func (o *overlay) newView() {
 // first (all of them, before any takes the links a popular one has room
 // for), then the fingers of ring.Links, then at random.
 func (o *overlay) linkAll() {
-	var rg *ring.Ring
+	links := make([][]ring.ID, len(o.sns))
 	if o.keyRing() {
 		ids := make([]ring.ID, 0, o.liveSNs)
 		for j, t := range o.sns {
@@ -231,10 +231,13 @@ func (o *overlay) linkAll() {
 				ids = append(ids, ring.ID(snID(j)))
 			}
 		}
-		rg = ring.New(ids)
+		rg := ring.New(ids)
 		for i, s := range o.sns {
 			if s.alive {
-				o.linkSN(i, snIndex(protocol.PeerID(rg.Successor(next(ring.ID(snID(i)))))))
+				links[i] = rg.Links(ring.ID(snID(i)), o.Neighbours)
+				if len(links[i]) > 0 {
+					o.linkSN(i, snIndex(protocol.PeerID(links[i][0])))
+				}
 			}
 		}
 	}
@@ -242,8 +245,8 @@ func (o *overlay) linkAll() {
 		if !s.alive {
 			continue
 		}
-		if rg != nil {
-			for _, f := range rg.Links(ring.ID(snID(i)), o.Neighbours)[1:] {
+		if len(links[i]) > 0 {
+			for _, f := range links[i][1:] {
 				if len(s.nbrs) >= o.Neighbours {
 					break
 				}
@@ -254,16 +257,6 @@ func (o *overlay) linkAll() {
 			o.linkSN(i, o.e.net.random().IntN(len(o.sns)))
 		}
 	}
-}
-
-// next is the ring position just after id.
-func next(id ring.ID) ring.ID {
-	for i := len(id) - 1; i >= 0; i-- {
-		if id[i]++; id[i] != 0 {
-			break
-		}
-	}
-	return id
 }
 
 func (o *overlay) linkSN(i, j int) {

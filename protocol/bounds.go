@@ -201,19 +201,9 @@ type wireChecker interface{ wireCheck() error }
 // repeated 256-hit lists comes to 160 MiB). nil stays nil.
 func registerCapped[S ~[]T, T any](limit int) {
 	msgpack.Register(S(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
-		if !v.IsNil() {
-			return fmt.Errorf("%s set twice: a key is repeated", v.Type())
-		}
-		n, err := d.DecodeArrayLen()
-		if err != nil {
+		n, err := listLen(d, v, limit)
+		if n < 0 || err != nil {
 			return err
-		}
-		if n > limit {
-			return fmt.Errorf("%d elements of %s (max %d)", n, v.Type(), limit)
-		}
-		if n < 0 {
-			v.SetZero()
-			return nil
 		}
 		s := make(S, 0, min(n, 8))
 		for i := 0; i < n; i++ {
@@ -236,6 +226,26 @@ func registerCapped[S ~[]T, T any](limit int) {
 	})
 }
 
+// listLen reads the length of a capped list into v: over limit, or into a
+// slice already set (a repeated key), it is refused; a nil list sets v to
+// nil and gives -1.
+func listLen(d *msgpack.Decoder, v reflect.Value, limit int) (int, error) {
+	if !v.IsNil() {
+		return -1, fmt.Errorf("%s set twice: a key is repeated", v.Type())
+	}
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return -1, err
+	}
+	if n > limit {
+		return -1, fmt.Errorf("%d elements of %s (max %d)", n, v.Type(), limit)
+	}
+	if n < 0 {
+		v.SetZero()
+	}
+	return n, nil
+}
+
 // registerCappedUints is registerCapped for lists of integers. An integer
 // takes one byte of the body and eight of the slice, so the generic decoder,
 // which grows the slice as elements come and passes each through reflection,
@@ -245,19 +255,9 @@ func registerCapped[S ~[]T, T any](limit int) {
 // body (which checkBody has seen hold every element), and never over 8*limit.
 func registerCappedUints[S ~[]uint64](limit int) {
 	msgpack.Register(S(nil), nil, func(d *msgpack.Decoder, v reflect.Value) error {
-		if !v.IsNil() {
-			return fmt.Errorf("%s set twice: a key is repeated", v.Type())
-		}
-		n, err := d.DecodeArrayLen()
-		if err != nil {
+		n, err := listLen(d, v, limit)
+		if n < 0 || err != nil {
 			return err
-		}
-		if n > limit {
-			return fmt.Errorf("%d elements of %s (max %d)", n, v.Type(), limit)
-		}
-		if n < 0 {
-			v.SetZero()
-			return nil
 		}
 		s := make(S, n)
 		for i := range s {

@@ -88,8 +88,7 @@ const (
 
 // termRing is the router's keyword ring state, under Router.mu.
 type termRing struct {
-	view *RingView  // nil until the first Tick
-	ring *ring.Ring // view's
+	view *RingView // nil until the first Tick
 	// pub are our keys as the keepers were last told, sorted; pubGen the
 	// index generation they were taken from, at pubAt.
 	pub    []uint64
@@ -180,7 +179,7 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 		if kr.view != nil {
 			r.reassignLocked(kr.view, v)
 		}
-		kr.view, kr.ring = v, v.Ring
+		kr.view = v
 	}
 	if keys == nil {
 		return
@@ -241,7 +240,7 @@ func prefixTarget(x uint64, id protocol.PeerID, known bool) ring.ID {
 // which passes it on down its successors. Sending it to each of them
 // would take the way round the ring three times, not once and two steps.
 func (r *Router) keepersLocked(k uint64, add bool) {
-	ks := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
+	ks := r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
 	// A keeper whose link went down lately is likely dead, and would pass
 	// nothing on: the chain starts after it.
 	now, i := r.cfg.Now(), 0
@@ -259,9 +258,14 @@ func (r *Router) keepersLocked(k uint64, add bool) {
 // the next keeper it names.
 func (r *Router) keepLocked(b protocol.TermBatch) {
 	r.kr.store.put(b.Publisher, b.Inc, b.Add, b.Del)
-	if len(b.Then) == 0 {
-		return
+	if len(b.Then) > 0 {
+		r.passOnLocked(b)
 	}
+}
+
+// passOnLocked sends batch b on to the first keeper it names after To,
+// which names the rest: kept here if that is us.
+func (r *Router) passOnLocked(b protocol.TermBatch) {
 	b.To, b.Then, b.Hops = b.Then[0], b.Then[1:], protocol.MaxTermHops
 	if len(b.Then) == 0 {
 		b.Then = nil
@@ -313,16 +317,7 @@ func (r *Router) retryDirectLocked(peer protocol.PeerID) {
 	r.deliveredDirectLocked(peer)
 	for _, b := range bs {
 		if len(b.Then) > 0 {
-			c := b
-			c.To, c.Then, c.Hops = b.Then[0], b.Then[1:], protocol.MaxTermHops
-			if len(c.Then) == 0 {
-				c.Then = nil
-			}
-			if c.To == protocol.IDPrefix(r.cfg.ID) {
-				r.keepLocked(c)
-			} else {
-				r.forwardLocked(c)
-			}
+			r.passOnLocked(b)
 			b.Then = nil
 		}
 		if b.Hops > 0 {
@@ -602,7 +597,7 @@ func (lk *lookup) waitsOn(peer protocol.PeerID) bool {
 // startKeyRingLocked registers a leaf's query for the keyword ring and
 // asks the keepers of its keys; the local hits count towards enough.
 func (r *Router) startKeyRingLocked(id protocol.QueryID, p *pending, keys [][]byte, local []protocol.Hit, now time.Time) ([]outMsg, bool) {
-	if r.kr.ring == nil {
+	if r.kr.view == nil {
 		return nil, false
 	}
 	hs := keyHashes(keys)
@@ -631,7 +626,7 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 		if lk.done[i] || !lk.waiting[i].IsZero() {
 			continue
 		}
-		keepers := r.kr.ring.Replicas(ring.KeyPos(k), ring.Copies)
+		keepers := r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
 		if slices.Contains(keepers, ring.ID(r.cfg.ID)) {
 			lk.lists[i], lk.more[i] = r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
 			lk.done[i] = true
@@ -716,7 +711,7 @@ func (r *Router) lookupTickLocked(id protocol.QueryID, p *pending, gone protocol
 			continue
 		}
 		r.directMissedLocked(w, now)
-		if lk.tried[i] >= min(ring.Copies, r.kr.ring.Len()) && !lk.grace[i] {
+		if lk.tried[i] >= min(ring.Copies, r.kr.view.Ring.Len()) && !lk.grace[i] {
 			lk.grace[i] = true // the last keeper: a round more
 			continue
 		}
@@ -770,7 +765,7 @@ func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now
 	}
 	p.direct.cands = r.orderLocked(cs)
 	// The others are spared the query: what summaries did in one hop.
-	r.Stats.QueriesPruned.Add(uint64(max(0, r.kr.ring.Len()-1-len(p.direct.cands))))
+	r.Stats.QueriesPruned.Add(uint64(max(0, r.kr.view.Ring.Len()-1-len(p.direct.cands))))
 	return r.nextRoundLocked(id, p, now)
 }
 

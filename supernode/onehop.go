@@ -938,7 +938,7 @@ func (r *Router) worthAskingLocked(p *pending, c protocol.PeerID) bool {
 	if r.keyRingOn() {
 		// Nothing tells which of the files found c holds: it is worth
 		// asking while any has fewer than enough sources.
-		if !r.kr.ring.Has(ring.ID(c)) {
+		if !r.kr.view.Ring.Has(ring.ID(c)) {
 			return false // gone since the query started
 		}
 		for _, f := range p.direct.found {
