@@ -81,8 +81,15 @@ func TestLineOverlay(t *testing.T) {
 
 	// The file shared on A and on C is one result with both sources, and
 	// B, which has none, is not asked: A sends the query to C directly.
+	// C takes its leaves' later keys up to 5 s after its first ones, so
+	// "needle rare" may be out before C's copy of this file: wait for both.
 	bAsked := b.Router().Stats.QueriesFromNeighbors.Load()
-	hits, res := search(t, asker, "COMMON anthem")
+	var hits []protocol.Hit
+	var res apitype.SearchResult
+	eventually(t, raceSlowdown*10*time.Second, "both sources of the common file", func() bool {
+		hits, res = search(t, asker, "COMMON anthem")
+		return len(hits) != 1 || len(hits[0].Sources) >= 2
+	})
 	if len(hits) != 1 {
 		t.Fatalf("common: %d results, want 1: %+v", len(hits), hits)
 	}
