@@ -108,7 +108,9 @@ type termRing struct {
 	direct   map[protocol.PeerID][]protocol.TermBatch
 	directAt map[protocol.PeerID]time.Time
 	flushed  time.Time
-	store    termStore
+	// refreshAt is when all our keys go to their keepers again.
+	refreshAt time.Time
+	store     termStore
 }
 
 func newTermRing() termRing {
@@ -338,10 +340,32 @@ func (r *Router) forwardLocked(b protocol.TermBatch) {
 	kr.fwdKeys += len(b.Add) + len(b.Del)
 }
 
+// arcKeys appends to dst the keys of pub (sorted) that supernode x keeps on
+// ring rg: those after the ring.Copies-th supernode before it, up to x.
+func arcKeys(dst, pub []uint64, rg *ring.Ring, x ring.ID) []uint64 {
+	if rg.Len() <= ring.Copies {
+		return append(dst, pub...)
+	}
+	from, to := ring.Prefix(rg.Before(x, ring.Copies)), ring.Prefix(x)
+	lo, _ := slices.BinarySearch(pub, from+1)
+	hi, _ := slices.BinarySearch(pub, to+1)
+	if from == math.MaxUint64 {
+		lo = len(pub)
+	}
+	if to == math.MaxUint64 {
+		hi = len(pub)
+	}
+	if from < to {
+		return append(dst, pub[lo:hi]...)
+	}
+	return append(append(dst, pub[lo:]...), pub[:hi]...)
+}
+
 // reassignLocked tells keepers of the ring's change from old to next: those
 // that now keep keys of ours get them, those that no longer do (and live)
 // lose them. Only the keys near a supernode that came, went or restarted
-// change keepers: those in its arc.
+// change keepers: those in its arc. A keeper after one that went may have
+// missed batches the one that went was to pass on, and gets them again.
 func (r *Router) reassignLocked(oldV, nextV *RingView) {
 	old, oldM, next, nextM := oldV.Ring, oldV.Members, nextV.Ring, nextV.Members
 	pub := r.kr.pub
@@ -350,40 +374,19 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 	}
 	var affected []uint64
 	restarted := map[protocol.PeerID]bool{}
-	arc := func(rg *ring.Ring, x ring.ID) {
-		if rg.Len() <= ring.Copies {
-			affected = append(affected, pub...)
-			return
-		}
-		from, to := ring.Prefix(rg.Before(x, ring.Copies)), ring.Prefix(x)
-		lo, _ := slices.BinarySearch(pub, from+1)
-		hi, _ := slices.BinarySearch(pub, to+1)
-		if from == math.MaxUint64 {
-			lo = len(pub)
-		}
-		if to == math.MaxUint64 {
-			hi = len(pub)
-		}
-		if from < to {
-			affected = append(affected, pub[lo:hi]...)
-			return
-		}
-		affected = append(affected, pub[lo:]...)
-		affected = append(affected, pub[:hi]...)
-	}
 	for p := range oldM {
 		if _, ok := nextM[p]; !ok {
-			arc(old, ring.ID(p))
+			affected = arcKeys(affected, pub, old, ring.ID(p))
 		}
 	}
 	for p, m := range nextM {
 		o, ok := oldM[p]
 		switch {
 		case !ok:
-			arc(next, ring.ID(p))
+			affected = arcKeys(affected, pub, next, ring.ID(p))
 		case o.Inc != m.Inc:
 			restarted[p] = true
-			arc(next, ring.ID(p))
+			affected = arcKeys(affected, pub, next, ring.ID(p))
 		}
 	}
 	slices.Sort(affected)
@@ -391,8 +394,13 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 	for _, k := range affected {
 		was := old.Replicas(ring.KeyPos(k), ring.Copies)
 		now := next.Replicas(ring.KeyPos(k), ring.Copies)
-		for _, id := range now {
-			if !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
+		// The chain of keepers broke at the first that went.
+		broke := slices.IndexFunc(was, func(id ring.ID) bool { return !next.Has(id) })
+		if broke < 0 {
+			broke = len(now)
+		}
+		for j, id := range now {
+			if j >= broke || !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
 				r.queueKeyLocked(protocol.PeerID(id), nil, k, true)
 			}
 		}
@@ -403,6 +411,59 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 		}
 	}
 }
+
+// keeperLostLocked sends our keys that peer keeps, now that its link went
+// down, to the keepers after it: a keeper that died passes on nothing, and
+// those after it would lack what it was to pass on until the member list
+// takes it as dead (SuspectFor after it is reported gone).
+func (r *Router) keeperLostLocked(peer protocol.PeerID) {
+	kr := &r.kr
+	if kr.view == nil || !kr.view.Ring.Has(ring.ID(peer)) || len(kr.pub) == 0 {
+		return
+	}
+	now := r.cfg.Now()
+	for _, k := range arcKeys(nil, kr.pub, kr.view.Ring, ring.ID(peer)) {
+		ks := kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
+		i := slices.Index(ks, ring.ID(peer)) + 1
+		for i < len(ks) && r.lostLocked(protocol.PeerID(ks[i]), now) {
+			i++
+		}
+		if i >= len(ks) {
+			continue
+		}
+		then := make([]protocol.PeerID, 0, len(ks)-1-i)
+		for _, id := range ks[i+1:] {
+			then = append(then, protocol.PeerID(id))
+		}
+		r.queueKeyLocked(protocol.PeerID(ks[i]), then, k, true)
+	}
+}
+
+// refreshKeysLocked sends all our keys to their keepers again every
+// keyRefreshEvery, from a random phase so that supernodes do not refresh
+// together: what a batch dropped on its way (a crash, a full queue, a rate
+// limit) is back within that time.
+func (r *Router) refreshKeysLocked(now time.Time) {
+	kr := &r.kr
+	switch {
+	case len(kr.pub) == 0 || kr.view == nil:
+		return
+	case kr.refreshAt.IsZero():
+		kr.refreshAt = now.Add(time.Duration(r.rnd.Uint64() % uint64(keyRefreshEvery)))
+		return
+	case now.Before(kr.refreshAt):
+		return
+	}
+	kr.refreshAt = now.Add(keyRefreshEvery)
+	r.Stats.KeyRefreshes.Add(1)
+	for _, k := range kr.pub {
+		r.keepersLocked(k, true)
+	}
+}
+
+// keyRefreshEvery is how often a supernode sends its keys to their
+// keepers again, as DHTs republish their records.
+const keyRefreshEvery = 30 * time.Minute
 
 // flushTermsLocked sends our queued changes and the batches passing
 // through, at most once every summaryFlush: each batch to its keeper if

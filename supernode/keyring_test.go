@@ -572,3 +572,116 @@ func TestKeyRingUnansweredWordNamesNoOne(t *testing.T) {
 		t.Fatalf("%d candidates, want the 2 the answered word named", len(cands))
 	}
 }
+
+// keeps reports whether node k of net keeps term for publisher pub.
+func (net *memNet) keeps(k int, term string, pub int) bool {
+	hs, _ := net.nodes[k].r.kr.store.holders(index.HashString(term), 10, &net.nodes[k].r.rnd)
+	return slices.Contains(hs, protocol.IDPrefix(net.nodes[pub].peer))
+}
+
+// A first keeper that dies with a batch it was to pass on leaves the keepers
+// after it without the keys. The publisher sends them again: when its link
+// to the keeper goes down, or, with no link, when the member list takes the
+// keeper as dead.
+func TestKeyRingChainBrokenByDeadKeeper(t *testing.T) {
+	for _, linked := range []bool{true, false} {
+		name := "taken as dead"
+		if linked {
+			name = "link down"
+		}
+		t.Run(name, func(t *testing.T) {
+			const n = 10
+			net, view := newKeyRingNet(t, n)
+			ks := net.keepersOf("ibex", view.live)
+			first := net.nodes[ks[0]]
+			// The publisher: linked to the first keeper or not, and no
+			// keeper itself.
+			pub := -1
+			for i := range n {
+				_, ok := first.links[i]
+				if !slices.Contains(ks, i) && ok == linked {
+					pub = i
+					break
+				}
+			}
+			if pub < 0 {
+				t.Fatal("no publisher to pick")
+			}
+			// The first keeper takes the batch and passes nothing on.
+			net.drop = func(from, _ *memNode, m protocol.Message) bool {
+				_, ok := m.(*protocol.TermPuts)
+				return ok && from == first
+			}
+			net.addLeaf(pub, "holder").publish("ibex.mp3")
+			net.settleKeys()
+			if !net.keeps(ks[0], "ibex", pub) || net.keeps(ks[1], "ibex", pub) || net.keeps(ks[2], "ibex", pub) {
+				t.Fatal("the chain did not break at the first keeper")
+			}
+			first.mute = true
+			for j := range net.nodes {
+				if _, ok := first.links[j]; ok {
+					net.disconnect(ks[0], j)
+				}
+			}
+			if !linked {
+				net.settleKeys()
+				if net.keeps(ks[1], "ibex", pub) {
+					t.Fatal("the keys went on before anything told the publisher")
+				}
+				for _, o := range net.nodes {
+					if o != first {
+						o.r.SupernodeGone(first.peer)
+					}
+				}
+				view.drop(first.peer)
+			}
+			net.settleKeys()
+			for _, k := range net.keepersOf("ibex", view.live) {
+				if k != ks[0] && !net.keeps(k, "ibex", pub) {
+					t.Errorf("keeper %s lacks ibex", net.nodes[k].name)
+				}
+			}
+			asker := 0
+			for asker == pub || asker == ks[0] {
+				asker++
+			}
+			// The asker may not know the first keeper is dead: it waits a
+			// round on it.
+			a := net.addLeaf(asker, "asker")
+			id := a.start(protocol.Query{Text: "ibex"})
+			net.clock.Advance(testRouterConfig().RoundTimeout + 450*time.Millisecond)
+			net.tick()
+			if r := a.collect(id); r.done == nil || len(r.hits) != 1 {
+				t.Errorf("%d hits for ibex, done %v; want 1", len(r.hits), r.done)
+			}
+		})
+	}
+}
+
+// Keys a keeper lost without anyone knowing (a batch dropped on its way)
+// are back within keyRefreshEvery, when the publisher sends them all again.
+func TestKeyRingRefreshesKeys(t *testing.T) {
+	net, view := newKeyRingNet(t, 8)
+	net.addLeaf(2, "holder").publish("okapi.mp3")
+	net.settleKeys()
+	ks := net.keepersOf("okapi", view.live)
+	for _, k := range ks {
+		if k != 2 {
+			net.nodes[k].r.kr.store = newTermStore()
+		}
+	}
+	pub := net.nodes[2].r
+	before := pub.Stats.KeyRefreshes.Load()
+	for range keyRefreshEvery / time.Minute {
+		net.clock.Advance(time.Minute)
+		net.tick()
+	}
+	if got := pub.Stats.KeyRefreshes.Load() - before; got != 1 {
+		t.Errorf("%d refreshes in %v, want 1", got, keyRefreshEvery)
+	}
+	for _, k := range ks {
+		if !net.keeps(k, "okapi", 2) {
+			t.Errorf("keeper %s lacks okapi after the refresh", net.nodes[k].name)
+		}
+	}
+}

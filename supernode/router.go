@@ -210,9 +210,11 @@ type Counters struct {
 	SummaryFrames   atomic.Uint64
 	SummariesTaken  atomic.Uint64
 	SummaryRepairs  atomic.Uint64
-	// Keyword ring: batches of keys sent or passed on, and lookups sent.
-	TermBatches atomic.Uint64
-	TermLookups atomic.Uint64
+	// Keyword ring: batches of keys sent or passed on, lookups sent, and
+	// times all our keys went to their keepers again.
+	TermBatches  atomic.Uint64
+	TermLookups  atomic.Uint64
+	KeyRefreshes atomic.Uint64
 }
 
 type leaf struct {
@@ -413,6 +415,9 @@ func (r *Router) NeighbourDown(id LinkID) {
 	if n := r.neighbours[id]; n != nil {
 		if _, other := r.nbrByPeer[n.peer]; !other {
 			r.slowOfLocked(n.peer).lostUntil = r.cfg.Now().Add(lostFor)
+			if r.keyRingOn() {
+				r.keeperLostLocked(n.peer)
+			}
 		}
 		msgs = r.directGoneLocked(n.peer)
 	}

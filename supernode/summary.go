@@ -131,6 +131,7 @@ func (r *Router) Tick() {
 	}
 	if keyRing {
 		r.ringTickLocked(view, keys, gen, now)
+		r.refreshKeysLocked(now)
 		msgs = append(msgs, r.directTickLocked(now)...)
 		msgs = append(msgs, r.flushTermsLocked(now)...)
 	}
