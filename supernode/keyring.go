@@ -688,10 +688,17 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 			continue
 		}
 		keepers := r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
-		if slices.Contains(keepers, ring.ID(r.cfg.ID)) {
-			lk.lists[i], lk.more[i] = r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
-			lk.done[i] = true
-			continue
+		if j := slices.Index(keepers, ring.ID(r.cfg.ID)); j >= 0 {
+			// Our own list, unless it is empty and a keeper before us
+			// may know more: we may have become one only lately, and
+			// the keys not have reached us yet.
+			hs, more := r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
+			before := slices.ContainsFunc(keepers[:j], func(id ring.ID) bool { return !r.lostLocked(protocol.PeerID(id), now) })
+			if len(hs) > 0 || !before || lk.tried[i] >= j {
+				lk.lists[i], lk.more[i], lk.done[i] = hs, more, true
+				continue
+			}
+			keepers = keepers[:j]
 		}
 		// Those whose link went down lately are passed over, and those
 		// held off as slow while another is left.

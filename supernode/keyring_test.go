@@ -84,14 +84,22 @@ func (net *memNet) keepersOf(term string, live []RingMember) []int {
 }
 
 // lookupCost is what looking terms up from node asker costs: nothing for a
-// term it keeps, else a lookup and its answer for each first keeper.
+// term it keeps as first keeper, or holds a list for; else a lookup and its
+// answer for each first keeper.
 func (net *memNet) lookupCost(asker int, live []RingMember, terms ...string) int {
 	firsts := map[int]bool{}
 	for _, t := range terms {
 		ks := net.keepersOf(t, live)
-		if !slices.Contains(ks, asker) {
-			firsts[ks[0]] = true
+		if ks[0] == asker {
+			continue
 		}
+		if slices.Contains(ks, asker) {
+			nd := net.nodes[asker]
+			if hs, _ := nd.r.kr.store.holders(index.HashString(t), 1, &nd.r.rnd); len(hs) > 0 {
+				continue
+			}
+		}
+		firsts[ks[0]] = true
 	}
 	return 2 * len(firsts)
 }
@@ -683,5 +691,34 @@ func TestKeyRingRefreshesKeys(t *testing.T) {
 		if !net.keeps(k, "okapi", 2) {
 			t.Errorf("keeper %s lacks okapi after the refresh", net.nodes[k].name)
 		}
+	}
+}
+
+// A supernode that keeps a word but has no list for it, as one that became
+// a keeper lately may not yet, asks the keeper before it on the ring.
+func TestKeyRingLateKeeperAsksTheOneBefore(t *testing.T) {
+	net, view := newKeyRingNet(t, 10)
+	ks := net.keepersOf("ibex", view.live)
+	pub := 0
+	for slices.Contains(ks, pub) {
+		pub++
+	}
+	net.addLeaf(pub, "holder").publish("ibex.mp3")
+	net.settleKeys()
+	late := net.nodes[ks[1]]
+	late.r.kr.store = newTermStore()
+	looks := net.lookupMsgs()
+	if r := net.addLeaf(ks[1], "asker").search("ibex"); len(r.hits) != 1 {
+		t.Fatalf("%d hits for ibex from a keeper without its list, want 1", len(r.hits))
+	}
+	if got := net.nodes[ks[0]].got[protocol.TypeTermLookup]; got != 1 || net.lookupMsgs()-looks != 2 {
+		t.Errorf("the first keeper got %d lookups (%d lookup messages in all), want 1 (2)", got, net.lookupMsgs()-looks)
+	}
+	// Its own list, once it has one, is enough.
+	net.clock.Advance(keyRefreshEvery)
+	net.settleKeys()
+	looks = net.lookupMsgs()
+	if r := net.addLeaf(ks[1], "asker2").search("ibex"); len(r.hits) != 1 || net.lookupMsgs() != looks {
+		t.Errorf("%d hits, %d lookup messages, after the keys came back; want 1 and none", len(r.hits), net.lookupMsgs()-looks)
 	}
 }
