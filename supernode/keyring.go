@@ -633,26 +633,30 @@ func (r *Router) termLookup(from LinkID, m *protocol.TermLookup) error {
 // within the round's timeout is not waited for: the key's next keeper is
 // asked, and whichever answers first counts. The last is given two rounds.
 type lookup struct {
-	keys    []uint64
-	tried   []int               // how many of each key's keepers were asked
-	asked   [][]protocol.PeerID // the keepers asked for each key
-	waiting []protocol.PeerID   // the keeper each key waits on now
-	grace   []bool              // the last keeper's second round began
-	done    []bool
-	lists   [][]uint64 // holders by ID prefix
-	more    []bool     // the list is a sample
-	unknown []bool     // no keeper answered
-	ends    time.Time
+	words []lookupKey
+	ends  time.Time
+}
+
+// lookupKey is one key of a lookup.
+type lookupKey struct {
+	key     uint64
+	asked   []protocol.PeerID // the keepers asked, in order
+	waiting protocol.PeerID   // the keeper it waits on now
+	grace   bool              // the last keeper's second round began
+	done    bool
+	list    []uint64 // holders by ID prefix
+	more    bool     // the list is a sample
+	unknown bool     // no keeper answered
 }
 
 // waitsOn reports whether the lookup waits on keeper peer.
 func (lk *lookup) waitsOn(peer protocol.PeerID) bool {
-	for i := range lk.keys {
-		if !lk.done[i] && lk.waiting[i] == peer {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(lk.words, func(w lookupKey) bool { return !w.done && w.waiting == peer })
+}
+
+// pending reports whether some key is not answered yet.
+func (lk *lookup) pending() bool {
+	return slices.ContainsFunc(lk.words, func(w lookupKey) bool { return !w.done })
 }
 
 // startKeyRingLocked registers a leaf's query for the keyword ring and
@@ -665,63 +669,79 @@ func (r *Router) startKeyRingLocked(id protocol.QueryID, p *pending, keys [][]by
 	slices.Sort(hs)
 	hs = slices.Compact(hs)
 	hs = hs[:min(len(hs), protocol.MaxLookupKeys)]
+	lk := &lookup{words: make([]lookupKey, len(hs))}
+	for i, k := range hs {
+		lk.words[i].key = k
+	}
 	p.direct = &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
-		found: map[protocol.ContentID]*foundFile{},
-		look: &lookup{keys: hs, tried: make([]int, len(hs)), asked: make([][]protocol.PeerID, len(hs)),
-			waiting: make([]protocol.PeerID, len(hs)), grace: make([]bool, len(hs)), done: make([]bool, len(hs)),
-			lists: make([][]uint64, len(hs)), more: make([]bool, len(hs)), unknown: make([]bool, len(hs))}}
+		found: map[protocol.ContentID]*foundFile{}, look: lk}
 	p.countSources(local, r.maxCounted())
 	p.deadline = now.Add(r.cfg.DirectTimeout)
 	r.queries[id] = p
 	return r.askKeepersLocked(id, p, now), true
 }
 
+// keepersLeftLocked are the keepers of w, in ring order, that may still
+// be asked: neither asked nor lost lately. Those after us are not among
+// them, when we keep w ourselves (self).
+func (r *Router) keepersLeftLocked(w *lookupKey, now time.Time) (left []protocol.PeerID, self bool) {
+	for _, id := range r.kr.view.Ring.Replicas(ring.KeyPos(w.key), ring.Copies) {
+		p := protocol.PeerID(id)
+		if p == r.cfg.ID {
+			return left, true
+		}
+		if !slices.Contains(w.asked, p) && !r.lostLocked(p, now) {
+			left = append(left, p)
+		}
+	}
+	return left, false
+}
+
 // askKeepersLocked asks, for each key not yet answered and waiting on
 // none, its next keeper: ourselves at once when we are one, the others in
 // one lookup each. With every key answered, or given up, the rounds begin.
+// The next keeper is the first on the ring not asked yet, as the ring is
+// now: a keeper that died may have been replaced since it was asked.
 func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
 	lk := p.direct.look
 	by := map[protocol.PeerID][]uint64{}
 	var order []protocol.PeerID
-	for i, k := range lk.keys {
-		if lk.done[i] || !lk.waiting[i].IsZero() {
+	for i := range lk.words {
+		w := &lk.words[i]
+		if w.done || !w.waiting.IsZero() {
 			continue
 		}
-		keepers := r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
-		if j := slices.Index(keepers, ring.ID(r.cfg.ID)); j >= 0 {
+		left, self := r.keepersLeftLocked(w, now)
+		if self {
 			// Our own list, unless it is empty and a keeper before us
 			// may know more: we may have become one only lately, and
 			// the keys not have reached us yet.
-			hs, more := r.kr.store.holders(k, protocol.MaxTermHolders, &r.rnd)
-			before := slices.ContainsFunc(keepers[:j], func(id ring.ID) bool { return !r.lostLocked(protocol.PeerID(id), now) })
-			if len(hs) > 0 || !before || lk.tried[i] >= j {
-				lk.lists[i], lk.more[i], lk.done[i] = hs, more, true
+			hs, more := r.kr.store.holders(w.key, protocol.MaxTermHolders, &r.rnd)
+			if len(hs) > 0 || len(left) == 0 {
+				w.list, w.more, w.done = hs, more, true
 				continue
 			}
-			keepers = keepers[:j]
 		}
-		// Those whose link went down lately are passed over, and those
-		// held off as slow while another is left.
-		for lk.tried[i] < len(keepers) && r.lostLocked(protocol.PeerID(keepers[lk.tried[i]]), now) {
-			lk.tried[i]++
-		}
-		for lk.tried[i] < len(keepers)-1 && r.heldOffLocked(protocol.PeerID(keepers[lk.tried[i]]), now) {
-			lk.tried[i]++
-		}
-		if lk.tried[i] >= len(keepers) {
-			lk.done[i], lk.unknown[i] = true, true // no keeper answered: the key rules nothing out
+		if len(left) == 0 {
+			w.done, w.unknown = true, true // no keeper answered: the key rules nothing out
 			continue
 		}
-		to := protocol.PeerID(keepers[lk.tried[i]])
-		lk.tried[i]++
-		lk.asked[i] = append(lk.asked[i], to)
-		lk.waiting[i] = to
+		// Those held off as slow are passed over while another is left.
+		to := left[len(left)-1]
+		for _, k := range left[:len(left)-1] {
+			if !r.heldOffLocked(k, now) {
+				to = k
+				break
+			}
+		}
+		w.asked = append(w.asked, to)
+		w.waiting = to
 		if _, ok := by[to]; !ok {
 			order = append(order, to)
 		}
-		by[to] = append(by[to], k)
+		by[to] = append(by[to], w.key)
 	}
-	if !slices.Contains(lk.done, false) {
+	if !lk.pending() {
 		return r.candidatesFromLookupLocked(id, p, now)
 	}
 	var msgs []outMsg
@@ -746,9 +766,10 @@ func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 	}
 	lk := p.direct.look
 	for _, l := range m.Lists {
-		for i, k := range lk.keys {
-			if k == l.Key && !lk.done[i] && slices.Contains(lk.asked[i], peer) {
-				lk.lists[i], lk.more[i], lk.done[i] = slices.Clone(l.Holders), l.More, true
+		for i := range lk.words {
+			w := &lk.words[i]
+			if w.key == l.Key && !w.done && slices.Contains(w.asked, peer) {
+				w.list, w.more, w.done = slices.Clone(l.Holders), l.More, true
 			}
 		}
 	}
@@ -756,7 +777,7 @@ func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 		s.missed = 0
 	}
 	var msgs []outMsg
-	if !slices.Contains(lk.done, false) {
+	if !lk.pending() {
 		msgs = r.candidatesFromLookupLocked(m.ID, p, now)
 	}
 	r.mu.Unlock()
@@ -767,23 +788,23 @@ func (r *Router) termHolders(from LinkID, m *protocol.TermHolders) {
 // answer within the round's timeout, or that is gone (gone, if set).
 func (r *Router) lookupTickLocked(id protocol.QueryID, p *pending, gone protocol.PeerID, now time.Time) []outMsg {
 	lk := p.direct.look
-	for i := range lk.keys {
-		w := lk.waiting[i]
+	for i := range lk.words {
+		w := &lk.words[i]
 		switch {
-		case lk.done[i] || w.IsZero():
+		case w.done || w.waiting.IsZero():
 			continue
 		case !gone.IsZero():
-			if w == gone {
-				lk.waiting[i] = protocol.PeerID{}
+			if w.waiting == gone {
+				w.waiting = protocol.PeerID{}
 			}
 			continue
 		}
-		r.directMissedLocked(w, now)
-		if lk.tried[i] >= min(ring.Copies, r.kr.view.Ring.Len()) && !lk.grace[i] {
-			lk.grace[i] = true // the last keeper: a round more
+		r.directMissedLocked(w.waiting, now)
+		if left, _ := r.keepersLeftLocked(w, now); len(left) == 0 && !w.grace {
+			w.grace = true // the last keeper: a round more
 			continue
 		}
-		lk.waiting[i] = protocol.PeerID{}
+		w.waiting = protocol.PeerID{}
 	}
 	msgs := r.askKeepersLocked(id, p, now)
 	if p.direct.look != nil && now.After(lk.ends) {
@@ -796,36 +817,32 @@ func (r *Router) lookupTickLocked(id protocol.QueryID, p *pending, gone protocol
 // every key (where a key's list is whole), ordered as orderLocked does,
 // are the candidates for the rounds.
 func (r *Router) candidatesFromLookupLocked(id protocol.QueryID, p *pending, now time.Time) []outMsg {
-	lk := p.direct.look
+	ws := p.direct.look.words
 	p.direct.look = nil
 	// The shortest whole list, else the shortest sample, is where the
 	// candidates come from; the other whole lists rule some out. A key no
 	// keeper answered for rules nothing out and names no one.
-	base := -1
-	for i := range lk.keys {
-		if lk.unknown[i] {
+	var base *lookupKey
+	for i := range ws {
+		w := &ws[i]
+		if w.unknown {
 			continue
 		}
-		if base < 0 || lk.more[base] && !lk.more[i] ||
-			lk.more[base] == lk.more[i] && len(lk.lists[i]) < len(lk.lists[base]) {
-			base = i
+		if base == nil || base.more && !w.more || base.more == w.more && len(w.list) < len(base.list) {
+			base = w
 		}
 	}
 	var cs []cand
 	self := protocol.IDPrefix(r.cfg.ID)
-	if base >= 0 {
-		for _, x := range lk.lists[base] {
+	if base != nil {
+		for _, x := range base.list {
 			c, ok := r.kr.view.ByPrefix[x]
 			if x == self || !ok {
 				continue
 			}
-			in := true
-			for i := range lk.keys {
-				if i != base && !lk.unknown[i] && !lk.more[i] && !slices.Contains(lk.lists[i], x) {
-					in = false
-					break
-				}
-			}
+			in := !slices.ContainsFunc(ws, func(w lookupKey) bool {
+				return !w.unknown && !w.more && !slices.Contains(w.list, x)
+			})
 			if in && !slices.ContainsFunc(cs, func(x cand) bool { return x.p == c }) {
 				cs = append(cs, cand{p: c, leaves: r.kr.view.Members[c].Leaves})
 			}

@@ -569,8 +569,9 @@ func TestKeyRingUnansweredWordNamesNoOne(t *testing.T) {
 	r := net.nodes[0].r
 	named := []uint64{protocol.IDPrefix(net.nodes[2].peer), protocol.IDPrefix(net.nodes[3].peer)}
 	p := &pending{direct: &direct{asked: map[protocol.PeerID]bool{}, waiting: map[protocol.PeerID]bool{},
-		found: map[protocol.ContentID]*foundFile{}, look: &lookup{keys: []uint64{1, 2},
-			done: []bool{true, true}, lists: [][]uint64{nil, named}, more: []bool{false, true}, unknown: []bool{true, false}}},
+		found: map[protocol.ContentID]*foundFile{}, look: &lookup{words: []lookupKey{
+			{key: 1, done: true, unknown: true},
+			{key: 2, done: true, list: named, more: true}}}},
 		limit: 10}
 	r.mu.Lock()
 	r.candidatesFromLookupLocked(protocol.QueryID{9}, p, net.clock.Now())
@@ -720,5 +721,42 @@ func TestKeyRingLateKeeperAsksTheOneBefore(t *testing.T) {
 	looks = net.lookupMsgs()
 	if r := net.addLeaf(ks[1], "asker2").search("ibex"); len(r.hits) != 1 || net.lookupMsgs() != looks {
 		t.Errorf("%d hits, %d lookup messages, after the keys came back; want 1 and none", len(r.hits), net.lookupMsgs()-looks)
+	}
+}
+
+// A keeper that died while asked may leave the ring before the lookup asks
+// the next: the next is the first keeper not yet asked on the ring as it
+// is now, not the one that came after the dead one on the old ring.
+func TestKeyRingLookupFollowsTheRingAsItChanges(t *testing.T) {
+	net, view := newKeyRingNet(t, 10)
+	ks := net.keepersOf("ibex", view.live)
+	pub, asker := -1, -1
+	for i := range net.nodes {
+		if slices.Contains(ks, i) {
+			continue
+		}
+		if pub < 0 {
+			pub = i
+		} else if asker < 0 {
+			asker = i
+		}
+	}
+	net.addLeaf(pub, "holder").publish("ibex.mp3")
+	net.settleKeys()
+	dead := net.nodes[ks[0]]
+	dead.mute = true
+	a := net.addLeaf(asker, "asker")
+	id := a.start(protocol.Query{Text: "ibex"})
+	view.drop(dead.peer)
+	net.clock.Advance(testRouterConfig().RoundTimeout + 450*time.Millisecond)
+	net.tick()
+	if r := a.collect(id); r.done == nil || len(r.hits) != 1 {
+		t.Fatalf("%d hits, done %v; want ibex once", len(r.hits), r.done)
+	}
+	if got := net.nodes[ks[1]].got[protocol.TypeTermLookup]; got != 1 {
+		t.Errorf("the keeper after the dead one got %d lookups, want 1", got)
+	}
+	if got := net.nodes[ks[2]].got[protocol.TypeTermLookup]; got != 0 {
+		t.Errorf("the third keeper got %d lookups, want none", got)
 	}
 }
