@@ -697,7 +697,8 @@
 // keeper (t) and its own prefix (p). Batches travel in term_puts frames, hop by
 // hop over supernode links toward t. Each hop lowers h, which starts at 32 or
 // less. A keeper that sees a later incarnation of a publisher drops what the
-// earlier one put.
+// earlier one put. Adding a key a keeper holds changes nothing, so a publisher
+// may send its keys again at any time, as it does every 30 minutes.
 //
 // The supernode of a query sends term_lookup straight to a keeper of its keys:
 // the query's ID and 1 to 64 keys. The keeper answers term_holders, with a

@@ -726,14 +726,7 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 			w.done, w.unknown = true, true // no keeper answered: the key rules nothing out
 			continue
 		}
-		// Those held off as slow are passed over while another is left.
-		to := left[len(left)-1]
-		for _, k := range left[:len(left)-1] {
-			if !r.heldOffLocked(k, now) {
-				to = k
-				break
-			}
-		}
+		to := r.nearestKeeperLocked(left, now)
 		w.asked = append(w.asked, to)
 		w.waiting = to
 		if _, ok := by[to]; !ok {
@@ -751,6 +744,28 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 	}
 	lk.ends = now.Add(r.cfg.RoundTimeout)
 	return msgs
+}
+
+// nearestKeeperLocked is the keeper of left (in ring order) to ask: the
+// one that answers soonest, as reachLocked reckons, the first of equals.
+// With no link open or measured, that is the first, which had the key's
+// latest changes first. Those held off as slow are passed over while
+// another is left.
+func (r *Router) nearestKeeperLocked(left []protocol.PeerID, now time.Time) protocol.PeerID {
+	var best protocol.PeerID
+	bestAt := time.Duration(math.MaxInt64)
+	for _, k := range left {
+		if r.heldOffLocked(k, now) {
+			continue
+		}
+		if d := r.reachLocked(k); best.IsZero() || d < bestAt {
+			best, bestAt = k, d
+		}
+	}
+	if best.IsZero() {
+		return left[len(left)-1]
+	}
+	return best
 }
 
 // termHolders takes a keeper's answer to a lookup of ours: from any of the

@@ -760,3 +760,37 @@ func TestKeyRingLookupFollowsTheRingAsItChanges(t *testing.T) {
 		t.Errorf("the third keeper got %d lookups, want none", got)
 	}
 }
+
+// A lookup goes to the keeper that answers soonest: one over an open link
+// before one whose link must open first.
+func TestKeyRingAsksAnOpenKeeperFirst(t *testing.T) {
+	net, view := newKeyRingNetUnlinked(t, 10)
+	ks := net.keepersOf("ibex", view.live)
+	pub, asker := -1, -1
+	for i := range net.nodes {
+		if slices.Contains(ks, i) {
+			continue
+		}
+		if pub < 0 {
+			pub = i
+		} else if asker < 0 {
+			asker = i
+		}
+	}
+	net.addLeaf(pub, "holder").publish("ibex.mp3")
+	net.settleKeys()
+	net.nodes[asker].r.cfg.PeerRTT = func(protocol.PeerID) time.Duration { return 50 * time.Millisecond }
+	net.connect(asker, ks[2])
+	if r := net.addLeaf(asker, "asker").search("ibex"); len(r.hits) != 1 {
+		t.Fatalf("%d hits for ibex, want 1", len(r.hits))
+	}
+	for i, k := range ks {
+		want := 0
+		if i == 2 {
+			want = 1
+		}
+		if got := net.nodes[k].got[protocol.TypeTermLookup]; got != want {
+			t.Errorf("keeper %d of ibex got %d lookups, want %d", i, got, want)
+		}
+	}
+}

@@ -839,12 +839,7 @@ func (r *Router) orderLocked(all []cand) []protocol.PeerID {
 		if r.lostLocked(c.p, now) {
 			continue
 		}
-		c.rtt = time.Duration(math.MaxInt64)
-		if r.cfg.PeerRTT != nil {
-			if d := r.cfg.PeerRTT(c.p); d > 0 {
-				c.rtt = d
-			}
-		}
+		c.rtt = r.reachLocked(c.p)
 		if r.heldOffLocked(c.p, now) {
 			held = append(held, c)
 			continue
@@ -868,6 +863,38 @@ func (r *Router) orderLocked(all []cand) []protocol.PeerID {
 		out[i] = c.p
 	}
 	return out
+}
+
+// reachLocked is how long a message to supernode peer takes to be
+// answered, as far as we know: a round trip over a link that is open, two
+// over one that must open first (its handshake), and unknown (the most)
+// where no link to it was ever measured.
+func (r *Router) reachLocked(peer protocol.PeerID) time.Duration {
+	var d time.Duration
+	if r.cfg.PeerRTT != nil {
+		d = r.cfg.PeerRTT(peer)
+	}
+	switch {
+	case d <= 0:
+		return time.Duration(math.MaxInt64)
+	case r.linkedLocked(peer):
+		return d
+	}
+	return 2 * d
+}
+
+// linkedLocked reports whether a link to supernode peer is open,
+// neighbour or contact.
+func (r *Router) linkedLocked(peer protocol.PeerID) bool {
+	if _, ok := r.nbrByPeer[peer]; ok {
+		return true
+	}
+	for _, c := range r.oh.contacts {
+		if c.peer == peer {
+			return true
+		}
+	}
+	return false
 }
 
 // keyHashes hashes a query's routing keys once for every filter probed.
