@@ -242,9 +242,13 @@ func prefixTarget(x uint64, id protocol.PeerID, known bool) ring.ID {
 // which passes it on down its successors. Sending it to each of them
 // would take the way round the ring three times, not once and two steps.
 func (r *Router) keepersLocked(k uint64, add bool) {
-	ks := r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
-	// A keeper whose link went down lately is likely dead, and would pass
-	// nothing on: the chain starts after it.
+	r.chainLocked(r.kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies), k, add)
+}
+
+// chainLocked queues a change of key k for the keepers ks, in ring order.
+// A keeper whose link went down lately is likely dead, and would pass
+// nothing on: the chain starts after it (at the last, if all are).
+func (r *Router) chainLocked(ks []ring.ID, k uint64, add bool) {
 	now, i := r.cfg.Now(), 0
 	for i < len(ks)-1 && r.lostLocked(protocol.PeerID(ks[i]), now) {
 		i++
@@ -421,21 +425,11 @@ func (r *Router) keeperLostLocked(peer protocol.PeerID) {
 	if kr.view == nil || !kr.view.Ring.Has(ring.ID(peer)) || len(kr.pub) == 0 {
 		return
 	}
-	now := r.cfg.Now()
 	for _, k := range arcKeys(nil, kr.pub, kr.view.Ring, ring.ID(peer)) {
 		ks := kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
-		i := slices.Index(ks, ring.ID(peer)) + 1
-		for i < len(ks) && r.lostLocked(protocol.PeerID(ks[i]), now) {
-			i++
+		if after := ks[slices.Index(ks, ring.ID(peer))+1:]; len(after) > 0 {
+			r.chainLocked(after, k, true)
 		}
-		if i >= len(ks) {
-			continue
-		}
-		then := make([]protocol.PeerID, 0, len(ks)-1-i)
-		for _, id := range ks[i+1:] {
-			then = append(then, protocol.PeerID(id))
-		}
-		r.queueKeyLocked(protocol.PeerID(ks[i]), then, k, true)
 	}
 }
 
