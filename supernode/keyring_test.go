@@ -724,25 +724,29 @@ func TestKeyRingLateKeeperAsksTheOneBefore(t *testing.T) {
 	}
 }
 
+// publishIbex has a supernode that keeps no part of the word "ibex" hold
+// ibex.mp3, and settles the ring: it returns the word's keepers and another
+// supernode that keeps no part of it either, to ask.
+func (net *memNet) publishIbex(view *ringView) (keepers []int, asker int) {
+	net.t.Helper()
+	ks := net.keepersOf("ibex", view.live)
+	var others []int
+	for i := range net.nodes {
+		if !slices.Contains(ks, i) {
+			others = append(others, i)
+		}
+	}
+	net.addLeaf(others[0], "holder").publish("ibex.mp3")
+	net.settleKeys()
+	return ks, others[1]
+}
+
 // A keeper that died while asked may leave the ring before the lookup asks
 // the next: the next is the first keeper not yet asked on the ring as it
 // is now, not the one that came after the dead one on the old ring.
 func TestKeyRingLookupFollowsTheRingAsItChanges(t *testing.T) {
 	net, view := newKeyRingNet(t, 10)
-	ks := net.keepersOf("ibex", view.live)
-	pub, asker := -1, -1
-	for i := range net.nodes {
-		if slices.Contains(ks, i) {
-			continue
-		}
-		if pub < 0 {
-			pub = i
-		} else if asker < 0 {
-			asker = i
-		}
-	}
-	net.addLeaf(pub, "holder").publish("ibex.mp3")
-	net.settleKeys()
+	ks, asker := net.publishIbex(view)
 	dead := net.nodes[ks[0]]
 	dead.mute = true
 	a := net.addLeaf(asker, "asker")
@@ -765,20 +769,7 @@ func TestKeyRingLookupFollowsTheRingAsItChanges(t *testing.T) {
 // before one whose link must open first.
 func TestKeyRingAsksAnOpenKeeperFirst(t *testing.T) {
 	net, view := newKeyRingNetUnlinked(t, 10)
-	ks := net.keepersOf("ibex", view.live)
-	pub, asker := -1, -1
-	for i := range net.nodes {
-		if slices.Contains(ks, i) {
-			continue
-		}
-		if pub < 0 {
-			pub = i
-		} else if asker < 0 {
-			asker = i
-		}
-	}
-	net.addLeaf(pub, "holder").publish("ibex.mp3")
-	net.settleKeys()
+	ks, asker := net.publishIbex(view)
 	net.nodes[asker].r.cfg.PeerRTT = func(protocol.PeerID) time.Duration { return 50 * time.Millisecond }
 	net.connect(asker, ks[2])
 	if r := net.addLeaf(asker, "asker").search("ibex"); len(r.hits) != 1 {
