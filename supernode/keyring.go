@@ -720,7 +720,7 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 			w.done, w.unknown = true, true // no keeper answered: the key rules nothing out
 			continue
 		}
-		to := r.nearestKeeperLocked(left, now)
+		to := r.keeperToAskLocked(left, now)
 		w.asked = append(w.asked, to)
 		w.waiting = to
 		if _, ok := by[to]; !ok {
@@ -740,26 +740,17 @@ func (r *Router) askKeepersLocked(id protocol.QueryID, p *pending, now time.Time
 	return msgs
 }
 
-// nearestKeeperLocked is the keeper of left (in ring order) to ask: the
-// one that answers soonest, as reachLocked reckons, the first of equals.
-// With no link open or measured, that is the first, which had the key's
-// latest changes first. Those held off as slow are passed over while
-// another is left.
-func (r *Router) nearestKeeperLocked(left []protocol.PeerID, now time.Time) protocol.PeerID {
-	var best protocol.PeerID
-	bestAt := time.Duration(math.MaxInt64)
-	for _, k := range left {
-		if r.heldOffLocked(k, now) {
-			continue
-		}
-		if d := r.reachLocked(k); best.IsZero() || d < bestAt {
-			best, bestAt = k, d
+// keeperToAskLocked is the keeper of left (in ring order) to ask: the
+// first, which has the key's changes first, and which a keeper that took
+// over from a dead one only lately is not. Those held off as slow are
+// passed over while another is left.
+func (r *Router) keeperToAskLocked(left []protocol.PeerID, now time.Time) protocol.PeerID {
+	for _, k := range left[:len(left)-1] {
+		if !r.heldOffLocked(k, now) {
+			return k
 		}
 	}
-	if best.IsZero() {
-		return left[len(left)-1]
-	}
-	return best
+	return left[len(left)-1]
 }
 
 // termHolders takes a keeper's answer to a lookup of ours: from any of the
