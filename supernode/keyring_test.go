@@ -792,3 +792,53 @@ func TestKeyRingAsksTheFirstKeeper(t *testing.T) {
 		}
 	}
 }
+
+// Rounds that wait out their time on candidates that never answer must not
+// leave a holder unasked: the last round that ends before the query's
+// deadline asks every candidate left.
+func TestLastRoundAsksEveryCandidateLeft(t *testing.T) {
+	const n = 48
+	net, view := newKeyRingNet(t, n)
+	ks := net.keepersOf("ibex", view.live)
+	asker, live := -1, -1
+	for i := range n {
+		switch {
+		case slices.Contains(ks, i):
+		case asker < 0:
+			asker = i
+		case live < 0:
+			live = i
+		}
+	}
+	for i := range n {
+		if i != asker {
+			net.addLeaf(i, fmt.Sprint("holder", i)).publish(fmt.Sprintf("ibex %d.mp3", i))
+		}
+	}
+	net.settleKeys()
+	// Every holder but the keepers and one is silent, and that one, the
+	// most loaded, comes last among the candidates.
+	for i, nd := range net.nodes {
+		nd.mute = i != asker && i != live && !slices.Contains(ks, i)
+		if i == live {
+			view.live[i].Leaves = 1000
+		}
+	}
+	view.gen++
+	net.tick()
+	cfg := net.nodes[asker].r.Config()
+	a := net.addLeaf(asker, "asker")
+	id := a.start(protocol.Query{Text: "ibex"})
+	var r result
+	for range int(cfg.DirectTimeout/(cfg.RoundTimeout+300*time.Millisecond)) + 2 {
+		net.clock.Advance(cfg.RoundTimeout + 300*time.Millisecond)
+		net.tick()
+		if r = a.collect(id); r.done != nil {
+			break
+		}
+	}
+	want := fmt.Sprintf("ibex %d.mp3", live)
+	if !slices.Contains(r.names(), want) {
+		t.Fatalf("the search found %v, not %s from the last candidate", r.names(), want)
+	}
+}

@@ -929,9 +929,16 @@ func (r *Router) nextRoundLocked(id protocol.QueryID, p *pending, now time.Time)
 	d := p.direct
 	msgs := r.releaseLocked(p)
 	d.round = max(r.cfg.DirectFirstRound, 2*d.round)
+	// The last round that ends before the query's deadline asks every
+	// candidate left: rounds that waited out their time on dead or distant
+	// supernodes must not leave a rare file's holder unasked.
+	size := d.round
+	if now.Add(2 * r.cfg.RoundTimeout).After(p.deadline) {
+		size = len(d.cands)
+	}
 	var round []protocol.PeerID
 	if p.hits < p.limit {
-		for ; d.next < len(d.cands) && len(round) < d.round; d.next++ {
+		for ; d.next < len(d.cands) && len(round) < size; d.next++ {
 			if c := d.cands[d.next]; r.worthAskingLocked(p, c) {
 				round = append(round, c)
 			}
