@@ -835,11 +835,12 @@ type cand struct {
 func (r *Router) orderLocked(all []cand) []protocol.PeerID {
 	var cs, held []cand
 	now := r.cfg.Now()
+	open := r.contactPeersLocked()
 	for _, c := range all {
 		if r.lostLocked(c.p, now) {
 			continue
 		}
-		c.rtt = r.reachLocked(c.p)
+		c.rtt = r.reachLocked(c.p, open)
 		if r.heldOffLocked(c.p, now) {
 			held = append(held, c)
 			continue
@@ -866,35 +867,33 @@ func (r *Router) orderLocked(all []cand) []protocol.PeerID {
 }
 
 // reachLocked is how long a message to supernode peer takes to be
-// answered, as far as we know: a round trip over a link that is open, two
-// over one that must open first (its handshake), and unknown (the most)
-// where no link to it was ever measured.
-func (r *Router) reachLocked(peer protocol.PeerID) time.Duration {
+// answered, as far as we know: a round trip over a link that is open
+// (neighbour, or a contact in contacts), two over one that must open first
+// (its handshake), and unknown (the most) where no link to it was ever
+// measured.
+func (r *Router) reachLocked(peer protocol.PeerID, contacts map[protocol.PeerID]bool) time.Duration {
 	var d time.Duration
 	if r.cfg.PeerRTT != nil {
 		d = r.cfg.PeerRTT(peer)
 	}
+	_, nbr := r.nbrByPeer[peer]
 	switch {
 	case d <= 0:
 		return time.Duration(math.MaxInt64)
-	case r.linkedLocked(peer):
+	case nbr || contacts[peer]:
 		return d
 	}
 	return 2 * d
 }
 
-// linkedLocked reports whether a link to supernode peer is open,
-// neighbour or contact.
-func (r *Router) linkedLocked(peer protocol.PeerID) bool {
-	if _, ok := r.nbrByPeer[peer]; ok {
-		return true
-	}
+// contactPeersLocked are the supernodes a contact link is open to: taken
+// once for all the candidates a query orders.
+func (r *Router) contactPeersLocked() map[protocol.PeerID]bool {
+	out := make(map[protocol.PeerID]bool, len(r.oh.contacts))
 	for _, c := range r.oh.contacts {
-		if c.peer == peer {
-			return true
-		}
+		out[c.peer] = true
 	}
-	return false
+	return out
 }
 
 // keyHashes hashes a query's routing keys once for every filter probed.
