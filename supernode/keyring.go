@@ -500,7 +500,9 @@ func (r *Router) flushTermsLocked(now time.Time) []outMsg {
 			add, del = add[na:], del[nd:]
 		}
 	}
-	clear(kr.out)
+	// A new map, not a cleared one: a map keeps the room it grew to, and
+	// the first flush to thousands of keepers would hold it for good.
+	kr.out = map[outKey]map[uint64]bool{}
 
 	linked := make(map[uint64]LinkID, len(r.neighbours))
 	nbrs := make([]ring.ID, 0, len(r.neighbours))
@@ -869,9 +871,13 @@ type termStore struct {
 	one  map[uint64]uint32   // keys with one publisher
 	many map[uint64][]uint32 // keys with more
 	pubs []pubSlot
-	slot map[uint64]uint32 // each publisher's live slot, by ID prefix
-	held int               // postings, dead slots' included
-	dead int               // postings of dead slots, not yet swept
+	// slotPeer are the live publishers' ID prefixes, ascending, and
+	// slotIdx their slots: sorted slices, not a map, as a keeper of a
+	// large overlay has a slot for most supernodes.
+	slotPeer []uint64
+	slotIdx  []uint32
+	held     int // postings, dead slots' included
+	dead     int // postings of dead slots, not yet swept
 	// Refused counts keys not taken for the limits.
 	refused int
 }
@@ -879,12 +885,31 @@ type termStore struct {
 type pubSlot struct {
 	peer uint64 // ID prefix
 	inc  uint64
-	n    int
+	n    uint32 // at most maxPublisherKeys
 	dead bool
 }
 
 func newTermStore() termStore {
-	return termStore{one: map[uint64]uint32{}, many: map[uint64][]uint32{}, slot: map[uint64]uint32{}}
+	return termStore{one: map[uint64]uint32{}, many: map[uint64][]uint32{}}
+}
+
+// slot is publisher pub's live slot.
+func (s *termStore) slot(pub uint64) (uint32, bool) {
+	if j, ok := slices.BinarySearch(s.slotPeer, pub); ok {
+		return s.slotIdx[j], true
+	}
+	return 0, false
+}
+
+// setSlot makes i publisher pub's live slot.
+func (s *termStore) setSlot(pub uint64, i uint32) {
+	j, ok := slices.BinarySearch(s.slotPeer, pub)
+	if ok {
+		s.slotIdx[j] = i
+		return
+	}
+	s.slotPeer = slices.Insert(s.slotPeer, j, pub)
+	s.slotIdx = slices.Insert(s.slotIdx, j, i)
 }
 
 // keys is how many keys the store holds.
@@ -940,7 +965,7 @@ func (s *termStore) remove(k uint64, i uint32) bool {
 // the limits. A batch of an earlier incarnation than the one held is
 // dropped; one of a later drops what the earlier put.
 func (s *termStore) put(pub, inc uint64, add, del []uint64) {
-	i, ok := s.slot[pub]
+	i, ok := s.slot(pub)
 	if ok && s.pubs[i].inc > inc {
 		return
 	}
@@ -954,7 +979,7 @@ func (s *termStore) put(pub, inc uint64, add, del []uint64) {
 		}
 		i = uint32(len(s.pubs))
 		s.pubs = append(s.pubs, pubSlot{peer: pub, inc: inc})
-		s.slot[pub] = i
+		s.setSlot(pub, i)
 	}
 	ps := &s.pubs[i]
 	for _, k := range del {
@@ -988,13 +1013,15 @@ func (s *termStore) has(k uint64, i uint32) bool {
 // gone drops what a publisher put: its slot is dead, and its postings go
 // at the next sweep.
 func (s *termStore) gone(pub uint64) {
-	i, ok := s.slot[pub]
+	j, ok := slices.BinarySearch(s.slotPeer, pub)
 	if !ok {
 		return
 	}
-	delete(s.slot, pub)
+	i := s.slotIdx[j]
+	s.slotPeer = slices.Delete(s.slotPeer, j, j+1)
+	s.slotIdx = slices.Delete(s.slotIdx, j, j+1)
 	s.pubs[i].dead = true
-	s.dead += s.pubs[i].n
+	s.dead += int(s.pubs[i].n)
 	if s.dead > 1<<12 && 2*s.dead > s.held {
 		s.sweep()
 	}
@@ -1007,7 +1034,7 @@ func (s *termStore) sweep() {
 	for i, p := range s.pubs {
 		if !p.dead {
 			renum[i] = uint32(len(pubs))
-			s.slot[p.peer] = uint32(len(pubs))
+			s.setSlot(p.peer, uint32(len(pubs)))
 			pubs = append(pubs, p)
 		}
 	}
