@@ -101,3 +101,31 @@ func TestSameSeedSameResults(t *testing.T) {
 		t.Fatal("seeds 7 and 8 gave the same figures: the seed is not used")
 	}
 }
+
+// A large overlay is built a chunk of peers at a time, its keyword ring's
+// batches handed straight to their keepers: it must end with every key
+// kept as a build in one piece, over the hops, leaves it.
+func TestChunkedBuildKeepsEveryKey(t *testing.T) {
+	w := Workload{Peers: 3000, Queries: 1, Duration: 4 * time.Minute, Seed: 5}
+	build := func(chunk int) (kept int, dropped uint64) {
+		t.Helper()
+		wd := newWorld(w)
+		d, err := newDesign("supernode", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := d.(*overlay)
+		o.Chunk = chunk
+		o.build(&env{wd: wd, net: newNet(w.Seed + 1), online: slices.Clone(wd.startsOnline)})
+		for _, s := range o.sns {
+			kept += s.r.KeptKeys()
+			dropped += s.r.Stats.SummariesDropped.Load()
+		}
+		return kept, dropped
+	}
+	whole, _ := build(0)
+	kept, dropped := build(700)
+	if whole == 0 || kept != whole || dropped != 0 {
+		t.Fatalf("built in chunks of 700 peers: %d keys kept, %d batches dropped; in one piece %d kept", kept, dropped, whole)
+	}
+}

@@ -42,6 +42,9 @@ type overlay struct {
 	// LeafPings is what each supernode asks its leaves' pings to stay
 	// under, a second (0: the router's default).
 	LeafPings float64
+	// Chunk is how many peers attach before the overlay settles while
+	// building (0: buildChunk).
+	Chunk int
 
 	e     *env
 	sns   []*snode
@@ -56,11 +59,15 @@ type overlay struct {
 	tags     map[protocol.QueryID]int
 	building bool
 	free     []freeMsg // messages of the steady state, delivered at no cost
-	filters  filterCache
-	members  memberLists
-	liveSNs  int
-	view     *supernode.RingView // the live supernodes, for the keyword ring
-	settled  time.Duration       // the routers' clock is this far ahead of the run's: the time building took
+	// toKeep are the keyword ring's batches of a build in chunks, by
+	// keeper, and keepOrder the keepers in the order they got them.
+	toKeep    map[int][]protocol.TermBatch
+	keepOrder []int
+	filters   filterCache
+	members   memberLists
+	liveSNs   int
+	view      *supernode.RingView // the live supernodes, for the keyword ring
+	settled   time.Duration       // the routers' clock is this far ahead of the run's: the time building took
 }
 
 type snode struct {
@@ -140,40 +147,106 @@ func (o *overlay) build(e *env) {
 	o.newView()
 	o.linkAll()
 	o.of, o.pingAcc = make([][]int32, n), make([][]float32, n)
-	for p := 0; p < n; p++ {
-		o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
-		if e.online[p] {
-			o.fillSlots(p)
-		} else {
-			e.net.kill(o.peers[p])
-		}
-	}
 	e.everyPeer(time.Second, o.ping)
-	// Summaries spread a hop a round: settle them as if long running,
-	// with the routers' clock moving on a round at a time.
-	// Until a round sends nothing: a thousand whole filters take a few
-	// rounds to cross one link.
-	for round := 0; round < 256; round++ {
+	// Peers attach a share at a time, each settled before the next: the
+	// keys of a whole large overlay at once would travel as about a batch
+	// per key (10^8 of them at 10,000 supernodes).
+	chunk := cmp.Or(o.Chunk, buildChunk)
+	chunks := (n + chunk - 1) / chunk
+	if chunks > 1 {
+		o.toKeep = map[int][]protocol.TermBatch{}
+	}
+	for c := 0; c < chunks; c++ {
+		for p := c * n / chunks; p < (c+1)*n/chunks; p++ {
+			o.peers = append(o.peers, e.net.add(snLeaf{o, p}, peerUplink))
+			if e.online[p] {
+				o.fillSlots(p)
+			} else {
+				e.net.kill(o.peers[p])
+			}
+		}
+		o.settle()
+	}
+	o.building, o.toKeep = false, nil
+	for i := range o.sns {
+		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
+		o.gossip(i, time.Duration(i)*o.Gossip/time.Duration(ns))
+		o.refresh(i, time.Duration(e.net.random().Int64N(int64(o.Refresh))))
+	}
+}
+
+// buildChunk is how many peers attach at once while building: past it a
+// build goes in chunks.
+const buildChunk = 100_000
+
+// settle runs the routers until what they send has settled, as if long
+// running: summaries and keys spread a hop a round, with the routers'
+// clock moving on a round at a time, until a round sends nothing (a
+// thousand whole filters take a few rounds to cross one link).
+func (o *overlay) settle() {
+	rounds := 256
+	if o.toKeep != nil {
+		// Another chunk's keys are in a few rounds: a round flushes, and a
+		// key is with its three keepers three flushes after its
+		// supernode took it. Routers' other news does not stop in an
+		// overlay this large (some supernode's refresh is always due).
+		rounds = 16
+	}
+	for round := 0; round < rounds; round++ {
 		o.settled += 2 * time.Second
 		for _, s := range o.sns {
 			s.r.Tick()
 		}
-		if round >= 8 && len(o.free) == 0 {
+		if round >= 8 && len(o.free) == 0 && len(o.keepOrder) == 0 {
 			break
 		}
-		for len(o.free) > 0 {
+		for len(o.free) > 0 || len(o.keepOrder) > 0 {
 			batch := o.free
 			o.free = nil
 			for _, f := range batch {
 				o.sns[f.to].r.Handle(snLink(f.from), f.m)
 			}
+			o.deliverKept()
 		}
 	}
-	o.building = false
-	for i := range o.sns {
-		o.tick(i, time.Duration(i)*o.snTick()/time.Duration(ns))
-		o.gossip(i, time.Duration(i)*o.Gossip/time.Duration(ns))
-		o.refresh(i, time.Duration(e.net.random().Int64N(int64(o.Refresh))))
+}
+
+// keepAtOnce takes the batches of m, sent while building in chunks, for
+// their keepers, reporting whether it knew them all: they skip the hops
+// on the way, which cost nothing while building but would take hours at a
+// million peers, and end with the keepers as the hops would have left
+// them.
+func (o *overlay) keepAtOnce(m *protocol.TermPuts) bool {
+	ks := make([]int, len(m.Batches))
+	for i, b := range m.Batches {
+		id, ok := o.view.ByPrefix[b.To]
+		if ks[i] = snIndex(id); !ok || ks[i] < 0 || len(o.sns[ks[i]].nbrs) == 0 {
+			return false
+		}
+	}
+	for i, b := range m.Batches {
+		k := ks[i]
+		if len(o.toKeep[k]) == 0 {
+			o.keepOrder = append(o.keepOrder, k)
+		}
+		o.toKeep[k] = append(o.toKeep[k], b)
+	}
+	return true
+}
+
+// deliverKept hands each keeper its batches, as from its neighbours in
+// turn (the last hop of a batch's way is from a neighbour).
+func (o *overlay) deliverKept() {
+	order := o.keepOrder
+	o.keepOrder = nil
+	for _, k := range order {
+		bs, s := o.toKeep[k], o.sns[k]
+		delete(o.toKeep, k)
+		for n := 0; len(bs) > 0; n++ {
+			c := min(len(bs), protocol.MaxTermBatches)
+			s.r.Handle(snLink(s.nbrs[n%len(s.nbrs)]), &protocol.TermPuts{Batches: bs[:c:c]})
+			bs = bs[c:]
+		}
 	}
 }
 
@@ -731,7 +804,9 @@ func (b snOutbox) Send(to supernode.LinkID, m protocol.Message) {
 	if to >= leafLinks {
 		j := int(to - leafLinks)
 		if o.building {
-			o.free = append(o.free, freeMsg{b.i, j, m})
+			if tp, ok := m.(*protocol.TermPuts); !ok || o.toKeep == nil || !o.keepAtOnce(tp) {
+				o.free = append(o.free, freeMsg{b.i, j, m})
+			}
 			return
 		}
 		o.e.net.send(o.sns[b.i].node, o.sns[j].node, tag, m)

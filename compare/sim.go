@@ -94,9 +94,10 @@ type Net struct {
 	upBW  []float64 // bytes per second
 	upAt  []time.Duration
 
-	frame    []byte
-	lastMsg  protocol.Message
-	lastSize uint64
+	// sized are the last two messages sized: a ping and its pong, or a
+	// message sent on to several neighbours, are encoded once.
+	frame []byte
+	sized [2]sizedMsg
 
 	counters
 }
@@ -191,18 +192,28 @@ func (n *Net) send(from, to NodeID, tag int, m protocol.Message) {
 	n.push(event{at: n.upAt[from] + n.latency(from, to), from: from, to: to, tag: tag, size: size, m: m})
 }
 
-// size is m's encoded size. A message sent on to several neighbours is
-// encoded once: designs do not change a message once sent.
+type sizedMsg struct {
+	m    protocol.Message
+	size uint64
+}
+
+// size is m's encoded size. Designs do not change a message once sent, so
+// a message seen lately is not encoded again.
 func (n *Net) size(m protocol.Message) uint64 {
-	if m != n.lastMsg {
-		var err error
-		n.frame, err = protocol.AppendFrame(n.frame[:0], m)
-		if err != nil {
-			panic("compare: a design built a message the protocol refuses: " + err.Error())
-		}
-		n.lastMsg, n.lastSize = m, uint64(len(n.frame))
+	switch m {
+	case n.sized[0].m:
+		return n.sized[0].size
+	case n.sized[1].m:
+		n.sized[0], n.sized[1] = n.sized[1], n.sized[0]
+		return n.sized[0].size
 	}
-	return n.lastSize
+	var err error
+	n.frame, err = protocol.AppendFrame(n.frame[:0], m)
+	if err != nil {
+		panic("compare: a design built a message the protocol refuses: " + err.Error())
+	}
+	n.sized[1], n.sized[0] = n.sized[0], sizedMsg{m, uint64(len(n.frame))}
+	return n.sized[0].size
 }
 
 func (n *Net) charge(from, to NodeID, tag int, m protocol.Message) {
