@@ -3,6 +3,7 @@ package compare
 import (
 	"cmp"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -154,7 +155,19 @@ func run(d design, wd *world, o Options) (Result, error) {
 	n := len(wd.queries)
 	e.rec = &recorder{start: make([]time.Duration, n), first: make([]time.Duration, n), last: make([]time.Duration, n),
 		found: make([]map[int32]bool, n), truth: make([][]int32, n), from: make([]int, n)}
+	began := time.Now()
 	d.build(e)
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "%s, %d peers: built in %v\n", d.Name(), w.Peers, time.Since(began).Round(time.Second))
+		var tell func(at time.Duration)
+		tell = func(at time.Duration) {
+			e.net.after(time.Minute, func() {
+				fmt.Fprintf(o.Progress, "%s, %d peers: %v of %v simulated, %v\n", d.Name(), w.Peers, at+time.Minute, w.Duration, time.Since(began).Round(time.Second))
+				tell(at + time.Minute)
+			})
+		}
+		tell(0)
+	}
 	for _, c := range wd.churn {
 		e.net.after(c.at, func() {
 			if e.online[c.peer] == c.up {
@@ -276,6 +289,9 @@ type Options struct {
 	// socket).
 	QUIC bool
 	Log  zerolog.Logger
+	// Progress, when set, is told when each design is built and as each
+	// simulated minute passes: a run of a million peers takes half an hour.
+	Progress io.Writer
 }
 
 func newDesign(name string, o Options) (design, error) {

@@ -38,6 +38,7 @@ func compareCmd() *cobra.Command {
 		opts       compare.Options
 		absent     float64
 		perSN, nbr int
+		progress   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "compare",
@@ -60,6 +61,10 @@ network with modelled latency and bandwidth, and print what each cost and found.
 				return fmt.Errorf("--seeds: %d; at least 1", seeds)
 			}
 			opts.PerSupernode, opts.Neighbours = perSN, nbr
+			if progress {
+				opts.Progress = os.Stderr
+			}
+			setMemoryLimit()
 			var all []compare.Result
 			for _, n := range peers {
 				if n < 10 {
@@ -137,6 +142,7 @@ network with modelled latency and bandwidth, and print what each cost and found.
 	f.BoolVar(&opts.MultiHop, "multi-hop", false, "route the overlay's queries hop by hop through attenuated summaries, the oldest way, instead of by the keyword ring")
 	f.BoolVar(&opts.OneHop, "one-hop", false, "route the overlay's queries by one-hop summaries (every supernode holds a filter of every other's index) instead of the keyword ring")
 	f.BoolVar(&opts.QUIC, "quic", false, "run over real QUIC links on loopback, in real time, instead of the simulated network (a few hundred peers at most; set --duration)")
+	f.BoolVar(&progress, "progress", false, "report each design's build and each simulated minute on stderr")
 	f.StringVar(&csvPath, "csv", "", "also write every figure to this CSV file")
 	f.StringVar(&plotDir, "plots", "", "also draw messages, recall and success plots into this folder")
 	f.StringVar(&plotFormat, "plot-format", "svg", "svg or png")
