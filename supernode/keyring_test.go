@@ -83,6 +83,21 @@ func (net *memNet) keepersOf(term string, live []RingMember) []int {
 	return out
 }
 
+// keepingNone are the supernodes that keep none of terms, in order.
+func (net *memNet) keepingNone(live []RingMember, terms ...string) []int {
+	var ks []int
+	for _, t := range terms {
+		ks = append(ks, net.keepersOf(t, live)...)
+	}
+	var out []int
+	for i := range net.nodes {
+		if !slices.Contains(ks, i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // lookupCost is what looking terms up from node asker costs: nothing for a
 // term it keeps as first keeper, or holds a list for; else a lookup and its
 // answer for each first keeper.
@@ -528,17 +543,8 @@ func TestKeyRingLookupGoesOnWithoutAWord(t *testing.T) {
 	const n = 12
 	net, view := newKeyRingNet(t, n)
 	walrus := net.keepersOf("walrus", view.live)
-	holder, asker := -1, -1
-	for i := range n {
-		if slices.Contains(walrus, i) || slices.Contains(net.keepersOf("okapi", view.live), i) {
-			continue
-		}
-		if holder < 0 {
-			holder = i
-		} else if asker < 0 {
-			asker = i
-		}
-	}
+	free := net.keepingNone(view.live, "walrus", "okapi")
+	holder, asker := free[0], free[1]
 	net.addLeaf(holder, "holder").publish("walrus okapi.mp3")
 	net.settleKeys()
 	for _, k := range walrus {
@@ -615,9 +621,7 @@ func TestKeyRingChainBrokenByDeadKeeper(t *testing.T) {
 			}
 			if pub < 0 && linked {
 				// Both ring neighbours of the first keeper keep the word.
-				pub = slices.IndexFunc(net.nodes, func(nd *memNode) bool {
-					return !slices.Contains(ks, slices.Index(net.nodes, nd))
-				})
+				pub = net.keepingNone(view.live, "ibex")[0]
 				net.connect(pub, ks[0])
 			}
 			// The first keeper takes the batch and passes nothing on.
@@ -800,16 +804,8 @@ func TestLastRoundAsksEveryCandidateLeft(t *testing.T) {
 	const n = 48
 	net, view := newKeyRingNet(t, n)
 	ks := net.keepersOf("ibex", view.live)
-	asker, live := -1, -1
-	for i := range n {
-		switch {
-		case slices.Contains(ks, i):
-		case asker < 0:
-			asker = i
-		case live < 0:
-			live = i
-		}
-	}
+	free := net.keepingNone(view.live, "ibex")
+	asker, live := free[0], free[1]
 	for i := range n {
 		if i != asker {
 			net.addLeaf(i, fmt.Sprint("holder", i)).publish(fmt.Sprintf("ibex %d.mp3", i))
