@@ -67,7 +67,10 @@ type overlay struct {
 	members   memberLists
 	liveSNs   int
 	view      *supernode.RingView // the live supernodes, for the keyword ring
-	settled   time.Duration       // the routers' clock is this far ahead of the run's: the time building took
+	// listed are the ID prefixes of the supernodes in view, sorted: where
+	// member refreshes go down the ring's tree.
+	listed  []uint64
+	settled time.Duration // the routers' clock is this far ahead of the run's: the time building took
 }
 
 type snode struct {
@@ -89,8 +92,10 @@ type snode struct {
 	leafSet map[int]struct{}
 	rounds  int
 	// newsRecs and newsGone are the member entries and gone reports it
-	// passes on in its next round.
+	// passes on in its next round, treeOut the refreshes down the tree, by
+	// neighbour.
 	newsRecs, newsGone int
+	treeOut            map[int]int
 	// gone is set once the others have taken it as dead.
 	gone bool
 }
@@ -288,6 +293,11 @@ func (o *overlay) newView() {
 		}
 	}
 	o.view = supernode.NewRingView(gen, live)
+	o.listed = o.listed[:0]
+	for _, m := range live {
+		o.listed = append(o.listed, protocol.IDPrefix(m.Peer))
+	}
+	slices.Sort(o.listed)
 }
 
 // linkAll links every live supernode to others until it has Neighbours
@@ -423,10 +433,11 @@ func (o *overlay) ping(p int) {
 
 // Member upkeep, as supernode.membership does it: every Gossip a
 // supernode sends each supernode neighbour one members message, empty
-// unless news came since its last round: entries issued (each supernode's
-// every Refresh) and reports of supernodes gone. A flood passes each on
-// every link, once each way at most; it is charged both ways, the most it
-// costs. Leaves get their list (a sample in a large overlay) every
+// unless news came since its last round: entries issued on a change and
+// reports of supernodes gone. A flood passes each on every link, once each
+// way at most; it is charged both ways, the most it costs. Refreshes (each
+// supernode's entry every Refresh) go down the ring's tree instead, in
+// member_tree messages (treeRefresh). Leaves get their list (a sample in a large overlay) every
 // LeafMembersEvery rounds or when a supernode in it died, which is
 // charged as if every sample held one; a new neighbour gets every entry at
 // once, a new leaf its list.
@@ -442,7 +453,15 @@ func (o *overlay) gossip(i int, d time.Duration) {
 				o.e.net.charge(s.node, o.sns[j].node, tagMembers, m)
 			}
 		}
+		for j, n := range s.treeOut {
+			if o.sns[j].alive {
+				for ; n > 0; n -= protocol.MaxMembers {
+					o.e.net.charge(s.node, o.sns[j].node, tagMembers, o.members.tree(min(n, protocol.MaxMembers)))
+				}
+			}
+		}
 		s.newsRecs, s.newsGone = 0, 0
+		clear(s.treeOut)
 		if s.rounds%supernode.LeafMembersEvery == 0 {
 			o.toLeaves(i)
 		}
@@ -454,10 +473,90 @@ func (o *overlay) gossip(i int, d time.Duration) {
 func (o *overlay) refresh(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		if o.sns[i].alive {
-			o.news(1, 0)
+			o.treeRefresh(i)
 			o.refresh(i, o.Refresh)
 		}
 	})
+}
+
+// treeRefresh passes supernode i's refresh down the ring's tree, as
+// supernode.membership does: each supernode splits its arc among its
+// neighbours on it, in its next round's member_tree. One whose successor
+// in the list is not its first neighbour on the arc (it died and is not
+// taken as dead yet, or was never linked) floods the entry instead, which
+// then goes over every link once.
+func (o *overlay) treeRefresh(i int) {
+	pos := func(j int) uint64 { return protocol.IDPrefix(snID(j)) }
+	type hop struct {
+		x    int
+		upto uint64
+	}
+	type kid struct {
+		j    int
+		dist uint64
+	}
+	stack := []hop{{i, pos(i)}}
+	flooded := false
+	var kids []kid
+	for len(stack) > 0 {
+		h := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		self := pos(h.x)
+		arc := h.upto - self
+		on := func(d uint64) bool { return d != 0 && (arc == 0 || d < arc) }
+		succ := o.successorDist(self)
+		if !on(succ) {
+			continue
+		}
+		s := o.sns[h.x]
+		kids = kids[:0]
+		for _, j := range s.nbrs {
+			if d := pos(j) - self; on(d) {
+				kids = append(kids, kid{j, d})
+			}
+		}
+		slices.SortFunc(kids, func(a, b kid) int { return cmp.Compare(a.dist, b.dist) })
+		if len(kids) == 0 || kids[0].dist != succ {
+			if !flooded {
+				o.news(1, 0)
+				flooded = true
+			}
+			continue
+		}
+		if s.treeOut == nil {
+			s.treeOut = map[int]int{}
+		}
+		for k, c := range kids {
+			end := h.upto
+			if k+1 < len(kids) {
+				end = self + kids[k+1].dist
+			}
+			s.treeOut[c.j]++
+			if o.sns[c.j].alive {
+				stack = append(stack, hop{c.j, end})
+			}
+		}
+	}
+}
+
+// successorDist is how far round the ring the next listed supernode is from
+// position self; 0 if none.
+func (o *overlay) successorDist(self uint64) uint64 {
+	n := len(o.listed)
+	if n == 0 {
+		return 0
+	}
+	k, _ := slices.BinarySearch(o.listed, self+1)
+	for range n {
+		if k == n {
+			k = 0
+		}
+		if d := o.listed[k] - self; d != 0 {
+			return d
+		}
+		k++
+	}
+	return 0
 }
 
 // news gives every live supernode entries and gone reports to pass on.
@@ -497,6 +596,7 @@ func (o *overlay) greetSN(i int, to NodeID) {
 type memberLists struct {
 	by     map[int]*protocol.Members
 	newsBy map[[2]int]*protocol.Members
+	treeBy map[int]*protocol.MemberTree
 	entry  protocol.MemberRecord
 	gone   protocol.MemberGone
 }
@@ -520,6 +620,22 @@ func (ml *memberLists) news(recs, gone int) []*protocol.Members {
 		recs, gone = recs-r, gone-g
 	}
 	return out
+}
+
+// tree is a member_tree message of n entries.
+func (ml *memberLists) tree(n int) *protocol.MemberTree {
+	if m := ml.treeBy[n]; m != nil {
+		return m
+	}
+	m := &protocol.MemberTree{Entries: make([]protocol.TreeEntry, n)}
+	for k := range m.Entries {
+		m.Entries[k] = protocol.TreeEntry{Rec: ml.list(1).Members[0], Upto: 1 << 63}
+	}
+	if ml.treeBy == nil {
+		ml.treeBy = map[int]*protocol.MemberTree{}
+	}
+	ml.treeBy[n] = m
+	return m
 }
 
 // leafList is a leaf's list when live supernodes are: all of them, or a

@@ -173,6 +173,7 @@ func init() {
 	registerCapped[[]ContentID](MaxIDsPerFrame)
 	registerCapped[[]MemberRecord](MaxMembers)
 	registerCapped[[]MemberGone](MaxMembers)
+	registerCapped[[]TreeEntry](MaxMembers)
 	registerCapped[[]UserRecord](MaxUserRecords)
 	registerCapped[Chain](MaxChain)
 	registerCapped[[]PeerID](MaxUserSNs)

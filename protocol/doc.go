@@ -226,6 +226,7 @@
 //	0x2e  term_puts   v10      message    supernode -> supernode
 //	0x2f  term_lookup v10      message    supernode -> supernode
 //	0x30  term_holders v10     message    supernode -> supernode, answers term_lookup
+//	0x31  member_tree v11      message    supernode -> supernode
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -413,6 +414,12 @@
 //	  s    bin 64   ed25519 signature (see Membership)
 //	  in?  uint64   v7: incarnation, raised each time the supernode starts
 //	  ch?  [cert]   v7: the chain admitting it as a supernode (not covered by s)
+//
+//	member_tree (MemberTree), v11
+//	  e    [tree]   refreshed entries; <= 256 (see Membership)
+//	tree (TreeEntry)
+//	  r    member   the entry
+//	  u    uint64   the end of the arc to pass it on over, an ID prefix
 //
 //	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
@@ -796,6 +803,19 @@
 // gone reports it took, in g. A neighbour gets every live entry, in as many
 // messages as it takes, when the link opens.
 //
+// From v11 an entry issued only because the refresh interval passed goes down
+// a spanning tree of the ring of supernode IDs, in member_tree, rather than
+// over every link: flooded, each supernode would get every refresh from each
+// of its neighbours. Its issuer sends it to each v11 neighbour with the arc of
+// the ring from that neighbour (going round) to the next such neighbour, the
+// last one's arc ending at the issuer; positions are ID prefixes. A receiver
+// that held an earlier entry does the same over its own arc, to its neighbours
+// on it. Since every supernode links its successor on the ring, the arcs cover
+// every supernode once. A supernode that cannot cover its arc (a live
+// supernode it lists lies between it and its first neighbour on the arc, or a
+// neighbour speaks v10 or older) passes the entry on as news in members
+// instead, which floods from there.
+//
 //	gone (MemberGone): a report of a supernode gone, v9
 //	  p    bin 32   the supernode gone
 //	  in?  uint64   the incarnation of its entry the reporter held
@@ -963,6 +983,7 @@
 //	    timeout, so an overlay's supernodes upgrade together. Optional key n
 //	    in members: a leaf's list of a larger overlay is a sample of 16.
 //	v10 Keyword ring: types 0x2e to 0x30.
+//	v11 Member refreshes down a spanning tree of the ring: type 0x31.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

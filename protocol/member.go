@@ -151,3 +151,35 @@ func (g *MemberGone) signedBytes() []byte {
 	b = binary.BigEndian.AppendUint64(b, g.Beat)
 	return append(b, g.By[:]...)
 }
+
+// VersionMemberTree is the first version with member_tree: refreshed member
+// entries passed down a spanning tree of the ring of supernode IDs.
+const VersionMemberTree uint16 = 11
+
+// MemberTree carries refreshed member entries (v11). Each goes with the arc
+// of the ring its receiver is to pass it on over: from the receiver to Upto,
+// both left out. The receiver splits the arc among its neighbours on it, so
+// an entry reaches each supernode once instead of over every link.
+type MemberTree struct {
+	Entries []TreeEntry `msgpack:"e"`
+}
+
+// TreeEntry is an entry and the end of its arc, an ID prefix (IDPrefix).
+type TreeEntry struct {
+	Rec  MemberRecord `msgpack:"r"`
+	Upto uint64       `msgpack:"u"`
+}
+
+func (*MemberTree) Type() MsgType { return TypeMemberTree }
+
+func (m *MemberTree) validate() error {
+	if len(m.Entries) > MaxMembers {
+		return invalid("%d tree entries (max %d)", len(m.Entries), MaxMembers)
+	}
+	for i := range m.Entries {
+		if err := m.Entries[i].Rec.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -59,13 +59,14 @@ const (
 	TypeTermPuts    MsgType = 0x2e
 	TypeTermLookup  MsgType = 0x2f
 	TypeTermHolders MsgType = 0x30
+	TypeMemberTree  MsgType = 0x31
 )
 
 // Protocol versions this build speaks. A hello carries a range; the answer picks
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 10
+	MaxVersion uint16 = 11
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and
@@ -237,6 +238,7 @@ var messageTypes = [...]MsgInfo{
 	info[TermPuts]("term_puts", VersionKeyRing, StreamMessage, fromSupernode),
 	info[TermLookup]("term_lookup", VersionKeyRing, StreamMessage, fromSupernode),
 	info[TermHolders]("term_holders", VersionKeyRing, StreamMessage, fromSupernode),
+	info[MemberTree]("member_tree", VersionMemberTree, StreamMessage, fromSupernode),
 }
 
 var byType = indexTypes()

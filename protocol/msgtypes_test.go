@@ -135,7 +135,7 @@ func TestMessageTableAppendOnly(t *testing.T) {
 	}
 	for v, ty := range map[uint16]MsgType{VersionSignal: TypeNATReport, VersionSwarm: TypeJoin, VersionMembers: TypeMembers,
 		VersionUsers: TypeUserPut, VersionElection: TypeCandidacy, VersionAdmission: TypeCertificate, VersionOneHop: TypeSummaries,
-		VersionKeyRing: TypeTermPuts} {
+		VersionKeyRing: TypeTermPuts, VersionMemberTree: TypeMemberTree} {
 		if first[v] != ty {
 			t.Errorf("v%d begins with %s, want %s", v, first[v], ty)
 		}
@@ -210,8 +210,11 @@ func TestCheckIncoming(t *testing.T) {
 		{TypeTermLookup, VersionKeyRing, sn, nil},
 		{TypeTermHolders, VersionKeyRing - 1, sn, ErrUnsupportedVersion},
 		{TypeTermPuts, MaxVersion, leaf, ErrForbidden},
+		{TypeMemberTree, VersionMemberTree, sn, nil},
+		{TypeMemberTree, VersionMemberTree - 1, sn, ErrUnsupportedVersion},
+		{TypeMemberTree, MaxVersion, leaf, ErrForbidden},
 		{0, MaxVersion, AnyRole, ErrUnknownType},
-		{TypeTermHolders + 1, MaxVersion, AnyRole, ErrUnknownType},
+		{TypeMemberTree + 1, MaxVersion, AnyRole, ErrUnknownType},
 	}
 	for _, tt := range tests {
 		err := CheckIncoming(tt.t, tt.version, tt.from)
@@ -274,7 +277,7 @@ func TestCheckTransfer(t *testing.T) {
 		{TypeTermPuts, VersionKeyRing - 1, ErrUnsupportedVersion, ""},
 		{TypeTermLookup, MaxVersion, ErrBadRequest, "bad request: term_lookup belongs on the message stream, not a transfer stream"},
 		{0, MaxVersion, ErrUnknownType, "unknown message type: 0x00"},
-		{TypeTermHolders + 1, MaxVersion, ErrUnknownType, ""},
+		{TypeMemberTree + 1, MaxVersion, ErrUnknownType, ""},
 	}
 	for _, tt := range tests {
 		err := CheckTransfer(tt.t, tt.version)
@@ -320,7 +323,9 @@ func TestSupports(t *testing.T) {
 		{MaxVersion, TypeCertificate, true},
 		{VersionKeyRing - 1, TypeTermPuts, false},
 		{VersionKeyRing, TypeTermHolders, true},
-		{MaxVersion, TypeTermHolders + 1, false},
+		{VersionMemberTree - 1, TypeMemberTree, false},
+		{VersionMemberTree, TypeMemberTree, true},
+		{MaxVersion, TypeMemberTree + 1, false},
 		{MaxVersion, 0, false},
 	} {
 		if got := Supports(tt.v, tt.t); got != tt.want {

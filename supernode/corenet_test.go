@@ -34,8 +34,8 @@ type coreNet struct {
 	delivered int
 	nextReq   int // leaves' request IDs
 	// entries counts the member entries and gone reports delivered between
-	// supernodes.
-	entries int
+	// supernodes in members messages, treeEntries those in member_tree.
+	entries, treeEntries int
 }
 
 type coreMsg struct {
@@ -295,6 +295,8 @@ func (n *coreNode) handle(from protocol.PeerID, role protocol.Role, m protocol.M
 		err = n.dir.Handle(from, role, m)
 	case *protocol.Members:
 		err = n.memb.Handle(from, m)
+	case *protocol.MemberTree:
+		err = n.memb.HandleTree(from, m)
 	case *protocol.Candidacy:
 		n.elect.Candidacy(from, m)
 	case *protocol.Promoted:
@@ -317,7 +319,8 @@ func (l *coreLeaf) send(m protocol.Message) {
 	l.net.run()
 }
 
-// maxCoreDeliveries bounds one run: a loop fails the test instead of hanging it.
+// maxCoreDeliveries bounds the deliveries of one run: a loop fails the test
+// instead of hanging it.
 const maxCoreDeliveries = 200_000
 
 // run delivers queued messages, and whatever their handling sends, until the
@@ -345,8 +348,11 @@ func (net *coreNet) run() int {
 		case linked && dst != nil && !dst.down:
 			n++
 			net.delivered++
-			if m, ok := e.m.(*protocol.Members); ok {
+			switch m := e.m.(type) {
+			case *protocol.Members:
 				net.entries += len(m.Members) + len(m.Gone)
+			case *protocol.MemberTree:
+				net.treeEntries += len(m.Entries)
 			}
 			dst.handle(e.from, protocol.RoleSupernode, net.roundTrip(e.m))
 		case isLeaf && leaf != nil:
@@ -354,7 +360,7 @@ func (net *coreNet) run() int {
 			net.delivered++
 			leaf.inbox = append(leaf.inbox, net.roundTrip(e.m))
 		}
-		if net.delivered > maxCoreDeliveries {
+		if n > maxCoreDeliveries {
 			net.t.Fatalf("more than %d messages delivered: a loop?", maxCoreDeliveries)
 		}
 	}

@@ -37,6 +37,9 @@ func (s *Server) routes() map[protocol.MsgType]route {
 		protocol.TypeMembers: {fatal: true, handle: func(in inbound, m protocol.Message) error {
 			return s.memb.Handle(in.l.Peer, m.(*protocol.Members))
 		}},
+		protocol.TypeMemberTree: {fatal: true, handle: func(in inbound, m protocol.Message) error {
+			return s.memb.HandleTree(in.l.Peer, m.(*protocol.MemberTree))
+		}},
 		protocol.TypeUserPut:   dir,
 		protocol.TypeUserGet:   dir,
 		protocol.TypeUserReply: dir,

@@ -79,12 +79,15 @@ type membership struct {
 	mu         sync.Mutex
 	beat       uint64 // the last beat of our own entry
 	rounds     uint64 // gossip rounds so far
-	limits     map[protocol.PeerID]*rate.Limiter
+	limits     map[limitKey]*rate.Limiter
 	reporters  map[protocol.PeerID]*rate.Limiter // gone reports taken, by reporter
 	dialFailed map[protocol.PeerID]time.Time     // listed supernodes not redialled until then
 	heard      map[protocol.PeerID]time.Time     // neighbours, linked or lately lost: when last heard
 	told       map[protocol.PeerID]time.Time     // neighbours sent the report of their death, when
 	news       []news                            // for the next round
+	// flooded is the entry (incarnation and beat) of each supernode last
+	// passed on over every link, so that each is flooded once.
+	flooded map[protocol.PeerID][2]uint64
 	died       []protocol.PeerID                 // by reports, for the next round
 	issued     *protocol.MemberRecord            // our last entry
 	issuedAt   time.Time
@@ -96,11 +99,20 @@ type membership struct {
 }
 
 // news is an entry or a gone report to pass on, and the neighbour it came
-// from, which does not get it back.
+// from, which does not get it back. A refresh going down the ring's spanning
+// tree (tree) is passed on over the arc of the ring up to upto.
 type news struct {
 	rec  *protocol.MemberRecord
 	gone *protocol.MemberGone
 	from protocol.PeerID
+	tree bool
+	upto uint64
+}
+
+// limitKey names a neighbour's rate for one of the two member messages.
+type limitKey struct {
+	p    protocol.PeerID
+	tree bool
 }
 
 // leafView is a fingerprint of what leaves use of the list: which
@@ -131,9 +143,9 @@ func newMembership(cfg membershipConfig, members *Members, links linkView, out p
 		cfg.Now = time.Now
 	}
 	return &membership{cfg: cfg, members: members, links: links, out: out, rnd: randSource{r: cfg.Rand}, log: cfg.Log,
-		limits: make(map[protocol.PeerID]*rate.Limiter), reporters: make(map[protocol.PeerID]*rate.Limiter),
+		limits: make(map[limitKey]*rate.Limiter), reporters: make(map[protocol.PeerID]*rate.Limiter),
 		dialFailed: make(map[protocol.PeerID]time.Time), heard: make(map[protocol.PeerID]time.Time),
-		told: make(map[protocol.PeerID]time.Time)}
+		told: make(map[protocol.PeerID]time.Time), flooded: make(map[protocol.PeerID][2]uint64)}
 }
 
 // gossipRound is what one round found.
@@ -197,8 +209,8 @@ func (g *membership) issue(now time.Time) {
 		return
 	}
 	g.mu.Lock()
-	due := g.issued == nil || g.refute || !g.issued.Chain.Equal(ch) || now.Sub(g.issuedAt) >= g.cfg.RefreshInterval
-	if !due {
+	changed := g.issued == nil || g.refute || !g.issued.Chain.Equal(ch)
+	if !changed && now.Sub(g.issuedAt) < g.cfg.RefreshInterval {
 		g.mu.Unlock()
 		return
 	}
@@ -210,7 +222,10 @@ func (g *membership) issue(now time.Time) {
 	g.issued, g.issuedAt, g.refute = self, now, false
 	g.mu.Unlock()
 	if fresh, _ := g.members.MergeNews([]*protocol.MemberRecord{self}, now); len(fresh) > 0 {
-		g.queue(news{rec: fresh[0], from: g.cfg.Identity.ID})
+		// A mere refresh goes down the tree, over the whole ring; a change
+		// floods, to be heard at once whatever links are missing.
+		self := g.cfg.Identity.ID
+		g.queue(news{rec: fresh[0], from: self, tree: !changed, upto: protocol.IDPrefix(self)})
 	}
 }
 
@@ -260,19 +275,51 @@ func (g *membership) queue(n news) {
 		g.news = slices.Delete(g.news, 0, len(g.news)-maxNews+1)
 	}
 	g.news = append(g.news, n)
+	if n.rec != nil && !n.tree {
+		g.floodingLocked(n.rec)
+	}
+}
+
+// floodingLocked notes that r goes over every link.
+func (g *membership) floodingLocked(r *protocol.MemberRecord) {
+	if len(g.flooded) >= 2*maxMembersHeld {
+		clear(g.flooded) // the dead that piled up; at worst an entry floods twice
+	}
+	g.flooded[r.Peer()] = [2]uint64{r.Incarnation, r.Beat}
 }
 
 // spread sends each neighbour the news it did not bring, or an empty list
-// so that it hears from us every round.
+// so that it hears from us every round. Refreshes go down the tree, except
+// where it cannot reach: those flood from here, as news.
 func (g *membership) spread() {
 	g.mu.Lock()
 	batch := g.news
 	g.news = nil
 	g.mu.Unlock()
-	for _, p := range g.links.Neighbours(protocol.TypeMembers) {
-		var msgs []*protocol.Members
+	nbrs := g.links.Neighbours(protocol.TypeMembers)
+	var arcs *arcView
+	trees := map[protocol.PeerID][]protocol.TreeEntry{}
+	flood := batch[:0:0]
+	for _, n := range batch {
+		if n.tree {
+			if arcs == nil {
+				arcs = g.arcView(nbrs)
+			}
+			if arcs.split(n.upto, func(to protocol.PeerID, upto uint64) {
+				trees[to] = append(trees[to], protocol.TreeEntry{Rec: *n.rec, Upto: upto})
+			}) {
+				continue
+			}
+			g.mu.Lock()
+			g.floodingLocked(n.rec)
+			g.mu.Unlock()
+		}
+		flood = append(flood, n)
+	}
+	for _, p := range nbrs {
+		var msgs []protocol.Message
 		cur := &protocol.Members{}
-		for _, n := range batch {
+		for _, n := range flood {
 			if n.from == p {
 				continue
 			}
@@ -286,10 +333,79 @@ func (g *membership) spread() {
 				cur.Gone = append(cur.Gone, *n.gone)
 			}
 		}
-		for _, m := range append(msgs, cur) {
+		msgs = append(msgs, cur)
+		for es := trees[p]; len(es) > 0; {
+			k := min(len(es), protocol.MaxMembers)
+			msgs = append(msgs, &protocol.MemberTree{Entries: es[:k]})
+			es = es[k:]
+		}
+		for _, m := range msgs {
 			g.out.Send(p, m)
 		}
 	}
+}
+
+// arcView is what splitting arcs of the ring takes: our position, our
+// neighbours' and the distance to our successor among the live, going round.
+type arcView struct {
+	self uint64
+	nbrs []arcNbr // by distance from self
+	succ uint64   // 0: no other supernode is live
+	// old is set when a neighbour does not speak member_tree.
+	old bool
+}
+
+type arcNbr struct {
+	p    protocol.PeerID
+	dist uint64
+}
+
+func (g *membership) arcView(nbrs []protocol.PeerID) *arcView {
+	v := &arcView{self: protocol.IDPrefix(g.cfg.Identity.ID)}
+	tree := g.links.Neighbours(protocol.TypeMemberTree)
+	v.old = len(tree) != len(nbrs)
+	for _, p := range tree {
+		if d := protocol.IDPrefix(p) - v.self; d != 0 {
+			v.nbrs = append(v.nbrs, arcNbr{p, d})
+		}
+	}
+	slices.SortFunc(v.nbrs, func(a, b arcNbr) int { return cmp.Compare(a.dist, b.dist) })
+	for _, m := range g.members.Live() {
+		if d := protocol.IDPrefix(m.Peer()) - v.self; d != 0 && (v.succ == 0 || d < v.succ) {
+			v.succ = d
+		}
+	}
+	return v
+}
+
+// split hands the arc from us to upto (both left out; upto at us is the
+// whole ring) to the neighbours on it, each its part up to the next: send
+// is called for each. It reports false, sending nothing, when the arc holds
+// a live supernode that the tree from here would miss: our successor, not
+// linked, or a neighbour that speaks no member_tree.
+func (v *arcView) split(upto uint64, send func(to protocol.PeerID, upto uint64)) bool {
+	arc := upto - v.self // 0: the whole ring
+	on := func(d uint64) bool { return d != 0 && (arc == 0 || d < arc) }
+	if !on(v.succ) {
+		return true // no one else lives on the arc
+	}
+	if v.old || len(v.nbrs) == 0 || v.nbrs[0].dist != v.succ {
+		return false
+	}
+	var kids []arcNbr
+	for _, n := range v.nbrs {
+		if on(n.dist) {
+			kids = append(kids, n)
+		}
+	}
+	for i, k := range kids {
+		end := upto
+		if i+1 < len(kids) {
+			end = v.self + kids[i+1].dist
+		}
+		send(k.p, end)
+	}
+	return true
 }
 
 // NeighbourUp sends a newly linked supernode every live entry at once rather
@@ -380,12 +496,7 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	if _, ok := g.heard[from]; ok {
 		g.heard[from] = now
 	}
-	lim := g.limits[from]
-	if lim == nil {
-		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4+maxMembersHeld/protocol.MaxMembers)
-		g.limits[from] = lim
-	}
-	ok := lim.AllowN(now, 1)
+	ok := g.allowLocked(limitKey{p: from}, now)
 	g.mu.Unlock()
 	if !ok {
 		return nil
@@ -400,6 +511,19 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	}
 	for _, r := range fresh {
 		g.queue(news{rec: r, from: from})
+	}
+	// An entry we hold that came down the tree is flooded by a supernode
+	// that could not reach part of its arc: it goes on over every link
+	// once, so that it reaches what the tree missed. The copy held goes,
+	// checked, not the one that came.
+	for _, r := range recs {
+		id := r.Peer()
+		g.mu.Lock()
+		done := g.flooded[id] == [2]uint64{r.Incarnation, r.Beat}
+		g.mu.Unlock()
+		if held := g.members.Entry(id, r.Incarnation, r.Beat); !done && held != nil {
+			g.queue(news{rec: held, from: from})
+		}
 	}
 	for i := range m.Gone {
 		if err := g.takeGone(from, &m.Gone[i]); err != nil {
@@ -422,8 +546,46 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	return nil
 }
 
-// maxMembersHeld bounds the supernodes a view holds.
-const maxMembersHeld = 4096
+// allowLocked takes one message of a kind from a neighbour against its rate.
+func (g *membership) allowLocked(k limitKey, now time.Time) bool {
+	lim := g.limits[k]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4+maxMembersHeld/protocol.MaxMembers)
+		g.limits[k] = lim
+	}
+	return lim.AllowN(now, 1)
+}
+
+// HandleTree merges refreshes from supernode from and passes those that are
+// news on down the tree. Like a members message, a bad entry means a bad
+// sender.
+func (g *membership) HandleTree(from protocol.PeerID, m *protocol.MemberTree) error {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	if _, ok := g.heard[from]; ok {
+		g.heard[from] = now
+	}
+	ok := g.allowLocked(limitKey{p: from, tree: true}, now)
+	g.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		fresh, bad := g.members.MergeNews([]*protocol.MemberRecord{&e.Rec}, now)
+		if bad > 0 {
+			return fmt.Errorf("%w: a tree entry with a bad signature or no valid certificate", protocol.ErrForbidden)
+		}
+		if len(fresh) > 0 {
+			g.queue(news{rec: fresh[0], from: from, tree: true, upto: e.Upto})
+		}
+	}
+	return nil
+}
+
+// maxMembersHeld bounds the supernodes a view holds: a million peers at
+// about a hundred a supernode, with room.
+const maxMembersHeld = 16384
 
 // A reporter may report reportBurst supernodes gone at once, about as many
 // as it has links, then one every reportEvery: more would be a liar's.
@@ -470,7 +632,8 @@ func (g *membership) takeGone(from protocol.PeerID, r *protocol.MemberGone) erro
 // from: not linked again within the member timeout, it is reported gone.
 func (g *membership) NeighbourDown(p protocol.PeerID) {
 	g.mu.Lock()
-	delete(g.limits, p)
+	delete(g.limits, limitKey{p: p})
+	delete(g.limits, limitKey{p: p, tree: true})
 	delete(g.told, p)
 	g.mu.Unlock()
 }

@@ -163,6 +163,16 @@ func (ms *Members) Held(id protocol.PeerID) (inc, beat uint64, ok bool) {
 	return 0, 0, false
 }
 
+// Entry is the live entry held for id, if it is the one of inc and beat.
+func (ms *Members) Entry(id protocol.PeerID, inc, beat uint64) *protocol.MemberRecord {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if m := ms.m[id]; m != nil && !m.dead && m.rec.Incarnation == inc && m.rec.Beat == beat {
+		return m.rec
+	}
+	return nil
+}
+
 // Expire marks the supernodes whose entries were not issued again in time,
 // or that stayed suspected too long, as dead, forgets those dead for long,
 // and returns the ones that died now.

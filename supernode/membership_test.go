@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -328,16 +329,109 @@ func TestMembershipPassesOnChangesOnly(t *testing.T) {
 	if got, want := net.delivered-sent, 120*2*links; got != want {
 		t.Fatalf("%d messages in 120 quiet rounds, want %d: one per link each way", got, want)
 	}
-	// Past the refresh interval every supernode issues its entry again.
-	before = net.entries
+	// Past the refresh interval every supernode issues its entry again, and
+	// it goes down the ring's tree: to each other supernode once, not over
+	// every link.
+	before, tree := net.entries, net.treeEntries
+	beats := net.beats()
 	steps(30*60-120+30, time.Second)
-	if got := net.entries - before; got < len(net.nodes)*(len(net.nodes)-1) || got > 8*2*links {
-		t.Fatalf("%d entries for the refresh of %d supernodes over %d links", got, len(net.nodes), links)
+	if got := net.entries - before; got != 0 {
+		t.Fatalf("%d entries flooded for the refresh, want none", got)
 	}
-	for _, n := range net.nodes {
-		if len(net.listed(n)) != 8 {
-			t.Fatalf("%s lists %v after the refresh", n.name, net.listed(n))
+	if got, want := net.treeEntries-tree, len(net.nodes)*(len(net.nodes)-1); got != want {
+		t.Fatalf("%d tree entries for the refresh of %d supernodes over %d links, want %d", got, len(net.nodes), links, want)
+	}
+	net.refreshedSince(beats)
+}
+
+// beats is the beat every node holds of every node, by their names.
+func (net *coreNet) beats() map[[2]string]uint64 {
+	out := map[[2]string]uint64{}
+	for _, n := range net.alive() {
+		for _, o := range net.alive() {
+			if _, beat, ok := n.members.Held(o.peer()); ok {
+				out[[2]string{n.name, o.name}] = beat
+			}
 		}
+	}
+	return out
+}
+
+// refreshedSince fails the test unless every live node holds a later entry
+// of every live node than in before.
+func (net *coreNet) refreshedSince(before map[[2]string]uint64) {
+	net.t.Helper()
+	now := net.beats()
+	for _, n := range net.alive() {
+		for _, o := range net.alive() {
+			k := [2]string{n.name, o.name}
+			if now[k] <= before[k] {
+				net.t.Fatalf("%s holds beat %d of %s, not later than %d", n.name, now[k], o.name, before[k])
+			}
+		}
+	}
+}
+
+// In a larger overlay a refresh still reaches every supernode once. Where
+// the tree cannot reach (a neighbour on the arc speaks no member_tree, or a
+// supernode's successor is not linked), the entry floods from there, and
+// still every supernode gets it.
+func TestMembershipRefreshTree(t *testing.T) {
+	for _, gap := range []string{"", "old neighbour", "successor unlinked"} {
+		t.Run(cmp.Or(gap, "complete"), func(t *testing.T) {
+			const n = 24
+			net := chainNet(t, n, 3)
+			net.rounds(60, 4, "the supernodes to list each other", func() bool {
+				for _, x := range net.nodes {
+					if len(net.listed(x)) < n || len(x.Neighbours(0)) < 4 {
+						return false
+					}
+				}
+				return true
+			})
+			// Up to a few seconds before the refreshes are due.
+			for range 30*60 - 10 {
+				net.clock.Advance(time.Second)
+				net.gossip()
+			}
+			x := net.nodes[5]
+			switch gap {
+			case "old neighbour":
+				// One of x's links speaks v10, on which member_tree is unknown.
+				net.mu.Lock()
+				for p := range x.nbrs {
+					x.nbrs[p], net.node(p).nbrs[x.peer()] = protocol.VersionMemberTree-1, protocol.VersionMemberTree-1
+					break
+				}
+				net.mu.Unlock()
+			case "successor unlinked":
+				// Just before the refreshes, x loses the link to its successor,
+				// which it reports gone only after the member timeout.
+				var succ *coreNode
+				dist := func(o *coreNode) uint64 { return protocol.IDPrefix(o.peer()) - protocol.IDPrefix(x.peer()) }
+				for _, o := range net.nodes {
+					if o != x && (succ == nil || dist(o) < dist(succ)) {
+						succ = o
+					}
+				}
+				net.disconnect(x, succ)
+			}
+			before, tree := net.entries, net.treeEntries
+			beats := net.beats()
+			for range 60 {
+				net.clock.Advance(time.Second)
+				net.gossip()
+			}
+			net.refreshedSince(beats)
+			flooded, treed := net.entries-before, net.treeEntries-tree
+			t.Logf("%d entries down the tree, %d flooded", treed, flooded)
+			if gap == "" && (flooded != 0 || treed != n*(n-1)) {
+				t.Fatalf("%d tree entries and %d flooded, want %d and none", treed, flooded, n*(n-1))
+			}
+			if gap != "" && flooded == 0 {
+				t.Fatal("nothing flooded around the gap")
+			}
+		})
 	}
 }
 
@@ -483,4 +577,53 @@ func TestMembershipLyingReporterIsBounded(t *testing.T) {
 	if !victim.members.Alive(net.nodes[2].peer()) {
 		t.Fatal("a forged report was taken")
 	}
+}
+
+// A neighbour that sends an entry held back in a members message, as one
+// flooding around a gap in the tree does, gets it passed on over every link
+// once per beat, however often it sends it: once flooded, or never, if it
+// came down the tree.
+func TestMembershipHeldEntryFloodsOnce(t *testing.T) {
+	net := settledNet(t, 8)
+	a, b := net.nodes[0], net.nodes[1]
+	if !slices.Contains(a.Neighbours(0), b.peer()) {
+		net.connect(a, b)
+	}
+	links := 0
+	for _, n := range net.nodes {
+		links += len(n.Neighbours(0))
+	}
+	x := net.nodes[5]
+	replay := func(what string, want func(got int) bool) {
+		t.Helper()
+		inc, beat, ok := b.members.Held(x.peer())
+		if !ok {
+			t.Fatal("b does not hold x")
+		}
+		held := b.members.Entry(x.peer(), inc, beat)
+		for round := range 3 {
+			before := net.entries
+			nodeOut{a}.Send(b.peer(), &protocol.Members{Members: []protocol.MemberRecord{*held}})
+			net.run()
+			for range 3 {
+				net.clock.Advance(time.Second)
+				net.gossip()
+			}
+			got := net.entries - before - 1 // the replay itself
+			t.Logf("%s, replay %d: %d entries passed on", what, round, got)
+			if round == 0 && !want(got) || round > 0 && got != 0 {
+				t.Fatalf("%s: replay %d passed on %d entries over %d directed links", what, round, got, links)
+			}
+		}
+	}
+	for range 10 {
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
+	replay("flooded when new", func(got int) bool { return got == 0 })
+	for range 30 * 60 {
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
+	replay("refreshed down the tree", func(got int) bool { return got >= len(net.nodes)-1 && got <= links })
 }
