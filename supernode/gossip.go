@@ -87,11 +87,11 @@ type membership struct {
 	news       []news                            // for the next round
 	// flooded is the entry (incarnation and beat) of each supernode last
 	// passed on over every link, so that each is flooded once.
-	flooded map[protocol.PeerID][2]uint64
-	died       []protocol.PeerID                 // by reports, for the next round
-	issued     *protocol.MemberRecord            // our last entry
-	issuedAt   time.Time
-	refute     bool // a report of us gone came: issue our entry again
+	flooded  map[protocol.PeerID][2]uint64
+	died     []protocol.PeerID      // by reports, for the next round
+	issued   *protocol.MemberRecord // our last entry
+	issuedAt time.Time
+	refute   bool // a report of us gone came: issue our entry again
 	// leafPrint is what the leaves were last sent (leafView), leafAt the
 	// round it went.
 	leafPrint uint64
