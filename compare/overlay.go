@@ -583,22 +583,25 @@ func (o *overlay) greet(i int, to NodeID) {
 	o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.leafList(o.liveSNs))
 }
 
-// greetSN charges every live entry, in full lists, from supernode i to a
-// supernode just linked.
+// greetSN charges a digest of every live entry from supernode i to a
+// supernode just linked. The simulated supernodes share one list, so
+// neither asks for an entry.
 func (o *overlay) greetSN(i int, to NodeID) {
-	for n := o.liveSNs; n > 0; n -= protocol.MaxMembers {
-		o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.list(n))
+	for n := o.liveSNs; n > 0; n -= protocol.MaxDigest {
+		o.e.net.charge(o.sns[i].node, to, tagMembers, o.members.digest(min(n, protocol.MaxDigest)))
 	}
 }
 
 // memberLists are members messages of real entries, one per length: what
 // is charged is their encoded size.
 type memberLists struct {
-	by     map[int]*protocol.Members
-	newsBy map[[2]int]*protocol.Members
-	treeBy map[int]*protocol.MemberTree
-	entry  protocol.MemberRecord
-	gone   protocol.MemberGone
+	by       map[int]*protocol.Members
+	newsBy   map[[2]int]*protocol.Members
+	treeBy   map[int]*protocol.MemberTree
+	digestBy map[int]*protocol.MemberDigest
+	sample   *protocol.Members
+	entry    protocol.MemberRecord
+	gone     protocol.MemberGone
 }
 
 // news are the messages that carry recs entries and gone reports: one, empty
@@ -620,6 +623,23 @@ func (ml *memberLists) news(recs, gone int) []*protocol.Members {
 		recs, gone = recs-r, gone-g
 	}
 	return out
+}
+
+// digest is a member_digest message of n entries.
+func (ml *memberLists) digest(n int) *protocol.MemberDigest {
+	if m := ml.digestBy[n]; m != nil {
+		return m
+	}
+	e := ml.list(1).Members[0]
+	m := &protocol.MemberDigest{Entries: make([]protocol.DigestEntry, n)}
+	for k := range m.Entries {
+		m.Entries[k] = protocol.DigestEntry{Peer: protocol.IDPrefix(peerID(k)), Incarnation: e.Incarnation, Beat: e.Beat}
+	}
+	if ml.digestBy == nil {
+		ml.digestBy = map[int]*protocol.MemberDigest{}
+	}
+	ml.digestBy[n] = m
+	return m
 }
 
 // tree is a member_tree message of n entries.
@@ -644,7 +664,13 @@ func (ml *memberLists) leafList(live int) *protocol.Members {
 	if live <= supernode.LeafList {
 		return ml.list(live)
 	}
-	return &protocol.Members{Members: ml.list(supernode.LeafList).Members, Of: uint32(live)}
+	if ml.sample == nil {
+		ml.sample = &protocol.Members{Members: slices.Clone(ml.list(supernode.LeafList).Members)}
+		for i := range ml.sample.Members {
+			ml.sample.Members[i].Chain = nil // leaves take a sample without chains
+		}
+	}
+	return &protocol.Members{Members: ml.sample.Members, Of: uint32(live)}
 }
 
 func (ml *memberLists) list(live int) *protocol.Members {

@@ -174,6 +174,7 @@ func init() {
 	registerCapped[[]MemberRecord](MaxMembers)
 	registerCapped[[]MemberGone](MaxMembers)
 	registerCapped[[]TreeEntry](MaxMembers)
+	registerCapped[[]DigestEntry](MaxDigest)
 	registerCapped[[]UserRecord](MaxUserRecords)
 	registerCapped[Chain](MaxChain)
 	registerCapped[[]PeerID](MaxUserSNs)

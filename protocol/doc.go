@@ -227,6 +227,8 @@
 //	0x2f  term_lookup v10      message    supernode -> supernode
 //	0x30  term_holders v10     message    supernode -> supernode, answers term_lookup
 //	0x31  member_tree v11      message    supernode -> supernode
+//	0x32  member_digest v11    message    supernode -> supernode
+//	0x33  member_want v11      message    supernode -> supernode, answers member_digest
 //
 // On a swarm stream meta (0x0d), request (0x0e), block (0x0f) and error (0x03) are
 // used as well, in both directions.
@@ -405,7 +407,9 @@
 //	  m    [member] live supernodes; <= 256
 //	  g?   [gone]   v9: reports of supernodes gone; <= 256 (see Membership)
 //	  n?   uint32   in a list to a leaf that samples the overlay: how many
-//	                supernodes the sender knows live (absent: m is all of them)
+//	                supernodes the sender knows live (absent: m is all of them);
+//	                from v11 the entries of such a sample come without ch, and
+//	                a leaf checks the chain in the welcome when it attaches
 //	member (MemberRecord): one supernode's entry, signed by it
 //	  k    bin 32   its ed25519 public key (its peer ID is the SHA-256 of it)
 //	  a    [str]    where it listens; 1 to 8 of <= 128 bytes
@@ -420,6 +424,15 @@
 //	tree (TreeEntry)
 //	  r    member   the entry
 //	  u    uint64   the end of the arc to pass it on over, an ID prefix
+//
+//	member_digest (MemberDigest), v11
+//	  e    [digest] the live entries the sender holds; <= 4096 (see Membership)
+//	digest (DigestEntry)
+//	  p    uint64   the supernode, an ID prefix
+//	  in?  uint64   the incarnation of its entry;  b  uint64  its beat
+//
+//	member_want (MemberWant), v11
+//	  p    [uint64] supernodes of a digest whose entries the sender wants; <= 4096
 //
 //	reject (Reject), v3
 //	  p    uint32   piece;  o?  uint32  offset;  n  uint32  length, 1 to 524288
@@ -983,7 +996,10 @@
 //	    timeout, so an overlay's supernodes upgrade together. Optional key n
 //	    in members: a leaf's list of a larger overlay is a sample of 16.
 //	v10 Keyword ring: types 0x2e to 0x30.
-//	v11 Member refreshes down a spanning tree of the ring: type 0x31.
+//	v11 Member refreshes down a spanning tree of the ring, and digests of the
+//	    member list for a new neighbour: types 0x31 to 0x33. A
+//	    leaf's sample of a larger overlay (members with n) leaves out the
+//	    entries' chains.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

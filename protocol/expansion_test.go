@@ -25,6 +25,7 @@ var listCaps = map[reflect.Type]int{
 	reflect.TypeOf([]MemberRecord(nil)):  MaxMembers,
 	reflect.TypeOf([]MemberGone(nil)):    MaxMembers,
 	reflect.TypeOf([]TreeEntry(nil)):     MaxMembers,
+	reflect.TypeOf([]DigestEntry(nil)):   MaxDigest,
 	reflect.TypeOf([]UserRecord(nil)):    MaxUserRecords,
 	reflect.TypeOf(Chain(nil)):           MaxChain,
 	reflect.TypeOf([]PeerID(nil)):        MaxUserSNs,

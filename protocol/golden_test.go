@@ -297,6 +297,10 @@ var goldens = []golden{
 		a16207 a16c03 a163ccc8
 		a173c44022222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222222
 		a175cf0123456789abcdef`},
+	{"member_digest", &MemberDigest{Entries: []DigestEntry{{Peer: 0x0123456789abcdef, Incarnation: 1800000000123, Beat: 7}}}, `320000001f
+		81a1659183 a170cf0123456789abcdef a2696ecf000001a3185c507b a16207`},
+	{"member_want", &MemberWant{Peers: KeyList{0x0123456789abcdef, 42}}, `330000000e
+		81a17092cf0123456789abcdef2a`},
 }
 
 // TestGoldenEveryType makes sure the table above leaves no message type out.

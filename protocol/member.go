@@ -183,3 +183,46 @@ func (m *MemberTree) validate() error {
 	}
 	return nil
 }
+
+// MaxDigest bounds the entries of one member_digest and the supernodes of
+// one member_want.
+const MaxDigest = 4096
+
+// MemberDigest names the live entries its sender holds (v11), which a
+// supernode sends a new neighbour instead of the entries themselves: the
+// neighbour most often holds them already, and asks (member_want) for
+// those it lacks or holds older.
+type MemberDigest struct {
+	Entries []DigestEntry `msgpack:"e"`
+}
+
+// DigestEntry names one entry: its supernode by ID prefix (IDPrefix), its
+// incarnation and its beat.
+type DigestEntry struct {
+	Peer        uint64 `msgpack:"p"`
+	Incarnation uint64 `msgpack:"in,omitempty"`
+	Beat        uint64 `msgpack:"b"`
+}
+
+// MemberWant asks a neighbour for the entries of the supernodes it named in
+// a digest, by ID prefix; they come back in members messages (v11).
+type MemberWant struct {
+	Peers KeyList `msgpack:"p"`
+}
+
+func (*MemberDigest) Type() MsgType { return TypeMemberDigest }
+func (*MemberWant) Type() MsgType   { return TypeMemberWant }
+
+func (m *MemberDigest) validate() error {
+	if len(m.Entries) > MaxDigest {
+		return invalid("%d digest entries (max %d)", len(m.Entries), MaxDigest)
+	}
+	return nil
+}
+
+func (m *MemberWant) validate() error {
+	if len(m.Peers) > MaxDigest {
+		return invalid("%d supernodes wanted (max %d)", len(m.Peers), MaxDigest)
+	}
+	return nil
+}

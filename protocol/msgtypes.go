@@ -11,55 +11,57 @@ import (
 type MsgType uint8
 
 const (
-	TypeHello       MsgType = 0x01
-	TypeWelcome     MsgType = 0x02
-	TypeError       MsgType = 0x03
-	TypePing        MsgType = 0x04
-	TypePong        MsgType = 0x05
-	TypePublish     MsgType = 0x06
-	TypeUnpublish   MsgType = 0x07
-	TypeQuery       MsgType = 0x08
-	TypeHits        MsgType = 0x09
-	TypeQueryDone   MsgType = 0x0a
-	TypeSummary     MsgType = 0x0b
-	TypeGetMeta     MsgType = 0x0c
-	TypeMeta        MsgType = 0x0d
-	TypeRequest     MsgType = 0x0e
-	TypeBlock       MsgType = 0x0f
-	TypeNATReport   MsgType = 0x10
-	TypeNATStatus   MsgType = 0x11
-	TypeSignal      MsgType = 0x12
-	TypeRelayLoad   MsgType = 0x13
-	TypeRelayAsk    MsgType = 0x14
-	TypeRelayOK     MsgType = 0x15
-	TypeJoin        MsgType = 0x16
-	TypeBitfield    MsgType = 0x17
-	TypeHave        MsgType = 0x18
-	TypeInterest    MsgType = 0x19
-	TypeNoInterest  MsgType = 0x1a
-	TypeChoke       MsgType = 0x1b
-	TypeUnchoke     MsgType = 0x1c
-	TypeCancel      MsgType = 0x1d
-	TypePeers       MsgType = 0x1e
-	TypeReject      MsgType = 0x1f
-	TypeMembers     MsgType = 0x20
-	TypeUserPut     MsgType = 0x21
-	TypeUserGet     MsgType = 0x22
-	TypeUserReply   MsgType = 0x23
-	TypeUserStore   MsgType = 0x24
-	TypeDeliver     MsgType = 0x25
-	TypeDelivered   MsgType = 0x26
-	TypeCandidacy   MsgType = 0x27
-	TypePromote     MsgType = 0x28
-	TypePromoted    MsgType = 0x29
-	TypeRedirect    MsgType = 0x2a
-	TypeCertificate MsgType = 0x2b
-	TypeSummaries   MsgType = 0x2c
-	TypeSummaryWant MsgType = 0x2d
-	TypeTermPuts    MsgType = 0x2e
-	TypeTermLookup  MsgType = 0x2f
-	TypeTermHolders MsgType = 0x30
-	TypeMemberTree  MsgType = 0x31
+	TypeHello        MsgType = 0x01
+	TypeWelcome      MsgType = 0x02
+	TypeError        MsgType = 0x03
+	TypePing         MsgType = 0x04
+	TypePong         MsgType = 0x05
+	TypePublish      MsgType = 0x06
+	TypeUnpublish    MsgType = 0x07
+	TypeQuery        MsgType = 0x08
+	TypeHits         MsgType = 0x09
+	TypeQueryDone    MsgType = 0x0a
+	TypeSummary      MsgType = 0x0b
+	TypeGetMeta      MsgType = 0x0c
+	TypeMeta         MsgType = 0x0d
+	TypeRequest      MsgType = 0x0e
+	TypeBlock        MsgType = 0x0f
+	TypeNATReport    MsgType = 0x10
+	TypeNATStatus    MsgType = 0x11
+	TypeSignal       MsgType = 0x12
+	TypeRelayLoad    MsgType = 0x13
+	TypeRelayAsk     MsgType = 0x14
+	TypeRelayOK      MsgType = 0x15
+	TypeJoin         MsgType = 0x16
+	TypeBitfield     MsgType = 0x17
+	TypeHave         MsgType = 0x18
+	TypeInterest     MsgType = 0x19
+	TypeNoInterest   MsgType = 0x1a
+	TypeChoke        MsgType = 0x1b
+	TypeUnchoke      MsgType = 0x1c
+	TypeCancel       MsgType = 0x1d
+	TypePeers        MsgType = 0x1e
+	TypeReject       MsgType = 0x1f
+	TypeMembers      MsgType = 0x20
+	TypeUserPut      MsgType = 0x21
+	TypeUserGet      MsgType = 0x22
+	TypeUserReply    MsgType = 0x23
+	TypeUserStore    MsgType = 0x24
+	TypeDeliver      MsgType = 0x25
+	TypeDelivered    MsgType = 0x26
+	TypeCandidacy    MsgType = 0x27
+	TypePromote      MsgType = 0x28
+	TypePromoted     MsgType = 0x29
+	TypeRedirect     MsgType = 0x2a
+	TypeCertificate  MsgType = 0x2b
+	TypeSummaries    MsgType = 0x2c
+	TypeSummaryWant  MsgType = 0x2d
+	TypeTermPuts     MsgType = 0x2e
+	TypeTermLookup   MsgType = 0x2f
+	TypeTermHolders  MsgType = 0x30
+	TypeMemberTree   MsgType = 0x31
+	TypeMemberDigest MsgType = 0x32
+	TypeMemberWant   MsgType = 0x33
 )
 
 // Protocol versions this build speaks. A hello carries a range; the answer picks
@@ -239,6 +241,8 @@ var messageTypes = [...]MsgInfo{
 	info[TermLookup]("term_lookup", VersionKeyRing, StreamMessage, fromSupernode),
 	info[TermHolders]("term_holders", VersionKeyRing, StreamMessage, fromSupernode),
 	info[MemberTree]("member_tree", VersionMemberTree, StreamMessage, fromSupernode),
+	info[MemberDigest]("member_digest", VersionMemberTree, StreamMessage, fromSupernode),
+	info[MemberWant]("member_want", VersionMemberTree, StreamMessage, fromSupernode),
 }
 
 var byType = indexTypes()

@@ -213,8 +213,10 @@ func TestCheckIncoming(t *testing.T) {
 		{TypeMemberTree, VersionMemberTree, sn, nil},
 		{TypeMemberTree, VersionMemberTree - 1, sn, ErrUnsupportedVersion},
 		{TypeMemberTree, MaxVersion, leaf, ErrForbidden},
+		{TypeMemberWant, VersionMemberTree, sn, nil},
+		{TypeMemberDigest, MaxVersion, leaf, ErrForbidden},
 		{0, MaxVersion, AnyRole, ErrUnknownType},
-		{TypeMemberTree + 1, MaxVersion, AnyRole, ErrUnknownType},
+		{TypeMemberWant + 1, MaxVersion, AnyRole, ErrUnknownType},
 	}
 	for _, tt := range tests {
 		err := CheckIncoming(tt.t, tt.version, tt.from)
@@ -277,7 +279,7 @@ func TestCheckTransfer(t *testing.T) {
 		{TypeTermPuts, VersionKeyRing - 1, ErrUnsupportedVersion, ""},
 		{TypeTermLookup, MaxVersion, ErrBadRequest, "bad request: term_lookup belongs on the message stream, not a transfer stream"},
 		{0, MaxVersion, ErrUnknownType, "unknown message type: 0x00"},
-		{TypeMemberTree + 1, MaxVersion, ErrUnknownType, ""},
+		{TypeMemberWant + 1, MaxVersion, ErrUnknownType, ""},
 	}
 	for _, tt := range tests {
 		err := CheckTransfer(tt.t, tt.version)
@@ -325,7 +327,7 @@ func TestSupports(t *testing.T) {
 		{VersionKeyRing, TypeTermHolders, true},
 		{VersionMemberTree - 1, TypeMemberTree, false},
 		{VersionMemberTree, TypeMemberTree, true},
-		{MaxVersion, TypeMemberTree + 1, false},
+		{MaxVersion, TypeMemberWant + 1, false},
 		{MaxVersion, 0, false},
 	} {
 		if got := Supports(tt.v, tt.t); got != tt.want {

@@ -297,6 +297,10 @@ func (n *coreNode) handle(from protocol.PeerID, role protocol.Role, m protocol.M
 		err = n.memb.Handle(from, m)
 	case *protocol.MemberTree:
 		err = n.memb.HandleTree(from, m)
+	case *protocol.MemberDigest:
+		n.memb.HandleDigest(from, m)
+	case *protocol.MemberWant:
+		n.memb.HandleWant(from, m)
 	case *protocol.Candidacy:
 		n.elect.Candidacy(from, m)
 	case *protocol.Promoted:

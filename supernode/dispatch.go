@@ -40,6 +40,14 @@ func (s *Server) routes() map[protocol.MsgType]route {
 		protocol.TypeMemberTree: {fatal: true, handle: func(in inbound, m protocol.Message) error {
 			return s.memb.HandleTree(in.l.Peer, m.(*protocol.MemberTree))
 		}},
+		protocol.TypeMemberDigest: {handle: func(in inbound, m protocol.Message) error {
+			s.memb.HandleDigest(in.l.Peer, m.(*protocol.MemberDigest))
+			return nil
+		}},
+		protocol.TypeMemberWant: {handle: func(in inbound, m protocol.Message) error {
+			s.memb.HandleWant(in.l.Peer, m.(*protocol.MemberWant))
+			return nil
+		}},
 		protocol.TypeUserPut:   dir,
 		protocol.TypeUserGet:   dir,
 		protocol.TypeUserReply: dir,

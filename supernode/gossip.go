@@ -81,6 +81,7 @@ type membership struct {
 	rounds     uint64 // gossip rounds so far
 	limits     map[limitKey]*rate.Limiter
 	reporters  map[protocol.PeerID]*rate.Limiter // gone reports taken, by reporter
+	wants      map[protocol.PeerID]*rate.Limiter // entries sent for member_want, by neighbour
 	dialFailed map[protocol.PeerID]time.Time     // listed supernodes not redialled until then
 	heard      map[protocol.PeerID]time.Time     // neighbours, linked or lately lost: when last heard
 	told       map[protocol.PeerID]time.Time     // neighbours sent the report of their death, when
@@ -109,11 +110,18 @@ type news struct {
 	upto uint64
 }
 
-// limitKey names a neighbour's rate for one of the two member messages.
+// limitKey names a neighbour's rate for one kind of member message.
 type limitKey struct {
 	p    protocol.PeerID
-	tree bool
+	kind uint8
 }
+
+// Kinds of member message a neighbour is held to a rate for, each apart.
+const (
+	kindMembers = iota
+	kindTree
+	kindDigest
+)
 
 // leafView is a fingerprint of what leaves use of the list: which
 // supernodes live, where, and since which start. Beats and loads change
@@ -144,6 +152,7 @@ func newMembership(cfg membershipConfig, members *Members, links linkView, out p
 	}
 	return &membership{cfg: cfg, members: members, links: links, out: out, rnd: randSource{r: cfg.Rand}, log: cfg.Log,
 		limits: make(map[limitKey]*rate.Limiter), reporters: make(map[protocol.PeerID]*rate.Limiter),
+		wants:      make(map[protocol.PeerID]*rate.Limiter),
 		dialFailed: make(map[protocol.PeerID]time.Time), heard: make(map[protocol.PeerID]time.Time),
 		told: make(map[protocol.PeerID]time.Time), flooded: make(map[protocol.PeerID][2]uint64)}
 }
@@ -194,8 +203,18 @@ func (g *membership) Round(now time.Time) gossipRound {
 	}
 	g.mu.Unlock()
 	if toLeaves {
+		// Leaves of v11 and later take a sample without the chains.
+		bare := bareSample(leafMsg)
+		newer := make(map[protocol.PeerID]bool)
+		for _, p := range g.links.Leaves(bareSince) {
+			newer[p] = true
+		}
 		for _, p := range g.links.Leaves(protocol.TypeMembers) {
-			g.out.Send(p, leafMsg)
+			if newer[p] {
+				g.out.Send(p, bare)
+			} else {
+				g.out.Send(p, leafMsg)
+			}
 		}
 	}
 	return gossipRound{live: live, died: died, rounds: rounds}
@@ -410,13 +429,27 @@ func (v *arcView) split(upto uint64, send func(to protocol.PeerID, upto uint64))
 
 // NeighbourUp sends a newly linked supernode every live entry at once rather
 // than as they change: until two supernodes swap lists, each takes itself
-// for the whole ring of the directory.
+// for the whole ring of the directory. One of v11 gets a digest, and asks
+// for the entries it lacks: two supernodes of one overlay hold nearly the
+// same list, and a digest entry is a tenth of an entry.
 func (g *membership) NeighbourUp(p protocol.PeerID) {
 	g.mu.Lock()
 	g.heard[p] = g.cfg.Now()
 	delete(g.told, p)
 	g.mu.Unlock()
 	live := g.members.Live()
+	if slices.Contains(g.links.Neighbours(protocol.TypeMemberDigest), p) {
+		for len(live) > 0 {
+			n := min(len(live), protocol.MaxDigest)
+			d := &protocol.MemberDigest{Entries: make([]protocol.DigestEntry, n)}
+			for i, m := range live[:n] {
+				d.Entries[i] = protocol.DigestEntry{Peer: protocol.IDPrefix(m.Peer()), Incarnation: m.Incarnation, Beat: m.Beat}
+			}
+			g.out.Send(p, d)
+			live = live[n:]
+		}
+		return
+	}
 	for len(live) > 0 {
 		n := min(len(live), protocol.MaxMembers)
 		g.out.Send(p, listMessage(live[:n]))
@@ -424,9 +457,100 @@ func (g *membership) NeighbourUp(p protocol.PeerID) {
 	}
 }
 
-// Greet sends a newly attached leaf the list at once.
-func (g *membership) Greet(p protocol.PeerID) {
-	g.out.Send(p, g.message(g.members.Live()))
+// byPrefix are the live entries by ID prefix.
+func (g *membership) byPrefix() map[uint64]*protocol.MemberRecord {
+	live := g.members.Live()
+	out := make(map[uint64]*protocol.MemberRecord, len(live))
+	for _, m := range live {
+		out[protocol.IDPrefix(m.Peer())] = m
+	}
+	return out
+}
+
+// HandleDigest asks neighbour from for the entries of its digest that we
+// lack or hold older.
+func (g *membership) HandleDigest(from protocol.PeerID, m *protocol.MemberDigest) {
+	g.mu.Lock()
+	ok := g.allowLocked(limitKey{p: from, kind: kindDigest}, g.cfg.Now())
+	g.mu.Unlock()
+	if !ok {
+		return
+	}
+	held := g.byPrefix()
+	want := &protocol.MemberWant{}
+	for _, e := range m.Entries {
+		h := held[e.Peer]
+		if h == nil || h.Incarnation < e.Incarnation || h.Incarnation == e.Incarnation && h.Beat < e.Beat {
+			want.Peers = append(want.Peers, e.Peer)
+		}
+	}
+	if len(want.Peers) > 0 {
+		g.out.Send(from, want)
+	}
+}
+
+// HandleWant sends neighbour from the entries it asked for. Entries are
+// what a want costs us, so a neighbour gets about a whole list every
+// wantEvery and no more.
+func (g *membership) HandleWant(from protocol.PeerID, m *protocol.MemberWant) {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	lim := g.wants[from]
+	if lim == nil {
+		lim = rate.NewLimiter(rate.Every(wantEvery/maxMembersHeld), maxMembersHeld)
+		g.wants[from] = lim
+	}
+	ok := lim.AllowN(now, len(m.Peers))
+	g.mu.Unlock()
+	if !ok {
+		g.log.Debug().Str("peer_id", from.Short()).Int("wanted", len(m.Peers)).Msg("member entries asked for over the rate")
+		return
+	}
+	held := g.byPrefix()
+	var recs []*protocol.MemberRecord
+	for _, p := range m.Peers {
+		if r := held[p]; r != nil {
+			recs = append(recs, r)
+		}
+	}
+	for len(recs) > 0 {
+		n := min(len(recs), protocol.MaxMembers)
+		g.out.Send(from, listMessage(recs[:n]))
+		recs = recs[n:]
+	}
+}
+
+// wantEvery is how often a neighbour may ask for a whole list.
+const wantEvery = 10 * time.Minute
+
+// Greet sends a newly attached leaf the list at once; bare (the leaf
+// speaks v11) leaves the chains out of a sample.
+func (g *membership) Greet(p protocol.PeerID, bare bool) {
+	m := g.message(g.members.Live())
+	if bare {
+		m = bareSample(m)
+	}
+	g.out.Send(p, m)
+}
+
+// bareSince is a message type of the first version whose leaves take a
+// sample without chains (bareSample); leaves never get it.
+const bareSince = protocol.TypeMemberTree
+
+// bareSample is a leaf's sample of the overlay without the entries'
+// chains, which are most of an entry: a leaf checks a supernode's chain in
+// its welcome when it attaches, and a sample does not make the ring of the
+// username directory, which a full list (Of 0) does and keeps its chains
+// for. The signatures do not cover the chains.
+func bareSample(m *protocol.Members) *protocol.Members {
+	if m.Of == 0 {
+		return m
+	}
+	out := &protocol.Members{Members: slices.Clone(m.Members), Of: m.Of}
+	for i := range out.Members {
+		out.Members[i].Chain = nil
+	}
+	return out
 }
 
 func (g *membership) message(live []*protocol.MemberRecord) *protocol.Members {
@@ -496,7 +620,7 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	if _, ok := g.heard[from]; ok {
 		g.heard[from] = now
 	}
-	ok := g.allowLocked(limitKey{p: from}, now)
+	ok := g.allowLocked(limitKey{p: from, kind: kindMembers}, now)
 	g.mu.Unlock()
 	if !ok {
 		return nil
@@ -565,7 +689,7 @@ func (g *membership) HandleTree(from protocol.PeerID, m *protocol.MemberTree) er
 	if _, ok := g.heard[from]; ok {
 		g.heard[from] = now
 	}
-	ok := g.allowLocked(limitKey{p: from, tree: true}, now)
+	ok := g.allowLocked(limitKey{p: from, kind: kindTree}, now)
 	g.mu.Unlock()
 	if !ok {
 		return nil
@@ -632,8 +756,10 @@ func (g *membership) takeGone(from protocol.PeerID, r *protocol.MemberGone) erro
 // from: not linked again within the member timeout, it is reported gone.
 func (g *membership) NeighbourDown(p protocol.PeerID) {
 	g.mu.Lock()
-	delete(g.limits, limitKey{p: p})
-	delete(g.limits, limitKey{p: p, tree: true})
+	for k := range uint8(kindDigest + 1) {
+		delete(g.limits, limitKey{p: p, kind: k})
+	}
+	delete(g.wants, p)
 	delete(g.told, p)
 	g.mu.Unlock()
 }

@@ -627,3 +627,100 @@ func TestMembershipHeldEntryFloodsOnce(t *testing.T) {
 	}
 	replay("refreshed down the tree", func(got int) bool { return got >= len(net.nodes)-1 && got <= links })
 }
+
+// In an overlay larger than a leaf's list, a leaf of v11 gets its sample
+// without the chains, most of each entry; an older leaf, which checks them,
+// still gets them. The signatures check either way.
+func TestMembershipBareSampleToNewLeaves(t *testing.T) {
+	const n = LeafList + 2
+	net := settledNet(t, n)
+	a := net.nodes[0]
+	newer, older := net.addLeaf(a, "new"), net.addLeaf(a, "old")
+	net.mu.Lock()
+	a.leaves[older.id.ID] = protocol.VersionMemberTree - 1
+	net.mu.Unlock()
+	dead := net.nodes[n-1]
+	dead.down = true
+	for _, o := range net.nodes {
+		net.disconnect(o, dead)
+	}
+	for r := 0; a.members.Alive(dead.peer()); r++ {
+		if r == 30 {
+			t.Fatal("A did not see the dead supernode die within 30 rounds")
+		}
+		net.clock.Advance(time.Second)
+		net.gossip()
+	}
+	last := func(l *coreLeaf) *protocol.Members {
+		for i := len(l.inbox) - 1; i >= 0; i-- {
+			if m, ok := l.inbox[i].(*protocol.Members); ok {
+				return m
+			}
+		}
+		t.Fatalf("leaf %s got no list", l.id.ID.Short())
+		return nil
+	}
+	for _, c := range []struct {
+		l      *coreLeaf
+		chains bool
+	}{{newer, false}, {older, true}} {
+		m := last(c.l)
+		if int(m.Of) != n-1 || len(m.Members) != LeafList {
+			t.Fatalf("a sample of %d entries of %d, want %d of %d", len(m.Members), m.Of, LeafList, n-1)
+		}
+		for i := range m.Members {
+			r := &m.Members[i]
+			if err := r.Verify(); err != nil {
+				t.Fatal(err)
+			}
+			if has := len(r.Chain) > 0; has != c.chains {
+				t.Fatalf("an entry to a leaf of v%d has a chain: %v", a.leaves[c.l.id.ID], has)
+			}
+		}
+	}
+}
+
+// Two supernodes of one overlay that link swap digests and no entries: each
+// holds what the other does. A neighbour that asks for entries again and
+// again gets about a whole list every wantEvery, no more.
+func TestMembershipNewLinkSwapsDigests(t *testing.T) {
+	net := settledNet(t, 8)
+	var a, b *coreNode
+	for _, x := range net.nodes {
+		for _, y := range net.nodes {
+			if x != y && a == nil && !slices.Contains(x.Neighbours(0), y.peer()) {
+				a, b = x, y
+			}
+		}
+	}
+	if a == nil {
+		t.Fatal("every pair is linked")
+	}
+	before, digests := net.entries, a.got[protocol.TypeMemberDigest]+b.got[protocol.TypeMemberDigest]
+	net.connect(a, b)
+	a.memb.NeighbourUp(b.peer())
+	b.memb.NeighbourUp(a.peer())
+	net.run()
+	if got := a.got[protocol.TypeMemberDigest] + b.got[protocol.TypeMemberDigest] - digests; got != 2 {
+		t.Fatalf("%d digests for a new link, want one each way", got)
+	}
+	if got := net.entries - before; got != 0 {
+		t.Fatalf("%d entries for a new link between supernodes that hold the same list", got)
+	}
+
+	var all protocol.KeyList
+	for _, x := range net.nodes {
+		all = append(all, protocol.IDPrefix(x.peer()))
+	}
+	before = net.entries
+	const asks = 3000
+	for range asks {
+		nodeOut{a}.Send(b.peer(), &protocol.MemberWant{Peers: all})
+	}
+	net.run()
+	got := net.entries - before
+	t.Logf("%d asks for %d entries each: %d entries sent", asks, len(all), got)
+	if got > maxMembersHeld+len(all) || got < len(all) {
+		t.Fatalf("%d entries for %d asks of %d, want at most %d", got, asks, len(all), maxMembersHeld+len(all))
+	}
+}

@@ -604,7 +604,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		}
 		s.router.LeafUp(id, LeafInfo{Peer: in.Peer, Name: in.Hello.Name, Addrs: addrs})
 		if protocol.Supports(l.Version, protocol.TypeMembers) {
-			s.memb.Greet(in.Peer)
+			s.memb.Greet(in.Peer, protocol.Supports(l.Version, bareSince))
 		}
 		l.Log().Info().Str("name", in.Hello.Name).Msg("leaf attached")
 		s.wg.Add(1)

@@ -53,3 +53,46 @@ func TestSampledMemberListIsNoRing(t *testing.T) {
 		t.Fatalf("sampled list: %d rings, %d listed; want still 1 and 3", rings, a.Snapshot().Listed)
 	}
 }
+
+// A sample may come without chains (v11): its entries are attach targets,
+// checked in the welcome. A whole list without chains feeds no ring and
+// gives no targets: it would let a supernode place anyone on the ring.
+func TestBareSampleGivesTargets(t *testing.T) {
+	_, netKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list protocol.Members
+	for i := range 3 {
+		id, err := protocol.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := protocol.MemberRecord{Addrs: []string{"192.0.2.1:" + string(rune('1'+i))}, Beat: 1, Incarnation: 1}
+		r.Sign(id)
+		list.Members = append(list.Members, r)
+	}
+	rings := 0
+	var wg sync.WaitGroup
+	a := New(context.Background(), &wg, Config{Log: zerolog.Nop(),
+		Network:        func() protocol.NetworkID { return protocol.NetworkIDOf(netKey) },
+		IsOurs:         func(protocol.PeerID) bool { return false },
+		MembersChanged: func([]ring.ID, map[ring.ID]uint64) { rings++ }})
+	a.takeMembers(&list)
+	if rings != 0 || a.Snapshot().Listed != 0 {
+		t.Fatalf("whole list without chains: %d rings, %d listed; want none", rings, a.Snapshot().Listed)
+	}
+	sample := list
+	sample.Of = 50
+	a.takeMembers(&sample)
+	if rings != 0 || a.Snapshot().Listed != 3 {
+		t.Fatalf("sample without chains: %d rings, %d listed; want 0 and 3", rings, a.Snapshot().Listed)
+	}
+	// A bad signature still costs the entry.
+	bad := protocol.Members{Members: []protocol.MemberRecord{list.Members[0]}, Of: 50}
+	bad.Members[0].Beat++
+	a.takeMembers(&bad)
+	if a.Snapshot().Listed != 3 {
+		t.Fatalf("a forged entry changed the targets: %d listed", a.Snapshot().Listed)
+	}
+}
