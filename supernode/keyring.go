@@ -108,13 +108,16 @@ type termRing struct {
 	direct   map[protocol.PeerID][]protocol.TermBatch
 	directAt map[protocol.PeerID]time.Time
 	flushed  time.Time
-	// refreshAt is when all our keys go to their keepers again.
-	refreshAt time.Time
-	store     termStore
+	// refreshAt is when all our keys go to their keepers again, refreshed
+	// when they last did. chained are the keys of other changes sent down
+	// their chains of keepers within passOnWithin, and when.
+	refreshAt, refreshed time.Time
+	chained              map[uint64]time.Time
+	store                termStore
 }
 
 func newTermRing() termRing {
-	return termRing{pubGen: ^uint64(0), out: map[outKey]map[uint64]bool{}, store: newTermStore(),
+	return termRing{pubGen: ^uint64(0), out: map[outKey]map[uint64]bool{}, store: newTermStore(), chained: map[uint64]time.Time{},
 		direct: map[protocol.PeerID][]protocol.TermBatch{}, directAt: map[protocol.PeerID]time.Time{}}
 }
 
@@ -198,6 +201,7 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 		case j == len(keys) || i < len(kr.pub) && kr.pub[i] < keys[j]:
 			if clean {
 				r.keepersLocked(kr.pub[i], false)
+				kr.chained[kr.pub[i]] = now
 			} else {
 				pub = append(pub, kr.pub[i])
 				stale = true
@@ -205,6 +209,7 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 			i++
 		case i == len(kr.pub) || keys[j] < kr.pub[i]:
 			r.keepersLocked(keys[j], true)
+			kr.chained[keys[j]] = now
 			pub = append(pub, keys[j])
 			j++
 		default:
@@ -214,8 +219,27 @@ func (r *Router) ringTickLocked(v *RingView, keys []uint64, keysGen uint64, now 
 	}
 	if clean {
 		kr.cleanAt = now
+		for k, at := range kr.chained {
+			if now.Sub(at) >= passOnWithin {
+				delete(kr.chained, k)
+			}
+		}
 	}
 	kr.pub, kr.pubGen, kr.pubAt, kr.stale = pub, keysGen, now, stale
+}
+
+// passOnWithin is how long after a change went to the first of its keepers
+// one that died may not have passed it on yet: a flush or two there, and
+// the time the member list takes to see the death. A change older than
+// that reached the keepers after it.
+const passOnWithin = 3 * time.Minute
+
+// chainedLately reports whether key k went down its chain of keepers within
+// passOnWithin of now.
+func (r *Router) chainedLately(k uint64, now time.Time) bool {
+	kr := &r.kr
+	at, ok := kr.chained[k]
+	return now.Sub(kr.refreshed) < passOnWithin || ok && now.Sub(at) < passOnWithin
 }
 
 // keyCleanEvery is how long a key our index no longer has may stay with
@@ -369,9 +393,12 @@ func arcKeys(dst, pub []uint64, rg *ring.Ring, x ring.ID) []uint64 {
 // that now keep keys of ours get them, those that no longer do (and live)
 // lose them. Only the keys near a supernode that came, went or restarted
 // change keepers: those in its arc. A keeper after one that went may have
-// missed batches the one that went was to pass on, and gets them again.
+// missed batches the one that went was to pass on, and gets again those
+// sent down the chain lately: an older one was passed on, and what a crash
+// lost otherwise is back at the next refresh.
 func (r *Router) reassignLocked(oldV, nextV *RingView) {
 	old, oldM, next, nextM := oldV.Ring, oldV.Members, nextV.Ring, nextV.Members
+	at := r.cfg.Now()
 	pub := r.kr.pub
 	if len(pub) == 0 {
 		return
@@ -403,8 +430,9 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 		if broke < 0 {
 			broke = len(now)
 		}
+		lately := broke < len(now) && r.chainedLately(k, at)
 		for j, id := range now {
-			if j >= broke || !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
+			if j >= broke && lately || !slices.Contains(was, id) || restarted[protocol.PeerID(id)] {
 				r.queueKeyLocked(protocol.PeerID(id), nil, k, true)
 			}
 		}
@@ -416,8 +444,9 @@ func (r *Router) reassignLocked(oldV, nextV *RingView) {
 	}
 }
 
-// keeperLostLocked sends our keys that peer keeps, now that its link went
-// down, to the keepers after it: a keeper that died passes on nothing, and
+// keeperLostLocked sends our keys that peer keeps and that went down their
+// chain lately (chainedLately), now that its link went down, to the keepers
+// after it: a keeper that died passes on nothing, and
 // those after it would lack what it was to pass on until the member list
 // takes it as dead (SuspectFor after it is reported gone).
 func (r *Router) keeperLostLocked(peer protocol.PeerID) {
@@ -425,7 +454,11 @@ func (r *Router) keeperLostLocked(peer protocol.PeerID) {
 	if kr.view == nil || !kr.view.Ring.Has(ring.ID(peer)) || len(kr.pub) == 0 {
 		return
 	}
+	now := r.cfg.Now()
 	for _, k := range arcKeys(nil, kr.pub, kr.view.Ring, ring.ID(peer)) {
+		if !r.chainedLately(k, now) {
+			continue // passed on long since
+		}
 		ks := kr.view.Ring.Replicas(ring.KeyPos(k), ring.Copies)
 		if after := ks[slices.Index(ks, ring.ID(peer))+1:]; len(after) > 0 {
 			r.chainLocked(after, k, true)
@@ -448,7 +481,7 @@ func (r *Router) refreshKeysLocked(now time.Time) {
 	case now.Before(kr.refreshAt):
 		return
 	}
-	kr.refreshAt = now.Add(keyRefreshEvery)
+	kr.refreshAt, kr.refreshed = now.Add(keyRefreshEvery), now
 	r.Stats.KeyRefreshes.Add(1)
 	for _, k := range kr.pub {
 		r.keepersLocked(k, true)

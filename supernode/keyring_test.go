@@ -838,3 +838,76 @@ func TestLastRoundAsksEveryCandidateLeft(t *testing.T) {
 		t.Fatalf("the search found %v, not %s from the last candidate", r.names(), want)
 	}
 }
+
+// A first keeper that dies long after a change went down its chain passed
+// it on: the keepers after it are not sent it again, only the one that
+// takes a place on the chain.
+func TestKeyRingOldChangeNotSentAgain(t *testing.T) {
+	for _, linked := range []bool{true, false} {
+		t.Run(fmt.Sprintf("publisher linked to the keeper %v", linked), func(t *testing.T) {
+			const n = 10
+			net, view := newKeyRingNet(t, n)
+			ks := net.keepersOf("ibex", view.live)
+			pub := net.keepingNone(view.live, "ibex")[0]
+			first := net.nodes[ks[0]]
+			_, ok := first.links[pub]
+			if linked && !ok {
+				net.connect(pub, ks[0])
+			} else if !linked && ok {
+				net.disconnect(pub, ks[0])
+			}
+			net.addLeaf(pub, "holder").publish("ibex.mp3")
+			net.settleKeys()
+			for _, k := range ks {
+				if !net.keeps(k, "ibex", pub) {
+					t.Fatalf("keeper %s lacks ibex", net.nodes[k].name)
+				}
+			}
+			// Past passOnWithin, with no refresh of all keys due.
+			p := net.nodes[pub].r
+			p.mu.Lock()
+			p.kr.refreshAt = net.clock.Now().Add(time.Hour)
+			p.mu.Unlock()
+			net.clock.Advance(passOnWithin + time.Second)
+			net.settleKeys()
+
+			sent := map[uint64]int{} // batches of the publisher's, by keeper
+			self := protocol.IDPrefix(net.nodes[pub].peer)
+			net.drop = func(from, _ *memNode, m protocol.Message) bool {
+				if tp, ok := m.(*protocol.TermPuts); ok && from == net.nodes[pub] {
+					for _, b := range tp.Batches {
+						if b.Publisher == self {
+							sent[b.To]++
+						}
+					}
+				}
+				return false
+			}
+			first.mute = true
+			for j := range net.nodes {
+				if _, ok := first.links[j]; ok {
+					net.disconnect(ks[0], j)
+				}
+			}
+			for _, o := range net.nodes {
+				if o != first {
+					o.r.SupernodeGone(first.peer)
+				}
+			}
+			view.drop(first.peer)
+			net.settleKeys()
+			now := net.keepersOf("ibex", view.live)
+			for _, k := range now {
+				if !net.keeps(k, "ibex", pub) {
+					t.Errorf("keeper %s lacks ibex", net.nodes[k].name)
+				}
+				to := protocol.IDPrefix(net.nodes[k].peer)
+				if got := sent[to]; slices.Contains(ks, k) && got > 0 {
+					t.Errorf("keeper %s, which held ibex, was sent it again in %d batches", net.nodes[k].name, got)
+				} else if !slices.Contains(ks, k) && got == 0 {
+					t.Errorf("keeper %s, new on the chain, was not sent ibex", net.nodes[k].name)
+				}
+			}
+		})
+	}
+}
