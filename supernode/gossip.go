@@ -675,6 +675,11 @@ func (g *membership) allowLocked(k limitKey, now time.Time) bool {
 	lim := g.limits[k]
 	if lim == nil {
 		lim = rate.NewLimiter(rate.Every(g.cfg.GossipInterval/2), 4+maxMembersHeld/protocol.MaxMembers)
+		if k.kind == kindDigest {
+			// A neighbour sends its digest when the link opens: each
+			// costs us a pass over the whole list.
+			lim = rate.NewLimiter(rate.Every(time.Minute), 1+maxMembersHeld/protocol.MaxDigest)
+		}
 		g.limits[k] = lim
 	}
 	return lim.AllowN(now, 1)

@@ -723,4 +723,19 @@ func TestMembershipNewLinkSwapsDigests(t *testing.T) {
 	if got > maxMembersHeld+len(all) || got < len(all) {
 		t.Fatalf("%d entries for %d asks of %d, want at most %d", got, asks, len(all), maxMembersHeld+len(all))
 	}
+
+	// Digests that claim a later entry of everyone, again and again, are
+	// each a pass over the list: a few are answered, then one a minute.
+	lie := &protocol.MemberDigest{}
+	for _, p := range all {
+		lie.Entries = append(lie.Entries, protocol.DigestEntry{Peer: p, Incarnation: 1 << 40, Beat: 1 << 62})
+	}
+	wants := a.got[protocol.TypeMemberWant]
+	for range 100 {
+		nodeOut{a}.Send(b.peer(), lie)
+	}
+	net.run()
+	if got := a.got[protocol.TypeMemberWant] - wants; got < 1 || got > 1+maxMembersHeld/protocol.MaxDigest {
+		t.Fatalf("%d of 100 lying digests answered, want 1 to %d", got, 1+maxMembersHeld/protocol.MaxDigest)
+	}
 }
