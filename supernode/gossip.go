@@ -615,13 +615,7 @@ func listMessage(live []*protocol.MemberRecord) *protocol.Members {
 // half round or so, beyond the lists of a greeting, since each entry in one
 // costs a signature check.
 func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
-	now := g.cfg.Now()
-	g.mu.Lock()
-	if _, ok := g.heard[from]; ok {
-		g.heard[from] = now
-	}
-	ok := g.allowLocked(limitKey{p: from, kind: kindMembers}, now)
-	g.mu.Unlock()
+	now, ok := g.heardFrom(from, kindMembers)
 	if !ok {
 		return nil
 	}
@@ -670,6 +664,18 @@ func (g *membership) Handle(from protocol.PeerID, m *protocol.Members) error {
 	return nil
 }
 
+// heardFrom notes that neighbour from was heard from now, and takes one
+// message of a kind from it against its rate: false drops the message.
+func (g *membership) heardFrom(from protocol.PeerID, kind uint8) (now time.Time, ok bool) {
+	now = g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.heard[from]; ok {
+		g.heard[from] = now
+	}
+	return now, g.allowLocked(limitKey{p: from, kind: kind}, now)
+}
+
 // allowLocked takes one message of a kind from a neighbour against its rate.
 func (g *membership) allowLocked(k limitKey, now time.Time) bool {
 	lim := g.limits[k]
@@ -689,13 +695,7 @@ func (g *membership) allowLocked(k limitKey, now time.Time) bool {
 // news on down the tree. Like a members message, a bad entry means a bad
 // sender.
 func (g *membership) HandleTree(from protocol.PeerID, m *protocol.MemberTree) error {
-	now := g.cfg.Now()
-	g.mu.Lock()
-	if _, ok := g.heard[from]; ok {
-		g.heard[from] = now
-	}
-	ok := g.allowLocked(limitKey{p: from, kind: kindTree}, now)
-	g.mu.Unlock()
+	now, ok := g.heardFrom(from, kindTree)
 	if !ok {
 		return nil
 	}
