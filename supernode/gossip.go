@@ -62,7 +62,9 @@ type membershipConfig struct {
 
 // membership keeps the member list by passing on changes: our entry when it
 // changes and every refresh interval, the entries and gone reports that are
-// news to us, each once to every neighbour, in the next round. A neighbour
+// news to us, each once to every neighbour, in the next round; a refresh
+// that changed nothing but the beat goes down the ring's tree instead
+// (spread), once to each supernode. A neighbour
 // that is silent for the member timeout (every round sends it something),
 // or whose link went and did not come back by then, is reported gone. A
 // supernode reported gone while alive hears of it and issues a later entry.
