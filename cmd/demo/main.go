@@ -192,9 +192,10 @@ func run(opts options) error {
 		_ = ui
 	}
 
-	// Wait until every peer is attached and sn0's keys have reached the
-	// keyword ring's keepers (with three supernodes, each keeps them all).
-	if err := waitReady(ctx, dataDirs, "fatou", "let it be"); err != nil {
+	// Wait until every peer is attached and the keys of both supernodes
+	// with a Hey Jude have reached the keyword ring's keepers (with three
+	// supernodes, each keeps them all): fatou finds all three copies.
+	if err := waitReady(ctx, dataDirs, "fatou", "hey jude", 3); err != nil {
 		return err
 	}
 
@@ -290,8 +291,9 @@ func cmd(dataDir string, args ...string) error {
 	return nil
 }
 
-// waitReady polls until every peer is attached and a search from `from` finds q.
-func waitReady(ctx context.Context, dataDirs map[string]string, from, q string) error {
+// waitReady polls until every peer is attached and a search from `from` for q
+// finds at least sources sources in all.
+func waitReady(ctx context.Context, dataDirs map[string]string, from, q string, sources int) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for {
@@ -305,8 +307,12 @@ func waitReady(ctx context.Context, dataDirs map[string]string, from, q string) 
 		}
 		if ready {
 			n := 0
-			localapi.NewClient(dataDirs[from]).Search(ctx, apitype.SearchRequest{Query: q}, func(h []apitype.HitJSON) { n += len(h) })
-			if n > 0 {
+			localapi.NewClient(dataDirs[from]).Search(ctx, apitype.SearchRequest{Query: q}, func(hs []apitype.HitJSON) {
+				for _, h := range hs {
+					n += len(h.Sources)
+				}
+			})
+			if n >= sources {
 				return nil
 			}
 		}
