@@ -439,8 +439,8 @@ func (o *overlay) ping(p int) {
 // supernode's entry every Refresh) go down the ring's tree instead, in
 // member_tree messages (treeRefresh). Leaves get their list (a sample in a large overlay) every
 // LeafMembersEvery rounds or when a supernode in it died, which is
-// charged as if every sample held one; a new neighbour gets every entry at
-// once, a new leaf its list.
+// charged as if every sample held one; a new neighbour gets a digest of
+// every entry (greetSN), a new leaf its list.
 func (o *overlay) gossip(i int, d time.Duration) {
 	o.e.net.after(d, func() {
 		s := o.sns[i]
@@ -481,60 +481,44 @@ func (o *overlay) refresh(i int, d time.Duration) {
 
 // treeRefresh passes supernode i's refresh down the ring's tree, as
 // supernode.membership does: each supernode splits its arc among its
-// neighbours on it, in its next round's member_tree. One whose successor
-// in the list is not its first neighbour on the arc (it died and is not
-// taken as dead yet, or was never linked) floods the entry instead, which
-// then goes over every link once.
+// neighbours on it (supernode.SplitArc), in its next round's member_tree.
+// One whose successor in the list is not its first neighbour on the arc
+// (it died and is not taken as dead yet, or was never linked) floods the
+// entry instead, which then goes over every link once.
 func (o *overlay) treeRefresh(i int) {
 	pos := func(j int) uint64 { return protocol.IDPrefix(snID(j)) }
 	type hop struct {
 		x    int
 		upto uint64
 	}
-	type kid struct {
-		j    int
-		dist uint64
-	}
 	stack := []hop{{i, pos(i)}}
 	flooded := false
-	var kids []kid
+	var nbrs []int
+	var dists []uint64
 	for len(stack) > 0 {
 		h := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		self := pos(h.x)
-		arc := h.upto - self
-		on := func(d uint64) bool { return d != 0 && (arc == 0 || d < arc) }
-		succ := o.successorDist(self)
-		if !on(succ) {
-			continue
+		self, s := pos(h.x), o.sns[h.x]
+		dist := func(j int) uint64 { return pos(j) - self }
+		nbrs = append(nbrs[:0], s.nbrs...)
+		slices.SortFunc(nbrs, func(a, b int) int { return cmp.Compare(dist(a), dist(b)) })
+		dists = dists[:0]
+		for _, j := range nbrs {
+			dists = append(dists, dist(j))
 		}
-		s := o.sns[h.x]
-		kids = kids[:0]
-		for _, j := range s.nbrs {
-			if d := pos(j) - self; on(d) {
-				kids = append(kids, kid{j, d})
+		whole := supernode.SplitArc(self, h.upto, o.successorDist(self), dists, func(k int, end uint64) {
+			j := nbrs[k]
+			if s.treeOut == nil {
+				s.treeOut = map[int]int{}
 			}
-		}
-		slices.SortFunc(kids, func(a, b kid) int { return cmp.Compare(a.dist, b.dist) })
-		if len(kids) == 0 || kids[0].dist != succ {
-			if !flooded {
-				o.news(1, 0)
-				flooded = true
+			s.treeOut[j]++
+			if o.sns[j].alive {
+				stack = append(stack, hop{j, end})
 			}
-			continue
-		}
-		if s.treeOut == nil {
-			s.treeOut = map[int]int{}
-		}
-		for k, c := range kids {
-			end := h.upto
-			if k+1 < len(kids) {
-				end = self + kids[k+1].dist
-			}
-			s.treeOut[c.j]++
-			if o.sns[c.j].alive {
-				stack = append(stack, hop{c.j, end})
-			}
+		})
+		if !whole && !flooded {
+			o.news(1, 0)
+			flooded = true
 		}
 	}
 }
@@ -665,10 +649,7 @@ func (ml *memberLists) leafList(live int) *protocol.Members {
 		return ml.list(live)
 	}
 	if ml.sample == nil {
-		ml.sample = &protocol.Members{Members: slices.Clone(ml.list(supernode.LeafList).Members)}
-		for i := range ml.sample.Members {
-			ml.sample.Members[i].Chain = nil // leaves take a sample without chains
-		}
+		ml.sample = supernode.BareSample(&protocol.Members{Members: ml.list(supernode.LeafList).Members, Of: 1})
 	}
 	return &protocol.Members{Members: ml.sample.Members, Of: uint32(live)}
 }

@@ -188,8 +188,8 @@ func (g *membership) Round(now time.Time) gossipRound {
 			g.cfg.Silent(p)
 		}
 	}
-	g.spread()
 	live := g.members.Live()
+	g.spread(live)
 	// Leaves get their list when what they use of it changed: they need it
 	// to find a supernode when theirs are gone (they keep it on disk for
 	// that) and, in a small overlay, to see the supernodes holding their
@@ -206,7 +206,7 @@ func (g *membership) Round(now time.Time) gossipRound {
 	g.mu.Unlock()
 	if toLeaves {
 		// Leaves of v11 and later take a sample without the chains.
-		bare := bareSample(leafMsg)
+		bare := BareSample(leafMsg)
 		newer := make(map[protocol.PeerID]bool)
 		for _, p := range g.links.Leaves(bareSince) {
 			newer[p] = true
@@ -312,7 +312,7 @@ func (g *membership) floodingLocked(r *protocol.MemberRecord) {
 // spread sends each neighbour the news it did not bring, or an empty list
 // so that it hears from us every round. Refreshes go down the tree, except
 // where it cannot reach: those flood from here, as news.
-func (g *membership) spread() {
+func (g *membership) spread(live []*protocol.MemberRecord) {
 	g.mu.Lock()
 	batch := g.news
 	g.news = nil
@@ -324,7 +324,7 @@ func (g *membership) spread() {
 	for _, n := range batch {
 		if n.tree {
 			if arcs == nil {
-				arcs = g.arcView(nbrs)
+				arcs = g.arcView(nbrs, live)
 			}
 			if arcs.split(n.upto, func(to protocol.PeerID, upto uint64) {
 				trees[to] = append(trees[to], protocol.TreeEntry{Rec: *n.rec, Upto: upto})
@@ -367,65 +367,81 @@ func (g *membership) spread() {
 }
 
 // arcView is what splitting arcs of the ring takes: our position, our
-// neighbours' and the distance to our successor among the live, going round.
+// neighbours and their distances round from us, ascending, and the
+// distance to our successor among the live.
 type arcView struct {
-	self uint64
-	nbrs []arcNbr // by distance from self
-	succ uint64   // 0: no other supernode is live
+	self  uint64
+	nbrs  []protocol.PeerID
+	dists []uint64
+	succ  uint64 // 0: no other supernode is live
 	// old is set when a neighbour does not speak member_tree.
 	old bool
 }
 
-type arcNbr struct {
-	p    protocol.PeerID
-	dist uint64
-}
-
-func (g *membership) arcView(nbrs []protocol.PeerID) *arcView {
+func (g *membership) arcView(nbrs []protocol.PeerID, live []*protocol.MemberRecord) *arcView {
 	v := &arcView{self: protocol.IDPrefix(g.cfg.Identity.ID)}
 	tree := g.links.Neighbours(protocol.TypeMemberTree)
 	v.old = len(tree) != len(nbrs)
+	dist := func(p protocol.PeerID) uint64 { return protocol.IDPrefix(p) - v.self }
 	for _, p := range tree {
-		if d := protocol.IDPrefix(p) - v.self; d != 0 {
-			v.nbrs = append(v.nbrs, arcNbr{p, d})
+		if dist(p) != 0 {
+			v.nbrs = append(v.nbrs, p)
 		}
 	}
-	slices.SortFunc(v.nbrs, func(a, b arcNbr) int { return cmp.Compare(a.dist, b.dist) })
-	for _, m := range g.members.Live() {
-		if d := protocol.IDPrefix(m.Peer()) - v.self; d != 0 && (v.succ == 0 || d < v.succ) {
+	slices.SortFunc(v.nbrs, func(a, b protocol.PeerID) int { return cmp.Compare(dist(a), dist(b)) })
+	for _, p := range v.nbrs {
+		v.dists = append(v.dists, dist(p))
+	}
+	for _, m := range live {
+		if d := dist(m.Peer()); d != 0 && (v.succ == 0 || d < v.succ) {
 			v.succ = d
 		}
 	}
 	return v
 }
 
-// split hands the arc from us to upto (both left out; upto at us is the
-// whole ring) to the neighbours on it, each its part up to the next: send
-// is called for each. It reports false, sending nothing, when the arc holds
-// a live supernode that the tree from here would miss: our successor, not
-// linked, or a neighbour that speaks no member_tree.
+// split is SplitArc from us, except that with a neighbour that speaks no
+// member_tree the tree from here may miss a supernode on the arc.
 func (v *arcView) split(upto uint64, send func(to protocol.PeerID, upto uint64)) bool {
-	arc := upto - v.self // 0: the whole ring
-	on := func(d uint64) bool { return d != 0 && (arc == 0 || d < arc) }
-	if !on(v.succ) {
-		return true // no one else lives on the arc
-	}
-	if v.old || len(v.nbrs) == 0 || v.nbrs[0].dist != v.succ {
+	if v.old && onArc(v.self, upto, v.succ) {
 		return false
 	}
-	var kids []arcNbr
-	for _, n := range v.nbrs {
-		if on(n.dist) {
-			kids = append(kids, n)
-		}
+	return SplitArc(v.self, upto, v.succ, v.dists, func(i int, end uint64) { send(v.nbrs[i], end) })
+}
+
+// onArc reports whether the supernode dist round from self lies on the arc
+// from self to upto, both left out (upto at self is the whole ring).
+func onArc(self, upto, dist uint64) bool {
+	arc := upto - self
+	return dist != 0 && (arc == 0 || dist < arc)
+}
+
+// SplitArc hands the arc of the ring from position self to upto (ID
+// prefixes, both left out; upto at self is the whole ring) to the
+// neighbours on it, each its part up to the next, as a member refresh goes
+// down the ring's tree: send gets each one's index in dists, their
+// distances round from self, ascending, and the end of its part. succ is
+// the distance to the next live supernode (0: none). It reports false,
+// sending nothing, when the successor lies on the arc but is not the first
+// neighbour: the tree from here would miss it.
+func SplitArc(self, upto, succ uint64, dists []uint64, send func(i int, upto uint64)) bool {
+	if !onArc(self, upto, succ) {
+		return true // no one else lives on the arc
 	}
-	for i, k := range kids {
-		end := upto
-		if i+1 < len(kids) {
-			end = v.self + kids[i+1].dist
-		}
-		send(k.p, end)
+	if len(dists) == 0 || dists[0] != succ {
+		return false
 	}
+	last := -1
+	for i, d := range dists {
+		if !onArc(self, upto, d) {
+			break
+		}
+		if last >= 0 {
+			send(last, self+d)
+		}
+		last = i
+	}
+	send(last, upto)
 	return true
 }
 
@@ -530,21 +546,21 @@ const wantEvery = 10 * time.Minute
 func (g *membership) Greet(p protocol.PeerID, bare bool) {
 	m := g.message(g.members.Live())
 	if bare {
-		m = bareSample(m)
+		m = BareSample(m)
 	}
 	g.out.Send(p, m)
 }
 
 // bareSince is a message type of the first version whose leaves take a
-// sample without chains (bareSample); leaves never get it.
+// sample without chains (BareSample); leaves never get it.
 const bareSince = protocol.TypeMemberTree
 
-// bareSample is a leaf's sample of the overlay without the entries'
+// BareSample is a leaf's sample of the overlay without the entries'
 // chains, which are most of an entry: a leaf checks a supernode's chain in
 // its welcome when it attaches, and a sample does not make the ring of the
 // username directory, which a full list (Of 0) does and keeps its chains
 // for. The signatures do not cover the chains.
-func bareSample(m *protocol.Members) *protocol.Members {
+func BareSample(m *protocol.Members) *protocol.Members {
 	if m.Of == 0 {
 		return m
 	}
