@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -262,9 +263,21 @@ func TestNATLab(t *testing.T) {
 		if out, err := labRun("", "ip", "netns", "add", ns); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		orphan := exec.Command("ip", "netns", "exec", ns, "sleep", "60")
+		// Start returns once ip runs, before it joins the namespace; a sweep
+		// then would find no process there. "in" is printed from inside.
+		orphan := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "echo in; exec sleep 60")
+		stdout, err := orphan.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := orphan.Start(); err != nil {
 			t.Fatal(err)
+		}
+		line := make([]byte, 3)
+		if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "in\n" {
+			orphan.Process.Kill()
+			orphan.Wait()
+			t.Fatalf("the orphan did not start in %s: %q %v", ns, line, err)
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- orphan.Wait() }()
