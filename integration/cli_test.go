@@ -664,8 +664,50 @@ func sameFile(t *testing.T, got, want string) {
 	}
 }
 
+// TestCLIUsage: every binary prints its version, and every flag or argument
+// mistake is printed with a hint at --help and exits 2, without starting
+// anything.
+func TestCLIUsage(t *testing.T) {
+	t.Parallel()
+	sn, pe := binaries(t)
+	bins := map[string]string{"supernode": sn, "peer": pe, "relay": built.relay}
+	for name, bin := range bins {
+		r := runBinary(t, 10*time.Second, nil, bin, "--version")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, name+" ") || !strings.Contains(r.stdout, " go1.") || r.stderr != "" {
+			t.Errorf("%s --version: %s", name, r)
+		}
+	}
+	dir := t.TempDir()
+	cases := []struct {
+		bin  string
+		args []string
+		want []string // on stderr
+	}{
+		{sn, []string{"--bogus"}, []string{"supernode: unknown flag: --bogus", "Run 'supernode --help' for usage."}},
+		{sn, []string{"--listen", "nowhere", "--data-dir", dir}, []string{`--listen "nowhere": want host:port`, "Run 'supernode --help'"}},
+		{sn, []string{"admit"}, []string{"accepts 1 arg(s), received 0", "Run 'supernode admit --help'"}},
+		{sn, []string{"network", "bogus"}, []string{`unknown command "bogus" for "supernode network"`}},
+		{built.relay, []string{"--bogus"}, []string{"relay: unknown flag: --bogus", "Run 'relay --help' for usage."}},
+		{pe, []string{"--data-dir", dir, "bogus"}, []string{`peer: unknown command "bogus" for "peer"`, "Run 'peer --help'"}},
+		{pe, []string{"--data-dir", dir, "get"}, []string{"accepts 1 arg(s), received 0", "Run 'peer get --help'"}},
+		{pe, []string{"--data-dir", dir, "search", "--bogus", "x"}, []string{"unknown flag: --bogus", "Run 'peer search --help'"}},
+		{pe, []string{"--data-dir", dir, "up", "--listen", "127.0.0.1:0"}, []string{"--supernode is required", "Run 'peer up --help'"}},
+	}
+	for _, tc := range cases {
+		r := runBinary(t, 10*time.Second, nil, tc.bin, tc.args...)
+		if r.code != 2 || r.stdout != "" {
+			t.Errorf("%s %q: %s", filepath.Base(tc.bin), tc.args, r)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%s %q: stderr lacks %q\n%s", filepath.Base(tc.bin), tc.args, w, r)
+			}
+		}
+	}
+}
+
 // TestCLIErrors: each common mistake gives a clear message and the documented
-// exit code (2 bad content ID, 3 no daemon, 4 no supernode, 5 nothing found).
+// exit code (2 usage, 3 no daemon, 4 no supernode, 5 nothing found).
 func TestCLIErrors(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
@@ -710,7 +752,7 @@ func TestCLIErrors(t *testing.T) {
 		{"up twice", peer(carol.dataDir, "up", "--supernode", sn, "--listen", "127.0.0.1:0"),
 			anyFailure, []string{"already running"}},
 		{"up without a supernode", peer(filepath.Join(l.root, "erin"), "up", "--listen", "127.0.0.1:0"),
-			anyFailure, []string{"--supernode is required"}},
+			2, []string{"--supernode is required"}},
 		{"up sharing a missing folder", peer(filepath.Join(l.root, "frank"), "up", "--supernode", sn,
 			"--listen", "127.0.0.1:0", "--share", filepath.Join(l.root, "no-such-folder")),
 			anyFailure, []string{"share folder", "no-such-folder", "no such file or directory"}},

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content/contenttest"
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/internal/peercli"
 	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
@@ -36,10 +37,14 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
-	if err == nil {
-		err = run(opts)
-	}
 	if err != nil {
+		os.Exit(cli.ExitUsage) // the flag package printed it, with the usage
+	}
+	if opts.version {
+		fmt.Println("demo", cli.Version())
+		return
+	}
+	if err := run(opts); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -50,6 +55,7 @@ type options struct {
 	keep    bool   // keep the overlay up after the demo
 	dir     string // the demo's data; empty for a temporary folder
 	verbose bool   // show the nodes' logs
+	version bool   // print the version and exit
 }
 
 // parseArgs reads the flags in args (without the program name); only a
@@ -61,11 +67,15 @@ func parseArgs(args []string, usage io.Writer) (options, error) {
 	f.BoolVar(&o.keep, "keep", false, "keep the overlay running after the demo until Ctrl-C")
 	f.StringVar(&o.dir, "dir", "", "folder for the demo's data (default: a new temporary folder, removed at the end)")
 	f.BoolVar(&o.verbose, "v", false, "show the nodes' logs")
+	f.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := f.Parse(args); err != nil {
 		return options{}, err
 	}
 	if f.NArg() > 0 {
-		return options{}, fmt.Errorf("unexpected argument %q: the demo takes flags only", f.Arg(0))
+		err := fmt.Errorf("unexpected argument %q: the demo takes flags only", f.Arg(0))
+		fmt.Fprintf(usage, "%v\n", err)
+		f.Usage()
+		return options{}, err
 	}
 	return o, nil
 }

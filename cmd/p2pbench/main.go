@@ -14,14 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/compare"
+	"github.com/supernet-p2p/supernet/internal/cli"
 )
 
 func main() {
-	root := &cobra.Command{Use: "p2pbench", Short: "Measure overlay designs", SilenceUsage: true}
+	root := &cobra.Command{Use: "p2pbench", Short: "Measure overlay designs"}
 	root.AddCommand(compareCmd(), leavesCmd(), probeCmd())
-	if err := root.Execute(); err != nil {
-		os.Exit(1)
-	}
+	os.Exit(cli.Main(root, os.Args[1:], os.Stderr))
 }
 
 func compareCmd() *cobra.Command {

@@ -23,11 +23,7 @@ import (
 	"github.com/supernet-p2p/supernet/transport"
 )
 
-func main() {
-	if err := command().Execute(); err != nil {
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Main(command(), os.Args[1:], os.Stderr)) }
 
 func command() *cobra.Command {
 	var fl flags
@@ -39,13 +35,11 @@ by supernodes with the secret they share with it, caps what each peer may relay
 and for how long, refuses to relay to private and reserved addresses (unless
 allowed with --allow-peer), and reports its load to the supernodes given with
 --supernode.`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := fl.settings(os.Getenv)
 			if err != nil {
-				return fail(err)
+				return cli.Usage(err)
 			}
 			return run(s)
 		},
@@ -59,11 +53,11 @@ allowed with --allow-peer), and reports its load to the supernodes given with
 func run(st settings) error {
 	log, err := st.log.Logger(os.Stderr)
 	if err != nil {
-		return fail(err)
+		return cli.Usage(err)
 	}
 	secret, err := cli.ReadSecret(st.secretFile)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,7 +65,7 @@ func run(st settings) error {
 	cfg.Secret, cfg.Log = secret, log
 	r, err := relay.New(cfg)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer r.Close()
 	load := func() *protocol.RelayLoad {
@@ -92,16 +86,16 @@ func run(st settings) error {
 	if len(st.supernodes) > 0 {
 		id, err := protocol.LoadOrCreateIdentity(st.dataDir)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		pc, err := transport.ListenUDP("0.0.0.0:0")
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		node, err := transport.New(transport.Config{Identity: id, Conn: pc, Log: log, Agent: "supernet-relay"})
 		if err != nil {
 			pc.Close()
-			return fail(err)
+			return err
 		}
 		defer node.Close()
 		// A certificate with the relay role, if the operator gave one;
@@ -110,10 +104,10 @@ func run(st settings) error {
 		if st.certFile != "" {
 			_, ch, err := protocol.ReadChainFile(st.certFile)
 			if err != nil {
-				return fail(err)
+				return err
 			}
 			if ch.Leaf().Peer() != id.ID {
-				return fail(fmt.Errorf("--cert %s is for %s, not this relay's key %s", st.certFile, ch.Leaf().Peer(), id.ID))
+				return fmt.Errorf("--cert %s is for %s, not this relay's key %s", st.certFile, ch.Leaf().Peer(), id.ID)
 			}
 			chain = ch
 		}
@@ -172,9 +166,4 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
-}
-
-func fail(err error) error {
-	fmt.Fprintln(os.Stderr, "relay:", err)
-	return err
 }

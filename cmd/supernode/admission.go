@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
 )
@@ -94,7 +95,7 @@ with 'supernode admit KEY'.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			id, err := protocol.LoadOrCreateIdentity(dataDir)
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			if key {
 				fmt.Fprintln(cmd.OutOrStdout(), protocol.FormatPublicKey(id.Key.Public().(ed25519.PublicKey)))
@@ -126,10 +127,10 @@ can admit supernodes and relays. A supernode started with it in its data directo
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, err := protocol.CreateKeyFile(keyFile)
 			if errors.Is(err, os.ErrExist) {
-				return usageErr(fmt.Errorf("%s exists already; `supernode network show` prints its network ID", keyFile))
+				return cli.Usage(fmt.Errorf("%s exists already; `supernode network show` prints its network ID", keyFile))
 			}
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), protocol.NetworkIDOf(key))
 			fmt.Fprintf(cmd.ErrOrStderr(), "network key written to %s (mode 600): keep it secret\n", keyFile)
@@ -144,13 +145,13 @@ can admit supernodes and relays. A supernode started with it in its data directo
 			if len(args) == 1 {
 				n, ch, err := protocol.ReadChainFile(args[0])
 				if err != nil {
-					return usageErr(err)
+					return err
 				}
 				return printChain(cmd.OutOrStdout(), n, ch)
 			}
 			key, err := protocol.ReadKeyFile(keyFile)
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), protocol.NetworkIDOf(key))
 			return nil
@@ -198,30 +199,30 @@ it with --cert.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pub, err := protocol.ParsePublicKey(args[0])
 			if err != nil {
-				return usageErr(err)
+				return cli.Usage(err)
 			}
 			key, err := protocol.ReadKeyFile(keyFile)
 			if err != nil {
-				return usageErr(fmt.Errorf("network key: %w", err))
+				return fmt.Errorf("network key: %w", err)
 			}
 			r, err := protocol.ParseCertRoles(roles)
 			if err != nil {
-				return usageErr(err)
+				return cli.Usage(err)
 			}
 			if valid <= 0 {
-				return usageErr(errors.New("--valid must be positive"))
+				return cli.Usage(errors.New("--valid must be positive"))
 			}
 			ch := protocol.Admit(key, pub, r, time.Now().Add(valid))
 			b, err := protocol.EncodeChainPEM(protocol.NetworkIDOf(key), ch)
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			if out == "" || out == "-" {
 				_, err = cmd.OutOrStdout().Write(b)
 				return err
 			}
 			if err := os.WriteFile(out, b, 0o644); err != nil {
-				return usageErr(err)
+				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "admitted %s as %s until %s: %s\n", ch.Leaf().Peer(), r,
 				ch.Expires().UTC().Format(time.RFC3339), out)

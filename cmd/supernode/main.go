@@ -18,11 +18,7 @@ import (
 	"github.com/supernet-p2p/supernet/supernode"
 )
 
-func main() {
-	if err := command().Execute(); err != nil {
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Main(command(), os.Args[1:], os.Stderr)) }
 
 func command() *cobra.Command {
 	var fl flags
@@ -32,13 +28,11 @@ func command() *cobra.Command {
 		Long: fmt.Sprintf(`Run a supernode of the overlay. It listens on one UDP port (default %d, all
 interfaces) for QUIC and STUN, accepts peers, indexes what they share, links to
 the supernodes given with --join, and routes searches between them.`, supernode.DefaultPort),
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := fl.settings(os.Getenv)
 			if err != nil {
-				return usageErr(err)
+				return cli.Usage(err)
 			}
 			return run(s)
 		},
@@ -53,19 +47,19 @@ the supernodes given with --join, and routes searches between them.`, supernode.
 func run(st settings) error {
 	log, err := st.log.Logger(os.Stderr)
 	if err != nil {
-		return usageErr(err)
+		return cli.Usage(err)
 	}
 	cli.SetMemoryLimit(st.memLimit)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	secret, err := cli.ReadSecret(st.secretFile)
 	if err != nil {
-		return usageErr(err)
+		return err
 	}
 	cfg := st.cfg
 	adm, err := loadAdmission(cfg.DataDir, st.networkKeyFile, st.certFile, len(cfg.Join) > 0)
 	if err != nil {
-		return usageErr(err)
+		return err
 	}
 	cfg.RelaySecret, cfg.Log = secret, log
 	adm.apply(&cfg)
@@ -74,7 +68,7 @@ func run(st settings) error {
 		rc.Secret, rc.Log = secret, log.With().Str("part", "relay").Logger()
 		r, err := relay.New(rc)
 		if err != nil {
-			return usageErr(err)
+			return err
 		}
 		defer r.Close()
 		cfg.Relay = r
@@ -82,7 +76,6 @@ func run(st settings) error {
 	}
 	s, err := supernode.New(cfg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "supernode:", err)
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "supernode %s listening on udp %s\n", s.ID(), s.Addr())
@@ -99,13 +92,5 @@ func run(st settings) error {
 	if errors.Is(err, supernode.ErrServerClosed) {
 		return nil
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "supernode:", err)
-	}
-	return err
-}
-
-func usageErr(err error) error {
-	fmt.Fprintln(os.Stderr, "supernode:", err)
 	return err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -29,8 +30,7 @@ func connectCmd(g *globals) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := protocol.ParsePeerID(args[0]); err != nil {
-				fmt.Fprintln(os.Stderr, "peer: bad peer ID:", err)
-				return exitError{2}
+				return cli.Usage(fmt.Errorf("bad peer ID: %w", err))
 			}
 			ctx, stop := signalContext()
 			defer stop()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -22,24 +23,11 @@ import (
 type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+func (e exitError) ExitCode() int { return e.code }
 
 // Main runs the peer command with args (without the program name) and returns
 // the exit code.
-func Main(args []string) int {
-	cmd := root()
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	var ee exitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.code
-	default:
-		fmt.Fprintln(os.Stderr, "peer:", err)
-		return 1
-	}
-}
+func Main(args []string) int { return cli.Main(root(), args, os.Stderr) }
 
 type globals struct {
 	dataDir string
@@ -48,10 +36,8 @@ type globals struct {
 func root() *cobra.Command {
 	g := &globals{}
 	cmd := &cobra.Command{
-		Use:           "peer",
-		Short:         "A peer of the supernode overlay: share a folder, search, download",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "peer",
+		Short: "A peer of the supernode overlay: share a folder, search, download",
 	}
 	cmd.PersistentFlags().StringVar(&g.dataDir, "data-dir", peer.DefaultDataDir(), "data directory of the daemon ($"+peer.DataDirEnv+")")
 	cmd.AddCommand(upCmd(g), searchCmd(g), getCmd(g), connectCmd(g), lookupCmd(g), sendCmd(g), inboxCmd(g), statusCmd(g), rescanCmd(g), benchCmd())
@@ -75,8 +61,7 @@ func explain(err error) error {
 		fmt.Fprintln(os.Stderr, "peer:", err)
 		return exitError{5}
 	case errors.Is(err, protocol.ErrBadContentID):
-		fmt.Fprintln(os.Stderr, "peer:", err)
-		return exitError{2}
+		return cli.Usage(err)
 	}
 	return err
 }

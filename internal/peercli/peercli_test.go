@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
@@ -88,8 +89,13 @@ func TestExplainExitCodes(t *testing.T) {
 		{fmt.Errorf("x: %w", peer.ErrNothingFound), 5},
 		{fmt.Errorf("x: %w", protocol.ErrBadContentID), 2},
 	} {
+		err := explain(c.err)
 		var ee exitError
-		if err := explain(c.err); !errors.As(err, &ee) || ee.code != c.code {
+		var ue *cli.UsageError
+		switch {
+		case errors.As(err, &ee) && ee.code == c.code:
+		case errors.As(err, &ue) && c.code == cli.ExitUsage:
+		default:
 			t.Errorf("explain(%v) = %v, want exit %d", c.err, err, c.code)
 		}
 	}
@@ -107,13 +113,13 @@ func TestMainArguments(t *testing.T) {
 		args []string
 		code int
 	}{
-		{[]string{"--data-dir", dir, "search"}, 1},                  // no words
-		{[]string{"--data-dir", dir, "get"}, 1},                     // no content ID
+		{[]string{"--data-dir", dir, "search"}, 2},                  // no words
+		{[]string{"--data-dir", dir, "get"}, 2},                     // no content ID
 		{[]string{"--data-dir", dir, "get", "not-a-content-id"}, 2}, // a bad one
-		{[]string{"--data-dir", dir, "no-such-command"}, 1},         // unknown
+		{[]string{"--data-dir", dir, "no-such-command"}, 2},         // unknown
 		{[]string{"--data-dir", dir, "status"}, 3},                  // no daemon
 		{[]string{"--data-dir", dir, "search", "hey", "jude"}, 3},   // no daemon
-		{[]string{"--data-dir", dir, "rescan", "extra"}, 1},         // takes no arguments
+		{[]string{"--data-dir", dir, "rescan", "extra"}, 2},         // takes no arguments
 		{[]string{"--data-dir", dir, "--help"}, 0},
 	} {
 		if got := Main(c.args); got != c.code {

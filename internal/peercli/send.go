@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
@@ -29,8 +30,7 @@ func sendCmd(g *globals) *cobra.Command {
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := protocol.CheckUsername(args[0]); err != nil {
-				fmt.Fprintln(os.Stderr, "peer:", err)
-				return exitError{2}
+				return cli.Usage(err)
 			}
 			path, err := filepath.Abs(args[1])
 			if err != nil {

@@ -20,11 +20,11 @@ func upCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := fl.settings(g.dataDir)
 			if err != nil {
-				return err
+				return cli.Usage(err)
 			}
 			log, err := st.log.Logger(os.Stderr)
 			if err != nil {
-				return err
+				return cli.Usage(err)
 			}
 			cli.SetMemoryLimit(st.memLimit)
 			ctx, stop := signalContext()
