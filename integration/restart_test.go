@@ -88,10 +88,10 @@ func (s *snProc) kill(t *testing.T) {
 
 func (s *snProc) target() string { return s.id.String() + "@" + s.addr }
 
-var loadedRE = regexp.MustCompile(`"user_records":(\d+),"incarnation":(\d+),"took":([0-9.]+)`)
+var loadedRE = regexp.MustCompile(`"user_records":(\d+),"incarnation":(\d+),"took":"([^"]+)"`)
 
 // loaded is what the supernode's log says it loaded at its last start.
-func (s *snProc) loaded(t *testing.T) (records int, incarnation uint64, took float64) {
+func (s *snProc) loaded(t *testing.T) (records int, incarnation uint64, took time.Duration) {
 	t.Helper()
 	ms := loadedRE.FindAllStringSubmatch(s.proc.stderr.String(), -1)
 	if len(ms) == 0 {
@@ -100,7 +100,7 @@ func (s *snProc) loaded(t *testing.T) (records int, incarnation uint64, took flo
 	m := ms[len(ms)-1]
 	records, _ = strconv.Atoi(m[1])
 	incarnation, _ = strconv.ParseUint(m[2], 10, 64)
-	took, _ = strconv.ParseFloat(m[3], 64)
+	took, _ = time.ParseDuration(m[3])
 	return records, incarnation, took
 }
 
@@ -204,7 +204,7 @@ func TestCLINamesSurviveRestart(t *testing.T) {
 	// through it at once.
 	took := l.startAt(owner)
 	recs, inc0, load := owner.loaded(t)
-	t.Logf("%s restarted (listening after %v, %d records loaded in %.1f ms, incarnation %d); its file lacks bob's record",
+	t.Logf("%s restarted (listening after %v, %d records loaded in %v, incarnation %d); its file lacks bob's record",
 		owner.name, took.Round(time.Millisecond), recs, load, inc0)
 	t.Logf("mallory1 through the owner that lacked the record: refused after %v", tryName(owner).Round(time.Millisecond))
 
@@ -228,7 +228,7 @@ func TestCLINamesSurviveRestart(t *testing.T) {
 		if i > 0 && recs == 0 {
 			t.Fatalf("%s loaded no records after a restart: bob's should be in its file", s.name)
 		}
-		t.Logf("%s killed and restarted: listening after %v, %d records loaded in %.1f ms, incarnation %d",
+		t.Logf("%s killed and restarted: listening after %v, %d records loaded in %v, incarnation %d",
 			s.name, took.Round(time.Millisecond), recs, load, inc)
 		refused := tryName(s)
 		t.Logf("a fresh key through %s: refused %v after its start", s.name, refused.Round(time.Millisecond))

@@ -51,6 +51,7 @@ func (s *Server) admit(username, _ string, src net.Addr) bool {
 	if reason == "" {
 		return true
 	}
+	s.allocRefused.Add(1)
 	s.log.Debug().Str("peer_id", peer).Str("remote_addr", src.String()).Str("reason", reason).
 		Msg("relay allocation refused")
 	return false

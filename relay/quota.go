@@ -315,6 +315,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		s.mu.Unlock()
 		if reason != "" {
 			c.Close()
+			s.tcpRefused.Add(1)
 			s.log.Debug().Str("remote_addr", tc.key).Str("reason", reason).Msg("relay tcp connection refused")
 			continue
 		}

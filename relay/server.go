@@ -136,6 +136,9 @@ type Load struct {
 	Rate         float64 // bytes/s over the last few seconds
 	QuotaStops   uint64  // allocations stopped at a limit: bytes, session time, channels
 	AuthFailures uint64  // requests refused for their credentials
+	// Refused allocations (over a cap), permissions (a forbidden
+	// destination or too many) and TCP connections (too many idle).
+	AllocationsRefused, PermissionsRefused, TCPRefused uint64
 }
 
 // Server is a running TURN relay.
@@ -151,6 +154,9 @@ type Server struct {
 	bytes        atomic.Uint64
 	quotaStops   atomic.Uint64
 	authFailures atomic.Uint64
+	allocRefused atomic.Uint64
+	permRefused  atomic.Uint64
+	tcpRefused   atomic.Uint64
 
 	mu        sync.Mutex
 	closing   bool
@@ -391,6 +397,10 @@ func (s *Server) Load() Load {
 		Rate:         rate,
 		QuotaStops:   s.quotaStops.Load(),
 		AuthFailures: s.authFailures.Load(),
+
+		AllocationsRefused: s.allocRefused.Load(),
+		PermissionsRefused: s.permRefused.Load(),
+		TCPRefused:         s.tcpRefused.Load(),
 	}
 }
 
@@ -516,6 +526,7 @@ func (s *Server) permit(client net.Addr, ip net.IP) bool {
 		}
 	}
 	if err != nil {
+		s.permRefused.Add(1)
 		s.log.Debug().Str("remote_addr", client.String()).Str("peer_addr", ip.String()).Str("reason", err.Error()).
 			Msg("relay permission refused")
 		return false

@@ -159,7 +159,7 @@ func (s *Server) memoryFull() bool {
 }
 
 // MemoryRefused counts the leaves refused for want of memory.
-func (s *Server) MemoryRefused() uint64 { return s.memRefused.Load() }
+func (s *Server) MemoryRefused() uint64 { return s.refused[refMemory].Load() }
 
 // runtimeMemory is the memory the collector cannot give back, and the soft
 // limit (0: none). That is the heap live at the last collection and all

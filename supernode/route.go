@@ -155,6 +155,9 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	wait := r.cfg.QueryTimeout * time.Duration(hops+1) / time.Duration(r.cfg.HopLimit+1)
 	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
 		hits: n, limit: limit, deadline: now.Add(wait)}
+	if fromLeaf {
+		p.arrived = now
+	}
 	// A keyword query already answered in full here goes no further; a lookup by
 	// content ID goes on, since every supernode may add sources.
 	full := q.CID.IsZero() && n >= limit
@@ -184,6 +187,9 @@ func (r *Router) query(from LinkID, q *protocol.Query) error {
 	r.mu.Unlock()
 
 	if len(fwd) == 0 {
+		if fromLeaf {
+			r.leafQueryEnded(now, 1)
+		}
 		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
 		return nil
 	}
@@ -209,7 +215,7 @@ func (r *Router) queryDirect(from LinkID, originID, id protocol.QueryID, q *prot
 	start func(protocol.QueryID, *pending, [][]byte, []protocol.Hit, time.Time) ([]outMsg, bool)) error {
 	n := len(local)
 	p := &pending{origin: from, originID: originID, text: q.Text, cid: q.CID, waiting: map[LinkID]bool{}, searched: 1,
-		hits: n, limit: limit}
+		hits: n, limit: limit, arrived: now}
 	var msgs []outMsg
 	started := false
 	r.mu.Lock()
@@ -218,6 +224,7 @@ func (r *Router) queryDirect(from LinkID, originID, id protocol.QueryID, q *prot
 	}
 	r.mu.Unlock()
 	if !started {
+		r.leafQueryEnded(now, 1)
 		r.out.Send(from, &protocol.QueryDone{ID: originID, Supernodes: 1})
 		return nil
 	}
@@ -438,6 +445,14 @@ func (r *Router) queryDone(from LinkID, m *protocol.QueryDone) {
 	r.flush(msgs)
 }
 
+// leafQueryEnded tells the LeafQueryEnded hook of a leaf query that
+// arrived at arrived and was searched by supernodes.
+func (r *Router) leafQueryEnded(arrived time.Time, supernodes uint32) {
+	if f := r.cfg.LeafQueryEnded; f != nil {
+		f(r.cfg.Now().Sub(arrived), supernodes)
+	}
+}
+
 // finishLocked ends queries and returns the QueryDone messages to send.
 func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
 	var msgs []outMsg
@@ -447,6 +462,9 @@ func (r *Router) finishLocked(ids []protocol.QueryID) []outMsg {
 			continue
 		}
 		delete(r.queries, id)
+		if !p.arrived.IsZero() {
+			r.leafQueryEnded(p.arrived, p.searched)
+		}
 		msgs = append(msgs, r.releaseLocked(p)...)
 		msgs = append(msgs, outMsg{to: p.origin, m: &protocol.QueryDone{ID: p.originID, Status: p.status, Supernodes: p.searched}})
 	}

@@ -157,6 +157,11 @@ type RouterConfig struct {
 	// knows: a leaf's relayed address in a signal must be (optional; without
 	// it such addresses pass).
 	RelayAddr func(addr string) bool
+	// LeafQueryEnded, when set, is told how long each leaf query took, from
+	// its arrival to the QueryDone sent back, and how many supernodes
+	// searched it. It runs under the router's lock: it must be quick and
+	// must not call the router.
+	LeafQueryEnded func(took time.Duration, supernodes uint32)
 	// Limits on what one neighbour supernode may send, so a hostile or broken
 	// neighbour costs bounded work: queries (default 200/s, burst 400; over
 	// it they are answered "overloaded" without a search), summary levels
@@ -256,6 +261,8 @@ type pending struct {
 	deadline time.Time
 	status   protocol.Status
 	direct   *direct // one-hop routing state; nil for a query routed hop by hop
+	// arrived is when a leaf's query came; zero for a neighbour's.
+	arrived time.Time
 }
 
 // Router is a supernode's brain: the index of its leaves' content, the summaries

@@ -456,6 +456,15 @@ func TestQueryByContentID(t *testing.T) {
 func TestQueryTimeout(t *testing.T) {
 	cfg := testRouterConfig()
 	cfg.QueryTimeout = 2 * time.Second
+	var (
+		mu    sync.Mutex
+		ended []time.Duration // leaf queries' durations, as /metrics gets them
+	)
+	cfg.LeafQueryEnded = func(took time.Duration, _ uint32) {
+		mu.Lock()
+		defer mu.Unlock()
+		ended = append(ended, took)
+	}
 	net := newMemNet(t, 3, cfg)
 	net.line()
 	leaves := shareOnEach(t, net)
@@ -486,6 +495,11 @@ func TestQueryTimeout(t *testing.T) {
 	if a, b := net.nodes[0].r.Stats.QueryTimeouts.Load(), net.nodes[1].r.Stats.QueryTimeouts.Load(); a+b == 0 {
 		t.Error("no QueryTimeouts counted")
 	}
+	mu.Lock()
+	if want := cfg.QueryTimeout * 3 / 2; len(ended) != 1 || ended[0] != want {
+		t.Errorf("leaf query durations %v, want one of %v", ended, want)
+	}
+	mu.Unlock()
 	// The timed-out query holds no state.
 	for _, nd := range net.nodes[:2] {
 		nd.r.mu.Lock()

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -204,7 +205,8 @@ type Server struct {
 	// router's AskedEvery.
 	askPeriodAt time.Time
 	memCheck    memCheck
-	memRefused  atomic.Uint64
+	refused     refusals
+	queryTook   prometheus.Histogram
 	closeOnce   sync.Once
 }
 
@@ -238,6 +240,7 @@ func New(cfg Config) (*Server, error) {
 		perAddr:       make(map[netip.Prefix]int),
 		pinging:       make(map[LinkID]bool),
 		ctx:           ctx, cancel: cancel,
+		queryTook: newQueryHistogram(),
 	}
 	store, err := openDirStore(cfg.DataDir, cfg.Incarnation, log)
 	if err == nil {
@@ -266,6 +269,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.MemberKey = s.memberKey
 	cfg.Router.PeerRTT = s.peerRTT
 	cfg.Router.Ring = s.ringView
+	cfg.Router.LeafQueryEnded = s.observeLeafQuery
 	if len(cfg.RelaySecret) > 0 {
 		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
 	}
@@ -552,16 +556,18 @@ func (s *Server) accept(in *transport.Incoming) {
 	switch in.Hello.Role {
 	case protocol.RoleLeaf:
 		if s.router.Leaves() >= s.cfg.MaxLeaves {
+			s.refused.add(refLeavesFull)
 			in.Reject(fmt.Errorf("%w: supernode has %d leaves", protocol.ErrOverloaded, s.cfg.MaxLeaves))
 			return
 		}
 		if s.memoryFull() {
-			s.memRefused.Add(1)
+			s.refused.add(refMemory)
 			in.Reject(fmt.Errorf("%w: supernode is short of memory", protocol.ErrOverloaded))
 			return
 		}
 		block, ok := s.takeAddrSlot(in.RemoteAddr())
 		if !ok {
+			s.refused.add(refLeavesPerAddr)
 			in.Reject(fmt.Errorf("%w: %d leaves from your address already", protocol.ErrOverloaded, s.cfg.MaxLeavesPerAddr))
 			return
 		}
@@ -621,11 +627,13 @@ func (s *Server) accept(in *transport.Incoming) {
 		})
 	case protocol.RoleSupernode:
 		if n := len(s.Linked()); n >= s.cfg.MaxNeighbours && !in.Hello.Direct {
+			s.refused.add(refNeighboursFull)
 			in.Reject(fmt.Errorf("%w: supernode has %d neighbours", protocol.ErrOverloaded, n))
 			return
 		}
 		if err := s.checkHello(in); err != nil {
 			s.log.Info().Err(err).Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).Msg("supernode link refused")
+			s.refused.add(refNotAdmitted)
 			in.Reject(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
 			return
 		}
@@ -646,8 +654,18 @@ func (s *Server) accept(in *transport.Incoming) {
 			in.AnswerProbe(s.welcome(protocol.RoleProbe), s.ctx.Done())
 		}()
 	case protocol.RoleRelay:
+		if len(s.cfg.RelaySecret) == 0 {
+			// Its credentials could never be minted: accepting it would
+			// list a relay this supernode silently never hands out.
+			s.refused.add(refNoRelaySecret)
+			s.log.Warn().Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).
+				Msg("relay refused: this supernode has no relay secret, so it could never hand the relay out; give it the relay's secret")
+			in.Reject(fmt.Errorf("%w: this supernode has no relay secret to mint credentials on your relay with", protocol.ErrForbidden))
+			return
+		}
 		if err := s.checkHello(in); err != nil {
 			s.log.Info().Err(err).Str("peer_id", in.Peer.Short()).Str("remote_addr", in.RemoteAddr().String()).Msg("relay refused")
+			s.refused.add(refNotAdmitted)
 			in.Reject(fmt.Errorf("%w: %w", protocol.ErrForbidden, err))
 			return
 		}
@@ -658,6 +676,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		s.wg.Add(1)
 		go s.relayLink(l)
 	default:
+		s.refused.add(refWrongRole)
 		in.Reject(fmt.Errorf("%w: a supernode does not take %s connections", protocol.ErrForbidden, in.Hello.Role))
 	}
 }

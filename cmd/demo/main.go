@@ -33,6 +33,7 @@ import (
 )
 
 func main() {
+	cli.LogUnits()
 	opts, err := parseArgs(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -26,13 +26,14 @@ type settings struct {
 	advertise                     string
 	secretFile, dataDir, certFile string
 	log                           cli.LogFlags
+	admin                         string // the admin listener's address; empty for none
 }
 
 // flags are the relay's flags as given.
 type flags struct {
 	listen, tcp, relayIP, secretFile, dataDir, advertise string
 	log                                                  cli.LogFlags
-	certFile                                             string
+	certFile, admin                                      string
 	supernodes, allowPeers                               []string
 	maxBytes                                             int64
 	maxDuration, credTTL                                 time.Duration
@@ -59,6 +60,7 @@ func (fl *flags) bind(f *pflag.FlagSet) {
 	f.StringArrayVar(&fl.allowPeers, "allow-peer", nil, "private or reserved range (CIDR or address) clients may relay to anyway; repeatable")
 	f.Uint16Var(&fl.minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
 	f.Uint16Var(&fl.maxPort, "max-port", 0, "highest relay port (with --min-port)")
+	f.StringVar(&fl.admin, "admin", "", "serve /metrics, /healthz and /debug/pprof/ over HTTP on this address, e.g. 127.0.0.1:9091 (default: off; keep it on loopback)")
 	fl.log.Bind(f)
 }
 
@@ -81,6 +83,9 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 	if fl.tcp != "" && fl.tcp != "-" {
 		err = errors.Join(err, cli.CheckHostPort("tcp", fl.tcp))
 	}
+	if fl.admin != "" {
+		err = errors.Join(err, cli.CheckHostPort("admin", fl.admin))
+	}
 	if err != nil {
 		return settings{}, err
 	}
@@ -94,7 +99,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		supernodes: cli.SplitList(fl.supernodes),
 		advertise:  fl.advertise,
 		secretFile: fl.secretFile, dataDir: fl.dataDir, certFile: fl.certFile,
-		log: fl.log,
+		log: fl.log, admin: fl.admin,
 	}
 	if s.advertise == "" {
 		s.advertise = fl.relayIP

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -14,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/admin"
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -117,7 +120,17 @@ func run(st settings) error {
 			go func() { defer wg.Done(); report(ctx, node, t, hello, load, log) }()
 		}
 	}
+	if st.admin != "" {
+		a, err := admin.New(admin.Config{Listen: st.admin, Version: cli.Version(),
+			Collectors: []prometheus.Collector{r.Collector()}, Health: r.Healthy, Log: log})
+		if err != nil {
+			return err
+		}
+		defer a.Go(ctx)()
+		fmt.Fprintf(os.Stderr, "admin listening on http://%s (/metrics, /healthz, /debug/pprof/)\n", a.Addr())
+	}
 	<-ctx.Done()
+	log.Info().Str("cause", context.Cause(ctx).Error()).Msg("relay stopping")
 	wg.Wait()
 	return nil
 }
@@ -158,7 +171,11 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn().Err(err).Str("supernode", addr).Msg("supernode unreachable")
+		if errors.Is(err, protocol.ErrForbidden) {
+			log.Error().Err(err).Str("supernode", addr).Msg("supernode refused this relay")
+		} else {
+			log.Warn().Err(err).Str("supernode", addr).Msg("supernode unreachable")
+		}
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff)):
 		case <-ctx.Done():

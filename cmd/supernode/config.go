@@ -28,6 +28,7 @@ type settings struct {
 	networkKeyFile string
 	log            cli.LogFlags
 	memLimit       int64
+	admin          string // the admin listener's address; empty for none
 }
 
 // flags are the supernode's flags as given.
@@ -48,6 +49,7 @@ type flags struct {
 	leafPings                float64
 	memLimit                 int64
 	limitLoopback            bool
+	admin                    string
 }
 
 // bind defines the flags on f, their defaults taken from
@@ -75,6 +77,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
 	f.StringVar(&fl.networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
 	f.Int64Var(&fl.memLimit, "memory-limit", autoMemory, "soft limit of the Go heap in bytes, which makes the collector work harder near it (-1: what --max-leaves needs, see supernode.MemoryFor; 0: none; $GOMEMLIMIT wins)")
+	f.StringVar(&fl.admin, "admin", "", "serve /metrics, /healthz and /debug/pprof/ over HTTP on this address, e.g. 127.0.0.1:9090 (default: off; keep it on loopback)")
 	f.BoolVar(&fl.limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so a local overlay can share 127.0.0.1)")
 }
 
@@ -90,6 +93,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		cli.NotNegative("promote-every", fl.promoteEvery),
 		cli.AtLeast("memory-limit", fl.memLimit, autoMemory),
 		cli.NotNegative("leaf-pings", fl.leafPings),
+		optionalAddr("admin", fl.admin),
 	)
 	if err != nil {
 		return settings{}, err
@@ -114,7 +118,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 			Router: supernode.RouterConfig{HopLimit: fl.hops, LeafPings: fl.leafPings},
 		},
 		secretFile: fl.secretFile, certFile: fl.certFile, networkKeyFile: fl.networkKeyFile,
-		log: fl.log, memLimit: fl.memLimit,
+		log: fl.log, memLimit: fl.memLimit, admin: fl.admin,
 	}
 	if s.memLimit == autoMemory {
 		s.memLimit = supernode.MemoryFor(s.cfg.MaxLeaves)

@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/supernet-p2p/supernet/internal/admin"
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
@@ -87,7 +89,23 @@ func run(st settings) error {
 	} else {
 		fmt.Fprintf(os.Stderr, "network %s\n", adm.network)
 	}
+	if st.admin != "" {
+		cs := []prometheus.Collector{s.Collector()}
+		if cfg.Relay != nil {
+			cs = append(cs, cfg.Relay.Collector())
+		}
+		a, err := admin.New(admin.Config{Listen: st.admin, Version: cli.Version(), Collectors: cs, Health: s.Healthy, Log: log})
+		if err != nil {
+			s.Close()
+			return err
+		}
+		defer a.Go(ctx)()
+		fmt.Fprintf(os.Stderr, "admin listening on http://%s (/metrics, /healthz, /debug/pprof/)\n", a.Addr())
+	}
 	err = s.Serve(ctx)
+	if cause := context.Cause(ctx); ctx.Err() != nil {
+		log.Info().Str("cause", cause.Error()).Msg("supernode stopping")
+	}
 	s.Close()
 	if errors.Is(err, supernode.ErrServerClosed) {
 		return nil

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 )
 
@@ -92,6 +93,7 @@ func versionOf(bi *debug.BuildInfo, ok bool) string {
 // ExitUsage; an Exiter exits with its code, unprinted; any other error exits
 // with 1.
 func Main(cmd *cobra.Command, args []string, stderr io.Writer) int {
+	LogUnits()
 	prepare(cmd)
 	cmd.SetArgs(args)
 	cmd.SetErr(stderr)
@@ -118,6 +120,15 @@ func Main(cmd *cobra.Command, args []string, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: %v\n", name, err)
 	return 1
+}
+
+// LogUnits makes the process's logs write durations with their unit
+// ("took":"177.39ms"), not as bare numbers of milliseconds. zerolog keeps
+// the format in a global, so only a main function, before it logs, calls it.
+func LogUnits() {
+	if zerolog.DurationFieldFormat != zerolog.DurationFormatString {
+		zerolog.DurationFieldFormat = zerolog.DurationFormatString
+	}
 }
 
 // prepare gives cmd --version, keeps cobra from printing usage or errors

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -107,5 +108,18 @@ func TestVersionOf(t *testing.T) {
 	}
 	if got := versionOf(nil, false); !strings.HasPrefix(got, "unknown") {
 		t.Errorf("no build info: %q", got)
+	}
+}
+
+func TestLogDurationsHaveUnits(t *testing.T) {
+	LogUnits()
+	var out bytes.Buffer
+	log, err := Logger(&out, "info", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Dur("took", 177390*time.Microsecond).Msg("x")
+	if !strings.Contains(out.String(), `"took":"177.39ms"`) {
+		t.Errorf("logged %s", out.String())
 	}
 }
