@@ -79,6 +79,35 @@ type Partial struct {
 	flushErr      error // why the last background save failed
 	closed        bool
 	finished      bool
+	// replace lets Finish replace a file already at the final path.
+	replace bool
+}
+
+// HasPartial reports whether a download into finalPath was started before and
+// can resume: its state file exists.
+func HasPartial(finalPath string) bool {
+	_, err := os.Lstat(finalPath + stateSuffix)
+	return err == nil
+}
+
+// ReplaceOnFinish makes Finish replace whatever file is at the final path by
+// then, rather than refuse to.
+func (p *Partial) ReplaceOnFinish() {
+	p.mu.Lock()
+	p.replace = true
+	p.mu.Unlock()
+}
+
+// Discard closes a download that will not resume and removes its files: for
+// one that verified nothing, whose files would only be litter.
+func (p *Partial) Discard() error {
+	err := p.Close()
+	for _, f := range []string{p.part, p.state, p.journal} {
+		if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
 }
 
 // OpenPartial starts or resumes the download of meta into finalPath. An existing state
@@ -537,7 +566,15 @@ func (p *Partial) Finish() error {
 
 	// A hard link refuses to replace an existing file, atomically.
 	renamed := false
-	linkErr := os.Link(p.part, p.final)
+	var linkErr error
+	if p.replace {
+		if err := os.Rename(p.part, p.final); err != nil {
+			return fmt.Errorf("content: finish %s: %w", p.final, err)
+		}
+		renamed = true
+	} else {
+		linkErr = os.Link(p.part, p.final)
+	}
 	if linkErr != nil && !errors.Is(linkErr, fs.ErrExist) {
 		// This filesystem has no hard links; check, then rename (a small race remains).
 		if _, err := os.Lstat(p.final); errors.Is(err, fs.ErrNotExist) {

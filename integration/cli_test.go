@@ -603,6 +603,28 @@ func TestCLISearchAndGet(t *testing.T) {
 		}
 	})
 
+	t.Run("get onto a file that exists", func(t *testing.T) {
+		// Another song's file: refused before a byte moves, left as it was.
+		target := filepath.Join(l.root, "dl", beatles)
+		r := l.peer(bob.dataDir, "get", cid[track], "-o", target)
+		if r.code != 13 || !strings.Contains(r.stderr, "--overwrite") {
+			t.Errorf("get onto an existing file: want exit 13 naming --overwrite\n%s", r)
+		}
+		sameFile(t, target, filepath.Join(share, beatles))
+		if left, _ := filepath.Glob(target + ".part*"); len(left) > 0 {
+			t.Errorf("the refused download left %v", left)
+		}
+	})
+
+	t.Run("get into a new folder named with a slash", func(t *testing.T) {
+		out := filepath.Join(l.root, "new", "music") + "/"
+		r := l.peer(bob.dataDir, "get", cid[track], "-o", out)
+		if r.code != 0 {
+			t.Fatalf("peer get -o %s: %s", out, r)
+		}
+		sameFile(t, filepath.Join(out, track), filepath.Join(share, track))
+	})
+
 	t.Run("PEER_DATA_DIR", func(t *testing.T) {
 		// The environment variable stands in for --data-dir.
 		env := []string{"PEER_DATA_DIR=" + bob.dataDir}
@@ -781,6 +803,10 @@ func TestCLIErrors(t *testing.T) {
 		}
 	})
 
+	// JSON without results says so as table mode does: "results": [] and 5.
+	if r := l.peer(carol.dataDir, "search", "--json", "zzzqqqnothing"); r.code != 5 || !strings.Contains(r.stdout, `"results": []`) {
+		t.Errorf("search --json without results:\n%s", r)
+	}
 	// The refused second `peer up` left the first daemon's socket alone.
 	if r := l.peer(carol.dataDir, "status"); r.code != 0 {
 		t.Errorf("carol's daemon stopped answering after a second `peer up`:\n%s", r)

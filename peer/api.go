@@ -65,6 +65,11 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 	return d.swarms.Get(ctx, cid, out, onProgress)
 }
 
+// Download is Get to a target with its overwrite rule.
+func (d *Daemon) Download(ctx context.Context, cid protocol.ContentID, to apitype.Target, onProgress func(apitype.Progress)) (string, error) {
+	return d.swarms.Download(ctx, cid, to, onProgress)
+}
+
 // supernodeStatus is the primary attachment's status, with the relay this
 // peer lives on when UDP is blocked.
 func (d *Daemon) supernodeStatus() apitype.SupernodeStatus {

@@ -35,6 +35,7 @@ var (
 	ErrNothingFound   = apitype.ErrNothingFound
 	ErrDaemonClosed   = apitype.ErrDaemonClosed
 	ErrNoSuchUser     = apitype.ErrNoSuchUser
+	ErrExists         = apitype.ErrExists
 	ErrAlreadyRunning = localapi.ErrAlreadyRunning
 	// ErrConnect wraps every failure to reach a peer.
 	ErrConnect = dial.ErrConnect

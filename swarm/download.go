@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,18 +51,39 @@ func (m *Swarms) recycle(b []byte) {
 	}
 }
 
+// Target is where a download goes.
+type Target struct {
+	// Out is a file path, a folder (one that exists, or any path ending in
+	// a separator, made if missing), or "" for the current folder. In a
+	// folder the file takes the name the sources give it.
+	Out string
+	// Overwrite replaces a file already at the path. Without it, a named
+	// file that exists fails the download before anything is fetched
+	// (ErrExists), and in a folder the download takes a free name instead:
+	// "song.1.mp3", "song.2.mp3", ...
+	Overwrite bool
+}
+
+// ErrExists is a download's target that is there already.
+var ErrExists = errors.New("file exists")
+
 // Get downloads a content ID to out (a file path, an existing directory, or ""
 // for the current directory) and returns the final path. onProgress, if set, is
 // called about five times a second and once at the end. While it runs the
 // daemon uploads the pieces it has to the other peers of the swarm, and after it
 // returns it keeps serving the file.
 func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(Progress)) (string, error) {
+	return m.Download(ctx, cid, Target{Out: out}, onProgress)
+}
+
+// Download is Get to a Target.
+func (m *Swarms) Download(ctx context.Context, cid protocol.ContentID, to Target, onProgress func(Progress)) (string, error) {
 	m.wg.Add(1)
 	defer m.wg.Done()
 	if cid.IsZero() { // on the wire the zero ID means "no content ID"
 		return "", fmt.Errorf("%w: %s", ErrNothingFound, cid)
 	}
-	sw, err := m.startDownload(cid, out)
+	sw, err := m.startDownload(cid, to)
 	if err != nil {
 		return "", err
 	}
@@ -100,7 +122,16 @@ func (m *Swarms) Get(ctx context.Context, cid protocol.ContentID, out string, on
 }
 
 // startDownload registers a new downloading swarm for cid.
-func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, error) {
+func (m *Swarms) startDownload(cid protocol.ContentID, to Target) (*swarm, error) {
+	out := to.Out
+	// A named file that is there already fails before any source is asked.
+	if path, named, err := namedPath(out); err != nil {
+		return nil, err
+	} else if named && !to.Overwrite && !content.HasPartial(path) {
+		if _, err := os.Lstat(path); err == nil {
+			return nil, existsErr(path)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.ctx.Err() != nil {
@@ -118,7 +149,7 @@ func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 		}
 		if _, err := os.Stat(path); err == nil {
 			// Downloaded before: only a request for another place downloads again.
-			if p, err := outputPath(out, filepath.Base(path), cid); err == nil && p == path {
+			if p, err := outputPath(out, filepath.Base(path), cid); err == nil && p == path && !to.Overwrite {
 				return nil, fmt.Errorf("%w: %s was downloaded to %s already", protocol.ErrBadRequest, cid.Short(), path)
 			}
 		}
@@ -130,7 +161,7 @@ func (m *Swarms) startDownload(cid protocol.ContentID, out string) (*swarm, erro
 		}
 	}
 	sw := m.newSwarm(cid)
-	sw.out = out
+	sw.to = to
 	m.swarms[cid] = sw
 	m.wg.Add(1)
 	go sw.chokeLoop()
@@ -224,7 +255,8 @@ func (sw *swarm) moveIntoPlace() (string, error) {
 }
 
 // abort ends a download that did not finish: the partial file is saved to
-// resume from, and the peer stops offering the content.
+// resume from, or removed when it holds no verified piece, and the peer
+// stops offering the content.
 func (sw *swarm) abort(cause error) {
 	sw.mu.Lock()
 	if cause != nil {
@@ -242,7 +274,11 @@ func (sw *swarm) abort(cause error) {
 	sw.part = nil
 	sw.mu.Unlock()
 	if part != nil {
-		part.Close()
+		if part.Verified() == 0 {
+			part.Discard() // nothing to resume: leave no .part behind
+		} else {
+			part.Close()
+		}
 	}
 	sw.ioMu.Unlock()
 	m := sw.m
@@ -397,7 +433,7 @@ func (sw *swarm) connectKnown() {
 }
 
 // outputPath picks where a download lands: out itself, or name inside out when
-// out is a directory. Names from the network are reduced to a base name.
+// out is a folder. Names from the network are reduced to a base name.
 func outputPath(out, name string, cid protocol.ContentID) (string, error) {
 	name = filepath.Base(strings.ReplaceAll(name, "\\", "/"))
 	if name == "." || name == "/" || name == ".." || name == "" || strings.HasPrefix(name, ".") {
@@ -406,7 +442,10 @@ func outputPath(out, name string, cid protocol.ContentID) (string, error) {
 	if out == "" {
 		out = "."
 	}
-	if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+	if isFolder(out) {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return "", fmt.Errorf("output folder: %w", err)
+		}
 		out = filepath.Join(out, name)
 	}
 	abs, err := filepath.Abs(out)
@@ -417,6 +456,62 @@ func outputPath(out, name string, cid protocol.ContentID) (string, error) {
 		return "", fmt.Errorf("output folder %s does not exist", filepath.Dir(abs))
 	}
 	return abs, nil
+}
+
+// isFolder reports whether out names a folder: one that exists, or a path
+// ending in a separator ("music/"), which is made if missing.
+func isFolder(out string) bool {
+	if strings.HasSuffix(out, "/") || strings.HasSuffix(out, string(filepath.Separator)) {
+		return true
+	}
+	fi, err := os.Stat(out)
+	return err == nil && fi.IsDir()
+}
+
+// namedPath is the absolute path out names when it names a file rather than
+// a folder; named is false for a folder.
+func namedPath(out string) (path string, named bool, err error) {
+	if out == "" || isFolder(out) {
+		return "", false, nil
+	}
+	path, err = filepath.Abs(out)
+	return path, err == nil, err
+}
+
+// targetPath is where a download of name goes to, by to's rules: a
+// download started before resumes at its path; a file there already is
+// replaced with Overwrite, refused when named, and else passed over for
+// the first free "name.N.ext".
+func targetPath(to Target, name string, cid protocol.ContentID) (path string, err error) {
+	path, err = outputPath(to.Out, name, cid)
+	if err != nil || to.Overwrite || content.HasPartial(path) {
+		return path, err
+	}
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return path, nil
+	}
+	if _, named, _ := namedPath(to.Out); named {
+		return "", existsErr(path)
+	}
+	ext := filepath.Ext(path)
+	base := strings.TrimSuffix(path, ext)
+	for i := 1; i <= maxRenames; i++ {
+		p := fmt.Sprintf("%s.%d%s", base, i, ext)
+		if content.HasPartial(p) {
+			continue // another download's; it may be of other content
+		}
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s and %d other names like it", ErrExists, path, maxRenames)
+}
+
+// maxRenames bounds the free names tried beside a file that exists.
+const maxRenames = 999
+
+func existsErr(path string) error {
+	return fmt.Errorf("%w: %s is there already; pass --overwrite to replace it, or -o another path", ErrExists, path)
 }
 
 // Files lists what this peer offers beyond its share folder: downloads

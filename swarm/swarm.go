@@ -57,7 +57,7 @@ type swarm struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	out string // where a download goes, as Get was asked
+	to Target // where a download goes, as Get was asked
 	// ioMu is held shared while reading blocks to upload and exclusively while
 	// the file under them changes (a download moved into place or closed).
 	ioMu sync.RWMutex
@@ -283,13 +283,16 @@ func (sw *swarm) setMetaLocked(m content.Meta, name string) error {
 	if name == "" {
 		name = sw.name
 	}
-	path, err := outputPath(sw.out, name, sw.id)
+	path, err := targetPath(sw.to, name, sw.id)
 	if err != nil {
 		return err
 	}
 	p, err := content.OpenPartial(path, m)
 	if err != nil {
 		return err
+	}
+	if sw.to.Overwrite {
+		p.ReplaceOnFinish()
 	}
 	n := m.NumPieces()
 	sw.meta, sw.hasMeta, sw.part, sw.path = m, true, p, path

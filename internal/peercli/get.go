@@ -3,8 +3,10 @@ package peercli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -18,8 +20,9 @@ import (
 
 func getCmd(g *globals) *cobra.Command {
 	var (
-		out    string
-		asJSON bool
+		out       string
+		asJSON    bool
+		overwrite bool
 	)
 	cmd := &cobra.Command{
 		Use:   "get CONTENT_ID",
@@ -35,6 +38,9 @@ func getCmd(g *globals) *cobra.Command {
 			abs, err := filepath.Abs(out)
 			if err != nil {
 				return err
+			}
+			if strings.HasSuffix(out, "/") || strings.HasSuffix(out, string(filepath.Separator)) {
+				abs += string(filepath.Separator) // a folder, made if missing; Abs drops the slash
 			}
 			ctx, stop := signalContext()
 			defer stop()
@@ -53,14 +59,9 @@ func getCmd(g *globals) *cobra.Command {
 					enc.Encode(p)
 				case tty && p.State == "downloading":
 					if bar == nil {
-						bar = progressbar.NewOptions64(p.Size,
-							progressbar.OptionSetWriter(os.Stderr),
-							progressbar.OptionShowBytes(true),
-							progressbar.OptionSetWidth(25),
-							progressbar.OptionThrottle(100e6),
-							progressbar.OptionClearOnFinish())
+						bar = newBar(os.Stderr, p.Size)
 					}
-					bar.Describe(fmt.Sprintf("%s  %s/s  %s", name, humanBytes(int64(p.Rate)), peersLine(p)))
+					bar.Describe(barLine(name, p))
 					bar.Set64(p.Verified)
 				case !tty && p.State == "downloading" && time.Since(lastLine) >= time.Second:
 					// Logs and pipes get a line a second instead of a bar.
@@ -73,7 +74,7 @@ func getCmd(g *globals) *cobra.Command {
 				}
 				lastState = p.State
 			}
-			p, err := localapi.NewClient(g.dataDir).Get(ctx, apitype.GetRequest{ContentID: args[0], Output: abs}, onProgress)
+			p, err := localapi.NewClient(g.dataDir).Get(ctx, apitype.GetRequest{ContentID: args[0], Output: abs, Overwrite: overwrite}, onProgress)
 			if bar != nil {
 				bar.Finish()
 			}
@@ -93,9 +94,34 @@ func getCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "file or folder to save to (default: the current folder)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file or folder to save to; a path ending in / is a folder, made if missing (default: the current folder)")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file already there (default: refuse a named file, and take a free name like song.1.mp3 in a folder)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print progress as JSON lines")
 	return cmd
+}
+
+// newBar draws a download's progress on w. The bar shows no figures of its
+// own: its own rate would count the bytes resumed from an earlier run as
+// fetched at once, and would sit beside the daemon's in other units.
+// barLine carries the figures.
+func newBar(w io.Writer, size int64) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetWidth(25),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionClearOnFinish())
+}
+
+// barLine is the text beside the bar: the daemon's figures, with one rate,
+// that of the bytes fetched lately.
+func barLine(name string, p apitype.Progress) string {
+	eta := ""
+	if p.Rate > 0 && p.Size > p.Verified {
+		eta = "  " + (time.Duration(float64(p.Size-p.Verified)/p.Rate) * time.Second).Round(time.Second).String() + " left"
+	}
+	return fmt.Sprintf("%s  %s of %s  %s/s%s  %s", name, humanBytes(p.Verified), humanBytes(p.Size),
+		humanBytes(int64(p.Rate)), eta, peersLine(p))
 }
 
 // peersLine says whom a download exchanges with.

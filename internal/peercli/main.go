@@ -48,6 +48,11 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// Exit codes beyond 0-5, as aria2 numbers the same failures.
+const (
+	exitExists = 13 // the target file is there already
+)
+
 // explain prints a one-line reason for the common failures and picks an exit code.
 func explain(err error) error {
 	switch {
@@ -62,6 +67,9 @@ func explain(err error) error {
 		return exitError{5}
 	case errors.Is(err, protocol.ErrBadContentID):
 		return cli.Usage(err)
+	case errors.Is(err, peer.ErrExists):
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return exitError{exitExists}
 	}
 	return err
 }

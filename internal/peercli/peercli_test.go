@@ -3,6 +3,7 @@ package peercli
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
@@ -125,5 +126,23 @@ func TestMainArguments(t *testing.T) {
 		if got := Main(c.args); got != c.code {
 			t.Errorf("peer %v: exit %d, want %d", c.args[2:], got, c.code)
 		}
+	}
+}
+
+// A resumed download's bar shows one rate, the daemon's: the bar's own
+// would count the resumed half as fetched at once.
+func TestProgressBarOneRate(t *testing.T) {
+	var out strings.Builder
+	bar := newBar(&out, 100<<20)
+	p := apitype.Progress{Name: "song.mp3", Size: 100 << 20, Verified: 50 << 20, Rate: 2 << 20, Sources: 2, Active: 1}
+	bar.Describe(barLine(p.Name, p))
+	bar.Set64(p.Verified)
+	line := out.String()
+	if i := strings.LastIndex(line, "\r"); i >= 0 {
+		line = line[i+1:]
+	}
+	if n := strings.Count(line, "/s"); n != 1 || !strings.Contains(line, "2.0 MiB/s") || !strings.Contains(line, "50 MiB of 100 MiB") ||
+		!strings.Contains(line, "25s left") || strings.Contains(line, "MB") {
+		t.Errorf("bar line %q: want one rate, 2.0 MiB/s, 50 MiB of 100 MiB and 25s left", line)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
@@ -34,14 +35,21 @@ func searchCmd(g *globals) *cobra.Command {
 				return explain(err)
 			}
 			if asJSON {
+				if hits == nil {
+					hits = []apitype.HitJSON{} // "results": [], not null
+				}
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				err := enc.Encode(struct {
 					Query      string            `json:"query"`
 					Supernodes int               `json:"supernodes_searched"`
 					Partial    bool              `json:"partial"`
 					Results    []apitype.HitJSON `json:"results"`
 				}{q, res.Supernodes, res.Partial, hits})
+				if err == nil && len(hits) == 0 {
+					return exitError{5} // as in table mode: a script tells "nothing" by the code
+				}
+				return err
 			}
 			if len(hits) == 0 {
 				fmt.Fprintf(os.Stderr, "No results for %q (%d supernodes searched).\n", q, res.Supernodes)
@@ -108,15 +116,5 @@ func groupHits(hits []apitype.HitJSON) []apitype.HitJSON {
 	return out
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is n in binary units, "1.5 MiB".
+func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

@@ -18,6 +18,8 @@ var (
 	ErrNoSupernode  = errors.New("not attached to any supernode")
 	ErrNothingFound = swarm.ErrNothingFound
 	ErrDaemonClosed = swarm.ErrClosed
+	// ErrExists is a download's target file that is there already.
+	ErrExists = swarm.ErrExists
 	// ErrNoSuchUser is a username nobody holds.
 	ErrNoSuchUser = fmt.Errorf("no such user (%w)", protocol.ErrNotFound)
 )
@@ -167,6 +169,9 @@ type SearchResult struct {
 // The swarm that runs the download keeps it.
 type Progress = swarm.Progress
 
+// Target is where a download goes, and whether it may replace a file.
+type Target = swarm.Target
+
 // SwarmStatus is one file this peer exchanges with others, as status lists it.
 type SwarmStatus = swarm.Status
 
@@ -227,7 +232,11 @@ type SearchRequest struct {
 // GetRequest is the body of POST /v1/get.
 type GetRequest struct {
 	ContentID string `json:"content_id"`
-	Output    string `json:"output,omitempty"`
+	// Output is a file, or a folder: one that exists or a path ending in
+	// a separator.
+	Output string `json:"output,omitempty"`
+	// Overwrite replaces a file already at the path.
+	Overwrite bool `json:"overwrite,omitempty"`
 }
 
 // ConnectRequest is the body of POST /v1/connect.

@@ -85,6 +85,8 @@ func fromCode(e errorJSON) error {
 		base = protocol.ErrBadRequest
 	case "closing":
 		base = apitype.ErrDaemonClosed
+	case "exists":
+		base = apitype.ErrExists
 	case "forbidden":
 		base = protocol.ErrForbidden
 	default:

@@ -45,7 +45,7 @@ func (f *fakeBackend) Search(_ context.Context, text string, _ protocol.ContentI
 	}
 	return apitype.SearchResult{Supernodes: 2, Queries: 1}, nil
 }
-func (f *fakeBackend) Get(_ context.Context, cid protocol.ContentID, _ string, onProgress func(apitype.Progress)) (string, error) {
+func (f *fakeBackend) Download(_ context.Context, cid protocol.ContentID, _ apitype.Target, onProgress func(apitype.Progress)) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.progress {

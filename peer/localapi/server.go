@@ -33,8 +33,8 @@ type Backend interface {
 	// Rescan rescans the share and says how many files it holds.
 	Rescan(ctx context.Context) (files int, err error)
 	Search(ctx context.Context, text string, cid protocol.ContentID, limit int, onHits func([]protocol.Hit)) (apitype.SearchResult, error)
-	// Get downloads cid, refusing one already downloading.
-	Get(ctx context.Context, cid protocol.ContentID, out string, onProgress func(apitype.Progress)) (string, error)
+	// Download downloads cid, refusing one already downloading.
+	Download(ctx context.Context, cid protocol.ContentID, to apitype.Target, onProgress func(apitype.Progress)) (string, error)
 	Connect(ctx context.Context, peer protocol.PeerID, sn *protocol.PeerID) (apitype.Attempt, error)
 	Lookup(ctx context.Context, name string) (*apitype.LookupResult, error)
 	Send(ctx context.Context, user, path string) (apitype.SendResult, error)
@@ -130,6 +130,8 @@ func errorCode(err error) (string, int) {
 		return "bad_request", http.StatusBadRequest
 	case errors.Is(err, apitype.ErrDaemonClosed):
 		return "closing", http.StatusServiceUnavailable
+	case errors.Is(err, apitype.ErrExists):
+		return "exists", http.StatusConflict
 	case errors.Is(err, protocol.ErrForbidden):
 		return "forbidden", http.StatusForbidden
 	}
@@ -243,7 +245,8 @@ func (h handlers) get(w http.ResponseWriter, r *http.Request) {
 	// The answer is a stream of events from the first one on, so a refusal
 	// (already downloading, say) arrives as an error event.
 	ev := newEventWriter(w)
-	if _, err := h.b.Get(r.Context(), cid, req.Output, func(p apitype.Progress) { ev.send(event{Progress: &p}) }); err != nil {
+	to := apitype.Target{Out: req.Output, Overwrite: req.Overwrite}
+	if _, err := h.b.Download(r.Context(), cid, to, func(p apitype.Progress) { ev.send(event{Progress: &p}) }); err != nil {
 		ev.fail(err)
 	}
 }
