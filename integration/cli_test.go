@@ -849,6 +849,13 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	if r := l.peer(bob.dataDir, "lookup", "nobody"); r.code != 5 || !strings.Contains(r.stderr, "no such user") {
 		t.Fatalf("lookup of an unknown user: %s", r)
 	}
+	// Usernames have one spelling: typed with capitals they are the same name.
+	if r := l.peer(bob.dataDir, "lookup", "Alice"); r.code != 0 || !strings.Contains(r.stdout, aliceSt.PeerID) {
+		t.Errorf("lookup Alice: %s", r)
+	}
+	if r := l.peer(bob.dataDir, "lookup", "al ice"); r.code != 2 || !strings.Contains(r.stderr, "only a-z") {
+		t.Errorf("lookup of a name that cannot be one: %s", r)
+	}
 	file := filepath.Join(l.root, "letter.txt")
 	if err := os.WriteFile(file, []byte("dear alice\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -856,8 +863,9 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	if r := l.peer(bob.dataDir, "send", "alice", file); r.code != 0 || !strings.Contains(r.stdout, `stored as "letter.txt"`) {
 		t.Fatalf("send: %s", r)
 	}
-	if r := l.peer(carol.dataDir, "send", "alice", file); r.code == 0 || !strings.Contains(r.stderr, "accepted senders") {
-		t.Fatalf("carol's send should be refused: %s", r)
+	if r := l.peer(carol.dataDir, "send", "alice", file); r.code == 0 || !strings.Contains(r.stderr, "accepted senders") ||
+		strings.Contains(r.stderr, "forbidden: forbidden") {
+		t.Fatalf("carol's send should be refused, saying so once: %s", r)
 	}
 	r := l.peer(alice.dataDir, "inbox")
 	if r.code != 0 || !strings.Contains(r.stdout, "letter.txt") || !strings.Contains(r.stdout, "bob (") || !strings.Contains(r.stdout, "1 file in "+inbox) {

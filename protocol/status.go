@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Status is a wire status code. It is separate from Go errors: codes travel, errors
@@ -59,10 +60,16 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string {
-	if e.Message == "" {
+	// The message may start with the code's own words (an older peer's, or
+	// one built from a wrapped sentinel): say them once.
+	msg := strings.TrimPrefix(e.Message, e.Code.String()+": ")
+	if err := statusErrs[e.Code]; err != nil {
+		msg = strings.TrimPrefix(msg, err.Error()+": ")
+	}
+	if msg == "" || msg == e.Code.String() {
 		return "remote: " + e.Code.String()
 	}
-	return "remote: " + e.Code.String() + ": " + e.Message
+	return "remote: " + e.Code.String() + ": " + msg
 }
 
 // Unwrap lets errors.Is match the status sentinel.
@@ -93,9 +100,16 @@ func StatusOf(err error) Status {
 	return StatusInternal
 }
 
-// ErrorMessage builds the Error frame for a local error.
+// ErrorMessage builds the Error frame for a local error. The code already
+// says what its sentinel would, so a message that starts with the sentinel
+// leaves it out.
 func ErrorMessage(err error) *Error {
-	return &Error{Code: StatusOf(err), Message: err.Error()}
+	code := StatusOf(err)
+	msg := err.Error()
+	if s := statusErrs[code]; s != nil {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+	}
+	return &Error{Code: code, Message: msg}
 }
 
 // NegotiateVersion picks the highest version in both ranges.

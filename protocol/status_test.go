@@ -81,6 +81,30 @@ func TestStatusErrorMapping(t *testing.T) {
 		}
 	}
 
+	// The sentinel's words travel once: not "forbidden: forbidden: ...".
+	for _, tt := range []struct {
+		err  error
+		msg  string // the Error frame's message
+		seen string // the receiver's error
+	}{
+		{fmt.Errorf("%w: only accepted senders", ErrForbidden), "only accepted senders", "remote: forbidden: only accepted senders"},
+		{fmt.Errorf("%w: busy", ErrOverloaded), "busy", "remote: overloaded: busy"},
+		{fmt.Errorf("%w: no answer", ErrTimeout), "no answer", "remote: timeout: no answer"},
+		{ErrForbidden, "forbidden", "remote: forbidden"},
+	} {
+		em := ErrorMessage(tt.err)
+		if em.Message != tt.msg {
+			t.Errorf("ErrorMessage(%q).Message = %q, want %q", tt.err, em.Message, tt.msg)
+		}
+		if got := em.AsError().Error(); got != tt.seen {
+			t.Errorf("%q arrives as %q, want %q", tt.err, got, tt.seen)
+		}
+	}
+	// An older peer's doubled message is shown once too.
+	if got := (&Error{Code: StatusForbidden, Message: "forbidden: not yours"}).AsError().Error(); got != "remote: forbidden: not yours" {
+		t.Errorf("an older peer's message: %q", got)
+	}
+
 	if !errors.Is((&Error{Code: StatusNotFound}).AsError(), ErrNotFound) {
 		t.Error("errors.Is(remote not found, ErrNotFound) is false")
 	}

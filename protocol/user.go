@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -32,6 +33,17 @@ type UserRecord struct {
 	Addrs      AddrList `msgpack:"a,omitempty"`  // its addresses, as in a source
 	NAT        NATType  `msgpack:"nt,omitempty"` // its NAT type, as nat_report's m
 	Sig        []byte   `msgpack:"s"`            // ed25519 over signedBytes
+}
+
+// NormalizeUsername is the spelling of name that CheckUsername takes when the
+// user typed capitals: usernames have one spelling, so "Bob" is bob.
+func NormalizeUsername(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' {
+			return r + ('a' - 'A')
+		}
+		return r
+	}, strings.TrimSpace(name))
 }
 
 // CheckUsername accepts 1 to 32 bytes of lower-case letters, digits, '.', '_'

@@ -25,12 +25,13 @@ func lookupCmd(g *globals) *cobra.Command {
 			"NAT type and supernodes, from the record the user signed.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := protocol.CheckUsername(args[0]); err != nil {
+			user := protocol.NormalizeUsername(args[0])
+			if err := protocol.CheckUsername(user); err != nil {
 				return cli.Usage(err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			res, err := localapi.NewClient(g.dataDir).Lookup(ctx, args[0])
+			res, err := localapi.NewClient(g.dataDir).Lookup(ctx, user)
 			if err != nil {
 				return explain(err)
 			}

@@ -29,7 +29,8 @@ func sendCmd(g *globals) *cobra.Command {
 			"its inbox. The user's daemon may take files only from senders it accepted.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := protocol.CheckUsername(args[0]); err != nil {
+			user := protocol.NormalizeUsername(args[0])
+			if err := protocol.CheckUsername(user); err != nil {
 				return cli.Usage(err)
 			}
 			path, err := filepath.Abs(args[1])
@@ -40,7 +41,7 @@ func sendCmd(g *globals) *cobra.Command {
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			res, err := localapi.NewClient(g.dataDir).Send(ctx, args[0], path)
+			res, err := localapi.NewClient(g.dataDir).Send(ctx, user, path)
 			if err != nil {
 				return explain(err)
 			}

@@ -113,7 +113,7 @@ func (fl *upFlags) settings(dataDir string) (upSettings, error) {
 	}
 	return upSettings{
 		cfg: peer.Config{
-			DataDir: dataDir, ShareDir: fl.share, Name: fl.name, Username: fl.user, Supernodes: sns, Attach: fl.attach, Network: network,
+			DataDir: dataDir, ShareDir: fl.share, Name: fl.name, Username: protocol.NormalizeUsername(fl.user), Supernodes: sns, Attach: fl.attach, Network: network,
 			InboxDir: fl.inboxDir, InboxPolicy: fl.inboxFrom, AcceptFrom: fl.accept, NoLead: fl.noLead,
 			LeadAfter: fl.leadAfter, LeadListen: fl.leadListen, LeadStepDown: fl.leadStepDown,
 			Listen: fl.listen, RescanInterval: fl.rescan,
