@@ -5,41 +5,26 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/google/renameio/v2"
 )
 
 // WriteFileAtomic replaces path with data so that a crash leaves either the old file or the
-// new one, never a torn mix. The temporary file is hidden so that a share scan of the same
-// folder never picks it up. syncDir also makes the rename itself durable.
-func WriteFileAtomic(path string, data []byte, perm fs.FileMode, syncDir bool) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+// new one, never a torn mix (renameio: a temporary file beside it, fsynced, renamed over
+// it). The temporary file is hidden so that a share scan of the same folder never picks
+// it up. syncDir also makes the rename itself durable.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode, syncDir bool) error {
+	dir := filepath.Dir(path)
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(perm))
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+	defer f.Cleanup() // a no-op once replaced
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
 	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
+	if err := f.CloseAtomicallyReplace(); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	if syncDir {
 		return syncPath(dir)

@@ -644,6 +644,22 @@ func TestCLISearchAndGet(t *testing.T) {
 		}
 	})
 
+	t.Run("short IDs as status prints them", func(t *testing.T) {
+		r := l.peer(bob.dataDir, "connect", aliceSt.PeerID[:10])
+		if r.code != 0 || !strings.Contains(r.stdout, "linked to "+aliceSt.PeerID[:10]) {
+			t.Errorf("connect by the short ID: %s", r)
+		}
+		out := filepath.Join(l.root, "third.mp3")
+		if r := l.peer(bob.dataDir, "get", cid[track][:10], "-o", out); r.code != 0 {
+			t.Errorf("get by a short content ID bob holds: %s", r)
+		} else {
+			sameFile(t, out, filepath.Join(share, track))
+		}
+		if r := l.peer(bob.dataDir, "get", "ffffffffff"); r.code != 2 || !strings.Contains(r.stderr, `no ID the daemon knows starts with "ffffffffff"`) {
+			t.Errorf("get by a prefix nobody has: %s", r)
+		}
+	})
+
 	t.Run("status", func(t *testing.T) {
 		r := l.peer(alice.dataDir, "status")
 		if r.code != 0 {
@@ -768,7 +784,7 @@ func TestCLIErrors(t *testing.T) {
 		{"search without a supernode", peer(dave.dataDir, "search", "x"),
 			4, []string{"cannot reach a supernode"}},
 		{"connect to a bad peer ID", peer(carol.dataDir, "connect", "not-a-peer"),
-			2, []string{"bad peer ID"}},
+			2, []string{"peer ID must be 52 base32 characters", "peer connect --help"}},
 		{"connect to a peer nobody knows", peer(carol.dataDir, "connect", protocol.PeerID{7}.String()),
 			5, []string{"not found", "not attached here"}},
 		{"up twice", peer(carol.dataDir, "up", "--supernode", sn, "--listen", "127.0.0.1:0"),
@@ -873,6 +889,38 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(inbox, "letter.txt")); err != nil || string(got) != "dear alice\n" {
 		t.Fatalf("inbox file: %q, %v", got, err)
+	}
+
+	// Save as, by the rules of peer get; then delete.
+	saved := filepath.Join(l.root, "saved") + "/"
+	for _, want := range []string{"letter.txt", "letter (1).txt"} {
+		r := l.peer(alice.dataDir, "inbox", "get", "letter.txt", "-o", saved)
+		if got, err := os.ReadFile(filepath.Join(saved, want)); r.code != 0 || err != nil || string(got) != "dear alice\n" {
+			t.Fatalf("inbox get, want %s: %v\n%s", want, err, r)
+		}
+	}
+	if r := l.peer(alice.dataDir, "inbox", "get", "letter.txt", "-o", filepath.Join(saved, "letter.txt")); r.code != 13 {
+		t.Errorf("inbox get onto a file that exists: %s", r)
+	}
+	for _, name := range []string{"../.inbox.json", "nope.txt", inbox + "/letter.txt"} {
+		if r := l.peer(alice.dataDir, "inbox", "get", name, "-o", saved); r.code != 5 || !strings.Contains(r.stderr, "no such file in the inbox") {
+			t.Errorf("inbox get %s: %s", name, r)
+		}
+	}
+	if r := l.peer(alice.dataDir, "inbox", "rm", "letter.txt", "nope.txt"); r.code != 5 {
+		t.Errorf("inbox rm of a listed and an unlisted name: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "letter.txt")); err != nil {
+		t.Errorf("a failed inbox rm deleted something: %v", err)
+	}
+	if r := l.peer(alice.dataDir, "inbox", "rm", "letter.txt"); r.code != 0 {
+		t.Fatalf("inbox rm: %s", r)
+	}
+	if r := l.peer(alice.dataDir, "inbox"); r.code != 0 || !strings.Contains(r.stdout, "nothing has arrived") {
+		t.Errorf("inbox after rm: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "letter.txt")); !os.IsNotExist(err) {
+		t.Errorf("inbox rm left the file: %v", err)
 	}
 }
 

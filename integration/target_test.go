@@ -51,11 +51,11 @@ func TestDownloadTargets(t *testing.T) {
 
 	// Into the folder that holds song.mp3: the first free name.
 	path, err := b.Download(ctx, id, apitype.Target{Out: dir}, nil)
-	if err != nil || path != filepath.Join(dir, "song.1.mp3") {
-		t.Fatalf("download into a folder with song.mp3 in it: %q, %v; want song.1.mp3", path, err)
+	if err != nil || path != filepath.Join(dir, "song (1).mp3") {
+		t.Fatalf("download into a folder with song.mp3 in it: %q, %v; want song (1).mp3", path, err)
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
-		t.Error("song.1.mp3 is not the download")
+		t.Error("song (1).mp3 is not the download")
 	}
 	if got, _ := os.ReadFile(named); !bytes.Equal(got, mine) {
 		t.Fatal("the existing file was changed by a download beside it")

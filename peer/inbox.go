@@ -16,11 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/swarm"
 	"github.com/supernet-p2p/supernet/transport"
 )
 
@@ -538,4 +540,94 @@ func (d *Daemon) deliverFile(ctx context.Context, src protocol.Source, user stri
 		return "", "", werr
 	}
 	return r.name, lease.Path(), nil
+}
+
+// errNoSuchArrival is a name the inbox index does not list.
+var errNoSuchArrival = fmt.Errorf("%w: no such file in the inbox", protocol.ErrNotFound)
+
+// arrivalLocked is the index entry of name, which must be listed: only
+// names the index holds are touched, never a path a caller made up.
+func (ib *inbox) arrivalLocked(list []apitype.InboxEntry, name string) (int, error) {
+	i := slices.IndexFunc(list, func(e apitype.InboxEntry) bool { return e.Name == name })
+	if i < 0 || name != filepath.Base(name) {
+		return -1, fmt.Errorf("%w: %q (`peer inbox` lists them)", errNoSuchArrival, name)
+	}
+	return i, nil
+}
+
+// InboxRemove deletes the named arrivals, files and index entries; a name
+// not listed fails the call before anything is deleted.
+func (d *Daemon) InboxRemove(names []string) error {
+	ib := d.inbox
+	ib.mu.Lock()
+	defer ib.mu.Unlock()
+	list, err := ib.readIndex()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := ib.arrivalLocked(list, n); err != nil {
+			return err
+		}
+	}
+	for _, n := range names {
+		i, err := ib.arrivalLocked(list, n)
+		if err != nil {
+			continue // named twice
+		}
+		if err := os.Remove(filepath.Join(ib.dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		list = slices.Delete(list, i, i+1)
+	}
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return content.WriteFileAtomic(filepath.Join(ib.dir, inboxIndex), b, 0o600, true)
+}
+
+// InboxSave copies an arrival out of the inbox to a target, by the rules of
+// a download's (swarm.Target), checks the copy against the SHA-256 the
+// sender announced, and returns where it went. The arrival stays listed.
+func (d *Daemon) InboxSave(name string, to apitype.Target) (string, error) {
+	ib := d.inbox
+	ib.mu.Lock()
+	list, err := ib.readIndex()
+	var e apitype.InboxEntry
+	if err == nil {
+		var i int
+		if i, err = ib.arrivalLocked(list, name); err == nil {
+			e = list[i]
+		}
+	}
+	ib.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	path, err := swarm.TargetPath(to, name, protocol.ContentID{})
+	if err != nil {
+		return "", err
+	}
+	src, err := os.Open(filepath.Join(ib.dir, name))
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	dst, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)), renameio.WithPermissions(0o644))
+	if err != nil {
+		return "", err
+	}
+	defer dst.Cleanup()
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(dst, h), src); err != nil {
+		return "", fmt.Errorf("copy %s: %w", name, err)
+	}
+	if got := fmt.Sprintf("%x", h.Sum(nil)); got != e.SHA256 {
+		return "", fmt.Errorf("%s in the inbox is not what arrived (SHA-256 %s, not %s): it changed since", name, got, e.SHA256)
+	}
+	if err := dst.CloseAtomicallyReplace(); err != nil {
+		return "", err
+	}
+	return path, nil
 }

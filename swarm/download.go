@@ -60,7 +60,7 @@ type Target struct {
 	// Overwrite replaces a file already at the path. Without it, a named
 	// file that exists fails the download before anything is fetched
 	// (ErrExists), and in a folder the download takes a free name instead:
-	// "song.1.mp3", "song.2.mp3", ...
+	// "song (1).mp3", "song (2).mp3", ... as the inbox names arrivals.
 	Overwrite bool
 }
 
@@ -478,11 +478,11 @@ func namedPath(out string) (path string, named bool, err error) {
 	return path, err == nil, err
 }
 
-// targetPath is where a download of name goes to, by to's rules: a
+// TargetPath is where a file called name goes to, by to's rules: a
 // download started before resumes at its path; a file there already is
 // replaced with Overwrite, refused when named, and else passed over for
-// the first free "name.N.ext".
-func targetPath(to Target, name string, cid protocol.ContentID) (path string, err error) {
+// the first free "name (N).ext". cid names a file whose name is unusable.
+func TargetPath(to Target, name string, cid protocol.ContentID) (path string, err error) {
 	path, err = outputPath(to.Out, name, cid)
 	if err != nil || to.Overwrite || content.HasPartial(path) {
 		return path, err
@@ -496,7 +496,7 @@ func targetPath(to Target, name string, cid protocol.ContentID) (path string, er
 	ext := filepath.Ext(path)
 	base := strings.TrimSuffix(path, ext)
 	for i := 1; i <= maxRenames; i++ {
-		p := fmt.Sprintf("%s.%d%s", base, i, ext)
+		p := fmt.Sprintf("%s (%d)%s", base, i, ext)
 		if content.HasPartial(p) {
 			continue // another download's; it may be of other content
 		}

@@ -46,7 +46,7 @@ func TestOutputPath(t *testing.T) {
 }
 
 // The target rules: a named file that exists is refused unless Overwrite; in
-// a folder the first free name.N.ext is taken; a path ending in a slash is a
+// a folder the first free "name (N).ext" is taken; a path ending in a slash is a
 // folder, made if missing; a download started before resumes at its path.
 func TestTargetPath(t *testing.T) {
 	dir := t.TempDir()
@@ -67,12 +67,12 @@ func TestTargetPath(t *testing.T) {
 		{"named, exists", Target{Out: song}, ""},
 		{"named, exists, overwrite", Target{Out: song, Overwrite: true}, song},
 		{"named, free", Target{Out: filepath.Join(dir, "other.mp3")}, filepath.Join(dir, "other.mp3")},
-		{"folder, exists", Target{Out: dir}, filepath.Join(dir, "song.1.mp3")},
+		{"folder, exists", Target{Out: dir}, filepath.Join(dir, "song (1).mp3")},
 		{"folder, exists, overwrite", Target{Out: dir, Overwrite: true}, song},
 		{"new folder", Target{Out: filepath.Join(dir, "a", "b") + "/"}, filepath.Join(dir, "a", "b", "song.mp3")},
 	}
 	for _, c := range cases {
-		got, err := targetPath(c.to, "song.mp3", cid)
+		got, err := TargetPath(c.to, "song.mp3", cid)
 		if c.want == "" {
 			if !errors.Is(err, ErrExists) {
 				t.Errorf("%s: %q, %v; want ErrExists", c.name, got, err)
@@ -86,13 +86,13 @@ func TestTargetPath(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "a", "b")); err != nil || !fi.IsDir() {
 		t.Errorf("the folder named with a trailing slash was not made: %v", err)
 	}
-	write("song.1.mp3")
-	write("song.2.mp3.part.state") // another download's: passed over too
-	if got, err := targetPath(Target{Out: dir}, "song.mp3", cid); err != nil || got != filepath.Join(dir, "song.3.mp3") {
-		t.Errorf("with song.mp3, song.1.mp3 and song.2.mp3 taken: %q, %v", got, err)
+	write("song (1).mp3")
+	write("song (2).mp3.part.state") // another download's: passed over too
+	if got, err := TargetPath(Target{Out: dir}, "song.mp3", cid); err != nil || got != filepath.Join(dir, "song (3).mp3") {
+		t.Errorf("with song.mp3, song (1).mp3 and song (2).mp3 taken: %q, %v", got, err)
 	}
 	write("song.mp3.part.state") // a download into song.mp3 resumes there
-	if got, err := targetPath(Target{Out: song}, "song.mp3", cid); err != nil || got != song {
+	if got, err := TargetPath(Target{Out: song}, "song.mp3", cid); err != nil || got != song {
 		t.Errorf("resume: %q, %v; want %q", got, err, song)
 	}
 }

@@ -283,7 +283,7 @@ func (sw *swarm) setMetaLocked(m content.Meta, name string) error {
 	if name == "" {
 		name = sw.name
 	}
-	path, err := targetPath(sw.to, name, sw.id)
+	path, err := TargetPath(sw.to, name, sw.id)
 	if err != nil {
 		return err
 	}

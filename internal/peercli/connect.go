@@ -9,10 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
-	"github.com/supernet-p2p/supernet/protocol"
 )
 
 func connectCmd(g *globals) *cobra.Command {
@@ -22,21 +20,25 @@ func connectCmd(g *globals) *cobra.Command {
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "connect PEER_ID",
+		Use: "connect PEER_ID",
+		Example: "  peer connect t4zzxs2kn6nevtj5ckb3xcgvftqj3lwov7acm7mjfc45vqa7fjha\n" +
+			"  peer connect t4zzxs2kn6      # a prefix of an ID that status shows",
 		Short: "Open a link to another peer through the supernodes and show how it runs",
 		Long: "Open a link to another peer: dialled, dialled in reverse, hole-punched or relayed, as\n" +
 			"the peer's supernode plans it. Prints the plan, the path (direct or relayed) and how\n" +
 			"long the setup took. The link stays open a short while for transfers.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := protocol.ParsePeerID(args[0]); err != nil {
-				return cli.Usage(fmt.Errorf("bad peer ID: %w", err))
-			}
 			ctx, stop := signalContext()
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			a, err := localapi.NewClient(g.dataDir).Connect(ctx, apitype.ConnectRequest{PeerID: args[0], Supernode: sn})
+			c := localapi.NewClient(g.dataDir)
+			id, err := resolvePeerID(ctx, c, args[0])
+			if err != nil {
+				return usageUnlessDaemon(err)
+			}
+			a, err := c.Connect(ctx, apitype.ConnectRequest{PeerID: id, Supernode: sn})
 			if err != nil {
 				return explain(err)
 			}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
-	"github.com/supernet-p2p/supernet/protocol"
 )
 
 func getCmd(g *globals) *cobra.Command {
@@ -29,18 +28,14 @@ func getCmd(g *globals) *cobra.Command {
 		Short: "Download a file by content ID, verifying every piece",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := protocol.ParseContentID(args[0]); err != nil {
-				return explain(err)
+			c := localapi.NewClient(g.dataDir)
+			cid, err := resolveContentID(cmd.Context(), c, args[0])
+			if err != nil {
+				return usageUnlessDaemon(err)
 			}
-			if out == "" {
-				out = "."
-			}
-			abs, err := filepath.Abs(out)
+			abs, err := outputArg(out)
 			if err != nil {
 				return err
-			}
-			if strings.HasSuffix(out, "/") || strings.HasSuffix(out, string(filepath.Separator)) {
-				abs += string(filepath.Separator) // a folder, made if missing; Abs drops the slash
 			}
 			ctx, stop := signalContext()
 			defer stop()
@@ -74,7 +69,7 @@ func getCmd(g *globals) *cobra.Command {
 				}
 				lastState = p.State
 			}
-			p, err := localapi.NewClient(g.dataDir).Get(ctx, apitype.GetRequest{ContentID: args[0], Output: abs, Overwrite: overwrite}, onProgress)
+			p, err := c.Get(ctx, apitype.GetRequest{ContentID: cid, Output: abs, Overwrite: overwrite}, onProgress)
 			if bar != nil {
 				bar.Finish()
 			}
@@ -95,9 +90,25 @@ func getCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "file or folder to save to; a path ending in / is a folder, made if missing (default: the current folder)")
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file already there (default: refuse a named file, and take a free name like song.1.mp3 in a folder)")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file already there (default: refuse a named file, and take a free name like song (1).mp3 in a folder)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print progress as JSON lines")
 	return cmd
+}
+
+// outputArg is -o as the daemon takes it: absolute, the current folder when
+// empty, and a folder still when it ends in a separator (Abs drops it).
+func outputArg(out string) (string, error) {
+	if out == "" {
+		out = "."
+	}
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasSuffix(out, "/") || strings.HasSuffix(out, string(filepath.Separator)) {
+		abs += string(filepath.Separator)
+	}
+	return abs, nil
 }
 
 // newBar draws a download's progress on w. The bar shows no figures of its

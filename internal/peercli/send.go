@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 )
@@ -96,5 +97,55 @@ func inboxCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	cmd.AddCommand(inboxGetCmd(g), inboxRmCmd(g))
 	return cmd
+}
+
+func inboxGetCmd(g *globals) *cobra.Command {
+	var (
+		out       string
+		overwrite bool
+	)
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Save a file of the inbox elsewhere, checked against the SHA-256 it arrived with",
+		Long: "Copy a file that arrived (as `peer inbox` names it) to the current folder, or -o a file\n" +
+			"or a folder, by the rules of `peer get`: no file is replaced without --overwrite. The\n" +
+			"file stays in the inbox until `peer inbox rm`.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := outputArg(out)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			path, err := localapi.NewClient(g.dataDir).InboxSave(ctx, apitype.InboxSaveRequest{Name: args[0], Output: target, Overwrite: overwrite})
+			if err != nil {
+				return explain(err)
+			}
+			fmt.Printf("saved %s\n", path)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "file or folder to save to; a path ending in / is a folder, made if missing (default: the current folder)")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a file already there")
+	return cmd
+}
+
+func inboxRmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Delete files from the inbox",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := localapi.NewClient(g.dataDir).InboxRemove(ctx, args); err != nil {
+				return explain(err)
+			}
+			fmt.Printf("removed %d file%s from the inbox\n", len(args), map[bool]string{true: "", false: "s"}[len(args) == 1])
+			return nil
+		},
+	}
 }

@@ -212,6 +212,23 @@ type InboxList struct {
 	Files []InboxEntry `json:"files"`
 }
 
+// InboxSaveRequest is the body of POST /v1/inbox/save: copy an arrival out.
+type InboxSaveRequest struct {
+	Name      string `json:"name"`
+	Output    string `json:"output,omitempty"`
+	Overwrite bool   `json:"overwrite,omitempty"`
+}
+
+// InboxSaved is where an arrival was copied to.
+type InboxSaved struct {
+	Path string `json:"path"`
+}
+
+// InboxRemoveRequest is the body of POST /v1/inbox/rm.
+type InboxRemoveRequest struct {
+	Names []string `json:"names"`
+}
+
 // SendResult is a finished delivery.
 type SendResult struct {
 	User     string  `json:"user"`

@@ -235,6 +235,27 @@ func (c *Client) Send(ctx context.Context, user, path string) (apitype.SendResul
 	return res, err
 }
 
+// InboxSave copies an arrival out of the inbox and says where to.
+func (c *Client) InboxSave(ctx context.Context, req apitype.InboxSaveRequest) (string, error) {
+	var out apitype.InboxSaved
+	resp, err := c.do(ctx, http.MethodPost, "/v1/inbox/save", req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	return out.Path, err
+}
+
+// InboxRemove deletes arrivals from the inbox.
+func (c *Client) InboxRemove(ctx context.Context, names []string) error {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/inbox/rm", apitype.InboxRemoveRequest{Names: names})
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
 // Inbox lists what other peers delivered.
 func (c *Client) Inbox(ctx context.Context) (apitype.InboxList, error) {
 	var list apitype.InboxList

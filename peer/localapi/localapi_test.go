@@ -67,6 +67,13 @@ func (f *fakeBackend) Send(context.Context, string, string) (apitype.SendResult,
 	f.sends++
 	return apitype.SendResult{StoredAs: "a.txt"}, nil
 }
+func (f *fakeBackend) InboxSave(name string, _ apitype.Target) (string, error) {
+	if name != "a.txt" {
+		return "", fmt.Errorf("%w: no such file in the inbox", protocol.ErrNotFound)
+	}
+	return "/saved/a.txt", nil
+}
+func (f *fakeBackend) InboxRemove([]string) error { return nil }
 func (f *fakeBackend) Inbox() (apitype.InboxList, error) {
 	return apitype.InboxList{Dir: "/inbox", Files: []apitype.InboxEntry{{Name: "a.txt"}}}, nil
 }

@@ -39,6 +39,9 @@ type Backend interface {
 	Lookup(ctx context.Context, name string) (*apitype.LookupResult, error)
 	Send(ctx context.Context, user, path string) (apitype.SendResult, error)
 	Inbox() (apitype.InboxList, error)
+	// InboxSave copies an arrival to a target; InboxRemove deletes arrivals.
+	InboxSave(name string, to apitype.Target) (string, error)
+	InboxRemove(names []string) error
 }
 
 // Server serves the control API on a unix socket.
@@ -89,6 +92,33 @@ func Handler(b Backend) http.Handler {
 	mux.HandleFunc("POST /v1/connect", h.connect)
 	mux.HandleFunc("POST /v1/lookup", h.lookup)
 	mux.HandleFunc("POST /v1/send", h.send)
+	mux.HandleFunc("POST /v1/inbox/save", func(w http.ResponseWriter, r *http.Request) {
+		var req apitype.InboxSaveRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		path, err := b.InboxSave(req.Name, apitype.Target{Out: req.Output, Overwrite: req.Overwrite})
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, apitype.InboxSaved{Path: path})
+	})
+	mux.HandleFunc("POST /v1/inbox/rm", func(w http.ResponseWriter, r *http.Request) {
+		var req apitype.InboxRemoveRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		if len(req.Names) == 0 || len(req.Names) > maxInboxNames {
+			writeErr(w, fmt.Errorf("%w: name 1 to %d files", protocol.ErrBadRequest, maxInboxNames))
+			return
+		}
+		if err := b.InboxRemove(req.Names); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	mux.HandleFunc("GET /v1/inbox", func(w http.ResponseWriter, r *http.Request) {
 		list, err := b.Inbox()
 		if err != nil {
@@ -99,6 +129,9 @@ func Handler(b Backend) http.Handler {
 	})
 	return mux
 }
+
+// maxInboxNames bounds the files one removal names.
+const maxInboxNames = 1000
 
 // Serve answers requests until Close.
 func (s *Server) Serve() {
