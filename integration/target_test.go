@@ -76,3 +76,43 @@ func TestDownloadTargets(t *testing.T) {
 	}
 
 }
+
+// TestRenamedFileIsPublishedAgain: a file renamed in the share folder is
+// found by its new name after a rescan, no longer by its old one, and a
+// download saves it under the new name. (A file held by several sources
+// keeps the name the index first got while any of them holds it.)
+func TestRenamedFileIsPublishedAgain(t *testing.T) {
+	sn := startSupernode(t)
+	data := randomBytes(5, 1<<20)
+	a := startPeer(t, sn, "a", map[string][]byte{"oldname.mp3": data})
+	b := startPeer(t, sn, "b", nil)
+	id := findOne(t, b, "oldname", 10*time.Second).ID
+	// A download makes a's swarm of the file, which holds its name; the
+	// downloader then leaves, so a is the file's only source again.
+	first := startPeer(t, sn, "first", nil)
+	if _, err := first.Get(context.Background(), id, filepath.Join(t.TempDir(), "first.mp3"), nil); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	eventually(t, raceSlowdown*10*time.Second, "a to be the only source", func() bool {
+		h, _ := search(t, b, "oldname")
+		return len(h) == 1 && len(h[0].Sources) == 1
+	})
+	share := a.Status().ShareDir
+	if err := os.Rename(filepath.Join(share, "oldname.mp3"), filepath.Join(share, "newname.mp3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rescan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, raceSlowdown*10*time.Second, "the new name to be found and the old one not", func() bool {
+		nh, _ := search(t, b, "newname")
+		oh, _ := search(t, b, "oldname")
+		return len(nh) == 1 && nh[0].Name == "newname.mp3" && nh[0].ID == id && len(oh) == 0
+	})
+	c := startPeer(t, sn, "c", nil)
+	path, err := c.Get(context.Background(), id, t.TempDir(), nil)
+	if err != nil || filepath.Base(path) != "newname.mp3" {
+		t.Fatalf("download of the renamed file: %q, %v; want it saved as newname.mp3", path, err)
+	}
+}

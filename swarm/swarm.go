@@ -136,6 +136,14 @@ func (m *Swarms) swarmFor(id protocol.ContentID) *swarm {
 		switch {
 		case sw.ctx.Err() != nil:
 			delete(m.swarms, id)
+		case sw.shared && m.share != nil:
+			// The file may have been renamed since: joiners get its name now.
+			if f, ok := m.share.Get(id); ok {
+				sw.mu.Lock()
+				sw.name = f.Name
+				sw.mu.Unlock()
+			}
+			return sw
 		case seeded && sw.seedPath() != "" && !rec.unchanged():
 			m.mu.Unlock()
 			m.stopSeeding(sw, errors.New("the file changed or is gone"))

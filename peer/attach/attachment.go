@@ -114,7 +114,9 @@ type Attachment struct {
 type slot struct {
 	link      *transport.Link
 	status    apitype.SupernodeStatus
-	published map[protocol.ContentID]bool
+	// published is what the supernode holds of each file we offer: its
+	// name and tags, so a rename is published again.
+	published map[protocol.ContentID]published
 	nat       protocol.NATType
 	live      Liveness
 }
@@ -498,7 +500,7 @@ func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	s.link = l
 	s.nat = protocol.NATUnknown
 	s.status = apitype.SupernodeStatus{Addr: addr, PeerID: l.Peer.String(), Connected: true, Since: time.Now(), Observed: w.Observed}
-	s.published = make(map[protocol.ContentID]bool)
+	s.published = make(map[protocol.ContentID]published)
 	s.live = Attached(time.Now(), l.PacketsReceived())
 	if first {
 		close(a.attached)
@@ -801,22 +803,36 @@ func (a *Attachment) Republish() {
 	}
 }
 
+// published is how a file was published: what a supernode indexes it by.
+type published struct {
+	name string
+	tags protocol.Tags
+}
+
 func (s *slot) publish(recs []protocol.FileRecord) {
 	l := s.link
-	now := make(map[protocol.ContentID]bool, len(recs))
+	now := make(map[protocol.ContentID]published, len(recs))
 	var add []protocol.FileRecord
+	var del []protocol.ContentID
 	for _, f := range recs {
-		if now[f.ID] {
+		if _, dup := now[f.ID]; dup {
 			continue
 		}
-		now[f.ID] = true
-		if !s.published[f.ID] {
+		p := published{name: f.Name, tags: f.Tags}
+		now[f.ID] = p
+		old, had := s.published[f.ID]
+		switch {
+		case !had:
+			add = append(add, f)
+		case old != p:
+			// Renamed or retagged: the supernode indexes a file by the
+			// name it first got, so it is withdrawn and published anew.
+			del = append(del, f.ID)
 			add = append(add, f)
 		}
 	}
-	var del []protocol.ContentID
 	for id := range s.published {
-		if !now[id] {
+		if _, ok := now[id]; !ok {
 			del = append(del, id)
 		}
 	}
