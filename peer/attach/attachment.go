@@ -112,8 +112,8 @@ type Attachment struct {
 
 // slot is one of the peer's supernode attachments.
 type slot struct {
-	link      *transport.Link
-	status    apitype.SupernodeStatus
+	link   *transport.Link
+	status apitype.SupernodeStatus
 	// published is what the supernode holds of each file we offer: its
 	// name and tags, so a rename is published again.
 	published map[protocol.ContentID]published
