@@ -982,3 +982,41 @@ func TestCLIPromotion(t *testing.T) {
 	})
 	t.Logf("%s: %s", leader.name, strings.Join(strings.Fields(line), " "))
 }
+
+// TestCLIConfig: `peer up` keeps its flags in the data dir; `peer config`
+// shows them; a bare `peer up` starts the same way, and a flag still wins.
+func TestCLIConfig(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	sn, snAddr := l.supernode("sn")
+	share := filepath.Join(l.root, "share")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := l.daemon("dora", share, sn, "--attach", "1")
+	l.waitAttached(d)
+	d.proc.stop(t)
+
+	r := l.peer(d.dataDir, "config")
+	for _, w := range []string{"share = '" + share + "'", "supernode = ['" + sn + "']", "attach = 1 ", "name = 'dora'", "attach = 1"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("peer config lacks %q:\n%s", w, r)
+		}
+	}
+	if !strings.Contains(r.stdout, "unchoke-slots = ") || !strings.Contains(r.stdout, "# default") {
+		t.Errorf("peer config shows no defaults:\n%s", r)
+	}
+
+	// Bare: the kept settings; one flag changes the name and is kept too.
+	d.proc = startProcess(t, "peer dora again", l.peerBin, "--data-dir", d.dataDir, "up", "--name", "dora2")
+	st := l.waitAttached(d)
+	if st.Supernode.Addr != snAddr || st.Name != "dora2" {
+		t.Errorf("bare peer up: attached to %s as %q, want %s as dora2", st.Supernode.Addr, st.Name, snAddr)
+	}
+	if r := l.peer(d.dataDir, "config"); !strings.Contains(r.stdout, "name = 'dora2'") {
+		t.Errorf("the new name was not kept:\n%s", r)
+	}
+	if r := l.peer(d.dataDir, "config", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"name":"share","value":"`+share+`","from":"set"`) {
+		t.Errorf("peer config --json:\n%s", r)
+	}
+}

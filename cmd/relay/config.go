@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,7 +34,7 @@ type settings struct {
 type flags struct {
 	listen, tcp, relayIP, secretFile, dataDir, advertise string
 	log                                                  cli.LogFlags
-	certFile, admin                                      string
+	certFile, admin, config                              string
 	supernodes, allowPeers                               []string
 	maxBytes                                             int64
 	maxDuration, credTTL                                 time.Duration
@@ -60,6 +61,7 @@ func (fl *flags) bind(f *pflag.FlagSet) {
 	f.StringArrayVar(&fl.allowPeers, "allow-peer", nil, "private or reserved range (CIDR or address) clients may relay to anyway; repeatable")
 	f.Uint16Var(&fl.minPort, "min-port", 0, "lowest relay port (with --max-port; default: any port the system gives)")
 	f.Uint16Var(&fl.maxPort, "max-port", 0, "highest relay port (with --min-port)")
+	f.StringVar(&fl.config, cli.ConfigFlag, "", "TOML file of settings, keyed by these flags' names; flags win over it (default: "+ConfigFile+" in the data dir, if there)")
 	f.StringVar(&fl.admin, "admin", "", "serve /metrics, /healthz and /debug/pprof/ over HTTP on this address, e.g. 127.0.0.1:9091 (default: off; keep it on loopback)")
 	fl.log.Bind(f)
 }
@@ -119,12 +121,29 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 	return s, nil
 }
 
+// ConfigFile is the config file read from the data dir unless --config names one.
+const ConfigFile = "relay.toml"
+
+// loadConfig reads the config file into the flags the command line left unset.
+func (fl *flags) loadConfig(f *pflag.FlagSet) error {
+	path, named := fl.config, fl.config != ""
+	if !named {
+		path = filepath.Join(fl.dataDir, ConfigFile)
+	}
+	_, err := cli.LoadConfig(f, path, named)
+	return err
+}
+
 // configFromArgs is what the relay makes of its arguments (without the
 // program name) and environment: a pure function of both, but for the data
 // directory's default, which is in the user's configuration folder.
 func configFromArgs(args []string, env func(string) string) (settings, error) {
 	var fl flags
-	if err := cli.ParseFlags("relay", fl.bind, args); err != nil {
+	var fs *pflag.FlagSet
+	if err := cli.ParseFlags("relay", func(f *pflag.FlagSet) { fs = f; fl.bind(f) }, args); err != nil {
+		return settings{}, err
+	}
+	if err := fl.loadConfig(fs); err != nil {
 		return settings{}, err
 	}
 	return fl.settings(env)

@@ -40,6 +40,9 @@ allowed with --allow-peer), and reports its load to the supernodes given with
 --supernode.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := fl.loadConfig(cmd.Flags()); err != nil {
+				return cli.Usage(err)
+			}
 			s, err := fl.settings(os.Getenv)
 			if err != nil {
 				return cli.Usage(err)

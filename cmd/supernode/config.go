@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -50,6 +51,7 @@ type flags struct {
 	memLimit                 int64
 	limitLoopback            bool
 	admin                    string
+	config                   string
 }
 
 // bind defines the flags on f, their defaults taken from
@@ -77,6 +79,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.certFile, "cert", "", "certificate admitting this supernode to its overlay (default: admission.cert in the data dir)")
 	f.StringVar(&fl.networkKeyFile, "network-key", "", "the overlay's network key, to issue our own certificate (default: network.key in the data dir)")
 	f.Int64Var(&fl.memLimit, "memory-limit", autoMemory, "soft limit of the Go heap in bytes, which makes the collector work harder near it (-1: what --max-leaves needs, see supernode.MemoryFor; 0: none; $GOMEMLIMIT wins)")
+	f.StringVar(&fl.config, cli.ConfigFlag, "", "TOML file of settings, keyed by these flags' names; flags win over it (default: "+ConfigFile+" in the data dir, if there)")
 	f.StringVar(&fl.admin, "admin", "", "serve /metrics, /healthz and /debug/pprof/ over HTTP on this address, e.g. 127.0.0.1:9090 (default: off; keep it on loopback)")
 	f.BoolVar(&fl.limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so a local overlay can share 127.0.0.1)")
 }
@@ -168,10 +171,27 @@ func optionalAddr(flag, addr string) error {
 // program name) and environment: a pure function of both.
 func configFromArgs(args []string, env func(string) string) (settings, error) {
 	var fl flags
-	if err := cli.ParseFlags("supernode", func(f *pflag.FlagSet) { fl.bind(f, env) }, args); err != nil {
+	var fs *pflag.FlagSet
+	if err := cli.ParseFlags("supernode", func(f *pflag.FlagSet) { fs = f; fl.bind(f, env) }, args); err != nil {
+		return settings{}, err
+	}
+	if err := fl.loadConfig(fs); err != nil {
 		return settings{}, err
 	}
 	return fl.settings(env)
+}
+
+// ConfigFile is the config file read from the data dir unless --config names one.
+const ConfigFile = "supernode.toml"
+
+// loadConfig reads the config file into the flags the command line left unset.
+func (fl *flags) loadConfig(f *pflag.FlagSet) error {
+	path, named := fl.config, fl.config != ""
+	if !named {
+		path = filepath.Join(fl.dataDir, ConfigFile)
+	}
+	_, err := cli.LoadConfig(f, path, named)
+	return err
 }
 
 // autoMemory asks for the memory limit that fits --max-leaves.

@@ -3,6 +3,8 @@ package main
 import (
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -144,5 +146,39 @@ func TestConfigFromArgsRefuses(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A config file sets what the flags leave unset; it is read from the data
+// dir unless --config names one, and a named one must be there.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	body := "listen = \"127.0.0.1:7000\"\njoin = [\"a:1\", \"b:2\"]\nmax-leaves = 10\nadmin = \"127.0.0.1:9090\"\n"
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := envOf(map[string]string{supernode.DataDirEnv: dir})
+	s, err := configFromArgs([]string{"--max-leaves", "20"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Listen != "127.0.0.1:7000" || !reflect.DeepEqual(s.cfg.Join, []string{"a:1", "b:2"}) || s.cfg.MaxLeaves != 20 || s.admin != "127.0.0.1:9090" {
+		t.Errorf("from %s in the data dir: %+v, admin %q", ConfigFile, s.cfg, s.admin)
+	}
+	other := filepath.Join(t.TempDir(), "other.toml")
+	if err := os.WriteFile(other, []byte("max-leaves = 30\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := configFromArgs([]string{"--config", other}, env); err != nil || s.cfg.MaxLeaves != 30 || s.cfg.Listen != supernode.DefaultConfig().Listen {
+		t.Errorf("--config %s: %+v, %v", other, s.cfg, err)
+	}
+	if _, err := configFromArgs([]string{"--config", filepath.Join(dir, "none.toml")}, env); err == nil {
+		t.Error("a --config file that is not there was no error")
+	}
+	if err := os.WriteFile(other, []byte("max-leafs = 30\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := configFromArgs([]string{"--config", other}, env); err == nil || !strings.Contains(err.Error(), `"max-leafs" is not a setting`) {
+		t.Errorf("a misspelt key: %v", err)
 	}
 }

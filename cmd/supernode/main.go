@@ -32,6 +32,9 @@ interfaces) for QUIC and STUN, accepts peers, indexes what they share, links to
 the supernodes given with --join, and routes searches between them.`, supernode.DefaultPort),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := fl.loadConfig(cmd.Flags()); err != nil {
+				return cli.Usage(err)
+			}
 			s, err := fl.settings(os.Getenv)
 			if err != nil {
 				return cli.Usage(err)

@@ -1,10 +1,13 @@
 package peercli
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/internal/peerlead"
@@ -18,6 +21,10 @@ func upCmd(g *globals) *cobra.Command {
 		Short: "Run the peer daemon: share a folder and attach to a supernode",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, named := fl.configPath(g.dataDir)
+			if _, err := cli.LoadConfig(cmd.LocalFlags(), path, named); err != nil {
+				return cli.Usage(err)
+			}
 			st, err := fl.settings(g.dataDir)
 			if err != nil {
 				return cli.Usage(err)
@@ -35,6 +42,12 @@ func upCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if !named {
+				// Kept once the daemon runs, so a bare `peer up` starts the same way.
+				if err := cli.SaveConfig(cmd.LocalFlags(), path); err != nil {
+					log.Warn().Err(err).Str("path", path).Msg("cannot keep the settings")
+				}
+			}
 			fmt.Fprintf(os.Stderr, "peer %s up on udp %s (data dir %s)\n", d.ID(), d.Addr(), g.dataDir)
 			err = d.Serve(ctx)
 			d.Close()
@@ -45,5 +58,48 @@ func upCmd(g *globals) *cobra.Command {
 		},
 	}
 	fl.bind(cmd.Flags(), os.Getenv)
+	return cmd
+}
+
+func configCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Show the settings `peer up` starts with: those it keeps in the data dir, then the defaults",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fl upFlags
+			fs := pflag.NewFlagSet("up", pflag.ContinueOnError)
+			fl.bind(fs, os.Getenv)
+			path, _ := fl.configPath(g.dataDir)
+			read, err := cli.LoadConfig(fs, path, false)
+			if err != nil {
+				return err
+			}
+			settings := cli.Settings(fs)
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(struct {
+					File     string        `json:"file"`
+					Read     bool          `json:"read"`
+					Settings []cli.Setting `json:"settings"`
+				}{path, read, settings})
+			}
+			if read {
+				fmt.Printf("# %s, then the defaults\n", path)
+			} else {
+				fmt.Printf("# defaults (no %s yet: `peer up` keeps its flags there)\n", path)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			for _, s := range settings {
+				note := ""
+				if s.From == "default" {
+					note = "# default"
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", s.TOML(), note)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the settings as JSON")
 	return cmd
 }

@@ -3,6 +3,7 @@ package peercli
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -36,6 +37,19 @@ type upFlags struct {
 	slots, attach                   int
 	memLimit                        int64
 	limitLoopback                   bool
+	config                          string
+}
+
+// ConfigFile is where `peer up` keeps its settings, in the data dir: what
+// it was last started with, so a bare `peer up` starts the same way.
+const ConfigFile = "peer.toml"
+
+// configPath is the config file to read, and whether the user named it.
+func (fl *upFlags) configPath(dataDir string) (string, bool) {
+	if fl.config != "" {
+		return fl.config, true
+	}
+	return filepath.Join(dataDir, ConfigFile), false
 }
 
 // bind defines the flags on f, their defaults taken from peer.DefaultConfig
@@ -67,6 +81,7 @@ func (fl *upFlags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.DurationVar(&fl.optimistic, "optimistic-interval", def.OptimisticInterval, "how often the optimistic unchoke moves to another peer")
 	f.IntVar(&fl.slots, "unchoke-slots", def.UnchokeSlots, "peers unchoked for their upload rate, beside the optimistic one")
 	f.BoolVar(&fl.limitLoopback, "limit-loopback", false, "apply the per-address limits to loopback sources too (exempt by default, so local tests can share 127.0.0.1)")
+	f.StringVar(&fl.config, cli.ConfigFlag, "", "TOML file of settings to start with instead of "+ConfigFile+" in the data dir, which `peer up` otherwise reads and keeps up to date; flags win over it")
 	f.Int64Var(&fl.memLimit, "memory-limit", cli.DefaultMemoryLimit, "soft limit of the Go heap in bytes, which makes the collector work harder near it (0: none; $GOMEMLIMIT wins)")
 }
 
