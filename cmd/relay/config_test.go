@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,5 +106,14 @@ func TestConfigFromArgsRefuses(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// deploy/relay.toml is a config the relay takes.
+func TestDeployConfig(t *testing.T) {
+	path := filepath.Join("..", "..", "deploy", ConfigFile)
+	s, err := configFromArgs([]string{"--config", path, "--data-dir", t.TempDir()}, envOf(map[string]string{cli.SecretEnv: "0123456789abcdef"}))
+	if err != nil || s.cfg.ListenUDP != ":3478" || s.cfg.MinPort != 49152 || s.admin != "127.0.0.1:9091" || len(s.supernodes) != 1 {
+		t.Errorf("%s: %+v, %v", path, s, err)
 	}
 }

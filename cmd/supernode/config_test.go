@@ -182,3 +182,12 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("a misspelt key: %v", err)
 	}
 }
+
+// deploy/supernode.toml is a config the supernode takes.
+func TestDeployConfig(t *testing.T) {
+	path := filepath.Join("..", "..", "deploy", ConfigFile)
+	s, err := configFromArgs([]string{"--config", path}, envOf(map[string]string{supernode.DataDirEnv: t.TempDir()}))
+	if err != nil || s.cfg.Listen != ":6346" || s.admin != "127.0.0.1:9090" {
+		t.Errorf("%s: %+v, %v", path, s.cfg, err)
+	}
+}

@@ -2,10 +2,13 @@ package peercli
 
 import (
 	"crypto/ed25519"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/peer"
@@ -112,5 +115,20 @@ func TestUpConfigRefuses(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// deploy/peer.toml is a config `peer up` takes.
+func TestDeployConfig(t *testing.T) {
+	var fl upFlags
+	fs := pflag.NewFlagSet("up", pflag.ContinueOnError)
+	fl.bind(fs, func(string) string { return "" })
+	path := filepath.Join("..", "..", "deploy", ConfigFile)
+	if ok, err := cli.LoadConfig(fs, path, true); !ok || err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	st, err := fl.settings(t.TempDir())
+	if err != nil || st.cfg.Username != "alice" || len(st.cfg.Supernodes) != 2 {
+		t.Errorf("%s: %+v, %v", path, st.cfg, err)
 	}
 }
