@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -921,6 +923,20 @@ func TestCLIUsersAndInbox(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(inbox, "letter.txt")); !os.IsNotExist(err) {
 		t.Errorf("inbox rm left the file: %v", err)
+	}
+
+	// The daemon's metrics on its control socket, as curl --unix-socket gets them.
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(alice.dataDir, "peer.sock"))
+	}}}
+	resp, err := c.Get("http://peer/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "supernet_peer_inbox_files 0\n") || !strings.Contains(string(body), "supernet_peer_supernodes_attached ") {
+		t.Errorf("/metrics on the control socket: %d\n%.1500s", resp.StatusCode, body)
 	}
 }
 

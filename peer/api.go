@@ -2,6 +2,8 @@ package peer
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
@@ -27,11 +29,25 @@ func (d *Daemon) Status() apitype.Status {
 			st.SharedSize += f.Meta.Size
 		}
 	}
+	if d.web != nil {
+		st.Web = "http://" + d.web.Addr().String() + "/"
+	}
 	st.Downloads = d.swarms.Downloads()
 	st.Swarms = d.swarms.Status()
 	st.Links = d.conns.Links()
 	st.Attempts = d.conns.Attempts()
 	return st
+}
+
+// WebTokenFile holds the web page's token in the data dir while it runs.
+const WebTokenFile = "web.token"
+
+// WebURL opens the web page with its token; empty without one.
+func (d *Daemon) WebURL() string {
+	if d.web == nil {
+		return ""
+	}
+	return d.web.URL()
 }
 
 // backend is the daemon as the control API sees it.
@@ -65,9 +81,25 @@ func (d *Daemon) Get(ctx context.Context, cid protocol.ContentID, out string, on
 	return d.swarms.Get(ctx, cid, out, onProgress)
 }
 
-// Download is Get to a target with its overwrite rule.
+// Download is Get to a target with its overwrite rule; a target without a
+// path is the download folder (Config.DownloadDir).
 func (d *Daemon) Download(ctx context.Context, cid protocol.ContentID, to apitype.Target, onProgress func(apitype.Progress)) (string, error) {
+	if to.Out == "" {
+		to.Out = d.downloadDir() + string(filepath.Separator)
+	}
 	return d.swarms.Download(ctx, cid, to, onProgress)
+}
+
+func (d *Daemon) downloadDir() string {
+	if d.cfg.DownloadDir != "" {
+		return d.cfg.DownloadDir
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if fi, err := os.Stat(filepath.Join(home, "Downloads")); err == nil && fi.IsDir() {
+			return filepath.Join(home, "Downloads")
+		}
+	}
+	return filepath.Join(d.cfg.DataDir, "downloads")
 }
 
 // supernodeStatus is the primary attachment's status, with the relay this

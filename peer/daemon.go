@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/peer/dial"
 	"github.com/supernet-p2p/supernet/peer/localapi"
+	"github.com/supernet-p2p/supernet/peer/webui"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/ring"
@@ -92,6 +94,13 @@ type Config struct {
 	Identity *protocol.Identity
 	// ControlSocket is the unix socket path (default DataDir/peer.sock); "-" disables it.
 	ControlSocket string
+	// Web is the loopback TCP address of the web page (webui); empty for
+	// none. Its token is in DataDir/web.token while it runs.
+	Web string
+	// DownloadDir is where a download asked for without a target goes, as
+	// the web page asks (default ~/Downloads when it exists, else
+	// DataDir/downloads).
+	DownloadDir string
 	// LimitLoopback applies the transport's per-address limits to loopback
 	// sources too (they are exempt by default).
 	LimitLoopback bool
@@ -174,6 +183,8 @@ type Daemon struct {
 	transfers map[*transport.Link]struct{}
 
 	ctl       *localapi.Server
+	web       *webui.Server
+	metrics   http.Handler
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -224,6 +235,7 @@ func New(cfg Config) (*Daemon, error) {
 		srcs:      newSourceCache(4096),
 		transfers: make(map[*transport.Link]struct{}),
 	}
+	d.metrics = d.metricsHandler()
 	if cfg.ControlSocket != "-" {
 		ctl, err := localapi.Listen(cfg.ControlSocket, backend{d})
 		if err != nil {
@@ -235,7 +247,19 @@ func New(cfg Config) (*Daemon, error) {
 		if d.ctl != nil {
 			d.ctl.Close()
 		}
+		if d.web != nil {
+			d.web.Close()
+		}
 		return nil, err
+	}
+	if cfg.Web != "" {
+		web, err := webui.New(webui.Config{Listen: cfg.Web, API: localapi.Handler(backend{d}), Backend: backend{d},
+			TokenFile: filepath.Join(cfg.DataDir, WebTokenFile), UploadDir: filepath.Join(cfg.DataDir, "web-uploads"),
+			MaxUpload: cfg.InboxMaxBytes, Metrics: d.metrics, Log: log})
+		if err != nil {
+			return fail(err)
+		}
+		d.web = web
 	}
 	if cfg.ShareDir != "" {
 		fi, err := os.Stat(cfg.ShareDir)
@@ -357,6 +381,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); d.ctl.Serve() }()
 	}
+	if d.web != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.web.Serve(); err != nil {
+				d.log.Error().Err(err).Msg("web UI stopped")
+			}
+		}()
+	}
 	if d.cfg.Username != "" {
 		d.wg.Add(1)
 		go d.user.run()
@@ -393,6 +426,9 @@ func (d *Daemon) Close() error {
 		d.startMu.Unlock()
 		if d.ctl != nil {
 			d.ctl.Close()
+		}
+		if d.web != nil {
+			d.web.Close()
 		}
 		d.mu.Lock()
 		for l := range d.transfers {

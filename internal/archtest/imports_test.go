@@ -62,7 +62,7 @@ var rules = []rule{
 // peer itself (callbacks in each part's Config), so each can be read and
 // tested alone; apitype, the shared vocabulary, is open to all.
 func init() {
-	for _, part := range []string{"dial", "attach", "localapi"} {
+	for _, part := range []string{"dial", "attach", "localapi", "webui"} {
 		rules = append(rules, rule{
 			name:      "no part of peer imports peer/" + part + " but peer itself",
 			forbidden: module + "/peer/" + part,

@@ -40,7 +40,7 @@ func root() *cobra.Command {
 		Short: "A peer of the supernode overlay: share a folder, search, download",
 	}
 	cmd.PersistentFlags().StringVar(&g.dataDir, "data-dir", peer.DefaultDataDir(), "data directory of the daemon ($"+peer.DataDirEnv+")")
-	cmd.AddCommand(upCmd(g), searchCmd(g), getCmd(g), connectCmd(g), lookupCmd(g), sendCmd(g), inboxCmd(g), statusCmd(g), rescanCmd(g), configCmd(g), benchCmd())
+	cmd.AddCommand(upCmd(g), searchCmd(g), getCmd(g), connectCmd(g), lookupCmd(g), sendCmd(g), inboxCmd(g), statusCmd(g), rescanCmd(g), configCmd(g), webCmd(g), benchCmd())
 	return cmd
 }
 

@@ -1,10 +1,15 @@
 package peercli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -12,6 +17,7 @@ import (
 	"github.com/supernet-p2p/supernet/internal/cli"
 	"github.com/supernet-p2p/supernet/internal/peerlead"
 	"github.com/supernet-p2p/supernet/peer"
+	"github.com/supernet-p2p/supernet/peer/localapi"
 )
 
 func upCmd(g *globals) *cobra.Command {
@@ -49,6 +55,9 @@ func upCmd(g *globals) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "peer %s up on udp %s (data dir %s)\n", d.ID(), d.Addr(), g.dataDir)
+			if u := d.WebURL(); u != "" {
+				fmt.Fprintf(os.Stderr, "web page: %s\n", u)
+			}
 			err = d.Serve(ctx)
 			d.Close()
 			if err == peer.ErrDaemonClosed {
@@ -58,6 +67,40 @@ func upCmd(g *globals) *cobra.Command {
 		},
 	}
 	fl.bind(cmd.Flags(), os.Getenv)
+	return cmd
+}
+
+func webCmd(g *globals) *cobra.Command {
+	var open bool
+	cmd := &cobra.Command{
+		Use:   "web",
+		Short: "Print the link that opens the daemon's web page (with --open, open it)",
+		Long: "The daemon serves a page on loopback (--web of `peer up`) for this user alone: the link\n" +
+			"carries a token the daemon writes in its data dir, readable by this user only.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := localapi.NewClient(g.dataDir).Status(ctx)
+			if err != nil {
+				return explain(err)
+			}
+			if st.Web == "" {
+				return fmt.Errorf("the daemon runs without a web page (started with --web -)")
+			}
+			token, err := os.ReadFile(filepath.Join(g.dataDir, peer.WebTokenFile))
+			if err != nil {
+				return fmt.Errorf("web page token: %w", err)
+			}
+			link := st.Web + "?token=" + strings.TrimSpace(string(token))
+			fmt.Println(link)
+			if open {
+				return exec.Command("xdg-open", link).Start()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&open, "open", false, "open it in the browser (xdg-open)")
 	return cmd
 }
 

@@ -3,6 +3,8 @@ package peercli
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -38,7 +40,12 @@ type upFlags struct {
 	memLimit                        int64
 	limitLoopback                   bool
 	config                          string
+	web, downloads                  string
 }
+
+// DefaultWeb is where the web page listens unless --web says otherwise; a
+// free port on the same host when another daemon holds it.
+const DefaultWeb = "127.0.0.1:7654"
 
 // ConfigFile is where `peer up` keeps its settings, in the data dir: what
 // it was last started with, so a bare `peer up` starts the same way.
@@ -71,6 +78,8 @@ func (fl *upFlags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.IntVar(&fl.attach, "attach", def.Attach, "supernodes to stay attached to at once, so one dying leaves the others")
 	f.StringSliceVar(&fl.supernodes, "supernode", nil, "supernodes to attach to (host:port or peerid@host:port), comma-separated, tried in order")
 	f.StringVar(&fl.listen, "listen", def.Listen, "UDP address of the peer's socket")
+	f.StringVar(&fl.downloads, "download-dir", "", "where downloads from the web page go (default: ~/Downloads when it exists, else downloads in the data dir)")
+	f.StringVar(&fl.web, "web", DefaultWeb, "loopback address of the web page, for this user alone (`peer web` prints its link; - for none)")
 	fl.log.Bind(f)
 	f.DurationVar(&fl.rescan, "rescan", def.RescanInterval, "how often to rescan the share folder")
 	f.DurationVar(&fl.upgrade, "upgrade-interval", def.UpgradeInterval, "how often a relayed link tries for a direct path again")
@@ -114,6 +123,14 @@ func (fl *upFlags) settings(dataDir string) (upSettings, error) {
 	if fl.leadListen != "" {
 		err = errors.Join(err, cli.CheckHostPort("lead-listen", fl.leadListen))
 	}
+	web := fl.web
+	if web == "-" {
+		web = ""
+	} else if err2 := cli.CheckHostPort("web", web); err2 != nil {
+		err = errors.Join(err, err2)
+	} else if h, _, _ := net.SplitHostPort(web); h != "localhost" && !isLoopback(h) {
+		err = errors.Join(err, fmt.Errorf("--web %q: the page is for this machine's user: give a loopback address such as %s", web, DefaultWeb))
+	}
 	for _, sn := range sns {
 		err = errors.Join(err, cli.CheckTarget("supernode", sn))
 	}
@@ -131,13 +148,18 @@ func (fl *upFlags) settings(dataDir string) (upSettings, error) {
 			DataDir: dataDir, ShareDir: fl.share, Name: fl.name, Username: protocol.NormalizeUsername(fl.user), Supernodes: sns, Attach: fl.attach, Network: network,
 			InboxDir: fl.inboxDir, InboxPolicy: fl.inboxFrom, AcceptFrom: fl.accept, NoLead: fl.noLead,
 			LeadAfter: fl.leadAfter, LeadListen: fl.leadListen, LeadStepDown: fl.leadStepDown,
-			Listen: fl.listen, RescanInterval: fl.rescan,
+			Listen: fl.listen, RescanInterval: fl.rescan, Web: web, DownloadDir: fl.downloads,
 			UpgradeInterval: fl.upgrade, PunchTimeout: fl.punch,
 			UploadRate: int64(fl.upRate * 1e6), DownloadRate: int64(fl.downRate * 1e6),
 			UnchokeInterval: fl.unchoke, OptimisticInterval: fl.optimistic, UnchokeSlots: fl.slots, LimitLoopback: fl.limitLoopback,
 		},
 		log: fl.log, memLimit: fl.memLimit,
 	}, nil
+}
+
+func isLoopback(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // upConfig is what `peer --data-dir dataDir up args...` makes of its

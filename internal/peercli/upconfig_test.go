@@ -29,6 +29,7 @@ func defaultUp() upSettings {
 			LeadAfter: def.LeadAfter, LeadStepDown: supernode.DefaultConfig().StepDownAfter, Listen: def.Listen,
 			RescanInterval: def.RescanInterval, UpgradeInterval: def.UpgradeInterval, PunchTimeout: def.PunchTimeout,
 			UnchokeInterval: def.UnchokeInterval, OptimisticInterval: def.OptimisticInterval, UnchokeSlots: def.UnchokeSlots,
+			Web: DefaultWeb,
 		},
 		log: cli.DefaultLogFlags(), memLimit: cli.DefaultMemoryLimit,
 	}
@@ -70,6 +71,8 @@ func TestUpConfig(t *testing.T) {
 		{"unchoke slots", []string{"--unchoke-slots", "8"}, func(s *upSettings) { s.cfg.UnchokeSlots = 8 }},
 		{"limit loopback", []string{"--limit-loopback"}, func(s *upSettings) { s.cfg.LimitLoopback = true }},
 		{"memory limit", []string{"--memory-limit", "0"}, func(s *upSettings) { s.memLimit = 0 }},
+		{"web", []string{"--web", "[::1]:8000"}, func(s *upSettings) { s.cfg.Web = "[::1]:8000" }},
+		{"no web", []string{"--web", "-"}, func(s *upSettings) { s.cfg.Web = "" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +110,7 @@ func TestUpConfigRefuses(t *testing.T) {
 		{"not a duration", []string{"--supernode", "a:1", "--unchoke-interval", "10"}, `invalid argument "10" for "--unchoke-interval"`},
 		{"bad network", []string{"--supernode", "a:1", "--network", "net-nope"}, "--network:"},
 		{"bad log level", []string{"--supernode", "a:1", "--log-level", "chatty"}, `log level "chatty"`},
+		{"web off this host", []string{"--supernode", "a:1", "--web", "0.0.0.0:7654"}, `--web "0.0.0.0:7654": the page is for this machine's user`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

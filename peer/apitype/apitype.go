@@ -32,11 +32,14 @@ const (
 
 // Status is what `peer status` shows.
 type Status struct {
-	PeerID    string          `json:"peer_id"`
-	Name      string          `json:"name,omitempty"`
-	DataDir   string          `json:"data_dir"`
-	ShareDir  string          `json:"share_dir,omitempty"`
-	LocalAddr string          `json:"local_addr"`
+	PeerID    string `json:"peer_id"`
+	Name      string `json:"name,omitempty"`
+	DataDir   string `json:"data_dir"`
+	ShareDir  string `json:"share_dir,omitempty"`
+	LocalAddr string `json:"local_addr"`
+	// Web is the web page's address (the token to open it is in the data
+	// dir: `peer web` prints the whole link); empty without one.
+	Web       string          `json:"web,omitempty"`
 	Supernode SupernodeStatus `json:"supernode"`
 	// Supernodes are all the attachments, the primary (Supernode) first.
 	Supernodes []SupernodeStatus `json:"supernodes,omitempty"`

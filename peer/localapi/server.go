@@ -86,6 +86,9 @@ func Handler(b Backend) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"files": n})
 	})
+	if m, ok := b.(interface{ Metrics() http.Handler }); ok {
+		mux.Handle("GET /metrics", m.Metrics()) // Prometheus text
+	}
 	h := handlers{b}
 	mux.HandleFunc("POST /v1/search", h.search)
 	mux.HandleFunc("POST /v1/get", h.get)
