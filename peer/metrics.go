@@ -13,7 +13,7 @@ import (
 // collector is the daemon's metrics for Prometheus, read from its status
 // when scraped.
 type collector struct {
-	d                                                               *Daemon
+	d                                                                 *Daemon
 	up, down, attached, links, swarms, downloads, files, bytes, inbox *prometheus.Desc
 }
 
