@@ -221,9 +221,7 @@ func (s *Server) checkTURNServers() {
 			var rtt time.Duration
 			if err == nil {
 				ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-				start := time.Now()
-				_, err = s.node.Reflexive(ctx, ua)
-				rtt = time.Since(start)
+				_, rtt, err = s.node.ReflexiveRTT(ctx, ua)
 				cancel()
 			}
 			if s.ctx.Err() != nil {

@@ -107,36 +107,56 @@ var ErrNoSTUNAnswer = errors.New("no STUN answer")
 // Reflexive asks a STUN server, from this node's socket, which address it sees us
 // at. It retransmits as RFC 8489 suggests (500 ms, doubling) until ctx ends.
 func (n *Node) Reflexive(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr, error) {
-	req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stunSoftware, stun.Fingerprint)
-	if err != nil {
-		return nil, err
+	mapped, _, err := n.ReflexiveRTT(ctx, server)
+	return mapped, err
+}
+
+// stunTries bounds the Binding requests of one Reflexive: 7, at 0.5 s
+// doubling, as RFC 8489's Rc.
+const stunTries = 7
+
+// ReflexiveRTT is Reflexive with the round trip of the exchange that was
+// answered. Each retransmission is a request of its own, with its own
+// transaction ID, so the time is that of one exchange: a lost first request
+// does not count its retransmission timeout as round trip.
+func (n *Node) ReflexiveRTT(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr, time.Duration, error) {
+	reqs := make([]*stun.Message, stunTries)
+	txs := make([][12]byte, stunTries)
+	for i := range reqs {
+		req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stunSoftware, stun.Fingerprint)
+		if err != nil {
+			return nil, 0, err
+		}
+		reqs[i], txs[i] = req, req.TransactionID
 	}
-	ch, forget, ok := n.stunWait.Add(req.TransactionID, 1)
+	ch, forget, ok := n.stunWait.AddAll(txs, stunTries)
 	if !ok {
-		return nil, fmt.Errorf("stun to %s: %w: %d STUN requests in flight", server, protocol.ErrOverloaded, maxSTUNWaits)
+		return nil, 0, fmt.Errorf("stun to %s: %w: %d STUN requests in flight", server, protocol.ErrOverloaded, maxSTUNWaits)
 	}
 	defer forget()
+	sent := make(map[[12]byte]time.Time, stunTries)
 	rto := 500 * time.Millisecond
-	for try := 0; try < 7; try++ {
-		if _, err := n.tr.WriteTo(req.Raw, server); err != nil {
-			return nil, fmt.Errorf("stun to %s: %w", server, err)
+	for try := range stunTries {
+		sent[txs[try]] = time.Now()
+		if _, err := n.tr.WriteTo(reqs[try].Raw, server); err != nil {
+			return nil, 0, fmt.Errorf("stun to %s: %w", server, err)
 		}
 		t := time.NewTimer(rto)
 		select {
 		case a := <-ch:
 			t.Stop()
-			return a.mapped, nil
+			return a.mapped, time.Since(sent[a.tx]), nil
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("stun to %s: %w: %w", server, ErrNoSTUNAnswer, ctx.Err())
+			return nil, 0, fmt.Errorf("stun to %s: %w: %w", server, ErrNoSTUNAnswer, ctx.Err())
 		case <-n.ctx.Done():
 			t.Stop()
-			return nil, ErrClosed
+			return nil, 0, ErrClosed
 		case <-t.C:
 		}
 		rto *= 2
 	}
-	return nil, fmt.Errorf("stun to %s: %w", server, ErrNoSTUNAnswer)
+	return nil, 0, fmt.Errorf("stun to %s: %w", server, ErrNoSTUNAnswer)
 }
 
 type stunAnswer struct {

@@ -192,6 +192,50 @@ func TestReflexiveSameSocket(t *testing.T) {
 	}
 }
 
+// TestReflexiveRTTTimesOneExchange: a STUN server that drops the first
+// request and answers the retransmission at once is 0.5 s away by the
+// clock of the first request, but a round trip of a moment by the exchange
+// that was answered, which is what ReflexiveRTT reports.
+func TestReflexiveRTTTimesOneExchange(t *testing.T) {
+	cli := newNode(t, false)
+	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for i := 0; ; i++ {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if i == 0 {
+				continue // lost
+			}
+			var req stun.Message
+			req.Raw = append([]byte(nil), buf[:n]...)
+			if req.Decode() != nil {
+				continue
+			}
+			resp, _ := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+				&stun.XORMappedAddress{IP: from.IP, Port: from.Port}, stun.Fingerprint)
+			srv.WriteToUDP(resp.Raw, from)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	mapped, rtt, err := cli.ReflexiveRTT(ctx, srv.LocalAddr().(*net.UDPAddr))
+	took := time.Since(start)
+	if err != nil || mapped.String() != cli.Addr().String() {
+		t.Fatalf("reflexive: %v, %v", mapped, err)
+	}
+	if took < 500*time.Millisecond || rtt >= 250*time.Millisecond {
+		t.Errorf("answered after %v with a round trip of %v; want the retransmission's own round trip, well under 0.5 s", took, rtt)
+	}
+}
+
 // TestPunch: two nodes punching at each other each learn the other's address;
 // a candidate that never answers does not stop the one that does.
 func TestPunch(t *testing.T) {
