@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/content"
@@ -184,6 +185,7 @@ type Daemon struct {
 
 	ctl       *localapi.Server
 	web       *webui.Server
+	lock      *flock.Flock
 	metrics   http.Handler
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -217,6 +219,21 @@ func New(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	// One daemon per data dir: two would share a key, a share cache and
+	// partial downloads. The lock goes with the process, also on a crash.
+	lock := flock.New(filepath.Join(cfg.DataDir, lockFile))
+	if ok, err := lock.TryLock(); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("%w (%s is locked)", localapi.ErrAlreadyRunning, lock.Path())
+		}
+		return nil, err
+	}
+	locked := false
+	defer func() {
+		if !locked {
+			lock.Unlock()
+		}
+	}()
 	id := cfg.Identity
 	if id == nil {
 		var err error
@@ -328,6 +345,7 @@ func New(cfg Config) (*Daemon, error) {
 		FrameTimeouts: node.FrameTimeouts(),
 		Dial:          d.lease, Reach: d.attach.Self, Locate: d.locate, Republish: d.attach.Republish,
 	})
+	d.lock, locked = lock, true
 	return d, nil
 }
 
@@ -455,8 +473,12 @@ func (d *Daemon) Close() error {
 	if d.share != nil {
 		d.share.Close()
 	}
+	d.lock.Unlock() // last: the data dir is free for the next daemon
 	return nil
 }
+
+// lockFile is held while a daemon runs on its data dir.
+const lockFile = "peer.lock"
 
 func (d *Daemon) rescanLoop() {
 	defer d.wg.Done()

@@ -847,3 +847,28 @@ func BenchmarkInboxDelivery(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestOneDaemonPerDataDir: a second daemon on a data dir in use is refused,
+// even with no control socket to find it by; once the first closes, the
+// data dir is free again.
+func TestOneDaemonPerDataDir(t *testing.T) {
+	first := inboxPeer(t, InboxLimits{}, nil)
+	pc, err := transport.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	cfg := Config{DataDir: first.cfg.DataDir, Conn: pc, ControlSocket: "-", NoLead: true, Log: zerolog.Nop()}
+	if d, err := New(cfg); !errors.Is(err, ErrAlreadyRunning) {
+		if d != nil {
+			d.Close()
+		}
+		t.Fatalf("a second daemon on %s: %v, want ErrAlreadyRunning", cfg.DataDir, err)
+	}
+	first.Close()
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	d.Close()
+}

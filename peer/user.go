@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/supernet-p2p/supernet/internal/defaults"
 	"github.com/supernet-p2p/supernet/internal/waiters"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
@@ -211,19 +212,17 @@ const userTTL = time.Hour
 func (u *userDir) run() {
 	d := u.d
 	defer d.wg.Done()
-	backoff := time.Second
+	retry := defaults.Backoff(time.Second, time.Minute)
 	for d.ctx.Err() == nil {
 		wait := userTTL / 3
 		if err := u.register(); err != nil {
-			if errors.Is(err, protocol.ErrForbidden) {
-				// The name is another key's: no retry will change that
-				// until its record expires.
-				wait = userTTL / 3
-			} else {
-				wait, backoff = backoff, min(backoff*2, time.Minute)
+			if !errors.Is(err, protocol.ErrForbidden) {
+				// A name another key holds stays so until its record
+				// expires: that is waited for; anything else is retried.
+				wait = retry.NextBackOff()
 			}
 		} else {
-			backoff = time.Second
+			retry.Reset()
 		}
 		select {
 		case <-u.kick:

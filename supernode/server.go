@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/defaults"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -798,7 +799,7 @@ func (s *Server) joinLoop(target string) {
 		return
 	}
 	log := s.log.With().Str("join", addr).Logger()
-	backoff := 200 * time.Millisecond
+	retry := defaults.Backoff(200*time.Millisecond, 30*time.Second)
 	if !s.waitAdmitted() {
 		return
 	}
@@ -816,6 +817,7 @@ func (s *Server) joinLoop(target string) {
 				return
 			}
 		}
+		covered := false
 		l, w, err := s.node.Dial(s.ctx, addr, expect, s.supernodeHello())
 		if err == nil {
 			if err = s.checkWelcome(l, w); err != nil {
@@ -827,7 +829,7 @@ func (s *Server) joinLoop(target string) {
 				seen = l.Peer
 			}
 			if _, ok := s.neighbourUp(l, true, w.Chain.Expires()); ok {
-				backoff = 200 * time.Millisecond
+				retry.Reset()
 				select {
 				case <-l.Done():
 				case <-s.ctx.Done():
@@ -835,18 +837,21 @@ func (s *Server) joinLoop(target string) {
 				}
 				log.Info().Err(l.Err()).Msg("link to joined supernode lost; redialling")
 			} else {
-				backoff = 2 * time.Second // an existing link covers it; check again later
+				covered = true
 			}
-		} else if s.ctx.Err() == nil {
-			log.Warn().Err(err).Dur("retry_in", backoff).Msg("cannot reach supernode")
 		}
-		d := backoff/2 + rand.N(backoff)
+		d := retry.NextBackOff()
+		switch {
+		case covered:
+			d = time.Second + rand.N(2*time.Second) // an existing link covers it; check again later
+		case err != nil && s.ctx.Err() == nil:
+			log.Warn().Err(err).Dur("retry_in", d).Msg("cannot reach supernode")
+		}
 		select {
 		case <-time.After(d):
 		case <-s.ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 

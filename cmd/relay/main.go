@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/internal/admin"
 	"github.com/supernet-p2p/supernet/internal/cli"
+	"github.com/supernet-p2p/supernet/internal/defaults"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/relay"
 	"github.com/supernet-p2p/supernet/transport"
@@ -147,7 +147,7 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 		log.Error().Err(err).Msg("bad supernode address")
 		return
 	}
-	backoff := 500 * time.Millisecond
+	retry := defaults.Backoff(500*time.Millisecond, 30*time.Second)
 	for ctx.Err() == nil {
 		var l *transport.Link
 		ua, err := net.ResolveUDPAddr("udp", addr)
@@ -155,7 +155,7 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 			l, _, err = node.DialHello(ctx, ua, expect, protocol.RoleRelay, hello)
 		}
 		if err == nil {
-			backoff = 500 * time.Millisecond
+			retry.Reset()
 			log.Info().Str("supernode", addr).Msg("reporting load")
 			t := time.NewTicker(2 * time.Second)
 			for err == nil {
@@ -180,10 +180,9 @@ func report(ctx context.Context, node *transport.Node, target string, hello func
 			log.Warn().Err(err).Str("supernode", addr).Msg("supernode unreachable")
 		}
 		select {
-		case <-time.After(backoff/2 + rand.N(backoff)):
+		case <-time.After(retry.NextBackOff()):
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"cmp"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Set sets *v to def unless *v is positive: zero and negative values are
@@ -31,4 +34,14 @@ func DataDir(getenv func(string) string, env, name string) string {
 		return filepath.Join(d, "supernet", name)
 	}
 	return "." + name
+}
+
+// Backoff is the retry schedule the daemons share (cenkalti/backoff): from
+// initial, doubling to at most max, each wait drawn from half to one and a
+// half times the interval so that many clients that failed together do not
+// retry together. It never stops; the caller's context does.
+func Backoff(initial, max time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: initial, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: max}
+	b.Reset()
+	return b
 }

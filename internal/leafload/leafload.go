@@ -21,6 +21,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/defaults"
 	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/transport"
@@ -293,23 +294,22 @@ func (f *Fleet) Close() {
 func (l *leaf) run() {
 	f := l.f
 	defer f.wg.Done()
-	backoff := 250 * time.Millisecond
+	retry := defaults.Backoff(250*time.Millisecond, 15*time.Second)
 	for f.ctx.Err() == nil {
 		err := l.attachOnce()
 		if f.ctx.Err() != nil {
 			return
 		}
 		if err == nil {
-			backoff = 250 * time.Millisecond
+			retry.Reset()
 			continue // the link dropped after it served: dial again at once
 		}
 		f.noteFailure(err)
 		select {
-		case <-time.After(backoff/2 + rand.N(backoff)):
+		case <-time.After(retry.NextBackOff()):
 		case <-f.ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 

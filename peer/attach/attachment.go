@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/supernet-p2p/supernet/internal/defaults"
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/ring"
@@ -321,7 +322,7 @@ const (
 
 // runSlot keeps one slot attached, trying the targets no other slot holds.
 func (a *Attachment) runSlot(s *slot) {
-	backoff := 250 * time.Millisecond
+	retry := defaults.Backoff(250*time.Millisecond, 15*time.Second)
 	for a.ctx.Err() == nil {
 		wait := a.freed() // taken before the race, so no release is missed
 		l, w, addr, tried, err := a.dialFirst()
@@ -344,14 +345,13 @@ func (a *Attachment) runSlot(s *slot) {
 			a.mu.Unlock()
 			a.log.Warn().Err(err).Int("tried", len(tried)).Msg("supernodes unavailable")
 			select {
-			case <-time.After(backoff/2 + rand.N(backoff)):
+			case <-time.After(retry.NextBackOff()):
 			case <-a.ctx.Done():
 				return
 			}
-			backoff = min(backoff*2, 15*time.Second)
 			continue
 		}
-		backoff = 250 * time.Millisecond
+		retry.Reset()
 		a.attached1(s, l, w, addr)
 		a.release(addr)
 	}
