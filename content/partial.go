@@ -115,7 +115,7 @@ func (p *Partial) Discard() error {
 // unreadable state, or a .part with no state is an error rather than a silent overwrite:
 // the caller (or the user) decides whether to delete it. finalPath itself is not looked
 // at until Finish.
-func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
+func OpenPartial(finalPath string, meta Meta) (p *Partial, err error) {
 	if err := meta.Validate(); err != nil {
 		return nil, fmt.Errorf("content: open download %s: %w", finalPath, err)
 	}
@@ -124,7 +124,7 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 		return nil, err
 	}
 	n := meta.NumPieces()
-	p := &Partial{
+	p = &Partial{
 		final:   final,
 		part:    final + partSuffix,
 		state:   final + stateSuffix,
@@ -144,8 +144,17 @@ func OpenPartial(finalPath string, meta Meta) (*Partial, error) {
 		}
 		// The state goes first, so that a .part never exists without one.
 		if err := p.saveState(true); err != nil {
+			os.Remove(p.state)
 			return nil, fmt.Errorf("content: start download %s: %w", p.final, err)
 		}
+		// A new download that cannot start (a full disk) leaves nothing.
+		part, state := p.part, p.state
+		defer func() {
+			if err != nil {
+				os.Remove(part)
+				os.Remove(state)
+			}
+		}()
 	case err != nil:
 		return nil, fmt.Errorf("content: download state %s is unreadable (%v); delete it and %s to download again",
 			p.state, err, p.part)

@@ -1036,3 +1036,86 @@ func TestCLIConfig(t *testing.T) {
 		t.Errorf("peer config --json:\n%s", r)
 	}
 }
+
+// TestCLIGetInterruptedAndDiskFull: Ctrl-C stops `peer get` with exit 7 and
+// the same command resumes; a download onto a full disk fails at once with
+// exit 9 and leaves nothing behind.
+func TestCLIGetInterruptedAndDiskFull(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	share := filepath.Join(l.root, "share")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := contenttest.WriteID3v2MP3(filepath.Join(share, "long song.mp3"), "Long Song", "Band", "Album", 6<<20, 3); err != nil {
+		t.Fatal(err)
+	}
+	sn, _ := l.supernode("sn")
+	alice := l.daemon("alice", share, sn)
+	l.waitAttached(alice)
+	bob := l.daemon("bob", "", sn, "--down-rate", "2") // 2 MB/s: about 3 s for the song
+	l.waitAttached(bob)
+	var cid string
+	pollUntil(t, raceSlowdown*15*time.Second, "bob to find the song", func() (bool, string) {
+		r := l.peer(bob.dataDir, "search", "--json", "long song")
+		var sr searchJSON
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &sr) != nil || len(sr.Results) != 1 {
+			return false, r.String()
+		}
+		cid = sr.Results[0].ContentID
+		return true, ""
+	})
+
+	out := filepath.Join(l.root, "song.mp3")
+	ctx, cancel := context.WithTimeout(context.Background(), lifetime(t))
+	defer cancel()
+	var stderr lockedBuffer
+	get := command(ctx, childEnv(), l.peerBin, "--data-dir", bob.dataDir, "get", cid, "-o", out)
+	get.Stderr = &stderr
+	if err := get.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, raceSlowdown*15*time.Second, "the download to be under way", func() (bool, string) {
+		var st statusJSON
+		r := l.peer(bob.dataDir, "status", "--json")
+		json.Unmarshal([]byte(r.stdout), &st)
+		return len(st.Downloads) == 1 && st.Downloads[0].Verified > 0, r.String()
+	})
+	get.Process.Signal(os.Interrupt)
+	get.Wait()
+	if code := get.ProcessState.ExitCode(); code != 7 || !strings.Contains(stderr.String(), "interrupted; run the same command again to resume") {
+		t.Fatalf("Ctrl-C: exit %d\n%s", code, stderr.String())
+	}
+	if r := l.peer(bob.dataDir, "get", cid, "-o", out); r.code != 0 || !strings.Contains(r.stderr, "pieces resumed") {
+		t.Errorf("the same command again: %s", r)
+	}
+	sameFile(t, out, filepath.Join(share, "long song.mp3"))
+
+	// A full disk: dora's downloads go to a tmpfs of 1 MiB, mounted in a
+	// mount namespace of her daemon's own.
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	small := filepath.Join(l.root, "small")
+	if err := os.Mkdir(small, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dora := daemon{name: "dora", dataDir: filepath.Join(l.root, "dora")}
+	dora.proc = startProcess(t, "peer dora", unshare, "-m", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs -o size=1m tmpfs "+small+" && exec "+l.peerBin+" --data-dir "+dora.dataDir+
+			" up --name dora --supernode "+sn+" --listen 127.0.0.1:0 --web -")
+	l.waitAttached(dora)
+	r := l.peer(dora.dataDir, "get", cid, "-o", small+"/")
+	if r.code != 9 || !strings.Contains(r.stderr, "disk is full") {
+		t.Errorf("a download onto a full disk: %s", r)
+	}
+	// Seen from inside her namespace, where the tmpfs is.
+	ls := exec.Command("nsenter", "-t", strconv.Itoa(dora.proc.cmd.Process.Pid), "-m", "ls", "-A", small)
+	if b, err := ls.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "" {
+		t.Errorf("the failed download left %q (%v)", b, err)
+	}
+}

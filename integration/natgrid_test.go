@@ -162,6 +162,13 @@ func (nl *natLab) peerSized(name string, kind NATKind, sn string, size int, extr
 	} else {
 		h = nl.Home(name, kind, WithRate(gridRate))
 	}
+	return nl.peerOn(h, name, kind, sn, size, extra...)
+}
+
+// peerOn starts a peer on host h, which is behind a NAT of kind.
+func (nl *natLab) peerOn(h *Host, name string, kind NATKind, sn string, size int, extra ...string) *labPeer {
+	t := nl.t
+	t.Helper()
 	p := &labPeer{name: name, kind: kind, host: h, dataDir: filepath.Join(nl.Dir, name), nl: nl}
 	share := filepath.Join(nl.Dir, name+"-share")
 	if err := os.MkdirAll(share, 0o755); err != nil {
@@ -452,6 +459,13 @@ func TestNATUDPBlocked(t *testing.T) {
 		if p := blk.linkTo(other); p != "relayed" {
 			t.Errorf("%s -> %s: the blocked peer's link is %s, want relayed", c.from.name, c.to.name, p)
 		}
+		// The other side reaches it at its relay's address: relayed too.
+		if p := other.linkTo(blk); p != "relayed" {
+			t.Errorf("%s -> %s: %s's link to the blocked peer is %s, want relayed", c.from.name, c.to.name, other.name, p)
+		}
+		if att.Path != "relayed" {
+			t.Errorf("%s -> %s: the attempt says %s, want relayed", c.from.name, c.to.name, att.Path)
+		}
 		fmt.Fprintf(&sb, "%s -> %s: plan %s, connected in %v, %.1f Mbit/s\n", c.from.name, c.to.name, att.Plan,
 			att.Took.Round(time.Millisecond), rate*8/1e6)
 	}
@@ -606,4 +620,38 @@ func TestNATStockTURN(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestNATSameLAN: two peers behind one home router, whose NAT does not
+// hairpin, reach each other across their LAN: the supernode sees them at one
+// public address, plans a direct dial to the LAN address the target
+// announced (one listens on every interface, so its host candidates are what
+// it finds on them), and the file moves across the LAN, not through a relay
+// at the home line's speed (the rate is logged, not asserted).
+func TestNATSameLAN(t *testing.T) {
+	nl := newNATLab(t)
+	nl.supernode("sn1")
+	nl.relay("relay", "sn1")
+	homeHost := nl.Home("lana", NATEndpointIndependent, WithRate(gridRate))
+	a := nl.peerOn(homeHost, "lana", NATEndpointIndependent, "sn1", gridFileSize)
+	b := nl.peerOn(nl.Neighbour(homeHost, "lanb"), "lanb", NATEndpointIndependent, "sn1", gridFileSize,
+		"--listen", "0.0.0.0:40000")
+	a.wait()
+	b.wait()
+	att, err := a.connect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "direct" || att.Path != "direct" {
+		t.Errorf("behind one NAT: plan %s, path %s; want direct across the LAN", att.Plan, att.Path)
+	}
+	rate, err := a.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := a.linkTo(b); p != "direct" {
+		t.Errorf("the download ran on a %s link", p)
+	}
+	mbit := rate * 8 / 1e6
+	t.Logf("behind one NAT: plan %s in %v, %.1f Mbit/s (the home line is %d Mbit/s)", att.Plan, att.Took.Round(time.Millisecond), mbit, gridRate)
 }

@@ -5,8 +5,9 @@ package integration
 // The NAT lab: real Linux network namespaces in which the real binaries run
 // behind real NATs. A "switch" namespace holds a bridge that stands for the
 // public Internet (203.0.113.0/24); a public host hangs off it by one veth; a
-// home is a router namespace (WAN on the bridge, nftables NAT) and a host
-// namespace on a small LAN behind it (a /29 of 198.51.100.0/24).
+// home is a router namespace (WAN on the bridge, nftables NAT) and host
+// namespaces on a small LAN behind it (a /29 of 10.0.0.0/24, private as a
+// home LAN is), joined by a bridge in the router.
 //
 // Every interface lives inside a namespace the lab made, so deleting the
 // namespaces removes them all and nothing touches the machine's own network.
@@ -72,7 +73,7 @@ const (
 	labOwnerDir = "/run/netns-owner"
 	// labCmdTimeout bounds each ip, nft or tc call.
 	labCmdTimeout = 10 * time.Second
-	// maxHomes is how many /29 LANs fit in 198.51.100.0/24.
+	// maxHomes is how many /29 LANs fit in 10.0.0.0/24.
 	maxHomes = 32
 )
 
@@ -119,6 +120,10 @@ type Host struct {
 	Kind     NATKind
 	// RouterNS is the home router's namespace, empty for a public host.
 	RouterNS string
+	// lanBase is the home LAN's first address (its /29), and lanHosts the
+	// hosts on it so far.
+	lanBase, lanHosts int
+	gw                net.IP
 
 	lab *Lab
 }
@@ -435,20 +440,17 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 	lan := l.homes * 8
 	l.homes++
 	l.mu.Unlock()
-	gwIP := net.IPv4(198, 51, 100, byte(lan+1)).To4()
-	h.IP = net.IPv4(198, 51, 100, byte(lan+2)).To4()
-	h.PublicIP = wanIP
+	gwIP := net.IPv4(10, 0, 0, byte(lan+1)).To4()
+	h.PublicIP, h.lanBase, h.gw = wanIP, lan, gwIP
 
 	h.RouterNS = l.addNS(name + "-gw")
-	h.NS = l.addNS(name)
 	l.plug(h.RouterNS, "wan", wanIP)
-	l.ip("-n", h.RouterNS, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", h.NS)
+	l.ip("-n", h.RouterNS, "link", "add", "lan", "type", "bridge")
 	l.ip("-n", h.RouterNS, "addr", "add", gwIP.String()+"/29", "dev", "lan")
 	l.ip("-n", h.RouterNS, "link", "set", "lan", "up")
-	l.ip("-n", h.NS, "addr", "add", h.IP.String()+"/29", "dev", "eth0")
-	l.ip("-n", h.NS, "link", "set", "eth0", "up")
-	l.ip("-n", h.NS, "route", "add", "default", "via", gwIP.String())
 	l.must("", "ip", "netns", "exec", h.RouterNS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	h.NS = l.addNS(name)
+	h.IP = l.joinLAN(h, h.NS)
 
 	dropUDP := ""
 	if kind == NATUDPBlocked {
@@ -461,6 +463,43 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 		l.shape(h.RouterNS, "wan", cfg.rateMbit)
 		l.shape(h.RouterNS, "lan", cfg.rateMbit)
 	}
+	return h
+}
+
+// joinLAN puts namespace ns on home's LAN, behind its router, and returns
+// its address there.
+func (l *Lab) joinLAN(home *Host, ns string) net.IP {
+	l.t.Helper()
+	l.mu.Lock()
+	n := home.lanHosts
+	home.lanHosts++
+	l.mu.Unlock()
+	if n >= 5 {
+		l.t.Fatalf("NAT lab: home %q has room for 5 hosts", home.Name)
+	}
+	ip := net.IPv4(10, 0, 0, byte(home.lanBase+2+n)).To4()
+	port := "lan" + strconv.Itoa(n)
+	l.ip("-n", home.RouterNS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	l.ip("-n", home.RouterNS, "link", "set", port, "master", "lan")
+	l.ip("-n", home.RouterNS, "link", "set", port, "up")
+	l.ip("-n", ns, "addr", "add", ip.String()+"/29", "dev", "eth0")
+	l.ip("-n", ns, "link", "set", "eth0", "up")
+	l.ip("-n", ns, "route", "add", "default", "via", home.gw.String())
+	return ip
+}
+
+// Neighbour adds a host called name on home's LAN, behind the same NAT: its
+// traffic to the Internet leaves from the same public address, and the two
+// reach each other across the LAN, which is not shaped.
+func (l *Lab) Neighbour(home *Host, name string) *Host {
+	l.t.Helper()
+	if home.RouterNS == "" {
+		l.t.Fatalf("NAT lab: %q is no home", home.Name)
+	}
+	h, _ := l.newHost(name, NATNone) // no home of its own
+	h.Kind, h.PublicIP, h.RouterNS = home.Kind, home.PublicIP, home.RouterNS
+	h.NS = l.addNS(name)
+	h.IP = l.joinLAN(home, h.NS)
 	return h
 }
 

@@ -39,6 +39,7 @@ var (
 	ErrDaemonClosed   = apitype.ErrDaemonClosed
 	ErrNoSuchUser     = apitype.ErrNoSuchUser
 	ErrExists         = apitype.ErrExists
+	ErrDiskFull       = apitype.ErrDiskFull
 	ErrAlreadyRunning = localapi.ErrAlreadyRunning
 	// ErrConnect wraps every failure to reach a peer.
 	ErrConnect = dial.ErrConnect
@@ -332,6 +333,7 @@ func New(cfg Config) (*Daemon, error) {
 		Node:         func() *transport.Node { return d.node },
 		OnRelay:      func() *relay.Allocation { return d.onRelay },
 		Supernode:    d.attach.Current,
+		Observed:     func() string { return d.attach.Snapshot().Observed },
 		Serve:        func(l *transport.Link) { d.wg.Add(1); go d.serveTransfer(l) },
 		PunchTimeout: cfg.PunchTimeout, SignalTimeout: cfg.SignalTimeout,
 		UpgradeInterval: cfg.UpgradeInterval, LinkLinger: cfg.LinkLinger,

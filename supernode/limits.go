@@ -65,6 +65,22 @@ func (s *Server) releaseAddrSlot(k netip.Prefix) {
 }
 
 // sameHost reports whether a and b are host:port with the same host.
+// leafAddrs are the addresses a leaf seen at observed is listed with. Others
+// get only addresses seen here: the observed one, and those the leaf names
+// on the host it was seen at. Anything else could point downloaders at a
+// host of the leaf's choosing, but for its LAN addresses (private ranges),
+// which peers try only when they share its public address, behind the same
+// NAT (dial.Candidates).
+func leafAddrs(observed string, named []string) []string {
+	addrs := []string{observed}
+	for _, a := range named {
+		if a != observed && len(addrs) < protocol.MaxAddrs && (sameHost(a, observed) || transport.LANCandidate(a)) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
 func sameHost(a, b string) bool {
 	ha, _, err1 := net.SplitHostPort(a)
 	hb, _, err2 := net.SplitHostPort(b)

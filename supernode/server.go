@@ -587,15 +587,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		if err != nil {
 			return
 		}
-		// Others get only addresses seen here: the observed one, and those
-		// the leaf names on the host it was seen at. Anything else could
-		// point downloaders at a host of the leaf's choosing.
-		addrs := []string{in.RemoteAddr().String()}
-		for _, a := range in.Hello.Addrs {
-			if a != addrs[0] && len(addrs) < protocol.MaxAddrs && sameHost(a, addrs[0]) {
-				addrs = append(addrs, a)
-			}
-		}
+		addrs := leafAddrs(in.RemoteAddr().String(), in.Hello.Addrs)
 		id := s.register(l)
 		if id == 0 {
 			return

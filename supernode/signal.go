@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // Connection signalling: a peer asks its supernode to connect it to another
@@ -201,6 +202,11 @@ func (r *Router) halfRTTms(id LinkID) uint32 {
 // the request came, so the target waits about that long before it starts.
 func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafInfo) {
 	plan := ChoosePlan(req.NAT, target.NAT)
+	if behindOneNAT(req.Addrs, target.Addrs) {
+		// Seen at one public address, and the target names its LAN
+		// addresses: the initiator dials those, across their LAN.
+		plan = protocol.PlanDirect
+	}
 	if req.Upgrade && plan != protocol.PlanPunch && plan != protocol.PlanDirect && plan != protocol.PlanReverse {
 		r.routeBack(from, req, protocol.StatusUnavailable, "no direct path between these NATs")
 		return
@@ -228,6 +234,13 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 		Str("plan", plan.String()).Uint32("delay_ms", wait).Msg("rendezvous")
 	r.out.Send(to, offer)
 	r.out.Send(from, answer)
+}
+
+// behindOneNAT reports whether two leaves were seen at the same public
+// address and the second has LAN addresses to be dialled at.
+func behindOneNAT(a, b []string) bool {
+	return len(a) > 0 && len(b) > 0 && sameHost(a[0], b[0]) && !transport.LANCandidate(b[0]) &&
+		slices.ContainsFunc(b[1:], transport.LANCandidate)
 }
 
 // signalAllowedLocked keeps each leaf and neighbour to its signal rate. A

@@ -1,6 +1,7 @@
 package supernode
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -147,5 +148,32 @@ func TestSignalFlooded(t *testing.T) {
 	}
 	if got := c.signals(); len(got) != 1 {
 		t.Errorf("carol got %d signals, want only the first offer", len(got))
+	}
+}
+
+// Two leaves seen at one public address, the target naming LAN addresses,
+// are planned a direct dial across their LAN whatever their NATs; anything
+// else keeps the plan of their NAT types. A leaf is listed with its LAN
+// addresses but no other address it names off the host it was seen at.
+func TestBehindOneNAT(t *testing.T) {
+	home := []string{"203.0.113.4:40000", "192.168.1.20:40000"}
+	cases := []struct {
+		a, b []string
+		want bool
+	}{
+		{[]string{"203.0.113.4:51000", "192.168.1.21:40000"}, home, true},
+		{[]string{"203.0.113.4:51000"}, home, true},
+		{[]string{"198.51.100.9:51000"}, home, false},
+		{[]string{"203.0.113.4:51000"}, []string{"203.0.113.4:40000"}, false}, // no LAN address to dial
+		{nil, home, false},
+	}
+	for _, c := range cases {
+		if got := behindOneNAT(c.a, c.b); got != c.want {
+			t.Errorf("behindOneNAT(%v, %v) = %v", c.a, c.b, got)
+		}
+	}
+	got := leafAddrs("203.0.113.4:40000", []string{"192.168.1.20:40000", "203.0.113.4:40001", "198.51.100.7:40000", "127.0.0.1:40000", "169.254.1.1:40000", "10.1.2.3:0"})
+	if want := []string{"203.0.113.4:40000", "192.168.1.20:40000", "203.0.113.4:40001"}; !slices.Equal(got, want) {
+		t.Errorf("leafAddrs: %v, want %v", got, want)
 	}
 }

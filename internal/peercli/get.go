@@ -73,6 +73,11 @@ func getCmd(g *globals) *cobra.Command {
 			if bar != nil {
 				bar.Finish()
 			}
+			if err != nil && ctx.Err() != nil {
+				// Ctrl-C: the daemon keeps what was verified.
+				fmt.Fprintln(os.Stderr, "peer: interrupted; run the same command again to resume")
+				return exitError{exitInterrupted}
+			}
 			if err != nil {
 				return explain(err)
 			}

@@ -50,7 +50,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // Exit codes beyond 0-5, as aria2 numbers the same failures.
 const (
-	exitExists = 13 // the target file is there already
+	exitInterrupted = 7  // stopped by a signal; run again to resume
+	exitDiskFull    = 9  // no room on the disk
+	exitExists      = 13 // the target file is there already
 )
 
 // explain prints a one-line reason for the common failures and picks an exit code.
@@ -70,6 +72,9 @@ func explain(err error) error {
 	case errors.Is(err, peer.ErrExists):
 		fmt.Fprintln(os.Stderr, "peer:", err)
 		return exitError{exitExists}
+	case errors.Is(err, peer.ErrDiskFull):
+		fmt.Fprintln(os.Stderr, "peer: the disk is full:", err)
+		return exitError{exitDiskFull}
 	}
 	return err
 }

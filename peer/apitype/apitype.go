@@ -20,6 +20,8 @@ var (
 	ErrDaemonClosed = swarm.ErrClosed
 	// ErrExists is a download's target file that is there already.
 	ErrExists = swarm.ErrExists
+	// ErrDiskFull is a download or copy that found no room on its disk.
+	ErrDiskFull = errors.New("no space left on the disk")
 	// ErrNoSuchUser is a username nobody holds.
 	ErrNoSuchUser = fmt.Errorf("no such user (%w)", protocol.ErrNotFound)
 )

@@ -404,6 +404,10 @@ func (a *Attachment) dialFirst() (*transport.Link, *protocol.Welcome, string, []
 	hello := &protocol.Hello{Role: protocol.RoleLeaf, Name: a.cfg.Name}
 	if la := a.cfg.Node().Addr(); la != nil && !la.IP.IsUnspecified() {
 		hello.Addrs = []string{la.String()}
+	} else if la != nil {
+		// Listening on every interface: the LAN addresses, for peers
+		// behind the same NAT.
+		hello.Addrs = transport.HostCandidates(la.Port)
 	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	defer cancel()

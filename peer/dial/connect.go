@@ -62,6 +62,9 @@ type Config struct {
 	OnRelay func() *relay.Allocation
 	// Supernode is the link to the supernode signals go through, or nil.
 	Supernode func() *transport.Link
+	// Observed is our address as our supernode sees it, or "": a peer's LAN
+	// addresses are tried only from behind the same public address.
+	Observed func() string
 	// Serve starts serving what the other side asks for on a link we
 	// dialled, and returns at once.
 	Serve func(*transport.Link)
@@ -350,7 +353,12 @@ func (c *Connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
 	if path == apitype.PathDirect {
-		path = c.pathOf(l) // relayed after all when we live on a relay
+		// Relayed after all when we live on a relay, or the other peer does:
+		// the address we reached it at is its relay's.
+		path = c.pathOf(l)
+		if src.NAT == protocol.NATUDPBlocked {
+			path = apitype.PathRelayed
+		}
 	}
 	att.Path = path
 	c.record(att)
@@ -407,7 +415,7 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		return nil, "", 0, fmt.Errorf("waiting for the supernodes: %w", err)
 	}
 	plan := ans.Plan
-	r, err := initiatorRoute(plan, ans.Delay, upgrade)
+	r, err := initiatorRoute(plan, ans.Delay, upgrade, ans.NAT == protocol.NATUDPBlocked)
 	if err != nil {
 		return nil, "", plan, err
 	}
@@ -451,7 +459,7 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 		return l, nil
 	case stepPunch:
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.PunchTimeout)
-		addr, err := node.Punch(pctx, resolveAll(addrs), punchInterval)
+		addr, err := node.Punch(pctx, resolveAll(Candidates(addrs, c.self())), punchInterval)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -470,6 +478,16 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
 		}
 		return c.dialAny(ctx, peer, rel.Addrs)
+	case stepDialPermitted:
+		pctx, cancel := context.WithTimeout(ctx, permitWait)
+		rel, err := sigs.wait(pctx, protocol.SignalRelayed)
+		cancel()
+		if err == nil && len(rel.Addrs) > 0 {
+			addrs = rel.Addrs
+		} else if ctx.Err() == nil {
+			c.log.Debug().Str("peer_id", peer.Short()).Msg("the target did not say its relay lets us in; dialling anyway")
+		}
+		return c.dialAny(ctx, peer, addrs)
 	}
 	return nil, fmt.Errorf("%w: the initiator cannot %s", protocol.ErrBadRequest, s)
 }
@@ -546,8 +564,16 @@ func resolveAll(addrs []string) []*net.UDPAddr {
 func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []string) (*transport.Link, error) {
 	node := c.cfg.Node()
 	var errs []error
-	for _, a := range addrs {
-		l, _, err := node.Dial(ctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+	for _, a := range Candidates(addrs, c.self()) {
+		dctx := ctx
+		if transport.LANCandidate(a) {
+			// Across a LAN a handshake takes a moment; an address of
+			// another LAN must not hold up the next for long.
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithTimeout(ctx, lanDialTimeout)
+			defer cancel()
+		}
+		l, _, err := node.Dial(dctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
 		if err == nil {
 			return l, nil
 		}
@@ -561,6 +587,9 @@ func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []s
 	}
 	return nil, errors.Join(errs...)
 }
+
+// lanDialTimeout bounds a dial to a LAN address.
+const lanDialTimeout = time.Second
 
 // OnSignal handles a signal from our supernode.
 func (c *Connector) OnSignal(m *protocol.Signal) {
@@ -589,9 +618,13 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 	if err == nil {
 		for _, s := range r.steps {
 			if s == stepPermit {
-				// The initiator dials us; if we live on a relay, let it in.
-				if a := c.cfg.OnRelay(); a != nil {
-					a.Permit(udpAddrs(m.Addrs)...)
+				// The initiator dials us; if we live on a relay, let it in,
+				// then tell it so: a packet before the permission is lost.
+				if a := c.cfg.OnRelay(); a != nil && a.Permit(udpAddrs(m.Addrs)...) == nil {
+					if sl := c.cfg.Supernode(); sl != nil {
+						sl.Send(&protocol.Signal{ID: m.ID, Kind: protocol.SignalRelayed, To: m.From, ToSN: m.FromSN,
+							Addrs: []string{a.RelayedAddr().String()}})
+					}
 				}
 				return
 			}
@@ -605,6 +638,9 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 		att.Err = err.Error()
 	} else {
 		att.Path = c.pathOf(l)
+		if m.NAT == protocol.NATUDPBlocked {
+			att.Path = apitype.PathRelayed
+		}
 	}
 	c.record(att)
 }
@@ -615,7 +651,11 @@ func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, 
 	case stepDial:
 		l, err := c.dialAny(ctx, m.From, m.Addrs)
 		if err == nil {
-			c.register(l, apitype.PathDirect, m.Plan, false, true)
+			path := c.pathOf(l)
+			if m.NAT == protocol.NATUDPBlocked {
+				path = apitype.PathRelayed // the initiator's address is its relay's
+			}
+			c.register(l, path, m.Plan, false, true)
 			c.cfg.Serve(l)
 		}
 		return l, err
@@ -627,7 +667,7 @@ func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, 
 		go func() {
 			// Opens our NAT towards the initiator, whose answer comes as a dial.
 			defer c.wg.Done()
-			node.Punch(pctx, resolveAll(m.Addrs), punchInterval)
+			node.Punch(pctx, resolveAll(Candidates(m.Addrs, c.self())), punchInterval)
 		}()
 		return c.awaitIncoming(pctx, m.From, start)
 	case stepAllocate:
@@ -691,12 +731,22 @@ func credsOf(c *protocol.RelayCreds) relay.Credentials {
 	return relay.Credentials{Username: c.Username, Password: c.Password, Expires: time.Unix(c.Expires, 0)}
 }
 
+// udpAddrs are the addresses a relay lets in for a peer: not its LAN
+// addresses, which a relay on the internet never reaches (and refuses).
 func udpAddrs(addrs []string) []net.Addr {
 	var out []net.Addr
-	for _, a := range resolveAll(addrs) {
+	for _, a := range resolveAll(slices.DeleteFunc(slices.Clone(addrs), transport.LANCandidate)) {
 		out = append(out, a)
 	}
 	return out
+}
+
+// self is our address as our supernode sees it, or "".
+func (c *Connector) self() string {
+	if c.cfg.Observed == nil {
+		return ""
+	}
+	return c.cfg.Observed()
 }
 
 // upgradeLoop retries a punch now and then while a relayed link is in use; when

@@ -3,10 +3,12 @@ package dial
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
 	"github.com/supernet-p2p/supernet/protocol"
+	"github.com/supernet-p2p/supernet/transport"
 )
 
 // The decisions of a connection setup, apart from its sockets: which ways of
@@ -36,14 +38,24 @@ const (
 	// sends the relayed address and waits for the dial.
 	stepAllocate
 	// stepPermit (target side) lets the initiator in through our relay
-	// allocation, if we live on one; no link comes of it here, the
-	// initiator's dial arrives as any incoming link.
+	// allocation, if we live on one, and then says so with the relayed
+	// address; no link comes of it here, the initiator's dial arrives as
+	// any incoming link.
 	stepPermit
+	// stepDialPermitted dials a target that lives on a relay once it says
+	// its relay lets us in (a SignalRelayed): a packet sent before that is
+	// dropped by the relay and costs a retransmission. A target that does
+	// not say so within permitWait is dialled anyway.
+	stepDialPermitted
 )
+
+// permitWait bounds how long a dial waits for a target on a relay to let
+// us in: its signal takes one more pass through the supernodes.
+const permitWait = time.Second
 
 var stepNames = map[step]string{
 	stepDial: "dial", stepAwait: "await", stepPunch: "punch", stepRelayed: "relayed",
-	stepPunchAwait: "punch-await", stepAllocate: "allocate", stepPermit: "permit",
+	stepPunchAwait: "punch-await", stepAllocate: "allocate", stepPermit: "permit", stepDialPermitted: "dial-permitted",
 }
 
 func (s step) String() string {
@@ -72,11 +84,14 @@ func signalled(attached, speaksSignal, knowsSN bool, addrs int) bool {
 // answered. delayMS is the wait the supernode asked for, so both sides start
 // punching at once. An upgrade only tries for a direct link: a failed punch
 // does not fall back to the relay it already has.
-func initiatorRoute(plan protocol.Plan, delayMS uint32, upgrade bool) (route, error) {
+func initiatorRoute(plan protocol.Plan, delayMS uint32, upgrade, targetOnRelay bool) (route, error) {
 	r := route{wait: delay(delayMS)}
 	switch plan {
 	case protocol.PlanDirect:
 		r.steps = []step{stepDial}
+		if targetOnRelay {
+			r.steps = []step{stepDialPermitted}
+		}
 	case protocol.PlanReverse:
 		r.steps = []step{stepAwait}
 	case protocol.PlanPunch:
@@ -128,7 +143,7 @@ func stepPath(s step) (path string, known bool) {
 	switch s {
 	case stepDial, stepPunch:
 		return apitype.PathDirect, true
-	case stepRelayed:
+	case stepRelayed, stepDialPermitted:
 		return apitype.PathRelayed, true
 	}
 	return "", false
@@ -167,4 +182,36 @@ func replaces(old, nw linkKind, iDialFirst bool) (replace, closeOld bool) {
 // dialsFirst says whether me is the peer with the smaller ID of the two.
 func dialsFirst(me, other protocol.PeerID) bool {
 	return bytes.Compare(me[:], other[:]) < 0
+}
+
+// Candidates orders a peer's addresses for a dial from self, our address as
+// our supernode sees it. LAN addresses (private ranges) lead to that peer
+// only from behind its NAT: they come first when self shares its public
+// address, and are dropped otherwise, where they would name some other
+// network's hosts.
+func Candidates(addrs []string, self string) []string {
+	public := ""
+	for _, a := range addrs {
+		if !transport.LANCandidate(a) {
+			public = a
+			break
+		}
+	}
+	sameNAT := public != "" && self != "" && sameIP(public, self)
+	var lan, rest []string
+	for _, a := range addrs {
+		switch {
+		case !transport.LANCandidate(a):
+			rest = append(rest, a)
+		case sameNAT:
+			lan = append(lan, a)
+		}
+	}
+	return append(lan, rest...)
+}
+
+func sameIP(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && x.Addr().Unmap() == y.Addr().Unmap()
 }

@@ -42,15 +42,19 @@ func TestInitiatorRoute(t *testing.T) {
 		{protocol.PlanPunch, true, []step{stepPunch}},
 		{protocol.PlanRelay, false, []step{stepRelayed}},
 	} {
-		r, err := initiatorRoute(tc.plan, 0, tc.upgrade)
+		r, err := initiatorRoute(tc.plan, 0, tc.upgrade, false)
 		if err != nil || !slices.Equal(r.steps, tc.want) || r.wait != 0 {
 			t.Errorf("%v upgrade=%v: got %v %v wait %v, want %v", tc.plan, tc.upgrade, r.steps, err, r.wait, tc.want)
 		}
 	}
-	if _, err := initiatorRoute(protocol.Plan(99), 0, false); !errors.Is(err, protocol.ErrBadRequest) {
+	// A target on a relay is dialled once it says its relay lets us in.
+	if r, _ := initiatorRoute(protocol.PlanDirect, 0, false, true); !slices.Equal(r.steps, []step{stepDialPermitted}) {
+		t.Errorf("direct to a target on a relay: %v", r.steps)
+	}
+	if _, err := initiatorRoute(protocol.Plan(99), 0, false, false); !errors.Is(err, protocol.ErrBadRequest) {
 		t.Fatalf("unknown plan: %v", err)
 	}
-	if r, _ := initiatorRoute(protocol.PlanPunch, 120, false); r.wait != 120*time.Millisecond {
+	if r, _ := initiatorRoute(protocol.PlanPunch, 120, false, false); r.wait != 120*time.Millisecond {
 		t.Fatalf("wait %v, want the supernode's 120 ms", r.wait)
 	}
 }
@@ -82,7 +86,7 @@ func TestTargetRoute(t *testing.T) {
 // Every step either side may take has a name, and the initiator's steps
 // that give a link say which path it runs, or leave it to how it came in.
 func TestStepPaths(t *testing.T) {
-	for s, want := range map[step]string{stepDial: apitype.PathDirect, stepPunch: apitype.PathDirect, stepRelayed: apitype.PathRelayed, stepAwait: ""} {
+	for s, want := range map[step]string{stepDial: apitype.PathDirect, stepPunch: apitype.PathDirect, stepRelayed: apitype.PathRelayed, stepDialPermitted: apitype.PathRelayed, stepAwait: ""} {
 		got, known := stepPath(s)
 		if got != want || known != (want != "") {
 			t.Errorf("%v: path %q known %v, want %q", s, got, known, want)
@@ -163,5 +167,29 @@ func TestAllDialFailures(t *testing.T) {
 	}
 	if allDialFailures([]error{&net.OpError{Op: "read", Err: errors.New("reset")}}) {
 		t.Fatal("a read error is not a dial failure")
+	}
+}
+
+// A peer's LAN addresses come first from behind its NAT, and are dropped
+// from anywhere else.
+func TestCandidates(t *testing.T) {
+	addrs := []string{"203.0.113.4:40000", "192.168.1.20:40000", "10.0.0.5:40000", "[fd00::5]:40000"}
+	cases := []struct {
+		self string
+		want []string
+	}{
+		{"203.0.113.4:51000", []string{"192.168.1.20:40000", "10.0.0.5:40000", "[fd00::5]:40000", "203.0.113.4:40000"}},
+		{"198.51.100.9:51000", []string{"203.0.113.4:40000"}},
+		{"", []string{"203.0.113.4:40000"}},
+	}
+	for _, c := range cases {
+		if got := Candidates(addrs, c.self); !slices.Equal(got, c.want) {
+			t.Errorf("from %q: %v, want %v", c.self, got, c.want)
+		}
+	}
+	// Public addresses only: as they came.
+	pub := []string{"203.0.113.4:40000", "203.0.113.4:40001"}
+	if got := Candidates(pub, ""); !slices.Equal(got, pub) {
+		t.Errorf("public only: %v", got)
 	}
 }

@@ -87,6 +87,8 @@ func fromCode(e errorJSON) error {
 		base = apitype.ErrDaemonClosed
 	case "exists":
 		base = apitype.ErrExists
+	case "disk_full":
+		base = apitype.ErrDiskFull
 	case "forbidden":
 		base = protocol.ErrForbidden
 	default:

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
@@ -168,6 +169,8 @@ func errorCode(err error) (string, int) {
 		return "closing", http.StatusServiceUnavailable
 	case errors.Is(err, apitype.ErrExists):
 		return "exists", http.StatusConflict
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, apitype.ErrDiskFull):
+		return "disk_full", http.StatusInsufficientStorage
 	case errors.Is(err, protocol.ErrForbidden):
 		return "forbidden", http.StatusForbidden
 	}

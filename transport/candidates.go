@@ -1,0 +1,51 @@
+package transport
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// maxHostCandidates bounds the LAN addresses a peer announces.
+const maxHostCandidates = 4
+
+// HostCandidates are this machine's addresses on its local networks, with
+// port: the addresses a peer behind the same NAT reaches it at directly,
+// which the NAT's public address does not lead back to (routers rarely
+// hairpin). Only private ranges (RFC 1918, RFC 4193) count: loopback,
+// link-local and public addresses do not.
+func HostCandidates(port int) []string {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range ifaddrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok || !IsLANAddr(ip.Unmap()) {
+			continue
+		}
+		out = append(out, net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(port)))
+		if len(out) == maxHostCandidates {
+			break
+		}
+	}
+	return out
+}
+
+// IsLANAddr reports whether ip is on a private network: an address worth
+// trying only from behind the same NAT.
+func IsLANAddr(ip netip.Addr) bool {
+	return ip.IsPrivate() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast()
+}
+
+// LANCandidate reports whether "ip:port" is a host candidate: a private
+// address with a port.
+func LANCandidate(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && ap.Port() != 0 && IsLANAddr(ap.Addr().Unmap())
+}
