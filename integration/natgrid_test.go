@@ -48,6 +48,7 @@ type natLab struct {
 	t                        *testing.T
 	snBin, peerBin, relayBin string
 	secret                   string            // path of the secret shared by supernodes and relays
+	snExtra, relayExtra      []string          // flags every supernode and relay started from now gets
 	supernodes               map[string]string // name: "peerid@ip:port"
 	supernodeProcs           map[string]*Proc
 	turn                     string // a stock TURN server supernodes are told of, if any
@@ -82,8 +83,8 @@ func (nl *natLab) supernode(name string, join ...string) string {
 	t.Helper()
 	h := nl.Public(name)
 	nl.op.admit(filepath.Join(nl.Dir, name))
-	args := []string{"--listen", h.Addr(7000), "--data-dir", filepath.Join(nl.Dir, name),
-		"--relay-secret-file", nl.secret, "--log-json"}
+	args := append([]string{"--listen", h.Addr(7000), "--data-dir", filepath.Join(nl.Dir, name),
+		"--relay-secret-file", nl.secret, "--log-json"}, nl.snExtra...)
 	if nl.turn != "" {
 		args = append(args, "--turn-server", nl.turn)
 	}
@@ -113,8 +114,8 @@ func (nl *natLab) relay(name string, supernodes ...string) *Proc {
 	h := nl.Public(name)
 	// The lab's "public Internet" is a documentation range, which relays
 	// refuse by default.
-	args := []string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--secret-file", nl.secret,
-		"--data-dir", filepath.Join(nl.Dir, name), "--log-json", "--allow-peer", "203.0.113.0/24"}
+	args := append([]string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--secret-file", nl.secret,
+		"--data-dir", filepath.Join(nl.Dir, name), "--log-json", "--allow-peer", "203.0.113.0/24"}, nl.relayExtra...)
 	for _, sn := range supernodes {
 		args = append(args, "--supernode", nl.supernodes[sn])
 	}
@@ -654,4 +655,44 @@ func TestNATSameLAN(t *testing.T) {
 	}
 	mbit := rate * 8 / 1e6
 	t.Logf("behind one NAT: plan %s in %v, %.1f Mbit/s (the home line is %d Mbit/s)", att.Plan, att.Took.Round(time.Millisecond), mbit, gridRate)
+}
+
+// TestNATUDPBlockedRenews: a peer whose network drops UDP lives on a relay
+// whose credentials last 6 s (the supernode mints them so, and the relay
+// takes no longer). Before each set runs out it gets new ones over TCP and
+// moves to a new allocation: five renewals in a row, still attached, and a
+// file still comes from it afterwards.
+func TestNATUDPBlockedRenews(t *testing.T) {
+	nl := newNATLab(t)
+	nl.snExtra = []string{"--relay-cred-ttl", "6s"}
+	nl.relayExtra = []string{"--cred-ttl", "6s"}
+	nl.supernode("sn1")
+	nl.relay("relay", "sn1")
+	blk := nl.peer("blk", NATUDPBlocked, "sn1")
+	eim := nl.peer("eim", NATEndpointIndependent, "sn1")
+	blk.wait()
+	eim.wait()
+	const renewals = 5
+	pollUntil(t, 60*time.Second, "five renewals of the relay allocation", func() (bool, string) {
+		if blk.proc.Exited() {
+			t.Fatalf("the UDP-blocked daemon exited:\n%s", blk.proc.Output())
+		}
+		return strings.Count(blk.proc.Output(), "relay credentials renewed") >= renewals, blk.proc.Output()
+	})
+	st, raw, err := blk.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Supernode.Relay, "renewed") {
+		t.Errorf("status does not say the allocation was renewed:\n%s", raw)
+	}
+	pollUntil(t, 20*time.Second, "blk attached on its latest allocation", func() (bool, string) {
+		st, raw, err := blk.status()
+		return err == nil && st.Supernode.Connected, raw
+	})
+	rate, err := eim.get(blk)
+	if err != nil {
+		t.Fatalf("a file from the peer after %d renewals: %v", renewals, err)
+	}
+	t.Logf("after %d renewals (%s): eim got blk's file at %.1f Mbit/s", renewals, st.Supernode.Relay, rate*8/1e6)
 }

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -106,8 +107,13 @@ func (d *Daemon) downloadDir() string {
 // peer lives on when UDP is blocked.
 func (d *Daemon) supernodeStatus() apitype.SupernodeStatus {
 	st := d.attach.Snapshot()
+	d.netMu.RLock()
 	if d.onRelay != nil {
 		st.Relay = d.relayTCP + " (tcp), relayed address " + d.onRelay.RelayedAddr().String()
+		if d.renewals > 0 {
+			st.Relay += fmt.Sprintf(", renewed %d times", d.renewals)
+		}
 	}
+	d.netMu.RUnlock()
 	return st
 }

@@ -163,6 +163,9 @@ type Daemon struct {
 	cfg   Config
 	log   zerolog.Logger
 	id    *protocol.Identity
+	// netMu guards node, onRelay and relayTCP, which a peer on a relay
+	// replaces when it renews its allocation.
+	netMu sync.RWMutex
 	node  *transport.Node
 	share *content.Share
 
@@ -175,8 +178,10 @@ type Daemon struct {
 	srcs    *sourceCache
 	conns   *dial.Connector
 	// onRelay is the allocation the node lives on when the network drops UDP.
-	onRelay  *relay.Allocation
-	relayTCP string // the relay's TURN/TCP address, with onRelay
+	onRelay    *relay.Allocation
+	relayTCP   string    // the relay's TURN/TCP address, with onRelay
+	relayUntil time.Time // when onRelay's credentials expire
+	renewals   int       // allocations renewed; under netMu
 	fatal    error  // why the daemon stopped by itself; under mu
 
 	swarms *swarm.Swarms
@@ -314,8 +319,8 @@ func New(cfg Config) (*Daemon, error) {
 	d.attach = attach.New(d.ctx, &d.wg, attach.Config{
 		Self: id.ID, Name: cfg.Name, Supernodes: cfg.Supernodes, DataDir: cfg.DataDir,
 		Slots: cfg.Attach, ProbeInterval: cfg.ProbeInterval, Log: log,
-		Node:           func() *transport.Node { return d.node },
-		OnRelay:        func() bool { return d.onRelay != nil },
+		Node:           d.nodeNow,
+		OnRelay:        func() bool { return d.relayNow() != nil },
 		CheckSupernode: d.checkSupernode,
 		Network:        d.Network,
 		IsOurs:         func(p protocol.PeerID) bool { return d.lead.isOurs(p) },
@@ -330,8 +335,8 @@ func New(cfg Config) (*Daemon, error) {
 	d.started = time.Now()
 	d.conns = dial.New(d.ctx, &d.wg, dial.Config{
 		Self: id.ID, Log: log,
-		Node:         func() *transport.Node { return d.node },
-		OnRelay:      func() *relay.Allocation { return d.onRelay },
+		Node:         d.nodeNow,
+		OnRelay:      d.relayNow,
 		Supernode:    d.attach.Current,
 		Observed:     func() string { return d.attach.Snapshot().Observed },
 		Serve:        func(l *transport.Link) { d.wg.Add(1); go d.serveTransfer(l) },
@@ -355,7 +360,21 @@ func New(cfg Config) (*Daemon, error) {
 func (d *Daemon) ID() protocol.PeerID { return d.id.ID }
 
 // Addr is the local address of the peer's socket.
-func (d *Daemon) Addr() *net.UDPAddr { return d.node.Addr() }
+func (d *Daemon) Addr() *net.UDPAddr { return d.nodeNow().Addr() }
+
+// nodeNow is the node links run on now; relayNow the relay allocation it
+// lives on, or nil.
+func (d *Daemon) nodeNow() *transport.Node {
+	d.netMu.RLock()
+	defer d.netMu.RUnlock()
+	return d.node
+}
+
+func (d *Daemon) relayNow() *relay.Allocation {
+	d.netMu.RLock()
+	defer d.netMu.RUnlock()
+	return d.onRelay
+}
 
 // Share is the shared folder, or nil.
 func (d *Daemon) Share() *content.Share { return d.share }
@@ -382,7 +401,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.log.Error().Err(err).Msg("checking the UDP path")
 		case r != nil:
 			d.node.Close()
-			d.node, d.onRelay, d.relayTCP = r.Node, r.Alloc, r.TCP
+			d.netMu.Lock()
+			d.node, d.onRelay, d.relayTCP, d.relayUntil = r.Node, r.Alloc, r.TCP, r.Expires
+			d.netMu.Unlock()
 		}
 	}
 	// Close may already be waiting for the goroutines: starting them is
@@ -461,11 +482,14 @@ func (d *Daemon) Close() error {
 				l.Close(nil)
 			}
 		}
-		if d.node != nil {
-			d.node.Close()
+		d.netMu.RLock()
+		node, onRelay := d.node, d.onRelay
+		d.netMu.RUnlock()
+		if node != nil {
+			node.Close()
 		}
-		if d.onRelay != nil {
-			d.onRelay.Close()
+		if onRelay != nil {
+			onRelay.Close()
 		}
 	})
 	d.wg.Wait()
@@ -521,8 +545,12 @@ func (d *Daemon) Rescan(ctx context.Context) error {
 func (d *Daemon) acceptLoop() {
 	defer d.wg.Done()
 	for {
-		in, err := d.node.Accept(d.ctx)
+		node := d.nodeNow()
+		in, err := node.Accept(d.ctx)
 		if err != nil {
+			if d.ctx.Err() == nil && node != d.nodeNow() {
+				continue // renewed onto a new relay allocation: accept there
+			}
 			return
 		}
 		switch in.Hello.Role {

@@ -321,8 +321,8 @@ func (d *Daemon) advertisedAddrs() []string {
 			out = append(out, a)
 		}
 	}
-	if d.onRelay != nil {
-		add(d.onRelay.RelayedAddr().String())
+	if a := d.relayNow(); a != nil {
+		add(a.RelayedAddr().String())
 	}
 	for _, st := range d.attach.All() {
 		add(st.Observed)

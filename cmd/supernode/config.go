@@ -52,6 +52,7 @@ type flags struct {
 	limitLoopback            bool
 	admin                    string
 	config                   string
+	relayCredTTL             time.Duration
 }
 
 // bind defines the flags on f, their defaults taken from
@@ -72,6 +73,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. "+relay.DefaultListen)
 	f.StringVar(&fl.relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
 	f.StringArrayVar(&fl.relayAllow, "relay-allow-peer", nil, "private or reserved range (CIDR or address) the relay may relay to anyway; repeatable")
+	f.DurationVar(&fl.relayCredTTL, "relay-cred-ttl", def.RelayCredTTL, "how long the relay credentials this supernode mints last; peers that live on a relay renew theirs before then (relays refuse expiries beyond their --cred-ttl)")
 	f.StringSliceVar(&fl.turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
 	f.StringSliceVar(&fl.advertise, "advertise", nil, "host:port other supernodes reach this one at, for the member list (default: the listen address when it names a host)")
 	f.IntVar(&fl.neighbours, "neighbours", def.Neighbours, "supernode links to keep, opened from the member list (ring fingers first) when the joined ones are fewer (-1: only --join)")
@@ -96,6 +98,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		cli.NotNegative("promote-every", fl.promoteEvery),
 		cli.AtLeast("memory-limit", fl.memLimit, autoMemory),
 		cli.NotNegative("leaf-pings", fl.leafPings),
+		cli.NotNegative("relay-cred-ttl", fl.relayCredTTL),
 		optionalAddr("admin", fl.admin),
 	)
 	if err != nil {
@@ -117,7 +120,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 			Listen: fl.listen, Join: join, DataDir: fl.dataDir, MaxLeaves: fl.maxLeaves,
 			LeafLimit: fl.leafLimit, PromoteEvery: fl.promoteEvery,
 			AltListen: fl.altListen, ListenTCP: fl.tcpListen,
-			Advertise: fl.advertise, Neighbours: fl.neighbours, LimitLoopback: fl.limitLoopback,
+			Advertise: fl.advertise, Neighbours: fl.neighbours, LimitLoopback: fl.limitLoopback, RelayCredTTL: fl.relayCredTTL,
 			Router: supernode.RouterConfig{HopLimit: fl.hops, LeafPings: fl.leafPings},
 		},
 		secretFile: fl.secretFile, certFile: fl.certFile, networkKeyFile: fl.networkKeyFile,

@@ -26,7 +26,7 @@ func defaultSettings(dataDir string) settings {
 	return settings{
 		cfg: supernode.Config{
 			Listen: def.Listen, DataDir: dataDir, MaxLeaves: def.MaxLeaves, LeafLimit: def.LeafLimit,
-			PromoteEvery: def.PromoteEvery, Neighbours: def.Neighbours,
+			PromoteEvery: def.PromoteEvery, Neighbours: def.Neighbours, RelayCredTTL: def.RelayCredTTL,
 			Router: supernode.RouterConfig{HopLimit: def.Router.HopLimit, LeafPings: def.Router.LeafPings},
 		},
 		log: cli.DefaultLogFlags(), memLimit: supernode.MemoryFor(def.MaxLeaves),

@@ -46,6 +46,9 @@ type OnRelay struct {
 	Node  *transport.Node
 	Alloc *relay.Allocation
 	TCP   string // the relay's TURN/TCP address
+	// Expires is when the allocation's credentials run out: the relay
+	// refreshes it no longer, so a new one must be had before.
+	Expires time.Time
 }
 
 // CheckUDP finds whether UDP is blocked, and if so builds a node on a relay;
@@ -53,29 +56,7 @@ type OnRelay struct {
 // UDP works or nothing could be learnt (every supernode down), and an error
 // only when UDP is blocked and no relay could be had.
 func CheckUDP(ctx context.Context, c UDPCheck) (*OnRelay, error) {
-	if len(c.Supernodes) == 0 {
-		return nil, nil
-	}
-	type sn struct {
-		expect protocol.PeerID
-		addr   string
-		udp    *net.UDPAddr
-	}
-	var sns []sn
-	for _, t := range c.Supernodes {
-		expect, addr, err := transport.ParseTarget(t)
-		if err != nil {
-			continue
-		}
-		ua, err := net.ResolveUDPAddr("udp", addr)
-		if err != nil {
-			continue
-		}
-		sns = append(sns, sn{expect: expect, addr: addr, udp: ua})
-		if len(sns) == 3 {
-			break
-		}
-	}
+	sns := targets(c.Supernodes)
 	if len(sns) == 0 {
 		return nil, nil
 	}
@@ -92,6 +73,63 @@ func CheckUDP(ctx context.Context, c UDPCheck) (*OnRelay, error) {
 			}
 		}
 	}
+	r, errs := relayOverTCP(ctx, c, sns)
+	if r != nil {
+		c.Log.Warn().Str("relay", r.TCP).Str("relayed_addr", r.Alloc.RelayedAddr().String()).
+			Msg("no supernode answers over UDP but one does over TCP: UDP looks blocked; living on a relay over TURN/TCP")
+		return r, nil
+	}
+	if len(errs) == len(sns) && allDialFailures(errs) {
+		// Nothing answers at all: the supernodes are down, not UDP.
+		return nil, nil
+	}
+	return nil, fmt.Errorf("UDP looks blocked and no relay could be had: %w", errors.Join(errs...))
+}
+
+// RelayOverTCP asks the supernodes over TCP for a relay and builds a node on
+// a new TURN/TCP allocation there: for a peer on a relay whose credentials
+// are about to run out.
+func RelayOverTCP(ctx context.Context, c UDPCheck) (*OnRelay, error) {
+	sns := targets(c.Supernodes)
+	if len(sns) == 0 {
+		return nil, errors.New("no supernode to ask for a relay")
+	}
+	r, errs := relayOverTCP(ctx, c, sns)
+	if r == nil {
+		return nil, fmt.Errorf("no relay could be had: %w", errors.Join(errs...))
+	}
+	return r, nil
+}
+
+type snTarget struct {
+	expect protocol.PeerID
+	addr   string
+	udp    *net.UDPAddr
+}
+
+// targets are the first three supernodes that parse and resolve.
+func targets(supernodes []string) []snTarget {
+	var sns []snTarget
+	for _, t := range supernodes {
+		expect, addr, err := transport.ParseTarget(t)
+		if err != nil {
+			continue
+		}
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			continue
+		}
+		sns = append(sns, snTarget{expect: expect, addr: addr, udp: ua})
+		if len(sns) == 3 {
+			break
+		}
+	}
+	return sns
+}
+
+// relayOverTCP gets credentials from the first supernode of sns that gives
+// a relay over TCP, and a node on an allocation there.
+func relayOverTCP(ctx context.Context, c UDPCheck, sns []snTarget) (*OnRelay, []error) {
 	var errs []error
 	for _, s := range sns {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -119,17 +157,11 @@ func CheckUDP(ctx context.Context, c UDPCheck) (*OnRelay, error) {
 		})
 		if err != nil {
 			alloc.Close()
-			return nil, err
+			return nil, append(errs, err)
 		}
-		c.Log.Warn().Str("relay", ok.Relay.TCP).Str("relayed_addr", alloc.RelayedAddr().String()).
-			Msg("no supernode answers over UDP but one does over TCP: UDP looks blocked; living on a relay over TURN/TCP")
-		return &OnRelay{Node: node, Alloc: alloc, TCP: ok.Relay.TCP}, nil
+		return &OnRelay{Node: node, Alloc: alloc, TCP: ok.Relay.TCP, Expires: time.Unix(ok.Relay.Expires, 0)}, nil
 	}
-	if len(errs) == len(sns) && allDialFailures(errs) {
-		// Nothing answers at all: the supernodes are down, not UDP.
-		return nil, nil
-	}
-	return nil, fmt.Errorf("UDP looks blocked and no relay could be had: %w", errors.Join(errs...))
+	return nil, errs
 }
 
 // allDialFailures reports whether every error is a failed TCP connect.
