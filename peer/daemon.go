@@ -160,9 +160,9 @@ type Config struct {
 
 // Daemon is a running peer.
 type Daemon struct {
-	cfg   Config
-	log   zerolog.Logger
-	id    *protocol.Identity
+	cfg Config
+	log zerolog.Logger
+	id  *protocol.Identity
 	// netMu guards node, onRelay and relayTCP, which a peer on a relay
 	// replaces when it renews its allocation.
 	netMu sync.RWMutex
@@ -182,7 +182,7 @@ type Daemon struct {
 	relayTCP   string    // the relay's TURN/TCP address, with onRelay
 	relayUntil time.Time // when onRelay's credentials expire
 	renewals   int       // allocations renewed; under netMu
-	fatal    error  // why the daemon stopped by itself; under mu
+	fatal      error     // why the daemon stopped by itself; under mu
 
 	swarms *swarm.Swarms
 
