@@ -164,6 +164,7 @@ func run(opts options) error {
 	step("Starting six peers, two on each supernode, each sharing a folder")
 	dataDirs := map[string]string{}
 	shareDirs := map[string]string{}
+	webURL := "" // dana's web page, with --keep
 	for ui, u := range users {
 		share := filepath.Join(root, u.name, "share")
 		if err := os.MkdirAll(share, 0o755); err != nil {
@@ -184,7 +185,12 @@ func run(opts options) error {
 			}
 		}
 		dd := filepath.Join(root, u.name, "data")
+		web := ""
+		if opts.keep && u.name == "dana" {
+			web = "127.0.0.1:0" // the page to try afterwards
+		}
 		d, err := peer.New(peer.Config{
+			Web: web, DownloadDir: filepath.Join(root, u.name, "downloads"),
 			DataDir: dd, ShareDir: share, Name: u.name, Username: u.name, Listen: "127.0.0.1:0", Network: network,
 			Supernodes: []string{sns[u.sn].ID().String() + "@" + sns[u.sn].Addr().String()},
 			// One supernode each, so the search below takes the line; a
@@ -199,6 +205,9 @@ func run(opts options) error {
 		defer d.Close()
 		go d.Serve(ctx)
 		dataDirs[u.name], shareDirs[u.name] = dd, share
+		if web != "" {
+			webURL = d.WebURL()
+		}
 		fmt.Printf("  %-6s on sn%d  sharing %d files  (data dir %s)\n", u.name, u.sn, len(u.songs)+len(u.docs), dd)
 		_ = ui
 	}
@@ -280,6 +289,7 @@ func run(opts options) error {
 	}
 	step("The overlay stays up until Ctrl-C. In another terminal, for example:")
 	fmt.Printf("  export PEER_DATA_DIR=%s\n  go run ./cmd/peer search beatles\n  go run ./cmd/peer status\n", dataDirs["dana"])
+	fmt.Printf("or open dana's web page in a browser on this machine:\n  %s\n", webURL)
 	<-ctx.Done()
 	return nil
 }
