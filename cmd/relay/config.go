@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -126,12 +125,7 @@ const ConfigFile = "relay.toml"
 
 // loadConfig reads the config file into the flags the command line left unset.
 func (fl *flags) loadConfig(f *pflag.FlagSet) error {
-	path, named := fl.config, fl.config != ""
-	if !named {
-		path = filepath.Join(fl.dataDir, ConfigFile)
-	}
-	_, err := cli.LoadConfig(f, path, named)
-	return err
+	return cli.LoadConfigIn(f, fl.config, fl.dataDir, ConfigFile)
 }
 
 // configFromArgs is what the relay makes of its arguments (without the

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -189,12 +188,7 @@ const ConfigFile = "supernode.toml"
 
 // loadConfig reads the config file into the flags the command line left unset.
 func (fl *flags) loadConfig(f *pflag.FlagSet) error {
-	path, named := fl.config, fl.config != ""
-	if !named {
-		path = filepath.Join(fl.dataDir, ConfigFile)
-	}
-	_, err := cli.LoadConfig(f, path, named)
-	return err
+	return cli.LoadConfigIn(f, fl.config, fl.dataDir, ConfigFile)
 }
 
 // autoMemory asks for the memory limit that fits --max-leaves.

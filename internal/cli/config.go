@@ -76,6 +76,17 @@ func LoadConfig(fs *pflag.FlagSet, path string, required bool) (bool, error) {
 	return true, nil
 }
 
+// LoadConfigIn is LoadConfig of the file named by --config, which must be
+// there, or else of name in dataDir when that is there.
+func LoadConfigIn(fs *pflag.FlagSet, named, dataDir, name string) error {
+	path, required := named, named != ""
+	if !required {
+		path = filepath.Join(dataDir, name)
+	}
+	_, err := LoadConfig(fs, path, required)
+	return err
+}
+
 // configStrings is a TOML value as the strings a flag's Set takes.
 func configStrings(v any) ([]string, error) {
 	switch v := v.(type) {
