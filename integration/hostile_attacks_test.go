@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/supernet-p2p/supernet/index/indextest"
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/peer/dial"
 	"github.com/supernet-p2p/supernet/peer/localapi"
 	"github.com/supernet-p2p/supernet/protocol"
 	"github.com/supernet-p2p/supernet/supernode"
@@ -424,7 +426,9 @@ func TestHostilePublishFlood(t *testing.T) {
 
 // A leaf claims addresses of other hosts, in its hello and in a NAT report,
 // and publishes a file. Those who find the file are given only the address
-// the supernode saw it at.
+// the supernode saw it at, and its LAN addresses (private ranges), which a
+// peer dials only from behind the claimer's own public address: the asker,
+// elsewhere, would dial none but the seen one.
 func TestHostileClaimedAddresses(t *testing.T) {
 	a := newArena(t)
 	ip := a.attackerAddr()
@@ -461,11 +465,20 @@ func TestHostileClaimedAddresses(t *testing.T) {
 		})
 		return len(sources) > 0, fmt.Sprint(sources)
 	})
+	var st statusJSON
+	if r := a.l.peer(a.asker.dataDir, "status", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil {
+		t.Fatalf("asker status: %s", r)
+	}
 	for _, s := range sources {
 		for _, addr := range s.Addrs {
 			host, _, _ := net.SplitHostPort(addr)
-			if host != ip {
-				t.Errorf("the claimer's source lists %s; only addresses on %s (where the supernode saw %s) may be served", addr, ip, seen)
+			if host != ip && !transport.LANCandidate(addr) {
+				t.Errorf("the claimer's source lists %s; only addresses on %s (where the supernode saw %s) and LAN addresses may be served", addr, ip, seen)
+			}
+		}
+		for _, addr := range dial.Candidates(s.Addrs, st.Supernode.Observed) {
+			if host, _, _ := net.SplitHostPort(addr); host != ip {
+				t.Errorf("the asker, seen at %s, would dial %s", st.Supernode.Observed, addr)
 			}
 		}
 	}
