@@ -35,7 +35,8 @@ func browser(t *testing.T) string {
 
 // TestWebUIInBrowser drives the peer daemon's web page in headless Chromium:
 // it searches, starts a download, watches its bar go from downloading to
-// done, and finds the file on disk. With $SUPERNET_SCREENSHOT it saves a
+// done, and finds the file on disk; it sends a file to a user, and opens one
+// that arrived in the inbox. With $SUPERNET_SCREENSHOT it saves a
 // screenshot there (the README's).
 func TestWebUIInBrowser(t *testing.T) {
 	exe := browser(t)
@@ -49,11 +50,11 @@ func TestWebUIInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startPeer(t, sn, "alice", map[string][]byte{"The Beatles - Hey Jude.mp3": data})
+	alice := startPeer(t, sn, "alice", map[string][]byte{"The Beatles - Hey Jude.mp3": data}, func(c *peer.Config) { c.Username = "alice" })
 	startPeer(t, sn, "emil", map[string][]byte{"The Beatles - Hey Jude (live).mp3": data[:len(data)-1]})
 	downloads := t.TempDir()
 	bob := startPeer(t, sn, "bob", nil, func(c *peer.Config) {
-		c.Web, c.DownloadDir = "127.0.0.1:0", downloads
+		c.Web, c.DownloadDir, c.Username = "127.0.0.1:0", downloads, "bob"
 		c.DownloadRate = 3_000_000 // about two seconds, so the bar is seen moving
 	})
 	findOne(t, bob, "hey jude live", 10*time.Second)
@@ -107,6 +108,55 @@ func TestWebUIInBrowser(t *testing.T) {
 	if got, err := os.ReadFile(want); err != nil || len(got) != len(data) {
 		t.Errorf("the download on disk: %d bytes, %v", len(got), err)
 	}
+	// Send: a file from the browser to alice's inbox.
+	for _, d := range []*peer.Daemon{alice, bob} {
+		eventually(t, raceSlowdown*10*time.Second, "usernames registered", func() bool {
+			u := d.Status().User
+			return u != nil && u.Registered
+		})
+	}
+	noteFile := filepath.Join(t.TempDir(), "note.txt")
+	if err := os.WriteFile(noteFile, []byte("sent from the page\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`nav button[data-tab="send"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#send-user`), "alice"),
+		chromedp.SetUploadFiles(chromedp.CSS(`#send-file`), []string{noteFile}),
+		chromedp.Click(chromedp.CSS(`#send-form button[type=submit]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#send-note").textContent.startsWith("Sent to alice")`,
+			chromedp.WithPollingTimeout(20*time.Second)),
+	)
+	if err != nil {
+		t.Fatalf("send in the page: %v\n%s", err, pageText(ctx))
+	}
+	if list, err := alice.Inbox(); err != nil || len(list) != 1 || list[0].Name != "note.txt" || list[0].FromUser != "bob" {
+		t.Errorf("alice's inbox after the page sent: %+v, %v", list, err)
+	}
+	// The inbox: what alice sent bob is listed, and opens in the browser.
+	letter := filepath.Join(t.TempDir(), "letter.txt")
+	if err := os.WriteFile(letter, []byte("dear bob\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	if _, err := alice.Send(sctx, "bob", letter); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`nav button[data-tab="inbox"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#inbox-table tbody tr`)),
+	)
+	if err != nil {
+		t.Fatalf("the inbox in the page: %v\n%s", err, pageText(ctx))
+	}
+	row, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#inbox-table tbody tr`)))
+	opened, err2 := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`fetch(document.querySelector("#inbox-table a").href).then(r => r.text())`, chromedp.EvalAsValue, chromedp.EvalAwaitPromise))
+	if err != nil || err2 != nil || !strings.Contains(row, "letter.txt") || !strings.Contains(row, "alice") || opened != "dear bob\n" {
+		t.Errorf("inbox row %q, opened %q (%v, %v)", row, opened, err, err2)
+	}
+
 	// The daemon's metrics, through the page's listener with its token.
 	link := bob.WebURL()
 	req, _ := http.NewRequest("GET", link[:strings.Index(link, "/?")]+"/metrics", nil)
