@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -695,4 +696,55 @@ func TestNATUDPBlockedRenews(t *testing.T) {
 		t.Fatalf("a file from the peer after %d renewals: %v", renewals, err)
 	}
 	t.Logf("after %d renewals (%s): eim got blk's file at %.1f Mbit/s", renewals, st.Supernode.Relay, rate*8/1e6)
+}
+
+// TestNATIPv6Direct: two homes behind symmetric IPv4 NATs, which alone would
+// need a relay, both have IPv6 behind a stateful firewall. Attached to the
+// supernode over IPv6, each is seen at its own address, with one mapping
+// for every destination (no NAT), and a firewall that lets in only answers:
+// the supernode plans a punch, the firewalls open as each side sends, and
+// the file moves directly over IPv6.
+func TestNATIPv6Direct(t *testing.T) {
+	nl := newNATLab(t)
+	nl.snExtra = []string{"--listen", "[::]:7000"}
+	v4 := nl.supernode("sn1")
+	id := v4[:strings.IndexByte(v4, '@')]
+	nl.supernodes["sn1"] = id + "@" + net.JoinHostPort(nl.hosts["sn1"].IP6.String(), "7000")
+	nl.relay("relay", "sn1")
+	var peers []*labPeer
+	for _, name := range []string{"six1", "six2"} {
+		h := nl.Home(name, NATSymmetric, WithRate(gridRate), WithIPv6())
+		// Over IPv6 the supernode finds no NAT, just a firewall: an
+		// endpoint-independent mapping.
+		peers = append(peers, nl.peerOn(h, name, NATEndpointIndependent, "sn1", gridFileSize, "--listen", "[::]:40000"))
+	}
+	a, b := peers[0], peers[1]
+	a.wait()
+	b.wait()
+	att, err := a.connect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "punch" || att.Path != "direct" {
+		t.Errorf("two homes with IPv6: plan %s, path %s; want punch, direct", att.Plan, att.Path)
+	}
+	rate, err := a.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw, err := a.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := ""
+	for _, l := range st.Links {
+		if l.PeerID == b.id {
+			remote = l.Remote
+		}
+	}
+	if !strings.HasPrefix(remote, "[2001:db8:") || a.linkTo(b) != "direct" {
+		t.Errorf("the link to %s runs to %q, %s; want direct over IPv6\n%s", b.name, remote, a.linkTo(b), raw)
+	}
+	t.Logf("IPv6 behind firewalls, IPv4 behind symmetric NATs: plan %s in %v, to %s, %.1f Mbit/s", att.Plan,
+		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
 }

@@ -120,6 +120,10 @@ type Host struct {
 	Kind     NATKind
 	// RouterNS is the home router's namespace, empty for a public host.
 	RouterNS string
+	// IP6 is the host's IPv6 address: on the public segment, or in its
+	// home's /64 (no NAT: a stateful firewall at the router), or nil for a
+	// home without IPv6.
+	IP6 net.IP
 	// lanBase is the home LAN's first address (its /29), and lanHosts the
 	// hosts on it so far.
 	lanBase, lanHosts int
@@ -189,6 +193,10 @@ func NewLab(t *testing.T) *Lab {
 	l.ip("-n", l.switchNS, "link", "set", "lo", "up")
 	l.ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", l.switchNS, "link", "set", "br0", "up")
+	// IPv6: the public segment is 2001:db8::/64 and the switch routes it to
+	// each home's /64, through that home's router.
+	l.ip("-n", l.switchNS, "addr", "add", "2001:db8::ffff/64", "dev", "br0", "nodad")
+	l.must("", "ip", "netns", "exec", l.switchNS, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
 	return l
 }
 
@@ -335,6 +343,9 @@ func (l *Lab) addNS(suffix string) string {
 	l.namespaces = append(l.namespaces, ns)
 	l.mu.Unlock()
 	l.ip("-n", ns, "link", "set", "lo", "up")
+	// No duplicate address detection: until it ends a new link's
+	// addresses are tentative and its first IPv6 packets wait or drop.
+	l.must("", "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	return ns
 }
 
@@ -373,7 +384,14 @@ func (l *Lab) plug(ns, dev string, ip net.IP) {
 	l.ip("-n", l.switchNS, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns)
 	l.ip("-n", l.switchNS, "link", "set", port, "master", "br0", "up")
 	l.ip("-n", ns, "addr", "add", ip.String()+"/24", "dev", dev)
+	l.ip("-n", ns, "addr", "add", publicIP6(ip).String()+"/64", "dev", dev, "nodad")
 	l.ip("-n", ns, "link", "set", dev, "up")
+	l.ip("-n", ns, "-6", "route", "add", "default", "via", "2001:db8::ffff")
+}
+
+// publicIP6 is the IPv6 address of the public host or router at ip.
+func publicIP6(ip net.IP) net.IP {
+	return net.ParseIP(fmt.Sprintf("2001:db8::%d", ip.To4()[3]))
 }
 
 // Public adds a host on the public segment.
@@ -382,7 +400,7 @@ func (l *Lab) Public(name string, opts ...HostOption) *Host {
 	cfg := hostOptions(opts)
 	h, ip := l.newHost(name, NATNone)
 	h.NS = l.addNS(name)
-	h.IP, h.PublicIP = ip, ip
+	h.IP, h.PublicIP, h.IP6 = ip, ip, publicIP6(ip)
 	l.plug(h.NS, "eth0", ip)
 	l.must(publicRules, "ip", "netns", "exec", h.NS, "nft", "-f", "-")
 	if cfg.rateMbit > 0 {
@@ -398,6 +416,7 @@ type HostOption func(*hostConfig)
 
 type hostConfig struct {
 	rateMbit int
+	ipv6     bool
 }
 
 func hostOptions(opts []HostOption) hostConfig {
@@ -406,6 +425,13 @@ func hostOptions(opts []HostOption) hostConfig {
 		o(&cfg)
 	}
 	return cfg
+}
+
+// WithIPv6 gives a home IPv6 beside its IPv4 NAT: a /64 routed to its
+// router, whose stateful firewall lets in only what answers traffic that
+// went out, as home routers do.
+func WithIPv6() HostOption {
+	return func(c *hostConfig) { c.ipv6 = true }
 }
 
 // WithRate shapes the host's link (a home's line) to mbit Mbit/s each way, as
@@ -451,6 +477,16 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 	l.must("", "ip", "netns", "exec", h.RouterNS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	h.NS = l.addNS(name)
 	h.IP = l.joinLAN(h, h.NS)
+	if cfg.ipv6 {
+		net6 := fmt.Sprintf("2001:db8:%x::", 0x100+lan/8)
+		l.ip("-n", h.RouterNS, "addr", "add", net6+"1/64", "dev", "lan", "nodad")
+		l.must("", "ip", "netns", "exec", h.RouterNS, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+		l.ip("-n", l.switchNS, "-6", "route", "add", net6+"/64", "via", publicIP6(wanIP).String())
+		h.IP6 = net.ParseIP(net6 + "2")
+		l.ip("-n", h.NS, "addr", "add", h.IP6.String()+"/64", "dev", "eth0", "nodad")
+		l.ip("-n", h.NS, "-6", "route", "add", "default", "via", net6+"1")
+		l.must(firewall6, "ip", "netns", "exec", h.RouterNS, "nft", "-f", "-")
+	}
 
 	dropUDP := ""
 	if kind == NATUDPBlocked {
@@ -526,6 +562,17 @@ const routerRules = `table ip natlab {
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		oifname "wan" %s
+	}
+}
+`
+
+// firewall6 is a home router's IPv6 firewall: no NAT, but nothing in from
+// the WAN that does not answer what went out.
+const firewall6 = `table ip6 natlab6 {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "wan" ct state established,related accept
+		iifname "wan" counter drop
 	}
 }
 `

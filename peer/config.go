@@ -22,7 +22,7 @@ func DefaultConfig() Config {
 		InboxPolicy:        InboxAnyone,
 		InboxMaxBytes:      4 << 30,
 		LeadAfter:          30 * time.Minute,
-		Listen:             "0.0.0.0:0",
+		Listen:             "[::]:0", // dual-stack
 		ProbeInterval:      500 * time.Millisecond,
 		SearchTimeout:      10 * time.Second,
 		RescanInterval:     60 * time.Second,

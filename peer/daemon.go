@@ -89,7 +89,8 @@ type Config struct {
 	// StartLead starts the supernode a promotion asks for; nil: this peer
 	// never leads.
 	StartLead func(LeadConfig) (LeadServer, error)
-	// Listen is the UDP address of the peer's one socket (default "0.0.0.0:0").
+	// Listen is the UDP address of the peer's one socket (default "[::]:0":
+	// IPv6 and IPv4 at once, IPv4 alone where the host has no IPv6).
 	Listen string
 	// Conn, when set, is used instead of opening Listen.
 	Conn     net.PacketConn

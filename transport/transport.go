@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -688,12 +689,17 @@ func AdvertisedAddr(addr net.Addr, host string) string {
 }
 
 // ListenUDP opens a node's UDP socket on addr ("host:port"; port 0 picks one).
+// "[::]:port" is both IPv6 and IPv4 (dual-stack); on a host without IPv6 it
+// falls back to IPv4 alone.
 func ListenUDP(addr string) (*net.UDPConn, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", addr, err)
 	}
 	c, err := net.ListenUDP("udp", ua)
+	if err != nil && ua.IP.Equal(net.IPv6unspecified) && errors.Is(err, syscall.EAFNOSUPPORT) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: ua.Port})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}

@@ -439,3 +439,51 @@ func TestDialEarlySendsBehindHello(t *testing.T) {
 		}
 	}
 }
+
+// TestListenDualStack: the default peer socket, "[::]:0", takes IPv4 and
+// IPv6 at once: a node on it answers STUN from both.
+func TestListenDualStack(t *testing.T) {
+	pc, err := ListenUDP("[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Identity: id, Conn: pc, Listen: true, Log: zerolog.Nop()})
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := newNode(t, false)
+	port := srv.Addr().Port
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Reflexive(ctx, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
+		t.Errorf("over IPv4: %v", err)
+	}
+	c6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	c6.Close()
+	id6, err := protocol.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc6, err := ListenUDP("[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli6, err := New(Config{Identity: id6, Conn: pc6, Log: zerolog.Nop()})
+	if err != nil {
+		pc6.Close()
+		t.Fatal(err)
+	}
+	defer cli6.Close()
+	if _, err := cli6.Reflexive(ctx, &net.UDPAddr{IP: net.IPv6loopback, Port: port}); err != nil {
+		t.Errorf("over IPv6: %v", err)
+	}
+}
