@@ -18,12 +18,7 @@ const ExitUsage = 2
 // UsageError is a mistake in how a command was called: an unknown flag, a
 // wrong number of arguments, a value out of range. Main prints it with a hint
 // at the command's --help and exits with ExitUsage.
-type UsageError struct {
-	Err error
-	// cmd is the command path to name in the hint, e.g. "peer get"; empty
-	// for the root.
-	cmd string
-}
+type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
@@ -108,12 +103,9 @@ func Main(cmd *cobra.Command, args []string, stderr io.Writer) int {
 	name := cmd.Name()
 	var ue *UsageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
-		path := name
+		path := name // the hint names the command that ran, "peer get"
 		if ran != nil {
 			path = ran.CommandPath()
-		}
-		if ue != nil && ue.cmd != "" {
-			path = ue.cmd
 		}
 		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", name, err, path)
 		return ExitUsage
@@ -141,12 +133,12 @@ func prepare(cmd *cobra.Command) {
 	walk = func(c *cobra.Command) {
 		c.SilenceErrors, c.SilenceUsage = true, true
 		c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-			return &UsageError{Err: err, cmd: c.CommandPath()}
+			return &UsageError{Err: err}
 		})
 		if args := c.Args; args != nil {
 			c.Args = func(c *cobra.Command, a []string) error {
 				if err := args(c, a); err != nil {
-					return &UsageError{Err: err, cmd: c.CommandPath()}
+					return &UsageError{Err: err}
 				}
 				return nil
 			}
@@ -155,7 +147,7 @@ func prepare(cmd *cobra.Command) {
 			// Else cobra prints help and exits 0 on "supernode network bogus".
 			c.RunE = func(c *cobra.Command, a []string) error {
 				if len(a) > 0 {
-					return &UsageError{Err: fmt.Errorf("unknown command %q for %q", a[0], c.CommandPath()), cmd: c.CommandPath()}
+					return &UsageError{Err: fmt.Errorf("unknown command %q for %q", a[0], c.CommandPath())}
 				}
 				return c.Help()
 			}
