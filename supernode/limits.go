@@ -74,25 +74,11 @@ func (s *Server) releaseAddrSlot(k netip.Prefix) {
 func leafAddrs(observed string, named []string) []string {
 	addrs := []string{observed}
 	for _, a := range named {
-		if a != observed && len(addrs) < protocol.MaxAddrs && (sameHost(a, observed) || transport.LANCandidate(a)) {
+		if a != observed && len(addrs) < protocol.MaxAddrs && (transport.SameHost(a, observed) || transport.LANCandidate(a)) {
 			addrs = append(addrs, a)
 		}
 	}
 	return addrs
-}
-
-func sameHost(a, b string) bool {
-	ha, _, err1 := net.SplitHostPort(a)
-	hb, _, err2 := net.SplitHostPort(b)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	x, err1 := netip.ParseAddr(ha)
-	y, err2 := netip.ParseAddr(hb)
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return x.Unmap() == y.Unmap()
 }
 
 // isRelayAddr reports whether addr is on a relay this supernode hands out:
@@ -101,11 +87,11 @@ func (s *Server) isRelayAddr(addr string) bool {
 	s.relays.mu.Lock()
 	defer s.relays.mu.Unlock()
 	for _, e := range s.relays.entries {
-		if sameHost(addr, e.udp) || (e.tcp != "" && sameHost(addr, e.tcp)) {
+		if transport.SameHost(addr, e.udp) || (e.tcp != "" && transport.SameHost(addr, e.tcp)) {
 			return true
 		}
 	}
-	return s.cfg.Relay != nil && sameHost(addr, s.cfg.Relay.UDPAddr().String())
+	return s.cfg.Relay != nil && transport.SameHost(addr, s.cfg.Relay.UDPAddr().String())
 }
 
 // SilentLeaf is how long a leaf that pings may go without a frame before it

@@ -39,7 +39,7 @@ func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive []string)
 	for _, a := range reflexive {
 		// A mapping the leaf reports (a symmetric NAT's second port) is
 		// taken only on the host this supernode saw it at.
-		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) && len(info.Addrs) > 0 && sameHost(a, info.Addrs[0]) {
+		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) && len(info.Addrs) > 0 && transport.SameHost(a, info.Addrs[0]) {
 			info.Addrs = append(info.Addrs, a)
 		}
 	}
@@ -239,7 +239,7 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 // behindOneNAT reports whether two leaves were seen at the same public
 // address and the second has LAN addresses to be dialled at.
 func behindOneNAT(a, b []string) bool {
-	return len(a) > 0 && len(b) > 0 && sameHost(a[0], b[0]) && !transport.LANCandidate(b[0]) &&
+	return len(a) > 0 && len(b) > 0 && transport.SameHost(a[0], b[0]) && !transport.LANCandidate(b[0]) &&
 		slices.ContainsFunc(b[1:], transport.LANCandidate)
 }
 

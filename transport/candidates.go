@@ -43,6 +43,15 @@ func IsLANAddr(ip netip.Addr) bool {
 	return ip.IsPrivate() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast()
 }
 
+// SameHost reports whether two "ip:port" addresses are on one IP address
+// (an IPv4-mapped IPv6 address is its IPv4 one); anything that does not
+// parse is no match.
+func SameHost(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && x.Addr().Unmap() == y.Addr().Unmap()
+}
+
 // LANCandidate reports whether "ip:port" is a host candidate: a private
 // address with a port.
 func LANCandidate(addr string) bool {

@@ -3,7 +3,6 @@ package dial
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
@@ -197,7 +196,7 @@ func Candidates(addrs []string, self string) []string {
 			break
 		}
 	}
-	sameNAT := public != "" && self != "" && sameIP(public, self)
+	sameNAT := public != "" && self != "" && transport.SameHost(public, self)
 	var lan, rest []string
 	for _, a := range addrs {
 		switch {
@@ -208,10 +207,4 @@ func Candidates(addrs []string, self string) []string {
 		}
 	}
 	return append(lan, rest...)
-}
-
-func sameIP(a, b string) bool {
-	x, err1 := netip.ParseAddrPort(a)
-	y, err2 := netip.ParseAddrPort(b)
-	return err1 == nil && err2 == nil && x.Addr().Unmap() == y.Addr().Unmap()
 }
