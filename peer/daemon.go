@@ -279,7 +279,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Web != "" {
 		web, err := webui.New(webui.Config{Listen: cfg.Web, API: localapi.Handler(backend{d}), Backend: backend{d},
 			TokenFile: filepath.Join(cfg.DataDir, WebTokenFile), UploadDir: filepath.Join(cfg.DataDir, "web-uploads"),
-			MaxUpload: cfg.InboxMaxBytes, Metrics: d.metrics, Log: log})
+			MaxUpload: cfg.InboxMaxBytes, Log: log})
 		if err != nil {
 			return fail(err)
 		}

@@ -555,6 +555,29 @@ func (ib *inbox) arrivalLocked(list []apitype.InboxEntry, name string) (int, err
 	return i, nil
 }
 
+// InboxOpen opens an arrival the index lists, for reading.
+func (d *Daemon) InboxOpen(name string) (*os.File, error) {
+	f, _, err := d.inbox.open(name)
+	return f, err
+}
+
+// open opens the arrival called name, which the index must list, and
+// returns its entry.
+func (ib *inbox) open(name string) (*os.File, apitype.InboxEntry, error) {
+	ib.mu.Lock()
+	list, err := ib.readIndex()
+	i := -1
+	if err == nil {
+		i, err = ib.arrivalLocked(list, name)
+	}
+	ib.mu.Unlock()
+	if err != nil {
+		return nil, apitype.InboxEntry{}, err
+	}
+	f, err := os.Open(filepath.Join(ib.dir, name))
+	return f, list[i], err
+}
+
 // InboxRemove deletes the named arrivals, files and index entries; a name
 // not listed fails the call before anything is deleted.
 func (d *Daemon) InboxRemove(names []string) error {
@@ -591,29 +614,15 @@ func (d *Daemon) InboxRemove(names []string) error {
 // a download's (swarm.Target), checks the copy against the SHA-256 the
 // sender announced, and returns where it went. The arrival stays listed.
 func (d *Daemon) InboxSave(name string, to apitype.Target) (string, error) {
-	ib := d.inbox
-	ib.mu.Lock()
-	list, err := ib.readIndex()
-	var e apitype.InboxEntry
-	if err == nil {
-		var i int
-		if i, err = ib.arrivalLocked(list, name); err == nil {
-			e = list[i]
-		}
-	}
-	ib.mu.Unlock()
-	if err != nil {
-		return "", err
-	}
-	path, err := swarm.TargetPath(to, name, protocol.ContentID{})
-	if err != nil {
-		return "", err
-	}
-	src, err := os.Open(filepath.Join(ib.dir, name))
+	src, e, err := d.inbox.open(name)
 	if err != nil {
 		return "", err
 	}
 	defer src.Close()
+	path, err := swarm.TargetPath(to, name, protocol.ContentID{})
+	if err != nil {
+		return "", err
+	}
 	dst, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)), renameio.WithPermissions(0o644))
 	if err != nil {
 		return "", err

@@ -31,6 +31,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 //go:embed assets
@@ -38,7 +39,9 @@ var assets embed.FS
 
 // Backend is what the page asks of the daemon beyond the control API.
 type Backend interface {
-	Inbox() (apitype.InboxList, error)
+	// InboxOpen opens an arrival the inbox lists; a name it does not list
+	// is protocol.ErrNotFound.
+	InboxOpen(name string) (*os.File, error)
 	Send(ctx context.Context, user, path string) (apitype.SendResult, error)
 }
 
@@ -47,10 +50,9 @@ type Config struct {
 	// Listen is the TCP address, loopback (default 127.0.0.1:7654). When
 	// it is taken, a free port on the same host is used instead.
 	Listen string
-	// API is the daemon's control API, served under /v1/.
-	API http.Handler
-	// Metrics, when set, is served at /metrics.
-	Metrics http.Handler
+	// API is the daemon's control API, served under /v1/ and, for its
+	// metrics, at /metrics.
+	API     http.Handler
 	Backend Backend
 	// TokenFile is where the token is written, mode 600, for `peer web`.
 	TokenFile string
@@ -149,9 +151,7 @@ func (s *Server) handler() http.Handler {
 	sub, _ := fs.Sub(assets, "assets")
 	mux.Handle("/", http.FileServerFS(sub))
 	mux.Handle("/v1/", s.cfg.API)
-	if s.cfg.Metrics != nil {
-		mux.Handle("GET /metrics", s.cfg.Metrics)
-	}
+	mux.Handle("GET /metrics", s.cfg.API) // the daemon's, as on its control socket
 	mux.HandleFunc("GET /web/inbox/{name}", s.inboxFile)
 	mux.HandleFunc("POST /web/send", s.send)
 	return s.guard(mux)
@@ -232,22 +232,16 @@ var inline = map[string]bool{"text/plain": true, "application/pdf": true, "image
 
 func (s *Server) inboxFile(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	list, err := s.cfg.Backend.Inbox()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	found := false
-	for _, e := range list.Files {
-		found = found || e.Name == name
-	}
-	if !found || name != filepath.Base(name) {
+	f, err := s.cfg.Backend.InboxOpen(name)
+	switch {
+	case errors.Is(err, protocol.ErrNotFound):
 		http.Error(w, "no such file in the inbox", http.StatusNotFound)
 		return
-	}
-	f, err := os.Open(filepath.Join(list.Dir, name))
-	if err != nil {
+	case errors.Is(err, os.ErrNotExist):
 		http.Error(w, "cannot open it: "+err.Error(), http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	defer f.Close()

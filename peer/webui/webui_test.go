@@ -3,6 +3,7 @@ package webui
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
+	"github.com/supernet-p2p/supernet/protocol"
 )
 
 type fakeBackend struct {
@@ -22,8 +24,12 @@ type fakeBackend struct {
 	sent []string // user:name:content
 }
 
-func (f *fakeBackend) Inbox() (apitype.InboxList, error) {
-	return apitype.InboxList{Dir: f.dir, Files: []apitype.InboxEntry{{Name: "note.txt"}, {Name: "evil.html"}}}, nil
+// InboxOpen lists note.txt and evil.html, as the daemon's inbox would.
+func (f *fakeBackend) InboxOpen(name string) (*os.File, error) {
+	if name != "note.txt" && name != "evil.html" {
+		return nil, fmt.Errorf("%w: no such file in the inbox", protocol.ErrNotFound)
+	}
+	return os.Open(filepath.Join(f.dir, name))
 }
 
 func (f *fakeBackend) Send(_ context.Context, user, path string) (apitype.SendResult, error) {
