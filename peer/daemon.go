@@ -164,8 +164,8 @@ type Daemon struct {
 	cfg Config
 	log zerolog.Logger
 	id  *protocol.Identity
-	// netMu guards node, onRelay and relayTCP, which a peer on a relay
-	// replaces when it renews its allocation.
+	// netMu guards node, onRelay, relayTCP, relayUntil and renewals, which
+	// a peer on a relay replaces when it renews its allocation.
 	netMu sync.RWMutex
 	node  *transport.Node
 	share *content.Share

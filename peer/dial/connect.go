@@ -276,7 +276,7 @@ func (c *Connector) Incoming(l *transport.Link) {
 	ws := c.waits[l.Peer]
 	delete(c.waits, l.Peer)
 	c.mu.Unlock()
-	c.register(l, c.pathOf(l), 0, len(ws) > 0, false)
+	c.register(l, c.pathOf(l, protocol.NATUnknown), 0, len(ws) > 0, false)
 	for _, w := range ws {
 		select {
 		case w <- l:
@@ -353,12 +353,7 @@ func (c *Connector) setup(ctx context.Context, src protocol.Source, upgrade bool
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, src.Peer.Short(), err)
 	}
 	if path == apitype.PathDirect {
-		// Relayed after all when we live on a relay, or the other peer does:
-		// the address we reached it at is its relay's.
-		path = c.pathOf(l)
-		if src.NAT == protocol.NATUDPBlocked {
-			path = apitype.PathRelayed
-		}
+		path = c.pathOf(l, src.NAT) // relayed after all when either side lives on a relay
 	}
 	att.Path = path
 	c.record(att)
@@ -428,7 +423,7 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 		if err == nil {
 			path, ok := stepPath(s)
 			if !ok {
-				path = c.pathOf(l)
+				path = c.pathOf(l, ans.NAT)
 			}
 			return l, path, plan, nil
 		}
@@ -492,10 +487,12 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 	return nil, fmt.Errorf("%w: the initiator cannot %s", protocol.ErrBadRequest, s)
 }
 
-// pathOf says how l runs: relayed when it came in on a relay allocation, or
-// when this peer lives on one because its network blocks UDP.
-func (c *Connector) pathOf(l *transport.Link) string {
-	if l.Relayed || c.cfg.OnRelay() != nil {
+// pathOf says how l to a peer whose NAT is theirs runs: relayed when it
+// came in on a relay allocation, or when this peer or that one lives on one
+// because its network blocks UDP (the address it is reached at is its
+// relay's).
+func (c *Connector) pathOf(l *transport.Link, theirs protocol.NATType) string {
+	if l.Relayed || c.cfg.OnRelay() != nil || theirs == protocol.NATUDPBlocked {
 		return apitype.PathRelayed
 	}
 	return apitype.PathDirect
@@ -637,10 +634,7 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 	if err != nil {
 		att.Err = err.Error()
 	} else {
-		att.Path = c.pathOf(l)
-		if m.NAT == protocol.NATUDPBlocked {
-			att.Path = apitype.PathRelayed
-		}
+		att.Path = c.pathOf(l, m.NAT)
 	}
 	c.record(att)
 }
@@ -651,11 +645,7 @@ func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, 
 	case stepDial:
 		l, err := c.dialAny(ctx, m.From, m.Addrs)
 		if err == nil {
-			path := c.pathOf(l)
-			if m.NAT == protocol.NATUDPBlocked {
-				path = apitype.PathRelayed // the initiator's address is its relay's
-			}
-			c.register(l, path, m.Plan, false, true)
+			c.register(l, c.pathOf(l, m.NAT), m.Plan, false, true)
 			c.cfg.Serve(l)
 		}
 		return l, err
