@@ -124,12 +124,13 @@ func (m *Swarms) Download(ctx context.Context, cid protocol.ContentID, to Target
 // startDownload registers a new downloading swarm for cid.
 func (m *Swarms) startDownload(cid protocol.ContentID, to Target) (*swarm, error) {
 	out := to.Out
-	// A named file that is there already fails before any source is asked.
-	if path, named, err := namedPath(out); err != nil {
+	// A named file that is there already fails before any source is asked,
+	// by the rule the download applies once it knows the name.
+	if _, named, err := namedPath(out); err != nil {
 		return nil, err
-	} else if named && !to.Overwrite && !content.HasPartial(path) {
-		if _, err := os.Lstat(path); err == nil {
-			return nil, existsErr(path)
+	} else if named {
+		if _, err := TargetPath(to, "", cid); errors.Is(err, ErrExists) {
+			return nil, err
 		}
 	}
 	m.mu.Lock()
