@@ -164,7 +164,8 @@ func configValue(f *pflag.Flag) any {
 }
 
 // Settings lists every flag of fs with its value and where it came from:
-// "flag" (the command line or, after LoadConfig, the file) or "default".
+// "set" (on the command line or, after LoadConfig, in the file) or
+// "default".
 // It is what `peer config` prints.
 func Settings(fs *pflag.FlagSet) []Setting {
 	var out []Setting
