@@ -191,6 +191,11 @@ func NewLab(t *testing.T) *Lab {
 		t.Skipf("NAT lab skipped: nftables does not work here (%v: %s); %s", err, out, howTo)
 	}
 	l.ip("-n", l.switchNS, "link", "set", "lo", "up")
+	// Veth pairs are made here and their far ends moved into the hosts, so
+	// this namespace's defaults are theirs: no duplicate address detection,
+	// under which a new link's IPv6 addresses stay tentative for a second or
+	// two and its first packets wait or drop (see addNS).
+	l.must("", "ip", "netns", "exec", l.switchNS, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	l.ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", l.switchNS, "link", "set", "br0", "up")
 	// IPv6: the public segment is 2001:db8::/64 and the switch routes it to
