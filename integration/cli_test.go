@@ -383,15 +383,16 @@ type statusJSON struct {
 	Name      string `json:"name"`
 	LocalAddr string `json:"local_addr"`
 	Supernode struct {
-		Addr      string `json:"addr"`
-		PeerID    string `json:"peer_id"`
-		Connected bool   `json:"connected"`
-		Observed  string `json:"observed_addr"`
-		LastError string `json:"last_error"`
-		NAT       string `json:"nat"`
-		Mapping   string `json:"mapping"`
-		Public    bool   `json:"public"`
-		Relay     string `json:"relay"`
+		Addr      string   `json:"addr"`
+		PeerID    string   `json:"peer_id"`
+		Connected bool     `json:"connected"`
+		Observed  string   `json:"observed_addr"`
+		LastError string   `json:"last_error"`
+		NAT       string   `json:"nat"`
+		Mapping   string   `json:"mapping"`
+		Public    bool     `json:"public"`
+		Relay     string   `json:"relay"`
+		Proven    []string `json:"proven_addrs"`
 	} `json:"supernode"`
 	Shared []struct {
 		ContentID string `json:"content_id"`

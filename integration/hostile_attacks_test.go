@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -425,10 +426,12 @@ func TestHostilePublishFlood(t *testing.T) {
 }
 
 // A leaf claims addresses of other hosts, in its hello and in a NAT report,
-// and publishes a file. Those who find the file are given only the address
-// the supernode saw it at, and its LAN addresses (private ranges), which a
-// peer dials only from behind the claimer's own public address: the asker,
-// elsewhere, would dial none but the seen one.
+// whose proofs of its address in the other IP family are one made up and
+// one another peer ID got at the supernode. It publishes a file. Those who
+// find the file are given only the address the supernode saw it at, the
+// mapping it reported on that host, and its LAN addresses (private
+// ranges), which a peer dials only from behind the claimer's own public
+// address: the asker, elsewhere, would dial none but those on the seen host.
 func TestHostileClaimedAddresses(t *testing.T) {
 	a := newArena(t)
 	ip := a.attackerAddr()
@@ -449,7 +452,16 @@ func TestHostileClaimedAddresses(t *testing.T) {
 				}
 			}
 		}()
-		l.Send(&protocol.NATReport{Mapping: protocol.NATEndpointDependent, Reflexive: []string{"198.51.100.9:9", ip + ":7"}})
+		forged := protocol.AddrProof{Addr: "[2001:db8:66::1]:80"}
+		crand.Read(forged.Token[:])
+		other, _ := a.attackerNode(ip)
+		snUDP, _ := net.ResolveUDPAddr("udp", a.sn1Addr)
+		stolen, err := other.ProveAddr(ctx, snUDP)
+		if err != nil {
+			t.Errorf("the other node's proof: %v", err)
+		}
+		l.Send(&protocol.NATReport{Mapping: protocol.NATEndpointDependent, Reflexive: []string{"198.51.100.9:9", ip + ":7"},
+			Proofs: []protocol.AddrProof{forged, stolen}})
 		l.Send(&protocol.Publish{Files: []protocol.FileRecord{{ID: protocol.ContentID{0x42}, Name: "claimed addresses file.mp3", Size: 1}}})
 		<-ctx.Done()
 	})
@@ -471,9 +483,8 @@ func TestHostileClaimedAddresses(t *testing.T) {
 	}
 	for _, s := range sources {
 		for _, addr := range s.Addrs {
-			host, _, _ := net.SplitHostPort(addr)
-			if host != ip && !transport.LANCandidate(addr) {
-				t.Errorf("the claimer's source lists %s; only addresses on %s (where the supernode saw %s) and LAN addresses may be served", addr, ip, seen)
+			if addr != seen && addr != ip+":7" && !transport.LANCandidate(addr) {
+				t.Errorf("the claimer's source lists %s; only %s (where the supernode saw it), %s:7 (its reported mapping) and LAN addresses may be served", addr, seen, ip)
 			}
 		}
 		for _, addr := range dial.Candidates(s.Addrs, st.Supernode.Observed) {

@@ -748,3 +748,77 @@ func TestNATIPv6Direct(t *testing.T) {
 	t.Logf("IPv6 behind firewalls, IPv4 behind symmetric NATs: plan %s in %v, to %s, %.1f Mbit/s", att.Plan,
 		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
 }
+
+// TestNATDualStack: two homes behind symmetric IPv4 NATs, with IPv6 behind
+// stateful firewalls, attach over IPv4 as their bootstrap names it. Each
+// proves its IPv6 address to the supernode, which plans a punch, and they
+// end direct over IPv6. A third home like them but without IPv6 is still
+// relayed: over IPv4 alone these NATs need a relay.
+func TestNATDualStack(t *testing.T) {
+	nl := newNATLab(t)
+	nl.snExtra = []string{"--listen", "[::]:7000"}
+	nl.supernode("sn1")
+	nl.relay("relay", "sn1")
+	var peers []*labPeer
+	for _, name := range []string{"dual1", "dual2", "four"} {
+		opts := []HostOption{WithRate(gridRate)}
+		if name != "four" {
+			opts = append(opts, WithIPv6())
+		}
+		h := nl.Home(name, NATSymmetric, opts...)
+		peers = append(peers, nl.peerOn(h, name, NATSymmetric, "sn1", gridFileSize, "--listen", "[::]:40000"))
+	}
+	a, b, c := peers[0], peers[1], peers[2]
+	for _, p := range peers {
+		p.wait()
+	}
+	for _, p := range []*labPeer{a, b} {
+		// A proof whose first packets were lost comes in a second report.
+		pollUntil(t, 40*time.Second, p.name+"'s IPv6 address proven", func() (bool, string) {
+			st, raw, err := p.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			sn := st.Supernode
+			if strings.Contains(sn.Observed, "[") {
+				t.Fatalf("%s attached at %s; want IPv4", p.name, sn.Observed)
+			}
+			return len(sn.Proven) == 1 && strings.HasPrefix(sn.Proven[0], "[2001:db8:"), raw
+		})
+	}
+	att, err := a.connect(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "punch" || att.Path != "direct" {
+		t.Errorf("two dual-stack homes: plan %s, path %s; want punch, direct", att.Plan, att.Path)
+	}
+	rate, err := a.get(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw, err := a.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := ""
+	for _, l := range st.Links {
+		if l.PeerID == b.id {
+			remote = l.Remote
+		}
+	}
+	if !strings.HasPrefix(remote, "[2001:db8:") || a.linkTo(b) != "direct" {
+		t.Errorf("the link to %s runs to %q, %s; want direct over IPv6\n%s", b.name, remote, a.linkTo(b), raw)
+	}
+	t.Logf("attached over IPv4, IPv6 proven: plan %s in %v, to %s, %.1f Mbit/s", att.Plan,
+		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
+
+	ac, err := a.connect(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.Plan != "relay" || ac.Path != "relayed" {
+		t.Errorf("to the home without IPv6: plan %s, path %s; want relay, relayed", ac.Plan, ac.Path)
+	}
+	t.Logf("IPv4 alone: plan %s, path %s in %v", ac.Plan, ac.Path, ac.Took.Round(time.Millisecond))
+}

@@ -327,6 +327,9 @@ func (d *Daemon) advertisedAddrs() []string {
 	for _, st := range d.attach.All() {
 		add(st.Observed)
 		add(st.Reflexive)
+		for _, a := range st.Proven {
+			add(a)
+		}
 	}
 	if la := d.Addr(); la != nil && !la.IP.IsUnspecified() {
 		add(la.String())

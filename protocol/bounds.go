@@ -179,6 +179,7 @@ func init() {
 	registerCapped[Chain](MaxChain)
 	registerCapped[[]PeerID](MaxUserSNs)
 	registerCapped[AddrList](MaxAddrs)
+	registerCapped[ProofList](MaxProofs)
 	registerCapped[SupernodeList](MaxWelcomeAddrs)
 	registerCapped[[]SummaryUpdate](MaxSummaryUpdates)
 	registerCapped[PeerList](MaxSummaryWants)

@@ -259,6 +259,8 @@
 //	  ag?  str      software name and version; <= 64 bytes
 //	  nw?  bin 32   v7: the overlay's network key, from a supernode
 //	  ch?  [cert]   v7: the chain admitting the supernode to that network
+//	  du?  [str]    v12: the supernode's addresses in both IP families, where a leaf
+//	                proves its address in the other one (see Address proofs); <= 8
 //
 //	cert (Cert): one link of a chain
 //	  k    bin 32   the subject's ed25519 public key (its peer ID is the SHA-256 of it)
@@ -501,11 +503,14 @@
 //	                2 endpoint-independent, 3 endpoint-dependent (symmetric),
 //	                4 UDP blocked (the leaf lives on a relay allocation)
 //	  r?   [str]    reflexive addresses STUN showed; <= 8 of <= 128 bytes
+//	  pf?  [proof]  v12: addresses in the other IP family, <= 2, each {a: str, t: bin 16
+//	                token} (see Address proofs)
 //
 //	nat_status (NATStatus), v2
 //	  n    uint8    NAT type the supernode records for the leaf (as m above)
 //	  p?   bool     a dial back to the leaf from another socket succeeded
 //	  o?   str      the leaf's address as the supernode sees it
+//	  pv?  [str]    v12: the proven addresses the supernode lists the leaf with
 //
 //	signal (Signal), v2: see Connection setup
 //	  i    uint64   setup ID, chosen by the initiator
@@ -971,6 +976,23 @@
 // TURN relay and sends signal{k: 4, a: [relayed address]}; the initiator dials that
 // address, and QUIC, with the same identity pinning, runs end to end through it.
 //
+// # Address proofs
+//
+// A leaf attaches over one IP family, so its supernode sees one address. Its
+// address in the other family must be seen too, not claimed, or a leaf could send
+// downloaders at any host. The welcome's du lists the supernode's addresses; the
+// leaf sends a STUN Binding request with USERNAME = its peer ID to one of the other
+// family, from its QUIC socket. The answer carries, besides XOR-MAPPED-ADDRESS, a
+// 16-byte token in attribute 0xC0A1: HMAC-SHA256 of the username, the mapped address
+// and the current minute under a secret of the supernode, cut to 16 bytes. The leaf
+// puts {a: mapped address, t: token} in its nat_report, and the supernode takes the
+// address, only in the family it did not see and not in a private range, when the
+// token is right for the link's peer ID within the last two minutes. A host that
+// does not receive at an address never learns its token. A target and an
+// initiator that both have a proven or observed IPv6 address punch even when their
+// IPv4 NATs would need a relay: an IPv6 firewall keeps the address and port, as an
+// endpoint-independent NAT does.
+//
 // Relay credentials follow the TURN REST form: the username is "<expiry>:<peer ID>"
 // and the password base64(HMAC-SHA1(secret, username)), with a secret the supernodes
 // and relays share, so a stock TURN server with that secret serves as well.
@@ -1000,6 +1022,9 @@
 //	    member list for a new neighbour: types 0x31 to 0x33. A
 //	    leaf's sample of a larger overlay (members with n) leaves out the
 //	    entries' chains.
+//	v12 Address proofs: optional keys du in welcome, pf in nat_report, pv in
+//	    nat_status, and the token attribute in STUN answers to requests with
+//	    a USERNAME.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

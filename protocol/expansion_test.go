@@ -30,6 +30,7 @@ var listCaps = map[reflect.Type]int{
 	reflect.TypeOf(Chain(nil)):           MaxChain,
 	reflect.TypeOf([]PeerID(nil)):        MaxUserSNs,
 	reflect.TypeOf(AddrList(nil)):        MaxAddrs,
+	reflect.TypeOf(ProofList(nil)):       MaxProofs,
 	reflect.TypeOf(SupernodeList(nil)):   MaxWelcomeAddrs,
 	reflect.TypeOf([]SummaryUpdate(nil)): MaxSummaryUpdates,
 	reflect.TypeOf(PeerList(nil)):        MaxSummaryWants,

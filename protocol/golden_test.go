@@ -405,6 +405,9 @@ func TestRoundTripVariants(t *testing.T) {
 	tests := []Message{
 		&Hello{MinVersion: 1, MaxVersion: 0xffff, Role: RoleTransfer, Addrs: []string{}},
 		&Welcome{Version: 0xffff, Role: RoleSupernode},
+		&Welcome{Version: 12, Role: RoleSupernode, Dual: []string{"[2001:db8::1]:6346", "192.0.2.1:6346"}},
+		&NATReport{Mapping: NATEndpointDependent, Proofs: []AddrProof{{Addr: "[2001:db8:1::2]:4000", Token: [16]byte{1, 2, 3}}}},
+		&NATStatus{NAT: NATEndpointDependent, Proven: []string{"[2001:db8:1::2]:4000"}},
 		&Error{Code: Status(0xffff)},
 		&Ping{}, &Pong{Seq: 1<<64 - 1},
 		&Publish{Reset: true},

@@ -115,6 +115,10 @@ type Welcome struct {
 	// overlay (v7).
 	Network NetworkID `msgpack:"nw,omitempty"`
 	Chain   Chain     `msgpack:"ch,omitempty"`
+	// Dual are the listener's addresses in both IP families, where a leaf
+	// that attached over one proves its address in the other (v12; see
+	// Address proofs).
+	Dual AddrList `msgpack:"du,omitempty"`
 }
 
 // Error refuses a request. Ref names the query it is about, if any.
@@ -524,6 +528,9 @@ func (m *Welcome) validate() error {
 		return err
 	}
 	if err := checkStr("STUN address", m.STUNAlt, MaxAddrLen); err != nil {
+		return err
+	}
+	if err := checkAddrs(m.Dual); err != nil {
 		return err
 	}
 	if err := checkStr("agent", m.Agent, 64); err != nil {

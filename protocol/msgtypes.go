@@ -68,7 +68,7 @@ const (
 // the highest version both sides have.
 const (
 	MinVersion uint16 = 1
-	MaxVersion uint16 = 11
+	MaxVersion uint16 = 12
 )
 
 // VersionSignal is the first version with NAT reports, connection signalling and

@@ -36,6 +36,31 @@ func (n NATType) String() string {
 type NATReport struct {
 	Mapping   NATType  `msgpack:"m"`
 	Reflexive AddrList `msgpack:"r,omitempty"`
+	// Proofs are the leaf's addresses in the IP family it did not attach
+	// over, each with the token the supernode's STUN answer carried there
+	// (v12; see Address proofs).
+	Proofs ProofList `msgpack:"pf,omitempty"`
+}
+
+// AddrProof shows that a leaf receives at Addr: Token came in a STUN answer
+// sent there.
+type AddrProof struct {
+	Addr  string   `msgpack:"a"`
+	Token [16]byte `msgpack:"t"`
+}
+
+// ProofList is a NATReport's proofs, capped at MaxProofs as it decodes.
+type ProofList []AddrProof
+
+// MaxProofs bounds a NATReport's proofs: an address per family is all a
+// leaf has to show.
+const MaxProofs = 2
+
+func (p *AddrProof) wireCheck() error {
+	if p.Addr == "" {
+		return invalid("proof without an address")
+	}
+	return nil
 }
 
 // NATStatus is the supernode's verdict on a leaf: Public when a dial back to the
@@ -44,6 +69,9 @@ type NATStatus struct {
 	NAT      NATType `msgpack:"n"`
 	Public   bool    `msgpack:"p,omitempty"`
 	Observed string  `msgpack:"o,omitempty"`
+	// Proven are the addresses of the report's proofs the supernode took
+	// and lists the leaf with (v12).
+	Proven AddrList `msgpack:"pv,omitempty"`
 }
 
 // SignalKind is the step of a connection setup a Signal carries.
@@ -160,8 +188,30 @@ func (*RelayLoad) Type() MsgType { return TypeRelayLoad }
 func (*RelayAsk) Type() MsgType  { return TypeRelayAsk }
 func (*RelayOK) Type() MsgType   { return TypeRelayOK }
 
-func (m *NATReport) validate() error { return checkAddrs(m.Reflexive) }
-func (m *NATStatus) validate() error { return checkStr("observed address", m.Observed, MaxAddrLen) }
+func (m *NATReport) validate() error {
+	if err := checkAddrs(m.Reflexive); err != nil {
+		return err
+	}
+	if len(m.Proofs) > MaxProofs {
+		return invalid("%d address proofs (max %d)", len(m.Proofs), MaxProofs)
+	}
+	for i := range m.Proofs {
+		if err := m.Proofs[i].wireCheck(); err != nil {
+			return err
+		}
+		if err := checkStr("proven address", m.Proofs[i].Addr, MaxAddrLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *NATStatus) validate() error {
+	if err := checkStr("observed address", m.Observed, MaxAddrLen); err != nil {
+		return err
+	}
+	return checkAddrs(m.Proven)
+}
 
 func (c *RelayCreds) validate() error {
 	for _, s := range []string{c.UDP, c.TCP} {

@@ -30,8 +30,7 @@ func (s *Server) routes() map[protocol.MsgType]route {
 	dir := route{fatal: true, handle: func(in inbound, m protocol.Message) error { return s.dir.Handle(in.l.Peer, in.l.Role, m) }}
 	t := map[protocol.MsgType]route{
 		protocol.TypeNATReport: {handle: func(in inbound, m protocol.Message) error {
-			s.wg.Add(1)
-			go s.natReport(in.id, in.l, m.(*protocol.NATReport))
+			s.queueNATReport(in.id, in.l, m.(*protocol.NATReport))
 			return nil
 		}},
 		protocol.TypeMembers: {fatal: true, handle: func(in inbound, m protocol.Message) error {

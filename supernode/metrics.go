@@ -52,7 +52,7 @@ func (s *Server) Collector() prometheus.Collector { return &collector{s: s, desc
 type descs struct {
 	leaves, neighbours, members, files, records, relays, links, handshakes *prometheus.Desc
 	queriesIn, queriesOut, pruned, dup, timeouts, hits                     *prometheus.Desc
-	ring, dir, dirStore, refused, gossip, incarnation                      *prometheus.Desc
+	ring, dir, dirStore, refused, gossip, incarnation, natChecks, proofs   *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -79,6 +79,8 @@ func newDescs() *descs {
 		dirStore:    d("directory_store_total", "Username store work on disk.", "op"),
 		refused:     d("refused_total", "Things turned away or dropped for going over a limit, by reason.", "reason"),
 		gossip:      d("gossip_rounds_total", "Member gossip rounds run."),
+		natChecks:   d("nat_checks_total", "Leaf NAT reports checked, each with a dial back."),
+		proofs:      d("address_proofs_total", "Leaves' proofs of an address in their other IP family, by result.", "result"),
 		incarnation: d("incarnation", "This supernode's incarnation: it grows at each restart."),
 	}
 }
@@ -156,10 +158,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		{"source_connections", ns.RefusedSourceConns},
 		{"slow_frame", ns.SlowFrames},
 		{"stun_rate", ns.STUNDropped},
+		{"nat_report_superseded", s.nat.superseded.Load()},
 	} {
 		count(d.refused, r.v, r.name)
 	}
 	count(d.gossip, s.GossipRounds())
+	count(d.natChecks, s.nat.checks.Load())
+	count(d.proofs, s.nat.proofsTaken.Load(), "taken")
+	count(d.proofs, s.nat.proofsRefused.Load(), "refused")
 	ch <- s.queryTook
 }
 

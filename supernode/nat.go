@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/supernet-p2p/supernet/protocol"
@@ -21,10 +23,47 @@ import (
 // dialBackTimeout bounds one reachability check.
 const dialBackTimeout = 3 * time.Second
 
+// natStats count the NAT reports and address proofs of leaves.
+type natStats struct {
+	checks, superseded         atomic.Uint64
+	proofsTaken, proofsRefused atomic.Uint64
+}
+
+// queueNATReport checks a leaf's report, or keeps it for when the check
+// of its last one ends: a leaf that sends reports in a flood gets one check
+// at a time, each a dial back, and only its newest report waits.
+func (s *Server) queueNATReport(id LinkID, l *transport.Link, m *protocol.NATReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if next, busy := s.natNext[id]; busy {
+		if next != nil {
+			s.nat.superseded.Add(1)
+		}
+		s.natNext[id] = m
+		return
+	}
+	s.natNext[id] = nil
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for m != nil {
+			s.natReport(id, l, m)
+			s.mu.Lock()
+			m = s.natNext[id]
+			if m == nil {
+				delete(s.natNext, id)
+			} else {
+				s.natNext[id] = nil
+			}
+			s.mu.Unlock()
+		}
+	}()
+}
+
 // natReport checks a leaf's report and answers with what this supernode
 // establishes about it.
 func (s *Server) natReport(id LinkID, l *transport.Link, m *protocol.NATReport) {
-	defer s.wg.Done()
+	s.nat.checks.Add(1)
 	nat := m.Mapping
 	public := false
 	observed, _ := l.RemoteAddr().(*net.UDPAddr)
@@ -51,10 +90,37 @@ func (s *Server) natReport(id LinkID, l *transport.Link, m *protocol.NATReport) 
 	if s.ctx.Err() != nil {
 		return
 	}
-	s.router.SetLeafNAT(id, nat, m.Reflexive)
+	proven := s.proven(l, m.Proofs)
+	s.router.SetLeafNAT(id, nat, m.Reflexive, proven)
 	s.elect.SetPublic(l.Peer, public)
-	l.Log().Info().Str("nat", nat.String()).Bool("public", public).Msg("leaf NAT established")
-	l.Send(&protocol.NATStatus{NAT: nat, Public: public, Observed: l.RemoteAddr().String()})
+	l.Log().Info().Str("nat", nat.String()).Bool("public", public).Strs("proven", proven).Msg("leaf NAT established")
+	l.Send(&protocol.NATStatus{NAT: nat, Public: public, Observed: l.RemoteAddr().String(), Proven: proven})
+}
+
+// proven are the addresses of a leaf's proofs this supernode lists it
+// with: one per IP family it did not attach over, public, and with a token
+// this supernode's STUN responder sent there for this leaf.
+func (s *Server) proven(l *transport.Link, proofs []protocol.AddrProof) []string {
+	observed, err := netip.ParseAddrPort(l.RemoteAddr().String())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range proofs {
+		ap, ok := s.node.CheckProof(l.Peer, p)
+		switch {
+		case !ok:
+			s.nat.proofsRefused.Add(1)
+			l.Log().Debug().Str("addr", p.Addr).Msg("address proof refused: wrong or stale token")
+		case ap.Addr().Is4() == observed.Addr().Unmap().Is4() || !transport.IsPublicAddr(ap.Addr()):
+			s.nat.proofsRefused.Add(1)
+			l.Log().Debug().Str("addr", p.Addr).Msg("address proof ignored: not a public address of the other family")
+		case len(out) == 0:
+			s.nat.proofsTaken.Add(1)
+			out = append(out, ap.String())
+		}
+	}
+	return out
 }
 
 // dialBack dials a leaf from a new socket on the supernode's host.

@@ -104,6 +104,11 @@ type Config struct {
 	AltListen string
 	// AltConn, when set, is used instead of opening AltListen.
 	AltConn net.PacketConn
+	// Dual are this supernode's addresses in both IP families, on the main
+	// socket, where a leaf attached over one proves its address in the
+	// other (see Address proofs in protocol/doc.go). Default: the host's
+	// global addresses when Listen is on all interfaces, else none.
+	Dual []string
 	// ListenTCP is where peers whose network drops UDP ask for relay
 	// credentials over TLS (default: the Listen address; "-" for none).
 	ListenTCP string
@@ -193,6 +198,11 @@ type Server struct {
 	// default): one gone quiet has died, and is dropped long before the
 	// idle timeout.
 	pinging map[LinkID]bool
+	// natNext holds, for each leaf whose NAT report is being checked, the
+	// newest report that came meanwhile (nil for none): one check per leaf
+	// runs at a time, however many reports it sends.
+	natNext map[LinkID]*protocol.NATReport
+	nat     natStats
 	nextID  atomic.Uint64
 
 	ctx     context.Context
@@ -229,6 +239,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Dual == nil && node.Addr().IP.IsUnspecified() {
+		cfg.Dual = transport.GlobalAddrs(node.Addr().Port)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, log: log, node: node, alt: alt, tcpLn: tcpLn,
@@ -240,6 +253,7 @@ func New(cfg Config) (*Server, error) {
 		admittedUntil: make(map[protocol.PeerID]time.Time),
 		perAddr:       make(map[netip.Prefix]int),
 		pinging:       make(map[LinkID]bool),
+		natNext:       make(map[LinkID]*protocol.NATReport),
 		ctx:           ctx, cancel: cancel,
 		queryTook: newQueryHistogram(),
 	}
@@ -313,7 +327,7 @@ func openSockets(cfg Config, id *protocol.Identity, log zerolog.Logger) (*transp
 			pc = c
 		}
 		node, err := transport.New(transport.Config{
-			Identity: id, Conn: pc, Log: log, Listen: true,
+			Identity: id, Conn: pc, Log: log, Listen: true, AddrProofs: true,
 			IdleTimeout: cfg.IdleTimeout, Agent: "supernet-supernode", LimitLoopback: cfg.LimitLoopback,
 		})
 		if err != nil {
@@ -583,6 +597,7 @@ func (s *Server) accept(in *transport.Incoming) {
 		if s.alt != nil {
 			w.STUNAlt = s.alt.Addr().String() // the leaf puts in the host it dialled if this one is unspecified
 		}
+		w.Dual = s.cfg.Dual
 		l, err := in.Accept(w)
 		if err != nil {
 			return

@@ -2,6 +2,7 @@ package supernode
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -26,7 +27,7 @@ const maxSignals = 1 << 16
 
 // SetLeafNAT records what this supernode established about a leaf's NAT and
 // the addresses it can be reached at.
-func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive []string) {
+func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive, proven []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l := r.leaves[id]
@@ -40,6 +41,12 @@ func (r *Router) SetLeafNAT(id LinkID, nat protocol.NATType, reflexive []string)
 		// A mapping the leaf reports (a symmetric NAT's second port) is
 		// taken only on the host this supernode saw it at.
 		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) && len(info.Addrs) > 0 && transport.SameHost(a, info.Addrs[0]) {
+			info.Addrs = append(info.Addrs, a)
+		}
+	}
+	for _, a := range proven {
+		// Seen here in the other IP family (see Server.proven).
+		if len(info.Addrs) < protocol.MaxAddrs && !slices.Contains(info.Addrs, a) {
 			info.Addrs = append(info.Addrs, a)
 		}
 	}
@@ -207,6 +214,12 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 		// addresses: the initiator dials those, across their LAN.
 		plan = protocol.PlanDirect
 	}
+	if plan == protocol.PlanRelay && hasIPv6(req.Addrs) && hasIPv6(target.Addrs) {
+		// An IPv6 firewall keeps a host's address and port, as an
+		// endpoint-independent NAT does: a punch there may work where the
+		// IPv4 NATs need a relay, which stays the fallback.
+		plan = protocol.PlanPunch
+	}
 	if req.Upgrade && plan != protocol.PlanPunch && plan != protocol.PlanDirect && plan != protocol.PlanReverse {
 		r.routeBack(from, req, protocol.StatusUnavailable, "no direct path between these NATs")
 		return
@@ -234,6 +247,14 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 		Str("plan", plan.String()).Uint32("delay_ms", wait).Msg("rendezvous")
 	r.out.Send(to, offer)
 	r.out.Send(from, answer)
+}
+
+// hasIPv6 reports whether a leaf was seen at a public IPv6 address.
+func hasIPv6(addrs []string) bool {
+	return slices.ContainsFunc(addrs, func(a string) bool {
+		ap, err := netip.ParseAddrPort(a)
+		return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() && transport.IsPublicAddr(ap.Addr())
+	})
 }
 
 // behindOneNAT reports whether two leaves were seen at the same public

@@ -58,8 +58,8 @@ func TestSignalAcrossSupernodes(t *testing.T) {
 	c := net.addLeaf(2, "carol")
 	// A symmetric NAT's second mapping is on the host the supernode saw; one
 	// elsewhere is a claim nobody checked, and is dropped.
-	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, []string{"192.0.2.1:7000", "203.0.113.50:7000"})
-	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil)
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, []string{"192.0.2.1:7000", "203.0.113.50:7000"}, nil)
+	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil, nil)
 
 	// What the leaf claims about itself is replaced.
 	if err := a.send(&protocol.Signal{ID: 9, Kind: protocol.SignalRequest, From: protocol.PeerID{1}, To: c.peer,
@@ -128,8 +128,8 @@ func TestSignalFlooded(t *testing.T) {
 	net.line()
 	a := net.addLeaf(0, "alice")
 	c := net.addLeaf(2, "carol")
-	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATNone, nil)
-	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil)
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATNone, nil, nil)
+	net.nodes[2].r.SetLeafNAT(c.id, protocol.NATEndpointIndependent, nil, nil)
 	if err := a.send(&protocol.Signal{ID: 1, Kind: protocol.SignalRequest, To: c.peer}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,5 +175,47 @@ func TestBehindOneNAT(t *testing.T) {
 	got := leafAddrs("203.0.113.4:40000", []string{"192.168.1.20:40000", "203.0.113.4:40001", "198.51.100.7:40000", "127.0.0.1:40000", "169.254.1.1:40000", "10.1.2.3:0"})
 	if want := []string{"203.0.113.4:40000", "192.168.1.20:40000", "203.0.113.4:40001"}; !slices.Equal(got, want) {
 		t.Errorf("leafAddrs: %v, want %v", got, want)
+	}
+}
+
+// TestSignalIPv6Punch: two leaves behind symmetric IPv4 NATs need a relay,
+// unless both were seen at public IPv6 addresses: then they punch there,
+// with the relay as the fallback. One side's IPv6 alone, or a private one,
+// changes nothing.
+func TestSignalIPv6Punch(t *testing.T) {
+	cfg := testRouterConfig()
+	cfg.Relay = func(p protocol.PeerID) *protocol.RelayCreds {
+		return &protocol.RelayCreds{UDP: "203.0.113.1:3478", Username: "1:" + p.String(), Password: "x"}
+	}
+	for i, tc := range []struct {
+		a, c []string
+		want protocol.Plan
+	}{
+		{[]string{"[2001:db8:1::2]:7000"}, []string{"[2001:db8:2::2]:7000"}, protocol.PlanPunch},
+		{[]string{"[2001:db8:1::2]:7000"}, nil, protocol.PlanRelay},
+		{[]string{"[fd00::2]:7000"}, []string{"[2001:db8:2::2]:7000"}, protocol.PlanRelay},
+		{[]string{"[::ffff:198.51.100.9]:7000"}, []string{"[2001:db8:2::2]:7000"}, protocol.PlanRelay},
+	} {
+		net := newMemNet(t, 2, cfg)
+		net.line()
+		a := net.addLeaf(0, "alice")
+		c := net.addLeaf(1, "carol")
+		net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointDependent, nil, tc.a)
+		net.nodes[1].r.SetLeafNAT(c.id, protocol.NATEndpointDependent, nil, tc.c)
+		if err := a.send(&protocol.Signal{ID: 1, Kind: protocol.SignalRequest, To: c.peer, ToSN: net.nodes[1].peer}); err != nil {
+			t.Fatal(err)
+		}
+		net.run()
+		net.noErrors()
+		offers, answers := c.signals(), a.signals()
+		if len(offers) != 1 || len(answers) != 1 {
+			t.Fatalf("case %d: offers %d, answers %d", i, len(offers), len(answers))
+		}
+		if offers[0].Plan != tc.want || answers[0].Plan != tc.want || offers[0].Relay == nil {
+			t.Errorf("case %d: plan %v/%v relay %v, want %v with a relay", i, offers[0].Plan, answers[0].Plan, offers[0].Relay, tc.want)
+		}
+		if tc.a != nil && !slices.Contains(offers[0].Addrs, tc.a[0]) {
+			t.Errorf("case %d: offer addresses %v lack the proven %s", i, offers[0].Addrs, tc.a[0])
+		}
 	}
 }

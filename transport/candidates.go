@@ -37,6 +37,58 @@ func HostCandidates(port int) []string {
 	return out
 }
 
+// maxGlobalAddrs bounds the public addresses a supernode lists.
+const maxGlobalAddrs = 4
+
+// GlobalAddrs are this machine's public addresses, IPv6 and IPv4, with
+// port: where a host on all interfaces is reached from anywhere.
+func GlobalAddrs(port int) []string {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range ifaddrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if ip = ip.Unmap(); !ok || !IsPublicAddr(ip) {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, uint16(port)).String())
+		if len(out) == maxGlobalAddrs {
+			break
+		}
+	}
+	return out
+}
+
+// IsPublicAddr reports whether ip is reachable beyond its own network: a
+// global unicast address outside the private ranges.
+func IsPublicAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsGlobalUnicast() && !ip.IsPrivate()
+}
+
+// LocalIP reports whether ip is one of this machine's own addresses: an
+// address no NAT translated.
+func LocalIP(ip netip.Addr) bool {
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range ifaddrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ip.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // IsLANAddr reports whether ip is on a private network: an address worth
 // trying only from behind the same NAT.
 func IsLANAddr(ip netip.Addr) bool {

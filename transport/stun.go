@@ -60,8 +60,12 @@ func (n *Node) handleNonQUIC(pkt []byte, from net.Addr, m *stun.Message) {
 		}
 		ua, _ := from.(*net.UDPAddr)
 		if n.stunWait.Waiting(m.TransactionID) {
-			mapped := &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}
-			n.stunWait.Deliver(m.TransactionID, stunAnswer{mapped: mapped, from: ua, tx: m.TransactionID})
+			a := stunAnswer{mapped: &net.UDPAddr{IP: slices.Clone(xa.IP), Port: xa.Port}, from: ua, tx: m.TransactionID}
+			if tok, err := m.Get(attrProofToken); err == nil && len(tok) == len(a.token) {
+				a.hasToken = true
+				copy(a.token[:], tok)
+			}
+			n.stunWait.Deliver(m.TransactionID, a)
 		}
 	}
 }
@@ -88,13 +92,16 @@ func (n *Node) answerBinding(req *stun.Message, from net.Addr) {
 	if !ok {
 		return
 	}
-	resp, err := stun.Build(
+	setters := []stun.Setter{
 		stun.NewTransactionIDSetter(req.TransactionID),
 		stun.BindingSuccess,
 		&stun.XORMappedAddress{IP: ua.IP, Port: ua.Port},
 		stunSoftware,
-		stun.Fingerprint,
-	)
+	}
+	if p := n.proofAttr(req, ua); p != nil {
+		setters = append(setters, p)
+	}
+	resp, err := stun.Build(append(setters, stun.Fingerprint)...)
 	if err != nil {
 		return
 	}
@@ -120,18 +127,26 @@ const stunTries = 7
 // transaction ID, so the time is that of one exchange: a lost first request
 // does not count its retransmission timeout as round trip.
 func (n *Node) ReflexiveRTT(ctx context.Context, server *net.UDPAddr) (*net.UDPAddr, time.Duration, error) {
+	a, rtt, err := n.exchange(ctx, server)
+	return a.mapped, rtt, err
+}
+
+// exchange sends Binding requests with the extra attributes to server until
+// one is answered, and returns the answer and that exchange's round trip.
+func (n *Node) exchange(ctx context.Context, server *net.UDPAddr, extra ...stun.Setter) (stunAnswer, time.Duration, error) {
 	reqs := make([]*stun.Message, stunTries)
 	txs := make([][12]byte, stunTries)
 	for i := range reqs {
-		req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stunSoftware, stun.Fingerprint)
+		setters := append([]stun.Setter{stun.TransactionID, stun.BindingRequest, stunSoftware}, extra...)
+		req, err := stun.Build(append(setters, stun.Fingerprint)...)
 		if err != nil {
-			return nil, 0, err
+			return stunAnswer{}, 0, err
 		}
 		reqs[i], txs[i] = req, req.TransactionID
 	}
 	ch, forget, ok := n.stunWait.AddAll(txs, stunTries)
 	if !ok {
-		return nil, 0, fmt.Errorf("stun to %s: %w: %d STUN requests in flight", server, protocol.ErrOverloaded, maxSTUNWaits)
+		return stunAnswer{}, 0, fmt.Errorf("stun to %s: %w: %d STUN requests in flight", server, protocol.ErrOverloaded, maxSTUNWaits)
 	}
 	defer forget()
 	sent := make(map[[12]byte]time.Time, stunTries)
@@ -139,30 +154,32 @@ func (n *Node) ReflexiveRTT(ctx context.Context, server *net.UDPAddr) (*net.UDPA
 	for try := range stunTries {
 		sent[txs[try]] = time.Now()
 		if _, err := n.tr.WriteTo(reqs[try].Raw, server); err != nil {
-			return nil, 0, fmt.Errorf("stun to %s: %w", server, err)
+			return stunAnswer{}, 0, fmt.Errorf("stun to %s: %w", server, err)
 		}
 		t := time.NewTimer(rto)
 		select {
 		case a := <-ch:
 			t.Stop()
-			return a.mapped, time.Since(sent[a.tx]), nil
+			return a, time.Since(sent[a.tx]), nil
 		case <-ctx.Done():
 			t.Stop()
-			return nil, 0, fmt.Errorf("stun to %s: %w: %w", server, ErrNoSTUNAnswer, ctx.Err())
+			return stunAnswer{}, 0, fmt.Errorf("stun to %s: %w: %w", server, ErrNoSTUNAnswer, ctx.Err())
 		case <-n.ctx.Done():
 			t.Stop()
-			return nil, 0, ErrClosed
+			return stunAnswer{}, 0, ErrClosed
 		case <-t.C:
 		}
 		rto *= 2
 	}
-	return nil, 0, fmt.Errorf("stun to %s: %w", server, ErrNoSTUNAnswer)
+	return stunAnswer{}, 0, fmt.Errorf("stun to %s: %w", server, ErrNoSTUNAnswer)
 }
 
 type stunAnswer struct {
-	mapped *net.UDPAddr // what the responder saw
-	from   *net.UDPAddr // who responded
-	tx     [12]byte
+	mapped   *net.UDPAddr // what the responder saw
+	from     *net.UDPAddr // who responded
+	tx       [12]byte
+	token    [16]byte // an address proof (see ProveAddr)
+	hasToken bool
 }
 
 // ErrPunchFailed is returned when no candidate answered a punch in time.

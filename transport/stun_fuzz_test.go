@@ -22,6 +22,10 @@ func FuzzSTUNPacket(f *testing.F) {
 	f.Add(resp.Raw)
 	f.Add(append([]byte(nil), req.Raw[:20]...))
 	f.Add([]byte{0x00, 0x01, 0xff, 0xff, 0x21, 0x12, 0xa4, 0x42})
+	// Address proofs: a request naming a user, and an answer with a token.
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("x"), stun.Fingerprint).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingSuccess, &stun.XORMappedAddress{IP: net.IPv6loopback, Port: 4000},
+		stun.RawAttribute{Type: attrProofToken, Value: make([]byte, 16)}, stun.Fingerprint).Raw)
 	id, err := protocol.GenerateIdentity()
 	if err != nil {
 		f.Fatal(err)
@@ -30,7 +34,7 @@ func FuzzSTUNPacket(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	n, err := New(Config{Identity: id, Conn: pc, Log: zerolog.Nop()})
+	n, err := New(Config{Identity: id, Conn: pc, Log: zerolog.Nop(), AddrProofs: true})
 	if err != nil {
 		f.Fatal(err)
 	}

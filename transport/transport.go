@@ -23,6 +23,7 @@ package transport
 import (
 	"context"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
@@ -107,6 +108,9 @@ type Config struct {
 	// designs' traffic in the overlay's frames (compare's QUIC mode). The
 	// overlay's own nodes never set it.
 	AnySender bool
+	// AddrProofs makes the STUN responder hand out address proof tokens
+	// (see ProveAddr): a supernode's.
+	AddrProofs bool
 }
 
 // Node is one UDP socket speaking QUIC and STUN.
@@ -125,6 +129,7 @@ type Node struct {
 	stunLim     *rate.Limiter
 	stunSrc     *sourceLimiter
 	stunDropped atomic.Uint64
+	proofKey    []byte // nil unless cfg.AddrProofs
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -190,6 +195,10 @@ func New(cfg Config) (*Node, error) {
 		stunSrc:  newSourceLimiter(cfg.STUNRatePerIP, cfg.STUNBurstPerIP),
 		ctx:      ctx,
 		cancel:   cancel,
+	}
+	if cfg.AddrProofs {
+		n.proofKey = make([]byte, 32)
+		rand.Read(n.proofKey)
 	}
 	n.tr = n.quicTransport(cfg.Conn)
 	if cfg.Listen {

@@ -46,6 +46,9 @@ func statusCmd(g *globals) *cobra.Command {
 				if sn.Reflexive != "" {
 					fmt.Fprintf(tw, "Reflexive address (STUN):\t%s\n", sn.Reflexive)
 				}
+				for _, a := range sn.Proven {
+					fmt.Fprintf(tw, "Also seen at (other IP family):\t%s\n", a)
+				}
 				fmt.Fprintf(tw, "NAT:\t%s\n", natLine(sn))
 				if sn.Relay != "" {
 					fmt.Fprintf(tw, "Living on relay:\t%s\n", sn.Relay)

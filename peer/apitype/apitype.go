@@ -73,6 +73,9 @@ type SupernodeStatus struct {
 	Since     time.Time `json:"since,omitempty"`
 	Observed  string    `json:"observed_addr,omitempty"`
 	Reflexive string    `json:"reflexive_addr,omitempty"`
+	// Proven are our addresses in the other IP family that the supernode
+	// took, and gives peers beside Observed.
+	Proven []string `json:"proven_addrs,omitempty"`
 	// Mapping is what two STUN answers showed of our NAT; NAT is what the
 	// supernode established, with Public set when its dial back reached us.
 	Mapping   string `json:"mapping,omitempty"`

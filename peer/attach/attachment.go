@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -517,7 +518,7 @@ func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 	a.Republish()
 	a.cfg.Changed(ChangeAttached)
 	a.wg.Add(1)
-	go a.discoverNAT(s, l, w.STUNAlt)
+	go a.discoverNAT(s, l, w.STUNAlt, w.Dual)
 	a.readLoop(s, l)
 
 	a.mu.Lock()
@@ -560,8 +561,10 @@ func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 // discoverNAT asks the supernode's two STUN ports, from the peer's QUIC socket,
 // which address the world sees. The same answer from both means the NAT maps
 // independently of the destination; different ones mean a symmetric NAT. The
-// supernode then checks by dialling back and answers with NATStatus.
-func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
+// supernode then checks by dialling back and answers with NATStatus. Our
+// address in the IP family we did not attach over goes along, proven at
+// the supernode's address in that family (dual).
+func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string, dual []string) {
 	defer a.wg.Done()
 	ua, ok := l.RemoteAddr().(*net.UDPAddr)
 	if !ok {
@@ -569,9 +572,21 @@ func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()
+	type proved struct {
+		ps      []protocol.AddrProof
+		unheard bool
+	}
+	proofs := make(chan proved, 1)
+	go func() {
+		pctx, cancel := context.WithTimeout(ctx, proofWait)
+		defer cancel()
+		ps, unheard := a.proveOtherFamily(pctx, l, dual)
+		proofs <- proved{ps, unheard}
+	}()
 	r1, err := a.cfg.Node().Reflexive(ctx, ua)
 	if err != nil {
 		l.Log().Debug().Err(err).Msg("stun")
+		<-proofs
 		return
 	}
 	mapping := protocol.NATUnknown
@@ -598,8 +613,60 @@ func (a *Attachment) discoverNAT(s *slot, l *transport.Link, alt string) {
 		s.status.Mapping = mapping.String()
 	}
 	a.mu.Unlock()
-	l.Log().Info().Str("reflexive_addr", r1.String()).Str("mapping", mapping.String()).Msg("NAT measured")
-	l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive})
+	p := <-proofs
+	l.Log().Info().Str("reflexive_addr", r1.String()).Str("mapping", mapping.String()).Int("proofs", len(p.ps)).Msg("NAT measured")
+	l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive, Proofs: p.ps})
+	if len(p.ps) > 0 || !p.unheard {
+		return
+	}
+	// The first packets of a new path are often lost; keep trying, and
+	// report again once the address is proven.
+	lctx, lcancel := context.WithTimeout(a.ctx, lateProofWait)
+	defer lcancel()
+	if ps, _ := a.proveOtherFamily(lctx, l, dual); len(ps) > 0 && l.Err() == nil {
+		l.Log().Info().Str("addr", ps[0].Addr).Msg("address in the other IP family proven late")
+		l.Send(&protocol.NATReport{Mapping: mapping, Reflexive: reflexive, Proofs: ps})
+	}
+}
+
+// proofWait bounds the proof of our other family's address that the NAT
+// report waits for: two tries. When neither is answered, the proof goes on
+// for lateProofWait (five more tries) and a second report carries it.
+const (
+	proofWait     = 1500 * time.Millisecond
+	lateProofWait = 30 * time.Second
+)
+
+// proveOtherFamily proves our address at the first of the supernode's
+// addresses in the IP family the link does not use that answers. An IPv6
+// address is offered only as this host's own, untranslated: peers punch
+// there as through an endpoint-independent NAT. A peer on a relay has no
+// other address to prove. unheard says whether an address went unanswered,
+// rather than unreachable from here.
+func (a *Attachment) proveOtherFamily(ctx context.Context, l *transport.Link, dual []string) (proofs []protocol.AddrProof, unheard bool) {
+	on, err := netip.ParseAddrPort(l.RemoteAddr().String())
+	if err != nil || a.cfg.OnRelay() {
+		return nil, false
+	}
+	for _, d := range dual {
+		ap, err := netip.ParseAddrPort(d)
+		if err != nil || ap.Addr().Unmap().Is4() == on.Addr().Unmap().Is4() || ap.Addr().IsUnspecified() {
+			continue
+		}
+		p, err := a.cfg.Node().ProveAddr(ctx, net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			unheard = unheard || errors.Is(err, transport.ErrNoSTUNAnswer)
+			l.Log().Debug().Err(err).Str("at", d).Msg("no proof of our address in the other IP family")
+			continue
+		}
+		mapped, err := netip.ParseAddrPort(p.Addr)
+		if err != nil || (mapped.Addr().Unmap().Is6() && !transport.LocalIP(mapped.Addr())) {
+			l.Log().Debug().Str("addr", p.Addr).Msg("our IPv6 address is translated; not offered")
+			return nil, false
+		}
+		return []protocol.AddrProof{p}, false
+	}
+	return nil, unheard
 }
 
 // altSTUN is the supernode's second STUN address, with the host we dialled
@@ -653,12 +720,12 @@ func (a *Attachment) readLoop(s *slot, l *transport.Link) {
 		case *protocol.NATStatus:
 			a.mu.Lock()
 			if s.link == l {
-				s.status.NAT, s.status.Public = m.NAT.String(), m.Public
+				s.status.NAT, s.status.Public, s.status.Proven = m.NAT.String(), m.Public, m.Proven
 				s.nat = m.NAT
 			}
 			a.mu.Unlock()
 			a.cfg.Changed(ChangeNAT)
-			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Msg("supernode established our NAT")
+			l.Log().Info().Str("nat", m.NAT.String()).Bool("public", m.Public).Strs("proven", m.Proven).Msg("supernode established our NAT")
 		case *protocol.UserReply, *protocol.Signal, *protocol.Promote, *protocol.Certificate:
 			a.cfg.Handle(l, m)
 		case *protocol.Redirect:

@@ -557,36 +557,84 @@ func resolveAll(addrs []string) []*net.UDPAddr {
 	return out
 }
 
-// dialAny dials the peer's addresses in turn until one answers.
+// dialAny dials the peer's addresses Happy Eyeballs style (RFC 8305): in
+// Candidates' order, each one attemptDelay after the one before or as soon
+// as it fails. The first link up wins; the other attempts are called off,
+// and a link one of them still makes is closed.
 func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []string) (*transport.Link, error) {
+	cands := Candidates(addrs, c.self())
+	if len(cands) == 0 {
+		return nil, errors.New("peer has no address")
+	}
 	node := c.cfg.Node()
-	var errs []error
-	for _, a := range Candidates(addrs, c.self()) {
-		dctx := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		l   *transport.Link
+		err error
+	}
+	results := make(chan result, len(cands))
+	next, running := 0, 0
+	start := func() {
+		a := cands[next]
+		next++
+		running++
+		dctx, dcancel := ctx, context.CancelFunc(func() {})
 		if transport.LANCandidate(a) {
 			// Across a LAN a handshake takes a moment; an address of
-			// another LAN must not hold up the next for long.
-			var cancel context.CancelFunc
-			dctx, cancel = context.WithTimeout(ctx, lanDialTimeout)
-			defer cancel()
+			// another LAN must not hold up the rest for long.
+			dctx, dcancel = context.WithTimeout(ctx, lanDialTimeout)
 		}
-		l, _, err := node.Dial(dctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
-		if err == nil {
-			return l, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer dcancel()
+			l, _, err := node.Dial(dctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+			results <- result{l, err}
+		}()
 	}
-	if len(errs) == 0 {
-		return nil, errors.New("peer has no address")
+	start()
+	t := time.NewTimer(attemptDelay)
+	defer t.Stop()
+	var errs []error
+	for running > 0 {
+		select {
+		case r := <-results:
+			running--
+			if r.err == nil {
+				cancel()
+				c.wg.Add(1)
+				go func(n int) {
+					defer c.wg.Done()
+					for range n {
+						if late := <-results; late.l != nil {
+							late.l.Close(nil)
+						}
+					}
+				}(running)
+				return r.l, nil
+			}
+			errs = append(errs, r.err)
+			if next < len(cands) && ctx.Err() == nil {
+				start()
+				t.Reset(attemptDelay)
+			}
+		case <-t.C:
+			if next < len(cands) && ctx.Err() == nil {
+				start()
+				t.Reset(attemptDelay)
+			}
+		}
 	}
 	return nil, errors.Join(errs...)
 }
 
 // lanDialTimeout bounds a dial to a LAN address.
 const lanDialTimeout = time.Second
+
+// attemptDelay is how long a dial has alone before the next address is
+// tried beside it: RFC 8305's recommended Connection Attempt Delay.
+const attemptDelay = 250 * time.Millisecond
 
 // OnSignal handles a signal from our supernode.
 func (c *Connector) OnSignal(m *protocol.Signal) {

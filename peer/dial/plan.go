@@ -3,6 +3,7 @@ package dial
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/supernet-p2p/supernet/peer/apitype"
@@ -185,26 +186,44 @@ func dialsFirst(me, other protocol.PeerID) bool {
 
 // Candidates orders a peer's addresses for a dial from self, our address as
 // our supernode sees it. LAN addresses (private ranges) lead to that peer
-// only from behind its NAT: they come first when self shares its public
-// address, and are dropped otherwise, where they would name some other
-// network's hosts.
+// only from behind its NAT: they come first when self shares one of its
+// public addresses, and are dropped otherwise, where they would name some
+// other network's hosts. The public ones follow with the families
+// interleaved, IPv6 first (RFC 8305, section 4).
 func Candidates(addrs []string, self string) []string {
-	public := ""
-	for _, a := range addrs {
-		if !transport.LANCandidate(a) {
-			public = a
-			break
-		}
-	}
-	sameNAT := public != "" && self != "" && transport.SameHost(public, self)
-	var lan, rest []string
+	var lan, v6, v4 []string
+	sameNAT := false
 	for _, a := range addrs {
 		switch {
-		case !transport.LANCandidate(a):
-			rest = append(rest, a)
-		case sameNAT:
+		case transport.LANCandidate(a):
 			lan = append(lan, a)
+		case isIPv6(a):
+			v6 = append(v6, a)
+		default:
+			v4 = append(v4, a)
+		}
+		if !transport.LANCandidate(a) && self != "" && transport.SameHost(a, self) {
+			sameNAT = true
 		}
 	}
-	return append(lan, rest...)
+	var out []string
+	if sameNAT {
+		out = lan
+	}
+	for i := 0; i < max(len(v6), len(v4)); i++ {
+		if i < len(v6) {
+			out = append(out, v6[i])
+		}
+		if i < len(v4) {
+			out = append(out, v4[i])
+		}
+	}
+	return out
+}
+
+// isIPv6 reports whether addr is on an IPv6 address proper, not an
+// IPv4-mapped one.
+func isIPv6(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6()
 }

@@ -192,4 +192,16 @@ func TestCandidates(t *testing.T) {
 	if got := Candidates(pub, ""); !slices.Equal(got, pub) {
 		t.Errorf("public only: %v", got)
 	}
+	// Both families: IPv6 first, then by turns. Behind the NAT of the
+	// IPv4 address, the LAN ones lead, whatever the first address is.
+	dual := []string{"203.0.113.4:40000", "203.0.113.4:40001", "[2001:db8:5::2]:40000", "10.0.0.5:40000"}
+	want := []string{"[2001:db8:5::2]:40000", "203.0.113.4:40000", "203.0.113.4:40001"}
+	if got := Candidates(dual, "198.51.100.9:1"); !slices.Equal(got, want) {
+		t.Errorf("dual stack: %v, want %v", got, want)
+	}
+	dual = []string{"[2001:db8:5::2]:40000", "203.0.113.4:40000", "10.0.0.5:40000"}
+	want = []string{"10.0.0.5:40000", "[2001:db8:5::2]:40000", "203.0.113.4:40000"}
+	if got := Candidates(dual, "203.0.113.4:51000"); !slices.Equal(got, want) {
+		t.Errorf("dual stack behind one NAT: %v, want %v", got, want)
+	}
 }
