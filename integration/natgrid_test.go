@@ -113,10 +113,11 @@ func (nl *natLab) relay(name string, supernodes ...string) *Proc {
 	t := nl.t
 	t.Helper()
 	h := nl.Public(name)
-	// The lab's "public Internet" is a documentation range, which relays
+	// The lab's "public Internet" is in documentation ranges, which relays
 	// refuse by default.
-	args := append([]string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--secret-file", nl.secret,
-		"--data-dir", filepath.Join(nl.Dir, name), "--log-json", "--allow-peer", "203.0.113.0/24"}, nl.relayExtra...)
+	args := append([]string{"--listen", h.Addr(3478), "--relay-ip", h.IP.String(), "--relay-ip6", h.IP6.String(),
+		"--secret-file", nl.secret, "--data-dir", filepath.Join(nl.Dir, name), "--log-json",
+		"--allow-peer", "203.0.113.0/24", "--allow-peer", "2001:db8::/32"}, nl.relayExtra...)
 	for _, sn := range supernodes {
 		args = append(args, "--supernode", nl.supernodes[sn])
 	}
@@ -821,4 +822,49 @@ func TestNATDualStack(t *testing.T) {
 		t.Errorf("to the home without IPv6: plan %s, path %s; want relay, relayed", ac.Plan, ac.Path)
 	}
 	t.Logf("IPv4 alone: plan %s, path %s in %v", ac.Plan, ac.Path, ac.Took.Round(time.Millisecond))
+}
+
+// TestNATIPv6OnlyRelayed: a peer on an IPv6-only network reaches a peer
+// behind a symmetric IPv4 NAT with no IPv6. They share no address family,
+// so only a relay can join them: the supernode gives the target a relay
+// that offers IPv6, the target asks it for an IPv6 relayed address over
+// IPv4, and the IPv6 peer dials that address.
+func TestNATIPv6OnlyRelayed(t *testing.T) {
+	nl := newNATLab(t)
+	nl.snExtra = []string{"--listen", "[::]:7000"}
+	v4 := nl.supernode("sn1")
+	nl.relay("relay", "sn1")
+	id := v4[:strings.IndexByte(v4, '@')]
+	nl.supernodes["sn1-v6"] = id + "@" + net.JoinHostPort(nl.hosts["sn1"].IP6.String(), "7000")
+	six := nl.peerOn(nl.Home("six", NATSymmetric, WithRate(gridRate), WithIPv6Only()), "six", NATEndpointIndependent,
+		"sn1-v6", gridFileSize, "--listen", "[::]:40000")
+	four := nl.peerOn(nl.Home("four", NATSymmetric, WithRate(gridRate)), "four", NATSymmetric, "sn1", gridFileSize)
+	six.wait()
+	four.wait()
+	att, err := six.connect(four)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != "relay" || att.Path != "relayed" {
+		t.Errorf("IPv6 alone to IPv4 alone: plan %s, path %s; want relay, relayed", att.Plan, att.Path)
+	}
+	rate, err := six.get(four)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw, err := six.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := ""
+	for _, l := range st.Links {
+		if l.PeerID == four.id {
+			remote = l.Remote
+		}
+	}
+	if !strings.HasPrefix(remote, "["+nl.hosts["relay"].IP6.String()+"]:") {
+		t.Errorf("the link to %s runs to %q; want the relay's IPv6 address %s\n%s", four.name, remote, nl.hosts["relay"].IP6, raw)
+	}
+	t.Logf("IPv6-only to IPv4-only through an IPv6 relayed address: connected in %v, to %s, %.1f Mbit/s",
+		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
 }

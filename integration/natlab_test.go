@@ -422,6 +422,7 @@ type HostOption func(*hostConfig)
 type hostConfig struct {
 	rateMbit int
 	ipv6     bool
+	no4      bool // no IPv4 route beyond the LAN
 }
 
 func hostOptions(opts []HostOption) hostConfig {
@@ -437,6 +438,12 @@ func hostOptions(opts []HostOption) hostConfig {
 // went out, as home routers do.
 func WithIPv6() HostOption {
 	return func(c *hostConfig) { c.ipv6 = true }
+}
+
+// WithIPv6Only is WithIPv6 for a home whose IPv4 ends at its LAN, as on
+// an IPv6-only access network.
+func WithIPv6Only() HostOption {
+	return func(c *hostConfig) { c.ipv6, c.no4 = true, true }
 }
 
 // WithRate shapes the host's link (a home's line) to mbit Mbit/s each way, as
@@ -491,6 +498,9 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 		l.ip("-n", h.NS, "addr", "add", h.IP6.String()+"/64", "dev", "eth0", "nodad")
 		l.ip("-n", h.NS, "-6", "route", "add", "default", "via", net6+"1")
 		l.must(firewall6, "ip", "netns", "exec", h.RouterNS, "nft", "-f", "-")
+	}
+	if cfg.no4 {
+		l.ip("-n", h.NS, "route", "del", "default")
 	}
 
 	dropUDP := ""

@@ -530,12 +530,14 @@
 //	  u?, t?  str   the relay's TURN address over UDP and over TCP
 //	  a    uint32   allocations;  c  uint32  capacity
 //	  r    float64  bytes relayed per second, recently, >= 0
+//	  6?   str      v12: the address IPv6 relayed addresses are on, when offered
 //
 //	relay_ask (RelayAsk), v2: an empty map
 //
 //	relay_ok (RelayOK), v2
 //	  r    map      {u?: TURN/UDP address, t?: TURN/TCP address, n: username,
-//	                 p: password, e: expiry in unix seconds}; strings <= 256 bytes
+//	                 p: password, e: expiry in unix seconds, 6?: v12, allocate an
+//	                 IPv6 relayed address}; strings <= 256 bytes
 //	  o?   str      the asker's address as the supernode sees it
 //
 // # Block
@@ -1024,7 +1026,9 @@
 //	    entries' chains.
 //	v12 Address proofs: optional keys du in welcome, pf in nat_report, pv in
 //	    nat_status, and the token attribute in STUN answers to requests with
-//	    a USERNAME.
+//	    a USERNAME. IPv6 relaying: optional key 6 in relay_load (the relay's
+//	    IPv6 address) and in relay credentials (allocate an IPv6 relayed
+//	    address, with REQUESTED-ADDRESS-FAMILY).
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -135,6 +135,9 @@ type RelayCreds struct {
 	Username string `msgpack:"n"`
 	Password string `msgpack:"p"`
 	Expires  int64  `msgpack:"e"` // unix seconds
+	// IPv6 asks the holder to allocate an IPv6 relayed address: the peer
+	// that will send to it has IPv6 alone (v12).
+	IPv6 bool `msgpack:"6,omitempty"`
 }
 
 // Signal carries one step of setting up a connection between two peers through
@@ -168,6 +171,9 @@ type RelayLoad struct {
 	Allocations uint32  `msgpack:"a"`
 	Capacity    uint32  `msgpack:"c"`
 	Rate        float64 `msgpack:"r"` // bytes relayed per second, recently
+	// IPv6 is the address IPv6 relayed addresses are on, when the relay
+	// offers them (v12).
+	IPv6 string `msgpack:"6,omitempty"`
 }
 
 // RelayAsk asks a supernode for relay credentials. A peer whose network drops
@@ -247,10 +253,12 @@ func (m *RelayLoad) validate() error {
 	if m.Rate < 0 || m.Rate != m.Rate {
 		return invalid("relay rate %v", m.Rate)
 	}
-	if err := checkStr("relay address", m.UDP, MaxAddrLen); err != nil {
-		return err
+	for _, a := range []string{m.UDP, m.TCP, m.IPv6} {
+		if err := checkStr("relay address", a, MaxAddrLen); err != nil {
+			return err
+		}
 	}
-	return checkStr("relay address", m.TCP, MaxAddrLen)
+	return nil
 }
 
 func (m *RelayAsk) validate() error { return nil }

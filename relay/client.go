@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,10 @@ type ClientConfig struct {
 	// Server is the relay's TURN address, host:port (IPv4).
 	Server string
 	// TCP reaches the relay over TCP, for networks that drop UDP.
-	TCP   bool
+	TCP bool
+	// IPv6 asks for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY, RFC
+	// 6156), for a peer on IPv6 alone; over UDP only.
+	IPv6  bool
 	Creds Credentials
 	// Realm defaults to DefaultRealm; the relay's own realm wins anyway.
 	Realm string
@@ -93,12 +97,20 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Allocation, error) {
 			a.under = uc
 		}
 	}
+	conn := a.conn
+	if cfg.IPv6 {
+		if cfg.TCP {
+			a.conn.Close()
+			return nil, errors.New("relay: an IPv6 relayed address is offered over UDP only")
+		}
+		conn = &askIPv6{PacketConn: a.conn, password: cfg.Creds.Password}
+	}
 	a.client, err = turn.NewClient(&turn.ClientConfig{
 		TURNServerAddr: server.String(),
 		Username:       cfg.Creds.Username,
 		Password:       cfg.Creds.Password,
 		Realm:          cfg.Realm,
-		Conn:           a.conn,
+		Conn:           conn,
 		LoggerFactory:  pionLogs{cfg.Log},
 	})
 	if err != nil {
@@ -207,16 +219,17 @@ func (a *Allocation) RelayedAddr() *net.UDPAddr {
 func (a *Allocation) Permit(addrs ...net.Addr) error {
 	var uniq []net.Addr
 	seen := make(map[string]bool)
+	v4 := a.RelayedAddr().IP.To4() != nil
 	for _, ad := range addrs {
 		u, ok := ad.(*net.UDPAddr)
-		if !ok || u.IP.To4() == nil || seen[u.IP.String()] {
-			continue // relay sockets are udp4
+		if !ok || (u.IP.To4() != nil) != v4 || seen[u.IP.String()] {
+			continue // the relay socket sends in its own family only
 		}
 		seen[u.IP.String()] = true
 		uniq = append(uniq, u)
 	}
 	if len(uniq) == 0 {
-		return errors.New("relay permission: no IPv4 UDP address")
+		return fmt.Errorf("relay permission: no UDP address in the family of %s", a.RelayedAddr())
 	}
 	err := a.permit(uniq...)
 	if err == nil || len(uniq) == 1 {
@@ -366,4 +379,65 @@ func (a *Allocation) Close() error {
 		a.wg.Wait()
 	})
 	return nil
+}
+
+// askIPv6 adds REQUESTED-ADDRESS-FAMILY: IPv6 to the Allocate requests pion
+// sends, which its client cannot do itself, and signs them again: the
+// attribute goes before MESSAGE-INTEGRITY, which then covers it.
+type askIPv6 struct {
+	net.PacketConn
+	password string
+}
+
+func (c *askIPv6) WriteTo(p []byte, to net.Addr) (int, error) {
+	if len(p) < 2 || binary.BigEndian.Uint16(p) != stun.NewType(stun.MethodAllocate, stun.ClassRequest).Value() {
+		return c.PacketConn.WriteTo(p, to)
+	}
+	q, err := withFamilyIPv6(p, c.password)
+	if err != nil {
+		return 0, fmt.Errorf("relay: asking for IPv6: %w", err)
+	}
+	if _, err := c.PacketConn.WriteTo(q, to); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// withFamilyIPv6 is the STUN request p with REQUESTED-ADDRESS-FAMILY: IPv6,
+// signed with the long-term credential of its USERNAME and REALM when p
+// was signed, and with a new FINGERPRINT.
+func withFamilyIPv6(p []byte, password string) ([]byte, error) {
+	in := stun.Message{Raw: append([]byte(nil), p...)}
+	if err := in.Decode(); err != nil {
+		return nil, err
+	}
+	out := stun.New()
+	out.Type, out.TransactionID = in.Type, in.TransactionID
+	out.WriteHeader()
+	var user, realm string
+	signed := false
+	for _, at := range in.Attributes {
+		switch at.Type {
+		case stun.AttrMessageIntegrity:
+			signed = true
+			continue
+		case stun.AttrFingerprint, stun.AttrRequestedAddressFamily:
+			continue
+		case stun.AttrUsername:
+			user = string(at.Value)
+		case stun.AttrRealm:
+			realm = string(at.Value)
+		}
+		out.Add(at.Type, at.Value)
+	}
+	out.Add(stun.AttrRequestedAddressFamily, []byte{familyIPv6, 0, 0, 0})
+	if signed {
+		if err := stun.NewLongTermIntegrity(user, realm, password).AddTo(out); err != nil {
+			return nil, err
+		}
+	}
+	if err := stun.Fingerprint.AddTo(out); err != nil {
+		return nil, err
+	}
+	return out.Raw, nil
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
@@ -16,20 +18,74 @@ var (
 	errStopped    = errors.New("allocation stopped at its quota")
 	errNoTCPRelay = errors.New("TCP relaying (RFC 6062) is not offered")
 	errNoEvenPort = errors.New("EVEN-PORT is not offered")
+	errNoIPv6     = errors.New("IPv6 relayed addresses are not offered")
 )
 
-// relayGen hands pion relay sockets that enforce the allocation quotas.
-type relayGen struct {
-	inner turn.RelayAddressGenerator
-	s     *Server
+// familyConn is a relay's UDP socket that notes whether the packet read
+// last is an Allocate request for an IPv6 relayed address. pion handles
+// each packet of a socket before it reads the next, so the generator it
+// calls for that request learns the family asked for (pion itself does not
+// read REQUESTED-ADDRESS-FAMILY).
+type familyConn struct {
+	net.PacketConn
+	want6 atomic.Bool
 }
 
-func (g *relayGen) Validate() error { return g.inner.Validate() }
+func (c *familyConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.PacketConn.ReadFrom(b)
+	if err == nil {
+		c.want6.Store(asksIPv6(b[:n]))
+	}
+	return n, from, err
+}
+
+// asksIPv6 reports whether p is a TURN Allocate request whose
+// REQUESTED-ADDRESS-FAMILY is IPv6.
+func asksIPv6(p []byte) bool {
+	// The type's top two bits are left out, as pion's decoder leaves them.
+	if len(p) < 20 || binary.BigEndian.Uint16(p)&0x3fff != stun.NewType(stun.MethodAllocate, stun.ClassRequest).Value() {
+		return false
+	}
+	m := stun.Message{Raw: p}
+	if m.Decode() != nil {
+		return false
+	}
+	v, err := m.Get(stun.AttrRequestedAddressFamily)
+	return err == nil && len(v) == 4 && v[0] == familyIPv6
+}
+
+// familyIPv6 is REQUESTED-ADDRESS-FAMILY's value for IPv6 (RFC 6156, 4.1.1).
+const familyIPv6 = 0x02
+
+// relayGen hands pion relay sockets that enforce the allocation quotas:
+// IPv6 ones from inner6 when want6 says the request being handled asks
+// for IPv6.
+type relayGen struct {
+	inner, inner6 turn.RelayAddressGenerator
+	want6         func() bool
+	s             *Server
+}
+
+func (g *relayGen) Validate() error {
+	if g.inner6 != nil {
+		if err := g.inner6.Validate(); err != nil {
+			return err
+		}
+	}
+	return g.inner.Validate()
+}
 
 func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn, net.Addr, error) {
 	s := g.s
 	if port != 0 {
 		return nil, nil, errNoEvenPort
+	}
+	inner := g.inner
+	if g.want6 != nil && g.want6() {
+		if g.inner6 == nil {
+			return nil, nil, errNoIPv6
+		}
+		inner, network = g.inner6, "udp6"
 	}
 	s.mu.Lock()
 	err := error(nil)
@@ -47,7 +103,7 @@ func (g *relayGen) AllocatePacketConn(network string, port int) (net.PacketConn,
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, addr, err := g.inner.AllocatePacketConn(network, port)
+	pc, addr, err := inner.AllocatePacketConn(network, port)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -81,6 +81,12 @@ type Config struct {
 	// IP when it has one, else RelayIP when it is on a local interface, else
 	// 0.0.0.0 (a host behind 1:1 NAT).
 	RelayBind string
+	// RelayIP6 is the IPv6 address of relayed addresses, for clients that
+	// ask for one (REQUESTED-ADDRESS-FAMILY, RFC 6156) over UDP: a peer
+	// that reaches the relay over IPv4 relays for a peer on IPv6 alone.
+	// Without it the relay offers IPv4 only. Relay sockets bind to it when
+	// it is on a local interface, else to [::].
+	RelayIP6 net.IP
 	// MinPort and MaxPort bound the relay ports (both or neither); zero means
 	// any port the kernel gives.
 	MinPort, MaxPort uint16
@@ -240,6 +246,10 @@ func New(cfg Config) (*Server, error) {
 		s.closeSockets()
 		return nil, err
 	}
+	// Over UDP a client may ask for IPv6; pion reads the family to the
+	// generator of the socket the request came on.
+	udp := &familyConn{PacketConn: growBuffers(s.udp)}
+	udpGen := &relayGen{inner: gen.inner, inner6: gen.inner6, want6: udp.want6.Load, s: s}
 	restAuth := turn.LongTermTURNRESTAuthHandler(string(cfg.Secret), pionLogs{s.log}.NewLogger("auth"))
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
@@ -258,7 +268,7 @@ func New(cfg Config) (*Server, error) {
 			OnChannelDeleted:    s.onChannelDeleted,
 		},
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: growBuffers(s.udp), RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			PacketConn: udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit,
 		}},
 	}
 	if s.tcp != nil {
@@ -341,13 +351,29 @@ func (s *Server) generator() (*relayGen, error) {
 	default:
 		bind = "0.0.0.0"
 	}
-	var inner turn.RelayAddressGenerator = &turn.RelayAddressGeneratorStatic{RelayAddress: ip4, Address: bind}
+	g := &relayGen{inner: s.addrGenerator(ip4, bind), s: s}
+	if ip6 := s.cfg.RelayIP6; ip6 != nil {
+		if ip6.To4() != nil || ip6.IsUnspecified() {
+			return nil, fmt.Errorf("relay: RelayIP6 %s: want a specific IPv6 address", ip6)
+		}
+		bind6 := "::"
+		if isLocalIP(ip6) {
+			bind6 = ip6.String()
+		}
+		g.inner6 = s.addrGenerator(ip6, "["+bind6+"]") // pion appends ":port"
+	}
+	return g, nil
+}
+
+// addrGenerator is pion's generator of relay sockets bound to bind that
+// write ip in relayed addresses, in the configured port range if any.
+func (s *Server) addrGenerator(ip net.IP, bind string) turn.RelayAddressGenerator {
 	if s.cfg.MinPort != 0 {
-		inner = &turn.RelayAddressGeneratorPortRange{
-			RelayAddress: ip4, Address: bind, MinPort: s.cfg.MinPort, MaxPort: s.cfg.MaxPort,
+		return &turn.RelayAddressGeneratorPortRange{
+			RelayAddress: ip, Address: bind, MinPort: s.cfg.MinPort, MaxPort: s.cfg.MaxPort,
 		}
 	}
-	return &relayGen{inner: inner, s: s}, nil
+	return &turn.RelayAddressGeneratorStatic{RelayAddress: ip, Address: bind}
 }
 
 func isLocalIP(ip net.IP) bool {
@@ -362,6 +388,10 @@ func isLocalIP(ip net.IP) bool {
 	}
 	return false
 }
+
+// RelayIP6 is the IPv6 address of the relayed addresses the relay offers,
+// or nil.
+func (s *Server) RelayIP6() net.IP { return s.cfg.RelayIP6 }
 
 // UDPAddr is the TURN UDP address.
 func (s *Server) UDPAddr() *net.UDPAddr {

@@ -60,7 +60,7 @@ func (s *Server) routes() map[protocol.MsgType]route {
 			return nil
 		}},
 		protocol.TypeRelayAsk: {handle: func(in inbound, _ protocol.Message) error {
-			if c := s.mintRelay(in.l.Peer, false); c != nil {
+			if c := s.mintRelay(in.l.Peer, false, false); c != nil {
 				in.l.Send(&protocol.RelayOK{Relay: *c, Observed: in.l.RemoteAddr().String()})
 			} else {
 				in.l.Send(&protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay is known"})

@@ -258,8 +258,13 @@ func (net *memNet) ring() {
 	net.connect(len(net.nodes)-1, 0)
 }
 
-// addLeaf attaches a leaf to supernode i.
+// addLeaf attaches a leaf to supernode i, seen at an IPv4 address.
 func (net *memNet) addLeaf(i int, name string) *memLeaf {
+	return net.addLeafAt(i, name, "192.0.2.1:4000")
+}
+
+// addLeafAt attaches a leaf to supernode i, seen at addr.
+func (net *memNet) addLeafAt(i int, name, addr string) *memLeaf {
 	net.t.Helper()
 	nd := net.nodes[i]
 	l := &memLeaf{
@@ -270,7 +275,7 @@ func (net *memNet) addLeaf(i int, name string) *memLeaf {
 		peer: protocol.PeerID(sha256.Sum256([]byte("leaf " + name))),
 	}
 	net.leaves[l.id] = l
-	nd.r.LeafUp(l.id, LeafInfo{Peer: l.peer, Name: name, Addrs: []string{"192.0.2.1:4000"}})
+	nd.r.LeafUp(l.id, LeafInfo{Peer: l.peer, Name: name, Addrs: []string{addr}})
 	return l
 }
 

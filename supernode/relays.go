@@ -63,12 +63,12 @@ func (t *relayTable) drop(link *transport.Link) {
 }
 
 // pick returns the best relay; tcp requires one that takes TURN over TCP.
-func (t *relayTable) pick(tcp bool) *relayEntry {
+func (t *relayTable) pick(tcp, ipv6 bool) *relayEntry {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var best *relayEntry
 	for _, e := range t.entries {
-		if tcp && e.tcp == "" {
+		if (tcp && e.tcp == "") || (ipv6 && e.load.IPv6 == "") {
 			continue
 		}
 		if e.load.Capacity > 0 && e.load.Allocations >= e.load.Capacity {
@@ -96,18 +96,19 @@ func (s *Server) Relays() []protocol.RelayLoad {
 	return out
 }
 
-// mintRelay picks a relay and mints credentials on it for peer.
-func (s *Server) mintRelay(peer protocol.PeerID, tcp bool) *protocol.RelayCreds {
+// mintRelay picks a relay and mints credentials on it for peer: on one
+// that offers IPv6 relayed addresses, which peer is to ask for, with ipv6.
+func (s *Server) mintRelay(peer protocol.PeerID, tcp, ipv6 bool) *protocol.RelayCreds {
 	if len(s.cfg.RelaySecret) == 0 {
 		return nil
 	}
 	s.refreshLocalRelay()
-	e := s.relays.pick(tcp)
+	e := s.relays.pick(tcp, ipv6)
 	if e == nil {
 		return nil
 	}
 	c := relay.Mint(s.cfg.RelaySecret, peer.String(), s.cfg.RelayCredTTL, time.Now())
-	return &protocol.RelayCreds{UDP: e.udp, TCP: e.tcp, Username: c.Username, Password: c.Password, Expires: c.Expires.Unix()}
+	return &protocol.RelayCreds{UDP: e.udp, TCP: e.tcp, Username: c.Username, Password: c.Password, Expires: c.Expires.Unix(), IPv6: ipv6}
 }
 
 // refreshLocalRelay updates the entry of the relay inside this process.
@@ -123,6 +124,9 @@ func (s *Server) refreshLocalRelay() {
 		e.tcp = transport.AdvertisedAddr(a, s.cfg.RelayHost)
 	}
 	e.load.UDP, e.load.TCP = e.udp, e.tcp
+	if ip6 := r.RelayIP6(); ip6 != nil {
+		e.load.IPv6 = ip6.String()
+	}
 	s.relays.put(e)
 }
 
@@ -199,7 +203,7 @@ func (s *Server) answerTCP(c net.Conn) error {
 		protocol.WriteMessage(tc, &protocol.Error{Code: protocol.StatusBadRequest, Message: "only relay_ask is served over TCP"})
 		return fmt.Errorf("%w: %s over tcp", protocol.ErrBadRequest, m.Type())
 	}
-	creds := s.mintRelay(peer, true)
+	creds := s.mintRelay(peer, true, false)
 	if creds == nil {
 		protocol.WriteMessage(tc, &protocol.Error{Code: protocol.StatusUnavailable, Message: "no relay that takes TCP is known"})
 		return errors.New("no relay for a tcp ask")

@@ -149,8 +149,9 @@ type RouterConfig struct {
 	// connection requests come back here.
 	ID protocol.PeerID
 	// Relay mints TURN credentials on a relay chosen for peer, or returns nil
-	// when no relay is known.
-	Relay func(peer protocol.PeerID) *protocol.RelayCreds
+	// when no relay is known; with ipv6, on a relay that offers IPv6
+	// relayed addresses, for peer to ask one of.
+	Relay func(peer protocol.PeerID, ipv6 bool) *protocol.RelayCreds
 	// RTT estimates a link's round-trip time, for the punch start time (optional).
 	RTT func(LinkID) time.Duration
 	// RelayAddr reports whether an address is on a relay this supernode

@@ -286,7 +286,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.Router.Ring = s.ringView
 	cfg.Router.LeafQueryEnded = s.observeLeafQuery
 	if len(cfg.RelaySecret) > 0 {
-		cfg.Router.Relay = func(p protocol.PeerID) *protocol.RelayCreds { return s.mintRelay(p, false) }
+		cfg.Router.Relay = func(p protocol.PeerID, ipv6 bool) *protocol.RelayCreds { return s.mintRelay(p, false, ipv6) }
 	}
 	if cfg.IdleTimeout > 0 {
 		// Pings are what keep an idle leaf's link open: a quarter of its

@@ -233,8 +233,10 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 	offer := &protocol.Signal{ID: req.ID, Kind: protocol.SignalOffer, From: req.From, FromSN: req.FromSN,
 		To: target.Peer, ToSN: r.cfg.ID, NAT: req.NAT, Addrs: req.Addrs, Plan: plan, Delay: wait, Upgrade: req.Upgrade}
 	if r.cfg.Relay != nil && !req.Upgrade && (plan == protocol.PlanRelay || plan == protocol.PlanPunch) {
-		// With a punch, the credentials are the fallback if it fails.
-		offer.Relay = r.cfg.Relay(target.Peer)
+		// With a punch, the credentials are the fallback if it fails. The
+		// initiator sends to the relayed address: in IPv6 when that is all
+		// it has.
+		offer.Relay = r.cfg.Relay(target.Peer, onlyIPv6(req.Addrs))
 		if offer.Relay == nil && plan == protocol.PlanRelay {
 			r.routeBack(from, req, protocol.StatusUnavailable, "the peers need a relay and none is known")
 			return
@@ -254,6 +256,15 @@ func hasIPv6(addrs []string) bool {
 	return slices.ContainsFunc(addrs, func(a string) bool {
 		ap, err := netip.ParseAddrPort(a)
 		return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() && transport.IsPublicAddr(ap.Addr())
+	})
+}
+
+// onlyIPv6 reports whether a leaf was seen at a public IPv6 address and at
+// no public IPv4 one.
+func onlyIPv6(addrs []string) bool {
+	return hasIPv6(addrs) && !slices.ContainsFunc(addrs, func(a string) bool {
+		ap, err := netip.ParseAddrPort(a)
+		return err == nil && ap.Addr().Unmap().Is4() && transport.IsPublicAddr(ap.Addr())
 	})
 }
 

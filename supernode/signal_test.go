@@ -48,7 +48,7 @@ func (l *memLeaf) signals() []*protocol.Signal {
 func TestSignalAcrossSupernodes(t *testing.T) {
 	cfg := testRouterConfig()
 	minted := 0
-	cfg.Relay = func(p protocol.PeerID) *protocol.RelayCreds {
+	cfg.Relay = func(p protocol.PeerID, _ bool) *protocol.RelayCreds {
 		minted++
 		return &protocol.RelayCreds{UDP: "203.0.113.1:3478", Username: "1:" + p.String(), Password: "x"}
 	}
@@ -184,7 +184,7 @@ func TestBehindOneNAT(t *testing.T) {
 // changes nothing.
 func TestSignalIPv6Punch(t *testing.T) {
 	cfg := testRouterConfig()
-	cfg.Relay = func(p protocol.PeerID) *protocol.RelayCreds {
+	cfg.Relay = func(p protocol.PeerID, _ bool) *protocol.RelayCreds {
 		return &protocol.RelayCreds{UDP: "203.0.113.1:3478", Username: "1:" + p.String(), Password: "x"}
 	}
 	for i, tc := range []struct {
@@ -217,5 +217,38 @@ func TestSignalIPv6Punch(t *testing.T) {
 		if tc.a != nil && !slices.Contains(offers[0].Addrs, tc.a[0]) {
 			t.Errorf("case %d: offer addresses %v lack the proven %s", i, offers[0].Addrs, tc.a[0])
 		}
+		if offers[0].Relay.IPv6 {
+			t.Errorf("case %d: an initiator with IPv4 got an IPv6 relay", i)
+		}
+	}
+}
+
+// TestSignalIPv6OnlyInitiator: an initiator seen at an IPv6 address alone
+// sends to the relayed address, so the target is given a relay that offers
+// IPv6 and told to ask for it.
+func TestSignalIPv6OnlyInitiator(t *testing.T) {
+	cfg := testRouterConfig()
+	asked := []bool{}
+	cfg.Relay = func(p protocol.PeerID, ipv6 bool) *protocol.RelayCreds {
+		asked = append(asked, ipv6)
+		return &protocol.RelayCreds{UDP: "203.0.113.1:3478", Username: "1:" + p.String(), Password: "x", IPv6: ipv6}
+	}
+	net := newMemNet(t, 2, cfg)
+	net.line()
+	a := net.addLeafAt(0, "six", "[2001:db8:1::2]:7000")
+	c := net.addLeaf(1, "four")
+	net.nodes[0].r.SetLeafNAT(a.id, protocol.NATEndpointIndependent, nil, nil)
+	net.nodes[1].r.SetLeafNAT(c.id, protocol.NATEndpointDependent, nil, nil)
+	if err := a.send(&protocol.Signal{ID: 1, Kind: protocol.SignalRequest, To: c.peer, ToSN: net.nodes[1].peer}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	net.noErrors()
+	offers := c.signals()
+	if len(offers) != 1 || offers[0].Plan != protocol.PlanRelay || offers[0].Relay == nil || !offers[0].Relay.IPv6 {
+		t.Fatalf("offers %+v; want a relay plan with IPv6 credentials", offers)
+	}
+	if !slices.Equal(asked, []bool{true}) {
+		t.Errorf("relays asked for %v, want one with IPv6", asked)
 	}
 }

@@ -31,14 +31,14 @@ type settings struct {
 
 // flags are the relay's flags as given.
 type flags struct {
-	listen, tcp, relayIP, secretFile, dataDir, advertise string
-	log                                                  cli.LogFlags
-	certFile, admin, config                              string
-	supernodes, allowPeers                               []string
-	maxBytes                                             int64
-	maxDuration, credTTL                                 time.Duration
-	maxAllocs, maxPerPeer                                int
-	minPort, maxPort                                     uint16
+	listen, tcp, relayIP, relayIP6, secretFile, dataDir, advertise string
+	log                                                            cli.LogFlags
+	certFile, admin, config                                        string
+	supernodes, allowPeers                                         []string
+	maxBytes                                                       int64
+	maxDuration, credTTL                                           time.Duration
+	maxAllocs, maxPerPeer                                          int
+	minPort, maxPort                                               uint16
 }
 
 // bind defines the flags on f, their defaults taken from relay.DefaultConfig.
@@ -47,6 +47,7 @@ func (fl *flags) bind(f *pflag.FlagSet) {
 	f.StringVar(&fl.listen, "listen", def.ListenUDP, "TURN address over UDP")
 	f.StringVar(&fl.tcp, "tcp", "", "TURN address over TCP (default: the --listen address; - for none)")
 	f.StringVar(&fl.relayIP, "relay-ip", "", "public IP of relayed addresses (needed when listening on all interfaces)")
+	f.StringVar(&fl.relayIP6, "relay-ip6", "", "public IPv6 address for relayed addresses, offered to peers that relay for a peer on IPv6 alone (default: IPv4 only)")
 	f.StringVar(&fl.advertise, "advertise", "", "host supernodes give to peers (default: --relay-ip)")
 	f.StringVar(&fl.secretFile, "secret-file", "", "file with the secret shared with the supernodes (mode 600), or $"+cli.SecretEnv)
 	f.StringSliceVar(&fl.supernodes, "supernode", nil, "supernodes to report load to: host:port or peerid@host:port")
@@ -75,6 +76,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 		fl.log.Check(),
 		cli.CheckHostPort("listen", fl.listen),
 		cli.CheckIP("relay-ip", fl.relayIP),
+		cli.CheckIP("relay-ip6", fl.relayIP6),
 		cli.NotNegative("max-bytes", fl.maxBytes),
 		cli.NotNegative("max-duration", fl.maxDuration),
 		cli.NotNegative("max-allocations", fl.maxAllocs),
@@ -96,7 +98,7 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 	}
 	s := settings{
 		cfg: relay.Config{ListenUDP: fl.listen, ListenTCP: fl.tcp, MaxBytes: fl.maxBytes, MaxDuration: fl.maxDuration,
-			MaxAllocations: fl.maxAllocs, MaxPerPeer: fl.maxPerPeer, CredTTL: fl.credTTL, RelayIP: net.ParseIP(fl.relayIP), MinPort: fl.minPort, MaxPort: fl.maxPort},
+			MaxAllocations: fl.maxAllocs, MaxPerPeer: fl.maxPerPeer, CredTTL: fl.credTTL, RelayIP: net.ParseIP(fl.relayIP), RelayIP6: net.ParseIP(fl.relayIP6), MinPort: fl.minPort, MaxPort: fl.maxPort},
 		supernodes: cli.SplitList(fl.supernodes),
 		advertise:  fl.advertise,
 		secretFile: fl.secretFile, dataDir: fl.dataDir, certFile: fl.certFile,

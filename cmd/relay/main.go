@@ -81,6 +81,9 @@ func run(st settings) error {
 		if a := r.TCPAddr(); a != nil {
 			m.TCP = transport.AdvertisedAddr(a, st.advertise)
 		}
+		if ip6 := r.RelayIP6(); ip6 != nil {
+			m.IPv6 = ip6.String()
+		}
 		return m
 	}
 	fmt.Fprintf(os.Stderr, "relay listening on udp %s", r.UDPAddr())

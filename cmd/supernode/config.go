@@ -33,25 +33,25 @@ type settings struct {
 
 // flags are the supernode's flags as given.
 type flags struct {
-	listen, dataDir          string
-	log                      cli.LogFlags
-	altListen, tcpListen     string
-	relayListen, relayIP     string
-	secretFile               string
-	certFile, networkKeyFile string
-	join, turnServers        []string
-	relayAllow               []string
-	advertise                []string
-	neighbours               int
-	maxLeaves, leafLimit     int
-	promoteEvery             time.Duration
-	hops                     uint8
-	leafPings                float64
-	memLimit                 int64
-	limitLoopback            bool
-	admin                    string
-	config                   string
-	relayCredTTL             time.Duration
+	listen, dataDir                string
+	log                            cli.LogFlags
+	altListen, tcpListen           string
+	relayListen, relayIP, relayIP6 string
+	secretFile                     string
+	certFile, networkKeyFile       string
+	join, turnServers              []string
+	relayAllow                     []string
+	advertise                      []string
+	neighbours                     int
+	maxLeaves, leafLimit           int
+	promoteEvery                   time.Duration
+	hops                           uint8
+	leafPings                      float64
+	memLimit                       int64
+	limitLoopback                  bool
+	admin                          string
+	config                         string
+	relayCredTTL                   time.Duration
 }
 
 // bind defines the flags on f, their defaults taken from
@@ -71,6 +71,7 @@ func (fl *flags) bind(f *pflag.FlagSet, env func(string) string) {
 	f.StringVar(&fl.tcpListen, "tcp-listen", "", "TCP address where peers without UDP ask for a relay (default: the UDP address; - for none)")
 	f.StringVar(&fl.relayListen, "relay", "", "run a TURN relay in this process on this address, e.g. "+relay.DefaultListen)
 	f.StringVar(&fl.relayIP, "relay-ip", "", "public IP of the relay, needed when it listens on all interfaces")
+	f.StringVar(&fl.relayIP6, "relay-ip6", "", "public IPv6 address of the relay's relayed addresses, for peers on IPv6 alone (default: IPv4 only)")
 	f.StringArrayVar(&fl.relayAllow, "relay-allow-peer", nil, "private or reserved range (CIDR or address) the relay may relay to anyway; repeatable")
 	f.DurationVar(&fl.relayCredTTL, "relay-cred-ttl", def.RelayCredTTL, "how long the relay credentials this supernode mints last; peers that live on a relay renew theirs before then (relays refuse expiries beyond their --cred-ttl)")
 	f.StringSliceVar(&fl.turnServers, "turn-server", nil, "stock TURN servers (host:port) sharing the relay secret, e.g. coturn with use-auth-secret")
@@ -145,10 +146,10 @@ func (fl *flags) settings(env func(string) string) (settings, error) {
 	if !hasSecret {
 		return settings{}, errors.New("--relay needs a secret: --relay-secret-file or $" + cli.SecretEnv)
 	}
-	if err := errors.Join(cli.CheckHostPort("relay", fl.relayListen), cli.CheckIP("relay-ip", fl.relayIP)); err != nil {
+	if err := errors.Join(cli.CheckHostPort("relay", fl.relayListen), cli.CheckIP("relay-ip", fl.relayIP), cli.CheckIP("relay-ip6", fl.relayIP6)); err != nil {
 		return settings{}, err
 	}
-	rc := &relay.Config{ListenUDP: fl.relayListen, RelayIP: net.ParseIP(fl.relayIP)}
+	rc := &relay.Config{ListenUDP: fl.relayListen, RelayIP: net.ParseIP(fl.relayIP), RelayIP6: net.ParseIP(fl.relayIP6)}
 	for _, a := range fl.relayAllow {
 		p, err := relay.ParsePeerPrefix(a)
 		if err != nil {

@@ -721,7 +721,7 @@ func (c *Connector) relayFor(ctx context.Context, m *protocol.Signal) (*transpor
 	if m.Relay == nil {
 		return nil, errors.New("the supernode gave no relay")
 	}
-	cfg := relay.ClientConfig{Server: m.Relay.UDP, Log: c.log, Creds: credsOf(m.Relay)}
+	cfg := relay.ClientConfig{Server: m.Relay.UDP, IPv6: m.Relay.IPv6, Log: c.log, Creds: credsOf(m.Relay)}
 	alloc, err := relay.Allocate(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", m.Relay.UDP, err)
