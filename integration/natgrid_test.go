@@ -425,7 +425,8 @@ func TestNATUDPBlocked(t *testing.T) {
 	blk := nl.peer("blk", NATUDPBlocked, "sn1")
 	eim := nl.peer("eim", NATEndpointIndependent, "sn1")
 	sym := nl.peer("sym", NATSymmetric, "sn1")
-	for _, p := range []*labPeer{blk, eim, sym} {
+	pub := nl.peer("pub", NATNone, "sn1")
+	for _, p := range []*labPeer{blk, eim, sym, pub} {
 		p.wait()
 	}
 	st, raw, err := blk.status()
@@ -443,6 +444,10 @@ func TestNATUDPBlocked(t *testing.T) {
 	}{
 		{blk, eim, "reverse"}, // the blocked peer counts as reachable: eim dials it
 		{sym, blk, "direct"},
+		// The blocked peer dials a public one from its relay: the public
+		// peer takes the link in unasked, and learns from the hello that
+		// it runs through a relay.
+		{blk, pub, "direct"},
 	} {
 		att, err := c.from.connect(c.to)
 		if err != nil {

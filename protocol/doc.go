@@ -250,6 +250,7 @@
 //	  rp?  bin 32   v7: a relay's proof of the secret it shares (see Admission)
 //	  o?   bool     v8: with r = 2, a link for direct queries only, not a neighbour's (see
 //	                One-hop summaries)
+//	  rl?  bool     v12: the sender dials from a relay allocation it lives on
 //
 //	welcome (Welcome)
 //	  v    uint16   the version chosen (see Versions), >= 1
@@ -1028,7 +1029,7 @@
 //	    nat_status, and the token attribute in STUN answers to requests with
 //	    a USERNAME. IPv6 relaying: optional key 6 in relay_load (the relay's
 //	    IPv6 address) and in relay credentials (allocate an IPv6 relayed
-//	    address, with REQUESTED-ADDRESS-FAMILY).
+//	    address, with REQUESTED-ADDRESS-FAMILY). Optional key rl in hello.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

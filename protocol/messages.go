@@ -99,6 +99,9 @@ type Hello struct {
 	// Direct asks a supernode for a link that carries direct queries only,
 	// not a neighbour's (v8; see One-hop summaries).
 	Direct bool `msgpack:"o,omitempty"`
+	// Relayed says the sender dials from a relay allocation it lives on,
+	// so the link runs through that relay (v12).
+	Relayed bool `msgpack:"rl,omitempty"`
 }
 
 // Welcome accepts a Hello.

@@ -40,7 +40,9 @@ type Link struct {
 	Peer    protocol.PeerID
 	Role    protocol.Role
 	Version uint16
-	// Relayed is set on links accepted on a relay allocation (see ListenOn).
+	// Relayed is set on links that run through a relay: accepted on our
+	// relay allocation (see ListenOn), or from a dialler that says it
+	// lives on one (its hello's Relayed).
 	Relayed bool
 
 	// from are the roles the other side may hold: the one its hello declared

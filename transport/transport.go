@@ -422,8 +422,9 @@ func (n *Node) handshake(c *quic.Conn, relayed bool) {
 		return
 	}
 	l := n.newLink(c, s, peer, log.With().Str("peer_id", peer.Short()).Logger(), tk)
-	l.Relayed = relayed
-	in := &Incoming{Hello: m.(*protocol.Hello), Peer: peer, link: l}
+	hello := m.(*protocol.Hello)
+	l.Relayed = relayed || hello.Relayed
+	in := &Incoming{Hello: hello, Peer: peer, link: l}
 	select {
 	case n.incoming <- in:
 	case <-ctx.Done():

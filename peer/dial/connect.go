@@ -459,7 +459,7 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 		if err != nil {
 			return nil, err
 		}
-		l, _, err := node.DialAddr(ctx, addr, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+		l, _, err := node.DialAddr(ctx, addr, peer, c.hello())
 		if err != nil {
 			c.log.Debug().Err(err).Msg("dial after punch failed")
 		}
@@ -485,6 +485,12 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.Pee
 		return c.dialAny(ctx, peer, addrs)
 	}
 	return nil, fmt.Errorf("%w: the initiator cannot %s", protocol.ErrBadRequest, s)
+}
+
+// hello opens our transfer links: it tells the other side when we dial
+// from the relay allocation we live on, so that it labels the link as it runs.
+func (c *Connector) hello() *protocol.Hello {
+	return &protocol.Hello{Role: protocol.RoleTransfer, Relayed: c.cfg.OnRelay != nil && c.cfg.OnRelay() != nil}
 }
 
 // pathOf says how l to a peer whose NAT is theirs runs: relayed when it
@@ -589,7 +595,7 @@ func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []s
 		go func() {
 			defer c.wg.Done()
 			defer dcancel()
-			l, _, err := node.Dial(dctx, a, peer, &protocol.Hello{Role: protocol.RoleTransfer})
+			l, _, err := node.Dial(dctx, a, peer, c.hello())
 			results <- result{l, err}
 		}()
 	}
