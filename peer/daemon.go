@@ -440,7 +440,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go d.attach.Run()
 	go d.lead.run()
 	go d.rescanLoop()
-	go d.acceptLoop()
+	go d.acceptLoop(d.nodeNow())
 	d.startMu.Unlock()
 	d.log.Info().Str("listen", d.Addr().String()).Str("peer_id", d.ID().String()).Msg("peer up")
 	select {
@@ -543,15 +543,13 @@ func (d *Daemon) Rescan(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) acceptLoop() {
+// acceptLoop takes the links that come in on node until it closes: a peer
+// that lives on a relay has one loop per allocation it still serves on.
+func (d *Daemon) acceptLoop(node *transport.Node) {
 	defer d.wg.Done()
 	for {
-		node := d.nodeNow()
 		in, err := node.Accept(d.ctx)
 		if err != nil {
-			if d.ctx.Err() == nil && node != d.nodeNow() {
-				continue // renewed onto a new relay allocation: accept there
-			}
 			return
 		}
 		switch in.Hello.Role {

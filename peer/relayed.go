@@ -7,8 +7,38 @@ import (
 	"time"
 
 	"github.com/supernet-p2p/supernet/internal/defaults"
+	"github.com/supernet-p2p/supernet/peer/attach"
 	"github.com/supernet-p2p/supernet/peer/dial"
+	"github.com/supernet-p2p/supernet/relay"
+	"github.com/supernet-p2p/supernet/transport"
 )
+
+// retireLinger is how long a retired allocation stays open after its links
+// are closed, for their closes to reach the other sides.
+const retireLinger = 500 * time.Millisecond
+
+// errMoved closes the links to peers on an allocation being retired.
+var errMoved = errors.New("moved to a new relay allocation")
+
+// retire keeps an old allocation for the links to peers still on it, and
+// closes it when the last ends, when its credentials run out, or when the
+// daemon stops.
+func (d *Daemon) retire(node *transport.Node, alloc *relay.Allocation, until time.Time) {
+	defer d.wg.Done()
+	// A second early, so that the links' close reaches the other sides
+	// while the relay still carries it.
+	t := time.NewTimer(time.Until(until) - time.Second)
+	defer t.Stop()
+	select {
+	case <-node.Idle():
+	case <-alloc.Lost():
+	case <-t.C:
+	case <-d.ctx.Done():
+	}
+	node.Retire(errMoved, retireLinger)
+	alloc.Close()
+	d.log.Debug().Str("relayed_addr", alloc.RelayedAddr().String()).Msg("old relay allocation closed")
+}
 
 // ErrRelayLost ends a daemon that lived on a relay allocation and lost it.
 var ErrRelayLost = errors.New("the relay this peer lived on is gone")
@@ -16,10 +46,10 @@ var ErrRelayLost = errors.New("the relay this peer lived on is gone")
 // watchRelay keeps a peer whose network drops UDP on a relay: before its
 // credentials run out (the relay refreshes an allocation no longer after
 // that) it gets new ones over TCP and moves to a new allocation, with a
-// third of the old one's lifetime to spare for retries. The links on the old
-// one end with it; the supernodes and the other peers are dialled again on
-// the new one. An allocation lost otherwise (the relay stopped) stops the
-// daemon, saying so.
+// third of the old one's lifetime to spare for retries. The supernodes are
+// dialled again on the new one at once; links to peers stay on the old one
+// until they end or its credentials do. An allocation lost otherwise (the
+// relay stopped) stops the daemon, saying so.
 func (d *Daemon) watchRelay() {
 	defer d.wg.Done()
 	retry := defaults.Backoff(time.Second, 30*time.Second)
@@ -71,15 +101,20 @@ func (d *Daemon) renewRelay() error {
 		return err
 	}
 	d.netMu.Lock()
-	oldNode, oldAlloc := d.node, d.onRelay
+	oldNode, oldAlloc, oldUntil := d.node, d.onRelay, d.relayUntil
 	d.node, d.onRelay, d.relayTCP, d.relayUntil = r.Node, r.Alloc, r.TCP, r.Expires
 	d.renewals++
 	n := d.renewals
 	d.netMu.Unlock()
-	// What ran on the old allocation ends here and is dialled again on the
-	// new one: the supernodes by the attachment, the peers as they are needed.
-	oldNode.Close()
-	oldAlloc.Close()
+	d.wg.Add(2)
+	go d.acceptLoop(r.Node)
+	go d.retire(oldNode, oldAlloc, oldUntil)
+	// The supernodes must list us at the new relayed address: attach there.
+	for _, l := range d.attach.Links() {
+		if l.Err() == nil {
+			l.Close(attach.ErrMoving)
+		}
+	}
 	d.log.Info().Int("renewals", n).Str("relay", r.TCP).Str("relayed_addr", r.Alloc.RelayedAddr().String()).
 		Time("expires", r.Expires).Msg("relay credentials renewed: living on a new allocation")
 	return nil

@@ -406,7 +406,7 @@ func (sw *swarm) connectKnown() {
 		sw.m.wg.Add(1)
 		go func() {
 			defer sw.m.wg.Done()
-			ok, err := sw.joinPeer(k.src)
+			ok, delivered, err := sw.joinPeer(k.src)
 			sw.mu.Lock()
 			defer sw.mu.Unlock()
 			k.busy, k.joined = false, false
@@ -418,8 +418,12 @@ func (sw *swarm) connectKnown() {
 			case ok && sw.ctx.Err() == nil:
 				k.retryAt = time.Now().Add(200 * time.Millisecond)
 				// A session that worked and broke: the link may have died under
-				// it (a relay lost, a NAT that forgot us); a new setup may find
-				// another path.
+				// it (a relay lost, a NAT that forgot us, a peer moving to a new
+				// relay allocation); a new setup may find another path. One that
+				// brought data ends the run of failures before it.
+				if delivered {
+					k.failures = 0
+				}
 				k.failures++
 				sw.log.Info().Err(err).Str("peer_id", p.Short()).Msg("swarm peer lost")
 			case !ok:

@@ -41,6 +41,7 @@ type session struct {
 	lastAsked      time.Time          // when it last requested a block
 	told           bitset             // first source: pieces announced to it
 	down, up       rateMeter
+	got            int64 // block bytes it sent us
 	wasted         int64
 	upRun          uint64 // rank of the piece run we upload to it; under the daemon's upTurns
 	moving         bool   // its link is being replaced: ask nothing more here
@@ -294,6 +295,7 @@ func (s *session) readLoop() error {
 			}
 			sw.mu.Lock()
 			s.down.add(int64(size), time.Now())
+			s.got += int64(size)
 			pd, err := sw.onBlockLocked(s, int(piece), int(off), data[:size])
 			if err == nil && pd == nil {
 				sw.fillLocked(s)
@@ -475,24 +477,24 @@ func (sw *swarm) peerLacksLocked(s *session, i int) {
 
 // joinPeer opens a swarm stream to src over a link from the connector and runs
 // it until it ends. It returns whether the session got under way.
-func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
+func (sw *swarm) joinPeer(src protocol.Source) (joined, delivered bool, err error) {
 	pl, err := sw.m.cfg.Dial(sw.ctx, src)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer pl.Release()
 	if !protocol.Supports(pl.Link().Version, protocol.TypeJoin) {
-		return false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.Link().Version, protocol.VersionSwarm)
+		return false, false, fmt.Errorf("%w: peer speaks protocol v%d, swarms need v%d", protocol.ErrUnsupportedVersion, pl.Link().Version, protocol.VersionSwarm)
 	}
 	st, err := pl.Link().OpenStream(sw.ctx)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	fr := pl.Link().NewStreamReader(st, 32<<10)
 	sn, nat := sw.m.cfg.Reach()
 	if err := protocol.WriteMessage(st, &protocol.Join{ID: sw.id, SN: sn, NAT: nat}); err != nil {
 		st.CancelRead(0)
-		return false, err
+		return false, false, err
 	}
 	stop := context.AfterFunc(sw.ctx, func() { st.CancelRead(0); st.CancelWrite(0) })
 	// The meta of the largest file is near the frame cap; what follows is small.
@@ -505,7 +507,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	if err != nil {
 		st.CancelRead(1)
 		st.CancelWrite(1)
-		return false, err
+		return false, false, err
 	}
 	fr.SetMax(MaxFrame)
 	s := newSession(sw, src.Peer, st, fr, true)
@@ -513,7 +515,7 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	if err := sw.addSession(s); err != nil {
 		st.CancelRead(1)
 		st.CancelWrite(1)
-		return false, err
+		return false, false, err
 	}
 	sw.mu.Lock()
 	if k := sw.known[src.Peer]; k != nil {
@@ -535,13 +537,13 @@ func (sw *swarm) joinPeer(src protocol.Source) (bool, error) {
 	}()
 	err = s.run()
 	sw.mu.Lock()
-	moved := s.moved
+	moved, delivered := s.moved, s.got > 0
 	sw.mu.Unlock()
 	if moved {
 		pl.Link().Log().Info().Str("content_id", sw.id.Short()).Msg("swarm stream moving to a direct link")
-		return true, errPathChanged
+		return true, delivered, errPathChanged
 	}
-	return true, err
+	return true, delivered, err
 }
 
 // checkMoveLocked ends a moving session once nothing is in flight on it.

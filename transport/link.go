@@ -59,6 +59,7 @@ type Link struct {
 	src    *source // the source of an incoming link, charged for its queue
 	srcMax int64
 	slow   *atomic.Uint64
+	ended  func() // the node counts it closed
 	// lastRecv is when the last frame arrived (Unix ns), for Quiet.
 	lastRecv atomic.Int64
 
@@ -89,6 +90,10 @@ func (n *Node) newLink(c *quic.Conn, s *quic.Stream, peer protocol.PeerID, log z
 		slow:      &n.slow,
 		done:      make(chan struct{}),
 	}
+	l.ended = func() { n.linkEnded(l) }
+	n.linkMu.Lock()
+	n.links[l] = struct{}{}
+	n.linkMu.Unlock()
 	if tk != nil {
 		l.src = tk.src
 	}
@@ -277,6 +282,37 @@ func (l *Link) Close(err error) {
 		unwatch()
 	}
 	closeConn(l.conn, err)
+	if l.ended != nil {
+		l.ended()
+	}
+}
+
+// linkEnded counts a closed link, and wakes Idle's waiters when it was the
+// last.
+func (n *Node) linkEnded(l *Link) {
+	n.linkMu.Lock()
+	defer n.linkMu.Unlock()
+	delete(n.links, l)
+	if len(n.links) == 0 {
+		for _, ch := range n.idle {
+			close(ch)
+		}
+		n.idle = nil
+	}
+}
+
+// Idle is closed once none of the node's links is open, at once when none
+// is now: a node being retired is closed when its last link ends.
+func (n *Node) Idle() <-chan struct{} {
+	ch := make(chan struct{})
+	n.linkMu.Lock()
+	defer n.linkMu.Unlock()
+	if len(n.links) == 0 {
+		close(ch)
+	} else {
+		n.idle = append(n.idle, ch)
+	}
+	return ch
 }
 
 // closeConn closes c, with err as the reason unless it is ErrClosed.

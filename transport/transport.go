@@ -135,6 +135,10 @@ type Node struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	linkMu sync.Mutex
+	links  map[*Link]struct{} // made and not yet closed
+	idle   []chan struct{}    // Idle's, closed when links is empty
 }
 
 // New starts a node on cfg.Conn.
@@ -193,6 +197,7 @@ func New(cfg Config) (*Node, error) {
 		stunWait: waiters.New[[12]byte, stunAnswer](maxSTUNWaits),
 		stunLim:  rate.NewLimiter(rate.Limit(cfg.STUNRate), int(cfg.STUNRate/10)+1),
 		stunSrc:  newSourceLimiter(cfg.STUNRatePerIP, cfg.STUNBurstPerIP),
+		links:    make(map[*Link]struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
 	}
@@ -340,6 +345,31 @@ func (n *Node) HandshakeTimeout() time.Duration { return n.cfg.HandshakeTimeout 
 
 // Identity is the node's identity.
 func (n *Node) Identity() *protocol.Identity { return n.cfg.Identity }
+
+// Retire closes each open link with err, so that the other sides learn at
+// once rather than at their idle timeout, and closes the node linger
+// later: the closes must leave the socket first, which on a TCP relay
+// allocation closed at once could be reset with them still queued.
+func (n *Node) Retire(err error, linger time.Duration) {
+	n.linkMu.Lock()
+	links := make([]*Link, 0, len(n.links))
+	for l := range n.links {
+		links = append(links, l)
+	}
+	n.linkMu.Unlock()
+	for _, l := range links {
+		l.Close(err)
+	}
+	if len(links) > 0 {
+		t := time.NewTimer(linger)
+		select {
+		case <-t.C:
+		case <-n.ctx.Done():
+			t.Stop()
+		}
+	}
+	n.Close()
+}
 
 // Close stops accepting, closes every connection and the socket, and waits for
 // the node's goroutines. It is safe to call more than once.

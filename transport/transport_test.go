@@ -487,3 +487,47 @@ func TestListenDualStack(t *testing.T) {
 		t.Errorf("over IPv6: %v", err)
 	}
 }
+
+// TestNodeIdle: Idle is closed at once on a node without links, and on one
+// with links only when the last has closed, from either side.
+func TestNodeIdle(t *testing.T) {
+	srv, cli := newNode(t, true), newNode(t, false)
+	select {
+	case <-cli.Idle():
+	default:
+		t.Fatal("a node without links is not idle")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	accepted := make(chan *Link, 1)
+	go func() {
+		in, err := srv.Accept(ctx)
+		if err == nil {
+			l, _ := in.Accept(&protocol.Welcome{Role: protocol.RoleTransfer})
+			accepted <- l
+		}
+	}()
+	l, _, err := cli.Dial(ctx, srv.Addr().String(), srv.Identity().ID, &protocol.Hello{Role: protocol.RoleTransfer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := <-accepted
+	idle, srvIdle := cli.Idle(), srv.Idle()
+	select {
+	case <-idle:
+		t.Fatal("idle with a link open")
+	default:
+	}
+	remote.Close(nil) // the far side ends it
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		t.Fatal("not idle after the only link closed")
+	}
+	select {
+	case <-srvIdle:
+	case <-ctx.Done():
+		t.Fatal("the listener is not idle after its link closed")
+	}
+	_ = l
+}

@@ -549,10 +549,15 @@ func (a *Attachment) attached1(s *slot, l *transport.Link, w *protocol.Welcome, 
 		m.q.Lost(m.id, l)
 	}
 	if a.ctx.Err() == nil {
-		a.markDown(addr)
-		if errors.Is(l.Err(), errRedirected) {
+		switch {
+		case errors.Is(l.Err(), ErrMoving):
+			// Nothing wrong with the supernode: attach there again at once.
+			l.Log().Info().Msg("attaching again from our new address")
+		case errors.Is(l.Err(), errRedirected):
+			a.markDown(addr)
 			l.Log().Info().Err(l.Err()).Msg("left the supernode as it asked")
-		} else {
+		default:
+			a.markDown(addr)
 			l.Log().Warn().Err(l.Err()).Msg("supernode connection lost; failing over")
 		}
 	}
@@ -754,6 +759,10 @@ func (a *Attachment) redirected(l *transport.Link, m *protocol.Redirect) {
 	l.Log().Info().Str("to", m.Target).Str("why", m.Why).Bool("already_attached_there", held).Msg("supernode redirected us")
 	l.Close(fmt.Errorf("%w to %s", errRedirected, m.Target))
 }
+
+// ErrMoving closes the links to supernodes when the peer moves to a new
+// address (a new relay allocation): they attach again from there.
+var ErrMoving = fmt.Errorf("%w: moved to a new relay allocation", transport.ErrClosed)
 
 // errRedirected closes a link to a supernode that redirected us, as a normal
 // close.
