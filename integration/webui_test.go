@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/supernet-p2p/supernet/content/contenttest"
@@ -155,6 +156,57 @@ func TestWebUIInBrowser(t *testing.T) {
 		`fetch(document.querySelector("#inbox-table a").href).then(r => r.text())`, chromedp.EvalAsValue, chromedp.EvalAwaitPromise))
 	if err != nil || err2 != nil || !strings.Contains(row, "letter.txt") || !strings.Contains(row, "alice") || opened != "dear bob\n" {
 		t.Errorf("inbox row %q, opened %q (%v, %v)", row, opened, err, err2)
+	}
+	// Delete, through the page's confirm dialog: the file leaves the inbox
+	// and the disk.
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	asked := make(chan string, 1)
+	go func() {
+		for ev, err := range dialogs {
+			if err != nil {
+				return
+			}
+			asked <- ev.Message
+			if _, err := chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
+				return
+			}
+		}
+	}()
+	f, err := bob.InboxOpen("letter.txt")
+	if err != nil {
+		t.Fatalf("bob's inbox before Delete: %v", err)
+	}
+	stored := f.Name()
+	f.Close()
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.Search(`//tr[td[1][normalize-space(.)="letter.txt"]]//button[normalize-space(.)="Delete"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#inbox-table").hidden`, chromedp.WithPollingTimeout(10*time.Second)),
+	)
+	if err != nil {
+		t.Fatalf("delete in the page: %v\n%s", err, pageText(ctx))
+	}
+	if q := <-asked; !strings.Contains(q, "Delete letter.txt") {
+		t.Errorf("the page asked %q", q)
+	}
+	if list, err := bob.Inbox(); err != nil || len(list) != 0 {
+		t.Errorf("bob's inbox after Delete: %+v, %v", list, err)
+	}
+	if _, err := os.Stat(stored); !os.IsNotExist(err) {
+		t.Errorf("the deleted file is still on disk: %v", err)
+	}
+	// Status: the supernode we are attached to, our NAT, and the links.
+	snID := bob.Status().Supernode.PeerID
+	err = chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`nav button[data-tab="status"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#links tbody").rows.length > 0`, chromedp.WithPollingTimeout(10*time.Second)),
+	)
+	if err != nil {
+		t.Fatalf("status in the page: %v\n%s", err, pageText(ctx))
+	}
+	status, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#status`)))
+	if err != nil || !strings.Contains(status, snID[:10]) || !strings.Contains(status, "attached") || !strings.Contains(status, "NAT") ||
+		!strings.Contains(status, "direct") {
+		t.Errorf("the status tab shows %q (%v); want supernode %s, attached, the NAT and a direct link", status, err, snID[:10])
 	}
 
 	// The daemon's metrics, through the page's listener with its token.

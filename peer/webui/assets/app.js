@@ -218,6 +218,7 @@ async function loadStatus() {
     row("Supernode", `${sn.addr} ${sn.peer_id ? "(" + sn.peer_id.slice(0, 10) + ")" : ""} ${sn.connected ? "attached " + ago(sn.since) + " ago" : "not attached"}`);
   }
   row("NAT", (st.supernode.nat || "unknown") + (st.supernode.observed_addr ? ", seen as " + st.supernode.observed_addr : ""));
+  if ((st.supernode.proven_addrs || []).length) row("Also seen at", st.supernode.proven_addrs.join(", "));
   if (st.supernode.relay) row("Relay", st.supernode.relay);
   row("Sharing", `${(st.shared || []).length} files, ${bytes(st.shared_bytes || 0)}`);
   row("Transferred", `${bytes(st.uploaded_bytes || 0)} up, ${bytes(st.downloaded_bytes || 0)} down`);
