@@ -274,6 +274,39 @@ func (p *labPeer) get(q *labPeer) (float64, error) {
 	return float64(len(want)) / took.Seconds(), nil
 }
 
+// transfer connects p to q, checks the plan and path the attempt reports,
+// fetches q's file, and returns the attempt, the rate and the address p's
+// link to q runs to.
+func (p *labPeer) transfer(q *labPeer, plan, path string) (attemptJSON, float64, string) {
+	t := p.nl.t
+	t.Helper()
+	att, err := p.connect(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Plan != plan || att.Path != path {
+		t.Errorf("%s -> %s: plan %s, path %s; want %s, %s", p.name, q.name, att.Plan, att.Path, plan, path)
+	}
+	rate, err := p.get(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw, err := p.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range st.Links {
+		if l.PeerID == q.id {
+			if l.Path != path {
+				t.Errorf("%s's link to %s is %s, want %s\n%s", p.name, q.name, l.Path, path, raw)
+			}
+			return att, rate, l.Remote
+		}
+	}
+	t.Fatalf("%s has no link to %s\n%s", p.name, q.name, raw)
+	return att, rate, ""
+}
+
 // linkTo is the path of p's open link to q, as p's status shows it.
 func (p *labPeer) linkTo(q *labPeer) string {
 	st, out, err := p.status()
@@ -733,29 +766,9 @@ func TestNATIPv6Direct(t *testing.T) {
 	a, b := peers[0], peers[1]
 	a.wait()
 	b.wait()
-	att, err := a.connect(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if att.Plan != "punch" || att.Path != "direct" {
-		t.Errorf("two homes with IPv6: plan %s, path %s; want punch, direct", att.Plan, att.Path)
-	}
-	rate, err := a.get(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, raw, err := a.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := ""
-	for _, l := range st.Links {
-		if l.PeerID == b.id {
-			remote = l.Remote
-		}
-	}
-	if !strings.HasPrefix(remote, "[2001:db8:") || a.linkTo(b) != "direct" {
-		t.Errorf("the link to %s runs to %q, %s; want direct over IPv6\n%s", b.name, remote, a.linkTo(b), raw)
+	att, rate, remote := a.transfer(b, "punch", "direct")
+	if !strings.HasPrefix(remote, "[2001:db8:") {
+		t.Errorf("the link to %s runs to %q; want IPv6", b.name, remote)
 	}
 	t.Logf("IPv6 behind firewalls, IPv4 behind symmetric NATs: plan %s in %v, to %s, %.1f Mbit/s", att.Plan,
 		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
@@ -798,29 +811,9 @@ func TestNATDualStack(t *testing.T) {
 			return len(sn.Proven) == 1 && strings.HasPrefix(sn.Proven[0], "[2001:db8:"), raw
 		})
 	}
-	att, err := a.connect(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if att.Plan != "punch" || att.Path != "direct" {
-		t.Errorf("two dual-stack homes: plan %s, path %s; want punch, direct", att.Plan, att.Path)
-	}
-	rate, err := a.get(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, raw, err := a.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := ""
-	for _, l := range st.Links {
-		if l.PeerID == b.id {
-			remote = l.Remote
-		}
-	}
-	if !strings.HasPrefix(remote, "[2001:db8:") || a.linkTo(b) != "direct" {
-		t.Errorf("the link to %s runs to %q, %s; want direct over IPv6\n%s", b.name, remote, a.linkTo(b), raw)
+	att, rate, remote := a.transfer(b, "punch", "direct")
+	if !strings.HasPrefix(remote, "[2001:db8:") {
+		t.Errorf("the link to %s runs to %q; want IPv6", b.name, remote)
 	}
 	t.Logf("attached over IPv4, IPv6 proven: plan %s in %v, to %s, %.1f Mbit/s", att.Plan,
 		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
@@ -852,29 +845,9 @@ func TestNATIPv6OnlyRelayed(t *testing.T) {
 	four := nl.peerOn(nl.Home("four", NATSymmetric, WithRate(gridRate)), "four", NATSymmetric, "sn1", gridFileSize)
 	six.wait()
 	four.wait()
-	att, err := six.connect(four)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if att.Plan != "relay" || att.Path != "relayed" {
-		t.Errorf("IPv6 alone to IPv4 alone: plan %s, path %s; want relay, relayed", att.Plan, att.Path)
-	}
-	rate, err := six.get(four)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, raw, err := six.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := ""
-	for _, l := range st.Links {
-		if l.PeerID == four.id {
-			remote = l.Remote
-		}
-	}
+	att, rate, remote := six.transfer(four, "relay", "relayed")
 	if !strings.HasPrefix(remote, "["+nl.hosts["relay"].IP6.String()+"]:") {
-		t.Errorf("the link to %s runs to %q; want the relay's IPv6 address %s\n%s", four.name, remote, nl.hosts["relay"].IP6, raw)
+		t.Errorf("the link to %s runs to %q; want the relay's IPv6 address %s", four.name, remote, nl.hosts["relay"].IP6)
 	}
 	t.Logf("IPv6-only to IPv4-only through an IPv6 relayed address: connected in %v, to %s, %.1f Mbit/s",
 		att.Took.Round(time.Millisecond), remote, rate*8/1e6)

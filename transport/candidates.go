@@ -3,7 +3,7 @@ package transport
 import (
 	"net"
 	"net/netip"
-	"strconv"
+	"slices"
 )
 
 // maxHostCandidates bounds the LAN addresses a peer announces.
@@ -14,52 +14,43 @@ const maxHostCandidates = 4
 // which the NAT's public address does not lead back to (routers rarely
 // hairpin). Only private ranges (RFC 1918, RFC 4193) count: loopback,
 // link-local and public addresses do not.
-func HostCandidates(port int) []string {
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, a := range ifaddrs {
-		n, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(n.IP)
-		if !ok || !IsLANAddr(ip.Unmap()) {
-			continue
-		}
-		out = append(out, net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(port)))
-		if len(out) == maxHostCandidates {
-			break
-		}
-	}
-	return out
-}
+func HostCandidates(port int) []string { return localWith(IsLANAddr, port, maxHostCandidates) }
 
 // maxGlobalAddrs bounds the public addresses a supernode lists.
 const maxGlobalAddrs = 4
 
 // GlobalAddrs are this machine's public addresses, IPv6 and IPv4, with
 // port: where a host on all interfaces is reached from anywhere.
-func GlobalAddrs(port int) []string {
+func GlobalAddrs(port int) []string { return localWith(IsPublicAddr, port, maxGlobalAddrs) }
+
+// localWith is up to limit of this machine's addresses that keep holds
+// for, with port.
+func localWith(keep func(netip.Addr) bool, port, limit int) []string {
+	var out []string
+	for _, ip := range localAddrs() {
+		if keep(ip) {
+			out = append(out, netip.AddrPortFrom(ip, uint16(port)).String())
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// localAddrs are the addresses of this machine's interfaces, IPv4-mapped
+// ones as IPv4.
+func localAddrs() []netip.Addr {
 	ifaddrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
 	}
-	var out []string
+	var out []netip.Addr
 	for _, a := range ifaddrs {
-		n, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(n.IP)
-		if ip = ip.Unmap(); !ok || !IsPublicAddr(ip) {
-			continue
-		}
-		out = append(out, netip.AddrPortFrom(ip, uint16(port)).String())
-		if len(out) == maxGlobalAddrs {
-			break
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
 		}
 	}
 	return out
@@ -74,20 +65,7 @@ func IsPublicAddr(ip netip.Addr) bool {
 
 // LocalIP reports whether ip is one of this machine's own addresses: an
 // address no NAT translated.
-func LocalIP(ip netip.Addr) bool {
-	ifaddrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
-	}
-	for _, a := range ifaddrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if x, ok := netip.AddrFromSlice(n.IP); ok && x.Unmap() == ip.Unmap() {
-				return true
-			}
-		}
-	}
-	return false
-}
+func LocalIP(ip netip.Addr) bool { return slices.Contains(localAddrs(), ip.Unmap()) }
 
 // IsLANAddr reports whether ip is on a private network: an address worth
 // trying only from behind the same NAT.
