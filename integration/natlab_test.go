@@ -196,7 +196,11 @@ func NewLab(t *testing.T) *Lab {
 	// under which a new link's IPv6 addresses stay tentative for a second or
 	// two and its first packets wait or drop (see addNS).
 	l.must("", "ip", "netns", "exec", l.switchNS, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-	l.ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge")
+	// A bridge takes the lowest address of its ports unless it has one of
+	// its own: each host plugged in later could change it, and every host
+	// that had the switch's old address in its neighbour cache would send
+	// it frames nobody takes, for seconds, until it asked again.
+	l.ip("-n", l.switchNS, "link", "add", "br0", "address", "02:00:00:00:00:01", "type", "bridge")
 	l.ip("-n", l.switchNS, "link", "set", "br0", "up")
 	// IPv6: the public segment is 2001:db8::/64 and the switch routes it to
 	// each home's /64, through that home's router.
@@ -483,7 +487,9 @@ func (l *Lab) Home(name string, kind NATKind, opts ...HostOption) *Host {
 
 	h.RouterNS = l.addNS(name + "-gw")
 	l.plug(h.RouterNS, "wan", wanIP)
-	l.ip("-n", h.RouterNS, "link", "add", "lan", "type", "bridge")
+	// An address of its own, as br0 has, so hosts joining the LAN later do
+	// not change the gateway's.
+	l.ip("-n", h.RouterNS, "link", "add", "lan", "address", fmt.Sprintf("02:00:00:00:01:%02x", lan/8), "type", "bridge")
 	l.ip("-n", h.RouterNS, "addr", "add", gwIP.String()+"/29", "dev", "lan")
 	l.ip("-n", h.RouterNS, "link", "set", "lan", "up")
 	l.must("", "ip", "netns", "exec", h.RouterNS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
