@@ -307,6 +307,20 @@ func (p *labPeer) transfer(q *labPeer, plan, path string) (attemptJSON, float64,
 	return att, rate, ""
 }
 
+// linkRemote is where p's open link to q runs to, as p's status shows it.
+func (p *labPeer) linkRemote(q *labPeer) string {
+	st, out, err := p.status()
+	if err != nil {
+		p.nl.t.Fatalf("%v\n%s", err, out)
+	}
+	for _, l := range st.Links {
+		if l.PeerID == q.id {
+			return l.Remote
+		}
+	}
+	return ""
+}
+
 // linkTo is the path of p's open link to q, as p's status shows it.
 func (p *labPeer) linkTo(q *labPeer) string {
 	st, out, err := p.status()
@@ -828,11 +842,13 @@ func TestNATDualStack(t *testing.T) {
 	t.Logf("IPv4 alone: plan %s, path %s in %v", ac.Plan, ac.Path, ac.Took.Round(time.Millisecond))
 }
 
-// TestNATIPv6OnlyRelayed: a peer on an IPv6-only network reaches a peer
-// behind a symmetric IPv4 NAT with no IPv6. They share no address family,
-// so only a relay can join them: the supernode gives the target a relay
-// that offers IPv6, the target asks it for an IPv6 relayed address over
-// IPv4, and the IPv6 peer dials that address.
+// TestNATIPv6OnlyRelayed: a peer on an IPv6-only network and peers behind
+// symmetric IPv4 NATs with no IPv6 share no address family, so only a relay
+// can join them, and its TURN service is on IPv4. When the IPv6 peer
+// dials, the supernode gives the target a relay that offers IPv6, the
+// target asks it for an IPv6 relayed address, and the IPv6 peer dials
+// that. When it is dialled, the initiator allocates instead (plan
+// relay-reverse) and the IPv6 peer dials the initiator's relayed address.
 func TestNATIPv6OnlyRelayed(t *testing.T) {
 	nl := newNATLab(t)
 	nl.snExtra = []string{"--listen", "[::]:7000"}
@@ -843,12 +859,22 @@ func TestNATIPv6OnlyRelayed(t *testing.T) {
 	six := nl.peerOn(nl.Home("six", NATSymmetric, WithRate(gridRate), WithIPv6Only()), "six", NATEndpointIndependent,
 		"sn1-v6", gridFileSize, "--listen", "[::]:40000")
 	four := nl.peerOn(nl.Home("four", NATSymmetric, WithRate(gridRate)), "four", NATSymmetric, "sn1", gridFileSize)
-	six.wait()
-	four.wait()
+	other := nl.peerOn(nl.Home("other", NATSymmetric, WithRate(gridRate)), "other", NATSymmetric, "sn1", gridFileSize)
+	for _, p := range []*labPeer{six, four, other} {
+		p.wait()
+	}
+	relay6 := "[" + nl.hosts["relay"].IP6.String() + "]:"
 	att, rate, remote := six.transfer(four, "relay", "relayed")
-	if !strings.HasPrefix(remote, "["+nl.hosts["relay"].IP6.String()+"]:") {
+	if !strings.HasPrefix(remote, relay6) {
 		t.Errorf("the link to %s runs to %q; want the relay's IPv6 address %s", four.name, remote, nl.hosts["relay"].IP6)
 	}
 	t.Logf("IPv6-only to IPv4-only through an IPv6 relayed address: connected in %v, to %s, %.1f Mbit/s",
 		att.Took.Round(time.Millisecond), remote, rate*8/1e6)
+
+	att, rate, _ = other.transfer(six, "relay-reverse", "relayed")
+	if r := six.linkRemote(other); !strings.HasPrefix(r, relay6) {
+		t.Errorf("%s's link to %s runs to %q; want the relay's IPv6 address", six.name, other.name, r)
+	}
+	t.Logf("IPv4-only to IPv6-only, the initiator allocating: connected in %v, %.1f Mbit/s",
+		att.Took.Round(time.Millisecond), rate*8/1e6)
 }

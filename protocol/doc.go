@@ -521,7 +521,7 @@
 //	  h?   uint8    supernode hops it may still take, <= 8
 //	  nt?  uint8    NAT type of f, as the supernode of f recorded it
 //	  a?   [str]    candidate addresses of f; <= 8 of <= 128 bytes
-//	  pl?  uint8    plan: 1 direct, 2 reverse, 3 punch, 4 relay
+//	  pl?  uint8    plan: 1 direct, 2 reverse, 3 punch, 4 relay, 5 relay-reverse (v12)
 //	  d?   uint32   milliseconds to wait before starting
 //	  u?   bool     upgrade: only a direct path is wanted
 //	  r?   map      relay credentials (as relay_ok's r)
@@ -1029,7 +1029,8 @@
 //	    nat_status, and the token attribute in STUN answers to requests with
 //	    a USERNAME. IPv6 relaying: optional key 6 in relay_load (the relay's
 //	    IPv6 address) and in relay credentials (allocate an IPv6 relayed
-//	    address, with REQUESTED-ADDRESS-FAMILY). Optional key rl in hello.
+//	    address, with REQUESTED-ADDRESS-FAMILY); plan 5, relay-reverse, whose
+//	    answer carries the initiator's relay credentials. Optional key rl in hello.
 //
 // A later version adds message types at the end of the list and optional keys to
 // existing messages; anything else (a new meaning for a key or a type, a new

@@ -110,6 +110,10 @@ const (
 	PlanReverse Plan = 2 // the target dials the initiator
 	PlanPunch   Plan = 3 // both punch at the same moment; the initiator dials
 	PlanRelay   Plan = 4 // the target allocates a relay; the initiator dials it there
+	// PlanRelayReverse: the initiator allocates a relay and the target dials
+	// it there, for a target on IPv6 alone, which reaches no relay's TURN
+	// service to allocate on (v12).
+	PlanRelayReverse Plan = 5
 )
 
 func (p Plan) String() string {
@@ -122,6 +126,8 @@ func (p Plan) String() string {
 		return "punch"
 	case PlanRelay:
 		return "relay"
+	case PlanRelayReverse:
+		return "relay-reverse"
 	}
 	return fmt.Sprintf("plan_%d", uint8(p))
 }

@@ -220,6 +220,12 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 		// IPv4 NATs need a relay, which stays the fallback.
 		plan = protocol.PlanPunch
 	}
+	if plan == protocol.PlanRelay && onlyIPv6(target.Addrs) {
+		// The target reaches no relay's TURN service, which is on IPv4:
+		// the initiator allocates, an IPv6 relayed address the target
+		// sends to.
+		plan = protocol.PlanRelayReverse
+	}
 	if req.Upgrade && plan != protocol.PlanPunch && plan != protocol.PlanDirect && plan != protocol.PlanReverse {
 		r.routeBack(from, req, protocol.StatusUnavailable, "no direct path between these NATs")
 		return
@@ -245,6 +251,15 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 	answer := &protocol.Signal{ID: req.ID, Kind: protocol.SignalAnswer, From: target.Peer, FromSN: r.cfg.ID,
 		To: req.From, ToSN: req.FromSN, Hops: r.cfg.HopLimit, NAT: target.NAT, Addrs: target.Addrs,
 		Plan: plan, Upgrade: req.Upgrade}
+	if plan == protocol.PlanRelayReverse {
+		if r.cfg.Relay != nil {
+			answer.Relay = r.cfg.Relay(req.From, true)
+		}
+		if answer.Relay == nil {
+			r.routeBack(from, req, protocol.StatusUnavailable, "the target has IPv6 alone and no relay offers IPv6")
+			return
+		}
+	}
 	r.log.Debug().Str("from", req.From.Short()).Str("to", target.Peer.Short()).
 		Str("plan", plan.String()).Uint32("delay_ms", wait).Msg("rendezvous")
 	r.out.Send(to, offer)

@@ -251,4 +251,20 @@ func TestSignalIPv6OnlyInitiator(t *testing.T) {
 	if !slices.Equal(asked, []bool{true}) {
 		t.Errorf("relays asked for %v, want one with IPv6", asked)
 	}
+
+	// The other way round the target, on IPv6 alone, cannot allocate: the
+	// initiator does, and is given the IPv6 relay in its answer.
+	if err := c.send(&protocol.Signal{ID: 2, Kind: protocol.SignalRequest, To: a.peer, ToSN: net.nodes[0].peer}); err != nil {
+		t.Fatal(err)
+	}
+	net.run()
+	net.noErrors()
+	back, answers := a.signals(), c.signals()
+	o, an := back[len(back)-1], answers[len(answers)-1]
+	if o.Kind != protocol.SignalOffer || o.Plan != protocol.PlanRelayReverse || o.Relay != nil {
+		t.Errorf("offer to the IPv6-only target: %+v; want relay-reverse without credentials", o)
+	}
+	if an.Kind != protocol.SignalAnswer || an.Plan != protocol.PlanRelayReverse || an.Relay == nil || !an.Relay.IPv6 {
+		t.Errorf("answer to the IPv4 initiator: %+v; want relay-reverse with IPv6 credentials", an)
+	}
 }

@@ -419,7 +419,7 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	}
 	for _, s := range r.steps {
 		var l *transport.Link
-		l, err = c.initiatorStep(ctx, s, src.Peer, ans.Addrs, sigs, start)
+		l, err = c.initiatorStep(ctx, s, ans, sigs, start)
 		if err == nil {
 			path, ok := stepPath(s)
 			if !ok {
@@ -431,11 +431,14 @@ func (c *Connector) establish(ctx context.Context, src protocol.Source, upgrade 
 	return nil, "", plan, err
 }
 
-// initiatorStep takes one step of the initiator's route; sigs carries the
-// setup's later signals.
-func (c *Connector) initiatorStep(ctx context.Context, s step, peer protocol.PeerID, addrs []string, sigs *setupSignals, start time.Time) (*transport.Link, error) {
+// initiatorStep takes one step of the initiator's route, as ans planned
+// it; sigs carries the setup's later signals.
+func (c *Connector) initiatorStep(ctx context.Context, s step, ans *protocol.Signal, sigs *setupSignals, start time.Time) (*transport.Link, error) {
 	node := c.cfg.Node()
+	peer, addrs := ans.From, ans.Addrs
 	switch s {
+	case stepAllocate:
+		return c.relayFor(ctx, ans)
 	case stepDial:
 		return c.dialAny(ctx, peer, addrs)
 	case stepAwait:
@@ -661,13 +664,25 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 	att := apitype.Attempt{Peer: m.From.String(), Plan: m.Plan.String(), Upgrade: m.Upgrade, At: start}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PunchTimeout+c.cfg.SignalTimeout+node.HandshakeTimeout())
 	defer cancel()
+	// The initiator's later signals (its relayed address, with
+	// relay-reverse) may come while we wait to start: keep them.
+	ch, forget, ok := c.setups.Add(m.ID, 4)
+	if !ok {
+		att.Err = fmt.Sprintf("%d connection setups in flight", maxSetups)
+		c.record(att)
+		return
+	}
+	defer forget()
+	sigs := &setupSignals{ch: ch}
 	r, err := targetRoute(m.Plan, m.Delay, m.Upgrade, m.Relay != nil)
 	if err == nil && r.wait > 0 {
 		sleepCtx(ctx, r.wait)
 	}
 	var l *transport.Link
+	var took step
 	if err == nil {
 		for _, s := range r.steps {
+			took = s
 			if s == stepPermit {
 				// The initiator dials us; if we live on a relay, let it in,
 				// then tell it so: a packet before the permission is lost.
@@ -679,7 +694,7 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 				}
 				return
 			}
-			if l, err = c.targetStep(ctx, s, m, start); err == nil {
+			if l, err = c.targetStep(ctx, s, m, sigs, start); err == nil {
 				break
 			}
 		}
@@ -687,6 +702,8 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 	att.Took = time.Since(start)
 	if err != nil {
 		att.Err = err.Error()
+	} else if p, ok := stepPath(took); ok && p == apitype.PathRelayed {
+		att.Path = p
 	} else {
 		att.Path = c.pathOf(l, m.NAT)
 	}
@@ -694,7 +711,7 @@ func (c *Connector) answerOffer(m *protocol.Signal) {
 }
 
 // targetStep takes one step of the target's route.
-func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, start time.Time) (*transport.Link, error) {
+func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, sigs *setupSignals, start time.Time) (*transport.Link, error) {
 	switch s {
 	case stepDial:
 		l, err := c.dialAny(ctx, m.From, m.Addrs)
@@ -716,6 +733,20 @@ func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, 
 		return c.awaitIncoming(pctx, m.From, start)
 	case stepAllocate:
 		return c.relayFor(ctx, m)
+	case stepRelayed:
+		// The initiator allocates and tells us where.
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
+		rel, err := sigs.wait(rctx, protocol.SignalRelayed)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
+		}
+		l, err := c.dialAny(ctx, m.From, rel.Addrs)
+		if err == nil {
+			c.register(l, apitype.PathRelayed, m.Plan, false, true)
+			c.cfg.Serve(l)
+		}
+		return l, err
 	}
 	return nil, fmt.Errorf("%w: the target cannot %s", protocol.ErrBadRequest, s)
 }

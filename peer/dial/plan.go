@@ -29,13 +29,15 @@ const (
 	// stepPunch opens both NATs with punch packets, then dials the address
 	// that answered.
 	stepPunch
-	// stepRelayed waits for the relayed address the target sends, and dials it.
+	// stepRelayed waits for the relayed address the other side sends, and
+	// dials it.
 	stepRelayed
 	// stepPunchAwait (target side) punches towards the initiator and waits
 	// for its dial.
 	stepPunchAwait
-	// stepAllocate (target side) allocates on the relay the supernode chose,
-	// sends the relayed address and waits for the dial.
+	// stepAllocate allocates on the relay the supernode chose, sends the
+	// relayed address and waits for the dial: the target's, or the
+	// initiator's with relay-reverse.
 	stepAllocate
 	// stepPermit (target side) lets the initiator in through our relay
 	// allocation, if we live on one, and then says so with the relayed
@@ -101,6 +103,8 @@ func initiatorRoute(plan protocol.Plan, delayMS uint32, upgrade, targetOnRelay b
 		}
 	case protocol.PlanRelay:
 		r.steps = []step{stepRelayed}
+	case protocol.PlanRelayReverse:
+		r.steps = []step{stepAllocate}
 	default:
 		return route{}, fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, plan)
 	}
@@ -123,6 +127,8 @@ func targetRoute(plan protocol.Plan, delayMS uint32, upgrade, hasRelay bool) (ro
 		}
 	case protocol.PlanRelay:
 		r.steps = []step{stepAllocate}
+	case protocol.PlanRelayReverse:
+		r.steps = []step{stepRelayed}
 	default:
 		return route{}, fmt.Errorf("%w: plan %d", protocol.ErrBadRequest, plan)
 	}
@@ -143,7 +149,7 @@ func stepPath(s step) (path string, known bool) {
 	switch s {
 	case stepDial, stepPunch:
 		return apitype.PathDirect, true
-	case stepRelayed, stepDialPermitted:
+	case stepRelayed, stepDialPermitted, stepAllocate:
 		return apitype.PathRelayed, true
 	}
 	return "", false

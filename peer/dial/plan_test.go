@@ -41,6 +41,8 @@ func TestInitiatorRoute(t *testing.T) {
 		// An upgrade already has a relay: a failed punch just ends it.
 		{protocol.PlanPunch, true, []step{stepPunch}},
 		{protocol.PlanRelay, false, []step{stepRelayed}},
+		// A target on IPv6 alone cannot allocate: the initiator does.
+		{protocol.PlanRelayReverse, false, []step{stepAllocate}},
 	} {
 		r, err := initiatorRoute(tc.plan, 0, tc.upgrade, false)
 		if err != nil || !slices.Equal(r.steps, tc.want) || r.wait != 0 {
@@ -72,6 +74,7 @@ func TestTargetRoute(t *testing.T) {
 		{protocol.PlanPunch, true, true, []step{stepPunchAwait}},
 		// Without a relay the allocation fails with its own error.
 		{protocol.PlanRelay, false, false, []step{stepAllocate}},
+		{protocol.PlanRelayReverse, false, false, []step{stepRelayed}},
 	} {
 		r, err := targetRoute(tc.plan, 0, tc.upgrade, tc.hasRelay)
 		if err != nil || !slices.Equal(r.steps, tc.want) {
@@ -86,7 +89,7 @@ func TestTargetRoute(t *testing.T) {
 // Every step either side may take has a name, and the initiator's steps
 // that give a link say which path it runs, or leave it to how it came in.
 func TestStepPaths(t *testing.T) {
-	for s, want := range map[step]string{stepDial: apitype.PathDirect, stepPunch: apitype.PathDirect, stepRelayed: apitype.PathRelayed, stepDialPermitted: apitype.PathRelayed, stepAwait: ""} {
+	for s, want := range map[step]string{stepDial: apitype.PathDirect, stepPunch: apitype.PathDirect, stepRelayed: apitype.PathRelayed, stepDialPermitted: apitype.PathRelayed, stepAllocate: apitype.PathRelayed, stepAwait: ""} {
 		got, known := stepPath(s)
 		if got != want || known != (want != "") {
 			t.Errorf("%v: path %q known %v, want %q", s, got, known, want)
