@@ -309,30 +309,29 @@ func (p *labPeer) transfer(q *labPeer, plan, path string) (attemptJSON, float64,
 
 // linkRemote is where p's open link to q runs to, as p's status shows it.
 func (p *labPeer) linkRemote(q *labPeer) string {
-	st, out, err := p.status()
-	if err != nil {
-		p.nl.t.Fatalf("%v\n%s", err, out)
-	}
-	for _, l := range st.Links {
-		if l.PeerID == q.id {
-			return l.Remote
-		}
-	}
-	return ""
+	_, remote := p.link(q)
+	return remote
 }
 
 // linkTo is the path of p's open link to q, as p's status shows it.
 func (p *labPeer) linkTo(q *labPeer) string {
+	path, _ := p.link(q)
+	return path
+}
+
+// link is the path of p's open link to q and the address it runs to, as
+// p's status shows them: "none" and "" without one.
+func (p *labPeer) link(q *labPeer) (path, remote string) {
 	st, out, err := p.status()
 	if err != nil {
 		p.nl.t.Fatalf("%v\n%s", err, out)
 	}
 	for _, l := range st.Links {
 		if l.PeerID == q.id {
-			return l.Path
+			return l.Path, l.Remote
 		}
 	}
-	return "none"
+	return "none", ""
 }
 
 // expectedPlan is what the target's supernode should plan for a pair of kinds.
