@@ -146,3 +146,11 @@ func TestProgressBarOneRate(t *testing.T) {
 		t.Errorf("bar line %q: want one rate, 2.0 MiB/s, 50 MiB of 100 MiB and 25s left", line)
 	}
 }
+
+func TestCounted(t *testing.T) {
+	for n, want := range map[int]string{0: "0 results", 1: "1 result", 2: "2 results"} {
+		if got := counted(n, "result"); got != want {
+			t.Errorf("counted(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -52,7 +52,7 @@ func searchCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if len(hits) == 0 {
-				fmt.Fprintf(os.Stderr, "No results for %q (%d supernodes searched).\n", q, res.Supernodes)
+				fmt.Fprintf(os.Stderr, "No results for %q (%s searched).\n", q, counted(res.Supernodes, "supernode"))
 				return exitError{5}
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -69,7 +69,7 @@ func searchCmd(g *globals) *cobra.Command {
 			if res.Partial {
 				note = ", some did not answer in time"
 			}
-			fmt.Fprintf(os.Stderr, "%d results from %d supernodes%s. Download with: peer get CONTENT_ID\n", len(hits), res.Supernodes, note)
+			fmt.Fprintf(os.Stderr, "%s from %s%s. Download with: peer get CONTENT_ID\n", counted(len(hits), "result"), counted(res.Supernodes, "supernode"), note)
 			return nil
 		},
 	}
@@ -118,3 +118,11 @@ func groupHits(hits []apitype.HitJSON) []apitype.HitJSON {
 
 // humanBytes is n in binary units, "1.5 MiB".
 func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
+
+// counted is n and the noun, in the plural unless n is 1.
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
