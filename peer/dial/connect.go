@@ -469,13 +469,7 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, ans *protocol.Sig
 		return l, err
 	case stepRelayed:
 		// The target allocates a relay and tells us where.
-		rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
-		defer cancel()
-		rel, err := sigs.wait(rctx, protocol.SignalRelayed)
-		if err != nil {
-			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
-		}
-		return c.dialAny(ctx, peer, rel.Addrs)
+		return c.dialRelayed(ctx, peer, sigs)
 	case stepDialPermitted:
 		pctx, cancel := context.WithTimeout(ctx, permitWait)
 		rel, err := sigs.wait(pctx, protocol.SignalRelayed)
@@ -494,6 +488,18 @@ func (c *Connector) initiatorStep(ctx context.Context, s step, ans *protocol.Sig
 // from the relay allocation we live on, so that it labels the link as it runs.
 func (c *Connector) hello() *protocol.Hello {
 	return &protocol.Hello{Role: protocol.RoleTransfer, Relayed: c.cfg.OnRelay != nil && c.cfg.OnRelay() != nil}
+}
+
+// dialRelayed waits for the relayed address the other side of a setup
+// allocated, and dials the peer there.
+func (c *Connector) dialRelayed(ctx context.Context, peer protocol.PeerID, sigs *setupSignals) (*transport.Link, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
+	rel, err := sigs.wait(rctx, protocol.SignalRelayed)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for the relayed address: %w", err)
+	}
+	return c.dialAny(ctx, peer, rel.Addrs)
 }
 
 // pathOf says how l to a peer whose NAT is theirs runs: relayed when it
@@ -583,8 +589,16 @@ func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []s
 		err error
 	}
 	results := make(chan result, len(cands))
+	t := time.NewTimer(attemptDelay)
+	defer t.Stop()
 	next, running := 0, 0
-	start := func() {
+	// startNext dials the next address, if any is left and the dial goes
+	// on, and gives it attemptDelay alone.
+	startNext := func() {
+		if next == len(cands) || ctx.Err() != nil {
+			return
+		}
+		t.Reset(attemptDelay)
 		a := cands[next]
 		next++
 		running++
@@ -602,9 +616,7 @@ func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []s
 			results <- result{l, err}
 		}()
 	}
-	start()
-	t := time.NewTimer(attemptDelay)
-	defer t.Stop()
+	startNext()
 	var errs []error
 	for running > 0 {
 		select {
@@ -624,15 +636,9 @@ func (c *Connector) dialAny(ctx context.Context, peer protocol.PeerID, addrs []s
 				return r.l, nil
 			}
 			errs = append(errs, r.err)
-			if next < len(cands) && ctx.Err() == nil {
-				start()
-				t.Reset(attemptDelay)
-			}
+			startNext()
 		case <-t.C:
-			if next < len(cands) && ctx.Err() == nil {
-				start()
-				t.Reset(attemptDelay)
-			}
+			startNext()
 		}
 	}
 	return nil, errors.Join(errs...)
@@ -735,13 +741,7 @@ func (c *Connector) targetStep(ctx context.Context, s step, m *protocol.Signal, 
 		return c.relayFor(ctx, m)
 	case stepRelayed:
 		// The initiator allocates and tells us where.
-		rctx, cancel := context.WithTimeout(ctx, c.cfg.SignalTimeout)
-		rel, err := sigs.wait(rctx, protocol.SignalRelayed)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("waiting for the relayed address: %w", err)
-		}
-		l, err := c.dialAny(ctx, m.From, rel.Addrs)
+		l, err := c.dialRelayed(ctx, m.From, sigs)
 		if err == nil {
 			c.register(l, apitype.PathRelayed, m.Plan, false, true)
 			c.cfg.Serve(l)

@@ -200,17 +200,16 @@ func Candidates(addrs []string, self string) []string {
 	var lan, v6, v4 []string
 	sameNAT := false
 	for _, a := range addrs {
-		switch {
-		case transport.LANCandidate(a):
+		if transport.LANCandidate(a) {
 			lan = append(lan, a)
-		case isIPv6(a):
+			continue
+		}
+		if isIPv6(a) {
 			v6 = append(v6, a)
-		default:
+		} else {
 			v4 = append(v4, a)
 		}
-		if !transport.LANCandidate(a) && self != "" && transport.SameHost(a, self) {
-			sameNAT = true
-		}
+		sameNAT = sameNAT || (self != "" && transport.SameHost(a, self))
 	}
 	var out []string
 	if sameNAT {
