@@ -87,18 +87,11 @@ func (s *Server) isRelayAddr(addr string) bool {
 	s.relays.mu.Lock()
 	defer s.relays.mu.Unlock()
 	for _, e := range s.relays.entries {
-		if transport.SameHost(addr, e.udp) || (e.tcp != "" && transport.SameHost(addr, e.tcp)) || onIP(addr, e.load.IPv6) {
+		if transport.SameHost(addr, e.udp) || (e.tcp != "" && transport.SameHost(addr, e.tcp)) || (e.load.IPv6 != "" && transport.SameHost(addr, net.JoinHostPort(e.load.IPv6, "0"))) {
 			return true
 		}
 	}
 	return s.cfg.Relay != nil && transport.SameHost(addr, s.cfg.Relay.UDPAddr().String())
-}
-
-// onIP reports whether the "ip:port" addr is on ip.
-func onIP(addr, ip string) bool {
-	ap, err1 := netip.ParseAddrPort(addr)
-	x, err2 := netip.ParseAddr(ip)
-	return err1 == nil && err2 == nil && ap.Addr().Unmap() == x.Unmap()
 }
 
 // SilentLeaf is how long a leaf that pings may go without a frame before it

@@ -267,19 +267,18 @@ func (r *Router) rendezvous(from, to LinkID, req *protocol.Signal, target LeafIn
 }
 
 // hasIPv6 reports whether a leaf was seen at a public IPv6 address.
-func hasIPv6(addrs []string) bool {
-	return slices.ContainsFunc(addrs, func(a string) bool {
-		ap, err := netip.ParseAddrPort(a)
-		return err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() && transport.IsPublicAddr(ap.Addr())
-	})
-}
+func hasIPv6(addrs []string) bool { return seenAt(addrs, true) }
 
 // onlyIPv6 reports whether a leaf was seen at a public IPv6 address and at
 // no public IPv4 one.
-func onlyIPv6(addrs []string) bool {
-	return hasIPv6(addrs) && !slices.ContainsFunc(addrs, func(a string) bool {
+func onlyIPv6(addrs []string) bool { return seenAt(addrs, true) && !seenAt(addrs, false) }
+
+// seenAt reports whether one of a leaf's addresses is a public one in
+// IPv6, or in IPv4 (IPv4-mapped ones included).
+func seenAt(addrs []string, v6 bool) bool {
+	return slices.ContainsFunc(addrs, func(a string) bool {
 		ap, err := netip.ParseAddrPort(a)
-		return err == nil && ap.Addr().Unmap().Is4() && transport.IsPublicAddr(ap.Addr())
+		return err == nil && ap.Addr().Unmap().Is6() == v6 && transport.IsPublicAddr(ap.Addr())
 	})
 }
 
