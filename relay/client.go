@@ -390,7 +390,7 @@ type askIPv6 struct {
 }
 
 func (c *askIPv6) WriteTo(p []byte, to net.Addr) (int, error) {
-	if len(p) < 2 || binary.BigEndian.Uint16(p) != stun.NewType(stun.MethodAllocate, stun.ClassRequest).Value() {
+	if len(p) < 2 || binary.BigEndian.Uint16(p) != allocateRequest.Value() {
 		return c.PacketConn.WriteTo(p, to)
 	}
 	q, err := withFamilyIPv6(p, c.password)

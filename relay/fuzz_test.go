@@ -35,7 +35,7 @@ func FuzzParseUsername(f *testing.F) {
 // must agree with a full decode. The seeds are the three families a
 // client can ask for, and none.
 func FuzzAsksIPv6(f *testing.F) {
-	alloc := stun.NewType(stun.MethodAllocate, stun.ClassRequest)
+	alloc := allocateRequest
 	f.Add(stun.MustBuild(stun.TransactionID, alloc, stun.Fingerprint).Raw)
 	for _, fam := range []byte{0x01, familyIPv6, 0x07} {
 		f.Add(stun.MustBuild(stun.TransactionID, alloc, stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{fam, 0, 0, 0}}, stun.Fingerprint).Raw)

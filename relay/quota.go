@@ -43,7 +43,7 @@ func (c *familyConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // REQUESTED-ADDRESS-FAMILY is IPv6.
 func asksIPv6(p []byte) bool {
 	// The type's top two bits are left out, as pion's decoder leaves them.
-	if len(p) < 20 || binary.BigEndian.Uint16(p)&0x3fff != stun.NewType(stun.MethodAllocate, stun.ClassRequest).Value() {
+	if len(p) < 20 || binary.BigEndian.Uint16(p)&0x3fff != allocateRequest.Value() {
 		return false
 	}
 	m := stun.Message{Raw: p}
@@ -56,6 +56,9 @@ func asksIPv6(p []byte) bool {
 
 // familyIPv6 is REQUESTED-ADDRESS-FAMILY's value for IPv6 (RFC 6156, 4.1.1).
 const familyIPv6 = 0x02
+
+// allocateRequest is the STUN message type of a TURN Allocate request.
+var allocateRequest = stun.NewType(stun.MethodAllocate, stun.ClassRequest)
 
 // relayGen hands pion relay sockets that enforce the allocation quotas:
 // IPv6 ones from inner6 when want6 says the request being handled asks
