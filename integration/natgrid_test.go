@@ -692,20 +692,7 @@ func TestNATSameLAN(t *testing.T) {
 		"--listen", "0.0.0.0:40000")
 	a.wait()
 	b.wait()
-	att, err := a.connect(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if att.Plan != "direct" || att.Path != "direct" {
-		t.Errorf("behind one NAT: plan %s, path %s; want direct across the LAN", att.Plan, att.Path)
-	}
-	rate, err := a.get(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := a.linkTo(b); p != "direct" {
-		t.Errorf("the download ran on a %s link", p)
-	}
+	att, rate, _ := a.transfer(b, "direct", "direct")
 	mbit := rate * 8 / 1e6
 	t.Logf("behind one NAT: plan %s in %v, %.1f Mbit/s (the home line is %d Mbit/s)", att.Plan, att.Took.Round(time.Millisecond), mbit, gridRate)
 }
